@@ -1,0 +1,128 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use parva_core::mig::GpuType;
+use parva_core::plan::{self, Algorithm, PlanInput, PlanOptions};
+use parva_core::{ProfileSet, slo};
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("slos").required(true).args(["slo_dir", "services"])))]
+pub struct PlanArgs {
+    /// Directory of profile tables (one `<model>.csv` per model) for the GPU type.
+    #[arg(long, value_name = "DIR")]
+    prof_data: PathBuf,
+    /// Directory holding ParvaGPU's `SLO_req_rate.csv` and `SLO_latency.csv` (with --slo).
+    #[arg(long, value_name = "DIR", requires = "slo")]
+    slo_dir: Option<PathBuf>,
+    /// Scenario (row, 1-based) of the SLO files.
+    #[arg(long, value_name = "N", requires = "slo_dir")]
+    slo: Option<usize>,
+    /// Service list with header `service,model,rate,slo_ms`.
+    #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
+    services: Option<PathBuf>,
+    /// GPU type (see `parva catalogue`), e.g. a100-80gb.
+    #[arg(long)]
+    gpu: String,
+    /// GPUs per node when numbering the map.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    gpus_per_node: u32,
+    /// Planning algorithm.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Parvagpu)]
+    algorithm: AlgorithmArg,
+    /// A point is admissible when its profiled batch latency < budget x SLO.
+    #[arg(long, default_value_t = 0.45)]
+    latency_budget: f64,
+    /// Largest MPS process count per segment.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=48))]
+    max_procs: u32,
+    /// Where to write the map [default: deployment/SLO<N>/SLO<N>_deploy.csv with --slo,
+    /// deployment/deploy.csv otherwise].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AlgorithmArg {
+    /// ParvaGPU's greedy planner, with legal MIG placements.
+    Parvagpu,
+}
+
+pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    if !(args.latency_budget > 0.0 && args.latency_budget <= 1.0) {
+        anyhow::bail!("--latency-budget must be in (0, 1]; got {}", args.latency_budget);
+    }
+    let gpu = GpuType::by_id(&args.gpu)?;
+    let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
+    let services = match (&args.slo_dir, args.slo, &args.services) {
+        (Some(dir), Some(n), _) => slo::read_slo_pair(dir, n, &profiles)?,
+        (_, _, Some(file)) => slo::read_services(file, &profiles)?,
+        _ => anyhow::bail!("give --slo-dir DIR --slo N, or --services FILE"),
+    };
+    let options = PlanOptions {
+        algorithm: match args.algorithm {
+            AlgorithmArg::Parvagpu => Algorithm::ParvaGpu,
+        },
+        latency_budget: args.latency_budget,
+        max_procs: args.max_procs,
+        gpus_per_node: args.gpus_per_node,
+    };
+    let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
+    let plan = plan::plan(input);
+    let map = plan.to_map();
+    // Assert, then write: a map with an illegal layout is a planner bug and must never reach a node.
+    let problems = map.check_layouts(gpu);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        anyhow::bail!("internal error: the planner produced illegal MIG layouts (nothing written):\n  {}", list.join("\n  "));
+    }
+    let out = args.out.clone().unwrap_or_else(|| default_out(args.slo));
+    map.write_file(&out).with_context(|| format!("writing the deployment map {}", out.display()))?;
+
+    let summary = plan.summary();
+    if args.json {
+        let mut v = serde_json::to_value(&summary)?;
+        v["out"] = serde_json::json!(out);
+        super::print_json(&v)?;
+    } else {
+        print_summary(&summary, &out);
+    }
+    for bad in &summary.infeasible {
+        eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
+    }
+    Ok(super::exit(summary.complete))
+}
+
+fn default_out(slo: Option<usize>) -> PathBuf {
+    match slo {
+        Some(n) => Path::new("deployment").join(format!("SLO{n}")).join(format!("SLO{n}_deploy.csv")),
+        None => Path::new("deployment").join("deploy.csv"),
+    }
+}
+
+fn print_summary(s: &plan::PlanSummary, out: &Path) {
+    println!(
+        "{} services on {} {} GPUs ({} nodes): {} segments, {} GPCs, planned in {:.3} s",
+        s.services.len() - s.infeasible.len(),
+        s.gpus,
+        s.gpu_type,
+        s.nodes,
+        s.segments,
+        s.gpcs,
+        s.plan_seconds
+    );
+    println!("{:<24} {:<16} {:>10} {:>9} {:>11} {:>8}", "service", "model", "rate/s", "SLO ms", "capacity/s", "segments");
+    for svc in &s.services {
+        println!(
+            "{:<24} {:<16} {:>10.1} {:>9.1} {:>11.1} {:>8}",
+            svc.service, svc.model, svc.rate, svc.slo_ms, svc.capacity, svc.segments
+        );
+    }
+    for note in &s.notes {
+        println!("note: {note}");
+    }
+    println!("wrote {}", out.display());
+}

@@ -1,0 +1,25 @@
+//! # parva-core
+//!
+//! The pure core of parva: data formats, MIG geometry, planning (and, later, simulation).
+//! Nothing here touches a GPU, spawns a process or links libtorch; the only I/O is reading and
+//! writing parva's own files. Read it top-down:
+//!
+//! - [`error`]: one error type for every file format, naming file, line, field and value.
+//! - [`mig`]: the catalogue of GPU types and their MIG profiles, and the layout validator.
+//! - [`profile`]: profile tables (instance size x batch x processes -> throughput, latency).
+//! - [`slo`]: services and their objectives (ParvaGPU SLO pairs, `services.csv`).
+//! - [`deploy`]: deployment maps (parva's and ParvaGPU's CSVs).
+//! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
+
+pub mod deploy;
+pub mod error;
+pub mod mig;
+pub mod plan;
+pub mod profile;
+pub mod slo;
+
+pub use deploy::{DeploymentMap, Segment};
+pub use error::FormatError;
+pub use mig::{GpuType, Placement};
+pub use profile::{ModelProfile, ProfilePoint, ProfileSet};
+pub use slo::Service;

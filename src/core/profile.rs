@@ -1,0 +1,287 @@
+//! Profile tables: one CSV per model, ParvaGPU-compatible.
+//!
+//! Header: `Mig instance,Batch size,Workload Number,Throughput,Latency` — instance size in GPCs,
+//! batch size, MPS process count, throughput of ONE process in samples/s, latency of one batch
+//! in seconds. Extra columns after these five are allowed and kept. A directory of such files is
+//! a profile set for one GPU type; the model name is the file stem.
+//!
+//! A row with throughput 0 is a point that was not measured (out of memory, pruned, failed): it is
+//! kept but a planner never uses it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{FormatError, Location, from_csv};
+use crate::mig::GpuType;
+
+/// The five columns every profile table starts with.
+pub const PROFILE_HEADER: [&str; 5] = ["Mig instance", "Batch size", "Workload Number", "Throughput", "Latency"];
+
+/// One measured (instance size, batch, processes) point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfilePoint {
+    /// Instance size in GPCs.
+    pub size: u8,
+    pub batch: u32,
+    /// MPS processes running the model in the instance.
+    pub procs: u32,
+    /// Samples per second of ONE process.
+    pub throughput: f64,
+    /// Seconds for one batch of one process.
+    pub latency_s: f64,
+    /// Values of the extra columns, aligned with [`ModelProfile::extra_headers`].
+    pub extra: Vec<String>,
+}
+
+impl ProfilePoint {
+    /// Throughput of the whole segment (all processes), samples/s.
+    pub fn segment_throughput(&self) -> f64 {
+        self.throughput * self.procs as f64
+    }
+    /// Whether this point holds a usable measurement.
+    pub fn is_measured(&self) -> bool {
+        self.throughput > 0.0 && self.latency_s > 0.0
+    }
+}
+
+/// The profile table of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelProfile {
+    pub model: String,
+    pub points: Vec<ProfilePoint>,
+    pub extra_headers: Vec<String>,
+}
+
+impl ModelProfile {
+    /// The point at exactly (size, batch, procs), if measured.
+    pub fn point(&self, size: u8, batch: u32, procs: u32) -> Option<&ProfilePoint> {
+        self.points.iter().find(|p| p.size == size && p.batch == batch && p.procs == procs)
+    }
+
+    /// Read one table. `gpu`, when given, restricts instance sizes to the GPU type's.
+    pub fn read(path: &Path, gpu: Option<&GpuType>) -> Result<ModelProfile, FormatError> {
+        let model = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| FormatError::invalid(Location::file(path), "file name is not valid UTF-8"))?
+            .to_string();
+        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open profile table", e))?;
+        Self::read_from(file, path, model, gpu)
+    }
+
+    /// Read a table from any reader; `path` is used in messages only.
+    pub fn read_from(
+        reader: impl std::io::Read,
+        path: &Path,
+        model: String,
+        gpu: Option<&GpuType>,
+    ) -> Result<ModelProfile, FormatError> {
+        let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(reader);
+        let headers = rdr.headers().map_err(|e| from_csv(path, e))?.clone();
+        for (i, want) in PROFILE_HEADER.iter().enumerate() {
+            let got = headers.get(i).unwrap_or("");
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(FormatError::invalid(
+                    Location::field(path, 1, format!("column {}", i + 1)),
+                    format!("header must start with `{}`; found `{got}` where `{want}` belongs", PROFILE_HEADER.join(",")),
+                ));
+            }
+        }
+        let extra_headers: Vec<String> = headers.iter().skip(5).map(str::to_string).collect();
+        let mut points = Vec::new();
+        let mut seen: BTreeMap<(u8, u32, u32), u64> = BTreeMap::new();
+        for rec in rdr.records() {
+            let rec = rec.map_err(|e| from_csv(path, e))?;
+            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+            if rec.iter().all(|f| f.is_empty()) {
+                continue;
+            }
+            let field = |i: usize| rec.get(i).unwrap_or("");
+            let at = |i: usize| Location::field(path, line, PROFILE_HEADER[i]);
+            let size: u8 = parse_int(field(0), at(0), 1, 255)? as u8;
+            if let Some(gpu) = gpu {
+                if gpu.profile_for_size(size).is_none() {
+                    return Err(FormatError::invalid(
+                        at(0),
+                        format!("instance size {size} is not a MIG size of {} (sizes: {:?})", gpu.id, gpu.sizes()),
+                    ));
+                }
+            }
+            let batch = parse_int(field(1), at(1), 1, 1 << 20)? as u32;
+            let procs = parse_int(field(2), at(2), 1, 48)? as u32;
+            let throughput = parse_nonneg(field(3), at(3))?;
+            let latency_s = parse_nonneg(field(4), at(4))?;
+            if throughput > 0.0 && latency_s == 0.0 {
+                return Err(FormatError::invalid(at(4), "latency must be > 0 when throughput is > 0 (value: \"0\")"));
+            }
+            if let Some(first) = seen.insert((size, batch, procs), line) {
+                return Err(FormatError::invalid(
+                    Location::line(path, line),
+                    format!("duplicate grid point (size {size}, batch {batch}, procs {procs}); first at line {first}"),
+                ));
+            }
+            points.push(ProfilePoint {
+                size,
+                batch,
+                procs,
+                throughput,
+                latency_s,
+                extra: rec.iter().skip(5).map(str::to_string).collect(),
+            });
+        }
+        Ok(ModelProfile { model, points, extra_headers })
+    }
+
+    /// Write the table (header, then points in grid order).
+    pub fn write_to(&self, w: impl std::io::Write) -> Result<(), csv::Error> {
+        let mut wtr = csv::Writer::from_writer(w);
+        let mut header: Vec<&str> = PROFILE_HEADER.to_vec();
+        header.extend(self.extra_headers.iter().map(String::as_str));
+        wtr.write_record(&header)?;
+        let mut points: Vec<&ProfilePoint> = self.points.iter().collect();
+        points.sort_by_key(|p| (p.size, p.batch, p.procs));
+        for p in points {
+            let mut row = vec![
+                p.size.to_string(),
+                p.batch.to_string(),
+                p.procs.to_string(),
+                fmt_num(p.throughput),
+                fmt_num(p.latency_s),
+            ];
+            row.extend(p.extra.iter().cloned());
+            row.resize(header.len(), String::new());
+            wtr.write_record(&row)?;
+        }
+        wtr.flush()?;
+        Ok(())
+    }
+}
+
+/// A profile set: every model's table for one GPU type, keyed (and ordered) by model name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProfileSet {
+    pub dir: PathBuf,
+    pub models: BTreeMap<String, ModelProfile>,
+}
+
+impl ProfileSet {
+    /// Read every `*.csv` of `dir`. Files are taken in byte order of their names, as ParvaGPU does.
+    pub fn read_dir(dir: &Path, gpu: Option<&GpuType>) -> Result<ProfileSet, FormatError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| FormatError::io(dir, "read profile directory", e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| FormatError::io(dir, "read profile directory", e))?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "csv") && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(FormatError::invalid(Location::file(dir), "holds no profile tables (*.csv)"));
+        }
+        let mut models = BTreeMap::new();
+        for f in files {
+            let table = ModelProfile::read(&f, gpu)?;
+            models.insert(table.model.clone(), table);
+        }
+        Ok(ProfileSet { dir: dir.to_path_buf(), models })
+    }
+
+    /// Model names in the order SLO files' columns refer to them (alphabetical by file name).
+    pub fn model_names(&self) -> Vec<&str> {
+        self.models.keys().map(String::as_str).collect()
+    }
+
+    pub fn get(&self, model: &str) -> Option<&ModelProfile> {
+        self.models.get(model)
+    }
+}
+
+pub(crate) fn parse_int(value: &str, at: Location, min: i64, max: i64) -> Result<i64, FormatError> {
+    let v: i64 = value.parse().map_err(|_| {
+        FormatError::invalid(at.clone(), format!("expected a whole number, found {value:?}"))
+    })?;
+    if v < min || v > max {
+        return Err(FormatError::invalid(at, format!("{v} is out of range (allowed {min}..={max})")));
+    }
+    Ok(v)
+}
+
+pub(crate) fn parse_nonneg(value: &str, at: Location) -> Result<f64, FormatError> {
+    let v: f64 = value
+        .parse()
+        .map_err(|_| FormatError::invalid(at.clone(), format!("expected a number, found {value:?}")))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(FormatError::invalid(at, format!("must be a finite number >= 0, found {value:?}")));
+    }
+    Ok(v)
+}
+
+/// Shortest decimal form that reads back to the same value.
+pub(crate) fn fmt_num(v: f64) -> String {
+    let s = format!("{v}");
+    if s.contains('e') { format!("{v:.9}") } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<ModelProfile, FormatError> {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(gpu))
+    }
+
+    const HEADER: &str = "Mig instance,Batch size,Workload Number,Throughput,Latency";
+
+    #[test]
+    fn reads_and_keeps_extra_columns() {
+        let t = read(&format!("{HEADER},p99_latency,mem_mb\n1,4,2,100.5,0.04,0.05,900\n7,8,1,1000,0.008,0.009,\n")).unwrap();
+        assert_eq!(t.extra_headers, vec!["p99_latency", "mem_mb"]);
+        assert_eq!(t.points.len(), 2);
+        assert_eq!(t.points[0].segment_throughput(), 201.0);
+        assert_eq!(t.points[1].extra, vec!["0.009", ""]);
+        let mut out = Vec::new();
+        t.write_to(&mut out).unwrap();
+        let again = ModelProfile::read_from(out.as_slice(), Path::new("m.csv"), "m".into(), None).unwrap();
+        assert_eq!(again, t);
+    }
+
+    fn err_of(text: &str) -> String {
+        read(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn error_paths_name_file_line_field_and_value() {
+        let e = err_of("size,batch\n1,2\n");
+        assert!(e.contains("m.csv:1") && e.contains("header"), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,1,1,-3,0.1\n"));
+        assert!(e.contains("m.csv:2: field `Throughput`") && e.contains("\"-3\""), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,1,1,NaN,0.1\n"));
+        assert!(e.contains("Throughput") && e.contains("NaN"), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,1,1,inf,0.1\n"));
+        assert!(e.contains("finite"), "{e}");
+        let e = err_of(&format!("{HEADER}\n5,1,1,3,0.1\n"));
+        assert!(e.contains("field `Mig instance`") && e.contains("size 5") && e.contains("a100-80gb"), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,1,1,3,0.1\n2,1,1,3,0.1\n1,1,1,4,0.1\n"));
+        assert!(e.contains("m.csv:4") && e.contains("duplicate") && e.contains("line 2"), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,x,1,3,0.1\n"));
+        assert!(e.contains("Batch size") && e.contains("\"x\""), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,0,1,3,0.1\n"));
+        assert!(e.contains("Batch size") && e.contains("out of range"), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,1,1,3\n"));
+        assert!(e.contains("m.csv:2") && e.contains("fields"), "{e}");
+        let e = err_of(&format!("{HEADER}\n1,1,1,3,0\n"));
+        assert!(e.contains("Latency"), "{e}");
+    }
+
+    #[test]
+    fn missing_directory_and_empty_directory() {
+        let e = ProfileSet::read_dir(Path::new("/nonexistent/parva"), None).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/parva"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let e = ProfileSet::read_dir(d.path(), None).unwrap_err().to_string();
+        assert!(e.contains("no profile tables"), "{e}");
+    }
+}

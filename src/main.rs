@@ -1,0 +1,59 @@
+//! `parva`: plan, serve and verify many DNN inference services on spatially shared GPUs.
+//!
+//! One binary with subcommands; `--json` prints machine-readable output on stdout, and logs go to
+//! stderr (`-v`, or `RUST_LOG=parva=debug`). Exit codes: 0 success, 1 error, 2 usage error,
+//! 3 the job ran but its result is incomplete (e.g. a plan with infeasible services).
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "parva", version, about, long_about = None)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn profile tables and SLOs into a deployment map.
+    Plan(commands::plan::PlanArgs),
+    /// Check a deployment map (parva's or ParvaGPU's) against a GPU type's MIG rules.
+    Validate(commands::validate::ValidateArgs),
+    /// List the GPU types parva knows, with their MIG profiles and placements.
+    Catalogue(commands::catalogue::CatalogueArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Validate(args) => commands::validate::run(args),
+        Command::Catalogue(args) => commands::catalogue::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "parva=warn",
+        1 => "parva=info,parva_core=info",
+        _ => "parva=debug,parva_core=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
