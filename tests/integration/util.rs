@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(rel)
+}
+
+/// Run `parva` with `args` in `cwd`.
+pub fn parva_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_parva")).args(args).current_dir(cwd).output().expect("run parva")
+}
+
+pub fn parva(args: &[&str]) -> Output {
+    parva_in(&repo(), args)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// ParvaGPU's published A100 data, beside the checkout (`../shared/reference/parvagpu-a100`) or
+/// where `PARVA_REFERENCE_DIR` points. `None` (and a message) when absent: a user's clone lacks it.
+pub fn reference_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PARVA_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/reference/parvagpu-a100"));
+    if dir.join("prof_data").is_dir() && dir.join("SLO").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: ParvaGPU reference data not found at {} (set PARVA_REFERENCE_DIR)", dir.display());
+        None
+    }
+}
