@@ -9,8 +9,10 @@
 //! - [`profile`]: profile tables (instance size x batch x processes -> throughput, latency).
 //! - [`slo`]: services and their objectives (ParvaGPU SLO pairs, `services.csv`).
 //! - [`deploy`]: deployment maps (parva's and ParvaGPU's CSVs).
+//! - [`batching`]: the dynamic batching policy the router applies and the planner models.
 //! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
 
+pub mod batching;
 pub mod deploy;
 pub mod error;
 pub mod mig;

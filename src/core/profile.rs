@@ -58,6 +58,22 @@ impl ModelProfile {
         self.points.iter().find(|p| p.size == size && p.batch == batch && p.procs == procs)
     }
 
+    /// Batch latency in seconds of `batch` samples on an instance of `size` GPCs running `procs`
+    /// processes: the profiled value, or a linear interpolation between the profiled batch sizes of
+    /// the same (size, procs) that surround it. Below the smallest profiled batch the smallest's
+    /// latency is used; above the largest, the line through the two largest is extended. `None`
+    /// when (size, procs) has no measured point.
+    pub fn batch_latency(&self, size: u8, procs: u32, batch: u32) -> Option<f64> {
+        let mut pts: Vec<(u32, f64)> = self
+            .points
+            .iter()
+            .filter(|p| p.size == size && p.procs == procs && p.is_measured())
+            .map(|p| (p.batch, p.latency_s))
+            .collect();
+        pts.sort_by_key(|p| p.0);
+        interpolate(&pts, batch)
+    }
+
     /// Read one table. `gpu`, when given, restricts instance sizes to the GPU type's.
     pub fn read(path: &Path, gpu: Option<&GpuType>) -> Result<ModelProfile, FormatError> {
         let model = path
@@ -198,6 +214,27 @@ impl ProfileSet {
     }
 }
 
+/// Piecewise-linear latency over sorted (batch, latency) points; see [`ModelProfile::batch_latency`].
+fn interpolate(pts: &[(u32, f64)], batch: u32) -> Option<f64> {
+    let (first, last) = (pts.first()?, pts.last()?);
+    if batch <= first.0 {
+        return Some(first.1);
+    }
+    let i = pts.partition_point(|p| p.0 < batch);
+    let (a, b) = if i < pts.len() {
+        if pts[i].0 == batch {
+            return Some(pts[i].1);
+        }
+        (pts[i - 1], pts[i])
+    } else if pts.len() >= 2 {
+        (pts[pts.len() - 2], *last)
+    } else {
+        return Some(last.1 * batch as f64 / last.0 as f64);
+    };
+    let t = (batch as f64 - a.0 as f64) / (b.0 as f64 - a.0 as f64);
+    Some((a.1 + t * (b.1 - a.1)).max(first.1))
+}
+
 pub(crate) fn parse_int(value: &str, at: Location, min: i64, max: i64) -> Result<i64, FormatError> {
     let v: i64 = value.parse().map_err(|_| {
         FormatError::invalid(at.clone(), format!("expected a whole number, found {value:?}"))
@@ -274,6 +311,23 @@ mod tests {
         assert!(e.contains("m.csv:2") && e.contains("fields"), "{e}");
         let e = err_of(&format!("{HEADER}\n1,1,1,3,0\n"));
         assert!(e.contains("Latency"), "{e}");
+    }
+
+    #[test]
+    fn batch_latency_interpolates_between_profiled_batches() {
+        let t = read(&format!("{HEADER}\n2,1,1,100,0.010\n2,4,1,200,0.020\n2,8,1,250,0.032\n2,2,2,50,0.040\n")).unwrap();
+        assert_eq!(t.batch_latency(2, 1, 1), Some(0.010));
+        assert_eq!(t.batch_latency(2, 1, 4), Some(0.020));
+        let l3 = t.batch_latency(2, 1, 3).unwrap();
+        assert!((l3 - (0.010 + 2.0 / 3.0 * 0.010)).abs() < 1e-12, "{l3}");
+        let l6 = t.batch_latency(2, 1, 6).unwrap();
+        assert!((l6 - 0.026).abs() < 1e-12, "{l6}");
+        // Beyond the largest batch: the line through the two largest.
+        let l12 = t.batch_latency(2, 1, 12).unwrap();
+        assert!((l12 - 0.044).abs() < 1e-12, "{l12}");
+        // Below the smallest profiled batch of (2, 2 procs): its latency.
+        assert_eq!(t.batch_latency(2, 2, 1), Some(0.040));
+        assert_eq!(t.batch_latency(3, 1, 1), None);
     }
 
     #[test]
