@@ -1,0 +1,280 @@
+//! A stateful fake node of GPUs implementing [`MigControl`] with the real placement rules of each
+//! catalogue GPU type ([`parva_core::mig`]): it refuses illegal starts, overlapping memory
+//! slices, more GPCs or instances than the GPU has, unknown profiles, MIG calls on a GPU whose
+//! MIG mode is off, and destroying an instance a process uses. It records every call and can fail
+//! any one of them ([`Fault`]). Its state can live in a JSON file so that successive `parva`
+//! commands see the same "GPUs" (`PARVA_FAKE_GPUS`, see the README).
+
+use std::path::{Path, PathBuf};
+
+use parva_core::mig::{GpuType, Placement};
+use serde::{Deserialize, Serialize};
+
+use crate::fault::{CallLog, Fault};
+use crate::mig::{GpuInfo, GpuProcess, MigControl, MigError, MigInstance, MigMode};
+
+/// One fake GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FakeGpu {
+    /// Catalogue id (`a100-80gb`, ...).
+    pub gpu_type: String,
+    pub uuid: String,
+    pub mig: MigMode,
+    pub instances: Vec<MigInstance>,
+    pub processes: Vec<GpuProcess>,
+}
+
+/// The whole fake node (what the state file holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FakeState {
+    pub gpus: Vec<FakeGpu>,
+    /// Counter for MIG device UUIDs, so that a re-created instance gets a new UUID as on hardware.
+    pub serial: u64,
+    /// Whether the "user" may change MIG instances.
+    pub privileged: bool,
+}
+
+/// Bad `PARVA_FAKE_GPUS`-style spec.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("bad fake GPU spec `{spec}`: {reason} (expected TYPE:COUNT[,TYPE:COUNT...], e.g. a100-80gb:8)")]
+pub struct BadSpec {
+    pub spec: String,
+    pub reason: String,
+}
+
+impl FakeState {
+    /// Fresh GPUs with MIG mode enabled and no instances, e.g. from `a100-80gb:8` or
+    /// `a100-80gb:2,h100-80gb:2`.
+    pub fn from_spec(spec: &str) -> Result<FakeState, BadSpec> {
+        let bad = |reason: String| BadSpec { spec: spec.to_string(), reason };
+        let mut gpus = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (ty, count) = part.split_once(':').unwrap_or((part, "1"));
+            let gpu_type = GpuType::by_id(ty).map_err(|e| bad(e.to_string()))?;
+            let count: u32 = count.trim().parse().map_err(|_| bad(format!("count `{count}` is not a number")))?;
+            for _ in 0..count {
+                let index = gpus.len();
+                gpus.push(FakeGpu {
+                    gpu_type: gpu_type.id.to_string(),
+                    uuid: format!("GPU-fa4e0000-0000-4000-8000-{index:012x}"),
+                    mig: MigMode::ENABLED,
+                    instances: Vec::new(),
+                    processes: Vec::new(),
+                });
+            }
+        }
+        if gpus.is_empty() {
+            return Err(bad("no GPUs".into()));
+        }
+        Ok(FakeState { gpus, serial: 0, privileged: true })
+    }
+}
+
+/// The fake, optionally persisted to a state file after every change.
+#[derive(Debug, Clone)]
+pub struct FakeGpus {
+    state: FakeState,
+    log: CallLog,
+    file: Option<PathBuf>,
+}
+
+impl FakeGpus {
+    pub fn new(state: FakeState) -> Self {
+        FakeGpus { state, log: CallLog::default(), file: None }
+    }
+
+    /// Fresh GPUs from a spec (see [`FakeState::from_spec`]).
+    pub fn from_spec(spec: &str) -> Result<Self, BadSpec> {
+        FakeState::from_spec(spec).map(Self::new)
+    }
+
+    /// Load the state from `path` when it exists, else start from `spec`; keep `path` updated.
+    pub fn with_state_file(spec: &str, path: &Path) -> Result<Self, MigError> {
+        let err = |message: String| MigError::FakeState { path: path.display().to_string(), message };
+        let state = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FakeState::from_spec(spec).map_err(|e| err(e.to_string()))?,
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let fake = FakeGpus { state, log: CallLog::default(), file: Some(path.to_path_buf()) };
+        fake.save()?;
+        Ok(fake)
+    }
+
+    pub fn state(&self) -> &FakeState {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut FakeState {
+        &mut self.state
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> &[String] {
+        &self.log.calls
+    }
+
+    pub fn set_fault(&mut self, fault: Option<Fault>) {
+        self.log.set_fault(fault);
+    }
+
+    /// The GPU's layout as sorted `(profile id, start)` pairs.
+    pub fn layout(&self, gpu: u32) -> Vec<(u32, u8)> {
+        let mut l: Vec<(u32, u8)> = self.state.gpus.get(gpu as usize).map_or_else(Vec::new, |g| {
+            g.instances.iter().map(|i| (i.profile_id, i.start)).collect()
+        });
+        l.sort_unstable();
+        l
+    }
+
+    /// Every GPU's layout.
+    pub fn layouts(&self) -> Vec<Vec<(u32, u8)>> {
+        (0..self.state.gpus.len() as u32).map(|g| self.layout(g)).collect()
+    }
+
+    /// Put a process on GI `gi_id` of GPU `gpu` (a "foreign" user of the instance).
+    pub fn add_process(&mut self, gpu: u32, gi_id: Option<u32>, pid: u32) {
+        if let Some(g) = self.state.gpus.get_mut(gpu as usize) {
+            g.processes.push(GpuProcess { pid, gi_id, name: Some("python3".into()) });
+        }
+    }
+
+    fn save(&self) -> Result<(), MigError> {
+        let Some(path) = &self.file else { return Ok(()) };
+        let err = |message: String| MigError::FakeState { path: path.display().to_string(), message };
+        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    fn record(&mut self, call: String) -> Result<(), MigError> {
+        match self.log.record(call) {
+            Some(n) => Err(MigError::Injected { n, call: self.log.calls[n - 1].clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn gpu(&self, gpu: u32) -> Result<&FakeGpu, MigError> {
+        self.state.gpus.get(gpu as usize).ok_or(MigError::NoSuchGpu { gpu, count: self.state.gpus.len() })
+    }
+
+    fn mig_gpu(&self, gpu: u32) -> Result<(&FakeGpu, &'static GpuType), MigError> {
+        let g = self.gpu(gpu)?;
+        if !g.mig.current {
+            return Err(MigError::MigDisabled { gpu, uuid: g.uuid.clone() });
+        }
+        let ty = GpuType::by_id(&g.gpu_type).map_err(|e| MigError::FakeState {
+            path: self.file.as_ref().map_or("<memory>".into(), |p| p.display().to_string()),
+            message: e.to_string(),
+        })?;
+        Ok((g, ty))
+    }
+}
+
+fn product_name(gpu_type: &str) -> String {
+    let name = GpuType::by_id(gpu_type).ok().and_then(|t| t.product_names.first().copied()).unwrap_or(gpu_type);
+    format!("NVIDIA {name}")
+}
+
+impl MigControl for FakeGpus {
+    fn gpus(&mut self) -> Result<Vec<GpuInfo>, MigError> {
+        self.record("gpus".into())?;
+        Ok(self
+            .state
+            .gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| GpuInfo { index: i as u32, uuid: g.uuid.clone(), name: product_name(&g.gpu_type), mig: g.mig })
+            .collect())
+    }
+
+    fn instances(&mut self, gpu: u32) -> Result<Vec<MigInstance>, MigError> {
+        self.record(format!("instances gpu={gpu}"))?;
+        let (g, _) = self.mig_gpu(gpu)?;
+        let mut v = g.instances.clone();
+        v.sort_by_key(|i| i.gi_id);
+        Ok(v)
+    }
+
+    fn create_instance(&mut self, gpu: u32, profile_id: u32, start: u8) -> Result<MigInstance, MigError> {
+        self.record(format!("create_instance gpu={gpu} profile={profile_id} start={start}"))?;
+        let (g, ty) = self.mig_gpu(gpu)?;
+        let uuid = g.uuid.clone();
+        let profile = ty.profile_by_id(profile_id).ok_or_else(|| MigError::UnknownProfile {
+            gpu,
+            uuid: uuid.clone(),
+            profile_id,
+            gpu_type: ty.id.to_string(),
+        })?;
+        let mut layout: Vec<Placement> = g
+            .instances
+            .iter()
+            .filter_map(|i| ty.profile_by_id(i.profile_id).map(|p| Placement { profile: p, start: i.start }))
+            .collect();
+        layout.push(Placement { profile, start });
+        ty.validate(&layout).map_err(|e| MigError::Placement {
+            gpu,
+            uuid: uuid.clone(),
+            profile: profile.name.to_string(),
+            start,
+            size: profile.mem_slices,
+            reason: e.to_string(),
+        })?;
+        let gi_id = (1..).find(|id| !g.instances.iter().any(|i| i.gi_id == *id)).unwrap_or(1);
+        self.state.serial += 1;
+        let serial = self.state.serial;
+        let inst = MigInstance {
+            gi_id,
+            profile_id,
+            start,
+            size: profile.mem_slices,
+            ci_ids: vec![0],
+            uuid: Some(format!("MIG-{serial:08x}-fa4e-4{gpu:03x}-8{profile_id:03x}-{start:012x}")),
+        };
+        self.state.gpus[gpu as usize].instances.push(inst.clone());
+        self.save()?;
+        Ok(inst)
+    }
+
+    fn destroy_instance(&mut self, gpu: u32, gi_id: u32) -> Result<(), MigError> {
+        self.record(format!("destroy_instance gpu={gpu} gi={gi_id}"))?;
+        let (g, ty) = self.mig_gpu(gpu)?;
+        let pos = g.instances.iter().position(|i| i.gi_id == gi_id).ok_or_else(|| MigError::NoSuchInstance {
+            gpu,
+            uuid: g.uuid.clone(),
+            gi_id,
+        })?;
+        let pids: Vec<u32> = g.processes.iter().filter(|p| p.gi_id == Some(gi_id)).map(|p| p.pid).collect();
+        if !pids.is_empty() {
+            let inst = &g.instances[pos];
+            return Err(MigError::InUse {
+                gpu,
+                uuid: g.uuid.clone(),
+                gi_id,
+                profile: ty.profile_by_id(inst.profile_id).map_or_else(|| inst.profile_id.to_string(), |p| p.name.to_string()),
+                start: inst.start,
+                pids,
+            });
+        }
+        self.state.gpus[gpu as usize].instances.remove(pos);
+        self.save()
+    }
+
+    fn processes(&mut self, gpu: u32) -> Result<Vec<GpuProcess>, MigError> {
+        self.record(format!("processes gpu={gpu}"))?;
+        Ok(self.gpu(gpu)?.processes.clone())
+    }
+
+    fn check_privileges(&mut self) -> Result<(), MigError> {
+        self.record("check_privileges".into())?;
+        if self.state.privileged { Ok(()) } else { Err(MigError::NoPrivilege { uid: 1000 }) }
+    }
+}
+
+#[cfg(test)]
+#[path = "fake_tests.rs"]
+mod tests;

@@ -1,0 +1,377 @@
+//! [`MigControl`] on the NVIDIA driver through NVML (`nvml-wrapper`, which loads
+//! `libnvidia-ml.so` at run time: nothing NVIDIA is needed to build). The MIG calls that
+//! `nvml-wrapper` 0.13 does not wrap go through its raw [`nvml_wrapper::Nvml::lib`] table:
+//! `nvmlDeviceCreateGpuInstanceWithPlacement`, `nvmlDeviceGetGpuInstances`,
+//! `nvmlGpuInstanceGetInfo`, `nvmlGpuInstanceCreateComputeInstance`, the destroy calls, ...
+//! Exercised only by an ignored test that needs a CUDA GPU.
+
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::error::{NvmlError, nvml_try};
+use nvml_wrapper_sys::bindings as sys;
+
+use crate::mig::{GpuInfo, GpuProcess, MigControl, MigError, MigInstance, MigMode, effective_uid};
+
+/// The real driver.
+pub struct NvmlMig {
+    nvml: Nvml,
+}
+
+/// GI profile facts NVML reports for one profile id.
+#[derive(Debug, Clone, Copy)]
+struct GiProfileInfo {
+    slices: u32,
+    max_count: u32,
+}
+
+impl NvmlMig {
+    /// Load and initialise NVML.
+    pub fn load() -> Result<Self, MigError> {
+        Nvml::init().map(|nvml| NvmlMig { nvml }).map_err(|e| MigError::Load(e.to_string()))
+    }
+
+    fn device(&self, gpu: u32) -> Result<nvml_wrapper::Device<'_>, MigError> {
+        self.nvml.device_by_index(gpu).map_err(|e| match e {
+            NvmlError::InvalidArg | NvmlError::NotFound => {
+                MigError::NoSuchGpu { gpu, count: self.nvml.device_count().unwrap_or(0) as usize }
+            }
+            e => nvml_err(gpu, "", "nvmlDeviceGetHandleByIndex", e),
+        })
+    }
+
+    fn uuid(&self, gpu: u32) -> String {
+        self.device(gpu).ok().and_then(|d| d.uuid().ok()).unwrap_or_else(|| "uuid unknown".into())
+    }
+
+    /// GI profile id -> facts, for every profile this GPU supports.
+    fn gi_profiles(&self, gpu: u32) -> Result<BTreeMap<u32, GiProfileInfo>, MigError> {
+        let dev = self.device(gpu)?;
+        let lib = self.nvml.lib();
+        let mut out = BTreeMap::new();
+        for index in 0..sys::NVML_GPU_INSTANCE_PROFILE_COUNT {
+            let mut info = MaybeUninit::<sys::nvmlGpuInstanceProfileInfo_t>::zeroed();
+            // SAFETY: valid device handle and a properly sized out-parameter.
+            let ret = unsafe { lib.nvmlDeviceGetGpuInstanceProfileInfo(dev.handle(), index, info.as_mut_ptr()) };
+            if nvml_try(ret).is_ok() {
+                // SAFETY: NVML filled it on success.
+                let info = unsafe { info.assume_init() };
+                out.insert(info.id, GiProfileInfo { slices: info.sliceCount, max_count: info.instanceCount });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raw GI handles of every profile, with their info.
+    fn gi_handles(&self, gpu: u32) -> Result<Vec<(sys::nvmlGpuInstance_t, sys::nvmlGpuInstanceInfo_t)>, MigError> {
+        let uuid = self.uuid(gpu);
+        let dev = self.device(gpu)?;
+        let lib = self.nvml.lib();
+        let mut out = Vec::new();
+        for (id, p) in self.gi_profiles(gpu)? {
+            let mut handles: Vec<sys::nvmlGpuInstance_t> = vec![std::ptr::null_mut(); p.max_count.max(1) as usize];
+            let mut count: u32 = 0;
+            // SAFETY: the buffer holds max_count handles, as NVML requires.
+            let ret = unsafe { lib.nvmlDeviceGetGpuInstances(dev.handle(), id, handles.as_mut_ptr(), &mut count) };
+            nvml_try(ret).map_err(|e| nvml_err(gpu, &uuid, "nvmlDeviceGetGpuInstances", e))?;
+            for &h in handles.iter().take(count as usize) {
+                let mut info = MaybeUninit::<sys::nvmlGpuInstanceInfo_t>::zeroed();
+                // SAFETY: h is a GI handle NVML just returned.
+                let ret = unsafe { lib.nvmlGpuInstanceGetInfo(h, info.as_mut_ptr()) };
+                nvml_try(ret).map_err(|e| nvml_err(gpu, &uuid, "nvmlGpuInstanceGetInfo", e))?;
+                // SAFETY: filled on success.
+                out.push((h, unsafe { info.assume_init() }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compute instance handles of a GI (every CI profile).
+    fn ci_handles(&self, gi: sys::nvmlGpuInstance_t) -> Vec<(sys::nvmlComputeInstance_t, u32)> {
+        let lib = self.nvml.lib();
+        let mut out = Vec::new();
+        for index in 0..sys::NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
+            let mut info = MaybeUninit::<sys::nvmlComputeInstanceProfileInfo_t>::zeroed();
+            // SAFETY: valid GI handle, sized out-parameter.
+            let ret = unsafe {
+                lib.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gi,
+                    index,
+                    sys::NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+                    info.as_mut_ptr(),
+                )
+            };
+            if nvml_try(ret).is_err() {
+                continue;
+            }
+            // SAFETY: filled on success.
+            let info = unsafe { info.assume_init() };
+            let mut handles: Vec<sys::nvmlComputeInstance_t> = vec![std::ptr::null_mut(); info.instanceCount.max(1) as usize];
+            let mut count = 0u32;
+            // SAFETY: buffer of instanceCount handles.
+            let ret = unsafe { lib.nvmlGpuInstanceGetComputeInstances(gi, info.id, handles.as_mut_ptr(), &mut count) };
+            if nvml_try(ret).is_ok() {
+                out.extend(handles.iter().take(count as usize).map(|&h| (h, info.id)));
+            }
+        }
+        out
+    }
+
+    /// (GI id, CI id) -> MIG device UUID, from the GPU's MIG device handles.
+    fn mig_uuids(&self, gpu: u32) -> BTreeMap<(u32, u32), String> {
+        let mut out = BTreeMap::new();
+        let Ok(dev) = self.device(gpu) else { return out };
+        let lib = self.nvml.lib();
+        let max = dev.mig_device_count().unwrap_or(0);
+        for i in 0..max {
+            let Ok(mig) = dev.mig_device_by_index(i) else { continue };
+            let (mut gi, mut ci) = (0u32, 0u32);
+            // SAFETY: a MIG device handle NVML returned; u32 out-parameters.
+            let ok = unsafe {
+                nvml_try(lib.nvmlDeviceGetGpuInstanceId(mig.handle(), &mut gi)).is_ok()
+                    && nvml_try(lib.nvmlDeviceGetComputeInstanceId(mig.handle(), &mut ci)).is_ok()
+            };
+            if let (true, Ok(uuid)) = (ok, mig.uuid()) {
+                out.insert((gi, ci), uuid);
+            }
+        }
+        out
+    }
+
+    /// `(start, size)` of every placement NVML allows for `profile_id` on this GPU.
+    fn possible_placements(&self, gpu: u32, profile_id: u32, max_count: u32) -> Result<Vec<(u32, u32)>, MigError> {
+        let dev = self.device(gpu)?;
+        let mut buf = vec![sys::nvmlGpuInstancePlacement_t { start: 0, size: 0 }; (max_count.max(1) as usize) * 8];
+        let mut count = buf.len() as u32;
+        // SAFETY: buffer of `count` placements.
+        let ret = unsafe {
+            self.nvml.lib().nvmlDeviceGetGpuInstancePossiblePlacements_v2(dev.handle(), profile_id, buf.as_mut_ptr(), &mut count)
+        };
+        nvml_try(ret).map_err(|e| nvml_err(gpu, &self.uuid(gpu), "nvmlDeviceGetGpuInstancePossiblePlacements_v2", e))?;
+        Ok(buf.iter().take(count as usize).map(|p| (p.start, p.size)).collect())
+    }
+
+    fn gi_by_id(&self, gpu: u32, gi_id: u32) -> Result<(sys::nvmlGpuInstance_t, sys::nvmlGpuInstanceInfo_t), MigError> {
+        self.gi_handles(gpu)?
+            .into_iter()
+            .find(|(_, info)| info.id == gi_id)
+            .ok_or_else(|| MigError::NoSuchInstance { gpu, uuid: self.uuid(gpu), gi_id })
+    }
+}
+
+fn nvml_err(gpu: u32, uuid: &str, call: &'static str, e: NvmlError) -> MigError {
+    MigError::Nvml { gpu, uuid: uuid.to_string(), call, message: e.to_string() }
+}
+
+/// The compute-instance profile index spanning a GI of `slices` compute slices.
+fn full_ci_profile(slices: u32) -> Option<u32> {
+    Some(match slices {
+        1 => sys::NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE,
+        2 => sys::NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE,
+        3 => sys::NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE,
+        4 => sys::NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE,
+        6 => sys::NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE,
+        7 => sys::NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE,
+        8 => sys::NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE,
+        _ => return None,
+    })
+}
+
+impl MigControl for NvmlMig {
+    fn gpus(&mut self) -> Result<Vec<GpuInfo>, MigError> {
+        let count = self.nvml.device_count().map_err(|e| nvml_err(0, "", "nvmlDeviceGetCount", e))?;
+        let mut out = Vec::new();
+        for index in 0..count {
+            let dev = self.device(index)?;
+            let uuid = dev.uuid().map_err(|e| nvml_err(index, "", "nvmlDeviceGetUUID", e))?;
+            let name = dev.name().map_err(|e| nvml_err(index, &uuid, "nvmlDeviceGetName", e))?;
+            let mig = match dev.mig_mode() {
+                Ok(m) => MigMode { supported: true, current: m.current == 1, pending: m.pending == 1 },
+                Err(NvmlError::NotSupported) => MigMode { supported: false, current: false, pending: false },
+                Err(e) => return Err(nvml_err(index, &uuid, "nvmlDeviceGetMigMode", e)),
+            };
+            out.push(GpuInfo { index, uuid, name, mig });
+        }
+        Ok(out)
+    }
+
+    fn instances(&mut self, gpu: u32) -> Result<Vec<MigInstance>, MigError> {
+        let uuids = self.mig_uuids(gpu);
+        let mut out: Vec<MigInstance> = self
+            .gi_handles(gpu)?
+            .into_iter()
+            .map(|(h, info)| {
+                let ci_ids: Vec<u32> = self
+                    .ci_handles(h)
+                    .into_iter()
+                    .filter_map(|(ci, _)| {
+                        let mut cinfo = MaybeUninit::<sys::nvmlComputeInstanceInfo_t>::zeroed();
+                        // SAFETY: a CI handle NVML returned.
+                        let ret = unsafe { self.nvml.lib().nvmlComputeInstanceGetInfo_v2(ci, cinfo.as_mut_ptr()) };
+                        // SAFETY: filled on success.
+                        nvml_try(ret).ok().map(|_| unsafe { cinfo.assume_init() }.id)
+                    })
+                    .collect();
+                let uuid = ci_ids.first().and_then(|ci| uuids.get(&(info.id, *ci)).cloned());
+                MigInstance {
+                    gi_id: info.id,
+                    profile_id: info.profileId,
+                    start: info.placement.start as u8,
+                    size: info.placement.size as u8,
+                    ci_ids,
+                    uuid,
+                }
+            })
+            .collect();
+        out.sort_by_key(|i| i.gi_id);
+        Ok(out)
+    }
+
+    fn create_instance(&mut self, gpu: u32, profile_id: u32, start: u8) -> Result<MigInstance, MigError> {
+        let uuid = self.uuid(gpu);
+        let profiles = self.gi_profiles(gpu)?;
+        let profile = profiles.get(&profile_id).copied().ok_or_else(|| MigError::UnknownProfile {
+            gpu,
+            uuid: uuid.clone(),
+            profile_id,
+            gpu_type: self.device(gpu).ok().and_then(|d| d.name().ok()).unwrap_or_default(),
+        })?;
+        let possible = self.possible_placements(gpu, profile_id, profile.max_count)?;
+        let size = match possible.iter().find(|(s, _)| *s == start as u32) {
+            Some((_, size)) => *size as u8,
+            None => {
+                return Err(MigError::Placement {
+                    gpu,
+                    uuid,
+                    profile: format!("GI profile {profile_id}"),
+                    start,
+                    size: possible.first().map_or(0, |p| p.1 as u8),
+                    reason: format!("NVML's possible placements are {possible:?} (start, size)"),
+                });
+            }
+        };
+        let dev = self.device(gpu)?;
+        let lib = self.nvml.lib();
+        let placement = sys::nvmlGpuInstancePlacement_t { start: start as u32, size: size as u32 };
+        let mut gi: sys::nvmlGpuInstance_t = std::ptr::null_mut();
+        // SAFETY: valid device handle, placement and out-parameter.
+        let ret = unsafe { lib.nvmlDeviceCreateGpuInstanceWithPlacement(dev.handle(), profile_id, &placement, &mut gi) };
+        nvml_try(ret).map_err(|e| MigError::Placement {
+            gpu,
+            uuid: uuid.clone(),
+            profile: format!("GI profile {profile_id}"),
+            start,
+            size,
+            reason: format!("nvmlDeviceCreateGpuInstanceWithPlacement: {e}"),
+        })?;
+        let ci_result = (|| {
+            let index = full_ci_profile(profile.slices).ok_or(NvmlError::NotSupported)?;
+            let mut info = MaybeUninit::<sys::nvmlComputeInstanceProfileInfo_t>::zeroed();
+            // SAFETY: the GI just created; sized out-parameter.
+            nvml_try(unsafe {
+                lib.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, index, sys::NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED, info.as_mut_ptr())
+            })?;
+            // SAFETY: filled on success.
+            let info = unsafe { info.assume_init() };
+            let mut ci: sys::nvmlComputeInstance_t = std::ptr::null_mut();
+            // SAFETY: the GI just created; out-parameter.
+            nvml_try(unsafe { lib.nvmlGpuInstanceCreateComputeInstance(gi, info.id, &mut ci) })
+        })();
+        if let Err(e) = ci_result {
+            // SAFETY: the GI just created, with no compute instance.
+            let _ = unsafe { lib.nvmlGpuInstanceDestroy(gi) };
+            return Err(nvml_err(gpu, &uuid, "nvmlGpuInstanceCreateComputeInstance", e));
+        }
+        let mut info = MaybeUninit::<sys::nvmlGpuInstanceInfo_t>::zeroed();
+        // SAFETY: the GI just created.
+        nvml_try(unsafe { lib.nvmlGpuInstanceGetInfo(gi, info.as_mut_ptr()) })
+            .map_err(|e| nvml_err(gpu, &uuid, "nvmlGpuInstanceGetInfo", e))?;
+        // SAFETY: filled on success.
+        let gi_id = unsafe { info.assume_init() }.id;
+        self.instances(gpu)?
+            .into_iter()
+            .find(|i| i.gi_id == gi_id)
+            .ok_or(MigError::NoSuchInstance { gpu, uuid, gi_id })
+    }
+
+    fn destroy_instance(&mut self, gpu: u32, gi_id: u32) -> Result<(), MigError> {
+        let uuid = self.uuid(gpu);
+        let (gi, info) = self.gi_by_id(gpu, gi_id)?;
+        let lib = self.nvml.lib();
+        let in_use = |call: &'static str, e: NvmlError| match e {
+            NvmlError::InUse => MigError::InUse {
+                gpu,
+                uuid: uuid.clone(),
+                gi_id,
+                profile: format!("GI profile {}", info.profileId),
+                start: info.placement.start as u8,
+                pids: Vec::new(),
+            },
+            e => nvml_err(gpu, &uuid, call, e),
+        };
+        for (ci, _) in self.ci_handles(gi) {
+            // SAFETY: a CI handle of this GI.
+            nvml_try(unsafe { lib.nvmlComputeInstanceDestroy(ci) }).map_err(|e| in_use("nvmlComputeInstanceDestroy", e))?;
+        }
+        // SAFETY: the GI handle, its CIs destroyed.
+        nvml_try(unsafe { lib.nvmlGpuInstanceDestroy(gi) }).map_err(|e| in_use("nvmlGpuInstanceDestroy", e))
+    }
+
+    fn processes(&mut self, gpu: u32) -> Result<Vec<GpuProcess>, MigError> {
+        let uuid = self.uuid(gpu);
+        let dev = self.device(gpu)?;
+        let procs = dev
+            .running_compute_processes()
+            .map_err(|e| nvml_err(gpu, &uuid, "nvmlDeviceGetComputeRunningProcesses", e))?;
+        Ok(procs
+            .into_iter()
+            .map(|p| GpuProcess {
+                pid: p.pid,
+                gi_id: p.gpu_instance_id,
+                name: std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).ok().map(|s| s.trim().to_string()),
+            })
+            .collect())
+    }
+
+    fn check_privileges(&mut self) -> Result<(), MigError> {
+        match effective_uid() {
+            Some(0) => Ok(()),
+            Some(uid) => Err(MigError::NoPrivilege { uid }),
+            // Unknown: let NVML answer with NO_PERMISSION if it must.
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read-only: lists GPUs, MIG mode and instances on a real GPU. Never changes anything.
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn nvml_lists_gpus_and_instances_read_only() {
+        let mut nvml = NvmlMig::load().expect("NVML");
+        let gpus = nvml.gpus().expect("gpus");
+        assert!(!gpus.is_empty());
+        for g in &gpus {
+            eprintln!("GPU {} {} {} {:?} type {:?}", g.index, g.uuid, g.name, g.mig, g.gpu_type().map(|t| t.id));
+            if g.mig.current {
+                for i in nvml.instances(g.index).expect("instances") {
+                    eprintln!("  {i:?}");
+                }
+                eprintln!("  profiles {:?}", nvml.gi_profiles(g.index).expect("profiles"));
+            }
+            eprintln!("  processes {:?}", nvml.processes(g.index));
+        }
+    }
+
+    #[test]
+    fn ci_profile_for_every_gi_size() {
+        for s in [1, 2, 3, 4, 7] {
+            assert!(full_ci_profile(s).is_some());
+        }
+        assert!(full_ci_profile(5).is_none());
+    }
+}
