@@ -16,3 +16,5 @@ pub mod fault;
 pub mod mig;
 pub mod nvml;
 pub mod mps;
+pub mod error;
+pub mod plan;
