@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use parva_core::latency::LatencyModel;
 use parva_core::mig::GpuType;
 use parva_core::plan::{self, Algorithm, PlanInput, PlanOptions};
 use parva_core::{ProfileSet, slo};
@@ -28,9 +29,16 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     gpus_per_node: u32,
     /// Planning algorithm.
-    #[arg(long, value_enum, default_value_t = AlgorithmArg::Parvagpu)]
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Optimal)]
     algorithm: AlgorithmArg,
-    /// A point is admissible when its profiled batch latency < budget x SLO.
+    /// Which points a service may use and how much rate a segment may take [default: queueing
+    /// for optimal; parvagpu always uses its own rule].
+    #[arg(long, value_enum)]
+    latency_model: Option<LatencyModelArg>,
+    /// Latency percentile the queueing model keeps within the SLO.
+    #[arg(long, default_value_t = 99.0)]
+    percentile: f64,
+    /// ParvaGPU's rule: a point is admissible when its profiled batch latency < budget x SLO.
     #[arg(long, default_value_t = 0.45)]
     latency_budget: f64,
     /// Largest MPS process count per segment.
@@ -45,10 +53,20 @@ pub struct PlanArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
 enum AlgorithmArg {
+    /// Fewest GPUs by integer programming over segment mixes and legal MIG layouts.
+    Optimal,
     /// ParvaGPU's greedy planner, with legal MIG placements.
     Parvagpu,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum LatencyModelArg {
+    /// Profiled batch latency < --latency-budget x SLO; a segment takes its profiled throughput.
+    Parvagpu,
+    /// Predicted tail latency (batch formation, queueing, execution) within the SLO at --percentile.
+    Queueing,
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -62,10 +80,23 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         (_, _, Some(file)) => slo::read_services(file, &profiles)?,
         _ => anyhow::bail!("give --slo-dir DIR --slo N, or --services FILE"),
     };
+    if !(args.percentile > 50.0 && args.percentile < 100.0) {
+        anyhow::bail!("--percentile must be in (50, 100); got {}", args.percentile);
+    }
+    if args.algorithm == AlgorithmArg::Parvagpu && args.latency_model == Some(LatencyModelArg::Queueing) {
+        anyhow::bail!("--algorithm parvagpu uses ParvaGPU's latency rule; --latency-model queueing needs --algorithm optimal");
+    }
+    let latency_model = match args.latency_model {
+        Some(LatencyModelArg::Parvagpu) => LatencyModel::ParvaGpu { budget: args.latency_budget },
+        _ if args.algorithm == AlgorithmArg::Parvagpu => LatencyModel::ParvaGpu { budget: args.latency_budget },
+        _ => LatencyModel::Queueing { percentile: args.percentile },
+    };
     let options = PlanOptions {
         algorithm: match args.algorithm {
+            AlgorithmArg::Optimal => Algorithm::Optimal,
             AlgorithmArg::Parvagpu => Algorithm::ParvaGpu,
         },
+        latency_model,
         latency_budget: args.latency_budget,
         max_procs: args.max_procs,
         gpus_per_node: args.gpus_per_node,
@@ -120,6 +151,10 @@ fn print_summary(s: &plan::PlanSummary, out: &Path) {
             "{:<24} {:<16} {:>10.1} {:>9.1} {:>11.1} {:>8}",
             svc.service, svc.model, svc.rate, svc.slo_ms, svc.capacity, svc.segments
         );
+    }
+    if let Some(lb) = s.lower_bound_gpus {
+        let proof = if s.proven_optimal { "proven optimal" } else { "not proven optimal" };
+        println!("lower bound: {lb} GPUs ({proof})");
     }
     for note in &s.notes {
         println!("note: {note}");

@@ -10,11 +10,13 @@
 //! - [`slo`]: services and their objectives (ParvaGPU SLO pairs, `services.csv`).
 //! - [`deploy`]: deployment maps (parva's and ParvaGPU's CSVs).
 //! - [`batching`]: the dynamic batching policy the router applies and the planner models.
+//! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
 //! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
 
 pub mod batching;
 pub mod deploy;
 pub mod error;
+pub mod latency;
 pub mod mig;
 pub mod plan;
 pub mod profile;

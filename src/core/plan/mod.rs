@@ -2,17 +2,24 @@
 //!
 //! A plan decides, per service, a set of segments (MIG instance size, batch size, MPS process
 //! count), and places every segment on a GPU at a legal MIG placement. Algorithms:
+//! - [`Algorithm::Optimal`] (default): fewest GPUs over every segment mix and legal layout at
+//!   once, by integer programming (see [`optimal`]); reports a lower bound and whether the plan is
+//!   proven optimal.
 //! - [`Algorithm::ParvaGpu`]: ParvaGPU's published planner (see [`parvagpu`]), with legal placements.
 //!
-//! Which profile points a service may use is decided by the latency rule: a point is admissible
-//! when its profiled batch latency is below `latency_budget` x SLO (ParvaGPU's 45 % rule).
+//! Which profile points a service may use, and how much rate a segment may take, is decided by the
+//! latency model (see [`crate::latency`]): ParvaGPU's rule (profiled batch latency below
+//! `latency_budget` x SLO; the parvagpu algorithm always uses it) or the queueing model.
 
+pub mod cover;
 pub mod gpus;
+pub mod optimal;
 pub mod parvagpu;
 
 use std::time::Instant;
 
 use crate::deploy::{DeploymentMap, Segment};
+use crate::latency::LatencyModel;
 use crate::mig::GpuType;
 use crate::profile::{ModelProfile, ProfilePoint, ProfileSet};
 use crate::slo::Service;
@@ -23,6 +30,8 @@ pub use gpus::{GpuState, Placed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
+    /// Fewest GPUs by integer programming over segment mixes and MIG layouts.
+    Optimal,
     /// ParvaGPU's greedy planner (SC'24), with legal MIG placements.
     ParvaGpu,
 }
@@ -31,7 +40,10 @@ pub enum Algorithm {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanOptions {
     pub algorithm: Algorithm,
-    /// A point is admissible when its batch latency < budget x SLO.
+    /// Admissibility and capacity of points for the optimal planner (parvagpu always uses its rule
+    /// with `latency_budget`).
+    pub latency_model: LatencyModel,
+    /// ParvaGPU's rule: a point is admissible when its batch latency < budget x SLO.
     pub latency_budget: f64,
     /// Largest MPS process count considered.
     pub max_procs: u32,
@@ -41,7 +53,13 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { algorithm: Algorithm::ParvaGpu, latency_budget: 0.45, max_procs: 3, gpus_per_node: 8 }
+        PlanOptions {
+            algorithm: Algorithm::Optimal,
+            latency_model: LatencyModel::Queueing { percentile: 99.0 },
+            latency_budget: 0.45,
+            max_procs: 3,
+            gpus_per_node: 8,
+        }
     }
 }
 
@@ -62,7 +80,8 @@ pub struct SegmentChoice {
     pub size: u8,
     pub batch: u32,
     pub procs: u32,
-    /// Capacity of the segment (all processes), samples/s.
+    /// Capacity the plan counts on for the segment (all processes), samples/s: the profiled
+    /// throughput under ParvaGPU's rule, the largest rate meeting the SLO under the queueing model.
     pub capacity: f64,
     /// Profiled batch latency, seconds.
     pub latency_s: f64,
@@ -99,9 +118,15 @@ pub struct Plan {
     pub infeasible: Vec<Infeasible>,
     pub gpus_per_node: u32,
     pub algorithm: Algorithm,
+    /// The latency model the plan was made under.
+    pub latency_model: LatencyModel,
     pub plan_seconds: f64,
     /// Facts about the plan worth telling the user (e.g. where legal placement cost a GPU).
     pub notes: Vec<String>,
+    /// A lower bound on the GPUs any plan needs under the same rules, when the planner computes one.
+    pub lower_bound_gpus: Option<usize>,
+    /// Whether the GPU count is proven to be the fewest possible under the same rules.
+    pub proven_optimal: bool,
 }
 
 /// Run the planner `input.options.algorithm` names.
@@ -109,6 +134,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let started = Instant::now();
     let mut plan = match input.options.algorithm {
         Algorithm::ParvaGpu => parvagpu::plan(&input),
+        Algorithm::Optimal => optimal::plan(&input, &input.options.latency_model),
     };
     plan.gpus.retain(|g| !g.is_empty());
     plan.plan_seconds = started.elapsed().as_secs_f64();
@@ -130,6 +156,33 @@ pub fn admissible_points<'p>(
         .collect();
     points.sort_by_key(|p| (p.size, p.batch, p.procs));
     points
+}
+
+/// Explain why a service has no admissible point under `model`, naming the closest one.
+pub fn infeasible_with(profile: &ModelProfile, service: &Service, input: &PlanInput<'_>, model: &LatencyModel) -> Infeasible {
+    match model {
+        LatencyModel::ParvaGpu { budget } => {
+            let options = PlanOptions { latency_budget: *budget, ..input.options.clone() };
+            infeasible(profile, service, input.gpu, &options)
+        }
+        LatencyModel::Queueing { percentile } => {
+            let closest = profile
+                .points
+                .iter()
+                .filter(|p| p.is_measured() && p.procs <= input.options.max_procs && input.gpu.profile_for_size(p.size).is_some())
+                .min_by(|a, b| a.latency_s.total_cmp(&b.latency_s));
+            let guard = crate::batching::BatchPolicy::new(1, service.slo_ms).guard * 1000.0;
+            let reason = match closest {
+                Some(p) => format!(
+                    "no profile point meets the SLO at the p{percentile} under the queueing model (a lone request \
+                     needs batch latency + {guard:.1} ms guard < {} ms); closest: size {} batch {} procs {} at {:.2} ms",
+                    service.slo_ms, p.size, p.batch, p.procs, p.latency_s * 1000.0
+                ),
+                None => format!("model {} has no measured point with at most {} processes", service.model, input.options.max_procs),
+            };
+            Infeasible { service: service.name.clone(), model: service.model.clone(), reason }
+        }
+    }
 }
 
 /// Explain why a service has no admissible point, naming the closest one.
@@ -224,6 +277,9 @@ impl Plan {
             segments: self.segment_count(),
             gpcs: self.gpcs(),
             plan_seconds: self.plan_seconds,
+            latency_model: self.latency_model,
+            lower_bound_gpus: self.lower_bound_gpus,
+            proven_optimal: self.proven_optimal,
             complete: self.infeasible.is_empty(),
             services: self
                 .services
@@ -255,6 +311,11 @@ pub struct PlanSummary {
     pub segments: usize,
     pub gpcs: u32,
     pub plan_seconds: f64,
+    pub latency_model: LatencyModel,
+    /// Fewest GPUs any plan could use under the same rules (when computed).
+    pub lower_bound_gpus: Option<usize>,
+    /// True when `gpus` is proven to be the fewest possible under the same rules.
+    pub proven_optimal: bool,
     /// False when some service could not be planned (see `infeasible`).
     pub complete: bool,
     pub services: Vec<ServiceSummary>,

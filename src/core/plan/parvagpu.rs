@@ -92,8 +92,11 @@ pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
         infeasible,
         gpus_per_node: input.options.gpus_per_node,
         algorithm: super::Algorithm::ParvaGpu,
+        latency_model: crate::latency::LatencyModel::ParvaGpu { budget: input.options.latency_budget },
         plan_seconds: 0.0,
         notes: Vec::new(),
+        lower_bound_gpus: None,
+        proven_optimal: false,
     }
 }
 
