@@ -24,10 +24,17 @@ struct Cli {
 enum Command {
     /// Turn profile tables and SLOs into a deployment map.
     Plan(commands::plan::PlanArgs),
+    /// Simulate a deployment map under Poisson or constant arrivals and report latency vs SLO.
+    Simulate(commands::simulate::SimulateArgs),
     /// Check a deployment map (parva's or ParvaGPU's) against a GPU type's MIG rules.
     Validate(commands::validate::ValidateArgs),
     /// List the GPU types parva knows, with their MIG profiles and placements.
     Catalogue(commands::catalogue::CatalogueArgs),
+    /// Serve one node of a deployment map over KServe v2 (router + worker processes).
+    Serve(commands::serve::ServeArgs),
+    /// The emulated worker process `parva serve --backend emulated` starts.
+    #[command(hide = true)]
+    Worker(commands::worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,8 +42,11 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Plan(args) => commands::plan::run(args),
+        Command::Simulate(args) => commands::simulate::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Catalogue(args) => commands::catalogue::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Worker(args) => commands::worker::run(args),
     };
     match result {
         Ok(code) => code,
@@ -49,9 +59,9 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "parva=warn",
-        1 => "parva=info,parva_core=info",
-        _ => "parva=debug,parva_core=debug",
+        0 => "parva=warn,parva_runner=warn",
+        1 => "parva=info,parva_core=info,parva_runner=info",
+        _ => "parva=debug,parva_core=debug,parva_runner=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

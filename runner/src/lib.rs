@@ -1,3 +1,25 @@
-//! parva-runner: the node runtime. It will hold MIG/MPS control behind narrow traits (with
-//! stateful fakes), the inference worker protocol and supervisor, and the KServe v2 router with
-//! deadline-aware dynamic batching. See `runner/README.md`.
+//! parva-runner: the node runtime (see `runner/README.md`).
+//!
+//! - [`serve()`] starts the KServe v2 router and the worker processes of one node of a deployment
+//!   map ([`ServeOptions`]); `parva serve` and `parva deploy` call it.
+//! - [`worker`]: the worker side (shared by the torch worker binary and the emulated backend).
+//! - [`proto`]: router <-> worker frames over a Unix socket (no libtorch).
+//! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
+//! - [`spawn`]: starting workers, with a real and an in-process fake implementation.
+
+pub mod batcher;
+pub mod error;
+pub mod http;
+pub mod kserve;
+pub mod meta;
+pub mod metrics;
+pub mod proto;
+pub mod router;
+pub mod serve;
+pub mod spawn;
+pub mod supervisor;
+pub mod tensor;
+pub mod worker;
+
+pub use error::{InferError, ServeError};
+pub use serve::{BackendKind, Device, ServeEvent, ServeOptions, WorkerCommand, serve};

@@ -2,7 +2,10 @@
 
 pub mod catalogue;
 pub mod plan;
+pub mod simulate;
+pub mod serve;
 pub mod validate;
+pub mod worker;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,332 @@
+//! The batcher of one worker process: an actor that owns the process's queue and its connection,
+//! forms batches with the planner's policy ([`parva_core::batching::BatchPolicy`]) and runs them on
+//! the worker one at a time.
+//!
+//! A free process dispatches the first `max_batch` rows as soon as that many are queued, or
+//! everything queued (up to `max_batch` rows) once waiting longer would make the oldest request
+//! miss its deadline `arrival + slo - guard - exec(k)`. `exec(k)` is the round-trip time measured
+//! for batches of `k` rows on this process (a moving average) or, before any was measured, the
+//! profile table's latency.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parva_core::batching::BatchPolicy;
+use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::InferError;
+use crate::metrics::Metrics;
+use crate::proto::{self, Msg, ProtoError};
+use crate::spawn::WorkerChild;
+use crate::tensor::Tensor;
+
+/// One request waiting for a process.
+#[derive(Debug)]
+pub struct Job {
+    /// Inputs in the model metadata's order, all with `rows` rows.
+    pub inputs: Vec<Tensor>,
+    pub rows: usize,
+    pub arrival: Instant,
+    pub reply: oneshot::Sender<Result<JobDone, InferError>>,
+}
+
+/// A request's outputs and how it went.
+#[derive(Debug)]
+pub struct JobDone {
+    pub outputs: Vec<Tensor>,
+    pub queue_s: f64,
+    pub exec_s: f64,
+    pub batch_rows: usize,
+}
+
+/// State of a process that the router reads without talking to the actor.
+#[derive(Debug, Default)]
+pub struct ProcShared {
+    pub ready: AtomicBool,
+    /// Rows admitted to this process and not answered yet.
+    pub queued_rows: AtomicUsize,
+    pub pid: AtomicU32,
+}
+
+impl ProcShared {
+    /// Answer a job and release its rows.
+    pub fn answer(&self, job: Job, result: Result<JobDone, InferError>) {
+        self.queued_rows.fetch_sub(job.rows, Ordering::SeqCst);
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Execution-time estimates per batch size (index = rows - 1), seconds.
+#[derive(Debug, Clone)]
+pub struct ExecEstimate {
+    profile: Vec<f64>,
+    measured: Vec<Option<f64>>,
+}
+
+const EWMA_WEIGHT: f64 = 0.3;
+
+impl ExecEstimate {
+    pub fn new(profile: Vec<f64>, max_batch: usize) -> Self {
+        ExecEstimate { profile, measured: vec![None; max_batch.max(1)] }
+    }
+
+    pub fn get(&self, rows: usize) -> f64 {
+        let i = rows.max(1) - 1;
+        if let Some(Some(m)) = self.measured.get(i) {
+            return *m;
+        }
+        match self.profile.len() {
+            0 => 0.0,
+            n if i < n => self.profile[i],
+            n => self.profile[n - 1] * rows as f64 / n as f64,
+        }
+    }
+
+    pub fn record(&mut self, rows: usize, secs: f64) {
+        if let Some(slot) = self.measured.get_mut(rows.max(1) - 1) {
+            *slot = Some(slot.map_or(secs, |m| m + EWMA_WEIGHT * (secs - m)));
+        }
+    }
+}
+
+/// The worker connection, owned by whichever future is talking to it.
+pub struct Conn {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+enum CallError {
+    Proto(ProtoError),
+    Failed(String),
+}
+
+type CallOutput = (Conn, Result<(Vec<Tensor>, u64), CallError>);
+
+async fn call(mut conn: Conn, id: u64, inputs: Vec<Tensor>) -> CallOutput {
+    let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs) };
+    if let Err(e) = proto::write_frame_async(&mut conn.writer, &msg, &inputs).await {
+        return (conn, Err(CallError::Proto(e)));
+    }
+    drop(inputs);
+    let res = match proto::read_frame_async(&mut conn.reader).await {
+        Ok(f) => match f.msg {
+            Msg::Done { id: got, exec_us, .. } if got == id => Ok((f.tensors, exec_us)),
+            Msg::Failed { message, .. } => Err(CallError::Failed(message)),
+            other => Err(CallError::Proto(ProtoError::BadHeader(format!("expected the answer to batch {id}, got {other:?}")))),
+        },
+        Err(e) => Err(CallError::Proto(e)),
+    };
+    (conn, res)
+}
+
+/// What the batcher needs to know about its process.
+pub struct BatcherCtx<'a> {
+    pub service: &'a str,
+    pub worker: &'a str,
+    pub policy: BatchPolicy,
+    pub shared: &'a ProcShared,
+    pub metrics: &'a Metrics,
+    /// Common time origin for the policy's clock.
+    pub epoch: Instant,
+}
+
+/// Why the batcher stopped serving on a connection.
+pub enum BatcherExit {
+    /// Told to stop (or the router went away); the queue is empty and nothing is in flight.
+    Stopped(Conn),
+    /// The worker died or broke the protocol; its jobs have been answered.
+    Crashed(String),
+}
+
+struct InFlight {
+    fut: Pin<Box<dyn Future<Output = CallOutput> + Send>>,
+    jobs: Vec<Job>,
+    rows: usize,
+    sent: Instant,
+}
+
+/// Take the jobs of the next batch from the front of `queue`: at least one, at most `max` rows.
+fn take_batch(queue: &mut VecDeque<Job>, max: usize) -> (Vec<Job>, usize) {
+    let mut jobs = Vec::new();
+    let mut rows = 0;
+    while let Some(j) = queue.front() {
+        if !jobs.is_empty() && rows + j.rows > max {
+            break;
+        }
+        rows += j.rows;
+        jobs.extend(queue.pop_front());
+    }
+    (jobs, rows)
+}
+
+/// Rows the next batch would hold.
+fn next_batch_rows(queue: &VecDeque<Job>, max: usize) -> usize {
+    let mut rows = 0;
+    for (i, j) in queue.iter().enumerate() {
+        if i > 0 && rows + j.rows > max {
+            break;
+        }
+        rows += j.rows;
+    }
+    rows
+}
+
+/// Serve `queue` and new jobs from `rx` on `conn` until stopped or the worker dies.
+pub async fn run_batcher(
+    ctx: &BatcherCtx<'_>,
+    conn: Conn,
+    child: &mut Box<dyn WorkerChild>,
+    queue: &mut VecDeque<Job>,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    stop: &mut watch::Receiver<bool>,
+    est: &mut ExecEstimate,
+) -> BatcherExit {
+    let max = ctx.policy.max_batch as usize;
+    let secs = |t: Instant| t.saturating_duration_since(ctx.epoch).as_secs_f64();
+    let mut conn = Some(conn);
+    let mut inflight: Option<InFlight> = None;
+    let mut stopping = *stop.borrow();
+    let mut next_id: u64 = 0;
+    loop {
+        let mut deadline = None;
+        if inflight.is_none() && !queue.is_empty() {
+            let queued: usize = queue.iter().map(|j| j.rows).sum();
+            let k = next_batch_rows(queue, max);
+            let oldest = secs(queue[0].arrival);
+            let exec = est.get(k);
+            if stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec) {
+                let (jobs, rows) = take_batch(queue, max);
+                let inputs = (0..jobs[0].inputs.len())
+                    .map(|i| Tensor::concat_rows(&jobs.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))
+                    .collect();
+                next_id += 1;
+                let Some(c) = conn.take() else { return BatcherExit::Crashed("connection lost".into()) };
+                inflight = Some(InFlight { fut: Box::pin(call(c, next_id, inputs)), jobs, rows, sent: Instant::now() });
+                continue;
+            }
+            let at = ctx.policy.latest_dispatch(oldest, exec);
+            deadline = Some(ctx.epoch + std::time::Duration::from_secs_f64(at.max(0.0)));
+        }
+        if stopping && inflight.is_none() && queue.is_empty() {
+            return match conn.take() {
+                Some(c) => BatcherExit::Stopped(c),
+                None => BatcherExit::Crashed("connection lost".into()),
+            };
+        }
+        let has_inflight = inflight.is_some();
+        tokio::select! {
+            job = rx.recv(), if !stopping => match job {
+                Some(j) => queue.push_back(j),
+                None => stopping = true,
+            },
+            out = async { inflight.as_mut().map(|f| f.fut.as_mut()).expect("guarded").await }, if has_inflight => {
+                let Some(done) = inflight.take() else { continue };
+                let (c, res) = out;
+                match finish(ctx, done, res, est) {
+                    Ok(()) => conn = Some(c),
+                    Err(why) => return BatcherExit::Crashed(why),
+                }
+            }
+            _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+            why = child.wait() => {
+                if let Some(f) = inflight.take() {
+                    fail_all(ctx, f.jobs, &why);
+                }
+                return BatcherExit::Crashed(why);
+            }
+            _ = stop.changed(), if !stopping => stopping = true,
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn fail_all(ctx: &BatcherCtx<'_>, jobs: Vec<Job>, why: &str) {
+    for j in jobs {
+        let e = InferError::WorkerCrashed { service: ctx.service.into(), worker: ctx.worker.into(), why: why.into() };
+        ctx.shared.answer(j, Err(e));
+    }
+}
+
+/// Answer the jobs of a finished batch. `Err` when the worker is unusable.
+fn finish(ctx: &BatcherCtx<'_>, done: InFlight, res: Result<(Vec<Tensor>, u64), CallError>, est: &mut ExecEstimate) -> Result<(), String> {
+    let round_trip = done.sent.elapsed().as_secs_f64();
+    let counts: Vec<usize> = done.jobs.iter().map(|j| j.rows).collect();
+    let (outputs, exec_us) = match res {
+        Ok(ok) => ok,
+        Err(CallError::Failed(why)) => {
+            for j in done.jobs {
+                let e = InferError::ExecFailed { service: ctx.service.into(), worker: ctx.worker.into(), why: why.clone() };
+                ctx.shared.answer(j, Err(e));
+            }
+            return Ok(());
+        }
+        Err(CallError::Proto(e)) => {
+            let why = e.to_string();
+            fail_all(ctx, done.jobs, &why);
+            return Err(why);
+        }
+    };
+    let split: Option<Vec<Vec<Tensor>>> = outputs.iter().map(|t| t.split_rows(&counts)).collect();
+    let Some(mut split) = split else {
+        let why = format!("the worker returned outputs whose first dimension is not the batch's {} rows", done.rows);
+        for j in done.jobs {
+            let e = InferError::ExecFailed { service: ctx.service.into(), worker: ctx.worker.into(), why: why.clone() };
+            ctx.shared.answer(j, Err(e));
+        }
+        return Ok(());
+    };
+    est.record(done.rows, round_trip);
+    let exec_s = exec_us as f64 / 1e6;
+    ctx.metrics.observe_batch(ctx.service, done.rows, exec_s);
+    for (i, j) in done.jobs.into_iter().enumerate().rev() {
+        let outs: Vec<Tensor> = split.iter_mut().map(|per_output| per_output.swap_remove(i)).collect();
+        let queue_s = done.sent.saturating_duration_since(j.arrival).as_secs_f64();
+        ctx.shared.answer(j, Ok(JobDone { outputs: outs, queue_s, exec_s, batch_rows: done.rows }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(rows: usize) -> Job {
+        let (tx, _rx) = oneshot::channel();
+        Job { inputs: vec![], rows, arrival: Instant::now(), reply: tx }
+    }
+
+    #[test]
+    fn batches_take_whole_requests_up_to_max_rows() {
+        let mut q: VecDeque<Job> = [2, 1, 2, 5].into_iter().map(job).collect();
+        assert_eq!(next_batch_rows(&q, 4), 3);
+        let (jobs, rows) = take_batch(&mut q, 4);
+        assert_eq!((jobs.len(), rows), (2, 3));
+        let (jobs, rows) = take_batch(&mut q, 4);
+        assert_eq!((jobs.len(), rows), (1, 2));
+        // A request larger than the batch runs alone.
+        let (jobs, rows) = take_batch(&mut q, 4);
+        assert_eq!((jobs.len(), rows), (1, 5));
+    }
+
+    #[test]
+    fn estimates_prefer_measurements_then_the_profile() {
+        let mut e = ExecEstimate::new(vec![0.01, 0.02], 4);
+        assert_eq!(e.get(2), 0.02);
+        assert_eq!(e.get(4), 0.04);
+        e.record(2, 0.03);
+        assert_eq!(e.get(2), 0.03);
+        e.record(2, 0.05);
+        assert!((e.get(2) - 0.036).abs() < 1e-12);
+    }
+}

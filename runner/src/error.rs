@@ -1,0 +1,68 @@
+//! Errors of the runtime, and the one place that maps request errors to HTTP status codes.
+
+use std::path::PathBuf;
+
+/// Why one inference request failed. [`InferError::status`] is the only mapping to HTTP codes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InferError {
+    #[error("unknown model {0:?} (GET /v2/models/... lists nothing else on this node; see the deployment map)")]
+    UnknownModel(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("service {service:?} is overloaded: its queues hold {limit} samples already; retry later")]
+    QueueFull { service: String, limit: usize },
+    #[error("service {service:?} is not ready: {why}")]
+    NotReady { service: String, why: String },
+    #[error("worker process {worker} of service {service:?} crashed while running this request: {why}")]
+    WorkerCrashed { service: String, worker: String, why: String },
+    #[error("worker process {worker} of service {service:?} failed to run the batch: {why}")]
+    ExecFailed { service: String, worker: String, why: String },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl InferError {
+    /// The HTTP status code of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            InferError::UnknownModel(_) => 404,
+            InferError::BadRequest(_) => 400,
+            InferError::QueueFull { .. } => 429,
+            InferError::NotReady { .. } | InferError::ShuttingDown => 503,
+            InferError::WorkerCrashed { .. } => 502,
+            InferError::ExecFailed { .. } => 500,
+        }
+    }
+}
+
+/// Why `serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Format(#[from] parva_core::FormatError),
+    #[error("{path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    #[error("{path}: model metadata: {problem}")]
+    Meta { path: PathBuf, problem: String },
+    #[error("the deployment map has no segment on node {node} (nodes in the map: {nodes:?})")]
+    NoSegments { node: u32, nodes: Vec<u32> },
+    #[error(
+        "service {service:?} has no latency SLO: the map lacks the `slo_ms` column (a ParvaGPU map?); \
+         pass --services FILE with `service,model,rate,slo_ms`"
+    )]
+    MissingSlo { service: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("socket path {path} is {len} bytes long; Unix sockets allow at most {limit}: use a shorter --run-dir")]
+    SocketPath { path: PathBuf, len: usize, limit: usize },
+    #[error("listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+impl ServeError {
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+        ServeError::Io { path: path.into(), action, source }
+    }
+}

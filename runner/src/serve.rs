@@ -1,0 +1,358 @@
+//! `serve`: start the router and the worker processes of one node of a deployment map.
+//!
+//! Entry point for `parva serve` and for `parva deploy` (which first partitions the GPUs and then
+//! passes each segment's environment in [`ServeOptions::segment_env`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parva_core::batching::BatchPolicy;
+use parva_core::{DeploymentMap, ProfileSet, Segment};
+use tokio::sync::{mpsc, watch};
+
+use crate::batcher::ProcShared;
+use crate::error::ServeError;
+use crate::meta::{self, ModelMeta};
+use crate::metrics::{BackendLabel, Metrics};
+use crate::router::{ProcRoute, Router, ServiceRoute};
+use crate::spawn::{ProcessSpawner, Spawner, WorkerSpec};
+use crate::supervisor::{self, Backoff, ProcessConfig, ProcessHandles};
+
+/// Which executor the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// TorchScript through libtorch (`parva-worker`).
+    Torch,
+    /// Sleeps for the profiled latency and returns zeros (`parva worker`); not a measurement.
+    Emulated,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Torch => "torch",
+            BackendKind::Emulated => "emulated",
+        }
+    }
+}
+
+/// Where the torch workers run their model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+/// The program (and leading arguments) that starts one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Progress reports of [`serve`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServeEvent {
+    /// The HTTP server listens here (requests get 503 until workers are ready).
+    Listening(SocketAddr),
+    /// `ready` of `total` worker processes are ready.
+    Workers { ready: usize, total: usize },
+    /// Shutdown started: no new connections; in-flight requests finish.
+    Draining,
+}
+
+/// Everything [`serve`] needs. Build with [`ServeOptions::new`] and adjust the fields.
+pub struct ServeOptions {
+    pub map: DeploymentMap,
+    /// The node of `map` to serve.
+    pub node: u32,
+    /// Holds `<model>.json` (and `<model>.pt` for the torch backend).
+    pub models_dir: PathBuf,
+    pub backend: BackendKind,
+    /// Profile tables: latencies for the emulated backend (required there) and the batcher's
+    /// first estimates; throughputs when the map lacks them.
+    pub prof_data: Option<PathBuf>,
+    pub device: Device,
+    pub listen: SocketAddr,
+    /// Worker sockets, pid files and logs go here (created if needed).
+    pub run_dir: PathBuf,
+    /// Extra environment of the workers of the segment at (GPU index on the node, placement
+    /// start): `CUDA_VISIBLE_DEVICES=MIG-<uuid>`, `CUDA_MPS_PIPE_DIRECTORY`, ...
+    pub segment_env: BTreeMap<(u32, u8), Vec<(String, String)>>,
+    /// Latency SLO (ms) per service, overriding the map's `slo_ms` (needed for ParvaGPU maps).
+    pub slo_ms: BTreeMap<String, f64>,
+    /// The worker program; `None`: `parva worker` (emulated) or `parva-worker` beside this
+    /// executable or named by `PARVA_WORKER` (torch).
+    pub worker_command: Option<WorkerCommand>,
+    /// Queue bound per process, in batches of its segment's size; beyond it requests get 429.
+    pub queue_batches: usize,
+    /// Intra-op threads per torch worker on CPU; `None`: the cores shared among the workers.
+    pub threads_per_worker: Option<usize>,
+    /// How long a worker may take to start, load and warm up.
+    pub ready_timeout: Duration,
+    pub backoff: Backoff,
+    pub spawner: Arc<dyn Spawner>,
+    pub events: Option<mpsc::UnboundedSender<ServeEvent>>,
+}
+
+impl ServeOptions {
+    /// Options with defaults: 127.0.0.1:8000, CPU, a run directory under the system's temp dir,
+    /// no extra environment, queues of 4 batches, real processes.
+    pub fn new(map: DeploymentMap, node: u32, models_dir: PathBuf, backend: BackendKind) -> Self {
+        ServeOptions {
+            map,
+            node,
+            models_dir,
+            backend,
+            prof_data: None,
+            device: Device::Cpu,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            run_dir: std::env::temp_dir().join(format!("parva-{}", std::process::id())),
+            segment_env: BTreeMap::new(),
+            slo_ms: BTreeMap::new(),
+            worker_command: None,
+            queue_batches: 4,
+            threads_per_worker: None,
+            ready_timeout: Duration::from_secs(600),
+            backoff: Backoff::default(),
+            spawner: Arc::new(ProcessSpawner),
+            events: None,
+        }
+    }
+}
+
+/// Longest Unix socket path, bytes.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// The default worker program for `backend`.
+pub fn default_worker_command(backend: BackendKind) -> Result<WorkerCommand, ServeError> {
+    let exe = std::env::current_exe().map_err(|e| ServeError::io("/proc/self/exe", "find the running executable", e))?;
+    Ok(match backend {
+        BackendKind::Emulated => WorkerCommand { program: exe, args: vec!["worker".into()] },
+        BackendKind::Torch => {
+            let program = match std::env::var_os("PARVA_WORKER") {
+                Some(p) => PathBuf::from(p),
+                None => exe.parent().map(|d| d.join("parva-worker")).filter(|p| p.is_file()).unwrap_or_else(|| "parva-worker".into()),
+            };
+            WorkerCommand { program, args: vec![] }
+        }
+    })
+}
+
+/// One worker process to start.
+struct Planned {
+    service: String,
+    spec: WorkerSpec,
+    policy: BatchPolicy,
+    exec_profile: Vec<f64>,
+    weight: f64,
+    capacity_rows: usize,
+}
+
+fn segment_profile(seg: &Segment, prof: Option<&ProfileSet>, backend: BackendKind) -> Result<(Vec<f64>, Option<f64>), ServeError> {
+    let table = prof.and_then(|p| p.get(&seg.model));
+    let lat: Option<Vec<f64>> =
+        table.and_then(|t| (1..=seg.batch_size).map(|b| t.batch_latency(seg.instance_size, seg.num_proc, b)).collect());
+    let per_proc = table.and_then(|t| t.point(seg.instance_size, seg.batch_size, seg.num_proc)).map(|p| p.throughput);
+    match (lat, backend) {
+        (Some(l), _) => Ok((l, per_proc)),
+        (None, BackendKind::Torch) => Ok((vec![], per_proc)),
+        (None, BackendKind::Emulated) => Err(ServeError::Config(match prof {
+            None => "--backend emulated needs --prof-data DIR: it sleeps for the profiled latencies".into(),
+            Some(p) => format!(
+                "{}: no measured latency for model {:?} at instance size {} with {} processes (the emulated backend needs it)",
+                p.dir.display(), seg.model, seg.instance_size, seg.num_proc
+            ),
+        })),
+    }
+}
+
+fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: Option<&ProfileSet>) -> Result<Vec<Planned>, ServeError> {
+    let segments: Vec<&Segment> = opts.map.segments.iter().filter(|s| s.node == opts.node).collect();
+    let total: u32 = segments.iter().map(|s| s.num_proc).sum();
+    let cmd = match &opts.worker_command {
+        Some(c) => c.clone(),
+        None => default_worker_command(opts.backend)?,
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = opts.threads_per_worker.unwrap_or((cores / total.max(1) as usize).max(1));
+    let mut out = Vec::new();
+    for seg in segments {
+        let slo = opts.slo_ms.get(&seg.service).copied().or(seg.slo_ms).ok_or_else(|| ServeError::MissingSlo { service: seg.service.clone() })?;
+        let (exec_profile, per_proc) = segment_profile(seg, prof, opts.backend)?;
+        let weight = seg.throughput.map(|t| t / seg.num_proc as f64).or(per_proc).filter(|w| *w > 0.0).unwrap_or(1.0);
+        let meta_file = meta::meta_path(&opts.models_dir, &seg.model);
+        for _ in 0..seg.num_proc {
+            let name = format!("w{}", out.len());
+            let socket = opts.run_dir.join(format!("{name}.sock"));
+            let len = socket.as_os_str().len();
+            if len > SOCKET_PATH_MAX {
+                return Err(ServeError::SocketPath { path: socket, len, limit: SOCKET_PATH_MAX });
+            }
+            let mut args = cmd.args.clone();
+            let s = |p: &Path| p.display().to_string();
+            args.extend(["--socket".into(), s(&socket), "--model-meta".into(), s(&meta_file)]);
+            args.extend(["--max-batch".into(), seg.batch_size.to_string()]);
+            match opts.backend {
+                BackendKind::Emulated => {
+                    let ms: Vec<String> = exec_profile.iter().map(|l| format!("{:.6}", l * 1e3)).collect();
+                    args.extend(["--exec-ms".into(), ms.join(",")]);
+                }
+                BackendKind::Torch => {
+                    args.extend(["--model".into(), s(&meta::torchscript_path(&opts.models_dir, &seg.model))]);
+                    args.extend(["--device".into(), opts.device.name().into(), "--threads".into(), threads.to_string()]);
+                }
+            }
+            let env = opts.segment_env.get(&(seg.gpu, seg.placement)).cloned().unwrap_or_default();
+            let log = opts.run_dir.join(format!("{name}.log"));
+            let spec = WorkerSpec { name, program: cmd.program.clone(), args, env, socket, log };
+            out.push(Planned {
+                service: seg.service.clone(),
+                spec,
+                policy: BatchPolicy::new(seg.batch_size, slo),
+                exec_profile: exec_profile.clone(),
+                weight,
+                capacity_rows: seg.batch_size as usize * opts.queue_batches.max(1),
+            });
+        }
+        if !metas.contains_key(&seg.model) {
+            return Err(ServeError::Config(format!("model {:?} has no metadata", seg.model)));
+        }
+    }
+    Ok(out)
+}
+
+/// Read every model's metadata (and check the TorchScript files exist for the torch backend).
+fn load_metas(opts: &ServeOptions) -> Result<BTreeMap<String, ModelMeta>, ServeError> {
+    let mut metas = BTreeMap::new();
+    let mut service_model: BTreeMap<&str, &str> = BTreeMap::new();
+    for seg in opts.map.segments.iter().filter(|s| s.node == opts.node) {
+        if let Some(m) = service_model.insert(&seg.service, &seg.model) {
+            if m != seg.model {
+                return Err(ServeError::Config(format!("service {:?} runs two models in the map: {m:?} and {:?}", seg.service, seg.model)));
+            }
+        }
+        if metas.contains_key(&seg.model) {
+            continue;
+        }
+        let meta = ModelMeta::read(&meta::meta_path(&opts.models_dir, &seg.model))?;
+        if opts.backend == BackendKind::Torch {
+            let pt = meta::torchscript_path(&opts.models_dir, &seg.model);
+            if !pt.is_file() {
+                return Err(ServeError::Config(format!(
+                    "{}: no TorchScript file for model {:?}; export it with scripts/export_models.py or use --backend emulated",
+                    pt.display(), seg.model
+                )));
+            }
+        }
+        metas.insert(seg.model.clone(), meta);
+    }
+    Ok(metas)
+}
+
+/// Serve node `opts.node` of the map until `shutdown` resolves: bind the HTTP listener, start one
+/// worker process per MPS process of every segment, route and batch requests; then stop accepting,
+/// let in-flight requests finish and stop the workers.
+pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    if !opts.map.segments.iter().any(|s| s.node == opts.node) {
+        let mut nodes: Vec<u32> = opts.map.segments.iter().map(|s| s.node).collect();
+        nodes.dedup();
+        return Err(ServeError::NoSegments { node: opts.node, nodes });
+    }
+    let metas = load_metas(&opts)?;
+    let prof = match &opts.prof_data {
+        Some(dir) => Some(ProfileSet::read_dir(dir, None)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&opts.run_dir).map_err(|e| ServeError::io(&opts.run_dir, "create run directory", e))?;
+    let planned = plan_workers(&opts, &metas, prof.as_ref())?;
+    let metrics = Arc::new(Metrics::new());
+    let device = if opts.backend == BackendKind::Torch { opts.device.name() } else { "none" };
+    metrics.backend.get_or_create(&BackendLabel { backend: opts.backend.name().into(), device: device.into() }).set(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let epoch = Instant::now();
+    let mut services: BTreeMap<String, Vec<ProcRoute>> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut shared_all = Vec::new();
+    for p in planned {
+        let _ = std::fs::remove_file(&p.spec.socket);
+        let listener = tokio::net::UnixListener::bind(&p.spec.socket).map_err(|e| ServeError::io(&p.spec.socket, "listen on worker socket", e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(ProcShared::default());
+        shared_all.push(shared.clone());
+        services.entry(p.service.clone()).or_default().push(ProcRoute { tx, shared: shared.clone(), weight: p.weight, capacity_rows: p.capacity_rows });
+        let cfg = ProcessConfig {
+            service: p.service,
+            spec: p.spec,
+            policy: p.policy,
+            exec_profile: p.exec_profile,
+            ready_timeout: opts.ready_timeout,
+            backoff: opts.backoff,
+            epoch,
+        };
+        let handles = ProcessHandles { listener, spawner: opts.spawner.clone(), rx, shared, metrics: metrics.clone(), stop: stop_rx.clone() };
+        tasks.spawn(supervisor::supervise(cfg, handles));
+    }
+    let model_of: BTreeMap<&str, &str> =
+        opts.map.segments.iter().filter(|s| s.node == opts.node).map(|s| (s.service.as_str(), s.model.as_str())).collect();
+    let routes = services
+        .into_iter()
+        .map(|(name, procs)| {
+            let meta = metas[model_of[name.as_str()]].clone();
+            (name.clone(), ServiceRoute::new(name, meta, procs))
+        })
+        .collect();
+    let router = Arc::new(Router { services: routes, metrics });
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    tracing::info!(%addr, backend = opts.backend.name(), "listening");
+    let events = opts.events.clone();
+    let send = move |e: ServeEvent| {
+        if let Some(tx) = &events {
+            let _ = tx.send(e);
+        }
+    };
+    send(ServeEvent::Listening(addr));
+    let watcher = tokio::spawn(watch_readiness(shared_all, send.clone()));
+    let app = crate::http::app(router);
+    let drain_send = send.clone();
+    let graceful = async move {
+        shutdown.await;
+        drain_send(ServeEvent::Draining);
+    };
+    let result = axum::serve(listener, app).with_graceful_shutdown(graceful).await.map_err(ServeError::Http);
+    watcher.abort();
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(30), async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("some workers did not stop within 30 s; they are killed");
+        tasks.abort_all();
+    }
+    result
+}
+
+/// Report readiness changes until every worker is ready, then keep watching (restarts).
+async fn watch_readiness(shared: Vec<Arc<ProcShared>>, send: impl Fn(ServeEvent)) {
+    let total = shared.len();
+    let mut last = usize::MAX;
+    loop {
+        let ready = shared.iter().filter(|s| s.ready.load(Ordering::SeqCst)).count();
+        if ready != last {
+            send(ServeEvent::Workers { ready, total });
+            last = ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

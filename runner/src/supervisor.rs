@@ -1,0 +1,230 @@
+//! Supervision of one worker process: start it, wait for it to connect and report ready, hand it
+//! to the batcher, and when it dies fail its jobs, count a restart and start it again after an
+//! exponential back-off. One tokio task per worker process runs [`supervise`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parva_core::batching::BatchPolicy;
+use tokio::io::BufReader;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::batcher::{self, BatcherCtx, BatcherExit, Conn, ExecEstimate, Job, ProcShared};
+use crate::error::InferError;
+use crate::metrics::Metrics;
+use crate::proto::{self, Msg};
+use crate::spawn::{Spawner, WorkerChild, WorkerSpec};
+
+/// Restart delays: `initial`, doubled after each failure up to `max`; back to `initial` once a
+/// worker has served for `reset_after`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(10), reset_after: Duration::from_secs(30) }
+    }
+}
+
+/// Everything one process's supervisor needs.
+pub struct ProcessConfig {
+    pub service: String,
+    pub spec: WorkerSpec,
+    pub policy: BatchPolicy,
+    /// Profiled seconds per batch of 1, 2, ... rows (may be empty).
+    pub exec_profile: Vec<f64>,
+    /// How long a worker may take to connect, load and warm up.
+    pub ready_timeout: Duration,
+    pub backoff: Backoff,
+    pub epoch: Instant,
+}
+
+/// Handles for one supervised process.
+pub struct ProcessHandles {
+    pub listener: UnixListener,
+    pub spawner: Arc<dyn Spawner>,
+    pub rx: mpsc::UnboundedReceiver<Job>,
+    pub shared: Arc<ProcShared>,
+    pub metrics: Arc<Metrics>,
+    pub stop: watch::Receiver<bool>,
+}
+
+enum StartError {
+    Stop,
+    Failed(String),
+}
+
+/// Run one worker process for as long as the router runs.
+pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut est = ExecEstimate::new(cfg.exec_profile.clone(), cfg.policy.max_batch as usize);
+    let mut delay = cfg.backoff.initial;
+    let label = Metrics::service(&cfg.service);
+    let mut started_once = false;
+    loop {
+        if *h.stop.borrow() {
+            break;
+        }
+        if started_once {
+            h.metrics.restarts.get_or_create(&label).inc();
+        }
+        started_once = true;
+        match start(&cfg, &mut h).await {
+            Ok((mut child, conn)) => {
+                h.shared.ready.store(true, Ordering::SeqCst);
+                h.metrics.workers_ready.get_or_create(&label).inc();
+                let up = Instant::now();
+                let ctx = BatcherCtx {
+                    service: &cfg.service,
+                    worker: &cfg.spec.name,
+                    policy: cfg.policy,
+                    shared: &h.shared,
+                    metrics: &h.metrics,
+                    epoch: cfg.epoch,
+                };
+                let exit = batcher::run_batcher(&ctx, conn, &mut child, &mut queue, &mut h.rx, &mut h.stop, &mut est).await;
+                h.shared.ready.store(false, Ordering::SeqCst);
+                h.metrics.workers_ready.get_or_create(&label).dec();
+                match exit {
+                    BatcherExit::Stopped(conn) => {
+                        stop_worker(child, conn).await;
+                        break;
+                    }
+                    BatcherExit::Crashed(why) => {
+                        child.kill();
+                        let status = child.wait().await;
+                        tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, %why, %status, log = %cfg.spec.log.display(), "worker died; restarting");
+                        if up.elapsed() >= cfg.backoff.reset_after {
+                            delay = cfg.backoff.initial;
+                        }
+                    }
+                }
+            }
+            Err(StartError::Stop) => break,
+            Err(StartError::Failed(why)) => {
+                tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, %why, log = %cfg.spec.log.display(), "worker failed to start");
+            }
+        }
+        fail_queue(&cfg, &h, &mut queue, "its worker process is restarting");
+        // Back-off, answering whatever arrives meanwhile.
+        let until = tokio::time::Instant::now() + delay;
+        delay = (delay * 2).min(cfg.backoff.max);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                job = h.rx.recv() => match job {
+                    Some(j) => queue.push_back(j),
+                    None => break,
+                },
+                r = h.stop.changed() => { if r.is_err() || *h.stop.borrow() { break; } }
+            }
+            fail_queue(&cfg, &h, &mut queue, "its worker process is restarting");
+        }
+    }
+    h.rx.close();
+    while let Ok(j) = h.rx.try_recv() {
+        queue.push_back(j);
+    }
+    for j in queue.drain(..) {
+        h.shared.answer(j, Err(InferError::ShuttingDown));
+    }
+    let _ = std::fs::remove_file(&cfg.spec.socket);
+}
+
+fn fail_queue(cfg: &ProcessConfig, h: &ProcessHandles, queue: &mut VecDeque<Job>, why: &str) {
+    for j in queue.drain(..) {
+        h.shared.answer(j, Err(InferError::NotReady { service: cfg.service.clone(), why: why.into() }));
+    }
+}
+
+enum Step<T> {
+    Got(T),
+    Exited(String),
+    TimedOut,
+    Stop,
+}
+
+/// Spawn the worker and wait for `Hello` and `Ready` on its connection.
+async fn start(cfg: &ProcessConfig, h: &mut ProcessHandles) -> Result<(Box<dyn WorkerChild>, Conn), StartError> {
+    let mut child = h.spawner.spawn(&cfg.spec).map_err(StartError::Failed)?;
+    let pid = child.pid().unwrap_or(0);
+    h.shared.pid.store(pid, Ordering::SeqCst);
+    if pid != 0 {
+        let _ = std::fs::write(cfg.spec.socket.with_extension("pid"), format!("{pid}\n"));
+    }
+    let deadline = tokio::time::Instant::now() + cfg.ready_timeout;
+    let fail = |child: &mut Box<dyn WorkerChild>, why: String| {
+        child.kill();
+        StartError::Failed(why)
+    };
+    let log = cfg.spec.log.display().to_string();
+    let stream = match step(&mut child, &mut h.stop, deadline, h.listener.accept()).await {
+        Step::Got(Ok((s, _))) => s,
+        Step::Got(Err(e)) => return Err(fail(&mut child, format!("accept: {e}"))),
+        Step::Exited(why) => return Err(StartError::Failed(format!("exited before connecting ({why}); see {log}"))),
+        Step::TimedOut => return Err(fail(&mut child, format!("did not connect within {:?}; see {log}", cfg.ready_timeout))),
+        Step::Stop => {
+            child.kill();
+            return Err(StartError::Stop);
+        }
+    };
+    let (r, w) = stream.into_split();
+    let mut conn = Conn { reader: BufReader::with_capacity(1 << 16, r), writer: w };
+    loop {
+        let frame = match step(&mut child, &mut h.stop, deadline, proto::read_frame_async(&mut conn.reader)).await {
+            Step::Got(Ok(f)) => f,
+            Step::Got(Err(e)) => return Err(fail(&mut child, format!("before ready: {e}; see {log}"))),
+            Step::Exited(why) => return Err(StartError::Failed(format!("exited before ready ({why}); see {log}"))),
+            Step::TimedOut => return Err(fail(&mut child, format!("not ready within {:?}; see {log}", cfg.ready_timeout))),
+            Step::Stop => {
+                child.kill();
+                return Err(StartError::Stop);
+            }
+        };
+        match frame.msg {
+            Msg::Hello { pid, backend, device } => {
+                tracing::debug!(worker = %cfg.spec.name, pid, %backend, %device, "worker connected");
+            }
+            Msg::Ready { load_ms } => {
+                tracing::info!(service = %cfg.service, worker = %cfg.spec.name, load_ms, "worker ready");
+                return Ok((child, conn));
+            }
+            Msg::Fatal { message } => return Err(fail(&mut child, format!("could not load the model: {message}"))),
+            other => return Err(fail(&mut child, format!("unexpected message before ready: {other:?}"))),
+        }
+    }
+}
+
+/// Wait for `fut`, unless the child exits, the deadline passes or a stop is asked for.
+async fn step<T>(
+    child: &mut Box<dyn WorkerChild>,
+    stop: &mut watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> Step<T> {
+    if *stop.borrow() {
+        return Step::Stop;
+    }
+    tokio::select! {
+        v = fut => Step::Got(v),
+        why = child.wait() => Step::Exited(why),
+        _ = tokio::time::sleep_until(deadline) => Step::TimedOut,
+        _ = stop.changed() => Step::Stop,
+    }
+}
+
+/// Ask a worker to exit, then make sure it does.
+async fn stop_worker(mut child: Box<dyn WorkerChild>, mut conn: Conn) {
+    let _ = proto::write_frame_async(&mut conn.writer, &Msg::Shutdown, &[]).await;
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        child.kill();
+        let _ = child.wait().await;
+    }
+}

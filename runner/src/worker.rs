@@ -1,0 +1,153 @@
+//! The worker side: one OS process per worker, serving batches over the router's socket.
+//!
+//! [`run_worker`] is the loop every backend shares (the torch worker binary and the emulated one):
+//! connect, `Hello`, load + warm up, `Ready`, then execute `Batch` frames one at a time. An
+//! [`Executor`] runs one batch; [`EmulatedExecutor`] sleeps for the profiled latency and returns
+//! zero outputs of the model's shape.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::meta::ModelMeta;
+use crate::proto::{self, Msg, ProtoError};
+use crate::tensor::Tensor;
+
+/// Runs batches of one model.
+pub trait Executor {
+    /// Execute one batch: the inputs in the metadata's order, all with the same number of rows.
+    fn execute(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
+}
+
+/// What a worker says about itself in `Hello`.
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub backend: String,
+    pub device: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("connect to {path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    #[error("router connection: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("loading the model: {0}")]
+    Load(String),
+}
+
+/// Connect to `socket`, load the executor with `load` (given the connection is up, so a slow load
+/// is visible to the router as a connected, not-ready worker), warm it up with `warmup_rows`
+/// rows of zeros of `meta`'s inputs, report ready and serve until told to stop.
+pub fn run_worker<E: Executor>(
+    socket: &Path,
+    identity: &WorkerIdentity,
+    meta: &ModelMeta,
+    warmup_rows: usize,
+    load: impl FnOnce() -> Result<E, String>,
+) -> Result<(), WorkerError> {
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| WorkerError::Connect { path: socket.display().to_string(), source: e })?;
+    serve_stream(stream, identity, meta, warmup_rows, load)
+}
+
+/// [`run_worker`] on an existing connection.
+pub fn serve_stream<E: Executor>(
+    stream: UnixStream,
+    identity: &WorkerIdentity,
+    meta: &ModelMeta,
+    warmup_rows: usize,
+    load: impl FnOnce() -> Result<E, String>,
+) -> Result<(), WorkerError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, stream.try_clone().map_err(ProtoError::Io)?);
+    let mut writer = stream;
+    let hello = Msg::Hello { pid: std::process::id(), backend: identity.backend.clone(), device: identity.device.clone() };
+    proto::write_frame(&mut writer, &hello, &[])?;
+    let started = Instant::now();
+    let loaded = load().and_then(|mut exec| {
+        for _ in 0..2 {
+            exec.execute(meta.zero_inputs(warmup_rows.max(1))).map_err(|e| format!("warm-up batch of {warmup_rows}: {e}"))?;
+        }
+        Ok(exec)
+    });
+    let mut exec = match loaded {
+        Ok(e) => e,
+        Err(message) => {
+            proto::write_frame(&mut writer, &Msg::Fatal { message: message.clone() }, &[])?;
+            return Err(WorkerError::Load(message));
+        }
+    };
+    proto::write_frame(&mut writer, &Msg::Ready { load_ms: started.elapsed().as_secs_f64() * 1e3 }, &[])?;
+    tracing::info!(model = %meta.name, backend = %identity.backend, "worker ready");
+    loop {
+        let frame = match proto::read_frame(&mut reader) {
+            Ok(f) => f,
+            Err(ProtoError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match frame.msg {
+            Msg::Batch { id, .. } => {
+                let t0 = Instant::now();
+                match exec.execute(frame.tensors) {
+                    Ok(outputs) => {
+                        let exec_us = t0.elapsed().as_micros() as u64;
+                        let msg = Msg::Done { id, exec_us, tensors: proto::headers_of(&outputs) };
+                        proto::write_frame(&mut writer, &msg, &outputs)?;
+                    }
+                    Err(message) => proto::write_frame(&mut writer, &Msg::Failed { id, message }, &[])?,
+                }
+            }
+            Msg::Shutdown => return Ok(()),
+            other => tracing::warn!(?other, "worker ignored an unexpected message"),
+        }
+    }
+}
+
+/// Sleeps for the profiled latency of each batch and returns zeros of the outputs' shapes.
+#[derive(Debug, Clone)]
+pub struct EmulatedExecutor {
+    meta: ModelMeta,
+    /// Seconds per batch of 1, 2, ... rows (index = rows - 1).
+    exec_s: Vec<f64>,
+}
+
+impl EmulatedExecutor {
+    pub fn new(meta: ModelMeta, exec_s: Vec<f64>) -> Self {
+        EmulatedExecutor { meta, exec_s }
+    }
+
+    /// Latency of `rows` rows; past the table, extended in proportion to the rows.
+    pub fn latency(&self, rows: usize) -> f64 {
+        match self.exec_s.len() {
+            0 => 0.0,
+            n if rows <= n => self.exec_s[rows.max(1) - 1],
+            n => self.exec_s[n - 1] * rows as f64 / n as f64,
+        }
+    }
+}
+
+impl Executor for EmulatedExecutor {
+    fn execute(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
+        std::thread::sleep(Duration::from_secs_f64(self.latency(rows)));
+        Ok(self.meta.zero_outputs(rows))
+    }
+}
+
+/// Options of the emulated worker process (`parva worker`).
+#[derive(Debug, Clone)]
+pub struct EmulatedWorkerOptions {
+    pub socket: std::path::PathBuf,
+    pub model_meta: std::path::PathBuf,
+    pub max_batch: usize,
+    /// Milliseconds per batch of 1, 2, ... rows.
+    pub exec_ms: Vec<f64>,
+}
+
+/// Main of the emulated worker process.
+pub fn run_emulated_worker(opts: &EmulatedWorkerOptions) -> Result<(), WorkerError> {
+    let meta = ModelMeta::read(&opts.model_meta).map_err(|e| WorkerError::Load(e.to_string()))?;
+    let identity = WorkerIdentity { backend: "emulated".into(), device: "none".into() };
+    let exec_s: Vec<f64> = opts.exec_ms.iter().map(|ms| ms / 1e3).collect();
+    run_worker(&opts.socket, &identity, &meta.clone(), 1, || Ok(EmulatedExecutor::new(meta, exec_s)))
+}

@@ -1,0 +1,2 @@
+//! parva-worker: the TorchScript worker (being written).
+fn main() {}

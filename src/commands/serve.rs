@@ -1,0 +1,177 @@
+//! `parva serve`: serve one node of a deployment map over KServe v2 (see `parva-runner`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use parva_core::DeploymentMap;
+use parva_runner::{BackendKind, Device, ServeEvent, ServeOptions};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Deployment map (parva's or ParvaGPU's format).
+    #[arg(long)]
+    plan: PathBuf,
+    /// Which node of the map to serve.
+    #[arg(long, default_value_t = 0)]
+    node: u32,
+    /// Directory of `<model>.json` metadata (and `<model>.pt` TorchScript for --backend torch).
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// torch: TorchScript workers (`parva-worker`); emulated: workers sleep for the profiled
+    /// latency and return zeros (needs --prof-data; every report says "emulated").
+    #[arg(long, value_enum, default_value_t = BackendArg::Torch)]
+    backend: BackendArg,
+    /// Profile tables of the GPU type (latencies for the emulated backend; first batch-time
+    /// estimates otherwise).
+    #[arg(long)]
+    prof_data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// HTTP address (port 0: any free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Service list `service,model,rate,slo_ms` supplying SLOs (for ParvaGPU maps, which lack them).
+    #[arg(long)]
+    services: Option<PathBuf>,
+    /// Worker sockets, pid files and logs (default: a new directory under the temp dir).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Queue bound per worker process, in batches; beyond it requests get 429.
+    #[arg(long, default_value_t = 4)]
+    queue_batches: usize,
+    /// Intra-op threads per torch worker on CPU (default: cores / workers).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Torch,
+    Emulated,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// SLOs from a `services.csv` (header `service,model,rate,slo_ms`).
+fn read_slos(path: &PathBuf) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut rdr = csv_reader(path)?;
+    let mut out = BTreeMap::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
+        let (Some(name), Some(slo)) = (rec.get(0), rec.get(3)) else {
+            anyhow::bail!("{}: line {}: expected `service,model,rate,slo_ms`", path.display(), i + 2);
+        };
+        let slo: f64 = slo
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0)
+            .with_context(|| format!("{}: line {}: field `slo_ms`: {slo:?} is not a positive number", path.display(), i + 2))?;
+        out.insert(name.trim().to_string(), slo);
+    }
+    Ok(out)
+}
+
+fn csv_reader(path: &PathBuf) -> anyhow::Result<csv::Reader<std::fs::File>> {
+    let file = std::fs::File::open(path).with_context(|| format!("open service list {}", path.display()))?;
+    Ok(csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (map, _) = DeploymentMap::read(&args.plan)?;
+    let backend = match args.backend {
+        BackendArg::Torch => BackendKind::Torch,
+        BackendArg::Emulated => BackendKind::Emulated,
+    };
+    let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
+    opts.prof_data = args.prof_data.clone();
+    opts.device = match args.device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::Cuda,
+    };
+    opts.listen = args.listen;
+    if let Some(dir) = &args.run_dir {
+        opts.run_dir = dir.clone();
+    }
+    if let Some(s) = &args.services {
+        opts.slo_ms = read_slos(s)?;
+    }
+    opts.queue_batches = args.queue_batches;
+    opts.threads_per_worker = args.threads;
+    let workers: u32 = opts.map.segments.iter().filter(|s| s.node == args.node).map(|s| s.num_proc).sum();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.events = Some(tx);
+    let run_dir = opts.run_dir.clone();
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(async move {
+        let progress = tokio::spawn(show_progress(rx, backend, workers, run_dir));
+        let result = parva_runner::serve(opts, shutdown_signal()).await;
+        progress.abort();
+        result
+    })?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print where the server listens and the workers' readiness.
+async fn show_progress(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>, backend: BackendKind, total: u32, run_dir: PathBuf) {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} workers ready {pos}/{len} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ServeEvent::Listening(addr) => {
+                let label = if backend == BackendKind::Emulated { " (EMULATED backend: latencies are the profile's, outputs are zeros)" } else { "" };
+                // stdout: the one line scripts wait for.
+                println!("listening on http://{addr}{label}");
+                say(&bar, format!("worker logs in {}", run_dir.display()));
+            }
+            ServeEvent::Workers { ready, total } => {
+                bar.set_position(ready as u64);
+                if ready == total {
+                    bar.set_message("ready");
+                    say(&bar, format!("ready: {ready}/{total} workers"));
+                } else {
+                    bar.set_message("");
+                }
+            }
+            ServeEvent::Draining => {
+                say(&bar, "shutting down: draining requests, stopping workers");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Print a line on stderr whether or not the progress bar is drawn (it is hidden off a terminal).
+fn say(bar: &indicatif::ProgressBar, line: impl AsRef<str>) {
+    bar.suspend(|| eprintln!("{}", line.as_ref()));
+}
