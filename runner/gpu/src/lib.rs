@@ -18,3 +18,5 @@ pub mod nvml;
 pub mod mps;
 pub mod error;
 pub mod plan;
+pub mod checkpoint;
+pub mod exec;
