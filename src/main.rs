@@ -32,6 +32,9 @@ enum Command {
     Catalogue(commands::catalogue::CatalogueArgs),
     /// Serve one node of a deployment map over KServe v2 (router + worker processes).
     Serve(commands::serve::ServeArgs),
+    /// Bring a node to a map's MIG layout (exact placements, diff, checkpoint, rollback), one MPS
+    /// daemon per instance, then serve it.
+    Deploy(commands::deploy::DeployArgs),
     /// The emulated worker process `parva serve --backend emulated` starts.
     #[command(hide = true)]
     Worker(commands::worker::WorkerArgs),
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Catalogue(args) => commands::catalogue::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Deploy(args) => commands::deploy::run(args),
         Command::Worker(args) => commands::worker::run(args),
     };
     match result {
@@ -59,9 +63,9 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "parva=warn,parva_runner=warn",
-        1 => "parva=info,parva_core=info,parva_runner=info",
-        _ => "parva=debug,parva_core=debug,parva_runner=debug",
+        0 => "parva=warn,parva_runner=warn,parva_gpu=warn",
+        1 => "parva=info,parva_core=info,parva_runner=info,parva_gpu=info",
+        _ => "parva=debug,parva_core=debug,parva_runner=debug,parva_gpu=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -1,6 +1,7 @@
 //! The subcommands of `parva`: argument parsing and output; the work happens in the libraries.
 
 pub mod catalogue;
+pub mod deploy;
 pub mod plan;
 pub mod simulate;
 pub mod serve;

@@ -1,0 +1,261 @@
+//! `parva deploy`: bring one node to a deployment map's MIG layout (exact placements through
+//! NVML, diffed against what is there, checkpointed and rolled back on failure), start one MPS
+//! daemon per instance, then serve (see `parva-gpu` and `parva-runner`).
+//!
+//! Fake GPUs for tests and demos without a GPU: `--fake-gpus a100-80gb:8` (or
+//! `PARVA_FAKE_GPUS`) keeps the fake node's state in `<run-dir>/fake-gpus.json` and fakes the MPS
+//! daemons with marker files; `PARVA_FAKE_FAIL=PATTERN#N` fails the N-th fake call matching
+//! PATTERN (e.g. `create_instance#2`, `mps_start#1`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use parva_core::DeploymentMap;
+use parva_gpu::exec::{DeployOutcome, Node, SegmentEnv};
+use parva_gpu::fake::FakeGpus;
+use parva_gpu::fault::Fault;
+use parva_gpu::mig::MigControl;
+use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
+use parva_gpu::nvml::NvmlMig;
+use parva_gpu::plan::{DeployOptions, parse_index_map};
+use parva_runner::{BackendKind, Device, ServeEvent, ServeOptions};
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Deployment map (parva's or ParvaGPU's format; the latter needs --gpu).
+    #[arg(long, required_unless_present_any = ["teardown", "restore"])]
+    plan: Option<PathBuf>,
+    /// Which node of the map this machine is.
+    #[arg(long, default_value_t = 0)]
+    node: u32,
+    /// GPU type of the map when it has no `gpu_type` column.
+    #[arg(long)]
+    gpu: Option<String>,
+    /// Plan GPU -> NVML index on this node, e.g. `0=2,1=3` (default: the same index).
+    #[arg(long)]
+    gpu_index_map: Option<String>,
+    /// Checkpoint, deploy record, MPS pipe/log directories and worker files (default: run/node<N>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Print the exact ordered list of actions and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep instances outside the plan when they overlap no planned instance (default: destroy
+    /// every instance of the plan's GPUs that the plan does not have).
+    #[arg(long)]
+    keep_unchanged: bool,
+    /// Stop the serving deploy and every MPS daemon of the run directory, and destroy the
+    /// instances parva created.
+    #[arg(long, conflicts_with_all = ["restore", "dry_run"])]
+    teardown: bool,
+    /// Bring the node back to the checkpoint saved before the latest deploy.
+    #[arg(long, conflicts_with = "dry_run")]
+    restore: bool,
+    /// No MIG: every segment on the whole GPU under one MPS daemon per GPU, its SMs capped at its
+    /// GPC share with CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (no memory or fault isolation).
+    #[arg(long)]
+    no_mig: bool,
+    /// Stop after bringing up MIG instances and MPS daemons (print each segment's environment).
+    #[arg(long)]
+    no_serve: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Directory of `<model>.json` metadata (and `<model>.pt` for --backend torch).
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendArg::Torch)]
+    backend: BackendArg,
+    /// Profile tables of the GPU type (needed by --backend emulated).
+    #[arg(long)]
+    prof_data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cuda)]
+    device: DeviceArg,
+    /// HTTP address of the KServe v2 router (port 0: any free port; printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Queue bound per worker process, in batches.
+    #[arg(long, default_value_t = 4)]
+    queue_batches: usize,
+    /// Fake GPUs instead of NVML, e.g. `a100-80gb:8` (tests; state in <run-dir>/fake-gpus.json).
+    #[arg(long, hide = true)]
+    fake_gpus: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Torch,
+    Emulated,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// The controllers: NVML + real MPS, or the fakes.
+struct Controllers {
+    mig: Box<dyn MigControl>,
+    mps: Box<dyn MpsControl>,
+    /// The fake spec, when faking.
+    fake: Option<String>,
+}
+
+fn controllers(args: &DeployArgs, run_dir: &Path) -> anyhow::Result<Controllers> {
+    let spec = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
+    let Some(spec) = spec else {
+        let mig = NvmlMig::load()?;
+        return Ok(Controllers { mig: Box::new(mig), mps: Box::new(RealMps::default()), fake: None });
+    };
+    let mut mig = FakeGpus::with_state_file(&spec, &run_dir.join("fake-gpus.json"))?;
+    let mut mps = FakeMps::default();
+    if let Ok(f) = std::env::var("PARVA_FAKE_FAIL") {
+        let fault: Fault = f.parse()?;
+        if fault.pattern.starts_with("mps_") {
+            mps.set_fault(Some(fault));
+        } else {
+            mig.set_fault(Some(fault));
+        }
+    }
+    Ok(Controllers { mig: Box::new(mig), mps: Box::new(mps), fake: Some(spec) })
+}
+
+pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("run/node{}", args.node)));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("create run directory {}", run_dir.display()))?;
+    // Absolute: MPS pipe directories are handed to daemons and workers started elsewhere.
+    let run_dir = run_dir.canonicalize().with_context(|| format!("resolve {}", run_dir.display()))?;
+    let mut ctl = controllers(&args, &run_dir)?;
+    if let Some(spec) = &ctl.fake {
+        eprintln!("using FAKE GPUs ({spec}), state in {}", run_dir.join("fake-gpus.json").display());
+    }
+    let mut node = Node { mig: ctl.mig.as_mut(), mps: ctl.mps.as_mut(), run_dir: run_dir.clone() };
+    if args.teardown || args.restore {
+        let (what, done) = if args.teardown { ("teardown", node.teardown()?) } else { ("restore", node.restore()?) };
+        if args.json {
+            super::print_json(&serde_json::json!({ "node": args.node, "done": what, "changes": done }))?;
+        } else {
+            for line in &done {
+                println!("{line}");
+            }
+            println!("{what}: {} change(s) on node {}", done.len(), args.node);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan_path = args.plan.clone().context("--plan is required")?;
+    let (map, _) = DeploymentMap::read(&plan_path)?;
+    let opts = DeployOptions {
+        node: args.node,
+        gpu_type: args.gpu.clone(),
+        gpu_index_map: args.gpu_index_map.as_deref().map(parse_index_map).transpose()?.unwrap_or_default(),
+        no_mig: args.no_mig,
+        keep_unchanged: args.keep_unchanged,
+    };
+    let outcome = node.deploy(&map, &opts, args.dry_run).with_context(|| format!("deploy {} on node {}", plan_path.display(), args.node))?;
+    report(&args, &plan_path, &outcome)?;
+    if args.dry_run || args.no_serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(ctl);
+    serve(&args, map, &run_dir, &outcome.segments)
+}
+
+fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome) -> anyhow::Result<()> {
+    let mode = if out.plan.no_mig {
+        "no-mig: whole GPUs, one MPS daemon each, SMs capped by CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (no MIG isolation)"
+    } else {
+        "mig: one MIG instance and one MPS daemon per segment"
+    };
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "plan": plan, "node": out.plan.node, "gpu_type": out.plan.gpu_type, "dry_run": args.dry_run,
+            "applied": out.applied, "mode": mode, "no_mig": out.plan.no_mig,
+            "actions": out.plan.actions, "steps": out.plan.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "untouched": out.plan.untouched, "targets": out.plan.targets, "segments": out.segments,
+            "checkpoint": out.checkpoint,
+        }));
+    }
+    let verb = if args.dry_run { "dry run (nothing changed)" } else { "deployed" };
+    println!("{verb}: node {} of {} on {} GPUs; mode {mode}", out.plan.node, plan.display(), out.plan.gpu_type);
+    for t in out.plan.targets.iter().filter(|t| t.kept_device.is_some()) {
+        println!("keep: GPU {}: {} at {{{}}} ({}) for {}", t.gpu, t.profile, t.start, t.kept_device.as_deref().unwrap_or(""), t.service);
+    }
+    for u in &out.plan.untouched {
+        println!("untouched (--keep-unchanged): {u}");
+    }
+    println!("actions ({}):", out.plan.actions.len());
+    for (i, a) in out.plan.actions.iter().enumerate() {
+        println!("  {}. {a}", i + 1);
+    }
+    if let Some(ck) = &out.checkpoint {
+        println!("checkpoint of the node before the change: {} (parva deploy --restore)", ck.display());
+    }
+    println!("segments ({}):", out.segments.len());
+    for s in &out.segments {
+        let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  GPU {} (plan GPU {}) {{{}}} {} {} ({}): {}", s.gpu, s.plan_gpu, s.start, s.profile, s.service, s.model, env.join(" "));
+    }
+    Ok(())
+}
+
+fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv]) -> anyhow::Result<ExitCode> {
+    let backend = match args.backend {
+        BackendArg::Torch => BackendKind::Torch,
+        BackendArg::Emulated => BackendKind::Emulated,
+    };
+    let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
+    opts.prof_data = args.prof_data.clone();
+    opts.device = match args.device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::Cuda,
+    };
+    opts.listen = args.listen;
+    opts.run_dir = run_dir.join("serve");
+    opts.queue_batches = args.queue_batches;
+    opts.segment_env = segments.iter().map(|s| ((s.plan_gpu, s.start), s.env.clone())).collect::<BTreeMap<_, _>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.events = Some(tx);
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(async move {
+        let progress = tokio::spawn(show_events(rx, backend));
+        let result = parva_runner::serve(opts, shutdown_signal()).await;
+        progress.abort();
+        result
+    })?;
+    eprintln!("stopped serving; MIG instances and MPS daemons stay (`parva deploy --teardown` removes them)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>, backend: BackendKind) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ServeEvent::Listening(addr) => {
+                let label = if backend == BackendKind::Emulated { " (EMULATED backend: latencies are the profile's, outputs are zeros)" } else { "" };
+                println!("listening on http://{addr}{label}");
+            }
+            ServeEvent::Workers { ready, total } if ready == total => eprintln!("ready: {ready}/{total} workers"),
+            ServeEvent::Workers { .. } => {}
+            ServeEvent::Draining => eprintln!("shutting down: draining requests, stopping workers"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
