@@ -12,6 +12,7 @@
 //! - [`batching`]: the dynamic batching policy the router applies and the planner models.
 //! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
 //! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
+//! - [`sim`]: a discrete-event simulation of a map under the batching policy.
 
 pub mod batching;
 pub mod deploy;
@@ -20,6 +21,7 @@ pub mod latency;
 pub mod mig;
 pub mod plan;
 pub mod profile;
+pub mod sim;
 pub mod slo;
 
 pub use deploy::{DeploymentMap, Segment};

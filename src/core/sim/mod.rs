@@ -1,0 +1,223 @@
+//! `parva simulate`: a discrete-event simulation of a deployment map.
+//!
+//! Every service gets Poisson (or evenly spaced) arrivals at its request rate. The router picks a
+//! worker process for each request by smooth weighted round-robin over all processes of the
+//! service's segments, weighted by each segment's planned capacity (the map's `throughput`
+//! column, split evenly over its processes). Each process applies the batching policy of
+//! [`crate::batching`] and runs a batch of `k` requests in the profiled latency for its instance
+//! size and process count, interpolated at `k`. A request's latency runs from its arrival to the
+//! end of its batch. Requests arriving during the warm-up are served but not counted. The same
+//! seed gives the same result.
+
+mod engine;
+
+use std::collections::BTreeMap;
+
+use crate::deploy::DeploymentMap;
+use crate::profile::ProfileSet;
+use crate::slo::Service;
+
+/// Arrival process of every service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrivals {
+    Poisson,
+    Constant,
+}
+
+/// Simulation settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SimConfig {
+    /// Seconds of arrivals.
+    pub duration_s: f64,
+    /// Leading seconds whose requests are not counted.
+    pub warmup_s: f64,
+    pub seed: u64,
+    pub arrivals: Arrivals,
+    /// Percentile that decides pass/fail (e.g. 99.0).
+    pub percentile: f64,
+    /// Multiplier applied to every service's rate.
+    pub rate_scale: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, arrivals: Arrivals::Poisson, percentile: 99.0, rate_scale: 1.0 }
+    }
+}
+
+/// Why a map cannot be simulated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error("service {service}: no rate and SLO (the map has no `rate`/`slo_ms` columns for it; give a service list)")]
+    MissingSlo { service: String },
+    #[error("segment of service {service}: model {model} has no profile table in the profile set")]
+    MissingModel { service: String, model: String },
+    #[error("segment of service {service}: {model} has no profiled point for size {size} with {procs} processes")]
+    MissingPoint { service: String, model: String, size: u8, procs: u32 },
+    #[error("{what} must be > 0 (got {value})")]
+    BadSetting { what: &'static str, value: f64 },
+}
+
+/// Results for one service.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceResult {
+    pub service: String,
+    pub model: String,
+    pub segments: usize,
+    pub processes: usize,
+    pub slo_ms: f64,
+    /// Requests/s offered (after `rate_scale`).
+    pub offered_rate: f64,
+    /// Requests/s completed inside the measured window (from warm-up to duration).
+    pub served_rate: f64,
+    /// Requests that arrived inside the window; all are served (the simulation drains), and the
+    /// latency figures are theirs.
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// Latency at the configured percentile.
+    pub percentile_ms: f64,
+    pub max_ms: f64,
+    /// Share of requests within the SLO, percent.
+    pub attainment_pct: f64,
+    /// Whether latency at the configured percentile is within the SLO.
+    pub pass: bool,
+}
+
+/// A finished simulation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SimReport {
+    pub config: SimConfig,
+    pub services: Vec<ServiceResult>,
+    pub all_pass: bool,
+    /// Events processed (arrivals, timers, batch completions).
+    pub events: u64,
+}
+
+/// Per-service objective lookup: from the map's own columns, overridden by `services` when given.
+pub fn service_slos(map: &DeploymentMap, services: Option<&[Service]>) -> Result<BTreeMap<String, (f64, f64)>, SimError> {
+    let mut out = BTreeMap::new();
+    if let Some(list) = services {
+        for s in list {
+            out.insert(s.name.clone(), (s.rate, s.slo_ms));
+        }
+    }
+    for seg in &map.segments {
+        if out.contains_key(&seg.service) {
+            continue;
+        }
+        match (seg.rate, seg.slo_ms) {
+            (Some(r), Some(l)) => {
+                out.insert(seg.service.clone(), (r, l));
+            }
+            _ => return Err(SimError::MissingSlo { service: seg.service.clone() }),
+        }
+    }
+    Ok(out)
+}
+
+/// Simulate `map` with execution times from `profiles`; `services` overrides rates and SLOs.
+pub fn simulate(
+    map: &DeploymentMap,
+    profiles: &ProfileSet,
+    services: Option<&[Service]>,
+    config: &SimConfig,
+) -> Result<SimReport, SimError> {
+    for (what, value) in [("duration", config.duration_s), ("rate scale", config.rate_scale)] {
+        if !(value > 0.0) {
+            return Err(SimError::BadSetting { what, value });
+        }
+    }
+    let slos = service_slos(map, services)?;
+    let model = engine::Model::build(map, profiles, &slos, config)?;
+    Ok(model.run(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ModelProfile;
+    use std::path::Path;
+
+    /// One model whose batch of k takes 2 ms + 1 ms per request on any instance.
+    fn profiles() -> ProfileSet {
+        let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+        for b in [1u32, 2, 4, 8] {
+            let lat = 0.002 + 0.001 * b as f64;
+            text.push_str(&format!("1,{b},1,{},{lat}\n", b as f64 / lat));
+        }
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
+    }
+
+    fn map(rows: &[(&str, u32, f64, f64)]) -> DeploymentMap {
+        let mut text = String::from("node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n");
+        for (i, (svc, batch, rate, slo)) in rows.iter().enumerate() {
+            text.push_str(&format!("0,0,{svc},m,{i},1,{batch},1,,,,{rate},{slo}\n"));
+        }
+        DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap().0
+    }
+
+    fn cfg(seed: u64) -> SimConfig {
+        SimConfig { duration_s: 20.0, warmup_s: 2.0, seed, ..SimConfig::default() }
+    }
+
+    #[test]
+    fn light_load_meets_slo_and_serves_offered_rate() {
+        let r = simulate(&map(&[("a", 8, 200.0, 50.0)]), &profiles(), None, &cfg(1)).unwrap();
+        let s = &r.services[0];
+        assert!(s.pass && r.all_pass, "{s:?}");
+        assert!((s.served_rate - 200.0).abs() < 15.0, "{s:?}");
+        assert!(s.p99_ms <= 50.0 && s.max_ms < 60.0, "{s:?}");
+        assert!(s.attainment_pct > 99.0);
+    }
+
+    #[test]
+    fn overload_fails_and_latency_grows() {
+        // Capacity is 8 / 10 ms = 800/s; offer 1000/s.
+        let r = simulate(&map(&[("a", 8, 1000.0, 50.0)]), &profiles(), None, &cfg(1)).unwrap();
+        let s = &r.services[0];
+        assert!(!s.pass && !r.all_pass, "{s:?}");
+        assert!(s.served_rate < 850.0 && s.max_ms > 1000.0, "{s:?}");
+    }
+
+    #[test]
+    fn same_seed_same_result_other_seed_differs() {
+        let m = map(&[("a", 4, 300.0, 30.0), ("b", 8, 500.0, 40.0)]);
+        let a = simulate(&m, &profiles(), None, &cfg(7)).unwrap();
+        let b = simulate(&m, &profiles(), None, &cfg(7)).unwrap();
+        let c = simulate(&m, &profiles(), None, &cfg(8)).unwrap();
+        assert_eq!(a, b);
+        let key = |r: &SimReport| (r.services[0].requests, r.services[1].requests, r.services[0].p50_ms.to_bits());
+        assert_ne!(key(&a), key(&c));
+    }
+
+    #[test]
+    fn partial_batches_leave_before_the_deadline() {
+        // 5 req/s with batch 8 and a 100 ms SLO: batches rarely fill, the policy sends them in time.
+        let r = simulate(&map(&[("a", 8, 5.0, 100.0)]), &profiles(), None, &cfg(3)).unwrap();
+        let s = &r.services[0];
+        assert!(s.max_ms <= 100.0 && s.p50_ms > 50.0, "{s:?}");
+    }
+
+    #[test]
+    fn weighted_round_robin_splits_by_capacity() {
+        let mut m = map(&[("a", 8, 600.0, 50.0), ("a", 8, 600.0, 50.0)]);
+        m.segments[0].throughput = Some(300.0);
+        m.segments[1].throughput = Some(100.0);
+        let model = engine::Model::build(&m, &profiles(), &service_slos(&m, None).unwrap(), &cfg(1)).unwrap();
+        assert_eq!(model.picks(0, 400), vec![300, 100]);
+    }
+
+    #[test]
+    fn missing_slo_and_point_are_errors() {
+        let mut m = map(&[("a", 8, 200.0, 50.0)]);
+        m.segments[0].rate = None;
+        assert!(matches!(simulate(&m, &profiles(), None, &cfg(1)), Err(SimError::MissingSlo { .. })));
+        let mut m = map(&[("a", 8, 200.0, 50.0)]);
+        m.segments[0].instance_size = 2;
+        assert!(matches!(simulate(&m, &profiles(), None, &cfg(1)), Err(SimError::MissingPoint { .. })));
+    }
+}
