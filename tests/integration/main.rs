@@ -1,5 +1,10 @@
 //! The one integration-test binary: runs the real `parva` binary on fixtures and reference data.
 
+mod deploy_cli;
+mod deploy_reference;
 mod plan_cli;
 mod reference;
+mod serve_emulated;
+mod serve_support;
+mod serve_torch;
 mod util;
