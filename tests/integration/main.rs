@@ -4,7 +4,4 @@ mod deploy_cli;
 mod deploy_reference;
 mod plan_cli;
 mod reference;
-mod serve_emulated;
-mod serve_support;
-mod serve_torch;
 mod util;
