@@ -266,7 +266,11 @@ fn load_metas(opts: &ServeOptions) -> Result<BTreeMap<String, ModelMeta>, ServeE
 /// Serve node `opts.node` of the map until `shutdown` resolves: bind the HTTP listener, start one
 /// worker process per MPS process of every segment, route and batch requests; then stop accepting,
 /// let in-flight requests finish and stop the workers.
-pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    // Workers get absolute paths, whatever their working directory.
+    for dir in [&mut opts.models_dir, &mut opts.run_dir] {
+        *dir = std::path::absolute(&*dir).map_err(|e| ServeError::io(&*dir, "resolve path", e))?;
+    }
     if !opts.map.segments.iter().any(|s| s.node == opts.node) {
         let mut nodes: Vec<u32> = opts.map.segments.iter().map(|s| s.node).collect();
         nodes.dedup();

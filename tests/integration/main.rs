@@ -4,4 +4,7 @@ mod deploy_cli;
 mod deploy_reference;
 mod plan_cli;
 mod reference;
+mod serve_emulated;
+mod serve_support;
+mod serve_torch;
 mod util;

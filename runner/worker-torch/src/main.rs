@@ -1,2 +1,110 @@
-//! parva-worker: the TorchScript worker (being written).
-fn main() {}
+//! `parva-worker`: one TorchScript inference worker process (the only binary linking libtorch).
+//!
+//! Started by `parva serve --backend torch` with `--socket`: connects to the router, loads the
+//! model on the device, warms up with two batches of `--max-batch` zero rows, reports ready and
+//! serves batches (see `parva_runner::proto`). With `--bench ITERS` instead, it times a bare tch
+//! loop over batches of `--max-batch` rows and prints samples/s (the benchmark's baseline).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use parva_runner::meta::ModelMeta;
+use parva_runner::worker::{Executor, WorkerIdentity, run_worker};
+
+mod exec;
+
+#[derive(Parser)]
+#[command(name = "parva-worker", version, about = "parva's TorchScript inference worker")]
+struct Args {
+    /// The router's socket (required unless --bench).
+    #[arg(long, required_unless_present = "bench")]
+    socket: Option<PathBuf>,
+    /// Model metadata (`models/<name>.json`).
+    #[arg(long)]
+    model_meta: PathBuf,
+    /// TorchScript file (`models/<name>.pt`).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Largest batch (warm-up size).
+    #[arg(long, default_value_t = 1)]
+    max_batch: usize,
+    /// Intra-op threads (CPU).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Benchmark mode: run ITERS batches of --max-batch rows in a bare loop and print samples/s.
+    #[arg(long)]
+    bench: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// Load libtorch_cuda.so so that CUDA registers: torch-sys links with --as-needed, which drops it.
+/// On a machine without CUDA this fails quietly and the worker runs on CPU only.
+fn register_cuda() -> bool {
+    let mut names = vec!["libtorch_cuda.so".to_string()];
+    if let Some(dir) = option_env!("PARVA_LIBTORCH_LIB") {
+        names.push(format!("{dir}/libtorch_cuda.so"));
+    }
+    names.iter().any(|name| {
+        let Ok(c) = std::ffi::CString::new(name.as_str()) else { return false };
+        // SAFETY: dlopen with a valid NUL-terminated path; the handle is kept for the process's life.
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        !handle.is_null()
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("parva_worker=info,parva_runner=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    let cuda_lib = register_cuda();
+    let device = match args.device {
+        DeviceArg::Cpu => tch::Device::Cpu,
+        DeviceArg::Cuda => tch::Device::Cuda(0),
+    };
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n.max(1));
+        tch::set_num_interop_threads(1);
+    }
+    tracing::info!(cuda_lib, cuda = tch::Cuda::is_available(), ?device, "starting");
+    let meta = ModelMeta::read(&args.model_meta)?;
+    let load = || -> Result<exec::TorchExecutor, String> {
+        if device != tch::Device::Cpu && !tch::Cuda::is_available() {
+            return Err(format!("--device cuda but CUDA is not available (libtorch_cuda loaded: {cuda_lib})"));
+        }
+        exec::TorchExecutor::load(&args.model, device, meta.clone())
+    };
+    if let Some(iters) = args.bench {
+        let mut ex = load().map_err(anyhow::Error::msg)?;
+        let rows = args.max_batch.max(1);
+        let inputs = meta.zero_inputs(rows);
+        for _ in 0..3 {
+            ex.execute(inputs.clone()).map_err(anyhow::Error::msg)?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            ex.execute(inputs.clone()).map_err(anyhow::Error::msg)?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{{\"model\":\"{}\",\"batch\":{rows},\"iters\":{iters},\"seconds\":{secs:.3},\"samples_per_s\":{:.3}}}",
+            meta.name,
+            (iters * rows) as f64 / secs
+        );
+        return Ok(());
+    }
+    let socket = args.socket.context("--socket is required")?;
+    let identity = WorkerIdentity { backend: "torch".into(), device: format!("{device:?}") };
+    run_worker(&socket, &identity, &meta, args.max_batch, load)?;
+    Ok(())
+}
