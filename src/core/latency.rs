@@ -17,20 +17,23 @@
 //! [`crate::batching::BatchPolicy`]). The predicted `q`-quantile of a request's latency is
 //!
 //! ```text
-//! T_q = W_form + W_queue + L(k)
+//! T_q = E[W_form] + E[W_queue] + sqrt((W_form,q - E[W_form])² + (W_queue,q - E[W_queue])²) + L(k)
 //! ```
 //!
 //! - `k`, the typical batch: the policy dispatches a partial batch at `S - g - L(k)` after its
 //!   oldest request arrived, so `k = min(b, 1 + λ (S - g - L(k)))` (a fixed point, solved by
 //!   iteration).
-//! - `W_form`, the wait of a batch's oldest request for the batch to form: the `q`-quantile of the
-//!   time for `k - 1` more arrivals (Erlang, Wilson–Hilferty approximation), capped by the policy at
-//!   `S - g - L(k)`. Using the oldest request's wait for every request is conservative.
-//! - `W_queue`, the wait for the process to become free: batches arrive with squared coefficient of
-//!   variation `1/k` (every k-th Poisson arrival) and are served in `L(k)` (squared CV
-//!   [`SERVICE_SCV`] for jitter); Kingman's approximation gives the mean
-//!   `ρ/(1-ρ) · (1/k + SERVICE_SCV)/2 · L(k)` with `ρ = λ L(k) / k`, and an exponential tail,
-//!   `P(W > t) = ρ e^{-tρ/E[W]}`, gives the quantile.
+//! - `W_form`, the wait for the batch to form: a request at position `j` of a batch of `k` waits
+//!   for `k - j` more Poisson arrivals; its distribution over all positions is exact (a mixture of
+//!   Erlangs, see [`formation_quantile`]), capped by the policy at `S - g - L(k)`.
+//! - `W_queue`, the wait for the process to become free. When batches leave on their deadline
+//!   (`k < b`) and `L(k) + L(b) + g <= S`, the previous batch always ends before the next is due,
+//!   so there is none. Otherwise batches arrive with squared coefficient of variation `1/k` (every
+//!   k-th Poisson arrival) and are served in `L(k)` (squared CV [`SERVICE_SCV`] for jitter);
+//!   Kingman's approximation gives the mean `ρ/(1-ρ) · (1/k + SERVICE_SCV)/2 · L(k)` with
+//!   `ρ = λ L(k) / k`, and an exponential tail, `P(W > t) = ρ e^{-tρ/E[W]}`, the quantile.
+//! - The two waits are combined as independent: their means plus the root-sum-square of their
+//!   quantiles' distances from the means.
 //!
 //! A point is admissible at `λ` when `T_q ≤ S`. Its per-process capacity is the largest `λ` such
 //! that every rate up to it is admissible (found on a grid, refined by bisection). At low rates the
@@ -39,7 +42,7 @@
 //! runs the same policy event by event, and is what plans are checked against.
 
 use crate::batching::BatchPolicy;
-use crate::profile::{ModelProfile, ProfilePoint};
+use crate::profile::{ModelProfile, ProfilePoint, interpolate};
 
 /// Squared coefficient of variation assumed for batch execution times (timing jitter).
 pub const SERVICE_SCV: f64 = 0.02;
@@ -58,6 +61,12 @@ impl LatencyModel {
     /// The capacity (samples/s, whole segment) a planner may count on for `point` of `profile`
     /// serving a service with an SLO of `slo_ms`; `None` when the point is not admissible.
     pub fn capacity(&self, profile: &ModelProfile, point: &ProfilePoint, slo_ms: f64) -> Option<f64> {
+        self.capacity_on_curve(&profile.latency_curve(point.size, point.procs), point, slo_ms)
+    }
+
+    /// As [`LatencyModel::capacity`], with the (batch, latency) curve of the point's size and
+    /// process count already computed ([`ModelProfile::latency_curve`]).
+    pub fn capacity_on_curve(&self, curve: &[(u32, f64)], point: &ProfilePoint, slo_ms: f64) -> Option<f64> {
         if !point.is_measured() {
             return None;
         }
@@ -66,11 +75,13 @@ impl LatencyModel {
                 (point.latency_s * 1000.0 < budget * slo_ms).then(|| point.segment_throughput())
             }
             LatencyModel::Queueing { percentile } => {
-                let latency = |k: u32| {
-                    profile.batch_latency(point.size, point.procs, k).unwrap_or(point.latency_s * k as f64 / point.batch as f64)
-                };
+                let table: Vec<f64> = (0..=point.batch)
+                    .map(|k| interpolate(curve, k.max(1)).unwrap_or(point.latency_s * k as f64 / point.batch as f64))
+                    .collect();
+                let latency = |k: u32| table[(k as usize).min(table.len() - 1)];
                 let q = QueueModel { policy: BatchPolicy::new(point.batch, slo_ms), quantile: percentile / 100.0 };
-                q.max_rate(&latency).map(|per_proc| per_proc * point.procs as f64)
+                // Never more than the profiled throughput, whatever the interpolation says.
+                q.max_rate(&latency).map(|per_proc| (per_proc * point.procs as f64).min(point.segment_throughput()))
             }
         }
     }
@@ -84,8 +95,10 @@ pub struct QueueModel {
     pub quantile: f64,
 }
 
-/// Grid steps when searching the largest admissible rate.
-const RATE_GRID: usize = 64;
+/// Bisection steps when searching the largest admissible rate.
+const RATE_STEPS: usize = 18;
+/// Rates below the result that are checked too.
+const RATE_GRID: usize = 8;
 
 impl QueueModel {
     /// Predicted `quantile` latency (s) of a request at per-process rate `lambda` (req/s);
@@ -112,11 +125,28 @@ impl QueueModel {
             return f64::INFINITY;
         }
         let window = (slo - guard - exec).max(0.0);
-        let form = if kb <= 1 { 0.0 } else { erlang_quantile((kb - 1) as f64, lambda, self.quantile).min(window) };
-        let mean_wait = rho / (1.0 - rho) * (1.0 / kb as f64 + SERVICE_SCV) / 2.0 * exec;
-        let p_tail = 1.0 - self.quantile;
-        let queue = if rho > p_tail && mean_wait > 0.0 { mean_wait / rho * (rho / p_tail).ln() } else { 0.0 };
-        form + queue + exec
+        // Batch formation: a request at position j of a batch of k waits for k - j more arrivals.
+        let (form_mean, form_q) = if kb <= 1 {
+            (0.0, 0.0)
+        } else {
+            let mean = ((kb - 1) as f64 / (2.0 * lambda)).min(window);
+            (mean, formation_quantile(kb, lambda, self.quantile).min(window))
+        };
+        // Waiting for the process. In the timeout regime, when a partial batch plus a full one fit
+        // in the deadline, the previous batch always ends before the next one is due: no wait.
+        let deadline_safe = exec + latency(b) + guard <= slo;
+        let (wait_mean, wait_q) = if deadline_safe && kb < b {
+            (0.0, 0.0)
+        } else {
+            let mean = rho / (1.0 - rho) * (1.0 / kb as f64 + SERVICE_SCV) / 2.0 * exec;
+            let p_tail = 1.0 - self.quantile;
+            let q = if rho > p_tail && mean > 0.0 { mean / rho * (rho / p_tail).ln() } else { 0.0 };
+            (mean, q)
+        };
+        // Quantile of the sum of the two (independent) waits: means plus the root-sum-square of
+        // the deviations of their quantiles.
+        let dev = ((form_q - form_mean).powi(2) + (wait_q - wait_mean).powi(2)).sqrt();
+        form_mean + wait_mean + dev + exec
     }
 
     /// Whether the predicted tail latency at `lambda` is within the SLO.
@@ -124,30 +154,20 @@ impl QueueModel {
         self.tail_latency(lambda, latency) <= self.policy.slo
     }
 
-    /// The largest per-process rate such that every rate up to it is admissible; `None` when even
-    /// a lone request cannot meet the SLO.
+    /// The largest per-process rate such that every rate up to it is admissible (bisection, then a
+    /// check of a grid below the result); `None` when even a lone request cannot meet the SLO.
     pub fn max_rate(&self, latency: &dyn Fn(u32) -> f64) -> Option<f64> {
         let b = self.policy.max_batch;
         if latency(1) + self.policy.guard >= self.policy.slo {
             return None;
         }
-        let ceiling = b as f64 / latency(b);
-        let mut ok = 0.0;
-        let mut bad = ceiling;
-        for i in 1..RATE_GRID {
-            let lambda = ceiling * i as f64 / RATE_GRID as f64;
-            if self.admissible(lambda, latency) {
-                ok = lambda;
-            } else {
-                bad = lambda;
-                break;
-            }
-        }
-        if ok == 0.0 {
-            // Even the first grid step fails: search below it.
-            bad = ceiling / RATE_GRID as f64;
-        }
-        for _ in 0..30 {
+        // No process can take more than its best k / L(k) among batches that fit the deadline.
+        let ceiling = (1..=b)
+            .filter(|&k| latency(k) + self.policy.guard < self.policy.slo)
+            .map(|k| k as f64 / latency(k))
+            .fold(0.0, f64::max);
+        let (mut ok, mut bad) = (0.0, ceiling);
+        for _ in 0..RATE_STEPS {
             let mid = 0.5 * (ok + bad);
             if self.admissible(mid, latency) {
                 ok = mid;
@@ -155,8 +175,75 @@ impl QueueModel {
                 bad = mid;
             }
         }
+        // The predicted latency is not strictly monotone in the rate: make sure no lower rate fails.
+        for i in 1..RATE_GRID {
+            let lambda = ok * i as f64 / RATE_GRID as f64;
+            if !self.admissible(lambda, latency) {
+                ok = ok * (i - 1) as f64 / RATE_GRID as f64;
+                break;
+            }
+        }
         (ok > 0.0).then_some(ok)
     }
+}
+
+/// `q`-quantile of the wait for a batch of `k` to form at rate `lambda`, over all positions: the
+/// request at position j (1-based) waits for `k - j` more arrivals, so with `u = λt`,
+/// `P(wait > t) = (1/k) Σ_{i=0}^{k-2} (k-1-i) · P(Poisson(u) = i)`. The solution `u(k, q)` does
+/// not depend on `λ`; it is found by bisection once per (k, q) and remembered.
+pub fn formation_quantile(k: u32, lambda: f64, q: f64) -> f64 {
+    if k <= 1 {
+        return 0.0;
+    }
+    formation_u(k, q) / lambda
+}
+
+fn formation_u(k: u32, q: f64) -> f64 {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static MEMO: OnceLock<Mutex<HashMap<(u32, u64), f64>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (k, q.to_bits());
+    if let Some(u) = memo.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return u;
+    }
+    let u = solve_formation_u(k, q);
+    if let Ok(mut m) = memo.lock() {
+        m.insert(key, u);
+    }
+    u
+}
+
+fn solve_formation_u(k: u32, q: f64) -> f64 {
+    let tail = |u: f64| {
+        if u <= 0.0 {
+            return (k - 1) as f64 / k as f64; // no arrival yet: every request but the last waits
+        }
+        let ln_u = u.ln();
+        let mut ln_pmf = -u;
+        let mut sum = 0.0;
+        for i in 0..k - 1 {
+            if i > 0 {
+                ln_pmf += ln_u - (i as f64).ln();
+            }
+            sum += (k - 1 - i) as f64 * ln_pmf.exp();
+        }
+        sum / k as f64
+    };
+    let target = 1.0 - q;
+    if tail(0.0) <= target {
+        return 0.0;
+    }
+    // The oldest request's quantile bounds the mixture's from above.
+    let (mut lo, mut hi) = (0.0, erlang_quantile((k - 1) as f64, 1.0, q) * 1.2 + 1.0);
+    while tail(hi) > target {
+        hi *= 2.0;
+    }
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if tail(mid) > target { lo = mid } else { hi = mid }
+    }
+    hi
 }
 
 /// `q`-quantile of the time until `n` Poisson arrivals at rate `lambda` (Erlang(n, λ)), by the
@@ -210,6 +297,12 @@ mod tests {
         assert!((erlang_quantile(1.0, 10.0, 0.99) - 100f64.ln() / 10.0).abs() < 1e-12);
         // Erlang(10, 1): 99th percentile is about 18.78.
         assert!((erlang_quantile(10.0, 1.0, 0.99) - 18.78).abs() < 0.1);
+        // A batch of 2: half the requests wait for one arrival (exponential), half do not.
+        let t = formation_quantile(2, 10.0, 0.99);
+        assert!((t - 50f64.ln() / 10.0).abs() < 1e-6, "{t}");
+        assert_eq!(formation_quantile(1, 10.0, 0.99), 0.0);
+        // Over all positions the tail is lighter than the oldest request's alone.
+        assert!(formation_quantile(16, 1.0, 0.99) < erlang_quantile(15.0, 1.0, 0.99));
     }
 
     #[test]

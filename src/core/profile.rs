@@ -64,6 +64,12 @@ impl ModelProfile {
     /// latency is used; above the largest, the line through the two largest is extended. `None`
     /// when (size, procs) has no measured point.
     pub fn batch_latency(&self, size: u8, procs: u32, batch: u32) -> Option<f64> {
+        interpolate(&self.latency_curve(size, procs), batch)
+    }
+
+    /// The measured (batch, latency) points of (size, procs), by batch: what
+    /// [`ModelProfile::batch_latency`] interpolates; compute it once for many look-ups.
+    pub fn latency_curve(&self, size: u8, procs: u32) -> Vec<(u32, f64)> {
         let mut pts: Vec<(u32, f64)> = self
             .points
             .iter()
@@ -71,7 +77,7 @@ impl ModelProfile {
             .map(|p| (p.batch, p.latency_s))
             .collect();
         pts.sort_by_key(|p| p.0);
-        interpolate(&pts, batch)
+        pts
     }
 
     /// Read one table. `gpu`, when given, restricts instance sizes to the GPU type's.
@@ -215,7 +221,7 @@ impl ProfileSet {
 }
 
 /// Piecewise-linear latency over sorted (batch, latency) points; see [`ModelProfile::batch_latency`].
-fn interpolate(pts: &[(u32, f64)], batch: u32) -> Option<f64> {
+pub fn interpolate(pts: &[(u32, f64)], batch: u32) -> Option<f64> {
     let (first, last) = (pts.first()?, pts.last()?);
     if batch <= first.0 {
         return Some(first.1);

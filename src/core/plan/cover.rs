@@ -12,13 +12,36 @@ pub struct Options {
     pub by_size: BTreeMap<u8, SegmentChoice>,
 }
 
-/// For every service, its best admissible segment per size, or why it has none.
+/// For every service, its best admissible segment per size, or why it has none. Services with the
+/// same model and SLO share the work; distinct ones are evaluated in parallel (the result does not
+/// depend on the number of threads).
 pub fn options(input: &PlanInput<'_>, model: &LatencyModel) -> Vec<Result<Options, Infeasible>> {
+    use rayon::prelude::*;
+    let mut keys: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+    let mut first: Vec<usize> = Vec::new();
+    let key_of: Vec<usize> = input
+        .services
+        .iter()
+        .enumerate()
+        .map(|(si, s)| {
+            *keys.entry((s.model.as_str(), s.slo_ms.to_bits())).or_insert_with(|| {
+                first.push(si);
+                first.len() - 1
+            })
+        })
+        .collect();
+    let shared: Vec<Result<Options, Infeasible>> =
+        first.par_iter().map(|&si| service_options(input, model, si, &input.services[si])).collect();
     input
         .services
         .iter()
         .enumerate()
-        .map(|(si, svc)| service_options(input, model, si, svc))
+        .map(|(si, svc)| match &shared[key_of[si]] {
+            Ok(o) => Ok(Options {
+                by_size: o.by_size.iter().map(|(s, c)| (*s, SegmentChoice { service: si, ..c.clone() })).collect(),
+            }),
+            Err(bad) => Err(Infeasible { service: svc.name.clone(), ..bad.clone() }),
+        })
         .collect()
 }
 
@@ -30,15 +53,27 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
             reason: format!("model {} has no profile table", svc.model),
         });
     };
-    let mut by_size: BTreeMap<u8, SegmentChoice> = BTreeMap::new();
+    // Capacity never exceeds a point's profiled throughput, so within a size, points are tried in
+    // order of profiled throughput and the search stops once no remaining point can do better.
     let mut points: Vec<_> = profile
         .points
         .iter()
-        .filter(|p| p.procs <= input.options.max_procs && input.gpu.profile_for_size(p.size).is_some())
+        .filter(|p| p.is_measured() && p.procs <= input.options.max_procs && input.gpu.profile_for_size(p.size).is_some())
         .collect();
-    points.sort_by_key(|p| (p.size, p.batch, p.procs));
+    points.sort_by(|a, b| {
+        a.size
+            .cmp(&b.size)
+            .then(b.segment_throughput().total_cmp(&a.segment_throughput()))
+            .then((a.batch, a.procs).cmp(&(b.batch, b.procs)))
+    });
+    let mut by_size: BTreeMap<u8, SegmentChoice> = BTreeMap::new();
+    let mut curves: BTreeMap<(u8, u32), Vec<(u32, f64)>> = BTreeMap::new();
     for p in points {
-        let Some(capacity) = model.capacity(profile, p, svc.slo_ms) else { continue };
+        if by_size.get(&p.size).is_some_and(|b| p.segment_throughput() <= b.capacity) {
+            continue;
+        }
+        let curve = curves.entry((p.size, p.procs)).or_insert_with(|| profile.latency_curve(p.size, p.procs));
+        let Some(capacity) = model.capacity_on_curve(curve, p, svc.slo_ms) else { continue };
         let seg = SegmentChoice { capacity, ..SegmentChoice::from_point(si, p) };
         if by_size.get(&p.size).is_none_or(|b| capacity > b.capacity) {
             by_size.insert(p.size, seg);
