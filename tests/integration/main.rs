@@ -2,6 +2,7 @@
 
 mod deploy_cli;
 mod deploy_reference;
+mod optimal;
 mod plan_cli;
 mod reference;
 mod serve_emulated;
