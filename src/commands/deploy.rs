@@ -127,9 +127,11 @@ fn controllers(args: &DeployArgs, run_dir: &Path) -> anyhow::Result<Controllers>
 
 pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("run/node{}", args.node)));
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("create run directory {}", run_dir.display()))?;
     // Absolute: MPS pipe directories are handed to daemons and workers started elsewhere.
-    let run_dir = run_dir.canonicalize().with_context(|| format!("resolve {}", run_dir.display()))?;
+    let run_dir = std::path::absolute(&run_dir).with_context(|| format!("resolve {}", run_dir.display()))?;
+    if !args.dry_run {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("create run directory {}", run_dir.display()))?;
+    }
     let mut ctl = controllers(&args, &run_dir)?;
     if let Some(spec) = &ctl.fake {
         eprintln!("using FAKE GPUs ({spec}), state in {}", run_dir.join("fake-gpus.json").display());

@@ -96,9 +96,8 @@ impl FakeGpus {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FakeState::from_spec(spec).map_err(|e| err(e.to_string()))?,
             Err(e) => return Err(err(e.to_string())),
         };
-        let fake = FakeGpus { state, log: CallLog::default(), file: Some(path.to_path_buf()) };
-        fake.save()?;
-        Ok(fake)
+        // Written on the first change only, so that a dry run leaves no file behind.
+        Ok(FakeGpus { state, log: CallLog::default(), file: Some(path.to_path_buf()) })
     }
 
     pub fn state(&self) -> &FakeState {

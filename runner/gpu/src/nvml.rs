@@ -41,6 +41,16 @@ impl NvmlMig {
         })
     }
 
+    /// Catalogue name of GI profile `profile_id` on this GPU (`GI profile <id>` when unknown).
+    fn profile_name(&self, gpu: u32, profile_id: u32) -> String {
+        self.device(gpu)
+            .ok()
+            .and_then(|d| d.name().ok())
+            .and_then(|n| parva_core::mig::GpuType::by_product_name(&n))
+            .and_then(|t| t.profile_by_id(profile_id))
+            .map_or_else(|| format!("GI profile {profile_id}"), |p| p.name.to_string())
+    }
+
     fn uuid(&self, gpu: u32) -> String {
         self.device(gpu).ok().and_then(|d| d.uuid().ok()).unwrap_or_else(|| "uuid unknown".into())
     }
@@ -244,7 +254,7 @@ impl MigControl for NvmlMig {
                 return Err(MigError::Placement {
                     gpu,
                     uuid,
-                    profile: format!("GI profile {profile_id}"),
+                    profile: self.profile_name(gpu, profile_id),
                     start,
                     size: possible.first().map_or(0, |p| p.1 as u8),
                     reason: format!("NVML's possible placements are {possible:?} (start, size)"),
@@ -260,7 +270,7 @@ impl MigControl for NvmlMig {
         nvml_try(ret).map_err(|e| MigError::Placement {
             gpu,
             uuid: uuid.clone(),
-            profile: format!("GI profile {profile_id}"),
+            profile: self.profile_name(gpu, profile_id),
             start,
             size,
             reason: format!("nvmlDeviceCreateGpuInstanceWithPlacement: {e}"),
@@ -299,12 +309,13 @@ impl MigControl for NvmlMig {
         let uuid = self.uuid(gpu);
         let (gi, info) = self.gi_by_id(gpu, gi_id)?;
         let lib = self.nvml.lib();
+        let profile = self.profile_name(gpu, info.profileId);
         let in_use = |call: &'static str, e: NvmlError| match e {
             NvmlError::InUse => MigError::InUse {
                 gpu,
                 uuid: uuid.clone(),
                 gi_id,
-                profile: format!("GI profile {}", info.profileId),
+                profile: profile.clone(),
                 start: info.placement.start as u8,
                 pids: Vec::new(),
             },

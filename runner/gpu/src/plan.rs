@@ -69,7 +69,8 @@ pub struct ObservedNode {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    StopDaemon { gpu: u32, device: String },
+    /// `gpu` None: a daemon of our run directory whose device no longer exists.
+    StopDaemon { gpu: Option<u32>, device: String },
     DestroyInstance { gpu: u32, gi_id: u32, profile_id: u32, profile: String, start: u8 },
     CreateInstance { gpu: u32, profile_id: u32, profile: String, start: u8 },
     /// `start` None: the whole GPU (`--no-mig`). `device` None: the instance created at `start`.
@@ -85,7 +86,10 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::StopDaemon { gpu, device } => write!(f, "GPU {gpu}: stop the MPS daemon of {device}"),
+            Action::StopDaemon { gpu: Some(gpu), device } => write!(f, "GPU {gpu}: stop the MPS daemon of {device}"),
+            Action::StopDaemon { gpu: None, device } => {
+                write!(f, "stop the MPS daemon of {device}, whose device no longer exists")
+            }
             Action::DestroyInstance { gpu, gi_id, profile, start, .. } => {
                 write!(f, "GPU {gpu}: destroy {profile} at placement {{{start}}} (GI {gi_id}) and its compute instance")
             }
@@ -168,7 +172,7 @@ pub fn plan(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNode) 
     }
     let mut out = DeployPlan { node: opts.node, gpu_type: ty.id, no_mig: opts.no_mig, targets: Vec::new(), actions: Vec::new(), untouched: Vec::new() };
     let mut phases: [Vec<Action>; 4] = Default::default();
-    phases[0].extend(observed.orphan_daemons.iter().map(|d| Action::StopDaemon { gpu: gpu_of_orphan(observed, d), device: d.clone() }));
+    phases[0].extend(observed.orphan_daemons.iter().map(|d| Action::StopDaemon { gpu: None, device: d.clone() }));
     let mut used = BTreeMap::new();
     for (plan_gpu, segs) in by_gpu {
         let gpu = opts.gpu_index_map.get(&plan_gpu).copied().unwrap_or(plan_gpu);
@@ -198,11 +202,6 @@ pub fn plan(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNode) 
     }
     out.actions = phases.into_iter().flatten().collect();
     Ok(out)
-}
-
-fn gpu_of_orphan(observed: &ObservedNode, _device: &str) -> u32 {
-    // The device no longer exists, so its GPU is unknown; report it on the first GPU.
-    observed.gpus.first().map_or(0, |g| g.info.index)
 }
 
 impl PlanCtx<'_> {
@@ -338,7 +337,7 @@ impl PlanCtx<'_> {
                 });
             }
             if let (true, Some(device)) = (ours, inst.uuid.clone()) {
-                phases[0].push(Action::StopDaemon { gpu, device });
+                phases[0].push(Action::StopDaemon { gpu: Some(gpu), device });
             }
             phases[1].push(Action::DestroyInstance { gpu, gi_id: inst.gi_id, profile_id: inst.profile_id, profile: name, start: inst.start });
         }

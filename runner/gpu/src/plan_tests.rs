@@ -55,7 +55,7 @@ fn matching_instances_are_kept_with_their_daemon_and_the_rest_replaced() {
     assert_eq!(
         p.actions,
         vec![
-            Action::StopDaemon { gpu: 0, device: "MIG-2".into() },
+            Action::StopDaemon { gpu: Some(0), device: "MIG-2".into() },
             Action::DestroyInstance { gpu: 0, gi_id: 2, profile_id: 14, profile: "2g.20gb".into(), start: 4 },
             Action::DestroyInstance { gpu: 0, gi_id: 3, profile_id: 19, profile: "1g.10gb".into(), start: 6 },
             Action::CreateInstance { gpu: 0, profile_id: 9, profile: "3g.40gb".into(), start: 4 },
@@ -118,7 +118,7 @@ fn foreign_processes_block_changes_but_our_mps_server_does_not() {
     node.gpus[0].processes.push(GpuProcess { pid: 78, gi_id: Some(2), name: Some("nvidia-cuda-mps-server".into()) });
     node.gpus[0].processes.push(GpuProcess { pid: 79, gi_id: Some(9), name: Some("python3".into()) });
     let p = plan(&map(TWO), &DeployOptions::default(), &node).unwrap();
-    assert_eq!(p.actions[0], Action::StopDaemon { gpu: 0, device: "MIG-2".into() });
+    assert_eq!(p.actions[0], Action::StopDaemon { gpu: Some(0), device: "MIG-2".into() });
 }
 
 #[test]
@@ -130,6 +130,16 @@ fn no_mig_starts_one_daemon_per_gpu_with_gpc_shares() {
     let pct: Vec<Option<u8>> = p.targets.iter().map(|t| t.active_thread_percentage).collect();
     assert_eq!(pct, vec![Some(57), Some(43)]);
     assert!(!p.changes_mig());
+}
+
+#[test]
+fn orphan_daemons_are_stopped_first() {
+    let mut node = a100(vec![inst(1, 5, 0, 4), inst(4, 9, 4, 4)]);
+    node.gpus[0].daemons.extend(["MIG-1".to_string(), "MIG-4".to_string()]);
+    node.orphan_daemons.push("MIG-gone".into());
+    let p = plan(&map(TWO), &DeployOptions::default(), &node).unwrap();
+    assert_eq!(p.actions, vec![Action::StopDaemon { gpu: None, device: "MIG-gone".into() }]);
+    assert_eq!(p.actions[0].to_string(), "stop the MPS daemon of MIG-gone, whose device no longer exists");
 }
 
 #[test]
