@@ -113,6 +113,8 @@ impl FakeSpawner {
 
 struct FakeChild {
     done: Option<tokio::sync::oneshot::Receiver<String>>,
+    /// How it ended, once it has.
+    exited: Option<String>,
     /// A clone of the fake worker's socket: shutting it down is how the fake "dies".
     stream: Option<std::os::unix::net::UnixStream>,
 }
@@ -123,14 +125,12 @@ impl WorkerChild for FakeChild {
     }
     fn wait(&mut self) -> BoxFuture<'_, String> {
         Box::pin(async move {
-            match self.done.as_mut() {
-                Some(rx) => {
-                    let r = rx.await.unwrap_or_else(|_| "fake worker thread ended".into());
-                    self.done = None;
-                    r
-                }
-                None => std::future::pending().await,
+            if let Some(rx) = self.done.as_mut() {
+                let r = rx.await.unwrap_or_else(|_| "fake worker thread ended".into());
+                self.done = None;
+                self.exited = Some(r);
             }
+            self.exited.clone().unwrap_or_default()
         })
     }
     fn kill(&mut self) {
@@ -191,6 +191,6 @@ impl Spawner for FakeSpawner {
             let r = crate::worker::serve_stream(stream, &id, &meta, 1, || Ok(exec));
             let _ = tx.send(format!("fake worker ended: {r:?}"));
         });
-        Ok(Box::new(FakeChild { done: Some(rx), stream: child_stream }))
+        Ok(Box::new(FakeChild { done: Some(rx), exited: None, stream: child_stream }))
     }
 }

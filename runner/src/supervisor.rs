@@ -228,3 +228,80 @@ async fn stop_worker(mut child: Box<dyn WorkerChild>, mut conn: Conn) {
         let _ = child.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::ModelMeta;
+    use crate::router::{Backend, ProcRoute, Router, ServiceRoute};
+    use crate::spawn::{FakeSpawner, Faults};
+    use crate::tensor::{DataType, Tensor};
+
+    async fn wait_ready(shared: &ProcShared, ready: bool) {
+        let t0 = Instant::now();
+        while shared.ready.load(Ordering::SeqCst) != ready {
+            assert!(t0.elapsed() < Duration::from_secs(10), "process never became ready={ready}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_starts_are_retried_and_a_crash_fails_in_flight_jobs_then_restarts() {
+        let meta: ModelMeta = serde_json::from_str(
+            r#"{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,1]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,2]}]}"#,
+        )
+        .unwrap();
+        // Two failed starts, and every worker dies on its second batch.
+        let faults = Faults { fail_spawns: 2, crash_after_batches: Some(1) };
+        let spawner = FakeSpawner::new(meta.clone(), vec![0.02, 0.02], faults);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("w0.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let env = vec![("CUDA_VISIBLE_DEVICES".to_string(), "MIG-test".to_string())];
+        let spec = WorkerSpec { name: "w0".into(), program: "fake".into(), args: vec![], env, socket, log: dir.path().join("w0.log") };
+        let cfg = ProcessConfig {
+            service: "s".into(),
+            spec,
+            policy: BatchPolicy::new(2, 1000.0),
+            exec_profile: vec![0.02, 0.02],
+            ready_timeout: Duration::from_secs(5),
+            backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40), reset_after: Duration::from_secs(60) },
+            epoch: Instant::now(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        let shared = Arc::new(ProcShared::default());
+        let metrics = Arc::new(Metrics::new());
+        let handles = ProcessHandles { listener, spawner: Arc::new(spawner.clone()), rx, shared: shared.clone(), metrics: metrics.clone(), stop };
+        let task = tokio::spawn(supervise(cfg, handles));
+        let route = ProcRoute { tx, shared: shared.clone(), weight: 1.0, capacity_rows: 4 };
+        let services = [("s".to_string(), ServiceRoute::new("s".into(), meta, vec![route]))].into_iter().collect();
+        let router = Router { services, metrics: metrics.clone() };
+        let input = || vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 1], data: vec![0; 8] }];
+
+        wait_ready(&shared, true).await;
+        assert_eq!(spawner.spawn_count(), 3, "two failed starts, then one that worked");
+        let calls = spawner.calls.lock().unwrap().clone();
+        assert!(calls.iter().all(|c| c.env == vec![("CUDA_VISIBLE_DEVICES".into(), "MIG-test".into())]));
+
+        let done = router.infer("s", input()).await.unwrap();
+        assert_eq!((done.batch_rows, done.outputs[0].shape.clone()), (2, vec![2, 2]));
+        let err = router.infer("s", input()).await.unwrap_err();
+        assert_eq!(err.status(), 502, "{err}");
+
+        let t0 = Instant::now();
+        while spawner.spawn_count() < 4 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "not restarted after the crash");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        wait_ready(&shared, true).await;
+        assert_eq!(spawner.spawn_count(), 4, "restarted once after the crash");
+        assert!(router.infer("s", input()).await.is_ok());
+        let text = metrics.encode();
+        assert!(text.contains("parva_worker_restarts_total{service=\"s\"} 3"), "{text}");
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("supervisor stops").unwrap();
+        assert!(!shared.ready.load(Ordering::SeqCst));
+    }
+}
