@@ -195,4 +195,19 @@ mod tests {
         assert!(m.check_inputs(vec![a, other_batch]).unwrap_err().contains("batch"));
         assert_eq!(m.zero_outputs(3)[0].shape, vec![3, 4]);
     }
+
+    #[test]
+    fn committed_metadata_of_the_model_set_and_fixtures_is_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let set = ["bert", "densenet121", "densenet169", "densenet201", "inceptionv3", "mobilenetv2", "resnet101", "resnet152", "resnet50", "vgg16", "vgg19"];
+        for name in set {
+            let m = ModelMeta::read(&meta_path(&root.join("models"), name)).unwrap();
+            assert_eq!(m.name, name);
+            // Every model serves a batch of zeros of its input shapes.
+            assert_eq!(m.check_inputs(m.zero_inputs(2)).unwrap().1, 2);
+        }
+        for name in ["linear", "two_io"] {
+            ModelMeta::read(&meta_path(&root.join("models/fixtures"), name)).unwrap();
+        }
+    }
 }
