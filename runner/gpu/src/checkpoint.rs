@@ -199,3 +199,32 @@ fn describe(instances: &[InstanceCheckpoint]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeGpus;
+    use crate::mps::FakeMps;
+
+    #[test]
+    fn checkpoint_round_trips_and_names_what_differs() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut fake, mut mps) = (FakeGpus::from_spec("h100-80gb:2").unwrap(), FakeMps::default());
+        let inst = fake.create_instance(1, 9, 4).unwrap();
+        let mut ctl = Ctl { mig: &mut fake, mps: &mut mps, run_dir: d.path() };
+        ctl.start_daemon(inst.uuid.as_deref().unwrap()).unwrap();
+        let ck = Checkpoint::take(&mut ctl, 0).unwrap();
+        assert_eq!(ck.gpus[1].instances, vec![InstanceCheckpoint { profile_id: 9, start: 4, size: 4, mps: true }]);
+        let path = d.path().join("ck.json");
+        ck.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), ck);
+        assert!(ck.differences(&mut ctl).unwrap().is_empty());
+        ctl.mig.create_instance(0, 0, 0).unwrap();
+        let diff = ck.differences(&mut ctl).unwrap();
+        assert_eq!(diff.len(), 1);
+        assert!(diff[0].starts_with("GPU 0 (GPU-") && diff[0].contains("instances 0@{0}:8") && diff[0].contains("checkpoint: none"), "{diff:?}");
+        let done = ck.restore(&mut ctl, &path).unwrap();
+        assert_eq!(done, vec!["GPU 0: destroyed profile 0 at {0}".to_string()]);
+        assert!(matches!(Checkpoint::load(&d.path().join("none.json")), Err(DeployError::NoRecord { .. })));
+    }
+}

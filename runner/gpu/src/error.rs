@@ -51,6 +51,11 @@ pub enum DeployError {
     StepFailed { step: usize, total: usize, action: String, cause: String, rollback: String },
     #[error("the node does not match checkpoint {path} after restoring it: {differences}")]
     RestoreMismatch { path: String, differences: String },
+    #[error(
+        "`parva deploy` (pid {pid}) still serves from this run directory ({path}); stop it (Ctrl-C, or \
+         `parva deploy --teardown`) before deploying again"
+    )]
+    AlreadyServing { pid: u32, path: String },
     #[error("nothing to {what}: {path} does not exist (no earlier `parva deploy` in this run directory)")]
     NoRecord { what: &'static str, path: String },
 }

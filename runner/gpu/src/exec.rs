@@ -118,6 +118,13 @@ impl Node<'_> {
             let segments = segment_envs(&plan, &BTreeMap::new(), &self.run_dir);
             return Ok(DeployOutcome { plan, applied: false, segments, checkpoint: None });
         }
+        let record = self.run_dir.join(RECORD_FILE);
+        if let Ok(r) = load_record(&record)
+            && r.pid != std::process::id()
+            && is_parva(r.pid)
+        {
+            return Err(DeployError::AlreadyServing { pid: r.pid, path: record.display().to_string() });
+        }
         let mut checkpoint_path = None;
         if !plan.actions.is_empty() {
             if plan.changes_mig() {
@@ -293,10 +300,17 @@ pub fn load_record(path: &Path) -> Result<DeployRecord, DeployError> {
     serde_json::from_slice(&bytes).map_err(|e| DeployError::file("parse deploy record", path, e))
 }
 
-/// SIGTERM `pid` if it runs (then SIGKILL after 10 s); true when it was running.
+/// Whether `pid` runs a `parva` executable.
+fn is_parva(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|exe| exe.ends_with(b"parva")))
+}
+
+/// SIGTERM `pid` if it runs `parva` (then SIGKILL after 10 s); true when it was running.
 fn stop_process(pid: u32) -> bool {
     let alive = || Path::new(&format!("/proc/{pid}")).exists();
-    if pid == 0 || !alive() {
+    // A stale record's pid may belong to another program by now: only stop a `parva`.
+    if pid == 0 || !is_parva(pid) {
         return false;
     }
     let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid.to_string()]).status();

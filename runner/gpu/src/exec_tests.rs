@@ -263,3 +263,26 @@ fn no_mig_runs_segments_on_whole_gpus_with_thread_percentages() {
     b.node().teardown().unwrap();
     assert!(!b.running(&seg.device));
 }
+
+#[test]
+fn a_second_deploy_is_refused_while_an_earlier_one_serves() {
+    let mut b = Bench::new("a100-80gb:4");
+    b.deploy(&fixture("a100_mixed.csv"), &opts_for(0, "a100-80gb")).unwrap();
+    // Pretend the record belongs to another serving `parva` process: a copy of `sleep` named
+    // `parva`.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("parva");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let path = b.dir.path().join(RECORD_FILE);
+    let mut record = load_record(&path).unwrap();
+    record.pid = child.id();
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let e = b.deploy(&fixture("a100_mixed_v2.csv"), &opts_for(0, "a100-80gb")).unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(e, DeployError::AlreadyServing { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("pid {}", record.pid)), "{e}");
+    // Once it has stopped, deploying works again.
+    b.deploy(&fixture("a100_mixed_v2.csv"), &opts_for(0, "a100-80gb")).unwrap();
+}
