@@ -160,3 +160,22 @@ fn emulated_readiness_worker_crash_restart_and_graceful_shutdown() {
     assert!(pids.iter().all(|p| !alive(*p)), "workers left running: {pids:?}");
     assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting connections after shutdown");
 }
+
+#[test]
+fn parvagpu_maps_take_their_slos_from_a_service_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, prof) = setup(dir.path(), &[(1, 1, 0.01), (1, 2, 0.02)]);
+    let plan = dir.path().join("SLO1_deploy.csv");
+    std::fs::write(&plan, "Num instance,Num GPU,Model,Placement,Instance size,Batch size,Num proc\n0,0,tiny,0,1,2,1\n").unwrap();
+    let base = ["serve", "--plan", plan.to_str().unwrap(), "--backend", "emulated", "--models", &models, "--prof-data", &prof];
+    let out = crate::util::parva(&[&base[..], &["--listen", "127.0.0.1:0"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::util::stderr(&out);
+    assert!(err.contains("\"tiny\"") && err.contains("--services"), "{err}");
+
+    let services = dir.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\ntiny,tiny,10,500\n").unwrap();
+    let s = start(&[&base[1..], &["--services", services.to_str().unwrap()]].concat());
+    s.wait_200("/v2/health/ready", Duration::from_secs(60));
+    assert_eq!(infer_rows(s.addr, "tiny", 1).0, 200);
+}
