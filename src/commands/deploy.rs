@@ -68,11 +68,14 @@ pub struct DeployArgs {
     /// Directory of `<model>.json` metadata (and `<model>.pt` for --backend torch).
     #[arg(long, default_value = "models")]
     models: PathBuf,
+    /// torch: TorchScript workers; emulated: workers sleep for the profiled latency and return
+    /// zeros (needs --prof-data; reports say "EMULATED").
     #[arg(long, value_enum, default_value_t = BackendArg::Torch)]
     backend: BackendArg,
     /// Profile tables of the GPU type (needed by --backend emulated).
     #[arg(long)]
     prof_data: Option<PathBuf>,
+    /// Where torch workers run their model (each sees only its segment's MIG device).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cuda)]
     device: DeviceArg,
     /// HTTP address of the KServe v2 router (port 0: any free port; printed).
