@@ -9,6 +9,11 @@ Needs release builds (`cargo build --release -p parva -p parva-worker`, with lib
 scripts/bootstrap) and the exported model (`scripts/export_models.py resnet50`). Runs alternate
 (bare, router, bare, router, ...) and the median of each is reported. The client keeps
 `--concurrency` requests of `--batch` rows in flight so the worker always has a full batch queued.
+
+Two figures: the throughput ratio (sensitive to anything else running on the machine, since the
+two modes run at different times) and the share of wall time the worker was NOT executing a
+batch while driven through the router (1 - sum of the worker-measured batch times / wall time,
+from /metrics): the router + IPC overhead proper, insensitive to the model's own speed drifting.
 """
 import argparse
 import json
@@ -57,6 +62,15 @@ def post(url, head, body):
             raise RuntimeError(f"HTTP {r.status}")
 
 
+def exec_seconds(base):
+    """Total batch execution time the worker reported so far (parva_exec_seconds_sum)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("parva_exec_seconds_sum"):
+                return float(line.split()[-1])
+    return 0.0
+
+
 def via_router(args, meta):
     with tempfile.TemporaryDirectory(prefix="pvb", dir="/tmp") as tmp:
         plan = os.path.join(tmp, "plan.csv")
@@ -92,13 +106,16 @@ def via_router(args, meta):
                         remaining[0] -= 1
                     post(url, head, body)
 
+            exec0 = exec_seconds(base)
             t0 = time.perf_counter()
             threads = [threading.Thread(target=client) for _ in range(args.concurrency)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            return args.iters * args.batch / (time.perf_counter() - t0)
+            wall = time.perf_counter() - t0
+            busy = (exec_seconds(base) - exec0) / wall
+            return args.iters * args.batch / wall, busy
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -118,13 +135,16 @@ def main():
     args = ap.parse_args()
     with open(f"{args.models}/{args.model}.json") as f:
         meta = json.load(f)
-    b, r = [], []
+    b, r, busy = [], [], []
     for i in range(args.rounds):
         b.append(bare(args))
-        r.append(via_router(args, meta))
-        print(f"round {i + 1}: bare {b[-1]:.2f} samples/s, router {r[-1]:.2f} samples/s", file=sys.stderr)
-    mb, mr = statistics.median(b), statistics.median(r)
-    print(f"| {args.model} | {args.batch} | {args.threads} | {mb:.2f} | {mr:.2f} | {100 * (1 - mr / mb):+.2f} % |")
+        thr, bz = via_router(args, meta)
+        r.append(thr)
+        busy.append(bz)
+        print(f"round {i + 1}: bare {b[-1]:.2f} samples/s, router {r[-1]:.2f} samples/s, worker busy {100 * bz:.2f} %", file=sys.stderr)
+    mb, mr, mbusy = statistics.median(b), statistics.median(r), statistics.median(busy)
+    print("| model | batch | threads | bare samples/s (median) | router samples/s (median) | throughput overhead | worker idle through the router |")
+    print(f"| {args.model} | {args.batch} | {args.threads} | {mb:.2f} | {mr:.2f} | {100 * (1 - mr / mb):+.2f} % | {100 * (1 - mbusy):.2f} % |")
 
 
 if __name__ == "__main__":

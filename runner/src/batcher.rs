@@ -165,6 +165,7 @@ fn take_batch(queue: &mut VecDeque<Job>, max: usize) -> (Vec<Job>, usize) {
 }
 
 /// Rows the next batch would hold.
+#[cfg(test)]
 fn next_batch_rows(queue: &VecDeque<Job>, max: usize) -> usize {
     let mut rows = 0;
     for (i, j) in queue.iter().enumerate() {
@@ -196,13 +197,17 @@ pub async fn run_batcher(
         let mut deadline = None;
         if inflight.is_none() && !queue.is_empty() {
             let queued: usize = queue.iter().map(|j| j.rows).sum();
-            let k = next_batch_rows(queue, max);
             let oldest = secs(queue[0].arrival);
-            let exec = est.get(k);
+            // Partial batches are timed as full ones (see BatchPolicy): late joiners cannot push
+            // the oldest request past its deadline.
+            let exec = est.get(max);
             if stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec) {
-                let (jobs, rows) = take_batch(queue, max);
-                let inputs = (0..jobs[0].inputs.len())
-                    .map(|i| Tensor::concat_rows(&jobs.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))
+                let (mut jobs, rows) = take_batch(queue, max);
+                let mut per_job: Vec<std::vec::IntoIter<Tensor>> =
+                    jobs.iter_mut().map(|j| std::mem::take(&mut j.inputs).into_iter()).collect();
+                let n_inputs = per_job.first().map(|it| it.len()).unwrap_or(0);
+                let inputs: Vec<Tensor> = (0..n_inputs)
+                    .filter_map(|_| Tensor::concat_rows(per_job.iter_mut().filter_map(Iterator::next).collect()))
                     .collect();
                 next_id += 1;
                 let Some(c) = conn.take() else { return BatcherExit::Crashed("connection lost".into()) };

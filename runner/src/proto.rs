@@ -119,7 +119,8 @@ fn split_payload(msg: &Msg, mut payload: Vec<u8>) -> Result<Vec<Tensor>, ProtoEr
     // Split from the back so each tensor takes its bytes without copying the rest.
     for h in heads.iter().rev() {
         let at = payload.len() - h.bytes as usize;
-        let data = payload.split_off(at);
+        // The first tensor takes what is left of the buffer without a copy.
+        let data = if at == 0 { std::mem::take(&mut payload) } else { payload.split_off(at) };
         let t = Tensor { name: h.name.clone(), datatype: h.datatype, shape: h.shape.clone(), data };
         if !t.is_consistent() {
             return Err(ProtoError::BadHeader(format!("tensor {:?}: {} bytes do not fit shape {:?} of {}", h.name, h.bytes, h.shape, h.datatype)));

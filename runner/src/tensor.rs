@@ -112,23 +112,24 @@ impl Tensor {
         element_count(&self.shape).and_then(|n| n.checked_mul(self.datatype.size())) == Some(self.data.len())
     }
 
-    /// Concatenate tensors of one name, datatype and row shape along the first dimension.
-    /// The caller has checked that the parts agree (the router validates every request).
-    pub fn concat_rows(parts: &[&Tensor]) -> Tensor {
-        let first = parts[0];
-        if parts.len() == 1 {
-            return first.clone();
+    /// Concatenate tensors of one name, datatype and row shape along the first dimension (a
+    /// single part is returned as it is, without copying). The caller has checked that the parts
+    /// agree (the router validates every request).
+    pub fn concat_rows(mut parts: Vec<Tensor>) -> Option<Tensor> {
+        if parts.len() <= 1 {
+            return parts.pop();
         }
         let rows: i64 = parts.iter().map(|t| t.shape.first().copied().unwrap_or(1)).sum();
-        let mut shape = first.shape.clone();
+        let mut data = Vec::with_capacity(parts.iter().map(|t| t.data.len()).sum());
+        for p in &parts {
+            data.extend_from_slice(&p.data);
+        }
+        let first = parts.swap_remove(0);
+        let mut shape = first.shape;
         if let Some(d) = shape.first_mut() {
             *d = rows;
         }
-        let mut data = Vec::with_capacity(parts.iter().map(|t| t.data.len()).sum());
-        for p in parts {
-            data.extend_from_slice(&p.data);
-        }
-        Tensor { name: first.name.clone(), datatype: first.datatype, shape, data }
+        Some(Tensor { name: first.name, datatype: first.datatype, shape, data })
     }
 
     /// Split along the first dimension into pieces of `counts` rows (which must sum to the rows).
@@ -159,7 +160,7 @@ mod tests {
     fn concat_then_split_gives_back_the_parts() {
         let a = Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![1, 2], data: vec![1; 8] };
         let b = Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 2], data: vec![2; 16] };
-        let c = Tensor::concat_rows(&[&a, &b]);
+        let c = Tensor::concat_rows(vec![a.clone(), b.clone()]).unwrap();
         assert_eq!(c.shape, vec![3, 2]);
         assert!(c.is_consistent());
         let parts = c.split_rows(&[1, 2]).unwrap();
