@@ -9,8 +9,6 @@
 //! profile table's latency.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -94,7 +92,7 @@ impl ExecEstimate {
     }
 }
 
-/// The worker connection, owned by whichever future is talking to it.
+/// The worker connection: the batcher writes batches; a reader task forwards the answers.
 pub struct Conn {
     pub reader: BufReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
@@ -105,24 +103,9 @@ enum CallError {
     Failed(String),
 }
 
-type CallOutput = (Conn, Result<(Vec<Tensor>, u64), CallError>);
-
-async fn call(mut conn: Conn, id: u64, inputs: Vec<Tensor>) -> CallOutput {
-    let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs) };
-    if let Err(e) = proto::write_frame_async(&mut conn.writer, &msg, &inputs).await {
-        return (conn, Err(CallError::Proto(e)));
-    }
-    drop(inputs);
-    let res = match proto::read_frame_async(&mut conn.reader).await {
-        Ok(f) => match f.msg {
-            Msg::Done { id: got, exec_us, .. } if got == id => Ok((f.tensors, exec_us)),
-            Msg::Failed { message, .. } => Err(CallError::Failed(message)),
-            other => Err(CallError::Proto(ProtoError::BadHeader(format!("expected the answer to batch {id}, got {other:?}")))),
-        },
-        Err(e) => Err(CallError::Proto(e)),
-    };
-    (conn, res)
-}
+/// Most batches sent to one worker and not answered yet: the one running and, when a full batch
+/// is waiting, the next one, so that the worker starts it without waiting for the router.
+const PIPELINE_DEPTH: usize = 2;
 
 /// What the batcher needs to know about its process.
 pub struct BatcherCtx<'a> {
@@ -138,16 +121,19 @@ pub struct BatcherCtx<'a> {
 /// Why the batcher stopped serving on a connection.
 pub enum BatcherExit {
     /// Told to stop (or the router went away); the queue is empty and nothing is in flight.
-    Stopped(Conn),
+    Stopped(OwnedWriteHalf),
     /// The worker died or broke the protocol; its jobs have been answered.
     Crashed(String),
 }
 
+/// A batch sent to the worker.
 struct InFlight {
-    fut: Pin<Box<dyn Future<Output = CallOutput> + Send>>,
+    id: u64,
     jobs: Vec<Job>,
     rows: usize,
+    /// When it was sent, and when the worker could start it (the previous batch's end).
     sent: Instant,
+    started: Instant,
 }
 
 /// Take the jobs of the next batch from the front of `queue`: at least one, at most `max` rows.
@@ -177,6 +163,22 @@ fn next_batch_rows(queue: &VecDeque<Job>, max: usize) -> usize {
     rows
 }
 
+/// Form the next batch from the front of `queue` and send it; `Err` when the worker is gone.
+async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max: usize, id: u64) -> Result<InFlight, (Vec<Job>, String)> {
+    let (mut jobs, rows) = take_batch(queue, max);
+    let mut per_job: Vec<std::vec::IntoIter<Tensor>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.inputs).into_iter()).collect();
+    let n_inputs = per_job.first().map(|it| it.len()).unwrap_or(0);
+    let inputs: Vec<Tensor> = (0..n_inputs)
+        .filter_map(|_| Tensor::concat_rows(per_job.iter_mut().filter_map(Iterator::next).collect()))
+        .collect();
+    let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs) };
+    if let Err(e) = proto::write_frame_async(writer, &msg, &inputs).await {
+        return Err((jobs, e.to_string()));
+    }
+    let now = Instant::now();
+    Ok(InFlight { id, jobs, rows, sent: now, started: now })
+}
+
 /// Serve `queue` and new jobs from `rx` on `conn` until stopped or the worker dies.
 pub async fn run_batcher(
     ctx: &BatcherCtx<'_>,
@@ -189,64 +191,95 @@ pub async fn run_batcher(
 ) -> BatcherExit {
     let max = ctx.policy.max_batch as usize;
     let secs = |t: Instant| t.saturating_duration_since(ctx.epoch).as_secs_f64();
-    let mut conn = Some(conn);
-    let mut inflight: Option<InFlight> = None;
-    let mut stopping = *stop.borrow();
-    let mut next_id: u64 = 0;
-    loop {
-        let mut deadline = None;
-        if inflight.is_none() && !queue.is_empty() {
-            let queued: usize = queue.iter().map(|j| j.rows).sum();
-            let oldest = secs(queue[0].arrival);
-            // Partial batches are timed as full ones (see BatchPolicy): late joiners cannot push
-            // the oldest request past its deadline.
-            let exec = est.get(max);
-            if stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec) {
-                let (mut jobs, rows) = take_batch(queue, max);
-                let mut per_job: Vec<std::vec::IntoIter<Tensor>> =
-                    jobs.iter_mut().map(|j| std::mem::take(&mut j.inputs).into_iter()).collect();
-                let n_inputs = per_job.first().map(|it| it.len()).unwrap_or(0);
-                let inputs: Vec<Tensor> = (0..n_inputs)
-                    .filter_map(|_| Tensor::concat_rows(per_job.iter_mut().filter_map(Iterator::next).collect()))
-                    .collect();
-                next_id += 1;
-                let Some(c) = conn.take() else { return BatcherExit::Crashed("connection lost".into()) };
-                inflight = Some(InFlight { fut: Box::pin(call(c, next_id, inputs)), jobs, rows, sent: Instant::now() });
-                continue;
+    let Conn { mut reader, mut writer } = conn;
+    let (ans_tx, mut answers) = mpsc::unbounded_channel();
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = proto::read_frame_async(&mut reader).await;
+            let end = r.is_err();
+            if ans_tx.send(r).is_err() || end {
+                break;
             }
-            let at = ctx.policy.latest_dispatch(oldest, exec);
-            deadline = Some(ctx.epoch + std::time::Duration::from_secs_f64(at.max(0.0)));
         }
-        if stopping && inflight.is_none() && queue.is_empty() {
-            return match conn.take() {
-                Some(c) => BatcherExit::Stopped(c),
-                None => BatcherExit::Crashed("connection lost".into()),
-            };
-        }
-        let has_inflight = inflight.is_some();
-        tokio::select! {
-            job = rx.recv(), if !stopping => match job {
-                Some(j) => queue.push_back(j),
-                None => stopping = true,
-            },
-            out = async { inflight.as_mut().map(|f| f.fut.as_mut()).expect("guarded").await }, if has_inflight => {
-                let Some(done) = inflight.take() else { continue };
-                let (c, res) = out;
-                match finish(ctx, done, res, est) {
-                    Ok(()) => conn = Some(c),
-                    Err(why) => return BatcherExit::Crashed(why),
+    });
+    let exit = 'serve: {
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut stopping = *stop.borrow();
+        let mut next_id: u64 = 0;
+        loop {
+            let mut deadline = None;
+            if !queue.is_empty() && inflight.len() < PIPELINE_DEPTH {
+                let queued: usize = queue.iter().map(|j| j.rows).sum();
+                let oldest = secs(queue[0].arrival);
+                // Partial batches are timed as full ones (see BatchPolicy): late joiners cannot push
+                // the oldest request past its deadline.
+                let exec = est.get(max);
+                let go = if inflight.is_empty() {
+                    stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec)
+                } else {
+                    // Busy: only a full batch is sent ahead; it starts the moment the worker is free.
+                    queued >= max
+                };
+                if go {
+                    next_id += 1;
+                    match send_batch(&mut writer, queue, max, next_id).await {
+                        Ok(b) => inflight.push_back(b),
+                        Err((jobs, why)) => {
+                            fail_all(ctx, jobs, &why);
+                            break 'serve fail_inflight(ctx, inflight, why);
+                        }
+                    }
+                    continue;
+                }
+                if inflight.is_empty() {
+                    let at = ctx.policy.latest_dispatch(oldest, exec);
+                    deadline = Some(ctx.epoch + std::time::Duration::from_secs_f64(at.max(0.0)));
                 }
             }
-            _ = sleep_until_opt(deadline), if deadline.is_some() => {}
-            why = child.wait() => {
-                if let Some(f) = inflight.take() {
-                    fail_all(ctx, f.jobs, &why);
-                }
-                return BatcherExit::Crashed(why);
+            if stopping && inflight.is_empty() && queue.is_empty() {
+                break 'serve BatcherExit::Stopped(writer);
             }
-            _ = stop.changed(), if !stopping => stopping = true,
+            tokio::select! {
+                job = rx.recv(), if !stopping => match job {
+                    Some(j) => queue.push_back(j),
+                    None => stopping = true,
+                },
+                frame = answers.recv() => {
+                    let res = match frame {
+                        Some(Ok(f)) => match (f.msg, inflight.front()) {
+                            (Msg::Done { id, exec_us, .. }, Some(b)) if b.id == id => Ok((f.tensors, exec_us)),
+                            (Msg::Failed { id, message }, Some(b)) if b.id == id => Err(CallError::Failed(message)),
+                            (other, _) => Err(CallError::Proto(ProtoError::BadHeader(format!("unexpected answer from the worker: {other:?}")))),
+                        },
+                        Some(Err(e)) => Err(CallError::Proto(e)),
+                        None => Err(CallError::Proto(ProtoError::Closed)),
+                    };
+                    let Some(done) = inflight.pop_front() else {
+                        let why = match res { Err(CallError::Proto(e)) => e.to_string(), _ => "unexpected answer".into() };
+                        break 'serve BatcherExit::Crashed(why);
+                    };
+                    if let Some(next) = inflight.front_mut() {
+                        next.started = next.sent.max(Instant::now());
+                    }
+                    if let Err(why) = finish(ctx, done, res, est) {
+                        break 'serve fail_inflight(ctx, inflight, why);
+                    }
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                why = child.wait() => break 'serve fail_inflight(ctx, inflight, why),
+                _ = stop.changed(), if !stopping => stopping = true,
+            }
         }
+    };
+    reader_task.abort();
+    exit
+}
+
+fn fail_inflight(ctx: &BatcherCtx<'_>, inflight: VecDeque<InFlight>, why: String) -> BatcherExit {
+    for b in inflight {
+        fail_all(ctx, b.jobs, &why);
     }
+    BatcherExit::Crashed(why)
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
@@ -265,7 +298,7 @@ fn fail_all(ctx: &BatcherCtx<'_>, jobs: Vec<Job>, why: &str) {
 
 /// Answer the jobs of a finished batch. `Err` when the worker is unusable.
 fn finish(ctx: &BatcherCtx<'_>, done: InFlight, res: Result<(Vec<Tensor>, u64), CallError>, est: &mut ExecEstimate) -> Result<(), String> {
-    let round_trip = done.sent.elapsed().as_secs_f64();
+    let round_trip = done.started.elapsed().as_secs_f64();
     let counts: Vec<usize> = done.jobs.iter().map(|j| j.rows).collect();
     let (outputs, exec_us) = match res {
         Ok(ok) => ok,
@@ -296,7 +329,7 @@ fn finish(ctx: &BatcherCtx<'_>, done: InFlight, res: Result<(Vec<Tensor>, u64), 
     ctx.metrics.observe_batch(ctx.service, done.rows, exec_s);
     for (i, j) in done.jobs.into_iter().enumerate().rev() {
         let outs: Vec<Tensor> = split.iter_mut().map(|per_output| per_output.swap_remove(i)).collect();
-        let queue_s = done.sent.saturating_duration_since(j.arrival).as_secs_f64();
+        let queue_s = done.started.saturating_duration_since(j.arrival).as_secs_f64();
         ctx.shared.answer(j, Ok(JobDone { outputs: outs, queue_s, exec_s, batch_rows: done.rows }));
     }
     Ok(())

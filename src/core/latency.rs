@@ -17,28 +17,30 @@
 //! [`crate::batching::BatchPolicy`]). The predicted `q`-quantile of a request's latency is
 //!
 //! ```text
-//! T_q = E[W_form] + E[W_queue] + sqrt((W_form,q - E[W_form])² + (W_queue,q - E[W_queue])²) + L(k)
+//! T_q = E[W_form] + E[W_queue] + sqrt(d_f² + d_q² + 2 c d_f d_q) + L(k)
+//!   with d_f = W_form,q - E[W_form], d_q = W_queue,q - E[W_queue], c = CORRELATION
 //! ```
 //!
-//! - `k`, the typical batch: the policy dispatches a partial batch at `S - g - L(k)` after its
-//!   oldest request arrived, so `k = min(b, 1 + λ (S - g - L(k)))` (a fixed point, solved by
-//!   iteration).
+//! - `k`, the typical batch: the policy dispatches a partial batch `S - g - L(b)` after its
+//!   oldest request arrived (partial batches are timed as full ones), so
+//!   `k = min(b, 1 + λ (S - g - L(b)))`. A point whose full batch cannot meet the SLO
+//!   (`L(b) + g >= S`) is never admissible.
 //! - `W_form`, the wait for the batch to form: a request at position `j` of a batch of `k` waits
 //!   for `k - j` more Poisson arrivals; its distribution over all positions is exact (a mixture of
-//!   Erlangs, see [`formation_quantile`]), capped by the policy at `S - g - L(k)`.
+//!   Erlangs, see [`formation_quantile`]), capped by the policy at `S - g - L(b)`.
 //! - `W_queue`, the wait for the process to become free. When batches leave on their deadline
-//!   (`k < b`) and `L(k) + L(b) + g <= S`, the previous batch always ends before the next is due,
-//!   so there is none. Otherwise batches arrive with squared coefficient of variation `1/k` (every
+//!   (a batch fills within the window with probability below `1 - q`) and `2 L(b) + g <= S`, the
+//!   previous batch always ends before the next is due, so there is none. Otherwise batches arrive with squared coefficient of variation `1/k` (every
 //!   k-th Poisson arrival) and are served in `L(k)` (squared CV [`SERVICE_SCV`] for jitter);
 //!   Kingman's approximation gives the mean `ρ/(1-ρ) · (1/k + SERVICE_SCV)/2 · L(k)` with
 //!   `ρ = λ L(k) / k`, and an exponential tail, `P(W > t) = ρ e^{-tρ/E[W]}`, the quantile.
-//! - The two waits are combined as independent: their means plus the root-sum-square of their
-//!   quantiles' distances from the means.
+//! - The two waits are combined: their means plus their quantiles' distances from the means,
+//!   added as if correlated at [`CORRELATION`] (between root-sum-square and a plain sum).
 //!
 //! A point is admissible at `λ` when `T_q ≤ S`. Its per-process capacity is the largest `λ` such
-//! that every rate up to it is admissible (found on a grid, refined by bisection). At low rates the
-//! policy dispatches partial batches in time, so every point whose single-request latency fits
-//! (`L(1) + g < S`) is admissible at some rate; at high rates queueing decides. `parva simulate`
+//! that every rate up to it is admissible (bisection, then a check of rates below). At low rates
+//! the policy dispatches partial batches in time, so every point whose full batch fits
+//! (`L(b) + g < S`) is admissible at some rate; at high rates queueing decides. `parva simulate`
 //! runs the same policy event by event, and is what plans are checked against.
 
 use crate::batching::BatchPolicy;
@@ -46,6 +48,10 @@ use crate::profile::{ModelProfile, ProfilePoint, interpolate};
 
 /// Squared coefficient of variation assumed for batch execution times (timing jitter).
 pub const SERVICE_SCV: f64 = 0.02;
+/// Correlation assumed between the batch-formation and queueing deviations when combining their
+/// quantiles (0: root-sum-square; 1: plain sum); checked against `parva simulate` on generated
+/// fleets (see `scripts/bench/plan-results.md`).
+pub const CORRELATION: f64 = 0.0;
 
 /// How admissibility and segment capacity are decided.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -108,23 +114,16 @@ impl QueueModel {
         if lambda <= 0.0 {
             return latency(1);
         }
-        // Typical batch size under the policy (fixed point of k = min(b, 1 + λ·window(k))).
-        let mut k = b as f64;
-        for _ in 0..32 {
-            let window = (slo - guard - latency(k.ceil() as u32)).max(0.0);
-            let next = (1.0 + lambda * window).clamp(1.0, b as f64);
-            if (next - k).abs() < 1e-9 {
-                break;
-            }
-            k = next;
-        }
+        // The policy sends a partial batch `window` after its oldest request arrived (timed as a
+        // full batch), so the typical batch holds the arrivals of that window, at most b.
+        let window = (slo - guard - latency(b)).max(0.0);
+        let k = (1.0 + lambda * window).clamp(1.0, b as f64);
         let kb = k.ceil().max(1.0) as u32;
         let exec = latency(kb);
         let rho = lambda * exec / kb as f64;
         if rho >= 1.0 {
             return f64::INFINITY;
         }
-        let window = (slo - guard - exec).max(0.0);
         // Batch formation: a request at position j of a batch of k waits for k - j more arrivals.
         let (form_mean, form_q) = if kb <= 1 {
             (0.0, 0.0)
@@ -132,10 +131,13 @@ impl QueueModel {
             let mean = ((kb - 1) as f64 / (2.0 * lambda)).min(window);
             (mean, formation_quantile(kb, lambda, self.quantile).min(window))
         };
-        // Waiting for the process. In the timeout regime, when a partial batch plus a full one fit
-        // in the deadline, the previous batch always ends before the next one is due: no wait.
-        let deadline_safe = exec + latency(b) + guard <= slo;
-        let (wait_mean, wait_q) = if deadline_safe && kb < b {
+        // Waiting for the process. In the timeout regime, when two full batches fit in the
+        // deadline, the previous batch always ends before the next one is due: no wait.
+        // Batches must also rarely fill: a full batch leaves early, and back-to-back full batches
+        // queue. Probability that b - 1 more requests arrive within the window:
+        let p_fill = poisson_tail(lambda * window, b.saturating_sub(1));
+        let deadline_safe = 2.0 * latency(b) + guard <= slo && p_fill <= 1.0 - self.quantile;
+        let (wait_mean, wait_q) = if deadline_safe {
             (0.0, 0.0)
         } else {
             let mean = rho / (1.0 - rho) * (1.0 / kb as f64 + SERVICE_SCV) / 2.0 * exec;
@@ -143,9 +145,10 @@ impl QueueModel {
             let q = if rho > p_tail && mean > 0.0 { mean / rho * (rho / p_tail).ln() } else { 0.0 };
             (mean, q)
         };
-        // Quantile of the sum of the two (independent) waits: means plus the root-sum-square of
-        // the deviations of their quantiles.
-        let dev = ((form_q - form_mean).powi(2) + (wait_q - wait_mean).powi(2)).sqrt();
+        // Quantile of the sum of the two waits: their means plus the deviations of their quantiles
+        // combined as if correlated at CORRELATION (0 would be root-sum-square, 1 their sum).
+        let (df, dw) = (form_q - form_mean, wait_q - wait_mean);
+        let dev = (df * df + dw * dw + 2.0 * CORRELATION * df * dw).max(0.0).sqrt();
         form_mean + wait_mean + dev + exec
     }
 
@@ -158,14 +161,11 @@ impl QueueModel {
     /// check of a grid below the result); `None` when even a lone request cannot meet the SLO.
     pub fn max_rate(&self, latency: &dyn Fn(u32) -> f64) -> Option<f64> {
         let b = self.policy.max_batch;
-        if latency(1) + self.policy.guard >= self.policy.slo {
-            return None;
+        if latency(b) + self.policy.guard >= self.policy.slo {
+            return None; // the policy could not keep even a lone request within the SLO
         }
-        // No process can take more than its best k / L(k) among batches that fit the deadline.
-        let ceiling = (1..=b)
-            .filter(|&k| latency(k) + self.policy.guard < self.policy.slo)
-            .map(|k| k as f64 / latency(k))
-            .fold(0.0, f64::max);
+        // No process can take more than its best k / L(k).
+        let ceiling = (1..=b).map(|k| k as f64 / latency(k)).fold(0.0, f64::max);
         let (mut ok, mut bad) = (0.0, ceiling);
         for _ in 0..RATE_STEPS {
             let mid = 0.5 * (ok + bad);
@@ -185,6 +185,24 @@ impl QueueModel {
         }
         (ok > 0.0).then_some(ok)
     }
+}
+
+/// `P(Poisson(mean) >= n)`.
+pub fn poisson_tail(mean: f64, n: u32) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    let (ln_m, mut ln_pmf, mut below) = (mean.ln(), -mean, 0.0);
+    for i in 0..n {
+        if i > 0 {
+            ln_pmf += ln_m - (i as f64).ln();
+        }
+        below += ln_pmf.exp();
+    }
+    (1.0 - below).max(0.0)
 }
 
 /// `q`-quantile of the wait for a batch of `k` to form at rate `lambda`, over all positions: the
@@ -300,6 +318,8 @@ mod tests {
         // A batch of 2: half the requests wait for one arrival (exponential), half do not.
         let t = formation_quantile(2, 10.0, 0.99);
         assert!((t - 50f64.ln() / 10.0).abs() < 1e-6, "{t}");
+        assert!((poisson_tail(2.0, 1) - (1.0 - (-2.0f64).exp())).abs() < 1e-12);
+        assert!((poisson_tail(2.0, 3) - (1.0 - 5.0 * (-2.0f64).exp())).abs() < 1e-12);
         assert_eq!(formation_quantile(1, 10.0, 0.99), 0.0);
         // Over all positions the tail is lighter than the oldest request's alone.
         assert!(formation_quantile(16, 1.0, 0.99) < erlang_quantile(15.0, 1.0, 0.99));
@@ -323,9 +343,13 @@ mod tests {
     }
 
     #[test]
-    fn no_rate_when_a_lone_request_misses() {
+    fn no_rate_when_a_full_batch_cannot_meet_the_slo() {
+        // A full batch of 4 takes 13 ms: with a 10 ms SLO no batch of 4 can ever be on time.
         let q = QueueModel { policy: BatchPolicy::new(4, 10.0), quantile: 0.99 };
         assert_eq!(q.max_rate(&linear(0.009, 0.001)), None);
+        // Batches of 1 take 5 ms: fine at low rates.
+        let q1 = QueueModel { policy: BatchPolicy::new(1, 10.0), quantile: 0.99 };
+        assert!(q1.max_rate(&linear(0.004, 0.001)).is_some());
     }
 
     #[test]

@@ -160,33 +160,23 @@ mod tests {
         }
     }
 
-    /// Brute force over small counts, to check the exchange argument.
+    /// Independent exact answer: the largest capacity that fits in a budget of G GPCs is an
+    /// unbounded knapsack over integer sizes; the answer is the smallest G whose best reaches the rate.
     fn brute(o: &Options, rate: f64) -> u32 {
-        let sizes: Vec<(u8, f64)> = o.by_size.iter().map(|(&s, c)| (s, c.capacity)).collect();
-        let mut best = u32::MAX;
-        let mut counts = vec![0u32; sizes.len()];
+        let sizes: Vec<(usize, f64)> = o.by_size.iter().map(|(&s, c)| (s as usize, c.capacity)).collect();
+        let mut best = vec![0.0f64; 1];
         loop {
-            let cap: f64 = sizes.iter().zip(&counts).map(|((_, c), &n)| c * n as f64).sum();
-            if cap >= rate {
-                best = best.min(sizes.iter().zip(&counts).map(|((s, _), &n)| *s as u32 * n).sum());
-            }
-            let mut i = 0;
-            loop {
-                if i == counts.len() {
-                    return best;
-                }
-                counts[i] += 1;
-                if counts[i] <= 12 {
-                    break;
-                }
-                counts[i] = 0;
-                i += 1;
+            let g = best.len();
+            let here = sizes.iter().filter(|(s, _)| *s <= g).map(|(s, c)| best[g - s] + c).fold(0.0, f64::max);
+            best.push(here.max(best[g - 1]));
+            if best[g] >= rate {
+                return g as u32;
             }
         }
     }
 
     #[test]
-    fn min_cover_matches_brute_force() {
+    fn min_cover_matches_exact_knapsack() {
         let cases = [
             opts(&[(1, 100.0), (2, 230.0), (3, 330.0), (4, 420.0), (7, 800.0)]),
             opts(&[(1, 90.0), (2, 150.0), (3, 310.0), (7, 640.0)]),

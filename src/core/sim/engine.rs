@@ -162,10 +162,15 @@ impl Model {
             match ev {
                 Ev::Arrival(si) => {
                     let p = self.svcs[si].pick();
-                    self.procs[p].queue.push_back(now);
-                    self.procs[p].generation += 1;
-                    if let Some((at, ev)) = self.try_dispatch(p, now) {
-                        push(&mut heap, at, ev);
+                    let proc = &mut self.procs[p];
+                    proc.queue.push_back(now);
+                    // The deadline depends only on the oldest request, so a pending timer stays
+                    // valid: act only when this request is the oldest or completes a batch.
+                    let len = proc.queue.len();
+                    if !proc.busy && (len == 1 || len >= proc.policy.max_batch as usize) {
+                        if let Some((at, ev)) = self.try_dispatch(p, now) {
+                            push(&mut heap, at, ev);
+                        }
                     }
                     let s = &mut self.svcs[si];
                     let next = now
@@ -229,15 +234,15 @@ impl Model {
         }
         let b = proc.policy.max_batch as usize;
         let k = proc.queue.len().min(b);
-        let exec = proc.exec[k];
+        let full = proc.exec[b];
         let oldest = proc.queue[0];
-        if proc.policy.should_dispatch(now, proc.queue.len(), oldest, exec) {
+        if proc.policy.should_dispatch(now, proc.queue.len(), oldest, full) {
             proc.running.extend(proc.queue.drain(..k));
             proc.busy = true;
             proc.generation += 1;
-            Some((now + exec, Ev::Done(p)))
+            Some((now + proc.exec[k], Ev::Done(p)))
         } else {
-            Some((proc.policy.latest_dispatch(oldest, exec), Ev::Timer(p, proc.generation)))
+            Some((proc.policy.latest_dispatch(oldest, full), Ev::Timer(p, proc.generation)))
         }
     }
 
