@@ -93,8 +93,8 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                 h.shared.ready.store(false, Ordering::SeqCst);
                 h.metrics.workers_ready.get_or_create(&label).dec();
                 match exit {
-                    BatcherExit::Stopped(conn) => {
-                        stop_worker(child, conn).await;
+                    BatcherExit::Stopped(writer) => {
+                        stop_worker(child, writer).await;
                         break;
                     }
                     BatcherExit::Crashed(why) => {
@@ -221,8 +221,8 @@ async fn step<T>(
 }
 
 /// Ask a worker to exit, then make sure it does.
-async fn stop_worker(mut child: Box<dyn WorkerChild>, mut conn: Conn) {
-    let _ = proto::write_frame_async(&mut conn.writer, &Msg::Shutdown, &[]).await;
+async fn stop_worker(mut child: Box<dyn WorkerChild>, mut writer: tokio::net::unix::OwnedWriteHalf) {
+    let _ = proto::write_frame_async(&mut writer, &Msg::Shutdown, &[]).await;
     if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
         child.kill();
         let _ = child.wait().await;

@@ -79,11 +79,22 @@ pub fn serve_stream<E: Executor>(
     };
     proto::write_frame(&mut writer, &Msg::Ready { load_ms: started.elapsed().as_secs_f64() * 1e3 }, &[])?;
     tracing::info!(model = %meta.name, backend = %identity.backend, "worker ready");
+    // Frames are read on their own thread, so the next batch arrives while this one runs.
+    let (tx, frames) = std::sync::mpsc::sync_channel::<Result<proto::Frame, ProtoError>>(1);
+    std::thread::spawn(move || {
+        loop {
+            let f = proto::read_frame(&mut reader);
+            let end = f.is_err();
+            if tx.send(f).is_err() || end {
+                break;
+            }
+        }
+    });
     loop {
-        let frame = match proto::read_frame(&mut reader) {
-            Ok(f) => f,
-            Err(ProtoError::Closed) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let frame = match frames.recv() {
+            Ok(Ok(f)) => f,
+            Ok(Err(ProtoError::Closed)) | Err(_) => return Ok(()),
+            Ok(Err(e)) => return Err(e.into()),
         };
         match frame.msg {
             Msg::Batch { id, .. } => {

@@ -71,7 +71,7 @@ fn emulated_batches_full_batches_at_once_and_partial_ones_at_the_deadline() {
     // Four requests fill a batch: they go together, long before the oldest one's deadline.
     let r = burst(s.addr, "batchy", 4, 1);
     assert!(r.iter().all(|(c, t)| *c == 200 && *t < 0.7), "{r:?}");
-    // A lone request waits until the last safe moment: 1000 - 50 - 10 ms after it arrived.
+    // A lone request waits until the last safe moment: 1000 - 50 - exec(4) = 930 ms after it arrived.
     let t0 = Instant::now();
     assert_eq!(infer_rows(s.addr, "batchy", 1).0, 200);
     let waited = t0.elapsed().as_secs_f64();
