@@ -57,3 +57,16 @@ for n in 1 2 3 4 5 6; do
     field "$tmp/p.json" "'| $n | $1 | $2 | %d | %s | %s | $misses |' % (d['gpus'], d['lower_bound_gpus'] if d['lower_bound_gpus'] is not None else '-', d['proven_optimal'])"
   done
 done
+echo
+echo "## Simulating the 1,000-service queueing plan"
+echo
+echo "\`parva simulate --duration 60s --warmup 5s\` on the plan above (Poisson arrivals, seeds 1-3)."
+echo
+echo "| seed | requests/s offered | events | wall s | peak RSS MB | services missing p99 <= SLO |"
+echo "|---:|---:|---:|---:|---:|---|"
+for seed in 1 2 3; do
+  /usr/bin/time -f "%e %M" -o "$tmp/time" $PARVA simulate --plan "$tmp/plan-1000-queueing.csv" --prof-data "$REF/prof_data" \
+    --seed "$seed" --json > "$tmp/s.json" || true
+  read -r wall rss < <(tail -n 1 "$tmp/time")
+  field "$tmp/s.json" "'| $seed | %.0f | %d | $wall | %.0f | %s |' % (sum(s['offered_rate'] for s in d['services']), d['events'], $rss/1024, ', '.join('%s (p99 %.1f ms > %.1f)' % (s['service'], s['p99_ms'], s['slo_ms']) for s in d['services'] if not s['pass']) or 'none')"
+done
