@@ -282,6 +282,9 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         None => None,
     };
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| ServeError::io(&opts.run_dir, "create run directory", e))?;
+    // Bind before starting any worker: a busy port fails fast and leaves nothing behind.
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
     let planned = plan_workers(&opts, &metas, prof.as_ref())?;
     let metrics = Arc::new(Metrics::new());
     let device = if opts.backend == BackendKind::Torch { opts.device.name() } else { "none" };
@@ -320,8 +323,6 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         })
         .collect();
     let router = Arc::new(Router { services: routes, metrics });
-    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
-    let addr = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(%addr, backend = opts.backend.name(), "listening");
     let events = opts.events.clone();
     let send = move |e: ServeEvent| {
