@@ -1,12 +1,13 @@
 //! The batcher of one worker process: an actor that owns the process's queue and its connection,
 //! forms batches with the planner's policy ([`parva_core::batching::BatchPolicy`]) and runs them on
-//! the worker one at a time.
+//! the worker, which executes them one at a time (a full batch may be sent while the previous runs).
 //!
 //! A free process dispatches the first `max_batch` rows as soon as that many are queued, or
 //! everything queued (up to `max_batch` rows) once waiting longer would make the oldest request
-//! miss its deadline `arrival + slo - guard - exec(k)`. `exec(k)` is the round-trip time measured
-//! for batches of `k` rows on this process (a moving average) or, before any was measured, the
-//! profile table's latency.
+//! miss its deadline `arrival + slo - guard - exec(max_batch)` (partial batches are timed as full
+//! ones, as the core policy says). `exec(k)` is the time measured for batches of `k` rows on this
+//! process, from the moment the worker could start them to their answer (a moving average), or,
+//! before any was measured, the profile table's latency.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
