@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use parva_core::DeploymentMap;
 use parva_gpu::exec::{DeployOutcome, Node, SegmentEnv};
 use parva_gpu::fake::FakeGpus;
@@ -22,7 +22,9 @@ use parva_gpu::mig::MigControl;
 use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
 use parva_gpu::nvml::NvmlMig;
 use parva_gpu::plan::{DeployOptions, parse_index_map};
-use parva_runner::{BackendKind, Device, ServeEvent, ServeOptions};
+use parva_runner::{BackendKind, ServeEvent, ServeOptions};
+
+use super::serve::{BackendArg, DeviceArg};
 
 #[derive(Args)]
 pub struct DeployArgs {
@@ -87,18 +89,6 @@ pub struct DeployArgs {
     /// Fake GPUs instead of NVML, e.g. `a100-80gb:8` (tests; state in <run-dir>/fake-gpus.json).
     #[arg(long, hide = true)]
     fake_gpus: Option<String>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    Torch,
-    Emulated,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Cuda,
 }
 
 /// The controllers: NVML + real MPS, or the fakes.
@@ -209,16 +199,10 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome) -> anyhow::Result
 }
 
 fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv]) -> anyhow::Result<ExitCode> {
-    let backend = match args.backend {
-        BackendArg::Torch => BackendKind::Torch,
-        BackendArg::Emulated => BackendKind::Emulated,
-    };
+    let backend: BackendKind = args.backend.into();
     let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
     opts.prof_data = args.prof_data.clone();
-    opts.device = match args.device {
-        DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Cuda => Device::Cuda,
-    };
+    opts.device = args.device.into();
     opts.listen = args.listen;
     opts.run_dir = run_dir.join("serve");
     opts.queue_batches = args.queue_batches;

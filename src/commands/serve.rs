@@ -48,55 +48,50 @@ pub struct ServeArgs {
     threads: Option<usize>,
 }
 
+/// `--backend` of `serve` and `deploy`.
 #[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
+pub enum BackendArg {
     Torch,
     Emulated,
 }
 
+impl From<BackendArg> for BackendKind {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Torch => BackendKind::Torch,
+            BackendArg::Emulated => BackendKind::Emulated,
+        }
+    }
+}
+
+/// `--device` of `serve` and `deploy`.
 #[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
+pub enum DeviceArg {
     Cpu,
     Cuda,
 }
 
-/// SLOs from a `services.csv` (header `service,model,rate,slo_ms`).
-fn read_slos(path: &PathBuf) -> anyhow::Result<BTreeMap<String, f64>> {
-    let mut rdr = csv_reader(path)?;
-    let mut out = BTreeMap::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
-        let (Some(name), Some(slo)) = (rec.get(0), rec.get(3)) else {
-            anyhow::bail!("{}: line {}: expected `service,model,rate,slo_ms`", path.display(), i + 2);
-        };
-        let slo: f64 = slo
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v > 0.0)
-            .with_context(|| format!("{}: line {}: field `slo_ms`: {slo:?} is not a positive number", path.display(), i + 2))?;
-        out.insert(name.trim().to_string(), slo);
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        }
     }
-    Ok(out)
 }
 
-fn csv_reader(path: &PathBuf) -> anyhow::Result<csv::Reader<std::fs::File>> {
-    let file = std::fs::File::open(path).with_context(|| format!("open service list {}", path.display()))?;
-    Ok(csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file))
+/// SLOs (ms) by service from a `services.csv` (header `service,model,rate,slo_ms`).
+fn read_slos(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, f64>> {
+    let services = parva_core::slo::read_service_list(path, None)?;
+    Ok(services.into_iter().map(|s| (s.name, s.slo_ms)).collect())
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (map, _) = DeploymentMap::read(&args.plan)?;
-    let backend = match args.backend {
-        BackendArg::Torch => BackendKind::Torch,
-        BackendArg::Emulated => BackendKind::Emulated,
-    };
+    let backend: BackendKind = args.backend.into();
     let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
     opts.prof_data = args.prof_data.clone();
-    opts.device = match args.device {
-        DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Cuda => Device::Cuda,
-    };
+    opts.device = args.device.into();
     opts.listen = args.listen;
     if let Some(dir) = &args.run_dir {
         opts.run_dir = dir.clone();

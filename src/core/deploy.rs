@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{FormatError, Location, from_csv};
-use crate::mig::{GpuType, LayoutError, Placement};
+use crate::mig::{GiProfile, GpuType, Placement};
 use crate::profile::{fmt_num, parse_int, parse_nonneg};
 
 pub const MAP_HEADER: [&str; 8] =
@@ -208,25 +208,39 @@ impl DeploymentMap {
         for ((node, gpu_idx), segs) in self.by_gpu() {
             let mut layout = Vec::new();
             for s in segs {
-                match gpu.profile_for_size(s.instance_size) {
-                    Some(profile) => layout.push(Placement { profile, start: s.placement }),
-                    None => problems.push(MapLayoutError {
-                        node,
-                        gpu: gpu_idx,
-                        problem: format!("instance size {} is not a MIG size of {}", s.instance_size, gpu.id),
-                    }),
+                match segment_profile(gpu, s) {
+                    Ok(profile) => layout.push(Placement { profile, start: s.placement }),
+                    Err(problem) => problems.push(MapLayoutError { node, gpu: gpu_idx, problem }),
                 }
             }
             if let Err(e) = gpu.validate(&layout) {
-                problems.push(MapLayoutError { node, gpu: gpu_idx, problem: layout_problem(&e) });
+                problems.push(MapLayoutError { node, gpu: gpu_idx, problem: e.to_string() });
             }
         }
         problems
     }
 }
 
-fn layout_problem(e: &LayoutError) -> String {
-    e.to_string()
+/// The MIG profile of a segment: its `profile` column when present (e.g. `1g.20gb`), else the
+/// planner's profile for its instance size.
+pub fn segment_profile(gpu: &GpuType, s: &Segment) -> Result<&'static GiProfile, String> {
+    match &s.profile {
+        Some(name) => {
+            let p = gpu
+                .profile_by_name(name)
+                .ok_or_else(|| format!("profile {name} of service {} is not a MIG profile of {}", s.service, gpu.id))?;
+            if p.gpcs != s.instance_size {
+                return Err(format!(
+                    "profile {name} of service {} has {} GPCs but its instance_size is {}",
+                    s.service, p.gpcs, s.instance_size
+                ));
+            }
+            Ok(p)
+        }
+        None => gpu
+            .profile_for_size(s.instance_size)
+            .ok_or_else(|| format!("instance size {} is not a MIG size of {}", s.instance_size, gpu.id)),
+    }
 }
 
 /// A GPU of a map whose layout is not a legal MIG layout.
@@ -295,6 +309,24 @@ mod tests {
         let problems = map.check_layouts(GpuType::by_id("a100-80gb").unwrap());
         assert_eq!(problems.len(), 1);
         assert!(problems[0].to_string().contains("node 0 GPU 4") && problems[0].to_string().contains("overlaps"));
+    }
+
+    #[test]
+    fn check_layouts_honours_the_profile_column() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let head = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile\n";
+        // 1g.20gb takes two memory slices: at 0 it overlaps a 1g.10gb at 1.
+        let text = format!("{head}0,0,a,m,0,1,1,1,1g.20gb\n0,0,b,m,1,1,1,1,1g.10gb\n");
+        let (map, _) = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap();
+        let problems = map.check_layouts(gpu);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].problem.contains("overlaps"), "{problems:?}");
+        // A profile that contradicts instance_size, and one the GPU does not have.
+        let text = format!("{head}0,0,a,m,0,2,1,1,1g.20gb\n0,1,b,m,0,1,1,1,1g.6gb\n");
+        let (map, _) = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap();
+        let problems: Vec<String> = map.check_layouts(gpu).iter().map(|p| p.to_string()).collect();
+        assert!(problems.iter().any(|p| p.contains("1g.20gb") && p.contains("instance_size is 2")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("1g.6gb") && p.contains("not a MIG profile")), "{problems:?}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ impl fmt::Display for Location {
 /// deployment maps).
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("{path}: {action}: {source}")]
+    /// The cause is the error's `source()` (printed after it by `{:#}` / error chains).
+    #[error("{path}: cannot {action}")]
     Io { path: PathBuf, action: &'static str, source: std::io::Error },
     #[error("{at}: {problem}")]
     Invalid { at: Location, problem: String },

@@ -30,6 +30,11 @@ pub const SLO_LATENCY_FILE: &str = "SLO_latency.csv";
 
 /// Read a `services.csv` service list, checking every model against `profiles`.
 pub fn read_services(path: &Path, profiles: &ProfileSet) -> Result<Vec<Service>, FormatError> {
+    read_service_list(path, Some(profiles))
+}
+
+/// Read a `services.csv` service list; with `profiles`, every model must have a profile table.
+pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<Vec<Service>, FormatError> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open service list", e))?;
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
     let headers = rdr.headers().map_err(|e| from_csv(path, e))?.clone();
@@ -57,7 +62,11 @@ pub fn read_services(path: &Path, profiles: &ProfileSet) -> Result<Vec<Service>,
             return Err(FormatError::invalid(at(0), format!("service {name:?} is listed twice")));
         }
         let model = rec.get(1).unwrap_or("").to_string();
-        check_model(profiles, &model, at(1))?;
+        if let Some(profiles) = profiles {
+            check_model(profiles, &model, at(1))?;
+        } else if model.is_empty() {
+            return Err(FormatError::invalid(at(1), "model name is empty"));
+        }
         let rate = parse_positive(rec.get(2).unwrap_or(""), at(2))?;
         let slo_ms = parse_positive(rec.get(3).unwrap_or(""), at(3))?;
         services.push(Service { name, model, rate, slo_ms });

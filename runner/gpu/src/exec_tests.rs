@@ -274,6 +274,15 @@ fn a_second_deploy_is_refused_while_an_earlier_one_serves() {
     let exe = dir.path().join("parva");
     std::fs::copy("/bin/sleep", &exe).unwrap();
     let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    // Wait until the child's command line shows the copied name (the check reads it), so a
+    // loaded machine cannot make the refusal race the child's start.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    for _ in 0..200 {
+        if std::fs::read(&cmdline).is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|e| e.ends_with(b"parva"))) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let path = b.dir.path().join(RECORD_FILE);
     let mut record = load_record(&path).unwrap();
     record.pid = child.id();
