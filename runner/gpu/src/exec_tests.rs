@@ -277,12 +277,14 @@ fn a_second_deploy_is_refused_while_an_earlier_one_serves() {
     // Wait until the child's command line shows the copied name (the check reads it), so a
     // loaded machine cannot make the refusal race the child's start.
     let cmdline = format!("/proc/{}/cmdline", child.id());
-    for _ in 0..200 {
-        if std::fs::read(&cmdline).is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|e| e.ends_with(b"parva"))) {
+    let shows_parva = || std::fs::read(&cmdline).is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|e| e.ends_with(b"parva")));
+    for _ in 0..500 {
+        if shows_parva() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    assert!(shows_parva(), "the stand-in `parva` process {} never showed in {cmdline}", child.id());
     let path = b.dir.path().join(RECORD_FILE);
     let mut record = load_record(&path).unwrap();
     record.pid = child.id();
