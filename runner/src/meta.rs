@@ -140,27 +140,25 @@ impl ModelMeta {
 
     /// Zero outputs for a batch of `rows` (what the emulated backend returns).
     pub fn zero_outputs(&self, rows: usize) -> Vec<Tensor> {
-        self.outputs
-            .iter()
-            .map(|o| {
-                let mut shape = o.shape.clone();
-                shape[0] = rows as i64;
-                Tensor::zeros(&o.name, o.datatype, shape)
-            })
-            .collect()
+        zeros(&self.outputs, rows)
     }
 
     /// Zero inputs for a batch of `rows` (warm-up).
     pub fn zero_inputs(&self, rows: usize) -> Vec<Tensor> {
-        self.inputs
-            .iter()
-            .map(|o| {
-                let mut shape = o.shape.clone();
-                shape[0] = rows as i64;
-                Tensor::zeros(&o.name, o.datatype, shape)
-            })
-            .collect()
+        zeros(&self.inputs, rows)
     }
+}
+
+/// Zero tensors of `specs`' shapes with the batch dimension set to `rows`.
+fn zeros(specs: &[TensorMeta], rows: usize) -> Vec<Tensor> {
+    specs
+        .iter()
+        .map(|t| {
+            let mut shape = t.shape.clone();
+            shape[0] = rows as i64;
+            Tensor::zeros(&t.name, t.datatype, shape)
+        })
+        .collect()
 }
 
 #[cfg(test)]
