@@ -94,14 +94,7 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint, DeployError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DeployError::NoRecord { what: "restore", path: path.display().to_string() });
-            }
-            Err(e) => return Err(DeployError::file("read checkpoint", path, e)),
-        };
-        serde_json::from_slice(&bytes).map_err(|e| DeployError::file("parse checkpoint", path, e))
+        load_json(path, "restore", "checkpoint")
     }
 
     /// How the node differs from this checkpoint (empty: it matches). Assert step of a restore.
@@ -198,6 +191,20 @@ fn describe(instances: &[InstanceCheckpoint]) -> String {
         .map(|i| format!("{}@{{{}}}:{}{}", i.profile_id, i.start, i.size, if i.mps { "+mps" } else { "" }))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Read a JSON state file; a missing file is `NoRecord` (nothing to `action`), other failures name
+/// the file and whether reading or parsing failed.
+pub(crate) fn load_json<T: serde::de::DeserializeOwned>(path: &Path, action: &'static str, kind: &'static str) -> Result<T, DeployError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DeployError::NoRecord { what: action, path: path.display().to_string() });
+        }
+        Err(e) => return Err(DeployError::File { what: "read", path: path.display().to_string(), message: format!("{kind}: {e}") }),
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| DeployError::File { what: "parse", path: path.display().to_string(), message: format!("{kind}: {e}") })
 }
 
 #[cfg(test)]

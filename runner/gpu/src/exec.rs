@@ -290,14 +290,7 @@ impl Node<'_> {
 }
 
 pub fn load_record(path: &Path) -> Result<DeployRecord, DeployError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DeployError::NoRecord { what: "tear down", path: path.display().to_string() });
-        }
-        Err(e) => return Err(DeployError::file("read deploy record", path, e)),
-    };
-    serde_json::from_slice(&bytes).map_err(|e| DeployError::file("parse deploy record", path, e))
+    crate::checkpoint::load_json(path, "tear down", "deploy record")
 }
 
 /// Whether `pid` runs a `parva` executable.
