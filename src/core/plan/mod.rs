@@ -158,6 +158,16 @@ pub fn admissible_points<'p>(
     points
 }
 
+/// The measured point with the lowest batch latency that the GPU type and process limit allow:
+/// the "closest" point named when no point meets an SLO.
+fn fastest_point<'p>(profile: &'p ModelProfile, gpu: &GpuType, max_procs: u32) -> Option<&'p ProfilePoint> {
+    profile
+        .points
+        .iter()
+        .filter(|p| p.is_measured() && p.procs <= max_procs && gpu.profile_for_size(p.size).is_some())
+        .min_by(|a, b| a.latency_s.total_cmp(&b.latency_s))
+}
+
 /// Explain why a service has no admissible point under `model`, naming the closest one.
 pub fn infeasible_with(profile: &ModelProfile, service: &Service, input: &PlanInput<'_>, model: &LatencyModel) -> Infeasible {
     match model {
@@ -166,11 +176,7 @@ pub fn infeasible_with(profile: &ModelProfile, service: &Service, input: &PlanIn
             infeasible(profile, service, input.gpu, &options)
         }
         LatencyModel::Queueing { percentile } => {
-            let closest = profile
-                .points
-                .iter()
-                .filter(|p| p.is_measured() && p.procs <= input.options.max_procs && input.gpu.profile_for_size(p.size).is_some())
-                .min_by(|a, b| a.latency_s.total_cmp(&b.latency_s));
+            let closest = fastest_point(profile, input.gpu, input.options.max_procs);
             let guard = crate::batching::BatchPolicy::new(1, service.slo_ms).guard * 1000.0;
             let reason = match closest {
                 Some(p) => format!(
@@ -187,11 +193,7 @@ pub fn infeasible_with(profile: &ModelProfile, service: &Service, input: &PlanIn
 
 /// Explain why a service has no admissible point, naming the closest one.
 pub fn infeasible(profile: &ModelProfile, service: &Service, gpu: &GpuType, options: &PlanOptions) -> Infeasible {
-    let closest = profile
-        .points
-        .iter()
-        .filter(|p| p.is_measured() && p.procs <= options.max_procs && gpu.profile_for_size(p.size).is_some())
-        .min_by(|a, b| a.latency_s.total_cmp(&b.latency_s));
+    let closest = fastest_point(profile, gpu, options.max_procs);
     let budget_ms = options.latency_budget * service.slo_ms;
     let reason = match closest {
         Some(p) => format!(
