@@ -35,6 +35,10 @@ enum Command {
     /// Bring a node to a map's MIG layout (exact placements, diff, checkpoint, rollback), one MPS
     /// daemon per instance, then serve it.
     Deploy(commands::deploy::DeployArgs),
+    /// Measure a model's profile table on a GPU (instance size x batch x MPS processes).
+    Profile(commands::profile::ProfileArgs),
+    /// Load a KServe v2 endpoint open-loop at each service's SLO rate and check its latency SLO.
+    Verify(commands::verify::VerifyArgs),
     /// The emulated worker process `parva serve --backend emulated` starts.
     #[command(hide = true)]
     Worker(commands::worker::WorkerArgs),
@@ -50,6 +54,8 @@ fn main() -> ExitCode {
         Command::Catalogue(args) => commands::catalogue::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Deploy(args) => commands::deploy::run(args),
+        Command::Profile(args) => commands::profile::run(args),
+        Command::Verify(args) => commands::verify::run(args),
         Command::Worker(args) => commands::worker::run(args),
     };
     match result {

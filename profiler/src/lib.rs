@@ -1,2 +1,1 @@
-//! parva-profiler: sweeps instance size x batch x MPS processes on a GPU and writes profile
-//! tables. See `profiler/README.md`.
+//! parva-profiler: the sweep behind `parva profile` (being written).

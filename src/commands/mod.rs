@@ -3,9 +3,11 @@
 pub mod catalogue;
 pub mod deploy;
 pub mod plan;
+pub mod profile;
 pub mod simulate;
 pub mod serve;
 pub mod validate;
+pub mod verify;
 pub mod worker;
 
 use std::process::ExitCode;

@@ -1,0 +1,1 @@
+//! parva-verify: the open-loop load generator behind `parva verify` (being written).
