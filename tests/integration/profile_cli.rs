@@ -1,0 +1,1 @@
+//! `parva profile` end to end (being written).

@@ -1,0 +1,1 @@
+//! `parva verify` end to end (being written).
