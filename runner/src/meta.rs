@@ -149,6 +149,32 @@ impl ModelMeta {
     }
 }
 
+impl ModelMeta {
+    /// Synthetic inputs for a batch of `rows` (profiling): floating-point inputs uniform in
+    /// [0, 1) from a fixed seed, integer and boolean inputs zero (valid token ids, masks, ...).
+    pub fn synthetic_inputs(&self, rows: usize) -> Vec<Tensor> {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut out = zeros(&self.inputs, rows);
+        for t in &mut out {
+            match t.datatype {
+                DataType::Fp32 => t.data.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&(next() as f32).to_le_bytes())),
+                DataType::Fp64 => t.data.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&next().to_le_bytes())),
+                DataType::Fp16 => t.data.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::f16::from_f64(next()).to_le_bytes())),
+                DataType::Bf16 => t.data.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::bf16::from_f64(next()).to_le_bytes())),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 /// Zero tensors of `specs`' shapes with the batch dimension set to `rows`.
 fn zeros(specs: &[TensorMeta], rows: usize) -> Vec<Tensor> {
     specs
@@ -192,6 +218,18 @@ mod tests {
         let other_batch = Tensor::zeros("b", DataType::Int64, vec![1, 3]);
         assert!(m.check_inputs(vec![a, other_batch]).unwrap_err().contains("batch"));
         assert_eq!(m.zero_outputs(3)[0].shape, vec![3, 4]);
+    }
+
+    #[test]
+    fn synthetic_inputs_fill_floats_in_unit_range_and_keep_integers_zero() {
+        let m = meta();
+        let inputs = m.synthetic_inputs(5);
+        assert_eq!(m.check_inputs(inputs.clone()).unwrap().1, 5);
+        let floats: Vec<f32> = inputs[0].data.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert!(floats.iter().all(|v| (0.0..1.0).contains(v)), "{floats:?}");
+        assert!(floats.windows(2).any(|w| w[0] != w[1]), "not constant: {floats:?}");
+        assert!(inputs[1].data.iter().all(|b| *b == 0));
+        assert_eq!(m.synthetic_inputs(5), inputs, "deterministic");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! payload holds the tensors' bytes back to back, in the order the header lists them. The router
 //! listens on one socket per worker process; the worker connects, sends `Hello`, loads and warms
 //! up its model, sends `Ready` (or `Fatal`), then answers each `Batch` with `Done` or `Failed`,
-//! one batch at a time, until `Shutdown` or end of stream. These types pull no libtorch.
+//! one batch at a time, until `Shutdown` or end of stream. The profiler (`parva profile`) sends
+//! `Bench` instead of `Batch`: the worker runs synthetic batches back to back on its own and
+//! answers with their latencies (`BenchDone`). These types pull no libtorch.
 
 use std::io::{Read, Write};
 
@@ -31,8 +33,14 @@ pub struct TensorHeader {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Msg {
-    /// Worker, on connecting: who it is.
-    Hello { pid: u32, backend: String, device: String },
+    /// Worker, on connecting: who it is; `runtime` names the inference library and its version.
+    Hello {
+        pid: u32,
+        backend: String,
+        device: String,
+        #[serde(default)]
+        runtime: String,
+    },
     /// Worker: the model is loaded and warmed up.
     Ready { load_ms: f64 },
     /// Worker: the model could not be loaded; the worker exits.
@@ -45,6 +53,12 @@ pub enum Msg {
     Failed { id: u64, message: String },
     /// Router: finish and exit.
     Shutdown,
+    /// Profiler: run batches of `rows` synthetic rows back to back, in a closed loop, until
+    /// `seconds` have passed (at least one batch), then answer `BenchDone` (or `Failed` with id 0).
+    Bench { rows: usize, seconds: f64 },
+    /// Worker: the latency of each batch of the `Bench` round, in microseconds, and the round's
+    /// wall time.
+    BenchDone { rows: usize, seconds: f64, lat_us: Vec<u64> },
 }
 
 /// A frame: a message and the tensors it carries.

@@ -187,7 +187,7 @@ impl Spawner for FakeSpawner {
         let child_stream = stream.try_clone().ok();
         let meta = self.meta.clone();
         std::thread::spawn(move || {
-            let id = crate::worker::WorkerIdentity { backend: "fake".into(), device: "none".into() };
+            let id = crate::worker::WorkerIdentity { backend: "fake".into(), device: "none".into(), runtime: "fake".into() };
             let r = crate::worker::serve_stream(stream, &id, &meta, 1, || Ok(exec));
             let _ = tx.send(format!("fake worker ended: {r:?}"));
         });

@@ -189,7 +189,7 @@ async fn start(cfg: &ProcessConfig, h: &mut ProcessHandles) -> Result<(Box<dyn W
             }
         };
         match frame.msg {
-            Msg::Hello { pid, backend, device } => {
+            Msg::Hello { pid, backend, device, .. } => {
                 tracing::debug!(worker = %cfg.spec.name, pid, %backend, %device, "worker connected");
             }
             Msg::Ready { load_ms } => {

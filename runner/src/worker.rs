@@ -3,7 +3,7 @@
 //! [`run_worker`] is the loop every backend shares (the torch worker binary and the emulated one):
 //! connect, `Hello`, load + warm up, `Ready`, then execute `Batch` frames one at a time. An
 //! [`Executor`] runs one batch; [`EmulatedExecutor`] sleeps for the profiled latency and returns
-//! zero outputs of the model's shape.
+//! zero outputs of the model's shape. [`bench_round`] answers the profiler's `Bench` frames.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -17,6 +17,12 @@ use crate::tensor::Tensor;
 pub trait Executor {
     /// Execute one batch: the inputs in the metadata's order, all with the same number of rows.
     fn execute(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
+
+    /// Execute one batch the profiler keeps reusing, results discarded. The default copies the
+    /// inputs; an executor that can read them in place should, so that the copy is not timed.
+    fn execute_ref(&mut self, inputs: &[Tensor]) -> Result<(), String> {
+        self.execute(inputs.to_vec()).map(|_| ())
+    }
 }
 
 /// What a worker says about itself in `Hello`.
@@ -24,6 +30,8 @@ pub trait Executor {
 pub struct WorkerIdentity {
     pub backend: String,
     pub device: String,
+    /// Inference library and version (`libtorch 2.11 (tch 0.24)`), recorded by the profiler.
+    pub runtime: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +69,12 @@ pub fn serve_stream<E: Executor>(
 ) -> Result<(), WorkerError> {
     let mut reader = std::io::BufReader::with_capacity(1 << 16, stream.try_clone().map_err(ProtoError::Io)?);
     let mut writer = stream;
-    let hello = Msg::Hello { pid: std::process::id(), backend: identity.backend.clone(), device: identity.device.clone() };
+    let hello = Msg::Hello {
+        pid: std::process::id(),
+        backend: identity.backend.clone(),
+        device: identity.device.clone(),
+        runtime: identity.runtime.clone(),
+    };
     proto::write_frame(&mut writer, &hello, &[])?;
     let started = Instant::now();
     let loaded = load().and_then(|mut exec| {
@@ -90,6 +103,8 @@ pub fn serve_stream<E: Executor>(
             }
         }
     });
+    let faults = InjectedFaults::from_env();
+    let mut bench_inputs: Option<(usize, Vec<Tensor>)> = None;
     loop {
         let frame = match frames.recv() {
             Ok(Ok(f)) => f,
@@ -108,8 +123,67 @@ pub fn serve_stream<E: Executor>(
                     Err(message) => proto::write_frame(&mut writer, &Msg::Failed { id, message }, &[])?,
                 }
             }
+            Msg::Bench { rows, seconds } => {
+                let inputs = match bench_inputs.take() {
+                    Some((r, inputs)) if r == rows => inputs,
+                    _ => meta.synthetic_inputs(rows),
+                };
+                let reply = match bench_round(&mut exec, &inputs, seconds, &faults) {
+                    Ok((lat_us, seconds)) => Msg::BenchDone { rows, seconds, lat_us },
+                    Err(message) => Msg::Failed { id: 0, message },
+                };
+                bench_inputs = Some((rows, inputs));
+                proto::write_frame(&mut writer, &reply, &[])?;
+            }
             Msg::Shutdown => return Ok(()),
             other => tracing::warn!(?other, "worker ignored an unexpected message"),
+        }
+    }
+}
+
+/// Faults the profiler's tests inject into real worker processes through the environment:
+/// `PARVA_INJECT_WORKER_CRASH_ROWS=N` makes the process exit abruptly (status 86) when asked to
+/// bench batches of N rows; `PARVA_INJECT_WORKER_OOM_ROWS=N` makes batches of N or more rows fail
+/// with an out-of-memory message, as CUDA's allocator does. Serving (`Batch`) is never affected.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InjectedFaults {
+    pub crash_rows: Option<usize>,
+    pub oom_rows: Option<usize>,
+}
+
+impl InjectedFaults {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse().ok());
+        InjectedFaults { crash_rows: var("PARVA_INJECT_WORKER_CRASH_ROWS"), oom_rows: var("PARVA_INJECT_WORKER_OOM_ROWS") }
+    }
+}
+
+/// One profiling round: run `inputs` back to back until `seconds` have passed (at least one
+/// batch); return each batch's latency in microseconds and the round's wall time in seconds.
+pub fn bench_round<E: Executor>(
+    exec: &mut E,
+    inputs: &[Tensor],
+    seconds: f64,
+    faults: &InjectedFaults,
+) -> Result<(Vec<u64>, f64), String> {
+    let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
+    if faults.crash_rows == Some(rows) {
+        eprintln!("parva worker: injected crash at a bench batch of {rows} rows (PARVA_INJECT_WORKER_CRASH_ROWS)");
+        std::process::exit(86);
+    }
+    if faults.oom_rows.is_some_and(|n| rows >= n) {
+        return Err(format!("CUDA out of memory (injected by PARVA_INJECT_WORKER_OOM_ROWS at {rows} rows)"));
+    }
+    let budget = Duration::from_secs_f64(seconds.max(0.0));
+    let start = Instant::now();
+    let mut lat_us = Vec::new();
+    loop {
+        let t0 = Instant::now();
+        exec.execute_ref(inputs)?;
+        lat_us.push(t0.elapsed().as_micros() as u64);
+        let elapsed = start.elapsed();
+        if elapsed >= budget {
+            return Ok((lat_us, elapsed.as_secs_f64()));
         }
     }
 }
@@ -158,7 +232,7 @@ pub struct EmulatedWorkerOptions {
 /// Main of the emulated worker process.
 pub fn run_emulated_worker(opts: &EmulatedWorkerOptions) -> Result<(), WorkerError> {
     let meta = ModelMeta::read(&opts.model_meta).map_err(|e| WorkerError::Load(e.to_string()))?;
-    let identity = WorkerIdentity { backend: "emulated".into(), device: "none".into() };
+    let identity = WorkerIdentity { backend: "emulated".into(), device: "none".into(), runtime: "emulated (sleeps for profiled latencies)".into() };
     let exec_s: Vec<f64> = opts.exec_ms.iter().map(|ms| ms / 1e3).collect();
     run_worker(&opts.socket, &identity, &meta.clone(), 1, || Ok(EmulatedExecutor::new(meta, exec_s)))
 }

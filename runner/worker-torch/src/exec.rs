@@ -71,18 +71,35 @@ fn from_torch(t: &tch::Tensor, name: &str, dt: DataType) -> Result<Tensor, Strin
     Ok(Tensor { name: name.to_string(), datatype: dt, shape: t.size(), data })
 }
 
-impl Executor for TorchExecutor {
-    fn execute(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+impl TorchExecutor {
+    /// Run the model: inputs copied to the device, outputs still on it.
+    fn forward(&mut self, inputs: &[Tensor]) -> Result<Vec<tch::Tensor>, String> {
         let _guard = tch::no_grad_guard();
         let ivals: Vec<IValue> = inputs.iter().map(|t| self.to_torch(t).map(IValue::Tensor)).collect::<Result<_, _>>()?;
-        drop(inputs);
         let out = self.module.forward_is(&ivals).map_err(|e| format!("forward: {e}"))?;
         let mut tensors = Vec::new();
         flatten(out, &mut tensors)?;
         if tensors.len() != self.meta.outputs.len() {
             return Err(format!("the model returned {} tensors; its metadata lists {} outputs", tensors.len(), self.meta.outputs.len()));
         }
+        Ok(tensors)
+    }
+}
+
+impl Executor for TorchExecutor {
+    fn execute(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let tensors = self.forward(&inputs)?;
+        drop(inputs);
         tensors.iter().zip(&self.meta.outputs).map(|(t, m)| from_torch(t, &m.name, m.datatype)).collect()
+    }
+
+    /// As serving does minus the socket: inputs to the device, forward, outputs back to the host.
+    fn execute_ref(&mut self, inputs: &[Tensor]) -> Result<(), String> {
+        let tensors = self.forward(inputs)?;
+        for (t, m) in tensors.iter().zip(&self.meta.outputs) {
+            from_torch(t, &m.name, m.datatype)?;
+        }
+        Ok(())
     }
 }
 

@@ -104,7 +104,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let socket = args.socket.context("--socket is required")?;
-    let identity = WorkerIdentity { backend: "torch".into(), device: format!("{device:?}") };
+    let runtime = if tch::Cuda::is_available() {
+        format!("libtorch 2.11 (tch 0.24), cudart {}, cudnn {}", tch::utils::version_cudart(), tch::utils::version_cudnn())
+    } else {
+        "libtorch 2.11 (tch 0.24), cpu".to_string()
+    };
+    let identity = WorkerIdentity { backend: "torch".into(), device: format!("{device:?}"), runtime };
     run_worker(&socket, &identity, &meta, args.max_batch, load)?;
     Ok(())
 }
