@@ -19,6 +19,22 @@ pub struct NvmlMig {
     nvml: Nvml,
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A GPU and its driver, as NVML reports them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GpuDescription {
+    pub index: u32,
+    pub uuid: String,
+    /// Product name (`NVIDIA H100 80GB HBM3`).
+    pub name: String,
+    /// Driver version (`570.124.06`).
+    pub driver: String,
+    /// Highest CUDA version the driver supports (`12.8`).
+    pub cuda_driver: String,
+    pub memory_total_mib: f64,
+}
+
 /// GI profile facts NVML reports for one profile id.
 #[derive(Debug, Clone, Copy)]
 struct GiProfileInfo {
@@ -30,6 +46,30 @@ impl NvmlMig {
     /// Load and initialise NVML.
     pub fn load() -> Result<Self, MigError> {
         Nvml::init().map(|nvml| NvmlMig { nvml }).map_err(|e| MigError::Load(e.to_string()))
+    }
+
+    /// The GPU and driver facts a profile's metadata records.
+    pub fn describe(&self, gpu: u32) -> Result<GpuDescription, MigError> {
+        let dev = self.device(gpu)?;
+        let uuid = dev.uuid().map_err(|e| nvml_err(gpu, "", "nvmlDeviceGetUUID", e))?;
+        let name = dev.name().map_err(|e| nvml_err(gpu, &uuid, "nvmlDeviceGetName", e))?;
+        let driver = self.nvml.sys_driver_version().map_err(|e| nvml_err(gpu, &uuid, "nvmlSystemGetDriverVersion", e))?;
+        let cuda = self.nvml.sys_cuda_driver_version().map_err(|e| nvml_err(gpu, &uuid, "nvmlSystemGetCudaDriverVersion", e))?;
+        let memory_total_mib = dev.memory_info().map(|m| m.total as f64 / MIB).unwrap_or(0.0);
+        Ok(GpuDescription {
+            index: gpu,
+            uuid,
+            name,
+            driver,
+            cuda_driver: format!("{}.{}", cuda / 1000, (cuda % 1000) / 10),
+            memory_total_mib,
+        })
+    }
+
+    /// Memory in use on a device (`GPU-...` or a MIG device's `MIG-...` UUID), MiB.
+    pub fn memory_used_mib(&self, device_uuid: &str) -> Option<f64> {
+        let dev = self.nvml.device_by_uuid(device_uuid).ok()?;
+        dev.memory_info().ok().map(|m| m.used as f64 / MIB)
     }
 
     fn device(&self, gpu: u32) -> Result<nvml_wrapper::Device<'_>, MigError> {
