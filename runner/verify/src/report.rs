@@ -1,0 +1,477 @@
+//! The report of a run: per-service results, the verdict, and its forms: a terminal table, JSON
+//! (`verify.json`), CSV (`verify.csv`) and the latency CDF plot (`latency_cdf.svg`, see
+//! [`crate::plot`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::client::Wire;
+use crate::error::VerifyError;
+use crate::schedule::Distribution;
+use crate::stats::{ServiceStats, quantile_ms};
+
+pub const JSON_FILE: &str = "verify.json";
+pub const CSV_FILE: &str = "verify.csv";
+pub const SVG_FILE: &str = "latency_cdf.svg";
+
+/// A request counts as sent late when it left more than this after its scheduled time.
+pub const LATE_MS: f64 = 10.0;
+/// Above this share of a service's SLO, the generator's lag is reported as a warning.
+pub const LAG_WARN_FRACTION: f64 = 0.1;
+
+/// The settings a run used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSettings {
+    pub endpoint: String,
+    /// UTC start time, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub started_at: String,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Seconds measured: duration minus warm-up.
+    pub window_s: f64,
+    /// The fixed-rate arrival process (`None` with a trace).
+    pub distribution: Option<Distribution>,
+    pub trace: Option<PathBuf>,
+    pub seed: u64,
+    pub rate_scale: f64,
+    pub percentile: f64,
+    pub max_in_flight: usize,
+    pub connections: Option<usize>,
+    pub timeout_s: f64,
+    pub wire: Wire,
+}
+
+/// One service's results. Counts cover requests scheduled inside the measured window; latencies
+/// are of successful requests, in ms from the scheduled send time (`None` when none succeeded).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceReport {
+    pub service: String,
+    pub model: Option<String>,
+    pub slo_ms: f64,
+    /// The configured rate (after --rate-scale); `None` with a trace.
+    pub target_rate: Option<f64>,
+    /// Requests/s scheduled in the window (the offered load).
+    pub offered_rate: f64,
+    /// Requests/s actually sent (offered minus drops).
+    pub sent_rate: f64,
+    /// Successful responses/s.
+    pub achieved_rate: f64,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Failures by cause: HTTP status (`"429"`), `"timeout"`, `"connection"`, `"bad_response"`.
+    pub failed_by: BTreeMap<String, u64>,
+    /// Not sent because the in-flight cap was reached when they were due.
+    pub dropped: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Latency at the chosen percentile (successful requests).
+    pub percentile_ms: Option<f64>,
+    /// p99 measured from the actual send instead of the schedule (what perf_analyzer reports).
+    pub p99_from_send_ms: Option<f64>,
+    /// Generator lag (actual minus scheduled send time) of sent requests.
+    pub lag_p50_ms: Option<f64>,
+    pub lag_p99_ms: Option<f64>,
+    pub lag_max_ms: Option<f64>,
+    /// Share of scheduled requests that succeeded within the SLO, percent.
+    pub attainment_pct: f64,
+    /// At least `percentile` % of scheduled requests succeeded within the SLO (failed and dropped
+    /// requests count as misses).
+    pub pass: bool,
+    /// Why the service failed, in words.
+    pub reason: Option<String>,
+    /// `parva simulate`'s p99 for the same plan and rates, when asked for.
+    pub predicted_p99_ms: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub settings: RunSettings,
+    pub services: Vec<ServiceReport>,
+    pub all_pass: bool,
+    /// Largest generator lag p99 over the services, ms.
+    pub generator_lag_p99_ms: Option<f64>,
+    /// Set when the generator itself fell behind enough to matter.
+    pub generator_warning: Option<String>,
+    /// How the prediction was made, when there is one.
+    pub prediction: Option<String>,
+}
+
+/// Inputs of one service's report row besides its statistics.
+pub struct ServiceInfo<'a> {
+    pub name: &'a str,
+    pub model: Option<&'a str>,
+    pub slo_ms: f64,
+    pub target_rate: Option<f64>,
+}
+
+/// Turn statistics into the report.
+pub fn build(settings: RunSettings, services: &[(ServiceInfo<'_>, &ServiceStats)]) -> Report {
+    let window = settings.window_s;
+    let p = settings.percentile;
+    let rows: Vec<ServiceReport> = services
+        .iter()
+        .map(|(info, s)| {
+            let pass = s.passes(p);
+            let percentile_ms = s.latency_ms(p / 100.0);
+            ServiceReport {
+                service: info.name.to_string(),
+                model: info.model.map(str::to_string),
+                slo_ms: info.slo_ms,
+                target_rate: info.target_rate,
+                offered_rate: s.scheduled as f64 / window,
+                sent_rate: s.sent() as f64 / window,
+                achieved_rate: s.succeeded as f64 / window,
+                scheduled: s.scheduled,
+                sent: s.sent(),
+                succeeded: s.succeeded,
+                failed: s.failed_total(),
+                failed_by: s.failed.clone(),
+                dropped: s.dropped,
+                p50_ms: s.latency_ms(0.50),
+                p90_ms: s.latency_ms(0.90),
+                p95_ms: s.latency_ms(0.95),
+                p99_ms: s.latency_ms(0.99),
+                max_ms: s.latency_ms(1.0),
+                percentile_ms,
+                p99_from_send_ms: quantile_ms(&s.latency_from_send, 0.99),
+                lag_p50_ms: quantile_ms(&s.lag, 0.50),
+                lag_p99_ms: quantile_ms(&s.lag, 0.99),
+                lag_max_ms: quantile_ms(&s.lag, 1.0),
+                attainment_pct: s.attainment_pct(),
+                pass,
+                reason: (!pass).then(|| reason(s, info.slo_ms, p, percentile_ms)),
+                predicted_p99_ms: None,
+            }
+        })
+        .collect();
+    let lag = rows.iter().filter_map(|r| r.lag_p99_ms).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let lagging: Vec<String> = rows
+        .iter()
+        .filter(|r| r.lag_p99_ms.is_some_and(|l| l > LATE_MS.max(LAG_WARN_FRACTION * r.slo_ms)))
+        .map(|r| format!("{} (lag p99 {:.1} ms, SLO {} ms)", r.service, r.lag_p99_ms.unwrap_or(0.0), r.slo_ms))
+        .collect();
+    let warning = (!lagging.is_empty()).then(|| {
+        format!(
+            "the load generator sent requests late: {}. Latency counts from the scheduled time, so this lag is part of \
+             the measured latency: failures may be the generator's (too few --connections, --max-in-flight reached, or \
+             a busy machine), not the server's",
+            lagging.join(", ")
+        )
+    });
+    Report {
+        all_pass: rows.iter().all(|r| r.pass),
+        services: rows,
+        generator_lag_p99_ms: lag,
+        generator_warning: warning,
+        prediction: None,
+        settings,
+    }
+}
+
+fn reason(s: &ServiceStats, slo_ms: f64, p: f64, percentile_ms: Option<f64>) -> String {
+    if s.scheduled == 0 {
+        return "no request was due in the measured window".into();
+    }
+    let mut parts = vec![format!("{:.2} % within the SLO, needs {p} %", s.attainment_pct())];
+    if let Some(l) = percentile_ms.filter(|l| *l > slo_ms) {
+        parts.push(format!("p{p} {l:.1} ms > SLO {slo_ms} ms"));
+    }
+    if s.failed_total() > 0 {
+        parts.push(format!("{} failed ({})", s.failed_total(), failures(&s.failed)));
+    }
+    if s.dropped > 0 {
+        parts.push(format!("{} dropped at the in-flight cap", s.dropped));
+    }
+    parts.join("; ")
+}
+
+/// `429 x12, timeout x1`.
+pub fn failures(by: &BTreeMap<String, u64>) -> String {
+    by.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// The terminal table and summary lines.
+pub fn table(r: &Report) -> String {
+    let p = r.settings.percentile;
+    let predicted = r.services.iter().any(|s| s.predicted_p99_ms.is_some());
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{:<20} {:>9} {:>9} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "service", "offered/s", "achieved/s", "sent", "ok", "failed", "drop", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "lag p99", "SLO ms", "in SLO %"
+    );
+    if predicted {
+        let _ = write!(out, " {:>9}", "sim p99");
+    }
+    out.push_str("  result\n");
+    for s in &r.services {
+        let _ = write!(
+            out,
+            "{:<20} {:>9.1} {:>10.1} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.2}",
+            s.service,
+            s.offered_rate,
+            s.achieved_rate,
+            s.sent,
+            s.succeeded,
+            s.failed,
+            s.dropped,
+            ms(s.p50_ms),
+            ms(s.p90_ms),
+            ms(s.p95_ms),
+            ms(s.p99_ms),
+            ms(s.max_ms),
+            ms(s.lag_p99_ms),
+            s.slo_ms,
+            s.attainment_pct
+        );
+        if predicted {
+            let _ = write!(out, " {:>9}", ms(s.predicted_p99_ms));
+        }
+        out.push_str(if s.pass { "  pass\n" } else { "  FAIL\n" });
+    }
+    for s in r.services.iter().filter(|s| !s.pass) {
+        let _ = writeln!(out, "{}: {}", s.service, s.reason.as_deref().unwrap_or("failed"));
+    }
+    if predicted {
+        for s in &r.services {
+            if let (Some(pred), Some(meas)) = (s.predicted_p99_ms, s.p99_ms) {
+                let _ = writeln!(out, "{}: p99 predicted {pred:.1} ms, measured {meas:.1} ms ({:+.1} ms)", s.service, meas - pred);
+            }
+        }
+    }
+    if let Some(w) = &r.generator_warning {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let failed = r.services.iter().filter(|s| !s.pass).count();
+    let how = match (&r.settings.trace, r.settings.distribution) {
+        (Some(t), _) => format!("trace {}", t.display()),
+        (None, Some(d)) => format!("{d:?} arrivals").to_lowercase(),
+        (None, None) => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{} of {} services meet their SLO at p{p} ({} s measured after {} s warm-up, {how}, rate x{}, generator lag p99 {} ms)",
+        r.services.len() - failed,
+        r.services.len(),
+        r.settings.window_s,
+        r.settings.warmup_s,
+        r.settings.rate_scale,
+        ms(r.generator_lag_p99_ms),
+    );
+    out
+}
+
+/// One CSV row (flat: failures as `429:12;timeout:1`).
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    service: &'a str,
+    model: Option<&'a str>,
+    slo_ms: f64,
+    target_rate: Option<f64>,
+    offered_rate: f64,
+    sent_rate: f64,
+    achieved_rate: f64,
+    scheduled: u64,
+    sent: u64,
+    succeeded: u64,
+    failed: u64,
+    failed_by: String,
+    dropped: u64,
+    p50_ms: Option<f64>,
+    p90_ms: Option<f64>,
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    percentile_ms: Option<f64>,
+    p99_from_send_ms: Option<f64>,
+    lag_p50_ms: Option<f64>,
+    lag_p99_ms: Option<f64>,
+    lag_max_ms: Option<f64>,
+    attainment_pct: f64,
+    pass: bool,
+    predicted_p99_ms: Option<f64>,
+}
+
+/// The CSV form: one row per service.
+pub fn csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for s in &r.services {
+        w.serialize(CsvRow {
+            service: &s.service,
+            model: s.model.as_deref(),
+            slo_ms: s.slo_ms,
+            target_rate: s.target_rate,
+            offered_rate: s.offered_rate,
+            sent_rate: s.sent_rate,
+            achieved_rate: s.achieved_rate,
+            scheduled: s.scheduled,
+            sent: s.sent,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            failed_by: s.failed_by.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(";"),
+            dropped: s.dropped,
+            p50_ms: s.p50_ms,
+            p90_ms: s.p90_ms,
+            p95_ms: s.p95_ms,
+            p99_ms: s.p99_ms,
+            max_ms: s.max_ms,
+            percentile_ms: s.percentile_ms,
+            p99_from_send_ms: s.p99_from_send_ms,
+            lag_p50_ms: s.lag_p50_ms,
+            lag_p99_ms: s.lag_p99_ms,
+            lag_max_ms: s.lag_max_ms,
+            attainment_pct: s.attainment_pct,
+            pass: s.pass,
+            predicted_p99_ms: s.predicted_p99_ms,
+        })?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// Write `verify.json`, `verify.csv` and `latency_cdf.svg` into `dir` (created if needed). Every
+/// file is rendered before the directory is touched, and each is written under a temporary name
+/// and renamed, so an error leaves no partial report.
+pub fn write_files(dir: &Path, report: &Report, svg: &str) -> Result<Vec<PathBuf>, VerifyError> {
+    let json = serde_json::to_vec_pretty(report).map_err(|e| VerifyError::io(dir.join(JSON_FILE), "encode report", std::io::Error::other(e)))?;
+    let csv = csv(report).map_err(|e| VerifyError::io(dir.join(CSV_FILE), "encode report", std::io::Error::other(e)))?;
+    std::fs::create_dir_all(dir).map_err(|e| VerifyError::io(dir, "create report directory", e))?;
+    let mut written = Vec::new();
+    for (name, bytes) in [(JSON_FILE, json.as_slice()), (CSV_FILE, csv.as_slice()), (SVG_FILE, svg.as_bytes())] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(|e| VerifyError::io(&tmp, "write report", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| VerifyError::io(&path, "write report", e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds (UTC; proleptic Gregorian).
+pub fn utc_timestamp(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Outcome;
+    use std::time::Duration;
+
+    fn settings() -> RunSettings {
+        RunSettings {
+            endpoint: "http://h:1".into(),
+            started_at: utc_timestamp(0),
+            duration_s: 12.0,
+            warmup_s: 2.0,
+            window_s: 10.0,
+            distribution: Some(Distribution::Poisson),
+            trace: None,
+            seed: 1,
+            rate_scale: 1.0,
+            percentile: 99.0,
+            max_in_flight: 100,
+            connections: None,
+            timeout_s: 30.0,
+            wire: Wire::Binary,
+        }
+    }
+
+    pub(crate) fn sample() -> Report {
+        let mut good = ServiceStats::new(100.0);
+        for i in 0..200 {
+            good.record(Duration::from_micros(300), Duration::from_millis(10 + i % 20), &Outcome::Ok);
+        }
+        let mut bad = ServiceStats::new(50.0);
+        for _ in 0..90 {
+            bad.record(Duration::from_millis(30), Duration::from_millis(80), &Outcome::Ok);
+        }
+        for _ in 0..10 {
+            bad.record(Duration::ZERO, Duration::from_millis(1), &Outcome::Status(429));
+        }
+        bad.record_drop();
+        let a = ServiceInfo { name: "good", model: Some("m"), slo_ms: 100.0, target_rate: Some(20.0) };
+        let b = ServiceInfo { name: "bad", model: None, slo_ms: 50.0, target_rate: Some(10.0) };
+        build(settings(), &[(a, &good), (b, &bad)])
+    }
+
+    #[test]
+    fn rates_verdicts_and_reasons() {
+        let r = sample();
+        assert!(!r.all_pass);
+        let (g, b) = (&r.services[0], &r.services[1]);
+        assert!(g.pass && g.reason.is_none());
+        assert_eq!((g.offered_rate, g.achieved_rate), (20.0, 20.0));
+        assert_eq!((b.scheduled, b.sent, b.succeeded, b.failed, b.dropped), (101, 100, 90, 10, 1));
+        assert!((b.offered_rate - 10.1).abs() < 1e-9 && (b.achieved_rate - 9.0).abs() < 1e-9);
+        let why = b.reason.as_deref().unwrap();
+        assert!(why.contains("0.00 % within") && why.contains("p99 80.0 ms > SLO 50 ms") && why.contains("429 x10") && why.contains("1 dropped"), "{why}");
+        // The bad service's lag (30 ms) is over 10 % of its 50 ms SLO: a warning names it.
+        assert!(r.generator_warning.as_deref().is_some_and(|w| w.contains("bad (lag p99 30.0 ms")), "{:?}", r.generator_warning);
+        let t = table(&r);
+        assert!(t.contains("FAIL") && t.contains("pass") && t.contains("1 of 2 services meet their SLO at p99"), "{t}");
+        assert!(t.contains("warning: the load generator sent requests late"), "{t}");
+    }
+
+    #[test]
+    fn csv_and_json_carry_every_service() {
+        let r = sample();
+        let text = String::from_utf8(csv(&r).unwrap()).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("service,model,slo_ms,target_rate,offered_rate"), "{header}");
+        assert!(header.contains("failed_by") && header.contains("attainment_pct,pass"));
+        assert!(lines.nth(1).unwrap().contains("429:10"), "{text}");
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["services"][1]["failed_by"]["429"], 10);
+        assert_eq!(v["settings"]["distribution"], "poisson");
+        assert_eq!(v["all_pass"], false);
+    }
+
+    #[test]
+    fn files_are_written_whole_into_a_new_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/b");
+        let files = write_files(&out, &sample(), "<svg/>").unwrap();
+        assert_eq!(files.len(), 3);
+        let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, vec![SVG_FILE, CSV_FILE, JSON_FILE]);
+        // A file where the directory should be: an error naming the path.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "x").unwrap();
+        let e = write_files(&blocked, &sample(), "").unwrap_err().to_string();
+        assert!(e.contains("file") && e.contains("create report directory"), "{e}");
+    }
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_767_225_599), "2025-12-31T23:59:59Z");
+    }
+}
