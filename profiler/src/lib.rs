@@ -27,3 +27,6 @@ pub mod workers;
 pub use error::ProfileError;
 pub use grid::{Grid, Point};
 pub use sweep::{Observer, Summary, Sweep};
+
+#[cfg(test)]
+mod sweep_tests;
