@@ -1,12 +1,285 @@
-//! `parva verify` (being written).
+//! `parva verify`: load a KServe v2 endpoint open-loop at each service's SLO rate and check its
+//! latency SLO (see `runner/verify`, crate `parva-verify`). This file reads the arguments and the
+//! input files, shows progress, prints and writes the report.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Args;
+use anyhow::Context;
+use clap::{ArgGroup, Args, ValueEnum};
+use parva_core::{DeploymentMap, ProfileSet, slo};
+use parva_verify::{Distribution, Endpoint, Live, ServiceSpec, Spec, Wire, predict, report, trace};
+
+use super::simulate::parse_seconds;
 
 #[derive(Args)]
-pub struct VerifyArgs {}
+#[command(group(ArgGroup::new("source").required(true).multiple(true).args(["services", "slo_dir", "plan"])))]
+pub struct VerifyArgs {
+    /// The KServe v2 server: http://host:port, optionally with a path prefix before /v2.
+    #[arg(long, default_value = "http://127.0.0.1:8000", value_name = "URL")]
+    endpoint: String,
+    /// Services to verify: `service,model,rate,slo_ms` (the service is the model name at the
+    /// endpoint, as `parva serve` names them).
+    #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
+    services: Option<PathBuf>,
+    /// ParvaGPU SLO directory (with --slo and --prof-data, whose files give the column order).
+    #[arg(long, value_name = "DIR", requires_all = ["slo", "prof_data"])]
+    slo_dir: Option<PathBuf>,
+    /// Scenario (row, 1-based) of the SLO files.
+    #[arg(long, value_name = "N", requires = "slo_dir")]
+    slo: Option<usize>,
+    /// Deployment map: its services with its `rate`/`slo_ms` columns (unless --services or
+    /// --slo-dir give them); with --prof-data, also the simulator's predicted p99 to compare.
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
+    /// Profile tables (for --slo-dir, and for the prediction with --plan).
+    #[arg(long, value_name = "DIR")]
+    prof_data: Option<PathBuf>,
+    /// Seconds of load, warm-up included (e.g. 60s, 2m) [default: 60s; with --trace, up to its
+    /// last request].
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<f64>,
+    /// Leading seconds whose requests are sent but not counted.
+    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
+    warmup: f64,
+    /// Arrival process of every service at its rate.
+    #[arg(long, value_enum, default_value_t = DistributionArg::Poisson)]
+    distribution: DistributionArg,
+    /// Random seed of the Poisson arrivals (and of constant arrivals' phases).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Replay send times from a CSV `time_s[,service]` instead of fixed rates.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Multiply every rate by this (with --trace: replay this many times faster).
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+    /// A service passes when at least this percentage of its requests succeed within the SLO.
+    #[arg(long, default_value_t = 99.0)]
+    percentile: f64,
+    /// Directory for verify.json, verify.csv and latency_cdf.svg [default: reports/verify-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Per service: requests due but unfinished at most; a request due beyond it is dropped
+    /// (counted, and a miss).
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Per service: requests on the wire at once [default: up to --max-in-flight]; a due request
+    /// waits for a free connection, and the wait counts as lag and latency.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// A request unfinished this long after its scheduled time fails as `timeout`.
+    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    timeout: f64,
+    /// How long to wait for every service to be ready before the load starts.
+    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    wait_ready: f64,
+    /// Request encoding: binary tensor data (as tritonclient and perf_analyzer send) or JSON.
+    #[arg(long, value_enum, default_value_t = WireArg::Binary)]
+    wire: WireArg,
+    /// Print the report as JSON on stdout (no table, no progress bar).
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("parva verify is not written yet")
+#[derive(Clone, Copy, ValueEnum)]
+enum DistributionArg {
+    Poisson,
+    Constant,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WireArg {
+    Binary,
+    Json,
+}
+
+/// The plan and profiles for the simulator's prediction.
+struct Prediction {
+    map: DeploymentMap,
+    profiles: ProfileSet,
+    services: Option<Vec<slo::Service>>,
+    how: String,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    // Everything is read and checked before the first request and before --out is touched.
+    let endpoint = Endpoint::parse(&args.endpoint)?;
+    let profiles = match &args.prof_data {
+        Some(dir) => Some(ProfileSet::read_dir(dir, None)?),
+        None => None,
+    };
+    let listed = match (&args.services, &args.slo_dir, args.slo, &profiles) {
+        (Some(f), _, _, _) => Some(slo::read_service_list(f, None)?),
+        (None, Some(d), Some(n), Some(p)) => Some(slo::read_slo_pair(d, n, p)?),
+        _ => None,
+    };
+    let map = match &args.plan {
+        Some(p) => Some(DeploymentMap::read(p)?.0),
+        None => None,
+    };
+    let services: Vec<ServiceSpec> = match (&listed, &map) {
+        (Some(list), _) => list
+            .iter()
+            .map(|s| ServiceSpec { name: s.name.clone(), model: Some(s.model.clone()), rate: s.rate, slo_ms: s.slo_ms })
+            .collect(),
+        (None, Some(map)) => services_of_map(map, args.plan.as_deref().unwrap_or(Path::new("")))?,
+        (None, None) => anyhow::bail!("give --services, --slo-dir with --slo, or --plan"),
+    };
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    if !(args.rate_scale > 0.0 && args.rate_scale.is_finite()) {
+        anyhow::bail!("--rate-scale must be a number > 0; got {}", args.rate_scale);
+    }
+    let trace = match &args.trace {
+        Some(path) => Some((path.clone(), trace::read_trace(path, &names, args.rate_scale)?)),
+        None => None,
+    };
+    let duration_s = match (args.duration, &trace) {
+        (Some(d), _) => d,
+        // Up to and including the trace's last request.
+        (None, Some((_, t))) => t.values().filter_map(|v| v.last()).fold(0.0f64, |a, b| a.max(*b)) + 0.001,
+        (None, None) => 60.0,
+    };
+    let distribution = match args.distribution {
+        DistributionArg::Poisson => Distribution::Poisson,
+        DistributionArg::Constant => Distribution::Constant,
+    };
+    let spec = Spec {
+        endpoint,
+        services,
+        trace,
+        distribution,
+        seed: args.seed,
+        rate_scale: args.rate_scale,
+        percentile: args.percentile,
+        duration_s,
+        warmup_s: args.warmup,
+        max_in_flight: args.max_in_flight,
+        connections: args.connections,
+        timeout: Duration::from_secs_f64(args.timeout),
+        wait_ready: Duration::from_secs_f64(args.wait_ready),
+        wire: match args.wire {
+            WireArg::Binary => Wire::Binary,
+            WireArg::Json => Wire::Json,
+        },
+    };
+    spec.check()?;
+    let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
+    if out_dir.exists() && !out_dir.is_dir() {
+        anyhow::bail!("--out {}: exists and is not a directory", out_dir.display());
+    }
+    let prediction = match (map, profiles, &args.plan) {
+        (Some(map), Some(profiles), Some(plan)) if spec.trace.is_none() => Some(Prediction {
+            how: format!("parva simulate of {} with profiles {}, same duration, warm-up, arrivals, seed and rate scale", plan.display(), profiles.dir.display()),
+            services: listed,
+            map,
+            profiles,
+        }),
+        (Some(_), _, _) if spec.trace.is_some() => {
+            tracing::warn!("no simulator prediction with --trace (the simulator replays fixed rates only)");
+            None
+        }
+        _ => None,
+    };
+    let predicted = match &prediction {
+        Some(p) => Some(
+            predict::predict_p99(
+                &p.map,
+                &p.profiles,
+                p.services.as_deref(),
+                spec.duration_s,
+                spec.warmup_s,
+                spec.distribution,
+                spec.seed,
+                spec.rate_scale,
+                spec.percentile,
+            )
+            .context("predicting the plan's latency with the simulator")?,
+        ),
+        None => None,
+    };
+
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let live = Arc::new(Live::default());
+    let bar = progress_bar(args.json, spec.duration_s);
+    let verification = rt.block_on(async {
+        let progress = tokio::spawn(show_progress(bar.clone(), live.clone(), spec.duration_s));
+        let result = parva_verify::verify(&spec, live.clone()).await;
+        progress.abort();
+        result
+    });
+    bar.finish_and_clear();
+    let mut verification = verification?;
+    if let (Some(p), Some(pred)) = (&prediction, &predicted) {
+        predict::attach(&mut verification.report, pred, p.how.clone());
+    }
+    let svg = verification.svg()?;
+    let written = report::write_files(&out_dir, &verification.report, &svg)?;
+    let r = &verification.report;
+    if args.json {
+        super::print_json(r)?;
+    } else {
+        print!("{}", report::table(r));
+    }
+    eprintln!("report: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(super::exit(r.all_pass))
+}
+
+/// The services of a map, in map order, with the map's rate and SLO columns.
+fn services_of_map(map: &DeploymentMap, path: &Path) -> anyhow::Result<Vec<ServiceSpec>> {
+    let slos = parva_core::sim::service_slos(map, None)
+        .with_context(|| format!("{}: give --services (or --slo-dir) for a map without rate/slo_ms columns", path.display()))?;
+    let mut out: Vec<ServiceSpec> = Vec::new();
+    for seg in &map.segments {
+        if out.iter().any(|s| s.name == seg.service) {
+            continue;
+        }
+        let (rate, slo_ms) = slos[&seg.service];
+        out.push(ServiceSpec { name: seg.service.clone(), model: Some(seg.model.clone()), rate, slo_ms });
+    }
+    Ok(out)
+}
+
+fn default_out_dir() -> PathBuf {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // 2025-01-31T12:00:00Z -> verify-20250131-120000
+    let stamp: String = report::utc_timestamp(now).chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    PathBuf::from("reports").join(format!("verify-{}", stamp.replace('T', "-")))
+}
+
+fn progress_bar(json: bool, duration_s: f64) -> indicatif::ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new((duration_s * 1000.0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bar:30} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("waiting for the endpoint");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+async fn show_progress(bar: indicatif::ProgressBar, live: Arc<Live>, duration_s: f64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(start) = live.started.get() else { continue };
+        let elapsed = start.elapsed().as_secs_f64().min(duration_s);
+        bar.set_position((elapsed * 1000.0) as u64);
+        let phase = if elapsed >= duration_s { "draining" } else { "load" };
+        bar.set_message(format!(
+            "{phase} {:.0}/{:.0} s  due {}  ok {}  failed {}  dropped {}",
+            elapsed,
+            duration_s,
+            live.due.load(Relaxed),
+            live.succeeded.load(Relaxed),
+            live.failed.load(Relaxed),
+            live.dropped.load(Relaxed)
+        ));
+    }
 }

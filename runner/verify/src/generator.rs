@@ -55,6 +55,8 @@ pub struct LoadConfig {
 /// Counters a progress display can read while the run goes (all services, warm-up included).
 #[derive(Debug, Default)]
 pub struct Live {
+    /// When the load started (after the readiness checks and metadata).
+    pub started: std::sync::OnceLock<std::time::Instant>,
     pub due: AtomicU64,
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
@@ -65,6 +67,7 @@ pub struct Live {
 /// finished or timed out (at most `timeout` after the duration).
 pub async fn run(client: &Client, targets: &[Target], config: &LoadConfig, live: Arc<Live>) -> Vec<ServiceStats> {
     let start = Instant::now() + Duration::from_millis(20);
+    let _ = live.started.set(start.into_std());
     let mut handles = Vec::with_capacity(targets.len());
     for t in targets {
         let stats = Arc::new(Mutex::new(ServiceStats::new(t.slo_ms)));

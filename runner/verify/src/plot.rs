@@ -52,6 +52,8 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
             .map_err(plot_err)?;
         chart
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_labels(10)
             .x_desc("latency from scheduled send time (ms, log scale)")
             .y_desc("share of scheduled requests done within x")
             .x_label_formatter(&|v| if *v >= 10.0 { format!("{v:.0}") } else { format!("{v:.2}") })

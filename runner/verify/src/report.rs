@@ -248,12 +248,27 @@ pub fn table(r: &Report) -> String {
     if predicted {
         for s in &r.services {
             if let (Some(pred), Some(meas)) = (s.predicted_p99_ms, s.p99_ms) {
-                let _ = writeln!(out, "{}: p99 predicted {pred:.1} ms, measured {meas:.1} ms ({:+.1} ms)", s.service, meas - pred);
+                let _ = write!(out, "{}: p99 predicted {pred:.1} ms, measured {meas:.1} ms ({:+.1} ms)", s.service, meas - pred);
+                let missing = s.failed + s.dropped;
+                if missing > 0 {
+                    // The simulator has no queue bound: it serves everything, late; the server refuses.
+                    let _ = write!(out, "; the measurement leaves out {missing} failed or dropped requests, which the simulator serves late");
+                }
+                out.push('\n');
             }
         }
     }
     if let Some(w) = &r.generator_warning {
         let _ = writeln!(out, "warning: {w}");
+        for s in r.services.iter().filter(|s| s.lag_p99_ms.is_some_and(|l| l > LATE_MS.max(LAG_WARN_FRACTION * s.slo_ms))) {
+            if let (Some(a), Some(b)) = (s.p99_ms, s.p99_from_send_ms) {
+                let _ = writeln!(
+                    out,
+                    "{}: p99 {a:.1} ms from the scheduled send time, {b:.1} ms from the actual send (what a tool timing from the send would report)",
+                    s.service
+                );
+            }
+        }
     }
     let failed = r.services.iter().filter(|s| !s.pass).count();
     let how = match (&r.settings.trace, r.settings.distribution) {
@@ -435,6 +450,7 @@ mod tests {
         let t = table(&r);
         assert!(t.contains("FAIL") && t.contains("pass") && t.contains("1 of 2 services meet their SLO at p99"), "{t}");
         assert!(t.contains("warning: the load generator sent requests late"), "{t}");
+        assert!(t.contains("bad: p99 80.0 ms from the scheduled send time, 50.0 ms from the actual send"), "{t}");
     }
 
     #[test]
