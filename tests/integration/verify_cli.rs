@@ -1,1 +1,279 @@
-//! `parva verify` end to end (being written).
+//! `parva verify` end to end against `parva serve --backend emulated` on the three-service node of
+//! `tests/fixtures/verify/` (see its README): passes at the plan's rates, fails exactly the
+//! over-capacity services at 3x, shows a generator that cannot keep up as lag and latency (not as a
+//! lower rate), replays a trace, and refuses bad input before sending anything or writing a report.
+//! Also `tritonclient`'s HTTP client against `parva serve` (wire compatibility).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::serve_support::{Server, start};
+use crate::util::{fixture, parva, repo, stderr, stdout};
+
+fn fx(name: &str) -> String {
+    fixture("verify").join(name).display().to_string()
+}
+
+/// `parva serve --backend emulated` of the fixture plan, ready.
+fn serve_fixture() -> Server {
+    let s = start(&["--plan", &fx("plan.csv"), "--backend", "emulated", "--models", &fx("models"), "--prof-data", &fx("prof")]);
+    s.wait_200("/v2/health/ready", Duration::from_secs(60));
+    s
+}
+
+/// Run `parva verify --endpoint <server> --out <out> ARGS`; the exit code and the JSON report
+/// that --json printed (Null when it printed none).
+fn verify(s: &Server, out: &Path, args: &[&str]) -> (Option<i32>, Value, Output) {
+    let endpoint = format!("http://{}", s.addr);
+    let out_s = out.display().to_string();
+    let o = parva(&[&["verify", "--endpoint", &endpoint, "--out", &out_s, "--json"][..], args].concat());
+    let v = serde_json::from_str(&stdout(&o)).unwrap_or(Value::Null);
+    (o.status.code(), v, o)
+}
+
+fn service<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["services"].as_array().and_then(|a| a.iter().find(|s| s["service"] == name)).unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn summary(report: &Value) -> String {
+    report["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| format!("{} offered {} achieved {} p99 {} failed {} dropped {} pass {}", s["service"], s["offered_rate"], s["achieved_rate"], s["p99_ms"], s["failed_by"], s["dropped"], s["pass"]))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn verify_passes_at_the_plans_rates_and_fails_the_over_capacity_services_at_3x() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--plan", &fx("plan.csv"), "--prof-data", &fx("prof"), "--duration", "5s", "--warmup", "1s"];
+
+    // 1x: every service passes, gets what it asked for, and the simulator's p99 is beside it.
+    let out1 = dir.path().join("1x");
+    let (code, r, o) = verify(&s, &out1, &base);
+    assert_eq!(code, Some(0), "{}\n{}", summary(&r), stderr(&o));
+    assert_eq!(r["all_pass"], true);
+    for (name, rate, slo) in [("roomy", 15.0, 200.0), ("tight", 10.0, 400.0), ("wide", 40.0, 300.0)] {
+        let svc = service(&r, name);
+        assert_eq!((f(&svc["target_rate"]), f(&svc["slo_ms"])), (rate, slo), "{svc}");
+        // Poisson over a 4 s window: the offered rate is near the target; nothing fails or drops.
+        assert!((f(&svc["offered_rate"]) - rate).abs() < 0.5 * rate, "{svc}");
+        assert_eq!(svc["achieved_rate"], svc["offered_rate"], "{svc}");
+        assert_eq!((svc["failed"].as_u64(), svc["dropped"].as_u64()), (Some(0), Some(0)), "{svc}");
+        assert!(f(&svc["p99_ms"]) <= slo && f(&svc["attainment_pct"]) >= 99.0, "{svc}");
+        assert!(f(&svc["predicted_p99_ms"]) > 0.0, "{svc}");
+        for key in ["p50_ms", "p90_ms", "p95_ms", "max_ms", "lag_p99_ms", "p99_from_send_ms"] {
+            assert!(svc[key].is_number(), "{key} in {svc}");
+        }
+    }
+    // The emulated workers sleep 10, 40 and 50 ms: latency cannot be below that.
+    assert!(f(&service(&r, "roomy")["p50_ms"]) >= 10.0 && f(&service(&r, "wide")["p50_ms"]) >= 50.0, "{}", summary(&r));
+    let files: Vec<String> = ["verify.json", "verify.csv", "latency_cdf.svg"].iter().map(|n| std::fs::read_to_string(out1.join(n)).unwrap()).collect();
+    let saved: Value = serde_json::from_str(&files[0]).unwrap();
+    assert_eq!(saved, r, "verify.json is what --json printed");
+    assert_eq!(files[1].lines().count(), 4, "{}", files[1]);
+    assert!(files[1].starts_with("service,model,slo_ms,") && files[1].contains("\nwide,slow,300"), "{}", files[1]);
+    for want in ["roomy (SLO 200 ms): pass", "tight (SLO 400 ms): pass", "wide (SLO 300 ms): pass"] {
+        assert!(files[2].contains(want), "{want} not in the SVG");
+    }
+
+    // 3x: tight (30/s on 25/s) and wide (120/s on 80/s) fail, roomy (45/s on 200/s) passes.
+    let out3 = dir.path().join("3x");
+    let (code, r, o) = verify(&s, &out3, &[&base[..], &["--rate-scale", "3"]].concat());
+    assert_eq!(code, Some(3), "{}\n{}", summary(&r), stderr(&o));
+    assert_eq!(r["all_pass"], false);
+    let failing: Vec<&str> = r["services"].as_array().unwrap().iter().filter(|s| s["pass"] == false).map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(failing, ["tight", "wide"], "{}", summary(&r));
+    for name in ["tight", "wide"] {
+        let svc = service(&r, name);
+        // The server refuses what it cannot queue (429) or serves it late; either is a miss.
+        assert!(f(&svc["achieved_rate"]) < 0.95 * f(&svc["offered_rate"]) || f(&svc["p99_ms"]) > f(&svc["slo_ms"]), "{svc}");
+        assert!(svc["reason"].as_str().unwrap().contains("within the SLO, needs 99 %"), "{svc}");
+    }
+    assert_eq!(f(&service(&r, "wide")["target_rate"]), 120.0);
+    assert!(out3.join("latency_cdf.svg").is_file());
+
+    // The table names the failing services and why.
+    let endpoint = format!("http://{}", s.addr);
+    let o = parva(&["verify", "--endpoint", &endpoint, "--services", &fx("services.csv"), "--duration", "3s", "--warmup", "1s", "--rate-scale", "3",
+                    "--out", &dir.path().join("table").display().to_string()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(table.contains("FAIL") && table.contains("1 of 3 services meet their SLO at p99"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("tight:") && l.contains("failed")), "{table}");
+}
+
+#[test]
+fn a_generator_that_cannot_keep_up_shows_latency_and_lag_not_a_lower_rate() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    // wide: 40/s on 4 x 50 ms processes passes at 1x (test above). Here the generator gets one
+    // connection (at most ~20 requests/s of 50 ms) and at most 10 requests waiting.
+    let args = ["--services", &fx("lag_services.csv"), "--duration", "5s", "--warmup", "1s", "--distribution", "constant", "--connections", "1", "--max-in-flight", "10"];
+    let (code, r, o) = verify(&s, &dir.path().join("lag"), &args);
+    assert_eq!(code, Some(3), "{}\n{}", summary(&r), stderr(&o));
+    let w = service(&r, "wide");
+    // The schedule is kept: 40/s x 4 s are due, whatever the generator manages to send.
+    assert_eq!((w["scheduled"].as_u64(), f(&w["offered_rate"])), (Some(160), 40.0), "{w}");
+    assert!(f(&w["sent_rate"]) < 0.8 * 40.0 && w["dropped"].as_u64().unwrap() > 0, "{w}");
+    assert_eq!(w["sent"].as_u64().unwrap() + w["dropped"].as_u64().unwrap(), 160, "{w}");
+    // Requests wait behind up to 9 others of >= 50 ms: the lag and the latency show it.
+    assert!(f(&w["lag_p99_ms"]) > 300.0 && f(&w["p99_ms"]) > 300.0, "{w}");
+    // Timed from the actual send instead, as perf_analyzer does, the slip would be hidden.
+    assert!(f(&w["p99_from_send_ms"]) * 3.0 < f(&w["p99_ms"]), "{w}");
+    assert!(r["generator_warning"].as_str().is_some_and(|m| m.contains("wide")), "{r}");
+}
+
+#[test]
+fn verify_replays_a_trace() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    // burst.csv: roomy 20 + 5, tight 10 + 5, wide 5 requests, the last at 1.6 s; replayed 2x faster.
+    let args = ["--services", &fx("services.csv"), "--trace", &fx("burst.csv"), "--warmup", "0", "--rate-scale", "2"];
+    let (code, r, o) = verify(&s, &dir.path().join("trace"), &args);
+    assert_eq!(code, Some(0), "{}\n{}", summary(&r), stderr(&o));
+    assert!(r["settings"]["trace"].as_str().unwrap().ends_with("burst.csv"));
+    assert!(r["settings"]["distribution"].is_null());
+    assert!((f(&r["settings"]["duration_s"]) - 0.801).abs() < 1e-9, "{}", r["settings"]);
+    for (name, n) in [("roomy", 25), ("tight", 15), ("wide", 5)] {
+        let svc = service(&r, name);
+        assert_eq!((svc["scheduled"].as_u64(), svc["succeeded"].as_u64()), (Some(n), Some(n)), "{svc}");
+        assert!(svc["target_rate"].is_null());
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_any_request_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: input errors must come before any connection attempt.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let endpoint = format!("http://{free}");
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    let services = fx("services.csv");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let bad_time = write("bad_time.csv", "# day\ntime_s,service\n0.5,roomy\nlater,tight\n");
+    let bad_service = write("bad_service.csv", "time_s,service\n0.5,roomy\n0.6,nope\n");
+    let bad_header = write("bad_header.csv", "t,service\n0.5,roomy\n");
+    let negative = write("negative.csv", "time_s\n-2\n");
+    let missing = write("missing.csv", "time_s,service\n0.5,roomy\n0.6,tight\n");
+    let cases: Vec<(Vec<&str>, i32, Vec<String>)> = vec![
+        (vec!["--services", &services, "--trace", &bad_time], 1, vec![format!("{bad_time}:4: field `time_s`"), "\"later\"".into()]),
+        (vec!["--services", &services, "--trace", &bad_service], 1, vec![format!("{bad_service}:3: field `service`"), "\"nope\"".into(), "roomy, tight, wide".into()]),
+        (vec!["--services", &services, "--trace", &bad_header], 1, vec![format!("{bad_header}:1:"), "`t,service`".into()]),
+        (vec!["--services", &services, "--trace", &negative], 1, vec![format!("{negative}:2: field `time_s`"), "\"-2\"".into()]),
+        (vec!["--services", &services, "--trace", &missing], 1, vec![missing.clone(), "\"wide\"".into()]),
+        (vec!["--services", &services, "--trace", "/nonexistent/t.csv"], 1, vec!["/nonexistent/t.csv".into()]),
+        (vec!["--services", &services, "--duration", "5x"], 2, vec!["--duration".into(), "\"5x\"".into()]),
+        (vec!["--services", &services, "--warmup=-1s"], 2, vec!["--warmup".into(), "\"-1s\"".into()]),
+        (vec!["--services", &services, "--duration", "2s", "--warmup", "2s"], 1, vec!["--warmup (2 s) must be shorter than --duration (2 s)".into()]),
+        (vec!["--services", &services, "--rate-scale", "0"], 1, vec!["--rate-scale".into()]),
+        (vec!["--services", &services, "--percentile", "101"], 1, vec!["--percentile".into(), "101".into()]),
+        (vec!["--services", &services, "--max-in-flight", "0"], 1, vec!["--max-in-flight".into()]),
+        (vec!["--services", &services, "--connections", "0"], 1, vec!["--connections".into()]),
+        (vec!["--services", "/nonexistent/s.csv"], 1, vec!["/nonexistent/s.csv".into()]),
+        (vec!["--slo-dir", "x", "--slo", "1"], 2, vec!["--prof-data".into()]),
+        (vec![], 2, vec!["--services".into()]),
+        (vec!["--services", &services, "--distribution", "bursty"], 2, vec!["bursty".into()]),
+    ];
+    for (args, want, needles) in cases {
+        let o = parva(&[&["verify", "--endpoint", &endpoint, "--out", &out_s][..], &args].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(want), "{args:?}: {err}");
+        for n in &needles {
+            assert!(err.contains(n.as_str()), "{args:?}: {n:?} not in {err}");
+        }
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+
+    // A bad endpoint, a dead one, and a report directory that is a file.
+    let o = parva(&["verify", "--endpoint", "https://127.0.0.1:1", "--services", &services, "--out", &out_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("https is not supported"), "{}", stderr(&o));
+    let o = parva(&["verify", "--endpoint", &endpoint, "--services", &services, "--wait-ready", "0.3s", "--out", &out_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&endpoint) && stderr(&o).contains("is the server running"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let file = write("a_file", "x");
+    let o = parva(&["verify", "--endpoint", &endpoint, "--services", &services, "--out", &file]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_services_at_the_endpoint_are_named_and_nothing_is_written() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("services.csv");
+    std::fs::write(&list, "service,model,rate,slo_ms\nroomy,fast,5,200\nghost,fast,5,200\n").unwrap();
+    let out = dir.path().join("out");
+    let (code, _, o) = verify(&s, &out, &["--services", &list.display().to_string(), "--duration", "2s", "--warmup", "0"]);
+    assert_eq!(code, Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("\"ghost\"") && err.contains("/v2/models/ghost/ready") && err.contains("404"), "{err}");
+    assert!(!out.exists());
+}
+
+/// The Python to run tritonclient with: `$PARVA_PYTHON`, `.tools/venv/bin/python` (scripts/bootstrap's
+/// venv), or `python3`; `None` (with a message) when none of them imports `tritonclient.http`.
+fn tritonclient_python() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("PARVA_PYTHON") {
+        candidates.push(p.into());
+    } else {
+        let venv = repo().join(".tools/venv/bin/python");
+        if venv.exists() {
+            candidates.push(venv);
+        }
+        candidates.push("python3".into());
+    }
+    for py in &candidates {
+        let ok = Command::new(py).args(["-c", "import tritonclient.http"]).output().is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py.clone());
+        }
+    }
+    let msg = format!(
+        "tritonclient[http] is not importable by {} (pip install \"tritonclient[http]\", or set PARVA_PYTHON)",
+        candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
+    );
+    if std::env::var("PARVA_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1") {
+        panic!("PARVA_REQUIRE_TRITONCLIENT=1: {msg}");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}
+
+#[test]
+fn tritonclient_speaks_to_parva_serve() {
+    let Some(python) = tritonclient_python() else { return };
+    let s = serve_fixture();
+    let o = Command::new(&python)
+        .arg(repo().join("scripts/verify/tritonclient_check.py"))
+        .arg(s.addr.to_string())
+        .args(["roomy", "tight"])
+        .output()
+        .expect("run the tritonclient check");
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{text}");
+    // Both encodings of both services came back with the metadata's shapes.
+    for want in ["roomy (binary in, binary out): output scores ([1, 10], 'float32')", "tight (JSON in, JSON out): output logits ([1, 2], 'float32')", "unknown model raises", "tritonclient wire check passed"] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}
