@@ -186,18 +186,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let predicted = match &prediction {
         Some(p) => Some(
-            predict::predict_p99(
-                &p.map,
-                &p.profiles,
-                p.services.as_deref(),
-                spec.duration_s,
-                spec.warmup_s,
-                spec.distribution,
-                spec.seed,
-                spec.rate_scale,
-                spec.percentile,
-            )
-            .context("predicting the plan's latency with the simulator")?,
+            predict::predict_p99(&p.map, &p.profiles, p.services.as_deref(), &spec)
+                .context("predicting the plan's latency with the simulator")?,
         ),
         None => None,
     };

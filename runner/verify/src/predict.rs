@@ -8,30 +8,27 @@ use parva_core::sim::{self, SimConfig, SimError};
 use parva_core::{DeploymentMap, ProfileSet, Service};
 
 use crate::report::Report;
+use crate::Spec;
 use crate::schedule::Distribution;
 
-/// The simulator's p99 (ms) per service for `map` under the same settings as the run.
+/// The simulator's p99 (ms) per service for `map` under the settings of `spec` (duration,
+/// warm-up, arrival process, seed, rate scale); `services` overrides the map's rates and SLOs.
 pub fn predict_p99(
     map: &DeploymentMap,
     profiles: &ProfileSet,
     services: Option<&[Service]>,
-    duration_s: f64,
-    warmup_s: f64,
-    distribution: Distribution,
-    seed: u64,
-    rate_scale: f64,
-    percentile: f64,
+    spec: &Spec,
 ) -> Result<BTreeMap<String, f64>, SimError> {
     let config = SimConfig {
-        duration_s,
-        warmup_s,
-        seed,
-        arrivals: match distribution {
+        duration_s: spec.duration_s,
+        warmup_s: spec.warmup_s,
+        seed: spec.seed,
+        arrivals: match spec.distribution {
             Distribution::Poisson => sim::Arrivals::Poisson,
             Distribution::Constant => sim::Arrivals::Constant,
         },
-        percentile: percentile.min(99.999),
-        rate_scale,
+        percentile: spec.percentile.min(99.999),
+        rate_scale: spec.rate_scale,
     };
     let report = sim::simulate(map, profiles, services, &config)?;
     Ok(report.services.into_iter().map(|s| (s.service, s.p99_ms)).collect())
@@ -63,7 +60,23 @@ mod tests {
         let map_text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
                         0,0,a,m,0,1,1,1,,,,20,200\n0,0,b,m,1,1,4,1,,,,50,300\n";
         let (map, _) = DeploymentMap::read_from(map_text.as_bytes(), Path::new("d.csv")).unwrap();
-        let p = predict_p99(&map, &profiles, None, 20.0, 2.0, Distribution::Poisson, 1, 1.0, 99.0).unwrap();
+        let spec = Spec {
+            endpoint: crate::Endpoint::parse("http://h:1").unwrap(),
+            services: Vec::new(),
+            trace: None,
+            distribution: Distribution::Poisson,
+            seed: 1,
+            rate_scale: 1.0,
+            percentile: 99.0,
+            duration_s: 20.0,
+            warmup_s: 2.0,
+            max_in_flight: 10,
+            connections: None,
+            timeout: std::time::Duration::from_secs(1),
+            wait_ready: std::time::Duration::from_secs(1),
+            wire: crate::Wire::Binary,
+        };
+        let p = predict_p99(&map, &profiles, None, &spec).unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["a", "b"]);
         // Batch 1 runs in 12 ms: a's p99 is at least that and far below its SLO at 24 % load.
         assert!(p["a"] >= 12.0 && p["a"] < 200.0, "{p:?}");
