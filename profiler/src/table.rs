@@ -132,9 +132,10 @@ impl Table {
     /// Set `p`'s row to `outcome` and rewrite the file atomically.
     pub fn record(&mut self, p: Point, outcome: &Outcome) -> Result<(), ProfileError> {
         let (throughput, latency_s, mut extra) = match outcome {
+            // Samples/s to 0.001, seconds to 0.1 us: far below the noise, and short rows.
             Outcome::Measured(m) => (
-                m.throughput,
-                m.latency_s,
+                (m.throughput * 1e3).round() / 1e3,
+                (m.latency_s * 1e7).round() / 1e7,
                 vec![
                     ms(m.p50_ms),
                     ms(m.p99_ms),

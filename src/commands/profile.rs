@@ -1,12 +1,567 @@
-//! `parva profile` (being written).
+//! `parva profile`: measure a model's profile table (instance size x batch x MPS processes) on
+//! a GPU — MIG instances (`--partition mig`), SM shares under MPS (`mps`) or the device as it is
+//! (`none`, e.g. a CPU) — writing one row per point as it goes (see `parva-profiler`).
+//!
+//! Fake GPUs for tests without a GPU: `--fake-gpus a100-80gb:1` (or `PARVA_FAKE_GPUS`) keeps the
+//! fake node's state in `<run-dir>/fake-gpus.json`; MPS daemons are faked with marker files.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use parva_core::mig::GpuType;
+use parva_gpu::fake::FakeGpus;
+use parva_gpu::mig::MigControl;
+use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
+use parva_gpu::nvml::{GpuDescription, NvmlMig};
+use parva_profiler::grid::{Grid, Point, default_batches};
+use parva_profiler::meta::{Host, Metadata, utc_now};
+use parva_profiler::partition::{AsIs, Mode, MigPartitioner, MpsPartitioner, Partitioner};
+use parva_profiler::prune::PruneRules;
+use parva_profiler::stats::MeasureSettings;
+use parva_profiler::sweep::{Observer, Summary, Sweep};
+use parva_profiler::table::{Done, Outcome, Table};
+use parva_profiler::workers::{EmulatedWorkers, HostRss, MemoryProbe, NoProbe, NvmlProbe, TorchWorkers, WorkerFactory};
+use parva_runner::BackendKind;
+use parva_runner::spawn::ProcessSpawner;
+
+use super::serve::{say, shutdown_signal};
 
 #[derive(Args)]
-pub struct ProfileArgs {}
+pub struct ProfileArgs {
+    /// The model: a TorchScript file (`models/resnet50.pt`) with its metadata beside it
+    /// (`models/resnet50.json`). The table is named after the file (`resnet50.csv`).
+    #[arg(long)]
+    model: PathBuf,
+    /// NVML index of the GPU to profile on.
+    #[arg(long, default_value_t = 0)]
+    gpu: u32,
+    /// Instance sizes in GPCs (default: every MIG size of the GPU type; `7` with --partition
+    /// none, where the size is only the label written in the table).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<u8>,
+    /// Batch sizes (default 1,2,4,...,128).
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<u32>,
+    /// MPS process counts per instance.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    procs: Vec<u32>,
+    /// mig: a MIG instance per size (MIG mode must be on; parva never changes it); mps: the whole
+    /// GPU under one MPS daemon, SMs capped at size/7 per worker (memory not partitioned); none:
+    /// the device as it is.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Mig)]
+    partition: PartitionArg,
+    /// Where the workers run with --partition none (default: cuda when NVML sees a GPU, else
+    /// cpu); mig and mps are always cuda.
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+    /// Output directory (default prof_data/<gpu-type> for mig, prof_data/<gpu-type>-mps for mps,
+    /// prof_data/<gpu-type>-none or prof_data/cpu for none). Re-running into it resumes.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the larger batches of a (size, processes) once its mean batch latency exceeds this.
+    #[arg(long)]
+    max_latency_ms: Option<f64>,
+    /// Least measuring time per point, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    min_seconds: f64,
+    /// Time cap per point, seconds (the point is recorded with the interval reached).
+    #[arg(long, default_value_t = 30.0)]
+    max_seconds: f64,
+    /// Warm-up per point, seconds (at least one batch per worker).
+    #[arg(long, default_value_t = 1.0)]
+    warmup_seconds: f64,
+    /// Stop a point when the 95% confidence interval of its throughput is within this fraction
+    /// of the mean.
+    #[arg(long, default_value_t = 0.02)]
+    target_ci: f64,
+    /// Also skip dominated points (batches past the throughput plateau; after an out-of-memory
+    /// batch, that batch and larger with more processes); each skip is noted in the table.
+    #[arg(long)]
+    fast: bool,
+    /// torch: TorchScript workers; emulated: replay the latencies of --emulate-from's table
+    /// (tests and benchmarks of the sweep itself; not a measurement).
+    #[arg(long, value_enum, default_value_t = BackendArg::Torch)]
+    backend: BackendArg,
+    /// Profile tables replayed by --backend emulated.
+    #[arg(long)]
+    emulate_from: Option<PathBuf>,
+    /// GPU type when it cannot be recognised from the GPU's name (see `parva catalogue`).
+    #[arg(long)]
+    gpu_type: Option<String>,
+    /// Intra-op threads per worker on a CPU (default: cores / processes).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Worker sockets and logs, MPS pipe and log directories (default: a new temp directory).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// How long workers may take to start and load the model, seconds.
+    #[arg(long, default_value_t = 600)]
+    ready_timeout: u64,
+    /// Print the summary as JSON on stdout (no progress bar).
+    #[arg(long)]
+    json: bool,
+    /// Fake GPUs instead of NVML, e.g. `a100-80gb:1` (tests; state in <run-dir>/fake-gpus.json).
+    #[arg(long, hide = true)]
+    fake_gpus: Option<String>,
+}
 
-pub fn run(_args: ProfileArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("parva profile is not written yet")
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PartitionArg {
+    Mig,
+    Mps,
+    None,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Torch,
+    Emulated,
+}
+
+impl PartitionArg {
+    fn mode(self) -> Mode {
+        match self {
+            PartitionArg::Mig => Mode::Mig,
+            PartitionArg::Mps => Mode::Mps,
+            PartitionArg::None => Mode::None,
+        }
+    }
+}
+
+/// The GPU side: NVML (or fake GPUs), MPS control, and what they say about the GPU.
+struct Gpu {
+    mig: Box<dyn MigControl>,
+    mps: Box<dyn MpsControl>,
+    description: GpuDescription,
+    gpu_type: &'static GpuType,
+    fake: bool,
+}
+
+fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
+    let spec = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
+    let (mut mig, mps, description): (Box<dyn MigControl>, Box<dyn MpsControl>, Option<GpuDescription>) = match &spec {
+        Some(spec) => {
+            let fake = FakeGpus::with_state_file(spec, &run_dir.join("fake-gpus.json"))?;
+            (Box::new(fake), Box::new(FakeMps::default()), None)
+        }
+        None => {
+            let nvml = NvmlMig::load()?;
+            let d = nvml.describe(args.gpu)?;
+            (Box::new(nvml), Box::new(RealMps::default()), Some(d))
+        }
+    };
+    let info = mig
+        .gpus()?
+        .into_iter()
+        .find(|g| g.index == args.gpu)
+        .with_context(|| format!("--gpu {}: no such GPU on this node", args.gpu))?;
+    let gpu_type = match &args.gpu_type {
+        Some(id) => GpuType::by_id(id)?,
+        None => info.gpu_type().with_context(|| {
+            format!("GPU {} is a `{}`, which is not a GPU type parva knows: name one with --gpu-type (see `parva catalogue`)", args.gpu, info.name)
+        })?,
+    };
+    let description = description.unwrap_or(GpuDescription {
+        index: info.index,
+        uuid: info.uuid.clone(),
+        name: format!("{} (FAKE)", info.name),
+        driver: "fake".into(),
+        cuda_driver: "fake".into(),
+        memory_total_mib: 0.0,
+    });
+    Ok(Gpu { mig, mps, description, gpu_type, fake: spec.is_some() })
+}
+
+/// The model's TorchScript file, metadata file and table name.
+fn model_files(model: &Path) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+    let name = model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("--model {}: no file name", model.display()))?
+        .to_string();
+    let meta = model.with_extension("json");
+    if !meta.is_file() {
+        bail!("--model {}: its metadata {} does not exist (see models/README.md)", model.display(), meta.display());
+    }
+    Ok((model.with_extension("pt"), meta, name))
+}
+
+fn check_args(args: &ProfileArgs) -> anyhow::Result<()> {
+    let positive = [("--min-seconds", args.min_seconds), ("--max-seconds", args.max_seconds), ("--target-ci", args.target_ci)];
+    for (flag, v) in positive {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{flag} {v}: must be a positive number");
+        }
+    }
+    if !(args.warmup_seconds.is_finite() && args.warmup_seconds >= 0.0) {
+        bail!("--warmup-seconds {}: must be 0 or more", args.warmup_seconds);
+    }
+    if args.max_seconds < args.min_seconds {
+        bail!("--max-seconds {} is below --min-seconds {}", args.max_seconds, args.min_seconds);
+    }
+    if let Some(ms) = args.max_latency_ms.filter(|v| !(v.is_finite() && *v > 0.0)) {
+        bail!("--max-latency-ms {ms}: must be a positive number");
+    }
+    if args.device == Some(DeviceArg::Cpu) && args.partition != PartitionArg::None {
+        bail!("--device cpu needs --partition none (mig and mps partition a GPU)");
+    }
+    // The grid's own limits, before any GPU is looked at (sizes are checked against it later).
+    let sizes = if args.sizes.is_empty() { vec![1] } else { args.sizes.clone() };
+    Grid::new(sizes, args.procs.clone(), if args.batches.is_empty() { default_batches() } else { args.batches.clone() })?;
+    match (args.backend, &args.emulate_from, &args.out) {
+        (BackendArg::Emulated, None, _) => bail!("--backend emulated needs --emulate-from DIR (the tables it replays)"),
+        (BackendArg::Emulated, _, None) => bail!("--backend emulated needs --out: an emulated table is not a measurement"),
+        (BackendArg::Torch, Some(_), _) => bail!("--emulate-from is for --backend emulated"),
+        _ => Ok(()),
+    }
+}
+
+pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    check_args(&args)?;
+    let (pt, meta_file, model) = model_files(&args.model)?;
+    if args.backend == BackendArg::Torch && !pt.is_file() {
+        bail!("--model {}: TorchScript file {} does not exist (export it with scripts/export_models.py)", args.model.display(), pt.display());
+    }
+    let run_dir = match &args.run_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("parva-profile-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("create run directory {}", run_dir.display()))?;
+    // Absolute: MPS pipe directories are handed to daemons and workers.
+    let run_dir = std::path::absolute(&run_dir).with_context(|| format!("resolve {}", run_dir.display()))?;
+    let mode = args.partition.mode();
+    let mut gpu = match mode {
+        Mode::None => None,
+        Mode::Mig | Mode::Mps => Some(open_gpu(&args, &run_dir)?),
+    };
+    let nvml_for_none = match (mode, args.device) {
+        (Mode::None, None | Some(DeviceArg::Cuda)) => NvmlMig::load().ok().and_then(|n| n.describe(args.gpu).ok().map(|d| (n, d))),
+        _ => None,
+    };
+    let device = match (mode, args.device) {
+        (Mode::None, None) if nvml_for_none.is_some() => "cuda",
+        (Mode::None, None) | (_, Some(DeviceArg::Cpu)) => "cpu",
+        _ => "cuda",
+    };
+    let description = gpu.as_ref().map(|g| g.description.clone()).or_else(|| nvml_for_none.as_ref().map(|(_, d)| d.clone()));
+    let gpu_type = gpu.as_ref().map(|g| g.gpu_type).or_else(|| {
+        args.gpu_type.as_deref().and_then(|t| GpuType::by_id(t).ok()).or_else(|| description.as_ref().and_then(|d| GpuType::by_product_name(&d.name)))
+    });
+    let out = args.out.clone().unwrap_or_else(|| {
+        let base = PathBuf::from("prof_data");
+        match (mode, gpu_type) {
+            (Mode::Mig, Some(t)) => base.join(t.id),
+            (Mode::Mps, Some(t)) => base.join(format!("{}-mps", t.id)),
+            (Mode::None, Some(t)) if device == "cuda" => base.join(format!("{}-none", t.id)),
+            _ => base.join("cpu"),
+        }
+    });
+    let sizes = if !args.sizes.is_empty() {
+        args.sizes.clone()
+    } else {
+        match (mode, gpu_type) {
+            (Mode::None, _) | (_, None) => vec![7],
+            (_, Some(t)) => t.sizes(),
+        }
+    };
+    let batches = if args.batches.is_empty() { default_batches() } else { args.batches.clone() };
+    let grid = Grid::new(sizes, args.procs.clone(), batches)?;
+    if let (Mode::Mig | Mode::Mps, Some(t)) = (mode, gpu_type) {
+        if let Some(bad) = grid.sizes.iter().find(|s| t.profile_for_size(**s).is_none()) {
+            bail!("--sizes: {bad} is not a MIG instance size of {} (sizes: {:?})", t.id, t.sizes());
+        }
+    }
+    // Open (and check) the table before changing anything on the GPU.
+    let table_path = out.join(format!("{model}.csv"));
+    let mut table = Table::open(&table_path, &model, mode.name())?;
+    let measure = MeasureSettings {
+        warmup_seconds: args.warmup_seconds,
+        min_seconds: args.min_seconds,
+        max_seconds: args.max_seconds,
+        target_ci: args.target_ci,
+    };
+    let rules = PruneRules { max_latency_s: args.max_latency_ms.map(|ms| ms / 1e3), fast: args.fast };
+
+    let factory: Box<dyn WorkerFactory> = match args.backend {
+        BackendArg::Torch => {
+            let cmd = parva_runner::serve::default_worker_command(BackendKind::Torch)?;
+            Box::new(TorchWorkers {
+                program: cmd.program,
+                leading_args: cmd.args,
+                model: pt.clone(),
+                model_meta: meta_file.clone(),
+                device: device.to_string(),
+                threads: args.threads,
+            })
+        }
+        BackendArg::Emulated => {
+            let dir = args.emulate_from.clone().context("--emulate-from")?;
+            let table = parva_core::ModelProfile::read(&dir.join(format!("{model}.csv")), None)?;
+            let program = std::env::current_exe().context("find the running executable")?;
+            Box::new(EmulatedWorkers { program, model_meta: meta_file.clone(), table, max_batch: *grid.batches.last().unwrap_or(&1) })
+        }
+    };
+    let mut probe: Box<dyn MemoryProbe> = match (mode, device, &gpu) {
+        (_, "cpu", _) => Box::new(HostRss),
+        (_, _, Some(g)) if g.fake => Box::new(NoProbe),
+        (Mode::None, _, _) => match nvml_for_none {
+            Some((n, _)) => Box::new(NvmlProbe(n)),
+            None => Box::new(NoProbe),
+        },
+        _ => match NvmlMig::load() {
+            Ok(n) => Box::new(NvmlProbe(n)),
+            Err(_) => Box::new(NoProbe),
+        },
+    };
+
+    let mut metadata = Metadata {
+        model: model.clone(),
+        model_file: if args.backend == BackendArg::Torch { pt.clone() } else { args.emulate_from.clone().unwrap_or_default().join(format!("{model}.csv")) },
+        backend: match args.backend {
+            BackendArg::Torch => "torch".into(),
+            BackendArg::Emulated => "emulated".into(),
+        },
+        parva_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        status: "running".into(),
+        started_utc: utc_now(),
+        finished_utc: None,
+        partition: mode.name().into(),
+        gpu_type: gpu_type.map(|t| t.id.to_string()),
+        gpu: description.clone(),
+        host: Host::detect(),
+        memory_column: probe.describe().to_string(),
+        grid: grid.clone(),
+        measure,
+        prune: rules,
+        summary: None,
+    };
+    let meta_path = Metadata::path(&out, &model);
+    metadata.write(&meta_path)?;
+
+    let mut as_is;
+    let mut mig_part;
+    let mut mps_part;
+    let partitioner: &mut dyn Partitioner = match (mode, gpu.as_mut()) {
+        (Mode::Mig, Some(g)) => {
+            mig_part = MigPartitioner::new(g.mig.as_mut(), g.mps.as_mut(), args.gpu, run_dir.clone())?;
+            &mut mig_part
+        }
+        (Mode::Mps, Some(g)) => {
+            mps_part = MpsPartitioner::new(g.mps.as_mut(), g.description.uuid.clone(), g.gpu_type.gpcs, run_dir.clone());
+            &mut mps_part
+        }
+        _ => {
+            let (env, device_id, what) = match (device, &description) {
+                ("cuda", Some(d)) => (vec![("CUDA_VISIBLE_DEVICES".to_string(), d.uuid.clone())], Some(d.uuid.clone()), format!("GPU {} ({})", d.index, d.name)),
+                ("cuda", None) => (vec![("CUDA_VISIBLE_DEVICES".to_string(), args.gpu.to_string())], None, format!("GPU {}", args.gpu)),
+                _ => (vec![], None, format!("the CPU ({})", metadata.host.cpu)),
+            };
+            as_is = AsIs { env, device: device_id, what };
+            &mut as_is
+        }
+    };
+
+    let show_bar = !args.json && std::io::stderr().is_terminal();
+    let mut observer = Progress::new(show_bar);
+    if !args.json {
+        eprintln!("profiling {model} ({}) into {} with --partition {}; worker logs in {}", metadata.backend, table_path.display(), mode.name(), run_dir.display());
+    }
+    let spawner = ProcessSpawner;
+    let bar = observer.bar.clone();
+    let sweep = Sweep {
+        grid: grid.clone(),
+        measure,
+        rules,
+        ready_timeout: Duration::from_secs(args.ready_timeout),
+        run_dir: run_dir.clone(),
+        table: &mut table,
+        partitioner,
+        workers: factory.as_ref(),
+        spawner: &spawner,
+        probe: probe.as_mut(),
+        observer: &mut observer,
+    };
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let signal_bar = bar.clone();
+    let summary = rt.block_on(async move {
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            say(&signal_bar, "stopping: killing workers and undoing instances and daemons (Ctrl-C again aborts without clean-up)");
+            let _ = cancel_tx.send(true);
+            shutdown_signal().await;
+            std::process::exit(130);
+        });
+        sweep.run(cancel_rx).await
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    metadata.status = if summary.interrupted {
+        "interrupted"
+    } else if summary.counts.failed > 0 {
+        "incomplete"
+    } else {
+        "complete"
+    }
+    .into();
+    metadata.finished_utc = Some(utc_now());
+    metadata.summary = Some(summary.clone());
+    metadata.write(&meta_path)?;
+    report(&args, &table, &summary, &table_path, &meta_path)?;
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        super::exit(summary.counts.failed == 0)
+    })
+}
+
+/// The progress bar (points decided / total, current point, ETA); lines for each point when
+/// stderr is not a terminal.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(shown: bool) -> Self {
+        let bar = if shown { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} points, ETA {eta} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        if shown {
+            bar.enable_steady_tick(Duration::from_millis(250));
+        }
+        Progress { bar, shown }
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Measured(m) => format!(
+            "{:.1} samples/s per process, mean {:.3} ms, p99 {:.3} ms, ci {:.1}% in {:.1} s{}",
+            m.throughput,
+            m.latency_s * 1e3,
+            m.p99_ms,
+            m.ci * 100.0,
+            m.seconds,
+            if m.note.is_empty() { String::new() } else { format!(" ({})", m.note) }
+        ),
+        Outcome::Oom(n) => format!("out of memory: {n}"),
+        Outcome::Failed(n) => format!("FAILED: {n}"),
+        Outcome::Pruned(n) => format!("skipped: {n}"),
+    }
+}
+
+impl Observer for Progress {
+    fn started(&mut self, total: usize, resumed: usize) {
+        self.bar.set_length(total as u64);
+        if resumed > 0 {
+            say(&self.bar, format!("resuming: {resumed} of {total} points are already in the table"));
+        }
+    }
+    fn measuring(&mut self, point: Point) {
+        self.bar.set_message(point.to_string());
+    }
+    fn decided(&mut self, point: Point, outcome: &Outcome) {
+        self.bar.inc(1);
+        let line = format!("{point}: {}", describe(outcome));
+        if self.shown {
+            self.bar.println(line);
+        } else {
+            tracing::info!("{line}");
+            if !matches!(outcome, Outcome::Measured(_)) {
+                eprintln!("{line}");
+            }
+        }
+    }
+    fn resumed(&mut self, _: Point, _: Done) {
+        self.bar.inc(1);
+    }
+}
+
+/// The summary: a table per (size, processes) on stdout, or JSON.
+fn report(args: &ProfileArgs, table: &Table, summary: &Summary, table_path: &Path, meta_path: &Path) -> anyhow::Result<()> {
+    #[derive(serde::Serialize, Default)]
+    struct Series {
+        size: u8,
+        procs: u32,
+        measured: usize,
+        best_batch: Option<u32>,
+        best_segment_throughput: f64,
+        min_latency_ms: Option<f64>,
+        max_latency_ms: Option<f64>,
+        oom: usize,
+        pruned: usize,
+        failed: usize,
+    }
+    let mut series: BTreeMap<(u8, u32), Series> = BTreeMap::new();
+    for p in &table.profile().points {
+        let s = series.entry((p.size, p.procs)).or_insert_with(|| Series { size: p.size, procs: p.procs, ..Default::default() });
+        match p.extra.first().map(String::as_str) {
+            Some("measured") => {
+                s.measured += 1;
+                let seg = p.segment_throughput();
+                if seg > s.best_segment_throughput {
+                    s.best_segment_throughput = seg;
+                    s.best_batch = Some(p.batch);
+                }
+                let ms = p.latency_s * 1e3;
+                s.min_latency_ms = Some(s.min_latency_ms.map_or(ms, |m: f64| m.min(ms)));
+                s.max_latency_ms = Some(s.max_latency_ms.map_or(ms, |m: f64| m.max(ms)));
+            }
+            Some("oom") => s.oom += 1,
+            Some("pruned") => s.pruned += 1,
+            _ => s.failed += 1,
+        }
+    }
+    let series: Vec<Series> = series.into_values().collect();
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "table": table_path,
+            "metadata": meta_path,
+            "summary": summary,
+            "series": series,
+        }));
+    }
+    println!("{:>4} {:>5} {:>8} {:>10} {:>18} {:>20} {:>4} {:>6} {:>6}", "size", "procs", "measured", "best batch", "best samples/s", "batch latency ms", "oom", "pruned", "failed");
+    for s in &series {
+        let lat = match (s.min_latency_ms, s.max_latency_ms) {
+            (Some(a), Some(b)) => format!("{a:.2}..{b:.2}"),
+            _ => "-".into(),
+        };
+        let best = s.best_batch.map_or("-".into(), |b| b.to_string());
+        println!(
+            "{:>4} {:>5} {:>8} {:>10} {:>18.1} {:>20} {:>4} {:>6} {:>6}",
+            s.size, s.procs, s.measured, best, s.best_segment_throughput, lat, s.oom, s.pruned, s.failed
+        );
+    }
+    let c = &summary.counts;
+    let minutes = summary.seconds / 60.0;
+    println!(
+        "{} points: {} measured, {} resumed, {} out of memory, {} pruned, {} failed in {:.1} s ({:.1} measured points/min){}",
+        c.measured + c.resumed + c.oom + c.pruned + c.failed,
+        c.measured,
+        c.resumed,
+        c.oom,
+        c.pruned,
+        c.failed,
+        summary.seconds,
+        if minutes > 0.0 { c.measured as f64 / minutes } else { 0.0 },
+        if summary.interrupted { "; INTERRUPTED" } else { "" }
+    );
+    println!("table: {}\nmetadata: {}", table_path.display(), meta_path.display());
+    Ok(())
 }

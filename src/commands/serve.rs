@@ -148,7 +148,7 @@ async fn show_progress(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>,
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -167,6 +167,6 @@ async fn shutdown_signal() {
 }
 
 /// Print a line on stderr whether or not the progress bar is drawn (it is hidden off a terminal).
-fn say(bar: &indicatif::ProgressBar, line: impl AsRef<str>) {
+pub(crate) fn say(bar: &indicatif::ProgressBar, line: impl AsRef<str>) {
     bar.suspend(|| eprintln!("{}", line.as_ref()));
 }

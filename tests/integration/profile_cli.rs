@@ -1,1 +1,183 @@
-//! `parva profile` end to end (being written).
+//! `parva profile` end to end, as real processes: the torch worker on the tiny TorchScript
+//! fixture on the CPU (`--partition none`), and the emulated backend on fake MIG GPUs.
+
+use std::path::Path;
+
+use parva_core::profile::ProfileSet;
+use serde_json::Value;
+
+use crate::util::{parva, stderr, stdout, torch_worker};
+
+const QUICK: [&str; 8] = ["--min-seconds", "0.2", "--max-seconds", "2", "--warmup-seconds", "0.05", "--target-ci", "0.25"];
+
+fn profile(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_parva"));
+    cmd.current_dir(crate::util::repo()).arg("profile").args(QUICK).arg("--out").arg(out).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run parva profile")
+}
+
+fn rows(out: &Path, model: &str) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(out.join(format!("{model}.csv"))).unwrap();
+    r.records().map(|rec| rec.unwrap().iter().map(str::to_string).collect()).collect()
+}
+
+/// (size, batch, procs, status, note) of every row.
+fn statuses(out: &Path, model: &str) -> Vec<(String, String, String, String, String)> {
+    rows(out, model).into_iter().map(|r| (r[0].clone(), r[1].clone(), r[2].clone(), r[5].clone(), r[13].clone())).collect()
+}
+
+fn metadata(out: &Path, model: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join(format!("{model}.meta.json"))).unwrap()).unwrap()
+}
+
+#[test]
+fn torch_on_cpu_writes_a_table_the_planner_reads_resumes_and_records_a_crashed_worker() {
+    if torch_worker().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cpu");
+    let grid = ["--model", "models/fixtures/linear.pt", "--partition", "none", "--device", "cpu", "--batches", "1,4", "--procs", "1,2"];
+    let o = profile(&out, &grid, &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("4 points: 4 measured, 0 resumed"), "{}", stdout(&o));
+    // The planner's reader takes the directory as a profile set.
+    let set = ProfileSet::read_dir(&out, None).unwrap();
+    let t = set.get("linear").unwrap();
+    assert_eq!(t.points.len(), 4);
+    for p in &t.points {
+        assert!(p.is_measured(), "{p:?}");
+        // Closed loop: per-process throughput ~ batch / mean latency. The fixture's batches take
+        // microseconds, so the loop's own overhead shows; allow for it.
+        let ratio = p.throughput * p.latency_s / p.batch as f64;
+        assert!((0.6..=1.1).contains(&ratio), "{p:?}: throughput x latency / batch = {ratio}");
+        assert_eq!(p.extra[0], "measured");
+        assert!(p.extra[3].parse::<f64>().unwrap() > 10.0, "peak RSS of the workers in MiB: {:?}", p.extra);
+    }
+    let meta = metadata(&out, "linear");
+    assert_eq!(meta["status"], "complete");
+    assert_eq!(meta["partition"], "none");
+    assert!(meta["summary"]["worker"]["runtime"].as_str().unwrap().contains("libtorch"), "{meta}");
+    assert!(meta["host"]["cores"].as_u64().unwrap() >= 1);
+
+    // A re-run measures nothing and leaves the table as it was.
+    let before = std::fs::read(out.join("linear.csv")).unwrap();
+    let o = profile(&out, &grid, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("0 measured, 4 resumed"), "{}", stdout(&o));
+    assert_eq!(std::fs::read(out.join("linear.csv")).unwrap(), before);
+
+    // A worker that dies at batch 4 is a recorded failure, not the end of the run.
+    let out2 = dir.path().join("crash");
+    let o = profile(&out2, &grid, &[("PARVA_INJECT_WORKER_CRASH_ROWS", "4")]);
+    assert_eq!(o.status.code(), Some(3), "incomplete: {}{}", stdout(&o), stderr(&o));
+    let st = statuses(&out2, "linear");
+    for (size, batch, procs, status, note) in &st {
+        match batch.as_str() {
+            "4" => assert!(status == "failed" && note.contains("died") && note.contains("injected crash"), "{size} {procs}: {status} {note}"),
+            _ => assert_eq!(status, "measured", "{st:?}"),
+        }
+    }
+    assert_eq!(metadata(&out2, "linear")["status"], "incomplete");
+    // Without the fault, a re-run measures just the failed points.
+    let o = profile(&out2, &grid, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 measured, 2 resumed"), "{}", stdout(&o));
+}
+
+/// A table for the emulated backend to replay: size 1 runs out of memory at batch 4 with one
+/// process; size 7 is fast.
+fn source_table(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut csv = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+    for (size, base) in [(1u8, 0.004), (7, 0.002)] {
+        for procs in [1u32, 2] {
+            for batch in [1u32, 2, 4, 8] {
+                let lat = base * (1.0 + 0.5 * (batch - 1) as f64) * procs as f64;
+                let tp = if size == 1 && procs == 1 && batch >= 4 { 0.0 } else { batch as f64 / lat };
+                let lat = if tp == 0.0 { 0.0 } else { lat };
+                csv.push_str(&format!("{size},{batch},{procs},{tp},{lat}\n"));
+            }
+        }
+    }
+    std::fs::write(src.join("linear.csv"), csv).unwrap();
+    src
+}
+
+#[test]
+fn mig_sweep_on_fake_gpus_replays_a_table_prunes_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_table(dir.path());
+    let out = dir.path().join("out");
+    let run_dir = dir.path().join("run");
+    let args = [
+        "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(),
+        "--fake-gpus", "a100-80gb:1", "--partition", "mig", "--sizes", "1,7", "--procs", "1,2", "--batches", "1,2,4,8",
+        "--max-latency-ms", "9", "--run-dir", run_dir.to_str().unwrap(), "--json",
+    ];
+    let o = profile(&out, &args, &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let c = &report["summary"]["counts"];
+    let st = statuses(&out, "linear");
+    let find = |size: &str, batch: &str, procs: &str| st.iter().find(|r| r.0 == size && r.1 == batch && r.2 == procs).unwrap().clone();
+    // Size 1, one process: out of memory at 4, so 8 is pruned with the reason.
+    assert_eq!(find("1", "4", "1").3, "oom", "{st:?}");
+    let pruned = find("1", "8", "1");
+    assert_eq!((pruned.3.as_str(), pruned.4.as_str()), ("pruned", "batch 4 ran out of memory"));
+    // Size 1, two processes: batch 2 takes 4 ms x 1.5 x 2 = 12 ms > 9 ms, so 4 and 8 are pruned;
+    // size 7, two processes: batch 4 takes 2 ms x 2.5 x 2 = 10 ms, so 8 is.
+    assert!(find("1", "4", "2").4.starts_with("batch 2 took 12.") && find("1", "4", "2").4.ends_with("> --max-latency-ms 9"), "{st:?}");
+    assert_eq!(find("1", "8", "2").3, "pruned");
+    assert!(find("7", "8", "2").4.starts_with("batch 4 took 10."), "{st:?}");
+    assert_eq!((c["measured"].as_u64(), c["oom"].as_u64(), c["pruned"].as_u64()), (Some(11), Some(1), Some(4)), "{c}");
+    // The replayed latencies come back (sleeps overshoot a little, never undershoot).
+    let set = ProfileSet::read_dir(&out, None).unwrap();
+    let t = set.get("linear").unwrap();
+    let l = t.point(7, 2, 1).unwrap().latency_s;
+    assert!((0.003..0.0045).contains(&l), "size 7 batch 2: {l} s, replayed 3 ms");
+    // Each size was a real (fake) MIG instance, and none is left.
+    let segments = report["summary"]["segments"].as_array().unwrap();
+    assert!(segments[0]["how"].as_str().unwrap().starts_with("MIG 1g.10gb at {0}"), "{segments:?}");
+    assert!(segments[1]["how"].as_str().unwrap().starts_with("MIG 7g.80gb at {0}"), "{segments:?}");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("fake-gpus.json")).unwrap()).unwrap();
+    assert_eq!(state["gpus"][0]["instances"], serde_json::json!([]), "{state}");
+    assert_eq!(metadata(&out, "linear")["backend"], "emulated");
+}
+
+#[test]
+fn bad_arguments_and_foreign_tables_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o_str = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--model", "models/fixtures/linear.pt", "--min-seconds", "3", "--max-seconds", "1"], "--max-seconds 1 is below --min-seconds 3"),
+        (vec!["--model", "models/fixtures/linear.json", "--backend", "emulated"], "--backend emulated needs --emulate-from"),
+        (vec!["--model", "models/nope.pt"], "models/nope.json does not exist"),
+        (vec!["--model", "models/fixtures/linear.pt", "--procs", "0"], "--procs [0]"),
+        (vec!["--model", "models/fixtures/linear.pt", "--partition", "mig", "--device", "cpu"], "--device cpu needs --partition none"),
+        (vec!["--model", "models/fixtures/linear.pt", "--target-ci", "0"], "--target-ci 0: must be a positive number"),
+        (
+            vec!["--model", "models/fixtures/linear.pt", "--fake-gpus", "a100-80gb:1", "--sizes", "5", "--run-dir", dir.path().to_str().unwrap()],
+            "--sizes: 5 is not a MIG instance size of a100-80gb",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = crate::util::parva(&[&["profile", "--out", o_str][..], &args[..]].concat());
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(stderr(&o).contains(want), "{args:?}: wanted {want:?} in: {}", stderr(&o));
+        assert!(!out.exists(), "{args:?}: nothing may be written");
+    }
+    // A table parva did not write is never appended to.
+    std::fs::create_dir_all(&out).unwrap();
+    let foreign = "Mig instance,Batch size,Workload Number,Throughput,Latency\n1,1,1,10,0.1\n";
+    std::fs::write(out.join("linear.csv"), foreign).unwrap();
+    let o = parva(&["profile", "--out", o_str, "--model", "models/fixtures/linear.pt", "--partition", "none", "--device", "cpu"]);
+    assert!(stderr(&o).contains("was not written by `parva profile`"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("linear.csv")).unwrap(), foreign);
+    assert!(!out.join("linear.meta.json").exists());
+}

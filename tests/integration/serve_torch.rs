@@ -6,19 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::serve_support::{post_json, request, start, write_plan};
-use crate::util::repo;
-
-/// The torch worker binary beside `parva`; `None` (and a message) when it was not built, unless
-/// PARVA_REQUIRE_TORCH is set (scripts/test sets it), which makes its absence a failure.
-fn torch_worker() -> Option<std::path::PathBuf> {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_parva")).with_file_name("parva-worker");
-    if bin.is_file() {
-        return Some(bin);
-    }
-    assert!(std::env::var_os("PARVA_REQUIRE_TORCH").is_none(), "{} is missing: build it with `cargo build -p parva-worker`", bin.display());
-    eprintln!("skipped: {} not built (cargo build -p parva-worker; needs libtorch, see scripts/bootstrap)", bin.display());
-    None
-}
+use crate::util::{repo, torch_worker};
 
 /// linear fixture: y = x W^T + b, W[i][j] = (i - j) / 4, b[i] = i - 1 (see scripts/export_models.py).
 fn linear_expected(x: &[f32]) -> Vec<f32> {

@@ -41,3 +41,15 @@ pub fn reference_dir() -> Option<PathBuf> {
         None
     }
 }
+
+/// The torch worker binary beside `parva`; `None` (and a message) when it was not built, unless
+/// PARVA_REQUIRE_TORCH is set (scripts/test sets it), which makes its absence a failure.
+pub fn torch_worker() -> Option<std::path::PathBuf> {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_parva")).with_file_name("parva-worker");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(std::env::var_os("PARVA_REQUIRE_TORCH").is_none(), "{} is missing: build it with `cargo build -p parva-worker`", bin.display());
+    eprintln!("skipped: {} not built (cargo build -p parva-worker; needs libtorch, see scripts/bootstrap)", bin.display());
+    None
+}
