@@ -246,7 +246,7 @@ fn progress_bar(json: bool, duration_s: f64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new((duration_s * 1000.0) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {bar:30} {msg}")
+        indicatif::ProgressStyle::with_template("{spinner} {bar:20} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("waiting for the endpoint");
@@ -263,7 +263,7 @@ async fn show_progress(bar: indicatif::ProgressBar, live: Arc<Live>, duration_s:
         bar.set_position((elapsed * 1000.0) as u64);
         let phase = if elapsed >= duration_s { "draining" } else { "load" };
         bar.set_message(format!(
-            "{phase} {:.0}/{:.0} s  due {}  ok {}  failed {}  dropped {}",
+            "{phase} {:.0}/{:.0} s  due {} ok {} failed {} dropped {}",
             elapsed,
             duration_s,
             live.due.load(Relaxed),
