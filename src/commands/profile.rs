@@ -347,8 +347,6 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         prune: rules,
         summary: None,
     };
-    let meta_path = Metadata::path(&out, &model);
-    metadata.write(&meta_path)?;
 
     let mut as_is;
     let mut mig_part;
@@ -373,6 +371,9 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    // Written once the GPU has passed its checks (MIG mode, privileges), before it is changed.
+    let meta_path = Metadata::path(&out, &model);
+    metadata.write(&meta_path)?;
     let show_bar = !args.json && std::io::stderr().is_terminal();
     let mut observer = Progress::new(show_bar);
     if !args.json {

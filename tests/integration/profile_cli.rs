@@ -167,11 +167,23 @@ fn bad_arguments_and_foreign_tables_are_refused_before_anything_is_written() {
         ),
     ];
     for (args, want) in cases {
-        let o = crate::util::parva(&[&["profile", "--out", o_str][..], &args[..]].concat());
+        let o = parva(&[&["profile", "--out", o_str][..], &args[..]].concat());
         assert!(!o.status.success(), "{args:?} should fail");
         assert!(stderr(&o).contains(want), "{args:?}: wanted {want:?} in: {}", stderr(&o));
         assert!(!out.exists(), "{args:?}: nothing may be written");
     }
+    // A GPU whose MIG mode is off is refused before anything is written (and MIG mode is never
+    // changed): the fake node's state says so.
+    let run_dir = dir.path().join("off");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let state = serde_json::json!({"gpus": [{"gpu_type": "a100-80gb", "uuid": "GPU-1", "mig": {"supported": true, "current": false, "pending": false},
+        "instances": [], "processes": []}], "serial": 0, "privileged": true});
+    std::fs::write(run_dir.join("fake-gpus.json"), state.to_string()).unwrap();
+    let o = parva(&["profile", "--out", o_str, "--model", "models/fixtures/linear.pt", "--fake-gpus", "a100-80gb:1", "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(stderr(&o).contains("MIG mode is off") && stderr(&o).contains("--partition mps"), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing may be written");
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("fake-gpus.json")).unwrap()).unwrap();
+    assert_eq!(after, state);
     // A table parva did not write is never appended to.
     std::fs::create_dir_all(&out).unwrap();
     let foreign = "Mig instance,Batch size,Workload Number,Throughput,Latency\n1,1,1,10,0.1\n";
