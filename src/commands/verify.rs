@@ -143,6 +143,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         (None, Some((_, t))) => t.values().filter_map(|v| v.last()).fold(0.0f64, |a, b| a.max(*b)) + 0.001,
         (None, None) => 60.0,
     };
+    if let Some((path, times)) = &trace {
+        let beyond: usize = times.values().map(|v| v.iter().filter(|t| **t >= duration_s).count()).sum();
+        if beyond > 0 {
+            tracing::warn!("{}: {beyond} requests are due after --duration ({duration_s} s) and are not sent", path.display());
+        }
+    }
     let distribution = match args.distribution {
         DistributionArg::Poisson => Distribution::Poisson,
         DistributionArg::Constant => Distribution::Constant,
