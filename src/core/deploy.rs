@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{FormatError, Location, from_csv};
+use crate::error::{CsvInput, FormatError, Location};
 use crate::mig::{GiProfile, GpuType, Placement};
 use crate::profile::{fmt_num, parse_int, parse_nonneg};
 
@@ -67,8 +67,9 @@ impl DeploymentMap {
     }
 
     pub fn read_from(reader: impl std::io::Read, path: &Path) -> Result<(DeploymentMap, MapFormat), FormatError> {
-        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
-        let headers: Vec<String> = rdr.headers().map_err(|e| from_csv(path, e))?.iter().map(str::to_string).collect();
+        let input = CsvInput::read(reader, path)?;
+        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
+        let headers: Vec<String> = rdr.headers().map_err(|e| input.error(path, e))?.iter().map(str::to_string).collect();
         let starts_with = |want: &[&str]| {
             headers.len() >= want.len() && headers.iter().zip(want).all(|(h, w)| h.eq_ignore_ascii_case(w))
         };
@@ -91,8 +92,8 @@ impl DeploymentMap {
         let extra: Vec<Option<usize>> = MAP_EXTRA_HEADER.iter().map(|h| col(h)).collect();
         let mut segments = Vec::new();
         for rec in rdr.records() {
-            let rec = rec.map_err(|e| from_csv(path, e))?;
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+            let rec = rec.map_err(|e| input.error(path, e))?;
+            let line = input.line(rec.position());
             if rec.iter().all(str::is_empty) {
                 continue;
             }

@@ -66,22 +66,55 @@ impl FormatError {
     }
 }
 
-/// Convert a `csv` crate error into ours, keeping the position it reports.
-pub(crate) fn from_csv(path: &Path, err: csv::Error) -> FormatError {
-    let line = err.position().map(|p| p.line());
-    match err.into_kind() {
-        csv::ErrorKind::Io(e) => FormatError::io(path, "read", e),
-        csv::ErrorKind::UnequalLengths { expected_len, len, pos } => FormatError::invalid(
-            Location { file: path.to_path_buf(), line: pos.map(|p| p.line()).or(line), field: None },
-            format!("has {len} fields, expected {expected_len} like the header"),
-        ),
-        csv::ErrorKind::Utf8 { err, .. } => FormatError::invalid(
-            Location { file: path.to_path_buf(), line, field: None },
-            format!("is not valid UTF-8 ({err})"),
-        ),
-        other => FormatError::invalid(
-            Location { file: path.to_path_buf(), line, field: None },
-            format!("is not valid CSV ({other:?})"),
-        ),
+/// A CSV input read whole, with where each physical line starts: the `csv` crate's
+/// `Position::line` does not count the blank lines it skips, so messages would name the wrong
+/// line after one; positions are mapped through their byte offsets instead.
+pub(crate) struct CsvInput {
+    pub bytes: Vec<u8>,
+    /// Byte offset of the start of each line.
+    starts: Vec<u64>,
+}
+
+impl CsvInput {
+    /// Read all of `reader` (`path` names it in messages).
+    pub fn read(mut reader: impl std::io::Read, path: &Path) -> Result<CsvInput, FormatError> {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(|e| FormatError::io(path, "read", e))?;
+        Ok(CsvInput::new(bytes))
+    }
+
+    pub fn new(bytes: Vec<u8>) -> CsvInput {
+        let mut starts = vec![0u64];
+        starts.extend(bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i as u64 + 1));
+        CsvInput { bytes, starts }
+    }
+
+    /// The 1-based physical line of a record at `pos` (0 when there is none). The crate puts a
+    /// record's position before the empty lines it skips, so those are skipped here too.
+    pub fn line(&self, pos: Option<&csv::Position>) -> u64 {
+        let Some(p) = pos else { return 0 };
+        let at = p.byte() as usize;
+        let skip = self.bytes.get(at..).map_or(0, |rest| rest.iter().take_while(|b| matches!(b, b'\n' | b'\r')).count());
+        self.starts.partition_point(|s| *s <= (at + skip) as u64) as u64
+    }
+
+    /// Convert a `csv` crate error into ours, at the physical line it happened.
+    pub fn error(&self, path: &Path, err: csv::Error) -> FormatError {
+        let line = err.position().map(|p| self.line(Some(p)));
+        match err.into_kind() {
+            csv::ErrorKind::Io(e) => FormatError::io(path, "read", e),
+            csv::ErrorKind::UnequalLengths { expected_len, len, pos } => FormatError::invalid(
+                Location { file: path.to_path_buf(), line: pos.map(|p| self.line(Some(&p))).or(line), field: None },
+                format!("has {len} fields, expected {expected_len} like the header"),
+            ),
+            csv::ErrorKind::Utf8 { err, .. } => FormatError::invalid(
+                Location { file: path.to_path_buf(), line, field: None },
+                format!("is not valid UTF-8 ({err})"),
+            ),
+            other => FormatError::invalid(
+                Location { file: path.to_path_buf(), line, field: None },
+                format!("is not valid CSV ({other:?})"),
+            ),
+        }
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::error::{FormatError, Location, from_csv};
+use crate::error::{CsvInput, FormatError, Location};
 use crate::mig::GpuType;
 
 /// The five columns every profile table starts with.
@@ -98,8 +98,9 @@ impl ModelProfile {
         model: String,
         gpu: Option<&GpuType>,
     ) -> Result<ModelProfile, FormatError> {
-        let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(reader);
-        let headers = rdr.headers().map_err(|e| from_csv(path, e))?.clone();
+        let input = CsvInput::read(reader, path)?;
+        let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(input.bytes.as_slice());
+        let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
         for (i, want) in PROFILE_HEADER.iter().enumerate() {
             let got = headers.get(i).unwrap_or("");
             if !got.eq_ignore_ascii_case(want) {
@@ -113,8 +114,8 @@ impl ModelProfile {
         let mut points = Vec::new();
         let mut seen: BTreeMap<(u8, u32, u32), u64> = BTreeMap::new();
         for rec in rdr.records() {
-            let rec = rec.map_err(|e| from_csv(path, e))?;
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+            let rec = rec.map_err(|e| input.error(path, e))?;
+            let line = input.line(rec.position());
             if rec.iter().all(|f| f.is_empty()) {
                 continue;
             }
@@ -277,6 +278,16 @@ mod tests {
     }
 
     const HEADER: &str = "Mig instance,Batch size,Workload Number,Throughput,Latency";
+
+    /// Regression: the csv crate does not count the blank lines it skips, so an error after a
+    /// blank line named the line before the real one.
+    #[test]
+    fn errors_after_blank_lines_name_the_physical_line() {
+        let e = read(&format!("{HEADER}\n1,1,1,10,0.1\n\n\n1,2,1,-5,0.1\n")).unwrap_err().to_string();
+        assert!(e.contains("m.csv:5"), "{e}");
+        let e = read(&format!("{HEADER}\r\n\r\n1,1,1,10\r\n")).unwrap_err().to_string();
+        assert!(e.contains("m.csv:3") && e.contains("has 4 fields"), "{e}");
+    }
 
     #[test]
     fn reads_and_keeps_extra_columns() {

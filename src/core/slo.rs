@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::error::{FormatError, Location, from_csv};
+use crate::error::{CsvInput, FormatError, Location};
 use crate::profile::ProfileSet;
 
 /// One inference service and its objective.
@@ -36,8 +36,9 @@ pub fn read_services(path: &Path, profiles: &ProfileSet) -> Result<Vec<Service>,
 /// Read a `services.csv` service list; with `profiles`, every model must have a profile table.
 pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<Vec<Service>, FormatError> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open service list", e))?;
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
-    let headers = rdr.headers().map_err(|e| from_csv(path, e))?.clone();
+    let input = CsvInput::read(file, path)?;
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
+    let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
     let got: Vec<&str> = headers.iter().collect();
     if got.len() < 4 || !got.iter().zip(SERVICES_HEADER).all(|(g, w)| g.eq_ignore_ascii_case(w)) {
         return Err(FormatError::invalid(
@@ -48,8 +49,8 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
     let mut services = Vec::new();
     let mut names = BTreeSet::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| from_csv(path, e))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let rec = rec.map_err(|e| input.error(path, e))?;
+        let line = input.line(rec.position());
         if rec.iter().all(str::is_empty) {
             continue;
         }
@@ -134,14 +135,15 @@ struct SloRow {
 
 fn read_slo_row(path: &Path, scenario: usize, columns: usize) -> Result<SloRow, FormatError> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open SLO file", e))?;
+    let input = CsvInput::read(file, path)?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(file);
+        .from_reader(input.bytes.as_slice());
     let mut rows = 0usize;
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| from_csv(path, e))?;
+        let rec = rec.map_err(|e| input.error(path, e))?;
         if rec.iter().all(str::is_empty) {
             continue;
         }
@@ -149,7 +151,7 @@ fn read_slo_row(path: &Path, scenario: usize, columns: usize) -> Result<SloRow, 
         if rows != scenario {
             continue;
         }
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = input.line(rec.position());
         if rec.len() != columns {
             return Err(FormatError::invalid(
                 Location::line(path, line),
