@@ -13,6 +13,7 @@
 //! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
 //! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
 //! - [`sim`]: a discrete-event simulation of a map under the batching policy.
+//! - [`utc`]: UTC timestamps for metadata and report names.
 
 pub mod batching;
 pub mod deploy;
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod profile;
 pub mod sim;
 pub mod slo;
+pub mod utc;
 
 pub use deploy::{DeploymentMap, Segment};
 pub use error::FormatError;

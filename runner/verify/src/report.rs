@@ -374,22 +374,8 @@ pub fn write_files(dir: &Path, report: &Report, svg: &str) -> Result<Vec<PathBuf
     Ok(written)
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds (UTC; proleptic Gregorian).
-pub fn utc_timestamp(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let secs = unix_s % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
-}
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds (kept here for the report's callers).
+pub use parva_core::utc::utc_timestamp;
 
 #[cfg(test)]
 mod tests {
@@ -482,12 +468,5 @@ mod tests {
         std::fs::write(&blocked, "x").unwrap();
         let e = write_files(&blocked, &sample(), "").unwrap_err().to_string();
         assert!(e.contains("file") && e.contains("create report directory"), "{e}");
-    }
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_timestamp(1_767_225_599), "2025-12-31T23:59:59Z");
     }
 }
