@@ -227,9 +227,109 @@ fn check_args(args: &ProfileArgs) -> anyhow::Result<()> {
     }
 }
 
+/// What the sweep runs on: for mig and mps the GPU (NVML or fakes); the workers' device; what is
+/// known of the GPU.
+struct Target {
+    gpu: Option<Gpu>,
+    /// NVML for `--partition none` on a GPU (memory readings).
+    nvml: Option<NvmlMig>,
+    /// `cpu` or `cuda`.
+    device: &'static str,
+    description: Option<GpuDescription>,
+    gpu_type: Option<&'static GpuType>,
+}
+
+fn resolve_target(args: &ProfileArgs, mode: Mode, run_dir: &Path) -> anyhow::Result<Target> {
+    let gpu = match mode {
+        Mode::None => None,
+        Mode::Mig | Mode::Mps => Some(open_gpu(args, run_dir)?),
+    };
+    let nvml = match (mode, args.device) {
+        (Mode::None, None | Some(DeviceArg::Cuda)) => NvmlMig::load().ok().and_then(|n| n.describe(args.gpu).ok().map(|d| (n, d))),
+        _ => None,
+    };
+    let device = match (mode, args.device) {
+        (Mode::None, None) if nvml.is_some() => "cuda",
+        (Mode::None, None) | (_, Some(DeviceArg::Cpu)) => "cpu",
+        _ => "cuda",
+    };
+    let description = gpu.as_ref().map(|g| g.description.clone()).or_else(|| nvml.as_ref().map(|(_, d)| d.clone()));
+    let gpu_type = gpu.as_ref().map(|g| g.gpu_type).or_else(|| {
+        args.gpu_type.as_deref().and_then(|t| GpuType::by_id(t).ok()).or_else(|| description.as_ref().and_then(|d| GpuType::by_product_name(&d.name)))
+    });
+    Ok(Target { gpu, nvml: nvml.map(|(n, _)| n), device, description, gpu_type })
+}
+
+/// `prof_data/<gpu-type>` (mig), `prof_data/<gpu-type>-mps`, `prof_data/<gpu-type>-none` or
+/// `prof_data/cpu`.
+fn default_out(mode: Mode, gpu_type: Option<&GpuType>, device: &str) -> PathBuf {
+    let base = PathBuf::from("prof_data");
+    match (mode, gpu_type) {
+        (Mode::Mig, Some(t)) => base.join(t.id),
+        (Mode::Mps, Some(t)) => base.join(format!("{}-mps", t.id)),
+        (Mode::None, Some(t)) if device == "cuda" => base.join(format!("{}-none", t.id)),
+        _ => base.join("cpu"),
+    }
+}
+
+/// The grid, with the default sizes of the GPU type; sizes checked against its MIG profiles.
+fn grid_for(args: &ProfileArgs, mode: Mode, gpu_type: Option<&GpuType>) -> anyhow::Result<Grid> {
+    let sizes = match (args.sizes.is_empty(), mode, gpu_type) {
+        (false, _, _) => args.sizes.clone(),
+        (true, Mode::None, _) | (true, _, None) => vec![7],
+        (true, _, Some(t)) => t.sizes(),
+    };
+    let batches = if args.batches.is_empty() { default_batches() } else { args.batches.clone() };
+    let grid = Grid::new(sizes, args.procs.clone(), batches)?;
+    if let (Mode::Mig | Mode::Mps, Some(t)) = (mode, gpu_type) {
+        if let Some(bad) = grid.sizes.iter().find(|s| t.profile_for_size(**s).is_none()) {
+            bail!("--sizes: {bad} is not a MIG instance size of {} (sizes: {:?})", t.id, t.sizes());
+        }
+    }
+    Ok(grid)
+}
+
+/// The workers: `parva-worker` on the TorchScript file, or emulated from `--emulate-from`.
+fn worker_factory(args: &ProfileArgs, model: &str, device: &str, max_batch: u32) -> anyhow::Result<Box<dyn WorkerFactory>> {
+    let (pt, meta_file, _) = model_files(&args.model)?;
+    Ok(match args.backend {
+        BackendArg::Torch => {
+            let cmd = parva_runner::serve::default_worker_command(BackendKind::Torch)?;
+            Box::new(TorchWorkers {
+                program: cmd.program,
+                leading_args: cmd.args,
+                model: pt,
+                model_meta: meta_file,
+                device: device.to_string(),
+                threads: args.threads,
+            })
+        }
+        BackendArg::Emulated => {
+            let dir = args.emulate_from.clone().context("--emulate-from")?;
+            let table = parva_core::ModelProfile::read(&dir.join(format!("{model}.csv")), None)?;
+            let program = std::env::current_exe().context("find the running executable")?;
+            Box::new(EmulatedWorkers { program, model_meta: meta_file, table, max_batch })
+        }
+    })
+}
+
+/// How memory is read: workers' peak RSS on a CPU, NVML on a real GPU, nothing on fake GPUs.
+fn memory_probe(target: &mut Target) -> Box<dyn MemoryProbe> {
+    if target.device == "cpu" {
+        return Box::new(HostRss);
+    }
+    if target.gpu.as_ref().is_some_and(|g| g.fake) {
+        return Box::new(NoProbe);
+    }
+    match target.nvml.take().map(Ok).unwrap_or_else(NvmlMig::load) {
+        Ok(n) => Box::new(NvmlProbe(n)),
+        Err(_) => Box::new(NoProbe),
+    }
+}
+
 pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
-    let (pt, meta_file, model) = model_files(&args.model)?;
+    let (pt, _, model) = model_files(&args.model)?;
     if args.backend == BackendArg::Torch && !pt.is_file() {
         bail!("--model {}: TorchScript file {} does not exist (export it with scripts/export_models.py)", args.model.display(), pt.display());
     }
@@ -241,47 +341,11 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     // Absolute: MPS pipe directories are handed to daemons and workers.
     let run_dir = std::path::absolute(&run_dir).with_context(|| format!("resolve {}", run_dir.display()))?;
     let mode = args.partition.mode();
-    let mut gpu = match mode {
-        Mode::None => None,
-        Mode::Mig | Mode::Mps => Some(open_gpu(&args, &run_dir)?),
-    };
-    let nvml_for_none = match (mode, args.device) {
-        (Mode::None, None | Some(DeviceArg::Cuda)) => NvmlMig::load().ok().and_then(|n| n.describe(args.gpu).ok().map(|d| (n, d))),
-        _ => None,
-    };
-    let device = match (mode, args.device) {
-        (Mode::None, None) if nvml_for_none.is_some() => "cuda",
-        (Mode::None, None) | (_, Some(DeviceArg::Cpu)) => "cpu",
-        _ => "cuda",
-    };
-    let description = gpu.as_ref().map(|g| g.description.clone()).or_else(|| nvml_for_none.as_ref().map(|(_, d)| d.clone()));
-    let gpu_type = gpu.as_ref().map(|g| g.gpu_type).or_else(|| {
-        args.gpu_type.as_deref().and_then(|t| GpuType::by_id(t).ok()).or_else(|| description.as_ref().and_then(|d| GpuType::by_product_name(&d.name)))
-    });
-    let out = args.out.clone().unwrap_or_else(|| {
-        let base = PathBuf::from("prof_data");
-        match (mode, gpu_type) {
-            (Mode::Mig, Some(t)) => base.join(t.id),
-            (Mode::Mps, Some(t)) => base.join(format!("{}-mps", t.id)),
-            (Mode::None, Some(t)) if device == "cuda" => base.join(format!("{}-none", t.id)),
-            _ => base.join("cpu"),
-        }
-    });
-    let sizes = if !args.sizes.is_empty() {
-        args.sizes.clone()
-    } else {
-        match (mode, gpu_type) {
-            (Mode::None, _) | (_, None) => vec![7],
-            (_, Some(t)) => t.sizes(),
-        }
-    };
-    let batches = if args.batches.is_empty() { default_batches() } else { args.batches.clone() };
-    let grid = Grid::new(sizes, args.procs.clone(), batches)?;
-    if let (Mode::Mig | Mode::Mps, Some(t)) = (mode, gpu_type) {
-        if let Some(bad) = grid.sizes.iter().find(|s| t.profile_for_size(**s).is_none()) {
-            bail!("--sizes: {bad} is not a MIG instance size of {} (sizes: {:?})", t.id, t.sizes());
-        }
-    }
+    let mut target = resolve_target(&args, mode, &run_dir)?;
+    let (device, gpu_type) = (target.device, target.gpu_type);
+    let description = target.description.clone();
+    let out = args.out.clone().unwrap_or_else(|| default_out(mode, gpu_type, device));
+    let grid = grid_for(&args, mode, gpu_type)?;
     // Open (and check) the table before changing anything on the GPU.
     let table_path = out.join(format!("{model}.csv"));
     let mut table = Table::open(&table_path, &model, mode.name())?;
@@ -293,37 +357,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     };
     let rules = PruneRules { max_latency_s: args.max_latency_ms.map(|ms| ms / 1e3), fast: args.fast };
 
-    let factory: Box<dyn WorkerFactory> = match args.backend {
-        BackendArg::Torch => {
-            let cmd = parva_runner::serve::default_worker_command(BackendKind::Torch)?;
-            Box::new(TorchWorkers {
-                program: cmd.program,
-                leading_args: cmd.args,
-                model: pt.clone(),
-                model_meta: meta_file.clone(),
-                device: device.to_string(),
-                threads: args.threads,
-            })
-        }
-        BackendArg::Emulated => {
-            let dir = args.emulate_from.clone().context("--emulate-from")?;
-            let table = parva_core::ModelProfile::read(&dir.join(format!("{model}.csv")), None)?;
-            let program = std::env::current_exe().context("find the running executable")?;
-            Box::new(EmulatedWorkers { program, model_meta: meta_file.clone(), table, max_batch: *grid.batches.last().unwrap_or(&1) })
-        }
-    };
-    let mut probe: Box<dyn MemoryProbe> = match (mode, device, &gpu) {
-        (_, "cpu", _) => Box::new(HostRss),
-        (_, _, Some(g)) if g.fake => Box::new(NoProbe),
-        (Mode::None, _, _) => match nvml_for_none {
-            Some((n, _)) => Box::new(NvmlProbe(n)),
-            None => Box::new(NoProbe),
-        },
-        _ => match NvmlMig::load() {
-            Ok(n) => Box::new(NvmlProbe(n)),
-            Err(_) => Box::new(NoProbe),
-        },
-    };
+    let factory = worker_factory(&args, &model, device, *grid.batches.last().unwrap_or(&1))?;
+    let mut probe = memory_probe(&mut target);
 
     let mut metadata = Metadata {
         model: model.clone(),
@@ -351,7 +386,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let mut as_is;
     let mut mig_part;
     let mut mps_part;
-    let partitioner: &mut dyn Partitioner = match (mode, gpu.as_mut()) {
+    let partitioner: &mut dyn Partitioner = match (mode, target.gpu.as_mut()) {
         (Mode::Mig, Some(g)) => {
             mig_part = MigPartitioner::new(g.mig.as_mut(), g.mps.as_mut(), args.gpu, run_dir.clone())?;
             &mut mig_part
