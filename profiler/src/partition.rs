@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use parva_core::mig::{GpuType, Placement};
-use parva_gpu::mig::{MigControl, mig_device_name};
+use parva_gpu::mig::{MigControl, MigError, mig_device_name};
 use parva_gpu::mps::{MpsControl, MpsDirs};
 
 use crate::error::ProfileError;
@@ -61,6 +61,9 @@ fn mps_env(device: &str, dirs: &MpsDirs) -> Vec<(String, String)> {
         ("CUDA_MPS_PIPE_DIRECTORY".to_string(), dirs.pipe.display().to_string()),
     ]
 }
+
+/// Retries (250 ms apart) of destroying an instance still in use by exiting workers.
+const DESTROY_RETRIES: usize = 20;
 
 /// `--partition mig`: a MIG instance per size on GPU `gpu`, at the first free legal placement.
 pub struct MigPartitioner<'a> {
@@ -142,7 +145,15 @@ impl Partitioner for MigPartitioner<'_> {
     fn leave(&mut self) -> Result<(), ProfileError> {
         let Some((gi_id, device, dirs)) = self.current.take() else { return Ok(()) };
         let stopped = self.mps.stop(&device, &dirs);
-        let destroyed = self.mig.destroy_instance(self.gpu, gi_id);
+        // Killed workers may take a moment to release the instance.
+        let mut destroyed = self.mig.destroy_instance(self.gpu, gi_id);
+        for _ in 0..DESTROY_RETRIES {
+            if !matches!(destroyed, Err(MigError::InUse { .. })) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            destroyed = self.mig.destroy_instance(self.gpu, gi_id);
+        }
         stopped?;
         destroyed?;
         Ok(())

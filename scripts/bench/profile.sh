@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark of `parva profile`'s sweep: points measured per minute, and what pruning saves over
-# the full grid. Results go to scripts/bench/profile-results.md (rewritten).
+# the full grid. Results go to scripts/bench/profile-results-<part>.md (rewritten).
 #
 # 1. Emulated replay of ParvaGPU's published A100 tables (../shared/reference/parvagpu-a100, or
 #    PARVA_REFERENCE_DIR) on a fake a100-80gb with --partition mig: the sweep's own cost with the
@@ -10,7 +10,7 @@
 # 2. The torch worker on this machine's CPU (--partition none) with an exported model
 #    (models/mobilenetv2.pt; scripts/export_models.py), default measuring settings.
 #
-# Usage: scripts/bench/profile.sh [--quick]   (--quick: emulated part only, resnet50 only)
+# Usage: scripts/bench/profile.sh [all|emulated|cpu|quick]   (quick: part 1 on resnet50 only)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 eval "$(scripts/bootstrap --torch)" >/dev/null
@@ -18,14 +18,16 @@ cargo build --release --locked -q -p parva -p parva-worker
 PARVA=target/release/parva
 REF=${PARVA_REFERENCE_DIR:-../shared/reference/parvagpu-a100}
 WORK=$(mktemp -d /tmp/parva-bench-profile.XXXXXX)
-OUT=scripts/bench/profile-results.md
-QUICK=${1:-}
+PART=${1:-all}
+case "$PART" in all|emulated|cpu|quick) ;; *) echo "usage: $0 [all|emulated|cpu|quick]" >&2; exit 2;; esac
 LIMIT_MS=100
 SETTINGS=(--min-seconds 0.5 --warmup-seconds 0.1 --max-seconds 5 --target-ci 0.02)
 
+RUNS=0
 row() { # name label args...
   local name=$1 label=$2; shift 2
-  local dir="$WORK/$name-$label" t0 t1 json
+  local dir t0 t1 json
+  dir="$WORK/$((++RUNS))-$name"
   t0=$(date +%s.%N)
   json=$("$PARVA" profile --out "$dir" --run-dir "$dir.run" --json "$@" || true)
   t1=$(date +%s.%N)
@@ -39,13 +41,17 @@ print(f"| {name} | {label} | {total} | {c['measured']} | {c['oom']} | {c['pruned
 PY
 }
 
-{
-echo "# parva profile: sweep benchmark"
-echo
-echo "Produced by \`scripts/bench/profile.sh $QUICK\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
-echo
-echo "Columns: grid points, points measured, out of memory, pruned, failed, wall seconds, measured points per minute."
-echo
+header() {
+  echo "# parva profile: sweep benchmark ($1)"
+  echo
+  echo "Produced by \`scripts/bench/profile.sh $PART\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
+  echo
+  echo "Columns: grid points, points measured, out of memory, pruned, failed, wall seconds, measured points per minute."
+  echo
+}
+
+emulated() {
+header "emulated replay"
 if [ -d "$REF/prof_data" ]; then
   echo "## 1. Emulated replay of ParvaGPU's A100 tables on a fake a100-80gb (--partition mig)"
   echo
@@ -54,7 +60,7 @@ if [ -d "$REF/prof_data" ]; then
   echo "| model | pruning | points | measured | oom | pruned | failed | wall s | points/min |"
   echo "|---|---|---|---|---|---|---|---|---|"
   models=(resnet50 mobilenetv2 bert)
-  [ "$QUICK" = "--quick" ] && models=(resnet50)
+  [ "$PART" = "quick" ] && models=(resnet50)
   for m in "${models[@]}"; do
     meta=models/$m.json
     common=(--model "$meta" --backend emulated --emulate-from "$REF/prof_data" --fake-gpus a100-80gb:1 --partition mig --procs 1,2,3 "${SETTINGS[@]}")
@@ -64,10 +70,14 @@ if [ -d "$REF/prof_data" ]; then
   done
   echo
 else
-  echo "(Part 1 skipped: ParvaGPU reference data not found at $REF.)"
+  echo "(Skipped: ParvaGPU reference data not found at $REF.)"
   echo
 fi
-if [ "$QUICK" != "--quick" ] && [ -f models/mobilenetv2.pt ]; then
+}
+
+cpu() {
+header "torch on the CPU"
+if [ -f models/mobilenetv2.pt ]; then
   echo "## 2. torch worker on this CPU (--partition none), default measuring settings"
   echo
   echo "| model | pruning | points | measured | oom | pruned | failed | wall s | points/min |"
@@ -75,6 +85,14 @@ if [ "$QUICK" != "--quick" ] && [ -f models/mobilenetv2.pt ]; then
   common=(--model models/mobilenetv2.pt --partition none --device cpu --batches 1,2,4,8,16,32 --procs 1,2)
   row mobilenetv2 "none (full grid)" "${common[@]}"
   row mobilenetv2 "latency (50 ms)" "${common[@]}" --max-latency-ms 50
+else
+  echo "(Skipped: models/mobilenetv2.pt not exported; see scripts/export_models.py.)"
 fi
-} | tee "$OUT"
+}
+
+case "$PART" in
+  all) emulated | tee scripts/bench/profile-results-emulated.md; cpu | tee scripts/bench/profile-results-cpu.md ;;
+  emulated|quick) emulated | tee "scripts/bench/profile-results-$PART.md" ;;
+  cpu) cpu | tee scripts/bench/profile-results-cpu.md ;;
+esac
 rm -rf "$WORK"
