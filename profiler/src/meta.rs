@@ -54,7 +54,7 @@ pub struct Metadata {
     pub parva_version: String,
     /// The command line, as run.
     pub command: Vec<String>,
-    /// `running`, `complete`, `incomplete` (failed points) or `interrupted`.
+    /// `running`, `complete`, `incomplete` (failed points), `interrupted` or `failed: <error>`.
     pub status: String,
     pub started_utc: String,
     pub finished_utc: Option<String>,

@@ -443,7 +443,15 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         sweep.run(cancel_rx).await
     });
     bar.finish_and_clear();
-    let summary = summary?;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            metadata.status = format!("failed: {e}");
+            metadata.finished_utc = Some(utc_now());
+            let _ = metadata.write(&meta_path);
+            return Err(e.into());
+        }
+    };
     metadata.status = if summary.interrupted {
         "interrupted"
     } else if summary.counts.failed > 0 {
