@@ -184,7 +184,14 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
 }
 
 /// The model's TorchScript file, metadata file and table name.
-fn model_files(model: &Path) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+#[derive(Clone)]
+struct ModelFiles {
+    pt: PathBuf,
+    meta: PathBuf,
+    name: String,
+}
+
+fn model_files(model: &Path) -> anyhow::Result<ModelFiles> {
     let name = model
         .file_stem()
         .and_then(|s| s.to_str())
@@ -194,7 +201,7 @@ fn model_files(model: &Path) -> anyhow::Result<(PathBuf, PathBuf, String)> {
     if !meta.is_file() {
         bail!("--model {}: its metadata {} does not exist (see models/README.md)", model.display(), meta.display());
     }
-    Ok((model.with_extension("pt"), meta, name))
+    Ok(ModelFiles { pt: model.with_extension("pt"), meta, name })
 }
 
 fn check_args(args: &ProfileArgs) -> anyhow::Result<()> {
@@ -290,8 +297,8 @@ fn grid_for(args: &ProfileArgs, mode: Mode, gpu_type: Option<&GpuType>) -> anyho
 }
 
 /// The workers: `parva-worker` on the TorchScript file, or emulated from `--emulate-from`.
-fn worker_factory(args: &ProfileArgs, model: &str, device: &str, max_batch: u32) -> anyhow::Result<Box<dyn WorkerFactory>> {
-    let (pt, meta_file, _) = model_files(&args.model)?;
+fn worker_factory(args: &ProfileArgs, files: ModelFiles, device: &str, max_batch: u32) -> anyhow::Result<Box<dyn WorkerFactory>> {
+    let ModelFiles { pt, meta: meta_file, name: model } = files;
     Ok(match args.backend {
         BackendArg::Torch => {
             let cmd = parva_runner::serve::default_worker_command(BackendKind::Torch)?;
@@ -329,7 +336,8 @@ fn memory_probe(target: &mut Target) -> Box<dyn MemoryProbe> {
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
-    let (pt, _, model) = model_files(&args.model)?;
+    let files = model_files(&args.model)?;
+    let (pt, model) = (files.pt.clone(), files.name.clone());
     if args.backend == BackendArg::Torch && !pt.is_file() {
         bail!("--model {}: TorchScript file {} does not exist (export it with scripts/export_models.py)", args.model.display(), pt.display());
     }
@@ -357,7 +365,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     };
     let rules = PruneRules { max_latency_s: args.max_latency_ms.map(|ms| ms / 1e3), fast: args.fast };
 
-    let factory = worker_factory(&args, &model, device, *grid.batches.last().unwrap_or(&1))?;
+    let factory = worker_factory(&args, files, device, *grid.batches.last().unwrap_or(&1))?;
     let mut probe = memory_probe(&mut target);
 
     let mut metadata = Metadata {
