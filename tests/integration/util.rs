@@ -30,16 +30,21 @@ pub fn stderr(o: &Output) -> String {
 
 /// ParvaGPU's published A100 data, beside the checkout (`../shared/reference/parvagpu-a100`) or
 /// where `PARVA_REFERENCE_DIR` points. `None` (and a message) when absent: a user's clone lacks it.
+/// With `PARVA_REQUIRE_REFERENCE` set (scripts/test sets it, so CI does) its absence is a failure.
 pub fn reference_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("PARVA_REFERENCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/reference/parvagpu-a100"));
     if dir.join("prof_data").is_dir() && dir.join("SLO").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: ParvaGPU reference data not found at {} (set PARVA_REFERENCE_DIR)", dir.display());
-        None
+        return Some(dir);
     }
+    assert!(
+        std::env::var_os("PARVA_REQUIRE_REFERENCE").is_none(),
+        "ParvaGPU reference data not found at {} (set PARVA_REFERENCE_DIR, or unset PARVA_REQUIRE_REFERENCE)",
+        dir.display()
+    );
+    eprintln!("skipped: ParvaGPU reference data not found at {} (set PARVA_REFERENCE_DIR)", dir.display());
+    None
 }
 
 /// The torch worker binary beside `parva`; `None` (and a message) when it was not built, unless
