@@ -1,13 +1,30 @@
 //! MIG geometry as data: the catalogue of GPU types, their GPU-instance (GI) profiles with legal
-//! placement starts, and a layout validator.
+//! placement starts, how a physical GPU is recognised as one of them, and a layout validator.
 //!
 //! A GPU has 7 compute slices (GPCs) and 8 memory slices (A30: 4 and 4). A GPU instance takes a
 //! number of GPCs and a contiguous range of memory slices that begins at one of its profile's
 //! legal starts. Placements are written `{start}:size` in memory slices, as NVML reports them. A
 //! layout is valid when every start is legal for its profile, no two memory ranges overlap, the
-//! GPCs add up to at most the GPU's, and there are no more instances than the GPU allows.
-//! Sources: NVIDIA's MIG user guide, published `nvidia-smi mig -lgip/-lgipp` outputs, NVML headers
-//! (see `notes/mig.md` in the project's shared notes).
+//! GPCs add up to at most the GPU's, there are no more instances than the GPU allows, and at most
+//! one instance has the GPU's media extensions (`+me` profiles: the GPU has one set of JPEG/OFA
+//! engines, so `nvidia-smi mig -lgip` lists each `+me` profile with `1/1` instances).
+//!
+//! A physical GPU is recognised by its PCI device id (NVML `nvmlPciInfo_t.pciDeviceId`, e.g.
+//! `0x20B210DE`: device id << 16 | vendor 0x10DE; the form NVIDIA's mig-parted uses in its
+//! configs' `device-filter`) or by its exact product name (NVML `nvmlDeviceGetName`), never by a
+//! substring: an `NVIDIA GH200 480GB` is not an H200. Anything else is refused, naming what was seen.
+//!
+//! Sources (facts, cited per entry below):
+//! - [mig-parted]: NVIDIA mig-parted `deployments/systemd/config-default.yaml` (device-filter ids
+//!   per GPU family, and the `+me` profiles with one instance each).
+//! - [driver-560]: the supported-GPU table (product name | PCI device id) of NVIDIA's
+//!   open-gpu-kernel-modules README, driver 560.31.02.
+//! - [pci.ids]: the PCI ID repository (Debian `pci.ids` 2023.04.10), for ids the driver table lacks.
+//! - [mig-guide]: NVIDIA's MIG user guide, "Supported MIG Profiles" (profiles, `+me` counts) and its
+//!   `nvidia-smi mig -lgipp` outputs (A100/H100: profile 20 `{0..6}:1` beside profile 19).
+//! - [lgip]: published `nvidia-smi mig -lgip` outputs: A30 (driver 535.183.01: ids 14/21/5/6/0,
+//!   `-lgipp` 21 `{0,1,2,3}:1`, 6 `{0,2}:2`), H100 PCIe (driver 570.169: SMs 14/14/14/30/46/62/114),
+//!   H100 NVL, H200 (mig-parted issue 120) and GH200 (mig-parted PR 139).
 
 use std::fmt;
 
@@ -28,22 +45,36 @@ pub struct GiProfile {
     pub sms: u16,
     /// Legal placement starts, in memory slices.
     pub starts: &'static [u8],
+    /// A `+me` profile: same geometry as its base profile plus the GPU's media extensions (JPEG,
+    /// OFA). At most one such instance per GPU; planners never choose one.
+    pub media_extensions: bool,
 }
 
 impl GiProfile {
-    /// Bit mask of the memory slices this profile occupies when placed at `start`.
+    /// Bit mask of the memory slices this profile occupies when placed at `start` (slices past
+    /// the 16th are dropped: callers check the start against the GPU first).
     pub fn mask_at(&self, start: u8) -> u16 {
-        (((1u32 << self.mem_slices) - 1) << start) as u16
+        let width = 1u32.checked_shl(self.mem_slices.into()).map_or(u32::MAX, |b| b - 1);
+        width.checked_shl(start.into()).unwrap_or(0) as u16
     }
 }
 
-/// A GPU type of the catalogue.
+/// One product (board) of a GPU type, as NVML reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuProduct {
+    /// Exact product name (`nvmlDeviceGetName`, e.g. `NVIDIA A100-SXM4-80GB`).
+    pub name: &'static str,
+    /// PCI device id as NVML reports it (`pciDeviceId`: device id << 16 | vendor id 0x10DE).
+    pub pci_device_id: u32,
+}
+
+/// A GPU type of the catalogue: one MIG geometry (profiles, SM counts), and the products that have it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuType {
     /// Identifier used on the command line and in files, e.g. `a100-80gb`.
     pub id: &'static str,
-    /// Substrings of the product name NVML reports, used to recognise the GPU on a node.
-    pub product_names: &'static [&'static str],
+    /// The products recognised as this type, by PCI device id or exact product name.
+    pub products: &'static [GpuProduct],
     pub gpcs: u8,
     pub mem_slices: u8,
     pub max_instances: u8,
@@ -57,50 +88,91 @@ const STARTS_3G: &[u8] = &[0, 4];
 const STARTS_0: &[u8] = &[0];
 
 /// The profiles of a 7-GPC / 8-memory-slice GPU; only names, memory and SM counts differ
-/// between A100, H100 and H200 (H200 placements are believed equal to H100's: no published
-/// `-lgipp` confirms them yet).
+/// between A100, H100 and H200 (profile ids and placements from [mig-guide] `-lgipp` on A100,
+/// H100 and H100 NVL; the H200's profile ids from [lgip], its placements assumed equal). The
+/// media-extension profile `1g.<m1>gb+me` (id 20) has the geometry and SMs of `1g.<m1>gb`.
 macro_rules! seven_slice_profiles {
     ($m1:literal, $m1x2:literal, $m2:literal, $m3:literal, $m4:literal, $m7:literal,
      [$s1:literal, $s1x2:literal, $s2:literal, $s3:literal, $s4:literal, $s7:literal]) => {
         &[
-            GiProfile { name: concat!("1g.", $m1, "gb"), id: 19, gpcs: 1, mem_slices: 1, mem_gb: $m1, sms: $s1, starts: STARTS_1G },
-            GiProfile { name: concat!("1g.", $m1x2, "gb"), id: 15, gpcs: 1, mem_slices: 2, mem_gb: $m1x2, sms: $s1x2, starts: STARTS_1G_2S },
-            GiProfile { name: concat!("2g.", $m2, "gb"), id: 14, gpcs: 2, mem_slices: 2, mem_gb: $m2, sms: $s2, starts: STARTS_2G },
-            GiProfile { name: concat!("3g.", $m3, "gb"), id: 9, gpcs: 3, mem_slices: 4, mem_gb: $m3, sms: $s3, starts: STARTS_3G },
-            GiProfile { name: concat!("4g.", $m4, "gb"), id: 5, gpcs: 4, mem_slices: 4, mem_gb: $m4, sms: $s4, starts: STARTS_0 },
-            GiProfile { name: concat!("7g.", $m7, "gb"), id: 0, gpcs: 7, mem_slices: 8, mem_gb: $m7, sms: $s7, starts: STARTS_0 },
+            GiProfile { name: concat!("1g.", $m1, "gb"), id: 19, gpcs: 1, mem_slices: 1, mem_gb: $m1, sms: $s1, starts: STARTS_1G, media_extensions: false },
+            GiProfile { name: concat!("1g.", $m1, "gb+me"), id: 20, gpcs: 1, mem_slices: 1, mem_gb: $m1, sms: $s1, starts: STARTS_1G, media_extensions: true },
+            GiProfile { name: concat!("1g.", $m1x2, "gb"), id: 15, gpcs: 1, mem_slices: 2, mem_gb: $m1x2, sms: $s1x2, starts: STARTS_1G_2S, media_extensions: false },
+            GiProfile { name: concat!("2g.", $m2, "gb"), id: 14, gpcs: 2, mem_slices: 2, mem_gb: $m2, sms: $s2, starts: STARTS_2G, media_extensions: false },
+            GiProfile { name: concat!("3g.", $m3, "gb"), id: 9, gpcs: 3, mem_slices: 4, mem_gb: $m3, sms: $s3, starts: STARTS_3G, media_extensions: false },
+            GiProfile { name: concat!("4g.", $m4, "gb"), id: 5, gpcs: 4, mem_slices: 4, mem_gb: $m4, sms: $s4, starts: STARTS_0, media_extensions: false },
+            GiProfile { name: concat!("7g.", $m7, "gb"), id: 0, gpcs: 7, mem_slices: 8, mem_gb: $m7, sms: $s7, starts: STARTS_0, media_extensions: false },
         ]
     };
+}
+
+/// A100 SMs per profile (108-SM GA100; [mig-guide]). A800 is the same GA100 configuration.
+macro_rules! a100_40gb_profiles {
+    () => {
+        seven_slice_profiles!(5, 10, 10, 20, 20, 40, [14, 14, 28, 42, 56, 98])
+    };
+}
+macro_rules! a100_80gb_profiles {
+    () => {
+        seven_slice_profiles!(10, 20, 20, 40, 40, 80, [14, 14, 28, 42, 56, 98])
+    };
+}
+/// H100 SXM5 SMs per profile (132-SM GH100; [lgip] on H100 SXM5 and H100 NVL).
+macro_rules! h100_sxm_profiles {
+    () => {
+        seven_slice_profiles!(10, 20, 20, 40, 40, 80, [16, 26, 32, 60, 64, 132])
+    };
+}
+/// H100 PCIe SMs per profile (114-SM GH100): [lgip] on an H100 PCIe, driver 570.169
+/// (`1g.10gb` 14, `1g.20gb` 14, `2g.20gb` 30, `3g.40gb` 46, `4g.40gb` 62, `7g.80gb` 114).
+macro_rules! h100_pcie_profiles {
+    () => {
+        seven_slice_profiles!(10, 20, 20, 40, 40, 80, [14, 14, 30, 46, 62, 114])
+    };
+}
+
+const fn product(name: &'static str, pci_device_id: u32) -> GpuProduct {
+    GpuProduct { name, pci_device_id }
 }
 
 static CATALOGUE: &[GpuType] = &[
     GpuType {
         id: "a100-40gb",
-        product_names: &["A100-SXM4-40GB", "A100-PCIE-40GB", "A100 40GB"],
+        // [mig-parted] "A100-40GB, A800-40GB": 0x20B0, 0x20B1, 0x20F1 (A100), 0x20F6 (A800).
+        // Names: [driver-560] (20B0, 20F1); 0x20B1 is "A100 PCIe 40GB" in [pci.ids].
+        products: &[
+            product("NVIDIA A100-SXM4-40GB", 0x20B0_10DE),
+            product("NVIDIA A100-PCIE-40GB", 0x20B1_10DE),
+            product("NVIDIA A100-PCIE-40GB", 0x20F1_10DE),
+        ],
         gpcs: 7,
         mem_slices: 8,
         max_instances: 7,
-        profiles: seven_slice_profiles!(5, 10, 10, 20, 20, 40, [14, 14, 28, 42, 56, 98]),
+        profiles: a100_40gb_profiles!(),
     },
     GpuType {
         id: "a100-80gb",
-        product_names: &["A100-SXM4-80GB", "A100 80GB", "A100-PCIE-80GB"],
+        // [mig-parted] "H100-80GB, H800-80GB, A100-80GB, A800-80GB" group; names [driver-560].
+        // SXM4 and PCIe boards are the same GA100 with the same MIG geometry.
+        products: &[product("NVIDIA A100-SXM4-80GB", 0x20B2_10DE), product("NVIDIA A100 80GB PCIe", 0x20B5_10DE)],
         gpcs: 7,
         mem_slices: 8,
         max_instances: 7,
-        profiles: seven_slice_profiles!(10, 20, 20, 40, 40, 80, [14, 14, 28, 42, 56, 98]),
+        profiles: a100_80gb_profiles!(),
     },
     GpuType {
         id: "h100-80gb",
-        product_names: &["H100 80GB", "H100-SXM5-80GB", "H100 PCIe"],
+        // H100 SXM5 (HBM3). [mig-parted] 80GB group; name [driver-560].
+        products: &[product("NVIDIA H100 80GB HBM3", 0x2330_10DE)],
         gpcs: 7,
         mem_slices: 8,
         max_instances: 7,
-        profiles: seven_slice_profiles!(10, 20, 20, 40, 40, 80, [16, 26, 32, 60, 64, 132]),
+        profiles: h100_sxm_profiles!(),
     },
     GpuType {
         id: "h100-94gb",
-        product_names: &["H100 NVL"],
+        // H100 NVL. [mig-parted] "H100 NVL, H800 NVL": 0x2321 (H100 NVL); name [driver-560].
+        products: &[product("NVIDIA H100 NVL", 0x2321_10DE)],
         gpcs: 7,
         mem_slices: 8,
         max_instances: 7,
@@ -108,7 +180,9 @@ static CATALOGUE: &[GpuType] = &[
     },
     GpuType {
         id: "h200-141gb",
-        product_names: &["H200"],
+        // H200 SXM. [mig-parted] 0x2335 (changelog: "Add H200 with PCI ID 0x233510DE"); name
+        // [driver-560]. SMs from [lgip] (mig-parted issue 120). Not the GH200 (0x2342/0x2348).
+        products: &[product("NVIDIA H200", 0x2335_10DE)],
         gpcs: 7,
         mem_slices: 8,
         max_instances: 7,
@@ -116,15 +190,72 @@ static CATALOGUE: &[GpuType] = &[
     },
     GpuType {
         id: "a30-24gb",
-        product_names: &["A30"],
+        // [mig-parted] "A30-24GB": 0x20B7; name [driver-560]; profiles, ids, placements [lgip].
+        products: &[product("NVIDIA A30", 0x20B7_10DE)],
         gpcs: 4,
         mem_slices: 4,
         max_instances: 4,
         profiles: &[
-            GiProfile { name: "1g.6gb", id: 14, gpcs: 1, mem_slices: 1, mem_gb: 6, sms: 14, starts: &[0, 1, 2, 3] },
-            GiProfile { name: "2g.12gb", id: 5, gpcs: 2, mem_slices: 2, mem_gb: 12, sms: 28, starts: &[0, 2] },
-            GiProfile { name: "4g.24gb", id: 0, gpcs: 4, mem_slices: 4, mem_gb: 24, sms: 56, starts: STARTS_0 },
+            GiProfile { name: "1g.6gb", id: 14, gpcs: 1, mem_slices: 1, mem_gb: 6, sms: 14, starts: &[0, 1, 2, 3], media_extensions: false },
+            GiProfile { name: "1g.6gb+me", id: 21, gpcs: 1, mem_slices: 1, mem_gb: 6, sms: 14, starts: &[0, 1, 2, 3], media_extensions: true },
+            GiProfile { name: "2g.12gb", id: 5, gpcs: 2, mem_slices: 2, mem_gb: 12, sms: 28, starts: &[0, 2], media_extensions: false },
+            GiProfile { name: "2g.12gb+me", id: 6, gpcs: 2, mem_slices: 2, mem_gb: 12, sms: 28, starts: &[0, 2], media_extensions: true },
+            GiProfile { name: "4g.24gb", id: 0, gpcs: 4, mem_slices: 4, mem_gb: 24, sms: 56, starts: STARTS_0, media_extensions: false },
         ],
+    },
+    GpuType {
+        id: "h100-pcie-80gb",
+        // H100 PCIe: 114 SMs, so its own SM counts ([lgip], driver 570.169). [mig-parted] 80GB
+        // group: 0x2331; name [driver-560].
+        products: &[product("NVIDIA H100 PCIe", 0x2331_10DE)],
+        gpcs: 7,
+        mem_slices: 8,
+        max_instances: 7,
+        profiles: h100_pcie_profiles!(),
+    },
+    GpuType {
+        id: "a800-40gb",
+        // [mig-parted] "A100-40GB, A800-40GB": 0x20F6; name [driver-560] ("NVIDIA A800 40GB
+        // Active"). Same GA100 configuration as the A100 40GB (SMs assumed equal).
+        products: &[product("NVIDIA A800 40GB Active", 0x20F6_10DE)],
+        gpcs: 7,
+        mem_slices: 8,
+        max_instances: 7,
+        profiles: a100_40gb_profiles!(),
+    },
+    GpuType {
+        id: "a800-80gb",
+        // [mig-parted] 80GB group: 0x20F3 (SXM4), 0x20F5 (PCIe); names [driver-560]. Same GA100
+        // configuration as the A100 80GB (SMs assumed equal).
+        products: &[
+            product("NVIDIA A800-SXM4-80GB", 0x20F3_10DE),
+            product("NVIDIA A800 80GB PCIe", 0x20F5_10DE),
+            product("NVIDIA A800 80GB PCIe LC", 0x20F5_10DE),
+        ],
+        gpcs: 7,
+        mem_slices: 8,
+        max_instances: 7,
+        profiles: a100_80gb_profiles!(),
+    },
+    GpuType {
+        id: "h800-80gb",
+        // H800 SXM5. [mig-parted] 0x2324 (changelog: "Add H800 with PCI ID 232410DE"); name
+        // [driver-560]. No published `-lgip` seen: SMs assumed equal to the H100 SXM5's (132).
+        products: &[product("NVIDIA H800", 0x2324_10DE)],
+        gpcs: 7,
+        mem_slices: 8,
+        max_instances: 7,
+        profiles: h100_sxm_profiles!(),
+    },
+    GpuType {
+        id: "h800-pcie-80gb",
+        // H800 PCIe. [mig-parted] 80GB group: 0x2322; name [driver-560] and [pci.ids]. 114 SMs
+        // like the H100 PCIe: SMs per profile assumed equal to the H100 PCIe's.
+        products: &[product("NVIDIA H800 PCIe", 0x2322_10DE)],
+        gpcs: 7,
+        mem_slices: 8,
+        max_instances: 7,
+        profiles: h100_pcie_profiles!(),
     },
 ];
 
@@ -141,6 +272,39 @@ pub struct UnknownGpuType {
     pub known: String,
 }
 
+/// `0x20B210DE`, as mig-parted's `device-filter` and `nvidia-smi -q` write a PCI device id.
+pub fn pci_id_text(pci_device_id: u32) -> String {
+    format!("{pci_device_id:#010X}").replacen("0X", "0x", 1)
+}
+
+fn known_products() -> String {
+    CATALOGUE
+        .iter()
+        .map(|g| {
+            let products: Vec<String> =
+                g.products.iter().map(|p| format!("{} {}", p.name, pci_id_text(p.pci_device_id))).collect();
+            format!("{} ({})", g.id, products.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A physical GPU that is not (unambiguously) one of the catalogue's types.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnknownGpu {
+    #[error(
+        "GPU `{name}` (PCI device id {}) is not a GPU type parva knows (products are matched by PCI \
+         device id or exact name); known: {known}",
+        pci_device_id.map_or_else(|| "not reported".to_string(), pci_id_text)
+    )]
+    Unknown { name: String, pci_device_id: Option<u32>, known: String },
+    #[error(
+        "GPU `{name}` (PCI device id {}): the PCI device id is a {by_id} but the name is a {by_name}; refusing to guess",
+        pci_id_text(*pci_device_id)
+    )]
+    Conflict { name: String, pci_device_id: u32, by_id: &'static str, by_name: &'static str },
+}
+
 impl GpuType {
     /// Look a GPU type up by its id (`a100-80gb`, ...), case-insensitively.
     pub fn by_id(id: &str) -> Result<&'static GpuType, UnknownGpuType> {
@@ -150,9 +314,41 @@ impl GpuType {
         })
     }
 
-    /// Recognise a GPU type from the product name NVML reports (e.g. `NVIDIA A100-SXM4-80GB`).
+    /// The GPU type of the product with this PCI device id (`0x20B210DE`), if any.
+    pub fn by_pci_device_id(pci_device_id: u32) -> Option<&'static GpuType> {
+        CATALOGUE.iter().find(|g| g.products.iter().any(|p| p.pci_device_id == pci_device_id))
+    }
+
+    /// The GPU type of the product with exactly this name (e.g. `NVIDIA A100-SXM4-80GB`; the
+    /// `NVIDIA ` prefix, which older drivers leave out, is optional; surrounding blanks are
+    /// ignored). Never a substring match: `NVIDIA GH200 480GB` is not an `NVIDIA H200`.
     pub fn by_product_name(name: &str) -> Option<&'static GpuType> {
-        CATALOGUE.iter().find(|g| g.product_names.iter().any(|p| name.contains(p)))
+        let bare = |n: &str| {
+            let n = n.trim();
+            n.strip_prefix("NVIDIA ").unwrap_or(n).trim_start().to_string()
+        };
+        let want = bare(name);
+        CATALOGUE.iter().find(|g| g.products.iter().any(|p| bare(p.name) == want))
+    }
+
+    /// Recognise a physical GPU from what NVML reports: its PCI device id when it is one of the
+    /// catalogue's, else its exact product name. A GPU whose id and name point at two different
+    /// types, or at none, is refused, with what was seen and the products parva knows.
+    pub fn identify(name: &str, pci_device_id: Option<u32>) -> Result<&'static GpuType, UnknownGpu> {
+        let by_id = pci_device_id.and_then(Self::by_pci_device_id);
+        let by_name = Self::by_product_name(name);
+        let seen = || (name.to_string(), pci_device_id);
+        match (by_id, by_name) {
+            (Some(a), Some(b)) if a.id != b.id => {
+                let (name, pci_device_id) = seen();
+                Err(UnknownGpu::Conflict { name, pci_device_id: pci_device_id.unwrap_or(0), by_id: a.id, by_name: b.id })
+            }
+            (Some(t), _) | (None, Some(t)) => Ok(t),
+            (None, None) => {
+                let (name, pci_device_id) = seen();
+                Err(UnknownGpu::Unknown { name, pci_device_id, known: known_products() })
+            }
+        }
     }
 
     /// Instance sizes (GPC counts) a planner may use, ascending: 1, 2, 3, 4, 7 (A30: 1, 2, 4).
@@ -164,9 +360,10 @@ impl GpuType {
     }
 
     /// The profile a planner uses for an instance of `gpcs` compute slices: the one with the
-    /// fewest memory slices (so `1g.10gb`, not `1g.20gb`, on A100-80GB).
+    /// fewest memory slices (so `1g.10gb`, not `1g.20gb`, on A100-80GB), never a media-extension
+    /// (`+me`) profile.
     pub fn profile_for_size(&self, gpcs: u8) -> Option<&'static GiProfile> {
-        self.profiles.iter().filter(|p| p.gpcs == gpcs).min_by_key(|p| p.mem_slices)
+        self.profiles.iter().filter(|p| p.gpcs == gpcs && !p.media_extensions).min_by_key(|p| p.mem_slices)
     }
 
     pub fn profile_by_name(&self, name: &str) -> Option<&'static GiProfile> {
@@ -189,6 +386,7 @@ impl GpuType {
         }
         let mut used: Vec<(u16, &Placement)> = Vec::with_capacity(layout.len());
         let mut gpcs = 0u32;
+        let mut media: Option<&Placement> = None;
         for p in layout {
             let profile = p.profile;
             if !profile.starts.contains(&p.start) {
@@ -199,11 +397,17 @@ impl GpuType {
                 });
             }
             let mask = profile.mask_at(p.start);
-            if mask & !self.full_mask() != 0 {
+            if p.start as u32 + profile.mem_slices as u32 > self.mem_slices as u32 {
                 return Err(LayoutError::OutOfRange { profile: profile.name, start: p.start, slices: self.mem_slices });
             }
             if let Some((_, other)) = used.iter().find(|(m, _)| m & mask != 0) {
                 return Err(LayoutError::Overlap { first: **other, second: *p });
+            }
+            if profile.media_extensions {
+                if let Some(first) = media {
+                    return Err(LayoutError::MediaExtensionsTaken { first: *first, second: *p });
+                }
+                media = Some(p);
             }
             used.push((mask, p));
             gpcs += profile.gpcs as u32;
@@ -263,18 +467,24 @@ impl GpuType {
         }
     }
 
+    /// Whether `profile` at `start` fits beside instances taking `mask`, `gpcs` and `count`.
+    /// The planner's layouts never hold a `+me` profile; [`Self::free_starts`] checks that rule.
     fn fits(&self, mask: u16, gpcs: u8, count: usize, profile: &GiProfile, start: u8) -> bool {
         let m = profile.mask_at(start);
         m & mask == 0
             && m & !self.full_mask() == 0
-            && gpcs + profile.gpcs <= self.gpcs
+            && gpcs as u32 + profile.gpcs as u32 <= self.gpcs as u32
             && count < self.max_instances as usize
     }
 
-    /// Legal starts for `profile` that are free on a GPU whose current layout is `layout`.
+    /// Legal starts for `profile` that are free on a GPU whose current layout is `layout`
+    /// (every rule of [`Self::validate`], the one media-extension instance included).
     pub fn free_starts(&self, layout: &[Placement], profile: &GiProfile) -> Vec<u8> {
+        if profile.media_extensions && layout.iter().any(|p| p.profile.media_extensions) {
+            return Vec::new();
+        }
         let mask = layout.iter().fold(0u16, |m, p| m | p.profile.mask_at(p.start));
-        let gpcs: u8 = layout.iter().map(|p| p.profile.gpcs).sum();
+        let gpcs = layout.iter().map(|p| p.profile.gpcs as u32).sum::<u32>().min(u8::MAX as u32) as u8;
         profile.starts.iter().copied().filter(|&s| self.fits(mask, gpcs, layout.len(), profile, s)).collect()
     }
 }
@@ -311,6 +521,8 @@ pub enum LayoutError {
     TooManyGpcs { total: u32, limit: u8 },
     #[error("{count} instances; the GPU allows at most {limit}")]
     TooManyInstances { count: usize, limit: u8 },
+    #[error("{second} needs the GPU's media extensions, but {first} has them (one per GPU)")]
+    MediaExtensionsTaken { first: Placement, second: Placement },
 }
 
 #[cfg(test)]
@@ -330,7 +542,9 @@ mod tests {
                     assert!(s + p.mem_slices <= gpu.mem_slices, "{} {} start {s}", gpu.id, p.name);
                 }
                 assert!(p.name.starts_with(&format!("{}g.", p.gpcs)), "{} {}", gpu.id, p.name);
-                assert!(p.name.ends_with(&format!(".{}gb", p.mem_gb)), "{} {}", gpu.id, p.name);
+                let base = p.name.strip_suffix("+me").unwrap_or(p.name);
+                assert_eq!(p.media_extensions, base != p.name, "{} {}", gpu.id, p.name);
+                assert!(base.ends_with(&format!(".{}gb", p.mem_gb)), "{} {}", gpu.id, p.name);
             }
             // Every single profile at every legal start is a valid layout on its own.
             for p in gpu.profiles {
@@ -439,5 +653,229 @@ mod tests {
         let layouts = a100.maximal_layouts();
         assert!(layouts.iter().any(|l| l.len() == 1 && l[0].profile.gpcs == 7));
         assert!(layouts.iter().any(|l| l.len() == 7));
+    }
+
+    // ---- Recognising GPUs -------------------------------------------------------------------
+
+    #[test]
+    fn every_catalogue_product_is_identified_by_pci_id_and_by_exact_name_and_by_both() {
+        let mut ids = std::collections::BTreeMap::new();
+        for gpu in catalogue() {
+            assert!(!gpu.products.is_empty(), "{}", gpu.id);
+            for p in gpu.products {
+                assert_eq!(p.pci_device_id & 0xFFFF, 0x10DE, "{} {}: vendor must be NVIDIA", gpu.id, p.name);
+                assert_eq!(GpuType::by_pci_device_id(p.pci_device_id).unwrap().id, gpu.id, "{}", p.name);
+                assert_eq!(GpuType::by_product_name(p.name).unwrap().id, gpu.id, "{}", p.name);
+                assert_eq!(GpuType::identify(p.name, Some(p.pci_device_id)).unwrap().id, gpu.id);
+                assert_eq!(GpuType::identify(p.name, None).unwrap().id, gpu.id, "name alone: {}", p.name);
+                assert_eq!(GpuType::identify("", Some(p.pci_device_id)).unwrap().id, gpu.id, "id alone: {}", p.name);
+                // Older drivers leave the `NVIDIA ` prefix out.
+                let bare = p.name.strip_prefix("NVIDIA ").unwrap();
+                assert_eq!(GpuType::identify(&format!(" {bare} "), None).unwrap().id, gpu.id);
+                // One id, one type.
+                if let Some(other) = ids.insert(p.pci_device_id, gpu.id) {
+                    assert_eq!(other, gpu.id, "{:#x} in two types", p.pci_device_id);
+                }
+            }
+        }
+        // The ids mig-parted's default config lists for the families parva supports.
+        for (id, ty) in [
+            (0x20B0_10DE, "a100-40gb"), (0x20B1_10DE, "a100-40gb"), (0x20F1_10DE, "a100-40gb"), (0x20F6_10DE, "a800-40gb"),
+            (0x20B2_10DE, "a100-80gb"), (0x20B5_10DE, "a100-80gb"), (0x20F3_10DE, "a800-80gb"), (0x20F5_10DE, "a800-80gb"),
+            (0x2330_10DE, "h100-80gb"), (0x2331_10DE, "h100-pcie-80gb"), (0x2322_10DE, "h800-pcie-80gb"), (0x2324_10DE, "h800-80gb"),
+            (0x2321_10DE, "h100-94gb"), (0x2335_10DE, "h200-141gb"), (0x20B7_10DE, "a30-24gb"),
+        ] {
+            assert_eq!(GpuType::by_pci_device_id(id).map(|t| t.id), Some(ty), "{id:#x}");
+        }
+    }
+
+    #[test]
+    fn gh200_is_never_taken_for_an_h200() {
+        // Before: `NVIDIA GH200 480GB`.contains("H200") made it an h200-141gb (wrong memory sizes).
+        for (name, id) in [
+            ("NVIDIA GH200 480GB", Some(0x2342_10DE)),
+            ("NVIDIA GH200 120GB", Some(0x2342_10DE)),
+            ("NVIDIA GH200 144G HBM3e", Some(0x2348_10DE)),
+            ("NVIDIA GH200 480GB", None),
+        ] {
+            let e = GpuType::identify(name, id).unwrap_err();
+            assert!(matches!(&e, UnknownGpu::Unknown { name: n, pci_device_id, .. } if n == name && *pci_device_id == id), "{e}");
+            assert_eq!(GpuType::by_product_name(name), None);
+        }
+        assert_eq!(GpuType::by_pci_device_id(0x2342_10DE), None);
+    }
+
+    #[test]
+    fn product_names_are_matched_exactly_never_by_substring() {
+        for name in [
+            "NVIDIA H100",                  // 0x2339, geometry unknown
+            "NVIDIA H100 80GB HBM3 (FAKE)", // a longer name containing a known one
+            "H100 PCIe 80GB",
+            "NVIDIA H200 NVL",              // not catalogued (no published SM counts)
+            "NVIDIA H20",
+            "NVIDIA A100",
+            "NVIDIA A100-SXM4-80GBX",
+            "NVIDIA A30X",
+            "",
+        ] {
+            assert_eq!(GpuType::by_product_name(name), None, "{name}");
+            assert!(GpuType::identify(name, None).is_err(), "{name}");
+        }
+        // The H100 PCIe is no longer taken for an SXM5 (114 SMs, not 132).
+        let pcie = GpuType::identify("NVIDIA H100 PCIe", Some(0x2331_10DE)).unwrap();
+        assert_eq!(pcie.id, "h100-pcie-80gb");
+        assert_eq!(pcie.profile_for_size(7).unwrap().sms, 114);
+        assert_eq!(pcie.profile_for_size(1).unwrap().sms, 14);
+        assert_eq!(GpuType::identify("NVIDIA H100 80GB HBM3", Some(0x2330_10DE)).unwrap().profile_for_size(7).unwrap().sms, 132);
+        // A800 and H800 are recognised, with the geometry of the A100 / H100 they derive from.
+        let a800 = GpuType::identify("NVIDIA A800-SXM4-80GB", Some(0x20F3_10DE)).unwrap();
+        assert_eq!((a800.id, a800.profile_for_size(1).unwrap().name), ("a800-80gb", "1g.10gb"));
+        assert_eq!(GpuType::identify("NVIDIA H800", Some(0x2324_10DE)).unwrap().id, "h800-80gb");
+    }
+
+    #[test]
+    fn unknown_gpu_error_names_the_name_and_pci_id_seen_and_the_known_products() {
+        let e = GpuType::identify("NVIDIA GH200 480GB", Some(0x2342_10DE)).unwrap_err().to_string();
+        for want in ["`NVIDIA GH200 480GB`", "PCI device id 0x234210DE", "a100-80gb (NVIDIA A100-SXM4-80GB 0x20B210DE", "h200-141gb (NVIDIA H200 0x233510DE)"] {
+            assert!(e.contains(want), "{want:?} missing from: {e}");
+        }
+        let e = GpuType::identify("Tesla V100-SXM2-16GB", None).unwrap_err().to_string();
+        assert!(e.contains("`Tesla V100-SXM2-16GB` (PCI device id not reported)"), "{e}");
+        // An id of one type with the name of another: refused, not guessed.
+        let e = GpuType::identify("NVIDIA H200", Some(0x2330_10DE)).unwrap_err();
+        assert_eq!(
+            e,
+            UnknownGpu::Conflict { name: "NVIDIA H200".into(), pci_device_id: 0x2330_10DE, by_id: "h100-80gb", by_name: "h200-141gb" }
+        );
+        assert!(e.to_string().contains("PCI device id 0x233010DE"), "{e}");
+        // A known name with an id parva does not list (another board of the same product): by name.
+        assert_eq!(GpuType::identify("NVIDIA A30", Some(0x20B9_10DE)).unwrap().id, "a30-24gb");
+        assert_eq!(pci_id_text(0x20B2_10DE), "0x20B210DE");
+        assert_eq!(pci_id_text(0x10DE), "0x000010DE");
+    }
+
+    // ---- Media-extension (+me) profiles -----------------------------------------------------
+
+    #[test]
+    fn media_extension_profiles_are_catalogued_with_their_base_geometry() {
+        for gpu in catalogue() {
+            let me: Vec<&GiProfile> = gpu.profiles.iter().filter(|p| p.media_extensions).collect();
+            assert!(!me.is_empty(), "{}", gpu.id);
+            for p in me {
+                let base = gpu.profile_by_name(p.name.strip_suffix("+me").unwrap()).unwrap();
+                assert_eq!(
+                    (p.gpcs, p.mem_slices, p.mem_gb, p.sms, p.starts),
+                    (base.gpcs, base.mem_slices, base.mem_gb, base.sms, base.starts),
+                    "{} {}",
+                    gpu.id,
+                    p.name
+                );
+                assert_ne!(p.id, base.id);
+                assert_eq!(gpu.profile_by_id(p.id).unwrap().name, p.name);
+            }
+            // Planners never choose one.
+            for s in gpu.sizes() {
+                assert!(!gpu.profile_for_size(s).unwrap().media_extensions, "{} size {s}", gpu.id);
+            }
+            assert!(gpu.maximal_layouts().iter().flatten().all(|p| !p.profile.media_extensions), "{}", gpu.id);
+        }
+        let a100 = GpuType::by_id("a100-80gb").unwrap();
+        assert_eq!(a100.profile_by_id(20).unwrap().name, "1g.10gb+me");
+        assert_eq!(a100.profile_by_name("MIG 1g.10gb+me").unwrap().id, 20);
+        assert_eq!(GpuType::by_id("a100-40gb").unwrap().profile_by_id(20).unwrap().name, "1g.5gb+me");
+        assert_eq!(GpuType::by_id("h200-141gb").unwrap().profile_by_id(20).unwrap().name, "1g.18gb+me");
+        let a30 = GpuType::by_id("a30-24gb").unwrap();
+        assert_eq!(a30.profile_by_id(21).unwrap().name, "1g.6gb+me");
+        assert_eq!(a30.profile_by_id(6).unwrap().name, "2g.12gb+me");
+        assert_eq!(a30.sizes(), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn a_media_extension_instance_takes_its_slices_and_the_gpus_one_media_engine_set() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let me = place(gpu, "1g.10gb+me", 3);
+        // Its memory slice is taken.
+        assert!(matches!(
+            gpu.validate(&[me, place(gpu, "1g.10gb", 3)]),
+            Err(LayoutError::Overlap { .. })
+        ));
+        assert_eq!(gpu.free_starts(&[me], gpu.profile_for_size(1).unwrap()), vec![0, 1, 2, 4, 5, 6]);
+        assert_eq!(gpu.free_starts(&[me], gpu.profile_for_size(3).unwrap()), vec![4]);
+        // Beside six 1g.10gb it fills the GPU (7 instances, 7 GPCs).
+        let mut full: Vec<Placement> = (0..7).filter(|&s| s != 3).map(|s| place(gpu, "1g.10gb", s)).collect();
+        full.push(me);
+        gpu.validate(&full).unwrap();
+        // A second +me is refused wherever it goes.
+        let e = gpu.validate(&[me, place(gpu, "1g.10gb+me", 5)]).unwrap_err();
+        assert!(matches!(e, LayoutError::MediaExtensionsTaken { .. }), "{e}");
+        assert!(e.to_string().contains("1g.10gb+me@{5}:1") && e.to_string().contains("1g.10gb+me@{3}:1"), "{e}");
+        assert!(gpu.free_starts(&[me], gpu.profile_by_id(20).unwrap()).is_empty());
+        // A30: 1g.6gb+me and 2g.12gb+me share the one set of media engines.
+        let a30 = GpuType::by_id("a30-24gb").unwrap();
+        assert!(matches!(
+            a30.validate(&[place(a30, "1g.6gb+me", 0), place(a30, "2g.12gb+me", 2)]),
+            Err(LayoutError::MediaExtensionsTaken { .. })
+        ));
+        a30.validate(&[place(a30, "1g.6gb+me", 0), place(a30, "1g.6gb", 1), place(a30, "2g.12gb", 2)]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_starts_never_panic() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let p = gpu.profile_for_size(7).unwrap();
+        assert_eq!(p.mask_at(200), 0);
+        assert!(matches!(gpu.validate(&[Placement { profile: p, start: 200 }]), Err(LayoutError::IllegalStart { .. })));
+    }
+
+    // ---- validate against an independent check ---------------------------------------------
+
+    /// The layout rules written out plainly (ranges, counts), independent of `validate`'s masks.
+    fn plainly_valid(gpu: &GpuType, layout: &[Placement]) -> bool {
+        let in_range = |p: &Placement| p.profile.starts.contains(&p.start) && p.start as u32 + p.profile.mem_slices as u32 <= gpu.mem_slices as u32;
+        let range = |p: &Placement| p.start as u32..p.start as u32 + p.profile.mem_slices as u32;
+        let overlap = layout.iter().enumerate().any(|(i, a)| {
+            layout[i + 1..].iter().any(|b| range(a).any(|s| range(b).contains(&s)))
+        });
+        layout.len() <= gpu.max_instances as usize
+            && layout.iter().all(in_range)
+            && !overlap
+            && layout.iter().map(|p| p.profile.gpcs as u32).sum::<u32>() <= gpu.gpcs as u32
+            && layout.iter().filter(|p| p.profile.media_extensions).count() <= 1
+    }
+
+    proptest::proptest! {
+        // 256 cases by default; longer: PROPTEST_CASES=100000 cargo test -p parva-core validate_matches
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)))]
+
+        #[test]
+        fn validate_matches_a_plain_independent_check(
+            gpu_index in 0..CATALOGUE.len(),
+            picks in proptest::collection::vec((0usize..16, 0u8..9, proptest::bool::ANY), 0..10),
+        ) {
+            let gpu = &CATALOGUE[gpu_index];
+            // Mostly legal starts (so that valid layouts are common), sometimes any start.
+            let layout: Vec<Placement> = picks
+                .iter()
+                .map(|&(pi, s, legal)| {
+                    let profile = &gpu.profiles[pi % gpu.profiles.len()];
+                    let start = if legal { profile.starts[s as usize % profile.starts.len()] } else { s };
+                    Placement { profile, start }
+                })
+                .collect();
+            let got = gpu.validate(&layout);
+            proptest::prop_assert_eq!(got.is_ok(), plainly_valid(gpu, &layout), "{} {:?}: {:?}", gpu.id, layout, got);
+            // On a valid layout, free_starts says exactly which additions stay valid.
+            if got.is_ok() {
+                for profile in gpu.profiles {
+                    let free = gpu.free_starts(&layout, profile);
+                    for &start in profile.starts {
+                        let mut more = layout.clone();
+                        more.push(Placement { profile, start });
+                        proptest::prop_assert_eq!(free.contains(&start), plainly_valid(gpu, &more), "{} {:?} + {}@{}", gpu.id, layout, profile.name, start);
+                    }
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,10 @@
 //! slices, more GPCs or instances than the GPU has, unknown profiles, MIG calls on a GPU whose
 //! MIG mode is off, and destroying an instance a process uses. It records every call and can fail
 //! any one of them ([`Fault`]). Its state can live in a JSON file so that successive `parva`
-//! commands see the same "GPUs" (`PARVA_FAKE_GPUS`, see the README).
+//! commands see the same "GPUs" (`PARVA_FAKE_GPUS`, see the README). Each fake GPU reports a
+//! product name and PCI device id (by default its type's first catalogue product), so that the
+//! identification path ([`GpuInfo::identify`]) is the real one; a test may make it report
+//! another product (a GH200, say) to see it refused.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +19,15 @@ use crate::mig::{GpuInfo, GpuProcess, MigControl, MigError, MigInstance, MigMode
 /// One fake GPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FakeGpu {
-    /// Catalogue id (`a100-80gb`, ...).
+    /// Catalogue id (`a100-80gb`, ...): the MIG rules the fake enforces.
     pub gpu_type: String,
+    /// Product name it reports; absent (state files written before it existed): the type's first
+    /// catalogue product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_name: Option<String>,
+    /// PCI device id it reports (`0x20B210DE`); absent: as for `product_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_device_id: Option<u32>,
     pub uuid: String,
     pub mig: MigMode,
     pub instances: Vec<MigInstance>,
@@ -54,8 +64,11 @@ impl FakeState {
             let count: u32 = count.trim().parse().map_err(|_| bad(format!("count `{count}` is not a number")))?;
             for _ in 0..count {
                 let index = gpus.len();
+                let product = gpu_type.products.first();
                 gpus.push(FakeGpu {
                     gpu_type: gpu_type.id.to_string(),
+                    product_name: product.map(|p| p.name.to_string()),
+                    pci_device_id: product.map(|p| p.pci_device_id),
                     uuid: format!("GPU-fa4e0000-0000-4000-8000-{index:012x}"),
                     mig: MigMode::ENABLED,
                     instances: Vec::new(),
@@ -174,9 +187,15 @@ impl FakeGpus {
     }
 }
 
-fn product_name(gpu_type: &str) -> String {
-    let name = GpuType::by_id(gpu_type).ok().and_then(|t| t.product_names.first().copied()).unwrap_or(gpu_type);
-    format!("NVIDIA {name}")
+impl FakeGpu {
+    /// The product name and PCI device id this fake reports: its own, else its type's first
+    /// catalogue product's (else its type id, which no catalogue product is named: refused).
+    pub fn product(&self) -> (String, Option<u32>) {
+        let first = GpuType::by_id(&self.gpu_type).ok().and_then(|t| t.products.first());
+        let name = self.product_name.clone().or_else(|| first.map(|p| p.name.to_string())).unwrap_or_else(|| self.gpu_type.clone());
+        let id = if self.product_name.is_some() { self.pci_device_id } else { self.pci_device_id.or(first.map(|p| p.pci_device_id)) };
+        (name, id)
+    }
 }
 
 impl MigControl for FakeGpus {
@@ -187,7 +206,10 @@ impl MigControl for FakeGpus {
             .gpus
             .iter()
             .enumerate()
-            .map(|(i, g)| GpuInfo { index: i as u32, uuid: g.uuid.clone(), name: product_name(&g.gpu_type), mig: g.mig })
+            .map(|(i, g)| {
+                let (name, pci_device_id) = g.product();
+                GpuInfo { index: i as u32, uuid: g.uuid.clone(), name, mig: g.mig, pci_device_id }
+            })
             .collect())
     }
 

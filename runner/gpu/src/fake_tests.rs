@@ -137,3 +137,101 @@ fn fake_state_file_persists_between_instances_and_names_map_to_types() {
     assert!(FakeState::from_spec("v100:2").unwrap_err().to_string().contains("v100"));
     assert!(FakeState::from_spec("a100-80gb:x").is_err());
 }
+
+// ---- Identification and media-extension instances ---------------------------------------------
+
+#[test]
+fn every_fake_gpu_type_reports_its_pci_id_and_exact_name_and_is_identified_by_them() {
+    for ty in catalogue() {
+        let info = FakeGpus::from_spec(ty.id).unwrap().gpus().unwrap().remove(0);
+        let product = ty.products[0];
+        assert_eq!((info.name.as_str(), info.pci_device_id), (product.name, Some(product.pci_device_id)), "{}", ty.id);
+        assert_eq!(info.identify().unwrap().id, ty.id);
+        // By the id alone (a name parva does not list) and by the name alone (no id).
+        let by_id = GpuInfo { name: "NVIDIA Some Future Board".into(), ..info.clone() };
+        assert_eq!(by_id.identify().unwrap().id, ty.id);
+        let by_name = GpuInfo { pci_device_id: None, ..info.clone() };
+        assert_eq!(by_name.identify().unwrap().id, ty.id);
+    }
+}
+
+#[test]
+fn fake_state_files_without_product_fields_stay_readable_and_report_the_types_product() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("fake-gpus.json");
+    // A state file as written before fake GPUs carried a product name and PCI device id.
+    let old = r#"{"gpus": [{"gpu_type": "h100-80gb", "uuid": "GPU-1", "mig": {"supported": true, "current": true, "pending": true},
+        "instances": [], "processes": []}], "serial": 0, "privileged": true}"#;
+    std::fs::write(&path, old).unwrap();
+    let mut fake = FakeGpus::with_state_file("a100-80gb:1", &path).unwrap();
+    let info = fake.gpus().unwrap().remove(0);
+    assert_eq!((info.name.as_str(), info.pci_device_id), ("NVIDIA H100 80GB HBM3", Some(0x2330_10DE)));
+    assert_eq!(info.identify().unwrap().id, "h100-80gb");
+    // New files carry them, and read back the same.
+    fake.create_instance(0, 19, 0).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("product_name"), "only written when set: {text}");
+    let fresh = FakeState::from_spec("a30-24gb:1").unwrap();
+    let json = serde_json::to_string(&fresh).unwrap();
+    assert!(json.contains(r#""product_name":"NVIDIA A30""#) && json.contains(&format!(r#""pci_device_id":{}"#, 0x20B7_10DEu32)), "{json}");
+    assert_eq!(serde_json::from_str::<FakeState>(&json).unwrap(), fresh);
+}
+
+#[test]
+fn a_fake_gh200_is_refused_naming_its_name_and_pci_id_never_taken_for_an_h200() {
+    let mut fake = FakeGpus::from_spec("h200-141gb:2").unwrap();
+    fake.state_mut().gpus[1].product_name = Some("NVIDIA GH200 480GB".into());
+    fake.state_mut().gpus[1].pci_device_id = Some(0x2342_10DE);
+    let gpus = fake.gpus().unwrap();
+    assert_eq!(gpus[0].identify().unwrap().id, "h200-141gb");
+    let e = gpus[1].identify().unwrap_err().to_string();
+    assert!(e.contains("`NVIDIA GH200 480GB`") && e.contains("0x234210DE") && e.contains("h200-141gb (NVIDIA H200 0x233510DE)"), "{e}");
+    assert_eq!(gpus[1].gpu_type(), None);
+    assert_eq!(gpus[1].product(), "NVIDIA GH200 480GB (PCI device id 0x234210DE)");
+    // `parva deploy` of an H200 map onto it is refused before anything changes.
+    let map_text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+                    0,1,a,resnet50,0,7,8,1,,h200-141gb,,,\n";
+    let map = parva_core::DeploymentMap::read_from(map_text.as_bytes(), std::path::Path::new("m.csv")).unwrap().0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mps = crate::mps::FakeMps::default();
+    let mut node = crate::exec::Node { mig: &mut fake, mps: &mut mps, run_dir: dir.path().to_path_buf() };
+    let e = node.deploy(&map, &crate::plan::DeployOptions::default(), false).unwrap_err();
+    assert!(matches!(&e, crate::error::DeployError::TypeMismatch { gpu: 1, found, want, .. } if found == "NVIDIA GH200 480GB" && want == "h200-141gb"), "{e}");
+    assert_eq!(fake.layouts(), vec![vec![], vec![]], "nothing changed");
+}
+
+#[test]
+fn a_media_extension_instance_made_by_someone_else_is_named_and_its_slices_counted_as_taken() {
+    let ty = GpuType::by_id("a100-80gb").unwrap();
+    let mut fake = one_gpu(ty);
+    // Someone else (nvidia-smi mig -cgi 20) made a 1g.10gb+me at {6}.
+    let me = fake.create_instance(0, 20, 6).unwrap();
+    assert_eq!((me.profile_id, me.start, me.size), (20, 6, 1));
+    let layout = [Placement { profile: ty.profile_by_id(20).unwrap(), start: 6 }];
+    assert_acceptance_matches_catalogue(&mut fake, ty, &layout);
+    let e = fake.create_instance(0, 19, 6).unwrap_err().to_string();
+    assert!(e.contains("overlaps 1g.10gb+me@{6}:1"), "{e}");
+    let e = fake.create_instance(0, 20, 0).unwrap_err().to_string();
+    assert!(e.contains("media extensions") && e.contains("1g.10gb+me@{6}:1"), "{e}");
+    // Beside it: a 4g, a 2g and... only the 1g slots that are left (7 GPCs, 7 instances at most).
+    for (profile, start) in [(5, 0), (14, 4)] {
+        fake.create_instance(0, profile, start).unwrap();
+    }
+    assert!(matches!(fake.create_instance(0, 15, 6), Err(MigError::Placement { .. })));
+    // In use: the refusal names it.
+    fake.add_process(0, Some(me.gi_id), 77);
+    let e = fake.destroy_instance(0, me.gi_id).unwrap_err().to_string();
+    assert!(e.contains("1g.10gb+me at placement {6}") && e.contains("77"), "{e}");
+    // Deploy with --keep-unchanged leaves it alone and says so by name; without, it is destroyed
+    // (once free) and the plan's instances are built around what the map asks.
+    fake.state_mut().gpus[0].processes.clear();
+    let map_text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+                    0,0,a,resnet50,0,4,8,1,,a100-80gb,,,\n";
+    let map = parva_core::DeploymentMap::read_from(map_text.as_bytes(), std::path::Path::new("m.csv")).unwrap().0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mps = crate::mps::FakeMps::default();
+    let opts = crate::plan::DeployOptions { keep_unchanged: true, ..Default::default() };
+    let mut node = crate::exec::Node { mig: &mut fake, mps: &mut mps, run_dir: dir.path().to_path_buf() };
+    let out = node.deploy(&map, &opts, true).unwrap();
+    assert!(out.plan.untouched.iter().any(|u| u == "GPU 0: 1g.10gb+me at {6}"), "{:?}", out.plan.untouched);
+}

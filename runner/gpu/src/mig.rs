@@ -5,7 +5,7 @@
 //! MIG device with one UUID (`MIG-...`), the value of `CUDA_VISIBLE_DEVICES` for its processes.
 //! Implementations: [`crate::nvml::NvmlMig`] (the real driver) and [`crate::fake::FakeGpus`].
 
-use parva_core::mig::{GiProfile, GpuType};
+use parva_core::mig::{GiProfile, GpuType, UnknownGpu};
 use serde::{Deserialize, Serialize};
 
 /// A physical GPU of the node.
@@ -18,12 +18,30 @@ pub struct GpuInfo {
     /// Product name as NVML reports it (e.g. `NVIDIA A100-SXM4-80GB`).
     pub name: String,
     pub mig: MigMode,
+    /// PCI device id as NVML reports it (`nvmlPciInfo_t.pciDeviceId`, e.g. `0x20B210DE`), when
+    /// known (absent from files written before parva read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_device_id: Option<u32>,
 }
 
 impl GpuInfo {
-    /// The catalogue type of this GPU, recognised from its product name.
+    /// The catalogue type of this GPU, from its PCI device id or exact product name; the error
+    /// names both and the products parva knows (see [`GpuType::identify`]).
+    pub fn identify(&self) -> Result<&'static GpuType, UnknownGpu> {
+        GpuType::identify(&self.name, self.pci_device_id)
+    }
+
+    /// [`Self::identify`], without the reason.
     pub fn gpu_type(&self) -> Option<&'static GpuType> {
-        GpuType::by_product_name(&self.name)
+        self.identify().ok()
+    }
+
+    /// `NVIDIA H100 PCIe (PCI device id 0x233110DE)`, or the name alone when the id is unknown.
+    pub fn product(&self) -> String {
+        match self.pci_device_id {
+            Some(id) => format!("{} (PCI device id {})", self.name, parva_core::mig::pci_id_text(id)),
+            None => self.name.clone(),
+        }
     }
 }
 

@@ -85,8 +85,10 @@ impl NvmlMig {
     fn profile_name(&self, gpu: u32, profile_id: u32) -> String {
         self.device(gpu)
             .ok()
-            .and_then(|d| d.name().ok())
-            .and_then(|n| parva_core::mig::GpuType::by_product_name(&n))
+            .and_then(|d| {
+                let name = d.name().ok()?;
+                parva_core::mig::GpuType::identify(&name, d.pci_info().ok().map(|p| p.pci_device_id)).ok()
+            })
             .and_then(|t| t.profile_by_id(profile_id))
             .map_or_else(|| format!("GI profile {profile_id}"), |p| p.name.to_string())
     }
@@ -236,12 +238,14 @@ impl MigControl for NvmlMig {
             let dev = self.device(index)?;
             let uuid = dev.uuid().map_err(|e| nvml_err(index, "", "nvmlDeviceGetUUID", e))?;
             let name = dev.name().map_err(|e| nvml_err(index, &uuid, "nvmlDeviceGetName", e))?;
+            // The PCI device id identifies the GPU type (see parva_core::mig::GpuType::identify).
+            let pci_device_id = dev.pci_info().ok().map(|p| p.pci_device_id);
             let mig = match dev.mig_mode() {
                 Ok(m) => MigMode { supported: true, current: m.current == 1, pending: m.pending == 1 },
                 Err(NvmlError::NotSupported) => MigMode { supported: false, current: false, pending: false },
                 Err(e) => return Err(nvml_err(index, &uuid, "nvmlDeviceGetMigMode", e)),
             };
-            out.push(GpuInfo { index, uuid, name, mig });
+            out.push(GpuInfo { index, uuid, name, mig, pci_device_id });
         }
         Ok(out)
     }
@@ -407,7 +411,7 @@ mod tests {
         let gpus = nvml.gpus().expect("gpus");
         assert!(!gpus.is_empty());
         for g in &gpus {
-            eprintln!("GPU {} {} {} {:?} type {:?}", g.index, g.uuid, g.name, g.mig, g.gpu_type().map(|t| t.id));
+            eprintln!("GPU {} {} {} {:?} type {:?}", g.index, g.uuid, g.product(), g.mig, g.identify().map(|t| t.id));
             if g.mig.current {
                 for i in nvml.instances(g.index).expect("instances") {
                     eprintln!("  {i:?}");

@@ -9,7 +9,7 @@ fn map(text: &str) -> DeploymentMap {
 
 fn gpu(index: u32, name: &str, instances: Vec<MigInstance>) -> ObservedGpu {
     ObservedGpu {
-        info: GpuInfo { index, uuid: format!("GPU-{index}"), name: name.into(), mig: MigMode::ENABLED },
+        info: GpuInfo { index, uuid: format!("GPU-{index}"), name: name.into(), mig: MigMode::ENABLED, pci_device_id: None },
         instances,
         processes: Vec::new(),
         daemons: BTreeSet::new(),
