@@ -19,6 +19,18 @@ pub enum InferError {
     ExecFailed { service: String, worker: String, why: String },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The body is larger than the model's limit (413; nothing past the limit was read).
+    #[error("{what} is over the limit of {limit} bytes for model {model:?} ({why})")]
+    TooLarge { model: String, what: String, limit: u64, why: String },
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive within {seconds} s (--body-timeout)")]
+    BodyTimeout { seconds: f64 },
+    /// The bodies being decoded or served already hold the memory bound (429).
+    #[error(
+        "the server is at its memory bound: request bodies in flight hold {in_flight} of {limit} bytes \
+         (--max-inflight-mib) and this one needs {need}; retry later"
+    )]
+    MemoryBound { in_flight: u64, limit: u64, need: u64 },
 }
 
 impl InferError {
@@ -31,6 +43,9 @@ impl InferError {
             InferError::NotReady { .. } | InferError::ShuttingDown => 503,
             InferError::WorkerCrashed { .. } => 502,
             InferError::ExecFailed { .. } => 500,
+            InferError::MemoryBound { .. } => 429,
+            InferError::TooLarge { .. } => 413,
+            InferError::BodyTimeout { .. } => 408,
         }
     }
 }

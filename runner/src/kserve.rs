@@ -4,20 +4,41 @@
 //! set, in the order of the inputs; outputs come back as binary when the request asks for it
 //! (`parameters.binary_data` on a requested output, or `parameters.binary_data_output`).
 
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::cell::Cell;
+
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
 
 use crate::error::InferError;
+use crate::meta::ModelMeta;
 use crate::tensor::{DataType, Tensor, element_count};
 
 /// The HTTP header of the binary extension.
 pub const HEADER_LEN: &str = "inference-header-content-length";
 
+// Only the parameters parva reads are decoded; any others are skipped without being stored (a
+// large `parameters` value costs no memory).
+#[derive(Debug, Default, Deserialize)]
+struct RequestParams {
+    binary_data_output: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InputParams {
+    binary_data_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OutputParams {
+    binary_data: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 struct RequestJson {
     id: Option<String>,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    parameters: RequestParams,
     inputs: Vec<InputJson>,
     outputs: Option<Vec<OutputJson>>,
 }
@@ -28,15 +49,15 @@ struct InputJson {
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
-    data: Option<Value>,
+    parameters: InputParams,
+    data: Option<FlatData>,
 }
 
 #[derive(Debug, Deserialize)]
 struct OutputJson {
     name: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    parameters: OutputParams,
 }
 
 /// A decoded inference request.
@@ -49,76 +70,246 @@ pub struct Request {
     pub binary_default: bool,
 }
 
+/// What a request is checked against while it is decoded, before any allocation its declared
+/// shapes call for: the served model's metadata (input names, datatypes, row shapes) and the
+/// most rows one request may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits<'a> {
+    pub meta: &'a ModelMeta,
+    pub max_rows: usize,
+}
+
+impl RequestLimits<'_> {
+    /// Elements of one row over every input of the model (saturating).
+    pub fn row_elements(&self) -> usize {
+        self.meta.inputs.iter().map(|t| row_elements(&t.shape)).fold(0usize, usize::saturating_add)
+    }
+
+    /// Bytes of one row over every input of the model (saturating).
+    pub fn row_bytes(&self) -> usize {
+        self.meta
+            .inputs
+            .iter()
+            .map(|t| row_elements(&t.shape).saturating_mul(t.datatype.size()))
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// Most elements a request may carry over all its inputs.
+    pub fn max_elements(&self) -> usize {
+        self.row_elements().saturating_mul(self.max_rows)
+    }
+}
+
+/// Elements of one row of a metadata shape `[-1, d1, d2, ...]` (saturating).
+fn row_elements(shape: &[i64]) -> usize {
+    shape.iter().skip(1).fold(1usize, |acc, &d| acc.saturating_mul(usize::try_from(d).unwrap_or(0)))
+}
+
 fn bad(msg: impl Into<String>) -> InferError {
     InferError::BadRequest(msg.into())
 }
 
-fn flag(params: &Map<String, Value>, key: &str) -> bool {
-    params.get(key).and_then(Value::as_bool).unwrap_or(false)
+/// One element of JSON `data`, as it was written (16 bytes; the datatype may come later in the
+/// object, so conversion waits until the whole input is read).
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Bool(bool),
+    I(i64),
+    U(u64),
+    F(f64),
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Num::Bool(b) => write!(f, "{b}"),
+            Num::I(v) => write!(f, "{v}"),
+            Num::U(v) => write!(f, "{v}"),
+            Num::F(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+thread_local! {
+    /// Elements the JSON `data` of the request being decoded on this thread may still add, and
+    /// the request's total allowance (for the message). Set by [`decode_request`] around its one
+    /// synchronous `serde_json` call, so a request can never make the decoder hold more elements
+    /// than its model and `max_rows` allow, whatever its declared shapes say.
+    static DATA_BUDGET: Cell<(usize, usize)> = const { Cell::new((usize::MAX, usize::MAX)) };
+}
+
+/// Nested JSON `data`, flattened in row-major order while it is parsed.
+#[derive(Debug)]
+struct FlatData(Vec<Num>);
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Flatten(&mut out))?;
+        Ok(FlatData(out))
+    }
+}
+
+struct Flatten<'a>(&'a mut Vec<Num>);
+
+impl Flatten<'_> {
+    fn push<E: de::Error>(self, n: Num) -> Result<(), E> {
+        let (left, total) = DATA_BUDGET.get();
+        if left == 0 {
+            return Err(E::custom(format!(
+                "data holds more than {total} elements, the most this model takes in one request \
+                 (row elements x --max-request-rows)"
+            )));
+        }
+        DATA_BUDGET.set((left - 1, total));
+        self.0.push(n);
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers or booleans, in nested arrays (BYTES tensors are not supported)")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Num::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Num::I(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Num::U(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Num::F(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
 }
 
 /// Decode a request body; `header_len` is the binary extension's header value, if present.
-pub fn decode_request(body: &[u8], header_len: Option<usize>) -> Result<Request, InferError> {
+/// With `limits`, every input is checked against the model (name, datatype, row shape, at most
+/// `max_rows` rows) before its data is read or copied; without, only against its own data.
+/// Either way no allocation is ever sized by a declared shape: JSON data is counted as it is
+/// parsed (at most as many elements as the body has bytes, or as the limits allow), and a
+/// shape must match the data it came with before a tensor is built.
+pub fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&RequestLimits>) -> Result<Request, InferError> {
     let json_len = header_len.unwrap_or(body.len());
     if json_len > body.len() {
         return Err(bad(format!("Inference-Header-Content-Length is {json_len} but the body has only {} bytes", body.len())));
     }
-    let req: RequestJson =
-        serde_json::from_slice(&body[..json_len]).map_err(|e| bad(format!("request JSON: {e}")))?;
+    // Every JSON element takes at least one byte of the body.
+    let budget = limits.map_or(json_len, |l| l.max_elements().min(json_len));
+    let saved = DATA_BUDGET.replace((budget, budget));
+    let parsed = serde_json::from_slice::<RequestJson>(&body[..json_len]);
+    DATA_BUDGET.set(saved);
+    let req = parsed.map_err(|e| bad(format!("request JSON: {e}")))?;
     let mut binary = &body[json_len..];
+    if let Some(l) = limits {
+        if req.inputs.len() > l.meta.inputs.len() {
+            return Err(bad(format!("{} inputs where model {:?} takes {}", req.inputs.len(), l.meta.name, l.meta.inputs.len())));
+        }
+    }
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for inp in req.inputs {
         let datatype = DataType::parse(&inp.datatype).ok_or_else(|| {
             bad(format!("input {:?}: unsupported datatype {:?} (supported: {})", inp.name, inp.datatype,
                 DataType::ALL.map(DataType::name).join(", ")))
         })?;
+        if let Some(l) = limits {
+            check_against_model(&inp.name, datatype, &inp.shape, l)?;
+        }
         let n = element_count(&inp.shape)
-            .ok_or_else(|| bad(format!("input {:?}: invalid shape {:?}", inp.name, inp.shape)))?;
-        let data = match (inp.parameters.get("binary_data_size"), inp.data) {
+            .ok_or_else(|| bad(format!("input {:?}: invalid shape {:?} (a negative dimension, or more elements than memory can address)", inp.name, inp.shape)))?;
+        let need = n.checked_mul(datatype.size()).ok_or_else(|| {
+            bad(format!("input {:?}: shape {:?} of {datatype} needs more bytes than memory can address", inp.name, inp.shape))
+        })?;
+        let data = match (inp.parameters.binary_data_size, inp.data) {
             (Some(size), _) => {
-                let size = size.as_u64().ok_or_else(|| bad(format!("input {:?}: binary_data_size must be a whole number", inp.name)))? as usize;
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
                     return Err(bad(format!("input {:?}: binary_data_size {size} but only {} binary bytes remain", inp.name, binary.len())));
+                }
+                if size != need {
+                    return Err(bad(format!("input {:?}: {size} bytes of data where shape {:?} of {datatype} needs {need}",
+                        inp.name, inp.shape)));
                 }
                 let (mine, rest) = binary.split_at(size);
                 binary = rest;
                 mine.to_vec()
             }
-            (None, Some(v)) => json_to_bytes(&inp.name, datatype, &v, n)?,
+            (None, Some(FlatData(flat))) => {
+                if flat.len() != n {
+                    return Err(bad(format!("input {:?}: {} elements of data where its shape {:?} holds {n}", inp.name, flat.len(), inp.shape)));
+                }
+                json_to_bytes(&inp.name, datatype, &flat)?
+            }
             (None, None) => return Err(bad(format!("input {:?} has neither data nor binary_data_size", inp.name))),
         };
-        if data.len() != n * datatype.size() {
-            return Err(bad(format!("input {:?}: {} bytes of data where shape {:?} of {datatype} needs {}",
-                inp.name, data.len(), inp.shape, n * datatype.size())));
-        }
         inputs.push(Tensor { name: inp.name, datatype, shape: inp.shape, data });
     }
     if !binary.is_empty() {
         return Err(bad(format!("{} bytes of binary data are left over after the inputs", binary.len())));
     }
-    let outputs = req.outputs.map(|outs| outs.into_iter().map(|o| (o.name, flag(&o.parameters, "binary_data"))).collect());
-    Ok(Request { id: req.id, inputs, outputs, binary_default: flag(&req.parameters, "binary_data_output") })
+    let binary_default = req.parameters.binary_data_output.unwrap_or(false);
+    let outputs = req.outputs.map(|outs| outs.into_iter().map(|o| (o.name, o.parameters.binary_data.unwrap_or(false))).collect());
+    Ok(Request { id: req.id, inputs, outputs, binary_default })
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other),
+/// An input's name, datatype and shape against the model's metadata and the row limit.
+fn check_against_model(name: &str, datatype: DataType, shape: &[i64], l: &RequestLimits) -> Result<(), InferError> {
+    let m = l.meta.inputs.iter().find(|m| m.name == name).ok_or_else(|| {
+        bad(format!("model {:?} has no input {name:?} (inputs: {})", l.meta.name,
+            l.meta.inputs.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")))
+    })?;
+    if datatype != m.datatype {
+        return Err(bad(format!("input {name:?}: datatype {datatype} where the model takes {}", m.datatype)));
     }
+    let rows = shape.first().copied().unwrap_or(0);
+    if shape.len() != m.shape.len() || rows < 1 || shape[1..] != m.shape[1..] {
+        return Err(bad(format!("input {name:?}: shape {shape:?} does not match the model's {:?} (first dimension: batch >= 1)", m.shape)));
+    }
+    if rows as u64 > l.max_rows as u64 {
+        return Err(bad(format!(
+            "input {name:?}: shape {shape:?} has {rows} rows; this server takes at most {} rows per request (--max-request-rows)",
+            l.max_rows
+        )));
+    }
+    Ok(())
 }
 
-fn json_to_bytes(name: &str, dt: DataType, v: &Value, n: usize) -> Result<Vec<u8>, InferError> {
-    let mut flat = Vec::with_capacity(n);
-    flatten(v, &mut flat);
-    if flat.len() != n {
-        return Err(bad(format!("input {name:?}: {} elements of data where its shape holds {n}", flat.len())));
-    }
-    let mut out = Vec::with_capacity(n * dt.size());
-    for (i, x) in flat.into_iter().enumerate() {
+fn json_to_bytes(name: &str, dt: DataType, flat: &[Num]) -> Result<Vec<u8>, InferError> {
+    // `flat` is what the body carried, so this allocation is bounded by the body.
+    let mut out = Vec::with_capacity(flat.len() * dt.size());
+    for (i, &x) in flat.iter().enumerate() {
         let wrong = || bad(format!("input {name:?}: element {i} ({x}) is not a valid {dt}"));
-        let int = || x.as_i64().ok_or_else(wrong);
-        let uint = || x.as_u64().ok_or_else(wrong);
-        let float = || x.as_f64().ok_or_else(wrong);
+        let int = || match x {
+            Num::I(v) => Ok(v),
+            Num::U(v) => i64::try_from(v).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        };
+        let uint = || match x {
+            Num::U(v) => Ok(v),
+            Num::I(v) => u64::try_from(v).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        };
+        let float = || match x {
+            Num::F(v) => Ok(v),
+            Num::I(v) => Ok(v as f64),
+            Num::U(v) => Ok(v as f64),
+            Num::Bool(_) => Err(wrong()),
+        };
         macro_rules! put_int {
             ($t:ty, $v:expr) => {{
                 let v = <$t>::try_from($v).map_err(|_| wrong())?;
@@ -127,7 +318,7 @@ fn json_to_bytes(name: &str, dt: DataType, v: &Value, n: usize) -> Result<Vec<u8
         }
         match dt {
             DataType::Bool => match x {
-                Value::Bool(b) => out.push(*b as u8),
+                Num::Bool(b) => out.push(b as u8),
                 _ => out.push((int()? != 0) as u8),
             },
             DataType::Uint8 => put_int!(u8, uint()?),
@@ -224,13 +415,13 @@ mod tests {
     #[test]
     fn json_and_binary_inputs_decode_to_the_same_tensor() {
         let j = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]}]}"#;
-        let r = decode_request(j, None).unwrap();
+        let r = decode_request(j, None, None).unwrap();
         let want: Vec<u8> = [1f32, 2., 3., 4.5].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(r.inputs[0].data, want);
         let head = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}],"outputs":[{"name":"x","parameters":{"binary_data":true}}]}"#;
         let mut body = head.to_vec();
         body.extend_from_slice(&want);
-        let r2 = decode_request(&body, Some(head.len())).unwrap();
+        let r2 = decode_request(&body, Some(head.len()), None).unwrap();
         assert_eq!(r2.inputs, r.inputs);
         let (out, json_len) = encode_response("m", &r2, r2.inputs.clone()).unwrap();
         let json_len = json_len.unwrap();
@@ -241,14 +432,194 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_named_in_the_message() {
-        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,2]}]}"#, None).unwrap_err();
+        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,2]}]}"#, None, None).unwrap_err();
         assert!(e.to_string().contains("\"x\"") && e.to_string().contains("holds 3"), "{e}");
-        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[300]}]}"#, None).unwrap_err();
+        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[300]}]}"#, None, None).unwrap_err();
         assert!(e.to_string().contains("INT8"), "{e}");
-        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#, None).unwrap_err();
+        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#, None, None).unwrap_err();
         assert!(e.to_string().contains("BYTES"), "{e}");
         assert_eq!(e.status(), 400);
-        let r = decode_request(br#"{"inputs":[{"name":"b","shape":[2],"datatype":"BOOL","data":[true,0]}]}"#, None).unwrap();
+        let r = decode_request(br#"{"inputs":[{"name":"b","shape":[2],"datatype":"BOOL","data":[true,0]}]}"#, None, None).unwrap();
         assert_eq!(tensor_to_json(&r.inputs[0]), vec![json!(true), json!(false)]);
+    }
+
+    fn tiny_meta() -> ModelMeta {
+        serde_json::from_str(
+            r#"{"name":"tiny","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,3]}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn message(r: Result<Request, InferError>) -> String {
+        let e = r.unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert!(matches!(e, InferError::BadRequest(_)), "{e:?}");
+        e.to_string()
+    }
+
+    // Issue 11: this body made the decoder reserve 512 TB for the declared shape and abort the
+    // whole server. It must be a 400 that names the shape and the data actually sent.
+    #[test]
+    fn json_shape_larger_than_its_data_is_refused_before_allocation() {
+        let body = br#"{"inputs":[{"name":"x","shape":[1000000000000,128],"datatype":"FP32","data":[1]}]}"#;
+        let e = message(decode_request(body, None, None));
+        assert!(e.contains("\"x\": 1 elements of data where its shape [1000000000000, 128] holds 128000000000000"), "{e}");
+        // Against the model, the rows are refused before the data is even looked at.
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 64 };
+        let body = br#"{"inputs":[{"name":"x","shape":[1000000000000,2],"datatype":"FP32","data":[1]}]}"#;
+        let e = message(decode_request(body, None, Some(&limits)));
+        assert!(e.contains("1000000000000 rows") && e.contains("at most 64 rows per request (--max-request-rows)"), "{e}");
+    }
+
+    #[test]
+    fn binary_shape_larger_than_its_data_is_refused_before_copying() {
+        let head = br#"{"inputs":[{"name":"x","shape":[1000000000000,128],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = head.to_vec();
+        body.extend_from_slice(&1f32.to_le_bytes());
+        let e = message(decode_request(&body, Some(head.len()), None));
+        assert!(e.contains("4 bytes of data where shape [1000000000000, 128] of FP32 needs 512000000000000"), "{e}");
+        // A binary_data_size past the body.
+        let head = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":18446744073709551615}}]}"#;
+        let e = message(decode_request(head, Some(head.len()), None));
+        assert!(e.contains("binary_data_size") && e.contains("only 0 binary bytes remain"), "{e}");
+    }
+
+    #[test]
+    fn shapes_whose_element_or_byte_count_overflows_are_refused() {
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[9223372036854775807,9223372036854775807],"datatype":"FP32","data":[]}]}"#, None, None));
+        assert!(e.contains("invalid shape [9223372036854775807, 9223372036854775807]"), "{e}");
+        // 2^62 elements fit a usize; their 2^64 bytes do not.
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[4611686018427387904],"datatype":"FP32","data":[1]}]}"#, None, None));
+        assert!(e.contains("needs more bytes than memory can address"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1,2]}]}"#, None, None));
+        assert!(e.contains("invalid shape [-1, 2]"), "{e}");
+    }
+
+    #[test]
+    fn json_nesting_deeper_than_the_recursion_limit_is_refused_not_overflowing_the_stack() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        // In the data: serde_json's recursion limit (128) stops it.
+        let body = format!(r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}}}]}}"#, deep(100_000));
+        let e = message(decode_request(body.as_bytes(), None, None));
+        assert!(e.contains("recursion limit exceeded"), "{e}");
+        // In an ignored parameter or an unknown field, serde_json skips it without recursing
+        // (and without storing it): no stack, no memory, no error.
+        for body in [format!(r#"{{"parameters":{{"p":{}}},"inputs":[]}}"#, deep(100_000)), format!(r#"{{"other":{},"inputs":[]}}"#, deep(100_000))] {
+            assert!(decode_request(body.as_bytes(), None, None).unwrap().inputs.is_empty());
+        }
+        // Nesting within the limit is fine (data of shape [1] nested 100 deep).
+        let body = format!(r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#, "[".repeat(100), "]".repeat(100));
+        assert_eq!(decode_request(body.as_bytes(), None, None).unwrap().inputs[0].data, 1f32.to_le_bytes());
+    }
+
+    #[test]
+    fn json_data_beyond_what_the_model_takes_is_cut_off_while_it_is_parsed() {
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 2 };
+        // 4 elements at most (2 rows x 2); the fifth stops the parser.
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4,5]}]}"#, None, Some(&limits)));
+        assert!(e.contains("more than 4 elements"), "{e}");
+        let ok = decode_request(br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#, None, Some(&limits)).unwrap();
+        assert_eq!(ok.inputs[0].data.len(), 16);
+        // Without limits, at most one element per body byte is ever held.
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1,2]}]}"#, None, None));
+        assert!(e.contains("2 elements of data where its shape [1] holds 1"), "{e}");
+    }
+
+    #[test]
+    fn inputs_are_checked_against_the_model_before_their_data() {
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 8 };
+        let e = message(decode_request(br#"{"inputs":[{"name":"z","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#, None, Some(&limits)));
+        assert!(e.contains("model \"tiny\" has no input \"z\" (inputs: x)"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"INT32","data":[1,2]}]}"#, None, Some(&limits)));
+        assert!(e.contains("datatype INT32 where the model takes FP32"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#, None, Some(&limits)));
+        assert!(e.contains("shape [1, 3] does not match the model's [-1, 2]"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[0,2],"datatype":"FP32","data":[]}]}"#, None, Some(&limits)));
+        assert!(e.contains("batch >= 1"), "{e}");
+        let two = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]},{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
+        assert!(message(decode_request(two, None, Some(&limits))).contains("2 inputs where model \"tiny\" takes 1"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        // Runs in the suite with proptest's case count (64 here); longer:
+        // PROPTEST_CASES=100000 cargo test --locked -p parva-runner kserve::tests::props
+        fn config() -> ProptestConfig {
+            ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64), ..ProptestConfig::default() }
+        }
+
+        /// Decoding never panics; a success holds tensors whose bytes match their shapes.
+        fn check(body: &[u8], header_len: Option<usize>, limits: Option<&RequestLimits>) -> Result<Request, InferError> {
+            let r = decode_request(body, header_len, limits);
+            match &r {
+                Ok(req) => {
+                    for t in &req.inputs {
+                        assert!(t.is_consistent(), "{t:?}");
+                    }
+                }
+                Err(e) => assert_eq!(e.status(), 400, "{e}"),
+            }
+            r
+        }
+
+        fn dims() -> impl Strategy<Value = Vec<i64>> {
+            prop::collection::vec(prop_oneof![4 => 0i64..4, 1 => Just(-1i64), 1 => Just(1_000_000_000_000i64), 1 => Just(i64::MAX)], 0..4)
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), split in prop::option::of(0usize..600)) {
+                let meta = tiny_meta();
+                let limits = RequestLimits { meta: &meta, max_rows: 4 };
+                let _ = check(&body, split, None);
+                let _ = check(&body, split, Some(&limits));
+            }
+
+            #[test]
+            fn near_valid_json_requests_decode_exactly_or_give_400(
+                shape in dims(),
+                dt in prop::sample::select(DataType::ALL.to_vec()),
+                data in prop::collection::vec(prop_oneof![Just(json!(0)), Just(json!(1.5)), Just(json!(-3)), Just(json!(true)), Just(json!(300)), Just(json!([1, 2])), Just(json!("s"))], 0..9),
+                with_limits in any::<bool>(),
+            ) {
+                let body = json!({"inputs": [{"name": "x", "shape": shape, "datatype": dt.name(), "data": data}]}).to_string();
+                let meta = tiny_meta();
+                let limits = RequestLimits { meta: &meta, max_rows: 3 };
+                if let Ok(r) = check(body.as_bytes(), None, with_limits.then_some(&limits)) {
+                    let t = &r.inputs[0];
+                    prop_assert_eq!(&t.shape, &shape);
+                    prop_assert_eq!(t.data.len(), element_count(&shape).unwrap() * dt.size());
+                    // Round trip: the JSON of the tensor decodes to the same bytes.
+                    let again = json!({"inputs": [{"name": "x", "shape": shape, "datatype": dt.name(), "data": tensor_to_json(t)}]}).to_string();
+                    prop_assert_eq!(&check(again.as_bytes(), None, None).unwrap().inputs[0].data, &t.data);
+                }
+            }
+
+            #[test]
+            fn near_valid_binary_requests_decode_exactly_or_give_400(
+                shape in dims(),
+                dt in prop::sample::select(DataType::ALL.to_vec()),
+                declared in prop_oneof![0u64..40, Just(u64::MAX)],
+                sent in prop::collection::vec(any::<u8>(), 0..40),
+                with_limits in any::<bool>(),
+            ) {
+                let head = json!({"inputs": [{"name": "x", "shape": shape, "datatype": dt.name(), "parameters": {"binary_data_size": declared}}]}).to_string();
+                let mut body = head.clone().into_bytes();
+                body.extend_from_slice(&sent);
+                let meta = tiny_meta();
+                let limits = RequestLimits { meta: &meta, max_rows: 3 };
+                if let Ok(r) = check(&body, Some(head.len()), with_limits.then_some(&limits)) {
+                    prop_assert_eq!(&r.inputs[0].data, &sent);
+                    prop_assert_eq!(declared as usize, sent.len());
+                }
+            }
+        }
     }
 }

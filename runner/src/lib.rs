@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod error;
 pub mod http;
 pub mod kserve;
+pub mod listen;
 pub mod meta;
 pub mod metrics;
 pub mod proto;

@@ -50,30 +50,62 @@ pub fn torchscript_path(models_dir: &Path, model: &str) -> PathBuf {
     models_dir.join(format!("{model}.pt"))
 }
 
+/// Largest metadata file read, bytes.
+pub const MAX_META_BYTES: u64 = 1 << 20;
+/// Most inputs, and most outputs, of a model.
+pub const MAX_TENSORS: usize = 256;
+/// Largest row (one sample) of one tensor, bytes: 1 GiB.
+pub const MAX_ROW_BYTES: u64 = 1 << 30;
+
 impl ModelMeta {
-    /// Read and check `path`.
+    /// Read and check `path` (at most [`MAX_META_BYTES`]).
     pub fn read(path: &Path) -> Result<ModelMeta, ServeError> {
+        let len = std::fs::metadata(path).map_err(|e| ServeError::io(path, "read model metadata", e))?.len();
+        if len > MAX_META_BYTES {
+            return Err(ServeError::Meta { path: path.to_path_buf(), problem: format!("{len} bytes; metadata files are at most {MAX_META_BYTES}") });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| ServeError::io(path, "read model metadata", e))?;
-        let meta: ModelMeta = serde_json::from_str(&text)
-            .map_err(|e| ServeError::Meta { path: path.to_path_buf(), problem: e.to_string() })?;
-        meta.check().map_err(|problem| ServeError::Meta { path: path.to_path_buf(), problem })?;
+        ModelMeta::parse(&text).map_err(|problem| ServeError::Meta { path: path.to_path_buf(), problem })
+    }
+
+    /// Parse and check metadata JSON.
+    pub fn parse(text: &str) -> Result<ModelMeta, String> {
+        let meta: ModelMeta = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        meta.check()?;
         Ok(meta)
     }
 
-    /// Every tensor has a name and a batch dimension `-1` followed by known dimensions.
+    /// Every tensor has a name unique among the inputs (outputs), a batch dimension `-1`
+    /// followed by known dimensions, and rows of at most [`MAX_ROW_BYTES`]; at most
+    /// [`MAX_TENSORS`] inputs and outputs.
     pub fn check(&self) -> Result<(), String> {
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return Err("needs at least one input and one output".into());
         }
-        for (kind, t) in self.inputs.iter().map(|t| ("input", t)).chain(self.outputs.iter().map(|t| ("output", t))) {
-            if t.name.is_empty() {
-                return Err(format!("an {kind} has an empty name"));
-            }
-            if t.shape.first() != Some(&-1) {
-                return Err(format!("{kind} {:?}: shape {:?} must start with the batch dimension -1", t.name, t.shape));
-            }
-            if let Some(d) = t.shape[1..].iter().find(|&&d| d < 1) {
-                return Err(format!("{kind} {:?}: shape {:?} has dimension {d}; only the first may be dynamic", t.name, t.shape));
+        if self.inputs.len().max(self.outputs.len()) > MAX_TENSORS {
+            return Err(format!("{} inputs and {} outputs; at most {MAX_TENSORS} of each", self.inputs.len(), self.outputs.len()));
+        }
+        for (kind, list) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for (i, t) in list.iter().enumerate() {
+                if t.name.is_empty() {
+                    return Err(format!("an {kind} has an empty name"));
+                }
+                if list[..i].iter().any(|o| o.name == t.name) {
+                    return Err(format!("{kind} {:?} is listed twice", t.name));
+                }
+                if t.shape.first() != Some(&-1) {
+                    return Err(format!("{kind} {:?}: shape {:?} must start with the batch dimension -1", t.name, t.shape));
+                }
+                if let Some(d) = t.shape[1..].iter().find(|&&d| d < 1) {
+                    return Err(format!("{kind} {:?}: shape {:?} has dimension {d}; only the first may be dynamic", t.name, t.shape));
+                }
+                let row = t.shape[1..].iter().try_fold(t.datatype.size() as u64, |a, &d| a.checked_mul(d as u64));
+                if row.is_none_or(|b| b > MAX_ROW_BYTES) {
+                    return Err(format!(
+                        "{kind} {:?}: shape {:?} of {} makes rows of more than {MAX_ROW_BYTES} bytes (the limit per row of one tensor)",
+                        t.name, t.shape, t.datatype
+                    ));
+                }
             }
         }
         Ok(())
@@ -218,6 +250,63 @@ mod tests {
         let other_batch = Tensor::zeros("b", DataType::Int64, vec![1, 3]);
         assert!(m.check_inputs(vec![a, other_batch]).unwrap_err().contains("batch"));
         assert_eq!(m.zero_outputs(3)[0].shape, vec![3, 4]);
+    }
+
+    #[test]
+    fn metadata_that_would_make_huge_or_ambiguous_tensors_is_refused() {
+        let one = |inputs: &str| format!(r#"{{"name":"m","inputs":{inputs},"outputs":[{{"name":"y","datatype":"FP32","shape":[-1,1]}}]}}"#);
+        let e = ModelMeta::parse(&one(r#"[{"name":"a","datatype":"FP32","shape":[-1,1000000,1000000]}]"#)).unwrap_err();
+        assert!(e.contains("input \"a\"") && e.contains("more than 1073741824 bytes"), "{e}");
+        let e = ModelMeta::parse(&one(r#"[{"name":"a","datatype":"FP64","shape":[-1,9223372036854775807,4]}]"#)).unwrap_err();
+        assert!(e.contains("more than 1073741824 bytes"), "{e}");
+        let e = ModelMeta::parse(&one(r#"[{"name":"a","datatype":"FP32","shape":[-1,2]},{"name":"a","datatype":"FP32","shape":[-1,2]}]"#)).unwrap_err();
+        assert!(e.contains("input \"a\" is listed twice"), "{e}");
+        let many: Vec<String> = (0..257).map(|i| format!(r#"{{"name":"i{i}","datatype":"FP32","shape":[-1,1]}}"#)).collect();
+        let e = ModelMeta::parse(&one(&format!("[{}]", many.join(",")))).unwrap_err();
+        assert!(e.contains("257 inputs") && e.contains("at most 256"), "{e}");
+        assert!(ModelMeta::parse(&one(r#"[{"name":"a","datatype":"FP32","shape":[-1,3,224,224]}]"#)).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; (MAX_META_BYTES + 1) as usize]).unwrap();
+        let e = ModelMeta::read(&big).unwrap_err().to_string();
+        assert!(e.contains("big.json") && e.contains("1048577 bytes; metadata files are at most 1048576"), "{e}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        // PROPTEST_CASES=100000 cargo test --locked -p parva-runner meta::tests::props
+        fn config() -> ProptestConfig {
+            ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64), ..ProptestConfig::default() }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Arbitrary text never panics the reader; what it accepts has tensors whose zero
+            /// batches of a few rows are consistent and no larger than the row limit says.
+            #[test]
+            fn metadata_reader_never_panics_and_accepts_only_usable_metadata(
+                text in prop_oneof![
+                    ".{0,200}",
+                    (prop::collection::vec(prop_oneof![Just(-1i64), 0i64..5, Just(i64::MAX), Just(1i64 << 20)], 0..4),
+                     prop::sample::select(vec!["FP32", "INT8", "BYTES", "fp32"]), "[a-z]{0,2}")
+                        .prop_map(|(shape, dt, name)| format!(
+                            r#"{{"name":"m","inputs":[{{"name":"{name}","datatype":"{dt}","shape":{shape:?}}}],"outputs":[{{"name":"y","datatype":"FP32","shape":[-1,1]}}]}}"#)),
+                ],
+            ) {
+                if let Ok(m) = ModelMeta::parse(&text) {
+                    for t in &m.inputs {
+                        let row: u64 = t.shape[1..].iter().map(|&d| d as u64).product::<u64>() * t.datatype.size() as u64;
+                        prop_assert!(row <= MAX_ROW_BYTES);
+                    }
+                    if m.inputs.iter().all(|t| t.shape[1..].iter().map(|&d| d as u64).product::<u64>() < 1 << 16) {
+                        prop_assert!(m.zero_inputs(2).iter().all(Tensor::is_consistent));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,36 +5,93 @@
 //! `parva_batch_size` histograms, `parva_batches_total{size}` (exact batch sizes),
 //! `parva_worker_restarts_total` and `parva_workers_ready`. `parva_backend_info{backend}` says
 //! which backend runs the node (`emulated` results are not measurements).
+//!
+//! Label values are escaped as the exposition formats require (`\` as `\\`, `"` as `\"`, a
+//! newline as `\n`), so any service name keeps `/metrics` parsable. Requests refused before
+//! they reach a service (unknown model, body too large, malformed) are counted under
+//! `parva_request_errors_total{service="_unknown"}` when the name is not a served service (never
+//! the raw name: clients must not be able to grow the label set).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabel {
-    pub service: String,
+/// The `service` label value of requests whose model is not served here.
+pub const UNKNOWN_SERVICE: &str = "_unknown";
+
+/// A label value written with the escapes of the Prometheus text and OpenMetrics formats.
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&escape_label_value(self.0))
+    }
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabel {
-    pub service: String,
-    pub code: u16,
+/// `v` escaped for a label value: `\` -> `\\`, `"` -> `\"`, newline -> `\n`.
+pub fn escape_label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BatchLabel {
-    pub service: String,
-    pub size: u32,
+/// One label of a label set: string values escaped, numbers as they are.
+trait LabelPart {
+    fn put(&self, key: &str, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error>;
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabel {
-    pub backend: String,
-    pub device: String,
+impl LabelPart for String {
+    fn put(&self, key: &str, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        (key, Escaped(self)).encode(encoder.encode_label())
+    }
 }
+
+macro_rules! number_label {
+    ($($t:ty),*) => {$(
+        impl LabelPart for $t {
+            fn put(&self, key: &str, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+                (key, *self as u64).encode(encoder.encode_label())
+            }
+        }
+    )*};
+}
+number_label!(u16, u32);
+
+/// Label sets whose string values are escaped (the derive writes them raw).
+macro_rules! label_set {
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Debug, Clone, Hash, PartialEq, Eq)]
+        pub struct $name {
+            $(pub $field: $ty,)*
+        }
+        impl EncodeLabelSet for $name {
+            fn encode(&self, mut encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
+                $( LabelPart::put(&self.$field, stringify!($field), &mut encoder)?; )*
+                Ok(())
+            }
+        }
+    };
+}
+
+label_set!(ServiceLabel { service: String });
+label_set!(ErrorLabel { service: String, code: u16 });
+label_set!(BatchLabel { service: String, size: u32 });
+label_set!(BackendLabel { backend: String, device: String });
 
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -102,6 +159,23 @@ impl Metrics {
         self.exec_seconds.get_or_create(&l).observe(exec_s);
     }
 
+    /// Count a request answered with `code` before it reached the router: `service` is the
+    /// requested name when it is served here (`known`), else [`UNKNOWN_SERVICE`]. A known
+    /// service's request also counts in `parva_requests_total`, as if the router had seen it.
+    pub fn count_rejected(&self, service: &str, known: bool, code: u16) {
+        if known {
+            self.requests.get_or_create(&Metrics::service(service)).inc();
+            self.count_error(service, code);
+        } else {
+            self.count_error(UNKNOWN_SERVICE, code);
+        }
+    }
+
+    /// Count an error answer of a request already counted in `parva_requests_total`.
+    pub fn count_error(&self, service: &str, code: u16) {
+        self.errors.get_or_create(&ErrorLabel { service: service.to_string(), code }).inc();
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -115,5 +189,97 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse one sample line of the text exposition format: (name, labels, value); `None` when
+    /// it is not well formed.
+    fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+        let name_end = line.find(['{', ' '])?;
+        let name = &line[..name_end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            return None;
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            let mut chars = r.char_indices().peekable();
+            loop {
+                let (start, c) = chars.next()?;
+                if c == '}' {
+                    rest = &r[start + 1..];
+                    break;
+                }
+                let eq = r[start..].find("=\"")? + start;
+                let key = r[start..eq].trim_start_matches(',').to_string();
+                while chars.peek().is_some_and(|&(i, _)| i <= eq + 1) {
+                    chars.next();
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next()?.1 {
+                        '"' => break,
+                        '\\' => match chars.next()?.1 {
+                            '\\' => value.push('\\'),
+                            '"' => value.push('"'),
+                            'n' => value.push('\n'),
+                            _ => return None,
+                        },
+                        '\n' => return None,
+                        c => value.push(c),
+                    }
+                }
+                labels.push((key, value));
+                if chars.peek().is_some_and(|&(_, c)| c == ',') {
+                    chars.next();
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ')?.parse().ok()?;
+        Some((name.to_string(), labels, value))
+    }
+
+    // Issue 11: a service name with a quote, backslash or newline made /metrics unparsable.
+    #[test]
+    fn label_values_with_quotes_backslashes_and_newlines_keep_the_exposition_parsable() {
+        let m = Metrics::new();
+        let nasty = "a\"b\\c\nd} 1\ne{";
+        m.requests.get_or_create(&Metrics::service(nasty)).inc();
+        m.count_error(nasty, 429);
+        m.observe_batch(nasty, 3, 0.01);
+        m.workers_ready.get_or_create(&Metrics::service(nasty)).set(2);
+        let text = m.encode();
+        let mut seen = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (name, labels, value) = parse_sample(line).unwrap_or_else(|| panic!("unparsable line {line:?} in\n{text}"));
+            let service = labels.iter().find(|(k, _)| k == "service").map(|(_, v)| v.as_str());
+            assert_eq!(service, Some(nasty), "{line}");
+            if name == "parva_request_errors_total" {
+                assert_eq!(labels[1], ("code".to_string(), "429".to_string()));
+                assert_eq!(value, 1.0);
+            }
+            seen += 1;
+        }
+        assert!(seen >= 6, "{text}");
+        assert!(text.contains(r#"service="a\"b\\c\nd} 1\ne{""#), "{text}");
+        assert_eq!(escape_label_value("plain"), "plain");
+    }
+
+    #[test]
+    fn requests_refused_before_the_router_are_counted_under_a_fixed_label_when_unknown() {
+        let m = Metrics::new();
+        m.count_rejected("svc", true, 413);
+        m.count_rejected("whatever-a-client-sends-1", false, 404);
+        m.count_rejected("whatever-a-client-sends-2", false, 404);
+        let text = m.encode();
+        assert!(text.contains("parva_request_errors_total{service=\"svc\",code=\"413\"} 1"), "{text}");
+        assert!(text.contains("parva_requests_total{service=\"svc\"} 1"), "{text}");
+        assert!(text.contains("parva_request_errors_total{service=\"_unknown\",code=\"404\"} 2"), "{text}");
+        assert!(!text.contains("whatever"), "{text}");
+        assert!(!text.contains("parva_requests_total{service=\"_unknown\""), "{text}");
     }
 }

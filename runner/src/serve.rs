@@ -106,6 +106,8 @@ pub struct ServeOptions {
     pub backoff: Backoff,
     pub spawner: Arc<dyn Spawner>,
     pub events: Option<mpsc::UnboundedSender<ServeEvent>>,
+    /// Limits of the HTTP edge: body sizes, memory in flight, timeouts, connections.
+    pub http: crate::http::HttpLimits,
 }
 
 impl ServeOptions {
@@ -130,6 +132,7 @@ impl ServeOptions {
             backoff: Backoff::default(),
             spawner: Arc::new(ProcessSpawner),
             events: None,
+            http: crate::http::HttpLimits::default(),
         }
     }
 }
@@ -282,6 +285,16 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         None => None,
     };
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| ServeError::io(&opts.run_dir, "create run directory", e))?;
+    opts.http.check(metas.values()).map_err(ServeError::Config)?;
+    let workers: usize = opts.map.segments.iter().filter(|s| s.node == opts.node).map(|s| s.num_proc as usize).sum();
+    let allowed = crate::listen::ensure_fd_room(opts.http.conn.max_connections, 64 + 4 * workers);
+    if allowed < opts.http.conn.max_connections {
+        tracing::warn!(
+            "the open-file limit allows {allowed} connections, not --max-connections {}: raise `ulimit -n`",
+            opts.http.conn.max_connections
+        );
+        opts.http.conn.max_connections = allowed;
+    }
     // Bind before starting any worker: a busy port fails fast and leaves nothing behind.
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
@@ -332,12 +345,14 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
     };
     send(ServeEvent::Listening(addr));
     let watcher = tokio::spawn(watch_readiness(shared_all, send.clone()));
-    let app = crate::http::app(router);
+    let app = crate::http::app_with(router.clone(), Some(router.metrics.clone()), opts.http.clone());
     let drain_send = send.clone();
     let graceful = async move {
         shutdown.await;
         drain_send(ServeEvent::Draining);
     };
+    let listener = crate::listen::LimitedListener::new(listener, opts.http.conn);
+    let app = app.into_make_service_with_connect_info::<crate::listen::ConnHandle>();
     let result = axum::serve(listener, app).with_graceful_shutdown(graceful).await.map_err(ServeError::Http);
     watcher.abort();
     let _ = stop_tx.send(true);

@@ -46,6 +46,41 @@ pub struct ServeArgs {
     /// Intra-op threads per torch worker on CPU (default: cores / workers).
     #[arg(long)]
     threads: Option<usize>,
+    /// Most rows (first dimension) one inference request may carry; also sets each model's
+    /// body limit (binary: rows x bytes per row + 64 KiB; JSON: rows x elements per row x 32 +
+    /// 64 KiB). Over it: 400 (rows) or 413 (body).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_request_rows: u64,
+    /// Hard cap on any request body, MiB, whatever the model; over it: 413, judged on
+    /// Content-Length before the body is read.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    max_body_mib: u64,
+    /// Bound on the memory request bodies in flight may hold (body, decoded tensors, largest
+    /// response), MiB; a request that would pass it gets 429 at once. Must fit each model's
+    /// largest request.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_inflight_mib: u64,
+    /// Most open HTTP connections; past it new connections wait in the listen backlog until one
+    /// closes (the open-file limit is raised to fit when it can).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// A request's head (request line and headers) must arrive within this time of its first
+    /// byte, else the connection is closed (0.1s to 1h).
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: f64,
+    /// A connection with no request in progress (or whose client stops reading a response) is
+    /// closed after this time (0.1s to 1h).
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    idle_timeout: f64,
+    /// A request body must arrive within this time of its head, else 408 (0.1s to 1h).
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    body_timeout: f64,
+}
+
+/// A timeout between 0.1 s and 1 h (`10s`, `500ms`, `2m`).
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    let s = crate::commands::simulate::parse_seconds(text)?;
+    if (0.1..=3600.0).contains(&s) { Ok(s) } else { Err(format!("must be 0.1s to 1h; got {text:?}")) }
 }
 
 /// `--backend` of `serve` and `deploy`.
@@ -101,6 +136,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     opts.queue_batches = args.queue_batches;
     opts.threads_per_worker = args.threads;
+    opts.http.max_request_rows = usize::try_from(args.max_request_rows).unwrap_or(usize::MAX);
+    opts.http.max_body_bytes = args.max_body_mib << 20;
+    opts.http.max_inflight_bytes = args.max_inflight_mib << 20;
+    opts.http.conn.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    opts.http.conn.header_timeout = std::time::Duration::from_secs_f64(args.header_timeout);
+    opts.http.conn.idle_timeout = std::time::Duration::from_secs_f64(args.idle_timeout);
+    opts.http.body_timeout = std::time::Duration::from_secs_f64(args.body_timeout);
     let workers: u32 = opts.map.segments.iter().filter(|s| s.node == args.node).map(|s| s.num_proc).sum();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     opts.events = Some(tx);
