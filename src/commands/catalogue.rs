@@ -1,10 +1,15 @@
 use std::process::ExitCode;
 
-use parva_core::mig::{GpuType, catalogue};
+use parva_core::mig::{GpuType, catalogue, pci_id_text};
 
+/// The GPU types parva knows: their products (recognised on a node by PCI device id or exact
+/// product name, never by a part of the name), MIG profiles (`+me`: with the GPU's media
+/// extensions, at most one per GPU, never planned), profile ids and legal placements.
 #[derive(clap::Args)]
 pub struct CatalogueArgs {
-    /// Only this GPU type (e.g. a100-80gb).
+    /// Only this GPU type (e.g. a100-80gb). Each type lists the products recognised as it on a
+    /// node, by PCI device id or exact product name (never a part of the name); `+me` profiles
+    /// carry the GPU's media extensions (one per GPU) and are never planned.
     #[arg(long)]
     gpu: Option<String>,
     /// Print JSON instead of a table.
@@ -21,6 +26,13 @@ struct ProfileJson {
     mem_gb: u32,
     sms: u16,
     placements: Vec<u8>,
+    media_extensions: bool,
+}
+
+#[derive(serde::Serialize)]
+struct ProductJson {
+    name: &'static str,
+    pci_device_id: String,
 }
 
 pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
@@ -43,10 +55,16 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                         mem_gb: p.mem_gb,
                         sms: p.sms,
                         placements: p.starts.to_vec(),
+                        media_extensions: p.media_extensions,
                     })
                     .collect();
+                let products: Vec<ProductJson> = g
+                    .products
+                    .iter()
+                    .map(|p| ProductJson { name: p.name, pci_device_id: pci_id_text(p.pci_device_id) })
+                    .collect();
                 serde_json::json!({
-                    "gpu_type": g.id, "gpcs": g.gpcs, "mem_slices": g.mem_slices,
+                    "gpu_type": g.id, "products": products, "gpcs": g.gpcs, "mem_slices": g.mem_slices,
                     "max_instances": g.max_instances, "sizes": g.sizes(), "profiles": profiles,
                 })
             })
@@ -56,12 +74,21 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
     }
     for g in gpus {
         println!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances);
-        println!("  {:<10} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB");
+        let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
+        println!("  products: {}", products.join(", "));
+        println!("  {:<11} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB");
         for p in g.profiles {
             let starts: Vec<String> = p.starts.iter().map(|s| s.to_string()).collect();
             println!(
-                "  {:<10} {:>3} {:>5} {:>4} {:>7}  {{{}}}:{}",
-                p.name, p.id, p.gpcs, p.sms, p.mem_gb, starts.join(","), p.mem_slices
+                "  {:<11} {:>3} {:>5} {:>4} {:>7}  {{{}}}:{}{}",
+                p.name,
+                p.id,
+                p.gpcs,
+                p.sms,
+                p.mem_gb,
+                starts.join(","),
+                p.mem_slices,
+                if p.media_extensions { "  (media extensions: one per GPU, never planned)" } else { "" }
             );
         }
     }

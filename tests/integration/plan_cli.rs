@@ -151,5 +151,11 @@ fn catalogue_lists_every_gpu_type() {
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let ids: Vec<&str> = v.as_array().unwrap().iter().map(|g| g["gpu_type"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["a100-40gb", "a100-80gb", "h100-80gb", "h100-94gb", "h200-141gb", "a30-24gb"]);
+    assert_eq!(
+        ids,
+        ["a100-40gb", "a100-80gb", "h100-80gb", "h100-94gb", "h200-141gb", "a30-24gb", "h100-pcie-80gb", "a800-40gb", "a800-80gb", "h800-80gb", "h800-pcie-80gb"]
+    );
+    // Each type lists the products recognised as it, with their PCI device ids.
+    assert_eq!(v[0]["products"][0]["pci_device_id"], "0x20B010DE");
+    assert_eq!(v[0]["products"][0]["name"], "NVIDIA A100-SXM4-40GB");
 }
