@@ -44,6 +44,11 @@ pub struct PlanArgs {
     /// Largest MPS process count per segment.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=48))]
     max_procs: u32,
+    /// Most GPUs the plan may use: a plan that would need more is refused before it is
+    /// attempted, with the number it would need (1..=100000).
+    #[arg(long, default_value_t = parva_core::limits::DEFAULT_MAX_GPUS,
+          value_parser = clap::value_parser!(u32).range(1..=parva_core::limits::MAX_GPUS_LIMIT as i64))]
+    max_gpus: u32,
     /// Where to write the map [default: deployment/SLO<N>/SLO<N>_deploy.csv with --slo,
     /// deployment/deploy.csv otherwise].
     #[arg(long, value_name = "FILE")]
@@ -76,7 +81,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let gpu = GpuType::by_id(&args.gpu)?;
     let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
     let services = match (&args.slo_dir, args.slo, &args.services) {
-        (Some(dir), Some(n), _) => slo::read_slo_pair(dir, n, &profiles)?,
+        (Some(dir), Some(n), _) => {
+            // Zero-rate models are planned as services with rate 0: reported, never dropped silently.
+            let scenario = slo::read_slo_scenario(dir, n, &profiles)?;
+            scenario.services.into_iter().chain(scenario.zero_rate).collect()
+        }
         (_, _, Some(file)) => slo::read_services(file, &profiles)?,
         _ => anyhow::bail!("give --slo-dir DIR --slo N, or --services FILE"),
     };
@@ -100,9 +109,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         latency_budget: args.latency_budget,
         max_procs: args.max_procs,
         gpus_per_node: args.gpus_per_node,
+        max_gpus: args.max_gpus,
     };
     let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
-    let plan = plan::plan(input);
+    let plan = plan::plan(input).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let map = plan.to_map();
     // Assert, then write: a map with an illegal layout is a planner bug and must never reach a node.
     let problems = map.check_layouts(gpu);
@@ -124,6 +134,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     for bad in &summary.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
     }
+    for name in &summary.zero_rate {
+        eprintln!("note: service {name} has a rate of 0 in this scenario: no segment planned for it");
+    }
     Ok(super::exit(summary.complete))
 }
 
@@ -137,7 +150,7 @@ fn default_out(slo: Option<usize>) -> PathBuf {
 fn print_summary(s: &plan::PlanSummary, out: &Path) {
     println!(
         "{} services on {} {} GPUs ({} nodes): {} segments, {} GPCs, planned in {:.3} s",
-        s.services.len() - s.infeasible.len(),
+        s.services.len() - s.infeasible.len() - s.zero_rate.len(),
         s.gpus,
         s.gpu_type,
         s.nodes,
@@ -147,6 +160,10 @@ fn print_summary(s: &plan::PlanSummary, out: &Path) {
     );
     println!("{:<24} {:<16} {:>10} {:>9} {:>11} {:>8}", "service", "model", "rate/s", "SLO ms", "capacity/s", "segments");
     for svc in &s.services {
+        if s.zero_rate.contains(&svc.service) {
+            println!("{:<24} {:<16} {:>10.1} {:>9.1} {:>11} {:>8}", svc.service, svc.model, svc.rate, svc.slo_ms, "rate 0", 0);
+            continue;
+        }
         println!(
             "{:<24} {:<16} {:>10.1} {:>9.1} {:>11.1} {:>8}",
             svc.service, svc.model, svc.rate, svc.slo_ms, svc.capacity, svc.segments

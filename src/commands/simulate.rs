@@ -22,7 +22,8 @@ pub struct SimulateArgs {
     slo_dir: Option<PathBuf>,
     #[arg(long, value_name = "N", requires = "slo_dir")]
     slo: Option<usize>,
-    /// Seconds of traffic (e.g. 60, 60s, 2m).
+    /// Seconds of traffic (e.g. 60, 60s, 2m): at most one day, and at most 2e8 expected arrivals
+    /// over all services (Σ rate x rate scale x duration), both checked before the run.
     #[arg(long, default_value = "60s", value_parser = parse_seconds)]
     duration: f64,
     /// Leading seconds not counted in the results.
@@ -37,7 +38,7 @@ pub struct SimulateArgs {
     /// Percentile that decides pass/fail.
     #[arg(long, default_value_t = 99.0)]
     percentile: f64,
-    /// Multiply every service's rate by this.
+    /// Multiply every service's rate by this: in (0, 1000].
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
     /// Write simulate.csv and simulate.json into this directory.
@@ -67,12 +68,15 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
         (t, 1.0)
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * scale),
+        Ok(v) if (v * scale).is_finite() && v >= 0.0 => Ok(v * scale),
         _ => Err(format!("expected a duration like 60s, 500ms or 2m; got {text:?}")),
     }
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    // Flags first: nothing is read when one is out of its range.
+    parva_core::limits::DURATION_S.check(args.duration).map_err(|rule| anyhow::anyhow!("--duration: {rule}"))?;
+    parva_core::limits::RATE_SCALE.check(args.rate_scale).map_err(|rule| anyhow::anyhow!("--rate-scale: {rule}"))?;
     if args.warmup >= args.duration {
         anyhow::bail!("--warmup ({}s) must be shorter than --duration ({}s)", args.warmup, args.duration);
     }

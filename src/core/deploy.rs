@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{CsvInput, FormatError, Location};
+use crate::limits::{self, Range};
 use crate::mig::{GiProfile, GpuType, Placement};
-use crate::profile::{fmt_num, parse_int, parse_nonneg};
+use crate::profile::{fmt_num, parse_in, parse_int};
 
 pub const MAP_HEADER: [&str; 8] =
     ["node", "gpu", "service", "model", "placement", "instance_size", "batch_size", "num_proc"];
@@ -91,6 +92,7 @@ impl DeploymentMap {
         let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
         let extra: Vec<Option<usize>> = MAP_EXTRA_HEADER.iter().map(|h| col(h)).collect();
         let mut segments = Vec::new();
+        let mut consistency = Consistency::default();
         for rec in rdr.records() {
             let rec = rec.map_err(|e| input.error(path, e))?;
             let line = input.line(rec.position());
@@ -104,10 +106,10 @@ impl DeploymentMap {
             let f = |i: usize| rec.get(i).unwrap_or("");
             let at = |i: usize| Location::field(path, line, names[i]);
             let int = |i: usize, min: i64, max: i64| parse_int(f(i), at(i), min, max);
-            let opt_num = |name: usize| -> Result<Option<f64>, FormatError> {
+            let opt_num = |name: usize, range: &Range| -> Result<Option<f64>, FormatError> {
                 match extra[name].map(|i| rec.get(i).unwrap_or("")) {
                     None | Some("") => Ok(None),
-                    Some(v) => parse_nonneg(v, Location::field(path, line, MAP_EXTRA_HEADER[name])).map(Some),
+                    Some(v) => parse_in(v, Location::field(path, line, MAP_EXTRA_HEADER[name]), range).map(Some),
                 }
             };
             let opt_str = |name: usize| extra[name].and_then(|i| rec.get(i)).filter(|s| !s.is_empty()).map(str::to_string);
@@ -119,13 +121,13 @@ impl DeploymentMap {
                     model: non_empty(f(3), at(3))?,
                     placement: int(4, 0, 7)? as u8,
                     instance_size: int(5, 1, 7)? as u8,
-                    batch_size: int(6, 1, 1 << 20)? as u32,
-                    num_proc: int(7, 1, 48)? as u32,
+                    batch_size: int(6, 1, limits::MAX_BATCH as i64)? as u32,
+                    num_proc: int(7, 1, limits::MAX_PROCS as i64)? as u32,
                     profile: opt_str(0),
                     gpu_type: opt_str(1),
-                    throughput: opt_num(2)?,
-                    rate: opt_num(3)?,
-                    slo_ms: opt_num(4)?,
+                    throughput: opt_num(2, &limits::SEGMENT_THROUGHPUT)?,
+                    rate: opt_num(3, &limits::RATE)?,
+                    slo_ms: opt_num(4, &limits::SLO_MS)?,
                 },
                 MapFormat::ParvaGpu => {
                     let model = non_empty(f(2), at(2))?;
@@ -136,8 +138,8 @@ impl DeploymentMap {
                         model,
                         placement: int(3, 0, 7)? as u8,
                         instance_size: int(4, 1, 7)? as u8,
-                        batch_size: int(5, 1, 1 << 20)? as u32,
-                        num_proc: int(6, 1, 48)? as u32,
+                        batch_size: int(5, 1, limits::MAX_BATCH as i64)? as u32,
+                        num_proc: int(6, 1, limits::MAX_PROCS as i64)? as u32,
                         profile: None,
                         gpu_type: None,
                         throughput: None,
@@ -146,10 +148,18 @@ impl DeploymentMap {
                     }
                 }
             };
+            consistency.check(&seg, line, path)?;
             segments.push(seg);
         }
         if segments.is_empty() {
             return Err(FormatError::invalid(Location::file(path), "holds no segments"));
+        }
+        if !input.ends_with_newline() {
+            return Err(FormatError::invalid(
+                Location::line(path, input.last_line()),
+                "the last row has no line end, so the file may have been cut short inside it (parva and \
+                 ParvaGPU end every row with one); check the row and end it with a newline",
+            ));
         }
         Ok((DeploymentMap { segments }, format))
     }
@@ -253,6 +263,64 @@ pub struct MapLayoutError {
     pub problem: String,
 }
 
+/// What the rows read so far said about each service and about the GPU type: a map holds one
+/// model, rate and SLO per service and one GPU type, whatever row a reader happens to use.
+#[derive(Default)]
+struct Consistency {
+    /// Service -> (first line, model, rate, slo_ms).
+    services: BTreeMap<String, (u64, String, Option<f64>, Option<f64>)>,
+    /// (first line, GPU type) of the first row.
+    gpu_type: Option<(u64, Option<String>)>,
+}
+
+impl Consistency {
+    fn check(&mut self, seg: &Segment, line: u64, path: &Path) -> Result<(), FormatError> {
+        let show = |v: &Option<f64>| v.map_or_else(|| "empty".to_string(), fmt_num);
+        match self.services.get(&seg.service) {
+            None => {
+                self.services.insert(seg.service.clone(), (line, seg.model.clone(), seg.rate, seg.slo_ms));
+            }
+            Some((first, model, rate, slo)) => {
+                let differs = if *model != seg.model {
+                    Some(("model", model.clone(), seg.model.clone()))
+                } else if *rate != seg.rate {
+                    Some(("rate", show(rate), show(&seg.rate)))
+                } else if *slo != seg.slo_ms {
+                    Some(("slo_ms", show(slo), show(&seg.slo_ms)))
+                } else {
+                    None
+                };
+                if let Some((field, was, now)) = differs {
+                    return Err(FormatError::invalid(
+                        Location::field(path, line, field),
+                        format!(
+                            "service {:?} has {field} {now} here but {was} on line {first}; a service has one \
+                             model, rate and SLO on every row of a map",
+                            seg.service
+                        ),
+                    ));
+                }
+            }
+        }
+        match &self.gpu_type {
+            None => self.gpu_type = Some((line, seg.gpu_type.clone())),
+            Some((first, ty)) if *ty != seg.gpu_type => {
+                let name = |t: &Option<String>| t.clone().unwrap_or_else(|| "empty".into());
+                return Err(FormatError::invalid(
+                    Location::field(path, line, "gpu_type"),
+                    format!(
+                        "is {} here but {} on line {first}; a map is for one GPU type (plan one map per type)",
+                        name(&seg.gpu_type),
+                        name(ty)
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
 fn non_empty(v: &str, at: Location) -> Result<String, FormatError> {
     if v.is_empty() {
         return Err(FormatError::invalid(at, "is empty"));
@@ -285,7 +353,7 @@ mod tests {
     fn round_trip_parva_format() {
         let text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
                     0,0,svc-a,resnet50,0,4,16,2,4g.40gb,a100-80gb,900.5,1000,100\n\
-                    0,0,svc-b,bert,4,3,8,1,,,,,\n";
+                    0,0,svc-b,bert,4,3,8,1,,a100-80gb,,,\n";
         let (map, fmt) = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap();
         assert_eq!(fmt, MapFormat::Parva);
         assert_eq!(map.segments.len(), 2);
@@ -357,5 +425,170 @@ mod tests {
         assert!(write_atomic(&blocked, b"two").is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
         assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 2, "no temporary file left");
+    }
+
+    const HEAD: &str = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n";
+
+    fn err(text: &str) -> FormatError {
+        DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap_err()
+    }
+
+    fn at(e: &FormatError) -> (u64, String) {
+        let l = e.location().expect("an error with a location");
+        (l.line.unwrap_or(0), l.field.clone().unwrap_or_default())
+    }
+
+    /// Issue 11: one service with different rates on different rows was accepted (the first or
+    /// last row silently won, depending on the reader).
+    #[test]
+    fn map_service_with_two_rates_is_refused_naming_both_lines() {
+        let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,10,100,50\n0,0,b,m,1,1,1,1,,a100-80gb,10,7,50\n0,1,a,m,0,1,1,1,,a100-80gb,10,200,50\n"));
+        assert_eq!(at(&e), (4, "rate".to_string()));
+        let m = e.to_string();
+        assert!(m.contains("service \"a\" has rate 200 here but 100 on line 2"), "{m}");
+    }
+
+    #[test]
+    fn map_service_with_two_slos_or_models_is_refused() {
+        let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,10,100,50\n0,1,a,m,0,1,1,1,,a100-80gb,10,100,60\n"));
+        assert_eq!(at(&e), (3, "slo_ms".to_string()));
+        assert!(e.to_string().contains("slo_ms 60 here but 50 on line 2"), "{e}");
+        let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,10,100,50\n0,1,a,other,0,1,1,1,,a100-80gb,10,100,50\n"));
+        assert_eq!(at(&e), (3, "model".to_string()));
+        assert!(e.to_string().contains("model other here but m on line 2"), "{e}");
+        // A row that leaves the rate empty contradicts one that gives it.
+        let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,10,100,50\n0,1,a,m,0,1,1,1,,a100-80gb,10,,50\n"));
+        assert!(e.to_string().contains("rate empty here but 100 on line 2"), "{e}");
+    }
+
+    /// Issue 11: a map naming several GPU types was accepted (`validate` took the first row's,
+    /// `deploy` the first row of the node being deployed).
+    #[test]
+    fn map_with_two_gpu_types_is_refused() {
+        let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,,,\n1,0,b,m,0,1,1,1,,h100-80gb,,,\n"));
+        assert_eq!(at(&e), (3, "gpu_type".to_string()));
+        assert!(e.to_string().contains("is h100-80gb here but a100-80gb on line 2; a map is for one GPU type"), "{e}");
+        let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,,,\n1,0,b,m,0,1,1,1,,,,,\n"));
+        assert!(e.to_string().contains("is empty here but a100-80gb on line 2"), "{e}");
+    }
+
+    /// Issue 11: a map whose last row was cut short inside its last field (`...,100` cut to
+    /// `...,1`) read as a valid, wrong SLO.
+    #[test]
+    fn map_whose_last_row_was_cut_short_is_refused() {
+        let whole = format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,10,100,50\n0,1,b,m,0,1,1,1,,a100-80gb,10,100,50\n");
+        assert!(DeploymentMap::read_from(whole.as_bytes(), Path::new("d.csv")).is_ok());
+        let cut = &whole[..whole.len() - 2]; // "...,5"
+        let e = err(cut);
+        assert_eq!(at(&e), (3, String::new()));
+        assert!(e.to_string().contains("d.csv:3: the last row has no line end"), "{e}");
+        // Cut before the last fields: fewer fields than the header.
+        let e = err(&whole[..whole.len() - 7]);
+        assert!(e.to_string().contains("d.csv:3: has 12 fields, expected 13"), "{e}");
+        // Trailing blank lines after a complete row are fine.
+        assert!(DeploymentMap::read_from(format!("{whole}\n\n").as_bytes(), Path::new("d.csv")).is_ok());
+    }
+
+    #[test]
+    fn map_values_outside_their_ranges_are_refused() {
+        let cases = [
+            ("0,0,a,m,0,1,4097,1,,,,,", "batch_size", "4097 is out of range (allowed 1..=4096)"),
+            ("0,0,a,m,0,1,1,49,,,,,", "num_proc", "49 is out of range"),
+            ("0,0,a,m,0,1,1,1,,,NaN,,", "throughput", "segment throughput must be a finite number in [0, 4.8e8] samples/s, found NaN"),
+            ("0,0,a,m,0,1,1,1,,,,inf,", "rate", "request rate must be a finite number in (0, 1e7] requests/s, found inf"),
+            ("0,0,a,m,0,1,1,1,,,,1e300,", "rate", "found 1e300"),
+            ("0,0,a,m,0,1,1,1,,,,0,", "rate", "found 0"),
+            ("0,0,a,m,0,1,1,1,,,,1,0", "slo_ms", "latency SLO must be a finite number in [0.01, 3.6e6] ms, found 0"),
+        ];
+        for (row, field, want) in cases {
+            let e = err(&format!("{HEAD}{row}\n"));
+            assert_eq!(at(&e), (2, field.to_string()), "{row}: {e}");
+            assert!(e.to_string().contains(want), "{row}: {e}");
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = Segment> {
+            (0u32..3, 0u32..8, 0usize..4, 0u8..8, 1u8..8, 1u32..=4096, 1u32..=48, 0.0f64..1e6).prop_map(
+                |(node, gpu, svc, placement, instance_size, batch_size, num_proc, throughput)| Segment {
+                    node,
+                    gpu,
+                    service: format!("svc-{svc}"),
+                    model: format!("model-{svc}"),
+                    placement,
+                    instance_size,
+                    batch_size,
+                    num_proc,
+                    profile: None,
+                    gpu_type: Some("a100-80gb".into()),
+                    throughput: Some(round3(throughput)),
+                    rate: Some(100.0 + svc as f64 * 0.25),
+                    slo_ms: Some(20.0 + svc as f64),
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Any bytes: an answer, never a panic (run longer with PROPTEST_CASES=100000).
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = DeploymentMap::read_from(bytes.as_slice(), Path::new("d.csv"));
+                let mut text = HEAD.as_bytes().to_vec();
+                text.extend(&bytes);
+                let _ = DeploymentMap::read_from(text.as_slice(), Path::new("d.csv"));
+            }
+
+            /// A generated map, written and read back, is the same map.
+            #[test]
+            fn written_maps_read_back_the_same(segments in proptest::collection::vec(segment(), 1..20)) {
+                let map = DeploymentMap { segments };
+                let mut out = Vec::new();
+                map.write_to(&mut out).unwrap();
+                let (again, format) = DeploymentMap::read_from(out.as_slice(), Path::new("d.csv")).unwrap();
+                prop_assert_eq!(format, MapFormat::Parva);
+                prop_assert_eq!(again, map);
+            }
+
+            /// One field of one row made invalid: the error names that line and field.
+            #[test]
+            fn a_bad_field_is_named_by_line_and_field(
+                segments in proptest::collection::vec(segment(), 1..10),
+                row in any::<prop::sample::Index>(),
+                field in 0usize..13,
+                bad in prop::sample::select(vec!["x", "-1", "NaN", "inf", "1e400", "99999"]),
+            ) {
+                let map = DeploymentMap { segments };
+                let mut out = Vec::new();
+                map.write_to(&mut out).unwrap();
+                let text = String::from_utf8(out).unwrap();
+                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                let r = 1 + row.index(lines.len() - 1);
+                let mut fields: Vec<String> = lines[r].split(',').map(str::to_string).collect();
+                // Fields that take any text (names, profile) are skipped; gpu_type only by a type clash.
+                prop_assume!(![2, 3, 8].contains(&field));
+                let value = if field == 9 { "h100-80gb".to_string() } else { bad.to_string() };
+                // Values still valid for that field (e.g. 99999 as a node) are no mutation.
+                prop_assume!(!(matches!(field, 0 | 1) && value == "99999"));
+                prop_assume!(!(matches!(field, 10..=12) && value == "99999"));
+                prop_assume!(!(field == 9 && lines.len() == 2)); // one row cannot clash with another
+                fields[field] = value;
+                lines[r] = fields.join(",");
+                let e = DeploymentMap::read_from(format!("{}\n", lines.join("\n")).as_bytes(), Path::new("d.csv")).unwrap_err();
+                let names: Vec<&str> = MAP_HEADER.iter().chain(MAP_EXTRA_HEADER.iter()).copied().collect();
+                let loc = e.location().expect("a located error").clone();
+                if field == 9 {
+                    // The clash is named on the later of the two rows.
+                    prop_assert_eq!(loc.field.as_deref(), Some("gpu_type"));
+                } else {
+                    prop_assert_eq!(loc.line, Some(r as u64 + 1), "{}", e);
+                    prop_assert_eq!(loc.field.as_deref(), Some(names[field]), "{}", e);
+                }
+            }
+        }
     }
 }

@@ -77,10 +77,35 @@ pub(crate) struct CsvInput {
 
 impl CsvInput {
     /// Read all of `reader` (`path` names it in messages).
-    pub fn read(mut reader: impl std::io::Read, path: &Path) -> Result<CsvInput, FormatError> {
+    /// Read all of `reader` (`path` names it in messages), at most
+    /// [`crate::limits::MAX_INPUT_BYTES`]: a larger input is refused once that much was read, never
+    /// held whole.
+    pub fn read(reader: impl std::io::Read, path: &Path) -> Result<CsvInput, FormatError> {
+        Self::read_limited(reader, path, crate::limits::MAX_INPUT_BYTES)
+    }
+
+    pub fn read_limited(reader: impl std::io::Read, path: &Path, limit: u64) -> Result<CsvInput, FormatError> {
+        use std::io::Read;
         let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(|e| FormatError::io(path, "read", e))?;
+        reader.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| FormatError::io(path, "read", e))?;
+        if bytes.len() as u64 > limit {
+            return Err(FormatError::invalid(
+                Location::file(path),
+                format!("is larger than {limit} bytes, the most parva reads from one input file"),
+            ));
+        }
         Ok(CsvInput::new(bytes))
+    }
+
+    /// Whether the input's last line ends with a line end (a file cut short mid-row does not).
+    pub fn ends_with_newline(&self) -> bool {
+        self.bytes.iter().rev().find(|b| !matches!(b, b' ' | b'\t')).is_none_or(|b| *b == b'\n')
+    }
+
+    /// The 1-based number of the last line holding anything.
+    pub fn last_line(&self) -> u64 {
+        let end = self.bytes.iter().rposition(|b| !matches!(b, b'\n' | b'\r' | b' ' | b'\t')).map_or(0, |i| i + 1);
+        self.starts.partition_point(|s| (*s as usize) < end).max(1) as u64
     }
 
     pub fn new(bytes: Vec<u8>) -> CsvInput {

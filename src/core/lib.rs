@@ -10,6 +10,7 @@
 //! - [`slo`]: services and their objectives (ParvaGPU SLO pairs, `services.csv`).
 //! - [`deploy`]: deployment maps (parva's and ParvaGPU's CSVs).
 //! - [`batching`]: the dynamic batching policy the router applies and the planner models.
+//! - [`limits`]: the physical range of every quantity parva reads, and why.
 //! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
 //! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
 //! - [`sim`]: a discrete-event simulation of a map under the batching policy.
@@ -19,6 +20,7 @@ pub mod batching;
 pub mod deploy;
 pub mod error;
 pub mod latency;
+pub mod limits;
 pub mod mig;
 pub mod plan;
 pub mod profile;

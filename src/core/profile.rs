@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CsvInput, FormatError, Location};
+use crate::limits::{self, Range};
 use crate::mig::GpuType;
 
 /// The five columns every profile table starts with.
@@ -130,12 +131,18 @@ impl ModelProfile {
                     ));
                 }
             }
-            let batch = parse_int(field(1), at(1), 1, 1 << 20)? as u32;
-            let procs = parse_int(field(2), at(2), 1, 48)? as u32;
+            let batch = parse_int(field(1), at(1), 1, limits::MAX_BATCH as i64)? as u32;
+            let procs = parse_int(field(2), at(2), 1, limits::MAX_PROCS as i64)? as u32;
             let throughput = parse_nonneg(field(3), at(3))?;
+            if throughput > 0.0 {
+                parse_in(field(3), at(3), &limits::THROUGHPUT)?;
+            }
             let latency_s = parse_nonneg(field(4), at(4))?;
             if throughput > 0.0 && latency_s == 0.0 {
                 return Err(FormatError::invalid(at(4), "latency must be > 0 when throughput is > 0 (value: \"0\")"));
+            }
+            if latency_s > 0.0 {
+                parse_in(field(4), at(4), &limits::BATCH_LATENCY_S)?;
             }
             if let Some(first) = seen.insert((size, batch, procs), line) {
                 return Err(FormatError::invalid(
@@ -262,6 +269,14 @@ pub(crate) fn parse_nonneg(value: &str, at: Location) -> Result<f64, FormatError
     Ok(v)
 }
 
+/// A number within `range` (finite; NaN and infinities refused), or an error naming the range.
+pub(crate) fn parse_in(value: &str, at: Location, range: &Range) -> Result<f64, FormatError> {
+    let v: f64 = value
+        .parse()
+        .map_err(|_| FormatError::invalid(at.clone(), format!("expected a number, found {value:?}")))?;
+    range.check(v).map_err(|rule| FormatError::invalid(at, rule))
+}
+
 /// Shortest decimal form that reads back to the same value.
 pub(crate) fn fmt_num(v: f64) -> String {
     let s = format!("{v}");
@@ -271,6 +286,7 @@ pub(crate) fn fmt_num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CsvInput;
 
     fn read(text: &str) -> Result<ModelProfile, FormatError> {
         let gpu = GpuType::by_id("a100-80gb").unwrap();
@@ -354,5 +370,105 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = ProfileSet::read_dir(d.path(), None).unwrap_err().to_string();
         assert!(e.contains("no profile tables"), "{e}");
+    }
+
+    #[test]
+    fn profile_values_outside_their_ranges_are_refused() {
+        for (row, field, want) in [
+            ("1,4097,1,3,0.1", "Batch size", "4097 is out of range (allowed 1..=4096)"),
+            ("1,1,49,3,0.1", "Workload Number", "49 is out of range"),
+            ("1,1,1,1e300,0.1", "Throughput", "throughput must be a finite number in [1e-4, 1e7] samples/s, found 1e300"),
+            ("1,1,1,1e-9,0.1", "Throughput", "found 1e-9"),
+            ("1,1,1,3,1e-9", "Latency", "batch latency must be a finite number in [1e-6, 3600] s, found 1e-9"),
+            ("1,1,1,3,7200", "Latency", "found 7200"),
+        ] {
+            let e = read(&format!("{HEADER}\n{row}\n")).unwrap_err();
+            let loc = e.location().unwrap();
+            assert_eq!((loc.line, loc.field.as_deref()), (Some(2), Some(field)), "{row}: {e}");
+            assert!(e.to_string().contains(want), "{row}: {e}");
+        }
+        // Unmeasured points (throughput 0) keep any latency in range, or 0.
+        assert!(read(&format!("{HEADER}\n1,1,1,0,0\n1,2,1,0,0.5\n")).is_ok());
+    }
+
+    #[test]
+    fn an_input_larger_than_the_limit_is_refused_without_reading_it_whole() {
+        // An endless reader: refused once the limit is passed.
+        let e = CsvInput::read_limited(std::io::repeat(b'1'), Path::new("big.csv"), 1000).err().unwrap();
+        assert_eq!(e.to_string(), "big.csv: is larger than 1000 bytes, the most parva reads from one input file");
+        assert!(CsvInput::read_limited(&b"12345"[..], Path::new("ok.csv"), 5).is_ok());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn table() -> impl Strategy<Value = ModelProfile> {
+            proptest::collection::btree_map(
+                (prop::sample::select(vec![1u8, 2, 3, 4, 7]), 1u32..=4096, 1u32..=48),
+                (prop::option::weighted(0.9, (1u32..10_000_000, 1u32..3_600_000)), "[a-z0-9.]{0,6}"),
+                1..40,
+            )
+            .prop_map(|points| ModelProfile {
+                model: "m".into(),
+                extra_headers: vec!["note".into()],
+                points: points
+                    .into_iter()
+                    .map(|((size, batch, procs), (m, note))| {
+                        let (throughput, latency_s) = m.map_or((0.0, 0.0), |(t, l)| (t as f64 / 1000.0 + 1.0, l as f64 / 1000.0 + 0.001));
+                        ProfilePoint { size, batch, procs, throughput, latency_s, extra: vec![note] }
+                    })
+                    .collect(),
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Any bytes: an answer, never a panic (run longer with PROPTEST_CASES=100000).
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = read(&String::from_utf8_lossy(&bytes));
+                let mut text = format!("{HEADER}\n").into_bytes();
+                text.extend(&bytes);
+                let _ = ModelProfile::read_from(text.as_slice(), Path::new("m.csv"), "m".into(), None);
+            }
+
+            /// A generated table, written and read back, is the same table.
+            #[test]
+            fn written_tables_read_back_the_same(t in table()) {
+                let mut out = Vec::new();
+                t.write_to(&mut out).unwrap();
+                let again = read(std::str::from_utf8(&out).unwrap()).unwrap();
+                prop_assert_eq!(again, t);
+            }
+
+            /// One of the five fields made invalid: the error names its line and field.
+            #[test]
+            fn a_bad_field_is_named_by_line_and_field(
+                t in table(),
+                row in any::<prop::sample::Index>(),
+                field in 0usize..5,
+                bad in prop::sample::select(vec!["x", "-1", "NaN", "inf", "1e400", "5000", "1.5"]),
+            ) {
+                let mut out = Vec::new();
+                t.write_to(&mut out).unwrap();
+                let mut lines: Vec<String> = String::from_utf8(out).unwrap().lines().map(str::to_string).collect();
+                let r = 1 + row.index(lines.len() - 1);
+                let mut fields: Vec<String> = lines[r].split(',').map(str::to_string).collect();
+                // Values that stay valid for the field are no mutation.
+                prop_assume!(!(field == 3 && (bad == "5000" || bad == "1.5")));
+                prop_assume!(!(field == 4 && bad == "1.5"));
+                fields[field] = bad.to_string();
+                lines[r] = fields.join(",");
+                // A changed grid point may collide with another row: then the duplicate is named.
+                let e = read(&lines.join("\n")).unwrap_err();
+                let loc = e.location().unwrap();
+                prop_assert_eq!(loc.line, Some(r as u64 + 1), "{}", e);
+                if !e.to_string().contains("duplicate") {
+                    prop_assert_eq!(loc.field.as_deref(), Some(PROFILE_HEADER[field]), "{}", e);
+                }
+            }
+        }
     }
 }

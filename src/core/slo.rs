@@ -7,10 +7,11 @@
 //! - A service list `services.csv` with header `service,model,rate,slo_ms`; many services may share
 //!   one model.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{CsvInput, FormatError, Location};
+use crate::limits;
 use crate::profile::ProfileSet;
 
 /// One inference service and its objective.
@@ -47,7 +48,7 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
         ));
     }
     let mut services = Vec::new();
-    let mut names = BTreeSet::new();
+    let mut names = BTreeMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| input.error(path, e))?;
         let line = input.line(rec.position());
@@ -59,8 +60,11 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
         if name.is_empty() {
             return Err(FormatError::invalid(at(0), "service name is empty"));
         }
-        if !names.insert(name.clone()) {
-            return Err(FormatError::invalid(at(0), format!("service {name:?} is listed twice")));
+        if let Some(first) = names.insert(name.clone(), line) {
+            return Err(FormatError::invalid(
+                at(0),
+                format!("service {name:?} is listed twice (first on line {first}); a service has one model, rate and SLO"),
+            ));
         }
         let model = rec.get(1).unwrap_or("").to_string();
         if let Some(profiles) = profiles {
@@ -68,8 +72,8 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
         } else if model.is_empty() {
             return Err(FormatError::invalid(at(1), "model name is empty"));
         }
-        let rate = parse_positive(rec.get(2).unwrap_or(""), at(2))?;
-        let slo_ms = parse_positive(rec.get(3).unwrap_or(""), at(3))?;
+        let rate = crate::profile::parse_in(rec.get(2).unwrap_or(""), at(2), &limits::RATE)?;
+        let slo_ms = crate::profile::parse_in(rec.get(3).unwrap_or(""), at(3), &limits::SLO_MS)?;
         services.push(Service { name, model, rate, slo_ms });
     }
     if services.is_empty() {
@@ -94,46 +98,95 @@ pub fn write_services(services: &[Service], w: impl std::io::Write) -> Result<()
     Ok(())
 }
 
-/// Read scenario `scenario` (1-based) of a ParvaGPU SLO pair in `dir`.
+/// Read scenario `scenario` (1-based) of a ParvaGPU SLO pair in `dir`: the services with a
+/// positive rate (see [`read_slo_scenario`] for those with a rate of 0).
 pub fn read_slo_pair(dir: &Path, scenario: usize, profiles: &ProfileSet) -> Result<Vec<Service>, FormatError> {
+    Ok(read_slo_scenario(dir, scenario, profiles)?.services)
+}
+
+/// One scenario of a ParvaGPU SLO pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloScenario {
+    /// Models present with a positive rate, one service each.
+    pub services: Vec<Service>,
+    /// Models present (an SLO given) with a rate of 0: no traffic in this scenario; a planner
+    /// reports them and plans nothing for them.
+    pub zero_rate: Vec<Service>,
+}
+
+/// Read scenario `scenario` (1-based) of a ParvaGPU SLO pair in `dir`. Both files are checked
+/// whole, not just the row used: no header line, every row with one column per model file, the
+/// same number of rows in both, `N/A` in the same cells of both, every rate in
+/// [`limits::RATE`] (or 0) and every SLO in [`limits::SLO_MS`].
+pub fn read_slo_scenario(dir: &Path, scenario: usize, profiles: &ProfileSet) -> Result<SloScenario, FormatError> {
     let models = profiles.model_names();
-    let rates = read_slo_row(&dir.join(SLO_RATE_FILE), scenario, models.len())?;
-    let lats = read_slo_row(&dir.join(SLO_LATENCY_FILE), scenario, models.len())?;
-    let mut services = Vec::new();
-    for (i, model) in models.iter().enumerate() {
-        match (&rates.values[i], &lats.values[i]) {
-            (None, None) => {}
-            (Some(rate), Some(slo)) => {
-                if *rate > 0.0 {
-                    services.push(Service { name: model.to_string(), model: model.to_string(), rate: *rate, slo_ms: *slo });
-                }
-            }
-            (r, _) => {
-                let (file, line) = if r.is_none() { (&rates.file, rates.line) } else { (&lats.file, lats.line) };
-                let other = if r.is_none() { SLO_LATENCY_FILE } else { SLO_RATE_FILE };
+    let rate_path = dir.join(SLO_RATE_FILE);
+    let lat_path = dir.join(SLO_LATENCY_FILE);
+    let rates = read_slo_file(&rate_path, models.len(), Cell::Rate)?;
+    let lats = read_slo_file(&lat_path, models.len(), Cell::Latency)?;
+    if rates.len() != lats.len() {
+        let (short, long) = if rates.len() < lats.len() { (&rate_path, &lats) } else { (&lat_path, &rates) };
+        return Err(FormatError::invalid(
+            Location::file(short),
+            format!(
+                "has {} scenario rows but {} has {} (line {} is the first without a partner); the two files of \
+                 an SLO pair have one row per scenario each",
+                rates.len().min(lats.len()),
+                if rates.len() < lats.len() { SLO_LATENCY_FILE } else { SLO_RATE_FILE },
+                rates.len().max(lats.len()),
+                long[rates.len().min(lats.len())].line,
+            ),
+        ));
+    }
+    for (r, l) in rates.iter().zip(&lats) {
+        for (i, model) in models.iter().enumerate() {
+            if r.values[i].is_none() != l.values[i].is_none() {
+                let (path, line, other) =
+                    if r.values[i].is_none() { (&rate_path, r.line, SLO_LATENCY_FILE) } else { (&lat_path, l.line, SLO_RATE_FILE) };
                 return Err(FormatError::invalid(
-                    Location::field(file, line, format!("column {} ({model})", i + 1)),
+                    Location::field(path, line, format!("column {} ({model})", i + 1)),
                     format!("is N/A here but has a value in {other}; a model is absent in both files or in neither"),
                 ));
             }
         }
     }
-    if services.is_empty() {
+    let Some(index) = scenario.checked_sub(1).filter(|i| *i < rates.len()) else {
         return Err(FormatError::invalid(
-            Location::line(dir.join(SLO_RATE_FILE), rates.line),
-            format!("scenario {scenario} has no service"),
+            Location::file(&rate_path),
+            format!("has {} scenario rows; scenario {scenario} asked for (scenarios are 1-based)", rates.len()),
+        ));
+    };
+    let (r, l) = (&rates[index], &lats[index]);
+    let mut out = SloScenario { services: Vec::new(), zero_rate: Vec::new() };
+    for (i, model) in models.iter().enumerate() {
+        if let (Some(rate), Some(slo_ms)) = (r.values[i], l.values[i]) {
+            let svc = Service { name: model.to_string(), model: model.to_string(), rate, slo_ms };
+            if rate > 0.0 { out.services.push(svc) } else { out.zero_rate.push(svc) }
+        }
+    }
+    if out.services.is_empty() {
+        let zero = if out.zero_rate.is_empty() { String::new() } else { " with a rate above 0".to_string() };
+        return Err(FormatError::invalid(
+            Location::line(&rate_path, r.line),
+            format!("scenario {scenario} has no service{zero}"),
         ));
     }
-    Ok(services)
+    Ok(out)
 }
 
 struct SloRow {
-    file: std::path::PathBuf,
     line: u64,
     values: Vec<Option<f64>>,
 }
 
-fn read_slo_row(path: &Path, scenario: usize, columns: usize) -> Result<SloRow, FormatError> {
+#[derive(Clone, Copy, PartialEq)]
+enum Cell {
+    Rate,
+    Latency,
+}
+
+/// Every row of one SLO file, checked.
+fn read_slo_file(path: &Path, columns: usize, cell: Cell) -> Result<Vec<SloRow>, FormatError> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open SLO file", e))?;
     let input = CsvInput::read(file, path)?;
     let mut rdr = csv::ReaderBuilder::new()
@@ -141,17 +194,24 @@ fn read_slo_row(path: &Path, scenario: usize, columns: usize) -> Result<SloRow, 
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(input.bytes.as_slice());
-    let mut rows = 0usize;
+    let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| input.error(path, e))?;
         if rec.iter().all(str::is_empty) {
             continue;
         }
-        rows += 1;
-        if rows != scenario {
-            continue;
-        }
         let line = input.line(rec.position());
+        let number = |v: &str| v.is_empty() || v.eq_ignore_ascii_case("N/A") || v.parse::<f64>().is_ok();
+        if rows.is_empty() && !rec.iter().all(number) {
+            return Err(FormatError::invalid(
+                Location::line(path, line),
+                format!(
+                    "holds `{}`, not numbers: ParvaGPU SLO files have no header line (row i is scenario i, column j \
+                     the j-th model file in alphabetical order); remove this line",
+                    rec.iter().collect::<Vec<_>>().join(",")
+                ),
+            ));
+        }
         if rec.len() != columns {
             return Err(FormatError::invalid(
                 Location::line(path, line),
@@ -166,17 +226,27 @@ fn read_slo_row(path: &Path, scenario: usize, columns: usize) -> Result<SloRow, 
         for (i, v) in rec.iter().enumerate() {
             if v.eq_ignore_ascii_case("N/A") || v.is_empty() {
                 values.push(None);
-            } else {
-                let x = crate::profile::parse_nonneg(v, Location::field(path, line, format!("column {}", i + 1)))?;
-                values.push(Some(x));
+                continue;
             }
+            let at = Location::field(path, line, format!("column {}", i + 1));
+            let x = match cell {
+                Cell::Rate => {
+                    let x = crate::profile::parse_nonneg(v, at.clone())?;
+                    if x > 0.0 {
+                        crate::profile::parse_in(v, at, &limits::RATE)?;
+                    }
+                    x
+                }
+                Cell::Latency => crate::profile::parse_in(v, at, &limits::SLO_MS)?,
+            };
+            values.push(Some(x));
         }
-        return Ok(SloRow { file: path.to_path_buf(), line, values });
+        rows.push(SloRow { line, values });
     }
-    Err(FormatError::invalid(
-        Location::file(path),
-        format!("has {rows} scenario rows; scenario {scenario} asked for (scenarios are 1-based)"),
-    ))
+    if rows.is_empty() {
+        return Err(FormatError::invalid(Location::file(path), "holds no scenario rows"));
+    }
+    Ok(rows)
 }
 
 fn check_model(profiles: &ProfileSet, model: &str, at: Location) -> Result<(), FormatError> {
@@ -193,10 +263,220 @@ fn check_model(profiles: &ProfileSet, model: &str, at: Location) -> Result<(), F
     Ok(())
 }
 
-fn parse_positive(value: &str, at: Location) -> Result<f64, FormatError> {
-    let v = crate::profile::parse_nonneg(value, at.clone())?;
-    if v == 0.0 {
-        return Err(FormatError::invalid(at, "must be > 0, found \"0\""));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ModelProfile;
+
+    /// A profile set of `n` models `m0..`, empty tables (only the names matter here).
+    fn profiles(n: usize) -> ProfileSet {
+        let models = (0..n)
+            .map(|i| {
+                let name = format!("m{i}");
+                (name.clone(), ModelProfile { model: name, points: Vec::new(), extra_headers: Vec::new() })
+            })
+            .collect();
+        ProfileSet { dir: "mem".into(), models }
     }
-    Ok(v)
+
+    fn pair(rates: &str, lats: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(SLO_RATE_FILE), rates).unwrap();
+        std::fs::write(d.path().join(SLO_LATENCY_FILE), lats).unwrap();
+        d
+    }
+
+    fn pair_err(rates: &str, lats: &str, n: usize) -> (FormatError, tempfile::TempDir) {
+        let d = pair(rates, lats);
+        (read_slo_scenario(d.path(), n, &profiles(2)).unwrap_err(), d)
+    }
+
+    #[test]
+    fn reads_a_scenario_and_keeps_zero_rates_apart() {
+        // No trailing newline, as ParvaGPU's own files.
+        let d = pair("10,N/A\n0,20", "50,N/A\n60,70");
+        let s = read_slo_scenario(d.path(), 2, &profiles(2)).unwrap();
+        assert_eq!(s.services, vec![Service { name: "m1".into(), model: "m1".into(), rate: 20.0, slo_ms: 70.0 }]);
+        assert_eq!(s.zero_rate, vec![Service { name: "m0".into(), model: "m0".into(), rate: 0.0, slo_ms: 60.0 }]);
+        assert_eq!(read_slo_pair(d.path(), 2, &profiles(2)).unwrap(), s.services);
+    }
+
+    /// Issue 11: an SLO file with a header line shifted every scenario by one row.
+    #[test]
+    fn slo_file_with_a_header_line_is_refused() {
+        let (e, _d) = pair_err("m0,m1\n10,20\n", "50,60\n", 1);
+        let m = e.to_string();
+        assert!(m.contains("SLO_req_rate.csv:1: holds `m0,m1`, not numbers: ParvaGPU SLO files have no header line"), "{m}");
+        let (e, _d) = pair_err("10,20\n", "lat_a,lat_b\n50,60\n", 1);
+        assert!(e.to_string().contains("SLO_latency.csv:1: holds `lat_a,lat_b`"), "{e}");
+    }
+
+    /// Issue 11: SLO files whose row counts differ were read row by row, so the shorter one was
+    /// only noticed (if ever) for a scenario past its end.
+    #[test]
+    fn slo_files_with_different_row_counts_are_refused() {
+        let (e, _d) = pair_err("10,20\n11,21\n12,22\n", "50,60\n51,61\n", 1);
+        let m = e.to_string();
+        assert!(m.contains("SLO_latency.csv: has 2 scenario rows but SLO_req_rate.csv has 3 (line 3 is the first without a partner)"), "{m}");
+    }
+
+    #[test]
+    fn slo_rows_with_other_column_counts_are_refused_even_when_not_used() {
+        let (e, _d) = pair_err("10,20\n11,21,5\n", "50,60\n51,61\n", 1);
+        assert!(e.to_string().contains("SLO_req_rate.csv:2: has 3 columns but the profile directory has 2 model files"), "{e}");
+        // N/A in one file only, on a row other than the one asked for.
+        let (e, _d) = pair_err("10,20\n11,N/A\n", "50,60\n51,61\n", 1);
+        assert!(e.to_string().contains("SLO_req_rate.csv:2: field `column 2 (m1)`: is N/A here"), "{e}");
+    }
+
+    #[test]
+    fn slo_values_outside_their_ranges_are_refused() {
+        let (e, _d) = pair_err("10,1e300\n", "50,60\n", 1);
+        assert!(e.to_string().contains("SLO_req_rate.csv:1: field `column 2`: request rate must be a finite number in (0, 1e7]"), "{e}");
+        let (e, _d) = pair_err("10,20\n", "50,inf\n", 1);
+        assert!(e.to_string().contains("SLO_latency.csv:1: field `column 2`: latency SLO must be a finite number"), "{e}");
+        let (e, _d) = pair_err("10,-2\n", "50,60\n", 1);
+        assert!(e.to_string().contains("column 2") && e.to_string().contains("\"-2\""), "{e}");
+        let (e, _d) = pair_err("0,0\n", "50,60\n", 1);
+        assert!(e.to_string().contains("scenario 1 has no service with a rate above 0"), "{e}");
+        let (e, _d) = pair_err("10,20\n", "50,60\n", 0);
+        assert!(e.to_string().contains("has 1 scenario rows; scenario 0 asked for"), "{e}");
+    }
+
+    fn list(text: &str) -> Result<Vec<Service>, FormatError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.csv");
+        std::fs::write(&p, text).unwrap();
+        read_service_list(&p, None)
+    }
+
+    #[test]
+    fn service_list_refuses_duplicates_and_values_outside_their_ranges() {
+        let e = list("service,model,rate,slo_ms\na,m,1,10\nb,m,1,10\na,m,1,10\n").unwrap_err();
+        assert!(e.to_string().contains("s.csv:4: field `service`: service \"a\" is listed twice (first on line 2)"), "{e}");
+        for (row, field, want) in [
+            ("a,m,0,10", "rate", "found 0"),
+            ("a,m,NaN,10", "rate", "found NaN"),
+            ("a,m,2e7,10", "rate", "(0, 1e7] requests/s, found 2e7"),
+            ("a,m,1,inf", "slo_ms", "found inf"),
+            ("a,m,1,0.001", "slo_ms", "[0.01, 3.6e6] ms, found 0.001"),
+        ] {
+            let e = list(&format!("service,model,rate,slo_ms\n{row}\n")).unwrap_err();
+            let loc = e.location().unwrap();
+            assert_eq!((loc.line, loc.field.as_deref()), (Some(2), Some(field)), "{row}: {e}");
+            assert!(e.to_string().contains(want), "{row}: {e}");
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn service() -> impl Strategy<Value = (String, String, f64, f64)> {
+            ("[a-z][a-z0-9_.-]{0,12}", "[a-z][a-z0-9]{0,8}", 0.001f64..1e7, 0.01f64..3.6e6)
+                .prop_map(|(n, m, r, s)| (n, m, (r * 1000.0).round().max(1.0) / 1000.0, (s * 100.0).round().max(1.0) / 100.0))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Any bytes, as a service list or as either file of an SLO pair: an answer, never a
+            /// panic (run longer with PROPTEST_CASES=100000).
+            #[test]
+            fn arbitrary_bytes_never_panic(a in proptest::collection::vec(any::<u8>(), 0..400), b in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let d = tempfile::tempdir().unwrap();
+                let p = d.path().join("s.csv");
+                std::fs::write(&p, &a).unwrap();
+                let _ = read_service_list(&p, None);
+                let mut with_header = b"service,model,rate,slo_ms\n".to_vec();
+                with_header.extend(&a);
+                std::fs::write(&p, &with_header).unwrap();
+                let _ = read_service_list(&p, None);
+                std::fs::write(d.path().join(SLO_RATE_FILE), &a).unwrap();
+                std::fs::write(d.path().join(SLO_LATENCY_FILE), &b).unwrap();
+                for n in 0..3 {
+                    let _ = read_slo_scenario(d.path(), n, &profiles(2));
+                }
+            }
+
+            /// A generated service list, written and read back, is the same list.
+            #[test]
+            fn written_service_lists_read_back_the_same(raw in proptest::collection::btree_map("[a-z][a-z0-9_-]{0,10}", service(), 1..20)) {
+                let services: Vec<Service> = raw.into_iter().map(|(name, (_, model, rate, slo_ms))| Service { name, model, rate, slo_ms }).collect();
+                let mut out = Vec::new();
+                write_services(&services, &mut out).unwrap();
+                let d = tempfile::tempdir().unwrap();
+                let p = d.path().join("s.csv");
+                std::fs::write(&p, &out).unwrap();
+                prop_assert_eq!(read_service_list(&p, None).unwrap(), services);
+            }
+
+            /// One numeric field made invalid: the error names its line and field.
+            #[test]
+            fn a_bad_field_is_named_by_line_and_field(
+                raw in proptest::collection::btree_map("[a-z][a-z0-9_-]{0,10}", service(), 1..10),
+                row in any::<prop::sample::Index>(),
+                field in 2usize..4,
+                bad in prop::sample::select(vec!["x", "-1", "0", "NaN", "inf", "1e400", "1e9"]),
+            ) {
+                let services: Vec<Service> = raw.into_iter().map(|(name, (_, model, rate, slo_ms))| Service { name, model, rate, slo_ms }).collect();
+                let mut out = Vec::new();
+                write_services(&services, &mut out).unwrap();
+                let text = String::from_utf8(out).unwrap();
+                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                let r = 1 + row.index(lines.len() - 1);
+                let mut fields: Vec<String> = lines[r].split(',').map(str::to_string).collect();
+                fields[field] = bad.to_string();
+                lines[r] = fields.join(",");
+                let d = tempfile::tempdir().unwrap();
+                let p = d.path().join("s.csv");
+                std::fs::write(&p, lines.join("\n")).unwrap();
+                let e = read_service_list(&p, None).unwrap_err();
+                let loc = e.location().unwrap();
+                prop_assert_eq!(loc.line, Some(r as u64 + 1), "{}", e);
+                prop_assert_eq!(loc.field.as_deref(), Some(SERVICES_HEADER[field]), "{}", e);
+            }
+
+            /// SLO pairs: a generated pair reads back every scenario; one cell made invalid is named.
+            #[test]
+            fn slo_pairs_read_back_and_bad_cells_are_named(
+                rows in proptest::collection::vec(proptest::collection::vec(prop::option::of((1u32..100_000, 1u32..100_000)), 3), 1..6),
+                pick in any::<prop::sample::Index>(),
+                col in 0usize..3,
+                bad in prop::sample::select(vec!["x", "-1", "NaN", "inf", "1e400"]),
+                in_rates in any::<bool>(),
+            ) {
+                let show = |f: &dyn Fn(&(u32, u32)) -> u32| rows.iter().map(|r| r.iter().map(|c| c.as_ref().map_or("N/A".to_string(), |c| f(c).to_string())).collect::<Vec<_>>()).collect::<Vec<_>>();
+                let mut rates = show(&|c| c.0);
+                let mut lats = show(&|c| c.1);
+                let join = |t: &Vec<Vec<String>>| t.iter().map(|r| r.join(",")).collect::<Vec<_>>().join("\n");
+                let d = pair(&join(&rates), &join(&lats));
+                for (i, r) in rows.iter().enumerate() {
+                    let got = read_slo_scenario(d.path(), i + 1, &profiles(3));
+                    let want: Vec<Service> = r.iter().enumerate().filter_map(|(j, c)| c.map(|(rate, slo)| Service {
+                        name: format!("m{j}"), model: format!("m{j}"), rate: rate as f64, slo_ms: slo as f64,
+                    })).collect();
+                    if want.is_empty() {
+                        prop_assert!(got.unwrap_err().to_string().contains("has no service"));
+                    } else {
+                        prop_assert_eq!(got.unwrap().services, want);
+                    }
+                }
+                let r = pick.index(rows.len());
+                let (t, file) = if in_rates { (&mut rates, SLO_RATE_FILE) } else { (&mut lats, SLO_LATENCY_FILE) };
+                t[r][col] = bad.to_string();
+                let d = pair(&join(&rates), &join(&lats));
+                let e = read_slo_scenario(d.path(), 1, &profiles(3)).unwrap_err();
+                let loc = e.location().unwrap();
+                prop_assert!(loc.file.ends_with(file), "{}", e);
+                prop_assert_eq!(loc.line, Some(r as u64 + 1), "{}", e);
+                if r == 0 && bad == "x" {
+                    // Text on the first line reads as a header, and is refused as one.
+                    prop_assert!(e.to_string().contains("no header line"), "{}", e);
+                    return Ok(());
+                }
+                prop_assert!(loc.field.as_deref().is_some_and(|f| f.starts_with(&format!("column {}", col + 1))), "{}", e);
+            }
+        }
+    }
 }

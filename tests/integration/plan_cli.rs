@@ -159,3 +159,182 @@ fn catalogue_lists_every_gpu_type() {
     assert_eq!(v[0]["products"][0]["pci_device_id"], "0x20B010DE");
     assert_eq!(v[0]["products"][0]["name"], "NVIDIA A100-SXM4-40GB");
 }
+
+// ---- issue 11: limits and consistency (plan, simulate, validate, deploy) ----
+
+/// Run `parva` with `args` where `OUT` names a fresh output file holding "previous map"; assert
+/// exit code 1, every `wants` in stderr, and the output untouched with nothing else written.
+fn refused(args: &[&str], wants: &[&str]) -> String {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("deploy.csv");
+    std::fs::write(&out, "previous map\n").unwrap();
+    let full: Vec<&str> = args.iter().map(|a| if *a == "OUT" { s(&out) } else { *a }).collect();
+    let o = parva(&full);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{full:?}\n{err}");
+    for w in wants {
+        assert!(err.contains(w), "expected {w:?} in the error of {full:?}:\n{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous map\n", "{full:?} touched the output");
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "{full:?} left files behind");
+    err
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Issue 11: `parva plan` panicked inside the solver (`invalid problem`) on absurd rates.
+#[test]
+fn plan_refuses_absurd_rates_naming_file_line_field_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let prof = fixture("profiles/good");
+    for (rate, found) in [("1e300", "found 1e300"), ("inf", "found inf"), ("NaN", "found NaN"), ("20000000", "found 2e7")] {
+        let list = write(d.path(), "s.csv", &format!("service,model,rate,slo_ms\nfront,alpha,100,50\nhuge,alpha,{rate},50\n"));
+        refused(
+            &["plan", "--prof-data", s(&prof), "--services", s(&list), "--gpu", "a100-80gb", "--out", "OUT"],
+            &["s.csv:3: field `rate`: request rate must be a finite number in (0, 1e7] requests/s", found],
+        );
+    }
+}
+
+/// Issue 11: huge rates ran for minutes or were killed for memory; merely large ones wrote maps
+/// of millions of GPUs. Now refused before planning, with the GPUs they would need.
+#[test]
+fn plan_needing_more_than_max_gpus_is_refused_with_the_number_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let list = write(d.path(), "s.csv", "service,model,rate,slo_ms\nfront,alpha,9000000,50\n");
+    let prof = fixture("profiles/good");
+    for algorithm in ["optimal", "parvagpu"] {
+        let err = refused(
+            &["plan", "--prof-data", s(&prof), "--services", s(&list), "--gpu", "a100-80gb", "--algorithm", algorithm, "--out", "OUT"],
+            &["the plan would need at least ", " a100-80gb GPUs, more than --max-gpus 4096", "service \"front\"", "(nothing written)"],
+        );
+        let needed: u64 = err.split("need at least ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(needed > 4096, "{err}");
+    }
+    // --max-gpus out of its range is a usage error.
+    let o = parva(&["plan", "--prof-data", s(&prof), "--services", s(&list), "--gpu", "a100-80gb", "--max-gpus", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// Issue 11: a service with a tiny positive rate disappeared from the map while the run said
+/// `complete: true`.
+#[test]
+fn plan_gives_a_tiny_rate_service_a_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let list = write(d.path(), "s.csv", "service,model,rate,slo_ms\nfront,alpha,900,50\ntiny,beta,0.000001,200\n");
+    for algorithm in ["optimal", "parvagpu"] {
+        let out = d.path().join(format!("{algorithm}.csv"));
+        let o = parva(&[
+            "plan", "--prof-data", s(&fixture("profiles/good")), "--services", s(&list), "--gpu", "a100-80gb",
+            "--algorithm", algorithm, "--out", s(&out), "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["complete"], true);
+        assert_eq!(v["services"][1]["service"], "tiny");
+        assert_eq!(v["services"][1]["segments"], 1, "{algorithm}: {v}");
+        assert!(std::fs::read_to_string(&out).unwrap().contains(",tiny,beta,"), "{algorithm}");
+    }
+}
+
+/// A zero rate in an SLO pair was dropped silently; now it is reported (text and --json).
+#[test]
+fn plan_reports_a_zero_rate_service_instead_of_dropping_it() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "SLO_req_rate.csv", "200,0\n");
+    write(d.path(), "SLO_latency.csv", "100,50\n");
+    let out = d.path().join("m.csv");
+    let prof = fixture("profiles/good");
+    let args = ["plan", "--prof-data", s(&prof), "--slo-dir", s(d.path()), "--slo", "1", "--gpu", "a100-80gb", "--out", s(&out)];
+    let o = parva(&[&args[..], &["--json"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["zero_rate"], serde_json::json!(["beta"]));
+    assert_eq!(v["complete"], true);
+    assert!(stderr(&o).contains("note: service beta has a rate of 0 in this scenario: no segment planned for it"), "{}", stderr(&o));
+    let o = parva(&args);
+    assert!(stdout(&o).contains("rate 0"), "{}", stdout(&o));
+    assert!(!std::fs::read_to_string(&out).unwrap().contains(",beta,"));
+}
+
+/// Issue 11: an SLO file with a header line shifted every scenario by one row; SLO files with
+/// different row counts were accepted.
+#[test]
+fn plan_refuses_slo_pairs_with_a_header_or_unequal_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let prof = fixture("profiles/good");
+    write(d.path(), "SLO_req_rate.csv", "alpha,beta\n200,300\n");
+    write(d.path(), "SLO_latency.csv", "100,N/A\n50,20\n");
+    let args = ["plan", "--prof-data", s(&prof), "--slo-dir", s(d.path()), "--slo", "1", "--gpu", "a100-80gb", "--out", "OUT"];
+    refused(&args, &["SLO_req_rate.csv:1: holds `alpha,beta`, not numbers: ParvaGPU SLO files have no header line"]);
+    write(d.path(), "SLO_req_rate.csv", "200,300\n100,N/A\n50,N/A\n");
+    refused(&args, &["SLO_latency.csv: has 2 scenario rows but SLO_req_rate.csv has 3"]);
+}
+
+fn map_with(rows: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "map.csv",
+        &format!("node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n{rows}"),
+    );
+    (d, p)
+}
+
+/// Issue 11: a map naming several GPU types was accepted, and `validate` and `deploy` disagreed
+/// about it; one service with different rates on different rows was accepted; a map whose last
+/// row was cut short was read. Every command that reads a map now refuses them alike.
+#[test]
+fn inconsistent_or_cut_maps_are_refused_by_every_command() {
+    let prof = s(&fixture("profiles/good")).to_string();
+    let cases = [
+        (
+            "0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n1,0,b,beta,0,1,8,1,,h100-80gb,100,50,100\n",
+            "map.csv:3: field `gpu_type`: is h100-80gb here but a100-80gb on line 2; a map is for one GPU type",
+        ),
+        (
+            "0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n0,1,a,alpha,0,1,8,1,,a100-80gb,100,70,100\n",
+            "map.csv:3: field `rate`: service \"a\" has rate 70 here but 50 on line 2",
+        ),
+        ("0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n0,1,b,alpha,0,1,8,1,,a100-80gb,100,50,1", "map.csv:3: the last row has no line end"),
+    ];
+    for (rows, want) in cases {
+        let (d, map) = map_with(rows);
+        let run = d.path().join("run");
+        for args in [
+            vec!["validate", "--plan", s(&map)],
+            vec!["simulate", "--plan", s(&map), "--prof-data", &prof, "--duration", "2s", "--warmup", "1s"],
+            vec!["deploy", "--plan", s(&map), "--dry-run", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)],
+        ] {
+            let o = parva(&args);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(want), "{args:?}: expected {want:?} in\n{}", stderr(&o));
+        }
+    }
+}
+
+/// Issue 11: `parva simulate --rate-scale` with a huge value aborted on allocation, and a huge
+/// `--duration` ran forever.
+#[test]
+fn simulate_refuses_huge_rate_scale_and_duration_before_running() {
+    let (d, map) = map_with("0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n");
+    let prof = s(&fixture("profiles/good")).to_string();
+    let out = d.path().join("sim");
+    let base = ["simulate", "--plan", s(&map), "--prof-data", &prof, "--out", s(&out)];
+    for (extra, code, want) in [
+        (vec!["--rate-scale", "1e300"], 1, "--rate-scale: rate scale must be a finite number in (0, 1000] x, found 1e300"),
+        (vec!["--rate-scale", "NaN"], 1, "found NaN"),
+        (vec!["--duration", "1e300s"], 1, "--duration: duration must be a finite number in (0, 86400] s, found 1e300"),
+        (vec!["--duration", "1e308m"], 2, "expected a duration like 60s"),
+        (vec!["--duration", "86400s", "--rate-scale", "1000"], 1, "would generate about 4.320e9 arrivals"),
+    ] {
+        let o = parva(&[&base[..], &extra[..]].concat());
+        assert_eq!(o.status.code(), Some(code), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{extra:?}: expected {want:?} in\n{}", stderr(&o));
+        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+}

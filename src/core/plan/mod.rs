@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::deploy::{DeploymentMap, Segment};
 use crate::latency::LatencyModel;
+use crate::limits;
 use crate::mig::GpuType;
 use crate::profile::{ModelProfile, ProfilePoint, ProfileSet};
 use crate::slo::Service;
@@ -49,6 +50,9 @@ pub struct PlanOptions {
     pub max_procs: u32,
     /// GPUs per node when numbering the map.
     pub gpus_per_node: u32,
+    /// Most GPUs a plan may use: one that would need more is refused before it is attempted
+    /// (see [`PlanError::TooManyGpus`]).
+    pub max_gpus: u32,
 }
 
 impl Default for PlanOptions {
@@ -59,6 +63,7 @@ impl Default for PlanOptions {
             latency_budget: 0.45,
             max_procs: 3,
             gpus_per_node: 8,
+            max_gpus: limits::DEFAULT_MAX_GPUS,
         }
     }
 }
@@ -127,18 +132,159 @@ pub struct Plan {
     pub lower_bound_gpus: Option<usize>,
     /// Whether the GPU count is proven to be the fewest possible under the same rules.
     pub proven_optimal: bool,
+    /// Services with a rate of 0: no segment planned for them (reported, never dropped silently).
+    pub zero_rate: Vec<String>,
 }
 
-/// Run the planner `input.options.algorithm` names.
-pub fn plan(input: PlanInput<'_>) -> Plan {
+/// Why a plan was refused. Nothing is planned (and nothing written) when one is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// A service's value or a planning option is outside its physical range ([`crate::limits`]).
+    #[error("{what}: {rule}")]
+    Invalid { what: String, rule: String },
+    /// The plan would need more GPUs than allowed; `needed` is a lower bound when `at_least`.
+    #[error(
+        "the plan would need {}{needed} {gpu} GPUs, more than --max-gpus {max}; the largest share is service \
+         {service:?} (rate {rate} requests/s, at least {service_gpus} GPUs); lower the rates or raise --max-gpus",
+        if *at_least { "at least " } else { "" }
+    )]
+    TooManyGpus { needed: u64, at_least: bool, max: u32, gpu: String, service: String, rate: f64, service_gpus: u64 },
+    /// The solver failed where no fallback exists.
+    #[error("the solver failed while {task}: {detail}")]
+    Solver { task: String, detail: String },
+}
+
+/// Run the planner `input.options.algorithm` names. The input is validated first (every value in
+/// its range, see [`crate::limits`]), and a plan that would need more than `max_gpus` GPUs is
+/// refused before it is attempted, so the solver is never handed a problem it can reject.
+/// Services with a rate of 0 get no segment and are listed in [`Plan::zero_rate`]; a service with
+/// a positive rate that ends with no segment (or too little capacity) is listed in
+/// [`Plan::infeasible`], so the plan is never reported complete without it.
+pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let started = Instant::now();
+    validate(&input)?;
+    let model = match input.options.algorithm {
+        Algorithm::ParvaGpu => LatencyModel::ParvaGpu { budget: input.options.latency_budget },
+        Algorithm::Optimal => input.options.latency_model,
+    };
+    let opts = cover::options(&input, &model);
+    check_gpu_bound(&input, &opts, None)?;
     let mut plan = match input.options.algorithm {
         Algorithm::ParvaGpu => parvagpu::plan(&input),
-        Algorithm::Optimal => optimal::plan(&input, &input.options.latency_model),
+        Algorithm::Optimal => optimal::plan(&input, &model, opts)?,
     };
     plan.gpus.retain(|g| !g.is_empty());
+    if plan.gpus.len() > input.options.max_gpus as usize {
+        let caps = plan.gpcs_by_service();
+        let (si, gpcs) = caps.iter().enumerate().max_by_key(|(_, g)| **g).map(|(i, g)| (i, *g)).unwrap_or((0, 0));
+        return Err(too_many(&input, plan.gpus.len() as u64, false, si, (gpcs as u64).div_ceil(input.gpu.gpcs as u64)));
+    }
+    plan.zero_rate = input.services.iter().filter(|s| s.rate == 0.0).map(|s| s.name.clone()).collect();
+    // Never report a plan complete while a service with a positive rate lacks capacity.
+    let caps = plan.capacities();
+    for (si, s) in input.services.iter().enumerate() {
+        if s.rate > 0.0 && caps[si] * (1.0 + 1e-9) < s.rate && !plan.infeasible.iter().any(|b| b.service == s.name) {
+            plan.infeasible.push(Infeasible {
+                service: s.name.clone(),
+                model: s.model.clone(),
+                reason: format!("the planner provisioned {} samples/s for a rate of {} requests/s", caps[si], s.rate),
+            });
+        }
+    }
     plan.plan_seconds = started.elapsed().as_secs_f64();
-    plan
+    Ok(plan)
+}
+
+/// Every service value and option in its range.
+fn validate(input: &PlanInput<'_>) -> Result<(), PlanError> {
+    let bad = |what: String, rule: String| Err(PlanError::Invalid { what, rule });
+    for s in input.services {
+        if s.rate != 0.0 {
+            if let Err(rule) = limits::RATE.check(s.rate) {
+                return bad(format!("service {:?}", s.name), format!("{rule} (or 0 for no traffic)"));
+            }
+        }
+        if let Err(rule) = limits::SLO_MS.check(s.slo_ms) {
+            return bad(format!("service {:?}", s.name), rule);
+        }
+    }
+    let o = input.options;
+    if !(o.latency_budget > 0.0 && o.latency_budget <= 1.0) {
+        return bad("--latency-budget".into(), format!("must be in (0, 1], found {}", o.latency_budget));
+    }
+    if let LatencyModel::Queueing { percentile } = o.latency_model {
+        if !(percentile > 50.0 && percentile < 100.0) {
+            return bad("--percentile".into(), format!("must be in (50, 100), found {percentile}"));
+        }
+    }
+    if !(1..=limits::MAX_PROCS).contains(&o.max_procs) {
+        return bad("--max-procs".into(), format!("must be in 1..={}, found {}", limits::MAX_PROCS, o.max_procs));
+    }
+    if o.gpus_per_node == 0 {
+        return bad("--gpus-per-node".into(), "must be at least 1, found 0".into());
+    }
+    if !(1..=limits::MAX_GPUS_LIMIT).contains(&o.max_gpus) {
+        return bad("--max-gpus".into(), format!("must be in 1..={}, found {}", limits::MAX_GPUS_LIMIT, o.max_gpus));
+    }
+    for (name, table) in &input.profiles.models {
+        for p in table.points.iter().filter(|p| p.is_measured()) {
+            let checks = [limits::THROUGHPUT.check(p.throughput), limits::BATCH_LATENCY_S.check(p.latency_s)];
+            if let Some(Err(rule)) = checks.into_iter().find(Result::is_err) {
+                return bad(format!("profile {name} (size {}, batch {}, procs {})", p.size, p.batch, p.procs), rule);
+            }
+            if p.batch > limits::MAX_BATCH || p.procs > limits::MAX_PROCS {
+                return bad(
+                    format!("profile {name} (size {}, batch {}, procs {})", p.size, p.batch, p.procs),
+                    format!("batch must be at most {} and procs at most {}", limits::MAX_BATCH, limits::MAX_PROCS),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse, before planning, a plan whose GPU lower bound exceeds `max_gpus`. Without covers, each
+/// service's bound is its rate over the best capacity per GPC of its options (what any mix of its
+/// segments needs at least); with covers (the exact fewest GPCs per service), their sum.
+pub(crate) fn check_gpu_bound(
+    input: &PlanInput<'_>,
+    opts: &[Result<cover::Options, Infeasible>],
+    covers: Option<&[(usize, u32)]>,
+) -> Result<(), PlanError> {
+    let gpcs = input.gpu.gpcs as f64;
+    let per_service: Vec<(usize, f64)> = match covers {
+        Some(c) => c.iter().map(|&(si, g)| (si, g as f64)).collect(),
+        None => opts
+            .iter()
+            .enumerate()
+            .filter(|(si, _)| input.services[*si].rate > 0.0)
+            .filter_map(|(si, o)| o.as_ref().ok().map(|o| (si, o)))
+            .map(|(si, o)| {
+                let best = o.by_size.values().map(|c| c.capacity / c.size as f64).fold(0.0, f64::max);
+                (si, (input.services[si].rate / best).ceil().max(1.0))
+            })
+            .collect(),
+    };
+    let total: f64 = per_service.iter().map(|(_, g)| g).sum();
+    let needed = (total / gpcs).ceil();
+    if needed > input.options.max_gpus as f64 {
+        let (si, g) = per_service.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+        return Err(too_many(input, needed as u64, true, si, (g / gpcs).ceil() as u64));
+    }
+    Ok(())
+}
+
+fn too_many(input: &PlanInput<'_>, needed: u64, at_least: bool, si: usize, service_gpus: u64) -> PlanError {
+    let s = input.services.get(si);
+    PlanError::TooManyGpus {
+        needed,
+        at_least,
+        max: input.options.max_gpus,
+        gpu: input.gpu.id.to_string(),
+        service: s.map(|s| s.name.clone()).unwrap_or_default(),
+        rate: s.map_or(0.0, |s| s.rate),
+        service_gpus,
+    }
 }
 
 /// The points of `profile` a service may use under the latency-budget rule, in grid order.
@@ -223,6 +369,17 @@ impl Plan {
         cap
     }
 
+    /// GPCs placed for each service, in service order.
+    pub fn gpcs_by_service(&self) -> Vec<u32> {
+        let mut gpcs = vec![0u32; self.services.len()];
+        for g in &self.gpus {
+            for p in &g.placed {
+                gpcs[p.segment.service] += p.segment.size as u32;
+            }
+        }
+        gpcs
+    }
+
     pub fn segment_count(&self) -> usize {
         self.gpus.iter().map(|g| g.placed.len()).sum()
     }
@@ -282,7 +439,9 @@ impl Plan {
             latency_model: self.latency_model,
             lower_bound_gpus: self.lower_bound_gpus,
             proven_optimal: self.proven_optimal,
-            complete: self.infeasible.is_empty(),
+            complete: self.infeasible.is_empty()
+                && self.services.iter().zip(&seg_counts).all(|(s, n)| s.rate == 0.0 || *n > 0),
+            zero_rate: self.zero_rate.clone(),
             services: self
                 .services
                 .iter()
@@ -318,8 +477,10 @@ pub struct PlanSummary {
     pub lower_bound_gpus: Option<usize>,
     /// True when `gpus` is proven to be the fewest possible under the same rules.
     pub proven_optimal: bool,
-    /// False when some service could not be planned (see `infeasible`).
+    /// False when some service with a positive rate has no segment (see `infeasible`).
     pub complete: bool,
+    /// Services with a rate of 0, for which nothing is planned.
+    pub zero_rate: Vec<String>,
     pub services: Vec<ServiceSummary>,
     pub infeasible: Vec<Infeasible>,
     pub notes: Vec<String>,
@@ -334,4 +495,140 @@ pub struct ServiceSummary {
     /// Provisioned capacity, samples/s (0 when infeasible).
     pub capacity: f64,
     pub segments: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ModelProfile;
+    use std::path::Path;
+
+    /// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8; `scale` multiplies
+    /// every throughput (and divides every latency).
+    fn profiles(scale: f64) -> ProfileSet {
+        let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+        for size in [1u8, 2, 3, 4, 7] {
+            for b in [1u32, 2, 4, 8] {
+                let lat = (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8) / scale;
+                text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+            }
+        }
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
+    }
+
+    fn svc(name: &str, rate: f64) -> Service {
+        Service { name: name.into(), model: "m".into(), rate, slo_ms: 100.0 }
+    }
+
+    fn run(services: &[Service], profiles: &ProfileSet, algorithm: Algorithm, max_gpus: u32) -> Result<Plan, PlanError> {
+        let options = PlanOptions { algorithm, max_gpus, ..PlanOptions::default() };
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        plan(PlanInput { gpu, profiles, services, options: &options })
+    }
+
+    /// The error of a plan that must fail (without printing a whole plan when it does not).
+    fn err(r: Result<Plan, PlanError>) -> PlanError {
+        match r {
+            Ok(p) => panic!("planned {} GPUs instead of failing", p.gpus.len()),
+            Err(e) => e,
+        }
+    }
+
+    const BOTH: [Algorithm; 2] = [Algorithm::Optimal, Algorithm::ParvaGpu];
+
+    /// Issue 11: absurd rates reached HiGHS, which panicked (`invalid problem`).
+    #[test]
+    fn absurd_rates_are_refused_before_the_solver_sees_them() {
+        for algorithm in BOTH {
+            for rate in [1e300, f64::INFINITY, f64::NAN, -1.0, 2e7] {
+                let e = err(run(&[svc("a", 100.0), svc("huge", rate)], &profiles(1.0), algorithm, 4096));
+                let PlanError::Invalid { what, rule } = &e else { panic!("{algorithm:?} {rate}: {e}") };
+                assert_eq!(what, "service \"huge\"");
+                assert!(rule.contains("request rate must be a finite number in (0, 1e7] requests/s"), "{rule}");
+            }
+        }
+    }
+
+    /// Issue 11: huge rates ran for minutes, were killed for memory, or wrote a map of millions
+    /// of GPUs; now refused before planning, with the number of GPUs they need.
+    #[test]
+    fn plan_needing_more_than_max_gpus_is_refused_with_the_number_it_needs() {
+        for algorithm in BOTH {
+            // 1e7 requests/s need about 1860 GPUs here.
+            let e = err(run(&[svc("a", 100.0), svc("big", 1e7)], &profiles(1.0), algorithm, 1000));
+            let PlanError::TooManyGpus { needed, at_least, max, service, .. } = &e else { panic!("{e}") };
+            assert!(*at_least && *needed > 1700 && *max == 1000 && service == "big", "{e}");
+            let m = e.to_string();
+            assert!(m.starts_with(&format!("the plan would need at least {needed} a100-80gb GPUs, more than --max-gpus 1000")), "{m}");
+        }
+        // Just over a small cap: refused with the exact bound; at the bound it plans.
+        let ok = run(&[svc("a", 30000.0)], &profiles(1.0), Algorithm::Optimal, 64).unwrap();
+        let need = ok.gpus.len() as u32;
+        assert!(need >= 2, "{need}");
+        let e = err(run(&[svc("a", 30000.0)], &profiles(1.0), Algorithm::Optimal, need - 1));
+        assert!(matches!(e, PlanError::TooManyGpus { needed, max, .. } if needed == need as u64 && max == need - 1), "{e}");
+        assert!(run(&[svc("a", 30000.0)], &profiles(1.0), Algorithm::Optimal, need).is_ok());
+    }
+
+    /// Issue 11: a service with a tiny positive rate got no segment (the solver's feasibility
+    /// tolerance covered it with none) while the plan said complete.
+    #[test]
+    fn service_with_a_tiny_positive_rate_gets_a_segment() {
+        for algorithm in BOTH {
+            for scale in [1.0, 500.0] {
+                let services = [svc("big", 900.0), svc("tiny", 1e-6)];
+                let p = run(&services, &profiles(scale), algorithm, 4096).unwrap();
+                let s = p.summary();
+                assert!(s.complete, "{algorithm:?}: {s:?}");
+                assert_eq!(s.services[1].segments, 1, "{algorithm:?} x{scale}: {s:?}");
+                assert!(p.to_map().segments.iter().any(|seg| seg.service == "tiny"));
+            }
+        }
+    }
+
+    /// A rate of 0 is reported, never silently dropped; it does not make the plan incomplete.
+    #[test]
+    fn zero_rate_service_is_reported_and_gets_no_segment() {
+        for algorithm in BOTH {
+            let p = run(&[svc("a", 100.0), svc("idle", 0.0)], &profiles(1.0), algorithm, 4096).unwrap();
+            let s = p.summary();
+            assert_eq!(s.zero_rate, vec!["idle".to_string()], "{algorithm:?}");
+            assert_eq!(s.services[1].segments, 0);
+            assert!(s.complete && s.infeasible.is_empty(), "{s:?}");
+            assert!(p.to_map().segments.iter().all(|seg| seg.service != "idle"));
+        }
+    }
+
+    /// Throughputs and rates at both ends of their ranges plan without a solver failure.
+    #[test]
+    fn extreme_but_valid_throughputs_and_rates_plan() {
+        for algorithm in BOTH {
+            let p = run(&[svc("a", 1e7), svc("b", 1e-3)], &profiles(500.0), algorithm, 4096).unwrap();
+            let s = p.summary();
+            assert!(s.complete, "{algorithm:?}: {s:?}");
+            for svc in &s.services {
+                assert!(svc.capacity >= svc.rate && svc.segments >= 1, "{algorithm:?}: {svc:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn options_outside_their_ranges_are_refused() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let profiles = profiles(1.0);
+        let services = [svc("a", 10.0)];
+        for (options, want) in [
+            (PlanOptions { max_gpus: 0, ..PlanOptions::default() }, "--max-gpus: must be in 1..=100000, found 0"),
+            (PlanOptions { latency_budget: f64::NAN, ..PlanOptions::default() }, "--latency-budget: must be in (0, 1], found NaN"),
+            (PlanOptions { max_procs: 49, ..PlanOptions::default() }, "--max-procs: must be in 1..=48, found 49"),
+            (
+                PlanOptions { latency_model: LatencyModel::Queueing { percentile: 100.0 }, ..PlanOptions::default() },
+                "--percentile: must be in (50, 100), found 100",
+            ),
+        ] {
+            let e = plan(PlanInput { gpu, profiles: &profiles, services: &services, options: &options }).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+    }
 }

@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 
 use highs::{HighsModelStatus, HighsSolutionStatus, RowProblem, Sense};
 
-use super::cover::{Cover, Options, min_cover, options};
-use super::{GpuState, Plan, PlanInput, SegmentChoice};
+use super::cover::{Cover, Options, min_cover};
+use super::{GpuState, Plan, PlanError, PlanInput, SegmentChoice};
 use crate::latency::LatencyModel;
 use crate::mig::{GpuType, Placement};
 
@@ -61,6 +61,7 @@ pub fn patterns(gpu: &GpuType) -> Vec<Pattern> {
 }
 
 /// The result of the optimisation, before placement.
+#[derive(Debug, Clone)]
 struct Solution {
     /// Per service (feasible ones), segments per size.
     counts: Vec<BTreeMap<u8, u32>>,
@@ -70,11 +71,17 @@ struct Solution {
     bound: f64,
 }
 
-pub(super) fn plan(input: &PlanInput<'_>, model: &LatencyModel) -> Plan {
-    let opts = options(input, model);
+pub(super) fn plan(
+    input: &PlanInput<'_>,
+    model: &LatencyModel,
+    opts: Vec<Result<Options, super::Infeasible>>,
+) -> Result<Plan, PlanError> {
     let mut infeasible = Vec::new();
     let mut feasible: Vec<(usize, Options)> = Vec::new();
     for (si, o) in opts.into_iter().enumerate() {
+        if input.services[si].rate == 0.0 {
+            continue; // no traffic: nothing to plan (reported by the caller)
+        }
         match o {
             Ok(o) => feasible.push((si, o)),
             Err(bad) => infeasible.push(bad),
@@ -82,26 +89,41 @@ pub(super) fn plan(input: &PlanInput<'_>, model: &LatencyModel) -> Plan {
     }
     let pats = patterns(input.gpu);
     let covers: Vec<Cover> = feasible.iter().map(|(si, o)| min_cover(o, input.services[*si].rate)).collect();
+    let per_service: Vec<(usize, u32)> = feasible.iter().zip(&covers).map(|((si, _), c)| (*si, c.gpcs)).collect();
+    super::check_gpu_bound(input, &[], Some(&per_service))?;
     let gpcs_needed: u32 = covers.iter().map(|c| c.gpcs).sum();
     let simple_bound = gpcs_needed.div_ceil(input.gpu.gpcs as u32) as usize;
 
     let start = Solution {
         counts: covers.iter().map(|c| c.counts.clone()).collect(),
-        gpus: pack_counts(&pats, &aggregate(covers.iter().map(|c| &c.counts))),
+        gpus: pack_counts(&pats, &aggregate(covers.iter().map(|c| &c.counts)))?,
         proven: false,
         bound: 0.0,
     };
+    let start_gpus = place(&pats, &start, &feasible);
     let solution = if feasible.len() <= JOINT_LIMIT && !feasible.is_empty() {
-        solve_joint(input, &feasible, &pats, start)
+        solve_joint(input, &feasible, &pats, start.clone())
     } else {
-        start
+        start.clone()
+    };
+    // The solver's solution must place; if it somehow does not, the covers packed exactly do.
+    let (solution, gpus) = match place(&pats, &solution, &feasible) {
+        Some(gpus) => (solution, gpus),
+        None => {
+            tracing::warn!("the joint solution does not fit its layouts; keeping the per-service covers");
+            let gpus = start_gpus.ok_or_else(|| PlanError::Solver {
+                task: "packing the per-service covers into MIG layouts".into(),
+                detail: "the packing leaves a segment without a slot".into(),
+            })?;
+            (start, gpus)
+        }
     };
     let used: u32 = solution.gpus.iter().sum();
     let lower = simple_bound.max((solution.bound - 1e-6).ceil().max(0.0) as usize);
     let mut plan = Plan {
         gpu: input.gpu,
         services: input.services.to_vec(),
-        gpus: place(&pats, &solution, &feasible),
+        gpus,
         infeasible,
         gpus_per_node: input.options.gpus_per_node,
         algorithm: super::Algorithm::Optimal,
@@ -110,6 +132,7 @@ pub(super) fn plan(input: &PlanInput<'_>, model: &LatencyModel) -> Plan {
         notes: Vec::new(),
         lower_bound_gpus: Some(lower),
         proven_optimal: solution.proven || used as usize <= lower,
+        zero_rate: Vec::new(),
     };
     plan.gpus.retain(|g| !g.is_empty());
     if !plan.proven_optimal {
@@ -119,7 +142,7 @@ pub(super) fn plan(input: &PlanInput<'_>, model: &LatencyModel) -> Plan {
             100.0 * (plan.gpus.len() as f64 - lower as f64) / lower.max(1) as f64
         ));
     }
-    plan
+    Ok(plan)
 }
 
 fn aggregate<'a>(counts: impl Iterator<Item = &'a BTreeMap<u8, u32>>) -> BTreeMap<u8, u32> {
@@ -132,27 +155,44 @@ fn aggregate<'a>(counts: impl Iterator<Item = &'a BTreeMap<u8, u32>>) -> BTreeMa
     total
 }
 
-fn quiet(problem: RowProblem, sense: Sense) -> highs::Model {
-    let mut m = problem.optimise(sense);
+/// A model with parva's deterministic settings; `None` when HiGHS refuses the problem or an
+/// option (never a panic).
+fn quiet(problem: RowProblem, sense: Sense) -> Option<highs::Model> {
+    let mut m = problem.try_optimise(sense).ok()?;
     m.make_quiet();
-    m.set_option("threads", 1);
-    m.set_option("mip_rel_gap", 0.0);
-    m.set_option("mip_abs_gap", 0.999);
-    m.set_option("mip_max_nodes", NODE_LIMIT);
-    m.set_option("random_seed", 0);
-    m
+    m.try_set_option("threads", 1).ok()?;
+    m.try_set_option("mip_rel_gap", 0.0).ok()?;
+    m.try_set_option("mip_abs_gap", 0.999).ok()?;
+    m.try_set_option("mip_max_nodes", NODE_LIMIT).ok()?;
+    m.try_set_option("random_seed", 0).ok()?;
+    Some(m)
 }
 
 /// Fewest GPUs (patterns) offering at least `need` slots of each size.
-fn pack_counts(pats: &[Pattern], need: &BTreeMap<u8, u32>) -> Vec<u32> {
+fn pack_counts(pats: &[Pattern], need: &BTreeMap<u8, u32>) -> Result<Vec<u32>, PlanError> {
+    let fail = |detail: String| PlanError::Solver {
+        task: format!(
+            "packing {} segments into MIG layouts",
+            need.iter().map(|(s, n)| format!("{n} of {s} GPCs")).collect::<Vec<_>>().join(", ")
+        ),
+        detail,
+    };
     let mut pb = RowProblem::default();
     let cols: Vec<_> = pats.iter().map(|_| pb.add_integer_column(1.0, 0..)).collect();
     for (size, n) in need {
         let row: Vec<_> = pats.iter().zip(&cols).filter_map(|(p, c)| p.slots.get(size).map(|k| (*c, *k as f64))).collect();
         pb.add_row(*n as f64.., row);
     }
-    let solved = quiet(pb, Sense::Minimise).solve();
-    solved.get_solution().columns().iter().map(|v| v.round().max(0.0) as u32).collect()
+    let model = quiet(pb, Sense::Minimise).ok_or_else(|| fail("HiGHS refused the problem".into()))?;
+    let solved = model.try_solve().map_err(|e| fail(format!("{e:?}")))?;
+    let gpus: Vec<u32> = solved.get_solution().columns().iter().map(|v| v.round().max(0.0) as u32).collect();
+    for (size, n) in need {
+        let have: u32 = pats.iter().zip(&gpus).map(|(p, g)| p.slots.get(size).copied().unwrap_or(0) * g).sum();
+        if gpus.len() != pats.len() || have < *n {
+            return Err(fail(format!("status {:?}: {have} slots of {size} GPCs for {n} segments", solved.status())));
+        }
+    }
+    Ok(gpus)
 }
 
 /// The joint program: phase 1 fewest GPUs, phase 2 fewest GPCs at that GPU count.
@@ -178,25 +218,31 @@ fn joint_model(
     let mut pb = RowProblem::default();
     let mut x_cols: Vec<Vec<(u8, highs::Col, f64)>> = Vec::with_capacity(feasible.len());
     let mut warm_values = Vec::new();
+    let max_gpus = input.options.max_gpus as f64;
     for ((si, o), counts) in feasible.iter().zip(&warm.counts) {
         let rate = input.services[*si].rate;
         let mut cols = Vec::new();
         for (&size, seg) in &o.by_size {
-            let upper = (rate / seg.capacity).ceil().max(1.0);
+            // No more segments than the rate needs or than max_gpus GPUs could hold.
+            let upper = (rate / seg.capacity).ceil().min(max_gpus * input.gpu.gpcs as f64 / size as f64).max(1.0);
             let cost = if gpu_cap.is_some() { size as f64 } else { 0.0 };
-            cols.push((size, pb.add_integer_column(cost, 0.0..=upper), seg.capacity));
+            // Coverage row scaled by the rate, with each coefficient capped at 1 (one segment that
+            // covers the whole rate is enough; for integer counts the row means the same), so the
+            // row reads `Σ a x >= 1` with every a in (0, 1]: whatever the rates and throughputs,
+            // the solver sees well-scaled numbers, and a tiny rate still needs a segment.
+            let coef = (seg.capacity / rate).min(1.0);
+            cols.push((size, pb.add_integer_column(cost, 0.0..=upper.floor().max(1.0)), coef));
             warm_values.push(counts.get(&size).copied().unwrap_or(0) as f64);
         }
         x_cols.push(cols);
     }
     let y_cols: Vec<_> = pats
         .iter()
-        .map(|_| pb.add_integer_column(if gpu_cap.is_some() { 0.0 } else { 1.0 }, 0..))
+        .map(|_| pb.add_integer_column(if gpu_cap.is_some() { 0.0 } else { 1.0 }, 0.0..=max_gpus))
         .collect();
     warm_values.extend(warm.gpus.iter().map(|&v| v as f64));
-    for ((si, _), cols) in feasible.iter().zip(&x_cols) {
-        let rate = input.services[*si].rate;
-        pb.add_row(rate.., cols.iter().map(|(_, c, cap)| (*c, *cap)).collect::<Vec<_>>());
+    for cols in &x_cols {
+        pb.add_row(1.0.., cols.iter().map(|(_, c, coef)| (*c, *coef)).collect::<Vec<_>>());
     }
     for size in input.gpu.sizes() {
         let mut row: Vec<(highs::Col, f64)> =
@@ -210,9 +256,18 @@ fn joint_model(
     if let Some(cap) = gpu_cap {
         pb.add_row(..=cap as f64, y_cols.iter().map(|c| (*c, 1.0)).collect::<Vec<_>>());
     }
-    let mut model = quiet(pb, Sense::Minimise);
+    let Some(mut model) = quiet(pb, Sense::Minimise) else {
+        tracing::warn!("HiGHS refused the joint planning model; keeping the per-service covers");
+        return None;
+    };
     let _ = model.try_set_solution(Some(&warm_values), None, None, None);
-    let solved = model.solve();
+    let solved = match model.try_solve() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(?e, "joint planning model failed; keeping the per-service covers");
+            return None;
+        }
+    };
     let status = solved.status();
     if status != HighsModelStatus::Optimal && solved.primal_solution_status() != HighsSolutionStatus::Feasible {
         tracing::warn!(?status, "joint planning model not solved; keeping the per-service covers");
@@ -235,10 +290,11 @@ fn joint_model(
         counts.push(m);
     }
     let gpus: Vec<u32> = y_cols.iter().map(|c| values[c.index()].round().max(0.0) as u32).collect();
-    // Guard against numerical slack: every service covered, every segment has a slot.
+    // Guard against numerical slack: every service covered (with at least one segment, whatever
+    // its rate), every segment has a slot (checked when placing).
     for ((si, o), c) in feasible.iter().zip(&counts) {
-        let cap: f64 = c.iter().map(|(s, n)| o.by_size[s].capacity * *n as f64).sum();
-        if cap + 1e-6 < input.services[*si].rate {
+        let cap: f64 = c.iter().map(|(s, n)| o.by_size.get(s).map_or(0.0, |seg| seg.capacity) * *n as f64).sum();
+        if c.is_empty() || cap * (1.0 + 1e-9) < input.services[*si].rate {
             return None;
         }
     }
@@ -247,8 +303,8 @@ fn joint_model(
 }
 
 /// Turn counts into GPUs with concrete placements: GPUs laid out per pattern, segments of each size
-/// filling that size's slots in service order.
-fn place(pats: &[Pattern], sol: &Solution, feasible: &[(usize, Options)]) -> Vec<GpuState> {
+/// filling that size's slots in service order. `None` when some segment finds no slot.
+fn place(pats: &[Pattern], sol: &Solution, feasible: &[(usize, Options)]) -> Option<Vec<GpuState>> {
     let mut slots: BTreeMap<u8, Vec<(usize, u8)>> = BTreeMap::new(); // size -> (gpu, start)
     let mut gpus = Vec::new();
     for (p, &n) in pats.iter().zip(&sol.gpus) {
@@ -260,21 +316,22 @@ fn place(pats: &[Pattern], sol: &Solution, feasible: &[(usize, Options)]) -> Vec
         }
     }
     let mut next: BTreeMap<u8, usize> = BTreeMap::new();
-    let mut sizes: Vec<u8> = slots.keys().copied().collect();
+    let mut sizes: Vec<u8> = sol.counts.iter().flat_map(|c| c.keys().copied()).collect();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
     for size in sizes {
         for ((_, o), counts) in feasible.iter().zip(&sol.counts) {
             let Some(&n) = counts.get(&size) else { continue };
-            let seg: &SegmentChoice = &o.by_size[&size];
+            let seg: &SegmentChoice = o.by_size.get(&size)?;
             for _ in 0..n {
                 let i = next.entry(size).or_insert(0);
-                let (g, start) = slots[&size][*i];
+                let &(g, start) = slots.get(&size)?.get(*i)?;
                 *i += 1;
                 gpus[g].insert(start, seg.clone());
             }
         }
     }
-    gpus
+    Some(gpus)
 }
 
 #[cfg(test)]
@@ -309,10 +366,10 @@ mod tests {
     fn packing_prefers_pairing_4g_with_3g() {
         let pats = patterns(GpuType::by_id("a100-80gb").unwrap());
         let need: BTreeMap<u8, u32> = [(4, 2), (3, 2)].into_iter().collect();
-        assert_eq!(pack_counts(&pats, &need).iter().sum::<u32>(), 2);
+        assert_eq!(pack_counts(&pats, &need).unwrap().iter().sum::<u32>(), 2);
         let need: BTreeMap<u8, u32> = [(3, 3)].into_iter().collect();
-        assert_eq!(pack_counts(&pats, &need).iter().sum::<u32>(), 2);
+        assert_eq!(pack_counts(&pats, &need).unwrap().iter().sum::<u32>(), 2);
         let need: BTreeMap<u8, u32> = [(7, 1), (1, 8)].into_iter().collect();
-        assert_eq!(pack_counts(&pats, &need).iter().sum::<u32>(), 3);
+        assert_eq!(pack_counts(&pats, &need).unwrap().iter().sum::<u32>(), 3);
     }
 }

@@ -24,7 +24,7 @@
 //! segment goes only where the catalogue says it fits, else to another GPU. [`Fit::AsPublished`]
 //! reproduces the published bookkeeping, so that a plan can report whether legality cost GPUs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{GpuState, Infeasible, Plan, PlanInput, SegmentChoice, admissible_points, infeasible};
 use crate::mig::GpuType;
@@ -68,7 +68,7 @@ fn used(gpus: &[GpuState]) -> usize {
 /// Run the planner with the given fitting rule.
 pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
     let (configs, infeasible) = configure(input);
-    let mut packer = Packer { gpu: input.gpu, fit, gpus: Vec::new() };
+    let mut packer = Packer { gpu: input.gpu, fit, gpus: Vec::new(), fits: BTreeMap::new(), entries: Vec::new() };
     // Segment Relocation: queue per size, served largest first.
     let mut sizes = input.gpu.sizes();
     sizes.reverse();
@@ -97,6 +97,7 @@ pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
         notes: Vec::new(),
         lower_bound_gpus: None,
         proven_optimal: false,
+        zero_rate: Vec::new(),
     }
 }
 
@@ -105,6 +106,10 @@ fn configure(input: &PlanInput<'_>) -> (Vec<Option<Configuration>>, Vec<Infeasib
     let mut configs = Vec::with_capacity(input.services.len());
     let mut bad = Vec::new();
     for (si, svc) in input.services.iter().enumerate() {
+        if svc.rate == 0.0 {
+            configs.push(None); // no traffic: nothing to plan (reported by the caller)
+            continue;
+        }
         let Some(profile) = input.profiles.get(&svc.model) else {
             bad.push(Infeasible {
                 service: svc.name.clone(),
@@ -166,6 +171,7 @@ fn optimize(packer: &mut Packer, configs: &[Option<Configuration>], services: us
                 continue; // nothing smaller to re-cover with: leave the segment where it is
             }
             packer.gpus[i].placed.remove(pos);
+            packer.refresh(i);
             credit[seg.service] += seg.capacity;
             let need = credit[seg.service];
             let mut cover: Vec<SegmentChoice> = Vec::new();
@@ -198,31 +204,50 @@ struct Packer {
     gpu: &'static GpuType,
     fit: Fit,
     gpus: Vec<GpuState>,
+    /// Per instance size, the GPUs it fits on now as (GPCs left after it, GPU index, start): the
+    /// first entry is the best fit (fewest GPCs left over, lowest index on ties), found in
+    /// O(log n) instead of a scan of every GPU, so plans of thousands of GPUs stay fast.
+    fits: BTreeMap<u8, BTreeSet<(u8, usize, u8)>>,
+    /// Per GPU, its entries in `fits`, to remove when it changes.
+    entries: Vec<Vec<(u8, (u8, usize, u8))>>,
 }
 
 impl Packer {
     /// Best fit: the GPU left with the fewest free GPCs, lowest index on ties; a new GPU if none.
     fn place(&mut self, seg: SegmentChoice) {
-        let mut best: Option<(u8, usize, u8)> = None;
-        for (i, g) in self.gpus.iter().enumerate() {
-            let free = self.gpu.gpcs - g.used_gpcs();
-            if free < seg.size || best.is_some_and(|(d, _, _)| d <= free - seg.size) {
-                continue;
-            }
-            if let Some(start) = self.start_on(g, seg.size) {
-                best = Some((free - seg.size, i, start));
-            }
-        }
+        let best = self.fits.get(&seg.size).and_then(|f| f.first().copied());
         let (i, start) = match best {
             Some((_, i, start)) => (i, start),
             None => {
                 let fresh = GpuState::default();
                 let start = self.start_on(&fresh, seg.size).unwrap_or(0);
                 self.gpus.push(fresh);
+                self.entries.push(Vec::new());
                 (self.gpus.len() - 1, start)
             }
         };
         self.gpus[i].insert(start, seg);
+        self.refresh(i);
+    }
+
+    /// Recompute where GPU `i` can take an instance of each size, after it changed.
+    fn refresh(&mut self, i: usize) {
+        for (size, key) in std::mem::take(&mut self.entries[i]) {
+            if let Some(f) = self.fits.get_mut(&size) {
+                f.remove(&key);
+            }
+        }
+        let free = self.gpu.gpcs - self.gpus[i].used_gpcs();
+        for size in self.gpu.sizes() {
+            if size > free {
+                continue;
+            }
+            if let Some(start) = self.start_on(&self.gpus[i], size) {
+                let key = (free - size, i, start);
+                self.fits.entry(size).or_default().insert(key);
+                self.entries[i].push((size, key));
+            }
+        }
     }
 
     fn start_on(&self, g: &GpuState, size: u8) -> Option<u8> {

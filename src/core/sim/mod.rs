@@ -14,6 +14,7 @@ mod engine;
 use std::collections::BTreeMap;
 
 use crate::deploy::DeploymentMap;
+use crate::limits;
 use crate::profile::ProfileSet;
 use crate::slo::Service;
 
@@ -55,8 +56,15 @@ pub enum SimError {
     MissingModel { service: String, model: String },
     #[error("segment of service {service}: {model} has no profiled point for size {size} with {procs} processes")]
     MissingPoint { service: String, model: String, size: u8, procs: u32 },
-    #[error("{what} must be > 0 (got {value})")]
-    BadSetting { what: &'static str, value: f64 },
+    /// A setting or a service value outside its range (see [`crate::limits`]).
+    #[error("{what}: {rule}")]
+    OutOfRange { what: String, rule: String },
+    /// The run would exceed [`limits::MAX_SIM_ARRIVALS`] arrivals (refused before it starts).
+    #[error(
+        "the simulation would generate about {expected:.3e} arrivals (Σ rate x rate scale x duration), more than the \
+         limit of {limit:.0e}; shorten --duration (at most {max_duration:.1} s at these rates) or lower --rate-scale"
+    )]
+    TooManyArrivals { expected: f64, limit: f64, max_duration: f64 },
 }
 
 /// Results for one service.
@@ -125,12 +133,50 @@ pub fn simulate(
     services: Option<&[Service]>,
     config: &SimConfig,
 ) -> Result<SimReport, SimError> {
-    for (what, value) in [("duration", config.duration_s), ("rate scale", config.rate_scale)] {
-        if !(value > 0.0) {
-            return Err(SimError::BadSetting { what, value });
-        }
+    let range = |what: &str, r: &limits::Range, v: f64| {
+        r.check(v).map(|_| ()).map_err(|rule| SimError::OutOfRange { what: what.to_string(), rule })
+    };
+    range("--duration", &limits::DURATION_S, config.duration_s)?;
+    range("--rate-scale", &limits::RATE_SCALE, config.rate_scale)?;
+    if !(config.warmup_s >= 0.0 && config.warmup_s < config.duration_s) {
+        return Err(SimError::OutOfRange {
+            what: "--warmup".into(),
+            rule: format!("must be >= 0 and shorter than the duration ({} s), found {}", config.duration_s, config.warmup_s),
+        });
+    }
+    if !(config.percentile > 0.0 && config.percentile < 100.0) {
+        return Err(SimError::OutOfRange { what: "--percentile".into(), rule: format!("must be in (0, 100), found {}", config.percentile) });
     }
     let slos = service_slos(map, services)?;
+    for (name, (rate, slo_ms)) in &slos {
+        range(&format!("service {name:?}"), &limits::RATE, *rate)?;
+        range(&format!("service {name:?}"), &limits::SLO_MS, *slo_ms)?;
+    }
+    for seg in &map.segments {
+        if seg.batch_size == 0 || seg.batch_size > limits::MAX_BATCH || seg.num_proc == 0 || seg.num_proc > limits::MAX_PROCS {
+            return Err(SimError::OutOfRange {
+                what: format!("segment of service {:?}", seg.service),
+                rule: format!(
+                    "batch size must be in 1..={} and processes in 1..={}, found {} and {}",
+                    limits::MAX_BATCH,
+                    limits::MAX_PROCS,
+                    seg.batch_size,
+                    seg.num_proc
+                ),
+            });
+        }
+    }
+    // Only services with segments get arrivals; bound their expected number before anything runs.
+    let served: std::collections::BTreeSet<&str> = map.segments.iter().map(|s| s.service.as_str()).collect();
+    let total_rate: f64 = slos.iter().filter(|(n, _)| served.contains(n.as_str())).map(|(_, (r, _))| r * config.rate_scale).sum();
+    let expected = total_rate * config.duration_s;
+    if expected > limits::MAX_SIM_ARRIVALS {
+        return Err(SimError::TooManyArrivals {
+            expected,
+            limit: limits::MAX_SIM_ARRIVALS,
+            max_duration: limits::MAX_SIM_ARRIVALS / total_rate,
+        });
+    }
     let model = engine::Model::build(map, profiles, &slos, config)?;
     Ok(model.run(config))
 }
@@ -219,5 +265,46 @@ mod tests {
         let mut m = map(&[("a", 8, 200.0, 50.0)]);
         m.segments[0].instance_size = 2;
         assert!(matches!(simulate(&m, &profiles(), None, &cfg(1)), Err(SimError::MissingPoint { .. })));
+    }
+
+    /// Issue 11: `--rate-scale` with a huge value aborted on allocation, and a huge `--duration`
+    /// ran forever; both are refused before the run, with the limit.
+    #[test]
+    fn huge_rate_scale_and_duration_are_refused_before_the_run() {
+        let m = map(&[("a", 8, 200.0, 50.0)]);
+        for (config, want) in [
+            (SimConfig { rate_scale: 1e300, ..cfg(1) }, "--rate-scale: rate scale must be a finite number in (0, 1000] x, found 1e300"),
+            (SimConfig { rate_scale: f64::NAN, ..cfg(1) }, "--rate-scale: rate scale must be a finite number in (0, 1000] x, found NaN"),
+            (SimConfig { duration_s: 1e300, ..cfg(1) }, "--duration: duration must be a finite number in (0, 86400] s, found 1e300"),
+            (SimConfig { duration_s: f64::INFINITY, ..cfg(1) }, "--duration: duration must be a finite number in (0, 86400] s, found inf"),
+            (SimConfig { warmup_s: 30.0, ..cfg(1) }, "--warmup: must be >= 0 and shorter than the duration (20 s), found 30"),
+        ] {
+            assert_eq!(simulate(&m, &profiles(), None, &config).unwrap_err().to_string(), want);
+        }
+    }
+
+    /// Within every range, but too many arrivals in all: refused with the duration that fits.
+    #[test]
+    fn runs_over_the_arrival_limit_are_refused_with_the_duration_that_fits() {
+        // 2 services x 1e6/s x 1000 x 86400 s is far past 2e8 arrivals.
+        let m = map(&[("a", 8, 1e6, 50.0), ("b", 8, 1e6, 50.0)]);
+        let config = SimConfig { duration_s: 86_400.0, rate_scale: 1000.0, ..cfg(1) };
+        let e = simulate(&m, &profiles(), None, &config).unwrap_err();
+        let SimError::TooManyArrivals { expected, max_duration, .. } = e else { panic!("{e}") };
+        assert_eq!(expected, 2e9 * 86_400.0);
+        assert_eq!(max_duration, 0.1);
+        assert!(e.to_string().contains("at most 0.1 s at these rates"), "{e}");
+    }
+
+    #[test]
+    fn segments_and_services_outside_their_ranges_are_refused() {
+        let mut m = map(&[("a", 8, 200.0, 50.0)]);
+        m.segments[0].batch_size = 1 << 20;
+        let e = simulate(&m, &profiles(), None, &cfg(1)).unwrap_err();
+        assert_eq!(e.to_string(), "segment of service \"a\": batch size must be in 1..=4096 and processes in 1..=48, found 1048576 and 1");
+        let m = map(&[("a", 8, 200.0, 50.0)]);
+        let list = [Service { name: "a".into(), model: "m".into(), rate: f64::INFINITY, slo_ms: 50.0 }];
+        let e = simulate(&m, &profiles(), Some(&list), &cfg(1)).unwrap_err();
+        assert!(e.to_string().starts_with("service \"a\": request rate must be a finite number"), "{e}");
     }
 }
