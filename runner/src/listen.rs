@@ -138,6 +138,7 @@ impl axum::serve::Listener for LimitedListener {
                         read_timer: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
                         write_timer: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
                         write_stalled: None,
+                        linger: None,
                         _slot: Slot { _permit: permit, open: self.open.clone() },
                     };
                     return (io, addr);
@@ -178,8 +179,16 @@ pub struct LimitedIo {
     read_timer: Pin<Box<Sleep>>,
     write_timer: Pin<Box<Sleep>>,
     write_stalled: Option<Instant>,
+    /// Closing: the write side is shut; unread request bytes are drained until this deadline.
+    linger: Option<(Instant, usize)>,
     _slot: Slot,
 }
+
+/// After a response that leaves a request body unread (413, 408), the connection's write side
+/// is shut and what the client still sends is read and dropped for up to this long (and
+/// [`LINGER_BYTES`]), so that the client reads the response instead of a reset.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
 
 fn timed_out(what: &str, after: Duration) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} for {} s", after.as_secs_f64()))
@@ -265,7 +274,36 @@ impl AsyncWrite for LimitedIo {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            match Pin::new(&mut this.inner).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => this.linger = Some((Instant::now() + LINGER, 0)),
+                other => return other,
+            }
+        }
+        let mut scratch = [0u8; 16 << 10];
+        loop {
+            let Some((deadline, drained)) = this.linger.as_mut() else { return Poll::Ready(Ok(())) };
+            if *drained >= LINGER_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => *drained += buf.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let deadline = *deadline;
+                    if this.read_timer.deadline() != deadline {
+                        this.read_timer.as_mut().reset(deadline);
+                    }
+                    return match this.read_timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
     }
 }
 
