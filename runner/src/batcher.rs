@@ -8,9 +8,13 @@
 //! ones, as the core policy says). `exec(k)` is the time measured for batches of `k` rows on this
 //! process, from the moment the worker could start them to their answer (a moving average), or,
 //! before any was measured, the profile table's latency.
+//!
+//! When the worker dies, only the batch it was running fails (502); batches sent ahead and not
+//! started yet go back to the router ([`Outcome::Returned`]), which sends them to another ready
+//! process of the service, as the supervisor does with the queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parva_core::batching::BatchPolicy;
@@ -30,8 +34,21 @@ pub struct Job {
     /// Inputs in the model metadata's order, all with `rows` rows.
     pub inputs: Vec<Tensor>,
     pub rows: usize,
+    /// Bytes of its input tensors (what it holds while queued).
+    pub bytes: usize,
+    /// When the router first received it (kept when it is sent to another process).
     pub arrival: Instant,
-    pub reply: oneshot::Sender<Result<JobDone, InferError>>,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// How a job ends, as its process tells the router.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Run (outputs) or failed (the error the client gets).
+    Answered(Result<JobDone, InferError>),
+    /// Not run: its process died or was restarting before the job started. The router sends the
+    /// inputs to another ready process of the service.
+    Returned { inputs: Vec<Tensor>, why: String },
 }
 
 /// A request's outputs and how it went.
@@ -47,29 +64,107 @@ pub struct JobDone {
 #[derive(Debug, Default)]
 pub struct ProcShared {
     pub ready: AtomicBool,
-    /// Rows admitted to this process and not answered yet.
+    /// Rows admitted to this process and not answered yet (queued or running).
     pub queued_rows: AtomicUsize,
+    /// Input bytes of those rows.
+    pub queued_bytes: AtomicUsize,
+    /// Batches sent to the worker and not answered yet, and their rows (part of `queued_rows`).
+    pub inflight_batches: AtomicUsize,
+    pub inflight_rows: AtomicUsize,
+    /// The batcher's estimates, seconds (f64 bits; 0: unknown): a full batch's execution, and the
+    /// overhead around a batch (see [`ExecEstimate`]).
+    exec_full_bits: AtomicU64,
+    overhead_bits: AtomicU64,
     pub pid: AtomicU32,
 }
 
 impl ProcShared {
     /// Answer a job and release its rows.
     pub fn answer(&self, job: Job, result: Result<JobDone, InferError>) {
-        self.queued_rows.fetch_sub(job.rows, Ordering::SeqCst);
-        let _ = job.reply.send(result);
+        self.release(job.rows, job.bytes);
+        let _ = job.reply.send(Outcome::Answered(result));
+    }
+
+    /// Give a job that did not run back to the router, to be sent to another process.
+    pub fn give_back(&self, job: Job, why: &str) {
+        self.release(job.rows, job.bytes);
+        let _ = job.reply.send(Outcome::Returned { inputs: job.inputs, why: why.to_string() });
+    }
+
+    /// Take `rows` rows and `bytes` bytes off this process's account.
+    pub fn release(&self, rows: usize, bytes: usize) {
+        self.queued_rows.fetch_sub(rows, Ordering::SeqCst);
+        self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// Seconds a full batch is expected to take on this process (0 when nothing is known).
+    pub fn exec_full(&self) -> f64 {
+        f64::from_bits(self.exec_full_bits.load(Ordering::Relaxed))
+    }
+
+    /// Seconds around each batch's execution (0 when nothing is known).
+    pub fn overhead(&self) -> f64 {
+        f64::from_bits(self.overhead_bits.load(Ordering::Relaxed))
+    }
+
+    /// Publish the execution of a full batch and the overhead per batch, seconds.
+    pub fn set_estimates(&self, exec_full: f64, overhead: f64) {
+        let clean = |s: f64| if s.is_finite() && s > 0.0 { s } else { 0.0 };
+        self.exec_full_bits.store(clean(exec_full).to_bits(), Ordering::Relaxed);
+        self.overhead_bits.store(clean(overhead).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Estimated seconds from now until a request of `rows` rows admitted now would be answered,
+    /// when `ahead` rows are admitted already (running or queued) and the worker runs batches of
+    /// up to `max_batch` rows back to back: the batches in flight (each counted whole) plus the
+    /// queued rows and the request in full batches, each executing for
+    /// [`ProcShared::exec_full`], plus one [`ProcShared::overhead`].
+    pub fn finish_estimate(&self, ahead: usize, rows: usize, max_batch: usize) -> f64 {
+        let inflight_rows = self.inflight_rows.load(Ordering::SeqCst);
+        let inflight_batches = self.inflight_batches.load(Ordering::SeqCst);
+        finish_estimate(ahead, inflight_rows, inflight_batches, rows, max_batch, self.exec_full(), self.overhead())
     }
 }
 
-/// Execution-time estimates per batch size, seconds: the profile's latencies scaled by one
-/// correction factor learnt from every answered batch (an EWMA of measured / profiled), so that a
-/// batch of any size refreshes the estimate of every size. Without a profile, each size keeps its
-/// own EWMA of its measurements.
+/// See [`ProcShared::finish_estimate`].
+pub fn finish_estimate(
+    ahead: usize,
+    inflight_rows: usize,
+    inflight_batches: usize,
+    rows: usize,
+    max_batch: usize,
+    exec_full: f64,
+    overhead: f64,
+) -> f64 {
+    let waiting = ahead.saturating_sub(inflight_rows).saturating_add(rows);
+    let batches = inflight_batches.saturating_add(waiting.div_ceil(max_batch.max(1)));
+    batches as f64 * exec_full + overhead
+}
+
+/// Time estimates per batch size, seconds, in two parts: the worker's **execution** of a batch
+/// (the time the worker reports, `exec_us`) and the **overhead** around it (round trip minus
+/// execution: IPC, and the router's and the worker's scheduling on a busy host), an EWMA.
+/// [`ExecEstimate::get`] (dispatch to answer) is their sum; admission counts the execution once
+/// per batch in front and the overhead once, since the worker runs batches sent ahead back to back.
+///
+/// Execution: the profile's latencies corrected by every answered batch, so that a batch of any
+/// size refreshes the estimate of every size. The correction compares EWMAs of the measured and
+/// the profiled execution times (`m` and `q`): a size of profiled time `p` is estimated
+/// `p x m / q` when the worker is faster than profiled, and `min(p x m / q, p + (m - q))` when
+/// slower (the excess extrapolates as the smaller of a proportional and a constant one).
+/// Regression (issue 11, found by scripts/bench/admission.sh): the round trip of one-row batches
+/// on a busy host, 10x their profile, was scaled into the full-batch estimate, and admission by
+/// deadline refused nearly everything. Without a profile, each size keeps its own EWMA of its
+/// measured execution.
 #[derive(Debug, Clone)]
 pub struct ExecEstimate {
     /// Profiled seconds per batch of 1, 2, ... rows.
     profile: Vec<f64>,
-    /// Measured / profiled, once something was measured.
-    scale: Option<f64>,
+    /// EWMAs of the measured and of the profiled execution seconds of the answered batches.
+    measured_avg: Option<f64>,
+    profiled_avg: Option<f64>,
+    /// EWMA of round trip minus execution, seconds.
+    overhead: Option<f64>,
     /// Per size (index = rows - 1), when there is no profile.
     measured: Vec<Option<f64>>,
 }
@@ -82,7 +177,7 @@ fn ewma(old: Option<f64>, new: f64) -> f64 {
 
 impl ExecEstimate {
     pub fn new(profile: Vec<f64>, max_batch: usize) -> Self {
-        ExecEstimate { profile, scale: None, measured: vec![None; max_batch.max(1)] }
+        ExecEstimate { profile, measured_avg: None, profiled_avg: None, overhead: None, measured: vec![None; max_batch.max(1)] }
     }
 
     /// The profile's latency of `rows` rows (past the table, in proportion to the rows).
@@ -96,19 +191,53 @@ impl ExecEstimate {
         .filter(|s| *s > 0.0)
     }
 
+    /// Seconds from dispatching a batch of `rows` rows to a free worker to its answer.
     pub fn get(&self, rows: usize) -> f64 {
+        self.exec(rows) + self.overhead()
+    }
+
+    /// Seconds around each batch's execution (0 before anything was measured).
+    pub fn overhead(&self) -> f64 {
+        self.overhead.unwrap_or(0.0)
+    }
+
+    /// Seconds the worker executes a batch of `rows` rows.
+    pub fn exec(&self, rows: usize) -> f64 {
         match self.profiled(rows) {
-            Some(p) => p * self.scale.unwrap_or(1.0),
+            Some(p) => match (self.measured_avg, self.profiled_avg) {
+                (Some(m), Some(q)) if m <= q => p * m / q,
+                (Some(m), Some(q)) => (p * m / q).min(p + (m - q)),
+                _ => p,
+            },
             None => self.measured.get(rows.max(1) - 1).copied().flatten().unwrap_or(0.0),
         }
     }
 
-    pub fn record(&mut self, rows: usize, secs: f64) {
+    /// The execution of a full batch of `max_batch` rows, for admission. Without a profile and
+    /// before a full batch was measured: the largest size measured so far (a lower bound, so that
+    /// admission errs towards accepting); 0 when nothing is known.
+    pub fn full_exec(&self, max_batch: usize) -> f64 {
+        let e = self.exec(max_batch);
+        if e > 0.0 {
+            return e;
+        }
+        self.measured.iter().rev().find_map(|m| *m).unwrap_or(0.0)
+    }
+
+    /// A batch of `rows` rows was answered `round_trip` seconds after the worker could start it,
+    /// and the worker says it executed for `exec` seconds (0: unknown, all of it counts).
+    pub fn record(&mut self, rows: usize, round_trip: f64, exec: f64) {
+        let round_trip = round_trip.max(0.0);
+        let exec = if exec > 0.0 { exec.min(round_trip) } else { round_trip };
+        self.overhead = Some(ewma(self.overhead, round_trip - exec));
         match self.profiled(rows) {
-            Some(p) => self.scale = Some(ewma(self.scale, secs / p)),
+            Some(p) => {
+                self.measured_avg = Some(ewma(self.measured_avg, exec));
+                self.profiled_avg = Some(ewma(self.profiled_avg, p));
+            }
             None => {
                 if let Some(slot) = self.measured.get_mut(rows.max(1) - 1) {
-                    *slot = Some(ewma(*slot, secs));
+                    *slot = Some(ewma(*slot, exec));
                 }
             }
         }
@@ -157,6 +286,9 @@ struct InFlight {
     /// When it was sent, and when the worker could start it (the previous batch's end).
     sent: Instant,
     started: Instant,
+    /// The batch's inputs while it waits behind the running batch (sent ahead, not started):
+    /// kept so that its jobs can go to another process if the worker dies first.
+    held: Option<Vec<Tensor>>,
 }
 
 /// Take the jobs of the next batch from the front of `queue`: at least one, at most `max` rows.
@@ -186,8 +318,10 @@ fn next_batch_rows(queue: &VecDeque<Job>, max: usize) -> usize {
     rows
 }
 
-/// Form the next batch from the front of `queue` and send it; `Err` when the worker is gone.
-async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max: usize, id: u64) -> Result<InFlight, (Vec<Job>, String)> {
+/// Form the next batch from the front of `queue` and send it; `ahead`: another batch is running,
+/// so this one waits behind it (its inputs are kept). `Err` when the worker is gone: the batch
+/// was not delivered, and comes back whole.
+async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max: usize, id: u64, ahead: bool) -> Result<InFlight, (InFlight, String)> {
     let (mut jobs, rows) = take_batch(queue, max);
     let mut per_job: Vec<std::vec::IntoIter<Tensor>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.inputs).into_iter()).collect();
     let n_inputs = per_job.first().map(|it| it.len()).unwrap_or(0);
@@ -195,11 +329,25 @@ async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max:
         .filter_map(|_| Tensor::concat_rows(per_job.iter_mut().filter_map(Iterator::next).collect()))
         .collect();
     let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs) };
-    if let Err(e) = proto::write_frame_async(writer, &msg, &inputs).await {
-        return Err((jobs, e.to_string()));
-    }
+    let written = proto::write_frame_async(writer, &msg, &inputs).await;
     let now = Instant::now();
-    Ok(InFlight { id, jobs, rows, sent: now, started: now })
+    let mut batch = InFlight { id, jobs, rows, sent: now, started: now, held: None };
+    match written {
+        Ok(()) => {
+            batch.held = ahead.then_some(inputs);
+            Ok(batch)
+        }
+        Err(e) => {
+            batch.held = Some(inputs);
+            Err((batch, e.to_string()))
+        }
+    }
+}
+
+/// Publish what is in flight, for admission.
+fn publish_inflight(shared: &ProcShared, inflight: &VecDeque<InFlight>) {
+    shared.inflight_batches.store(inflight.len(), Ordering::SeqCst);
+    shared.inflight_rows.store(inflight.iter().map(|b| b.rows).sum(), Ordering::SeqCst);
 }
 
 /// Serve `queue` and new jobs from `rx` on `conn` until stopped or the worker dies.
@@ -245,11 +393,16 @@ pub async fn run_batcher(
                 };
                 if go {
                     next_id += 1;
-                    match send_batch(&mut writer, queue, max, next_id).await {
-                        Ok(b) => inflight.push_back(b),
-                        Err((jobs, why)) => {
-                            fail_all(ctx, jobs, &why);
-                            break 'serve fail_inflight(ctx, inflight, why);
+                    match send_batch(&mut writer, queue, max, next_id, !inflight.is_empty()).await {
+                        Ok(b) => {
+                            inflight.push_back(b);
+                            publish_inflight(ctx.shared, &inflight);
+                        }
+                        Err((b, why)) => {
+                            // Not delivered: it goes back with the batches that did not start.
+                            inflight.push_back(b);
+                            let running = inflight.len() > 1;
+                            break 'serve crash(ctx, inflight, why, running);
                         }
                     }
                     continue;
@@ -279,30 +432,62 @@ pub async fn run_batcher(
                     };
                     let Some(done) = inflight.pop_front() else {
                         let why = match res { Err(CallError::Proto(e)) => e.to_string(), _ => "unexpected answer".into() };
-                        break 'serve BatcherExit::Crashed(why);
+                        break 'serve crash(ctx, inflight, why, false);
                     };
                     if let Some(next) = inflight.front_mut() {
                         next.started = next.sent.max(Instant::now());
+                        next.held = None;
                     }
-                    if let Err(why) = finish(ctx, done, res, est) {
-                        break 'serve fail_inflight(ctx, inflight, why);
+                    publish_inflight(ctx.shared, &inflight);
+                    let result = finish(ctx, done, res, est);
+                    ctx.shared.set_estimates(est.full_exec(max), est.overhead());
+                    if let Err(why) = result {
+                        // The worker broke while answering the running batch: the next one never started.
+                        break 'serve crash(ctx, inflight, why, false);
                     }
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {}
-                why = child.wait() => break 'serve fail_inflight(ctx, inflight, why),
+                why = child.wait() => break 'serve crash(ctx, inflight, why, true),
                 _ = stop.changed(), if !stopping => stopping = true,
             }
         }
     };
     reader_task.abort();
+    ctx.shared.inflight_batches.store(0, Ordering::SeqCst);
+    ctx.shared.inflight_rows.store(0, Ordering::SeqCst);
     exit
 }
 
-fn fail_inflight(ctx: &BatcherCtx<'_>, inflight: VecDeque<InFlight>, why: String) -> BatcherExit {
+/// The worker is gone: mark the process not ready (so that nothing returned comes back to it),
+/// fail the batch it was running (`running`: the front one) with 502 and give the jobs of the
+/// batches that had not started back to the router.
+fn crash(ctx: &BatcherCtx<'_>, mut inflight: VecDeque<InFlight>, why: String, running: bool) -> BatcherExit {
+    ctx.shared.ready.store(false, Ordering::SeqCst);
+    if running {
+        if let Some(b) = inflight.pop_front() {
+            fail_all(ctx, b.jobs, &why);
+        }
+    }
+    let back = format!("worker process {} died before running it ({why})", ctx.worker);
     for b in inflight {
-        fail_all(ctx, b.jobs, &why);
+        give_back_batch(ctx, b, &why, &back);
     }
     BatcherExit::Crashed(why)
+}
+
+/// Give the jobs of a batch that did not start back to the router, each with its own rows of the
+/// batch's inputs; without them (never expected) they fail like a running batch.
+fn give_back_batch(ctx: &BatcherCtx<'_>, b: InFlight, why: &str, back: &str) {
+    let counts: Vec<usize> = b.jobs.iter().map(|j| j.rows).collect();
+    let split: Option<Vec<Vec<Tensor>>> = b.held.as_ref().and_then(|inputs| inputs.iter().map(|t| t.split_rows(&counts)).collect());
+    let Some(mut split) = split else {
+        fail_all(ctx, b.jobs, why);
+        return;
+    };
+    for (i, mut j) in b.jobs.into_iter().enumerate().rev() {
+        j.inputs = split.iter_mut().map(|per_input| per_input.swap_remove(i)).collect();
+        ctx.shared.give_back(j, back);
+    }
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
@@ -347,8 +532,8 @@ fn finish(ctx: &BatcherCtx<'_>, done: InFlight, res: Result<(Vec<Tensor>, u64), 
         }
         return Ok(());
     };
-    est.record(done.rows, round_trip);
     let exec_s = exec_us as f64 / 1e6;
+    est.record(done.rows, round_trip, exec_s);
     ctx.metrics.observe_batch(ctx.service, done.rows, exec_s);
     for (i, j) in done.jobs.into_iter().enumerate().rev() {
         let outs: Vec<Tensor> = split.iter_mut().map(|per_output| per_output.swap_remove(i)).collect();
@@ -364,7 +549,7 @@ mod tests {
 
     fn job(rows: usize) -> Job {
         let (tx, _rx) = oneshot::channel();
-        Job { inputs: vec![], rows, arrival: Instant::now(), reply: tx }
+        Job { inputs: vec![], rows, bytes: 0, arrival: Instant::now(), reply: tx }
     }
 
     #[test]
@@ -385,17 +570,55 @@ mod tests {
         let mut e = ExecEstimate::new(vec![0.01, 0.02], 4);
         assert_eq!(e.get(2), 0.02);
         assert_eq!(e.get(4), 0.04);
-        e.record(2, 0.03);
+        e.record(2, 0.03, 0.03);
         assert!((e.get(2) - 0.03).abs() < 1e-12);
         // Every size moves with it.
         assert!((e.get(1) - 0.015).abs() < 1e-12);
-        e.record(2, 0.05);
+        e.record(2, 0.05, 0.05);
         assert!((e.get(2) - 0.036).abs() < 1e-12);
         // Without a profile, each size learns on its own.
         let mut e = ExecEstimate::new(vec![], 4);
         assert_eq!(e.get(3), 0.0);
-        e.record(3, 0.02);
+        e.record(3, 0.02, 0.02);
         assert_eq!((e.get(3), e.get(2)), (0.02, 0.0));
+    }
+
+    /// Regression (issue 11, found by scripts/bench/admission.sh): one-row batches answered 40 ms
+    /// after dispatch on a busy host, 10x their profiled 4 ms, made the full-batch estimate 10x its
+    /// profiled 47 ms, and admission by deadline then refused nearly every request (921 of 9,700
+    /// req/s served). The worker's own execution time corrects the profile; the rest of the round
+    /// trip is an overhead counted once, and an excess of execution carries over as a constant.
+    #[test]
+    fn a_fixed_overhead_of_small_batches_is_not_multiplied_into_the_full_batch_estimate() {
+        let profile: Vec<f64> = (1..=16).map(|b| 0.004 + 0.0029 * (b - 1) as f64).collect();
+        let full = profile[15];
+        let mut e = ExecEstimate::new(profile.clone(), 16);
+        for _ in 0..20 {
+            e.record(1, 0.040, 0.004);
+        }
+        assert!((e.get(1) - 0.040).abs() < 1e-9, "{}", e.get(1));
+        assert!((e.overhead() - 0.036).abs() < 1e-9, "{}", e.overhead());
+        assert!((e.full_exec(16) - full).abs() < 1e-9, "full batch executes {} s, profiled {full} s", e.full_exec(16));
+        // The worker itself 36 ms slower on one row: a constant excess, not 10x.
+        let mut e = ExecEstimate::new(profile, 16);
+        for _ in 0..20 {
+            e.record(1, 0.040, 0.040);
+        }
+        assert!((e.full_exec(16) - (full + 0.036)).abs() < 1e-9, "{}", e.full_exec(16));
+        assert_eq!(e.overhead(), 0.0);
+        // Measured at full size, the estimate follows the measurement exactly.
+        for _ in 0..40 {
+            e.record(16, 2.0 * full, 2.0 * full);
+        }
+        assert!((e.get(16) - 2.0 * full).abs() < 1e-6, "{}", e.get(16));
+        // Faster than profiled: every size scales down in proportion.
+        let mut e = ExecEstimate::new(vec![0.01, 0.02], 2);
+        e.record(2, 0.01, 0.01);
+        assert_eq!((e.get(1), e.get(2)), (0.005, 0.01));
+        // A worker that reports no execution time: the whole round trip is execution.
+        let mut e = ExecEstimate::new(vec![0.01, 0.02], 2);
+        e.record(2, 0.03, 0.0);
+        assert!((e.get(2) - 0.03).abs() < 1e-12 && e.overhead() == 0.0, "{} {}", e.get(2), e.overhead());
     }
 
     /// Regression: after an overload, the full-batch estimate stayed inflated (only full batches
@@ -405,11 +628,11 @@ mod tests {
     fn an_overload_does_not_leave_the_full_batch_estimate_inflated() {
         let mut e = ExecEstimate::new(vec![0.01, 0.02, 0.03, 0.04], 4);
         for _ in 0..20 {
-            e.record(4, 0.4);
+            e.record(4, 0.4, 0.4);
         }
         assert!(e.get(4) > 0.3);
         for _ in 0..20 {
-            e.record(1, 0.01);
+            e.record(1, 0.01, 0.01);
         }
         assert!((e.get(4) - 0.04).abs() < 0.004, "full-batch estimate {} s, profiled 0.04 s", e.get(4));
     }

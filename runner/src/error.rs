@@ -11,6 +11,10 @@ pub enum InferError {
     BadRequest(String),
     #[error("service {service:?} is overloaded: its queues hold {limit} samples already; retry later")]
     QueueFull { service: String, limit: usize },
+    /// Refused at admission (429): the request could not finish within the service's SLO on any
+    /// ready process, or every ready process's queue is at its hard bound; `why` says which.
+    #[error("service {service:?} is overloaded: {why}; retry later")]
+    Overloaded { service: String, why: String },
     #[error("service {service:?} is not ready: {why}")]
     NotReady { service: String, why: String },
     #[error("worker process {worker} of service {service:?} crashed while running this request: {why}")]
@@ -39,7 +43,7 @@ impl InferError {
         match self {
             InferError::UnknownModel(_) => 404,
             InferError::BadRequest(_) => 400,
-            InferError::QueueFull { .. } => 429,
+            InferError::QueueFull { .. } | InferError::Overloaded { .. } => 429,
             InferError::NotReady { .. } | InferError::ShuttingDown => 503,
             InferError::WorkerCrashed { .. } => 502,
             InferError::ExecFailed { .. } => 500,

@@ -18,7 +18,8 @@ use crate::batcher::ProcShared;
 use crate::error::ServeError;
 use crate::meta::{self, ModelMeta};
 use crate::metrics::{BackendLabel, Metrics};
-use crate::router::{ProcRoute, Router, ServiceRoute};
+use crate::router::{ProcRoute, QueueLimits, Router, ServiceRoute};
+pub use crate::router::{DEFAULT_QUEUE_BATCHES, DEFAULT_QUEUE_BYTES};
 use crate::spawn::{ProcessSpawner, Spawner, WorkerSpec};
 use crate::supervisor::{self, Backoff, ProcessConfig, ProcessHandles};
 
@@ -97,8 +98,14 @@ pub struct ServeOptions {
     /// The worker program; `None`: `parva worker` (emulated) or `parva-worker` beside this
     /// executable or named by `PARVA_WORKER` (torch).
     pub worker_command: Option<WorkerCommand>,
-    /// Queue bound per process, in batches of its segment's size; beyond it requests get 429.
+    /// Hard bound on the rows one process holds (queued or running), in batches of its segment's
+    /// size (default [`DEFAULT_QUEUE_BATCHES`]); admission by deadline refuses long before, this
+    /// is a memory bound. Beyond it requests get 429.
     pub queue_batches: usize,
+    /// Hard bound on the input bytes one process holds (queued or running), default
+    /// [`DEFAULT_QUEUE_BYTES`] (256 MiB): node memory for queued requests stays under
+    /// processes x this. Beyond it requests get 429.
+    pub queue_bytes: usize,
     /// Intra-op threads per torch worker on CPU; `None`: the cores shared among the workers.
     pub threads_per_worker: Option<usize>,
     /// How long a worker may take to start, load and warm up.
@@ -112,7 +119,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     /// Options with defaults: 127.0.0.1:8000, CPU, a run directory under the system's temp dir,
-    /// no extra environment, queues of 4 batches, real processes.
+    /// no extra environment, the default queue bounds, real processes.
     pub fn new(map: DeploymentMap, node: u32, models_dir: PathBuf, backend: BackendKind) -> Self {
         ServeOptions {
             map,
@@ -126,7 +133,8 @@ impl ServeOptions {
             segment_env: BTreeMap::new(),
             slo_ms: BTreeMap::new(),
             worker_command: None,
-            queue_batches: 4,
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             threads_per_worker: None,
             ready_timeout: Duration::from_secs(600),
             backoff: Backoff::default(),
@@ -162,7 +170,7 @@ struct Planned {
     policy: BatchPolicy,
     exec_profile: Vec<f64>,
     weight: f64,
-    capacity_rows: usize,
+    limits: QueueLimits,
 }
 
 fn segment_profile(seg: &Segment, prof: Option<&ProfileSet>, backend: BackendKind) -> Result<(Vec<f64>, Option<f64>), ServeError> {
@@ -228,7 +236,7 @@ fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: 
                 policy: BatchPolicy::new(seg.batch_size, slo),
                 exec_profile: exec_profile.clone(),
                 weight,
-                capacity_rows: seg.batch_size as usize * opts.queue_batches.max(1),
+                limits: QueueLimits::new(opts.queue_batches, seg.batch_size as usize, opts.queue_bytes),
             });
         }
         if !metas.contains_key(&seg.model) {
@@ -313,7 +321,14 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(ProcShared::default());
         shared_all.push(shared.clone());
-        services.entry(p.service.clone()).or_default().push(ProcRoute { tx, shared: shared.clone(), weight: p.weight, capacity_rows: p.capacity_rows });
+        services.entry(p.service.clone()).or_default().push(ProcRoute {
+            tx,
+            shared: shared.clone(),
+            worker: p.spec.name.clone(),
+            weight: p.weight,
+            policy: p.policy,
+            limits: p.limits,
+        });
         let cfg = ProcessConfig {
             service: p.service,
             spec: p.spec,

@@ -1,6 +1,12 @@
 //! Supervision of one worker process: start it, wait for it to connect and report ready, hand it
-//! to the batcher, and when it dies fail its jobs, count a restart and start it again after an
-//! exponential back-off. One tokio task per worker process runs [`supervise`].
+//! to the batcher, and when it dies count a restart and start it again after an exponential
+//! back-off. One tokio task per worker process runs [`supervise`].
+//!
+//! When the worker dies, only the batch it was running fails (502, see the batcher); every job
+//! queued on the process, and every job that reaches it while it restarts (admitted just before it
+//! was marked not ready), goes back to the router, which sends it to another ready process of the
+//! service ([`crate::batcher::Outcome::Returned`]). A client gets 503 only when no process of the
+//! service is ready.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -65,6 +71,7 @@ enum StartError {
 pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut est = ExecEstimate::new(cfg.exec_profile.clone(), cfg.policy.max_batch as usize);
+    h.shared.set_estimates(est.full_exec(cfg.policy.max_batch as usize), est.overhead());
     let mut delay = cfg.backoff.initial;
     let label = Metrics::service(&cfg.service);
     let mut started_once = false;
@@ -112,8 +119,9 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                 tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, %why, log = %cfg.spec.log.display(), "worker failed to start");
             }
         }
-        fail_queue(&cfg, &h, &mut queue, "its worker process is restarting");
-        // Back-off, answering whatever arrives meanwhile.
+        let why = format!("worker process {} is restarting", cfg.spec.name);
+        give_back_queue(&mut h, &mut queue, &why);
+        // Back-off, sending whatever arrives meanwhile to the service's other processes.
         let until = tokio::time::Instant::now() + delay;
         delay = (delay * 2).min(cfg.backoff.max);
         loop {
@@ -125,8 +133,9 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                 },
                 r = h.stop.changed() => { if r.is_err() || *h.stop.borrow() { break; } }
             }
-            fail_queue(&cfg, &h, &mut queue, "its worker process is restarting");
+            give_back_queue(&mut h, &mut queue, &why);
         }
+        give_back_queue(&mut h, &mut queue, &why);
     }
     h.rx.close();
     while let Ok(j) = h.rx.try_recv() {
@@ -138,9 +147,13 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
     let _ = std::fs::remove_file(&cfg.spec.socket);
 }
 
-fn fail_queue(cfg: &ProcessConfig, h: &ProcessHandles, queue: &mut VecDeque<Job>, why: &str) {
+/// Give every job of `queue`, and those waiting in the channel, back to the router.
+fn give_back_queue(h: &mut ProcessHandles, queue: &mut VecDeque<Job>, why: &str) {
+    while let Ok(j) = h.rx.try_recv() {
+        queue.push_back(j);
+    }
     for j in queue.drain(..) {
-        h.shared.answer(j, Err(InferError::NotReady { service: cfg.service.clone(), why: why.into() }));
+        h.shared.give_back(j, why);
     }
 }
 
@@ -233,7 +246,7 @@ async fn stop_worker(mut child: Box<dyn WorkerChild>, mut writer: tokio::net::un
 mod tests {
     use super::*;
     use crate::meta::ModelMeta;
-    use crate::router::{Backend, ProcRoute, Router, ServiceRoute};
+    use crate::router::{Backend, ProcRoute, QueueLimits, Router, ServiceRoute};
     use crate::spawn::{FakeSpawner, Faults};
     use crate::tensor::{DataType, Tensor};
 
@@ -274,7 +287,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let handles = ProcessHandles { listener, spawner: Arc::new(spawner.clone()), rx, shared: shared.clone(), metrics: metrics.clone(), stop };
         let task = tokio::spawn(supervise(cfg, handles));
-        let route = ProcRoute { tx, shared: shared.clone(), weight: 1.0, capacity_rows: 4 };
+        let limits = QueueLimits::new(4, 2, 1 << 20);
+        let route = ProcRoute { tx, shared: shared.clone(), worker: "w0".into(), weight: 1.0, policy: BatchPolicy::new(2, 1000.0), limits };
         let services = [("s".to_string(), ServiceRoute::new("s".into(), meta, vec![route]))].into_iter().collect();
         let router = Router { services, metrics: metrics.clone() };
         let input = || vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 1], data: vec![0; 8] }];

@@ -83,9 +83,10 @@ pub struct DeployArgs {
     /// HTTP address of the KServe v2 router (port 0: any free port; printed).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Queue bound per worker process, in batches.
-    #[arg(long, default_value_t = 4)]
-    queue_batches: usize,
+    /// Hard bound on the rows one worker process holds, in batches (a memory bound; requests are
+    /// refused by their deadline long before: see `parva serve --help`).
+    #[arg(long, alias = "queue-batches", default_value_t = parva_runner::serve::DEFAULT_QUEUE_BATCHES)]
+    max_queue_batches: usize,
     /// Fake GPUs instead of NVML, e.g. `a100-80gb:8` (tests; state in <run-dir>/fake-gpus.json).
     #[arg(long, hide = true)]
     fake_gpus: Option<String>,
@@ -205,7 +206,7 @@ fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[Segm
     opts.device = args.device.into();
     opts.listen = args.listen;
     opts.run_dir = run_dir.join("serve");
-    opts.queue_batches = args.queue_batches;
+    opts.queue_batches = args.max_queue_batches;
     opts.segment_env = segments.iter().map(|s| ((s.plan_gpu, s.start), s.env.clone())).collect::<BTreeMap<_, _>>();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     opts.events = Some(tx);

@@ -40,9 +40,18 @@ pub struct ServeArgs {
     /// Worker sockets, pid files and logs (default: a new directory under the temp dir).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Queue bound per worker process, in batches; beyond it requests get 429.
-    #[arg(long, default_value_t = 4)]
-    queue_batches: usize,
+    /// Hard bound on the rows one worker process holds (queued or running), in batches of its
+    /// segment's size; beyond it requests get 429. A memory bound: requests are refused long
+    /// before by their deadline (429 when the work queued in front of a request would make it
+    /// miss its SLO on every ready process). `--queue-batches` is the old spelling.
+    #[arg(long, alias = "queue-batches", default_value_t = parva_runner::serve::DEFAULT_QUEUE_BATCHES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_queue_batches: u64,
+    /// Hard bound on the input bytes one worker process holds (queued or running), MiB; beyond
+    /// it requests get 429. Memory for queued requests stays under workers x this.
+    #[arg(long, default_value_t = (parva_runner::serve::DEFAULT_QUEUE_BYTES >> 20) as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_queue_mib: u64,
     /// Intra-op threads per torch worker on CPU (default: cores / workers).
     #[arg(long)]
     threads: Option<usize>,
@@ -134,7 +143,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &args.services {
         opts.slo_ms = read_slos(s)?;
     }
-    opts.queue_batches = args.queue_batches;
+    opts.queue_batches = usize::try_from(args.max_queue_batches).unwrap_or(usize::MAX);
+    opts.queue_bytes = usize::try_from(args.max_queue_mib << 20).unwrap_or(usize::MAX);
     opts.threads_per_worker = args.threads;
     opts.http.max_request_rows = usize::try_from(args.max_request_rows).unwrap_or(usize::MAX);
     opts.http.max_body_bytes = args.max_body_mib << 20;
