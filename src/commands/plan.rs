@@ -164,9 +164,11 @@ fn print_summary(s: &plan::PlanSummary, out: &Path) {
             println!("{:<24} {:<16} {:>10.1} {:>9.1} {:>11} {:>8}", svc.service, svc.model, svc.rate, svc.slo_ms, "rate 0", 0);
             continue;
         }
+        // Rates below 0.1/s would print as 0.0: show them in full.
+        let rate = if svc.rate < 0.1 { format!("{:.3e}", svc.rate) } else { format!("{:.1}", svc.rate) };
         println!(
-            "{:<24} {:<16} {:>10.1} {:>9.1} {:>11.1} {:>8}",
-            svc.service, svc.model, svc.rate, svc.slo_ms, svc.capacity, svc.segments
+            "{:<24} {:<16} {:>10} {:>9.1} {:>11.1} {:>8}",
+            svc.service, svc.model, rate, svc.slo_ms, svc.capacity, svc.segments
         );
     }
     if let Some(lb) = s.lower_bound_gpus {

@@ -71,8 +71,10 @@ pub const DURATION_S: Range = Range { what: "duration", min: 0.0, max: 86_400.0,
 /// `parva simulate --rate-scale`: a factor up to 1000 on every service's rate.
 pub const RATE_SCALE: Range = Range { what: "rate scale", min: 0.0, max: 1000.0, unit: "x", min_inclusive: false };
 /// Most arrivals one simulation may expect (Σ rate x rate scale x duration), checked before it
-/// starts: the simulator handles a few million events a second and keeps every queued request, so
-/// this bounds a run to minutes and its memory to a few GB even when every request queues.
+/// starts. The simulator handles about 10 million events a second (release build; measured 12.5
+/// million events in 1.1 s, and an overloaded run holding 24 million queued requests in 200 MB),
+/// so this bounds a run to about a minute and its memory to about 2 GB even when every request
+/// queues.
 pub const MAX_SIM_ARRIVALS: f64 = 200e6;
 /// Default of `parva plan --max-gpus`: a plan that would need more GPUs is refused before it is
 /// attempted, with the number it would need.
