@@ -85,8 +85,8 @@ impl<'a> MigPartitioner<'a> {
         let info = gpus.iter().find(|g| g.index == gpu).ok_or_else(|| {
             ProfileError::Config(format!("--gpu {gpu}: no such GPU on this node (it has {})", gpus.len()))
         })?;
-        let gpu_type = info.gpu_type().ok_or_else(|| {
-            ProfileError::Config(format!("GPU {gpu} ({}) is not a MIG GPU type parva knows; see `parva catalogue`", info.name))
+        let gpu_type = info.identify().map_err(|e| {
+            ProfileError::Config(format!("GPU {gpu}: {e}; see `parva catalogue`"))
         })?;
         if !info.mig.current {
             return Err(ProfileError::Config(format!(

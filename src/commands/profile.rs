@@ -168,8 +168,8 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
         .with_context(|| format!("--gpu {}: no such GPU on this node", args.gpu))?;
     let gpu_type = match &args.gpu_type {
         Some(id) => GpuType::by_id(id)?,
-        None => info.gpu_type().with_context(|| {
-            format!("GPU {} is a `{}`, which is not a GPU type parva knows: name one with --gpu-type (see `parva catalogue`)", args.gpu, info.name)
+        None => info.identify().map_err(|e| {
+            anyhow::anyhow!("GPU {}: {e}; name its type with --gpu-type (see `parva catalogue`)", args.gpu)
         })?,
     };
     let description = description.unwrap_or(GpuDescription {

@@ -54,9 +54,15 @@ impl GiProfile {
     /// Bit mask of the memory slices this profile occupies when placed at `start` (slices past
     /// the 16th are dropped: callers check the start against the GPU first).
     pub fn mask_at(&self, start: u8) -> u16 {
-        let width = 1u32.checked_shl(self.mem_slices.into()).map_or(u32::MAX, |b| b - 1);
-        width.checked_shl(start.into()).unwrap_or(0) as u16
+        slice_mask(start, self.mem_slices)
     }
+}
+
+/// Bit mask of `size` memory slices from `start` (a placement `{start}:size` as NVML reports
+/// it); never panics, slices past the 16th are dropped.
+pub fn slice_mask(start: u8, size: u8) -> u16 {
+    let width = 1u32.checked_shl(size.into()).map_or(u32::MAX, |b| b - 1);
+    width.checked_shl(start.into()).unwrap_or(0) as u16
 }
 
 /// One product (board) of a GPU type, as NVML reports it.
@@ -376,7 +382,7 @@ impl GpuType {
     }
 
     fn full_mask(&self) -> u16 {
-        ((1u32 << self.mem_slices) - 1) as u16
+        slice_mask(0, self.mem_slices)
     }
 
     /// Check that `layout` fits on one GPU of this type.

@@ -18,8 +18,8 @@ pub enum DeployError {
     GpuMissing { plan_gpu: u32, gpu: u32, count: usize },
     #[error("bad --gpu-index-map `{spec}`: {reason} (expected PLAN=NODE pairs, e.g. 0=2,1=3)")]
     BadIndexMap { spec: String, reason: String },
-    #[error("GPU {gpu} ({uuid}) is a `{found}`, but the plan is for {want}")]
-    TypeMismatch { gpu: u32, uuid: String, found: String, want: String },
+    #[error("GPU {gpu} ({uuid}) is a `{found}` ({seen}), but the plan is for {want}")]
+    TypeMismatch { gpu: u32, uuid: String, found: String, seen: String, want: String },
     #[error(
         "GPU {gpu} ({uuid}): MIG mode is {state}; parva never changes it. An administrator must run \
          `{command}` (with no process on the GPU; it may need a GPU reset or reboot), or deploy with --no-mig"

@@ -207,11 +207,16 @@ pub fn plan(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNode) 
 impl PlanCtx<'_> {
     fn check_gpu(&self, obs: &ObservedGpu) -> Result<(), DeployError> {
         let info = &obs.info;
-        if info.gpu_type().map(|t| t.id) != Some(self.ty.id) {
+        let seen = info.identify();
+        if seen.as_ref().map(|t| t.id).ok() != Some(self.ty.id) {
             return Err(DeployError::TypeMismatch {
                 gpu: info.index,
                 uuid: info.uuid.clone(),
                 found: info.name.clone(),
+                seen: match seen {
+                    Ok(t) => format!("{}, recognised as {}", info.product(), t.id),
+                    Err(e) => e.to_string(),
+                },
                 want: self.ty.id.to_string(),
             });
         }
@@ -308,7 +313,7 @@ impl PlanCtx<'_> {
                 kept.insert(inst.gi_id);
                 continue;
             }
-            let mask = (((1u32 << inst.size) - 1) << inst.start) as u16;
+            let mask = parva_core::mig::slice_mask(inst.start, inst.size);
             let overlaps = targets.iter().any(|t| {
                 self.ty.profile_by_id(t.profile_id).is_some_and(|p| p.mask_at(t.start) & mask != 0)
             });
