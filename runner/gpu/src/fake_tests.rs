@@ -197,6 +197,8 @@ fn a_fake_gh200_is_refused_naming_its_name_and_pci_id_never_taken_for_an_h200() 
     let mut node = crate::exec::Node { mig: &mut fake, mps: &mut mps, run_dir: dir.path().to_path_buf() };
     let e = node.deploy(&map, &crate::plan::DeployOptions::default(), false).unwrap_err();
     assert!(matches!(&e, crate::error::DeployError::TypeMismatch { gpu: 1, found, want, .. } if found == "NVIDIA GH200 480GB" && want == "h200-141gb"), "{e}");
+    // The refusal says why: the PCI id seen and that no known product has it.
+    assert!(e.to_string().contains("0x234210DE") && e.to_string().contains("not a GPU type parva knows"), "{e}");
     assert_eq!(fake.layouts(), vec![vec![], vec![]], "nothing changed");
 }
 
