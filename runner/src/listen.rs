@@ -15,6 +15,10 @@
 //! with `TimedOut`, and hyper closes the connection. The HTTP layer marks a connection busy
 //! while its request is served ([`ConnHandle::busy`]): the body has its own deadline there
 //! (`--body-timeout`), and waiting for the model has none (the SLO governs it).
+//!
+//! Closing after a response that left a request body unread (413, 408), the write side is shut
+//! first and what the client still sends is drained for up to 1 s (4 MiB), so that the client
+//! reads the response rather than a connection reset.
 
 use std::io;
 use std::net::SocketAddr;

@@ -198,7 +198,9 @@ mod tests {
 
     /// Parse one sample line of the text exposition format: (name, labels, value); `None` when
     /// it is not well formed.
-    fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    fn parse_sample(line: &str) -> Option<Sample> {
         let name_end = line.find(['{', ' '])?;
         let name = &line[..name_end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
