@@ -9,8 +9,6 @@ pub enum InferError {
     UnknownModel(String),
     #[error("{0}")]
     BadRequest(String),
-    #[error("service {service:?} is overloaded: its queues hold {limit} samples already; retry later")]
-    QueueFull { service: String, limit: usize },
     /// Refused at admission (429): the request could not finish within the service's SLO on any
     /// ready process, or every ready process's queue is at its hard bound; `why` says which.
     #[error("service {service:?} is overloaded: {why}; retry later")]
@@ -43,7 +41,7 @@ impl InferError {
         match self {
             InferError::UnknownModel(_) => 404,
             InferError::BadRequest(_) => 400,
-            InferError::QueueFull { .. } | InferError::Overloaded { .. } => 429,
+            InferError::Overloaded { .. } => 429,
             InferError::NotReady { .. } | InferError::ShuttingDown => 503,
             InferError::WorkerCrashed { .. } => 502,
             InferError::ExecFailed { .. } => 500,
