@@ -56,7 +56,7 @@ impl Default for HttpLimits {
             max_body_bytes: 256 << 20,
             max_inflight_bytes: 2 << 30,
             body_timeout: Duration::from_secs(60),
-            conn: ConnLimits { max_connections: 4096, header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60) },
+            conn: ConnLimits { max_connections: 65536, header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60) },
         }
     }
 }

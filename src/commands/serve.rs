@@ -70,8 +70,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_inflight_mib: u64,
     /// Most open HTTP connections; past it new connections wait in the listen backlog until one
-    /// closes (the open-file limit is raised to fit when it can).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// closes (the open-file limit is raised to fit when it can, else the cap is lowered to it).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
     /// A request's head (request line and headers) must arrive within this time of its first
     /// byte, else the connection is closed (0.1s to 1h).

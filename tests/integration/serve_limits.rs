@@ -230,7 +230,7 @@ fn serve_help_documents_every_limit_with_its_default() {
         ("--max-request-rows", "128"),
         ("--max-body-mib", "256"),
         ("--max-inflight-mib", "2048"),
-        ("--max-connections", "4096"),
+        ("--max-connections", "65536"),
         ("--header-timeout", "10s"),
         ("--idle-timeout", "60s"),
         ("--body-timeout", "60s"),
