@@ -15,30 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::serve_support::{Server, alive, metric, post_json, signal, start, write_plan};
+use crate::serve_support::{alive, metric, post_json, serve_tiny, signal, start};
 use crate::util::{parva, reference_dir, stderr, stdout};
-
-/// A models dir with `tiny` (FP32 [-1, 2] -> FP32 [-1, 3]) and a profile set whose `tiny.csv`
-/// gives `latencies` = [(procs, batch, seconds)] on 1-GPC instances; then `parva serve`.
-fn serve_tiny(dir: &Path, rows: &[&str], latencies: &[(u32, u32, f64)], extra: &[&str]) -> Server {
-    let models = dir.join("models");
-    let prof = dir.join("prof");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::create_dir_all(&prof).unwrap();
-    let meta = json!({"name": "tiny", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
-                      "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]});
-    std::fs::write(models.join("tiny.json"), meta.to_string()).unwrap();
-    let mut csv = "Mig instance,Batch size,Workload Number,Throughput,Latency\n".to_string();
-    for (procs, batch, lat) in latencies {
-        csv.push_str(&format!("1,{batch},{procs},{},{lat}\n", *batch as f64 / lat));
-    }
-    std::fs::write(prof.join("tiny.csv"), csv).unwrap();
-    let plan = write_plan(dir, rows);
-    let (plan, models, prof) = (plan.display().to_string(), models.display().to_string(), prof.display().to_string());
-    let mut args = vec!["--plan", &plan, "--backend", "emulated", "--models", &models, "--prof-data", &prof];
-    args.extend_from_slice(extra);
-    start(&args)
-}
 
 fn infer_one(addr: SocketAddr, service: &str) -> (u16, Value) {
     post_json(addr, &format!("/v2/models/{service}/infer"), &json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}))

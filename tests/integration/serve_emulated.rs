@@ -2,38 +2,11 @@
 //! deadline-aware batching, 429 under overload, 404, readiness, a killed worker's in-flight
 //! request failing with 5xx and the worker coming back, graceful shutdown.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::serve_support::{Server, alive, get, metric, post_json, signal, start, write_plan};
-
-/// A models dir with `tiny` (FP32 [-1, 2] -> FP32 [-1, 3]) and a profile set whose `tiny.csv`
-/// gives `latencies` = [(procs, batch, seconds)] on 1-GPC instances.
-fn setup(dir: &Path, latencies: &[(u32, u32, f64)]) -> (String, String) {
-    let models = dir.join("models");
-    let prof = dir.join("prof");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::create_dir_all(&prof).unwrap();
-    let meta = json!({"name": "tiny", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
-                      "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]});
-    std::fs::write(models.join("tiny.json"), meta.to_string()).unwrap();
-    let mut csv = "Mig instance,Batch size,Workload Number,Throughput,Latency\n".to_string();
-    for (procs, batch, lat) in latencies {
-        csv.push_str(&format!("1,{batch},{procs},{},{lat}\n", *batch as f64 / lat));
-    }
-    std::fs::write(prof.join("tiny.csv"), csv).unwrap();
-    (models.display().to_string(), prof.display().to_string())
-}
-
-fn serve(dir: &Path, rows: &[&str], latencies: &[(u32, u32, f64)], extra: &[&str]) -> Server {
-    let (models, prof) = setup(dir, latencies);
-    let plan = write_plan(dir, rows);
-    let mut args = vec!["--plan", plan.to_str().unwrap(), "--backend", "emulated", "--models", &models, "--prof-data", &prof];
-    args.extend_from_slice(extra);
-    start(&args)
-}
+use crate::serve_support::{alive, get, metric, post_json, serve_tiny as serve, signal, start, tiny_setup as setup};
 
 fn infer_rows(addr: std::net::SocketAddr, service: &str, rows: usize) -> (u16, Value) {
     let data: Vec<f32> = (0..rows * 2).map(|i| i as f32).collect();

@@ -10,28 +10,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::serve_support::{Server, get, metric, post_json, request, start};
+use crate::serve_support::{Server, get, metric, post_json, request, start, tiny_setup, write_plan};
 use crate::util::{parva, repo, stdout};
 
 /// A node serving `service` (model `tiny`: FP32 [-1, 2] -> FP32 [-1, 3]; batch 4, one process,
 /// 5 ms a batch, SLO 1 s) with `extra` flags.
 fn serve(dir: &Path, service: &str, extra: &[&str]) -> Server {
-    let models = dir.join("models");
-    let prof = dir.join("prof");
-    std::fs::create_dir_all(&models).unwrap();
-    std::fs::create_dir_all(&prof).unwrap();
-    let meta = json!({"name": "tiny", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
-                      "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]});
-    std::fs::write(models.join("tiny.json"), meta.to_string()).unwrap();
-    std::fs::write(prof.join("tiny.csv"), "Mig instance,Batch size,Workload Number,Throughput,Latency\n1,1,1,200,0.005\n1,4,1,800,0.005\n").unwrap();
+    let (models, prof) = tiny_setup(dir, &[(1, 1, 0.005), (1, 4, 0.005)]);
     let field = format!("\"{}\"", service.replace('"', "\"\""));
-    let plan = dir.join("plan.csv");
-    std::fs::write(
-        &plan,
-        format!("node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n0,0,{field},tiny,0,1,4,1,,,,10,1000\n"),
-    )
-    .unwrap();
-    let (plan, models, prof) = (plan.display().to_string(), models.display().to_string(), prof.display().to_string());
+    let plan = write_plan(dir, &[&format!("0,0,{field},tiny,0,1,4,1,,,,10,1000")]).display().to_string();
     let mut args = vec!["--plan", &plan, "--backend", "emulated", "--models", &models, "--prof-data", &prof];
     args.extend_from_slice(extra);
     let s = start(&args);

@@ -184,3 +184,30 @@ pub fn write_plan(dir: &Path, rows: &[&str]) -> PathBuf {
     std::fs::write(&path, text).expect("write plan");
     path
 }
+
+/// A models dir with `tiny` (FP32 [-1, 2] -> FP32 [-1, 3]) and a profile set whose `tiny.csv`
+/// gives `latencies` = [(procs, batch, seconds)] on 1-GPC instances; returns (models, prof_data).
+pub fn tiny_setup(dir: &Path, latencies: &[(u32, u32, f64)]) -> (String, String) {
+    let models = dir.join("models");
+    let prof = dir.join("prof");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::create_dir_all(&prof).unwrap();
+    let meta = serde_json::json!({"name": "tiny", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+                                  "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]});
+    std::fs::write(models.join("tiny.json"), meta.to_string()).unwrap();
+    let mut csv = "Mig instance,Batch size,Workload Number,Throughput,Latency\n".to_string();
+    for (procs, batch, lat) in latencies {
+        csv.push_str(&format!("1,{batch},{procs},{},{lat}\n", *batch as f64 / lat));
+    }
+    std::fs::write(prof.join("tiny.csv"), csv).unwrap();
+    (models.display().to_string(), prof.display().to_string())
+}
+
+/// `parva serve --backend emulated` of the map `rows` on the [`tiny_setup`] model, with `extra` flags.
+pub fn serve_tiny(dir: &Path, rows: &[&str], latencies: &[(u32, u32, f64)], extra: &[&str]) -> Server {
+    let (models, prof) = tiny_setup(dir, latencies);
+    let plan = write_plan(dir, rows);
+    let mut args = vec!["--plan", plan.to_str().unwrap(), "--backend", "emulated", "--models", &models, "--prof-data", &prof];
+    args.extend_from_slice(extra);
+    start(&args)
+}
