@@ -70,8 +70,8 @@ fn main() -> ExitCode {
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "parva=warn,parva_runner=warn,parva_gpu=warn",
-        1 => "parva=info,parva_core=info,parva_runner=info,parva_gpu=info",
-        _ => "parva=debug,parva_core=debug,parva_runner=debug,parva_gpu=debug",
+        1 => "parva=info,parva_core=info,parva_planner=info,parva_runner=info,parva_gpu=info",
+        _ => "parva=debug,parva_core=debug,parva_planner=debug,parva_runner=debug,parva_gpu=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

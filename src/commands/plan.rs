@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use parva_core::latency::LatencyModel;
 use parva_core::mig::GpuType;
-use parva_core::plan::{self, Algorithm, PlanInput, PlanOptions};
+use parva_planner::{self as plan, Algorithm, PlanInput, PlanOptions};
 use parva_core::{ProfileSet, slo};
 
 #[derive(clap::Args)]

@@ -1,8 +1,9 @@
 //! # parva-core
 //!
-//! The pure core of parva: data formats, MIG geometry, planning (and, later, simulation).
-//! Nothing here touches a GPU, spawns a process or links libtorch; the only I/O is reading and
-//! writing parva's own files. Read it top-down:
+//! The pure core of parva: data formats, MIG geometry, the batching policy, latency models and
+//! the simulator. Nothing here touches a GPU, spawns a process, links libtorch or a solver; the
+//! only I/O is reading and writing parva's own files. The planners, with their solver, live in
+//! `parva-planner` (`src/planner/`), which only the CLI depends on. Read it top-down:
 //!
 //! - [`error`]: one error type for every file format, naming file, line, field and value.
 //! - [`mig`]: the catalogue of GPU types and their MIG profiles, and the layout validator.
@@ -12,7 +13,6 @@
 //! - [`batching`]: the dynamic batching policy the router applies and the planner models.
 //! - [`limits`]: the physical range of every quantity parva reads, and why.
 //! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
-//! - [`plan`]: planners that turn profiles + SLOs into a deployment map.
 //! - [`sim`]: a discrete-event simulation of a map under the batching policy.
 //! - [`utc`]: UTC timestamps for metadata and report names.
 
@@ -22,7 +22,6 @@ pub mod error;
 pub mod latency;
 pub mod limits;
 pub mod mig;
-pub mod plan;
 pub mod profile;
 pub mod sim;
 pub mod slo;

@@ -26,8 +26,8 @@ use highs::{HighsModelStatus, HighsSolutionStatus, RowProblem, Sense};
 
 use super::cover::{Cover, Options, min_cover};
 use super::{GpuState, Plan, PlanError, PlanInput, SegmentChoice};
-use crate::latency::LatencyModel;
-use crate::mig::{GpuType, Placement};
+use parva_core::latency::LatencyModel;
+use parva_core::mig::{GpuType, Placement};
 
 /// Largest number of services solved as one joint program.
 pub const JOINT_LIMIT: usize = 400;

@@ -1,4 +1,9 @@
-//! Planning: from profile tables and per-service SLOs to a deployment map.
+//! # parva-planner
+//!
+//! Planning: from profile tables and per-service SLOs to a deployment map. This crate holds the
+//! planners and their integer-programming solver (HiGHS, a C++ library built with cmake and
+//! bindgen), apart from `parva-core`, so that only the CLI links the solver: the router, the
+//! GPU-control crate, the load generator, the profiler and the worker depend on the core alone.
 //!
 //! A plan decides, per service, a set of segments (MIG instance size, batch size, MPS process
 //! count), and places every segment on a GPU at a legal MIG placement. Algorithms:
@@ -8,7 +13,7 @@
 //! - [`Algorithm::ParvaGpu`]: ParvaGPU's published planner (see [`parvagpu`]), with legal placements.
 //!
 //! Which profile points a service may use, and how much rate a segment may take, is decided by the
-//! latency model (see [`crate::latency`]): ParvaGPU's rule (profiled batch latency below
+//! latency model (see [`parva_core::latency`]): ParvaGPU's rule (profiled batch latency below
 //! `latency_budget` x SLO; the parvagpu algorithm always uses it) or the queueing model.
 
 pub mod cover;
@@ -18,12 +23,12 @@ pub mod parvagpu;
 
 use std::time::Instant;
 
-use crate::deploy::{DeploymentMap, Segment};
-use crate::latency::LatencyModel;
-use crate::limits;
-use crate::mig::GpuType;
-use crate::profile::{ModelProfile, ProfilePoint, ProfileSet};
-use crate::slo::Service;
+use parva_core::deploy::{DeploymentMap, Segment};
+use parva_core::latency::LatencyModel;
+use parva_core::limits;
+use parva_core::mig::GpuType;
+use parva_core::profile::{ModelProfile, ProfilePoint, ProfileSet};
+use parva_core::slo::Service;
 
 pub use gpus::{GpuState, Placed};
 
@@ -139,7 +144,7 @@ pub struct Plan {
 /// Why a plan was refused. Nothing is planned (and nothing written) when one is returned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
-    /// A service's value or a planning option is outside its physical range ([`crate::limits`]).
+    /// A service's value or a planning option is outside its physical range ([`parva_core::limits`]).
     #[error("{what}: {rule}")]
     Invalid { what: String, rule: String },
     /// The plan would need more GPUs than allowed; `needed` is a lower bound when `at_least`.
@@ -155,7 +160,7 @@ pub enum PlanError {
 }
 
 /// Run the planner `input.options.algorithm` names. The input is validated first (every value in
-/// its range, see [`crate::limits`]), and a plan that would need more than `max_gpus` GPUs is
+/// its range, see [`parva_core::limits`]), and a plan that would need more than `max_gpus` GPUs is
 /// refused before it is attempted, so the solver is never handed a problem it can reject.
 /// Services with a rate of 0 get no segment and are listed in [`Plan::zero_rate`]; a service with
 /// a positive rate that ends with no segment (or too little capacity) is listed in
@@ -323,7 +328,7 @@ pub fn infeasible_with(profile: &ModelProfile, service: &Service, input: &PlanIn
         }
         LatencyModel::Queueing { percentile } => {
             let closest = fastest_point(profile, input.gpu, input.options.max_procs);
-            let guard = crate::batching::BatchPolicy::new(1, service.slo_ms).guard * 1000.0;
+            let guard = parva_core::batching::BatchPolicy::new(1, service.slo_ms).guard * 1000.0;
             let reason = match closest {
                 Some(p) => format!(
                     "no profile point meets the SLO at the p{percentile} under the queueing model (a lone request \
@@ -500,7 +505,7 @@ pub struct ServiceSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::ModelProfile;
+    use parva_core::profile::ModelProfile;
     use std::path::Path;
 
     /// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8; `scale` multiplies

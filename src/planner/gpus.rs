@@ -1,7 +1,7 @@
 //! The GPUs of a plan under construction: each holds MIG instances at legal placements, and a
 //! segment can only be added where the catalogue says it fits.
 
-use crate::mig::{GiProfile, GpuType, Placement};
+use parva_core::mig::{GiProfile, GpuType, Placement};
 
 use super::SegmentChoice;
 

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{Infeasible, PlanInput, SegmentChoice};
-use crate::latency::LatencyModel;
-use crate::slo::Service;
+use parva_core::latency::LatencyModel;
+use parva_core::slo::Service;
 
 /// The best segment of each instance size a service may use (highest planned capacity).
 #[derive(Debug, Clone, PartialEq)]

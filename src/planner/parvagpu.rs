@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{GpuState, Infeasible, Plan, PlanInput, SegmentChoice, admissible_points, infeasible};
-use crate::mig::GpuType;
+use parva_core::mig::GpuType;
 
 /// How segments are fitted onto GPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
         infeasible,
         gpus_per_node: input.options.gpus_per_node,
         algorithm: super::Algorithm::ParvaGpu,
-        latency_model: crate::latency::LatencyModel::ParvaGpu { budget: input.options.latency_budget },
+        latency_model: parva_core::latency::LatencyModel::ParvaGpu { budget: input.options.latency_budget },
         plan_seconds: 0.0,
         notes: Vec::new(),
         lower_bound_gpus: None,
