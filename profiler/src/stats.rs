@@ -148,8 +148,27 @@ mod tests {
         assert!((e.throughput() - 640.0).abs() < 1e-6);
         assert!((e.mean_latency_s() - 0.0125).abs() < 1e-9);
         assert!((e.percentile_ms(99.0) - 12.5).abs() < 0.05);
-        // Closed loop: per-process throughput = batch / latency.
-        assert!((e.throughput() / 2.0 - 4.0 / e.mean_latency_s()).abs() < 1e-6);
+    }
+
+    /// Throughput comes from the round's wall time, not from the latencies: with idle time
+    /// between batches (a worker slower to take the next batch than to run it) the two differ,
+    /// and latency percentiles come from the histogram, not the mean.
+    #[test]
+    fn throughput_counts_wall_time_and_percentiles_come_from_the_histogram() {
+        let mut e = Estimate::new();
+        // One process: 10 batches of 4 rows of 12.5 ms each, but the round took 0.25 s (half idle).
+        // Another: 5 batches of 4 rows of 10 ms, then one of 100 ms, in 0.25 s.
+        let mut slow_tail = vec![10_000u64; 5];
+        slow_tail.push(100_000);
+        e.push_round(4, &[(vec![12_500u64; 10], 0.25), (slow_tail, 0.25)]);
+        // 40 rows / 0.25 s + 24 rows / 0.25 s = 160 + 96 rows/s; batch / mean latency would say 320 + 400.
+        assert!((e.throughput() - 256.0).abs() < 1e-9, "{}", e.throughput());
+        // Mean over the 16 batches: (10 x 12.5 + 5 x 10 + 100) / 16 ms.
+        assert!((e.mean_latency_s() - 0.275 / 16.0).abs() < 1e-12, "{}", e.mean_latency_s());
+        // p50 is a 12.5 ms batch, p99 the 100 ms one (3 significant digits in the histogram).
+        assert!((e.percentile_ms(50.0) - 12.5).abs() < 0.05, "{}", e.percentile_ms(50.0));
+        assert!((e.percentile_ms(99.0) - 100.0).abs() < 0.1, "{}", e.percentile_ms(99.0));
+        assert!((e.seconds() - 0.25).abs() < 1e-12, "the slowest process's wall time, once per round");
     }
 
     #[test]

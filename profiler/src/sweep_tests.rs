@@ -134,11 +134,23 @@ fn mig_sweep_makes_each_size_at_a_legal_free_placement_and_leaves_the_gpu_as_it_
             assert!(env["CUDA_VISIBLE_DEVICES"].starts_with("MIG-"), "{env:?}");
             assert!(env["CUDA_MPS_PIPE_DIRECTORY"].contains(&env["CUDA_VISIBLE_DEVICES"]), "{env:?}");
         }
-        // The table is the planner's: per-process throughput is batch / latency in a closed loop.
+        // The table is the planner's, and holds what the workers did: each batch sleeps at least
+        // the fake's 1 ms (1 row) or 2 ms (2 rows), so the mean latency is never below that, and
+        // a process runs one batch at a time, so its throughput (per process, not per segment)
+        // is at most batch / latency. Both bounds are causal: a loaded machine only adds time
+        // (issue 19: the old lower bound 0.8 on the ratio flaked under load).
         let back = ModelProfile::read(&dir.path().join("m.csv"), Some(gpu_type)).unwrap();
+        assert_eq!(back.points.len(), grid.len(), "{ty}");
         for p in &back.points {
+            let exec_s = [0.001, 0.002][p.batch as usize - 1];
+            assert!(p.latency_s >= exec_s && p.latency_s < 2.0, "{ty} {p:?}: latency below the {exec_s} s sleep, or absurd");
+            // Each batch sleeps exec_s, so no process exceeds batch / exec_s rows/s in any round.
+            assert!(p.throughput > 0.0 && p.throughput <= p.batch as f64 / exec_s * (1.0 + 1e-6), "{ty} {p:?}");
+            // Within a round, throughput <= batch / that round's mean latency; averaging rounds of
+            // different latencies (mean of rates vs rate of the mean) lifts it a little, never by
+            // a quarter in these 0.1 s points. A segment figure for 2 processes would be ~2x.
             let ratio = p.throughput * p.latency_s / p.batch as f64;
-            assert!((0.8..=1.05).contains(&ratio), "{ty} {p:?}: throughput x latency / batch = {ratio}");
+            assert!(ratio <= 1.25, "{ty} {p:?}: per-process throughput above batch / latency ({ratio})");
         }
     }
 }

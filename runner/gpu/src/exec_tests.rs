@@ -235,14 +235,19 @@ fn teardown_removes_what_parva_created_and_restore_brings_back_the_checkpoint() 
     assert!(done.iter().any(|d| d.contains("stopped the MPS daemon")), "{done:?}");
     assert_eq!(b.fake.layout(0), vec![(19, 6)], "the pre-existing instance stays");
     assert!(b.fake.layout(1).is_empty() && b.fake.layout(2).is_empty());
+    // Exactly the node as it was before the deploy: its instance, without a daemon parva started.
+    assert_eq!(b.snapshot(), ck_state, "teardown leaves the node as it found it");
     assert!(matches!(b.node().teardown(), Err(DeployError::NoRecord { .. })));
-    // Restore: back to the checkpoint taken before the deploy.
+    // Restore: back to the checkpoint taken before the latest deploy (v1's layout and daemons).
     b.deploy(&fixture("a100_mixed.csv"), &opts_for(0, "a100-80gb")).unwrap();
+    let before_v2 = b.snapshot();
     b.deploy(&fixture("a100_mixed_v2.csv"), &opts_for(0, "a100-80gb")).unwrap();
+    assert_ne!(b.snapshot(), before_v2, "v2 changes the node");
     b.node().restore().unwrap();
     assert_eq!(b.fake.layout(2).len(), 7, "state before the v2 deploy");
+    assert_eq!(b.snapshot(), before_v2, "restore brings back every instance and daemon of the checkpoint");
     assert!(b.node().restore().unwrap().is_empty(), "already there");
-    let _ = ck_state;
+    assert_eq!(b.snapshot(), before_v2);
 }
 
 #[test]

@@ -135,7 +135,8 @@ fn fake_state_file_persists_between_instances_and_names_map_to_types() {
     let e = FakeGpus::with_state_file("a100-80gb:1", &path).unwrap_err().to_string();
     assert!(e.contains("fake.json"), "{e}");
     assert!(FakeState::from_spec("v100:2").unwrap_err().to_string().contains("v100"));
-    assert!(FakeState::from_spec("a100-80gb:x").is_err());
+    let e = FakeState::from_spec("a100-80gb:x").unwrap_err();
+    assert_eq!((e.spec.as_str(), e.reason.as_str()), ("a100-80gb:x", "count `x` is not a number"), "{e}");
 }
 
 // ---- Identification and media-extension instances ---------------------------------------------

@@ -147,7 +147,10 @@ fn gpu_index_map_parses_and_refuses_duplicates() {
     let m = parse_index_map("0=2, 1=3").unwrap();
     assert_eq!(m.get(&1), Some(&3));
     assert!(parse_index_map("0=2,0=3").unwrap_err().to_string().contains("twice"));
-    assert!(parse_index_map("0:2").is_err());
+    match parse_index_map("0:2").unwrap_err() {
+        DeployError::BadIndexMap { spec, reason } => assert_eq!((spec.as_str(), reason.as_str()), ("0:2", "`0:2` has no `=`")),
+        e => panic!("expected BadIndexMap, got {e:?}"),
+    }
     let two_gpus = "0,0,a,resnet50,0,7,8,2,,a100-80gb,,,\n0,1,b,bert,0,7,8,1,,a100-80gb,,,\n";
     let mut node = a100(vec![]);
     node.gpus.push(gpu(1, "NVIDIA A100-SXM4-80GB", vec![]));
