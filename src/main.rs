@@ -6,6 +6,7 @@
 
 mod commands;
 
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -60,8 +61,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Stdout closed by its reader (`parva catalogue | head -1`): nothing left to say, and not
+        // a failure (see `commands::outln!` for why this and not the default SIGPIPE action).
+        Err(err) if err.downcast_ref::<commands::StdoutError>().is_some_and(commands::StdoutError::is_closed_pipe) => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Not eprintln!, which panics when stderr is a closed pipe too (`2>&1 | head -1`).
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::from(1)
         }
     }
@@ -75,5 +82,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour codes only for a person at a terminal, never in a log file or a pipe.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -57,7 +57,8 @@ impl InferError {
 pub enum ServeError {
     #[error(transparent)]
     Format(#[from] parva_core::FormatError),
-    #[error("{path}: {action}: {source}")]
+    /// The cause is the error's `source()`, printed once after it by `{:#}` (not in the message too).
+    #[error("{path}: {action}")]
     Io { path: PathBuf, action: &'static str, source: std::io::Error },
     #[error("{path}: model metadata: {problem}")]
     Meta { path: PathBuf, problem: String },
@@ -72,7 +73,7 @@ pub enum ServeError {
     Config(String),
     #[error("socket path {path} is {len} bytes long; Unix sockets allow at most {limit}: use a shorter --run-dir")]
     SocketPath { path: PathBuf, len: usize, limit: usize },
-    #[error("listen on {addr}: {source}")]
+    #[error("listen on {addr}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("HTTP server: {0}")]
     Http(std::io::Error),

@@ -36,12 +36,21 @@ pub struct WorkerIdentity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("connect to {path}: {source}")]
+    /// The cause is the `source()`, printed once after it by `{:#}`.
+    #[error("connect to {path}")]
     Connect { path: String, source: std::io::Error },
+    /// The protocol error is in the message and not a `source()` (its own cause would print twice:
+    /// [`ProtoError`] shows its cause inline, as the router's logs need).
     #[error("router connection: {0}")]
-    Proto(#[from] ProtoError),
+    Proto(ProtoError),
     #[error("loading the model: {0}")]
     Load(String),
+}
+
+impl From<ProtoError> for WorkerError {
+    fn from(e: ProtoError) -> Self {
+        WorkerError::Proto(e)
+    }
 }
 
 /// Connect to `socket`, load the executor with `load` (given the connection is up, so a slow load
@@ -231,7 +240,11 @@ pub struct EmulatedWorkerOptions {
 
 /// Main of the emulated worker process.
 pub fn run_emulated_worker(opts: &EmulatedWorkerOptions) -> Result<(), WorkerError> {
-    let meta = ModelMeta::read(&opts.model_meta).map_err(|e| WorkerError::Load(e.to_string()))?;
+    let meta = ModelMeta::read(&opts.model_meta).map_err(|e| {
+        // The message and its cause (an I/O error is the `source()`, not in the message).
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+        WorkerError::Load(format!("{e}{cause}"))
+    })?;
     let identity = WorkerIdentity { backend: "emulated".into(), device: "none".into(), runtime: "emulated (sleeps for profiled latencies)".into() };
     let exec_s: Vec<f64> = opts.exec_ms.iter().map(|ms| ms / 1e3).collect();
     run_worker(&opts.socket, &identity, &meta.clone(), 1, || Ok(EmulatedExecutor::new(meta, exec_s)))

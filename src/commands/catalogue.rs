@@ -73,13 +73,13 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for g in gpus {
-        println!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances);
+        outln!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances)?;
         let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
-        println!("  products: {}", products.join(", "));
-        println!("  {:<11} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB");
+        outln!("  products: {}", products.join(", "))?;
+        outln!("  {:<11} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB")?;
         for p in g.profiles {
             let starts: Vec<String> = p.starts.iter().map(|s| s.to_string()).collect();
-            println!(
+            outln!(
                 "  {:<11} {:>3} {:>5} {:>4} {:>7}  {{{}}}:{}{}",
                 p.name,
                 p.id,
@@ -89,7 +89,7 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                 starts.join(","),
                 p.mem_slices,
                 if p.media_extensions { "  (media extensions: one per GPU, never planned)" } else { "" }
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -87,8 +87,10 @@ pub struct DeployArgs {
     /// refused by their deadline long before: see `parva serve --help`).
     #[arg(long, alias = "queue-batches", default_value_t = parva_runner::serve::DEFAULT_QUEUE_BATCHES)]
     max_queue_batches: usize,
-    /// Fake GPUs instead of NVML, e.g. `a100-80gb:8` (tests; state in <run-dir>/fake-gpus.json).
-    #[arg(long, hide = true)]
+    /// For machines without a GPU (trying deploy out, tests): a fake node of COUNT GPUs of TYPE
+    /// instead of NVML, with fake MPS daemons; its state is kept in <run-dir>/fake-gpus.json.
+    /// Also PARVA_FAKE_GPUS=TYPE:COUNT.
+    #[arg(long, value_name = "TYPE:COUNT")]
     fake_gpus: Option<String>,
 }
 
@@ -137,9 +139,9 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             super::print_json(&serde_json::json!({ "node": args.node, "done": what, "changes": done }))?;
         } else {
             for line in &done {
-                println!("{line}");
+                outln!("{line}")?;
             }
-            println!("{what}: {} change(s) on node {}", done.len(), args.node);
+            outln!("{what}: {} change(s) on node {}", done.len(), args.node)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -177,24 +179,24 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome) -> anyhow::Result
         }));
     }
     let verb = if args.dry_run { "dry run (nothing changed)" } else { "deployed" };
-    println!("{verb}: node {} of {} on {} GPUs; mode {mode}", out.plan.node, plan.display(), out.plan.gpu_type);
+    outln!("{verb}: node {} of {} on {} GPUs; mode {mode}", out.plan.node, plan.display(), out.plan.gpu_type)?;
     for t in out.plan.targets.iter().filter(|t| t.kept_device.is_some()) {
-        println!("keep: GPU {}: {} at {{{}}} ({}) for {}", t.gpu, t.profile, t.start, t.kept_device.as_deref().unwrap_or(""), t.service);
+        outln!("keep: GPU {}: {} at {{{}}} ({}) for {}", t.gpu, t.profile, t.start, t.kept_device.as_deref().unwrap_or(""), t.service)?;
     }
     for u in &out.plan.untouched {
-        println!("untouched (--keep-unchanged): {u}");
+        outln!("untouched (--keep-unchanged): {u}")?;
     }
-    println!("actions ({}):", out.plan.actions.len());
+    outln!("actions ({}):", out.plan.actions.len())?;
     for (i, a) in out.plan.actions.iter().enumerate() {
-        println!("  {}. {a}", i + 1);
+        outln!("  {}. {a}", i + 1)?;
     }
     if let Some(ck) = &out.checkpoint {
-        println!("checkpoint of the node before the change: {} (parva deploy --restore)", ck.display());
+        outln!("checkpoint of the node before the change: {} (parva deploy --restore)", ck.display())?;
     }
-    println!("segments ({}):", out.segments.len());
+    outln!("segments ({}):", out.segments.len())?;
     for s in &out.segments {
         let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("  GPU {} (plan GPU {}) {{{}}} {} {} ({}): {}", s.gpu, s.plan_gpu, s.start, s.profile, s.service, s.model, env.join(" "));
+        outln!("  GPU {} (plan GPU {}) {{{}}} {} {} ({}): {}", s.gpu, s.plan_gpu, s.start, s.profile, s.service, s.model, env.join(" "))?;
     }
     Ok(())
 }
@@ -226,7 +228,8 @@ async fn show_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>, b
         match ev {
             ServeEvent::Listening(addr) => {
                 let label = if backend == BackendKind::Emulated { " (EMULATED backend: latencies are the profile's, outputs are zeros)" } else { "" };
-                println!("listening on http://{addr}{label}");
+                // A closed stdout must not stop the server (`parva serve | head -1` waits for this line).
+                let _ = outln!("listening on http://{addr}{label}");
             }
             ServeEvent::Workers { ready, total } if ready == total => eprintln!("ready: {ready}/{total} workers"),
             ServeEvent::Workers { .. } => {}

@@ -1,5 +1,27 @@
 //! The subcommands of `parva`: argument parsing and output; the work happens in the libraries.
 
+/// Print a line on stdout, returning the write's error as [`StdoutError`] instead of panicking as
+/// `println!` does (e.g. on a closed pipe: `parva catalogue | head -1`); `main` exits quietly
+/// with 0 when stdout is a closed pipe, as ripgrep does. Every command prints through this (or
+/// [`out!`]) and propagates the error with `?`.
+///
+/// Why not restore the default SIGPIPE action instead (the other usual fix)? The process would
+/// be killed by the signal, exit status 141, which fails a `set -o pipefail` script; and `serve`,
+/// `deploy`, `verify` and `profile` write to sockets and worker pipes too, where a peer that went
+/// away must be an error the code handles, never a signal that kills the router.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!($($arg)*))
+    };
+}
+
 pub mod catalogue;
 pub mod deploy;
 pub mod plan;
@@ -17,8 +39,40 @@ pub const EXIT_INCOMPLETE: u8 = 3;
 
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
+}
+
+/// Writing to stdout failed (its cause is the `source()`); a closed pipe is not an error for
+/// `parva` (see [`StdoutError::is_closed_pipe`]).
+#[derive(Debug)]
+pub struct StdoutError(pub std::io::Error);
+
+impl StdoutError {
+    /// Whoever read stdout went away (`| head`): `main` exits quietly with status 0.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cannot write to stdout")
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Write `args` to stdout and flush it, so that a failed write is seen here and not lost in a
+/// later flush (see [`outln!`]).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<(), StdoutError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args).and_then(|()| out.flush()).map_err(StdoutError)
 }
 
 pub fn exit(ok: bool) -> ExitCode {

@@ -129,7 +129,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         v["out"] = serde_json::json!(out);
         super::print_json(&v)?;
     } else {
-        print_summary(&summary, &out);
+        print_summary(&summary, &out)?;
     }
     for bad in &summary.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
@@ -147,8 +147,8 @@ fn default_out(slo: Option<usize>) -> PathBuf {
     }
 }
 
-fn print_summary(s: &plan::PlanSummary, out: &Path) {
-    println!(
+fn print_summary(s: &plan::PlanSummary, out: &Path) -> Result<(), super::StdoutError> {
+    outln!(
         "{} services on {} {} GPUs ({} nodes): {} segments, {} GPCs, planned in {:.3} s",
         s.services.len() - s.infeasible.len() - s.zero_rate.len(),
         s.gpus,
@@ -157,26 +157,26 @@ fn print_summary(s: &plan::PlanSummary, out: &Path) {
         s.segments,
         s.gpcs,
         s.plan_seconds
-    );
-    println!("{:<24} {:<16} {:>10} {:>9} {:>11} {:>8}", "service", "model", "rate/s", "SLO ms", "capacity/s", "segments");
+    )?;
+    outln!("{:<24} {:<16} {:>10} {:>9} {:>11} {:>8}", "service", "model", "rate/s", "SLO ms", "capacity/s", "segments")?;
     for svc in &s.services {
         if s.zero_rate.contains(&svc.service) {
-            println!("{:<24} {:<16} {:>10.1} {:>9.1} {:>11} {:>8}", svc.service, svc.model, svc.rate, svc.slo_ms, "rate 0", 0);
+            outln!("{:<24} {:<16} {:>10.1} {:>9.1} {:>11} {:>8}", svc.service, svc.model, svc.rate, svc.slo_ms, "rate 0", 0)?;
             continue;
         }
         // Rates below 0.1/s would print as 0.0: show them in full.
         let rate = if svc.rate < 0.1 { format!("{:.3e}", svc.rate) } else { format!("{:.1}", svc.rate) };
-        println!(
+        outln!(
             "{:<24} {:<16} {:>10} {:>9.1} {:>11.1} {:>8}",
             svc.service, svc.model, rate, svc.slo_ms, svc.capacity, svc.segments
-        );
+        )?;
     }
     if let Some(lb) = s.lower_bound_gpus {
         let proof = if s.proven_optimal { "proven optimal" } else { "not proven optimal" };
-        println!("lower bound: {lb} GPUs ({proof})");
+        outln!("lower bound: {lb} GPUs ({proof})")?;
     }
     for note in &s.notes {
-        println!("note: {note}");
+        outln!("note: {note}")?;
     }
-    println!("wrote {}", out.display());
+    outln!("wrote {}", out.display())
 }

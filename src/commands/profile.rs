@@ -105,8 +105,10 @@ pub struct ProfileArgs {
     /// Print the summary as JSON on stdout (no progress bar).
     #[arg(long)]
     json: bool,
-    /// Fake GPUs instead of NVML, e.g. `a100-80gb:1` (tests; state in <run-dir>/fake-gpus.json).
-    #[arg(long, hide = true)]
+    /// For machines without a GPU (trying the sweep out, tests): a fake node of COUNT GPUs of TYPE
+    /// instead of NVML, with fake MPS daemons; its state is kept in <run-dir>/fake-gpus.json.
+    /// Also PARVA_FAKE_GPUS=TYPE:COUNT.
+    #[arg(long, value_name = "TYPE:COUNT")]
     fake_gpus: Option<String>,
 }
 
@@ -588,21 +590,21 @@ fn report(args: &ProfileArgs, table: &Table, summary: &Summary, table_path: &Pat
             "series": series,
         }));
     }
-    println!("{:>4} {:>5} {:>8} {:>10} {:>18} {:>20} {:>4} {:>6} {:>6}", "size", "procs", "measured", "best batch", "best samples/s", "batch latency ms", "oom", "pruned", "failed");
+    outln!("{:>4} {:>5} {:>8} {:>10} {:>18} {:>20} {:>4} {:>6} {:>6}", "size", "procs", "measured", "best batch", "best samples/s", "batch latency ms", "oom", "pruned", "failed")?;
     for s in &series {
         let lat = match (s.min_latency_ms, s.max_latency_ms) {
             (Some(a), Some(b)) => format!("{a:.2}..{b:.2}"),
             _ => "-".into(),
         };
         let best = s.best_batch.map_or("-".into(), |b| b.to_string());
-        println!(
+        outln!(
             "{:>4} {:>5} {:>8} {:>10} {:>18.1} {:>20} {:>4} {:>6} {:>6}",
             s.size, s.procs, s.measured, best, s.best_segment_throughput, lat, s.oom, s.pruned, s.failed
-        );
+        )?;
     }
     let c = &summary.counts;
     let minutes = summary.seconds / 60.0;
-    println!(
+    outln!(
         "{} points: {} measured, {} resumed, {} out of memory, {} pruned, {} failed in {:.1} s ({:.1} measured points/min){}",
         c.measured + c.resumed + c.oom + c.pruned + c.failed,
         c.measured,
@@ -613,7 +615,7 @@ fn report(args: &ProfileArgs, table: &Table, summary: &Summary, table_path: &Pat
         summary.seconds,
         if minutes > 0.0 { c.measured as f64 / minutes } else { 0.0 },
         if summary.interrupted { "; INTERRUPTED" } else { "" }
-    );
-    println!("table: {}\nmetadata: {}", table_path.display(), meta_path.display());
+    )?;
+    outln!("table: {}\nmetadata: {}", table_path.display(), meta_path.display())?;
     Ok(())
 }

@@ -29,6 +29,7 @@ pub struct ServeArgs {
     /// estimates otherwise).
     #[arg(long)]
     prof_data: Option<PathBuf>,
+    /// Where torch workers run their model.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// HTTP address (port 0: any free port; the chosen address is printed).
@@ -181,7 +182,8 @@ async fn show_progress(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>,
             ServeEvent::Listening(addr) => {
                 let label = if backend == BackendKind::Emulated { " (EMULATED backend: latencies are the profile's, outputs are zeros)" } else { "" };
                 // stdout: the one line scripts wait for.
-                println!("listening on http://{addr}{label}");
+                // A closed stdout must not stop the server (`parva serve | head -1` waits for this line).
+                let _ = outln!("listening on http://{addr}{label}");
                 say(&bar, format!("worker logs in {}", run_dir.display()));
             }
             ServeEvent::Workers { ready, total } => {

@@ -20,6 +20,7 @@ pub struct SimulateArgs {
     /// ParvaGPU SLO directory (with --slo), instead of --services.
     #[arg(long, value_name = "DIR", requires = "slo")]
     slo_dir: Option<PathBuf>,
+    /// Scenario (row, 1-based) of the SLO files (with --slo-dir).
     #[arg(long, value_name = "N", requires = "slo_dir")]
     slo: Option<usize>,
     /// Seconds of traffic (e.g. 60, 60s, 2m): at most one day, and at most 2e8 expected arrivals
@@ -111,7 +112,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&report)?;
     } else {
-        print_table(&report);
+        print_table(&report)?;
     }
     Ok(super::exit(report.all_pass))
 }
@@ -127,26 +128,26 @@ fn write_outputs(dir: &std::path::Path, report: &SimReport) -> anyhow::Result<()
     Ok(())
 }
 
-fn print_table(r: &SimReport) {
+fn print_table(r: &SimReport) -> Result<(), super::StdoutError> {
     let p = r.config.percentile;
-    println!(
+    outln!(
         "{:<24} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}  result",
         "service", "offered/s", "served/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "SLO ms", "in SLO %"
-    );
+    )?;
     for s in &r.services {
-        println!(
+        outln!(
             "{:<24} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.2}  {}",
             s.service, s.offered_rate, s.served_rate, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.slo_ms, s.attainment_pct,
             if s.pass { "pass" } else { "FAIL" }
-        );
+        )?;
     }
     let failed = r.services.iter().filter(|s| !s.pass).count();
-    println!(
+    outln!(
         "{} of {} services meet their SLO at p{p} ({} s simulated, {:?} arrivals, seed {})",
         r.services.len() - failed,
         r.services.len(),
         r.config.duration_s,
         r.config.arrivals,
         r.config.seed
-    );
+    )
 }

@@ -35,12 +35,12 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         }))?;
     } else if problems.is_empty() {
-        println!("{}: {} segments on {} GPUs, every layout is a legal {} MIG layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id);
+        outln!("{}: {} segments on {} GPUs, every layout is a legal {} MIG layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id)?;
     } else {
         for p in &problems {
-            println!("{}: {p}", args.plan.display());
+            outln!("{}: {p}", args.plan.display())?;
         }
-        println!("{} of {} GPUs have illegal layouts", problems.len(), map.gpu_count());
+        outln!("{} of {} GPUs have illegal layouts", problems.len(), map.gpu_count())?;
     }
     Ok(super::exit(problems.is_empty()))
 }

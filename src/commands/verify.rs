@@ -218,7 +218,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(r)?;
     } else {
-        print!("{}", report::table(r));
+        out!("{}", report::table(r))?;
     }
     eprintln!("report: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     Ok(super::exit(r.all_pass))

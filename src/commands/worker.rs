@@ -15,6 +15,7 @@ pub struct WorkerArgs {
     /// Model metadata (`models/<name>.json`).
     #[arg(long)]
     model_meta: PathBuf,
+    /// Largest batch the worker accepts.
     #[arg(long)]
     max_batch: usize,
     /// Milliseconds per batch of 1, 2, ... rows.

@@ -25,7 +25,7 @@ pub enum VerifyError {
     #[error("service {service:?}: model metadata from {url}: {problem}")]
     Metadata { service: String, url: String, problem: String },
     /// `parva simulate`'s prediction for the plan failed.
-    #[error("predicting with the simulator: {0}")]
+    #[error("predicting with the simulator")]
     Sim(#[from] parva_core::sim::SimError),
     /// Writing a report file failed.
     #[error("{path}: cannot {action}")]
