@@ -10,6 +10,8 @@
 //! - [`checkpoint`]: the node's MIG state by GPU UUID, saved before a change and restored on failure.
 //! - [`plan`]: pure: deployment map + observed node state -> ordered list of typed actions.
 //! - [`exec`]: pre-flight checks, the executor with rollback, teardown and restore.
+//! - [`cuda`]: CUDA's own view of each device (driver API via `cudarc`, loaded at run time).
+//! - [`doctor`]: `parva doctor`: every check of a node's readiness, read-only, over the traits above.
 
 pub mod fake;
 pub mod fault;
@@ -20,3 +22,5 @@ pub mod error;
 pub mod plan;
 pub mod checkpoint;
 pub mod exec;
+pub mod cuda;
+pub mod doctor;

@@ -48,6 +48,13 @@ impl NvmlMig {
         Nvml::init().map(|nvml| NvmlMig { nvml }).map_err(|e| MigError::Load(e.to_string()))
     }
 
+    /// (driver version `570.124.06`, highest CUDA version it supports `12.8`).
+    pub fn versions(&self) -> Result<(String, String), MigError> {
+        let driver = self.nvml.sys_driver_version().map_err(|e| MigError::Load(format!("nvmlSystemGetDriverVersion failed: {e}")))?;
+        let cuda = self.nvml.sys_cuda_driver_version().map_err(|e| MigError::Load(format!("nvmlSystemGetCudaDriverVersion failed: {e}")))?;
+        Ok((driver, format!("{}.{}", cuda / 1000, (cuda % 1000) / 10)))
+    }
+
     /// The GPU and driver facts a profile's metadata records.
     pub fn describe(&self, gpu: u32) -> Result<GpuDescription, MigError> {
         let dev = self.device(gpu)?;
