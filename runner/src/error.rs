@@ -77,6 +77,12 @@ pub enum ServeError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error(
+        "the torch worker `parva-worker` was not found ({looked}); build it with \
+         `eval \"$(scripts/bootstrap --torch)\" && cargo build --release --locked -p parva-worker` \
+         (or run through `scripts/parva --torch ...`, which builds it), or set PARVA_WORKER=/path/to/parva-worker"
+    )]
+    NoWorker { looked: String },
 }
 
 impl ServeError {

@@ -153,14 +153,32 @@ pub fn default_worker_command(backend: BackendKind) -> Result<WorkerCommand, Ser
     let exe = std::env::current_exe().map_err(|e| ServeError::io("/proc/self/exe", "find the running executable", e))?;
     Ok(match backend {
         BackendKind::Emulated => WorkerCommand { program: exe, args: vec!["worker".into()] },
-        BackendKind::Torch => {
-            let program = match std::env::var_os("PARVA_WORKER") {
-                Some(p) => PathBuf::from(p),
-                None => exe.parent().map(|d| d.join("parva-worker")).filter(|p| p.is_file()).unwrap_or_else(|| "parva-worker".into()),
-            };
-            WorkerCommand { program, args: vec![] }
-        }
+        BackendKind::Torch => WorkerCommand {
+            program: locate_torch_worker(std::env::var_os("PARVA_WORKER"), Some(&exe), std::env::var_os("PATH").as_deref())?,
+            args: vec![],
+        },
     })
+}
+
+/// The torch worker binary: `PARVA_WORKER` when set (it must exist), else `parva-worker` beside
+/// this executable, else the first `parva-worker` on `PATH`. Missing, the error says where it
+/// looked and the command that builds it, before anything starts.
+pub fn locate_torch_worker(env: Option<std::ffi::OsString>, exe: Option<&Path>, path_var: Option<&std::ffi::OsStr>) -> Result<PathBuf, ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if let Some(p) = env.filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if runnable(&p) { Ok(p) } else { Err(ServeError::NoWorker { looked: format!("PARVA_WORKER={} is not an executable file", p.display()) }) };
+    }
+    let beside = exe.and_then(Path::parent).map(|d| d.join("parva-worker"));
+    if let Some(p) = beside.as_ref().filter(|p| runnable(p)) {
+        return Ok(p.clone());
+    }
+    if let Some(p) = path_var.into_iter().flat_map(std::env::split_paths).map(|d| d.join("parva-worker")).find(|p| runnable(p)) {
+        return Ok(p);
+    }
+    let beside = beside.map_or("beside parva".to_string(), |p| format!("not at {}", p.display()));
+    Err(ServeError::NoWorker { looked: format!("PARVA_WORKER unset, {beside}, not on PATH") })
 }
 
 /// One worker process to start.
@@ -287,6 +305,11 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         nodes.dedup();
         return Err(ServeError::NoSegments { node: opts.node, nodes });
     }
+    // The worker program first: a newcomer without `parva-worker` learns how to build it before
+    // being asked for model files.
+    if opts.worker_command.is_none() {
+        opts.worker_command = Some(default_worker_command(opts.backend)?);
+    }
     let metas = load_metas(&opts)?;
     let prof = match &opts.prof_data {
         Some(dir) => Some(ProfileSet::read_dir(dir, None)?),
@@ -389,5 +412,46 @@ async fn watch_readiness(shared: Vec<Arc<ProcShared>>, send: impl Fn(ServeEvent)
             last = ready;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn exe(dir: &Path, name: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_torch_worker_is_found_by_env_then_beside_parva_then_on_path() {
+        let bin = tempfile::tempdir().unwrap();
+        let path_dir = tempfile::tempdir().unwrap();
+        let on_path = exe(path_dir.path(), "parva-worker");
+        let path_var = std::env::join_paths([path_dir.path()]).unwrap();
+        let parva = bin.path().join("parva");
+        assert_eq!(locate_torch_worker(None, Some(&parva), Some(&path_var)).unwrap(), on_path);
+        let beside = exe(bin.path(), "parva-worker");
+        assert_eq!(locate_torch_worker(None, Some(&parva), Some(&path_var)).unwrap(), beside);
+        let custom = exe(path_dir.path(), "my-worker");
+        assert_eq!(locate_torch_worker(Some(custom.clone().into()), Some(&parva), Some(&path_var)).unwrap(), custom);
+    }
+
+    #[test]
+    fn a_missing_torch_worker_fails_at_once_with_the_command_that_builds_it() {
+        let bin = tempfile::tempdir().unwrap();
+        let parva = bin.path().join("parva");
+        let e = locate_torch_worker(None, Some(&parva), Some(std::ffi::OsStr::new(""))).unwrap_err();
+        assert!(matches!(&e, ServeError::NoWorker { looked } if looked.contains(&format!("not at {}", bin.path().join("parva-worker").display()))), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("cargo build --release --locked -p parva-worker") && text.contains("scripts/parva --torch"), "{text}");
+        // PARVA_WORKER pointing nowhere is an error, not a silent fallback to another binary.
+        exe(bin.path(), "parva-worker");
+        let e = locate_torch_worker(Some("/nonexistent/parva-worker".into()), Some(&parva), None).unwrap_err();
+        assert!(e.to_string().contains("PARVA_WORKER=/nonexistent/parva-worker is not an executable file"), "{e}");
     }
 }

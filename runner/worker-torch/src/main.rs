@@ -19,15 +19,15 @@ mod exec;
 #[derive(Parser)]
 #[command(name = "parva-worker", version, about = "parva's TorchScript inference worker")]
 struct Args {
-    /// The router's socket (required unless --bench).
-    #[arg(long, required_unless_present = "bench")]
+    /// The router's socket (required unless --bench or --probe).
+    #[arg(long, required_unless_present_any = ["bench", "probe"])]
     socket: Option<PathBuf>,
     /// Model metadata (`models/<name>.json`).
-    #[arg(long)]
-    model_meta: PathBuf,
+    #[arg(long, required_unless_present = "probe")]
+    model_meta: Option<PathBuf>,
     /// TorchScript file (`models/<name>.pt`).
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "probe")]
+    model: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// Largest batch (warm-up size).
@@ -39,6 +39,10 @@ struct Args {
     /// Benchmark mode: run ITERS batches of --max-batch rows in a bare loop and print samples/s.
     #[arg(long)]
     bench: Option<usize>,
+    /// Print what this worker runs on as JSON (version, libtorch, whether CUDA registered and how
+    /// many devices it sees) and exit: what `parva doctor` reads.
+    #[arg(long, exclusive = true)]
+    probe: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -68,6 +72,17 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("parva_worker=info,parva_runner=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
     let cuda_lib = register_cuda();
+    if args.probe {
+        let cuda_devices = if cuda_lib { tch::Cuda::device_count() } else { 0 };
+        println!(
+            "{{\"version\":\"{}\",\"libtorch\":\"libtorch 2.11 (tch 0.24)\",\"cuda_registered\":{cuda_lib},\"cuda_devices\":{cuda_devices}}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        return Ok(());
+    }
+    let (Some(model_meta), Some(model)) = (args.model_meta.as_ref(), args.model.as_ref()) else {
+        anyhow::bail!("--model and --model-meta are required");
+    };
     let device = match args.device {
         DeviceArg::Cpu => tch::Device::Cpu,
         DeviceArg::Cuda => tch::Device::Cuda(0),
@@ -77,12 +92,12 @@ fn main() -> anyhow::Result<()> {
         tch::set_num_interop_threads(1);
     }
     tracing::info!(cuda_lib, cuda = tch::Cuda::is_available(), ?device, "starting");
-    let meta = ModelMeta::read(&args.model_meta)?;
+    let meta = ModelMeta::read(model_meta)?;
     let load = || -> Result<exec::TorchExecutor, String> {
         if device != tch::Device::Cpu && !tch::Cuda::is_available() {
             return Err(format!("--device cuda but CUDA is not available (libtorch_cuda loaded: {cuda_lib})"));
         }
-        exec::TorchExecutor::load(&args.model, device, meta.clone())
+        exec::TorchExecutor::load(model, device, meta.clone())
     };
     if let Some(iters) = args.bench {
         let mut ex = load().map_err(anyhow::Error::msg)?;
