@@ -38,6 +38,9 @@ enum Command {
     Deploy(commands::deploy::DeployArgs),
     /// Measure a model's profile table on a GPU (instance size x batch x MPS processes).
     Profile(commands::profile::ProfileArgs),
+    /// Check that this machine is ready to profile and serve (a map): driver, GPUs and MIG, CUDA,
+    /// MPS, the torch worker and the models; read-only, each problem with its fix.
+    Doctor(commands::doctor::DoctorArgs),
     /// Load a KServe v2 endpoint open-loop at each service's SLO rate and check its latency SLO.
     Verify(commands::verify::VerifyArgs),
     /// The emulated worker process `parva serve --backend emulated` starts.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => commands::deploy::run(args),
         Command::Profile(args) => commands::profile::run(args),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
         Command::Worker(args) => commands::worker::run(args),
     };
     match result {

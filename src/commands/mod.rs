@@ -24,6 +24,7 @@ macro_rules! out {
 
 pub mod catalogue;
 pub mod deploy;
+pub mod doctor;
 pub mod plan;
 pub mod profile;
 pub mod simulate;
