@@ -33,7 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def bare(args):
     out = subprocess.run(
         [args.worker, "--bench", str(args.iters), "--model-meta", f"{args.models}/{args.model}.json",
-         "--model", f"{args.models}/{args.model}.pt", "--max-batch", str(args.batch), "--threads", str(args.threads)],
+         "--model", f"{args.models}/{args.model}.pt", "--max-batch", str(args.batch), "--threads", str(args.threads),
+         "--device", args.device],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
 
@@ -78,7 +79,7 @@ def via_router(args, meta):
             f.write("node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n")
             f.write(f"0,0,bench,{args.model},0,7,{args.batch},1,,,,1,600000\n")
         proc = subprocess.Popen(
-            [args.parva, "serve", "--plan", plan, "--backend", "torch", "--models", args.models, "--threads", str(args.threads),
+            [args.parva, "serve", "--plan", plan, "--backend", "torch", "--device", args.device, "--models", args.models, "--threads", str(args.threads),
              "--listen", "127.0.0.1:0", "--run-dir", os.path.join(tmp, "run")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
@@ -129,6 +130,7 @@ def main():
     ap.add_argument("--iters", type=int, default=20, help="batches per run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the worker runs (both modes)")
     ap.add_argument("--models", default=os.path.join(ROOT, "models"))
     ap.add_argument("--parva", default=os.path.join(ROOT, "target/release/parva"))
     ap.add_argument("--worker", default=os.path.join(ROOT, "target/release/parva-worker"))
@@ -143,6 +145,8 @@ def main():
         busy.append(bz)
         print(f"round {i + 1}: bare {b[-1]:.2f} samples/s, router {r[-1]:.2f} samples/s, worker busy {100 * bz:.2f} %", file=sys.stderr)
     mb, mr, mbusy = statistics.median(b), statistics.median(r), statistics.median(busy)
+    print(f"device: {args.device}")
+    print()
     print("| model | batch | threads | bare samples/s (median) | router samples/s (median) | throughput overhead | worker idle through the router |")
     print(f"| {args.model} | {args.batch} | {args.threads} | {mb:.2f} | {mr:.2f} | {100 * (1 - mr / mb):+.2f} % | {100 * (1 - mbusy):.2f} % |")
 
