@@ -19,17 +19,26 @@ use std::path::{Path, PathBuf};
 pub trait NodeInfo: MigControl {
     /// (driver version `570.124.06`, highest CUDA version it supports `12.8`).
     fn driver_versions(&mut self) -> Result<(String, String), MigError>;
+    /// Total memory of GPU `gpu`, MiB, when known.
+    fn memory_total_mib(&mut self, gpu: u32) -> Option<f64>;
 }
 
 impl NodeInfo for crate::nvml::NvmlMig {
     fn driver_versions(&mut self) -> Result<(String, String), MigError> {
         self.versions()
     }
+    fn memory_total_mib(&mut self, gpu: u32) -> Option<f64> {
+        self.describe(gpu).ok().map(|d| d.memory_total_mib)
+    }
 }
 
 impl NodeInfo for crate::fake::FakeGpus {
     fn driver_versions(&mut self) -> Result<(String, String), MigError> {
         Ok(("fake".into(), "fake".into()))
+    }
+    fn memory_total_mib(&mut self, gpu: u32) -> Option<f64> {
+        let g = self.gpus().ok()?.into_iter().find(|g| g.index == gpu)?;
+        g.gpu_type()?.profiles.iter().map(|p| p.mem_gb).max().map(|gb| f64::from(gb) * 1024.0)
     }
 }
 
@@ -335,6 +344,7 @@ fn gpu_checks(node: &mut dyn NodeInfo, out: &mut Lines, needs: Option<&MapNeeds>
         } else {
             "MIG off".to_string()
         };
+        let memory = node.memory_total_mib(g.index).map_or(String::new(), |m| format!(", {:.0} GiB", m / 1024.0));
         let wrong_type = needs.and_then(|n| n.gpu_type.as_deref()).filter(|want| used && *want != kind);
         let (status, fix) = if let Some(want) = wrong_type {
             (Status::Fail, Some(format!("the map is planned for {want}: re-plan for {kind} (parva plan --gpu {kind}) or serve it on {want} GPUs")))
@@ -343,7 +353,7 @@ fn gpu_checks(node: &mut dyn NodeInfo, out: &mut Lines, needs: Option<&MapNeeds>
         } else {
             (Status::Ok, None)
         };
-        out.push(&item, status, format!("{} [{kind}] {}, {mode}", g.product(), g.uuid), fix);
+        out.push(&item, status, format!("{} [{kind}] {}{memory}, {mode}", g.product(), g.uuid), fix);
         found.push((g, migs));
     }
     if let Some(n) = needs {
