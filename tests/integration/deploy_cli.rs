@@ -109,7 +109,8 @@ fn deploy_redeploy_changes_only_differing_instances_then_teardown_keeps_foreign_
     assert!(after[..3].iter().all(|l| l.is_empty()), "{after:?}");
     assert_eq!(after[3], vec![(14, 0)], "the instance parva did not create stays");
     let o = deploy(run, &["--teardown"]);
-    assert!(!o.status.success() && stderr(&o).contains("nothing to tear down"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to tear down"), "{}", stderr(&o));
 }
 
 #[test]
@@ -159,6 +160,7 @@ fn deploy_refuses_a_gpu_without_mig_and_prints_the_admin_command() {
     assert!(layouts(run).iter().all(|l| l.is_empty()), "nothing changed");
     // A plan for another GPU type.
     let o = deploy(run, &["--plan", &map("a100_mixed.csv"), "--gpu", "h100-80gb", "--no-serve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("but the plan is for h100-80gb"), "{}", stderr(&o));
 }
 
@@ -175,6 +177,7 @@ fn deploy_no_mig_shares_whole_gpus_and_says_so() {
     assert!(env[0].1.starts_with("GPU-"), "{env:?}");
     assert_eq!(v["actions"].as_array().unwrap().len(), 3, "one daemon per GPU");
     let o = deploy(run, &["--plan", &map("a100_mixed.csv"), "--no-mig", "--no-serve"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("mode no-mig"), "{}", stdout(&o));
 }
 

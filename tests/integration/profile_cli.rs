@@ -50,10 +50,11 @@ fn torch_on_cpu_writes_a_table_the_planner_reads_resumes_and_records_a_crashed_w
     assert_eq!(t.points.len(), 4);
     for p in &t.points {
         assert!(p.is_measured(), "{p:?}");
-        // Closed loop: per-process throughput ~ batch / mean latency. The fixture's batches take
-        // microseconds, so the loop's own overhead shows; allow for it.
+        // Closed loop: a process runs one batch at a time, so its throughput is at most batch /
+        // mean latency (table rounding allows a hair above). The loop's own overhead only lowers
+        // it, by how much depends on the machine's load: no lower bound here (issue 19).
         let ratio = p.throughput * p.latency_s / p.batch as f64;
-        assert!((0.6..=1.1).contains(&ratio), "{p:?}: throughput x latency / batch = {ratio}");
+        assert!(p.throughput > 0.0 && ratio <= 1.0 + 1e-3, "{p:?}: throughput x latency / batch = {ratio}");
         assert_eq!(p.extra[0], "measured");
         assert!(p.extra[3].parse::<f64>().unwrap() > 10.0, "peak RSS of the workers in MiB: {:?}", p.extra);
     }
@@ -89,7 +90,9 @@ fn torch_on_cpu_writes_a_table_the_planner_reads_resumes_and_records_a_crashed_w
 }
 
 /// A table for the emulated backend to replay: size 1 runs out of memory at batch 4 with one
-/// process; size 7 is fast.
+/// process; size 7 is fast. Latency = base x batch x processes, so against --max-latency-ms 14
+/// every kept point is at most 8 ms (6 ms of room for a loaded machine's sleeps to overshoot)
+/// and every point that prunes the next is 16 ms (a sleep never undershoots).
 fn source_table(dir: &Path) -> std::path::PathBuf {
     let src = dir.join("source");
     std::fs::create_dir_all(&src).unwrap();
@@ -97,7 +100,7 @@ fn source_table(dir: &Path) -> std::path::PathBuf {
     for (size, base) in [(1u8, 0.004), (7, 0.002)] {
         for procs in [1u32, 2] {
             for batch in [1u32, 2, 4, 8] {
-                let lat = base * (1.0 + 0.5 * (batch - 1) as f64) * procs as f64;
+                let lat = base * batch as f64 * procs as f64;
                 let tp = if size == 1 && procs == 1 && batch >= 4 { 0.0 } else { batch as f64 / lat };
                 let lat = if tp == 0.0 { 0.0 } else { lat };
                 csv.push_str(&format!("{size},{batch},{procs},{tp},{lat}\n"));
@@ -117,10 +120,10 @@ fn mig_sweep_on_fake_gpus_replays_a_table_prunes_and_cleans_up() {
     let args = [
         "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(),
         "--fake-gpus", "a100-80gb:1", "--partition", "mig", "--sizes", "1,7", "--procs", "1,2", "--batches", "1,2,4,8",
-        "--max-latency-ms", "9", "--run-dir", run_dir.to_str().unwrap(), "--json",
+        "--max-latency-ms", "14", "--run-dir", run_dir.to_str().unwrap(), "--json",
     ];
     let o = profile(&out, &args, &[]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let c = &report["summary"]["counts"];
     let st = statuses(&out, "linear");
@@ -129,17 +132,28 @@ fn mig_sweep_on_fake_gpus_replays_a_table_prunes_and_cleans_up() {
     assert_eq!(find("1", "4", "1").3, "oom", "{st:?}");
     let pruned = find("1", "8", "1");
     assert_eq!((pruned.3.as_str(), pruned.4.as_str()), ("pruned", "batch 4 ran out of memory"));
-    // Size 1, two processes: batch 2 takes 4 ms x 1.5 x 2 = 12 ms > 9 ms, so 4 and 8 are pruned;
-    // size 7, two processes: batch 4 takes 2 ms x 2.5 x 2 = 10 ms, so 8 is.
-    assert!(find("1", "4", "2").4.starts_with("batch 2 took 12.") && find("1", "4", "2").4.ends_with("> --max-latency-ms 9"), "{st:?}");
+    // Size 1, two processes: batch 2 takes 4 ms x 2 x 2 = 16 ms > 14 ms, so 4 and 8 are pruned;
+    // size 7, two processes: batch 4 takes 2 ms x 4 x 2 = 16 ms, so 8 is. The note gives the
+    // measured figure: at least the replayed 16 ms (how much more depends on the machine's load).
+    let took = |note: &str, batch: u32| -> f64 {
+        let rest = note.strip_prefix(&format!("batch {batch} took ")).unwrap_or_else(|| panic!("{note}"));
+        assert!(rest.ends_with(" ms > --max-latency-ms 14"), "{note}");
+        rest.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{note}"))
+    };
+    assert_eq!(find("1", "4", "2").3, "pruned");
+    assert!(took(&find("1", "4", "2").4, 2) >= 16.0, "{st:?}");
     assert_eq!(find("1", "8", "2").3, "pruned");
-    assert!(find("7", "8", "2").4.starts_with("batch 4 took 10."), "{st:?}");
+    assert_eq!(find("7", "8", "2").3, "pruned");
+    assert!(took(&find("7", "8", "2").4, 4) >= 16.0, "{st:?}");
     assert_eq!((c["measured"].as_u64(), c["oom"].as_u64(), c["pruned"].as_u64()), (Some(11), Some(1), Some(4)), "{c}");
-    // The replayed latencies come back (sleeps overshoot a little, never undershoot).
+    // The replayed latencies come back: a sleep never undershoots; how far it overshoots depends
+    // on the load (issue 19: a 3 ms sleep timed to within 1.5 ms flaked), so only a wide bound.
     let set = ProfileSet::read_dir(&out, None).unwrap();
     let t = set.get("linear").unwrap();
-    let l = t.point(7, 2, 1).unwrap().latency_s;
-    assert!((0.003..0.0045).contains(&l), "size 7 batch 2: {l} s, replayed 3 ms");
+    for (size, batch, procs, replayed) in [(7u8, 2u32, 1u32, 0.004), (7, 8, 1, 0.016), (1, 2, 1, 0.008), (7, 4, 2, 0.016)] {
+        let l = t.point(size, batch, procs).unwrap().latency_s;
+        assert!(l >= replayed && l < replayed + 0.5, "size {size} batch {batch} x{procs}: {l} s, replayed {replayed} s");
+    }
     // Each size was a real (fake) MIG instance, and none is left.
     let segments = report["summary"]["segments"].as_array().unwrap();
     assert!(segments[0]["how"].as_str().unwrap().starts_with("MIG 1g.10gb at {0}"), "{segments:?}");
@@ -168,7 +182,7 @@ fn bad_arguments_and_foreign_tables_are_refused_before_anything_is_written() {
     ];
     for (args, want) in cases {
         let o = parva(&[&["profile", "--out", o_str][..], &args[..]].concat());
-        assert!(!o.status.success(), "{args:?} should fail");
+        assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{args:?}: wanted {want:?} in: {}", stderr(&o));
         assert!(!out.exists(), "{args:?}: nothing may be written");
     }
@@ -180,6 +194,7 @@ fn bad_arguments_and_foreign_tables_are_refused_before_anything_is_written() {
         "instances": [], "processes": []}], "serial": 0, "privileged": true});
     std::fs::write(run_dir.join("fake-gpus.json"), state.to_string()).unwrap();
     let o = parva(&["profile", "--out", o_str, "--model", "models/fixtures/linear.pt", "--fake-gpus", "a100-80gb:1", "--run-dir", run_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("MIG mode is off") && stderr(&o).contains("--partition mps"), "{}", stderr(&o));
     assert!(!out.exists(), "nothing may be written");
     let after: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("fake-gpus.json")).unwrap()).unwrap();
@@ -189,6 +204,7 @@ fn bad_arguments_and_foreign_tables_are_refused_before_anything_is_written() {
     let foreign = "Mig instance,Batch size,Workload Number,Throughput,Latency\n1,1,1,10,0.1\n";
     std::fs::write(out.join("linear.csv"), foreign).unwrap();
     let o = parva(&["profile", "--out", o_str, "--model", "models/fixtures/linear.pt", "--partition", "none", "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("was not written by `parva profile`"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(out.join("linear.csv")).unwrap(), foreign);
     assert!(!out.join("linear.meta.json").exists());
