@@ -48,7 +48,7 @@ set +e
     --prof-data "$ref/prof_data" --duration "$duration" --warmup 5s --rate-scale "$scale" --json --out "$out/verify" \
     > "$out/verify.json" 2> "$out/verify.err"
 set -e
-server_cpu=$(ps -o times= -p $server | tr -d ' ')
+server_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' /proc/$server/stat)
 python3 - "$out/verify.json" "$scale" "$workers" "$server_cpu" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -69,6 +69,9 @@ for s in r["services"]:
     print(f"{s['service']:12} {s['slo_ms']:7.0f} {s['offered_rate']:9.1f} {s['achieved_rate']:10.1f} {p99:8.1f} {n429:6d} "
           f"{json.dumps(other) if other else '-':>10} {s['dropped']:5d} {s['lag_p99_ms']:8.1f}  {'ok' if ok else 'BROKEN'}")
 print(f"total: offered {tot['offered']:.0f}/s, achieved {tot['achieved']:.0f}/s, 429 x {tot['429']}")
+sent = sum(s["sent"] for s in r["services"]) if all("sent" in s for s in r["services"]) else None
+if sent:
+    print(f"parva serve CPU per request sent (warm-up and start included): {float(sys.argv[4]) / sent * 1e6:.1f} us")
 print("acceptance (no 429 while p99 < SLO/2, no 5xx):", "pass" if not broken else f"FAIL ({', '.join(broken)})")
 PY
 tail -1 "$out/verify.err"
