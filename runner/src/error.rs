@@ -2,11 +2,26 @@
 
 use std::path::PathBuf;
 
+/// At most this many service names in a 404's message; the rest are counted.
+pub const SERVED_LIST_MAX: usize = 20;
+
+/// `a, b, c` (sorted), or `a, ..., t and 12 more` past [`SERVED_LIST_MAX`]; `no service` when empty.
+pub fn served_list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    let mut names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+    names.sort_unstable();
+    match names.len() {
+        0 => "no service".to_string(),
+        n if n <= SERVED_LIST_MAX => names.join(", "),
+        n => format!("{} and {} more", names[..SERVED_LIST_MAX].join(", "), n - SERVED_LIST_MAX),
+    }
+}
+
 /// Why one inference request failed. [`InferError::status`] is the only mapping to HTTP codes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InferError {
-    #[error("unknown model {0:?} (GET /v2/models/... lists nothing else on this node; see the deployment map)")]
-    UnknownModel(String),
+    /// No such service on this node; `served` lists the ones that are (see [`served_list`]).
+    #[error("unknown model {name:?}: this node serves {served}")]
+    UnknownModel { name: String, served: String },
     #[error("{0}")]
     BadRequest(String),
     /// Refused at admission (429): the request could not finish within the service's SLO on any
@@ -39,7 +54,7 @@ impl InferError {
     /// The HTTP status code of this error.
     pub fn status(&self) -> u16 {
         match self {
-            InferError::UnknownModel(_) => 404,
+            InferError::UnknownModel { .. } => 404,
             InferError::BadRequest(_) => 400,
             InferError::Overloaded { .. } => 429,
             InferError::NotReady { .. } | InferError::ShuttingDown => 503,
@@ -88,5 +103,22 @@ pub enum ServeError {
 impl ServeError {
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
         ServeError::Io { path: path.into(), action, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_404_names_the_services_this_node_serves_sorted_and_capped() {
+        let few: Vec<String> = ["vgg16", "bert", "resnet50"].map(String::from).to_vec();
+        let e = InferError::UnknownModel { name: "resnet5".into(), served: served_list(&few) };
+        assert_eq!(e.to_string(), "unknown model \"resnet5\": this node serves bert, resnet50, vgg16");
+        assert_eq!(e.status(), 404);
+        let many: Vec<String> = (0..25).map(|i| format!("s{i:02}")).collect();
+        let text = served_list(&many);
+        assert!(text.starts_with("s00, s01,") && text.ends_with("s19 and 5 more"), "{text}");
+        assert_eq!(served_list(&Vec::<String>::new()), "no service");
     }
 }

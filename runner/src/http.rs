@@ -410,7 +410,7 @@ mod tests {
             true
         }
         fn model(&self, name: &str) -> Result<&ModelMeta, InferError> {
-            if name == "tiny" { Ok(&self.meta) } else { Err(InferError::UnknownModel(name.into())) }
+            if name == "tiny" { Ok(&self.meta) } else { Err(InferError::UnknownModel { name: name.into(), served: "tiny".into() }) }
         }
         fn model_ready(&self, name: &str) -> Result<bool, InferError> {
             self.model(name).map(|_| true)

@@ -199,7 +199,10 @@ pub struct Router {
 
 impl Router {
     fn service(&self, name: &str) -> Result<&ServiceRoute, InferError> {
-        self.services.get(name).ok_or_else(|| InferError::UnknownModel(name.to_string()))
+        self.services.get(name).ok_or_else(|| InferError::UnknownModel {
+            name: name.to_string(),
+            served: crate::error::served_list(self.services.keys()),
+        })
     }
 
     async fn run(&self, name: &str, inputs: Vec<Tensor>) -> Result<JobDone, InferError> {
