@@ -149,6 +149,8 @@ impl Checkpoint {
 
 fn restore_instances(ctl: &mut Ctl<'_>, gpu: u32, want: &GpuCheckpoint, done: &mut Vec<String>) -> Result<(), DeployError> {
     let have: Vec<MigInstance> = ctl.mig.instances(gpu)?;
+    let info = ctl.mig.gpus()?.into_iter().find(|g| g.index == gpu);
+    let label = |id: u32| crate::mig::profile_label(info.as_ref(), id);
     let wanted = |i: &MigInstance| want.instances.iter().any(|w| w.profile_id == i.profile_id && w.start == i.start);
     for i in have.iter().filter(|i| !wanted(i)) {
         if let Some(u) = &i.uuid
@@ -157,7 +159,7 @@ fn restore_instances(ctl: &mut Ctl<'_>, gpu: u32, want: &GpuCheckpoint, done: &m
             ctl.stop_daemon(u)?;
         }
         ctl.mig.destroy_instance(gpu, i.gi_id)?;
-        done.push(format!("GPU {gpu}: destroyed profile {} at {{{}}}", i.profile_id, i.start));
+        done.push(format!("GPU {gpu}: destroyed {} at {{{}}}", label(i.profile_id), i.start));
     }
     for w in &want.instances {
         let existing = have.iter().find(|i| i.profile_id == w.profile_id && i.start == w.start).cloned();
@@ -165,7 +167,7 @@ fn restore_instances(ctl: &mut Ctl<'_>, gpu: u32, want: &GpuCheckpoint, done: &m
             Some(i) => i,
             None => {
                 let i = ctl.mig.create_instance(gpu, w.profile_id, w.start)?;
-                done.push(format!("GPU {gpu}: re-created profile {} at {{{}}}", w.profile_id, w.start));
+                done.push(format!("GPU {gpu}: re-created {} at {{{}}}", label(w.profile_id), w.start));
                 i
             }
         };
@@ -231,7 +233,7 @@ mod tests {
         assert_eq!(diff.len(), 1);
         assert!(diff[0].starts_with("GPU 0 (GPU-") && diff[0].contains("instances 0@{0}:8") && diff[0].contains("checkpoint: none"), "{diff:?}");
         let done = ck.restore(&mut ctl, &path).unwrap();
-        assert_eq!(done, vec!["GPU 0: destroyed profile 0 at {0}".to_string()]);
+        assert_eq!(done, vec!["GPU 0: destroyed 7g.80gb (profile 0) at {0}".to_string()]);
         assert!(matches!(Checkpoint::load(&d.path().join("none.json")), Err(DeployError::NoRecord { .. })));
     }
 }

@@ -281,11 +281,12 @@ impl Node<'_> {
             let found = self.mig.instances(g.index)?.into_iter().find(|i| i.profile_id == c.profile_id && i.start == c.start);
             if let Some(inst) = found {
                 self.mig.destroy_instance(g.index, inst.gi_id)?;
-                done.push(format!("GPU {}: destroyed profile {} at {{{}}}", g.index, c.profile_id, c.start));
+                done.push(format!("GPU {}: destroyed {} at {{{}}}", g.index, crate::mig::profile_label(Some(g), c.profile_id), c.start));
             }
         }
         std::fs::remove_file(&path).map_err(|e| DeployError::file("remove", &path, e))?;
-        Ok(done)
+        // Each line names the node the run directory deployed (not whatever --node says).
+        Ok(done.into_iter().map(|l| format!("node {}: {l}", record.node)).collect())
     }
 }
 

@@ -233,6 +233,9 @@ fn teardown_removes_what_parva_created_and_restore_brings_back_the_checkpoint() 
     assert_eq!(b.fake.state().gpus[0].instances.iter().find(|i| i.start == 6).unwrap().uuid, pre.uuid);
     let done = b.node().teardown().unwrap();
     assert!(done.iter().any(|d| d.contains("stopped the MPS daemon")), "{done:?}");
+    // Every line names the deployed node, and instances by their profile names.
+    assert!(done.iter().all(|d| d.starts_with("node 0: ")), "{done:?}");
+    assert!(done.iter().any(|d| d.starts_with("node 0: GPU 1: destroyed ") && d.contains("g.") && d.contains("(profile ")), "{done:?}");
     assert_eq!(b.fake.layout(0), vec![(19, 6)], "the pre-existing instance stays");
     assert!(b.fake.layout(1).is_empty() && b.fake.layout(2).is_empty());
     // Exactly the node as it was before the deploy: its instance, without a daemon parva started.

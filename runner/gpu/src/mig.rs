@@ -146,3 +146,12 @@ pub fn mig_device_name(uuid: &str) -> String {
 pub fn profile_of(gpu_type: &GpuType, profile_id: u32) -> Option<&'static GiProfile> {
     gpu_type.profile_by_id(profile_id)
 }
+
+/// `3g.40gb (profile 9)` when the GPU's type knows the profile id, else `GI profile 9`: what
+/// teardown and restore print, so users read the names nvidia-smi shows.
+pub fn profile_label(gpu: Option<&GpuInfo>, profile_id: u32) -> String {
+    match gpu.and_then(GpuInfo::gpu_type).and_then(|t| t.profile_by_id(profile_id)) {
+        Some(p) => format!("{} (profile {profile_id})", p.name),
+        None => format!("GI profile {profile_id}"),
+    }
+}
