@@ -292,6 +292,97 @@ fn load_metas(opts: &ServeOptions) -> Result<BTreeMap<String, ModelMeta>, ServeE
     Ok(metas)
 }
 
+/// One worker process [`serve`] would start, as [`preflight`] reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PlannedWorker {
+    pub name: String,
+    pub service: String,
+    pub model: String,
+    /// Largest batch (the segment's batch size).
+    pub max_batch: u32,
+    /// The segment's GPU on the node and MIG placement start.
+    pub gpu: u32,
+    pub placement: u8,
+    /// Extra environment (`CUDA_VISIBLE_DEVICES`, the MPS pipe directory, ...).
+    pub env: Vec<(String, String)>,
+}
+
+/// What serving the node will start, found without starting or changing anything.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServePreview {
+    pub node: u32,
+    pub backend: &'static str,
+    pub device: &'static str,
+    pub listen: SocketAddr,
+    pub worker_program: PathBuf,
+    pub run_dir: PathBuf,
+    pub workers: Vec<PlannedWorker>,
+}
+
+/// Everything [`serve`] checks before its first worker, without starting or creating anything:
+/// the node has segments, the worker program exists, every model's metadata (and TorchScript file
+/// for the torch backend) reads, the profile tables the emulated backend needs, the HTTP limits,
+/// socket path lengths, that the run directory can be made and the listen port is free. `parva
+/// deploy` runs it before its first MIG change. Fills `opts.worker_command` and makes the paths
+/// absolute, as [`serve`] would.
+pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
+    for dir in [&mut opts.models_dir, &mut opts.run_dir] {
+        *dir = std::path::absolute(&*dir).map_err(|e| ServeError::io(&*dir, "resolve path", e))?;
+    }
+    if !opts.map.segments.iter().any(|s| s.node == opts.node) {
+        let mut nodes: Vec<u32> = opts.map.segments.iter().map(|s| s.node).collect();
+        nodes.dedup();
+        return Err(ServeError::NoSegments { node: opts.node, nodes });
+    }
+    if opts.worker_command.is_none() {
+        opts.worker_command = Some(default_worker_command(opts.backend)?);
+    }
+    let metas = load_metas(opts)?;
+    let prof = match &opts.prof_data {
+        Some(dir) => Some(ProfileSet::read_dir(dir, None)?),
+        None => None,
+    };
+    opts.http.check(metas.values()).map_err(ServeError::Config)?;
+    // The run directory, or the nearest existing directory above it, must be a directory.
+    let mut existing = opts.run_dir.as_path();
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    if !existing.is_dir() {
+        return Err(ServeError::Config(format!("run directory {}: {} is not a directory", opts.run_dir.display(), existing.display())));
+    }
+    if opts.listen.port() != 0 {
+        std::net::TcpListener::bind(opts.listen).map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
+    }
+    let planned = plan_workers(opts, &metas, prof.as_ref())?;
+    let segments: Vec<&Segment> = opts.map.segments.iter().filter(|s| s.node == opts.node).collect();
+    let mut workers = Vec::new();
+    let mut planned = planned.into_iter();
+    for seg in segments {
+        for _ in 0..seg.num_proc {
+            let Some(p) = planned.next() else { break };
+            workers.push(PlannedWorker {
+                name: p.spec.name,
+                service: p.service,
+                model: seg.model.clone(),
+                max_batch: seg.batch_size,
+                gpu: seg.gpu,
+                placement: seg.placement,
+                env: p.spec.env,
+            });
+        }
+    }
+    Ok(ServePreview {
+        node: opts.node,
+        backend: opts.backend.name(),
+        device: if opts.backend == BackendKind::Torch { opts.device.name() } else { "none" },
+        listen: opts.listen,
+        worker_program: opts.worker_command.as_ref().map(|c| c.program.clone()).unwrap_or_default(),
+        run_dir: opts.run_dir.clone(),
+        workers,
+    })
+}
+
 /// Serve node `opts.node` of the map until `shutdown` resolves: bind the HTTP listener, start one
 /// worker process per MPS process of every segment, route and batch requests; then stop accepting,
 /// let in-flight requests finish and stop the workers.
@@ -425,6 +516,57 @@ mod tests {
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    fn node_opts(models: &Path, run_dir: &Path) -> ServeOptions {
+        let csv = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+                   0,0,lin,linear,0,4,8,2,4g.40gb,a100-80gb,100,10,50\n\
+                   0,0,io,two_io,4,3,4,1,3g.40gb,a100-80gb,100,10,50\n";
+        let (map, _) = DeploymentMap::read_from(csv.as_bytes(), Path::new("map.csv")).unwrap();
+        let mut o = ServeOptions::new(map, 0, models.to_path_buf(), BackendKind::Torch);
+        o.worker_command = Some(WorkerCommand { program: "/bin/true".into(), args: vec![] });
+        o.run_dir = run_dir.to_path_buf();
+        o.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        o
+    }
+
+    fn fixture_models(with_pt: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures");
+        for m in ["linear", "two_io"] {
+            std::fs::copy(src.join(format!("{m}.json")), d.path().join(format!("{m}.json"))).unwrap();
+        }
+        for m in with_pt {
+            std::fs::copy(src.join(format!("{m}.pt")), d.path().join(format!("{m}.pt"))).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn preflight_lists_every_worker_and_creates_nothing() {
+        let models = fixture_models(&["linear", "two_io"]);
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run/serve");
+        let mut o = node_opts(models.path(), &run_dir);
+        let p = preflight(&mut o).unwrap();
+        let got: Vec<(&str, &str, u32)> = p.workers.iter().map(|w| (w.name.as_str(), w.service.as_str(), w.max_batch)).collect();
+        assert_eq!(got, [("w0", "lin", 8), ("w1", "lin", 8), ("w2", "io", 4)]);
+        assert_eq!((p.backend, p.device, p.worker_program.as_path()), ("torch", "cpu", Path::new("/bin/true")));
+        assert!(!tmp.path().join("run").exists(), "preflight created the run directory");
+    }
+
+    #[test]
+    fn preflight_refuses_a_missing_torchscript_file_or_a_busy_port_before_anything_starts() {
+        let models = fixture_models(&["linear"]);
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = node_opts(models.path(), tmp.path());
+        let e = preflight(&mut o).unwrap_err();
+        assert!(matches!(&e, ServeError::Config(m) if m.contains("two_io.pt: no TorchScript file for model \"two_io\"")), "{e}");
+        let models = fixture_models(&["linear", "two_io"]);
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut o = node_opts(models.path(), tmp.path());
+        o.listen = busy.local_addr().unwrap();
+        assert!(matches!(preflight(&mut o), Err(ServeError::Bind { addr, .. }) if addr == o.listen));
     }
 
     #[test]
