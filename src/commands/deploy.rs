@@ -22,6 +22,7 @@ use parva_gpu::mig::MigControl;
 use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
 use parva_gpu::nvml::NvmlMig;
 use parva_gpu::plan::{DeployOptions, parse_index_map};
+use parva_runner::serve::ServePreview;
 use parva_runner::{BackendKind, ServeEvent, ServeOptions};
 
 use super::serve::{BackendArg, DeviceArg};
@@ -154,16 +155,63 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         no_mig: args.no_mig,
         keep_unchanged: args.keep_unchanged,
     };
+    // Serving is checked before the first MIG change (worker binary, every model's files, the
+    // port, the run directory): a deploy that could not serve changes nothing.
+    let preview = if args.no_serve {
+        None
+    } else {
+        let mut sopts = serve_options(&args, map.clone(), &run_dir, &[]);
+        let p = parva_runner::serve::preflight(&mut sopts)
+            .with_context(|| format!("node {} could not serve {} (nothing changed)", args.node, plan_path.display()))?;
+        Some(p)
+    };
     let outcome = node.deploy(&map, &opts, args.dry_run).with_context(|| format!("deploy {} on node {}", plan_path.display(), args.node))?;
-    report(&args, &plan_path, &outcome)?;
+    report(&args, &plan_path, &outcome, preview.as_ref())?;
     if args.dry_run || args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
+    // Fake nodes only: PARVA_FAKE_FAIL=serve_start makes serving fail after the MIG changes (tests
+    // of the rollback below).
+    let inject = ctl.fake.is_some() && std::env::var("PARVA_FAKE_FAIL").is_ok_and(|f| f == "serve_start");
     drop(ctl);
-    serve(&args, map, &run_dir, &outcome.segments)
+    let served = if inject {
+        Err(anyhow::anyhow!("injected failure (PARVA_FAKE_FAIL=serve_start): serving did not start"))
+    } else {
+        serve(&args, map, &run_dir, &outcome.segments)
+    };
+    match served {
+        Ok(code) => Ok(code),
+        Err(e) if outcome.applied && outcome.checkpoint.is_some() => {
+            // Serving failed to start after the MIG changes: back to the checkpoint, as promised.
+            eprintln!("error: serving failed ({e:#}); rolling node {} back to its checkpoint", args.node);
+            let mut ctl = controllers(&args, &run_dir)?;
+            let mut node = Node { mig: ctl.mig.as_mut(), mps: ctl.mps.as_mut(), run_dir: run_dir.clone() };
+            let undone = node.restore().context("rolling back after serving failed")?;
+            // Nothing of this deploy is left to tear down.
+            let _ = std::fs::remove_file(run_dir.join(parva_gpu::exec::RECORD_FILE));
+            for line in &undone {
+                eprintln!("rolled back: {line}");
+            }
+            Err(e.context(format!("serving failed; node {} restored to its checkpoint ({} change(s) undone)", args.node, undone.len())))
+        }
+        Err(e) => Err(e),
+    }
 }
 
-fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome) -> anyhow::Result<()> {
+/// The serving options of a deploy (also what its pre-flight checks).
+fn serve_options(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv]) -> ServeOptions {
+    let backend: BackendKind = args.backend.into();
+    let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
+    opts.prof_data = args.prof_data.clone();
+    opts.device = args.device.into();
+    opts.listen = args.listen;
+    opts.run_dir = run_dir.join("serve");
+    opts.queue_batches = args.max_queue_batches;
+    opts.segment_env = segments.iter().map(|s| ((s.plan_gpu, s.start), s.env.clone())).collect::<BTreeMap<_, _>>();
+    opts
+}
+
+fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome, serving: Option<&ServePreview>) -> anyhow::Result<()> {
     let mode = if out.plan.no_mig {
         "no-mig: whole GPUs, one MPS daemon each, SMs capped by CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (no MIG isolation)"
     } else {
@@ -175,7 +223,7 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome) -> anyhow::Result
             "applied": out.applied, "mode": mode, "no_mig": out.plan.no_mig,
             "actions": out.plan.actions, "steps": out.plan.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "untouched": out.plan.untouched, "targets": out.plan.targets, "segments": out.segments,
-            "checkpoint": out.checkpoint,
+            "checkpoint": out.checkpoint, "serving": serving,
         }));
     }
     let verb = if args.dry_run { "dry run (nothing changed)" } else { "deployed" };
@@ -198,18 +246,26 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome) -> anyhow::Result
         let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         outln!("  GPU {} (plan GPU {}) {{{}}} {} {} ({}): {}", s.gpu, s.plan_gpu, s.start, s.profile, s.service, s.model, env.join(" "))?;
     }
+    if let Some(p) = serving {
+        let then = if args.dry_run { "would serve" } else { "serving" };
+        outln!(
+            "{then}: {} worker(s), backend {} on {}, {} on http://{}, run directory {}",
+            p.workers.len(), p.backend, p.device, p.worker_program.display(), p.listen, p.run_dir.display()
+        )?;
+        let mut per_segment: BTreeMap<(u32, u8), (&str, &str, u32, usize)> = BTreeMap::new();
+        for w in &p.workers {
+            per_segment.entry((w.gpu, w.placement)).or_insert((&w.service, &w.model, w.max_batch, 0)).3 += 1;
+        }
+        for ((gpu, start), (service, model, batch, procs)) in per_segment {
+            outln!("  plan GPU {gpu} {{{start}}} {service} ({model}): {procs} worker(s), batch {batch}")?;
+        }
+    }
     Ok(())
 }
 
 fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv]) -> anyhow::Result<ExitCode> {
     let backend: BackendKind = args.backend.into();
-    let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
-    opts.prof_data = args.prof_data.clone();
-    opts.device = args.device.into();
-    opts.listen = args.listen;
-    opts.run_dir = run_dir.join("serve");
-    opts.queue_batches = args.max_queue_batches;
-    opts.segment_env = segments.iter().map(|s| ((s.plan_gpu, s.start), s.env.clone())).collect::<BTreeMap<_, _>>();
+    let mut opts = serve_options(args, map, run_dir, segments);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     opts.events = Some(tx);
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;

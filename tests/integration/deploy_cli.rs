@@ -52,7 +52,7 @@ fn deploy_dry_run_prints_the_ordered_actions_and_changes_nothing() {
     ok(&deploy(run, &["--plan", &map("a100_mixed.csv"), "--no-serve"]));
     let state = std::fs::read(run.join("fake-gpus.json")).unwrap();
     let ck = std::fs::read(run.join("checkpoint.json")).unwrap();
-    let o = deploy(run, &["--plan", &map("a100_mixed_v2.csv"), "--dry-run"]);
+    let o = deploy(run, &["--plan", &map("a100_mixed_v2.csv"), "--dry-run", "--no-serve"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.starts_with("dry run (nothing changed)"), "{text}");
@@ -65,7 +65,7 @@ fn deploy_dry_run_prints_the_ordered_actions_and_changes_nothing() {
     assert_eq!(std::fs::read(run.join("checkpoint.json")).unwrap(), ck, "checkpoint unchanged");
     // On a fresh node a dry run does not even create the run directory.
     let fresh = d.path().join("fresh");
-    let o = deploy(&fresh, &["--plan", &map("a100_mixed.csv"), "--dry-run", "--json"]);
+    let o = deploy(&fresh, &["--plan", &map("a100_mixed.csv"), "--dry-run", "--no-serve", "--json"]);
     assert_eq!(ok(&o)["applied"], false);
     assert!(!fresh.exists());
 }
@@ -140,6 +140,83 @@ fn deploy_restore_brings_back_the_state_before_the_latest_deploy() {
     let o = deploy(run, &["--restore"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(layouts(run), before);
+}
+
+/// A one-node map of bert on a 2g (2 processes) and a 3g (1 process), with SLOs, servable by the
+/// emulated backend from prof_data/example.
+fn bert_map(dir: &Path) -> PathBuf {
+    let plan = dir.join("plan.csv");
+    std::fs::write(
+        &plan,
+        "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+         0,0,intent,bert,0,2,2,2,2g.20gb,a100-80gb,70,50,400\n0,0,intent,bert,4,3,4,1,3g.40gb,a100-80gb,110,50,400\n",
+    )
+    .unwrap();
+    plan
+}
+
+// Issue 18: `--dry-run` did not notice a missing TorchScript file; the real deploy then created
+// every instance and failed to serve.
+#[test]
+fn deploy_dry_run_reports_a_missing_model_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    write_state(&run, |_| {});
+    let before = std::fs::read(run.join("fake-gpus.json")).unwrap();
+    let plan = bert_map(d.path());
+    let empty_models = d.path().join("models");
+    std::fs::create_dir(&empty_models).unwrap();
+    std::fs::copy(repo().join("models/bert.json"), empty_models.join("bert.json")).unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["--plan", plan.to_str().unwrap(), "--models", empty_models.to_str().unwrap(), "--backend", "torch"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = deploy_env(&run, &args, &[("PARVA_WORKER", "/bin/true")]);
+        assert_eq!(o.status.code(), Some(1), "dry run {dry}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("node 0 could not serve") && err.contains("(nothing changed)"), "{err}");
+        assert!(err.contains("bert.pt: no TorchScript file for model \"bert\""), "{err}");
+        assert_eq!(std::fs::read(run.join("fake-gpus.json")).unwrap(), before, "the fake node changed (dry run {dry})");
+        assert!(!run.join("checkpoint.json").exists() && !run.join("deploy.json").exists());
+    }
+    // With everything present the dry run prints the serving step too.
+    let o = deploy(&run, &["--plan", plan.to_str().unwrap(), "--dry-run", "--backend", "emulated", "--prof-data", "prof_data/example"]);
+    let text = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text.contains("would serve: 3 worker(s), backend emulated"), "{text}");
+    assert!(text.contains("  plan GPU 0 {0} intent (bert): 2 worker(s), batch 2"), "{text}");
+}
+
+#[test]
+fn deploy_whose_serving_cannot_start_leaves_the_fake_node_exactly_as_its_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    // Someone else's 1g instance at {6}, in the way of the plan's 3g at {4}: the deploy destroys
+    // it, and the rollback must bring it back.
+    write_state(&run, |s| {
+        s.gpus[0].instances.push(MigInstance { gi_id: 9, profile_id: 19, start: 6, size: 1, ci_ids: vec![0], uuid: Some("MIG-foreign".into()) })
+    });
+    let before = layouts(&run);
+    let plan = bert_map(d.path());
+    let o = deploy_env(
+        &run,
+        &["--plan", plan.to_str().unwrap(), "--backend", "emulated", "--prof-data", "prof_data/example", "--listen", "127.0.0.1:0"],
+        &[("PARVA_FAKE_FAIL", "serve_start")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("serving failed; node 0 restored to its checkpoint (3 change(s) undone)"), "{err}");
+    assert!(err.contains("rolled back: GPU 0: re-created 1g.10gb (profile 19) at {6}"), "{err}");
+    assert!(stdout(&o).contains("deployed: node 0"), "the MIG changes were made first");
+    assert_eq!(layouts(&run), before, "the node is not as its checkpoint");
+    let state: FakeState = serde_json::from_slice(&std::fs::read(run.join("fake-gpus.json")).unwrap()).unwrap();
+    assert_eq!(state.gpus[0].instances.len(), 1);
+    assert!(!run.join("deploy.json").exists(), "a rolled-back deploy left a record to tear down");
+    let o = deploy(&run, &["--teardown"]);
+    assert_eq!(o.status.code(), Some(1), "nothing to tear down: {}", stdout(&o));
 }
 
 fn write_state(run: &Path, edit: impl FnOnce(&mut FakeState)) {

@@ -60,7 +60,8 @@ fn deploy_reference_plans_on_fresh_a100_and_h100_fakes() {
         deploy_every_node(&map, "h100-80gb", &format!("SLO{n}"));
         // And through the CLI, node 0, as a dry run and for real.
         let run = out_dir.path().join(format!("run{n}"));
-        for extra in [&["--dry-run"][..], &["--no-serve"][..]] {
+        // (--no-serve: the reference models are not exported here; serving is checked elsewhere.)
+        for extra in [&["--dry-run", "--no-serve"][..], &["--no-serve"][..]] {
             let mut args = vec![
                 "deploy", "--plan", out.to_str().unwrap(), "--node", "0", "--fake-gpus", "a100-80gb:8",
                 "--run-dir", run.to_str().unwrap(), "--json",
