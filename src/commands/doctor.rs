@@ -115,7 +115,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&report)?;
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     Ok(super::exit(report.ready))
 }
@@ -160,20 +160,21 @@ fn model_files(models: &[String], dir: &Path) -> Vec<ModelFiles> {
         .collect()
 }
 
-fn print_report(r: &DoctorReport) {
+fn print_report(r: &DoctorReport) -> anyhow::Result<()> {
     let width = r.checks.iter().map(|c| c.item.len()).max().unwrap_or(0);
     for c in &r.checks {
-        println!("{:<4}  {:<width$}  {}", c.status.label(), c.item, c.detail);
+        outln!("{:<4}  {:<width$}  {}", c.status.label(), c.item, c.detail)?;
         if let Some(fix) = &c.fix {
-            println!("{:<4}  {:<width$}  fix: {fix}", "", "");
+            outln!("{:<4}  {:<width$}  fix: {fix}", "", "")?;
         }
     }
     let failed = r.failures().count();
     let warned = r.checks.iter().filter(|c| c.status == Status::Warn).count();
     let what = r.map.as_ref().map_or("this machine".to_string(), |m| format!("this machine, for {m},"));
     if r.ready {
-        println!("{what} is ready ({} checks, {warned} warning(s))", r.checks.len());
+        outln!("{what} is ready ({} checks, {warned} warning(s))", r.checks.len())?;
     } else {
-        println!("{what} is NOT ready: {failed} problem(s) above, each with its fix");
+        outln!("{what} is NOT ready: {failed} problem(s) above, each with its fix")?;
     }
+    Ok(())
 }

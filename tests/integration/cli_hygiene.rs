@@ -36,6 +36,7 @@ fn a_closed_stdout_ends_every_printing_command_quietly_with_0() {
         [&plan[..], &["--json"]].concat(),
         vec!["validate", "--plan", "deployment/example/deploy.csv"],
         vec!["simulate", "--plan", "deployment/example/deploy.csv", "--prof-data", "prof_data/example", "--duration", "2s", "--warmup", "1s"],
+        vec!["doctor", "--fake-gpus", "a100-80gb:1", "--json"],
     ];
     for args in cases {
         let o = parva_reader_gone(&args);
@@ -81,7 +82,7 @@ fn an_error_prints_its_cause_once() {
 #[test]
 fn every_flag_has_help() {
     let mut missing = Vec::new();
-    for cmd in ["plan", "simulate", "validate", "catalogue", "serve", "deploy", "profile", "verify", "worker"] {
+    for cmd in ["plan", "simulate", "validate", "catalogue", "serve", "deploy", "profile", "verify", "worker", "doctor"] {
         let o = parva(&[cmd, "-h"]);
         assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
         let text = crate::util::stdout(&o);
