@@ -151,7 +151,8 @@ fn model_files(models: &[String], dir: &Path) -> Vec<ModelFiles> {
         .map(|m| {
             let meta = dir.join(format!("{m}.json"));
             let meta_problem = if meta.is_file() {
-                parva_runner::meta::ModelMeta::read(&meta).err().map(|e| e.to_string())
+                // The whole chain: the reader's message, then its cause (e.g. the OS error).
+                parva_runner::meta::ModelMeta::read(&meta).err().map(|e| format!("{:#}", anyhow::Error::new(e)))
             } else {
                 None
             };

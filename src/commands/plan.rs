@@ -124,12 +124,24 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     map.write_file(&out).with_context(|| format!("writing the deployment map {}", out.display()))?;
 
     let summary = plan.summary();
+    let report = parva_planner::report::report(&plan, Some(&profiles));
+    // For each costly service (at most 3), what relaxing its SLO by half would save: re-planned.
+    let mut sensitivity = Vec::new();
+    for cost in report.services.iter().filter(|c| c.is_costly()).take(3) {
+        let Some(i) = services.iter().position(|s| s.name == cost.service) else { continue };
+        if let Ok(Some(s)) = parva_planner::report::sensitivity(input, i, 1.5, plan.gpus.len()) {
+            sensitivity.push(s);
+        }
+    }
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["out"] = serde_json::json!(out);
+        v["report"] = serde_json::to_value(&report)?;
+        v["sensitivity"] = serde_json::to_value(&sensitivity)?;
         super::print_json(&v)?;
     } else {
         print_summary(&summary, &out)?;
+        print_report(&report, &sensitivity)?;
     }
     for bad in &summary.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
@@ -145,6 +157,37 @@ fn default_out(slo: Option<usize>) -> PathBuf {
         Some(n) => Path::new("deployment").join(format!("SLO{n}")).join(format!("SLO{n}_deploy.csv")),
         None => Path::new("deployment").join("deploy.csv"),
     }
+}
+
+/// The plan's explanation, after the summary: rule, costs by service, bound, nodes, layouts,
+/// warnings and what relaxing a costly SLO would save.
+fn print_report(r: &parva_planner::report::PlanReport, sensitivity: &[parva_planner::report::Sensitivity]) -> Result<(), super::StdoutError> {
+    outln!("")?;
+    outln!("plan: {}", r.headline)?;
+    outln!("{:<24} {:>8} {:>6} {:>7} {:>9}", "cost by service", "segments", "GPCs", "share", "capacity/rate")?;
+    for c in &r.services {
+        outln!("{:<24} {:>8} {:>6} {:>6.1}% {:>8.1}x", c.service, c.segments, c.gpcs, c.share_pct, c.headroom)?;
+    }
+    if let Some(lb) = &r.lower_bound {
+        outln!("lower bound: {lb}")?;
+    }
+    for n in &r.nodes {
+        outln!("node {}: {} of {} GPUs, {} of {} GPCs used", n.node, n.gpus, n.gpus_per_node, n.gpcs, n.gpcs_total)?;
+    }
+    const SHOWN: usize = 64;
+    for l in r.layouts.iter().take(SHOWN) {
+        outln!("  {l}")?;
+    }
+    if r.layouts.len() > SHOWN {
+        outln!("  ... and {} more GPUs (all of them in --json)", r.layouts.len() - SHOWN)?;
+    }
+    for w in &r.warnings {
+        outln!("warning: {w}")?;
+    }
+    for s in sensitivity {
+        outln!("sensitivity: {s}")?;
+    }
+    Ok(())
 }
 
 fn print_summary(s: &plan::PlanSummary, out: &Path) -> Result<(), super::StdoutError> {

@@ -20,6 +20,7 @@ pub mod cover;
 pub mod gpus;
 pub mod optimal;
 pub mod parvagpu;
+pub mod report;
 
 use std::time::Instant;
 
@@ -139,6 +140,8 @@ pub struct Plan {
     pub proven_optimal: bool,
     /// Services with a rate of 0: no segment planned for them (reported, never dropped silently).
     pub zero_rate: Vec<String>,
+    /// How [`Plan::lower_bound_gpus`] is made, in words (for the plan report).
+    pub lower_bound_why: Option<String>,
 }
 
 /// Why a plan was refused. Nothing is planned (and nothing written) when one is returned.

@@ -133,6 +133,12 @@ pub(super) fn plan(
         lower_bound_gpus: Some(lower),
         proven_optimal: solution.proven || used as usize <= lower,
         zero_rate: Vec::new(),
+        lower_bound_why: Some(format!(
+            "the larger of the GPC volume bound (each service's cheapest cover needs {gpcs_needed} GPCs in all, \
+             / {} per GPU = {simple_bound} GPUs) and the solver's bound on covers packed into legal layouts ({} GPUs)",
+            input.gpu.gpcs,
+            (solution.bound - 1e-6).ceil().max(0.0) as usize
+        )),
     };
     plan.gpus.retain(|g| !g.is_empty());
     if !plan.proven_optimal {

@@ -98,6 +98,7 @@ pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
         lower_bound_gpus: None,
         proven_optimal: false,
         zero_rate: Vec::new(),
+        lower_bound_why: None,
     }
 }
 

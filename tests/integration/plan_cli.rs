@@ -356,3 +356,41 @@ fn simulate_refuses_huge_rate_scale_and_duration_before_running() {
         assert!(!out.exists(), "{extra:?} wrote {}", out.display());
     }
 }
+
+// Issue 18: a plan explains itself (costs by service summing to its GPCs, layouts, bound), and a
+// service whose SLO sets its cost gets a sensitivity line whose claim holds when re-planned.
+#[test]
+fn plan_report_costs_sum_to_the_plan_and_the_sensitivity_claim_holds_when_replanned() {
+    let d = tempfile::tempdir().unwrap();
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nchat,bert,200,40\nthumbs,mobilenetv2,500,60\n").unwrap();
+    let out = d.path().join("plan.csv");
+    let args = |svc: &std::path::Path| {
+        vec![
+            "plan".to_string(), "--prof-data".into(), "prof_data/example".into(), "--services".into(), svc.display().to_string(),
+            "--gpu".into(), "a100-80gb".into(), "--out".into(), out.display().to_string(), "--json".into(),
+        ]
+    };
+    let run = |svc: &std::path::Path| {
+        let a = args(svc);
+        let o = crate::util::parva(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(0), "{}", crate::util::stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let v = run(&services);
+    let r = &v["report"];
+    let gpcs: u64 = r["services"].as_array().unwrap().iter().map(|s| s["gpcs"].as_u64().unwrap()).sum();
+    assert_eq!(gpcs, v["gpcs"].as_u64().unwrap(), "per-service costs must sum to the plan's GPCs");
+    assert_eq!(r["services"][0]["service"], "chat", "most costly first");
+    assert_eq!(r["layouts"].as_array().unwrap().len() as u64, v["gpus"].as_u64().unwrap());
+    assert!(r["headline"].as_str().unwrap().contains("latency model queueing"), "{r}");
+    assert!(r["warnings"][0].as_str().unwrap().starts_with("chat: "), "{r}");
+    let s = &v["sensitivity"][0];
+    assert_eq!(s["service"], "chat");
+    let (relaxed_slo, relaxed_gpus) = (s["relaxed_slo_ms"].as_f64().unwrap(), s["relaxed_gpus"].as_u64().unwrap());
+    assert!(relaxed_gpus < v["gpus"].as_u64().unwrap());
+    // The claim, checked by planning again with the suggested SLO.
+    let relaxed = d.path().join("relaxed.csv");
+    std::fs::write(&relaxed, format!("service,model,rate,slo_ms\nchat,bert,200,{relaxed_slo}\nthumbs,mobilenetv2,500,60\n")).unwrap();
+    assert_eq!(run(&relaxed)["gpus"].as_u64().unwrap(), relaxed_gpus);
+}

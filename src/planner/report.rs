@@ -1,0 +1,317 @@
+//! A plan that explains itself: which rule made it, where its GPCs go (per service, sorted by
+//! cost, with their share of the fleet), how its lower bound is made, what each node and GPU
+//! holds, and warnings for services that cost far more than their rate suggests, with the SLO
+//! that would make them cheaper ([`sensitivity`], by re-planning).
+
+use serde::Serialize;
+
+use super::{Plan, PlanError, PlanInput, Service};
+
+/// One service's share of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceCost {
+    pub service: String,
+    pub model: String,
+    pub rate: f64,
+    pub slo_ms: f64,
+    pub segments: usize,
+    pub gpcs: u32,
+    /// Percent of the plan's GPCs in use.
+    pub share_pct: f64,
+    /// Provisioned capacity, samples/s.
+    pub capacity: f64,
+    /// Capacity / rate: far above 1 means the SLO, not the load, sets the cost.
+    pub headroom: f64,
+    /// GPCs the rate would need at the model's most efficient profiled point (best samples/s per
+    /// GPC, whatever its latency): what the service costs without its SLO. `None` without tables.
+    pub unconstrained_gpcs: Option<f64>,
+}
+
+/// What one node of the map holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeUse {
+    pub node: u32,
+    pub gpus: usize,
+    pub gpus_per_node: u32,
+    pub gpcs: u32,
+    pub gpcs_total: u32,
+}
+
+/// The whole explanation. `headline` comes first; an incomplete plan says so there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanReport {
+    pub headline: String,
+    pub complete: bool,
+    pub algorithm: String,
+    pub latency_model: String,
+    pub gpus: usize,
+    pub gpcs: u32,
+    /// Services, most GPCs first; their `gpcs` sum to `gpcs`.
+    pub services: Vec<ServiceCost>,
+    pub lower_bound: Option<String>,
+    pub nodes: Vec<NodeUse>,
+    /// `gpu 3: [4g photo-tags b8x2][2g ocr b4x1][1g -]` per GPU of the map, in map order.
+    pub layouts: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A service is flagged as costly when it takes at least [`COSTLY_MIN_GPCS`] GPCs and at least
+/// [`COSTLY_FACTOR`] times what its rate would need at its model's most efficient point: its SLO,
+/// not its load, sets its cost.
+pub const COSTLY_MIN_GPCS: u32 = 7;
+pub const COSTLY_FACTOR: f64 = 2.0;
+
+impl ServiceCost {
+    pub fn is_costly(&self) -> bool {
+        self.gpcs >= COSTLY_MIN_GPCS && self.unconstrained_gpcs.is_some_and(|u| f64::from(self.gpcs) >= COSTLY_FACTOR * u.max(1.0))
+    }
+}
+
+/// How the latency model reads in the headline.
+pub fn model_text(plan: &Plan) -> String {
+    match plan.latency_model {
+        parva_core::latency::LatencyModel::ParvaGpu { budget } => {
+            format!("ParvaGPU's rule (a point is admissible when its batch latency < {budget} x SLO; no queueing)")
+        }
+        parva_core::latency::LatencyModel::Queueing { percentile } => {
+            format!("queueing (predicted p{percentile} latency, batching and queueing included, within the SLO)")
+        }
+    }
+}
+
+/// The report of `plan`; `profiles` (the tables it was planned on) lets it say what each service
+/// would cost without its SLO.
+pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanReport {
+    let gpcs_by = plan.gpcs_by_service();
+    let caps = plan.capacities();
+    let total: u32 = gpcs_by.iter().sum();
+    let mut segs = vec![0usize; plan.services.len()];
+    for g in &plan.gpus {
+        for p in &g.placed {
+            segs[p.segment.service] += 1;
+        }
+    }
+    let mut services: Vec<ServiceCost> = plan
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ServiceCost {
+            service: s.name.clone(),
+            model: s.model.clone(),
+            rate: s.rate,
+            slo_ms: s.slo_ms,
+            segments: segs[i],
+            gpcs: gpcs_by[i],
+            share_pct: if total == 0 { 0.0 } else { 100.0 * f64::from(gpcs_by[i]) / f64::from(total) },
+            capacity: caps[i],
+            headroom: if s.rate > 0.0 { caps[i] / s.rate } else { 0.0 },
+            unconstrained_gpcs: profiles.and_then(|p| p.get(&s.model)).and_then(|m| {
+                let best = m.points.iter().filter(|p| p.is_measured() && p.size > 0).map(|p| p.segment_throughput() / f64::from(p.size)).fold(0.0, f64::max);
+                (best > 0.0).then(|| s.rate / best)
+            }),
+        })
+        .collect();
+    services.sort_by(|a, b| b.gpcs.cmp(&a.gpcs).then_with(|| a.service.cmp(&b.service)));
+    let per_node = plan.gpus_per_node.max(1);
+    let mut nodes: Vec<NodeUse> = Vec::new();
+    let mut layouts = Vec::new();
+    for (i, g) in plan.gpus.iter().enumerate() {
+        let node = i as u32 / per_node;
+        if nodes.last().is_none_or(|n| n.node != node) {
+            nodes.push(NodeUse { node, gpus: 0, gpus_per_node: per_node, gpcs: 0, gpcs_total: 0 });
+        }
+        let n = nodes.last_mut().expect("pushed above");
+        n.gpus += 1;
+        n.gpcs += u32::from(g.used_gpcs());
+        n.gpcs_total += u32::from(plan.gpu.gpcs);
+        let mut text = format!("gpu {i}: ");
+        for p in &g.placed {
+            let s = &plan.services[p.segment.service];
+            text.push_str(&format!("[{}g {} b{}x{}]", p.segment.size, s.name, p.segment.batch, p.segment.procs));
+        }
+        let free = plan.gpu.gpcs.saturating_sub(g.used_gpcs());
+        if free > 0 {
+            text.push_str(&format!("[{free}g -]"));
+        }
+        layouts.push(text);
+    }
+    let complete = plan.infeasible.is_empty();
+    let algorithm = match plan.algorithm {
+        super::Algorithm::Optimal => "optimal (integer program over segment mixes and MIG layouts)",
+        super::Algorithm::ParvaGpu => "parvagpu (ParvaGPU's greedy planner)",
+    };
+    let mut headline = String::new();
+    if !complete {
+        let names: Vec<&str> = plan.infeasible.iter().map(|b| b.service.as_str()).collect();
+        headline.push_str(&format!("INCOMPLETE: {} service(s) without enough capacity ({}); ", names.len(), names.join(", ")));
+    }
+    headline.push_str(&format!(
+        "{} GPUs, {} of {} GPCs used; algorithm {algorithm}; latency model {}",
+        plan.gpus.len(),
+        total,
+        plan.gpus.len() as u32 * u32::from(plan.gpu.gpcs),
+        model_text(plan)
+    ));
+    let mut warnings = Vec::new();
+    for s in services.iter().filter(|s| s.is_costly()) {
+        warnings.push(format!(
+            "{}: {} GPCs ({:.0} % of the plan's) for {} requests/s, {:.1}x the {:.1} GPCs its model's most efficient point \
+             would need: its {} ms SLO, not its load, sets its cost",
+            s.service, s.gpcs, s.share_pct, s.rate, f64::from(s.gpcs) / s.unconstrained_gpcs.unwrap_or(1.0).max(1e-9),
+            s.unconstrained_gpcs.unwrap_or(0.0), s.slo_ms
+        ));
+    }
+    if plan.algorithm == super::Algorithm::ParvaGpu {
+        warnings.push(
+            "ParvaGPU's rule ignores queueing: check this plan with `parva simulate` before serving it (the default \
+             algorithm plans on predicted tail latency)"
+                .into(),
+        );
+    }
+    PlanReport {
+        headline,
+        complete,
+        algorithm: algorithm.into(),
+        latency_model: model_text(plan),
+        gpus: plan.gpus.len(),
+        gpcs: total,
+        services,
+        lower_bound: plan.lower_bound_gpus.map(|lb| match &plan.lower_bound_why {
+            Some(why) => format!("{lb} GPUs: {why}"),
+            None => format!("{lb} GPUs"),
+        }),
+        nodes,
+        layouts,
+        warnings,
+    }
+}
+
+/// What relaxing one service's SLO would save.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sensitivity {
+    pub service: String,
+    pub slo_ms: f64,
+    pub relaxed_slo_ms: f64,
+    pub gpus: usize,
+    pub relaxed_gpus: usize,
+}
+
+impl std::fmt::Display for Sensitivity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: SLO {} -> {} ms saves {} GPUs ({} -> {})",
+            self.service,
+            self.slo_ms,
+            self.relaxed_slo_ms,
+            self.gpus.saturating_sub(self.relaxed_gpus),
+            self.gpus,
+            self.relaxed_gpus
+        )
+    }
+}
+
+/// Re-plans `input` with service `service`'s SLO times `factor` (everything else equal) and says
+/// how many GPUs that saves against `gpus`; `None` when it saves none.
+pub fn sensitivity(input: PlanInput<'_>, service: usize, factor: f64, gpus: usize) -> Result<Option<Sensitivity>, PlanError> {
+    let Some(s) = input.services.get(service) else { return Ok(None) };
+    let relaxed_slo = (s.slo_ms * factor * 10.0).round() / 10.0;
+    let mut services: Vec<Service> = input.services.to_vec();
+    services[service].slo_ms = relaxed_slo;
+    let relaxed = super::plan(PlanInput { services: &services, ..input })?;
+    if !relaxed.infeasible.is_empty() || relaxed.gpus.len() >= gpus {
+        return Ok(None);
+    }
+    Ok(Some(Sensitivity { service: s.name.clone(), slo_ms: s.slo_ms, relaxed_slo_ms: relaxed_slo, gpus, relaxed_gpus: relaxed.gpus.len() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PlanOptions, SegmentChoice, gpus::GpuState};
+    use parva_core::mig::GpuType;
+
+    fn seg(service: usize, size: u8, batch: u32, procs: u32, capacity: f64) -> SegmentChoice {
+        SegmentChoice { service, size, batch, procs, capacity, latency_s: 0.01 }
+    }
+
+    fn plan() -> Plan {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let services = vec![
+            Service { name: "ocr".into(), model: "resnet50".into(), rate: 100.0, slo_ms: 100.0 },
+            Service { name: "photo-tags".into(), model: "vgg16".into(), rate: 50.0, slo_ms: 20.0 },
+        ];
+        let mut g0 = GpuState::default();
+        g0.insert(0, seg(1, 4, 8, 2, 300.0));
+        g0.insert(4, seg(0, 2, 4, 1, 120.0));
+        let mut g1 = GpuState::default();
+        g1.insert(0, seg(1, 7, 8, 1, 200.0));
+        Plan {
+            gpu,
+            services,
+            gpus: vec![g0, g1],
+            infeasible: vec![],
+            gpus_per_node: 1,
+            algorithm: crate::Algorithm::Optimal,
+            latency_model: PlanOptions::default().latency_model,
+            plan_seconds: 0.0,
+            notes: vec![],
+            lower_bound_gpus: Some(2),
+            proven_optimal: true,
+            zero_rate: vec![],
+            lower_bound_why: Some("because".into()),
+        }
+    }
+
+    #[test]
+    fn a_service_costing_far_more_than_its_rate_needs_is_warned_about_with_its_slo() {
+        // vgg16 in the example tables: its best point gives far more than 50/11 samples/s per GPC.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prof_data/example");
+        let profiles = parva_core::ProfileSet::read_dir(&dir, None).unwrap();
+        let r = report(&plan(), Some(&profiles));
+        let photo = r.services.iter().find(|s| s.service == "photo-tags").unwrap();
+        let u = photo.unconstrained_gpcs.unwrap();
+        assert!(u > 0.0 && 11.0 >= 2.0 * u.max(1.0), "{u}");
+        assert!(photo.is_costly());
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].starts_with("photo-tags: 11 GPCs (85 % of the plan's) for 50 requests/s"), "{:?}", r.warnings);
+        assert!(r.warnings[0].ends_with("its 20 ms SLO, not its load, sets its cost"), "{:?}", r.warnings);
+        // ocr: 2 GPCs, under the floor, never flagged.
+        assert!(!r.services.iter().find(|s| s.service == "ocr").unwrap().is_costly());
+    }
+
+    #[test]
+    fn per_service_costs_sum_to_the_plans_gpcs_most_costly_first() {
+        let r = report(&plan(), None);
+        assert_eq!(r.gpcs, 13);
+        assert_eq!(r.services.iter().map(|s| s.gpcs).sum::<u32>(), r.gpcs);
+        assert_eq!(r.services.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["photo-tags", "ocr"]);
+        let photo = &r.services[0];
+        assert_eq!((photo.segments, photo.gpcs, photo.capacity), (2, 11, 500.0));
+        assert!((photo.share_pct - 100.0 * 11.0 / 13.0).abs() < 1e-9);
+        assert!((r.services.iter().map(|s| s.share_pct).sum::<f64>() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn layouts_name_each_segment_and_the_free_gpcs_and_nodes_count_their_gpus() {
+        let r = report(&plan(), None);
+        assert_eq!(r.layouts, ["gpu 0: [4g photo-tags b8x2][2g ocr b4x1][1g -]", "gpu 1: [7g photo-tags b8x1]"]);
+        assert_eq!(r.nodes.len(), 2, "one GPU per node");
+        assert_eq!((r.nodes[0].gpus, r.nodes[0].gpcs, r.nodes[0].gpcs_total), (1, 6, 7));
+        assert_eq!(r.lower_bound.as_deref(), Some("2 GPUs: because"));
+    }
+
+    #[test]
+    fn an_incomplete_plan_says_so_first_and_a_costly_service_is_warned_about() {
+        let mut p = plan();
+        p.infeasible.push(crate::Infeasible { service: "bert".into(), model: "bert".into(), reason: "x".into() });
+        let r = report(&p, None);
+        assert!(!r.complete);
+        assert!(r.headline.starts_with("INCOMPLETE: 1 service(s) without enough capacity (bert); 2 GPUs"), "{}", r.headline);
+        // Without tables nothing can be said about cost against the rate.
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let complete = report(&plan(), None);
+        assert!(complete.headline.starts_with("2 GPUs, 13 of 14 GPCs used; algorithm optimal"), "{}", complete.headline);
+        assert!(complete.headline.contains("latency model queueing (predicted p99"), "{}", complete.headline);
+    }
+}
