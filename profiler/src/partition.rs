@@ -83,7 +83,7 @@ impl<'a> MigPartitioner<'a> {
     pub fn new(mig: &'a mut dyn MigControl, mps: &'a mut dyn MpsControl, gpu: u32, run_dir: PathBuf) -> Result<Self, ProfileError> {
         let gpus = mig.gpus()?;
         let info = gpus.iter().find(|g| g.index == gpu).ok_or_else(|| {
-            ProfileError::Config(format!("--gpu {gpu}: no such GPU on this node (it has {})", gpus.len()))
+            ProfileError::Config(format!("--gpu-index {gpu}: no such GPU on this node (it has {})", gpus.len()))
         })?;
         let gpu_type = info.identify().map_err(|e| {
             ProfileError::Config(format!("GPU {gpu}: {e}; see `parva catalogue`"))

@@ -285,5 +285,5 @@ fn mig_mode_off_is_refused_without_touching_the_gpu() {
     let e = MigPartitioner::new(&mut gpus, &mut mps, 0, dir.path().to_path_buf()).err().unwrap().to_string();
     assert!(e.contains("MIG mode is off") && e.contains("--partition mps"), "{e}");
     let e = MigPartitioner::new(&mut gpus, &mut mps, 3, dir.path().to_path_buf()).err().unwrap().to_string();
-    assert!(e.contains("--gpu 3") && e.contains("has 1"), "{e}");
+    assert!(e.contains("--gpu-index 3") && e.contains("has 1"), "{e}");
 }

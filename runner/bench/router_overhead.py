@@ -79,7 +79,7 @@ def via_router(args, meta):
             f.write("node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n")
             f.write(f"0,0,bench,{args.model},0,7,{args.batch},1,,,,1,600000\n")
         proc = subprocess.Popen(
-            [args.parva, "serve", "--plan", plan, "--backend", "torch", "--device", args.device, "--models", args.models, "--threads", str(args.threads),
+            [args.parva, "serve", "--map", plan, "--backend", "torch", "--device", args.device, "--models", args.models, "--threads", str(args.threads),
              "--listen", "127.0.0.1:0", "--run-dir", os.path.join(tmp, "run")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:

@@ -23,7 +23,7 @@ port="${PORT:-18480}"
 [[ -x "$parva" ]] || { echo "no parva binary at $parva (cargo build --release --locked, or set PARVA)" >&2; exit 1; }
 [[ -d "$ref/prof_data" && -d "$ref/SLO" ]] || { echo "no reference data at $ref (set PARVA_REFERENCE_DIR)" >&2; exit 1; }
 rm -rf "$out"; mkdir -p "$out/models"
-"$parva" plan --prof-data "$ref/prof_data" --slo-dir "$ref/SLO" --slo 4 --gpu a100-80gb --out "$out/plan.csv" > "$out/plan.txt"
+"$parva" plan --prof-data "$ref/prof_data" --slo-dir "$ref/SLO" --slo 4 --gpu-type a100-80gb --out "$out/plan.csv" > "$out/plan.txt"
 python3 - "$root/models" "$out/models" <<'PY'
 import json, pathlib, sys
 for f in pathlib.Path(sys.argv[1]).glob("*.json"):
@@ -34,7 +34,7 @@ for f in pathlib.Path(sys.argv[1]).glob("*.json"):
 PY
 workers=$(awk -F, 'NR > 1 && $1 == 0 { n += $8 } END { print n }' "$out/plan.csv")
 # shellcheck disable=SC2086
-"$parva" serve --plan "$out/plan.csv" --node 0 --backend emulated --prof-data "$ref/prof_data" --models "$out/models" \
+"$parva" serve --map "$out/plan.csv" --node 0 --backend emulated --prof-data "$ref/prof_data" --models "$out/models" \
     --listen "127.0.0.1:$port" --run-dir "$out/run" ${SERVE_ARGS:-} > "$out/serve.out" 2> "$out/serve.err" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
@@ -44,7 +44,7 @@ for _ in $(seq 1 300); do
     sleep 0.2
 done
 set +e
-/usr/bin/time -f "verify: %U s user, %S s system, %e s wall" "$parva" verify --endpoint "http://127.0.0.1:$port" --plan "$out/plan.csv" \
+/usr/bin/time -f "verify: %U s user, %S s system, %e s wall" "$parva" verify --endpoint "http://127.0.0.1:$port" --map "$out/plan.csv" \
     --prof-data "$ref/prof_data" --duration "$duration" --warmup 5s --rate-scale "$scale" --json --out "$out/verify" \
     > "$out/verify.json" 2> "$out/verify.err"
 set -e

@@ -33,7 +33,7 @@ for n in 100 1000 10000; do
   python3 scripts/gen_fleet.py "$REF/prof_data" "$n" 1 > "$tmp/fleet$n.csv"
   for lm in parvagpu queueing; do
     start=$(date +%s.%N)
-    $PARVA plan --prof-data "$REF/prof_data" --services "$tmp/fleet$n.csv" --gpu a100-80gb --latency-model "$lm" \
+    $PARVA plan --prof-data "$REF/prof_data" --services "$tmp/fleet$n.csv" --gpu-type a100-80gb --latency-model "$lm" \
       --out "$tmp/plan-$n-$lm.csv" --json > "$tmp/p.json"
     end=$(date +%s.%N)
     field "$tmp/p.json" "'| $n | $lm | %d | %d | %.2f %% | %s | %.3f | %.3f |' % (d['gpus'], d['lower_bound_gpus'], 100*(d['gpus']-d['lower_bound_gpus'])/d['lower_bound_gpus'], d['proven_optimal'], d['plan_seconds'], $end-$start)"
@@ -50,9 +50,9 @@ echo "|---:|---|---|---:|---:|---|---|"
 for n in 1 2 3 4 5 6; do
   for cfg in "parvagpu parvagpu" "optimal parvagpu" "optimal queueing"; do
     set -- $cfg
-    $PARVA plan --prof-data "$REF/prof_data" --slo-dir "$REF/SLO" --slo "$n" --gpu a100-80gb --algorithm "$1" \
+    $PARVA plan --prof-data "$REF/prof_data" --slo-dir "$REF/SLO" --slo "$n" --gpu-type a100-80gb --algorithm "$1" \
       --latency-model "$2" --out "$tmp/s$n.csv" --json > "$tmp/p.json"
-    $PARVA simulate --plan "$tmp/s$n.csv" --prof-data "$REF/prof_data" --json > "$tmp/s.json" || true
+    $PARVA simulate --map "$tmp/s$n.csv" --prof-data "$REF/prof_data" --json > "$tmp/s.json" || true
     misses=$(field "$tmp/s.json" "', '.join('%s (p99 %.0f ms > %.1f)' % (s['service'], s['p99_ms'], s['slo_ms']) for s in d['services'] if not s['pass']) or 'none'")
     field "$tmp/p.json" "'| $n | $1 | $2 | %d | %s | %s | $misses |' % (d['gpus'], d['lower_bound_gpus'] if d['lower_bound_gpus'] is not None else '-', d['proven_optimal'])"
   done
@@ -65,7 +65,7 @@ echo
 echo "| seed | requests/s offered | events | wall s | peak RSS MB | services missing p99 <= SLO |"
 echo "|---:|---:|---:|---:|---:|---|"
 for seed in 1 2 3; do
-  /usr/bin/time -f "%e %M" -o "$tmp/time" $PARVA simulate --plan "$tmp/plan-1000-queueing.csv" --prof-data "$REF/prof_data" \
+  /usr/bin/time -f "%e %M" -o "$tmp/time" $PARVA simulate --map "$tmp/plan-1000-queueing.csv" --prof-data "$REF/prof_data" \
     --seed "$seed" --json > "$tmp/s.json" || true
   read -r wall rss < <(tail -n 1 "$tmp/time")
   field "$tmp/s.json" "'| $seed | %.0f | %d | $wall | %.0f | %s |' % (sum(s['offered_rate'] for s in d['services']), d['events'], $rss/1024, ', '.join('%s (p99 %.1f ms > %.1f)' % (s['service'], s['p99_ms'], s['slo_ms']) for s in d['services'] if not s['pass']) or 'none')"

@@ -10,7 +10,7 @@ pub struct CatalogueArgs {
     /// Only this GPU type (e.g. a100-80gb). Each type lists the products recognised as it on a
     /// node, by PCI device id or exact product name (never a part of the name); `+me` profiles
     /// carry the GPU's media extensions (one per GPU) and are never planned.
-    #[arg(long)]
+    #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]

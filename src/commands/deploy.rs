@@ -29,14 +29,14 @@ use super::serve::{BackendArg, DeviceArg};
 
 #[derive(Args)]
 pub struct DeployArgs {
-    /// Deployment map (parva's or ParvaGPU's format; the latter needs --gpu).
-    #[arg(long, required_unless_present_any = ["teardown", "restore"])]
+    /// Deployment map (parva's or ParvaGPU's format; the latter needs --gpu-type).
+    #[arg(long = "map", alias = "plan", value_name = "FILE", required_unless_present_any = ["teardown", "restore"])]
     plan: Option<PathBuf>,
     /// Which node of the map this machine is.
     #[arg(long, default_value_t = 0)]
     node: u32,
     /// GPU type of the map when it has no `gpu_type` column.
-    #[arg(long)]
+    #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: Option<String>,
     /// Plan GPU -> NVML index on this node, e.g. `0=2,1=3` (default: the same index).
     #[arg(long)]
@@ -146,7 +146,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let plan_path = args.plan.clone().context("--plan is required")?;
+    let plan_path = args.plan.clone().context("--map is required")?;
     let (map, _) = DeploymentMap::read(&plan_path)?;
     let opts = DeployOptions {
         node: args.node,

@@ -23,7 +23,7 @@ pub struct PlanArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
     services: Option<PathBuf>,
     /// GPU type (see `parva catalogue`), e.g. a100-80gb.
-    #[arg(long)]
+    #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: String,
     /// GPUs per node when numbering the map.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]

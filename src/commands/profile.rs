@@ -38,7 +38,7 @@ pub struct ProfileArgs {
     #[arg(long)]
     model: PathBuf,
     /// NVML index of the GPU to profile on.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long = "gpu-index", alias = "gpu", value_name = "INDEX", default_value_t = 0)]
     gpu: u32,
     /// Instance sizes in GPCs (default: every MIG size of the GPU type; `7` with --partition
     /// none, where the size is only the label written in the table).
@@ -167,7 +167,7 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
         .gpus()?
         .into_iter()
         .find(|g| g.index == args.gpu)
-        .with_context(|| format!("--gpu {}: no such GPU on this node", args.gpu))?;
+        .with_context(|| format!("--gpu-index {}: no such GPU on this node", args.gpu))?;
     let gpu_type = match &args.gpu_type {
         Some(id) => GpuType::by_id(id)?,
         None => info.identify().map_err(|e| {

@@ -13,7 +13,7 @@ use parva_runner::{BackendKind, Device, ServeEvent, ServeOptions};
 #[derive(Args)]
 pub struct ServeArgs {
     /// Deployment map (parva's or ParvaGPU's format).
-    #[arg(long)]
+    #[arg(long = "map", alias = "plan", value_name = "FILE")]
     plan: PathBuf,
     /// Which node of the map to serve.
     #[arg(long, default_value_t = 0)]

@@ -8,7 +8,7 @@ use parva_core::{DeploymentMap, ProfileSet, slo};
 #[derive(clap::Args)]
 pub struct SimulateArgs {
     /// Deployment map to simulate (parva's or ParvaGPU's CSV).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = "map", alias = "plan", value_name = "FILE")]
     plan: PathBuf,
     /// Profile tables giving each segment's batch latency.
     #[arg(long, value_name = "DIR")]

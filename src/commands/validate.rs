@@ -8,10 +8,10 @@ use parva_core::{DeploymentMap, deploy::MapFormat};
 #[derive(clap::Args)]
 pub struct ValidateArgs {
     /// Deployment map (parva's or ParvaGPU's CSV).
-    #[arg(long)]
+    #[arg(long = "map", alias = "plan", value_name = "FILE")]
     plan: PathBuf,
     /// GPU type the map is for (default: the map's `gpu_type` column).
-    #[arg(long)]
+    #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -23,7 +23,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let gpu_id = match (&args.gpu, map.segments.iter().find_map(|s| s.gpu_type.clone())) {
         (Some(g), _) => g.clone(),
         (None, Some(g)) => g,
-        (None, None) => anyhow::bail!("{}: the map names no GPU type; pass --gpu", args.plan.display()),
+        (None, None) => anyhow::bail!("{}: the map names no GPU type; pass --gpu-type", args.plan.display()),
     };
     let gpu = GpuType::by_id(&gpu_id).with_context(|| format!("checking {}", args.plan.display()))?;
     let problems = map.check_layouts(gpu);

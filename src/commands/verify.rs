@@ -33,9 +33,9 @@ pub struct VerifyArgs {
     slo: Option<usize>,
     /// Deployment map: its services with its `rate`/`slo_ms` columns (unless --services or
     /// --slo-dir give them); with --prof-data, also the simulator's predicted p99 to compare.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = "map", alias = "plan", value_name = "FILE")]
     plan: Option<PathBuf>,
-    /// Profile tables (for --slo-dir, and for the prediction with --plan).
+    /// Profile tables (for --slo-dir, and for the prediction with --map).
     #[arg(long, value_name = "DIR")]
     prof_data: Option<PathBuf>,
     /// Seconds of load, warm-up included (e.g. 60s, 2m) [default: 60s; with --trace, up to its
@@ -127,7 +127,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .map(|s| ServiceSpec { name: s.name.clone(), model: Some(s.model.clone()), rate: s.rate, slo_ms: s.slo_ms })
             .collect(),
         (None, Some(map)) => services_of_map(map, args.plan.as_deref().unwrap_or(Path::new("")))?,
-        (None, None) => anyhow::bail!("give --services, --slo-dir with --slo, or --plan"),
+        (None, None) => anyhow::bail!("give --services, --slo-dir with --slo, or --map"),
     };
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     if !(args.rate_scale > 0.0 && args.rate_scale.is_finite()) {

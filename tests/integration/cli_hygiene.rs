@@ -135,3 +135,31 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(e.contains("INFO parva::commands::simulate: simulated"), "a log line to check: {e}");
     assert!(!e.contains("\x1b["), "colour codes in {e:?}");
 }
+
+// Issue 12: `--map` names a deployment map everywhere, `--gpu-type` a GPU type and `--gpu-index` an
+// NVML index; the old spellings (`--plan`, `--gpu`) still work for existing scripts but are not
+// shown in help.
+#[test]
+fn renamed_flags_keep_their_old_spellings_and_help_shows_only_the_new_ones() {
+    let new = parva(&["validate", "--map", "deployment/example/deploy.csv", "--gpu-type", "a100-80gb"]);
+    let old = parva(&["validate", "--plan", "deployment/example/deploy.csv", "--gpu", "a100-80gb"]);
+    assert_eq!(new.status.code(), Some(0), "{}", stderr(&new));
+    assert_eq!(old.status.code(), Some(0), "{}", stderr(&old));
+    assert_eq!(new.stdout, old.stdout);
+    for (cmd, shown, hidden) in [
+        ("simulate", "--map <FILE>", "--plan"),
+        ("validate", "--map <FILE>", "--plan"),
+        ("serve", "--map <FILE>", "--plan"),
+        ("deploy", "--map <FILE>", "--plan"),
+        ("verify", "--map <FILE>", "--plan"),
+        ("plan", "--gpu-type <TYPE>", "--gpu <"),
+        ("validate", "--gpu-type <TYPE>", "--gpu <"),
+        ("deploy", "--gpu-type <TYPE>", "--gpu <"),
+        ("catalogue", "--gpu-type <TYPE>", "--gpu <"),
+        ("profile", "--gpu-index <INDEX>", "--gpu <"),
+    ] {
+        let help = crate::util::stdout(&parva(&[cmd, "--help"]));
+        assert!(help.contains(shown), "parva {cmd} --help lacks {shown}:\n{help}");
+        assert!(!help.contains(hidden), "parva {cmd} --help still shows {hidden}:\n{help}");
+    }
+}

@@ -347,7 +347,7 @@ fn gpu_checks(node: &mut dyn NodeInfo, out: &mut Lines, needs: Option<&MapNeeds>
         let memory = node.memory_total_mib(g.index).map_or(String::new(), |m| format!(", {:.0} GiB", m / 1024.0));
         let wrong_type = needs.and_then(|n| n.gpu_type.as_deref()).filter(|want| used && *want != kind);
         let (status, fix) = if let Some(want) = wrong_type {
-            (Status::Fail, Some(format!("the map is planned for {want}: re-plan for {kind} (parva plan --gpu {kind}) or serve it on {want} GPUs")))
+            (Status::Fail, Some(format!("the map is planned for {want}: re-plan for {kind} (parva plan --gpu-type {kind}) or serve it on {want} GPUs")))
         } else if used && !g.mig.current {
             (Status::Fail, Some(format!("enable MIG on GPU {}: sudo nvidia-smi -i {} -mig 1 (drain the GPU first; may need a GPU reset)", g.index, g.index)))
         } else {

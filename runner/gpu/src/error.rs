@@ -8,7 +8,7 @@ use crate::mps::MpsError;
 pub enum DeployError {
     #[error("the plan has no segment on node {node} (its nodes: {nodes:?})")]
     NoSegments { node: u32, nodes: Vec<u32> },
-    #[error("the plan names no GPU type (no `gpu_type` column); pass --gpu TYPE")]
+    #[error("the plan names no GPU type (no `gpu_type` column); pass --gpu-type TYPE")]
     NoGpuType,
     #[error("{0}")]
     UnknownGpuType(String),
