@@ -125,9 +125,22 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
     let summary = plan.summary();
     let report = parva_planner::report::report(&plan, Some(&profiles));
-    // For each costly service (at most 3), what relaxing its SLO by half would save: re-planned.
+    // For each costly service (at most 3), what relaxing its SLO by half would save: re-planned,
+    // so only when planning was quick (a large fleet would plan up to four times over).
     let mut sensitivity = Vec::new();
-    for cost in report.services.iter().filter(|c| c.is_costly()).take(3) {
+    let costly = report.services.iter().filter(|c| c.is_costly()).take(3);
+    let costly: Vec<_> = if plan.plan_seconds <= SENSITIVITY_MAX_PLAN_SECONDS {
+        costly.collect()
+    } else {
+        if report.services.iter().any(|c| c.is_costly()) {
+            eprintln!(
+                "note: no sensitivity lines: planning took {:.1} s (> {SENSITIVITY_MAX_PLAN_SECONDS} s); re-plan with a relaxed SLO to see what it saves",
+                plan.plan_seconds
+            );
+        }
+        Vec::new()
+    };
+    for cost in costly {
         let Some(i) = services.iter().position(|s| s.name == cost.service) else { continue };
         if let Ok(Some(s)) = parva_planner::report::sensitivity(input, i, 1.5, plan.gpus.len()) {
             sensitivity.push(s);
@@ -151,6 +164,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(super::exit(summary.complete))
 }
+
+/// Sensitivity lines re-plan; they are skipped when the plan itself took longer than this.
+const SENSITIVITY_MAX_PLAN_SECONDS: f64 = 5.0;
 
 fn default_out(slo: Option<usize>) -> PathBuf {
     match slo {
