@@ -146,10 +146,36 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             sensitivity.push(s);
         }
     }
+    // A plan made under ParvaGPU's rule (no queueing) is checked by the simulator, which names
+    // the services that would miss their SLO.
+    let mut report = report;
+    let mut simulated_misses = None;
+    if options.algorithm == Algorithm::ParvaGpu {
+        simulated_misses = parva_planner::report::simulated_misses(&map, &profiles, &services)?;
+        match simulated_misses.clone() {
+            None => report.warnings.push(format!(
+                "ParvaGPU's rule ignores queueing and this fleet is too large to simulate here (> {} arrivals); run `parva simulate --map {}`",
+                parva_planner::report::CHECK_MAX_ARRIVALS, out.display()
+            )),
+            Some(misses) if misses.is_empty() => {}
+            Some(misses) => {
+                let list: Vec<String> =
+                    misses.iter().map(|m| format!("{} (p99 {:.1} ms, SLO {} ms)", m.service, m.p99_ms, m.slo_ms)).collect();
+                report.warnings.push(format!(
+                    "the simulator says {} of {} services miss their SLO under this plan (ParvaGPU's rule ignores queueing; \
+                     {} s of Poisson arrivals): {}; the default algorithm plans on predicted tail latency",
+                    misses.len(), services.len(), parva_planner::report::CHECK_SECONDS, list.join(", ")
+                ));
+            }
+        }
+    }
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["out"] = serde_json::json!(out);
         v["report"] = serde_json::to_value(&report)?;
+        if let Some(m) = &simulated_misses {
+            v["simulated_misses"] = serde_json::to_value(m)?;
+        }
         v["sensitivity"] = serde_json::to_value(&sensitivity)?;
         super::print_json(&v)?;
     } else {

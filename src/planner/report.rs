@@ -161,13 +161,6 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
             s.unconstrained_gpcs.unwrap_or(0.0), s.slo_ms
         ));
     }
-    if plan.algorithm == super::Algorithm::ParvaGpu {
-        warnings.push(
-            "ParvaGPU's rule ignores queueing: check this plan with `parva simulate` before serving it (the default \
-             algorithm plans on predicted tail latency)"
-                .into(),
-        );
-    }
     PlanReport {
         headline,
         complete,
@@ -223,6 +216,44 @@ pub fn sensitivity(input: PlanInput<'_>, service: usize, factor: f64, gpus: usiz
         return Ok(None);
     }
     Ok(Some(Sensitivity { service: s.name.clone(), slo_ms: s.slo_ms, relaxed_slo_ms: relaxed_slo, gpus, relaxed_gpus: relaxed.gpus.len() }))
+}
+
+/// A service the simulator says misses its SLO under a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimulatedMiss {
+    pub service: String,
+    pub p99_ms: f64,
+    pub slo_ms: f64,
+    pub attainment_pct: f64,
+}
+
+/// Seconds of Poisson arrivals [`simulated_misses`] runs (5 s of them warm-up).
+pub const CHECK_SECONDS: f64 = 30.0;
+/// [`simulated_misses`] is skipped above this many expected arrivals (it would take long).
+pub const CHECK_MAX_ARRIVALS: f64 = 2.0e6;
+
+/// Simulates `map` ([`CHECK_SECONDS`] of Poisson arrivals at the services' rates, the same
+/// simulator as `parva simulate`) and returns the services that miss their SLO at p99; `None` when
+/// the fleet is too large to check quickly ([`CHECK_MAX_ARRIVALS`]).
+pub fn simulated_misses(
+    map: &parva_core::DeploymentMap,
+    profiles: &parva_core::ProfileSet,
+    services: &[Service],
+) -> Result<Option<Vec<SimulatedMiss>>, parva_core::sim::SimError> {
+    let arrivals: f64 = services.iter().map(|s| s.rate).sum::<f64>() * CHECK_SECONDS;
+    if arrivals > CHECK_MAX_ARRIVALS {
+        return Ok(None);
+    }
+    let config = parva_core::sim::SimConfig { duration_s: CHECK_SECONDS, warmup_s: 5.0, ..Default::default() };
+    let report = parva_core::sim::simulate(map, profiles, Some(services), &config)?;
+    Ok(Some(
+        report
+            .services
+            .iter()
+            .filter(|r| r.p99_ms > r.slo_ms)
+            .map(|r| SimulatedMiss { service: r.service.clone(), p99_ms: r.p99_ms, slo_ms: r.slo_ms, attainment_pct: r.attainment_pct })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

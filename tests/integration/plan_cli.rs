@@ -394,3 +394,47 @@ fn plan_report_costs_sum_to_the_plan_and_the_sensitivity_claim_holds_when_replan
     std::fs::write(&relaxed, format!("service,model,rate,slo_ms\nchat,bert,200,{relaxed_slo}\nthumbs,mobilenetv2,500,60\n")).unwrap();
     assert_eq!(run(&relaxed)["gpus"].as_u64().unwrap(), relaxed_gpus);
 }
+
+// Issue 18: a 30-service plan under `--algorithm parvagpu` failed 5 services in simulation and
+// nothing said so. Now the plan names them, and they are exactly those `parva simulate` fails.
+#[test]
+fn parvagpu_plans_name_the_services_the_simulator_says_miss_and_simulate_agrees() {
+    let Some(dir) = crate::util::reference_dir() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let prof = dir.join("prof_data");
+    let fleet = std::process::Command::new("python3")
+        .args(["scripts/gen_fleet.py", prof.to_str().unwrap(), "30", "3"])
+        .current_dir(crate::util::repo())
+        .output()
+        .unwrap();
+    assert!(fleet.status.success());
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, &fleet.stdout).unwrap();
+    let map = d.path().join("plan.csv");
+    let o = crate::util::parva(&[
+        "plan", "--prof-data", prof.to_str().unwrap(), "--services", services.to_str().unwrap(), "--gpu-type", "a100-80gb",
+        "--algorithm", "parvagpu", "--out", map.to_str().unwrap(), "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::util::stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut named: Vec<String> =
+        v["simulated_misses"].as_array().unwrap().iter().map(|m| m["service"].as_str().unwrap().to_string()).collect();
+    assert!(!named.is_empty(), "this fleet misses under ParvaGPU's rule: {v}");
+    let warning = v["report"]["warnings"].as_array().unwrap().iter().find_map(|w| w.as_str().filter(|w| w.starts_with("the simulator says")));
+    assert!(warning.is_some_and(|w| named.iter().all(|n| w.contains(n.as_str()))), "{v}");
+    let o = crate::util::parva(&[
+        "simulate", "--map", map.to_str().unwrap(), "--prof-data", prof.to_str().unwrap(), "--services", services.to_str().unwrap(),
+        "--duration", "30s", "--warmup", "5s", "--json",
+    ]);
+    let sim: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut failing: Vec<String> = sim["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["p99_ms"].as_f64().unwrap() > s["slo_ms"].as_f64().unwrap())
+        .map(|s| s["service"].as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    failing.sort();
+    assert_eq!(named, failing);
+}
