@@ -159,13 +159,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     opts.events = Some(tx);
     let run_dir = opts.run_dir.clone();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let default_run_dir = args.run_dir.is_none().then(|| run_dir.clone());
     rt.block_on(async move {
         let progress = tokio::spawn(show_progress(rx, backend, workers, run_dir));
         let result = parva_runner::serve(opts, shutdown_signal()).await;
         progress.abort();
         result
     })?;
-    eprintln!("stopped");
+    // A clean stop removes the temporary run directory it made (sockets, pid files, worker logs);
+    // after an error it stays, for the logs. One given with --run-dir is never removed.
+    match default_run_dir {
+        Some(dir) if std::fs::remove_dir_all(&dir).is_ok() => eprintln!("stopped (removed the temporary run directory {})", dir.display()),
+        _ => eprintln!("stopped"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

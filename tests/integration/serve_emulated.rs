@@ -185,3 +185,29 @@ fn parvagpu_maps_take_their_slos_from_a_service_list() {
     s.wait_200("/v2/health/ready", Duration::from_secs(60));
     assert_eq!(infer_rows(s.addr, "tiny", 1).0, 200);
 }
+
+// Issue 18: `parva serve` without --run-dir left a directory in /tmp behind every run.
+#[test]
+fn serve_removes_its_temporary_run_directory_on_a_clean_stop() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (models, prof) = crate::serve_support::tiny_setup(dir.path(), &[(1, 1, 0.001)]);
+    let plan = crate::serve_support::write_plan(dir.path(), &["0,0,svc,tiny,0,1,1,1,,,,10,1000"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parva"))
+        .args(["serve", "--map", plan.to_str().unwrap(), "--backend", "emulated", "--models", &models, "--prof-data", &prof])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().and_then(|l| l.ok()).is_some_and(|l| l.starts_with("listening on")));
+    let run_dir = tmp.join(format!("parva-{}", child.id()));
+    assert!(run_dir.is_dir(), "serve made no run directory under TMPDIR");
+    crate::serve_support::signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
+    assert!(!run_dir.exists(), "the temporary run directory was left behind");
+}
