@@ -474,6 +474,11 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     metadata.summary = Some(summary.clone());
     metadata.write(&meta_path)?;
     report(&args, &table, &summary, &table_path, &meta_path)?;
+    // A complete run removes the temporary run directory it made; one with failed points keeps it
+    // (the workers' logs say why), and one given with --run-dir is never removed.
+    if args.run_dir.is_none() && !summary.interrupted && summary.counts.failed == 0 {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
     Ok(if summary.interrupted {
         ExitCode::from(130)
     } else {

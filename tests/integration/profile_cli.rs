@@ -209,3 +209,21 @@ fn bad_arguments_and_foreign_tables_are_refused_before_anything_is_written() {
     assert_eq!(std::fs::read_to_string(out.join("linear.csv")).unwrap(), foreign);
     assert!(!out.join("linear.meta.json").exists());
 }
+
+// Issue 18: `parva profile` without --run-dir left a directory in /tmp behind every run.
+#[test]
+fn a_complete_profile_removes_its_temporary_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_table(dir.path());
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let args = [
+        "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(),
+        "--partition", "none", "--device", "cpu", "--sizes", "7", "--procs", "1", "--batches", "1,2", "--json",
+    ];
+    let tmp_s = tmp.to_str().unwrap();
+    let o = profile(&dir.path().join("out"), &args, &[("TMPDIR", tmp_s)]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+}
