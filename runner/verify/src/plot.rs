@@ -2,7 +2,9 @@
 //! that succeeded within x ms of their scheduled time (log x axis). A curve that levels off below
 //! 1 shows failed or dropped requests. Each service's SLO is a dashed vertical line in its colour,
 //! the pass/fail percentile a grey horizontal line; a service passes when its curve crosses the
-//! percentile line left of its SLO line (a ring marks that point).
+//! percentile line left of its SLO line (a ring marks that point; a failing service gets a cross
+//! there and a red FAIL in the legend). Every service has its own colour (ten from the usual
+//! palette, then evenly spread hues), and the legend sits beside the chart, never over a curve.
 
 use plotters::prelude::*;
 
@@ -30,6 +32,19 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// The `i`-th service's colour: the palette, then hues spread by the golden ratio (distinct for
+/// any number of services a plot can show).
+fn color(i: usize) -> RGBAColor {
+    match COLORS.get(i) {
+        Some(c) => c.to_rgba(),
+        None => HSLColor(((i - COLORS.len()) as f64 * 0.618_034 + 0.05) % 1.0, 0.7, 0.42).to_rgba(),
+    }
+}
+
+/// Width of the plot, of which the legend takes the right part.
+const WIDTH: u32 = 1240;
+const LEGEND_WIDTH: u32 = 300;
+
 fn plot_err(e: impl std::fmt::Display) -> VerifyError {
     VerifyError::Plot(e.to_string())
 }
@@ -41,9 +56,11 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
     let (lo, hi) = if lo.is_finite() { (lo / 1.5, hi * 1.5) } else { (0.1, 1000.0) };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 620)).into_drawing_area();
+        let height = 620u32.max(80 + 18 * curves.len() as u32);
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(44)
@@ -63,11 +80,23 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
         let grey = RGBColor(120, 120, 120);
         chart
             .draw_series(DashedLineSeries::new([(lo, q), (hi, q)], 4, 4, grey.stroke_width(1)))
-            .map_err(plot_err)?
-            .label(format!("p{percentile}"))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey.stroke_width(1)));
+            .map_err(plot_err)?;
+        // The legend, beside the chart: the percentile line, then each service.
+        let font = ("sans-serif", 13).into_font();
+        let entry = |row: usize| 40 + 18 * row as i32;
+        legend_area
+            .draw(&PathElement::new([(8, entry(0)), (28, entry(0))], grey.stroke_width(1)))
+            .map_err(plot_err)?;
+        legend_area.draw(&Text::new(format!("p{percentile} (pass line)"), (34, entry(0) - 7), font.clone())).map_err(plot_err)?;
         for (i, c) in curves.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+            let color = color(i);
+            let y = entry(i + 1);
+            legend_area.draw(&PathElement::new([(8, y), (28, y)], color.stroke_width(2))).map_err(plot_err)?;
+            let verdict = if c.pass { "pass" } else { "FAIL" };
+            let style = if c.pass { font.color(&BLACK) } else { font.color(&RED) };
+            legend_area
+                .draw(&Text::new(format!("{} (SLO {} ms): {verdict}", c.name, c.slo_ms), (34, y - 7), style))
+                .map_err(plot_err)?;
             // A step curve: each point holds until the next latency.
             let mut steps = Vec::with_capacity(c.points.len() * 2 + 1);
             let mut prev = 0.0;
@@ -79,24 +108,15 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
             if let Some(&(x, y)) = c.points.last() {
                 steps.push((hi.max(x), y));
             }
-            let verdict = if c.pass { "pass" } else { "FAIL" };
-            chart
-                .draw_series(LineSeries::new(steps, color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(format!("{} (SLO {} ms): {verdict}", c.name, c.slo_ms))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(steps, color.stroke_width(2))).map_err(plot_err)?;
             chart
                 .draw_series(DashedLineSeries::new([(c.slo_ms, 0.0), (c.slo_ms, 1.02)], 6, 4, color.stroke_width(1)))
                 .map_err(plot_err)?;
             chart.draw_series([Circle::new((c.slo_ms, q), 5, color.stroke_width(2))]).map_err(plot_err)?;
+            if !c.pass {
+                chart.draw_series([Cross::new((c.slo_ms, q), 7, RED.stroke_width(2))]).map_err(plot_err)?;
+            }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -121,6 +141,38 @@ mod tests {
         // Three SLO rings and at least one path per curve.
         assert_eq!(svg.matches("<circle").count(), 3);
         assert!(svg.matches("<polyline").count() >= 3);
+    }
+
+    #[test]
+    fn twelve_services_get_twelve_colours_a_legend_beside_the_chart_and_failures_are_marked() {
+        let names: Vec<String> = (0..12).map(|i| format!("svc{i:02}")).collect();
+        let curves: Vec<Curve<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Curve { name: n, slo_ms: 10.0 * (i + 1) as f64, pass: i % 4 != 0, points: vec![(5.0, 0.5), (8.0, 1.0)] })
+            .collect();
+        let svg = cdf_svg("t", &curves, 99.0).unwrap();
+        let mut colours: Vec<&str> = svg.match_indices("stroke=\"#").map(|(at, _)| &svg[at + 8..at + 15]).collect();
+        colours.sort_unstable();
+        colours.dedup();
+        // 12 services + grey percentile line + black axes (+ red crosses).
+        assert!(colours.len() >= 13, "{colours:?}");
+        for c in 0..12 {
+            assert_ne!(color(c), color(c + 1));
+            for d in 0..c {
+                assert_ne!(color(c), color(d), "services {c} and {d} share a colour");
+            }
+        }
+        // The legend's entries start right of the chart area.
+        for n in &names {
+            let at = svg.find(&format!("{n} (SLO")).unwrap_or_else(|| panic!("{n} not in the legend"));
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            let x: f64 = tag.split("x=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+            assert!(x >= f64::from(WIDTH - LEGEND_WIDTH), "{n} legend at x={x}");
+        }
+        // The three failing services (0, 4, 8) are crossed and named FAIL.
+        assert_eq!(svg.matches(": FAIL").count(), 3);
+        assert_eq!(svg.matches("fill=\"#FF0000\"").count(), 3, "failing services' legend entries in red");
     }
 
     #[test]
