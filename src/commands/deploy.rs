@@ -25,7 +25,7 @@ use parva_gpu::plan::{DeployOptions, parse_index_map};
 use parva_runner::serve::ServePreview;
 use parva_runner::{BackendKind, ServeEvent, ServeOptions};
 
-use super::serve::{BackendArg, DeviceArg};
+use super::serve::{BackendArg, DeviceArg, shutdown_signal};
 
 #[derive(Args)]
 pub struct DeployArgs {
@@ -294,17 +294,3 @@ async fn show_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>, b
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
-}

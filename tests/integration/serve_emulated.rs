@@ -205,6 +205,8 @@ fn serve_removes_its_temporary_run_directory_on_a_clean_stop() {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.next().and_then(|l| l.ok()).is_some_and(|l| l.starts_with("listening on")));
+    // SIGTERM at once, while the server may still be starting: its handler is installed before the
+    // "listening" line (a first version installed it later, and this test died of the signal).
     let run_dir = tmp.join(format!("parva-{}", child.id()));
     assert!(run_dir.is_dir(), "serve made no run directory under TMPDIR");
     crate::serve_support::signal(child.id(), "TERM");
