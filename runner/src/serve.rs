@@ -118,6 +118,11 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
+    /// The device workers run on: the torch backend's `--device`, `none` for the emulated one.
+    pub fn device_label(&self) -> &'static str {
+        if self.backend == BackendKind::Torch { self.device.name() } else { "none" }
+    }
+
     /// Options with defaults: 127.0.0.1:8000, CPU, a run directory under the system's temp dir,
     /// no extra environment, the default queue bounds, real processes.
     pub fn new(map: DeploymentMap, node: u32, models_dir: PathBuf, backend: BackendKind) -> Self {
@@ -184,6 +189,11 @@ pub fn locate_torch_worker(env: Option<std::ffi::OsString>, exe: Option<&Path>, 
 /// One worker process to start.
 struct Planned {
     service: String,
+    model: String,
+    max_batch: u32,
+    /// The segment's GPU on the node and MIG placement start.
+    gpu: u32,
+    placement: u8,
     spec: WorkerSpec,
     policy: BatchPolicy,
     exec_profile: Vec<f64>,
@@ -250,6 +260,10 @@ fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: 
             let spec = WorkerSpec { name, program: cmd.program.clone(), args, env, socket, log };
             out.push(Planned {
                 service: seg.service.clone(),
+                model: seg.model.clone(),
+                max_batch: seg.batch_size,
+                gpu: seg.gpu,
+                placement: seg.placement,
                 spec,
                 policy: BatchPolicy::new(seg.batch_size, slo),
                 exec_profile: exec_profile.clone(),
@@ -319,13 +333,11 @@ pub struct ServePreview {
     pub workers: Vec<PlannedWorker>,
 }
 
-/// Everything [`serve`] checks before its first worker, without starting or creating anything:
-/// the node has segments, the worker program exists, every model's metadata (and TorchScript file
-/// for the torch backend) reads, the profile tables the emulated backend needs, the HTTP limits,
-/// socket path lengths, that the run directory can be made and the listen port is free. `parva
-/// deploy` runs it before its first MIG change. Fills `opts.worker_command` and makes the paths
-/// absolute, as [`serve`] would.
-pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
+/// The checks and reads [`serve`] and [`preflight`] share: absolute paths (workers run
+/// elsewhere), the node has segments, the worker program (first: a newcomer without
+/// `parva-worker` learns how to build it before being asked for model files), every model's
+/// metadata and files, the profile tables, the HTTP limits against the models.
+fn prepare(opts: &mut ServeOptions) -> Result<(BTreeMap<String, ModelMeta>, Option<ProfileSet>), ServeError> {
     for dir in [&mut opts.models_dir, &mut opts.run_dir] {
         *dir = std::path::absolute(&*dir).map_err(|e| ServeError::io(&*dir, "resolve path", e))?;
     }
@@ -343,6 +355,17 @@ pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
         None => None,
     };
     opts.http.check(metas.values()).map_err(ServeError::Config)?;
+    Ok((metas, prof))
+}
+
+/// Everything [`serve`] checks before its first worker, without starting or creating anything:
+/// the node has segments, the worker program exists, every model's metadata (and TorchScript file
+/// for the torch backend) reads, the profile tables the emulated backend needs, the HTTP limits,
+/// socket path lengths, that the run directory can be made and the listen port is free. `parva
+/// deploy` runs it before its first MIG change. Fills `opts.worker_command` and makes the paths
+/// absolute, as [`serve`] would.
+pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
+    let (metas, prof) = prepare(opts)?;
     // The run directory, or the nearest existing directory above it, must be a directory.
     let mut existing = opts.run_dir.as_path();
     while !existing.exists() {
@@ -354,28 +377,22 @@ pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
     if opts.listen.port() != 0 {
         std::net::TcpListener::bind(opts.listen).map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
     }
-    let planned = plan_workers(opts, &metas, prof.as_ref())?;
-    let segments: Vec<&Segment> = opts.map.segments.iter().filter(|s| s.node == opts.node).collect();
-    let mut workers = Vec::new();
-    let mut planned = planned.into_iter();
-    for seg in segments {
-        for _ in 0..seg.num_proc {
-            let Some(p) = planned.next() else { break };
-            workers.push(PlannedWorker {
-                name: p.spec.name,
-                service: p.service,
-                model: seg.model.clone(),
-                max_batch: seg.batch_size,
-                gpu: seg.gpu,
-                placement: seg.placement,
-                env: p.spec.env,
-            });
-        }
-    }
+    let workers = plan_workers(opts, &metas, prof.as_ref())?
+        .into_iter()
+        .map(|p| PlannedWorker {
+            name: p.spec.name,
+            service: p.service,
+            model: p.model,
+            max_batch: p.max_batch,
+            gpu: p.gpu,
+            placement: p.placement,
+            env: p.spec.env,
+        })
+        .collect();
     Ok(ServePreview {
         node: opts.node,
         backend: opts.backend.name(),
-        device: if opts.backend == BackendKind::Torch { opts.device.name() } else { "none" },
+        device: opts.device_label(),
         listen: opts.listen,
         worker_program: opts.worker_command.as_ref().map(|c| c.program.clone()).unwrap_or_default(),
         run_dir: opts.run_dir.clone(),
@@ -387,27 +404,8 @@ pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
 /// worker process per MPS process of every segment, route and batch requests; then stop accepting,
 /// let in-flight requests finish and stop the workers.
 pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-    // Workers get absolute paths, whatever their working directory.
-    for dir in [&mut opts.models_dir, &mut opts.run_dir] {
-        *dir = std::path::absolute(&*dir).map_err(|e| ServeError::io(&*dir, "resolve path", e))?;
-    }
-    if !opts.map.segments.iter().any(|s| s.node == opts.node) {
-        let mut nodes: Vec<u32> = opts.map.segments.iter().map(|s| s.node).collect();
-        nodes.dedup();
-        return Err(ServeError::NoSegments { node: opts.node, nodes });
-    }
-    // The worker program first: a newcomer without `parva-worker` learns how to build it before
-    // being asked for model files.
-    if opts.worker_command.is_none() {
-        opts.worker_command = Some(default_worker_command(opts.backend)?);
-    }
-    let metas = load_metas(&opts)?;
-    let prof = match &opts.prof_data {
-        Some(dir) => Some(ProfileSet::read_dir(dir, None)?),
-        None => None,
-    };
+    let (metas, prof) = prepare(&mut opts)?;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| ServeError::io(&opts.run_dir, "create run directory", e))?;
-    opts.http.check(metas.values()).map_err(ServeError::Config)?;
     let workers: usize = opts.map.segments.iter().filter(|s| s.node == opts.node).map(|s| s.num_proc as usize).sum();
     let allowed = crate::listen::ensure_fd_room(opts.http.conn.max_connections, 64 + 4 * workers);
     if allowed < opts.http.conn.max_connections {
@@ -422,7 +420,7 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let planned = plan_workers(&opts, &metas, prof.as_ref())?;
     let metrics = Arc::new(Metrics::new());
-    let device = if opts.backend == BackendKind::Torch { opts.device.name() } else { "none" };
+    let device = opts.device_label();
     metrics.backend.get_or_create(&BackendLabel { backend: opts.backend.name().into(), device: device.into() }).set(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let epoch = Instant::now();
