@@ -124,7 +124,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     map.write_file(&out).with_context(|| format!("writing the deployment map {}", out.display()))?;
 
     let summary = plan.summary();
-    let report = parva_planner::report::report(&plan, Some(&profiles));
+    let mut report = parva_planner::report::report(&plan, Some(&profiles));
     // For each costly service (at most 3), what relaxing its SLO by half would save: re-planned,
     // so only when planning was quick (a large fleet would plan up to four times over).
     let mut sensitivity = Vec::new();
@@ -148,7 +148,6 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     // A plan made under ParvaGPU's rule (no queueing) is checked by the simulator, which names
     // the services that would miss their SLO.
-    let mut report = report;
     let mut simulated_misses = None;
     if options.algorithm == Algorithm::ParvaGpu {
         simulated_misses = parva_planner::report::simulated_misses(&map, &profiles, &services)?;
