@@ -86,9 +86,12 @@ def bert_large():
             self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             self.pool = torch.nn.Linear(hidden, hidden)
             self.head = torch.nn.Linear(hidden, classes)
+            # A buffer, not torch.arange in forward: tracing records arange's device as a constant
+            # (cpu), and the traced model then fails on CUDA with a device mismatch.
+            self.register_buffer("position_ids", torch.arange(max_len).unsqueeze(0), persistent=False)
 
         def forward(self, input_ids, attention_mask):
-            pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+            pos = self.position_ids[:, : input_ids.shape[1]]
             x = self.tok(input_ids) + self.pos(pos) + self.typ(torch.zeros_like(input_ids))
             x = self.encoder(self.norm(x), src_key_padding_mask=attention_mask == 0)
             return self.head(torch.tanh(self.pool(x[:, 0])))

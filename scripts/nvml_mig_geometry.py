@@ -13,6 +13,21 @@ import json
 import sys
 
 
+def placements(n, h, profile_id):
+    """(start, size) of every placement NVML allows for a profile; pynvml has two signatures."""
+    import ctypes
+
+    try:
+        pl = n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id)
+    except TypeError:
+        count = ctypes.c_uint(0)
+        n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, None, ctypes.byref(count))
+        pl = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+        n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, pl, ctypes.byref(count))
+        pl = pl[: count.value]
+    return [[x.start, x.size] for x in pl]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu-index", type=int, default=0)
@@ -33,7 +48,7 @@ def main():
     attempt("driver", lambda: n.nvmlSystemGetDriverVersion())
     attempt("memory_mib", lambda: n.nvmlDeviceGetMemoryInfo(h).total // (1 << 20))
     attempt("mig_mode", lambda: list(n.nvmlDeviceGetMigMode(h)))
-    attempt("multiprocessors", lambda: n.nvmlDeviceGetNumGpuCores(h))
+    attempt("cuda_cores", lambda: n.nvmlDeviceGetNumGpuCores(h))
     profiles = []
     count = getattr(n, "NVML_GPU_INSTANCE_PROFILE_COUNT", 16)
     for pid in range(count):
@@ -57,8 +72,7 @@ def main():
                 if isinstance(v, (int, float, str)):
                     p[field] = v
             try:
-                pl = n.nvmlDeviceGetGpuInstancePossiblePlacements(h, info.id)
-                p["placements"] = [[x.start, x.size] for x in pl]
+                p["placements"] = placements(n, h, info.id)
             except Exception as e:
                 p["placements_error"] = str(e)
         profiles.append(p)
