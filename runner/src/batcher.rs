@@ -156,6 +156,13 @@ pub fn finish_estimate(
 /// on a busy host, 10x their profile, was scaled into the full-batch estimate, and admission by
 /// deadline refused nearly everything. Without a profile, each size keeps its own EWMA of its
 /// measured execution.
+///
+/// The first batch of each size a worker process runs is not counted: on a GPU it includes
+/// one-time work for the new input shape (kernels loaded and chosen, memory allocated).
+/// Regression (found by `scripts/gpu-check` on an H100): first batches of a size took 0.5-1 s
+/// against 5 ms for the next ones; counted, one of them made the full-batch estimate ~100x too
+/// large, admission then refused every request but those reaching an idle process, only
+/// one-row batches ran, and the estimate never recovered (19 of 200 req/s served).
 #[derive(Debug, Clone)]
 pub struct ExecEstimate {
     /// Profiled seconds per batch of 1, 2, ... rows.
@@ -167,6 +174,9 @@ pub struct ExecEstimate {
     overhead: Option<f64>,
     /// Per size (index = rows - 1), when there is no profile.
     measured: Vec<Option<f64>>,
+    /// Sizes the current worker process has run at least once (index = rows - 1; sizes past
+    /// `max_batch`, which run alone, are not tracked and always count).
+    warmed: Vec<bool>,
 }
 
 const EWMA_WEIGHT: f64 = 0.3;
@@ -177,7 +187,13 @@ fn ewma(old: Option<f64>, new: f64) -> f64 {
 
 impl ExecEstimate {
     pub fn new(profile: Vec<f64>, max_batch: usize) -> Self {
-        ExecEstimate { profile, measured_avg: None, profiled_avg: None, overhead: None, measured: vec![None; max_batch.max(1)] }
+        let n = max_batch.max(1);
+        ExecEstimate { profile, measured_avg: None, profiled_avg: None, overhead: None, measured: vec![None; n], warmed: vec![false; n] }
+    }
+
+    /// A new worker process starts: its first batch of each size is one-time work again.
+    pub fn new_process(&mut self) {
+        self.warmed.iter_mut().for_each(|w| *w = false);
     }
 
     /// The profile's latency of `rows` rows (past the table, in proportion to the rows).
@@ -225,8 +241,15 @@ impl ExecEstimate {
     }
 
     /// A batch of `rows` rows was answered `round_trip` seconds after the worker could start it,
-    /// and the worker says it executed for `exec` seconds (0: unknown, all of it counts).
-    pub fn record(&mut self, rows: usize, round_trip: f64, exec: f64) {
+    /// and the worker says it executed for `exec` seconds (0: unknown, all of it counts). Returns
+    /// false, changing nothing, for the process's first batch of that size (see the type's doc).
+    pub fn record(&mut self, rows: usize, round_trip: f64, exec: f64) -> bool {
+        if let Some(w) = self.warmed.get_mut(rows.max(1) - 1) {
+            if !*w {
+                *w = true;
+                return false;
+            }
+        }
         let round_trip = round_trip.max(0.0);
         let exec = if exec > 0.0 { exec.min(round_trip) } else { round_trip };
         self.overhead = Some(ewma(self.overhead, round_trip - exec));
@@ -241,6 +264,7 @@ impl ExecEstimate {
                 }
             }
         }
+        true
     }
 }
 
@@ -565,9 +589,48 @@ mod tests {
         assert_eq!((jobs.len(), rows), (1, 5));
     }
 
+    /// An estimate whose process has run every size once already (first batches are not counted).
+    fn warmed(profile: Vec<f64>, max_batch: usize) -> ExecEstimate {
+        let mut e = ExecEstimate::new(profile, max_batch);
+        e.warmed.fill(true);
+        e
+    }
+
+    /// Regression (found by `scripts/gpu-check` on an H100, mobilenetv2 at batch 32 x 2
+    /// processes, 200 req/s, 100 ms SLO): the first batch of each new size took 0.5-1 s on the GPU
+    /// (one-time work for the shape), 100x the next ones. Counted, it made the full-batch
+    /// estimate about 1 s, admission refused every request but those reaching an idle process,
+    /// only one-row batches ran, and nothing ever corrected the estimate: 19 of 200 req/s served,
+    /// p50 102 ms. The first batch of a size is now left out, per worker process.
+    #[test]
+    fn the_first_batch_of_a_size_on_a_gpu_does_not_poison_the_estimate() {
+        for profile in [vec![], vec![0.005, 0.006, 0.007, 0.008]] {
+            let mut e = ExecEstimate::new(profile.clone(), 4);
+            let before = e.full_exec(4);
+            for rows in 1..=4 {
+                assert!(!e.record(rows, 0.9, 0.9), "first batch of {rows} counted");
+            }
+            assert_eq!(e.full_exec(4), before, "profile {profile:?}");
+            for rows in 1..=4 {
+                let t = profile.get(rows - 1).copied().unwrap_or(0.008);
+                assert!(e.record(rows, t, t));
+            }
+            assert!(e.full_exec(4) <= 0.0081, "full batch {} s after normal batches", e.full_exec(4));
+            // A restarted process warms up again; what was learned stays.
+            let learned = e.full_exec(4);
+            e.new_process();
+            assert!(!e.record(4, 2.0, 2.0));
+            assert_eq!(e.full_exec(4), learned);
+        }
+        // A request larger than the batch size runs alone and always counts.
+        let mut e = ExecEstimate::new(vec![0.01], 1);
+        assert!(!e.record(1, 0.01, 0.01));
+        assert!(e.record(3, 0.03, 0.03));
+    }
+
     #[test]
     fn estimates_scale_the_profile_by_what_was_measured() {
-        let mut e = ExecEstimate::new(vec![0.01, 0.02], 4);
+        let mut e = warmed(vec![0.01, 0.02], 4);
         assert_eq!(e.get(2), 0.02);
         assert_eq!(e.get(4), 0.04);
         e.record(2, 0.03, 0.03);
@@ -577,7 +640,7 @@ mod tests {
         e.record(2, 0.05, 0.05);
         assert!((e.get(2) - 0.036).abs() < 1e-12);
         // Without a profile, each size learns on its own.
-        let mut e = ExecEstimate::new(vec![], 4);
+        let mut e = warmed(vec![], 4);
         assert_eq!(e.get(3), 0.0);
         e.record(3, 0.02, 0.02);
         assert_eq!((e.get(3), e.get(2)), (0.02, 0.0));
@@ -592,7 +655,7 @@ mod tests {
     fn a_fixed_overhead_of_small_batches_is_not_multiplied_into_the_full_batch_estimate() {
         let profile: Vec<f64> = (1..=16).map(|b| 0.004 + 0.0029 * (b - 1) as f64).collect();
         let full = profile[15];
-        let mut e = ExecEstimate::new(profile.clone(), 16);
+        let mut e = warmed(profile.clone(), 16);
         for _ in 0..20 {
             e.record(1, 0.040, 0.004);
         }
@@ -600,7 +663,7 @@ mod tests {
         assert!((e.overhead() - 0.036).abs() < 1e-9, "{}", e.overhead());
         assert!((e.full_exec(16) - full).abs() < 1e-9, "full batch executes {} s, profiled {full} s", e.full_exec(16));
         // The worker itself 36 ms slower on one row: a constant excess, not 10x.
-        let mut e = ExecEstimate::new(profile, 16);
+        let mut e = warmed(profile, 16);
         for _ in 0..20 {
             e.record(1, 0.040, 0.040);
         }
@@ -612,11 +675,11 @@ mod tests {
         }
         assert!((e.get(16) - 2.0 * full).abs() < 1e-6, "{}", e.get(16));
         // Faster than profiled: every size scales down in proportion.
-        let mut e = ExecEstimate::new(vec![0.01, 0.02], 2);
+        let mut e = warmed(vec![0.01, 0.02], 2);
         e.record(2, 0.01, 0.01);
         assert_eq!((e.get(1), e.get(2)), (0.005, 0.01));
         // A worker that reports no execution time: the whole round trip is execution.
-        let mut e = ExecEstimate::new(vec![0.01, 0.02], 2);
+        let mut e = warmed(vec![0.01, 0.02], 2);
         e.record(2, 0.03, 0.0);
         assert!((e.get(2) - 0.03).abs() < 1e-12 && e.overhead() == 0.0, "{} {}", e.get(2), e.overhead());
     }
@@ -626,7 +689,7 @@ mod tests {
     /// early (found by `parva verify`: p50 3x higher than on a fresh server at the same load).
     #[test]
     fn an_overload_does_not_leave_the_full_batch_estimate_inflated() {
-        let mut e = ExecEstimate::new(vec![0.01, 0.02, 0.03, 0.04], 4);
+        let mut e = warmed(vec![0.01, 0.02, 0.03, 0.04], 4);
         for _ in 0..20 {
             e.record(4, 0.4, 0.4);
         }

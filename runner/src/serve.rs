@@ -208,7 +208,7 @@ fn segment_profile(seg: &Segment, prof: Option<&ProfileSet>, backend: BackendKin
     let per_proc = table.and_then(|t| t.point(seg.instance_size, seg.batch_size, seg.num_proc)).map(|p| p.throughput);
     match (lat, backend) {
         (Some(l), _) => Ok((l, per_proc)),
-        (None, BackendKind::Torch) => Ok((vec![], per_proc)),
+        (None, BackendKind::Torch) => Ok((map_profile(seg), per_proc)),
         (None, BackendKind::Emulated) => Err(ServeError::Config(match prof {
             None => "--backend emulated needs --prof-data DIR: it sleeps for the profiled latencies".into(),
             Some(p) => format!(
@@ -217,6 +217,29 @@ fn segment_profile(seg: &Segment, prof: Option<&ProfileSet>, backend: BackendKin
             ),
         })),
     }
+}
+
+/// Latencies of 1..=batch rows when no profile table has them: from the map's throughput for the
+/// segment (a full batch in `batch x processes / throughput` seconds), in proportion to the rows.
+/// The batcher corrects them by what it measures, all sizes together, and an excess over a small
+/// batch's share carries over as a constant, so this start errs towards the measured. Without a
+/// throughput either, empty: each size is learned on its own.
+fn map_profile(seg: &Segment) -> Vec<f64> {
+    let Some(t) = seg.throughput.filter(|t| t.is_finite() && *t > 0.0) else {
+        tracing::warn!(
+            service = %seg.service, model = %seg.model,
+            "no profiled latency and no throughput in the map for this segment: batching deadlines start blind (pass --prof-data)"
+        );
+        return vec![];
+    };
+    let b = seg.batch_size.max(1);
+    let full = (b as f64) * seg.num_proc.max(1) as f64 / t;
+    tracing::info!(
+        service = %seg.service, model = %seg.model,
+        "no profiled latency for this segment (pass --prof-data): batches start from the map's throughput, {:.1} ms for {b} rows, corrected as they run",
+        full * 1e3
+    );
+    (1..=b).map(|r| full * r as f64 / b as f64).collect()
 }
 
 fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: Option<&ProfileSet>) -> Result<Vec<Planned>, ServeError> {
@@ -538,6 +561,25 @@ mod tests {
             std::fs::copy(src.join(format!("{m}.pt")), d.path().join(format!("{m}.pt"))).unwrap();
         }
         d
+    }
+
+    /// Regression (found by `scripts/gpu-check` on an H100): `serve --backend torch` without
+    /// --prof-data started every segment with no latency at all, and batching deadlines were set
+    /// by whatever size had run so far. The map's throughput now gives the start.
+    #[test]
+    fn without_profile_tables_the_torch_backend_starts_from_the_maps_throughput() {
+        let models = fixture_models(&["linear", "two_io"]);
+        let o = node_opts(models.path(), Path::new("/nonexistent/run"));
+        let lin = &o.map.segments[0];
+        let (lat, _) = segment_profile(lin, None, BackendKind::Torch).unwrap();
+        // 8 rows x 2 processes / 100 samples/s = 0.16 s for a full batch, in proportion below it.
+        assert_eq!(lat.len(), 8);
+        assert!((lat[7] - 0.16).abs() < 1e-12 && (lat[0] - 0.02).abs() < 1e-12, "{lat:?}");
+        let mut no_tp = lin.clone();
+        no_tp.throughput = None;
+        assert_eq!(segment_profile(&no_tp, None, BackendKind::Torch).unwrap().0, Vec::<f64>::new());
+        // The emulated backend replays profiled latencies only.
+        assert!(matches!(segment_profile(lin, None, BackendKind::Emulated), Err(ServeError::Config(m)) if m.contains("--prof-data")));
     }
 
     #[test]

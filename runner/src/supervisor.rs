@@ -96,6 +96,7 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                     metrics: &h.metrics,
                     epoch: cfg.epoch,
                 };
+                est.new_process();
                 let exit = batcher::run_batcher(&ctx, conn, &mut child, &mut queue, &mut h.rx, &mut h.stop, &mut est).await;
                 h.shared.ready.store(false, Ordering::SeqCst);
                 h.metrics.workers_ready.get_or_create(&label).dec();
