@@ -90,9 +90,18 @@ mod tests {
         assert_eq!("create#2".parse::<Fault>().unwrap(), Fault::new("create", 2));
         assert_eq!("#3".parse::<Fault>().unwrap(), Fault::new("", 3));
         assert_eq!("destroy_instance gpu=1".parse::<Fault>().unwrap(), Fault::new("destroy_instance gpu=1", 1));
-        assert!("x#0".parse::<Fault>().is_err());
-        assert!("x#y".parse::<Fault>().is_err());
-        assert!("".parse::<Fault>().is_err());
+        // The last `#` splits: a pattern may itself contain one.
+        assert_eq!("a#b#2".parse::<Fault>().unwrap(), Fault::new("a#b", 2));
+        // Refused specs name themselves whole, and the rule.
+        for spec in ["x#0", "x#y", "", "#", "#0", "x#-1"] {
+            assert_eq!(spec.parse::<Fault>(), Err(BadFault { spec: spec.to_string() }), "{spec:?}");
+        }
+        assert_eq!(
+            "x#y".parse::<Fault>().unwrap_err().to_string(),
+            "bad fault spec `x#y`: expected PATTERN#N, PATTERN or #N with N >= 1"
+        );
+        // Display is the spec syntax, and parses back.
+        assert_eq!(Fault::new("create", 2).to_string().parse::<Fault>().unwrap(), Fault::new("create", 2));
         let mut log = CallLog::default();
         log.set_fault(Some(Fault::new("create", 2)));
         assert_eq!(log.record("create a".into()), None);
