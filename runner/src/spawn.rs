@@ -194,3 +194,77 @@ impl Spawner for FakeSpawner {
         Ok(Box::new(FakeChild { done: Some(rx), exited: None, stream: child_stream }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &std::path::Path, program: &str, args: &[&str]) -> WorkerSpec {
+        WorkerSpec {
+            name: "w0".into(),
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![("PARVA_SPAWN_TEST".into(), "from-the-spec".into())],
+            socket: dir.join("w0.sock"),
+            log: dir.join("w0.log"),
+        }
+    }
+
+    /// The process gets the spec's arguments and environment, no stdin, and both its output
+    /// streams go to the log, appended (a restarted worker keeps its predecessor's lines).
+    #[tokio::test]
+    async fn a_real_process_gets_args_env_and_appends_both_streams_to_its_log() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("w0.log"), "earlier run\n").unwrap();
+        let script = "echo \"out $1 $PARVA_SPAWN_TEST\"; echo err >&2; read -r line && echo \"stdin: $line\"; exit 3";
+        let s = spec(d.path(), "/bin/sh", &["-c", script, "sh", "arg-one"]);
+        let mut child = ProcessSpawner.spawn(&s).unwrap();
+        assert!(child.pid().is_some_and(|p| p > 0));
+        let how = child.wait().await;
+        assert!(how.contains("exit status: 3"), "{how}");
+        let log = std::fs::read_to_string(&s.log).unwrap();
+        assert!(log.starts_with("earlier run\n"), "{log}");
+        assert!(log.contains("out arg-one from-the-spec\n") && log.contains("err\n"), "{log}");
+        assert!(!log.contains("stdin:"), "stdin is not /dev/null: {log}");
+    }
+
+    #[tokio::test]
+    async fn kill_ends_a_running_process_and_wait_says_by_which_signal() {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = ProcessSpawner.spawn(&spec(d.path(), "/bin/sleep", &["600"])).unwrap();
+        child.kill();
+        let how = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait()).await.expect("killed child never exited");
+        assert!(how.contains("signal: 9"), "{how}");
+    }
+
+    #[test]
+    fn failures_to_start_name_the_program_or_the_log() {
+        let d = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _g = rt.enter();
+        let e = ProcessSpawner.spawn(&spec(d.path(), "/nonexistent/parva-worker", &[])).err().unwrap();
+        assert!(e.starts_with("start /nonexistent/parva-worker: "), "{e}");
+        let mut s = spec(d.path(), "/bin/true", &[]);
+        s.log = d.path().join("no/such/dir/w0.log");
+        let e = ProcessSpawner.spawn(&s).err().unwrap();
+        assert!(e.starts_with(&format!("open log {}: ", s.log.display())), "{e}");
+    }
+
+    #[test]
+    fn the_fake_fails_the_first_n_spawns_and_records_every_call() {
+        let d = tempfile::tempdir().unwrap();
+        let meta: crate::meta::ModelMeta =
+            serde_json::from_str(r#"{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,1]}]}"#)
+                .unwrap();
+        let fake = FakeSpawner::new(meta, vec![0.001], Faults { fail_spawns: 2, crash_after_batches: None });
+        let s = spec(d.path(), "parva-worker", &[]);
+        for _ in 0..2 {
+            assert_eq!(fake.spawn(&s).err().as_deref(), Some("injected spawn failure"));
+        }
+        // The third is attempted for real: no router listens on the socket, so it cannot connect.
+        let e = fake.spawn(&s).err().unwrap();
+        assert!(e.starts_with(&format!("connect {}: ", s.socket.display())), "{e}");
+        assert_eq!(fake.spawn_count(), 3);
+        assert_eq!(fake.calls.lock().unwrap().iter().map(|c| &c.name).collect::<Vec<_>>(), ["w0", "w0", "w0"]);
+    }
+}
