@@ -288,7 +288,9 @@ fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: 
                 gpu: seg.gpu,
                 placement: seg.placement,
                 spec,
-                policy: BatchPolicy::new(seg.batch_size, slo),
+                // Batching and admission work to the plan's target, SLO - margin (map column
+                // `margin_ms`), the latency the plan predicted; verify checks the SLO itself.
+                policy: BatchPolicy::new(seg.batch_size, seg.target_ms(slo)),
                 exec_profile: exec_profile.clone(),
                 weight,
                 limits: QueueLimits::new(opts.queue_batches, seg.batch_size as usize, opts.queue_bytes),

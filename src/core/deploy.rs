@@ -19,6 +19,8 @@ use crate::profile::{fmt_num, parse_in, parse_int};
 pub const MAP_HEADER: [&str; 8] =
     ["node", "gpu", "service", "model", "placement", "instance_size", "batch_size", "num_proc"];
 pub const MAP_EXTRA_HEADER: [&str; 5] = ["profile", "gpu_type", "throughput", "rate", "slo_ms"];
+/// The optional last column of maps planned with a serving margin.
+pub const MAP_MARGIN_COLUMN: &str = "margin_ms";
 pub const PARVAGPU_HEADER: [&str; 7] =
     ["Num instance", "Num GPU", "Model", "Placement", "Instance size", "Batch size", "Num proc"];
 
@@ -45,6 +47,18 @@ pub struct Segment {
     pub rate: Option<f64>,
     /// The service's latency SLO in ms.
     pub slo_ms: Option<f64>,
+    /// The serving margin the service was planned with, ms (see [`crate::slo::Margin`]): the
+    /// router batches and admits against `slo_ms - margin_ms`; verify checks `slo_ms`. Written only
+    /// by maps planned with a margin (column `margin_ms`, after the others); empty means none.
+    pub margin_ms: Option<f64>,
+}
+
+impl Segment {
+    /// The latency the router batches and admits against: the SLO `slo_ms` less this segment's
+    /// planning margin (never below a tenth of the SLO, whatever a hand-edited map says).
+    pub fn target_ms(&self, slo_ms: f64) -> f64 {
+        (slo_ms - self.margin_ms.unwrap_or(0.0)).max(slo_ms / 10.0)
+    }
 }
 
 /// Which file format a map was read from.
@@ -91,6 +105,7 @@ impl DeploymentMap {
         };
         let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
         let extra: Vec<Option<usize>> = MAP_EXTRA_HEADER.iter().map(|h| col(h)).collect();
+        let margin_col = col(MAP_MARGIN_COLUMN);
         let mut segments = Vec::new();
         let mut consistency = Consistency::default();
         for rec in rdr.records() {
@@ -128,6 +143,10 @@ impl DeploymentMap {
                     throughput: opt_num(2, &limits::SEGMENT_THROUGHPUT)?,
                     rate: opt_num(3, &limits::RATE)?,
                     slo_ms: opt_num(4, &limits::SLO_MS)?,
+                    margin_ms: match margin_col.map(|i| rec.get(i).unwrap_or("")) {
+                        None | Some("") => None,
+                        Some(v) => Some(parse_in(v, Location::field(path, line, MAP_MARGIN_COLUMN), &limits::MARGIN_MS)?),
+                    },
                 },
                 MapFormat::ParvaGpu => {
                     let model = non_empty(f(2), at(2))?;
@@ -145,6 +164,7 @@ impl DeploymentMap {
                         throughput: None,
                         rate: None,
                         slo_ms: None,
+                        margin_ms: None,
                     }
                 }
             };
@@ -167,11 +187,15 @@ impl DeploymentMap {
     /// Write the map in parva's format.
     pub fn write_to(&self, w: impl std::io::Write) -> Result<(), csv::Error> {
         let mut wtr = csv::Writer::from_writer(w);
-        let header: Vec<&str> = MAP_HEADER.iter().chain(MAP_EXTRA_HEADER.iter()).copied().collect();
+        let with_margin = self.segments.iter().any(|s| s.margin_ms.is_some_and(|m| m > 0.0));
+        let mut header: Vec<&str> = MAP_HEADER.iter().chain(MAP_EXTRA_HEADER.iter()).copied().collect();
+        if with_margin {
+            header.push(MAP_MARGIN_COLUMN);
+        }
         wtr.write_record(&header)?;
         let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_default();
         for s in &self.segments {
-            wtr.write_record([
+            let mut row = vec![
                 s.node.to_string(),
                 s.gpu.to_string(),
                 s.service.clone(),
@@ -185,7 +209,11 @@ impl DeploymentMap {
                 opt(s.throughput.map(round3)),
                 opt(s.rate),
                 opt(s.slo_ms),
-            ])?;
+            ];
+            if with_margin {
+                row.push(opt(s.margin_ms.map(round3)));
+            }
+            wtr.write_record(&row)?;
         }
         wtr.flush()?;
         Ok(())
@@ -267,8 +295,8 @@ pub struct MapLayoutError {
 /// model, rate and SLO per service and one GPU type, whatever row a reader happens to use.
 #[derive(Default)]
 struct Consistency {
-    /// Service -> (first line, model, rate, slo_ms).
-    services: BTreeMap<String, (u64, String, Option<f64>, Option<f64>)>,
+    /// Service -> (first line, model, rate, slo_ms, margin_ms).
+    services: BTreeMap<String, (u64, String, Option<f64>, Option<f64>, Option<f64>)>,
     /// (first line, GPU type) of the first row.
     gpu_type: Option<(u64, Option<String>)>,
 }
@@ -278,15 +306,25 @@ impl Consistency {
         let show = |v: &Option<f64>| v.map_or_else(|| "empty".to_string(), fmt_num);
         match self.services.get(&seg.service) {
             None => {
-                self.services.insert(seg.service.clone(), (line, seg.model.clone(), seg.rate, seg.slo_ms));
+                if let (Some(m), Some(slo)) = (seg.margin_ms, seg.slo_ms) {
+                    if m >= slo {
+                        return Err(FormatError::invalid(
+                            Location::field(path, line, MAP_MARGIN_COLUMN),
+                            format!("{} is not below the service's slo_ms {}: nothing would be left to plan to", fmt_num(m), fmt_num(slo)),
+                        ));
+                    }
+                }
+                self.services.insert(seg.service.clone(), (line, seg.model.clone(), seg.rate, seg.slo_ms, seg.margin_ms));
             }
-            Some((first, model, rate, slo)) => {
+            Some((first, model, rate, slo, margin)) => {
                 let differs = if *model != seg.model {
                     Some(("model", model.clone(), seg.model.clone()))
                 } else if *rate != seg.rate {
                     Some(("rate", show(rate), show(&seg.rate)))
                 } else if *slo != seg.slo_ms {
                     Some(("slo_ms", show(slo), show(&seg.slo_ms)))
+                } else if *margin != seg.margin_ms {
+                    Some((MAP_MARGIN_COLUMN, show(margin), show(&seg.margin_ms)))
                 } else {
                     None
                 };
@@ -295,7 +333,7 @@ impl Consistency {
                         Location::field(path, line, field),
                         format!(
                             "service {:?} has {field} {now} here but {was} on line {first}; a service has one \
-                             model, rate and SLO on every row of a map",
+                             model, rate, SLO and margin on every row of a map",
                             seg.service
                         ),
                     ));
@@ -516,6 +554,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_planning_margin_round_trips_and_is_checked_against_the_slo() {
+        let csv = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms,margin_ms\n\
+                   0,0,a,m,0,4,8,1,4g.40gb,a100-80gb,100,10,50,2.5\n\
+                   0,0,b,m,4,3,8,1,3g.40gb,a100-80gb,100,10,40,\n";
+        let (map, _) = DeploymentMap::read_from(csv.as_bytes(), Path::new("d.csv")).unwrap();
+        assert_eq!((map.segments[0].margin_ms, map.segments[1].margin_ms), (Some(2.5), None));
+        assert_eq!((map.segments[0].target_ms(50.0), map.segments[1].target_ms(40.0)), (47.5, 40.0));
+        let mut out = Vec::new();
+        map.write_to(&mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), csv);
+        // Without a margin the column is not written: maps planned with --margin 0 read as before.
+        let mut plain = map.clone();
+        plain.segments.iter_mut().for_each(|s| s.margin_ms = None);
+        let mut out = Vec::new();
+        plain.write_to(&mut out).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("margin_ms"));
+        // A margin that leaves nothing of the SLO, and two margins for one service, are refused.
+        let bad = csv.replace(",50,2.5", ",50,50");
+        let e = DeploymentMap::read_from(bad.as_bytes(), Path::new("d.csv")).unwrap_err();
+        assert_eq!(e.location().and_then(|l| l.field.clone()).as_deref(), Some("margin_ms"), "{e}");
+        assert!(e.to_string().contains("not below the service's slo_ms 50"), "{e}");
+        let two = format!("{csv}0,1,a,m,0,4,8,1,4g.40gb,a100-80gb,100,10,50,3\n");
+        let e = DeploymentMap::read_from(two.as_bytes(), Path::new("d.csv")).unwrap_err();
+        assert!(e.to_string().contains("has margin_ms 3 here but 2.5 on line 2"), "{e}");
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -536,6 +601,7 @@ mod tests {
                     throughput: Some(round3(throughput)),
                     rate: Some(100.0 + svc as f64 * 0.25),
                     slo_ms: Some(20.0 + svc as f64),
+                    margin_ms: None,
                 },
             )
         }

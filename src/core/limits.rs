@@ -51,6 +51,8 @@ pub const RATE: Range = Range { what: "request rate", min: 0.0, max: 1e7, unit: 
 /// A service's latency SLO, milliseconds: from 10 µs (below any network round trip) to one hour
 /// (the longest latency the simulator's histograms record).
 pub const SLO_MS: Range = Range { what: "latency SLO", min: 0.01, max: 3_600_000.0, unit: "ms", min_inclusive: true };
+/// A service's planning margin in a map, milliseconds (below its SLO, checked with the SLO).
+pub const MARGIN_MS: Range = Range { what: "planning margin", min: 0.0, max: 3_600_000.0, unit: "ms", min_inclusive: true };
 /// The measured throughput of ONE process of a profile point, samples/s (0 marks an unmeasured
 /// point). A measured point runs at least one sample per 10,000 s and at most ten million a second.
 pub const THROUGHPUT: Range = Range { what: "throughput", min: 1e-4, max: 1e7, unit: "samples/s", min_inclusive: true };

@@ -29,7 +29,7 @@ use parva_core::latency::LatencyModel;
 use parva_core::limits;
 use parva_core::mig::GpuType;
 use parva_core::profile::{ModelProfile, ProfilePoint, ProfileSet};
-use parva_core::slo::Service;
+use parva_core::slo::{Margin, Service};
 
 pub use gpus::{GpuState, Placed};
 
@@ -59,6 +59,10 @@ pub struct PlanOptions {
     /// Most GPUs a plan may use: one that would need more is refused before it is attempted
     /// (see [`PlanError::TooManyGpus`]).
     pub max_gpus: u32,
+    /// Serving margin: each service is planned to its SLO minus this (see [`Margin`]); the plan
+    /// and its map keep the SLO itself and carry the margin. [`Margin::NONE`] by default here
+    /// (ParvaGPU's rule); `parva plan` defaults to [`Margin::DEFAULT`].
+    pub margin: Margin,
 }
 
 impl Default for PlanOptions {
@@ -70,6 +74,7 @@ impl Default for PlanOptions {
             max_procs: 3,
             gpus_per_node: 8,
             max_gpus: limits::DEFAULT_MAX_GPUS,
+            margin: Margin::NONE,
         }
     }
 }
@@ -142,6 +147,8 @@ pub struct Plan {
     pub zero_rate: Vec<String>,
     /// How [`Plan::lower_bound_gpus`] is made, in words (for the plan report).
     pub lower_bound_why: Option<String>,
+    /// The serving margin the plan was made with: every service was planned to `slo_ms` minus it.
+    pub margin: Margin,
 }
 
 /// Why a plan was refused. Nothing is planned (and nothing written) when one is returned.
@@ -171,6 +178,28 @@ pub enum PlanError {
 pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let started = Instant::now();
     validate(&input)?;
+    if input.options.margin.is_none() {
+        return plan_to_targets(input, started);
+    }
+    // Plan to the targets (SLO - margin), then put the SLOs themselves back: the map carries both.
+    let targets = input
+        .services
+        .iter()
+        .map(|s| {
+            let slo_ms = input.options.margin.target(&s.name, s.slo_ms).map_err(|e| PlanError::Invalid {
+                what: "--margin".into(),
+                rule: e.to_string(),
+            })?;
+            Ok(Service { slo_ms, ..s.clone() })
+        })
+        .collect::<Result<Vec<_>, PlanError>>()?;
+    let mut plan = plan_to_targets(PlanInput { services: &targets, ..input }, started)?;
+    plan.services = input.services.to_vec();
+    plan.margin = input.options.margin;
+    Ok(plan)
+}
+
+fn plan_to_targets(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanError> {
     let model = match input.options.algorithm {
         Algorithm::ParvaGpu => LatencyModel::ParvaGpu { budget: input.options.latency_budget },
         Algorithm::Optimal => input.options.latency_model,
@@ -421,6 +450,7 @@ impl Plan {
                     throughput: Some(p.segment.capacity),
                     rate: Some(s.rate),
                     slo_ms: Some(s.slo_ms),
+                    margin_ms: Some(self.margin.of(s.slo_ms)).filter(|m| *m > 0.0),
                 });
             }
         }
@@ -460,6 +490,7 @@ impl Plan {
                     model: s.model.clone(),
                     rate: s.rate,
                     slo_ms: s.slo_ms,
+                    margin_ms: self.margin.of(s.slo_ms),
                     capacity: (capacity * 1000.0).round() / 1000.0,
                     segments,
                 })
@@ -500,6 +531,8 @@ pub struct ServiceSummary {
     pub model: String,
     pub rate: f64,
     pub slo_ms: f64,
+    /// The serving margin the service was planned with: its target was `slo_ms - margin_ms`.
+    pub margin_ms: f64,
     /// Provisioned capacity, samples/s (0 when infeasible).
     pub capacity: f64,
     pub segments: usize,
@@ -544,6 +577,38 @@ mod tests {
     }
 
     const BOTH: [Algorithm; 2] = [Algorithm::Optimal, Algorithm::ParvaGpu];
+
+    /// Issue 18: a plan with a margin is the plan of the targets (SLO - margin), and its map keeps
+    /// the SLOs and carries the margin for the router.
+    #[test]
+    fn a_margin_plans_to_the_target_and_the_map_keeps_the_slo() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let services = [svc("a", 3000.0), Service { slo_ms: 40.0, ..svc("b", 5000.0) }];
+        let targets = [Service { slo_ms: 80.0, ..services[0].clone() }, Service { slo_ms: 32.0, ..services[1].clone() }];
+        for algorithm in BOTH {
+            let with = PlanOptions { algorithm, margin: Margin::Percent(20.0), ..PlanOptions::default() };
+            let without = PlanOptions { algorithm, ..PlanOptions::default() };
+            let p = plan(PlanInput { gpu, profiles: &profiles(1.0), services: &services, options: &with }).unwrap();
+            let t = plan(PlanInput { gpu, profiles: &profiles(1.0), services: &targets, options: &without }).unwrap();
+            let shape = |p: &Plan| p.to_map().segments.iter().map(|s| (s.gpu, s.placement, s.instance_size, s.batch_size, s.num_proc)).collect::<Vec<_>>();
+            assert_eq!(shape(&p), shape(&t), "{algorithm:?}");
+            let map = p.to_map();
+            for seg in &map.segments {
+                let slo = if seg.service == "a" { 100.0 } else { 40.0 };
+                assert_eq!((seg.slo_ms, seg.margin_ms), (Some(slo), Some(slo * 0.2)), "{algorithm:?} {seg:?}");
+            }
+            let sum = p.summary();
+            assert_eq!(sum.services.iter().map(|s| (s.slo_ms, s.margin_ms)).collect::<Vec<_>>(), [(100.0, 20.0), (40.0, 8.0)]);
+            // A tighter target costs at least as much.
+            let none = plan(PlanInput { gpu, profiles: &profiles(1.0), services: &services, options: &without }).unwrap();
+            assert!(p.gpcs() >= none.gpcs(), "{algorithm:?}");
+            assert!(none.to_map().segments.iter().all(|s| s.margin_ms.is_none()));
+        }
+        // A margin that leaves nothing is refused, naming the service.
+        let o = PlanOptions { margin: Margin::Ms(40.0), ..PlanOptions::default() };
+        let e = err(plan(PlanInput { gpu, profiles: &profiles(1.0), services: &services, options: &o }));
+        assert!(e.to_string().contains("service \"b\": a margin of 40 ms leaves nothing of its SLO of 40 ms"), "{e}");
+    }
 
     /// Issue 11: absurd rates reached HiGHS, which panicked (`invalid problem`).
     #[test]

@@ -139,6 +139,7 @@ pub(super) fn plan(
             input.gpu.gpcs,
             (solution.bound - 1e-6).ceil().max(0.0) as usize
         )),
+        margin: parva_core::slo::Margin::NONE,
     };
     plan.gpus.retain(|g| !g.is_empty());
     if !plan.proven_optimal {

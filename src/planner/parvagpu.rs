@@ -99,6 +99,7 @@ pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
         proven_optimal: false,
         zero_rate: Vec::new(),
         lower_bound_why: None,
+        margin: parva_core::slo::Margin::NONE,
     }
 }
 

@@ -69,12 +69,18 @@ impl ServiceCost {
 
 /// How the latency model reads in the headline.
 pub fn model_text(plan: &Plan) -> String {
+    let slo = if plan.margin.is_none() { "SLO".to_string() } else { format!("(SLO - {} margin)", plan.margin) };
+    let within = if plan.margin.is_none() {
+        "within the SLO".to_string()
+    } else {
+        format!("within the SLO less a serving margin of {}", plan.margin)
+    };
     match plan.latency_model {
         parva_core::latency::LatencyModel::ParvaGpu { budget } => {
-            format!("ParvaGPU's rule (a point is admissible when its batch latency < {budget} x SLO; no queueing)")
+            format!("ParvaGPU's rule (a point is admissible when its batch latency < {budget} x {slo}; no queueing)")
         }
         parva_core::latency::LatencyModel::Queueing { percentile } => {
-            format!("queueing (predicted p{percentile} latency, batching and queueing included, within the SLO)")
+            format!("queueing (predicted p{percentile} latency, batching and queueing included, {within})")
         }
     }
 }
@@ -291,6 +297,7 @@ mod tests {
             proven_optimal: true,
             zero_rate: vec![],
             lower_bound_why: Some("because".into()),
+            margin: parva_core::slo::Margin::NONE,
         }
     }
 

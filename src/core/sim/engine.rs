@@ -127,7 +127,8 @@ impl Model {
             for _ in 0..seg.num_proc {
                 svc.wrr.push((procs.len(), capacity / seg.num_proc as f64, 0.0));
                 procs.push(Proc {
-                    policy: BatchPolicy::new(seg.batch_size, slo_ms),
+                    // Batched against the planning target; the report checks the SLO itself.
+                    policy: BatchPolicy::new(seg.batch_size, seg.target_ms(slo_ms)),
                     exec: exec.clone(),
                     queue: VecDeque::new(),
                     running: Vec::new(),
@@ -261,8 +262,9 @@ impl Model {
                     segments: s.segments,
                     processes: s.wrr.len(),
                     slo_ms,
-                    offered_rate: s.rate,
+                    offered_rate: s.counted as f64 / window,
                     served_rate: s.served as f64 / window,
+                    target_rate: s.rate,
                     requests: s.counted,
                     p50_ms: q(&s.hist, 0.50),
                     p95_ms: q(&s.hist, 0.95),

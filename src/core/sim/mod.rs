@@ -75,10 +75,15 @@ pub struct ServiceResult {
     pub segments: usize,
     pub processes: usize,
     pub slo_ms: f64,
-    /// Requests/s offered (after `rate_scale`).
+    /// Requests/s that arrived in the measured window: the offered load, as `parva verify`
+    /// counts it (its scheduled requests over the window); Poisson arrivals make it differ from
+    /// `target_rate` by chance.
     pub offered_rate: f64,
     /// Requests/s completed inside the measured window (from warm-up to duration).
     pub served_rate: f64,
+    /// The service's rate after `rate_scale`: what the arrivals were drawn at (verify's
+    /// `target_rate`).
+    pub target_rate: f64,
     /// Requests that arrived inside the window; all are served (the simulation drains), and the
     /// latency figures are theirs.
     pub requests: u64,
@@ -216,6 +221,9 @@ mod tests {
         let s = &r.services[0];
         assert!(s.pass && r.all_pass, "{s:?}");
         assert!((s.served_rate - 200.0).abs() < 15.0, "{s:?}");
+        // Offered is what arrived in the window (as verify counts it), target what was asked.
+        assert_eq!(s.target_rate, 200.0);
+        assert!((s.offered_rate - s.requests as f64 / 18.0).abs() < 1e-9 && (s.offered_rate - 200.0).abs() < 15.0, "{s:?}");
         assert!(s.p99_ms <= 50.0 && s.max_ms < 60.0, "{s:?}");
         assert!(s.attainment_pct > 99.0);
     }
@@ -227,6 +235,7 @@ mod tests {
         let s = &r.services[0];
         assert!(!s.pass && !r.all_pass, "{s:?}");
         assert!(s.served_rate < 850.0 && s.max_ms > 1000.0, "{s:?}");
+        assert!(s.offered_rate > 950.0 && s.target_rate == 1000.0, "offered is the arrivals, not what was served: {s:?}");
     }
 
     #[test]
