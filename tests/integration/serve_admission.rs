@@ -178,6 +178,8 @@ fn scenario_4_node_refuses_nothing_while_p99_is_under_half_the_slo_and_never_fai
     let o = parva(&["verify", "--endpoint", &endpoint, "--plan", &plan, "--duration", "25s", "--warmup", "5s", "--rate-scale", SCENARIO_4_SCALE,
                     "--json", "--out", &out]);
     let report: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("no JSON report ({e}): {}", stderr(&o)));
+    // 0 (all within SLO) or 3 (some service missed it, which this test tolerates); never an error.
+    assert!(matches!(o.status.code(), Some(0 | 3)), "exit {:?}: {}", o.status.code(), stderr(&o));
     let services = report["services"].as_array().expect("services");
     assert_eq!(services.len(), 11, "{report}");
     let mut lines = Vec::new();

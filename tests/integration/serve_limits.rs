@@ -217,6 +217,7 @@ fn metrics_stay_parsable_with_quotes_and_backslashes_in_service_names_and_count_
 #[test]
 fn serve_help_documents_every_limit_with_its_default() {
     let out = parva(&["serve", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
     let help = stdout(&out);
     for (flag, default) in [
         ("--max-request-rows", "128"),
