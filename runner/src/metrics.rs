@@ -284,4 +284,33 @@ mod tests {
         assert!(!text.contains("whatever"), "{text}");
         assert!(!text.contains("parva_requests_total{service=\"_unknown\""), "{text}");
     }
+
+    /// `observe_batch` counts a batch per exact size and feeds both histograms; `count_error`
+    /// counts an error without counting the request again; every metric is declared with its type.
+    #[test]
+    fn batches_are_counted_by_exact_size_and_errors_do_not_count_requests_twice() {
+        let m = Metrics::new();
+        m.observe_batch("svc", 3, 0.25);
+        m.observe_batch("svc", 3, 0.5);
+        m.observe_batch("svc", 8, 1.0);
+        m.requests.get_or_create(&Metrics::service("svc")).inc();
+        m.count_error("svc", 502);
+        let text = m.encode();
+        let value = |sample: &str| -> Option<f64> {
+            text.lines().find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        };
+        assert_eq!(value("parva_batches_total{service=\"svc\",size=\"3\"}"), Some(2.0), "{text}");
+        assert_eq!(value("parva_batches_total{service=\"svc\",size=\"8\"}"), Some(1.0), "{text}");
+        assert_eq!(value("parva_batch_size_count{service=\"svc\"}"), Some(3.0), "{text}");
+        assert_eq!(value("parva_batch_size_sum{service=\"svc\"}"), Some(14.0), "{text}");
+        // Buckets 1, 2, 4, 8, ...: the two 3-row batches are above 2 and within 4.
+        assert_eq!(value("parva_batch_size_bucket{le=\"2.0\",service=\"svc\"}"), Some(0.0), "{text}");
+        assert_eq!(value("parva_batch_size_bucket{le=\"4.0\",service=\"svc\"}"), Some(2.0), "{text}");
+        assert_eq!(value("parva_exec_seconds_sum{service=\"svc\"}"), Some(1.75), "{text}");
+        assert_eq!(value("parva_requests_total{service=\"svc\"}"), Some(1.0), "{text}");
+        assert_eq!(value("parva_request_errors_total{service=\"svc\",code=\"502\"}"), Some(1.0), "{text}");
+        for (name, kind) in [("parva_requests", "counter"), ("parva_batch_size", "histogram"), ("parva_workers_ready", "gauge"), ("parva_backend_info", "gauge")] {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind} in\n{text}");
+        }
+    }
 }
