@@ -49,6 +49,12 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = parva_core::limits::DEFAULT_MAX_GPUS,
           value_parser = clap::value_parser!(u32).range(1..=parva_core::limits::MAX_GPUS_LIMIT as i64))]
     max_gpus: u32,
+    /// Serving margin: plan each service to its SLO minus this, in ms (`3`, `3ms`) or percent of
+    /// the SLO (`5%`); the router batches and admits to the same target, and verify checks the
+    /// SLO itself. `0` plans to the SLO (ParvaGPU's rule). The default covers what the latency
+    /// model does not see (HTTP, IPC, the client; see the README's "Planning margin").
+    #[arg(long, alias = "margin-ms", value_name = "MS|PCT%", default_value = "5%")]
+    margin: parva_core::slo::Margin,
     /// Where to write the map [default: deployment/SLO<N>/SLO<N>_deploy.csv with --slo,
     /// deployment/deploy.csv otherwise].
     #[arg(long, value_name = "FILE")]
@@ -110,6 +116,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         max_procs: args.max_procs,
         gpus_per_node: args.gpus_per_node,
         max_gpus: args.max_gpus,
+        margin: args.margin,
     };
     let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
     let plan = plan::plan(input).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;

@@ -42,6 +42,10 @@ pub struct SimulateArgs {
     /// Multiply every service's rate by this: in (0, 1000].
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
+    /// Serving margin the router batches to (SLO - margin), in ms or `N%` of each SLO [default:
+    /// the map's `margin_ms` column, none when it has none]; pass/fail is against the SLO itself.
+    #[arg(long, alias = "margin-ms", value_name = "MS|PCT%")]
+    margin: Option<slo::Margin>,
     /// Write simulate.csv and simulate.json into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -91,6 +95,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         (None, Some(d), Some(n)) => Some(slo::read_slo_pair(d, n, &profiles)?),
         _ => None,
     };
+    let mut map = map;
+    if let Some(margin) = args.margin {
+        let listed: std::collections::BTreeMap<&str, f64> =
+            services.iter().flatten().map(|s| (s.name.as_str(), s.slo_ms)).collect();
+        for seg in &mut map.segments {
+            if let Some(slo_ms) = listed.get(seg.service.as_str()).copied().or(seg.slo_ms) {
+                let target = margin.target(&seg.service, slo_ms)?;
+                seg.margin_ms = Some(slo_ms - target);
+            }
+        }
+    }
     let config = SimConfig {
         duration_s: args.duration,
         warmup_s: args.warmup,
