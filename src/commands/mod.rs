@@ -79,3 +79,21 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<(), StdoutError> {
 pub fn exit(ok: bool) -> ExitCode {
     if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INCOMPLETE) }
 }
+
+/// `--distribution` of `simulate` and `verify`: the arrival process at a fixed rate.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistributionArg {
+    /// Exponential gaps (a Poisson process), as independent users produce.
+    Poisson,
+    /// Even gaps of 1/rate, from a random phase per service.
+    Constant,
+}
+
+impl From<DistributionArg> for parva_core::sim::Distribution {
+    fn from(d: DistributionArg) -> Self {
+        match d {
+            DistributionArg::Poisson => parva_core::sim::Distribution::Poisson,
+            DistributionArg::Constant => parva_core::sim::Distribution::Constant,
+        }
+    }
+}

@@ -2,7 +2,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use parva_core::sim::{self, Arrivals, SimConfig, SimReport};
+use parva_core::sim::{self, SimConfig, SimReport};
+
+use super::DistributionArg;
 use parva_core::{DeploymentMap, ProfileSet, slo};
 
 #[derive(clap::Args)]
@@ -52,12 +54,6 @@ pub struct SimulateArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum DistributionArg {
-    Poisson,
-    Constant,
 }
 
 /// Parse `60`, `60s`, `1.5s`, `500ms`, `2m` into seconds.
@@ -110,10 +106,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         duration_s: args.duration,
         warmup_s: args.warmup,
         seed: args.seed,
-        arrivals: match args.distribution {
-            DistributionArg::Poisson => Arrivals::Poisson,
-            DistributionArg::Constant => Arrivals::Constant,
-        },
+        distribution: args.distribution.into(),
         percentile: args.percentile,
         rate_scale: args.rate_scale,
     };
@@ -162,7 +155,7 @@ fn print_table(r: &SimReport) -> Result<(), super::StdoutError> {
         r.services.len() - failed,
         r.services.len(),
         r.config.duration_s,
-        r.config.arrivals,
+        r.config.distribution,
         r.config.seed
     )
 }

@@ -13,6 +13,7 @@ use clap::{ArgGroup, Args, ValueEnum};
 use parva_core::{DeploymentMap, ProfileSet, slo};
 use parva_verify::{Distribution, Endpoint, Live, ServiceSpec, Spec, Wire, predict, report, trace};
 
+use super::DistributionArg;
 use super::simulate::parse_seconds;
 
 #[derive(Args)]
@@ -86,12 +87,6 @@ pub struct VerifyArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DistributionArg {
-    Poisson,
-    Constant,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum WireArg {
     Binary,
     Json,
@@ -149,10 +144,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("{}: {beyond} requests are due after --duration ({duration_s} s) and are not sent", path.display());
         }
     }
-    let distribution = match args.distribution {
-        DistributionArg::Poisson => Distribution::Poisson,
-        DistributionArg::Constant => Distribution::Constant,
-    };
+    let distribution: Distribution = args.distribution.into();
     let spec = Spec {
         endpoint,
         services,

@@ -9,7 +9,6 @@ use parva_core::{DeploymentMap, ProfileSet, Service};
 
 use crate::report::Report;
 use crate::Spec;
-use crate::schedule::Distribution;
 
 /// The simulator's p99 (ms) per service for `map` under the settings of `spec` (duration,
 /// warm-up, arrival process, seed, rate scale); `services` overrides the map's rates and SLOs.
@@ -23,10 +22,7 @@ pub fn predict_p99(
         duration_s: spec.duration_s,
         warmup_s: spec.warmup_s,
         seed: spec.seed,
-        arrivals: match spec.distribution {
-            Distribution::Poisson => sim::Arrivals::Poisson,
-            Distribution::Constant => sim::Arrivals::Constant,
-        },
+        distribution: spec.distribution,
         percentile: spec.percentile.min(99.999),
         rate_scale: spec.rate_scale,
     };
@@ -64,7 +60,7 @@ mod tests {
             endpoint: crate::Endpoint::parse("http://h:1").unwrap(),
             services: Vec::new(),
             trace: None,
-            distribution: Distribution::Poisson,
+            distribution: crate::Distribution::Poisson,
             seed: 1,
             rate_scale: 1.0,
             percentile: 99.0,

@@ -5,15 +5,9 @@
 //! generator sends each request at its time whether or not earlier ones have returned, and
 //! measures its latency from that time.
 
-/// The arrival process of every service at a fixed rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Distribution {
-    /// Exponential gaps (a Poisson process), as independent users produce.
-    Poisson,
-    /// Even gaps of 1/rate, starting at a random phase so that services do not fire together.
-    Constant,
-}
+/// The arrival process at a fixed rate: the simulator's own type, so that a prediction and a
+/// measurement name the same process.
+pub use parva_core::sim::Distribution;
 
 /// Where a service's send times come from.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use hdrhistogram::Histogram;
 
-use super::{Arrivals, ServiceResult, SimConfig, SimError, SimReport};
+use super::{Distribution, ServiceResult, SimConfig, SimError, SimReport};
 use crate::batching::BatchPolicy;
 use crate::deploy::DeploymentMap;
 use crate::profile::ProfileSet;
@@ -150,9 +150,9 @@ impl Model {
         };
         for (i, s) in self.svcs.iter_mut().enumerate() {
             if s.rate > 0.0 {
-                let first = match config.arrivals {
-                    Arrivals::Poisson => s.rng.exp(s.rate),
-                    Arrivals::Constant => s.rng.unit() / s.rate,
+                let first = match config.distribution {
+                    Distribution::Poisson => s.rng.exp(s.rate),
+                    Distribution::Constant => s.rng.unit() / s.rate,
                 };
                 push(&mut heap, first, Ev::Arrival(i));
             }
@@ -175,9 +175,9 @@ impl Model {
                     }
                     let s = &mut self.svcs[si];
                     let next = now
-                        + match config.arrivals {
-                            Arrivals::Poisson => s.rng.exp(s.rate),
-                            Arrivals::Constant => 1.0 / s.rate,
+                        + match config.distribution {
+                            Distribution::Poisson => s.rng.exp(s.rate),
+                            Distribution::Constant => 1.0 / s.rate,
                         };
                     if next < config.duration_s {
                         push(&mut heap, next, Ev::Arrival(si));

@@ -18,11 +18,14 @@ use crate::limits;
 use crate::profile::ProfileSet;
 use crate::slo::Service;
 
-/// Arrival process of every service.
+/// The arrival process of every service at a fixed rate: the one type `simulate` and `verify`
+/// (and their `--distribution` flags) share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Arrivals {
+pub enum Distribution {
+    /// Exponential gaps (a Poisson process), as independent users produce.
     Poisson,
+    /// Even gaps of 1/rate, starting at a random phase so that services do not fire together.
     Constant,
 }
 
@@ -34,7 +37,7 @@ pub struct SimConfig {
     /// Leading seconds whose requests are not counted.
     pub warmup_s: f64,
     pub seed: u64,
-    pub arrivals: Arrivals,
+    pub distribution: Distribution,
     /// Percentile that decides pass/fail (e.g. 99.0).
     pub percentile: f64,
     /// Multiplier applied to every service's rate.
@@ -43,7 +46,7 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, arrivals: Arrivals::Poisson, percentile: 99.0, rate_scale: 1.0 }
+        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0 }
     }
 }
 
