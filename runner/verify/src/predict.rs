@@ -76,5 +76,16 @@ mod tests {
         assert_eq!(p.keys().collect::<Vec<_>>(), ["a", "b"]);
         // Batch 1 runs in 12 ms: a's p99 is at least that and far below its SLO at 24 % load.
         assert!(p["a"] >= 12.0 && p["a"] < 200.0, "{p:?}");
+        // The same seed and settings give the same prediction (verify's report is reproducible).
+        assert_eq!(predict_p99(&map, &profiles, None, &spec).unwrap(), p);
+        // The run's rate scale reaches the simulation: a at 4x (80/s on 83/s of 12 ms batches)
+        // queues far longer than at 1x.
+        let busy = predict_p99(&map, &profiles, None, &Spec { rate_scale: 4.0, ..spec.clone() }).unwrap();
+        assert!(busy["a"] > 3.0 * p["a"], "4x {busy:?} vs 1x {p:?}");
+        // A service list overrides the map's rates: a at 1/s hardly queues.
+        let quiet = [Service { name: "a".into(), model: "m".into(), rate: 1.0, slo_ms: 200.0 }, Service { name: "b".into(), model: "m".into(), rate: 50.0, slo_ms: 300.0 }];
+        let q = predict_p99(&map, &profiles, Some(&quiet), &spec).unwrap();
+        assert!(q["a"] <= p["a"] && q["a"] < 13.0, "{q:?} vs {p:?}");
     }
+
 }
