@@ -1,6 +1,11 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use parva_core::mig::{GpuType, catalogue, pci_id_text};
+use parva_gpu::fake::FakeGpus;
+use parva_gpu::mig::MigControl;
+use parva_gpu::nvml::NvmlMig;
 
 /// The GPU types parva knows: their products (recognised on a node by PCI device id or exact
 /// product name, never by a part of the name), MIG profiles (`+me`: with the GPU's media
@@ -12,15 +17,93 @@ pub struct CatalogueArgs {
     /// carry the GPU's media extensions (one per GPU) and are never planned.
     #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: Option<String>,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
+    /// Read the MIG geometry of a GPU of this node through NVML (read-only: every GPU-instance
+    /// profile and its possible placements; works with MIG mode off) and write it as a catalogue
+    /// file (--out), which --catalogue then takes.
+    #[arg(long, requires = "out", conflicts_with = "gpu")]
+    from_gpu: bool,
+    /// With --from-gpu: the GPU's NVML index.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "from_gpu")]
+    gpu_index: u32,
+    /// With --from-gpu: the type's id in the file (default: from the product name, `NVIDIA B200` -> `b200`).
+    #[arg(long, value_name = "ID", requires = "from_gpu")]
+    id: Option<String>,
+    /// With --from-gpu: the catalogue file to write (refused if it exists).
+    #[arg(long, value_name = "FILE", requires = "from_gpu")]
+    out: Option<PathBuf>,
+    /// For machines without a GPU (tests): fake GPUs instead of NVML (see `parva deploy --help`).
+    /// Also PARVA_FAKE_GPUS.
+    #[arg(long, value_name = "TYPE:COUNT", requires = "from_gpu")]
+    fake_gpus: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--from-gpu`: read, check (the catalogue parser reads what is written) and write.
+fn from_gpu(args: &CatalogueArgs, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if out.exists() {
+        anyhow::bail!("--out {}: exists; refusing to overwrite it", out.display());
+    }
+    let spec = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
+    let (mut mig, what): (Box<dyn MigControl>, String) = match &spec {
+        Some(spec) => (Box::new(FakeGpus::from_spec(spec)?), format!("FAKE GPUs ({spec})")),
+        None => {
+            let nvml = NvmlMig::load()?;
+            let (driver, _) = nvml.versions()?;
+            (Box::new(nvml), format!("NVML, driver {driver}"))
+        }
+    };
+    let ty = parva_gpu::nvml::read_gpu_type(mig.as_mut(), args.gpu_index, args.id.as_deref())?;
+    let known = mig
+        .gpus()?
+        .into_iter()
+        .find(|g| g.index == args.gpu_index)
+        .and_then(|g| g.identify().ok())
+        .map(|t| (t.id, t.same_mig_geometry(ty)));
+    let header = format!(
+        "parva GPU catalogue, read from GPU {} through {what} by `parva catalogue --from-gpu`.\n\
+         Format: README, \"Catalogue files\". Use it with --catalogue FILE or PARVA_CATALOGUE.",
+        args.gpu_index
+    );
+    let text = parva_core::catalogue::to_text(&[ty], &header);
+    // What is written must read back as the same type.
+    let back = parva_core::catalogue::parse(&text, &out.display().to_string())?;
+    anyhow::ensure!(back.len() == 1 && back[0].same_geometry(ty), "internal: the catalogue text does not read back as the GPU's geometry");
+    std::fs::write(out, &text).with_context(|| format!("write {}", out.display()))?;
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "out": out, "gpu_index": args.gpu_index, "gpu_type": ty.id, "source": what,
+            "profiles": ty.profiles.len(), "known_as": known.map(|(id, _)| id),
+            "same_as_known": known.map(|(_, same)| same),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{}: GPU {} ({}) read through {what}: type `{}`, {} GPCs, {} memory slices, {} profiles",
+        out.display(),
+        args.gpu_index,
+        ty.products.first().map_or("?", |p| p.name),
+        ty.id,
+        ty.gpcs,
+        ty.mem_slices,
+        ty.profiles.len()
+    )?;
+    match known {
+        Some((id, true)) => outln!("  the same geometry as the catalogue's `{id}`")?,
+        Some((id, false)) => outln!("  NOT the same geometry as the catalogue's `{id}`, which the GPU is recognised as: compare with `parva catalogue --gpu-type {id}`")?,
+        None => outln!("  not a GPU type parva knows: pass --catalogue {} to plan, validate, deploy and profile", out.display())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(serde::Serialize)]
 struct ProfileJson {
     name: &'static str,
     id: u32,
+    max_count: u8,
     gpcs: u8,
     mem_slices: u8,
     mem_gb: u32,
@@ -36,9 +119,13 @@ struct ProductJson {
 }
 
 pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
+    args.catalogue.load()?;
+    if let (true, Some(out)) = (args.from_gpu, &args.out) {
+        return from_gpu(&args, out);
+    }
     let gpus: Vec<&GpuType> = match &args.gpu {
         Some(id) => vec![GpuType::by_id(id)?],
-        None => catalogue().iter().collect(),
+        None => catalogue(),
     };
     if args.json {
         let out: Vec<serde_json::Value> = gpus
@@ -50,6 +137,7 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                     .map(|p| ProfileJson {
                         name: p.name,
                         id: p.id,
+                        max_count: p.max_count,
                         gpcs: p.gpcs,
                         mem_slices: p.mem_slices,
                         mem_gb: p.mem_gb,
@@ -66,6 +154,7 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "gpu_type": g.id, "products": products, "gpcs": g.gpcs, "mem_slices": g.mem_slices,
                     "max_instances": g.max_instances, "sizes": g.sizes(), "profiles": profiles,
+                    "placements_source": g.placements_source.as_str(), "catalogue": g.origin,
                 })
             })
             .collect();
@@ -76,6 +165,7 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
         outln!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances)?;
         let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
         outln!("  products: {}", products.join(", "))?;
+        outln!("  catalogue: {}; placements: {}", g.origin, g.placements_source.as_str())?;
         outln!("  {:<11} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB")?;
         for p in g.profiles {
             let starts: Vec<String> = p.starts.iter().map(|s| s.to_string()).collect();

@@ -93,6 +93,8 @@ pub struct DeployArgs {
     /// Also PARVA_FAKE_GPUS=TYPE:COUNT.
     #[arg(long, value_name = "TYPE:COUNT")]
     fake_gpus: Option<String>,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
 }
 
 /// The controllers: NVML + real MPS, or the fakes.
@@ -129,9 +131,13 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     if !args.dry_run {
         std::fs::create_dir_all(&run_dir).with_context(|| format!("create run directory {}", run_dir.display()))?;
     }
+    args.catalogue.load()?;
     let mut ctl = controllers(&args, &run_dir)?;
     if let Some(spec) = &ctl.fake {
         eprintln!("using FAKE GPUs ({spec}), state in {}", run_dir.join("fake-gpus.json").display());
+    }
+    for note in super::learn_unknown_gpus(ctl.mig.as_mut(), None)? {
+        eprintln!("note: {note}");
     }
     let mut node = Node { mig: ctl.mig.as_mut(), mps: ctl.mps.as_mut(), run_dir: run_dir.clone() };
     if args.teardown || args.restore {

@@ -35,6 +35,72 @@ pub mod worker;
 
 use std::process::ExitCode;
 
+/// `--catalogue FILE` (repeatable) and `PARVA_CATALOGUE`: GPU types from catalogue files, known
+/// to the command exactly like the built-in ones. Every command that takes a GPU type flattens it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CatalogueFiles {
+    /// A catalogue file of GPU types (format: README, "Catalogue files"; e.g. written by `parva
+    /// catalogue --from-gpu`), known beside the built-in types; repeatable. Also PARVA_CATALOGUE: files or
+    /// directories of *.toml files, separated by `:`.
+    #[arg(long = "catalogue", value_name = "FILE")]
+    pub catalogue: Vec<std::path::PathBuf>,
+}
+
+impl CatalogueFiles {
+    /// Read `PARVA_CATALOGUE`, then every `--catalogue` file, and register their types for this
+    /// process. Returns the types read (in that order).
+    pub fn load(&self) -> anyhow::Result<Vec<&'static parva_core::mig::GpuType>> {
+        use anyhow::Context as _;
+        let mut paths: Vec<std::path::PathBuf> = std::env::var_os("PARVA_CATALOGUE")
+            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+            .unwrap_or_default();
+        paths.extend(self.catalogue.iter().cloned());
+        let mut all = Vec::new();
+        for p in paths {
+            let types = if p.is_dir() { parva_core::catalogue::load_dir(&p)? } else { parva_core::catalogue::load_file(&p)? };
+            parva_core::mig::register(&types).with_context(|| format!("reading catalogue {}", p.display()))?;
+            all.extend(types);
+        }
+        Ok(all)
+    }
+}
+
+/// For each GPU of the node (or only `gpu`) that is not a type parva knows (neither built in nor
+/// from a catalogue file), read its MIG geometry through `mig` (NVML or the fake) and register it
+/// for this run. Returns what to tell the user, one line per GPU read. A GPU whose PCI id and
+/// name point at two different known types is left alone (that stays an error where it is used).
+pub fn learn_unknown_gpus(mig: &mut dyn parva_gpu::mig::MigControl, gpu: Option<u32>) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for info in mig.gpus()? {
+        if gpu.is_some_and(|g| g != info.index) {
+            continue;
+        }
+        if !matches!(info.identify(), Err(parva_core::mig::UnknownGpu::Unknown { .. })) {
+            continue;
+        }
+        let ty = match parva_gpu::nvml::read_gpu_type(mig, info.index, None) {
+            Ok(ty) => ty,
+            Err(e) => {
+                notes.push(format!("GPU {} ({}) is not a GPU type parva knows, and reading its MIG geometry failed: {e}", info.index, info.product()));
+                continue;
+            }
+        };
+        if let Err(e) = parva_core::mig::register(&[ty]) {
+            notes.push(format!("GPU {} ({}): its MIG geometry read from NVML is not used: {e}", info.index, info.product()));
+            continue;
+        }
+        notes.push(format!(
+            "GPU {} ({}) is not a GPU type parva knows: its MIG geometry was read from NVML for this run as type `{}` ({} profiles); keep it with `parva catalogue --from-gpu --gpu-index {} --out FILE` and pass --catalogue FILE",
+            info.index,
+            info.product(),
+            ty.id,
+            ty.profiles.len(),
+            info.index
+        ));
+    }
+    Ok(notes)
+}
+
 /// Exit code of a job that ran but whose result is incomplete.
 pub const EXIT_INCOMPLETE: u8 = 3;
 

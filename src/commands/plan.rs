@@ -25,6 +25,8 @@ pub struct PlanArgs {
     /// GPU type (see `parva catalogue`), e.g. a100-80gb.
     #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: String,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
     /// GPUs per node when numbering the map.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     gpus_per_node: u32,
@@ -84,6 +86,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     if !(args.latency_budget > 0.0 && args.latency_budget <= 1.0) {
         anyhow::bail!("--latency-budget must be in (0, 1]; got {}", args.latency_budget);
     }
+    args.catalogue.load()?;
     let gpu = GpuType::by_id(&args.gpu)?;
     let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
     let services = match (&args.slo_dir, args.slo, &args.services) {

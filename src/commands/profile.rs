@@ -110,6 +110,8 @@ pub struct ProfileArgs {
     /// Also PARVA_FAKE_GPUS=TYPE:COUNT.
     #[arg(long, value_name = "TYPE:COUNT")]
     fake_gpus: Option<String>,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -168,6 +170,11 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
         .into_iter()
         .find(|g| g.index == args.gpu)
         .with_context(|| format!("--gpu-index {}: no such GPU on this node", args.gpu))?;
+    if args.gpu_type.is_none() {
+        for note in super::learn_unknown_gpus(mig.as_mut(), Some(args.gpu))? {
+            eprintln!("note: {note}");
+        }
+    }
     let gpu_type = match &args.gpu_type {
         Some(id) => GpuType::by_id(id)?,
         None => info.identify().map_err(|e| {
@@ -338,6 +345,7 @@ fn memory_probe(target: &mut Target) -> Box<dyn MemoryProbe> {
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
+    args.catalogue.load()?;
     let files = model_files(&args.model)?;
     let (pt, model) = (files.pt.clone(), files.name.clone());
     if args.backend == BackendArg::Torch && !pt.is_file() {

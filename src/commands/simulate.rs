@@ -15,6 +15,8 @@ pub struct SimulateArgs {
     /// Profile tables giving each segment's batch latency.
     #[arg(long, value_name = "DIR")]
     prof_data: PathBuf,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
     /// Rates and SLOs per service, overriding the map's `rate`/`slo_ms` columns (needed for
     /// ParvaGPU maps).
     #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
@@ -75,6 +77,7 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    args.catalogue.load()?;
     // Flags first: nothing is read when one is out of its range.
     parva_core::limits::DURATION_S.check(args.duration).map_err(|rule| anyhow::anyhow!("--duration: {rule}"))?;
     parva_core::limits::RATE_SCALE.check(args.rate_scale).map_err(|rule| anyhow::anyhow!("--rate-scale: {rule}"))?;

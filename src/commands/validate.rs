@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use parva_core::mig::GpuType;
+use parva_core::mig::{GpuType, PlacementSource};
 use parva_core::{DeploymentMap, deploy::MapFormat};
 
 #[derive(clap::Args)]
@@ -13,12 +13,15 @@ pub struct ValidateArgs {
     /// GPU type the map is for (default: the map's `gpu_type` column).
     #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: Option<String>,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    args.catalogue.load()?;
     let (map, format) = DeploymentMap::read(&args.plan)?;
     let gpu_id = match (&args.gpu, map.segments.iter().find_map(|s| s.gpu_type.clone())) {
         (Some(g), _) => g.clone(),
@@ -27,11 +30,23 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     };
     let gpu = GpuType::by_id(&gpu_id).with_context(|| format!("checking {}", args.plan.display()))?;
     let problems = map.check_layouts(gpu);
+    // Placements taken from a sibling GPU are checked, but not known to be the GPU's own.
+    let assumed = (gpu.placements_source == PlacementSource::Assumed).then(|| {
+        format!(
+            "{}'s placements are not published (assumed from a GPU of the same family, {}): before trusting them, read the GPU's own with `parva catalogue --from-gpu --out FILE` and validate with --catalogue FILE",
+            gpu.id,
+            gpu.origin
+        )
+    });
+    if let Some(w) = &assumed {
+        eprintln!("warning: {w}");
+    }
     if args.json {
         super::print_json(&serde_json::json!({
             "plan": args.plan, "format": if format == MapFormat::Parva { "parva" } else { "parvagpu" },
             "gpu_type": gpu.id, "gpus": map.gpu_count(), "segments": map.segments.len(),
-            "valid": problems.is_empty(),
+            "valid": problems.is_empty(), "placements_source": gpu.placements_source.as_str(),
+            "catalogue": gpu.origin, "warning": assumed,
             "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         }))?;
     } else if problems.is_empty() {

@@ -17,6 +17,7 @@
 //! - [`utc`]: UTC timestamps for metadata and report names.
 
 pub mod batching;
+pub mod catalogue;
 pub mod deploy;
 pub mod error;
 pub mod latency;

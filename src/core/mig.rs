@@ -14,7 +14,12 @@
 //! configs' `device-filter`) or by its exact product name (NVML `nvmlDeviceGetName`), never by a
 //! substring: an `NVIDIA GH200 480GB` is not an H200. Anything else is refused, naming what was seen.
 //!
-//! Sources (facts, cited per entry below):
+//! The types are data: catalogue files (format in [`crate::catalogue`]). The built-in ones are
+//! `src/core/catalogue/*.toml`, compiled in and read by the same parser as a user's file
+//! (`--catalogue FILE`, `PARVA_CATALOGUE`) or one read from a GPU (`parva catalogue --from-gpu`);
+//! [`register`] makes a file's types known to every lookup of the process.
+//!
+//! Sources of the built-in files (each file's `source` names its own):
 //! - [mig-parted]: NVIDIA mig-parted `deployments/systemd/config-default.yaml` (device-filter ids
 //!   per GPU family, and the `+me` profiles with one instance each).
 //! - [driver-560]: the supported-GPU table (product name | PCI device id) of NVIDIA's
@@ -45,6 +50,8 @@ pub struct GiProfile {
     pub sms: u16,
     /// Legal placement starts, in memory slices.
     pub starts: &'static [u8],
+    /// Instances of this profile one GPU holds at most (NVML's `instanceCount`).
+    pub max_count: u8,
     /// A `+me` profile: same geometry as its base profile plus the GPU's media extensions (JPEG,
     /// OFA). At most one such instance per GPU; planners never choose one.
     pub media_extensions: bool,
@@ -85,189 +92,112 @@ pub struct GpuType {
     pub mem_slices: u8,
     pub max_instances: u8,
     pub profiles: &'static [GiProfile],
+    /// Where the placements come from (NVML, published, assumed from a sibling GPU).
+    pub placements_source: PlacementSource,
+    /// Where the numbers come from, as the catalogue file says.
+    pub source: Option<&'static str>,
+    /// The catalogue file the type was read from (`built-in:<file>`, a path, or `nvml:GPU <n>`).
+    pub origin: &'static str,
 }
 
-const STARTS_1G: &[u8] = &[0, 1, 2, 3, 4, 5, 6];
-const STARTS_1G_2S: &[u8] = &[0, 2, 4, 6];
-const STARTS_2G: &[u8] = &[0, 2, 4];
-const STARTS_3G: &[u8] = &[0, 4];
-const STARTS_0: &[u8] = &[0];
-
-/// The profiles of a 7-GPC / 8-memory-slice GPU; only names, memory and SM counts differ
-/// between A100, H100 and H200 (profile ids and placements from [mig-guide] `-lgipp` on A100,
-/// H100 and H100 NVL; the H200's profile ids from [lgip], its placements assumed equal). The
-/// media-extension profile `1g.<m1>gb+me` (id 20) has the geometry and SMs of `1g.<m1>gb`.
-macro_rules! seven_slice_profiles {
-    ($m1:literal, $m1x2:literal, $m2:literal, $m3:literal, $m4:literal, $m7:literal,
-     [$s1:literal, $s1x2:literal, $s2:literal, $s3:literal, $s4:literal, $s7:literal]) => {
-        &[
-            GiProfile { name: concat!("1g.", $m1, "gb"), id: 19, gpcs: 1, mem_slices: 1, mem_gb: $m1, sms: $s1, starts: STARTS_1G, media_extensions: false },
-            GiProfile { name: concat!("1g.", $m1, "gb+me"), id: 20, gpcs: 1, mem_slices: 1, mem_gb: $m1, sms: $s1, starts: STARTS_1G, media_extensions: true },
-            GiProfile { name: concat!("1g.", $m1x2, "gb"), id: 15, gpcs: 1, mem_slices: 2, mem_gb: $m1x2, sms: $s1x2, starts: STARTS_1G_2S, media_extensions: false },
-            GiProfile { name: concat!("2g.", $m2, "gb"), id: 14, gpcs: 2, mem_slices: 2, mem_gb: $m2, sms: $s2, starts: STARTS_2G, media_extensions: false },
-            GiProfile { name: concat!("3g.", $m3, "gb"), id: 9, gpcs: 3, mem_slices: 4, mem_gb: $m3, sms: $s3, starts: STARTS_3G, media_extensions: false },
-            GiProfile { name: concat!("4g.", $m4, "gb"), id: 5, gpcs: 4, mem_slices: 4, mem_gb: $m4, sms: $s4, starts: STARTS_0, media_extensions: false },
-            GiProfile { name: concat!("7g.", $m7, "gb"), id: 0, gpcs: 7, mem_slices: 8, mem_gb: $m7, sms: $s7, starts: STARTS_0, media_extensions: false },
-        ]
-    };
+/// Where a type's placements come from. `validate` warns on `Assumed` placements: read the GPU's
+/// own with `parva catalogue --from-gpu` before trusting them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementSource {
+    /// Read from the GPU through NVML (`nvmlDeviceGetGpuInstancePossiblePlacements`).
+    Nvml,
+    /// Published by NVIDIA (`nvidia-smi mig -lgipp` in the MIG user guide or a vendor's output).
+    Published,
+    /// Not published: taken from a GPU of the same family.
+    Assumed,
 }
 
-/// A100 SMs per profile (108-SM GA100; [mig-guide]). A800 is the same GA100 configuration.
-macro_rules! a100_40gb_profiles {
-    () => {
-        seven_slice_profiles!(5, 10, 10, 20, 20, 40, [14, 14, 28, 42, 56, 98])
-    };
-}
-macro_rules! a100_80gb_profiles {
-    () => {
-        seven_slice_profiles!(10, 20, 20, 40, 40, 80, [14, 14, 28, 42, 56, 98])
-    };
-}
-/// H100 SXM5 SMs per profile (132-SM GH100; [lgip] on H100 SXM5 and H100 NVL).
-macro_rules! h100_sxm_profiles {
-    () => {
-        seven_slice_profiles!(10, 20, 20, 40, 40, 80, [16, 26, 32, 60, 64, 132])
-    };
-}
-/// H100 PCIe SMs per profile (114-SM GH100): [lgip] on an H100 PCIe, driver 570.169
-/// (`1g.10gb` 14, `1g.20gb` 14, `2g.20gb` 30, `3g.40gb` 46, `4g.40gb` 62, `7g.80gb` 114).
-macro_rules! h100_pcie_profiles {
-    () => {
-        seven_slice_profiles!(10, 20, 20, 40, 40, 80, [14, 14, 30, 46, 62, 114])
-    };
+impl PlacementSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementSource::Nvml => "nvml",
+            PlacementSource::Published => "published",
+            PlacementSource::Assumed => "assumed",
+        }
+    }
 }
 
-const fn product(name: &'static str, pci_device_id: u32) -> GpuProduct {
-    GpuProduct { name, pci_device_id }
-}
-
-static CATALOGUE: &[GpuType] = &[
-    GpuType {
-        id: "a100-40gb",
-        // [mig-parted] "A100-40GB, A800-40GB": 0x20B0, 0x20B1, 0x20F1 (A100), 0x20F6 (A800).
-        // Names: [driver-560] (20B0, 20F1); 0x20B1 is "A100 PCIe 40GB" in [pci.ids].
-        products: &[
-            product("NVIDIA A100-SXM4-40GB", 0x20B0_10DE),
-            product("NVIDIA A100-PCIE-40GB", 0x20B1_10DE),
-            product("NVIDIA A100-PCIE-40GB", 0x20F1_10DE),
-        ],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: a100_40gb_profiles!(),
-    },
-    GpuType {
-        id: "a100-80gb",
-        // [mig-parted] "H100-80GB, H800-80GB, A100-80GB, A800-80GB" group; names [driver-560].
-        // SXM4 and PCIe boards are the same GA100 with the same MIG geometry.
-        products: &[product("NVIDIA A100-SXM4-80GB", 0x20B2_10DE), product("NVIDIA A100 80GB PCIe", 0x20B5_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: a100_80gb_profiles!(),
-    },
-    GpuType {
-        id: "h100-80gb",
-        // H100 SXM5 (HBM3). [mig-parted] 80GB group; name [driver-560].
-        products: &[product("NVIDIA H100 80GB HBM3", 0x2330_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: h100_sxm_profiles!(),
-    },
-    GpuType {
-        id: "h100-94gb",
-        // H100 NVL. [mig-parted] "H100 NVL, H800 NVL": 0x2321 (H100 NVL); name [driver-560].
-        products: &[product("NVIDIA H100 NVL", 0x2321_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: seven_slice_profiles!(12, 24, 24, 47, 47, 94, [16, 26, 32, 60, 64, 132]),
-    },
-    GpuType {
-        id: "h200-141gb",
-        // H200 SXM. [mig-parted] 0x2335 (changelog: "Add H200 with PCI ID 0x233510DE"); name
-        // [driver-560]. SMs from [lgip] (mig-parted issue 120). Not the GH200 (0x2342/0x2348).
-        products: &[product("NVIDIA H200", 0x2335_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: seven_slice_profiles!(18, 35, 35, 71, 71, 141, [16, 26, 32, 60, 64, 132]),
-    },
-    GpuType {
-        id: "a30-24gb",
-        // [mig-parted] "A30-24GB": 0x20B7; name [driver-560]; profiles, ids, placements [lgip].
-        products: &[product("NVIDIA A30", 0x20B7_10DE)],
-        gpcs: 4,
-        mem_slices: 4,
-        max_instances: 4,
-        profiles: &[
-            GiProfile { name: "1g.6gb", id: 14, gpcs: 1, mem_slices: 1, mem_gb: 6, sms: 14, starts: &[0, 1, 2, 3], media_extensions: false },
-            GiProfile { name: "1g.6gb+me", id: 21, gpcs: 1, mem_slices: 1, mem_gb: 6, sms: 14, starts: &[0, 1, 2, 3], media_extensions: true },
-            GiProfile { name: "2g.12gb", id: 5, gpcs: 2, mem_slices: 2, mem_gb: 12, sms: 28, starts: &[0, 2], media_extensions: false },
-            GiProfile { name: "2g.12gb+me", id: 6, gpcs: 2, mem_slices: 2, mem_gb: 12, sms: 28, starts: &[0, 2], media_extensions: true },
-            GiProfile { name: "4g.24gb", id: 0, gpcs: 4, mem_slices: 4, mem_gb: 24, sms: 56, starts: STARTS_0, media_extensions: false },
-        ],
-    },
-    GpuType {
-        id: "h100-pcie-80gb",
-        // H100 PCIe: 114 SMs, so its own SM counts ([lgip], driver 570.169). [mig-parted] 80GB
-        // group: 0x2331; name [driver-560].
-        products: &[product("NVIDIA H100 PCIe", 0x2331_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: h100_pcie_profiles!(),
-    },
-    GpuType {
-        id: "a800-40gb",
-        // [mig-parted] "A100-40GB, A800-40GB": 0x20F6; name [driver-560] ("NVIDIA A800 40GB
-        // Active"). Same GA100 configuration as the A100 40GB (SMs assumed equal).
-        products: &[product("NVIDIA A800 40GB Active", 0x20F6_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: a100_40gb_profiles!(),
-    },
-    GpuType {
-        id: "a800-80gb",
-        // [mig-parted] 80GB group: 0x20F3 (SXM4), 0x20F5 (PCIe); names [driver-560]. Same GA100
-        // configuration as the A100 80GB (SMs assumed equal).
-        products: &[
-            product("NVIDIA A800-SXM4-80GB", 0x20F3_10DE),
-            product("NVIDIA A800 80GB PCIe", 0x20F5_10DE),
-            product("NVIDIA A800 80GB PCIe LC", 0x20F5_10DE),
-        ],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: a100_80gb_profiles!(),
-    },
-    GpuType {
-        id: "h800-80gb",
-        // H800 SXM5. [mig-parted] 0x2324 (changelog: "Add H800 with PCI ID 232410DE"); name
-        // [driver-560]. No published `-lgip` seen: SMs assumed equal to the H100 SXM5's (132).
-        products: &[product("NVIDIA H800", 0x2324_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: h100_sxm_profiles!(),
-    },
-    GpuType {
-        id: "h800-pcie-80gb",
-        // H800 PCIe. [mig-parted] 80GB group: 0x2322; name [driver-560] and [pci.ids]. 114 SMs
-        // like the H100 PCIe: SMs per profile assumed equal to the H100 PCIe's.
-        products: &[product("NVIDIA H800 PCIe", 0x2322_10DE)],
-        gpcs: 7,
-        mem_slices: 8,
-        max_instances: 7,
-        profiles: h100_pcie_profiles!(),
-    },
+/// The built-in catalogue files (`src/core/catalogue/`), read by the same parser as a user's.
+const BUILT_IN: &[(&str, &str)] = &[
+    ("a100-40gb.toml", include_str!("catalogue/a100-40gb.toml")),
+    ("a100-80gb.toml", include_str!("catalogue/a100-80gb.toml")),
+    ("h100-80gb.toml", include_str!("catalogue/h100-80gb.toml")),
+    ("h100-94gb.toml", include_str!("catalogue/h100-94gb.toml")),
+    ("h200-141gb.toml", include_str!("catalogue/h200-141gb.toml")),
+    ("a30-24gb.toml", include_str!("catalogue/a30-24gb.toml")),
+    ("h100-pcie-80gb.toml", include_str!("catalogue/h100-pcie-80gb.toml")),
+    ("a800-40gb.toml", include_str!("catalogue/a800-40gb.toml")),
+    ("a800-80gb.toml", include_str!("catalogue/a800-80gb.toml")),
+    ("h800-80gb.toml", include_str!("catalogue/h800-80gb.toml")),
+    ("h800-pcie-80gb.toml", include_str!("catalogue/h800-pcie-80gb.toml")),
 ];
 
-/// All GPU types parva knows.
-pub fn catalogue() -> &'static [GpuType] {
-    CATALOGUE
+fn built_in() -> &'static [&'static GpuType] {
+    static TYPES: std::sync::OnceLock<Vec<&'static GpuType>> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        BUILT_IN
+            .iter()
+            .flat_map(|(name, text)| {
+                // The files are part of the source; a test parses every one of them.
+                crate::catalogue::parse(text, &format!("built-in:{name}")).unwrap_or_else(|e| panic!("built-in catalogue: {e}"))
+            })
+            .collect()
+    })
+}
+
+/// Types registered in this process from catalogue files or read from a GPU (see [`register`]).
+static REGISTERED: std::sync::RwLock<Vec<&'static GpuType>> = std::sync::RwLock::new(Vec::new());
+
+/// All GPU types parva knows in this process: the built-in ones, then the registered ones.
+pub fn catalogue() -> Vec<&'static GpuType> {
+    let mut all = built_in().to_vec();
+    all.extend(REGISTERED.read().unwrap_or_else(|e| e.into_inner()).iter().copied());
+    all
+}
+
+/// A type that cannot be registered beside the ones already known.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("GPU type `{id}` from {origin} is already defined by {other}, with another MIG geometry")]
+    DuplicateId { id: String, origin: String, other: String },
+    #[error("GPU type `{id}` from {origin}: product `{name}` ({}) is already `{other}`'s", pci_id_text(*pci_device_id))]
+    DuplicateProduct { id: String, origin: String, name: String, pci_device_id: u32, other: String },
+}
+
+/// Make `types` known to every lookup of this process ([`GpuType::by_id`], [`GpuType::identify`],
+/// [`catalogue`]). A type whose id is already known with another MIG geometry, or whose product
+/// (PCI device id) is already another type's, is refused; one with a known id and the same
+/// geometry is taken as that type (the same file read twice, a GPU's reading of a built-in type).
+pub fn register(types: &[&'static GpuType]) -> Result<(), RegisterError> {
+    let mut reg = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
+    for &t in types {
+        let known: Vec<&'static GpuType> = built_in().iter().copied().chain(reg.iter().copied()).collect();
+        if let Some(other) = known.iter().find(|o| o.id == t.id) {
+            // The same file read twice, or a GPU's own reading of a built-in type.
+            if other.same_mig_geometry(t) {
+                continue;
+            }
+            return Err(RegisterError::DuplicateId { id: t.id.into(), origin: t.origin.into(), other: other.origin.into() });
+        }
+        for p in t.products {
+            if let Some(other) = known.iter().find(|o| o.products.iter().any(|q| q.pci_device_id == p.pci_device_id)) {
+                return Err(RegisterError::DuplicateProduct {
+                    id: t.id.into(),
+                    origin: t.origin.into(),
+                    name: p.name.into(),
+                    pci_device_id: p.pci_device_id,
+                    other: other.id.into(),
+                });
+            }
+        }
+        reg.push(t);
+    }
+    Ok(())
 }
 
 /// The GPU type named `id` was not found in the catalogue.
@@ -284,7 +214,7 @@ pub fn pci_id_text(pci_device_id: u32) -> String {
 }
 
 fn known_products() -> String {
-    CATALOGUE
+    catalogue()
         .iter()
         .map(|g| {
             let products: Vec<String> =
@@ -314,15 +244,16 @@ pub enum UnknownGpu {
 impl GpuType {
     /// Look a GPU type up by its id (`a100-80gb`, ...), case-insensitively.
     pub fn by_id(id: &str) -> Result<&'static GpuType, UnknownGpuType> {
-        CATALOGUE.iter().find(|g| g.id.eq_ignore_ascii_case(id.trim())).ok_or_else(|| UnknownGpuType {
+        let all = catalogue();
+        all.iter().copied().find(|g| g.id.eq_ignore_ascii_case(id.trim())).ok_or_else(|| UnknownGpuType {
             id: id.to_string(),
-            known: CATALOGUE.iter().map(|g| g.id).collect::<Vec<_>>().join(", "),
+            known: all.iter().map(|g| g.id).collect::<Vec<_>>().join(", "),
         })
     }
 
     /// The GPU type of the product with this PCI device id (`0x20B210DE`), if any.
     pub fn by_pci_device_id(pci_device_id: u32) -> Option<&'static GpuType> {
-        CATALOGUE.iter().find(|g| g.products.iter().any(|p| p.pci_device_id == pci_device_id))
+        catalogue().into_iter().find(|g| g.products.iter().any(|p| p.pci_device_id == pci_device_id))
     }
 
     /// The GPU type of the product with exactly this name (e.g. `NVIDIA A100-SXM4-80GB`; the
@@ -334,7 +265,7 @@ impl GpuType {
             n.strip_prefix("NVIDIA ").unwrap_or(n).trim_start().to_string()
         };
         let want = bare(name);
-        CATALOGUE.iter().find(|g| g.products.iter().any(|p| bare(p.name) == want))
+        catalogue().into_iter().find(|g| g.products.iter().any(|p| bare(p.name) == want))
     }
 
     /// Recognise a physical GPU from what NVML reports: its PCI device id when it is one of the
@@ -381,6 +312,18 @@ impl GpuType {
         self.profiles.iter().find(|p| p.id == id)
     }
 
+    /// Same geometry and products (the origin and source text aside).
+    pub fn same_geometry(&self, other: &GpuType) -> bool {
+        (self.id, self.products, self.gpcs, self.mem_slices, self.max_instances, self.profiles)
+            == (other.id, other.products, other.gpcs, other.mem_slices, other.max_instances, other.profiles)
+    }
+
+    /// The same MIG geometry (GPCs, memory slices, instances, profiles in order), whatever the
+    /// types' ids and products.
+    pub fn same_mig_geometry(&self, other: &GpuType) -> bool {
+        (self.gpcs, self.mem_slices, self.max_instances, self.profiles) == (other.gpcs, other.mem_slices, other.max_instances, other.profiles)
+    }
+
     fn full_mask(&self) -> u16 {
         slice_mask(0, self.mem_slices)
     }
@@ -414,6 +357,10 @@ impl GpuType {
                     return Err(LayoutError::MediaExtensionsTaken { first: *first, second: *p });
                 }
                 media = Some(p);
+            }
+            let same = used.iter().filter(|(_, q)| q.profile == profile).count();
+            if same >= profile.max_count as usize {
+                return Err(LayoutError::TooManyOfProfile { profile: profile.name, limit: profile.max_count });
             }
             used.push((mask, p));
             gpcs += profile.gpcs as u32;
@@ -451,7 +398,7 @@ impl GpuType {
         for (pi, profile) in profiles.iter().enumerate().skip(first) {
             for &start in profile.starts {
                 let m = profile.mask_at(start);
-                if !self.fits(mask, gpcs, current.len(), profile, start) {
+                if !self.fits(mask, gpcs, current.len(), profile, start) || !below_max_count(current, profile) {
                     continue;
                 }
                 if pi == first && current.last().is_some_and(|l| *l.profile == **profile && l.start >= start) {
@@ -466,7 +413,7 @@ impl GpuType {
         if !extended {
             let can_grow = profiles
                 .iter()
-                .any(|p| p.starts.iter().any(|&s| self.fits(mask, gpcs, current.len(), p, s)));
+                .any(|p| below_max_count(current, p) && p.starts.iter().any(|&s| self.fits(mask, gpcs, current.len(), p, s)));
             if !can_grow && !current.is_empty() {
                 out.push(current.clone());
             }
@@ -491,8 +438,16 @@ impl GpuType {
         }
         let mask = layout.iter().fold(0u16, |m, p| m | p.profile.mask_at(p.start));
         let gpcs = layout.iter().map(|p| p.profile.gpcs as u32).sum::<u32>().min(u8::MAX as u32) as u8;
+        if layout.iter().filter(|p| p.profile == profile).count() >= profile.max_count as usize {
+            return Vec::new();
+        }
         profile.starts.iter().copied().filter(|&s| self.fits(mask, gpcs, layout.len(), profile, s)).collect()
     }
+}
+
+/// Whether `layout` holds fewer instances of `profile` than its `max_count`.
+fn below_max_count(layout: &[Placement], profile: &GiProfile) -> bool {
+    layout.iter().filter(|p| p.profile == profile).count() < profile.max_count as usize
 }
 
 impl fmt::Display for GpuType {
@@ -527,6 +482,8 @@ pub enum LayoutError {
     TooManyGpcs { total: u32, limit: u8 },
     #[error("{count} instances; the GPU allows at most {limit}")]
     TooManyInstances { count: usize, limit: u8 },
+    #[error("more than {limit} instances of {profile}, the most the GPU holds")]
+    TooManyOfProfile { profile: &'static str, limit: u8 },
     #[error("{second} needs the GPU's media extensions, but {first} has them (one per GPU)")]
     MediaExtensionsTaken { first: Placement, second: Placement },
 }
@@ -591,7 +548,8 @@ mod tests {
             gpu.validate(&all_ones).unwrap();
             let mut more = all_ones.clone();
             more.push(all_ones[0]);
-            assert!(gpu.validate(&more).is_err(), "{}", gpu.id);
+            // Refused for the count first (the duplicate also overlaps).
+            assert!(matches!(gpu.validate(&more), Err(LayoutError::TooManyInstances { .. })), "{}", gpu.id);
         }
     }
 
@@ -609,7 +567,7 @@ mod tests {
             Err(LayoutError::Overlap { .. })
         ));
         // 3g at 4 covers memory slice 6.
-        assert!(gpu.validate(&[place(gpu, "3g.40gb", 4), place(gpu, "1g.10gb", 6)]).is_err());
+        assert!(matches!(gpu.validate(&[place(gpu, "3g.40gb", 4), place(gpu, "1g.10gb", 6)]), Err(LayoutError::Overlap { .. })));
         // Seven 1g instances plus a 1g.20gb would exceed 7 GPCs.
         let mut l: Vec<Placement> = (0..6).map(|s| place(gpu, "1g.10gb", s)).collect();
         l.push(place(gpu, "1g.20gb", 6));
@@ -626,7 +584,7 @@ mod tests {
             gpu.validate(&[place(gpu, "2g.12gb", 1)]),
             Err(LayoutError::IllegalStart { .. })
         ));
-        assert!(gpu.validate(&[place(gpu, "4g.24gb", 0), place(gpu, "1g.6gb", 3)]).is_err());
+        assert!(matches!(gpu.validate(&[place(gpu, "4g.24gb", 0), place(gpu, "1g.6gb", 3)]), Err(LayoutError::Overlap { .. })));
     }
 
     #[test]
@@ -725,7 +683,7 @@ mod tests {
             "",
         ] {
             assert_eq!(GpuType::by_product_name(name), None, "{name}");
-            assert!(GpuType::identify(name, None).is_err(), "{name}");
+            assert!(matches!(GpuType::identify(name, None), Err(UnknownGpu::Unknown { .. })), "{name}");
         }
         // The H100 PCIe is no longer taken for an SXM5 (114 SMs, not 132).
         let pcie = GpuType::identify("NVIDIA H100 PCIe", Some(0x2331_10DE)).unwrap();
@@ -847,6 +805,7 @@ mod tests {
             && !overlap
             && layout.iter().map(|p| p.profile.gpcs as u32).sum::<u32>() <= gpu.gpcs as u32
             && layout.iter().filter(|p| p.profile.media_extensions).count() <= 1
+            && layout.iter().all(|p| layout.iter().filter(|q| q.profile == p.profile).count() <= p.profile.max_count as usize)
     }
 
     proptest::proptest! {
@@ -856,10 +815,10 @@ mod tests {
 
         #[test]
         fn validate_matches_a_plain_independent_check(
-            gpu_index in 0..CATALOGUE.len(),
+            gpu_index in 0..catalogue().len(),
             picks in proptest::collection::vec((0usize..16, 0u8..9, proptest::bool::ANY), 0..10),
         ) {
-            let gpu = &CATALOGUE[gpu_index];
+            let gpu = catalogue()[gpu_index];
             // Mostly legal starts (so that valid layouts are common), sometimes any start.
             let layout: Vec<Placement> = picks
                 .iter()

@@ -1,5 +1,6 @@
 //! The one integration-test binary: runs the real `parva` binary on fixtures and reference data.
 
+mod catalogue_cli;
 mod cli_hygiene;
 mod deploy_cli;
 mod deploy_reference;

@@ -6,7 +6,10 @@
 //! commands see the same "GPUs" (`PARVA_FAKE_GPUS`, see the README). Each fake GPU reports a
 //! product name and PCI device id (by default its type's first catalogue product), so that the
 //! identification path ([`GpuInfo::identify`]) is the real one; a test may make it report
-//! another product (a GH200, say) to see it refused.
+//! another product (a GH200, say) to see it refused. A fake GPU may be of a type parva does not
+//! know: `PATH.toml:COUNT` in the spec takes the geometry from a catalogue file as the fake's
+//! "hardware" (kept in the state file, never registered), so that reading a GPU's geometry
+//! (`parva catalogue --from-gpu`) can be tested on a type parva has no entry for.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,10 @@ pub struct FakeGpu {
     /// PCI device id it reports (`0x20B210DE`); absent: as for `product_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_device_id: Option<u32>,
+    /// Catalogue text of this GPU's geometry when it is not a type parva knows (the "hardware";
+    /// never registered): `gpu_type` is then its type's id in that text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<String>,
     pub uuid: String,
     pub mig: MigMode,
     pub instances: Vec<MigInstance>,
@@ -46,7 +53,7 @@ pub struct FakeState {
 
 /// Bad `PARVA_FAKE_GPUS`-style spec.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("bad fake GPU spec `{spec}`: {reason} (expected TYPE:COUNT[,TYPE:COUNT...], e.g. a100-80gb:8)")]
+#[error("bad fake GPU spec `{spec}`: {reason} (expected TYPE:COUNT[,TYPE:COUNT...], e.g. a100-80gb:8; TYPE may be a catalogue file FILE.toml)")]
 pub struct BadSpec {
     pub spec: String,
     pub reason: String,
@@ -59,8 +66,18 @@ impl FakeState {
         let bad = |reason: String| BadSpec { spec: spec.to_string(), reason };
         let mut gpus = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (ty, count) = part.split_once(':').unwrap_or((part, "1"));
-            let gpu_type = GpuType::by_id(ty).map_err(|e| bad(e.to_string()))?;
+            let (ty, count) = match part.rsplit_once(':') {
+                Some((ty, count)) if !count.contains('/') && !count.ends_with(".toml") => (ty, count),
+                _ => (part, "1"),
+            };
+            let (gpu_type, hardware) = if ty.ends_with(".toml") {
+                let types = parva_core::catalogue::load_file(Path::new(ty)).map_err(|e| bad(e.to_string()))?;
+                let text = std::fs::read_to_string(ty).map_err(|e| bad(e.to_string()))?;
+                let first = types.first().copied().ok_or_else(|| bad(format!("{ty} has no GPU type")))?;
+                (first, Some(text))
+            } else {
+                (GpuType::by_id(ty).map_err(|e| bad(e.to_string()))?, None)
+            };
             let count: u32 = count.trim().parse().map_err(|_| bad(format!("count `{count}` is not a number")))?;
             for _ in 0..count {
                 let index = gpus.len();
@@ -69,6 +86,7 @@ impl FakeState {
                     gpu_type: gpu_type.id.to_string(),
                     product_name: product.map(|p| p.name.to_string()),
                     pci_device_id: product.map(|p| p.pci_device_id),
+                    hardware: hardware.clone(),
                     uuid: format!("GPU-fa4e0000-0000-4000-8000-{index:012x}"),
                     mig: MigMode::ENABLED,
                     instances: Vec::new(),
@@ -179,22 +197,45 @@ impl FakeGpus {
         if !g.mig.current {
             return Err(MigError::MigDisabled { gpu, uuid: g.uuid.clone() });
         }
-        let ty = GpuType::by_id(&g.gpu_type).map_err(|e| MigError::FakeState {
+        let ty = g.geometry().map_err(|message| MigError::FakeState {
             path: self.file.as_ref().map_or("<memory>".into(), |p| p.display().to_string()),
-            message: e.to_string(),
+            message,
         })?;
         Ok((g, ty))
     }
 }
 
+/// Fake hardware geometries parsed so far, by their text (each parsed and leaked once).
+static HARDWARE: std::sync::Mutex<Vec<(String, &'static GpuType)>> = std::sync::Mutex::new(Vec::new());
+
 impl FakeGpu {
     /// The product name and PCI device id this fake reports: its own, else its type's first
     /// catalogue product's (else its type id, which no catalogue product is named: refused).
     pub fn product(&self) -> (String, Option<u32>) {
-        let first = GpuType::by_id(&self.gpu_type).ok().and_then(|t| t.products.first());
+        let first = self.geometry().ok().and_then(|t| t.products.first());
         let name = self.product_name.clone().or_else(|| first.map(|p| p.name.to_string())).unwrap_or_else(|| self.gpu_type.clone());
         let id = if self.product_name.is_some() { self.pci_device_id } else { self.pci_device_id.or(first.map(|p| p.pci_device_id)) };
         (name, id)
+    }
+}
+
+impl FakeGpu {
+    /// The MIG geometry this fake GPU has: its `hardware` text's type, else the catalogue's
+    /// `gpu_type`.
+    pub fn geometry(&self) -> Result<&'static GpuType, String> {
+        let Some(text) = &self.hardware else {
+            return GpuType::by_id(&self.gpu_type).map_err(|e| e.to_string());
+        };
+        let mut cache = HARDWARE.lock().unwrap_or_else(|e| e.into_inner());
+        let types = match cache.iter().find(|(t, _)| t == text) {
+            Some(_) => cache.iter().filter(|(t, _)| t == text).map(|(_, ty)| *ty).collect::<Vec<_>>(),
+            None => {
+                let types = parva_core::catalogue::parse(text, "fake GPU hardware").map_err(|e| e.to_string())?;
+                cache.extend(types.iter().map(|ty| (text.clone(), *ty)));
+                types
+            }
+        };
+        types.into_iter().find(|t| t.id == self.gpu_type).ok_or_else(|| format!("the fake GPU's hardware has no type `{}`", self.gpu_type))
     }
 }
 
@@ -288,6 +329,29 @@ impl MigControl for FakeGpus {
     fn processes(&mut self, gpu: u32) -> Result<Vec<GpuProcess>, MigError> {
         self.record(format!("processes gpu={gpu}"))?;
         Ok(self.gpu(gpu)?.processes.clone())
+    }
+
+    fn profile_geometry(&mut self, gpu: u32) -> Result<Vec<parva_core::catalogue::NvmlProfile>, MigError> {
+        self.record(format!("profile_geometry gpu={gpu}"))?;
+        // As NVML: answered with MIG mode off too.
+        let g = self.gpu(gpu)?;
+        let ty = g.geometry().map_err(|message| MigError::FakeState {
+            path: self.file.as_ref().map_or("<memory>".into(), |p| p.display().to_string()),
+            message,
+        })?;
+        Ok(ty
+            .profiles
+            .iter()
+            .map(|p| parva_core::catalogue::NvmlProfile {
+                id: p.id,
+                name: format!("MIG {}", p.name),
+                slice_count: p.gpcs.into(),
+                instance_count: p.max_count.into(),
+                multiprocessor_count: p.sms.into(),
+                memory_size_mb: u64::from(p.mem_gb) * 1024,
+                placements: p.starts.iter().map(|&s| (u32::from(s), u32::from(p.mem_slices))).collect(),
+            })
+            .collect())
     }
 
     fn check_privileges(&mut self) -> Result<(), MigError> {

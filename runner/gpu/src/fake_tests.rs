@@ -238,3 +238,61 @@ fn a_media_extension_instance_made_by_someone_else_is_named_and_its_slices_count
     let out = node.deploy(&map, &opts, true).unwrap();
     assert!(out.plan.untouched.iter().any(|u| u == "GPU 0: 1g.10gb+me at {6}"), "{:?}", out.plan.untouched);
 }
+
+// ---- MIG geometry as NVML reports it (issue 20) ---------------------------------------------
+
+/// A B200-like GPU that no catalogue entry has (see the file's comment).
+const B200_TEST: &str = include_str!("../../../tests/fixtures/catalogue/b200-test.toml");
+
+#[test]
+fn fake_reports_each_catalogue_types_geometry_as_nvml_does_and_it_reads_back_the_same() {
+    for ty in catalogue() {
+        let mut fake = one_gpu(ty);
+        // NVML answers with MIG mode off too.
+        fake.state_mut().gpus[0].mig = MigMode::DISABLED;
+        let read = crate::nvml::read_gpu_type(&mut fake, 0, Some(ty.id)).unwrap();
+        assert!(read.same_mig_geometry(ty), "{}: {read:?}", ty.id);
+        assert_eq!((read.id, read.products), (ty.id, &ty.products[..1]));
+        assert_eq!(read.placements_source, parva_core::mig::PlacementSource::Nvml);
+        assert!(read.origin.starts_with("nvml:GPU 0 ("), "{}", read.origin);
+        // Without --id: named after the product.
+        let named = crate::nvml::read_gpu_type(&mut fake, 0, None).unwrap();
+        assert_eq!(named.id, parva_core::catalogue::id_from_product(ty.products[0].name));
+        assert!(fake.calls().iter().any(|c| c == "profile_geometry gpu=0"));
+    }
+    let mut fake = one_gpu(GpuType::by_id("a100-80gb").unwrap());
+    let e = crate::nvml::read_gpu_type(&mut fake, 3, None).unwrap_err();
+    assert!(matches!(e, crate::nvml::ReadGeometryError::Mig(MigError::NoSuchGpu { gpu: 3, count: 1 })), "{e}");
+}
+
+#[test]
+fn a_fake_gpu_of_an_unknown_type_keeps_its_own_geometry_through_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let hw = dir.path().join("b200-test.toml");
+    std::fs::write(&hw, B200_TEST).unwrap();
+    let state = dir.path().join("fake-gpus.json");
+    let mut fake = FakeGpus::with_state_file(&format!("{}:2", hw.display()), &state).unwrap();
+    let gpus = fake.gpus().unwrap();
+    assert_eq!(gpus.len(), 2);
+    assert_eq!((gpus[0].name.as_str(), gpus[0].pci_device_id), ("NVIDIA B200 (TEST)", Some(0xFFF0_10DE)));
+    // parva does not know it ...
+    assert!(matches!(gpus[0].identify(), Err(parva_core::mig::UnknownGpu::Unknown { .. })));
+    assert!(GpuType::by_id("b200-test").is_err());
+    // ... but the fake enforces its geometry: 1g.45gb (id 15) only at even starts.
+    let e = fake.create_instance(0, 15, 1).unwrap_err();
+    assert!(matches!(e, MigError::Placement { .. }) && e.to_string().contains("1g.45gb"), "{e}");
+    let inst = fake.create_instance(0, 15, 2).unwrap();
+    assert_eq!((inst.start, inst.size), (2, 2));
+    // Its geometry read as NVML reports it is the file's.
+    let read = crate::nvml::read_gpu_type(&mut fake, 1, None).unwrap();
+    let want = parva_core::catalogue::parse(B200_TEST, "want").unwrap()[0];
+    assert_eq!(read.id, "b200-test");
+    assert!(read.same_mig_geometry(want), "{read:?}");
+    // A second process reads the state file: same hardware, same instance.
+    let mut again = FakeGpus::with_state_file("a100-80gb:1", &state).unwrap();
+    assert_eq!(again.layout(0), vec![(15, 2)]);
+    assert!(matches!(again.create_instance(0, 15, 3), Err(MigError::Placement { .. })));
+    // A spec naming a missing or bad file is refused, naming it.
+    let e = FakeState::from_spec(&format!("{}:1", dir.path().join("none.toml").display())).unwrap_err();
+    assert!(e.to_string().contains("none.toml") && e.to_string().contains("cannot read"), "{e}");
+}

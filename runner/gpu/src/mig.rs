@@ -128,6 +128,10 @@ pub trait MigControl {
     fn processes(&mut self, gpu: u32) -> Result<Vec<GpuProcess>, MigError>;
     /// `Ok` when this process may create and destroy MIG instances.
     fn check_privileges(&mut self) -> Result<(), MigError>;
+    /// Every GPU-instance profile GPU `gpu` reports, with its possible placements: its MIG
+    /// geometry, read-only (NVML answers with MIG mode off too). See
+    /// [`parva_core::catalogue::from_nvml`] and [`crate::nvml::read_gpu_type`].
+    fn profile_geometry(&mut self, gpu: u32) -> Result<Vec<parva_core::catalogue::NvmlProfile>, MigError>;
 }
 
 /// Effective uid of this process, from `/proc/self/status` (`None` when unreadable).

@@ -12,6 +12,9 @@ use nvml_wrapper::Nvml;
 use nvml_wrapper::error::{NvmlError, nvml_try};
 use nvml_wrapper_sys::bindings as sys;
 
+use parva_core::catalogue::NvmlProfile;
+use parva_core::mig::GpuType;
+
 use crate::mig::{GpuInfo, GpuProcess, MigControl, MigError, MigInstance, MigMode, effective_uid};
 
 /// The real driver.
@@ -211,12 +214,70 @@ impl NvmlMig {
         Ok(buf.iter().take(count as usize).map(|p| (p.start, p.size)).collect())
     }
 
+    /// Every GI profile NVML reports for this GPU (`nvmlDeviceGetGpuInstanceProfileInfoV`, for
+    /// the name), each with its possible placements, in NVML's profile-index order. Read-only.
+    fn read_profile_geometry(&self, gpu: u32) -> Result<Vec<NvmlProfile>, MigError> {
+        let uuid = self.uuid(gpu);
+        let dev = self.device(gpu)?;
+        let lib = self.nvml.lib();
+        // NVML_STRUCT_VERSION(GpuInstanceProfileInfo, 2): the struct's size | version << 24.
+        let version = std::mem::size_of::<sys::nvmlGpuInstanceProfileInfo_v2_t>() as u32 | (2 << 24);
+        let mut out = Vec::new();
+        for index in 0..sys::NVML_GPU_INSTANCE_PROFILE_COUNT {
+            let mut info = MaybeUninit::<sys::nvmlGpuInstanceProfileInfo_v2_t>::zeroed();
+            // SAFETY: a zeroed, properly sized out-parameter whose version field is set next.
+            unsafe { (*info.as_mut_ptr()).version = version };
+            // SAFETY: valid device handle and out-parameter.
+            let ret = unsafe { lib.nvmlDeviceGetGpuInstanceProfileInfoV(dev.handle(), index, info.as_mut_ptr()) };
+            match nvml_try(ret) {
+                Ok(()) => {}
+                // Profiles this GPU does not have.
+                Err(NvmlError::NotSupported | NvmlError::InvalidArg) => continue,
+                Err(e) => return Err(nvml_err(gpu, &uuid, "nvmlDeviceGetGpuInstanceProfileInfoV", e)),
+            }
+            // SAFETY: NVML filled it on success.
+            let info = unsafe { info.assume_init() };
+            let bytes: Vec<u8> = info.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            let placements = self.possible_placements(gpu, info.id, info.instanceCount)?;
+            out.push(NvmlProfile {
+                id: info.id,
+                name: String::from_utf8_lossy(&bytes).into_owned(),
+                slice_count: info.sliceCount,
+                instance_count: info.instanceCount,
+                multiprocessor_count: info.multiprocessorCount,
+                memory_size_mb: info.memorySizeMB,
+                placements,
+            });
+        }
+        Ok(out)
+    }
+
     fn gi_by_id(&self, gpu: u32, gi_id: u32) -> Result<(sys::nvmlGpuInstance_t, sys::nvmlGpuInstanceInfo_t), MigError> {
         self.gi_handles(gpu)?
             .into_iter()
             .find(|(_, info)| info.id == gi_id)
             .ok_or_else(|| MigError::NoSuchInstance { gpu, uuid: self.uuid(gpu), gi_id })
     }
+}
+
+/// GPU `gpu`'s MIG geometry read through `ctl` (NVML or the fake), as a GPU type named `id`
+/// (default: from its product name, `NVIDIA B200` -> `b200`), not registered. Read-only.
+pub fn read_gpu_type(ctl: &mut dyn MigControl, gpu: u32, id: Option<&str>) -> Result<&'static GpuType, ReadGeometryError> {
+    let gpus = ctl.gpus()?;
+    let info = gpus.iter().find(|g| g.index == gpu).ok_or(MigError::NoSuchGpu { gpu, count: gpus.len() })?;
+    let profiles = ctl.profile_geometry(gpu)?;
+    let id = id.map_or_else(|| parva_core::catalogue::id_from_product(&info.name), str::to_string);
+    let origin = format!("nvml:GPU {gpu} ({})", info.product());
+    Ok(parva_core::catalogue::from_nvml(&id, &info.name, info.pci_device_id.unwrap_or(0), &profiles, &origin)?)
+}
+
+/// Reading a GPU's MIG geometry failed: NVML refused, or what it reported breaks a catalogue rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadGeometryError {
+    #[error(transparent)]
+    Mig(#[from] MigError),
+    #[error("the GPU's MIG geometry breaks a catalogue rule: {0}")]
+    Catalogue(#[from] parva_core::catalogue::CatalogueError),
 }
 
 fn nvml_err(gpu: u32, uuid: &str, call: &'static str, e: NvmlError) -> MigError {
@@ -394,6 +455,10 @@ impl MigControl for NvmlMig {
                 name: std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).ok().map(|s| s.trim().to_string()),
             })
             .collect())
+    }
+
+    fn profile_geometry(&mut self, gpu: u32) -> Result<Vec<NvmlProfile>, MigError> {
+        self.read_profile_geometry(gpu)
     }
 
     fn check_privileges(&mut self) -> Result<(), MigError> {

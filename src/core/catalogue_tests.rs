@@ -1,0 +1,331 @@
+use super::*;
+use crate::mig::{GiProfile, GpuType, LayoutError, Placement, catalogue};
+
+/// A small valid file: a B200-like GPU (7 GPCs, 8 memory slices), as `--from-gpu` would write it.
+const GOOD: &str = r##"# a comment
+version = 1
+
+[[gpu]]
+id = "b200-like"
+gpcs = 7
+mem_slices = 8
+max_instances = 7
+placements_source = "nvml"
+
+[[gpu.product]]
+name = "NVIDIA B200 (test)"   # a comment after a value, with a "#" in the string
+pci_device_id = 0x2901_10DE
+
+[[gpu.profile]]
+id = 19
+name = "1g.23gb"
+gpcs = 1
+mem_slices = 1
+mem_gb = 23
+sms = 18
+max_count = 7
+placements = [0, 1, 2, 3, 4, 5, 6]
+
+[[gpu.profile]]
+id = 0
+name = "7g.180gb"
+gpcs = 7
+mem_slices = 8
+mem_gb = 180
+sms = 148
+max_count = 1
+placements = [0]
+"##;
+
+fn err(text: &str) -> CatalogueError {
+    parse(text, "t.toml").unwrap_err()
+}
+
+/// GOOD with `old` replaced by `new` (exactly once).
+fn edit(old: &str, new: &str) -> String {
+    assert_eq!(GOOD.matches(old).count(), 1, "{old}");
+    GOOD.replacen(old, new, 1)
+}
+
+fn line_of_text(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn a_good_file_is_read_with_every_field() {
+    let types = parse(GOOD, "t.toml").unwrap();
+    assert_eq!(types.len(), 1);
+    let t = types[0];
+    assert_eq!((t.id, t.gpcs, t.mem_slices, t.max_instances, t.placements_source), ("b200-like", 7, 8, 7, PlacementSource::Nvml));
+    assert_eq!(t.products, &[GpuProduct { name: "NVIDIA B200 (test)", pci_device_id: 0x2901_10DE }]);
+    let p = t.profile_by_name("MIG 1g.23gb").unwrap();
+    assert_eq!((p.id, p.gpcs, p.mem_slices, p.mem_gb, p.sms, p.max_count, p.starts, p.media_extensions), (19, 1, 1, 23, 18, 7, &[0u8, 1, 2, 3, 4, 5, 6][..], false));
+    assert_eq!(t.origin, "t.toml");
+    assert_eq!(t.sizes(), vec![1, 7]);
+    // Written and read back: the same type.
+    let again = parse(&to_text(&[t], "header\n\nline"), "again.toml").unwrap();
+    assert!(again[0].same_geometry(t));
+    assert_eq!(again[0].placements_source, t.placements_source);
+}
+
+#[test]
+fn every_built_in_file_parses_and_round_trips() {
+    let all = catalogue();
+    assert!(all.len() >= 11);
+    for t in &all {
+        assert!(t.origin.starts_with("built-in:"), "{}", t.origin);
+        let text = to_text(&[t], "");
+        let back = parse(&text, "x").unwrap();
+        assert!(back[0].same_geometry(t), "{}", t.id);
+        assert_eq!((back[0].placements_source, back[0].source), (t.placements_source, t.source), "{}", t.id);
+        // max_count is what the other rules allow (NVML's instanceCount on the H100), 1 for +me.
+        for p in t.profiles {
+            let implied = (p.starts.len() as u8).min(t.gpcs / p.gpcs).min(t.max_instances);
+            assert_eq!(p.max_count, if p.media_extensions { 1 } else { implied }, "{} {}", t.id, p.name);
+        }
+    }
+}
+
+#[test]
+fn version_missing_not_first_or_unknown_is_refused() {
+    let e = err(&GOOD.replace("version = 1\n", ""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Version, "version"), "{e}");
+    let e = err(&edit("version = 1", "version = 2"));
+    assert_eq!((e.kind, e.line, e.field.as_str()), (CatalogueErrorKind::Version, 2, "version"), "{e}");
+    assert!(e.to_string().starts_with("t.toml:2: version: version 2 is not one this parva reads"), "{e}");
+    let e = err(&edit("version = 1", "version = \"1\""));
+    assert_eq!(e.kind, CatalogueErrorKind::Version, "{e}");
+    let e = err(&format!("{GOOD}\nversion = 1\n"));
+    assert_eq!(e.kind, CatalogueErrorKind::UnknownKey, "a version inside [[gpu.profile]]: {e}");
+    let e = err("");
+    assert_eq!(e.kind, CatalogueErrorKind::Version, "{e}");
+}
+
+#[test]
+fn unknown_keys_and_tables_are_refused_with_file_line_field() {
+    let text = edit("sms = 148", "sms = 148\nsm_count = 148");
+    let e = err(&text);
+    assert_eq!((e.kind, e.line, e.field.as_str()), (CatalogueErrorKind::UnknownKey, line_of_text(&text, "sm_count"), "gpu.profile.sm_count"), "{e}");
+    assert!(e.to_string().starts_with(&format!("t.toml:{}: gpu.profile.sm_count: unknown key", e.line)), "{e}");
+    let text = edit("max_instances = 7", "max_instances = 7\nmig = true");
+    let e = err(&text);
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::UnknownKey, "gpu.mig"), "{e}");
+    let text = edit("[[gpu.product]]", "[[gpu.products]]");
+    let e = err(&text);
+    assert_eq!((e.kind, e.line), (CatalogueErrorKind::UnknownKey, line_of_text(&text, "[[gpu.products]]")), "{e}");
+    let e = err(&edit("version = 1", "version = 1\nname = \"x\""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::UnknownKey, "name"), "{e}");
+}
+
+#[test]
+fn bad_placements_are_refused_naming_the_line() {
+    // 7g at start 1 would run past memory slice 8.
+    let text = edit("placements = [0]\n", "placements = [1]\n");
+    let e = err(&text);
+    assert_eq!((e.kind, e.line, e.field.as_str()), (CatalogueErrorKind::Placement, line_of_text(&text, "placements = [1]"), "gpu.profile.placements"), "{e}");
+    assert!(e.message.contains("7g.180gb: start 1 + 8 memory slices runs past the GPU's 8"), "{e}");
+    let e = err(&edit("placements = [0, 1, 2, 3, 4, 5, 6]", "placements = [0, 1, 2, 3, 4, 5, 6, 7, 8]"));
+    assert_eq!(e.kind, CatalogueErrorKind::Placement, "{e}");
+    let e = err(&edit("placements = [0, 1, 2, 3, 4, 5, 6]", "placements = [0, 2, 1]"));
+    assert!(e.kind == CatalogueErrorKind::Placement && e.message.contains("ascending"), "{e}");
+    let e = err(&edit("placements = [0, 1, 2, 3, 4, 5, 6]", "placements = []"));
+    assert_eq!(e.kind, CatalogueErrorKind::Placement, "{e}");
+    // More GPCs or memory slices than the GPU has.
+    let text = edit("gpcs = 1\n", "gpcs = 8\n");
+    let e = err(&text);
+    assert_eq!((e.kind, e.line, e.field.as_str()), (CatalogueErrorKind::Invalid, line_of_text(&text, "gpcs = 8"), "gpu.profile.gpcs"), "{e}");
+}
+
+#[test]
+fn overlapping_profiles_and_duplicate_keys_are_refused() {
+    // A second profile with id 19.
+    let text = edit("id = 0\n", "id = 19\n");
+    let e = err(&text);
+    assert_eq!((e.kind, e.line, e.field.as_str()), (CatalogueErrorKind::Overlap, line_of_text(&text, "name = \"7g") - 1, "gpu.profile.id"), "{e}");
+    assert!(e.message.contains("profile id 19 is also 1g.23gb"), "{e}");
+    // A second profile named 1g.23gb.
+    let e = err(&edit("name = \"7g.180gb\"", "name = \"1G.23GB\""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Overlap, "gpu.profile.name"), "{e}");
+    // The same key twice in one table.
+    let text = edit("sms = 18\n", "sms = 18\nsms = 19\n");
+    let e = err(&text);
+    assert_eq!((e.kind, e.line, e.field.as_str()), (CatalogueErrorKind::DuplicateKey, line_of_text(&text, "sms = 19"), "gpu.profile.sms"), "{e}");
+    // Two types with one id in a file.
+    let second = &GOOD[GOOD.find("[[gpu]]").unwrap()..];
+    let e = err(&format!("{GOOD}\n{second}"));
+    assert_eq!(e.kind, CatalogueErrorKind::Overlap, "{e}");
+}
+
+#[test]
+fn missing_and_mistyped_values_are_refused() {
+    let e = err(&edit("mem_gb = 23\n", ""));
+    assert_eq!((e.kind, e.field.as_str(), e.line), (CatalogueErrorKind::Missing, "gpu.profile.mem_gb", line_of_text(GOOD, "[[gpu.profile]]")), "{e}");
+    let e = err(&edit("sms = 18", "sms = \"18\""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Invalid, "gpu.profile.sms"), "{e}");
+    let e = err(&edit("sms = 18", "sms = -1"));
+    assert_eq!(e.kind, CatalogueErrorKind::Syntax, "{e}");
+    let e = err(&edit("id = \"b200-like\"", "id = \"B200 like\""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Invalid, "gpu.id"), "{e}");
+    let e = err(&edit("placements_source = \"nvml\"", "placements_source = \"guessed\""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Invalid, "gpu.placements_source"), "{e}");
+    let e = err(&edit("max_count = 7", "max_count = 9"));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Invalid, "gpu.profile.max_count"), "{e}");
+    // No whole-GPU profile: the planner could never use the GPU whole.
+    let whole = &GOOD[GOOD.rfind("[[gpu.profile]]").unwrap()..];
+    let e = err(&GOOD.replace(whole, ""));
+    assert_eq!(e.kind, CatalogueErrorKind::Missing, "{e}");
+    let e = err(&GOOD.replace("[[gpu.product]]\nname = \"NVIDIA B200 (test)\"   # a comment after a value, with a \"#\" in the string\npci_device_id = 0x2901_10DE\n", ""));
+    assert_eq!((e.kind, e.field.as_str()), (CatalogueErrorKind::Missing, "gpu.product"), "{e}");
+    // Syntax: no `=`, an unterminated string, an array over two lines.
+    for bad in ["gpcs 7", "id = \"b200", "placements = [0,"] {
+        let text = edit("max_instances = 7\n", &format!("{bad}\n"));
+        assert_eq!(err(&text).kind, CatalogueErrorKind::Syntax, "{bad}");
+    }
+}
+
+#[test]
+fn a_file_too_large_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(MAX_FILE_BYTES + 1).unwrap();
+    let e = load_file(&path).unwrap_err();
+    assert!(e.kind == CatalogueErrorKind::Syntax && e.message.contains("at most"), "{e}");
+    let e = load_file(&dir.path().join("absent.toml")).unwrap_err();
+    assert!(e.message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn max_count_limits_a_profile_in_layouts() {
+    // Only three 1g instances of this GPU, though seven would fit by slices and GPCs.
+    let text = edit("max_count = 7", "max_count = 3");
+    let t = parse(&text, "t.toml").unwrap()[0];
+    let one = t.profile_by_name("1g.23gb").unwrap();
+    let l: Vec<Placement> = (0..3).map(|s| Placement { profile: one, start: s }).collect();
+    t.validate(&l).unwrap();
+    assert!(t.free_starts(&l, one).is_empty());
+    let mut more = l.clone();
+    more.push(Placement { profile: one, start: 3 });
+    assert_eq!(t.validate(&more), Err(LayoutError::TooManyOfProfile { profile: "1g.23gb", limit: 3 }));
+    for layout in t.maximal_layouts() {
+        t.validate(&layout).unwrap();
+    }
+}
+
+/// NVML's answer on a real H100 80GB HBM3 (driver 580.159.04, MIG mode off), copied from
+/// reports/gpu/nvidia-h100-80gb-hbm3-2026-11-25/mig-geometry.json, in NVML's profile-index order.
+fn h100_nvml() -> Vec<NvmlProfile> {
+    let p = |id, name: &str, slices, count, sms, mb, pl: &[(u32, u32)]| NvmlProfile {
+        id,
+        name: name.into(),
+        slice_count: slices,
+        instance_count: count,
+        multiprocessor_count: sms,
+        memory_size_mb: mb,
+        placements: pl.to_vec(),
+    };
+    vec![
+        p(19, "MIG 1g.10gb", 1, 7, 16, 9984, &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
+        p(14, "MIG 2g.20gb", 2, 3, 32, 20096, &[(0, 2), (2, 2), (4, 2)]),
+        p(9, "MIG 3g.40gb", 3, 2, 60, 40448, &[(0, 4), (4, 4)]),
+        p(5, "MIG 4g.40gb", 4, 1, 64, 40448, &[(0, 4)]),
+        p(0, "MIG 7g.80gb", 7, 1, 132, 81152, &[(0, 8)]),
+        p(20, "MIG 1g.10gb+me", 1, 1, 16, 9984, &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
+        p(15, "MIG 1g.20gb", 1, 4, 26, 20096, &[(0, 2), (2, 2), (4, 2), (6, 2)]),
+    ]
+}
+
+#[test]
+fn nvml_output_of_a_real_h100_becomes_the_built_in_h100_entry() {
+    let got = from_nvml("h100-80gb", "NVIDIA H100 80GB HBM3", 0x2330_10DE, &h100_nvml(), "nvml:GPU 0").unwrap();
+    let want = crate::mig::GpuType::by_id("h100-80gb").unwrap();
+    assert_eq!((got.gpcs, got.mem_slices, got.max_instances), (want.gpcs, want.mem_slices, want.max_instances));
+    assert_eq!(got.products, want.products);
+    assert_eq!(got.placements_source, PlacementSource::Nvml);
+    assert_eq!(got.profiles.len(), want.profiles.len());
+    for w in want.profiles {
+        let g = got.profile_by_id(w.id).unwrap_or_else(|| panic!("profile {} missing", w.id));
+        assert_eq!(g, w, "profile {}", w.id);
+    }
+    assert_eq!(got.maximal_layouts().len(), want.maximal_layouts().len());
+    assert_eq!(id_from_product("NVIDIA H100 80GB HBM3"), "h100-80gb-hbm3");
+    assert_eq!(id_from_product(" NVIDIA B200 "), "b200");
+    assert_eq!(id_from_product("???"), "gpu");
+}
+
+#[test]
+fn nvml_output_that_breaks_a_rule_is_refused() {
+    let mut bad = h100_nvml();
+    bad[0].placements.clear();
+    assert!(from_nvml("x", "X", 1, &bad, "nvml").unwrap_err().message.contains("no possible placement"));
+    let mut bad = h100_nvml();
+    bad[6].id = 19;
+    assert_eq!(from_nvml("x", "X", 1, &bad, "nvml").unwrap_err().kind, CatalogueErrorKind::Overlap);
+    let mut bad = h100_nvml();
+    bad[1].placements.push((7, 200));
+    assert!(from_nvml("x", "X", 1, &bad, "nvml").is_err());
+    assert!(from_nvml("x", "X", 1, &[], "nvml").unwrap_err().message.contains("no GPU-instance profile"));
+}
+
+/// A valid layout holding `want` (profile, count) on `gpu`, if one exists (depth-first over the
+/// legal starts that stay free).
+fn place_all(gpu: &GpuType, want: &[(&'static GiProfile, u32)], layout: &mut Vec<Placement>) -> bool {
+    let Some(i) = want.iter().position(|&(p, n)| layout.iter().filter(|l| l.profile == p).count() < n as usize) else {
+        return true;
+    };
+    let profile = want[i].0;
+    for start in gpu.free_starts(layout, profile) {
+        // Canonical order within one profile: ascending starts.
+        if layout.iter().any(|l| l.profile == profile && l.start > start) {
+            continue;
+        }
+        layout.push(Placement { profile, start });
+        if place_all(gpu, want, layout) {
+            return true;
+        }
+        layout.pop();
+    }
+    false
+}
+
+#[test]
+fn every_mig_parted_shipped_configuration_for_parvas_types_is_placed_and_validated() {
+    let text = include_str!("catalogue/mig-parted-configs.txt");
+    let mut checked = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split(" | ").collect();
+        assert_eq!(cols.len(), 4, "{line}");
+        let counts: Vec<(&str, u32)> = cols[3]
+            .split_whitespace()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k, v.parse().unwrap())
+            })
+            .collect();
+        let ids: Vec<u32> = if cols[2] == "all" {
+            Vec::new()
+        } else {
+            cols[2].split(',').map(|h| u32::from_str_radix(h.trim().trim_start_matches("0x"), 16).unwrap()).collect()
+        };
+        for gpu in catalogue() {
+            let named = gpu.products.iter().any(|p| ids.contains(&p.pci_device_id));
+            let all_known = counts.iter().all(|(n, _)| gpu.profile_by_name(n).is_some());
+            // A filter naming the type: every profile must be the type's; `all`: the types that have them.
+            if !(named || (ids.is_empty() && all_known)) {
+                continue;
+            }
+            assert!(all_known, "{line}: {} lacks a profile of {:?}", gpu.id, counts);
+            let want: Vec<(&'static GiProfile, u32)> = counts.iter().map(|(n, c)| (gpu.profile_by_name(n).unwrap(), *c)).collect();
+            let mut layout = Vec::new();
+            assert!(place_all(gpu, &want, &mut layout), "{line}: cannot be placed on {}", gpu.id);
+            gpu.validate(&layout).unwrap();
+            checked.insert((cols[0], cols[1], cols[3], gpu.id));
+        }
+    }
+    eprintln!("mig-parted: {} (config, type) pairs placed, {} entries", checked.len(), checked.iter().map(|c| (c.0, c.1, c.2)).collect::<std::collections::BTreeSet<_>>().len());
+    // 48 of the 102 entries apply to a parva type (the rest are for Blackwell, GB200, GH200, H20, ...).
+    assert!(checked.len() >= 100, "{} (config, type) pairs checked", checked.len());
+    // And a layout too many is refused: eight 1g on an A100.
+    let a100 = crate::mig::GpuType::by_id("a100-80gb").unwrap();
+    assert!(!place_all(a100, &[(a100.profile_by_name("1g.10gb").unwrap(), 8)], &mut Vec::new()));
+}
