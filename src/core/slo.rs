@@ -480,6 +480,35 @@ mod tests {
         }
     }
 
+    /// A services.csv naming a model without a profile table is refused at that row's `model`,
+    /// naming the model and the ones there are; a wrong header, an empty list and an empty model
+    /// (without profiles) are refused too, and what `write_services` writes reads back equal.
+    #[test]
+    fn service_list_models_are_checked_against_the_profiles_and_the_list_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.csv");
+        std::fs::write(&p, "service,model,rate,slo_ms\na,m0,1,10\nb,m7,2,20\n").unwrap();
+        let e = read_services(&p, &profiles(2)).unwrap_err();
+        let loc = e.location().unwrap();
+        assert_eq!((loc.line, loc.field.as_deref()), (Some(3), Some("model")), "{e}");
+        assert!(e.to_string().contains("\"m7\"") && e.to_string().contains("m0, m1"), "{e}");
+        // Without profiles any model name is taken.
+        assert_eq!(read_service_list(&p, None).unwrap()[1], Service { name: "b".into(), model: "m7".into(), rate: 2.0, slo_ms: 20.0 });
+        let e = list("name,model,rate,slo_ms\na,m,1,10\n").unwrap_err();
+        assert!(e.to_string().contains("header must be `service,model,rate,slo_ms`; found `name,model,rate,slo_ms`"), "{e}");
+        assert!(list("service,model,rate,slo_ms\n").unwrap_err().to_string().contains("lists no services"));
+        let e = list("service,model,rate,slo_ms\na,,1,10\n").unwrap_err();
+        assert_eq!(e.location().and_then(|l| l.field.clone()).as_deref(), Some("model"), "{e}");
+        let services = vec![
+            Service { name: "a b".into(), model: "m0".into(), rate: 0.5, slo_ms: 12.25 },
+            Service { name: "c,d".into(), model: "m1".into(), rate: 1e6, slo_ms: 3.6e6 },
+        ];
+        let mut out = Vec::new();
+        write_services(&services, &mut out).unwrap();
+        std::fs::write(&p, &out).unwrap();
+        assert_eq!(read_services(&p, &profiles(2)).unwrap(), services);
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
