@@ -323,7 +323,7 @@ fn every_mig_parted_shipped_configuration_for_parvas_types_is_placed_and_validat
         }
     }
     eprintln!("mig-parted: {} (config, type) pairs placed, {} entries", checked.len(), checked.iter().map(|c| (c.0, c.1, c.2)).collect::<std::collections::BTreeSet<_>>().len());
-    // 48 of the 102 entries apply to a parva type (the rest are for Blackwell, GB200, GH200, H20, ...).
+    // 62 of the 102 entries apply to a parva type (the rest: GB200, GB300, B300, RTX PRO 6000, H100 96GB, GH200 480GB, H20, ...).
     assert!(checked.len() >= 100, "{} (config, type) pairs checked", checked.len());
     // And a layout too many is refused: eight 1g on an A100.
     let a100 = crate::mig::GpuType::by_id("a100-80gb").unwrap();

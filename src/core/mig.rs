@@ -135,6 +135,8 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("a800-80gb.toml", include_str!("catalogue/a800-80gb.toml")),
     ("h800-80gb.toml", include_str!("catalogue/h800-80gb.toml")),
     ("h800-pcie-80gb.toml", include_str!("catalogue/h800-pcie-80gb.toml")),
+    ("b200-180gb.toml", include_str!("catalogue/b200-180gb.toml")),
+    ("gh200-144gb.toml", include_str!("catalogue/gh200-144gb.toml")),
 ];
 
 fn built_in() -> &'static [&'static GpuType] {
@@ -648,6 +650,7 @@ mod tests {
             (0x20B2_10DE, "a100-80gb"), (0x20B5_10DE, "a100-80gb"), (0x20F3_10DE, "a800-80gb"), (0x20F5_10DE, "a800-80gb"),
             (0x2330_10DE, "h100-80gb"), (0x2331_10DE, "h100-pcie-80gb"), (0x2322_10DE, "h800-pcie-80gb"), (0x2324_10DE, "h800-80gb"),
             (0x2321_10DE, "h100-94gb"), (0x2335_10DE, "h200-141gb"), (0x20B7_10DE, "a30-24gb"),
+            (0x2901_10DE, "b200-180gb"), (0x2348_10DE, "gh200-144gb"),
         ] {
             assert_eq!(GpuType::by_pci_device_id(id).map(|t| t.id), Some(ty), "{id:#x}");
         }
@@ -659,7 +662,6 @@ mod tests {
         for (name, id) in [
             ("NVIDIA GH200 480GB", Some(0x2342_10DE)),
             ("NVIDIA GH200 120GB", Some(0x2342_10DE)),
-            ("NVIDIA GH200 144G HBM3e", Some(0x2348_10DE)),
             ("NVIDIA GH200 480GB", None),
         ] {
             let e = GpuType::identify(name, id).unwrap_err();
@@ -667,6 +669,10 @@ mod tests {
             assert_eq!(GpuType::by_product_name(name), None);
         }
         assert_eq!(GpuType::by_pci_device_id(0x2342_10DE), None);
+        // The GH200 144G HBM3e is its own type (issue 20), with its own memory sizes.
+        let gh = GpuType::identify("NVIDIA GH200 144G HBM3e", Some(0x2348_10DE)).unwrap();
+        assert_eq!((gh.id, gh.profile_for_size(1).unwrap().name, gh.profile_for_size(7).unwrap().name), ("gh200-144gb", "1g.18gb", "7g.144gb"));
+        assert_eq!(GpuType::identify("NVIDIA GH200 144G HBM3e", None).unwrap().id, "gh200-144gb");
     }
 
     #[test]

@@ -188,3 +188,28 @@ fn bad_catalogue_files_are_refused_with_file_line_and_field() {
     let o = run(&["catalogue", "--catalogue", s(&clash)], &[]);
     assert!(stderr(&o).contains("GPU type `a100-80gb` from") && stderr(&o).contains("already defined by built-in:a100-80gb.toml"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_built_in_type_with_assumed_placements_is_validated_with_a_warning_asking_for_the_gpus_own() {
+    let d = tempfile::tempdir().unwrap();
+    let map = d.path().join("b200.csv");
+    ok(&run(
+        &[
+            "plan", "--gpu-type", "b200-180gb", "--prof-data", s(&fixture("profiles/good")), "--services",
+            s(&fixture("services/good.csv")), "--out", s(&map),
+        ],
+        &[],
+    ));
+    let o = run(&["validate", "--map", s(&map), "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!((v["valid"].as_bool(), v["placements_source"].as_str()), (Some(true), Some("assumed")), "{v}");
+    let w = v["warning"].as_str().unwrap();
+    assert!(w.contains("b200-180gb's placements are not published") && w.contains("parva catalogue --from-gpu"), "{w}");
+    assert!(stderr(&o).contains("warning: b200-180gb's placements are not published"), "{}", stderr(&o));
+    // The H100 80GB's were read from a real GPU: no warning.
+    let h100 = d.path().join("h100.csv");
+    ok(&run(&["plan", "--gpu-type", "h100-80gb", "--prof-data", s(&fixture("profiles/good")), "--services", s(&fixture("services/good.csv")), "--out", s(&h100)], &[]));
+    let o = run(&["validate", "--map", s(&h100)], &[]);
+    ok(&o);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
