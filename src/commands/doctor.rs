@@ -29,6 +29,8 @@ pub struct DoctorArgs {
     /// without a GPU (the worker and model checks stay real). Also `PARVA_FAKE_GPUS`.
     #[arg(long, value_name = "SPEC")]
     fake_gpus: Option<String>,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -46,6 +48,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         super::print_json(&ProbeOutput::from_result(probe_visible()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    args.catalogue.load()?;
     let needs = match &args.map {
         Some(path) => Some(map_needs(path, args.node)?),
         None => None,

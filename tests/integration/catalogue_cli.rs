@@ -95,6 +95,12 @@ fn an_unknown_gpu_is_read_into_a_catalogue_file_that_plan_validate_and_deploy_us
     let v = ok(&run(&["validate", "--map", s(&map)], &[("PARVA_CATALOGUE", s(d.path()))]));
     assert!(v.contains("every layout is a legal b200-test MIG layout"), "{v}");
 
+    // doctor: the GPU is unknown (a warning) until the file names it.
+    let o = run(&["doctor", "--fake-gpus", &b200_gpus(1)], &[]);
+    assert!(stdout(&o).contains("is not a GPU type parva knows"), "{}", stdout(&o));
+    let o = run(&["doctor", "--fake-gpus", &b200_gpus(1), "--catalogue", s(&cat)], &[]);
+    assert!(stdout(&o).contains("ok    gpu 0          NVIDIA B200 (TEST) (PCI device id 0xFFF010DE) [b200-test]"), "{}", stdout(&o));
+
     // deploy (fake): the fake GPUs are B200-like hardware; the file makes the type known.
     let gpus = b200_gpus(2);
     let run_dir = d.path().join("run");
