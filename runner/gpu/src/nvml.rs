@@ -494,6 +494,24 @@ mod tests {
         }
     }
 
+    /// Read-only: GPU 0's MIG geometry through NVML (MIG mode on or off) is a valid catalogue
+    /// type, and equal, profile by profile, to the catalogue's entry when the GPU is a known type.
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn nvml_reads_the_mig_geometry_of_gpu0_read_only() {
+        let mut nvml = NvmlMig::load().expect("NVML");
+        let read = read_gpu_type(&mut nvml, 0, None).expect("geometry");
+        eprintln!("{}", parva_core::catalogue::to_text(&[read], "GPU 0"));
+        let info = nvml.gpus().expect("gpus").remove(0);
+        if let Ok(known) = info.identify() {
+            assert_eq!((read.gpcs, read.mem_slices, read.max_instances), (known.gpcs, known.mem_slices, known.max_instances), "{}", known.id);
+            assert_eq!(read.profiles.len(), known.profiles.len(), "{}", known.id);
+            for p in known.profiles {
+                assert_eq!(read.profile_by_id(p.id), Some(p), "{} profile {}", known.id, p.id);
+            }
+        }
+    }
+
     #[test]
     fn ci_profile_for_every_gi_size() {
         for s in [1, 2, 3, 4, 7] {
