@@ -219,3 +219,24 @@ fn a_built_in_type_with_assumed_placements_is_validated_with_a_warning_asking_fo
     ok(&o);
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_known_gpu_read_from_nvml_is_the_same_type_under_its_id_and_refused_under_another() {
+    let d = tempfile::tempdir().unwrap();
+    // Under the catalogue's id: the same geometry, so the file is taken as that type.
+    let same = d.path().join("a100.toml");
+    let text = ok(&run(&["catalogue", "--from-gpu", "--fake-gpus", "a100-80gb:1", "--id", "a100-80gb", "--out", s(&same)], &[]));
+    assert!(text.contains("the same geometry as the catalogue's `a100-80gb`"), "{text}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(&run(&["catalogue", "--catalogue", s(&same), "--json"], &[]))).unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|t| t["gpu_type"].as_str()).collect();
+    assert_eq!(ids.iter().filter(|i| **i == "a100-80gb").count(), 1, "{ids:?}");
+    // Under the product's name: another type claiming the A100's PCI device id is refused.
+    let other = d.path().join("other.toml");
+    ok(&run(&["catalogue", "--from-gpu", "--fake-gpus", "a100-80gb:1", "--out", s(&other)], &[]));
+    let o = run(&["catalogue", "--catalogue", s(&other)], &[]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("GPU type `a100-sxm4-80gb` from") && stderr(&o).contains("product `NVIDIA A100-SXM4-80GB` (0x20B210DE) is already `a100-80gb`'s"),
+        "{}",
+        stderr(&o)
+    );
+}
