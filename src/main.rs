@@ -98,3 +98,15 @@ fn init_logging(verbose: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every subcommand (they run only when a subcommand is
+    /// parsed, so a broken hidden one, like `parva worker` with two argument groups of one name,
+    /// passed the build and failed at run time).
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use parva_core::ModelProfile;
 use parva_runner::spawn::WorkerSpec;
+use parva_runner::worker_args::{Backend, DeviceArg, EmulatedArgs, TorchArgs, WorkerArgs};
 
 use crate::partition::Segment;
 
@@ -18,10 +19,20 @@ pub trait WorkerFactory {
     fn specs(&self, segment: &Segment, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String>;
 }
 
-fn spec(name: String, program: &Path, mut args: Vec<String>, env: Vec<(String, String)>, run_dir: &Path) -> WorkerSpec {
+/// A worker's spec: `leading` arguments, then the command line [`WorkerArgs`] builds (the one the
+/// worker binaries parse), with its socket and log under `run_dir`.
+fn spec(
+    name: String,
+    program: &Path,
+    mut leading: Vec<String>,
+    worker: (&Path, usize, &Backend),
+    env: Vec<(String, String)>,
+    run_dir: &Path,
+) -> WorkerSpec {
     let socket = run_dir.join(format!("{name}.sock"));
-    args.splice(0..0, ["--socket".to_string(), socket.display().to_string()]);
-    WorkerSpec { log: run_dir.join(format!("{name}.log")), name, program: program.to_path_buf(), args, env, socket }
+    let (model_meta, max_batch, backend) = worker;
+    leading.extend(WorkerArgs::new(socket.clone(), model_meta.to_path_buf(), max_batch).to_args(backend));
+    WorkerSpec { log: run_dir.join(format!("{name}.log")), name, program: program.to_path_buf(), args: leading, env, socket }
 }
 
 /// `parva-worker` processes running a TorchScript file.
@@ -44,22 +55,15 @@ impl WorkerFactory for TorchWorkers {
         let threads = self.threads.unwrap_or((cores / procs.max(1) as usize).max(1));
         Ok((0..procs)
             .map(|i| {
-                let mut args = self.leading_args.clone();
-                args.extend([
-                    "--model-meta".into(),
-                    self.model_meta.display().to_string(),
-                    "--model".into(),
-                    self.model.display().to_string(),
-                    "--device".into(),
-                    self.device.clone(),
-                    // Load and warm up with one row; each batch size gets its own warm-up.
-                    "--max-batch".into(),
-                    "1".into(),
-                ]);
-                if self.device == "cpu" {
-                    args.extend(["--threads".into(), threads.to_string()]);
-                }
-                spec(format!("s{}p{procs}w{i}", segment.size), &self.program, args, segment.env.clone(), run_dir)
+                let cpu = self.device == "cpu";
+                let backend = Backend::Torch(TorchArgs {
+                    model: Some(self.model.clone()),
+                    device: if cpu { DeviceArg::Cpu } else { DeviceArg::Cuda },
+                    threads: cpu.then_some(threads),
+                });
+                // Load and warm up with one row; each batch size gets its own warm-up.
+                let worker = (self.model_meta.as_path(), 1, &backend);
+                spec(format!("s{}p{procs}w{i}", segment.size), &self.program, self.leading_args.clone(), worker, segment.env.clone(), run_dir)
             })
             .collect())
     }
@@ -93,26 +97,17 @@ impl WorkerFactory for EmulatedWorkers {
             .filter(|p| p.size == segment.size && p.procs == procs && !p.is_measured())
             .map(|p| p.batch)
             .min();
-        let exec_ms: Vec<String> = (1..=self.max_batch)
-            .map(|b| parva_core::profile::interpolate(&curve, b).map_or("0".into(), |s| format!("{:.4}", s * 1e3)))
-            .collect();
+        let exec_ms: Vec<f64> =
+            (1..=self.max_batch).map(|b| parva_core::profile::interpolate(&curve, b).map_or(0.0, |s| s * 1e3)).collect();
+        let backend = Backend::Emulated(EmulatedArgs { exec_ms });
         let mut env = segment.env.clone();
         if let Some(b) = oom {
             env.push(("PARVA_INJECT_WORKER_OOM_ROWS".into(), b.to_string()));
         }
         Ok((0..procs)
             .map(|i| {
-                let args = vec![
-                    "--model-meta".into(),
-                    self.model_meta.display().to_string(),
-                    "--max-batch".into(),
-                    "1".into(),
-                    "--exec-ms".into(),
-                    exec_ms.join(","),
-                ];
-                let mut s = spec(format!("s{}p{procs}w{i}", segment.size), &self.program, args, env.clone(), run_dir);
-                s.args.insert(0, "worker".into());
-                s
+                let worker = (self.model_meta.as_path(), 1, &backend);
+                spec(format!("s{}p{procs}w{i}", segment.size), &self.program, vec!["worker".into()], worker, env.clone(), run_dir)
             })
             .collect())
     }

@@ -2,7 +2,8 @@
 //!
 //! - [`serve()`] starts the KServe v2 router and the worker processes of one node of a deployment
 //!   map ([`ServeOptions`]); `parva serve` and `parva deploy` call it.
-//! - [`worker`]: the worker side (shared by the torch worker binary and the emulated backend).
+//! - [`worker`]: the worker side (shared by the torch worker binary and the emulated backend);
+//!   [`worker_args`]: the worker command line both spawners build and both worker binaries parse.
 //! - [`proto`]: router <-> worker frames over a Unix socket (no libtorch).
 //! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
 //! - [`spawn`]: starting workers, with a real and an in-process fake implementation.
@@ -21,6 +22,7 @@ pub mod spawn;
 pub mod supervisor;
 pub mod tensor;
 pub mod worker;
+pub mod worker_args;
 
 pub use error::{InferError, ServeError};
 pub use serve::{BackendKind, Device, ServeEvent, ServeOptions, WorkerCommand, serve};

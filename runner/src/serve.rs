@@ -22,6 +22,7 @@ use crate::router::{ProcRoute, QueueLimits, Router, ServiceRoute};
 pub use crate::router::{DEFAULT_QUEUE_BATCHES, DEFAULT_QUEUE_BYTES};
 use crate::spawn::{ProcessSpawner, Spawner, WorkerSpec};
 use crate::supervisor::{self, Backoff, ProcessConfig, ProcessHandles};
+use crate::worker_args;
 
 /// Which executor the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,19 +266,17 @@ fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: 
                 return Err(ServeError::SocketPath { path: socket, len, limit: SOCKET_PATH_MAX });
             }
             let mut args = cmd.args.clone();
-            let s = |p: &Path| p.display().to_string();
-            args.extend(["--socket".into(), s(&socket), "--model-meta".into(), s(&meta_file)]);
-            args.extend(["--max-batch".into(), seg.batch_size.to_string()]);
-            match opts.backend {
+            let backend = match opts.backend {
                 BackendKind::Emulated => {
-                    let ms: Vec<String> = exec_profile.iter().map(|l| format!("{:.6}", l * 1e3)).collect();
-                    args.extend(["--exec-ms".into(), ms.join(",")]);
+                    worker_args::Backend::Emulated(worker_args::EmulatedArgs { exec_ms: exec_profile.iter().map(|l| l * 1e3).collect() })
                 }
-                BackendKind::Torch => {
-                    args.extend(["--model".into(), s(&meta::torchscript_path(&opts.models_dir, &seg.model))]);
-                    args.extend(["--device".into(), opts.device.name().into(), "--threads".into(), threads.to_string()]);
-                }
-            }
+                BackendKind::Torch => worker_args::Backend::Torch(worker_args::TorchArgs {
+                    model: Some(meta::torchscript_path(&opts.models_dir, &seg.model)),
+                    device: opts.device.into(),
+                    threads: Some(threads),
+                }),
+            };
+            args.extend(worker_args::WorkerArgs::new(socket.clone(), meta_file.clone(), seg.batch_size as usize).to_args(&backend));
             let env = opts.segment_env.get(&(seg.gpu, seg.placement)).cloned().unwrap_or_default();
             let log = opts.run_dir.join(format!("{name}.log"));
             let spec = WorkerSpec { name, program: cmd.program.clone(), args, env, socket, log };

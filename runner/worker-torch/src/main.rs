@@ -6,36 +6,24 @@
 //! loop over batches of `--max-batch` rows and prints samples/s (the benchmark's baseline).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use parva_runner::meta::ModelMeta;
 use parva_runner::worker::{Executor, WorkerIdentity, run_worker};
+use parva_runner::worker_args::{DeviceArg, TorchArgs, WorkerArgs};
 
 mod exec;
 
 #[derive(Parser)]
 #[command(name = "parva-worker", version, about = "parva's TorchScript inference worker")]
 struct Args {
-    /// The router's socket (required unless --bench or --probe).
-    #[arg(long, required_unless_present_any = ["bench", "probe"])]
-    socket: Option<PathBuf>,
-    /// Model metadata (`models/<name>.json`).
-    #[arg(long, required_unless_present = "probe")]
-    model_meta: Option<PathBuf>,
-    /// TorchScript file (`models/<name>.pt`).
-    #[arg(long, required_unless_present = "probe")]
-    model: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
-    /// Largest batch (warm-up size).
-    #[arg(long, default_value_t = 1)]
-    max_batch: usize,
-    /// Intra-op threads (CPU).
-    #[arg(long)]
-    threads: Option<i32>,
+    /// The command line the router and the profiler build (parva_runner::worker_args).
+    #[command(flatten)]
+    worker: WorkerArgs,
+    #[command(flatten)]
+    torch: TorchArgs,
     /// Benchmark mode: run ITERS batches of --max-batch rows in a bare loop and print samples/s.
     #[arg(long)]
     bench: Option<usize>,
@@ -43,12 +31,6 @@ struct Args {
     /// many devices it sees) and exit: what `parva doctor` reads.
     #[arg(long, exclusive = true)]
     probe: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Cuda,
 }
 
 /// Load libtorch_cuda.so so that CUDA registers: torch-sys links with --as-needed, which drops it.
@@ -80,15 +62,15 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (Some(model_meta), Some(model)) = (args.model_meta.as_ref(), args.model.as_ref()) else {
+    let (Some(model_meta), Some(model)) = (args.worker.model_meta.as_ref(), args.torch.model.as_ref()) else {
         anyhow::bail!("--model and --model-meta are required");
     };
-    let device = match args.device {
+    let device = match args.torch.device {
         DeviceArg::Cpu => tch::Device::Cpu,
         DeviceArg::Cuda => tch::Device::Cuda(0),
     };
-    if let Some(n) = args.threads {
-        tch::set_num_threads(n.max(1));
+    if let Some(n) = args.torch.threads {
+        tch::set_num_threads(n.clamp(1, i32::MAX as usize) as i32);
         tch::set_num_interop_threads(1);
     }
     tracing::info!(cuda_lib, cuda = tch::Cuda::is_available(), ?device, "starting");
@@ -101,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(iters) = args.bench {
         let mut ex = load().map_err(anyhow::Error::msg)?;
-        let rows = args.max_batch.max(1);
+        let rows = args.worker.max_batch.max(1);
         let inputs = meta.zero_inputs(rows);
         for _ in 0..3 {
             ex.execute(inputs.clone()).map_err(anyhow::Error::msg)?;
@@ -118,13 +100,22 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let socket = args.socket.context("--socket is required")?;
+    let socket = args.worker.socket.clone().context("--socket is required")?;
     let runtime = if tch::Cuda::is_available() {
         format!("libtorch 2.11 (tch 0.24), cudart {}, cudnn {}", tch::utils::version_cudart(), tch::utils::version_cudnn())
     } else {
         "libtorch 2.11 (tch 0.24), cpu".to_string()
     };
     let identity = WorkerIdentity { backend: "torch".into(), device: format!("{device:?}"), runtime };
-    run_worker(&socket, &identity, &meta, args.max_batch, load)?;
+    run_worker(&socket, &identity, &meta, args.worker.max_batch, load)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
 }
