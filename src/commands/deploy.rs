@@ -25,7 +25,8 @@ use parva_gpu::plan::{DeployOptions, parse_index_map};
 use parva_runner::serve::ServePreview;
 use parva_runner::{BackendKind, ServeEvent, ServeOptions};
 
-use super::serve::{BackendArg, DeviceArg, shutdown_signal};
+use super::serve::shutdown_signal;
+use super::{BackendArg, DeviceArg};
 
 #[derive(Args)]
 pub struct DeployArgs {

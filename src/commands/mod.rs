@@ -163,3 +163,36 @@ impl From<DistributionArg> for parva_core::sim::Distribution {
         }
     }
 }
+
+/// `--backend` of `serve`, `deploy` and `profile`: TorchScript workers, or workers that replay
+/// profiled latencies (tests and benchmarks; not a measurement).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Torch,
+    Emulated,
+}
+
+impl From<BackendArg> for parva_runner::BackendKind {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Torch => parva_runner::BackendKind::Torch,
+            BackendArg::Emulated => parva_runner::BackendKind::Emulated,
+        }
+    }
+}
+
+/// `--device` of `serve`, `deploy` and `profile`: where the workers run their model.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+impl From<DeviceArg> for parva_runner::Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => parva_runner::Device::Cpu,
+            DeviceArg::Cuda => parva_runner::Device::Cuda,
+        }
+    }
+}

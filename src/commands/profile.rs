@@ -30,6 +30,7 @@ use parva_runner::BackendKind;
 use parva_runner::spawn::ProcessSpawner;
 
 use super::serve::{say, shutdown_signal};
+use super::{BackendArg, DeviceArg};
 
 #[derive(Args)]
 pub struct ProfileArgs {
@@ -119,18 +120,6 @@ enum PartitionArg {
     Mig,
     Mps,
     None,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Cuda,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendArg {
-    Torch,
-    Emulated,
 }
 
 impl PartitionArg {

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use parva_core::DeploymentMap;
-use parva_runner::{BackendKind, Device, ServeEvent, ServeOptions};
+use parva_runner::{BackendKind, ServeEvent, ServeOptions};
+
+use super::{BackendArg, DeviceArg};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -91,38 +93,6 @@ pub struct ServeArgs {
 fn parse_timeout(text: &str) -> Result<f64, String> {
     let s = crate::commands::simulate::parse_seconds(text)?;
     if (0.1..=3600.0).contains(&s) { Ok(s) } else { Err(format!("must be 0.1s to 1h; got {text:?}")) }
-}
-
-/// `--backend` of `serve` and `deploy`.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum BackendArg {
-    Torch,
-    Emulated,
-}
-
-impl From<BackendArg> for BackendKind {
-    fn from(b: BackendArg) -> Self {
-        match b {
-            BackendArg::Torch => BackendKind::Torch,
-            BackendArg::Emulated => BackendKind::Emulated,
-        }
-    }
-}
-
-/// `--device` of `serve` and `deploy`.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-}
-
-impl From<DeviceArg> for Device {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::Cuda,
-        }
-    }
 }
 
 /// SLOs (ms) by service from a `services.csv` (header `service,model,rate,slo_ms`).
