@@ -3,7 +3,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use parva_core::mig::{GpuType, catalogue, pci_id_text};
-use parva_gpu::fake::FakeGpus;
 use parva_gpu::mig::MigControl;
 use parva_gpu::nvml::NvmlMig;
 
@@ -47,9 +46,8 @@ fn from_gpu(args: &CatalogueArgs, out: &std::path::Path) -> anyhow::Result<ExitC
     if out.exists() {
         anyhow::bail!("--out {}: exists; refusing to overwrite it", out.display());
     }
-    let spec = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
-    let (mut mig, what): (Box<dyn MigControl>, String) = match &spec {
-        Some(spec) => (Box::new(FakeGpus::from_spec(spec)?), format!("FAKE GPUs ({spec})")),
+    let (mut mig, what): (Box<dyn MigControl>, String) = match super::fake_node(args.fake_gpus.as_deref(), None)? {
+        Some(fake) => (Box::new(fake.gpus), format!("FAKE GPUs ({})", fake.spec)),
         None => {
             let nvml = NvmlMig::load()?;
             let (driver, _) = nvml.versions()?;

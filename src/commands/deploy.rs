@@ -16,16 +16,13 @@ use anyhow::Context;
 use clap::Args;
 use parva_core::DeploymentMap;
 use parva_gpu::exec::{DeployOutcome, Node, SegmentEnv};
-use parva_gpu::fake::FakeGpus;
-use parva_gpu::fault::Fault;
 use parva_gpu::mig::MigControl;
-use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
+use parva_gpu::mps::{MpsControl, RealMps};
 use parva_gpu::nvml::NvmlMig;
 use parva_gpu::plan::{DeployOptions, parse_index_map};
 use parva_runner::serve::ServePreview;
-use parva_runner::{BackendKind, ServeEvent, ServeOptions};
+use parva_runner::{BackendKind, ServeOptions};
 
-use super::serve::shutdown_signal;
 use super::{BackendArg, DeviceArg};
 
 #[derive(Args)]
@@ -107,22 +104,11 @@ struct Controllers {
 }
 
 fn controllers(args: &DeployArgs, run_dir: &Path) -> anyhow::Result<Controllers> {
-    let spec = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
-    let Some(spec) = spec else {
+    let Some(fake) = super::fake_node(args.fake_gpus.as_deref(), Some(&run_dir.join("fake-gpus.json")))? else {
         let mig = NvmlMig::load()?;
         return Ok(Controllers { mig: Box::new(mig), mps: Box::new(RealMps::default()), fake: None });
     };
-    let mut mig = FakeGpus::with_state_file(&spec, &run_dir.join("fake-gpus.json"))?;
-    let mut mps = FakeMps::default();
-    if let Ok(f) = std::env::var("PARVA_FAKE_FAIL") {
-        let fault: Fault = f.parse()?;
-        if fault.pattern.starts_with("mps_") {
-            mps.set_fault(Some(fault));
-        } else {
-            mig.set_fault(Some(fault));
-        }
-    }
-    Ok(Controllers { mig: Box::new(mig), mps: Box::new(mps), fake: Some(spec) })
+    Ok(Controllers { mig: Box::new(fake.gpus), mps: Box::new(fake.mps), fake: Some(fake.spec) })
 }
 
 pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
@@ -271,33 +257,8 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome, serving: Option<&
 }
 
 fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv]) -> anyhow::Result<ExitCode> {
-    let backend: BackendKind = args.backend.into();
-    let mut opts = serve_options(args, map, run_dir, segments);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    opts.events = Some(tx);
-    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(async move {
-        let progress = tokio::spawn(show_events(rx, backend));
-        let result = parva_runner::serve(opts, shutdown_signal()).await;
-        progress.abort();
-        result
-    })?;
+    super::serve::serve_until_signal(serve_options(args, map, run_dir, segments))?;
     eprintln!("stopped serving; MIG instances and MPS daemons stay (`parva deploy --teardown` removes them)");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn show_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<ServeEvent>, backend: BackendKind) {
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            ServeEvent::Listening(addr) => {
-                let label = if backend == BackendKind::Emulated { " (EMULATED backend: latencies are the profile's, outputs are zeros)" } else { "" };
-                // A closed stdout must not stop the server (`parva serve | head -1` waits for this line).
-                let _ = outln!("listening on http://{addr}{label}");
-            }
-            ServeEvent::Workers { ready, total } if ready == total => eprintln!("ready: {ready}/{total} workers"),
-            ServeEvent::Workers { .. } => {}
-            ServeEvent::Draining => eprintln!("shutting down: draining requests, stopping workers"),
-        }
-    }
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use parva_core::DeploymentMap;
 use parva_gpu::cuda::{ChildCudaProbe, CudaProbe, ProbeOutput, probe_visible};
 use parva_gpu::doctor::{CommandWorkerProbe, Doctor, DoctorReport, MapNeeds, ModelFiles, NodeInfo, Status, fake_cuda_for, find_mps_binary};
-use parva_gpu::fake::FakeGpus;
-use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
+use parva_gpu::mps::{MpsControl, RealMps};
 use parva_gpu::nvml::NvmlMig;
 
 #[derive(clap::Args)]
@@ -65,12 +64,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         other => other.to_string(),
     });
     let mut worker = CommandWorkerProbe { program: worker_path };
-    let fake = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
-    let report = match fake {
-        Some(spec) => {
-            let mut node = FakeGpus::from_spec(&spec)?;
+    let report = match super::fake_node(args.fake_gpus.as_deref(), None)? {
+        Some(fake) => {
+            let (spec, mut node, mut mps) = (fake.spec, fake.gpus, fake.mps);
             let mut cuda = fake_cuda_for(&mut node);
-            let mut mps = FakeMps::default();
             let doctor = Doctor {
                 node: Ok(&mut node),
                 cuda: &mut cuda,

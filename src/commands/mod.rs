@@ -196,3 +196,34 @@ impl From<DeviceArg> for parva_runner::Device {
         }
     }
 }
+
+/// The fake node a command runs on instead of NVML, when `--fake-gpus` or `PARVA_FAKE_GPUS` names
+/// one (`TYPE:COUNT`; machines without a GPU, tests): `None` means the real GPUs. Its state is kept
+/// in `state` when given (so that separate commands see one node), and the fault that
+/// `PARVA_FAKE_FAIL=PATTERN#N` names is injected, into the MPS fake for `mps_*` patterns and into
+/// the GPUs otherwise: one selection for every command, so each honours the same variables.
+pub fn fake_node(flag: Option<&str>, state: Option<&std::path::Path>) -> anyhow::Result<Option<FakeNode>> {
+    let spec = flag.map(str::to_string).or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
+    let Some(spec) = spec else { return Ok(None) };
+    let mut gpus = match state {
+        Some(path) => parva_gpu::fake::FakeGpus::with_state_file(&spec, path)?,
+        None => parva_gpu::fake::FakeGpus::from_spec(&spec)?,
+    };
+    let mut mps = parva_gpu::mps::FakeMps::default();
+    if let Some(f) = std::env::var("PARVA_FAKE_FAIL").ok().filter(|f| !f.is_empty() && f != "serve_start") {
+        let fault: parva_gpu::fault::Fault = f.parse()?;
+        if fault.pattern.starts_with("mps_") {
+            mps.set_fault(Some(fault));
+        } else {
+            gpus.set_fault(Some(fault));
+        }
+    }
+    Ok(Some(FakeNode { spec, gpus, mps }))
+}
+
+/// A fake node: its spec, GPUs and MPS control (see [`fake_node`]).
+pub struct FakeNode {
+    pub spec: String,
+    pub gpus: parva_gpu::fake::FakeGpus,
+    pub mps: parva_gpu::mps::FakeMps,
+}

@@ -14,9 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use parva_core::mig::GpuType;
-use parva_gpu::fake::FakeGpus;
 use parva_gpu::mig::MigControl;
-use parva_gpu::mps::{FakeMps, MpsControl, RealMps};
+use parva_gpu::mps::{MpsControl, RealMps};
 use parva_gpu::nvml::{GpuDescription, NvmlMig};
 use parva_profiler::grid::{Grid, Point, default_batches};
 use parva_profiler::meta::{Host, Metadata, utc_now};
@@ -142,12 +141,10 @@ struct Gpu {
 }
 
 fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
-    let spec = args.fake_gpus.clone().or_else(|| std::env::var("PARVA_FAKE_GPUS").ok().filter(|s| !s.is_empty()));
-    let (mut mig, mps, description): (Box<dyn MigControl>, Box<dyn MpsControl>, Option<GpuDescription>) = match &spec {
-        Some(spec) => {
-            let fake = FakeGpus::with_state_file(spec, &run_dir.join("fake-gpus.json"))?;
-            (Box::new(fake), Box::new(FakeMps::default()), None)
-        }
+    let fake = super::fake_node(args.fake_gpus.as_deref(), Some(&run_dir.join("fake-gpus.json")))?;
+    let spec = fake.as_ref().map(|f| f.spec.clone());
+    let (mut mig, mps, description): (Box<dyn MigControl>, Box<dyn MpsControl>, Option<GpuDescription>) = match fake {
+        Some(f) => (Box::new(f.gpus), Box::new(f.mps), None),
         None => {
             let nvml = NvmlMig::load()?;
             let d = nvml.describe(args.gpu)?;

@@ -124,18 +124,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     opts.http.conn.header_timeout = std::time::Duration::from_secs_f64(args.header_timeout);
     opts.http.conn.idle_timeout = std::time::Duration::from_secs_f64(args.idle_timeout);
     opts.http.body_timeout = std::time::Duration::from_secs_f64(args.body_timeout);
-    let workers: u32 = opts.map.segments.iter().filter(|s| s.node == args.node).map(|s| s.num_proc).sum();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    opts.events = Some(tx);
-    let run_dir = opts.run_dir.clone();
-    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    let default_run_dir = args.run_dir.is_none().then(|| run_dir.clone());
-    rt.block_on(async move {
-        let progress = tokio::spawn(show_progress(rx, backend, workers, run_dir));
-        let result = parva_runner::serve(opts, shutdown_signal()).await;
-        progress.abort();
-        result
-    })?;
+    let default_run_dir = args.run_dir.is_none().then(|| opts.run_dir.clone());
+    serve_until_signal(opts)?;
     // A clean stop removes the temporary run directory it made (sockets, pid files, worker logs);
     // after an error it stays, for the logs. One given with --run-dir is never removed.
     match default_run_dir {
@@ -143,6 +133,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => eprintln!("stopped"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serve `opts` (one node) until SIGINT or SIGTERM, showing where it listens and its workers'
+/// readiness: `parva serve` and the serving step of `parva deploy`.
+pub(crate) fn serve_until_signal(mut opts: ServeOptions) -> anyhow::Result<()> {
+    let backend = opts.backend;
+    let workers: u32 = opts.map.segments.iter().filter(|s| s.node == opts.node).map(|s| s.num_proc).sum();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.events = Some(tx);
+    let run_dir = opts.run_dir.clone();
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(async move {
+        let progress = tokio::spawn(show_progress(rx, backend, workers, run_dir));
+        let result = parva_runner::serve(opts, shutdown_signal()).await;
+        progress.abort();
+        result
+    })?;
+    Ok(())
 }
 
 /// Print where the server listens and the workers' readiness.

@@ -5,6 +5,7 @@ mod cli_hygiene;
 mod deploy_cli;
 mod deploy_reference;
 mod doctor_cli;
+mod fake_node_cli;
 mod margin_cli;
 mod optimal;
 mod plan_cli;
