@@ -43,6 +43,47 @@ impl Host {
     }
 }
 
+/// Where a profiling run stands, as the metadata file says it (`status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Complete,
+    /// Finished with failed points (a re-run retries them).
+    Incomplete,
+    Interrupted,
+    /// Stopped by an error, named.
+    Failed(String),
+}
+
+impl RunStatus {
+    /// The status a finished sweep ends in.
+    pub fn of_sweep(interrupted: bool, failed_points: usize) -> RunStatus {
+        match (interrupted, failed_points) {
+            (true, _) => RunStatus::Interrupted,
+            (false, 0) => RunStatus::Complete,
+            _ => RunStatus::Incomplete,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunStatus::Running => f.write_str("running"),
+            RunStatus::Complete => f.write_str("complete"),
+            RunStatus::Incomplete => f.write_str("incomplete"),
+            RunStatus::Interrupted => f.write_str("interrupted"),
+            RunStatus::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+impl Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The metadata of one model's profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metadata {
@@ -55,7 +96,7 @@ pub struct Metadata {
     /// The command line, as run.
     pub command: Vec<String>,
     /// `running`, `complete`, `incomplete` (failed points), `interrupted` or `failed: <error>`.
-    pub status: String,
+    pub status: RunStatus,
     pub started_utc: String,
     pub finished_utc: Option<String>,
     pub partition: String,
@@ -89,3 +130,18 @@ impl Metadata {
 
 pub use parva_core::utc::utc_now;
 
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_status_is_written_as_the_metadata_documents() {
+        assert_eq!(serde_json::to_value(RunStatus::Running).unwrap(), "running");
+        assert_eq!(serde_json::to_value(RunStatus::Failed("no GPU 3".into())).unwrap(), "failed: no GPU 3");
+        assert_eq!(RunStatus::of_sweep(false, 0), RunStatus::Complete);
+        assert_eq!(RunStatus::of_sweep(false, 2), RunStatus::Incomplete);
+        assert_eq!(RunStatus::of_sweep(true, 0), RunStatus::Interrupted);
+        assert_eq!(RunStatus::of_sweep(true, 5), RunStatus::Interrupted, "an interrupted run says so first");
+    }
+}

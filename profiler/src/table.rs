@@ -49,13 +49,57 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> PointStatus {
         match self {
-            Outcome::Measured(_) => "measured",
-            Outcome::Oom(_) => "oom",
-            Outcome::Failed(_) => "failed",
-            Outcome::Pruned(_) => "pruned",
+            Outcome::Measured(_) => PointStatus::Measured,
+            Outcome::Oom(_) => PointStatus::Oom,
+            Outcome::Failed(_) => PointStatus::Failed,
+            Outcome::Pruned(_) => PointStatus::Pruned,
         }
+    }
+}
+
+/// A point's `status` column: the one spelling the profiler writes and every reader parses
+/// (an unknown or empty status reads as `None`, never as one of these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PointStatus {
+    Measured,
+    /// Out of memory at this batch (a result).
+    Oom,
+    /// A worker failed; retried by the next run.
+    Failed,
+    /// Not measured by a pruning rule (the note says which).
+    Pruned,
+}
+
+impl PointStatus {
+    pub const ALL: [PointStatus; 4] = [PointStatus::Measured, PointStatus::Oom, PointStatus::Failed, PointStatus::Pruned];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointStatus::Measured => "measured",
+            PointStatus::Oom => "oom",
+            PointStatus::Failed => "failed",
+            PointStatus::Pruned => "pruned",
+        }
+    }
+
+    /// The status of a row of a profiler table (its first extra column).
+    pub fn of(point: &parva_core::profile::ProfilePoint) -> Option<PointStatus> {
+        point.extra.first().and_then(|s| s.parse().ok())
+    }
+}
+
+impl std::fmt::Display for PointStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PointStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PointStatus::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown point status {s:?}"))
     }
 }
 
@@ -122,9 +166,9 @@ impl Table {
     /// What the table already holds for `p` that a re-run keeps.
     pub fn done(&self, p: Point) -> Option<Done> {
         let row = self.profile.point(p.size, p.batch, p.procs)?;
-        match row.extra.first().map(String::as_str) {
-            Some("measured") if row.is_measured() => Some(Done::Measured { throughput: row.throughput, latency_s: row.latency_s }),
-            Some("oom") => Some(Done::Oom),
+        match PointStatus::of(row) {
+            Some(PointStatus::Measured) if row.is_measured() => Some(Done::Measured { throughput: row.throughput, latency_s: row.latency_s }),
+            Some(PointStatus::Oom) => Some(Done::Oom),
             _ => None,
         }
     }
@@ -154,7 +198,7 @@ impl Table {
                 (0.0, 0.0, v)
             }
         };
-        extra.insert(0, outcome.status().to_string());
+        extra.insert(0, outcome.status().as_str().to_string());
         let row = ProfilePoint { size: p.size, batch: p.batch, procs: p.procs, throughput, latency_s, extra };
         match self.profile.points.iter_mut().find(|r| r.size == p.size && r.batch == p.batch && r.procs == p.procs) {
             Some(r) => *r = row,
@@ -230,5 +274,26 @@ mod tests {
         let e = Table::open(&path2, "n", "mig").unwrap_err().to_string();
         assert!(e.contains("n.csv:2") && e.contains("--partition mps") && e.contains("--partition mig"), "{e}");
         assert_eq!(std::fs::read(&path2).unwrap(), before);
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    /// Issue 12: the status column was matched as strings in several places, and any unknown
+    /// string counted as "failed". One type now writes and reads it.
+    #[test]
+    fn a_point_status_reads_back_as_written_and_an_unknown_one_is_none() {
+        for s in PointStatus::ALL {
+            assert_eq!(s.to_string().parse::<PointStatus>(), Ok(s));
+        }
+        let mut p = parva_core::profile::ProfilePoint { size: 1, batch: 1, procs: 1, throughput: 1.0, latency_s: 1.0, extra: vec!["oom".into()] };
+        assert_eq!(PointStatus::of(&p), Some(PointStatus::Oom));
+        p.extra = vec!["Measured".into()];
+        assert_eq!(PointStatus::of(&p), None, "statuses are written in lower case only");
+        p.extra = vec![];
+        assert_eq!(PointStatus::of(&p), None);
+        assert_eq!(Outcome::Pruned("past the plateau".into()).status(), PointStatus::Pruned);
     }
 }

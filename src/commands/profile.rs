@@ -18,12 +18,12 @@ use parva_gpu::mig::MigControl;
 use parva_gpu::mps::{MpsControl, RealMps};
 use parva_gpu::nvml::{GpuDescription, NvmlMig};
 use parva_profiler::grid::{Grid, Point, default_batches};
-use parva_profiler::meta::{Host, Metadata, utc_now};
+use parva_profiler::meta::{Host, Metadata, RunStatus, utc_now};
 use parva_profiler::partition::{AsIs, Mode, MigPartitioner, MpsPartitioner, Partitioner};
 use parva_profiler::prune::PruneRules;
 use parva_profiler::stats::MeasureSettings;
 use parva_profiler::sweep::{Observer, Summary, Sweep};
-use parva_profiler::table::{Done, Outcome, Table};
+use parva_profiler::table::{Done, Outcome, PointStatus, Table};
 use parva_profiler::workers::{EmulatedWorkers, HostRss, MemoryProbe, NoProbe, NvmlProbe, TorchWorkers, WorkerFactory};
 use parva_runner::BackendKind;
 use parva_runner::spawn::ProcessSpawner;
@@ -373,7 +373,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         },
         parva_version: env!("CARGO_PKG_VERSION").to_string(),
         command: std::env::args().collect(),
-        status: "running".into(),
+        status: RunStatus::Running,
         started_utc: utc_now(),
         finished_utc: None,
         partition: mode.name().into(),
@@ -450,20 +450,13 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
-            metadata.status = format!("failed: {e}");
+            metadata.status = RunStatus::Failed(e.to_string());
             metadata.finished_utc = Some(utc_now());
             let _ = metadata.write(&meta_path);
             return Err(e.into());
         }
     };
-    metadata.status = if summary.interrupted {
-        "interrupted"
-    } else if summary.counts.failed > 0 {
-        "incomplete"
-    } else {
-        "complete"
-    }
-    .into();
+    metadata.status = RunStatus::of_sweep(summary.interrupted, summary.counts.failed);
     metadata.finished_utc = Some(utc_now());
     metadata.summary = Some(summary.clone());
     metadata.write(&meta_path)?;
@@ -563,8 +556,8 @@ fn report(args: &ProfileArgs, table: &Table, summary: &Summary, table_path: &Pat
     let mut series: BTreeMap<(u8, u32), Series> = BTreeMap::new();
     for p in &table.profile().points {
         let s = series.entry((p.size, p.procs)).or_insert_with(|| Series { size: p.size, procs: p.procs, ..Default::default() });
-        match p.extra.first().map(String::as_str) {
-            Some("measured") => {
+        match PointStatus::of(p) {
+            Some(PointStatus::Measured) => {
                 s.measured += 1;
                 let seg = p.segment_throughput();
                 if seg > s.best_segment_throughput {
@@ -575,9 +568,9 @@ fn report(args: &ProfileArgs, table: &Table, summary: &Summary, table_path: &Pat
                 s.min_latency_ms = Some(s.min_latency_ms.map_or(ms, |m: f64| m.min(ms)));
                 s.max_latency_ms = Some(s.max_latency_ms.map_or(ms, |m: f64| m.max(ms)));
             }
-            Some("oom") => s.oom += 1,
-            Some("pruned") => s.pruned += 1,
-            _ => s.failed += 1,
+            Some(PointStatus::Oom) => s.oom += 1,
+            Some(PointStatus::Pruned) => s.pruned += 1,
+            Some(PointStatus::Failed) | None => s.failed += 1,
         }
     }
     let series: Vec<Series> = series.into_values().collect();
