@@ -170,7 +170,8 @@ fn catalogue_lists_every_gpu_type() {
     let ids: Vec<&str> = v.as_array().unwrap().iter().map(|g| g["gpu_type"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["a100-40gb", "a100-80gb", "h100-80gb", "h100-94gb", "h200-141gb", "a30-24gb", "h100-pcie-80gb", "a800-40gb", "a800-80gb", "h800-80gb", "h800-pcie-80gb"]
+        ["a100-40gb", "a100-80gb", "h100-80gb", "h100-94gb", "h200-141gb", "a30-24gb", "h100-pcie-80gb", "a800-40gb", "a800-80gb", "h800-80gb", "h800-pcie-80gb",
+         "b200-180gb", "gh200-144gb"]
     );
     // Each type lists the products recognised as it, with their PCI device ids.
     assert_eq!(v[0]["products"][0]["pci_device_id"], "0x20B010DE");
