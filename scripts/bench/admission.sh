@@ -10,20 +10,24 @@
 #                        cargo build --release --locked)
 #   PARVA_REFERENCE_DIR  the reference data (default ../shared/reference/parvagpu-a100)
 #   SERVE_ARGS           extra `parva serve` arguments (e.g. "--max-queue-batches 4")
+#   SCENARIO             the reference scenario (default 4; 3 is ParvaGPU's other dense one)
+#   PLAN_ARGS            extra `parva plan` arguments (e.g. "--margin 0")
 #
 # Bounded in time: DURATION of load plus the workers' start (a few seconds).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 scale="${1:-1.0}"
 duration="${2:-30s}"
-out="$(realpath -m "${3:-$root/reports/admission-$scale}")"
+scenario="${SCENARIO:-4}"
+out="$(realpath -m "${3:-$root/reports/admission-s$scenario-$scale}")"
 parva="$(realpath "${PARVA:-$root/target/release/parva}")"
 ref="$(realpath "${PARVA_REFERENCE_DIR:-$root/../shared/reference/parvagpu-a100}")"
 port="${PORT:-18480}"
 [[ -x "$parva" ]] || { echo "no parva binary at $parva (cargo build --release --locked, or set PARVA)" >&2; exit 1; }
 [[ -d "$ref/prof_data" && -d "$ref/SLO" ]] || { echo "no reference data at $ref (set PARVA_REFERENCE_DIR)" >&2; exit 1; }
 rm -rf "$out"; mkdir -p "$out/models"
-"$parva" plan --prof-data "$ref/prof_data" --slo-dir "$ref/SLO" --slo 4 --gpu-type a100-80gb --out "$out/plan.csv" > "$out/plan.txt"
+# shellcheck disable=SC2086
+"$parva" plan --prof-data "$ref/prof_data" --slo-dir "$ref/SLO" --slo "$scenario" --gpu-type a100-80gb --out "$out/plan.csv" ${PLAN_ARGS:-} > "$out/plan.txt"
 python3 - "$root/models" "$out/models" <<'PY'
 import json, pathlib, sys
 for f in pathlib.Path(sys.argv[1]).glob("*.json"):
@@ -49,10 +53,10 @@ set +e
     > "$out/verify.json" 2> "$out/verify.err"
 set -e
 server_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' /proc/$server/stat)
-python3 - "$out/verify.json" "$scale" "$workers" "$server_cpu" <<'PY'
+python3 - "$out/verify.json" "$scale" "$workers" "$server_cpu" "$scenario" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"scenario 4 x {sys.argv[2]}, {sys.argv[3]} emulated workers; parva serve used {sys.argv[4]} s of CPU; "
+print(f"scenario {sys.argv[5]} x {sys.argv[2]}, {sys.argv[3]} emulated workers; parva serve used {sys.argv[4]} s of CPU; "
       f"generator lag p99 {r['generator_lag_p99_ms']} ms")
 print(f"{'service':12} {'SLO ms':>7} {'offered/s':>9} {'achieved/s':>10} {'p99 ms':>8} {'429':>6} {'other':>10} {'drop':>5} {'lag99 ms':>8}  rule")
 tot = {"offered": 0.0, "achieved": 0.0, "429": 0}
