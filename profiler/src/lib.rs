@@ -12,6 +12,8 @@
 //! - [`pool`]: a point's worker processes driven in lock-step rounds over `parva_runner::proto`.
 //! - [`sweep`]: the loop tying them together, with clean-up on every exit.
 //! - [`meta`]: the metadata file written beside the tables.
+//! - [`request`]: a run as a request (settings checked, model files, output directory, grid,
+//!   workers, the finished table's summary): what `parva profile` fills from its flags.
 
 pub mod error;
 pub mod grid;
@@ -19,6 +21,7 @@ pub mod meta;
 pub mod partition;
 pub mod pool;
 pub mod prune;
+pub mod request;
 pub mod stats;
 pub mod sweep;
 pub mod table;

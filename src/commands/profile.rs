@@ -5,27 +5,28 @@
 //! Fake GPUs for tests without a GPU: `--fake-gpus a100-80gb:1` (or `PARVA_FAKE_GPUS`) keeps the
 //! fake node's state in `<run-dir>/fake-gpus.json`; MPS daemons are faked with marker files.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use parva_core::mig::GpuType;
 use parva_gpu::mig::MigControl;
 use parva_gpu::mps::{MpsControl, RealMps};
 use parva_gpu::nvml::{GpuDescription, NvmlMig};
-use parva_profiler::grid::{Grid, Point, default_batches};
+use parva_profiler::grid::Point;
 use parva_profiler::meta::{Host, Metadata, RunStatus, utc_now};
 use parva_profiler::partition::{AsIs, Mode, MigPartitioner, MpsPartitioner, Partitioner};
 use parva_profiler::prune::PruneRules;
 use parva_profiler::stats::MeasureSettings;
 use parva_profiler::sweep::{Observer, Summary, Sweep};
-use parva_profiler::table::{Done, Outcome, PointStatus, Table};
-use parva_profiler::workers::{EmulatedWorkers, HostRss, MemoryProbe, NoProbe, NvmlProbe, TorchWorkers, WorkerFactory};
-use parva_runner::BackendKind;
+use parva_profiler::request::{Invalid, Request, series};
+use parva_profiler::table::{Done, Outcome, Table};
+use parva_profiler::ProfileError;
+use parva_profiler::workers::{HostRss, MemoryProbe, NoProbe, NvmlProbe};
+use parva_runner::{BackendKind, Device};
 use parva_runner::spawn::ProcessSpawner;
 
 use super::serve::{say, shutdown_signal};
@@ -178,54 +179,45 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
     Ok(Gpu { mig, mps, description, gpu_type, fake: spec.is_some() })
 }
 
-/// The model's TorchScript file, metadata file and table name.
-#[derive(Clone)]
-struct ModelFiles {
-    pt: PathBuf,
-    meta: PathBuf,
-    name: String,
-}
-
-fn model_files(model: &Path) -> anyhow::Result<ModelFiles> {
-    let name = model
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .with_context(|| format!("--model {}: no file name", model.display()))?
-        .to_string();
-    let meta = model.with_extension("json");
-    if !meta.is_file() {
-        bail!("--model {}: its metadata {} does not exist (see models/README.md)", model.display(), meta.display());
+/// The library request the flags make (settings checked there).
+fn request(args: &ProfileArgs) -> Request {
+    Request {
+        model: args.model.clone(),
+        mode: args.partition.mode(),
+        device: args.device.map(Into::into),
+        sizes: args.sizes.clone(),
+        batches: args.batches.clone(),
+        procs: args.procs.clone(),
+        out: args.out.clone(),
+        measure: MeasureSettings {
+            warmup_seconds: args.warmup_seconds,
+            min_seconds: args.min_seconds,
+            max_seconds: args.max_seconds,
+            target_ci: args.target_ci,
+        },
+        rules: PruneRules { max_latency_s: args.max_latency_ms.map(|ms| ms / 1e3), fast: args.fast },
+        backend: args.backend.into(),
+        emulate_from: args.emulate_from.clone(),
+        threads: args.threads,
+        ready_timeout: Duration::from_secs(args.ready_timeout),
     }
-    Ok(ModelFiles { pt: model.with_extension("pt"), meta, name })
 }
 
-fn check_args(args: &ProfileArgs) -> anyhow::Result<()> {
-    let positive = [("--min-seconds", args.min_seconds), ("--max-seconds", args.max_seconds), ("--target-ci", args.target_ci)];
-    for (flag, v) in positive {
-        if !(v.is_finite() && v > 0.0) {
-            bail!("{flag} {v}: must be a positive number");
+/// A request's refusal in the command's words: each field is the flag of the same name.
+fn flag_error(e: Invalid) -> anyhow::Error {
+    let Invalid { field, value, rule } = e;
+    let flag = format!("--{}", field.replace('_', "-"));
+    match (field, value.as_str()) {
+        ("grid", _) => anyhow::anyhow!("{rule}"),
+        ("emulate_from", "(none)") => anyhow::anyhow!("--backend emulated needs --emulate-from DIR (the tables it replays)"),
+        ("emulate_from", _) => anyhow::anyhow!("--emulate-from is for --backend emulated"),
+        ("out", "(none)") => anyhow::anyhow!("--backend emulated needs --out: an emulated table is not a measurement"),
+        ("device", v) => anyhow::anyhow!("--device {v} needs --partition none (mig and mps partition a GPU)"),
+        ("max_seconds", v) if rule.starts_with("is below") => {
+            anyhow::anyhow!("--max-seconds {v} {}", rule.replace("min_seconds", "--min-seconds"))
         }
-    }
-    if !(args.warmup_seconds.is_finite() && args.warmup_seconds >= 0.0) {
-        bail!("--warmup-seconds {}: must be 0 or more", args.warmup_seconds);
-    }
-    if args.max_seconds < args.min_seconds {
-        bail!("--max-seconds {} is below --min-seconds {}", args.max_seconds, args.min_seconds);
-    }
-    if let Some(ms) = args.max_latency_ms.filter(|v| !(v.is_finite() && *v > 0.0)) {
-        bail!("--max-latency-ms {ms}: must be a positive number");
-    }
-    if args.device == Some(DeviceArg::Cpu) && args.partition != PartitionArg::None {
-        bail!("--device cpu needs --partition none (mig and mps partition a GPU)");
-    }
-    // The grid's own limits, before any GPU is looked at (sizes are checked against it later).
-    let sizes = if args.sizes.is_empty() { vec![1] } else { args.sizes.clone() };
-    Grid::new(sizes, args.procs.clone(), if args.batches.is_empty() { default_batches() } else { args.batches.clone() })?;
-    match (args.backend, &args.emulate_from, &args.out) {
-        (BackendArg::Emulated, None, _) => bail!("--backend emulated needs --emulate-from DIR (the tables it replays)"),
-        (BackendArg::Emulated, _, None) => bail!("--backend emulated needs --out: an emulated table is not a measurement"),
-        (BackendArg::Torch, Some(_), _) => bail!("--emulate-from is for --backend emulated"),
-        _ => Ok(()),
+        ("sizes", v) => anyhow::anyhow!("--sizes: {v} {rule}"),
+        (_, v) => anyhow::anyhow!("{flag} {v}: {rule}"),
     }
 }
 
@@ -235,8 +227,7 @@ struct Target {
     gpu: Option<Gpu>,
     /// NVML for `--partition none` on a GPU (memory readings).
     nvml: Option<NvmlMig>,
-    /// `cpu` or `cuda`.
-    device: &'static str,
+    device: Device,
     description: Option<GpuDescription>,
     gpu_type: Option<&'static GpuType>,
 }
@@ -251,9 +242,9 @@ fn resolve_target(args: &ProfileArgs, mode: Mode, run_dir: &Path) -> anyhow::Res
         _ => None,
     };
     let device = match (mode, args.device) {
-        (Mode::None, None) if nvml.is_some() => "cuda",
-        (Mode::None, None) | (_, Some(DeviceArg::Cpu)) => "cpu",
-        _ => "cuda",
+        (Mode::None, None) if nvml.is_some() => Device::Cuda,
+        (Mode::None, None) | (_, Some(DeviceArg::Cpu)) => Device::Cpu,
+        _ => Device::Cuda,
     };
     let description = gpu.as_ref().map(|g| g.description.clone()).or_else(|| nvml.as_ref().map(|(_, d)| d.clone()));
     let gpu_type = gpu.as_ref().map(|g| g.gpu_type).or_else(|| {
@@ -262,62 +253,9 @@ fn resolve_target(args: &ProfileArgs, mode: Mode, run_dir: &Path) -> anyhow::Res
     Ok(Target { gpu, nvml: nvml.map(|(n, _)| n), device, description, gpu_type })
 }
 
-/// `prof_data/<gpu-type>` (mig), `prof_data/<gpu-type>-mps`, `prof_data/<gpu-type>-none` or
-/// `prof_data/cpu`.
-fn default_out(mode: Mode, gpu_type: Option<&GpuType>, device: &str) -> PathBuf {
-    let base = PathBuf::from("prof_data");
-    match (mode, gpu_type) {
-        (Mode::Mig, Some(t)) => base.join(t.id),
-        (Mode::Mps, Some(t)) => base.join(format!("{}-mps", t.id)),
-        (Mode::None, Some(t)) if device == "cuda" => base.join(format!("{}-none", t.id)),
-        _ => base.join("cpu"),
-    }
-}
-
-/// The grid, with the default sizes of the GPU type; sizes checked against its MIG profiles.
-fn grid_for(args: &ProfileArgs, mode: Mode, gpu_type: Option<&GpuType>) -> anyhow::Result<Grid> {
-    let sizes = match (args.sizes.is_empty(), mode, gpu_type) {
-        (false, _, _) => args.sizes.clone(),
-        (true, Mode::None, _) | (true, _, None) => vec![7],
-        (true, _, Some(t)) => t.sizes(),
-    };
-    let batches = if args.batches.is_empty() { default_batches() } else { args.batches.clone() };
-    let grid = Grid::new(sizes, args.procs.clone(), batches)?;
-    if let (Mode::Mig | Mode::Mps, Some(t)) = (mode, gpu_type) {
-        if let Some(bad) = grid.sizes.iter().find(|s| t.profile_for_size(**s).is_none()) {
-            bail!("--sizes: {bad} is not a MIG instance size of {} (sizes: {:?})", t.id, t.sizes());
-        }
-    }
-    Ok(grid)
-}
-
-/// The workers: `parva-worker` on the TorchScript file, or emulated from `--emulate-from`.
-fn worker_factory(args: &ProfileArgs, files: ModelFiles, device: &str, max_batch: u32) -> anyhow::Result<Box<dyn WorkerFactory>> {
-    let ModelFiles { pt, meta: meta_file, name: model } = files;
-    Ok(match args.backend {
-        BackendArg::Torch => {
-            let cmd = parva_runner::serve::default_worker_command(BackendKind::Torch)?;
-            Box::new(TorchWorkers {
-                program: cmd.program,
-                leading_args: cmd.args,
-                model: pt,
-                model_meta: meta_file,
-                device: device.to_string(),
-                threads: args.threads,
-            })
-        }
-        BackendArg::Emulated => {
-            let dir = args.emulate_from.clone().context("--emulate-from")?;
-            let table = parva_core::ModelProfile::read(&dir.join(format!("{model}.csv")), None)?;
-            let program = std::env::current_exe().context("find the running executable")?;
-            Box::new(EmulatedWorkers { program, model_meta: meta_file, table, max_batch })
-        }
-    })
-}
-
 /// How memory is read: workers' peak RSS on a CPU, NVML on a real GPU, nothing on fake GPUs.
 fn memory_probe(target: &mut Target) -> Box<dyn MemoryProbe> {
-    if target.device == "cpu" {
+    if target.device == Device::Cpu {
         return Box::new(HostRss);
     }
     if target.gpu.as_ref().is_some_and(|g| g.fake) {
@@ -330,13 +268,11 @@ fn memory_probe(target: &mut Target) -> Box<dyn MemoryProbe> {
 }
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
-    check_args(&args)?;
+    let req = request(&args);
+    req.check().map_err(flag_error)?;
     args.catalogue.load()?;
-    let files = model_files(&args.model)?;
+    let files = req.model_files().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let (pt, model) = (files.pt.clone(), files.name.clone());
-    if args.backend == BackendArg::Torch && !pt.is_file() {
-        bail!("--model {}: TorchScript file {} does not exist (export it with scripts/export_models.py)", args.model.display(), pt.display());
-    }
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("parva-profile-{}", std::process::id())),
@@ -348,20 +284,15 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let mut target = resolve_target(&args, mode, &run_dir)?;
     let (device, gpu_type) = (target.device, target.gpu_type);
     let description = target.description.clone();
-    let out = args.out.clone().unwrap_or_else(|| default_out(mode, gpu_type, device));
-    let grid = grid_for(&args, mode, gpu_type)?;
+    let out = req.out_dir(gpu_type, device);
+    let grid = req.grid(gpu_type).map_err(flag_error)?;
     // Open (and check) the table before changing anything on the GPU.
     let table_path = out.join(format!("{model}.csv"));
     let mut table = Table::open(&table_path, &model, mode.name())?;
-    let measure = MeasureSettings {
-        warmup_seconds: args.warmup_seconds,
-        min_seconds: args.min_seconds,
-        max_seconds: args.max_seconds,
-        target_ci: args.target_ci,
-    };
-    let rules = PruneRules { max_latency_s: args.max_latency_ms.map(|ms| ms / 1e3), fast: args.fast };
-
-    let factory = worker_factory(&args, files, device, *grid.batches.last().unwrap_or(&1))?;
+    let (measure, rules) = (req.measure, req.rules);
+    let emulator = std::env::current_exe().context("find the running executable")?;
+    let torch_worker = || parva_runner::serve::default_worker_command(BackendKind::Torch).map_err(|e| ProfileError::Config(e.to_string()));
+    let factory = req.workers(&files, device, *grid.batches.last().unwrap_or(&1), torch_worker, &emulator)?;
     let mut probe = memory_probe(&mut target);
 
     let mut metadata = Metadata {
@@ -401,8 +332,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         }
         _ => {
             let (env, device_id, what) = match (device, &description) {
-                ("cuda", Some(d)) => (vec![("CUDA_VISIBLE_DEVICES".to_string(), d.uuid.clone())], Some(d.uuid.clone()), format!("GPU {} ({})", d.index, d.name)),
-                ("cuda", None) => (vec![("CUDA_VISIBLE_DEVICES".to_string(), args.gpu.to_string())], None, format!("GPU {}", args.gpu)),
+                (Device::Cuda, Some(d)) => (vec![("CUDA_VISIBLE_DEVICES".to_string(), d.uuid.clone())], Some(d.uuid.clone()), format!("GPU {} ({})", d.index, d.name)),
+                (Device::Cuda, None) => (vec![("CUDA_VISIBLE_DEVICES".to_string(), args.gpu.to_string())], None, format!("GPU {}", args.gpu)),
                 _ => (vec![], None, format!("the CPU ({})", metadata.host.cpu)),
             };
             as_is = AsIs { env, device: device_id, what };
@@ -424,7 +355,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         grid: grid.clone(),
         measure,
         rules,
-        ready_timeout: Duration::from_secs(args.ready_timeout),
+        ready_timeout: req.ready_timeout,
         run_dir: run_dir.clone(),
         table: &mut table,
         partitioner,
@@ -540,40 +471,7 @@ impl Observer for Progress {
 
 /// The summary: a table per (size, processes) on stdout, or JSON.
 fn report(args: &ProfileArgs, table: &Table, summary: &Summary, table_path: &Path, meta_path: &Path) -> anyhow::Result<()> {
-    #[derive(serde::Serialize, Default)]
-    struct Series {
-        size: u8,
-        procs: u32,
-        measured: usize,
-        best_batch: Option<u32>,
-        best_segment_throughput: f64,
-        min_latency_ms: Option<f64>,
-        max_latency_ms: Option<f64>,
-        oom: usize,
-        pruned: usize,
-        failed: usize,
-    }
-    let mut series: BTreeMap<(u8, u32), Series> = BTreeMap::new();
-    for p in &table.profile().points {
-        let s = series.entry((p.size, p.procs)).or_insert_with(|| Series { size: p.size, procs: p.procs, ..Default::default() });
-        match PointStatus::of(p) {
-            Some(PointStatus::Measured) => {
-                s.measured += 1;
-                let seg = p.segment_throughput();
-                if seg > s.best_segment_throughput {
-                    s.best_segment_throughput = seg;
-                    s.best_batch = Some(p.batch);
-                }
-                let ms = p.latency_s * 1e3;
-                s.min_latency_ms = Some(s.min_latency_ms.map_or(ms, |m: f64| m.min(ms)));
-                s.max_latency_ms = Some(s.max_latency_ms.map_or(ms, |m: f64| m.max(ms)));
-            }
-            Some(PointStatus::Oom) => s.oom += 1,
-            Some(PointStatus::Pruned) => s.pruned += 1,
-            Some(PointStatus::Failed) | None => s.failed += 1,
-        }
-    }
-    let series: Vec<Series> = series.into_values().collect();
+    let series = series(table);
     if args.json {
         return super::print_json(&serde_json::json!({
             "table": table_path,
