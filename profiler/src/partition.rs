@@ -32,9 +32,11 @@ impl Mode {
     }
 }
 
-/// One instance size, made: the workers' environment and what to report about it.
+/// One instance size, made: a MIG instance, an MPS share of the SMs or the device as it is; the
+/// workers' environment and what to report about it. (A deployment map's `Segment` is another thing:
+/// a service's instance on a node.)
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Segment {
+pub struct Instance {
     pub size: u8,
     /// `CUDA_VISIBLE_DEVICES`, `CUDA_MPS_PIPE_DIRECTORY`, ... for the workers.
     pub env: Vec<(String, String)>,
@@ -48,7 +50,7 @@ pub struct Segment {
 pub trait Partitioner {
     fn mode(&self) -> Mode;
     /// Make an instance of `size` GPCs.
-    fn enter(&mut self, size: u8) -> Result<Segment, ProfileError>;
+    fn enter(&mut self, size: u8) -> Result<Instance, ProfileError>;
     /// Undo [`Partitioner::enter`] (its workers have exited).
     fn leave(&mut self) -> Result<(), ProfileError>;
     /// Undo everything still made (end of run, error or Ctrl-C); idempotent.
@@ -104,7 +106,7 @@ impl Partitioner for MigPartitioner<'_> {
         Mode::Mig
     }
 
-    fn enter(&mut self, size: u8) -> Result<Segment, ProfileError> {
+    fn enter(&mut self, size: u8) -> Result<Instance, ProfileError> {
         self.leave()?;
         let ty = self.gpu_type;
         let profile = ty.profile_for_size(size).ok_or_else(|| {
@@ -134,7 +136,7 @@ impl Partitioner for MigPartitioner<'_> {
         let dirs = MpsDirs::under(&self.run_dir, &device);
         self.current = Some((inst.gi_id, device.clone(), dirs.clone()));
         self.mps.start(&device, &dirs)?;
-        Ok(Segment {
+        Ok(Instance {
             size,
             env: mps_env(&device, &dirs),
             device: Some(device.clone()),
@@ -191,7 +193,7 @@ impl Partitioner for MpsPartitioner<'_> {
         Mode::Mps
     }
 
-    fn enter(&mut self, size: u8) -> Result<Segment, ProfileError> {
+    fn enter(&mut self, size: u8) -> Result<Instance, ProfileError> {
         if size > self.gpcs {
             return Err(ProfileError::Config(format!("instance size {size} exceeds the GPU's {} GPCs", self.gpcs)));
         }
@@ -203,7 +205,7 @@ impl Partitioner for MpsPartitioner<'_> {
         let pct = self.percentage(size);
         let mut env = mps_env(&self.gpu_uuid, &dirs);
         env.push(("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_string(), pct.to_string()));
-        Ok(Segment {
+        Ok(Instance {
             size,
             env,
             device: Some(self.gpu_uuid.clone()),
@@ -234,8 +236,8 @@ impl Partitioner for AsIs {
     fn mode(&self) -> Mode {
         Mode::None
     }
-    fn enter(&mut self, size: u8) -> Result<Segment, ProfileError> {
-        Ok(Segment { size, env: self.env.clone(), device: self.device.clone(), how: format!("{} as it is (no partitioning)", self.what) })
+    fn enter(&mut self, size: u8) -> Result<Instance, ProfileError> {
+        Ok(Instance { size, env: self.env.clone(), device: self.device.clone(), how: format!("{} as it is (no partitioning)", self.what) })
     }
     fn leave(&mut self) -> Result<(), ProfileError> {
         Ok(())

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::error::ProfileError;
 use crate::grid::{Grid, Point};
-use crate::partition::{Partitioner, Segment};
+use crate::partition::{Partitioner, Instance};
 use crate::pool::{Pool, PoolError, WorkerInfo};
 use crate::prune::{Observation, PruneRules, Pruner};
 use crate::stats::{Estimate, MeasureSettings};
@@ -55,7 +55,7 @@ pub struct Counts {
 pub struct Summary {
     pub counts: Counts,
     /// How each instance size was made.
-    pub segments: Vec<Segment>,
+    pub segments: Vec<Instance>,
     /// What the workers reported about themselves.
     pub worker: Option<WorkerInfo>,
     /// Stopped by Ctrl-C (or SIGTERM) before the end.
@@ -121,7 +121,7 @@ impl Sweep<'_> {
         let resumed = points.iter().filter(|p| self.table.done(**p).is_some()).count();
         self.observer.started(points.len(), resumed);
         let mut pruner = Pruner::new(self.rules);
-        let mut segment: Option<Segment> = None;
+        let mut segment: Option<Instance> = None;
         // A failure that dooms the rest of a size or series: (scope, message).
         let mut doomed: Option<((u8, Option<u32>), String)> = None;
         for (i, &p) in points.iter().enumerate() {
@@ -184,7 +184,7 @@ impl Sweep<'_> {
     async fn measure_point(
         &mut self,
         p: Point,
-        segment: &mut Option<Segment>,
+        segment: &mut Option<Instance>,
         pool: &mut Option<Pool>,
         summary: &mut Summary,
         doomed: &mut Option<((u8, Option<u32>), String)>,
@@ -259,7 +259,7 @@ async fn measure(
     p: Point,
     s: &MeasureSettings,
     probe: &mut dyn MemoryProbe,
-    seg: &Segment,
+    seg: &Instance,
 ) -> Result<Measurement, PoolError> {
     pool.round(p.batch, s.warmup_seconds).await?;
     let mut est = Estimate::new();

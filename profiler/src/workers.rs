@@ -11,12 +11,12 @@ use parva_core::ModelProfile;
 use parva_runner::spawn::WorkerSpec;
 use parva_runner::worker_args::{Backend, DeviceArg, EmulatedArgs, TorchArgs, WorkerArgs};
 
-use crate::partition::Segment;
+use crate::partition::Instance;
 
 /// Builds the worker processes of one (instance, process count).
 pub trait WorkerFactory {
     /// `procs` specs for `segment`; sockets and logs go under `run_dir`.
-    fn specs(&self, segment: &Segment, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String>;
+    fn specs(&self, segment: &Instance, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String>;
 }
 
 /// A worker's spec: `leading` arguments, then the command line [`WorkerArgs`] builds (the one the
@@ -50,7 +50,7 @@ pub struct TorchWorkers {
 }
 
 impl WorkerFactory for TorchWorkers {
-    fn specs(&self, segment: &Segment, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String> {
+    fn specs(&self, segment: &Instance, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let threads = self.threads.unwrap_or((cores / procs.max(1) as usize).max(1));
         Ok((0..procs)
@@ -81,7 +81,7 @@ pub struct EmulatedWorkers {
 }
 
 impl WorkerFactory for EmulatedWorkers {
-    fn specs(&self, segment: &Segment, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String> {
+    fn specs(&self, segment: &Instance, procs: u32, run_dir: &Path) -> Result<Vec<WorkerSpec>, String> {
         let curve = self.table.latency_curve(segment.size, procs);
         if curve.is_empty() {
             return Err(format!(
@@ -116,7 +116,7 @@ impl WorkerFactory for EmulatedWorkers {
 /// Reads how much memory a point uses.
 pub trait MemoryProbe {
     /// MiB in use for `segment`'s workers `pids`; `None` when unknown.
-    fn used_mib(&mut self, segment: &Segment, pids: &[u32]) -> Option<f64>;
+    fn used_mib(&mut self, segment: &Instance, pids: &[u32]) -> Option<f64>;
     /// What the `mem_mib` column means with this probe.
     fn describe(&self) -> &'static str;
 }
@@ -126,7 +126,7 @@ pub trait MemoryProbe {
 pub struct HostRss;
 
 impl MemoryProbe for HostRss {
-    fn used_mib(&mut self, _segment: &Segment, pids: &[u32]) -> Option<f64> {
+    fn used_mib(&mut self, _segment: &Instance, pids: &[u32]) -> Option<f64> {
         let mut total = 0.0;
         for pid in pids {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -145,7 +145,7 @@ impl MemoryProbe for HostRss {
 pub struct NoProbe;
 
 impl MemoryProbe for NoProbe {
-    fn used_mib(&mut self, _segment: &Segment, _pids: &[u32]) -> Option<f64> {
+    fn used_mib(&mut self, _segment: &Instance, _pids: &[u32]) -> Option<f64> {
         None
     }
     fn describe(&self) -> &'static str {
@@ -157,7 +157,7 @@ impl MemoryProbe for NoProbe {
 pub struct NvmlProbe(pub parva_gpu::nvml::NvmlMig);
 
 impl MemoryProbe for NvmlProbe {
-    fn used_mib(&mut self, segment: &Segment, _pids: &[u32]) -> Option<f64> {
+    fn used_mib(&mut self, segment: &Instance, _pids: &[u32]) -> Option<f64> {
         self.0.memory_used_mib(segment.device.as_deref()?)
     }
     fn describe(&self) -> &'static str {

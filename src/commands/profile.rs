@@ -223,7 +223,7 @@ fn flag_error(e: Invalid) -> anyhow::Error {
 
 /// What the sweep runs on: for mig and mps the GPU (NVML or fakes); the workers' device; what is
 /// known of the GPU.
-struct Target {
+struct Setup {
     gpu: Option<Gpu>,
     /// NVML for `--partition none` on a GPU (memory readings).
     nvml: Option<NvmlMig>,
@@ -232,7 +232,7 @@ struct Target {
     gpu_type: Option<&'static GpuType>,
 }
 
-fn resolve_target(args: &ProfileArgs, mode: Mode, run_dir: &Path) -> anyhow::Result<Target> {
+fn resolve_target(args: &ProfileArgs, mode: Mode, run_dir: &Path) -> anyhow::Result<Setup> {
     let gpu = match mode {
         Mode::None => None,
         Mode::Mig | Mode::Mps => Some(open_gpu(args, run_dir)?),
@@ -250,11 +250,11 @@ fn resolve_target(args: &ProfileArgs, mode: Mode, run_dir: &Path) -> anyhow::Res
     let gpu_type = gpu.as_ref().map(|g| g.gpu_type).or_else(|| {
         args.gpu_type.as_deref().and_then(|t| GpuType::by_id(t).ok()).or_else(|| description.as_ref().and_then(|d| GpuType::by_product_name(&d.name)))
     });
-    Ok(Target { gpu, nvml: nvml.map(|(n, _)| n), device, description, gpu_type })
+    Ok(Setup { gpu, nvml: nvml.map(|(n, _)| n), device, description, gpu_type })
 }
 
 /// How memory is read: workers' peak RSS on a CPU, NVML on a real GPU, nothing on fake GPUs.
-fn memory_probe(target: &mut Target) -> Box<dyn MemoryProbe> {
+fn memory_probe(target: &mut Setup) -> Box<dyn MemoryProbe> {
     if target.device == Device::Cpu {
         return Box::new(HostRss);
     }

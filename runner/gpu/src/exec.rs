@@ -18,7 +18,7 @@ use crate::checkpoint::{Checkpoint, Ctl};
 use crate::error::DeployError;
 use crate::mig::{MigControl, mig_device_name};
 use crate::mps::{MpsControl, MpsDirs, daemon_devices};
-use crate::plan::{Action, DeployOptions, DeployPlan, ObservedGpu, ObservedNode, Target, plan};
+use crate::plan::{Action, DeployOptions, DeployPlan, ObservedGpu, ObservedNode, PlannedInstance, changes};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 pub const RECORD_FILE: &str = "deploy.json";
@@ -113,7 +113,7 @@ impl Node<'_> {
     /// Plan and (unless `dry_run`) apply `map` on this node.
     pub fn deploy(&mut self, map: &DeploymentMap, opts: &DeployOptions, dry_run: bool) -> Result<DeployOutcome, DeployError> {
         let observed = self.observe()?;
-        let plan = plan(map, opts, &observed)?;
+        let plan = changes(map, opts, &observed)?;
         if dry_run {
             let segments = segment_envs(&plan, &BTreeMap::new(), &self.run_dir);
             return Ok(DeployOutcome { plan, applied: false, segments, checkpoint: None });
@@ -225,7 +225,7 @@ impl Node<'_> {
                 g.info.uuid == gpu_uuid && g.instances.iter().any(|i| i.profile_id == profile_id && i.start == start)
             })
         };
-        let previously_ours = |t: &Target| {
+        let previously_ours = |t: &PlannedInstance| {
             previous.as_ref().is_some_and(|r| {
                 r.created.iter().any(|c| c.gpu_uuid == t.gpu_uuid && c.profile_id == t.profile_id && c.start == t.start)
             })

@@ -110,7 +110,7 @@ impl fmt::Display for Action {
 
 /// A planned instance (or, with `--no-mig`, a planned share of a whole GPU).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Target {
+pub struct PlannedInstance {
     pub plan_gpu: u32,
     /// NVML index on the node.
     pub gpu: u32,
@@ -135,7 +135,7 @@ pub struct DeployPlan {
     pub node: u32,
     pub gpu_type: &'static str,
     pub no_mig: bool,
-    pub targets: Vec<Target>,
+    pub targets: Vec<PlannedInstance>,
     pub actions: Vec<Action>,
     /// Instances outside the plan left alone by `--keep-unchanged` ("GPU 0: 1g.10gb at {6}").
     pub untouched: Vec<String>,
@@ -152,8 +152,9 @@ struct PlanCtx<'a> {
     ty: &'static GpuType,
 }
 
-/// Plan a deployment of `map`'s segments on node `opts.node` given what was `observed`.
-pub fn plan(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNode) -> Result<DeployPlan, DeployError> {
+/// The changes that deploy `map`'s segments on node `opts.node` given what was `observed` (the
+/// planner's `plan` makes maps; this plans a node's MIG and MPS changes).
+pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNode) -> Result<DeployPlan, DeployError> {
     let segs: Vec<&Segment> = map.segments.iter().filter(|s| s.node == opts.node).collect();
     if segs.is_empty() {
         let nodes: BTreeSet<u32> = map.segments.iter().map(|s| s.node).collect();
@@ -242,12 +243,12 @@ impl PlanCtx<'_> {
         Ok(())
     }
 
-    fn targets(&self, plan_gpu: u32, obs: &ObservedGpu, segs: &[&Segment]) -> Result<Vec<Target>, DeployError> {
+    fn targets(&self, plan_gpu: u32, obs: &ObservedGpu, segs: &[&Segment]) -> Result<Vec<PlannedInstance>, DeployError> {
         let mut out = Vec::new();
         for s in segs {
             let profile = self.profile_of(plan_gpu, s)?;
             let pct = ((s.instance_size as f64 / self.ty.gpcs as f64) * 100.0).round().clamp(1.0, 100.0) as u8;
-            out.push(Target {
+            out.push(PlannedInstance {
                 plan_gpu,
                 gpu: obs.info.index,
                 gpu_uuid: obs.info.uuid.clone(),
@@ -290,10 +291,10 @@ impl PlanCtx<'_> {
     fn diff(
         &self,
         obs: &ObservedGpu,
-        mut targets: Vec<Target>,
+        mut targets: Vec<PlannedInstance>,
         phases: &mut [Vec<Action>; 4],
         untouched: &mut Vec<String>,
-    ) -> Result<Vec<Target>, DeployError> {
+    ) -> Result<Vec<PlannedInstance>, DeployError> {
         let gpu = obs.info.index;
         let mut kept = BTreeSet::new();
         for inst in &obs.instances {
@@ -346,7 +347,7 @@ impl PlanCtx<'_> {
             }
             phases[1].push(Action::DestroyInstance { gpu, gi_id: inst.gi_id, profile_id: inst.profile_id, profile: name, start: inst.start });
         }
-        let mut new: Vec<&Target> = targets.iter().filter(|t| t.kept_device.is_none()).collect();
+        let mut new: Vec<&PlannedInstance> = targets.iter().filter(|t| t.kept_device.is_none()).collect();
         new.sort_by_key(|t| (std::cmp::Reverse(t.gpcs), t.start));
         for t in new {
             phases[2].push(Action::CreateInstance { gpu, profile_id: t.profile_id, profile: t.profile.clone(), start: t.start });

@@ -32,7 +32,7 @@ fn texts(p: &DeployPlan) -> Vec<String> {
 
 #[test]
 fn fresh_gpu_creates_largest_first_then_starts_daemons() {
-    let p = plan(&map(TWO), &DeployOptions::default(), &a100(vec![])).unwrap();
+    let p = changes(&map(TWO), &DeployOptions::default(), &a100(vec![])).unwrap();
     assert_eq!(
         p.actions,
         vec![
@@ -51,7 +51,7 @@ fn matching_instances_are_kept_with_their_daemon_and_the_rest_replaced() {
     let mut node = a100(vec![inst(1, 5, 0, 4), inst(2, 14, 4, 2), inst(3, 19, 6, 1)]);
     node.gpus[0].daemons.insert("MIG-1".into());
     node.gpus[0].daemons.insert("MIG-2".into());
-    let p = plan(&map(TWO), &DeployOptions::default(), &node).unwrap();
+    let p = changes(&map(TWO), &DeployOptions::default(), &node).unwrap();
     assert_eq!(
         p.actions,
         vec![
@@ -66,7 +66,7 @@ fn matching_instances_are_kept_with_their_daemon_and_the_rest_replaced() {
     // Same state with the plan already applied: nothing to do.
     let mut node = a100(vec![inst(1, 5, 0, 4), inst(4, 9, 4, 4)]);
     node.gpus[0].daemons.insert("MIG-1".into());
-    let p = plan(&map(TWO), &DeployOptions::default(), &node).unwrap();
+    let p = changes(&map(TWO), &DeployOptions::default(), &node).unwrap();
     assert_eq!(p.actions, vec![Action::StartDaemon { gpu: 0, start: Some(4), device: Some("MIG-4".into()) }]);
 }
 
@@ -75,10 +75,10 @@ fn keep_unchanged_leaves_non_overlapping_instances_alone() {
     let one = "0,0,a,resnet50,0,4,8,2,4g.40gb,a100-80gb,,,\n";
     let node = a100(vec![inst(7, 19, 6, 1), inst(8, 19, 0, 1)]);
     let opts = DeployOptions { keep_unchanged: true, ..Default::default() };
-    let p = plan(&map(one), &opts, &node).unwrap();
+    let p = changes(&map(one), &opts, &node).unwrap();
     assert_eq!(p.untouched, vec!["GPU 0: 1g.10gb at {6}".to_string()]);
     assert!(matches!(p.actions[0], Action::DestroyInstance { gi_id: 8, .. }));
-    let p = plan(&map(one), &DeployOptions::default(), &node).unwrap();
+    let p = changes(&map(one), &DeployOptions::default(), &node).unwrap();
     assert_eq!(p.actions.iter().filter(|a| matches!(a, Action::DestroyInstance { .. })).count(), 2);
 }
 
@@ -86,24 +86,24 @@ fn keep_unchanged_leaves_non_overlapping_instances_alone() {
 fn checks_refuse_with_the_admin_command_and_the_gpu() {
     let mut node = a100(vec![]);
     node.gpus[0].info.mig = MigMode::DISABLED;
-    let e = plan(&map(TWO), &DeployOptions::default(), &node).unwrap_err().to_string();
+    let e = changes(&map(TWO), &DeployOptions::default(), &node).unwrap_err().to_string();
     assert!(e.contains("GPU 0 (GPU-0)") && e.contains("sudo nvidia-smi -i 0 -mig 1") && e.contains("never"), "{e}");
     node.gpus[0].info.mig = MigMode { supported: true, current: false, pending: true };
-    let e = plan(&map(TWO), &DeployOptions::default(), &node).unwrap_err().to_string();
+    let e = changes(&map(TWO), &DeployOptions::default(), &node).unwrap_err().to_string();
     assert!(e.contains("pending a GPU reset") && e.contains("nvidia-smi -i 0 -r"), "{e}");
-    let e = plan(&map(TWO), &DeployOptions { no_mig: true, ..Default::default() }, &a100(vec![])).unwrap_err().to_string();
+    let e = changes(&map(TWO), &DeployOptions { no_mig: true, ..Default::default() }, &a100(vec![])).unwrap_err().to_string();
     assert!(e.contains("-mig 0"), "{e}");
     let mut h100 = a100(vec![]);
     h100.gpus[0].info.name = "NVIDIA H100 80GB HBM3".into();
-    let e = plan(&map(TWO), &DeployOptions::default(), &h100).unwrap_err().to_string();
+    let e = changes(&map(TWO), &DeployOptions::default(), &h100).unwrap_err().to_string();
     assert!(e.contains("GPU 0 (GPU-0) is a `NVIDIA H100 80GB HBM3`") && e.contains("a100-80gb"), "{e}");
     let opts = DeployOptions { gpu_index_map: parse_index_map("0=3").unwrap(), ..Default::default() };
-    let e = plan(&map(TWO), &opts, &a100(vec![])).unwrap_err().to_string();
+    let e = changes(&map(TWO), &opts, &a100(vec![])).unwrap_err().to_string();
     assert!(e.contains("plan GPU 0 maps to GPU 3") && e.contains("1 GPU"), "{e}");
-    let e = plan(&map(TWO), &DeployOptions { node: 4, ..Default::default() }, &a100(vec![])).unwrap_err().to_string();
+    let e = changes(&map(TWO), &DeployOptions { node: 4, ..Default::default() }, &a100(vec![])).unwrap_err().to_string();
     assert!(e.contains("node 4") && e.contains("[0]"), "{e}");
     let bad = "0,0,a,resnet50,0,4,8,2,,a100-80gb,,,\n0,0,b,bert,2,2,8,1,,a100-80gb,,,\n";
-    let e = plan(&map(bad), &DeployOptions::default(), &a100(vec![])).unwrap_err().to_string();
+    let e = changes(&map(bad), &DeployOptions::default(), &a100(vec![])).unwrap_err().to_string();
     assert!(e.contains("overlaps"), "{e}");
 }
 
@@ -111,13 +111,13 @@ fn checks_refuse_with_the_admin_command_and_the_gpu() {
 fn foreign_processes_block_changes_but_our_mps_server_does_not() {
     let mut node = a100(vec![inst(2, 14, 4, 2)]);
     node.gpus[0].processes.push(GpuProcess { pid: 77, gi_id: Some(2), name: Some("python3".into()) });
-    let e = plan(&map(TWO), &DeployOptions::default(), &node).unwrap_err().to_string();
+    let e = changes(&map(TWO), &DeployOptions::default(), &node).unwrap_err().to_string();
     assert!(e.contains("GPU 0 (GPU-0): 2g.20gb at placement {4}") && e.contains("77 (python3)"), "{e}");
     let mut node = a100(vec![inst(2, 14, 4, 2)]);
     node.gpus[0].daemons.insert("MIG-2".into());
     node.gpus[0].processes.push(GpuProcess { pid: 78, gi_id: Some(2), name: Some("nvidia-cuda-mps-server".into()) });
     node.gpus[0].processes.push(GpuProcess { pid: 79, gi_id: Some(9), name: Some("python3".into()) });
-    let p = plan(&map(TWO), &DeployOptions::default(), &node).unwrap();
+    let p = changes(&map(TWO), &DeployOptions::default(), &node).unwrap();
     assert_eq!(p.actions[0], Action::StopDaemon { gpu: Some(0), device: "MIG-2".into() });
 }
 
@@ -125,7 +125,7 @@ fn foreign_processes_block_changes_but_our_mps_server_does_not() {
 fn no_mig_starts_one_daemon_per_gpu_with_gpc_shares() {
     let mut node = a100(vec![]);
     node.gpus[0].info.mig = MigMode::DISABLED;
-    let p = plan(&map(TWO), &DeployOptions { no_mig: true, ..Default::default() }, &node).unwrap();
+    let p = changes(&map(TWO), &DeployOptions { no_mig: true, ..Default::default() }, &node).unwrap();
     assert_eq!(p.actions, vec![Action::StartDaemon { gpu: 0, start: None, device: Some("GPU-0".into()) }]);
     let pct: Vec<Option<u8>> = p.targets.iter().map(|t| t.active_thread_percentage).collect();
     assert_eq!(pct, vec![Some(57), Some(43)]);
@@ -137,7 +137,7 @@ fn orphan_daemons_are_stopped_first() {
     let mut node = a100(vec![inst(1, 5, 0, 4), inst(4, 9, 4, 4)]);
     node.gpus[0].daemons.extend(["MIG-1".to_string(), "MIG-4".to_string()]);
     node.orphan_daemons.push("MIG-gone".into());
-    let p = plan(&map(TWO), &DeployOptions::default(), &node).unwrap();
+    let p = changes(&map(TWO), &DeployOptions::default(), &node).unwrap();
     assert_eq!(p.actions, vec![Action::StopDaemon { gpu: None, device: "MIG-gone".into() }]);
     assert_eq!(p.actions[0].to_string(), "stop the MPS daemon of MIG-gone, whose device no longer exists");
 }
@@ -155,9 +155,9 @@ fn gpu_index_map_parses_and_refuses_duplicates() {
     let mut node = a100(vec![]);
     node.gpus.push(gpu(1, "NVIDIA A100-SXM4-80GB", vec![]));
     let opts = DeployOptions { gpu_index_map: parse_index_map("0=1").unwrap(), ..Default::default() };
-    let e = plan(&map(two_gpus), &opts, &node).unwrap_err().to_string();
+    let e = changes(&map(two_gpus), &opts, &node).unwrap_err().to_string();
     assert!(e.contains("both map to GPU 1"), "{e}");
     let opts = DeployOptions { gpu_index_map: parse_index_map("0=1,1=0").unwrap(), ..Default::default() };
-    let p = plan(&map(two_gpus), &opts, &node).unwrap();
+    let p = changes(&map(two_gpus), &opts, &node).unwrap();
     assert_eq!((p.targets[0].plan_gpu, p.targets[0].gpu), (0, 1));
 }

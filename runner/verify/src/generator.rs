@@ -30,7 +30,7 @@ use crate::stats::ServiceStats;
 
 /// One service to load.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct ServiceLoad {
     pub name: String,
     pub slo_ms: f64,
     pub arrivals: Arrivals,
@@ -65,7 +65,7 @@ pub struct Live {
 
 /// Run the load; returns each target's statistics, in order. Returns after every request has
 /// finished or timed out (at most `timeout` after the duration).
-pub async fn run(client: &Client, targets: &[Target], config: &LoadConfig, live: Arc<Live>) -> Vec<ServiceStats> {
+pub async fn run(client: &Client, targets: &[ServiceLoad], config: &LoadConfig, live: Arc<Live>) -> Vec<ServiceStats> {
     let start = Instant::now() + Duration::from_millis(20);
     let _ = live.started.set(start.into_std());
     let mut handles = Vec::with_capacity(targets.len());
@@ -89,7 +89,7 @@ fn lock(stats: &Mutex<ServiceStats>) -> std::sync::MutexGuard<'_, ServiceStats> 
     stats.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn dispatch(client: Client, target: Target, config: LoadConfig, start: Instant, stats: Arc<Mutex<ServiceStats>>, live: Arc<Live>) {
+async fn dispatch(client: Client, target: ServiceLoad, config: LoadConfig, start: Instant, stats: Arc<Mutex<ServiceStats>>, live: Arc<Live>) {
     let cap = config.max_in_flight.max(1);
     let in_flight = Arc::new(Semaphore::new(cap));
     let wire = config.connections.map(|n| Arc::new(Semaphore::new(n.max(1))));

@@ -37,7 +37,7 @@ pub use generator::Live;
 pub use report::Report;
 pub use schedule::Distribution;
 
-use crate::generator::{LoadConfig, Target};
+use crate::generator::{LoadConfig, ServiceLoad};
 use crate::report::{RunSettings, ServiceInfo};
 use crate::schedule::{Arrivals, service_seed};
 
@@ -164,7 +164,7 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
             Some((_, times)) => Arrivals::Trace(times.get(&s.name).cloned().unwrap_or_default()),
             None => Arrivals::Rate { rate: s.rate * spec.rate_scale, distribution: spec.distribution, seed: service_seed(spec.seed, i) },
         };
-        targets.push(Target { name: s.name.clone(), slo_ms: s.slo_ms, arrivals, request });
+        targets.push(ServiceLoad { name: s.name.clone(), slo_ms: s.slo_ms, arrivals, request });
     }
     let config = LoadConfig {
         duration_s: spec.duration_s,
