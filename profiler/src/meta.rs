@@ -84,6 +84,10 @@ impl Serialize for RunStatus {
     }
 }
 
+fn backend_name<S: serde::Serializer>(b: &parva_runner::BackendKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(b.name())
+}
+
 /// The metadata of one model's profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metadata {
@@ -91,7 +95,8 @@ pub struct Metadata {
     /// The model file profiled (`models/resnet50.pt`), or the table emulated.
     pub model_file: PathBuf,
     /// `torch`, or `emulated` (a replay of an existing table: not a measurement).
-    pub backend: String,
+    #[serde(serialize_with = "backend_name")]
+    pub backend: parva_runner::BackendKind,
     pub parva_version: String,
     /// The command line, as run.
     pub command: Vec<String>,
@@ -99,7 +104,8 @@ pub struct Metadata {
     pub status: RunStatus,
     pub started_utc: String,
     pub finished_utc: Option<String>,
-    pub partition: String,
+    /// How instance sizes were made: `mig`, `mps` or `none`.
+    pub partition: crate::partition::Mode,
     /// Catalogue GPU type, when on a known GPU.
     pub gpu_type: Option<String>,
     pub gpu: Option<GpuDescription>,

@@ -156,7 +156,7 @@ impl Request {
                     leading_args: cmd.args,
                     model: files.pt.clone(),
                     model_meta: files.meta.clone(),
-                    device: device.name().to_string(),
+                    device,
                     threads: self.threads,
                 })
             }

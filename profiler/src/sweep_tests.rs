@@ -41,7 +41,7 @@ fn factory() -> TorchWorkers {
         leading_args: vec![],
         model: "m.pt".into(),
         model_meta: "m.json".into(),
-        device: "cuda".into(),
+        device: parva_runner::Device::Cuda,
         threads: None,
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use parva_core::ModelProfile;
 use parva_runner::spawn::WorkerSpec;
-use parva_runner::worker_args::{Backend, DeviceArg, EmulatedArgs, TorchArgs, WorkerArgs};
+use parva_runner::worker_args::{Backend, EmulatedArgs, TorchArgs, WorkerArgs};
 
 use crate::partition::Instance;
 
@@ -43,8 +43,7 @@ pub struct TorchWorkers {
     pub leading_args: Vec<String>,
     pub model: PathBuf,
     pub model_meta: PathBuf,
-    /// `cpu` or `cuda`.
-    pub device: String,
+    pub device: parva_runner::Device,
     /// Intra-op threads per worker on a CPU; `None`: the cores shared among the workers.
     pub threads: Option<usize>,
 }
@@ -55,11 +54,10 @@ impl WorkerFactory for TorchWorkers {
         let threads = self.threads.unwrap_or((cores / procs.max(1) as usize).max(1));
         Ok((0..procs)
             .map(|i| {
-                let cpu = self.device == "cpu";
                 let backend = Backend::Torch(TorchArgs {
                     model: Some(self.model.clone()),
-                    device: if cpu { DeviceArg::Cpu } else { DeviceArg::Cuda },
-                    threads: cpu.then_some(threads),
+                    device: self.device.into(),
+                    threads: (self.device == parva_runner::Device::Cpu).then_some(threads),
                 });
                 // Load and warm up with one row; each batch size gets its own warm-up.
                 let worker = (self.model_meta.as_path(), 1, &backend);

@@ -298,16 +298,13 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let mut metadata = Metadata {
         model: model.clone(),
         model_file: if args.backend == BackendArg::Torch { pt.clone() } else { args.emulate_from.clone().unwrap_or_default().join(format!("{model}.csv")) },
-        backend: match args.backend {
-            BackendArg::Torch => "torch".into(),
-            BackendArg::Emulated => "emulated".into(),
-        },
+        backend: req.backend,
         parva_version: env!("CARGO_PKG_VERSION").to_string(),
         command: std::env::args().collect(),
         status: RunStatus::Running,
         started_utc: utc_now(),
         finished_utc: None,
-        partition: mode.name().into(),
+        partition: mode,
         gpu_type: gpu_type.map(|t| t.id.to_string()),
         gpu: description.clone(),
         host: Host::detect(),
@@ -347,7 +344,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let show_bar = !args.json && std::io::stderr().is_terminal();
     let mut observer = Progress::new(show_bar);
     if !args.json {
-        eprintln!("profiling {model} ({}) into {} with --partition {}; worker logs in {}", metadata.backend, table_path.display(), mode.name(), run_dir.display());
+        eprintln!("profiling {model} ({}) into {} with --partition {}; worker logs in {}", metadata.backend.name(), table_path.display(), mode.name(), run_dir.display());
     }
     let spawner = ProcessSpawner;
     let bar = observer.bar.clone();
