@@ -263,7 +263,8 @@ fn nvml_output_that_breaks_a_rule_is_refused() {
     assert_eq!(from_nvml("x", "X", 1, &bad, "nvml").unwrap_err().kind, CatalogueErrorKind::Overlap);
     let mut bad = h100_nvml();
     bad[1].placements.push((7, 200));
-    assert!(from_nvml("x", "X", 1, &bad, "nvml").is_err());
+    let e = from_nvml("x", "X", 1, &bad, "nvml").unwrap_err();
+    assert!(e.message.contains("placement") && e.message.contains("200"), "{}", e.message);
     assert!(from_nvml("x", "X", 1, &[], "nvml").unwrap_err().message.contains("no GPU-instance profile"));
 }
 

@@ -277,7 +277,7 @@ fn a_fake_gpu_of_an_unknown_type_keeps_its_own_geometry_through_the_state_file()
     assert_eq!((gpus[0].name.as_str(), gpus[0].pci_device_id), ("NVIDIA B200 (TEST)", Some(0xFFF0_10DE)));
     // parva does not know it ...
     assert!(matches!(gpus[0].identify(), Err(parva_core::mig::UnknownGpu::Unknown { .. })));
-    assert!(GpuType::by_id("b200-test").is_err());
+    assert_eq!(GpuType::by_id("b200-test").unwrap_err().id, "b200-test");
     // ... but the fake enforces its geometry: 1g.45gb (id 15) only at even starts.
     let e = fake.create_instance(0, 15, 1).unwrap_err();
     assert!(matches!(e, MigError::Placement { .. }) && e.to_string().contains("1g.45gb"), "{e}");
