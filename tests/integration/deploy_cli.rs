@@ -307,6 +307,10 @@ fn deploy_serves_kserve_requests_on_fake_gpus_with_the_emulated_backend() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed if the test fails before teardown: a failed run left `parva deploy` and its workers
+    // running (found when a broken worker made every later benchmark on the machine slower).
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let Some(Ok(line)) = lines.next() else {
@@ -349,4 +353,16 @@ fn deploy_serves_kserve_requests_on_fake_gpus_with_the_emulated_backend() {
     assert!(status.success(), "{status}");
     assert!(layouts(&run).iter().all(|l| l.is_empty()));
     assert!(worker_envs(run.to_str().unwrap()).is_empty(), "workers stopped");
+}
+
+/// A child process killed (and reaped) when the test that started it ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
