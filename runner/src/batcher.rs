@@ -71,11 +71,30 @@ pub struct ProcShared {
     /// Batches sent to the worker and not answered yet, and their rows (part of `queued_rows`).
     pub inflight_batches: AtomicUsize,
     pub inflight_rows: AtomicUsize,
-    /// The batcher's estimates, seconds (f64 bits; 0: unknown): a full batch's execution, and the
-    /// overhead around a batch (see [`ExecEstimate`]).
+    /// The batcher's estimates, seconds (f64 bits; 0: unknown): the execution of a one-row and of
+    /// a full batch, and the overhead around a batch (see [`ExecEstimate`]).
+    exec_one_bits: AtomicU64,
     exec_full_bits: AtomicU64,
     overhead_bits: AtomicU64,
+    /// When the batches in flight are expected to be done, nanoseconds on [`clock_ns`]'s clock
+    /// (0: nothing in flight).
+    busy_until_ns: AtomicU64,
+    /// Rows per second sent to this process lately (f64 bits), the batcher's measurement.
+    arrival_rate_bits: AtomicU64,
     pub pid: AtomicU32,
+}
+
+/// `at` in nanoseconds on the clock of [`ProcShared`]'s times: a process-wide origin (the first
+/// call) at 2^62, so that instants before it count too.
+pub fn clock_ns(at: Instant) -> u64 {
+    const ORIGIN_NS: u64 = 1 << 62;
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(origin) {
+        Some(after) => ORIGIN_NS.saturating_add(ns(after)),
+        None => ORIGIN_NS.saturating_sub(ns(origin.saturating_duration_since(at))),
+    }
 }
 
 impl ProcShared {
@@ -107,38 +126,103 @@ impl ProcShared {
         f64::from_bits(self.overhead_bits.load(Ordering::Relaxed))
     }
 
-    /// Publish the execution of a full batch and the overhead per batch, seconds.
-    pub fn set_estimates(&self, exec_full: f64, overhead: f64) {
+    /// Seconds a one-row batch is expected to take on this process (0 when nothing is known).
+    pub fn exec_one(&self) -> f64 {
+        f64::from_bits(self.exec_one_bits.load(Ordering::Relaxed))
+    }
+
+    /// Publish the execution of a one-row and of a full batch and the overhead per batch, seconds.
+    pub fn set_estimates(&self, exec_one: f64, exec_full: f64, overhead: f64) {
         let clean = |s: f64| if s.is_finite() && s > 0.0 { s } else { 0.0 };
+        self.exec_one_bits.store(clean(exec_one).to_bits(), Ordering::Relaxed);
         self.exec_full_bits.store(clean(exec_full).to_bits(), Ordering::Relaxed);
         self.overhead_bits.store(clean(overhead).to_bits(), Ordering::Relaxed);
     }
 
-    /// Estimated seconds from now until a request of `rows` rows admitted now would be answered,
-    /// when `ahead` rows are admitted already (running or queued) and the worker runs batches of
-    /// up to `max_batch` rows back to back: the batches in flight (each counted whole) plus the
-    /// queued rows and the request in full batches, each executing for
-    /// [`ProcShared::exec_full`], plus one [`ProcShared::overhead`].
-    pub fn finish_estimate(&self, ahead: usize, rows: usize, max_batch: usize) -> f64 {
-        let inflight_rows = self.inflight_rows.load(Ordering::SeqCst);
-        let inflight_batches = self.inflight_batches.load(Ordering::SeqCst);
-        finish_estimate(ahead, inflight_rows, inflight_batches, rows, max_batch, self.exec_full(), self.overhead())
+    /// Publish when the batches in flight are expected to be done (`None`: nothing in flight).
+    pub fn set_busy_until(&self, until: Option<Instant>) {
+        self.busy_until_ns.store(until.map_or(0, |t| clock_ns(t).max(1)), Ordering::SeqCst);
+    }
+
+    /// Seconds until the batches in flight are expected to be done (0 when idle or overdue).
+    pub fn busy_remaining(&self, now: Instant) -> f64 {
+        let until = self.busy_until_ns.load(Ordering::SeqCst);
+        if until == 0 {
+            return 0.0;
+        }
+        until.saturating_sub(clock_ns(now)) as f64 / 1e9
+    }
+
+    /// Rows per second sent to this process lately.
+    pub fn arrival_rate(&self) -> f64 {
+        f64::from_bits(self.arrival_rate_bits.load(Ordering::Relaxed))
+    }
+
+    /// Publish the rows per second sent to this process lately.
+    pub fn set_arrival_rate(&self, rows_per_s: f64) {
+        let r = if rows_per_s.is_finite() && rows_per_s > 0.0 { rows_per_s } else { 0.0 };
+        self.arrival_rate_bits.store(r.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Estimated seconds from `now` until a request of `rows` rows admitted now would be answered,
+    /// when `ahead` rows are admitted already (running or queued): see [`finish_estimate`].
+    pub fn finish_estimate(&self, now: Instant, ahead: usize, rows: usize, max_batch: usize) -> f64 {
+        let waiting = ahead.saturating_sub(self.inflight_rows.load(Ordering::SeqCst)).saturating_add(rows);
+        let work = Work {
+            busy: self.busy_remaining(now),
+            waiting,
+            max_batch,
+            exec_one: self.exec_one(),
+            exec_full: self.exec_full(),
+            overhead: self.overhead(),
+            arrival_rate: self.arrival_rate(),
+        };
+        finish_estimate(&work)
     }
 }
 
-/// See [`ProcShared::finish_estimate`].
-pub fn finish_estimate(
-    ahead: usize,
-    inflight_rows: usize,
-    inflight_batches: usize,
-    rows: usize,
-    max_batch: usize,
-    exec_full: f64,
-    overhead: f64,
-) -> f64 {
-    let waiting = ahead.saturating_sub(inflight_rows).saturating_add(rows);
-    let batches = inflight_batches.saturating_add(waiting.div_ceil(max_batch.max(1)));
-    batches as f64 * exec_full + overhead
+/// What admission knows of a process's work, for [`finish_estimate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Work {
+    /// Seconds until the batches in flight are done.
+    pub busy: f64,
+    /// Rows waiting for a batch, the request's own last.
+    pub waiting: usize,
+    pub max_batch: usize,
+    /// Execution of a one-row and of a full batch, and the overhead once, seconds.
+    pub exec_one: f64,
+    pub exec_full: f64,
+    pub overhead: f64,
+    /// Rows per second arriving at the process.
+    pub arrival_rate: f64,
+}
+
+/// Estimated seconds until the last of `waiting` rows is answered: the batches in flight end
+/// (their expected remaining time, not their full length), the waiting rows run in full batches
+/// ahead of the request's own, and its own batch holds the rest of them plus the rows expected to
+/// join it before it starts (the arrival rate times its wait, up to a full batch), executing for
+/// the chord between the one-row and the full batch's times; plus one overhead.
+///
+/// Regression (issue 18, `scripts/bench/admission.sh` with scenario 3): every batch in flight and
+/// the request's own were counted as full ones. vgg19's segment (batch 128, 189 ms, SLO 265 ms)
+/// ran batches of about 50 rows, yet a request arriving during one was estimated to finish after
+/// 2 x 189 ms and refused: 8,140 of 16,630 requests got 429 while the admitted ones had a p99 of
+/// 134 ms.
+pub fn finish_estimate(w: &Work) -> f64 {
+    let max = w.max_batch.max(1);
+    let waiting = w.waiting.max(1);
+    let full_ahead = (waiting - 1) / max;
+    let own = waiting - full_ahead * max;
+    let wait = w.busy.max(0.0) + full_ahead as f64 * w.exec_full;
+    let joining = (w.arrival_rate.max(0.0) * wait).min(max as f64);
+    let own = (own as f64 + joining).min(max as f64);
+    let own_exec = if max > 1 {
+        let one = if w.exec_one > 0.0 { w.exec_one.min(w.exec_full) } else { w.exec_full };
+        one + (own - 1.0) / (max - 1) as f64 * (w.exec_full - one)
+    } else {
+        w.exec_full
+    };
+    wait + own_exec + w.overhead
 }
 
 /// Time estimates per batch size, seconds, in two parts: the worker's **execution** of a batch
@@ -368,10 +452,44 @@ async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max:
     }
 }
 
-/// Publish what is in flight, for admission.
-fn publish_inflight(shared: &ProcShared, inflight: &VecDeque<InFlight>) {
+/// Publish what is in flight, for admission: its batches, rows and expected end (the running
+/// batch from when it could start, each one sent ahead after it).
+fn publish_inflight(shared: &ProcShared, inflight: &VecDeque<InFlight>, est: &ExecEstimate) {
     shared.inflight_batches.store(inflight.len(), Ordering::SeqCst);
     shared.inflight_rows.store(inflight.iter().map(|b| b.rows).sum(), Ordering::SeqCst);
+    let until = inflight.front().map(|front| {
+        let after: f64 = inflight.iter().skip(1).map(|b| est.exec(b.rows)).sum();
+        front.started + std::time::Duration::from_secs_f64((est.get(front.rows) + after).clamp(0.0, 1e6))
+    });
+    shared.set_busy_until(until);
+}
+
+/// Rows per second arriving at a process, measured over windows of at least
+/// [`RateMeter::WINDOW_S`] and smoothed.
+struct RateMeter {
+    since: Instant,
+    rows: usize,
+    rate: Option<f64>,
+}
+
+impl RateMeter {
+    const WINDOW_S: f64 = 0.1;
+
+    fn new(now: Instant) -> Self {
+        RateMeter { since: now, rows: 0, rate: None }
+    }
+
+    /// `rows` rows arrived at `now`; the new rate when a window ended.
+    fn arrived(&mut self, rows: usize, now: Instant) -> Option<f64> {
+        self.rows = self.rows.saturating_add(rows);
+        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        if elapsed < Self::WINDOW_S {
+            return None;
+        }
+        let rate = ewma(self.rate, self.rows as f64 / elapsed);
+        *self = RateMeter { since: now, rows: 0, rate: Some(rate) };
+        Some(rate)
+    }
 }
 
 /// Serve `queue` and new jobs from `rx` on `conn` until stopped or the worker dies.
@@ -401,6 +519,7 @@ pub async fn run_batcher(
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut stopping = *stop.borrow();
         let mut next_id: u64 = 0;
+        let mut meter = RateMeter::new(Instant::now());
         loop {
             let mut deadline = None;
             if !queue.is_empty() && inflight.len() < PIPELINE_DEPTH {
@@ -420,7 +539,7 @@ pub async fn run_batcher(
                     match send_batch(&mut writer, queue, max, next_id, !inflight.is_empty()).await {
                         Ok(b) => {
                             inflight.push_back(b);
-                            publish_inflight(ctx.shared, &inflight);
+                            publish_inflight(ctx.shared, &inflight, est);
                         }
                         Err((b, why)) => {
                             // Not delivered: it goes back with the batches that did not start.
@@ -441,7 +560,12 @@ pub async fn run_batcher(
             }
             tokio::select! {
                 job = rx.recv(), if !stopping => match job {
-                    Some(j) => queue.push_back(j),
+                    Some(j) => {
+                        if let Some(rate) = meter.arrived(j.rows, Instant::now()) {
+                            ctx.shared.set_arrival_rate(rate);
+                        }
+                        queue.push_back(j)
+                    }
                     None => stopping = true,
                 },
                 frame = answers.recv() => {
@@ -462,9 +586,9 @@ pub async fn run_batcher(
                         next.started = next.sent.max(Instant::now());
                         next.held = None;
                     }
-                    publish_inflight(ctx.shared, &inflight);
+                    publish_inflight(ctx.shared, &inflight, est);
                     let result = finish(ctx, done, res, est);
-                    ctx.shared.set_estimates(est.full_exec(max), est.overhead());
+                    ctx.shared.set_estimates(est.exec(1), est.full_exec(max), est.overhead());
                     if let Err(why) = result {
                         // The worker broke while answering the running batch: the next one never started.
                         break 'serve crash(ctx, inflight, why, false);
@@ -479,6 +603,7 @@ pub async fn run_batcher(
     reader_task.abort();
     ctx.shared.inflight_batches.store(0, Ordering::SeqCst);
     ctx.shared.inflight_rows.store(0, Ordering::SeqCst);
+    ctx.shared.set_busy_until(None);
     exit
 }
 
@@ -587,6 +712,64 @@ mod tests {
         // A request larger than the batch runs alone.
         let (jobs, rows) = take_batch(&mut q, 4);
         assert_eq!((jobs.len(), rows), (1, 5));
+    }
+
+    fn work(busy: f64, waiting: usize, arrival_rate: f64) -> Work {
+        Work { busy, waiting, max_batch: 8, exec_one: 0.002, exec_full: 0.016, overhead: 0.001, arrival_rate }
+    }
+
+    #[test]
+    fn the_finish_estimate_counts_what_is_left_full_batches_ahead_and_the_own_batch_by_its_size() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // Idle, alone: a one-row batch and the overhead.
+        assert!(close(finish_estimate(&work(0.0, 1, 0.0)), 0.003));
+        // 5 ms left of the running batch, 4 rows waiting with the request: the chord gives 8 ms.
+        assert!(close(finish_estimate(&work(0.005, 4, 0.0)), 0.005 + 0.008 + 0.001));
+        // 17 rows: two full batches ahead, then a batch of one.
+        assert!(close(finish_estimate(&work(0.0, 17, 0.0)), 0.032 + 0.002 + 0.001));
+        // Rows expected to join while it waits: 100 rows/s x 40 ms = 4 more rows.
+        assert!(close(finish_estimate(&work(0.040, 1, 100.0)), 0.040 + 0.010 + 0.001));
+        // ...never past a full batch.
+        assert!(close(finish_estimate(&work(0.040, 1, 1e6)), 0.040 + 0.016 + 0.001));
+        // Unknown one-row time: every batch is timed as full; batch size 1 likewise.
+        let w = Work { exec_one: 0.0, ..work(0.0, 1, 0.0) };
+        assert!(close(finish_estimate(&w), 0.017));
+        let w = Work { max_batch: 1, ..work(0.0, 3, 0.0) };
+        assert!(close(finish_estimate(&w), 0.032 + 0.016 + 0.001));
+    }
+
+    #[test]
+    fn the_busy_time_published_is_what_is_left_of_the_batches_in_flight() {
+        let shared = ProcShared::default();
+        let now = Instant::now();
+        assert_eq!(shared.busy_remaining(now), 0.0);
+        shared.set_busy_until(Some(now + std::time::Duration::from_millis(30)));
+        assert!((shared.busy_remaining(now) - 0.030).abs() < 1e-6);
+        assert!((shared.busy_remaining(now + std::time::Duration::from_millis(20)) - 0.010).abs() < 1e-6);
+        // Overdue: nothing more is counted.
+        assert_eq!(shared.busy_remaining(now + std::time::Duration::from_millis(50)), 0.0);
+        shared.set_busy_until(None);
+        assert_eq!(shared.busy_remaining(now), 0.0);
+        // The batcher's view: a running batch of 4 (profile 10 ms) and one of 8 sent ahead (20 ms).
+        let est = ExecEstimate::new(vec![0.004, 0.006, 0.008, 0.010, 0.012, 0.014, 0.016, 0.020], 8);
+        let batch = |rows| InFlight { id: 0, jobs: Vec::new(), rows, sent: now, started: now, held: None };
+        publish_inflight(&shared, &VecDeque::from([batch(4), batch(8)]), &est);
+        assert!((shared.busy_remaining(now) - 0.030).abs() < 1e-6, "{}", shared.busy_remaining(now));
+        assert_eq!(shared.inflight_rows.load(Ordering::SeqCst), 12);
+        publish_inflight(&shared, &VecDeque::new(), &est);
+        assert_eq!(shared.busy_remaining(now), 0.0);
+    }
+
+    #[test]
+    fn the_arrival_rate_is_measured_over_windows() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        let mut m = RateMeter::new(t0);
+        assert_eq!(m.arrived(10, at(50)), None);
+        assert_eq!(m.arrived(10, at(100)), Some(200.0));
+        // Quiet, then a request: the rate falls (EWMA of 200 and 1 row in 1 s).
+        let r = m.arrived(1, at(1100)).unwrap();
+        assert!((r - (200.0 + 0.3 * (1.0 - 200.0))).abs() < 1e-9, "{r}");
     }
 
     /// An estimate whose process has run every size once already (first batches are not counted).

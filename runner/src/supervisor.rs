@@ -71,7 +71,7 @@ enum StartError {
 pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut est = ExecEstimate::new(cfg.exec_profile.clone(), cfg.policy.max_batch as usize);
-    h.shared.set_estimates(est.full_exec(cfg.policy.max_batch as usize), est.overhead());
+    h.shared.set_estimates(est.exec(1), est.full_exec(cfg.policy.max_batch as usize), est.overhead());
     let mut delay = cfg.backoff.initial;
     let label = Metrics::service(&cfg.service);
     let mut started_once = false;
