@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Turn profile tables and SLOs into a deployment map.
     Plan(commands::plan::PlanArgs),
+    /// Re-plan a running map for new rates or SLOs: the fewest GPUs, then the fewest changes to
+    /// what runs, and the transition (make before break) with its capacity dips.
+    Replan(commands::replan::ReplanArgs),
     /// Simulate a deployment map under Poisson or constant arrivals and report latency vs SLO.
     Simulate(commands::simulate::SimulateArgs),
     /// Check a deployment map (parva's or ParvaGPU's) against a GPU type's MIG rules.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Plan(args) => commands::plan::run(args),
+        Command::Replan(args) => commands::replan::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Catalogue(args) => commands::catalogue::run(args),

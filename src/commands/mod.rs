@@ -27,6 +27,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod plan;
 pub mod profile;
+pub mod replan;
 pub mod simulate;
 pub mod serve;
 pub mod validate;

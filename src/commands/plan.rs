@@ -8,8 +8,23 @@ use parva_planner::{self as plan, Algorithm, PlanInput, PlanOptions};
 use parva_core::{ProfileSet, slo};
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("slos").required(true).args(["slo_dir", "services"])))]
 pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: PlanInputArgs,
+    /// Where to write the map [default: deployment/SLO<N>/SLO<N>_deploy.csv with --slo,
+    /// deployment/deploy.csv otherwise].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a plan is made from: profile tables, services, GPU type and the planner's options
+/// (shared by `parva plan` and `parva replan`).
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("slos").required(true).args(["slo_dir", "services"])))]
+pub struct PlanInputArgs {
     /// Directory of profile tables (one `<model>.csv` per model) for the GPU type.
     #[arg(long, value_name = "DIR")]
     prof_data: PathBuf,
@@ -57,13 +72,6 @@ pub struct PlanArgs {
     /// model does not see (HTTP, IPC, the client; see the README's "Planning margin").
     #[arg(long, alias = "margin-ms", value_name = "MS|PCT%", default_value = "5%")]
     margin: parva_core::slo::Margin,
-    /// Where to write the map [default: deployment/SLO<N>/SLO<N>_deploy.csv with --slo,
-    /// deployment/deploy.csv otherwise].
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-    /// Print a JSON summary on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -82,7 +90,22 @@ enum LatencyModelArg {
     Queueing,
 }
 
-pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+/// What a plan is made from, read and checked from the flags (shared with `parva replan`).
+pub struct Prepared {
+    pub gpu: &'static GpuType,
+    pub profiles: ProfileSet,
+    pub services: Vec<slo::Service>,
+    pub options: PlanOptions,
+}
+
+impl Prepared {
+    pub fn input(&self) -> PlanInput<'_> {
+        PlanInput { gpu: self.gpu, profiles: &self.profiles, services: &self.services, options: &self.options }
+    }
+}
+
+/// Read the catalogue, the profile tables and the services, and check the options.
+pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
     if !(args.latency_budget > 0.0 && args.latency_budget <= 1.0) {
         anyhow::bail!("--latency-budget must be in (0, 1]; got {}", args.latency_budget);
     }
@@ -121,7 +144,14 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         max_gpus: args.max_gpus,
         margin: args.margin,
     };
-    let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
+    Ok(Prepared { gpu, profiles, services, options })
+}
+
+pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let prepared = prepare(&args.input)?;
+    let Prepared { gpu, profiles, services, options } = &prepared;
+    let (gpu, profiles, services, options) = (*gpu, profiles, services, options);
+    let input = prepared.input();
     let plan = plan::plan(input).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let map = plan.to_map();
     // Assert, then write: a map with an illegal layout is a planner bug and must never reach a node.
@@ -130,11 +160,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         anyhow::bail!("internal error: the planner produced illegal MIG layouts (nothing written):\n  {}", list.join("\n  "));
     }
-    let out = args.out.clone().unwrap_or_else(|| default_out(args.slo));
+    let out = args.out.clone().unwrap_or_else(|| default_out(args.input.slo));
     map.write_file(&out).with_context(|| format!("writing the deployment map {}", out.display()))?;
 
     let summary = plan.summary();
-    let mut report = parva_planner::report::report(&plan, Some(&profiles));
+    let mut report = parva_planner::report::report(&plan, Some(profiles));
     // For each costly service (at most 3), what relaxing its SLO by half would save: re-planned,
     // so only when planning was quick (a large fleet would plan up to four times over).
     let mut sensitivity = Vec::new();
@@ -160,7 +190,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     // the services that would miss their SLO.
     let mut simulated_misses = None;
     if options.algorithm == Algorithm::ParvaGpu {
-        simulated_misses = parva_planner::report::simulated_misses(&map, &profiles, &services)?;
+        simulated_misses = parva_planner::report::simulated_misses(&map, profiles, services)?;
         match simulated_misses.clone() {
             None => report.warnings.push(format!(
                 "ParvaGPU's rule ignores queueing and this fleet is too large to simulate here (> {} arrivals); run `parva simulate --map {}`",

@@ -20,6 +20,7 @@ pub mod cover;
 pub mod gpus;
 pub mod optimal;
 pub mod parvagpu;
+pub mod replan;
 pub mod report;
 
 use std::time::Instant;
@@ -431,9 +432,16 @@ impl Plan {
 
     /// The deployment map: GPU i of the plan is node i / gpus_per_node, GPU i % gpus_per_node.
     pub fn to_map(&self) -> DeploymentMap {
+        let ids: Vec<u32> = (0..self.gpus.len() as u32).collect();
+        self.to_map_on(&ids)
+    }
+
+    /// The deployment map with GPU `i` of the plan on GPU id `ids[i]` (node id / gpus_per_node,
+    /// GPU id % gpus_per_node), as a replan keeps running GPUs where they are.
+    pub fn to_map_on(&self, ids: &[u32]) -> DeploymentMap {
         let per_node = self.gpus_per_node.max(1);
         let mut segments = Vec::with_capacity(self.segment_count());
-        for (i, g) in self.gpus.iter().enumerate() {
+        for (g, &i) in self.gpus.iter().zip(ids) {
             for p in &g.placed {
                 let s = &self.services[p.segment.service];
                 segments.push(Segment {

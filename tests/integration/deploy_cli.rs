@@ -298,7 +298,7 @@ fn deploy_serves_kserve_requests_on_fake_gpus_with_the_emulated_backend() {
          0,0,intent,bert,0,2,2,2,2g.20gb,a100-80gb,70,50,400\n0,0,intent,bert,4,3,4,1,3g.40gb,a100-80gb,110,50,400\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parva"))
+    let child = Command::new(env!("CARGO_BIN_EXE_parva"))
         .args(["deploy", "--plan", plan.to_str().unwrap(), "--node", "0", "--fake-gpus", "a100-80gb:1"])
         .args(["--run-dir", run.to_str().unwrap(), "--backend", "emulated", "--prof-data", "prof_data/example"])
         .args(["--models", "models", "--listen", "127.0.0.1:0"])

@@ -11,6 +11,7 @@ mod optimal;
 mod plan_cli;
 mod profile_cli;
 mod reference;
+mod replan_cli;
 mod serve_admission;
 mod serve_emulated;
 mod serve_limits;

@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use parva_core::DeploymentMap;
+use parva_planner::replan::{self, Costs};
+
+use super::plan::PlanInputArgs;
+
+#[derive(clap::Args)]
+pub struct ReplanArgs {
+    /// The map that runs now (parva's CSV).
+    #[arg(long = "from", value_name = "MAP")]
+    from: PathBuf,
+    #[command(flatten)]
+    input: PlanInputArgs,
+    /// GPUs the new map may use beyond the fewest, when they save changes (the report lists what
+    /// each count costs).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    max_extra_gpus: u32,
+    /// Seconds each change takes, for the transition's timeline: any of mig-create, mig-destroy,
+    /// worker-start, mps-start as KEY=SECONDS, comma-separated. Defaults: worker-start=2 and
+    /// mps-start=0.02 (measured on an H100 by scripts/gpu-check), mig-create=1 and mig-destroy=0.5
+    /// (assumed: not measured yet on a node whose MIG layout may be changed).
+    #[arg(long, value_name = "KEY=S,...", default_value = "")]
+    cost: Costs,
+    /// Where to write the new map (nothing is written without it).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Where to write the transition, JSON (it is printed otherwise).
+    #[arg(long, value_name = "FILE")]
+    transition: Option<PathBuf>,
+    /// Print a JSON summary (the replan, its alternatives and the transition) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
+    let prepared = super::plan::prepare(&args.input)?;
+    let (current, _) = DeploymentMap::read(&args.from)?;
+    let r = replan::replan(prepared.input(), &current, args.max_extra_gpus)
+        .map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
+    let map = r.to_map();
+    let problems = map.check_layouts(prepared.gpu);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        anyhow::bail!("internal error: the replan produced illegal MIG layouts (nothing written):\n  {}", list.join("\n  "));
+    }
+    let slo_s = |name: &str| prepared.services.iter().find(|s| s.name == name).map_or(0.0, |s| s.slo_ms / 1000.0);
+    let per_node = prepared.options.gpus_per_node;
+    let t = replan::transition(&r, prepared.gpu, per_node, args.cost, &|name| slo_s(name));
+    let summary = r.summary();
+    let complete = r.plan.summary().complete;
+    if let Some(out) = &args.out {
+        map.write_file(out).with_context(|| format!("writing the deployment map {}", out.display()))?;
+    }
+    if let Some(path) = &args.transition {
+        let text = serde_json::to_string_pretty(&t)? + "\n";
+        parva_core::deploy::write_atomic(path, text.as_bytes()).with_context(|| format!("writing the transition {}", path.display()))?;
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&summary)?;
+        v["out"] = serde_json::json!(args.out);
+        v["kept"] = serde_json::to_value(&r.kept)?;
+        v["destroyed_segments"] = serde_json::to_value(&r.destroyed)?;
+        v["created_segments"] = serde_json::to_value(&r.created)?;
+        v["transition"] = serde_json::to_value(&t)?;
+        v["plan"] = serde_json::to_value(r.plan.summary())?;
+        super::print_json(&v)?;
+    } else {
+        print(&r, &summary, &t, &args)?;
+    }
+    for bad in &r.plan.infeasible {
+        eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
+    }
+    Ok(super::exit(complete))
+}
+
+fn print(r: &replan::Replan, s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs) -> Result<(), super::StdoutError> {
+    let bound = match (s.lower_bound_gpus, s.proven_optimal) {
+        (Some(lb), true) => format!("the fewest: lower bound {lb}, proven optimal"),
+        (Some(lb), false) => format!("lower bound {lb}, not proven optimal"),
+        (None, _) => "no lower bound computed".into(),
+    };
+    outln!("replan: {} GPUs (was {}; {bound}), {} changes", s.gpus, s.old_gpus, s.destroyed + s.created)?;
+    outln!(
+        "  kept {} segments in place ({} with a new batch size), destroyed {}, created {}; workers started {}, stopped {}",
+        s.kept, s.rebatched, s.destroyed, s.created, s.workers_started, s.workers_stopped
+    )?;
+    if s.alternatives.len() > 1 {
+        outln!("{:<8} {:>6} {:>10} {:>8} {:>8}", "GPUs", "kept", "destroyed", "created", "changes")?;
+        for (i, a) in s.alternatives.iter().enumerate() {
+            let mark = if i == 0 { " (chosen)" } else { "" };
+            outln!("{:<8} {:>6} {:>10} {:>8} {:>8}{mark}", a.gpus, a.kept, a.destroyed, a.created, a.changes)?;
+        }
+    }
+    let c = &t.costs;
+    outln!(
+        "transition: {} steps, {:.1} s one after another (mig-create {} s, mig-destroy {} s, worker-start {} s, mps-start {} s; a drain lasts the service's SLO)",
+        t.steps.len(), t.seconds, c.mig_create, c.mig_destroy, c.worker_start, c.mps_start
+    )?;
+    if args.transition.is_none() {
+        for st in &t.steps {
+            outln!(
+                "  {:>7.1}-{:<7.1} {:<8} node {} gpu {} [{}g @{}] {} b{}x{}",
+                st.start_s, st.end_s, st.action, st.node, st.gpu, st.size, st.placement, st.service, st.batch, st.procs
+            )?;
+        }
+    } else if let Some(p) = &args.transition {
+        outln!("  steps written to {}", p.display())?;
+    }
+    let dips: Vec<_> = t.services.iter().filter(|d| d.seconds_below_rate > 0.0).collect();
+    if !dips.is_empty() {
+        outln!("{:<24} {:>10} {:>10} {:>10} {:>10} {:>14}", "capacity during it", "rate/s", "before/s", "lowest/s", "after/s", "below rate s")?;
+        for d in dips {
+            outln!(
+                "{:<24} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>14.1}",
+                d.service, d.rate, d.capacity_before, d.capacity_min, d.capacity_after, d.seconds_below_rate
+            )?;
+        }
+    }
+    for d in t.services.iter().filter(|d| d.seconds_unserved > 0.0) {
+        outln!(
+            "warning: service {} has no ready process for {:.1} s of the transition: {}",
+            d.service,
+            d.seconds_unserved,
+            d.why.as_deref().unwrap_or("")
+        )?;
+    }
+    match &args.out {
+        Some(out) => outln!("wrote {}", out.display())?,
+        None => outln!("no --out: the new map was not written")?,
+    }
+    let _ = r;
+    Ok(())
+}

@@ -1,0 +1,993 @@
+//! Re-planning for new rates with the fewest changes to what runs, and the transition to get there.
+//!
+//! [`replan`] plans the new rates as [`crate::plan`] does (the same fewest GPUs, proven by the
+//! same lower bound), then places the plan's segments so that as many as possible of the running
+//! map's segments stay where they are: a segment is **kept** when a new segment of the same
+//! service, MIG size and process count can take its GPU and placement (its batch size may change:
+//! that is a router setting and restarts nothing). What is not kept is destroyed (its workers
+//! stopped, its MIG instance destroyed) and created elsewhere.
+//!
+//! Placement, for each GPU budget from the plan's count up to `max_extra_gpus` more:
+//! 1. the running GPUs are ranked by the GPCs they could keep (a greedy match of their segments
+//!    against the plan's), and the best `budget` of them are chosen;
+//! 2. matching segments on the chosen GPUs are kept; the plan's other segments are placed largest
+//!    first into the free slots of the chosen GPUs, then of GPUs emptied or never used;
+//! 3. when that packing does not fit the budget, the kept segments of the chosen GPU that keeps
+//!    least are given up and the packing is tried again; at worst the plan's own placement is used
+//!    (nothing kept), so a replan never needs more GPUs than the plan.
+//!
+//! The choice with the fewest changes wins (ties: fewer GPUs); every budget tried is reported with
+//! what it costs. Changes are counted as MIG instances destroyed + created (each with its workers).
+//!
+//! [`transition`] orders the changes as steps (make before break): every new segment whose slot is
+//! free is created and made ready first; an old segment is drained and destroyed only when all new
+//! segments that fit have been created, and then the one chosen is the one blocking a pending new
+//! segment whose service keeps the most capacity without it; the remaining old segments go last.
+//! Every intermediate layout is checked legal by the GPU type's rules (the same check as
+//! [`parva_core::mig::GpuType::free_starts`]). Steps run one after another on a timeline given by
+//! [`Costs`]; per service the report gives the lowest capacity during the transition and how long
+//! it stays below the new rate, and says when a service has no ready process at all, and why.
+
+use std::collections::BTreeMap;
+
+use parva_core::deploy::DeploymentMap;
+use parva_core::mig::{GpuType, Placement};
+
+use crate::gpus::{GpuState, profile};
+use crate::{Plan, PlanError, PlanInput, SegmentChoice};
+
+/// Seconds each kind of change takes, for the transition's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Costs {
+    /// Creating a MIG GPU instance and its compute instance.
+    pub mig_create: f64,
+    /// Destroying them.
+    pub mig_destroy: f64,
+    /// Starting a worker process until it is ready (model loaded, first batch run).
+    pub worker_start: f64,
+    /// Starting an MPS control daemon for an instance.
+    pub mps_start: f64,
+}
+
+impl Default for Costs {
+    /// Worker start 2.0 s and MPS start 0.02 s: measured on an H100 by `scripts/gpu-check`
+    /// (worker start-up 1.7-2.0 s, MPS daemon 18-22 ms; `reports/gpu/nvidia-h100-80gb-hbm3-2026-11-25`).
+    /// MIG create 1.0 s and destroy 0.5 s are assumptions: no node whose MIG layout may be changed
+    /// has measured them yet.
+    fn default() -> Self {
+        Costs { mig_create: 1.0, mig_destroy: 0.5, worker_start: 2.0, mps_start: 0.02 }
+    }
+}
+
+impl std::str::FromStr for Costs {
+    type Err = String;
+
+    /// `mig-create=S,mig-destroy=S,worker-start=S,mps-start=S`, any subset, the rest default.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut c = Costs::default();
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected KEY=SECONDS (keys: mig-create, mig-destroy, worker-start, mps-start)"))?;
+            let v: f64 = value
+                .trim()
+                .trim_end_matches('s')
+                .parse()
+                .map_err(|_| format!("{key}: {value:?} is not a number of seconds"))?;
+            if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+                return Err(format!("{key}: {v} s is outside 0..=3600 s"));
+            }
+            match key.trim() {
+                "mig-create" => c.mig_create = v,
+                "mig-destroy" => c.mig_destroy = v,
+                "worker-start" => c.worker_start = v,
+                "mps-start" => c.mps_start = v,
+                other => return Err(format!("unknown cost {other:?} (keys: mig-create, mig-destroy, worker-start, mps-start)")),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Why a replan was refused; nothing is written when one is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplanError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The running map does not fit the GPU type or the node numbering.
+    #[error("the running map, segment {index} ({service} on node {node} GPU {gpu}): {rule}")]
+    Current { index: usize, service: String, node: u32, gpu: u32, rule: String },
+}
+
+/// A placement: GPUs with their ids, and the indices of the running segments kept.
+type Placing = (Vec<(u32, GpuState)>, Vec<usize>);
+
+/// A running segment, as the replan sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Old {
+    /// GPU id: node x GPUs per node + GPU.
+    gpu: u32,
+    start: u8,
+    size: u8,
+    procs: u32,
+    batch: u32,
+    service: String,
+    capacity: f64,
+}
+
+/// One budget tried: the GPUs it uses and the changes it needs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Alternative {
+    pub gpus: usize,
+    pub kept: usize,
+    pub destroyed: usize,
+    pub created: usize,
+    pub changes: usize,
+}
+
+/// The result of a replan.
+#[derive(Debug, Clone)]
+pub struct Replan {
+    /// The plan for the new rates; `gpus[i]` runs on GPU id `gpu_ids[i]`.
+    pub plan: Plan,
+    pub gpu_ids: Vec<u32>,
+    /// Segments of the running map kept in place, destroyed, and created.
+    pub kept: Vec<KeptSegment>,
+    pub destroyed: Vec<ChangedSegment>,
+    pub created: Vec<ChangedSegment>,
+    /// GPUs the running map used.
+    pub old_gpus: usize,
+    /// Every budget tried, the chosen one first.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// A segment kept in place (its batch size may change).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KeptSegment {
+    pub node: u32,
+    pub gpu: u32,
+    pub placement: u8,
+    pub size: u8,
+    pub service: String,
+    pub procs: u32,
+    pub old_batch: u32,
+    pub new_batch: u32,
+}
+
+/// A segment destroyed or created.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChangedSegment {
+    pub node: u32,
+    pub gpu: u32,
+    pub placement: u8,
+    pub size: u8,
+    pub service: String,
+    pub procs: u32,
+    pub batch: u32,
+    /// Capacity of the segment, samples/s.
+    pub capacity: f64,
+}
+
+/// What `parva replan --json` prints of a replan.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReplanSummary {
+    pub old_gpus: usize,
+    pub gpus: usize,
+    pub lower_bound_gpus: Option<usize>,
+    pub proven_optimal: bool,
+    pub kept: usize,
+    pub destroyed: usize,
+    pub created: usize,
+    pub rebatched: usize,
+    pub workers_started: u32,
+    pub workers_stopped: u32,
+    pub alternatives: Vec<Alternative>,
+}
+
+impl Replan {
+    /// Workers started (the processes of the created segments) and stopped.
+    pub fn workers(&self) -> (u32, u32) {
+        (self.created.iter().map(|c| c.procs).sum(), self.destroyed.iter().map(|c| c.procs).sum())
+    }
+
+    pub fn summary(&self) -> ReplanSummary {
+        let (started, stopped) = self.workers();
+        ReplanSummary {
+            old_gpus: self.old_gpus,
+            gpus: self.plan.gpus.len(),
+            lower_bound_gpus: self.plan.lower_bound_gpus,
+            proven_optimal: self.plan.proven_optimal,
+            kept: self.kept.len(),
+            destroyed: self.destroyed.len(),
+            created: self.created.len(),
+            rebatched: self.kept.iter().filter(|k| k.old_batch != k.new_batch).count(),
+            workers_started: started,
+            workers_stopped: stopped,
+            alternatives: self.alternatives.clone(),
+        }
+    }
+
+    /// The new map: GPU ids as the running map numbers them, so kept segments keep their node,
+    /// GPU and placement.
+    pub fn to_map(&self) -> DeploymentMap {
+        self.plan.to_map_on(&self.gpu_ids)
+    }
+}
+
+/// Plan `input` (the new rates) with the fewest changes to `current` (the running map), trying up
+/// to `max_extra_gpus` GPUs more than the plan needs when that saves changes. See the module doc.
+pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32) -> Result<Replan, ReplanError> {
+    let per_node = input.options.gpus_per_node.max(1);
+    let old = read_current(input.gpu, current, per_node)?;
+    let plan = crate::plan(input)?;
+    let names: BTreeMap<&str, usize> = plan.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let planned: Vec<SegmentChoice> = plan.gpus.iter().flat_map(|g| g.placed.iter().map(|p| p.segment.clone())).collect();
+    // Two segment mixes: the plan's, and the plan's with every unchanged service's running mix
+    // instead of its own where that costs no more GPCs (the integer program may pick another mix
+    // of the same cost for a service whose rate and SLO did not change).
+    let mixes = [planned.clone(), running_mix(&input, current, &old, &planned)];
+    let need = plan.gpus.len();
+    let mut tried: Vec<(Alternative, Placing)> = Vec::new();
+    for (m, segments) in mixes.iter().enumerate() {
+        if m > 0 && *segments == planned {
+            break;
+        }
+        for extra in 0..=max_extra_gpus.min(need.max(1) as u32) {
+            let budget = need + extra as usize;
+            if let Some((gpus, kept)) = place_keeping(input.gpu, &old, &names, segments, budget) {
+                let alt = count(&old, segments, &gpus, &kept);
+                tried.push((alt, (gpus, kept)));
+            }
+            if tried.last().is_some_and(|t| t.0.changes == 0) {
+                break; // nothing left to save
+            }
+        }
+    }
+    // The plan's own placement is always possible.
+    if tried.iter().all(|t| t.0.gpus > need) {
+        let ids = fresh_ids(&old, need);
+        let gpus: Vec<(u32, GpuState)> = ids.into_iter().zip(plan.gpus.iter().cloned()).collect();
+        let alt = count(&old, &planned, &gpus, &[]);
+        tried.push((alt, (gpus, Vec::new())));
+    }
+    let best = (0..tried.len()).min_by_key(|&i| (tried[i].0.changes, tried[i].0.gpus)).unwrap_or(0);
+    let (alt, (gpus, kept_idx)) = tried.swap_remove(best);
+    // Per GPU count, the best of the mixes.
+    tried.sort_by_key(|t| (t.0.gpus, t.0.changes));
+    let mut alternatives: Vec<Alternative> = tried.into_iter().map(|t| t.0).collect();
+    alternatives.sort_by_key(|a| a.gpus);
+    alternatives.dedup_by_key(|a| a.gpus);
+    alternatives.retain(|a| a.gpus != alt.gpus);
+    alternatives.insert(0, alt);
+
+    let (mut gpu_ids, mut states): (Vec<u32>, Vec<GpuState>) = gpus.into_iter().filter(|(_, g)| !g.is_empty()).unzip();
+    // Map order: by GPU id.
+    let mut order: Vec<usize> = (0..gpu_ids.len()).collect();
+    order.sort_by_key(|&i| gpu_ids[i]);
+    gpu_ids = order.iter().map(|&i| gpu_ids[i]).collect();
+    states = order.iter().map(|&i| states[i].clone()).collect();
+
+    let at = |id: u32| (id / per_node, id % per_node);
+    let kept_set: Vec<bool> = (0..old.len()).map(|i| kept_idx.contains(&i)).collect();
+    let mut kept = Vec::new();
+    let mut created = Vec::new();
+    for (id, g) in gpu_ids.iter().zip(&states) {
+        for p in &g.placed {
+            let s = &p.segment;
+            let name = plan.services[s.service].name.clone();
+            let keep = old.iter().enumerate().find(|(i, o)| {
+                kept_set[*i] && o.gpu == *id && o.start == p.start && o.size == s.size && o.procs == s.procs && o.service == name
+            });
+            let (node, gpu) = at(*id);
+            match keep {
+                Some((_, o)) => kept.push(KeptSegment {
+                    node,
+                    gpu,
+                    placement: p.start,
+                    size: s.size,
+                    service: name,
+                    procs: s.procs,
+                    old_batch: o.batch,
+                    new_batch: s.batch,
+                }),
+                None => created.push(ChangedSegment {
+                    node,
+                    gpu,
+                    placement: p.start,
+                    size: s.size,
+                    service: name,
+                    procs: s.procs,
+                    batch: s.batch,
+                    capacity: s.capacity,
+                }),
+            }
+        }
+    }
+    let destroyed = old
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !kept_set[*i])
+        .map(|(_, o)| {
+            let (node, gpu) = at(o.gpu);
+            ChangedSegment {
+                node,
+                gpu,
+                placement: o.start,
+                size: o.size,
+                service: o.service.clone(),
+                procs: o.procs,
+                batch: o.batch,
+                capacity: o.capacity,
+            }
+        })
+        .collect();
+    let old_gpus = old.iter().map(|o| o.gpu).collect::<std::collections::BTreeSet<_>>().len();
+    let mut plan = plan;
+    plan.gpus = states;
+    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus, alternatives })
+}
+
+/// `planned` with the segments of every service whose rate and SLO are the running map's replaced
+/// by its running segments, when those cost no more GPCs and every one of them is a profile point
+/// (so their capacity under the same rules is what the map says).
+fn running_mix(input: &PlanInput<'_>, current: &DeploymentMap, old: &[Old], planned: &[SegmentChoice]) -> Vec<SegmentChoice> {
+    let mut out: Vec<SegmentChoice> = Vec::with_capacity(planned.len());
+    for (si, svc) in input.services.iter().enumerate() {
+        let mine: Vec<&SegmentChoice> = planned.iter().filter(|c| c.service == si).collect();
+        let running: Vec<(&Old, &parva_core::deploy::Segment)> =
+            old.iter().zip(&current.segments).filter(|(o, _)| o.service == svc.name).collect();
+        let unchanged = !running.is_empty()
+            && running.iter().all(|(_, seg)| {
+                seg.rate.is_some_and(|r| (r - svc.rate).abs() <= 1e-9 * r.abs().max(1.0))
+                    && seg.slo_ms.is_some_and(|x| (x - svc.slo_ms).abs() <= 1e-9 * x.abs().max(1.0))
+                    && seg.model == svc.model
+                    && (seg.margin_ms.unwrap_or(0.0) - input.options.margin.of(svc.slo_ms)).abs() <= 1e-6
+            });
+        let gpcs = |it: &mut dyn Iterator<Item = u8>| it.map(u32::from).sum::<u32>();
+        let cheaper = gpcs(&mut running.iter().map(|(o, _)| o.size)) <= gpcs(&mut mine.iter().map(|c| c.size));
+        let profile = input.profiles.models.get(&svc.model);
+        let choices: Option<Vec<SegmentChoice>> = (unchanged && cheaper)
+            .then(|| {
+                running
+                    .iter()
+                    .map(|(o, _)| {
+                        let p = profile?.points.iter().find(|p| p.size == o.size && p.batch == o.batch && p.procs == o.procs && p.is_measured())?;
+                        (o.capacity > 0.0).then(|| SegmentChoice { capacity: o.capacity, ..SegmentChoice::from_point(si, p) })
+                    })
+                    .collect()
+            })
+            .flatten();
+        match choices {
+            Some(c) => out.extend(c),
+            None => out.extend(mine.into_iter().cloned()),
+        }
+    }
+    out
+}
+
+fn read_current(gpu: &GpuType, map: &DeploymentMap, per_node: u32) -> Result<Vec<Old>, ReplanError> {
+    let mut out = Vec::with_capacity(map.segments.len());
+    for (index, s) in map.segments.iter().enumerate() {
+        let bad = |rule: String| ReplanError::Current { index: index + 1, service: s.service.clone(), node: s.node, gpu: s.gpu, rule };
+        if let Some(t) = &s.gpu_type {
+            if t != gpu.id {
+                return Err(bad(format!("the map is for GPU type {t}, the replan for {}", gpu.id)));
+            }
+        }
+        if s.gpu >= per_node {
+            return Err(bad(format!("GPU index {} is past --gpus-per-node {per_node}", s.gpu)));
+        }
+        parva_core::deploy::segment_profile(gpu, s).map_err(bad)?;
+        let id = s.node.checked_mul(per_node).and_then(|n| n.checked_add(s.gpu)).ok_or_else(|| bad("node number too large".into()))?;
+        out.push(Old {
+            gpu: id,
+            start: s.placement,
+            size: s.instance_size,
+            procs: s.num_proc,
+            batch: s.batch_size,
+            service: s.service.clone(),
+            capacity: s.throughput.unwrap_or(0.0),
+        });
+    }
+    let problems = map.check_layouts(gpu);
+    if let Some(p) = problems.first() {
+        return Err(ReplanError::Current { index: 0, service: String::new(), node: 0, gpu: 0, rule: p.to_string() });
+    }
+    Ok(out)
+}
+
+/// `n` GPU ids for a placement that keeps nothing: the running map's GPUs first, in order.
+fn fresh_ids(old: &[Old], n: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = old.iter().map(|o| o.gpu).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let mut next = ids.last().map_or(0, |l| l + 1);
+    ids.truncate(n);
+    while ids.len() < n {
+        // Smallest ids not used yet.
+        let free = (0..).find(|i| !ids.contains(i)).unwrap_or(next);
+        ids.push(free);
+        next = next.max(free + 1);
+    }
+    ids
+}
+
+/// The placement of `segments` on at most `budget` GPUs keeping the most of `old` (see the module
+/// doc); `None` when even keeping nothing the greedy packing does not fit. Returns the GPUs with
+/// their ids and the indices of the kept old segments.
+fn place_keeping(
+    gpu: &GpuType,
+    old: &[Old],
+    names: &BTreeMap<&str, usize>,
+    segments: &[SegmentChoice],
+    budget: usize,
+) -> Option<Placing> {
+    // Greedy match of old segments to new ones by (service, size, procs), per old GPU.
+    let key = |service: usize, size: u8, procs: u32| (service, size, procs);
+    let mut by_gpu: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, o) in old.iter().enumerate() {
+        by_gpu.entry(o.gpu).or_default().push(i);
+    }
+    let demand = |segments: &[SegmentChoice]| {
+        let mut d: BTreeMap<(usize, u8, u32), Vec<usize>> = BTreeMap::new();
+        for (i, s) in segments.iter().enumerate() {
+            d.entry(key(s.service, s.size, s.procs)).or_default().push(i);
+        }
+        d
+    };
+    let score = |gpu_id: u32| -> u32 {
+        let mut d = demand(segments);
+        by_gpu[&gpu_id]
+            .iter()
+            .filter_map(|&i| {
+                let o = &old[i];
+                let si = *names.get(o.service.as_str())?;
+                d.get_mut(&key(si, o.size, o.procs))?.pop().map(|_| o.size as u32)
+            })
+            .sum()
+    };
+    let mut ranked: Vec<(u32, u32)> = by_gpu.keys().map(|&g| (score(g), g)).filter(|(s, _)| *s > 0).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranked.truncate(budget);
+    loop {
+        if let Some(found) = try_pack(gpu, old, names, segments, &ranked, &by_gpu, budget, demand(segments)) {
+            return Some(found);
+        }
+        // Give up what the chosen GPU that keeps least would keep; at last, keep nothing.
+        ranked.pop()?;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn try_pack(
+    gpu: &GpuType,
+    old: &[Old],
+    names: &BTreeMap<&str, usize>,
+    segments: &[SegmentChoice],
+    chosen: &[(u32, u32)],
+    by_gpu: &BTreeMap<u32, Vec<usize>>,
+    budget: usize,
+    mut demand: BTreeMap<(usize, u8, u32), Vec<usize>>,
+) -> Option<Placing> {
+    let mut gpus: Vec<(u32, GpuState)> = Vec::new();
+    let mut kept = Vec::new();
+    let mut placed = vec![false; segments.len()];
+    for &(_, id) in chosen {
+        let mut state = GpuState::default();
+        for &i in &by_gpu[&id] {
+            let o = &old[i];
+            let Some(&si) = names.get(o.service.as_str()) else { continue };
+            if let Some(j) = demand.get_mut(&(si, o.size, o.procs)).and_then(Vec::pop) {
+                state.insert(o.start, segments[j].clone());
+                placed[j] = true;
+                kept.push(i);
+            }
+        }
+        gpus.push((id, state));
+    }
+    // The rest, largest first, into free slots; new GPUs take ids the running map leaves free or
+    // gives up (those not chosen), smallest first.
+    let mut rest: Vec<usize> = (0..segments.len()).filter(|&j| !placed[j]).collect();
+    rest.sort_by_key(|&j| (std::cmp::Reverse(segments[j].size), segments[j].service));
+    let chosen_ids: Vec<u32> = chosen.iter().map(|c| c.1).collect();
+    let mut next_id = 0u32;
+    for j in rest {
+        let s = &segments[j];
+        let slot = gpus.iter_mut().find_map(|(_, g)| g.free_start(gpu, s.size, &[]).map(|st| (g, st)));
+        match slot {
+            Some((g, st)) => g.insert(st, s.clone()),
+            None => {
+                if gpus.len() >= budget {
+                    return None;
+                }
+                while chosen_ids.contains(&next_id) || gpus.iter().any(|(id, _)| *id == next_id) {
+                    next_id += 1;
+                }
+                let mut g = GpuState::default();
+                let st = g.free_start(gpu, s.size, &[])?;
+                g.insert(st, s.clone());
+                gpus.push((next_id, g));
+            }
+        }
+    }
+    Some((gpus, kept))
+}
+
+fn count(old: &[Old], segments: &[SegmentChoice], gpus: &[(u32, GpuState)], kept: &[usize]) -> Alternative {
+    let kept_n = kept.len();
+    Alternative {
+        gpus: gpus.iter().filter(|(_, g)| !g.is_empty()).count(),
+        kept: kept_n,
+        destroyed: old.len() - kept_n,
+        created: segments.len() - kept_n,
+        changes: (old.len() - kept_n) + (segments.len() - kept_n),
+    }
+}
+
+/// One step of a transition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Step {
+    /// `create` (MIG instance, MPS daemon, workers up and ready), `drain` (the router stops
+    /// sending to the segment, which finishes what it holds), `destroy` (workers and MPS stopped,
+    /// instance destroyed), `rebatch` (a kept segment's batch size, a router setting).
+    pub action: &'static str,
+    pub node: u32,
+    pub gpu: u32,
+    pub placement: u8,
+    pub size: u8,
+    pub service: String,
+    pub procs: u32,
+    pub batch: u32,
+    /// When the step starts and ends on the transition's timeline, seconds.
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// How a service fares during a transition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceDip {
+    pub service: String,
+    /// The new rate, requests/s.
+    pub rate: f64,
+    /// Ready capacity at the start, at its lowest, and at the end, samples/s.
+    pub capacity_before: f64,
+    pub capacity_min: f64,
+    pub capacity_after: f64,
+    /// Seconds with ready capacity below the new rate.
+    pub seconds_below_rate: f64,
+    /// Seconds with no ready process at all while the service has a rate.
+    pub seconds_unserved: f64,
+    /// Why, when `seconds_unserved > 0`.
+    pub why: Option<String>,
+}
+
+/// A transition: the steps in order and what each service goes through.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Transition {
+    pub costs: Costs,
+    pub steps: Vec<Step>,
+    pub seconds: f64,
+    pub services: Vec<ServiceDip>,
+}
+
+#[derive(Debug, Clone)]
+struct Live {
+    place: Placement,
+    /// Index into the transition's service names.
+    service: usize,
+    capacity: f64,
+    /// Whether it is to be destroyed.
+    doomed: bool,
+}
+
+/// The fleet during a transition: what runs on each GPU and each service's ready capacity.
+struct Fleet {
+    gpus: BTreeMap<u32, Vec<Live>>,
+    capacity: Vec<f64>,
+}
+
+impl Fleet {
+    fn layout(&self, id: u32) -> Vec<Placement> {
+        self.gpus.get(&id).map(|l| l.iter().map(|x| x.place).collect()).unwrap_or_default()
+    }
+}
+
+/// Order the changes of `r` as steps (see the module doc). `drain_s(service)`: seconds a drained
+/// segment of the service needs to finish what it holds (its SLO is a bound).
+pub fn transition(r: &Replan, gpu: &GpuType, per_node: u32, costs: Costs, drain_s: &dyn Fn(&str) -> f64) -> Transition {
+    let per_node = per_node.max(1);
+    let id = |node: u32, g: u32| node * per_node + g;
+    let mut names: Vec<String> = r.plan.services.iter().map(|s| s.name.clone()).collect();
+    for d in &r.destroyed {
+        if !names.contains(&d.service) {
+            names.push(d.service.clone());
+        }
+    }
+    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let rates: Vec<f64> = names.iter().map(|n| r.plan.services.iter().find(|s| &s.name == n).map_or(0.0, |s| s.rate)).collect();
+    let cap_of: BTreeMap<(u32, u8), f64> = r
+        .gpu_ids
+        .iter()
+        .zip(&r.plan.gpus)
+        .flat_map(|(gid, g)| g.placed.iter().map(move |p| ((*gid, p.start), p.segment.capacity)))
+        .collect();
+    // Everything running now: kept segments (at their new capacity) and the ones to destroy.
+    let mut fleet = Fleet { gpus: BTreeMap::new(), capacity: vec![0.0; names.len()] };
+    for k in &r.kept {
+        let gid = id(k.node, k.gpu);
+        let capacity = cap_of.get(&(gid, k.placement)).copied().unwrap_or(0.0);
+        let si = index[k.service.as_str()];
+        fleet.capacity[si] += capacity;
+        let place = Placement { profile: profile(gpu, k.size), start: k.placement };
+        fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity, doomed: false });
+    }
+    let mut doomed_left = 0usize;
+    for d in &r.destroyed {
+        let si = index[d.service.as_str()];
+        fleet.capacity[si] += d.capacity;
+        let place = Placement { profile: profile(gpu, d.size), start: d.placement };
+        fleet.gpus.entry(id(d.node, d.gpu)).or_default().push(Live { place, service: si, capacity: d.capacity, doomed: true });
+        doomed_left += 1;
+    }
+    let mut steps = Vec::new();
+    let mut t = 0.0;
+    // (from, to, ready capacity per service during that span)
+    let mut timeline: Vec<(f64, f64, Vec<f64>)> = Vec::new();
+    let mut blocked_why: BTreeMap<usize, String> = BTreeMap::new();
+    for k in r.kept.iter().filter(|k| k.old_batch != k.new_batch) {
+        steps.push(Step {
+            action: "rebatch",
+            node: k.node,
+            gpu: k.gpu,
+            placement: k.placement,
+            size: k.size,
+            service: k.service.clone(),
+            procs: k.procs,
+            batch: k.new_batch,
+            start_s: t,
+            end_s: t,
+        });
+    }
+    let step = |action: &'static str, gid: u32, place: Placement, service: &str, procs: u32, batch: u32, start_s: f64, end_s: f64| Step {
+        action,
+        node: gid / per_node,
+        gpu: gid % per_node,
+        placement: place.start,
+        size: place.profile.gpcs,
+        service: service.to_string(),
+        procs,
+        batch,
+        start_s,
+        end_s,
+    };
+    let destroyed_of = |gid: u32, place: Placement| {
+        r.destroyed.iter().find(|d| id(d.node, d.gpu) == gid && d.placement == place.start && d.size == place.profile.gpcs)
+    };
+    // Drain and destroy the doomed segment `at` of GPU `gid`.
+    let break_one = |fleet: &mut Fleet, t: &mut f64, steps: &mut Vec<Step>, timeline: &mut Vec<(f64, f64, Vec<f64>)>, gid: u32, at: usize| {
+        let Some(v) = fleet.gpus.get_mut(&gid).map(|l| l.remove(at)) else { return };
+        let (procs, batch) = destroyed_of(gid, v.place).map_or((0, 0), |d| (d.procs, d.batch));
+        let name = &names[v.service];
+        let drain = drain_s(name).max(0.0);
+        timeline.push((*t, *t + drain, fleet.capacity.clone()));
+        steps.push(step("drain", gid, v.place, name, procs, batch, *t, *t + drain));
+        *t += drain;
+        fleet.capacity[v.service] -= v.capacity;
+        timeline.push((*t, *t + costs.mig_destroy, fleet.capacity.clone()));
+        steps.push(step("destroy", gid, v.place, name, procs, batch, *t, *t + costs.mig_destroy));
+        *t += costs.mig_destroy;
+    };
+    // Pending creations, per GPU.
+    let mut pending: BTreeMap<u32, Vec<&ChangedSegment>> = BTreeMap::new();
+    for c in &r.created {
+        pending.entry(id(c.node, c.gpu)).or_default().push(c);
+    }
+    let create_s = costs.mig_create + costs.mps_start + costs.worker_start;
+    loop {
+        // Make: every pending segment whose slot is free now.
+        let mut made = false;
+        for (&gid, list) in pending.iter_mut() {
+            let mut i = 0;
+            while i < list.len() {
+                let c = list[i];
+                let prof = profile(gpu, c.size);
+                if gpu.free_starts(&fleet.layout(gid), prof).contains(&c.placement) {
+                    let place = Placement { profile: prof, start: c.placement };
+                    timeline.push((t, t + create_s, fleet.capacity.clone()));
+                    steps.push(step("create", gid, place, &c.service, c.procs, c.batch, t, t + create_s));
+                    t += create_s;
+                    let si = index[c.service.as_str()];
+                    fleet.capacity[si] += c.capacity;
+                    fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
+                    list.swap_remove(i);
+                    made = true;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        pending.retain(|_, l| !l.is_empty());
+        if made {
+            continue;
+        }
+        if pending.is_empty() {
+            break;
+        }
+        // Break: an old segment on a GPU with a pending one; the one whose service keeps most without it.
+        let victim = pending
+            .keys()
+            .filter_map(|gid| fleet.gpus.get(gid).map(|l| (gid, l)))
+            .flat_map(|(gid, l)| l.iter().enumerate().filter(|(_, x)| x.doomed).map(move |(at, x)| (*gid, at, x)))
+            .max_by(|a, b| {
+                let left = |x: &Live| fleet.capacity[x.service] - x.capacity;
+                left(a.2).total_cmp(&left(b.2))
+            })
+            .map(|(gid, at, x)| (gid, at, x.clone()));
+        let Some((gid, at, v)) = victim else {
+            break; // cannot happen for a legal target layout; stop rather than loop
+        };
+        if fleet.capacity[v.service] - v.capacity <= 0.0 && rates[v.service] > 0.0 {
+            blocked_why.entry(v.service).or_insert(format!(
+                "node {} GPU {} has no free slot for the service's new segments until its {} at {} is destroyed, \
+                 and no other segment of the service is ready",
+                gid / per_node,
+                gid % per_node,
+                v.place.profile.name,
+                v.place.start
+            ));
+        }
+        break_one(&mut fleet, &mut t, &mut steps, &mut timeline, gid, at);
+        doomed_left -= 1;
+    }
+    // Break what is left, now that every new segment is ready.
+    let rest: Vec<(u32, Placement)> =
+        fleet.gpus.iter().flat_map(|(gid, l)| l.iter().filter(|x| x.doomed).map(move |x| (*gid, x.place))).collect();
+    for (gid, place) in rest {
+        if let Some(at) = fleet.gpus.get(&gid).and_then(|l| l.iter().position(|x| x.doomed && x.place == place)) {
+            break_one(&mut fleet, &mut t, &mut steps, &mut timeline, gid, at);
+            doomed_left = doomed_left.saturating_sub(1);
+        }
+    }
+    debug_assert_eq!(doomed_left, 0);
+    let end = fleet.capacity.clone();
+    let start = timeline.first().map(|x| x.2.clone()).unwrap_or_else(|| end.clone());
+    let services = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let rate = rates[i];
+            let min = timeline.iter().map(|x| x.2[i]).chain([end[i]]).fold(f64::INFINITY, f64::min);
+            let below = timeline.iter().filter(|x| x.2[i] + 1e-9 < rate).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
+            let unserved = timeline.iter().filter(|x| rate > 0.0 && x.2[i] <= 1e-9).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
+            ServiceDip {
+                service: n.clone(),
+                rate,
+                capacity_before: start[i],
+                capacity_min: if min.is_finite() { min.max(0.0) } else { 0.0 },
+                capacity_after: end[i],
+                seconds_below_rate: below,
+                seconds_unserved: unserved,
+                why: (unserved > 0.0).then(|| {
+                    blocked_why.get(&i).cloned().unwrap_or_else(|| "the service has no running segment before its new ones are ready".into())
+                }),
+            }
+        })
+        .collect();
+    Transition { costs, steps, seconds: t, services }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, PlanOptions};
+    use parva_core::ProfileSet;
+    use parva_core::profile::ModelProfile;
+    use parva_core::slo::Service;
+    use std::path::Path;
+
+    /// Two models on every A100 size: a batch of b takes (2 + b) ms / size^0.8 (`m`), twice that (`h`).
+    fn profiles() -> ProfileSet {
+        let table = |name: &str, slow: f64| {
+            let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+            for size in [1u8, 2, 3, 4, 7] {
+                for b in [1u32, 2, 4, 8] {
+                    let lat = slow * (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8);
+                    text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+                }
+            }
+            ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), name.into(), None).unwrap()
+        };
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), table("m", 1.0)), ("h".to_string(), table("h", 2.0))].into_iter().collect() }
+    }
+
+    fn services(scale: &[(usize, f64)]) -> Vec<Service> {
+        let base = [("a", "m", 900.0), ("b", "h", 700.0), ("c", "m", 2500.0), ("d", "h", 300.0), ("e", "m", 5000.0), ("f", "h", 1200.0)];
+        base.iter()
+            .enumerate()
+            .map(|(i, (n, m, r))| {
+                let k = scale.iter().find(|(j, _)| *j == i).map_or(1.0, |x| x.1);
+                Service { name: n.to_string(), model: m.to_string(), rate: r * k, slo_ms: 100.0 }
+            })
+            .collect()
+    }
+
+    fn gpu() -> &'static GpuType {
+        GpuType::by_id("a100-80gb").unwrap()
+    }
+
+    fn input<'a>(profiles: &'a ProfileSet, services: &'a [Service], options: &'a PlanOptions) -> PlanInput<'a> {
+        PlanInput { gpu: gpu(), profiles, services, options }
+    }
+
+    fn options() -> PlanOptions {
+        PlanOptions { gpus_per_node: 4, ..PlanOptions::default() }
+    }
+
+    /// Replay a transition's steps from the running map and check every layout on the way.
+    fn replay(old: &DeploymentMap, r: &Replan, t: &Transition) -> BTreeMap<(u32, u32), Vec<Placement>> {
+        let mut layouts: BTreeMap<(u32, u32), Vec<Placement>> = BTreeMap::new();
+        for s in &old.segments {
+            layouts.entry((s.node, s.gpu)).or_default().push(Placement { profile: profile(gpu(), s.instance_size), start: s.placement });
+        }
+        for st in &t.steps {
+            let l = layouts.entry((st.node, st.gpu)).or_default();
+            let p = Placement { profile: profile(gpu(), st.size), start: st.placement };
+            match st.action {
+                "create" => l.push(p),
+                "destroy" => l.retain(|x| *x != p),
+                _ => {}
+            }
+            gpu().validate(l).unwrap_or_else(|e| panic!("after {st:?}: {e}"));
+        }
+        // The end is the new map's layout.
+        let mut want: BTreeMap<(u32, u32), Vec<Placement>> = BTreeMap::new();
+        for s in &r.to_map().segments {
+            want.entry((s.node, s.gpu)).or_default().push(Placement { profile: profile(gpu(), s.instance_size), start: s.placement });
+        }
+        layouts.retain(|_, l| !l.is_empty());
+        for l in layouts.values_mut().chain(want.values_mut()) {
+            l.sort_by_key(|p| p.start);
+        }
+        assert_eq!(layouts, want);
+        layouts
+    }
+
+    #[test]
+    fn the_same_rates_change_nothing() {
+        let (p, o) = (profiles(), options());
+        let s = services(&[]);
+        let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        let r = replan(input(&p, &s, &o), &old, 0).unwrap();
+        assert_eq!(r.alternatives[0].changes, 0, "{:?}", r.alternatives);
+        assert_eq!(r.kept.len(), old.segments.len());
+        let mut a = old.segments.clone();
+        let mut b = r.to_map().segments;
+        for v in [&mut a, &mut b] {
+            v.sort_by_key(|x| (x.node, x.gpu, x.placement));
+        }
+        assert_eq!(a, b);
+        let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
+        assert!(t.steps.is_empty(), "{:?}", t.steps);
+    }
+
+    #[test]
+    fn a_replan_keeps_unchanged_segments_in_place_and_uses_the_fewest_gpus() {
+        let (p, o) = (profiles(), options());
+        let s = services(&[]);
+        let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        // c triples.
+        let s2 = services(&[(2, 3.0)]);
+        let fresh = crate::plan(input(&p, &s2, &o)).unwrap();
+        let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        assert_eq!(r.plan.gpus.len(), fresh.gpus.len(), "the plan's GPU count");
+        let map = r.to_map();
+        assert!(map.check_layouts(gpu()).is_empty());
+        // Every segment of the services whose rate did not change and whose mix the plan kept stays.
+        for seg in old.segments.iter().filter(|x| x.service != "c") {
+            let still = map.segments.iter().any(|m| m.service == seg.service && m.node == seg.node && m.gpu == seg.gpu && m.placement == seg.placement);
+            let mix_kept = fresh.to_map().segments.iter().filter(|m| m.service == seg.service && m.instance_size == seg.instance_size).count()
+                >= old.segments.iter().filter(|m| m.service == seg.service && m.instance_size == seg.instance_size).count();
+            if mix_kept {
+                assert!(still, "{} at node {} GPU {} slice {} was moved", seg.service, seg.node, seg.gpu, seg.placement);
+            }
+        }
+        // Capacity covers the new rates.
+        let caps = r.plan.capacities();
+        for (i, sv) in s2.iter().enumerate() {
+            assert!(caps[i] >= sv.rate, "{}: {} < {}", sv.name, caps[i], sv.rate);
+        }
+        let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
+        replay(&old, &r, &t);
+        assert!(r.kept.len() > r.destroyed.len(), "kept {} destroyed {}", r.kept.len(), r.destroyed.len());
+    }
+
+    #[test]
+    fn when_the_load_falls_gpus_are_freed_and_every_service_stays_served() {
+        let (p, o) = (profiles(), options());
+        let s = services(&[(2, 3.0), (4, 2.0)]);
+        let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        let s2 = services(&[]);
+        let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        assert!(r.plan.gpus.len() < r.old_gpus, "{} GPUs, was {}", r.plan.gpus.len(), r.old_gpus);
+        let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
+        replay(&old, &r, &t);
+        for d in &t.services {
+            assert_eq!(d.seconds_unserved, 0.0, "{d:?}");
+            assert!(d.capacity_after >= d.rate, "{d:?}");
+        }
+        // Make before break: no destroy before the last create unless a create needed its slot.
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains("\"action\":\"destroy\""));
+    }
+
+    #[test]
+    fn when_the_load_rises_new_segments_come_up_before_old_ones_go() {
+        let (p, o) = (profiles(), options());
+        let s = services(&[]);
+        let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        let s2 = services(&[(0, 3.0), (1, 3.0), (2, 3.0), (3, 3.0), (4, 3.0), (5, 3.0)]);
+        let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
+        replay(&old, &r, &t);
+        let creates_on_new_gpus = t.steps.iter().take_while(|s| s.action != "drain").filter(|s| s.action == "create").count();
+        assert!(creates_on_new_gpus > 0, "{:?}", t.steps);
+        for d in &t.services {
+            assert_eq!(d.seconds_unserved, 0.0, "{d:?}");
+        }
+        // Timeline: steps in order, each after the one before, the total their sum.
+        let mut at = 0.0;
+        for st in &t.steps {
+            assert!(st.start_s + 1e-9 >= at && st.end_s >= st.start_s, "{st:?}");
+            at = st.end_s;
+        }
+        assert!((t.seconds - at).abs() < 1e-9);
+    }
+
+    #[test]
+    fn extra_gpus_are_taken_only_when_they_save_changes_and_each_choice_is_reported() {
+        let (p, o) = (profiles(), options());
+        let s = services(&[]);
+        let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        let s2 = services(&[(4, 1.5)]);
+        let r0 = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        let r2 = replan(input(&p, &s2, &o), &old, 2).unwrap();
+        assert!(r2.alternatives[0].changes <= r0.alternatives[0].changes);
+        assert!(r2.plan.gpus.len() <= r0.plan.gpus.len() + 2);
+        if r2.plan.gpus.len() > r0.plan.gpus.len() {
+            assert!(r2.alternatives[0].changes < r0.alternatives[0].changes, "{:?}", r2.alternatives);
+        }
+        assert!(r2.alternatives.iter().any(|a| a.gpus == r0.plan.gpus.len()), "{:?}", r2.alternatives);
+    }
+
+    #[test]
+    fn a_running_map_for_another_gpu_type_or_numbering_is_refused() {
+        let (p, o) = (profiles(), options());
+        let s = services(&[]);
+        let mut old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        old.segments[0].gpu_type = Some("h100-80gb".into());
+        let e = replan(input(&p, &s, &o), &old, 0).unwrap_err().to_string();
+        assert!(e.contains("segment 1") && e.contains("GPU type h100-80gb"), "{e}");
+        old.segments[0].gpu_type = None;
+        old.segments[0].gpu = 4;
+        let e = replan(input(&p, &s, &o), &old, 0).unwrap_err().to_string();
+        assert!(e.contains("GPU index 4 is past --gpus-per-node 4"), "{e}");
+    }
+
+    #[test]
+    fn costs_are_read_from_key_value_pairs_and_checked() {
+        let c: Costs = "mig-create=2.5,worker-start=4s".parse().unwrap();
+        assert_eq!(c, Costs { mig_create: 2.5, worker_start: 4.0, ..Costs::default() });
+        for (bad, why) in [("mig-create", "expected KEY=SECONDS"), ("boot=1", "unknown cost \"boot\""), ("mps-start=x", "not a number"), ("mig-destroy=-1", "outside 0..=3600")] {
+            let e = bad.parse::<Costs>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_plan_with_algorithm_parvagpu_replans_too() {
+        let p = profiles();
+        let o = PlanOptions { algorithm: Algorithm::ParvaGpu, ..options() };
+        let s = services(&[]);
+        let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
+        let r = replan(input(&p, &s, &o), &old, 0).unwrap();
+        assert_eq!(r.alternatives[0].changes, 0, "{:?}", r.alternatives);
+    }
+}
