@@ -3,15 +3,60 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use parva_core::sim::{self, SimConfig, SimReport};
+use parva_planner::day::{DayConfig, DayReport, FollowSettings, Policy};
 
 use super::DistributionArg;
 use parva_core::{DeploymentMap, ProfileSet, slo};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["plan", "rates"])))]
 pub struct SimulateArgs {
     /// Deployment map to simulate (parva's or ParvaGPU's CSV).
     #[arg(long = "map", alias = "plan", value_name = "FILE")]
-    plan: PathBuf,
+    plan: Option<PathBuf>,
+    /// A rate trace (`time_s,service,rate`, see the README's "Load that changes over the day"):
+    /// simulate a day of changing load under each --policy, which makes its own plans (needs
+    /// --services or --slo-dir for models and SLOs, and --gpu-type).
+    #[arg(long, value_name = "TRACE", conflicts_with = "plan", requires = "gpu_type")]
+    rates: Option<PathBuf>,
+    /// With --rates: the policies to compare (repeatable or comma-separated): static (one plan
+    /// for every peak), oracle (each piece's own plan, reconfigured for free), follow (parva's
+    /// controller, paying for reconfigurations).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Static, PolicyArg::Oracle, PolicyArg::Follow])]
+    policy: Vec<PolicyArg>,
+    /// With --rates: the GPU type plans are made for.
+    #[arg(long = "gpu-type", value_name = "TYPE")]
+    gpu_type: Option<String>,
+    /// With --rates: seconds between the follow controller's looks at the measured rates.
+    #[arg(long, default_value = "120s", value_parser = parse_seconds)]
+    window: f64,
+    /// With --rates: the follow controller plans this much more than its forecast (0.15 = 15 %).
+    #[arg(long, default_value_t = FollowSettings::default().headroom)]
+    headroom: f64,
+    /// With --rates: a service is planned down only when its forecast falls below (1 - this) x
+    /// its planned rate.
+    #[arg(long, default_value_t = FollowSettings::default().hysteresis)]
+    hysteresis: f64,
+    /// With --rates: weight of the newest window in the follow controller's rate EWMA (1: only
+    /// the last window counts).
+    #[arg(long, default_value_t = FollowSettings::default().ewma)]
+    ewma: f64,
+    /// With --rates: seconds after a change before the next scale-down (scale-ups never wait).
+    #[arg(long, default_value = "900s", value_parser = parse_seconds)]
+    min_interval: f64,
+    /// With --rates: most seconds simulated of each piece of the day (pieces are weighted by
+    /// their length; see the README).
+    #[arg(long, default_value = "20s", value_parser = parse_seconds)]
+    sample: f64,
+    /// With --rates: seconds each reconfiguration step takes (as `parva replan --cost`).
+    #[arg(long, value_name = "KEY=S,...", default_value = "")]
+    cost: parva_planner::replan::Costs,
+    /// With --rates: largest MPS process count per planned segment.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=48))]
+    max_procs: u32,
+    /// With --rates: GPUs per node when numbering the plans.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    gpus_per_node: u32,
     /// Profile tables giving each segment's batch latency.
     #[arg(long, value_name = "DIR")]
     prof_data: PathBuf,
@@ -28,12 +73,14 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N", requires = "slo_dir")]
     slo: Option<usize>,
     /// Seconds of traffic (e.g. 60, 60s, 2m): at most one day, and at most 2e8 expected arrivals
-    /// over all services (Σ rate x rate scale x duration), both checked before the run.
-    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
-    duration: f64,
-    /// Leading seconds not counted in the results.
-    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
-    warmup: f64,
+    /// over all services (Σ rate x rate scale x duration), both checked before the run [default:
+    /// 60s; with --rates, the trace's last change plus --window].
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<f64>,
+    /// Leading seconds not counted in the results (with --rates: of each piece) [default: 5s;
+    /// with --rates, 2s].
+    #[arg(long, value_parser = parse_seconds)]
+    warmup: Option<f64>,
     /// Arrival process of every service.
     #[arg(long, value_enum, default_value_t = DistributionArg::Poisson)]
     distribution: DistributionArg,
@@ -58,7 +105,24 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-/// Parse `60`, `60s`, `1.5s`, `500ms`, `2m` into seconds.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyArg {
+    Static,
+    Oracle,
+    Follow,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Static => Policy::Static,
+            PolicyArg::Oracle => Policy::Oracle,
+            PolicyArg::Follow => Policy::Follow,
+        }
+    }
+}
+
+/// Parse `60`, `60s`, `1.5s`, `500ms`, `2m`, `3h` into seconds.
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let (num, scale) = if let Some(v) = t.strip_suffix("ms") {
@@ -67,27 +131,35 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
         (v, 1.0)
     } else if let Some(v) = t.strip_suffix('m') {
         (v, 60.0)
+    } else if let Some(v) = t.strip_suffix('h') {
+        (v, 3600.0)
     } else {
         (t, 1.0)
     };
     match num.trim().parse::<f64>() {
         Ok(v) if (v * scale).is_finite() && v >= 0.0 => Ok(v * scale),
-        _ => Err(format!("expected a duration like 60s, 500ms or 2m; got {text:?}")),
+        _ => Err(format!("expected a duration like 60s, 500ms, 2m or 3h; got {text:?}")),
     }
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
+    if let Some(trace) = args.rates.clone() {
+        return run_day(args, &trace);
+    }
+    let plan_path = args.plan.clone().unwrap_or_default();
+    let duration = args.duration.unwrap_or(60.0);
+    let warmup = args.warmup.unwrap_or(5.0);
     // Flags first: nothing is read when one is out of its range.
-    parva_core::limits::DURATION_S.check(args.duration).map_err(|rule| anyhow::anyhow!("--duration: {rule}"))?;
+    parva_core::limits::DURATION_S.check(duration).map_err(|rule| anyhow::anyhow!("--duration: {rule}"))?;
     parva_core::limits::RATE_SCALE.check(args.rate_scale).map_err(|rule| anyhow::anyhow!("--rate-scale: {rule}"))?;
-    if args.warmup >= args.duration {
-        anyhow::bail!("--warmup ({}s) must be shorter than --duration ({}s)", args.warmup, args.duration);
+    if warmup >= duration {
+        anyhow::bail!("--warmup ({warmup}s) must be shorter than --duration ({duration}s)");
     }
     if !(args.percentile > 0.0 && args.percentile < 100.0) {
         anyhow::bail!("--percentile must be in (0, 100); got {}", args.percentile);
     }
-    let (map, _) = DeploymentMap::read(&args.plan)?;
+    let (map, _) = DeploymentMap::read(&plan_path)?;
     let profiles = ProfileSet::read_dir(&args.prof_data, None)?;
     let services = match (&args.services, &args.slo_dir, args.slo) {
         (Some(f), _, _) => Some(slo::read_services(f, &profiles)?),
@@ -106,8 +178,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let config = SimConfig {
-        duration_s: args.duration,
-        warmup_s: args.warmup,
+        duration_s: duration,
+        warmup_s: warmup,
         seed: args.seed,
         distribution: args.distribution.into(),
         percentile: args.percentile,
@@ -115,7 +187,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let report = sim::simulate(&map, &profiles, services.as_deref(), &config)
-        .with_context(|| format!("simulating {}", args.plan.display()))?;
+        .with_context(|| format!("simulating {}", plan_path.display()))?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), events = report.events, "simulated");
     if let Some(dir) = &args.out {
         write_outputs(dir, &report)?;
@@ -160,5 +232,165 @@ fn print_table(r: &SimReport) -> Result<(), super::StdoutError> {
         r.config.duration_s,
         r.config.distribution,
         r.config.seed
+    )
+}
+
+/// `simulate --rates`: a day of changing load under each policy.
+fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !(args.percentile > 0.0 && args.percentile < 100.0) {
+        anyhow::bail!("--percentile must be in (0, 100); got {}", args.percentile);
+    }
+    if args.rate_scale != 1.0 {
+        anyhow::bail!("--rate-scale applies to --map; scale the trace's rates instead");
+    }
+    let gpu = parva_core::GpuType::by_id(args.gpu_type.as_deref().unwrap_or_default())?;
+    let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
+    let services = match (&args.services, &args.slo_dir, args.slo) {
+        (Some(f), _, _) => slo::read_services(f, &profiles)?,
+        (None, Some(d), Some(n)) => slo::read_slo_pair(d, n, &profiles)?,
+        _ => anyhow::bail!("--rates needs the services' models and SLOs: give --services FILE, or --slo-dir DIR --slo N"),
+    };
+    let trace = parva_core::trace::RateTrace::read(trace_path, &services)?;
+    let follow = FollowSettings {
+        window_s: args.window,
+        headroom: args.headroom,
+        hysteresis: args.hysteresis,
+        min_interval_s: args.min_interval,
+        ewma: args.ewma,
+    };
+    let config = DayConfig {
+        duration_s: args.duration.unwrap_or(trace.last_change_s() + args.window),
+        sample_s: args.sample,
+        warmup_s: args.warmup.unwrap_or(2.0),
+        seed: args.seed,
+        percentile: args.percentile,
+        follow,
+        costs: args.cost,
+    };
+    let options = parva_planner::PlanOptions {
+        max_procs: args.max_procs,
+        gpus_per_node: args.gpus_per_node,
+        margin: args.margin.unwrap_or(slo::Margin::DEFAULT),
+        ..parva_planner::PlanOptions::default()
+    };
+    let input = parva_planner::PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
+    let mut policies: Vec<Policy> = args.policy.iter().map(|p| Policy::from(*p)).collect();
+    policies.sort();
+    policies.dedup();
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} pieces")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let report = parva_planner::day::simulate_day(input, &trace, &config, &policies, &mut |p, done, total| {
+        bar.set_message(format!("{p:?}").to_lowercase());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("simulating the day of {}", trace_path.display()))?;
+    bar.finish_and_clear();
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), pieces = report.pieces_simulated, "simulated the day");
+    if let Some(dir) = &args.out {
+        write_day(dir, &report)?;
+    }
+    let pass = report.policies.iter().all(|p| p.worst_service_pct >= args.percentile);
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        print_day(&report, started.elapsed().as_secs_f64())?;
+    }
+    Ok(super::exit(pass))
+}
+
+fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut w = csv::Writer::from_path(dir.join("day-pieces.csv"))?;
+    w.write_record(["policy", "start_s", "end_s", "gpus", "transition", "service", "rate", "attainment_pct", "p99_ms"])?;
+    for p in &r.policies {
+        let name = format!("{:?}", p.policy).to_lowercase();
+        for x in &p.pieces {
+            for s in &x.services {
+                w.write_record([
+                    name.clone(),
+                    x.start_s.to_string(),
+                    x.end_s.to_string(),
+                    x.gpus.to_string(),
+                    x.transition.to_string(),
+                    s.service.clone(),
+                    format!("{:.3}", s.rate),
+                    format!("{:.4}", s.attainment_pct),
+                    format!("{:.3}", s.p99_ms),
+                ])?;
+            }
+        }
+    }
+    w.flush()?;
+    std::fs::write(dir.join("day.json"), serde_json::to_string_pretty(r)? + "\n")?;
+    let series: Vec<parva_verify::plot::DaySeries<'_>> = r
+        .policies
+        .iter()
+        .map(|p| parva_verify::plot::DaySeries {
+            name: match p.policy {
+                Policy::Static => "static",
+                Policy::Oracle => "oracle",
+                Policy::Follow => "follow",
+            },
+            gpus: p.pieces.iter().map(|x| (x.start_s, x.end_s, x.gpus as f64)).collect(),
+        })
+        .collect();
+    let demand: Vec<(f64, f64, f64)> = r.policies.first().map(|p| p.pieces.iter().map(|x| (x.start_s, x.end_s, x.demand)).collect()).unwrap_or_default();
+    let svg = parva_verify::plot::day_svg("Demand and GPUs over the day", &demand, &series)?;
+    std::fs::write(dir.join("day.svg"), svg)?;
+    Ok(())
+}
+
+fn print_day(r: &DayReport, wall_s: f64) -> Result<(), super::StdoutError> {
+    outln!(
+        "{:<8} {:>10} {:>9} {:>10} {:>12} {:>8} {:>9} {:>10} {:>13}",
+        "policy", "GPU-hours", "peak GPUs", "in SLO %", "worst svc %", "replans", "created", "destroyed", "transition s"
+    )?;
+    for p in &r.policies {
+        outln!(
+            "{:<8} {:>10.1} {:>9} {:>10.3} {:>12.3} {:>8} {:>9} {:>10} {:>13.0}",
+            format!("{:?}", p.policy).to_lowercase(),
+            p.gpu_hours,
+            p.peak_gpus,
+            p.within_slo_pct,
+            p.worst_service_pct,
+            p.replans,
+            p.instances_created,
+            p.instances_destroyed,
+            p.transition_seconds
+        )?;
+    }
+    let hours = |pol: Policy| r.policies.iter().find(|p| p.policy == pol).map(|p| p.gpu_hours);
+    if let (Some(f), Some(s)) = (hours(Policy::Follow), hours(Policy::Static)) {
+        outln!("follow uses {:.2}x the GPU-hours of static", f / s)?;
+    }
+    if let (Some(f), Some(o)) = (hours(Policy::Follow), hours(Policy::Oracle)) {
+        outln!("follow uses {:.2}x the GPU-hours of oracle", f / o)?;
+    }
+    for p in &r.policies {
+        if let Some(w) = p.services.iter().min_by(|a, b| a.within_slo_pct.total_cmp(&b.within_slo_pct)) {
+            outln!(
+                "{}: worst service {} ({:.3} % within its {} ms SLO; worst piece at {:.0} s: {:.2} %, p99 {:.1} ms)",
+                format!("{:?}", p.policy).to_lowercase(),
+                w.service,
+                w.within_slo_pct,
+                w.slo_ms,
+                w.worst_piece_s,
+                w.worst_attainment_pct,
+                w.worst_p99_ms
+            )?;
+        }
+    }
+    outln!(
+        "{} h of trace, {} pieces simulated ({:.0} s of simulated traffic, at most {} s per piece) in {:.1} s",
+        r.config.duration_s / 3600.0,
+        r.pieces_simulated,
+        r.seconds_simulated,
+        r.config.sample_s,
+        wall_s
     )
 }

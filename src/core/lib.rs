@@ -14,6 +14,7 @@
 //! - [`limits`]: the physical range of every quantity parva reads, and why.
 //! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
 //! - [`sim`]: a discrete-event simulation of a map under the batching policy.
+//! - [`trace`]: rate traces (`time_s,service,rate`), for load that changes over time.
 //! - [`utc`]: UTC timestamps for metadata and report names.
 
 pub mod batching;
@@ -26,6 +27,7 @@ pub mod mig;
 pub mod profile;
 pub mod sim;
 pub mod slo;
+pub mod trace;
 pub mod utc;
 
 pub use deploy::{DeploymentMap, Segment};

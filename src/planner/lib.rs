@@ -17,6 +17,7 @@
 //! `latency_budget` x SLO; the parvagpu algorithm always uses it) or the queueing model.
 
 pub mod cover;
+pub mod day;
 pub mod gpus;
 pub mod optimal;
 pub mod parvagpu;

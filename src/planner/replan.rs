@@ -22,7 +22,7 @@
 //! [`transition`] orders the changes as steps (make before break): every new segment whose slot is
 //! free is created and made ready first; an old segment is drained and destroyed only when all new
 //! segments that fit have been created, and then the one chosen is the one blocking a pending new
-//! segment whose service keeps the most capacity without it; the remaining old segments go last.
+//! segment whose service keeps the largest share of its new rate without it; the remaining old segments go last.
 //! Every intermediate layout is checked legal by the GPU type's rules (the same check as
 //! [`parva_core::mig::GpuType::free_starts`]). Steps run one after another on a timeline given by
 //! [`Costs`]; per service the report gives the lowest capacity during the transition and how long
@@ -470,41 +470,69 @@ fn try_pack(
     let mut gpus: Vec<(u32, GpuState)> = Vec::new();
     let mut kept = Vec::new();
     let mut placed = vec![false; segments.len()];
+    // Per chosen GPU, the running segments it gives up: a new segment placed over one of them
+    // can only start once it is gone (break before make), so free slots are tried first.
+    let mut doomed: Vec<Vec<Placement>> = Vec::new();
     for &(_, id) in chosen {
         let mut state = GpuState::default();
+        let mut gone = Vec::new();
         for &i in &by_gpu[&id] {
             let o = &old[i];
-            let Some(&si) = names.get(o.service.as_str()) else { continue };
-            if let Some(j) = demand.get_mut(&(si, o.size, o.procs)).and_then(Vec::pop) {
-                state.insert(o.start, segments[j].clone());
-                placed[j] = true;
-                kept.push(i);
+            let keep = names.get(o.service.as_str()).and_then(|&si| demand.get_mut(&(si, o.size, o.procs)).and_then(Vec::pop));
+            match keep {
+                Some(j) => {
+                    state.insert(o.start, segments[j].clone());
+                    placed[j] = true;
+                    kept.push(i);
+                }
+                None => gone.push(Placement { profile: profile(gpu, o.size), start: o.start }),
             }
         }
         gpus.push((id, state));
+        doomed.push(gone);
     }
-    // The rest, largest first, into free slots; new GPUs take ids the running map leaves free or
-    // gives up (those not chosen), smallest first.
+    // The rest, largest first: into slots of the chosen GPUs that are free now, then into slots
+    // that free up as their segments go, then onto new GPUs (ids the running map leaves empty,
+    // then those it gives up, then past its last).
     let mut rest: Vec<usize> = (0..segments.len()).filter(|&j| !placed[j]).collect();
     rest.sort_by_key(|&j| (std::cmp::Reverse(segments[j].size), segments[j].service));
     let chosen_ids: Vec<u32> = chosen.iter().map(|c| c.1).collect();
-    let mut next_id = 0u32;
+    let last_old = by_gpu.keys().next_back().copied().unwrap_or(0);
+    let mut fresh: Vec<u32> = (0..=last_old).filter(|i| !by_gpu.contains_key(i)).collect();
+    fresh.extend(by_gpu.keys().filter(|i| !chosen_ids.contains(i)));
+    let mut fresh = fresh.into_iter();
+    let mut next_id = last_old + 1;
     for j in rest {
         let s = &segments[j];
-        let slot = gpus.iter_mut().find_map(|(_, g)| g.free_start(gpu, s.size, &[]).map(|st| (g, st)));
+        let prof = profile(gpu, s.size);
+        let free_now = gpus.iter().zip(&doomed).position(|((_, g), gone)| {
+            let mut layout = g.layout(gpu);
+            layout.extend(gone.iter().copied());
+            !gpu.free_starts(&layout, prof).is_empty()
+        });
+        let slot = match free_now {
+            Some(k) => {
+                let mut layout = gpus[k].1.layout(gpu);
+                layout.extend(doomed[k].iter().copied());
+                gpu.free_starts(&layout, prof).first().map(|st| (k, *st))
+            }
+            None => gpus.iter().enumerate().find_map(|(k, (_, g))| g.free_start(gpu, s.size, &[]).map(|st| (k, st))),
+        };
         match slot {
-            Some((g, st)) => g.insert(st, s.clone()),
+            Some((k, st)) => gpus[k].1.insert(st, s.clone()),
             None => {
                 if gpus.len() >= budget {
                     return None;
                 }
-                while chosen_ids.contains(&next_id) || gpus.iter().any(|(id, _)| *id == next_id) {
+                let id = fresh.next().unwrap_or_else(|| {
                     next_id += 1;
-                }
+                    next_id - 1
+                });
                 let mut g = GpuState::default();
                 let st = g.free_start(gpu, s.size, &[])?;
                 g.insert(st, s.clone());
-                gpus.push((next_id, g));
+                gpus.push((id, g));
+                doomed.push(by_gpu.get(&id).map(|v| v.iter().map(|&i| Placement { profile: profile(gpu, old[i].size), start: old[i].start }).collect()).unwrap_or_default());
             }
         }
     }
@@ -682,43 +710,44 @@ pub fn transition(r: &Replan, gpu: &GpuType, per_node: u32, costs: Costs, drain_
     }
     let create_s = costs.mig_create + costs.mps_start + costs.worker_start;
     loop {
-        // Make: every pending segment whose slot is free now.
-        let mut made = false;
-        for (&gid, list) in pending.iter_mut() {
-            let mut i = 0;
-            while i < list.len() {
-                let c = list[i];
-                let prof = profile(gpu, c.size);
-                if gpu.free_starts(&fleet.layout(gid), prof).contains(&c.placement) {
-                    let place = Placement { profile: prof, start: c.placement };
-                    timeline.push((t, t + create_s, fleet.capacity.clone()));
-                    steps.push(step("create", gid, place, &c.service, c.procs, c.batch, t, t + create_s));
-                    t += create_s;
-                    let si = index[c.service.as_str()];
-                    fleet.capacity[si] += c.capacity;
-                    fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
-                    list.swap_remove(i);
-                    made = true;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        pending.retain(|_, l| !l.is_empty());
-        if made {
+        // Make: of the pending segments whose slot is free now, the one whose service has the
+        // least of its new rate ready goes first (a starved service is served again soonest).
+        let share = |fleet: &Fleet, si: usize| if rates[si] > 0.0 { fleet.capacity[si] / rates[si] } else { f64::INFINITY };
+        let next = pending
+            .iter()
+            .flat_map(|(&gid, list)| list.iter().enumerate().map(move |(i, c)| (gid, i, *c)))
+            .filter(|(gid, _, c)| gpu.free_starts(&fleet.layout(*gid), profile(gpu, c.size)).contains(&c.placement))
+            .min_by(|a, b| share(&fleet, index[a.2.service.as_str()]).total_cmp(&share(&fleet, index[b.2.service.as_str()])))
+            .map(|(gid, i, _)| (gid, i));
+        if let Some((gid, i)) = next {
+            let c = pending.get_mut(&gid).map(|l| l.swap_remove(i)).expect("the pending segment just found");
+            let place = Placement { profile: profile(gpu, c.size), start: c.placement };
+            timeline.push((t, t + create_s, fleet.capacity.clone()));
+            steps.push(step("create", gid, place, &c.service, c.procs, c.batch, t, t + create_s));
+            t += create_s;
+            let si = index[c.service.as_str()];
+            fleet.capacity[si] += c.capacity;
+            fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
+            pending.retain(|_, l| !l.is_empty());
             continue;
         }
         if pending.is_empty() {
             break;
         }
-        // Break: an old segment on a GPU with a pending one; the one whose service keeps most without it.
+        // Break: an old segment on a GPU with a pending one: the one whose service keeps the
+        // largest share of its new rate without it (all of it counts the same), then one whose
+        // own service's new segment waits on that GPU (its gap is then one destroy and create).
+        let own = |gid: u32, x: &Live| pending.get(&gid).is_some_and(|l| l.iter().any(|c| index[c.service.as_str()] == x.service));
         let victim = pending
             .keys()
             .filter_map(|gid| fleet.gpus.get(gid).map(|l| (gid, l)))
             .flat_map(|(gid, l)| l.iter().enumerate().filter(|(_, x)| x.doomed).map(move |(at, x)| (*gid, at, x)))
             .max_by(|a, b| {
-                let left = |x: &Live| fleet.capacity[x.service] - x.capacity;
-                left(a.2).total_cmp(&left(b.2))
+                let left = |x: &Live| {
+                    let rate = rates[x.service];
+                    if rate > 0.0 { ((fleet.capacity[x.service] - x.capacity) / rate).min(1.0) } else { 1.0 }
+                };
+                left(a.2).total_cmp(&left(b.2)).then(own(a.0, a.2).cmp(&own(b.0, b.2)))
             })
             .map(|(gid, at, x)| (gid, at, x.clone()));
         let Some((gid, at, v)) = victim else {

@@ -122,6 +122,63 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
     Ok(svg)
 }
 
+/// One policy's GPUs over time: `(from s, to s, GPUs)` steps.
+pub struct DaySeries<'a> {
+    pub name: &'a str,
+    pub gpus: Vec<(f64, f64, f64)>,
+}
+
+/// The day plot of `parva simulate --rates` (`day.svg`): the total demand (requests/s, thick grey
+/// line, right axis) and each policy's GPUs (steps, left axis) over hours.
+pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]) -> Result<String, VerifyError> {
+    let end_h = demand.iter().chain(series.iter().flat_map(|s| s.gpus.iter())).map(|p| p.1 / 3600.0).fold(0.0f64, f64::max).max(1e-3);
+    let max_gpus = series.iter().flat_map(|s| s.gpus.iter().map(|p| p.2)).fold(1.0f64, f64::max) * 1.1;
+    let max_demand = demand.iter().map(|p| p.2).fold(1.0f64, f64::max) * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot_area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .right_y_label_area_size(64)
+            .build_cartesian_2d(0.0..end_h, 0.0..max_gpus)
+            .map_err(plot_err)?
+            .set_secondary_coord(0.0..end_h, 0.0..max_demand);
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc("hours")
+            .y_desc("GPUs")
+            .draw()
+            .map_err(plot_err)?;
+        chart.configure_secondary_axes().y_desc("demand (requests/s)").draw().map_err(plot_err)?;
+        let grey = RGBColor(150, 150, 150);
+        let steps = |pts: &[(f64, f64, f64)]| -> Vec<(f64, f64)> {
+            pts.iter().flat_map(|&(a, b, v)| [(a / 3600.0, v), (b / 3600.0, v)]).collect()
+        };
+        chart
+            .draw_secondary_series(LineSeries::new(steps(demand), grey.stroke_width(3)))
+            .map_err(plot_err)?;
+        let font = ("sans-serif", 13).into_font();
+        let entry = |row: usize| 40 + 18 * row as i32;
+        legend_area.draw(&PathElement::new([(8, entry(0)), (28, entry(0))], grey.stroke_width(3))).map_err(plot_err)?;
+        legend_area.draw(&Text::new("demand (right axis)", (34, entry(0) - 7), font.clone())).map_err(plot_err)?;
+        for (i, s) in series.iter().enumerate() {
+            let c = color(i);
+            chart.draw_series(LineSeries::new(steps(&s.gpus), c.stroke_width(2))).map_err(plot_err)?;
+            let y = entry(i + 1);
+            legend_area.draw(&PathElement::new([(8, y), (28, y)], c.stroke_width(2))).map_err(plot_err)?;
+            legend_area.draw(&Text::new(format!("{} GPUs", s.name), (34, y - 7), font.clone())).map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +230,20 @@ mod tests {
         // The three failing services (0, 4, 8) are crossed and named FAIL.
         assert_eq!(svg.matches(": FAIL").count(), 3);
         assert_eq!(svg.matches("fill=\"#FF0000\"").count(), 3, "failing services' legend entries in red");
+    }
+
+    #[test]
+    fn the_day_plot_draws_demand_and_every_policy() {
+        let demand = [(0.0, 3600.0, 100.0), (3600.0, 7200.0, 300.0)];
+        let series = [
+            DaySeries { name: "static", gpus: vec![(0.0, 7200.0, 6.0)] },
+            DaySeries { name: "follow", gpus: vec![(0.0, 3600.0, 2.0), (3600.0, 7200.0, 6.0)] },
+        ];
+        let svg = day_svg("day", &demand, &series).unwrap();
+        for want in ["static GPUs", "follow GPUs", "demand (right axis)", "hours", "demand (requests/s)"] {
+            assert!(svg.contains(want), "{want} missing");
+        }
+        assert!(svg.matches("<polyline").count() >= 2);
     }
 
     #[test]

@@ -1,0 +1,628 @@
+//! Load that changes over time, in simulation: `parva simulate --rates TRACE --policy ...`.
+//!
+//! Each policy makes its own plans for a [`RateTrace`] and the simulator replays Poisson arrivals
+//! at the trace's rates against them:
+//!
+//! - [`Policy::Static`]: one plan for every service's peak rate over the whole trace (ParvaGPU).
+//! - [`Policy::Oracle`]: the fewest-GPU plan of each piece of the trace, known in advance and
+//!   reconfigured for free: a lower bound on GPU-hours.
+//! - [`Policy::Follow`]: parva's controller. Every `window` seconds it sees the average rate of
+//!   each service over the window that just ended (only the past), keeps an EWMA, and forecasts
+//!   `max(last, EWMA) x (1 + headroom)`. A service whose forecast exceeds the rate the running
+//!   plan was made for it is planned for its forecast at once; one whose forecast falls below
+//!   `(1 - hysteresis)` times it is, no sooner than `min_interval` after the last change; the
+//!   others keep their planned rate. When any changes, it re-plans with [`crate::replan::replan`]
+//!   (fewest GPUs, then fewest changes) and pays the transition: for its length
+//!   ([`crate::replan::transition`] under the given costs) only the segments that serve
+//!   moment of it take requests (the kept ones, the old ones not drained yet and the new ones
+//!   ready, as its steps say), and the GPUs of both maps count.
+//!
+//! **Sampling.** A day at thousands of requests a second is hundreds of millions of arrivals; the
+//! day is cut into *pieces* (between the trace's change points, the controller's ticks and the
+//! transitions' ends), and each piece is simulated for at most `sample` seconds (after `warmup`
+//! seconds of the same load, not counted) at its constant rates, starting from empty queues. Every
+//! figure is then weighted by the piece's length: a service's share of requests within its SLO is
+//! `Σ attainment x rate x length / Σ rate x length`. A piece with rate but no segment for a
+//! service counts all its requests as missed.
+
+use std::collections::BTreeMap;
+
+use parva_core::DeploymentMap;
+use parva_core::sim::{self, SimConfig};
+use parva_core::slo::Service;
+use parva_core::trace::RateTrace;
+
+use crate::replan::{self, Costs};
+use crate::{PlanError, PlanInput};
+
+/// Which plans a day is served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Static,
+    Oracle,
+    Follow,
+}
+
+/// The follow controller's settings.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct FollowSettings {
+    /// Seconds between the controller's looks at the measured rates.
+    pub window_s: f64,
+    /// Forecasts are planned with this much more rate (0.2 = 20 %).
+    pub headroom: f64,
+    /// Scale down only when every forecast is below `(1 - hysteresis)` x the planned rate.
+    pub hysteresis: f64,
+    /// Seconds after a change before the next scale-down (scale-ups never wait).
+    pub min_interval_s: f64,
+    /// Weight of the newest window in the rate EWMA.
+    pub ewma: f64,
+}
+
+impl Default for FollowSettings {
+    fn default() -> Self {
+        FollowSettings { window_s: 120.0, headroom: 0.15, hysteresis: 0.25, min_interval_s: 900.0, ewma: 0.5 }
+    }
+}
+
+/// Settings of a day simulation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DayConfig {
+    /// Seconds of the trace simulated, from 0.
+    pub duration_s: f64,
+    /// Most seconds simulated per piece, and the uncounted warm-up before them.
+    pub sample_s: f64,
+    pub warmup_s: f64,
+    pub seed: u64,
+    pub percentile: f64,
+    pub follow: FollowSettings,
+    pub costs: Costs,
+}
+
+/// Why a day cannot be simulated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DayError {
+    #[error("planning for the rates at {at_s} s: {source}")]
+    Plan { at_s: f64, source: PlanError },
+    #[error("re-planning at {at_s} s: {source}")]
+    Replan { at_s: f64, source: replan::ReplanError },
+    #[error("simulating the piece at {at_s} s: {source}")]
+    Sim { at_s: f64, source: sim::SimError },
+    #[error("{what}: {rule}")]
+    Invalid { what: String, rule: String },
+}
+
+/// One piece of the day as a policy served it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Piece {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// GPUs in use (during a transition, those of both maps).
+    pub gpus: usize,
+    /// Whether a transition was under way (fewer segments serving).
+    pub transition: bool,
+    /// Total offered rate, requests/s.
+    pub demand: f64,
+    /// Share of the piece's requests within their SLO, percent (all services).
+    pub attainment_pct: f64,
+    /// The service with the lowest attainment in the piece, and its attainment and p99.
+    pub worst_service: String,
+    pub worst_attainment_pct: f64,
+    pub worst_p99_ms: f64,
+    /// Every service with a rate in the piece.
+    pub services: Vec<PieceService>,
+}
+
+/// One service in one piece.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PieceService {
+    pub service: String,
+    pub rate: f64,
+    /// Share of its requests within the SLO, percent (0 with no segment serving it).
+    pub attainment_pct: f64,
+    /// p99 latency, ms (-1 with no segment serving it).
+    pub p99_ms: f64,
+}
+
+/// One service over the day.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceDay {
+    pub service: String,
+    pub slo_ms: f64,
+    /// Requests over the day (the trace's rate integrated).
+    pub requests: f64,
+    /// Share of them within the SLO, percent.
+    pub within_slo_pct: f64,
+    /// The piece where it fared worst: its start, attainment and p99.
+    pub worst_piece_s: f64,
+    pub worst_attainment_pct: f64,
+    pub worst_p99_ms: f64,
+}
+
+/// A policy's day.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PolicyDay {
+    pub policy: Policy,
+    pub gpu_hours: f64,
+    /// Most GPUs at any time.
+    pub peak_gpus: usize,
+    pub requests: f64,
+    pub within_slo_pct: f64,
+    /// The lowest share within the SLO of any service over the day.
+    pub worst_service_pct: f64,
+    pub replans: usize,
+    pub instances_created: usize,
+    pub instances_destroyed: usize,
+    pub workers_started: u32,
+    pub workers_stopped: u32,
+    /// Seconds during transitions (fewer segments serving).
+    pub transition_seconds: f64,
+    pub services: Vec<ServiceDay>,
+    pub pieces: Vec<Piece>,
+}
+
+/// The report of a day simulation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DayReport {
+    pub config: DayConfig,
+    pub policies: Vec<PolicyDay>,
+    /// Pieces simulated and seconds simulated, over all policies.
+    pub pieces_simulated: usize,
+    pub seconds_simulated: f64,
+}
+
+/// A map in effect over `[start, end)`, with the GPUs it counts and whether it is a transition.
+struct Span {
+    start: f64,
+    end: f64,
+    map: DeploymentMap,
+    gpus: usize,
+    transition: bool,
+}
+
+/// Simulate the trace under each policy. `input.services` gives every service's model and SLO
+/// (its rate is the trace's); `progress` is called after each piece with (done, total) of the
+/// current policy.
+pub fn simulate_day(
+    input: PlanInput<'_>,
+    trace: &RateTrace,
+    config: &DayConfig,
+    policies: &[Policy],
+    progress: &mut dyn FnMut(Policy, usize, usize),
+) -> Result<DayReport, DayError> {
+    check(config)?;
+    let mut out = Vec::new();
+    let (mut pieces_simulated, mut seconds_simulated) = (0usize, 0.0f64);
+    for &policy in policies {
+        let (spans, stats) = match policy {
+            Policy::Static => static_spans(&input, trace, config)?,
+            Policy::Oracle => oracle_spans(&input, trace, config)?,
+            Policy::Follow => follow_spans(&input, trace, config)?,
+        };
+        let day = serve(policy, &input, trace, config, &spans, stats, &mut |d, t| progress(policy, d, t))?;
+        pieces_simulated += day.pieces.len();
+        seconds_simulated += day.pieces.iter().map(|p| (p.end_s - p.start_s).min(config.sample_s)).sum::<f64>();
+        out.push(day);
+    }
+    Ok(DayReport { config: config.clone(), policies: out, pieces_simulated, seconds_simulated })
+}
+
+fn check(c: &DayConfig) -> Result<(), DayError> {
+    let bad = |what: &str, rule: String| Err(DayError::Invalid { what: what.into(), rule });
+    if !(c.duration_s.is_finite() && c.duration_s > 0.0 && c.duration_s <= parva_core::trace::TRACE_TIME_S.max) {
+        return bad("--duration", format!("must be in (0, {}] s, found {}", parva_core::trace::TRACE_TIME_S.max, c.duration_s));
+    }
+    if !(c.sample_s.is_finite() && c.sample_s >= 1.0 && c.sample_s <= 3600.0) {
+        return bad("--sample", format!("must be in [1, 3600] s, found {}", c.sample_s));
+    }
+    if !(c.warmup_s.is_finite() && c.warmup_s >= 0.0 && c.warmup_s <= 600.0) {
+        return bad("--warmup", format!("must be in [0, 600] s, found {}", c.warmup_s));
+    }
+    let f = &c.follow;
+    if !(f.window_s.is_finite() && f.window_s >= 10.0 && f.window_s <= 86_400.0) {
+        return bad("--window", format!("must be in [10, 86400] s, found {}", f.window_s));
+    }
+    if !(f.headroom.is_finite() && (0.0..=4.0).contains(&f.headroom)) {
+        return bad("--headroom", format!("must be in [0, 4] (a fraction), found {}", f.headroom));
+    }
+    if !(f.hysteresis.is_finite() && (0.0..1.0).contains(&f.hysteresis)) {
+        return bad("--hysteresis", format!("must be in [0, 1) (a fraction), found {}", f.hysteresis));
+    }
+    if !(f.min_interval_s.is_finite() && (0.0..=86_400.0).contains(&f.min_interval_s)) {
+        return bad("--min-interval", format!("must be in [0, 86400] s, found {}", f.min_interval_s));
+    }
+    if !(f.ewma.is_finite() && f.ewma > 0.0 && f.ewma <= 1.0) {
+        return bad("EWMA weight", format!("must be in (0, 1], found {}", f.ewma));
+    }
+    Ok(())
+}
+
+/// Counts of a policy's reconfigurations.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    replans: usize,
+    created: usize,
+    destroyed: usize,
+    started: u32,
+    stopped: u32,
+}
+
+/// The services with the given rates.
+fn at_rates(services: &[Service], rate: &dyn Fn(&Service) -> f64) -> Vec<Service> {
+    services.iter().map(|s| Service { rate: rate(s), ..s.clone() }).collect()
+}
+
+fn plan_map(input: &PlanInput<'_>, services: &[Service], at_s: f64) -> Result<DeploymentMap, DayError> {
+    let plan = crate::plan(PlanInput { services, ..*input }).map_err(|source| DayError::Plan { at_s, source })?;
+    Ok(plan.to_map())
+}
+
+fn static_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
+    let peak = at_rates(input.services, &|s| trace.peak(&s.name, 0.0, c.duration_s));
+    let map = plan_map(input, &peak, 0.0)?;
+    let gpus = map.gpu_count();
+    Ok((vec![Span { start: 0.0, end: c.duration_s, map, gpus, transition: false }], Stats::default()))
+}
+
+fn oracle_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
+    let mut cuts: Vec<f64> = trace.breakpoints().into_iter().filter(|t| *t < c.duration_s).collect();
+    cuts.push(c.duration_s);
+    let mut cache: BTreeMap<Vec<u64>, DeploymentMap> = BTreeMap::new();
+    let mut spans = Vec::new();
+    for w in cuts.windows(2) {
+        let rates = at_rates(input.services, &|s| trace.rate(&s.name, w[0]));
+        let key: Vec<u64> = rates.iter().map(|s| s.rate.to_bits()).collect();
+        let map = match cache.get(&key) {
+            Some(m) => m.clone(),
+            None => {
+                let m = plan_map(input, &rates, w[0])?;
+                cache.insert(key, m.clone());
+                m
+            }
+        };
+        let gpus = map.gpu_count();
+        spans.push(Span { start: w[0], end: w[1], map, gpus, transition: false });
+    }
+    Ok((spans, Stats::default()))
+}
+
+fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
+    let f = c.follow;
+    let names: Vec<&str> = input.services.iter().map(|s| s.name.as_str()).collect();
+    // Start: planned for the first rates with headroom (a node deployed for what it serves now).
+    let mut ewma: Vec<f64> = names.iter().map(|n| trace.rate(n, 0.0)).collect();
+    let mut planned: Vec<f64> = ewma.iter().map(|r| r * (1.0 + f.headroom)).collect();
+    let first = at_rates(input.services, &|s| planned[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
+    let mut map = plan_map(input, &first, 0.0)?;
+    let mut stats = Stats::default();
+    let mut spans = Vec::new();
+    let (mut t, mut last_change) = (0.0f64, f64::NEG_INFINITY);
+    let per_node = input.options.gpus_per_node.max(1);
+    while t < c.duration_s {
+        let tick = (t + f.window_s).min(c.duration_s);
+        spans.push(Span { start: t, end: tick, gpus: map.gpu_count(), map: map.clone(), transition: false });
+        t = tick;
+        if t >= c.duration_s {
+            break;
+        }
+        // What the controller saw over the window that ended, and its forecast.
+        let seen: Vec<f64> = names.iter().map(|n| trace.average(n, t - f.window_s, t)).collect();
+        for (e, s) in ewma.iter_mut().zip(&seen) {
+            *e += f.ewma * (s - *e);
+        }
+        let forecast: Vec<f64> = seen.iter().zip(&ewma).map(|(s, e)| s.max(*e) * (1.0 + f.headroom)).collect();
+        // Per service: up at once when the forecast passes the planned rate; down only past the
+        // hysteresis band and the minimum interval; otherwise the planned rate stays.
+        let may_down = t - last_change >= f.min_interval_s;
+        let target: Vec<f64> = forecast
+            .iter()
+            .zip(&planned)
+            .map(|(fc, p)| if *fc > *p || (may_down && *fc < p * (1.0 - f.hysteresis)) { *fc } else { *p })
+            .collect();
+        if target == planned {
+            continue;
+        }
+        let services = at_rates(input.services, &|s| target[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
+        let r = replan::replan(PlanInput { services: &services, ..*input }, &map, 0)
+            .map_err(|source| DayError::Replan { at_s: t, source })?;
+        let new_map = r.to_map();
+        if r.created.is_empty() && r.destroyed.is_empty() {
+            planned = target;
+            if r.kept.iter().any(|k| k.old_batch != k.new_batch) {
+                map = new_map;
+            }
+            continue;
+        }
+        let slo_s: BTreeMap<&str, f64> = input.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
+        let tr = replan::transition(&r, input.gpu, per_node, c.costs, &|n| slo_s.get(n).copied().unwrap_or(0.0));
+        for d in tr.services.iter().filter(|d| d.seconds_unserved > 0.0) {
+            tracing::debug!(at_s = t, service = %d.service, seconds = d.seconds_unserved, why = ?d.why, "a service has no ready process during a transition");
+        }
+        tracing::debug!(at_s = t, created = r.created.len(), destroyed = r.destroyed.len(), seconds = tr.seconds, "re-planned");
+        let (started, stopped) = r.workers();
+        stats.replans += 1;
+        stats.created += r.created.len();
+        stats.destroyed += r.destroyed.len();
+        stats.started += started;
+        stats.stopped += stopped;
+        // During the transition: at each moment, the kept segments, the old ones not drained
+        // yet and the new ones ready; a span per change of that set.
+        let key = |n: u32, g: u32, p: u8| (n, g, p);
+        let kept: std::collections::BTreeSet<(u32, u32, u8)> = r.kept.iter().map(|k| key(k.node, k.gpu, k.placement)).collect();
+        let drain_at: BTreeMap<(u32, u32, u8), f64> =
+            tr.steps.iter().filter(|s| s.action == "drain").map(|s| (key(s.node, s.gpu, s.placement), s.start_s)).collect();
+        let ready_at: BTreeMap<(u32, u32, u8), f64> =
+            tr.steps.iter().filter(|s| s.action == "create").map(|s| (key(s.node, s.gpu, s.placement), s.end_s)).collect();
+        let mut cuts: Vec<f64> = drain_at.values().chain(ready_at.values()).copied().filter(|x| *x > 0.0 && *x < tr.seconds).collect();
+        cuts.push(0.0);
+        cuts.push(tr.seconds);
+        cuts.sort_by(f64::total_cmp);
+        cuts.dedup();
+        let both: std::collections::BTreeSet<(u32, u32)> =
+            map.segments.iter().chain(&new_map.segments).map(|s| (s.node, s.gpu)).collect();
+        for w in cuts.windows(2) {
+            let (from, to) = ((t + w[0]).min(c.duration_s), (t + w[1]).min(c.duration_s));
+            if to <= from {
+                continue;
+            }
+            let mid = 0.5 * (w[0] + w[1]);
+            let mut during = DeploymentMap { segments: Vec::new() };
+            for seg in &new_map.segments {
+                let k = key(seg.node, seg.gpu, seg.placement);
+                if kept.contains(&k) || ready_at.get(&k).is_some_and(|at| *at <= mid) {
+                    during.segments.push(seg.clone());
+                }
+            }
+            for seg in &map.segments {
+                let k = key(seg.node, seg.gpu, seg.placement);
+                if !kept.contains(&k) && drain_at.get(&k).is_none_or(|at| *at > mid) {
+                    during.segments.push(seg.clone());
+                }
+            }
+            spans.push(Span { start: from, end: to, map: during, gpus: both.len(), transition: true });
+        }
+        let end = (t + tr.seconds).min(c.duration_s);
+        t = end;
+        map = new_map;
+        planned = target;
+        last_change = t;
+    }
+    Ok((spans, stats))
+}
+
+/// Simulate every piece of `spans` (cut further at the trace's change points).
+fn serve(
+    policy: Policy,
+    input: &PlanInput<'_>,
+    trace: &RateTrace,
+    c: &DayConfig,
+    spans: &[Span],
+    stats: Stats,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PolicyDay, DayError> {
+    let breaks = trace.breakpoints();
+    let mut jobs: Vec<(usize, f64, f64)> = Vec::new();
+    for (i, sp) in spans.iter().enumerate() {
+        let mut cuts: Vec<f64> = breaks.iter().copied().filter(|b| *b > sp.start && *b < sp.end).collect();
+        cuts.insert(0, sp.start);
+        cuts.push(sp.end);
+        for w in cuts.windows(2) {
+            if w[1] > w[0] {
+                jobs.push((i, w[0], w[1]));
+            }
+        }
+    }
+    let n = input.services.len();
+    let (mut within, mut total) = (vec![0.0; n], vec![0.0; n]);
+    let mut worst: Vec<(f64, f64, f64)> = vec![(0.0, f64::INFINITY, 0.0); n]; // (start, attainment, p99)
+    let mut pieces = Vec::with_capacity(jobs.len());
+    let (mut gpu_seconds, mut peak_gpus, mut transition_seconds) = (0.0, 0usize, 0.0);
+    for (done, &(i, a, b)) in jobs.iter().enumerate() {
+        let sp = &spans[i];
+        let len = b - a;
+        let rates = at_rates(input.services, &|s| trace.rate(&s.name, a));
+        let served: std::collections::BTreeSet<&str> = sp.map.segments.iter().map(|s| s.service.as_str()).collect();
+        let sample = len.min(c.sample_s);
+        // The simulator needs a positive rate per served service; a rate of 0 gets no arrivals.
+        let list: Vec<Service> = rates.iter().map(|s| Service { rate: s.rate.max(1e-6), ..s.clone() }).collect();
+        let seed = c.seed ^ (done as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let cfg = SimConfig { duration_s: c.warmup_s + sample, warmup_s: c.warmup_s, seed, percentile: c.percentile, ..SimConfig::default() };
+        let report = if served.is_empty() {
+            None
+        } else {
+            Some(sim::simulate(&sp.map, input.profiles, Some(&list), &cfg).map_err(|source| DayError::Sim { at_s: a, source })?)
+        };
+        let (mut p_within, mut p_total) = (0.0, 0.0);
+        let mut p_worst = (String::new(), 100.0f64, 0.0f64);
+        let mut p_services = Vec::new();
+        for (si, s) in rates.iter().enumerate() {
+            if s.rate <= 0.0 {
+                continue;
+            }
+            let (att, p99) = match report.as_ref().and_then(|r| r.services.iter().find(|x| x.service == s.name)) {
+                Some(x) => (x.attainment_pct, x.p99_ms),
+                None => (0.0, f64::INFINITY),
+            };
+            p_services.push(PieceService { service: s.name.clone(), rate: s.rate, attainment_pct: att, p99_ms: finite(p99) });
+            let req = s.rate * len;
+            within[si] += att / 100.0 * req;
+            total[si] += req;
+            p_within += att / 100.0 * req;
+            p_total += req;
+            if att < worst[si].1 {
+                worst[si] = (a, att, p99);
+            }
+            if att < p_worst.1 || p_worst.0.is_empty() {
+                p_worst = (s.name.clone(), att, p99);
+            }
+        }
+        gpu_seconds += sp.gpus as f64 * len;
+        peak_gpus = peak_gpus.max(sp.gpus);
+        if sp.transition {
+            transition_seconds += len;
+        }
+        pieces.push(Piece {
+            start_s: a,
+            end_s: b,
+            gpus: sp.gpus,
+            transition: sp.transition,
+            demand: rates.iter().map(|s| s.rate).sum(),
+            attainment_pct: if p_total > 0.0 { 100.0 * p_within / p_total } else { 100.0 },
+            worst_service: p_worst.0,
+            worst_attainment_pct: p_worst.1,
+            worst_p99_ms: finite(p_worst.2),
+            services: p_services,
+        });
+        progress(done + 1, jobs.len());
+    }
+    let services: Vec<ServiceDay> = input
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ServiceDay {
+            service: s.name.clone(),
+            slo_ms: s.slo_ms,
+            requests: total[i],
+            within_slo_pct: if total[i] > 0.0 { 100.0 * within[i] / total[i] } else { 100.0 },
+            worst_piece_s: worst[i].0,
+            worst_attainment_pct: worst[i].1.min(100.0),
+            worst_p99_ms: finite(worst[i].2),
+        })
+        .collect();
+    let requests: f64 = total.iter().sum();
+    Ok(PolicyDay {
+        policy,
+        gpu_hours: gpu_seconds / 3600.0,
+        peak_gpus,
+        requests,
+        within_slo_pct: if requests > 0.0 { 100.0 * within.iter().sum::<f64>() / requests } else { 100.0 },
+        worst_service_pct: services.iter().map(|s| s.within_slo_pct).fold(100.0, f64::min),
+        replans: stats.replans,
+        instances_created: stats.created,
+        instances_destroyed: stats.destroyed,
+        workers_started: stats.started,
+        workers_stopped: stats.stopped,
+        transition_seconds,
+        services,
+        pieces,
+    })
+}
+
+/// JSON has no infinity: a service with no segment reports a p99 of -1.
+fn finite(x: f64) -> f64 {
+    if x.is_finite() { x } else { -1.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PlanOptions;
+    use parva_core::profile::ModelProfile;
+    use parva_core::{GpuType, ProfileSet};
+    use std::path::Path;
+
+    /// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8.
+    fn profiles() -> ProfileSet {
+        let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+        for size in [1u8, 2, 3, 4, 7] {
+            for b in [1u32, 2, 4, 8] {
+                let lat = (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8);
+                text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+            }
+        }
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
+    }
+
+    fn services() -> Vec<Service> {
+        ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 5000.0, slo_ms: 50.0 }).collect()
+    }
+
+    /// `a` and `b` at 5000/s, `a` at 15000/s from 1800 s to 3600 s, back to 5000/s until 7200 s.
+    fn trace(s: &[Service]) -> RateTrace {
+        let text = "time_s,service,rate\n0,a,5000\n0,b,5000\n1800,a,15000\n3600,a,5000\n";
+        RateTrace::read_from(text.as_bytes(), Path::new("t.csv"), s).unwrap()
+    }
+
+    fn config() -> DayConfig {
+        DayConfig {
+            duration_s: 7200.0,
+            sample_s: 2.0,
+            warmup_s: 0.5,
+            seed: 1,
+            percentile: 99.0,
+            follow: FollowSettings { window_s: 300.0, min_interval_s: 600.0, ..FollowSettings::default() },
+            costs: Costs::default(),
+        }
+    }
+
+    fn run(policies: &[Policy], config: &DayConfig) -> DayReport {
+        let (p, s) = (profiles(), services());
+        let options = PlanOptions::default();
+        let input = PlanInput { gpu: GpuType::by_id("a100-80gb").unwrap(), profiles: &p, services: &s, options: &options };
+        simulate_day(input, &trace(&s), config, policies, &mut |_, _, _| {}).unwrap()
+    }
+
+    #[test]
+    fn static_plans_for_the_peak_oracle_for_each_piece_and_follow_in_between() {
+        let r = run(&[Policy::Static, Policy::Oracle, Policy::Follow], &config());
+        let [st, or, fo] = [0, 1, 2].map(|i| &r.policies[i]);
+        // Static: one plan, its GPUs all day.
+        assert!((st.gpu_hours - st.peak_gpus as f64 * 2.0).abs() < 1e-9, "{}", st.gpu_hours);
+        assert_eq!(st.replans, 0);
+        // Oracle: fewer GPU-hours (the peak lasts half an hour of two), never more GPUs.
+        assert!(or.gpu_hours < st.gpu_hours && or.peak_gpus <= st.peak_gpus, "{} {}", or.gpu_hours, st.gpu_hours);
+        // Follow: reconfigures up and back down, sits between the two, keeps the SLOs but for the
+        // window it takes to see the rise.
+        assert!(fo.replans >= 2 && fo.instances_created > 0 && fo.instances_destroyed > 0, "{fo:?}");
+        assert!(fo.gpu_hours < st.gpu_hours && fo.gpu_hours >= or.gpu_hours, "{} {} {}", fo.gpu_hours, or.gpu_hours, st.gpu_hours);
+        for p in [st, or] {
+            assert!(p.worst_service_pct >= 99.0, "{:?}: {}", p.policy, p.worst_service_pct);
+        }
+        assert!(fo.services.iter().find(|s| s.service == "b").unwrap().within_slo_pct >= 99.0);
+        // Requests: the trace integrated (a: 5000 x 5400 + 15000 x 1800, b: 5000 x 7200).
+        for p in [st, or, fo] {
+            assert!((p.requests - (27e6 + 27e6 + 36e6)).abs() < 1.0, "{}", p.requests);
+        }
+        // Pieces cover the day without gaps, in order.
+        for p in [st, or, fo] {
+            let mut at = 0.0;
+            for x in &p.pieces {
+                assert!((x.start_s - at).abs() < 1e-6 && x.end_s > x.start_s, "{:?} {x:?}", p.policy);
+                at = x.end_s;
+            }
+            assert!((at - 7200.0).abs() < 1e-6);
+        }
+        assert!(fo.transition_seconds > 0.0 && fo.pieces.iter().any(|x| x.transition));
+    }
+
+    #[test]
+    fn follow_sees_only_the_past_the_rise_is_missed_for_one_window_at_most() {
+        let r = run(&[Policy::Follow], &config());
+        let fo = &r.policies[0];
+        let a = |at: f64| fo.pieces.iter().find(|x| x.start_s <= at && at < x.end_s).unwrap().services.iter().find(|s| s.service == "a").unwrap().clone();
+        // The first window of the rise runs on the old plan; a window later the new one serves.
+        assert_eq!(a(1800.0).rate, 15000.0);
+        assert!(a(1900.0).attainment_pct < 99.0, "{:?}", a(1900.0));
+        assert!(a(2500.0).attainment_pct >= 99.0, "{:?}", a(2500.0));
+        // Scale-down waits for --min-interval after the last change: GPUs stay up right after the drop.
+        let gpus = |at: f64| fo.pieces.iter().find(|x| x.start_s <= at && at < x.end_s).unwrap().gpus;
+        assert!(gpus(3700.0) >= gpus(7100.0), "{} {}", gpus(3700.0), gpus(7100.0));
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let (p, s) = (profiles(), services());
+        let options = PlanOptions::default();
+        let input = PlanInput { gpu: GpuType::by_id("a100-80gb").unwrap(), profiles: &p, services: &s, options: &options };
+        for (c, want) in [
+            (DayConfig { sample_s: 0.5, ..config() }, "--sample: must be in [1, 3600] s, found 0.5"),
+            (DayConfig { duration_s: -1.0, ..config() }, "--duration: must be in (0, 31622400] s, found -1"),
+            (DayConfig { follow: FollowSettings { window_s: 1.0, ..FollowSettings::default() }, ..config() }, "--window: must be in [10, 86400] s, found 1"),
+            (DayConfig { follow: FollowSettings { hysteresis: 1.0, ..FollowSettings::default() }, ..config() }, "--hysteresis: must be in [0, 1) (a fraction), found 1"),
+        ] {
+            let e = simulate_day(input, &trace(&s), &c, &[Policy::Static], &mut |_, _, _| {}).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+    }
+}

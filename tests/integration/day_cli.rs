@@ -1,0 +1,86 @@
+//! Issue 14: `parva simulate --rates TRACE` replays a day of changing load under each policy.
+
+use std::path::Path;
+
+use crate::util::{parva, stderr, stdout};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A two-hour trace of the example services: photo-tags doubles for the middle 40 minutes.
+fn trace(dir: &Path) -> std::path::PathBuf {
+    let mut text = String::from("time_s,service,rate\n");
+    text.push_str("0,photo-tags,1500\n2400,photo-tags,3000\n4800,photo-tags,1500\n");
+    text.push_str("0,thumbnails,3000\n3600,thumbnails,1500\n");
+    let path = dir.join("trace.csv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn day(trace: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "simulate", "--rates", s(trace), "--services", "deployment/example/services.csv", "--prof-data", "prof_data/example",
+        "--gpu-type", "a100-80gb", "--duration", "2h", "--sample", "2s", "--warmup", "1s",
+    ];
+    args.extend_from_slice(extra);
+    parva(&args)
+}
+
+#[test]
+fn a_day_under_three_policies_reports_gpu_hours_slos_and_reconfigurations_and_writes_its_files() {
+    let d = tempfile::tempdir().unwrap();
+    let t = trace(d.path());
+    let out = d.path().join("out");
+    let o = day(&t, &["--json", "--out", s(&out)]);
+    assert!(matches!(o.status.code(), Some(0) | Some(3)), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pol = |name: &str| v["policies"].as_array().unwrap().iter().find(|p| p["policy"] == name).unwrap().clone();
+    let (st, or, fo) = (pol("static"), pol("oracle"), pol("follow"));
+    let hours = |p: &serde_json::Value| p["gpu_hours"].as_f64().unwrap();
+    assert!(hours(&or) <= hours(&fo) + 1e-9 && hours(&or) <= hours(&st) + 1e-9, "{v}");
+    assert_eq!(st["replans"].as_u64(), Some(0));
+    assert!(fo["replans"].as_u64().unwrap() >= 1, "photo-tags doubles: follow must re-plan: {fo}");
+    // Every service of the list is reported with its share within the SLO.
+    for p in [&st, &or, &fo] {
+        let names: Vec<&str> = p["services"].as_array().unwrap().iter().map(|x| x["service"].as_str().unwrap()).collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        for x in p["services"].as_array().unwrap() {
+            let pct = x["within_slo_pct"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&pct), "{x}");
+        }
+    }
+    // The files: everything as JSON, a row per policy, piece and service, and the plot.
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("day.json")).unwrap()).unwrap();
+    assert_eq!(json["policies"].as_array().unwrap().len(), 3);
+    let csv = std::fs::read_to_string(out.join("day-pieces.csv")).unwrap();
+    assert!(csv.starts_with("policy,start_s,end_s,gpus,transition,service,rate,attainment_pct,p99_ms\n"), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("follow,") && l.contains(",photo-tags,3000.000,")), "{csv}");
+    let svg = std::fs::read_to_string(out.join("day.svg")).unwrap();
+    assert!(svg.contains("follow GPUs") && svg.contains("static GPUs"));
+    // Text: one row per policy and the ratios.
+    let o = day(&t, &["--policy", "static,follow"]);
+    let text = stdout(&o);
+    assert!(text.contains("follow uses") && text.contains("x the GPU-hours of static") && !text.contains("\noracle "), "{text}");
+}
+
+#[test]
+fn a_bad_trace_is_refused_with_file_line_and_field_and_the_flags_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("bad.csv");
+    std::fs::write(&t, "time_s,service,rate\n0,photo-tags,100\n60,nobody,5\n").unwrap();
+    let o = day(&t, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("bad.csv:3: field `service`: service \"nobody\" is not in the service list"), "{e}");
+    // --rates needs a GPU type; --map and --rates exclude each other; a window under 10 s is refused.
+    let o = parva(&["simulate", "--rates", s(&t), "--services", "deployment/example/services.csv", "--prof-data", "prof_data/example"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--gpu-type"), "{}", stderr(&o));
+    let o = parva(&["simulate", "--rates", s(&t), "--map", "deployment/example/deploy.csv", "--prof-data", "prof_data/example", "--gpu-type", "a100-80gb"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let good = trace(d.path());
+    let o = day(&good, &["--window", "5s"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--window: must be in [10, 86400] s, found 5"), "{}", stderr(&o));
+}
