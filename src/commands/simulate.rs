@@ -30,7 +30,7 @@ pub struct SimulateArgs {
     /// With --rates: seconds between the follow controller's looks at the measured rates.
     #[arg(long, default_value = "120s", value_parser = parse_seconds)]
     window: f64,
-    /// With --rates: the follow controller plans this much more than its forecast (0.15 = 15 %).
+    /// With --rates: the follow controller plans this much more than its forecast (0.1 = 10 %).
     #[arg(long, default_value_t = FollowSettings::default().headroom)]
     headroom: f64,
     /// With --rates: a service is planned down only when its forecast falls below (1 - this) x

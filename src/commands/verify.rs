@@ -55,6 +55,11 @@ pub struct VerifyArgs {
     /// Replay send times from a CSV `time_s[,service]` instead of fixed rates.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Load at rates that change over time: a rate trace `time_s,service,rate` (the format of
+    /// `parva simulate --rates`; Poisson arrivals at each moment's rate, x --rate-scale)
+    /// [--duration default: the trace's last change + 60 s].
+    #[arg(long, value_name = "TRACE", conflicts_with = "trace")]
+    rates: Option<PathBuf>,
     /// Multiply every rate by this (with --trace: replay this many times faster).
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
@@ -128,12 +133,26 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if !(args.rate_scale > 0.0 && args.rate_scale.is_finite()) {
         anyhow::bail!("--rate-scale must be a number > 0; got {}", args.rate_scale);
     }
-    let trace = match &args.trace {
+    let mut trace = match &args.trace {
         Some(path) => Some((path.clone(), trace::read_trace(path, &names, args.rate_scale)?)),
         None => None,
     };
+    let mut rates_duration = None;
+    if let Some(path) = &args.rates {
+        let list: Vec<slo::Service> = services
+            .iter()
+            .map(|s| slo::Service { name: s.name.clone(), model: s.model.clone().unwrap_or_default(), rate: s.rate, slo_ms: s.slo_ms })
+            .collect();
+        let rates = parva_core::trace::RateTrace::read(path, &list)?;
+        let duration = args.duration.unwrap_or(rates.last_change_s() + 60.0);
+        let times = trace::times_from_rates(&rates, &names, duration, args.rate_scale, args.seed)
+            .map_err(|e| anyhow::anyhow!("--rates {}: {e}", path.display()))?;
+        trace = Some((path.clone(), times));
+        rates_duration = Some(duration);
+    }
     let duration_s = match (args.duration, &trace) {
         (Some(d), _) => d,
+        (None, _) if rates_duration.is_some() => rates_duration.unwrap_or(60.0),
         // Up to and including the trace's last request.
         (None, Some((_, t))) => t.values().filter_map(|v| v.last()).fold(0.0f64, |a, b| a.max(*b)) + 0.001,
         (None, None) => 60.0,

@@ -49,7 +49,7 @@ pub enum Policy {
 pub struct FollowSettings {
     /// Seconds between the controller's looks at the measured rates.
     pub window_s: f64,
-    /// Forecasts are planned with this much more rate (0.2 = 20 %).
+    /// Forecasts are planned with this much more rate (0.1 = 10 %).
     pub headroom: f64,
     /// Scale down only when every forecast is below `(1 - hysteresis)` x the planned rate.
     pub hysteresis: f64,
@@ -61,7 +61,7 @@ pub struct FollowSettings {
 
 impl Default for FollowSettings {
     fn default() -> Self {
-        FollowSettings { window_s: 120.0, headroom: 0.15, hysteresis: 0.25, min_interval_s: 900.0, ewma: 0.5 }
+        FollowSettings { window_s: 120.0, headroom: 0.10, hysteresis: 0.25, min_interval_s: 900.0, ewma: 0.5 }
     }
 }
 

@@ -210,6 +210,32 @@ fn verify_replays_a_trace() {
     }
 }
 
+/// Issue 14: `--rates` loads at rates that change over time (a rate trace): roomy steps from
+/// 20/s to 80/s and back, the others keep their list rates; every scheduled request is answered.
+#[test]
+fn verify_loads_at_rates_that_change_over_time() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let rates = dir.path().join("rates.csv");
+    std::fs::write(&rates, "time_s,service,rate\n0,roomy,20\n1,roomy,80\n2,roomy,20\n").unwrap();
+    let args = ["--services", &fx("services.csv"), "--rates", rates.to_str().unwrap(), "--duration", "3s", "--warmup", "0"];
+    let (code, r, o) = verify(&s, &dir.path().join("rates"), &args);
+    assert_eq!(code, Some(0), "{}\n{}", summary(&r), stderr(&o));
+    assert!(r["settings"]["trace"].as_str().unwrap().ends_with("rates.csv"), "{}", r["settings"]);
+    let roomy = service(&r, "roomy");
+    // 20 + 80 + 20 expected over the three seconds (Poisson: a wide band).
+    let n = roomy["scheduled"].as_u64().unwrap();
+    assert!((80..=170).contains(&n), "{roomy}");
+    for name in ["roomy", "tight", "wide"] {
+        let svc = service(&r, name);
+        assert_eq!(svc["scheduled"], svc["succeeded"], "{svc}");
+        assert_eq!(svc["dropped"].as_u64(), Some(0), "{svc}");
+    }
+    // --rates and --trace exclude each other.
+    let (code, _, o) = verify(&s, &dir.path().join("both"), &["--services", &fx("services.csv"), "--rates", rates.to_str().unwrap(), "--trace", &fx("burst.csv")]);
+    assert_eq!(code, Some(2), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_input_is_refused_before_any_request_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -124,6 +124,31 @@ pub fn read_trace_from(
 }
 
 #[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use parva_core::slo::Service;
+
+    #[test]
+    fn send_times_follow_the_rate_of_each_moment() {
+        let list: Vec<Service> = ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 100.0, slo_ms: 50.0 }).collect();
+        let text = "time_s,service,rate\n0,a,100\n10,a,1000\n20,a,0\n";
+        let trace = parva_core::trace::RateTrace::read_from(text.as_bytes(), Path::new("r.csv"), &list).unwrap();
+        let t = times_from_rates(&trace, &["a", "b"], 30.0, 1.0, 7).unwrap();
+        let count = |v: &[f64], a: f64, b: f64| v.iter().filter(|x| **x >= a && **x < b).count() as f64;
+        let a = &t["a"];
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        assert!((count(a, 0.0, 10.0) - 1000.0).abs() < 150.0, "{}", count(a, 0.0, 10.0));
+        assert!((count(a, 10.0, 20.0) - 10_000.0).abs() < 500.0, "{}", count(a, 10.0, 20.0));
+        assert_eq!(count(a, 20.0, 30.0), 0.0);
+        // b has no row: the list's 100/s all along.
+        assert!((t["b"].len() as f64 - 3000.0).abs() < 250.0);
+        assert_eq!(times_from_rates(&trace, &["a", "b"], 30.0, 1.0, 7).unwrap(), t, "same seed, same times");
+        let e = times_from_rates(&trace, &["a"], 30.0, 1e6, 7).unwrap_err();
+        assert!(e.contains("more than the 5e7 verify holds"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -176,4 +201,49 @@ mod tests {
         let e = read_trace(Path::new("/nonexistent/trace.csv"), &["a"], 1.0).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/trace.csv") && e.contains("open trace"), "{e}");
     }
+}
+
+/// Most send times `parva verify --rates` draws (they are held in memory, 8 bytes each): 50
+/// million, about 400 MB. A longer run at those rates is refused before anything is drawn.
+pub const MAX_RATE_TRACE_REQUESTS: f64 = 50e6;
+
+/// Send times drawn from a rate trace (`parva verify --rates`): per service, Poisson arrivals at
+/// the trace's rate of each moment (x `rate_scale`) over `[0, duration_s)`, ascending. Each
+/// service draws from its own seed ([`crate::schedule::service_seed`]); the same seed gives the
+/// same times. Refused when more than [`MAX_RATE_TRACE_REQUESTS`] are expected.
+pub fn times_from_rates(
+    trace: &parva_core::trace::RateTrace,
+    services: &[&str],
+    duration_s: f64,
+    rate_scale: f64,
+    seed: u64,
+) -> Result<BTreeMap<String, Vec<f64>>, String> {
+    let expected: f64 = services.iter().map(|s| trace.average(s, 0.0, duration_s) * duration_s * rate_scale).sum();
+    if !(expected <= MAX_RATE_TRACE_REQUESTS) {
+        return Err(format!(
+            "the rate trace asks for about {expected:.3e} requests over {duration_s} s, more than the {MAX_RATE_TRACE_REQUESTS:.0e} \
+             verify holds; shorten --duration or lower --rate-scale"
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (i, name) in services.iter().enumerate() {
+        let mut rng = crate::schedule::SplitMix64(crate::schedule::service_seed(seed, i));
+        let mut times = Vec::with_capacity(trace.average(name, 0.0, duration_s).mul_add(duration_s * rate_scale, 16.0) as usize);
+        let steps = trace.steps.get(*name).cloned().unwrap_or_default();
+        for (k, &(from, rate)) in steps.iter().enumerate() {
+            let to = steps.get(k + 1).map_or(duration_s, |n| n.0).min(duration_s);
+            let r = rate * rate_scale;
+            if r <= 0.0 || to <= from {
+                continue;
+            }
+            // Poisson arrivals are memoryless: each piece starts its own gaps at its start.
+            let mut t = from + rng.exp(r);
+            while t < to {
+                times.push(t);
+                t += rng.exp(r);
+            }
+        }
+        out.insert(name.to_string(), times);
+    }
+    Ok(out)
 }
