@@ -68,7 +68,7 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
         v["plan"] = serde_json::to_value(r.plan.summary())?;
         super::print_json(&v)?;
     } else {
-        print(&r, &summary, &t, &args)?;
+        print(&summary, &t, &args)?;
     }
     for bad in &r.plan.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
@@ -76,13 +76,18 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     Ok(super::exit(complete))
 }
 
-fn print(r: &replan::Replan, s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs) -> Result<(), super::StdoutError> {
+fn print(s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs) -> Result<(), super::StdoutError> {
     let bound = match (s.lower_bound_gpus, s.proven_optimal) {
-        (Some(lb), true) => format!("the fewest: lower bound {lb}, proven optimal"),
+        (Some(lb), true) => format!("lower bound {lb}, proven optimal"),
         (Some(lb), false) => format!("lower bound {lb}, not proven optimal"),
         (None, _) => "no lower bound computed".into(),
     };
-    outln!("replan: {} GPUs (was {}; {bound}), {} changes", s.gpus, s.old_gpus, s.destroyed + s.created)?;
+    let fewest = if s.gpus > s.fewest_gpus {
+        format!("{} more than the fewest, {} ({bound}), for fewer changes", s.gpus - s.fewest_gpus, s.fewest_gpus)
+    } else {
+        format!("the fewest: {bound}")
+    };
+    outln!("replan: {} GPUs (was {}; {fewest}), {} changes", s.gpus, s.old_gpus, s.destroyed + s.created)?;
     outln!(
         "  kept {} segments in place ({} with a new batch size), destroyed {}, created {}; workers started {}, stopped {}",
         s.kept, s.rebatched, s.destroyed, s.created, s.workers_started, s.workers_stopped
@@ -131,6 +136,5 @@ fn print(r: &replan::Replan, s: &replan::ReplanSummary, t: &replan::Transition, 
         Some(out) => outln!("wrote {}", out.display())?,
         None => outln!("no --out: the new map was not written")?,
     }
-    let _ = r;
     Ok(())
 }

@@ -137,6 +137,9 @@ pub struct Replan {
     pub created: Vec<ChangedSegment>,
     /// GPUs the running map used.
     pub old_gpus: usize,
+    /// The fewest GPUs the new rates need (the plan's); the replan uses more only when
+    /// `max_extra_gpus` allowed it and that saved changes.
+    pub fewest_gpus: usize,
     /// Every budget tried, the chosen one first.
     pub alternatives: Vec<Alternative>,
 }
@@ -173,6 +176,9 @@ pub struct ChangedSegment {
 pub struct ReplanSummary {
     pub old_gpus: usize,
     pub gpus: usize,
+    /// The fewest GPUs the new rates need: `gpus` is more only when `--max-extra-gpus` let a
+    /// larger count save changes.
+    pub fewest_gpus: usize,
     pub lower_bound_gpus: Option<usize>,
     pub proven_optimal: bool,
     pub kept: usize,
@@ -195,6 +201,7 @@ impl Replan {
         ReplanSummary {
             old_gpus: self.old_gpus,
             gpus: self.plan.gpus.len(),
+            fewest_gpus: self.fewest_gpus,
             lower_bound_gpus: self.plan.lower_bound_gpus,
             proven_optimal: self.plan.proven_optimal,
             kept: self.kept.len(),
@@ -324,7 +331,7 @@ pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32
     let old_gpus = old.iter().map(|o| o.gpu).collect::<std::collections::BTreeSet<_>>().len();
     let mut plan = plan;
     plan.gpus = states;
-    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus, alternatives })
+    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus, fewest_gpus: need, alternatives })
 }
 
 /// `planned` with the segments of every service whose rate and SLO are the running map's replaced

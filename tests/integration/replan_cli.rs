@@ -81,11 +81,13 @@ fn a_replan_for_a_higher_rate_is_the_fewest_gpus_keeps_the_rest_in_place_and_wri
     // services whose rates did not change stays where it was, and the report shows both choices.
     let v: serde_json::Value = serde_json::from_str(&stdout(&replan(&old, &svc, &["--json"]))).unwrap();
     assert!(v["kept"].as_array().unwrap().len() > v["destroyed"].as_u64().unwrap() as usize, "{v}");
+    assert_eq!((&v["gpus"], &v["fewest_gpus"]), (&fresh["gpus"], &fresh["gpus"]), "{v}");
     let (new2, tr2) = (d.path().join("new2.csv"), d.path().join("t2.json"));
     let o = replan(&old, &svc, &["--out", s(&new2), "--transition", s(&tr2), "--max-extra-gpus", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("(chosen)") && text.contains(&format!("\n{:<8}", fresh["gpus"])), "{text}");
+    assert!(text.contains(&format!("more than the fewest, {} (", fresh["gpus"])), "{text}");
     let old_text = std::fs::read_to_string(&old).unwrap();
     let new_text = std::fs::read_to_string(&new2).unwrap();
     for line in old_text.lines().skip(1).filter(|l| !l.contains(",photo-tags,")) {
