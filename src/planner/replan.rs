@@ -1007,6 +1007,45 @@ mod tests {
         assert!(e.contains("GPU index 4 is past --gpus-per-node 4"), "{e}");
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any change of rates: the fewest GPUs, every new rate covered, legal layouts at every
+        /// step of the transition and at its end, kept segments untouched, every running segment
+        /// either kept or destroyed exactly once.
+        #[test]
+        fn any_change_of_rates_replans_legally_with_the_fewest_gpus(
+            before in proptest::collection::vec(0.2f64..3.0, 6),
+            after in proptest::collection::vec(0.2f64..3.0, 6),
+        ) {
+            let (p, o) = (profiles(), options());
+            let scale = |k: &[f64]| k.iter().copied().enumerate().collect::<Vec<_>>();
+            let s1 = services(&scale(&before));
+            let s2 = services(&scale(&after));
+            let old = crate::plan(input(&p, &s1, &o)).unwrap().to_map();
+            let fresh = crate::plan(input(&p, &s2, &o)).unwrap();
+            let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+            prop_assert_eq!(r.plan.gpus.len(), fresh.gpus.len());
+            let caps = r.plan.capacities();
+            for (i, sv) in s2.iter().enumerate() {
+                prop_assert!(caps[i] * (1.0 + 1e-9) >= sv.rate, "{}: {} < {}", sv.name, caps[i], sv.rate);
+            }
+            let map = r.to_map();
+            prop_assert!(map.check_layouts(gpu()).is_empty());
+            prop_assert_eq!(r.kept.len() + r.destroyed.len(), old.segments.len());
+            prop_assert_eq!(r.kept.len() + r.created.len(), map.segments.len());
+            for k in &r.kept {
+                let same = |m: &DeploymentMap| m.segments.iter().filter(|x| x.node == k.node && x.gpu == k.gpu && x.placement == k.placement
+                    && x.instance_size == k.size && x.service == k.service && x.num_proc == k.procs).count();
+                prop_assert_eq!((same(&old), same(&map)), (1, 1), "{:?}", k);
+            }
+            let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
+            replay(&old, &r, &t);
+        }
+    }
+
     #[test]
     fn costs_are_read_from_key_value_pairs_and_checked() {
         let c: Costs = "mig-create=2.5,worker-start=4s".parse().unwrap();
