@@ -284,7 +284,7 @@ fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<E
     );
     let started = std::time::Instant::now();
     let report = parva_planner::day::simulate_day(input, &trace, &config, &policies, &mut |p, done, total| {
-        bar.set_message(format!("{p:?}").to_lowercase());
+        bar.set_message(p.name());
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
@@ -308,7 +308,7 @@ fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_path(dir.join("day-pieces.csv"))?;
     w.write_record(["policy", "start_s", "end_s", "gpus", "transition", "service", "rate", "attainment_pct", "p99_ms"])?;
     for p in &r.policies {
-        let name = format!("{:?}", p.policy).to_lowercase();
+        let name = p.policy.name().to_string();
         for x in &p.pieces {
             for s in &x.services {
                 w.write_record([
@@ -331,11 +331,7 @@ fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
         .policies
         .iter()
         .map(|p| parva_verify::plot::DaySeries {
-            name: match p.policy {
-                Policy::Static => "static",
-                Policy::Oracle => "oracle",
-                Policy::Follow => "follow",
-            },
+            name: p.policy.name(),
             gpus: p.pieces.iter().map(|x| (x.start_s, x.end_s, x.gpus as f64)).collect(),
         })
         .collect();
@@ -353,7 +349,7 @@ fn print_day(r: &DayReport, wall_s: f64) -> Result<(), super::StdoutError> {
     for p in &r.policies {
         outln!(
             "{:<8} {:>10.1} {:>9} {:>10.3} {:>12.3} {:>8} {:>9} {:>10} {:>13.0}",
-            format!("{:?}", p.policy).to_lowercase(),
+            p.policy.name(),
             p.gpu_hours,
             p.peak_gpus,
             p.within_slo_pct,
@@ -375,7 +371,7 @@ fn print_day(r: &DayReport, wall_s: f64) -> Result<(), super::StdoutError> {
         if let Some(w) = p.services.iter().min_by(|a, b| a.within_slo_pct.total_cmp(&b.within_slo_pct)) {
             outln!(
                 "{}: worst service {} ({:.3} % within its {} ms SLO; worst piece at {:.0} s: {:.2} %, p99 {:.1} ms)",
-                format!("{:?}", p.policy).to_lowercase(),
+                p.policy.name(),
                 w.service,
                 w.within_slo_pct,
                 w.slo_ms,

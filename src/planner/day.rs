@@ -44,6 +44,17 @@ pub enum Policy {
     Follow,
 }
 
+impl Policy {
+    /// The policy's name, as `--policy` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Static => "static",
+            Policy::Oracle => "oracle",
+            Policy::Follow => "follow",
+        }
+    }
+}
+
 /// The follow controller's settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct FollowSettings {
