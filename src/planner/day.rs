@@ -297,17 +297,70 @@ fn oracle_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
     Ok((spans, Stats::default()))
 }
 
+/// The follow controller's decisions, apart from what it acts on: fed the rates measured over
+/// each window, it says when to re-plan and for which rates (see the module doc). Pure: the day
+/// simulation drives it with a trace's averages; a live controller would with a router's counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Controller {
+    settings: FollowSettings,
+    ewma: Vec<f64>,
+    planned: Vec<f64>,
+    last_change_s: f64,
+}
+
+impl Controller {
+    /// A controller whose services run now at `rates` (in the service list's order); the first
+    /// plan is for [`Controller::planned`]: those rates with the headroom.
+    pub fn new(settings: FollowSettings, rates: &[f64]) -> Self {
+        let planned = rates.iter().map(|r| r * (1.0 + settings.headroom)).collect();
+        Controller { settings, ewma: rates.to_vec(), planned, last_change_s: f64::NEG_INFINITY }
+    }
+
+    /// The rates the running plan was made for.
+    pub fn planned(&self) -> &[f64] {
+        &self.planned
+    }
+
+    /// The window ending at `now_s` saw `seen` (each service's average rate over it): the rates
+    /// to re-plan for, or `None` to keep the running plan. Call [`Controller::applied`] once a
+    /// re-plan for them runs.
+    pub fn observe(&mut self, now_s: f64, seen: &[f64]) -> Option<Vec<f64>> {
+        let f = self.settings;
+        for (e, s) in self.ewma.iter_mut().zip(seen) {
+            *e += f.ewma * (s - *e);
+        }
+        let forecast: Vec<f64> = seen.iter().zip(&self.ewma).map(|(s, e)| s.max(*e) * (1.0 + f.headroom)).collect();
+        // Per service: up at once when the forecast passes the planned rate; down only past the
+        // hysteresis band and the minimum interval; otherwise the planned rate stays.
+        let may_down = now_s - self.last_change_s >= f.min_interval_s;
+        let target: Vec<f64> = forecast
+            .iter()
+            .zip(&self.planned)
+            .map(|(fc, p)| if *fc > *p || (may_down && *fc < p * (1.0 - f.hysteresis)) { *fc } else { *p })
+            .collect();
+        (target != self.planned).then_some(target)
+    }
+
+    /// The plan for `target` runs from `now_s` (`changed`: it changed what runs, which restarts
+    /// the wait before the next scale-down).
+    pub fn applied(&mut self, now_s: f64, target: Vec<f64>, changed: bool) {
+        self.planned = target;
+        if changed {
+            self.last_change_s = now_s;
+        }
+    }
+}
+
 fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
     let f = c.follow;
     let names: Vec<&str> = input.services.iter().map(|s| s.name.as_str()).collect();
     // Start: planned for the first rates with headroom (a node deployed for what it serves now).
-    let mut ewma: Vec<f64> = names.iter().map(|n| trace.rate(n, 0.0)).collect();
-    let mut planned: Vec<f64> = ewma.iter().map(|r| r * (1.0 + f.headroom)).collect();
-    let first = at_rates(input.services, &|s| planned[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
+    let mut ctl = Controller::new(f, &names.iter().map(|n| trace.rate(n, 0.0)).collect::<Vec<_>>());
+    let first = at_rates(input.services, &|s| ctl.planned()[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
     let mut map = plan_map(input, &first, 0.0)?;
     let mut stats = Stats::default();
     let mut spans = Vec::new();
-    let (mut t, mut last_change) = (0.0f64, f64::NEG_INFINITY);
+    let mut t = 0.0f64;
     let per_node = input.options.gpus_per_node.max(1);
     while t < c.duration_s {
         let tick = (t + f.window_s).min(c.duration_s);
@@ -316,29 +369,15 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
         if t >= c.duration_s {
             break;
         }
-        // What the controller saw over the window that ended, and its forecast.
+        // What the controller saw over the window that ended.
         let seen: Vec<f64> = names.iter().map(|n| trace.average(n, t - f.window_s, t)).collect();
-        for (e, s) in ewma.iter_mut().zip(&seen) {
-            *e += f.ewma * (s - *e);
-        }
-        let forecast: Vec<f64> = seen.iter().zip(&ewma).map(|(s, e)| s.max(*e) * (1.0 + f.headroom)).collect();
-        // Per service: up at once when the forecast passes the planned rate; down only past the
-        // hysteresis band and the minimum interval; otherwise the planned rate stays.
-        let may_down = t - last_change >= f.min_interval_s;
-        let target: Vec<f64> = forecast
-            .iter()
-            .zip(&planned)
-            .map(|(fc, p)| if *fc > *p || (may_down && *fc < p * (1.0 - f.hysteresis)) { *fc } else { *p })
-            .collect();
-        if target == planned {
-            continue;
-        }
+        let Some(target) = ctl.observe(t, &seen) else { continue };
         let services = at_rates(input.services, &|s| target[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
         let r = replan::replan(PlanInput { services: &services, ..*input }, &map, 0)
             .map_err(|source| DayError::Replan { at_s: t, source })?;
         let new_map = r.to_map();
         if r.created.is_empty() && r.destroyed.is_empty() {
-            planned = target;
+            ctl.applied(t, target, false);
             if r.kept.iter().any(|k| k.old_batch != k.new_batch) {
                 map = new_map;
             }
@@ -395,8 +434,7 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
         let end = (t + tr.seconds).min(c.duration_s);
         t = end;
         map = new_map;
-        planned = target;
-        last_change = t;
+        ctl.applied(t, target, true);
     }
     Ok((spans, stats))
 }
@@ -619,6 +657,29 @@ mod tests {
         // Scale-down waits for --min-interval after the last change: GPUs stay up right after the drop.
         let gpus = |at: f64| fo.pieces.iter().find(|x| x.start_s <= at && at < x.end_s).unwrap().gpus;
         assert!(gpus(3700.0) >= gpus(7100.0), "{} {}", gpus(3700.0), gpus(7100.0));
+    }
+
+    #[test]
+    fn the_controller_scales_up_at_once_and_down_past_its_band_and_interval() {
+        let f = FollowSettings { window_s: 60.0, headroom: 0.1, hysteresis: 0.25, min_interval_s: 600.0, ewma: 1.0 };
+        let mut c = Controller::new(f, &[100.0, 100.0]);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(c.planned().iter().all(|p| near(*p, 110.0)), "{:?}", c.planned());
+        // Within the band: nothing to do.
+        assert_eq!(c.observe(60.0, &[95.0, 90.0]), None);
+        // a rises past its planned rate: re-plan a for 200 x 1.1, b keeps its planned rate.
+        let t = c.observe(120.0, &[200.0, 90.0]).unwrap();
+        assert!(near(t[0], 220.0) && near(t[1], 110.0), "{t:?}");
+        c.applied(120.0, t, true);
+        // b falls far below its band, but the last change was 60 s ago: it waits...
+        assert_eq!(c.observe(180.0, &[200.0, 20.0]), None);
+        // ...until 600 s have passed; then b goes down to its forecast.
+        let t = c.observe(720.0, &[200.0, 20.0]).unwrap();
+        assert!((t[1] - 22.0).abs() < 1e-9 && (t[0] - 220.0).abs() < 1e-9, "{t:?}");
+        // With an EWMA weight below 1 the forecast falls more slowly than the measurement.
+        let mut slow = Controller::new(FollowSettings { ewma: 0.5, min_interval_s: 0.0, ..f }, &[100.0]);
+        let t = slow.observe(60.0, &[20.0]).unwrap();
+        assert!((t[0] - 60.0 * 1.1).abs() < 1e-9, "{t:?}");
     }
 
     #[test]

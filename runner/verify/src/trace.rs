@@ -219,7 +219,7 @@ pub fn times_from_rates(
     seed: u64,
 ) -> Result<BTreeMap<String, Vec<f64>>, String> {
     let expected: f64 = services.iter().map(|s| trace.average(s, 0.0, duration_s) * duration_s * rate_scale).sum();
-    if !(expected <= MAX_RATE_TRACE_REQUESTS) {
+    if expected.is_nan() || expected > MAX_RATE_TRACE_REQUESTS {
         return Err(format!(
             "the rate trace asks for about {expected:.3e} requests over {duration_s} s, more than the {MAX_RATE_TRACE_REQUESTS:.0e} \
              verify holds; shorten --duration or lower --rate-scale"
