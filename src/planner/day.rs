@@ -243,7 +243,7 @@ fn check(c: &DayConfig) -> Result<(), DayError> {
         return bad("--min-interval", format!("must be in [0, 86400] s, found {}", f.min_interval_s));
     }
     if !(f.ewma.is_finite() && f.ewma > 0.0 && f.ewma <= 1.0) {
-        return bad("EWMA weight", format!("must be in (0, 1], found {}", f.ewma));
+        return bad("--ewma", format!("must be in (0, 1], found {}", f.ewma));
     }
     Ok(())
 }
@@ -692,6 +692,7 @@ mod tests {
             (DayConfig { duration_s: -1.0, ..config() }, "--duration: must be in (0, 31622400] s, found -1"),
             (DayConfig { follow: FollowSettings { window_s: 1.0, ..FollowSettings::default() }, ..config() }, "--window: must be in [10, 86400] s, found 1"),
             (DayConfig { follow: FollowSettings { hysteresis: 1.0, ..FollowSettings::default() }, ..config() }, "--hysteresis: must be in [0, 1) (a fraction), found 1"),
+            (DayConfig { follow: FollowSettings { ewma: 0.0, ..FollowSettings::default() }, ..config() }, "--ewma: must be in (0, 1], found 0"),
         ] {
             let e = simulate_day(input, &trace(&s), &c, &[Policy::Static], &mut |_, _, _| {}).unwrap_err();
             assert_eq!(e.to_string(), want);
