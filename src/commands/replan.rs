@@ -92,6 +92,19 @@ fn print(s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs) -
         "  kept {} segments in place ({} with a new batch size), destroyed {}, created {}; workers started {}, stopped {}",
         s.kept, s.rebatched, s.destroyed, s.created, s.workers_started, s.workers_stopped
     )?;
+    if !s.freed_gpus.is_empty() || s.idle_gpcs > 0 {
+        const SHOWN: usize = 16;
+        let list: Vec<String> = s.freed_gpus.iter().take(SHOWN).map(|g| format!("node {} GPU {}", g.node, g.gpu)).collect();
+        let more = if s.freed_gpus.len() > SHOWN { format!(", ... ({} in all, every one in --json)", s.freed_gpus.len()) } else { String::new() };
+        outln!(
+            "  free for other work: {} GPU{}{}{}{more}; {} idle GPCs on the GPUs in use",
+            s.freed_gpus.len(),
+            if s.freed_gpus.len() == 1 { "" } else { "s" },
+            if list.is_empty() { "" } else { ": " },
+            list.join(", "),
+            s.idle_gpcs
+        )?;
+    }
     if s.alternatives.len() > 1 {
         outln!("{:<8} {:>6} {:>10} {:>8} {:>8}", "GPUs", "kept", "destroyed", "created", "changes")?;
         for (i, a) in s.alternatives.iter().enumerate() {

@@ -140,8 +140,17 @@ pub struct Replan {
     /// The fewest GPUs the new rates need (the plan's); the replan uses more only when
     /// `max_extra_gpus` allowed it and that saved changes.
     pub fewest_gpus: usize,
+    /// GPUs the running map used and the new one does not: free for other work.
+    pub freed: Vec<GpuRef>,
     /// Every budget tried, the chosen one first.
     pub alternatives: Vec<Alternative>,
+}
+
+/// A GPU of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct GpuRef {
+    pub node: u32,
+    pub gpu: u32,
 }
 
 /// A segment kept in place (its batch size may change).
@@ -187,6 +196,10 @@ pub struct ReplanSummary {
     pub rebatched: usize,
     pub workers_started: u32,
     pub workers_stopped: u32,
+    /// GPUs the running map used and the new one does not (free for other work), and the GPCs
+    /// no segment uses on the GPUs the new map keeps.
+    pub freed_gpus: Vec<GpuRef>,
+    pub idle_gpcs: u32,
     pub alternatives: Vec<Alternative>,
 }
 
@@ -210,6 +223,8 @@ impl Replan {
             rebatched: self.kept.iter().filter(|k| k.old_batch != k.new_batch).count(),
             workers_started: started,
             workers_stopped: stopped,
+            freed_gpus: self.freed.clone(),
+            idle_gpcs: self.plan.gpus.iter().map(|g| u32::from(self.plan.gpu.gpcs.saturating_sub(g.used_gpcs()))).sum(),
             alternatives: self.alternatives.clone(),
         }
     }
@@ -328,10 +343,11 @@ pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32
             }
         })
         .collect();
-    let old_gpus = old.iter().map(|o| o.gpu).collect::<std::collections::BTreeSet<_>>().len();
+    let old_ids: std::collections::BTreeSet<u32> = old.iter().map(|o| o.gpu).collect();
+    let freed = old_ids.iter().filter(|id| !gpu_ids.contains(id)).map(|&id| GpuRef { node: at(id).0, gpu: at(id).1 }).collect();
     let mut plan = plan;
     plan.gpus = states;
-    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus, fewest_gpus: need, alternatives })
+    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus: old_ids.len(), fewest_gpus: need, freed, alternatives })
 }
 
 /// `planned` with the segments of every service whose rate and SLO are the running map's replaced
@@ -943,6 +959,15 @@ mod tests {
         let s2 = services(&[]);
         let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
         assert!(r.plan.gpus.len() < r.old_gpus, "{} GPUs, was {}", r.plan.gpus.len(), r.old_gpus);
+        // The GPUs given up are reported free: used before, unused now, at least the difference.
+        let map = r.to_map();
+        assert!(r.freed.len() >= r.old_gpus - r.plan.gpus.len(), "{:?}", r.freed);
+        for g in &r.freed {
+            assert!(old.segments.iter().any(|s| (s.node, s.gpu) == (g.node, g.gpu)), "{g:?}");
+            assert!(!map.segments.iter().any(|s| (s.node, s.gpu) == (g.node, g.gpu)), "{g:?}");
+        }
+        let idle: u32 = map.by_gpu().values().map(|segs| 7 - segs.iter().map(|s| u32::from(s.instance_size)).sum::<u32>()).sum();
+        assert_eq!(r.summary().idle_gpcs, idle);
         let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
         replay(&old, &r, &t);
         for d in &t.services {

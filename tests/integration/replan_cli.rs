@@ -82,6 +82,7 @@ fn a_replan_for_a_higher_rate_is_the_fewest_gpus_keeps_the_rest_in_place_and_wri
     let v: serde_json::Value = serde_json::from_str(&stdout(&replan(&old, &svc, &["--json"]))).unwrap();
     assert!(v["kept"].as_array().unwrap().len() > v["destroyed"].as_u64().unwrap() as usize, "{v}");
     assert_eq!((&v["gpus"], &v["fewest_gpus"]), (&fresh["gpus"], &fresh["gpus"]), "{v}");
+    assert!(v["freed_gpus"].as_array().unwrap().is_empty() && v["idle_gpcs"].is_u64(), "the load rose: nothing freed: {v}");
     let (new2, tr2) = (d.path().join("new2.csv"), d.path().join("t2.json"));
     let o = replan(&old, &svc, &["--out", s(&new2), "--transition", s(&tr2), "--max-extra-gpus", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
