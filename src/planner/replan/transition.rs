@@ -1,0 +1,325 @@
+//! The transition from a running map to a replan's map, as ordered steps (make before break).
+//!
+//! [`transition`] creates and makes ready every new segment whose slot is free first (of those,
+//! the one whose service has the least of its new rate ready goes first); an old segment is
+//! drained and destroyed only when no pending segment fits, and then the one chosen blocks a
+//! pending segment and its service keeps the largest share of its new rate without it (all of it
+//! counts the same; then one whose own service's new segment waits on that GPU); the remaining old
+//! segments go last. Every intermediate layout is legal by the GPU type's rules (the same check as
+//! [`parva_core::mig::GpuType::free_starts`]). Steps run one after another on a timeline given by
+//! [`Costs`]; per service the report gives the lowest capacity during the transition and how long
+//! it stays below the new rate, and says when a service has no ready process at all, and why.
+
+use std::collections::BTreeMap;
+
+use parva_core::mig::{GpuType, Placement};
+
+use super::{ChangedSegment, Replan};
+use crate::gpus::profile;
+
+/// Seconds each kind of change takes, for the transition's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Costs {
+    /// Creating a MIG GPU instance and its compute instance.
+    pub mig_create: f64,
+    /// Destroying them.
+    pub mig_destroy: f64,
+    /// Starting a worker process until it is ready (model loaded, first batch run).
+    pub worker_start: f64,
+    /// Starting an MPS control daemon for an instance.
+    pub mps_start: f64,
+}
+
+impl Default for Costs {
+    /// Worker start 2.0 s and MPS start 0.02 s: measured on an H100 by `scripts/gpu-check`
+    /// (worker start-up 1.7-2.0 s, MPS daemon 18-22 ms; `reports/gpu/nvidia-h100-80gb-hbm3-2026-11-25`).
+    /// MIG create 1.0 s and destroy 0.5 s are assumptions: no node whose MIG layout may be changed
+    /// has measured them yet.
+    fn default() -> Self {
+        Costs { mig_create: 1.0, mig_destroy: 0.5, worker_start: 2.0, mps_start: 0.02 }
+    }
+}
+
+impl std::str::FromStr for Costs {
+    type Err = String;
+
+    /// `mig-create=S,mig-destroy=S,worker-start=S,mps-start=S`, any subset, the rest default.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut c = Costs::default();
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected KEY=SECONDS (keys: mig-create, mig-destroy, worker-start, mps-start)"))?;
+            let v: f64 = value
+                .trim()
+                .trim_end_matches('s')
+                .parse()
+                .map_err(|_| format!("{key}: {value:?} is not a number of seconds"))?;
+            if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+                return Err(format!("{key}: {v} s is outside 0..=3600 s"));
+            }
+            match key.trim() {
+                "mig-create" => c.mig_create = v,
+                "mig-destroy" => c.mig_destroy = v,
+                "worker-start" => c.worker_start = v,
+                "mps-start" => c.mps_start = v,
+                other => return Err(format!("unknown cost {other:?} (keys: mig-create, mig-destroy, worker-start, mps-start)")),
+            }
+        }
+        Ok(c)
+    }
+}
+
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Step {
+    /// `create` (MIG instance, MPS daemon, workers up and ready), `drain` (the router stops
+    /// sending to the segment, which finishes what it holds), `destroy` (workers and MPS stopped,
+    /// instance destroyed), `rebatch` (a kept segment's batch size, a router setting).
+    pub action: &'static str,
+    pub node: u32,
+    pub gpu: u32,
+    pub placement: u8,
+    pub size: u8,
+    pub service: String,
+    pub procs: u32,
+    pub batch: u32,
+    /// When the step starts and ends on the transition's timeline, seconds.
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// How a service fares during a transition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceDip {
+    pub service: String,
+    /// The new rate, requests/s.
+    pub rate: f64,
+    /// Ready capacity at the start, at its lowest, and at the end, samples/s.
+    pub capacity_before: f64,
+    pub capacity_min: f64,
+    pub capacity_after: f64,
+    /// Seconds with ready capacity below the new rate.
+    pub seconds_below_rate: f64,
+    /// Seconds with no ready process at all while the service has a rate.
+    pub seconds_unserved: f64,
+    /// Why, when `seconds_unserved > 0`.
+    pub why: Option<String>,
+}
+
+/// A transition: the steps in order and what each service goes through.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Transition {
+    pub costs: Costs,
+    pub steps: Vec<Step>,
+    pub seconds: f64,
+    pub services: Vec<ServiceDip>,
+}
+
+#[derive(Debug, Clone)]
+struct Live {
+    place: Placement,
+    /// Index into the transition's service names.
+    service: usize,
+    capacity: f64,
+    /// Whether it is to be destroyed.
+    doomed: bool,
+}
+
+/// The fleet during a transition: what runs on each GPU and each service's ready capacity.
+struct Fleet {
+    gpus: BTreeMap<u32, Vec<Live>>,
+    capacity: Vec<f64>,
+}
+
+impl Fleet {
+    fn layout(&self, id: u32) -> Vec<Placement> {
+        self.gpus.get(&id).map(|l| l.iter().map(|x| x.place).collect()).unwrap_or_default()
+    }
+}
+
+/// Order the changes of `r` as steps (see the module doc). `drain_s(service)`: seconds a drained
+/// segment of the service needs to finish what it holds (its SLO is a bound).
+pub fn transition(r: &Replan, gpu: &GpuType, per_node: u32, costs: Costs, drain_s: &dyn Fn(&str) -> f64) -> Transition {
+    let per_node = per_node.max(1);
+    let id = |node: u32, g: u32| node * per_node + g;
+    let mut names: Vec<String> = r.plan.services.iter().map(|s| s.name.clone()).collect();
+    for d in &r.destroyed {
+        if !names.contains(&d.service) {
+            names.push(d.service.clone());
+        }
+    }
+    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let rates: Vec<f64> = names.iter().map(|n| r.plan.services.iter().find(|s| &s.name == n).map_or(0.0, |s| s.rate)).collect();
+    let cap_of: BTreeMap<(u32, u8), f64> = r
+        .gpu_ids
+        .iter()
+        .zip(&r.plan.gpus)
+        .flat_map(|(gid, g)| g.placed.iter().map(move |p| ((*gid, p.start), p.segment.capacity)))
+        .collect();
+    // Everything running now: kept segments (at their new capacity) and the ones to destroy.
+    let mut fleet = Fleet { gpus: BTreeMap::new(), capacity: vec![0.0; names.len()] };
+    for k in &r.kept {
+        let gid = id(k.node, k.gpu);
+        let capacity = cap_of.get(&(gid, k.placement)).copied().unwrap_or(0.0);
+        let si = index[k.service.as_str()];
+        fleet.capacity[si] += capacity;
+        let place = Placement { profile: profile(gpu, k.size), start: k.placement };
+        fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity, doomed: false });
+    }
+    let mut doomed_left = 0usize;
+    for d in &r.destroyed {
+        let si = index[d.service.as_str()];
+        fleet.capacity[si] += d.capacity;
+        let place = Placement { profile: profile(gpu, d.size), start: d.placement };
+        fleet.gpus.entry(id(d.node, d.gpu)).or_default().push(Live { place, service: si, capacity: d.capacity, doomed: true });
+        doomed_left += 1;
+    }
+    let mut steps = Vec::new();
+    let mut t = 0.0;
+    // (from, to, ready capacity per service during that span)
+    let mut timeline: Vec<(f64, f64, Vec<f64>)> = Vec::new();
+    let mut blocked_why: BTreeMap<usize, String> = BTreeMap::new();
+    for k in r.kept.iter().filter(|k| k.old_batch != k.new_batch) {
+        steps.push(Step {
+            action: "rebatch",
+            node: k.node,
+            gpu: k.gpu,
+            placement: k.placement,
+            size: k.size,
+            service: k.service.clone(),
+            procs: k.procs,
+            batch: k.new_batch,
+            start_s: t,
+            end_s: t,
+        });
+    }
+    let step = |action: &'static str, gid: u32, place: Placement, service: &str, procs: u32, batch: u32, start_s: f64, end_s: f64| Step {
+        action,
+        node: gid / per_node,
+        gpu: gid % per_node,
+        placement: place.start,
+        size: place.profile.gpcs,
+        service: service.to_string(),
+        procs,
+        batch,
+        start_s,
+        end_s,
+    };
+    let destroyed_of = |gid: u32, place: Placement| {
+        r.destroyed.iter().find(|d| id(d.node, d.gpu) == gid && d.placement == place.start && d.size == place.profile.gpcs)
+    };
+    // Drain and destroy the doomed segment `at` of GPU `gid`.
+    let break_one = |fleet: &mut Fleet, t: &mut f64, steps: &mut Vec<Step>, timeline: &mut Vec<(f64, f64, Vec<f64>)>, gid: u32, at: usize| {
+        let Some(v) = fleet.gpus.get_mut(&gid).map(|l| l.remove(at)) else { return };
+        let (procs, batch) = destroyed_of(gid, v.place).map_or((0, 0), |d| (d.procs, d.batch));
+        let name = &names[v.service];
+        let drain = drain_s(name).max(0.0);
+        timeline.push((*t, *t + drain, fleet.capacity.clone()));
+        steps.push(step("drain", gid, v.place, name, procs, batch, *t, *t + drain));
+        *t += drain;
+        fleet.capacity[v.service] -= v.capacity;
+        timeline.push((*t, *t + costs.mig_destroy, fleet.capacity.clone()));
+        steps.push(step("destroy", gid, v.place, name, procs, batch, *t, *t + costs.mig_destroy));
+        *t += costs.mig_destroy;
+    };
+    // Pending creations, per GPU.
+    let mut pending: BTreeMap<u32, Vec<&ChangedSegment>> = BTreeMap::new();
+    for c in &r.created {
+        pending.entry(id(c.node, c.gpu)).or_default().push(c);
+    }
+    let create_s = costs.mig_create + costs.mps_start + costs.worker_start;
+    loop {
+        // Make: of the pending segments whose slot is free now, the one whose service has the
+        // least of its new rate ready goes first (a starved service is served again soonest).
+        let share = |fleet: &Fleet, si: usize| if rates[si] > 0.0 { fleet.capacity[si] / rates[si] } else { f64::INFINITY };
+        let next = pending
+            .iter()
+            .flat_map(|(&gid, list)| list.iter().enumerate().map(move |(i, c)| (gid, i, *c)))
+            .filter(|(gid, _, c)| gpu.free_starts(&fleet.layout(*gid), profile(gpu, c.size)).contains(&c.placement))
+            .min_by(|a, b| share(&fleet, index[a.2.service.as_str()]).total_cmp(&share(&fleet, index[b.2.service.as_str()])))
+            .map(|(gid, i, _)| (gid, i));
+        if let Some((gid, i)) = next {
+            let c = pending.get_mut(&gid).map(|l| l.swap_remove(i)).expect("the pending segment just found");
+            let place = Placement { profile: profile(gpu, c.size), start: c.placement };
+            timeline.push((t, t + create_s, fleet.capacity.clone()));
+            steps.push(step("create", gid, place, &c.service, c.procs, c.batch, t, t + create_s));
+            t += create_s;
+            let si = index[c.service.as_str()];
+            fleet.capacity[si] += c.capacity;
+            fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
+            pending.retain(|_, l| !l.is_empty());
+            continue;
+        }
+        if pending.is_empty() {
+            break;
+        }
+        // Break: an old segment on a GPU with a pending one: the one whose service keeps the
+        // largest share of its new rate without it (all of it counts the same), then one whose
+        // own service's new segment waits on that GPU (its gap is then one destroy and create).
+        let own = |gid: u32, x: &Live| pending.get(&gid).is_some_and(|l| l.iter().any(|c| index[c.service.as_str()] == x.service));
+        let victim = pending
+            .keys()
+            .filter_map(|gid| fleet.gpus.get(gid).map(|l| (gid, l)))
+            .flat_map(|(gid, l)| l.iter().enumerate().filter(|(_, x)| x.doomed).map(move |(at, x)| (*gid, at, x)))
+            .max_by(|a, b| {
+                let left = |x: &Live| {
+                    let rate = rates[x.service];
+                    if rate > 0.0 { ((fleet.capacity[x.service] - x.capacity) / rate).min(1.0) } else { 1.0 }
+                };
+                left(a.2).total_cmp(&left(b.2)).then(own(a.0, a.2).cmp(&own(b.0, b.2)))
+            })
+            .map(|(gid, at, x)| (gid, at, x.clone()));
+        let Some((gid, at, v)) = victim else {
+            break; // cannot happen for a legal target layout; stop rather than loop
+        };
+        if fleet.capacity[v.service] - v.capacity <= 0.0 && rates[v.service] > 0.0 {
+            blocked_why.entry(v.service).or_insert(format!(
+                "node {} GPU {} has no free slot for the service's new segments until its {} at {} is destroyed, \
+                 and no other segment of the service is ready",
+                gid / per_node,
+                gid % per_node,
+                v.place.profile.name,
+                v.place.start
+            ));
+        }
+        break_one(&mut fleet, &mut t, &mut steps, &mut timeline, gid, at);
+        doomed_left -= 1;
+    }
+    // Break what is left, now that every new segment is ready.
+    let rest: Vec<(u32, Placement)> =
+        fleet.gpus.iter().flat_map(|(gid, l)| l.iter().filter(|x| x.doomed).map(move |x| (*gid, x.place))).collect();
+    for (gid, place) in rest {
+        if let Some(at) = fleet.gpus.get(&gid).and_then(|l| l.iter().position(|x| x.doomed && x.place == place)) {
+            break_one(&mut fleet, &mut t, &mut steps, &mut timeline, gid, at);
+            doomed_left = doomed_left.saturating_sub(1);
+        }
+    }
+    debug_assert_eq!(doomed_left, 0);
+    let end = fleet.capacity.clone();
+    let start = timeline.first().map(|x| x.2.clone()).unwrap_or_else(|| end.clone());
+    let services = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let rate = rates[i];
+            let min = timeline.iter().map(|x| x.2[i]).chain([end[i]]).fold(f64::INFINITY, f64::min);
+            let below = timeline.iter().filter(|x| x.2[i] + 1e-9 < rate).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
+            let unserved = timeline.iter().filter(|x| rate > 0.0 && x.2[i] <= 1e-9).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
+            ServiceDip {
+                service: n.clone(),
+                rate,
+                capacity_before: start[i],
+                capacity_min: if min.is_finite() { min.max(0.0) } else { 0.0 },
+                capacity_after: end[i],
+                seconds_below_rate: below,
+                seconds_unserved: unserved,
+                why: (unserved > 0.0).then(|| {
+                    blocked_why.get(&i).cloned().unwrap_or_else(|| "the service has no running segment before its new ones are ready".into())
+                }),
+            }
+        })
+        .collect();
+    Transition { costs, steps, seconds: t, services }
+}
+
