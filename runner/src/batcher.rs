@@ -561,7 +561,7 @@ pub async fn run_batcher(
             tokio::select! {
                 job = rx.recv(), if !stopping => match job {
                     Some(j) => {
-                        if let Some(rate) = meter.arrived(j.rows, Instant::now()) {
+                        if let Some(rate) = meter.arrived(j.rows, j.arrival) {
                             ctx.shared.set_arrival_rate(rate);
                         }
                         queue.push_back(j)
