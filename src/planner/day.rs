@@ -35,6 +35,10 @@ use parva_core::trace::RateTrace;
 use crate::replan::{self, Costs};
 use crate::{PlanError, PlanInput};
 
+/// Most pieces a day simulation may cut its trace into (trace changes plus controller windows):
+/// each is planned (oracle) and simulated, at roughly 0.1 s apiece in a release build.
+pub const MAX_PIECES: usize = 20_000;
+
 /// Which plans a day is served with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -202,6 +206,21 @@ pub fn simulate_day(
     progress: &mut dyn FnMut(Policy, usize, usize),
 ) -> Result<DayReport, DayError> {
     check(config)?;
+    // Bound the work before any plan is made: each piece is planned (oracle) and simulated.
+    let changes = trace.breakpoints().iter().filter(|t| **t < config.duration_s).count();
+    let pieces = changes as f64 + config.duration_s / config.follow.window_s;
+    if pieces > MAX_PIECES as f64 {
+        return Err(DayError::Invalid {
+            what: "the rate trace".into(),
+            rule: format!(
+                "{changes} rate changes and {:.0} controller windows in {} s make about {pieces:.0} pieces to plan and \
+                 simulate, more than {MAX_PIECES}; use a coarser trace (e.g. one row per service per minute), a longer \
+                 --window or a shorter --duration",
+                config.duration_s / config.follow.window_s,
+                config.duration_s
+            ),
+        });
+    }
     let mut out = Vec::new();
     let (mut pieces_simulated, mut seconds_simulated) = (0usize, 0.0f64);
     for &policy in policies {
@@ -259,6 +278,11 @@ struct Stats {
 }
 
 /// The services with the given rates.
+/// The services with `rates` (in the list's order).
+fn with_rates(services: &[Service], rates: &[f64]) -> Vec<Service> {
+    services.iter().zip(rates).map(|(s, r)| Service { rate: *r, ..s.clone() }).collect()
+}
+
 fn at_rates(services: &[Service], rate: &dyn Fn(&Service) -> f64) -> Vec<Service> {
     services.iter().map(|s| Service { rate: rate(s), ..s.clone() }).collect()
 }
@@ -356,12 +380,13 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
     let names: Vec<&str> = input.services.iter().map(|s| s.name.as_str()).collect();
     // Start: planned for the first rates with headroom (a node deployed for what it serves now).
     let mut ctl = Controller::new(f, &names.iter().map(|n| trace.rate(n, 0.0)).collect::<Vec<_>>());
-    let first = at_rates(input.services, &|s| ctl.planned()[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
+    let first = with_rates(input.services, ctl.planned());
     let mut map = plan_map(input, &first, 0.0)?;
     let mut stats = Stats::default();
     let mut spans = Vec::new();
     let mut t = 0.0f64;
     let per_node = input.options.gpus_per_node.max(1);
+    let slo_s: BTreeMap<&str, f64> = input.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
     while t < c.duration_s {
         let tick = (t + f.window_s).min(c.duration_s);
         spans.push(Span { start: t, end: tick, gpus: map.gpu_count(), map: map.clone(), transition: false });
@@ -372,7 +397,7 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
         // What the controller saw over the window that ended.
         let seen: Vec<f64> = names.iter().map(|n| trace.average(n, t - f.window_s, t)).collect();
         let Some(target) = ctl.observe(t, &seen) else { continue };
-        let services = at_rates(input.services, &|s| target[names.iter().position(|n| *n == s.name).unwrap_or(0)]);
+        let services = with_rates(input.services, &target);
         let r = replan::replan(PlanInput { services: &services, ..*input }, &map, 0)
             .map_err(|source| DayError::Replan { at_s: t, source })?;
         let new_map = r.to_map();
@@ -383,7 +408,6 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
             }
             continue;
         }
-        let slo_s: BTreeMap<&str, f64> = input.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
         let tr = replan::transition(&r, input.gpu, per_node, c.costs, &|n| slo_s.get(n).copied().unwrap_or(0.0));
         for d in tr.services.iter().filter(|d| d.seconds_unserved > 0.0) {
             tracing::debug!(at_s = t, service = %d.service, seconds = d.seconds_unserved, why = ?d.why, "a service has no ready process during a transition");
@@ -693,6 +717,7 @@ mod tests {
             (DayConfig { follow: FollowSettings { window_s: 1.0, ..FollowSettings::default() }, ..config() }, "--window: must be in [10, 86400] s, found 1"),
             (DayConfig { follow: FollowSettings { hysteresis: 1.0, ..FollowSettings::default() }, ..config() }, "--hysteresis: must be in [0, 1) (a fraction), found 1"),
             (DayConfig { follow: FollowSettings { ewma: 0.0, ..FollowSettings::default() }, ..config() }, "--ewma: must be in (0, 1], found 0"),
+            (DayConfig { duration_s: 1e7, ..config() }, "the rate trace: 3 rate changes and 33333 controller windows in 10000000 s make about 33336 pieces to plan and simulate, more than 20000; use a coarser trace (e.g. one row per service per minute), a longer --window or a shorter --duration"),
         ] {
             let e = simulate_day(input, &trace(&s), &c, &[Policy::Static], &mut |_, _, _| {}).unwrap_err();
             assert_eq!(e.to_string(), want);
