@@ -253,6 +253,45 @@ fn nvml_output_of_a_real_h100_becomes_the_built_in_h100_entry() {
     assert_eq!(id_from_product("???"), "gpu");
 }
 
+/// NVML's answer on a real H200 (driver 580.159.04, MIG mode off), copied from
+/// reports/gpu/nvidia-h200-2026-11-26/mig-geometry.json, in NVML's profile-index order. Before that
+/// run the built-in h200-141gb placements were assumed equal to the H100's; this is what confirmed them.
+fn h200_nvml() -> Vec<NvmlProfile> {
+    let p = |id, name: &str, slices, count, sms, mb, pl: &[(u32, u32)]| NvmlProfile {
+        id,
+        name: name.into(),
+        slice_count: slices,
+        instance_count: count,
+        multiprocessor_count: sms,
+        memory_size_mb: mb,
+        placements: pl.to_vec(),
+    };
+    vec![
+        p(19, "MIG 1g.18gb", 1, 7, 16, 16384, &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
+        p(14, "MIG 2g.35gb", 2, 3, 32, 33280, &[(0, 2), (2, 2), (4, 2)]),
+        p(9, "MIG 3g.71gb", 3, 2, 60, 71424, &[(0, 4), (4, 4)]),
+        p(5, "MIG 4g.71gb", 4, 1, 64, 71424, &[(0, 4)]),
+        p(0, "MIG 7g.141gb", 7, 1, 132, 143360, &[(0, 8)]),
+        p(20, "MIG 1g.18gb+me", 1, 1, 16, 16384, &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
+        p(15, "MIG 1g.35gb", 1, 4, 26, 33280, &[(0, 2), (2, 2), (4, 2), (6, 2)]),
+    ]
+}
+
+#[test]
+fn nvml_output_of_a_real_h200_becomes_the_built_in_h200_entry() {
+    let got = from_nvml("h200-141gb", "NVIDIA H200", 0x2335_10DE, &h200_nvml(), "nvml:GPU 0").unwrap();
+    let want = crate::mig::GpuType::by_id("h200-141gb").unwrap();
+    assert_eq!((got.gpcs, got.mem_slices, got.max_instances), (want.gpcs, want.mem_slices, want.max_instances));
+    assert_eq!(got.products, want.products);
+    assert_eq!(want.placements_source, PlacementSource::Nvml, "the built-in entry says its placements were read from a GPU");
+    assert_eq!(got.profiles.len(), want.profiles.len());
+    for w in want.profiles {
+        let g = got.profile_by_id(w.id).unwrap_or_else(|| panic!("profile {} missing", w.id));
+        assert_eq!(g, w, "profile {}", w.id);
+    }
+    assert_eq!(got.maximal_layouts().len(), want.maximal_layouts().len());
+}
+
 #[test]
 fn nvml_output_that_breaks_a_rule_is_refused() {
     let mut bad = h100_nvml();
