@@ -290,6 +290,14 @@ fn nvml_output_of_a_real_h200_becomes_the_built_in_h200_entry() {
         assert_eq!(g, w, "profile {}", w.id);
     }
     assert_eq!(got.maximal_layouts().len(), want.maximal_layouts().len());
+    // Regression (catalogue --from-gpu on the H200 said "NOT the same geometry"): NVML lists the
+    // profiles in another order than the catalogue file; the geometry is the same.
+    assert!(got.profiles.iter().map(|p| p.id).ne(want.profiles.iter().map(|p| p.id)), "the orders differ");
+    assert!(got.same_mig_geometry(want) && want.same_mig_geometry(&got));
+    let mut other = h200_nvml();
+    other[6].placements.pop();
+    let changed = from_nvml("h200-141gb", "NVIDIA H200", 0x2335_10DE, &other, "nvml:GPU 0").unwrap();
+    assert!(!changed.same_mig_geometry(want), "one placement fewer is another geometry");
 }
 
 #[test]

@@ -316,14 +316,16 @@ impl GpuType {
 
     /// Same geometry and products (the origin and source text aside).
     pub fn same_geometry(&self, other: &GpuType) -> bool {
-        (self.id, self.products, self.gpcs, self.mem_slices, self.max_instances, self.profiles)
-            == (other.id, other.products, other.gpcs, other.mem_slices, other.max_instances, other.profiles)
+        (self.id, self.products) == (other.id, other.products) && self.same_mig_geometry(other)
     }
 
-    /// The same MIG geometry (GPCs, memory slices, instances, profiles in order), whatever the
-    /// types' ids and products.
+    /// The same MIG geometry (GPCs, memory slices, instances, and the same profiles by id, in any
+    /// order: NVML lists them by profile index, catalogue files by size), whatever the types' ids
+    /// and products.
     pub fn same_mig_geometry(&self, other: &GpuType) -> bool {
-        (self.gpcs, self.mem_slices, self.max_instances, self.profiles) == (other.gpcs, other.mem_slices, other.max_instances, other.profiles)
+        (self.gpcs, self.mem_slices, self.max_instances, self.profiles.len())
+            == (other.gpcs, other.mem_slices, other.max_instances, other.profiles.len())
+            && self.profiles.iter().all(|p| other.profile_by_id(p.id) == Some(p))
     }
 
     fn full_mask(&self) -> u16 {
