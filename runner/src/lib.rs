@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod error;
 pub mod http;
 pub mod kserve;
+pub mod live;
 pub mod listen;
 pub mod meta;
 pub mod metrics;

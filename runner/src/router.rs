@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +69,7 @@ impl QueueLimits {
 }
 
 /// One worker process as the router sees it.
+#[derive(Clone)]
 pub struct ProcRoute {
     pub tx: mpsc::UnboundedSender<Job>,
     pub shared: Arc<ProcShared>,
@@ -81,13 +82,21 @@ pub struct ProcRoute {
     pub limits: QueueLimits,
 }
 
-/// One service: its model metadata and its processes.
+/// One service: its model metadata and its processes. The processes can be replaced while it
+/// serves ([`ServiceRoute::set_procs`]): a request is admitted against one snapshot of them.
 pub struct ServiceRoute {
     pub name: String,
     pub meta: ModelMeta,
-    pub procs: Vec<ProcRoute>,
+    state: Mutex<RouteState>,
+    /// Requests that reached this service (known and well-formed or not), for rate measurement.
+    arrivals: AtomicU64,
+}
+
+/// The processes a service routes to now and the round-robin state over them.
+struct RouteState {
+    procs: Arc<Vec<ProcRoute>>,
     /// Smooth weighted round-robin state, one entry per process.
-    current: Mutex<Vec<f64>>,
+    current: Vec<f64>,
 }
 
 /// The closest a refused request came: the smallest estimated finish among the processes tried.
@@ -99,35 +108,61 @@ struct Closest {
 
 impl ServiceRoute {
     pub fn new(name: String, meta: ModelMeta, procs: Vec<ProcRoute>) -> Self {
-        let current = Mutex::new(vec![0.0; procs.len()]);
-        ServiceRoute { name, meta, procs, current }
+        let current = vec![0.0; procs.len()];
+        ServiceRoute { name, meta, state: Mutex::new(RouteState { procs: Arc::new(procs), current }), arrivals: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The processes requests go to now.
+    pub fn procs(&self) -> Arc<Vec<ProcRoute>> {
+        self.lock().procs.clone()
+    }
+
+    /// Route to `procs` from now on. A request admitted before has its rows counted on its
+    /// process already (admission reserves them under the same lock), so a process taken out
+    /// is drained once its `queued_rows` reach 0.
+    pub fn set_procs(&self, procs: Vec<ProcRoute>) {
+        let mut st = self.lock();
+        st.current = vec![0.0; procs.len()];
+        st.procs = Arc::new(procs);
+    }
+
+    /// Requests that reached this service so far.
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(Ordering::Relaxed)
     }
 
     pub fn any_ready(&self) -> bool {
-        self.procs.iter().any(|p| p.shared.ready.load(Ordering::SeqCst))
+        self.procs().iter().any(|p| p.shared.ready.load(Ordering::SeqCst))
     }
 
     /// Pick a process for a request of `rows` rows and `bytes` input bytes that has waited
-    /// `waited` seconds already, and reserve them there (see the module's doc).
-    fn admit(&self, rows: usize, bytes: usize, waited: f64) -> Result<usize, InferError> {
-        let ready: Vec<bool> = self.procs.iter().map(|p| p.shared.ready.load(Ordering::SeqCst)).collect();
+    /// `waited` seconds already, and reserve them there (see the module's doc). Returns the
+    /// snapshot of processes admitted against and the index chosen in it.
+    fn admit(&self, rows: usize, bytes: usize, waited: f64) -> Result<(Arc<Vec<ProcRoute>>, usize), InferError> {
+        let mut st = self.lock();
+        let procs = st.procs.clone();
+        let ready: Vec<bool> = procs.iter().map(|p| p.shared.ready.load(Ordering::SeqCst)).collect();
         if !ready.iter().any(|&r| r) {
             return Err(InferError::NotReady { service: self.name.clone(), why: "no worker process is ready".into() });
         }
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let mut candidates: Vec<usize> = (0..self.procs.len()).filter(|&i| ready[i]).collect();
+        let current = &mut st.current;
+        let mut candidates: Vec<usize> = (0..procs.len()).filter(|&i| ready[i]).collect();
         let n_ready = candidates.len();
         let mut closest: Option<Closest> = None;
         let now = Instant::now();
         while !candidates.is_empty() {
-            let i = swrr_pick(&mut current, &self.procs, &candidates);
+            let i = swrr_pick(current, &procs, &candidates);
             candidates.retain(|&c| c != i);
-            let p = &self.procs[i];
+            let p = &procs[i];
             let ahead = p.shared.queued_rows.fetch_add(rows, Ordering::SeqCst);
             let ahead_bytes = p.shared.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
             // An idle process always takes a request: nothing can do better.
             if ahead == 0 {
-                return Ok(i);
+                return Ok((procs, i));
             }
             if ahead.saturating_add(rows) > p.limits.rows || ahead_bytes.saturating_add(bytes) > p.limits.bytes {
                 p.shared.release(rows, bytes);
@@ -135,7 +170,7 @@ impl ServiceRoute {
             }
             let finish = waited + p.shared.finish_estimate(now, ahead, rows, p.policy.max_batch as usize);
             if finish <= p.policy.slo - p.policy.guard {
-                return Ok(i);
+                return Ok((procs, i));
             }
             p.shared.release(rows, bytes);
             if closest.as_ref().is_none_or(|c| finish < c.secs) {
@@ -144,7 +179,7 @@ impl ServiceRoute {
         }
         let why = match closest {
             Some(c) => {
-                let p = &self.procs[c.proc];
+                let p = &procs[c.proc];
                 format!(
                     "no ready process can answer this request within the SLO of {} ms (deadline: SLO - {} ms guard): \
                      the earliest finish among its {n_ready} ready processes is about {:.0} ms ({} with {} rows ahead, \
@@ -160,7 +195,7 @@ impl ServiceRoute {
                 )
             }
             None => {
-                let l = self.procs[0].limits;
+                let l = procs[0].limits;
                 format!(
                     "the queues of all {n_ready} ready processes are at their hard bound ({} rows or {} MiB of inputs per process)",
                     l.rows,
@@ -209,6 +244,7 @@ impl Router {
 
     async fn run(&self, name: &str, inputs: Vec<Tensor>) -> Result<JobDone, InferError> {
         let svc = self.service(name)?;
+        svc.arrivals.fetch_add(1, Ordering::Relaxed);
         let (mut inputs, rows) = svc.meta.check_inputs(inputs).map_err(InferError::BadRequest)?;
         let bytes: usize = inputs.iter().map(|t| t.data.len()).sum();
         let arrival = Instant::now();
@@ -216,11 +252,11 @@ impl Router {
         // that once, then the service is treated as not ready.
         let mut returns = 0;
         loop {
-            let i = svc.admit(rows, bytes, arrival.elapsed().as_secs_f64())?;
+            let (procs, i) = svc.admit(rows, bytes, arrival.elapsed().as_secs_f64())?;
             let (tx, rx) = oneshot::channel();
             let job = Job { inputs, rows, bytes, arrival, reply: tx };
-            if let Err(e) = svc.procs[i].tx.send(job) {
-                svc.procs[i].shared.release(rows, bytes);
+            if let Err(e) = procs[i].tx.send(job) {
+                procs[i].shared.release(rows, bytes);
                 drop(e);
                 return Err(InferError::ShuttingDown);
             }
@@ -228,7 +264,7 @@ impl Router {
                 Ok(Outcome::Answered(r)) => return r,
                 Ok(Outcome::Returned { inputs: back, why }) => {
                     returns += 1;
-                    if returns > svc.procs.len() {
+                    if returns > procs.len() {
                         return Err(InferError::NotReady { service: svc.name.clone(), why });
                     }
                     tracing::debug!(service = %svc.name, %why, "request sent to another process");
@@ -246,7 +282,7 @@ impl Backend for Router {
     }
 
     fn ready(&self) -> bool {
-        self.services.values().all(|s| s.procs.iter().all(|p| p.shared.ready.load(Ordering::SeqCst)))
+        self.services.values().all(|s| s.procs().iter().all(|p| p.shared.ready.load(Ordering::SeqCst)))
     }
 
     fn model(&self, name: &str) -> Result<&ModelMeta, InferError> {
@@ -349,12 +385,12 @@ mod tests {
         let svc = service(vec![proc_route(0, 1.0, 4, 1000.0, 0.010).0, proc_route(1, 1.0, 4, 1000.0, 0.010).0]);
         let mut per_proc = [0; 2];
         for n in 0..200 {
-            let i = svc.admit(1, 4, 0.0).unwrap_or_else(|e| panic!("request {n} refused: {e}"));
+            let i = svc.admit(1, 4, 0.0).unwrap_or_else(|e| panic!("request {n} refused: {e}")).1;
             per_proc[i] += 1;
         }
         assert_eq!(per_proc, [100, 100]);
-        assert_eq!(svc.procs[0].shared.queued_rows.load(Ordering::SeqCst), 100);
-        assert_eq!(svc.procs[0].shared.queued_bytes.load(Ordering::SeqCst), 400);
+        assert_eq!(svc.procs()[0].shared.queued_rows.load(Ordering::SeqCst), 100);
+        assert_eq!(svc.procs()[0].shared.queued_bytes.load(Ordering::SeqCst), 400);
     }
 
     /// One process, batch 4, 10 ms per batch, SLO 100 ms (guard 5 ms): a request finishes in time
@@ -364,29 +400,29 @@ mod tests {
     fn a_burst_that_cannot_meet_the_slo_is_refused_with_the_reason() {
         let svc = service(vec![proc_route(0, 1.0, 4, 100.0, 0.010).0]);
         for n in 0..36 {
-            svc.admit(1, 4, 0.0).unwrap_or_else(|e| panic!("request {n} refused: {e}"));
+            svc.admit(1, 4, 0.0).unwrap_or_else(|e| panic!("request {n} refused: {e}")).1;
         }
-        let why = overloaded_why(svc.admit(1, 4, 0.0).unwrap_err());
+        let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         for want in ["within the SLO of 100 ms", "5 ms guard", "about 100 ms", "w0 with 36 rows ahead", "full batches of 4 executing in about 10.0 ms each, plus 0.0 ms of overhead"] {
             assert!(why.contains(want), "{want:?} not in {why:?}");
         }
         // Refused requests reserve nothing.
-        assert_eq!(svc.procs[0].shared.queued_rows.load(Ordering::SeqCst), 36);
-        assert_eq!(svc.procs[0].shared.queued_bytes.load(Ordering::SeqCst), 144);
+        assert_eq!(svc.procs()[0].shared.queued_rows.load(Ordering::SeqCst), 36);
+        assert_eq!(svc.procs()[0].shared.queued_bytes.load(Ordering::SeqCst), 144);
         // A batch in flight counts for what is left of it: one running batch of 1 row expected to
         // end in 8 ms, ahead of 35 queued rows (8 full batches, then the request's own with 4
         // rows): 8 + 80 + 10 = 98 ms > 95 ms, refused; at 4 ms left, 94 ms, admitted.
         let svc = service(vec![proc_route(0, 1.0, 4, 100.0, 0.010).0]);
-        let sh = &svc.procs[0].shared;
+        let sh = &svc.procs()[0].shared;
         sh.queued_rows.store(36, Ordering::SeqCst);
         sh.inflight_batches.store(1, Ordering::SeqCst);
         sh.inflight_rows.store(1, Ordering::SeqCst);
         let now = Instant::now();
         sh.set_busy_until(Some(now + std::time::Duration::from_millis(8)));
         assert!((sh.finish_estimate(now, 36, 1, 4) - 0.098).abs() < 1e-6, "{}", sh.finish_estimate(now, 36, 1, 4));
-        overloaded_why(svc.admit(1, 4, 0.0).unwrap_err());
+        overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         sh.set_busy_until(Some(Instant::now() + std::time::Duration::from_millis(4)));
-        assert_eq!(svc.admit(1, 4, 0.0).unwrap(), 0);
+        assert_eq!(svc.admit(1, 4, 0.0).unwrap().1, 0);
     }
 
     /// Regression (issue 18, found by `scripts/bench/admission.sh` with scenario 3): vgg19's
@@ -401,7 +437,7 @@ mod tests {
         p.shared.set_estimates(0.003, 0.189, 0.0);
         p.shared.set_arrival_rate(673.0);
         let svc = service(vec![p]);
-        let sh = &svc.procs[0].shared;
+        let sh = &svc.procs()[0].shared;
         sh.queued_rows.store(60, Ordering::SeqCst);
         sh.inflight_batches.store(1, Ordering::SeqCst);
         sh.inflight_rows.store(50, Ordering::SeqCst);
@@ -409,10 +445,10 @@ mod tests {
         sh.set_busy_until(Some(now + std::time::Duration::from_millis(60)));
         let t = sh.finish_estimate(now, 60, 1, 128);
         assert!((0.130..0.140).contains(&t), "{t}");
-        assert_eq!(svc.admit(1, 4, 0.0).unwrap(), 0);
+        assert_eq!(svc.admit(1, 4, 0.0).unwrap().1, 0);
         // A real backlog still refuses: 300 rows queued are two full batches ahead.
         sh.queued_rows.store(350, Ordering::SeqCst);
-        let why = overloaded_why(svc.admit(1, 4, 0.0).unwrap_err());
+        let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         assert!(why.contains("full batches of 128 executing in about 189.0 ms each"), "{why}");
     }
 
@@ -420,13 +456,13 @@ mod tests {
     fn a_request_goes_to_any_ready_process_that_can_finish_it_in_time() {
         // w0 is deep in work; w1 (a tenth of the weight) is idle: the request goes to w1.
         let svc = service(vec![proc_route(0, 10.0, 4, 100.0, 0.010).0, proc_route(1, 1.0, 4, 100.0, 0.010).0]);
-        svc.procs[0].shared.queued_rows.store(36, Ordering::SeqCst);
-        assert_eq!(svc.admit(1, 4, 0.0).unwrap(), 1);
+        svc.procs()[0].shared.queued_rows.store(36, Ordering::SeqCst);
+        assert_eq!(svc.admit(1, 4, 0.0).unwrap().1, 1);
         // A request that already waited 50 ms (sent back from a dead process) has less room.
         let svc = service(vec![proc_route(0, 1.0, 4, 100.0, 0.010).0]);
-        svc.procs[0].shared.queued_rows.store(16, Ordering::SeqCst);
+        svc.procs()[0].shared.queued_rows.store(16, Ordering::SeqCst);
         assert!(svc.admit(1, 4, 0.040).is_ok(), "5 batches + 40 ms = 90 ms <= 95 ms");
-        let why = overloaded_why(svc.admit(1, 4, 0.050).unwrap_err());
+        let why = overloaded_why(svc.admit(1, 4, 0.050).map(|(_, i)| i).unwrap_err());
         assert!(why.contains("about 100 ms"), "{why}");
     }
 
@@ -437,33 +473,33 @@ mod tests {
         p.limits = QueueLimits::new(2, 4, 1 << 20);
         let svc = service(vec![p]);
         for _ in 0..8 {
-            svc.admit(1, 4, 0.0).unwrap();
+            svc.admit(1, 4, 0.0).unwrap().1;
         }
-        let why = overloaded_why(svc.admit(1, 4, 0.0).unwrap_err());
+        let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         assert!(why.contains("hard bound (8 rows or 1 MiB of inputs per process)"), "{why}");
         // Bytes: 1 MiB per process; an idle process takes even a larger request, then nothing more.
         let (mut p, _rx) = proc_route(0, 1.0, 4, 1e9, 0.010);
         p.limits = QueueLimits::new(1000, 4, 1 << 20);
         let svc = service(vec![p]);
-        svc.admit(1, 3 << 20, 0.0).unwrap();
-        overloaded_why(svc.admit(1, 1, 0.0).unwrap_err());
-        svc.procs[0].shared.release(1, 3 << 20);
-        svc.admit(1, (1 << 20) - 1, 0.0).unwrap();
-        svc.admit(1, 1, 0.0).unwrap();
-        overloaded_why(svc.admit(1, 1, 0.0).unwrap_err());
+        svc.admit(1, 3 << 20, 0.0).unwrap().1;
+        overloaded_why(svc.admit(1, 1, 0.0).map(|(_, i)| i).unwrap_err());
+        svc.procs()[0].shared.release(1, 3 << 20);
+        svc.admit(1, (1 << 20) - 1, 0.0).unwrap().1;
+        svc.admit(1, 1, 0.0).unwrap().1;
+        overloaded_why(svc.admit(1, 1, 0.0).map(|(_, i)| i).unwrap_err());
     }
 
     #[test]
     fn admission_skips_unready_processes_and_without_any_answers_503() {
         let svc = service(vec![proc_route(0, 1.0, 4, 100.0, 0.010).0, proc_route(1, 1.0, 4, 100.0, 0.010).0]);
-        svc.procs[1].shared.ready.store(false, Ordering::SeqCst);
+        svc.procs()[1].shared.ready.store(false, Ordering::SeqCst);
         for _ in 0..36 {
-            assert_eq!(svc.admit(1, 4, 0.0).unwrap(), 0);
+            assert_eq!(svc.admit(1, 4, 0.0).unwrap().1, 0);
         }
-        let why = overloaded_why(svc.admit(1, 4, 0.0).unwrap_err());
+        let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         assert!(why.contains("among its 1 ready processes"), "{why}");
-        svc.procs[0].shared.ready.store(false, Ordering::SeqCst);
-        let e = svc.admit(1, 4, 0.0).unwrap_err();
+        svc.procs()[0].shared.ready.store(false, Ordering::SeqCst);
+        let e = svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err();
         assert_eq!(e.status(), 503);
         assert!(matches!(&e, InferError::NotReady { why, .. } if why == "no worker process is ready"), "{e:?}");
     }
@@ -498,7 +534,7 @@ mod tests {
         dead.await.unwrap();
         let sh1 = alive.await.unwrap();
         assert_eq!(sh1.queued_rows.load(Ordering::SeqCst), 0);
-        assert_eq!(router.services["s"].procs[0].shared.queued_rows.load(Ordering::SeqCst), 0);
+        assert_eq!(router.services["s"].procs()[0].shared.queued_rows.load(Ordering::SeqCst), 0);
         assert!(!router.metrics_text().contains("code=\"503\""));
     }
 }

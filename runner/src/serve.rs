@@ -8,20 +8,21 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parva_core::batching::BatchPolicy;
 use parva_core::{DeploymentMap, ProfileSet, Segment};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::batcher::ProcShared;
 use crate::error::ServeError;
+pub use crate::live::LiveNode;
 use crate::meta::{self, ModelMeta};
 use crate::metrics::{BackendLabel, Metrics};
-use crate::router::{ProcRoute, QueueLimits, Router, ServiceRoute};
+use crate::router::QueueLimits;
 pub use crate::router::{DEFAULT_QUEUE_BATCHES, DEFAULT_QUEUE_BYTES};
 use crate::spawn::{ProcessSpawner, Spawner, WorkerSpec};
-use crate::supervisor::{self, Backoff, ProcessConfig, ProcessHandles};
+use crate::supervisor::Backoff;
 use crate::worker_args;
 
 /// Which executor the workers run.
@@ -116,7 +117,13 @@ pub struct ServeOptions {
     pub events: Option<mpsc::UnboundedSender<ServeEvent>>,
     /// Limits of the HTTP edge: body sizes, memory in flight, timeouts, connections.
     pub http: crate::http::HttpLimits,
+    /// Runs beside the server once it listens, with the live node (`parva deploy --follow`'s
+    /// controller); stopped when the server shuts down.
+    pub control: Option<Control>,
 }
+
+/// A task run beside the server with its [`LiveNode`] (see [`ServeOptions::control`]).
+pub type Control = Box<dyn FnOnce(Arc<LiveNode>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 impl ServeOptions {
     /// The device workers run on: the torch backend's `--device`, `none` for the emulated one.
@@ -147,6 +154,7 @@ impl ServeOptions {
             spawner: Arc::new(ProcessSpawner),
             events: None,
             http: crate::http::HttpLimits::default(),
+            control: None,
         }
     }
 }
@@ -188,18 +196,18 @@ pub fn locate_torch_worker(env: Option<std::ffi::OsString>, exe: Option<&Path>, 
 }
 
 /// One worker process to start.
-struct Planned {
-    service: String,
+pub(crate) struct Planned {
+    pub(crate) service: String,
     model: String,
     max_batch: u32,
     /// The segment's GPU on the node and MIG placement start.
     gpu: u32,
     placement: u8,
-    spec: WorkerSpec,
-    policy: BatchPolicy,
-    exec_profile: Vec<f64>,
-    weight: f64,
-    limits: QueueLimits,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) policy: BatchPolicy,
+    pub(crate) exec_profile: Vec<f64>,
+    pub(crate) weight: f64,
+    pub(crate) limits: QueueLimits,
 }
 
 fn segment_profile(seg: &Segment, prof: Option<&ProfileSet>, backend: BackendKind) -> Result<(Vec<f64>, Option<f64>), ServeError> {
@@ -243,43 +251,79 @@ fn map_profile(seg: &Segment) -> Vec<f64> {
     (1..=b).map(|r| full * r as f64 / b as f64).collect()
 }
 
-fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: Option<&ProfileSet>) -> Result<Vec<Planned>, ServeError> {
-    let segments: Vec<&Segment> = opts.map.segments.iter().filter(|s| s.node == opts.node).collect();
-    let total: u32 = segments.iter().map(|s| s.num_proc).sum();
-    let cmd = match &opts.worker_command {
-        Some(c) => c.clone(),
-        None => default_worker_command(opts.backend)?,
-    };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads = opts.threads_per_worker.unwrap_or((cores / total.max(1) as usize).max(1));
-    let mut out = Vec::new();
-    for seg in segments {
-        let slo = opts.slo_ms.get(&seg.service).copied().or(seg.slo_ms).ok_or_else(|| ServeError::MissingSlo { service: seg.service.clone() })?;
-        let (exec_profile, per_proc) = segment_profile(seg, prof, opts.backend)?;
+/// What every worker of the node shares: how to start one for a segment (also for segments
+/// added while the node serves, see [`crate::live`]).
+pub(crate) struct WorkerTemplate {
+    pub(crate) models_dir: PathBuf,
+    pub(crate) backend: BackendKind,
+    pub(crate) device: Device,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) slo_ms: BTreeMap<String, f64>,
+    pub(crate) cmd: WorkerCommand,
+    /// Intra-op threads per torch worker.
+    pub(crate) threads: usize,
+    pub(crate) queue_batches: usize,
+    pub(crate) queue_bytes: usize,
+    pub(crate) prof: Option<ProfileSet>,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) spawner: Arc<dyn Spawner>,
+}
+
+impl WorkerTemplate {
+    fn new(opts: &ServeOptions, prof: Option<ProfileSet>) -> Result<Self, ServeError> {
+        let total: u32 = opts.map.segments.iter().filter(|s| s.node == opts.node).map(|s| s.num_proc).sum();
+        let cmd = match &opts.worker_command {
+            Some(c) => c.clone(),
+            None => default_worker_command(opts.backend)?,
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Ok(WorkerTemplate {
+            models_dir: opts.models_dir.clone(),
+            backend: opts.backend,
+            device: opts.device,
+            run_dir: opts.run_dir.clone(),
+            slo_ms: opts.slo_ms.clone(),
+            cmd,
+            threads: opts.threads_per_worker.unwrap_or((cores / total.max(1) as usize).max(1)),
+            queue_batches: opts.queue_batches,
+            queue_bytes: opts.queue_bytes,
+            prof,
+            ready_timeout: opts.ready_timeout,
+            backoff: opts.backoff,
+            spawner: opts.spawner.clone(),
+        })
+    }
+
+    /// The worker processes of `seg` with extra environment `env`, named from `w<next>` on.
+    pub(crate) fn segment_workers(&self, seg: &Segment, env: &[(String, String)], next: &mut usize) -> Result<Vec<Planned>, ServeError> {
+        let slo = self.slo_ms.get(&seg.service).copied().or(seg.slo_ms).ok_or_else(|| ServeError::MissingSlo { service: seg.service.clone() })?;
+        let (exec_profile, per_proc) = segment_profile(seg, self.prof.as_ref(), self.backend)?;
         let weight = seg.throughput.map(|t| t / seg.num_proc as f64).or(per_proc).filter(|w| *w > 0.0).unwrap_or(1.0);
-        let meta_file = meta::meta_path(&opts.models_dir, &seg.model);
+        let meta_file = meta::meta_path(&self.models_dir, &seg.model);
+        let mut out = Vec::new();
         for _ in 0..seg.num_proc {
-            let name = format!("w{}", out.len());
-            let socket = opts.run_dir.join(format!("{name}.sock"));
+            let name = format!("w{next}");
+            *next += 1;
+            let socket = self.run_dir.join(format!("{name}.sock"));
             let len = socket.as_os_str().len();
             if len > SOCKET_PATH_MAX {
                 return Err(ServeError::SocketPath { path: socket, len, limit: SOCKET_PATH_MAX });
             }
-            let mut args = cmd.args.clone();
-            let backend = match opts.backend {
+            let mut args = self.cmd.args.clone();
+            let backend = match self.backend {
                 BackendKind::Emulated => {
                     worker_args::Backend::Emulated(worker_args::EmulatedArgs { exec_ms: exec_profile.iter().map(|l| l * 1e3).collect() })
                 }
                 BackendKind::Torch => worker_args::Backend::Torch(worker_args::TorchArgs {
-                    model: Some(meta::torchscript_path(&opts.models_dir, &seg.model)),
-                    device: opts.device.into(),
-                    threads: Some(threads),
+                    model: Some(meta::torchscript_path(&self.models_dir, &seg.model)),
+                    device: self.device.into(),
+                    threads: Some(self.threads),
                 }),
             };
             args.extend(worker_args::WorkerArgs::new(socket.clone(), meta_file.clone(), seg.batch_size as usize).to_args(&backend));
-            let env = opts.segment_env.get(&(seg.gpu, seg.placement)).cloned().unwrap_or_default();
-            let log = opts.run_dir.join(format!("{name}.log"));
-            let spec = WorkerSpec { name, program: cmd.program.clone(), args, env, socket, log };
+            let log = self.run_dir.join(format!("{name}.log"));
+            let spec = WorkerSpec { name, program: self.cmd.program.clone(), args, env: env.to_vec(), socket, log };
             out.push(Planned {
                 service: seg.service.clone(),
                 model: seg.model.clone(),
@@ -292,9 +336,29 @@ fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: 
                 policy: BatchPolicy::new(seg.batch_size, seg.target_ms(slo)),
                 exec_profile: exec_profile.clone(),
                 weight,
-                limits: QueueLimits::new(opts.queue_batches, seg.batch_size as usize, opts.queue_bytes),
+                limits: QueueLimits::new(self.queue_batches, seg.batch_size as usize, self.queue_bytes),
             });
         }
+        Ok(out)
+    }
+}
+
+/// The node's segments with their workers' extra environment.
+fn node_segments(opts: &ServeOptions) -> Vec<(Segment, Vec<(String, String)>)> {
+    opts.map
+        .segments
+        .iter()
+        .filter(|s| s.node == opts.node)
+        .map(|s| (s.clone(), opts.segment_env.get(&(s.gpu, s.placement)).cloned().unwrap_or_default()))
+        .collect()
+}
+
+fn plan_workers(opts: &ServeOptions, metas: &BTreeMap<String, ModelMeta>, prof: Option<ProfileSet>) -> Result<Vec<Planned>, ServeError> {
+    let template = WorkerTemplate::new(opts, prof)?;
+    let mut next = 0;
+    let mut out = Vec::new();
+    for (seg, env) in node_segments(opts) {
+        out.extend(template.segment_workers(&seg, &env, &mut next)?);
         if !metas.contains_key(&seg.model) {
             return Err(ServeError::Config(format!("model {:?} has no metadata", seg.model)));
         }
@@ -401,7 +465,7 @@ pub fn preflight(opts: &mut ServeOptions) -> Result<ServePreview, ServeError> {
     if opts.listen.port() != 0 {
         std::net::TcpListener::bind(opts.listen).map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
     }
-    let workers = plan_workers(opts, &metas, prof.as_ref())?
+    let workers = plan_workers(opts, &metas, prof)?
         .into_iter()
         .map(|p| PlannedWorker {
             name: p.spec.name,
@@ -442,51 +506,13 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
     // Bind before starting any worker: a busy port fails fast and leaves nothing behind.
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    let planned = plan_workers(&opts, &metas, prof.as_ref())?;
     let metrics = Arc::new(Metrics::new());
     let device = opts.device_label();
     metrics.backend.get_or_create(&BackendLabel { backend: opts.backend.name().into(), device: device.into() }).set(1);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let epoch = Instant::now();
-    let mut services: BTreeMap<String, Vec<ProcRoute>> = BTreeMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut shared_all = Vec::new();
-    for p in planned {
-        let _ = std::fs::remove_file(&p.spec.socket);
-        let listener = tokio::net::UnixListener::bind(&p.spec.socket).map_err(|e| ServeError::io(&p.spec.socket, "listen on worker socket", e))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(ProcShared::default());
-        shared_all.push(shared.clone());
-        services.entry(p.service.clone()).or_default().push(ProcRoute {
-            tx,
-            shared: shared.clone(),
-            worker: p.spec.name.clone(),
-            weight: p.weight,
-            policy: p.policy,
-            limits: p.limits,
-        });
-        let cfg = ProcessConfig {
-            service: p.service,
-            spec: p.spec,
-            policy: p.policy,
-            exec_profile: p.exec_profile,
-            ready_timeout: opts.ready_timeout,
-            backoff: opts.backoff,
-            epoch,
-        };
-        let handles = ProcessHandles { listener, spawner: opts.spawner.clone(), rx, shared, metrics: metrics.clone(), stop: stop_rx.clone() };
-        tasks.spawn(supervisor::supervise(cfg, handles));
-    }
-    let model_of: BTreeMap<&str, &str> =
-        opts.map.segments.iter().filter(|s| s.node == opts.node).map(|s| (s.service.as_str(), s.model.as_str())).collect();
-    let routes = services
-        .into_iter()
-        .map(|(name, procs)| {
-            let meta = metas[model_of[name.as_str()]].clone();
-            (name.clone(), ServiceRoute::new(name, meta, procs))
-        })
-        .collect();
-    let router = Arc::new(Router { services: routes, metrics });
+    let template = WorkerTemplate::new(&opts, prof)?;
+    let live = Arc::new(LiveNode::launch(template, node_segments(&opts), &metas, metrics)?);
+    let router = live.router.clone();
+    let shared_all = live.shared().await;
     tracing::info!(%addr, backend = opts.backend.name(), "listening");
     let events = opts.events.clone();
     let send = move |e: ServeEvent| {
@@ -504,13 +530,14 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
     };
     let listener = crate::listen::LimitedListener::new(listener, opts.http.conn);
     let app = app.into_make_service_with_connect_info::<crate::listen::ConnHandle>();
+    let control = opts.control.take().map(|c| tokio::spawn(c(live.clone())));
     let result = axum::serve(listener, app).with_graceful_shutdown(graceful).await.map_err(ServeError::Http);
     watcher.abort();
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(30), async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("some workers did not stop within 30 s; they are killed");
-        tasks.abort_all();
+    if let Some(c) = control {
+        c.abort();
+        let _ = c.await;
     }
+    live.stop_everything().await;
     result
 }
 
