@@ -116,6 +116,13 @@ pub struct Metrics {
     pub restarts: Family<ServiceLabel, Counter>,
     pub workers_ready: Family<ServiceLabel, Gauge>,
     pub backend: Family<BackendLabel, Gauge>,
+    /// `deploy --follow`: transitions applied, transitions that failed and were rolled back,
+    /// GPUs of the node the serving map no longer uses (free for other work), and the rate each
+    /// service's running plan was made for.
+    pub follow_transitions: Counter,
+    pub follow_failures: Counter,
+    pub free_gpus: Gauge,
+    pub planned_rate: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -132,6 +139,10 @@ impl Metrics {
             restarts: Family::default(),
             workers_ready: Family::default(),
             backend: Family::default(),
+            follow_transitions: Counter::default(),
+            follow_failures: Counter::default(),
+            free_gpus: Gauge::default(),
+            planned_rate: Family::default(),
             registry: Registry::default(),
         };
         registry.register("parva_requests", "Inference requests received, per service", m.requests.clone());
@@ -144,6 +155,10 @@ impl Metrics {
         registry.register("parva_worker_restarts", "Worker processes restarted after they exited", m.restarts.clone());
         registry.register("parva_workers_ready", "Worker processes ready to serve", m.workers_ready.clone());
         registry.register("parva_backend_info", "Backend running the workers (emulated = sleeps for profiled latencies)", m.backend.clone());
+        registry.register("parva_follow_transitions", "Live transitions to a new plan applied by deploy --follow", m.follow_transitions.clone());
+        registry.register("parva_follow_failures", "Live transitions that failed and were rolled back to the running plan", m.follow_failures.clone());
+        registry.register("parva_free_gpus", "GPUs of this node the serving plan does not use (free for other work)", m.free_gpus.clone());
+        registry.register("parva_planned_rate", "Requests/s the running plan was made for, per service", m.planned_rate.clone());
         Metrics { registry, ..m }
     }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -22,6 +23,10 @@ use parva_gpu::nvml::NvmlMig;
 use parva_gpu::plan::{DeployOptions, parse_index_map};
 use parva_runner::serve::ServePreview;
 use parva_runner::{BackendKind, ServeOptions};
+
+use super::follow::{Follow, OpenNode};
+
+use parva_planner::day::FollowSettings;
 
 use super::{BackendArg, DeviceArg};
 
@@ -93,6 +98,42 @@ pub struct DeployArgs {
     fake_gpus: Option<String>,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
+    #[command(flatten)]
+    follow: FollowArgs,
+}
+
+/// `--follow`: re-plan the node live as its load changes (see README, "A node that follows its load").
+#[derive(Args)]
+pub struct FollowArgs {
+    /// Follow the load: measure each service's rate at the router and, when the forecast leaves
+    /// the band the running plan was made for, re-plan with the fewest changes inside this node's
+    /// GPUs and apply the transition live (make before break; a failed one is rolled back).
+    /// Needs --services and --prof-data.
+    #[arg(long, requires_all = ["services", "prof_data"], conflicts_with_all = ["dry_run", "no_serve"])]
+    follow: bool,
+    /// With --follow: the service list (`service,model,rate,slo_ms`) the map was planned for; its
+    /// SLOs and models are kept, its rates are where the controller starts.
+    #[arg(long, value_name = "FILE", requires = "follow")]
+    services: Option<PathBuf>,
+    /// With --follow: seconds between the controller's looks at the measured rates.
+    #[arg(long, default_value = "120s", value_parser = super::simulate::parse_seconds, requires = "follow")]
+    window: f64,
+    /// With --follow: plan this much more than the forecast (0.1 = 10 %).
+    #[arg(long, default_value_t = FollowSettings::default().headroom, requires = "follow")]
+    headroom: f64,
+    /// With --follow: a service is planned down only when its forecast falls below (1 - this) x
+    /// its planned rate.
+    #[arg(long, default_value_t = FollowSettings::default().hysteresis, requires = "follow")]
+    hysteresis: f64,
+    /// With --follow: weight of the newest window in the rate EWMA (1: only the last window).
+    #[arg(long, default_value_t = FollowSettings::default().ewma, requires = "follow")]
+    ewma: f64,
+    /// With --follow: seconds after a change before the next scale-down (scale-ups never wait).
+    #[arg(long, default_value = "900s", value_parser = super::simulate::parse_seconds, requires = "follow")]
+    min_interval: f64,
+    /// With --follow: most MPS processes per segment in new plans.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16), requires = "follow")]
+    max_procs: u32,
 }
 
 /// The controllers: NVML + real MPS, or the fakes.
@@ -126,6 +167,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     for note in super::learn_unknown_gpus(ctl.mig.as_mut(), None)? {
         eprintln!("note: {note}");
     }
+    let node_gpus = u32::try_from(ctl.mig.gpus()?.len()).unwrap_or(u32::MAX);
     let mut node = Node { mig: ctl.mig.as_mut(), mps: ctl.mps.as_mut(), run_dir: run_dir.clone() };
     if args.teardown || args.restore {
         let (what, done) = if args.teardown { ("teardown", node.teardown()?) } else { ("restore", node.restore()?) };
@@ -158,6 +200,8 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("node {} could not serve {} (nothing changed)", args.node, plan_path.display()))?;
         Some(p)
     };
+    // The controller's inputs are checked before the first MIG change too.
+    let follow = if args.follow.follow { Some(follow_setup(&args, &map, &run_dir, &opts, node_gpus)?) } else { None };
     let outcome = node.deploy(&map, &opts, args.dry_run).with_context(|| format!("deploy {} on node {}", plan_path.display(), args.node))?;
     report(&args, &plan_path, &outcome, preview.as_ref())?;
     if args.dry_run || args.no_serve {
@@ -170,7 +214,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let served = if inject {
         Err(anyhow::anyhow!("injected failure (PARVA_FAKE_FAIL=serve_start): serving did not start"))
     } else {
-        serve(&args, map, &run_dir, &outcome.segments)
+        serve(&args, map, &run_dir, &outcome.segments, follow)
     };
     match served {
         Ok(code) => Ok(code),
@@ -256,8 +300,62 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome, serving: Option<&
     Ok(())
 }
 
-fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv]) -> anyhow::Result<ExitCode> {
-    super::serve::serve_until_signal(serve_options(args, map, run_dir, segments))?;
+/// The live controller of `--follow`, checked before serving starts.
+fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &DeployOptions, node_gpus: u32) -> anyhow::Result<Arc<Follow>> {
+    let f = &args.follow;
+    let settings = FollowSettings { window_s: f.window, headroom: f.headroom, hysteresis: f.hysteresis, min_interval_s: f.min_interval, ewma: f.ewma };
+    if !(settings.window_s >= 1.0) {
+        anyhow::bail!("--window must be at least 1s; got {}s", settings.window_s);
+    }
+    if !(0.0..=1.0).contains(&settings.ewma) || settings.ewma == 0.0 || !(0.0..1.0).contains(&settings.hysteresis) || !(0.0..=10.0).contains(&settings.headroom) {
+        anyhow::bail!("--ewma must be in (0, 1], --hysteresis in [0, 1) and --headroom in [0, 10]");
+    }
+    let gpu_id = opts.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone())).context("--follow needs the map's GPU type (--gpu-type)")?;
+    let gpu = parva_core::mig::GpuType::by_id(&gpu_id)?;
+    let prof = args.prof_data.as_deref().context("--follow needs --prof-data")?;
+    let profiles = parva_core::ProfileSet::read_dir(prof, Some(gpu))?;
+    let file = args.follow.services.as_deref().context("--follow needs --services")?;
+    let services = parva_core::slo::read_services(file, &profiles)?;
+    let served: std::collections::BTreeSet<&str> = map.segments.iter().filter(|s| s.node == args.node).map(|s| s.service.as_str()).collect();
+    let listed: std::collections::BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    if served != listed {
+        anyhow::bail!(
+            "--follow: {} lists services {:?} and node {} of the map serves {:?}; they must be the same",
+            file.display(), listed, args.node, served
+        );
+    }
+    let fake = args.fake_gpus.clone();
+    let state = run_dir.join("fake-gpus.json");
+    let open: OpenNode = Arc::new(move || {
+        if let Some(fake) = super::fake_node(fake.as_deref(), Some(&state))? {
+            return Ok((Box::new(fake.gpus) as Box<dyn MigControl>, Box::new(fake.mps) as Box<dyn MpsControl>));
+        }
+        Ok((Box::new(NvmlMig::load()?) as Box<dyn MigControl>, Box::new(RealMps::default()) as Box<dyn MpsControl>))
+    });
+    Ok(Arc::new(Follow {
+        settings,
+        services,
+        profiles,
+        gpu,
+        node_gpus,
+        costs: parva_planner::replan::Costs::default(),
+        max_procs: f.max_procs,
+        deploy: opts.clone(),
+        run_dir: run_dir.to_path_buf(),
+        open,
+    }))
+}
+
+fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv], follow: Option<Arc<Follow>>) -> anyhow::Result<ExitCode> {
+    let mut opts = serve_options(args, map, run_dir, segments);
+    if let Some(f) = follow {
+        eprintln!(
+            "following the load: every {} s, headroom {} %, hysteresis {} %, scale-down at most every {} s",
+            f.settings.window_s, f.settings.headroom * 100.0, f.settings.hysteresis * 100.0, f.settings.min_interval_s
+        );
+        opts.control = Some(Box::new(move |live| Box::pin(super::follow::run(f, live))));
+    }
+    super::serve::serve_until_signal(opts)?;
     eprintln!("stopped serving; MIG instances and MPS daemons stay (`parva deploy --teardown` removes them)");
     Ok(ExitCode::SUCCESS)
 }

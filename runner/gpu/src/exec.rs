@@ -57,6 +57,10 @@ pub struct DeployRecord {
     pub created: Vec<CreatedInstance>,
     pub daemons: Vec<String>,
     pub segments: Vec<SegmentEnv>,
+    /// NVML indexes of the node's GPUs that no segment of the map uses: free for other work
+    /// (`deploy --follow` rewrites the record after each transition).
+    #[serde(default)]
+    pub free_gpus: Vec<u32>,
 }
 
 /// The outcome of a deploy (or of a dry run: nothing applied, devices of new instances unknown).
@@ -241,9 +245,33 @@ impl Node<'_> {
         };
         let mut daemons: Vec<String> = segments.iter().map(|s| s.device.clone()).collect();
         daemons.dedup();
-        let record = DeployRecord { node: plan.node, pid: std::process::id(), no_mig: plan.no_mig, created, daemons, segments: segments.to_vec() };
+        let used: BTreeSet<u32> = plan.targets.iter().map(|t| t.gpu).collect();
+        let free_gpus = before.gpus.iter().map(|g| g.info.index).filter(|i| !used.contains(i)).collect();
+        let record =
+            DeployRecord { node: plan.node, pid: std::process::id(), no_mig: plan.no_mig, created, daemons, segments: segments.to_vec(), free_gpus };
         let bytes = serde_json::to_vec_pretty(&record).map_err(|e| DeployError::file("encode", &path, e))?;
         parva_core::deploy::write_atomic(&path, &bytes).map_err(|e| DeployError::file("write deploy record", &path, e))
+    }
+
+    /// Stop the MPS daemon of the instance at placement `start` of GPU `gpu` (NVML index) and
+    /// destroy the instance (a live transition's `destroy` step, whose workers have stopped).
+    /// Nothing to do when no instance starts there. Returns what was done.
+    pub fn remove_instance(&mut self, gpu: u32, start: u8) -> Result<Vec<String>, DeployError> {
+        let Some(inst) = self.mig.instances(gpu)?.into_iter().find(|i| i.start == start) else {
+            return Ok(Vec::new());
+        };
+        let mut done = Vec::new();
+        if let Some(uuid) = &inst.uuid {
+            let device = mig_device_name(uuid);
+            if self.mps.running(&self.dirs(&device))? {
+                self.ctl().stop_daemon(&device)?;
+                done.push(format!("GPU {gpu}: stopped the MPS daemon of {device}"));
+            }
+        }
+        self.mig.check_privileges()?;
+        self.mig.destroy_instance(gpu, inst.gi_id)?;
+        done.push(format!("GPU {gpu}: destroyed GI {} at {{{start}}}", inst.gi_id));
+        Ok(done)
     }
 
     /// Restore `checkpoint.json` of the run directory.

@@ -305,3 +305,22 @@ fn a_second_deploy_is_refused_while_an_earlier_one_serves() {
     // Once it has stopped, deploying works again.
     b.deploy(&fixture("a100_mixed_v2.csv"), &opts_for(0, "a100-80gb")).unwrap();
 }
+
+#[test]
+fn remove_instance_stops_its_daemon_and_destroys_only_that_instance() {
+    let map = fixture("a100_mixed.csv");
+    let mut b = Bench::new("a100-80gb:8");
+    let out = b.deploy(&map, &opts_for(0, "a100-80gb")).unwrap();
+    let seg = out.segments.iter().find(|s| s.gpu == 0).unwrap().clone();
+    let before = b.snapshot();
+    assert!(b.running(&seg.device));
+    let done = b.node().remove_instance(0, seg.start).unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(!b.running(&seg.device), "its MPS daemon stopped");
+    let after = b.snapshot();
+    assert_eq!(after[0].len() + 1, before[0].len(), "one instance fewer on GPU 0");
+    assert!(after[0].iter().all(|i| i.1 != seg.start));
+    assert_eq!(after[1..], before[1..], "other GPUs untouched");
+    // Nothing starts there any more: nothing to do.
+    assert!(b.node().remove_instance(0, seg.start).unwrap().is_empty());
+}

@@ -1,0 +1,305 @@
+//! `parva deploy --follow`: the live controller of a serving node.
+//!
+//! Every `--window` it reads each service's arrivals from the router (requests that reached the
+//! service, admitted or not), feeds the rates to the same [`Controller`] the day simulation uses
+//! (EWMA forecast plus headroom; up at once, down past the hysteresis band and the minimum
+//! interval), and when that asks for new rates it re-plans with `replan`'s minimal-change
+//! objective inside the node's GPUs and applies the transition step by step:
+//!
+//! - `create`: the new segment joins the node's map and the deploy executor (diff, checkpoint,
+//!   rollback) creates its MIG instance and MPS daemon; its workers start, and the router sends
+//!   it requests once all are ready;
+//! - `drain`: the router stops sending to the segment, which finishes what it holds, then its
+//!   workers stop;
+//! - `destroy`: its MPS daemon stops and its MIG instance is destroyed;
+//! - `rebatch`: new workers at the new batch size, swapped in, the old ones drained.
+//!
+//! A step that fails undoes the steps before it in reverse order (instances re-created, workers
+//! restarted, batch sizes put back), so the node serves the map it served before; the failure is
+//! logged and counted (`parva_follow_failures_total`) and the next window tries again. A plan that
+//! would need more GPUs than the node has is not applied (logged; the node keeps its map).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parva_core::mig::GpuType;
+use parva_core::slo::{Margin, Service};
+use parva_core::{DeploymentMap, ProfileSet, Segment};
+use parva_gpu::exec::Node;
+use parva_gpu::mig::MigControl;
+use parva_gpu::mps::MpsControl;
+use parva_gpu::plan::DeployOptions;
+use parva_planner::day::{Controller, FollowSettings};
+use parva_planner::replan::{self, Costs};
+use parva_planner::{PlanInput, PlanOptions};
+use parva_runner::serve::LiveNode;
+
+/// Opens the node's MIG and MPS controllers (NVML and real daemons, or the fakes) for one change.
+pub type OpenNode = Arc<dyn Fn() -> anyhow::Result<(Box<dyn MigControl>, Box<dyn MpsControl>)> + Send + Sync>;
+
+/// What the controller needs besides the live node.
+pub struct Follow {
+    pub settings: FollowSettings,
+    /// The services with the rates the node was deployed for.
+    pub services: Vec<Service>,
+    pub profiles: ProfileSet,
+    pub gpu: &'static GpuType,
+    /// GPUs of this node (the map's GPUs 0..this).
+    pub node_gpus: u32,
+    pub costs: Costs,
+    pub max_procs: u32,
+    pub deploy: DeployOptions,
+    pub run_dir: std::path::PathBuf,
+    pub open: OpenNode,
+}
+
+/// Run the controller until the server stops (the task is aborted then).
+pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
+    let names: Vec<String> = f.services.iter().map(|s| s.name.clone()).collect();
+    let rates: Vec<f64> = f.services.iter().map(|s| s.rate).collect();
+    let mut ctl = Controller::new(f.settings, &rates);
+    publish(&f, &live, &names, &rates).await;
+    let t0 = Instant::now();
+    let mut last = live.arrivals();
+    let mut last_t = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs_f64(f.settings.window_s)).await;
+        let now = live.arrivals();
+        let dt = last_t.elapsed().as_secs_f64().max(1e-3);
+        let seen: Vec<f64> =
+            names.iter().map(|n| now.get(n).copied().unwrap_or(0).saturating_sub(last.get(n).copied().unwrap_or(0)) as f64 / dt).collect();
+        last = now;
+        last_t = Instant::now();
+        let now_s = t0.elapsed().as_secs_f64();
+        let Some(target) = ctl.observe(now_s, &seen) else { continue };
+        let shown: Vec<String> = names.iter().zip(&seen).zip(&target).map(|((n, s), t)| format!("{n} {s:.1}->{t:.1}/s")).collect();
+        tracing::info!("follow: measured rates leave the planned band; re-planning for {}", shown.join(", "));
+        let started = Instant::now();
+        match transition_to(&f, &live, &target).await {
+            Ok(changed) => {
+                ctl.applied(now_s, target.clone(), changed);
+                publish(&f, &live, &names, &target).await;
+                if changed {
+                    live.router.metrics.follow_transitions.inc();
+                    tracing::info!("follow: transition applied in {:.1} s", started.elapsed().as_secs_f64());
+                }
+            }
+            Err(e) => {
+                live.router.metrics.follow_failures.inc();
+                tracing::warn!("follow: {e:#}; the node keeps serving its map");
+            }
+        }
+        // The rates measured during a transition are not held against the next window.
+        last = live.arrivals();
+        last_t = Instant::now();
+    }
+}
+
+/// Gauges: the rate each service is planned for, and the node's free GPUs.
+async fn publish(f: &Follow, live: &LiveNode, names: &[String], planned: &[f64]) {
+    let m = &live.router.metrics;
+    for (n, r) in names.iter().zip(planned) {
+        m.planned_rate.get_or_create(&parva_runner::metrics::Metrics::service(n)).set(*r);
+    }
+    m.free_gpus.set(i64::from(free_gpus(f.node_gpus, &live.segments().await).len() as u32));
+}
+
+/// The node's GPUs (map numbering) no segment uses.
+pub fn free_gpus(node_gpus: u32, segments: &[Segment]) -> Vec<u32> {
+    (0..node_gpus).filter(|g| !segments.iter().any(|s| s.gpu == *g)).collect()
+}
+
+/// Re-plan for `target` and apply the transition. `Ok(false)`: nothing to change.
+async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::Result<bool> {
+    let running = live.segments().await;
+    let node = f.deploy.node;
+    let current = DeploymentMap { segments: running.clone() };
+    let services: Vec<Service> = f.services.iter().zip(target).map(|(s, r)| Service { rate: *r, ..s.clone() }).collect();
+    let options = PlanOptions { gpus_per_node: f.node_gpus, max_procs: f.max_procs, margin: Margin::DEFAULT, ..PlanOptions::default() };
+    let input = PlanInput { gpu: f.gpu, profiles: &f.profiles, services: &services, options: &options };
+    let r = tokio::task::block_in_place(|| replan::replan(input, &current, 0)).map_err(|e| anyhow::anyhow!("re-planning: {e}"))?;
+    if let Some(bad) = r.plan.infeasible.first() {
+        anyhow::bail!("re-planning: service {} cannot be planned: {}", bad.service, bad.reason);
+    }
+    let new_map = r.to_map();
+    if new_map.segments.iter().any(|s| s.node != node) {
+        anyhow::bail!("the new rates need {} GPUs and node {node} has {}: not applied", r.plan.gpus.len(), f.node_gpus);
+    }
+    let rebatched = r.kept.iter().any(|k| k.old_batch != k.new_batch);
+    if r.created.is_empty() && r.destroyed.is_empty() && !rebatched {
+        return Ok(false);
+    }
+    let slo_s: BTreeMap<&str, f64> = f.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
+    let t = replan::transition(&r, f.gpu, f.node_gpus, f.costs, &|n| slo_s.get(n).copied().unwrap_or(1.0));
+    tracing::info!(
+        "follow: {} -> {} GPUs; kept {}, destroyed {}, created {}; {} steps",
+        r.old_gpus, r.plan.gpus.len(), r.kept.len(), r.destroyed.len(), r.created.len(), t.steps.len()
+    );
+    let mut exec = Executor { f, live, cur: running, undo: Vec::new() };
+    for (i, step) in t.steps.iter().enumerate() {
+        let res = exec.apply(step, &new_map).await;
+        if let Err(e) = res {
+            let what = format!("step {} of {} ({} {} on GPU {} {{{}}})", i + 1, t.steps.len(), step.action, step.service, step.gpu, step.placement);
+            let rolled = exec.roll_back().await;
+            return Err(match rolled {
+                Ok(()) => e.context(format!("{what} failed; the steps before it were undone")),
+                Err(r) => e.context(format!("{what} failed, and undoing the steps before it ALSO failed: {r:#}")),
+            });
+        }
+    }
+    // The deploy record names the map that runs now.
+    let cur = DeploymentMap { segments: exec.cur.clone() };
+    exec.with_node(|n| n.deploy(&cur, &f.deploy, false).map(|_| ())).context("recording the new map")?;
+    Ok(true)
+}
+
+/// What a completed step changed, to undo it.
+enum Undo {
+    Created { gpu: u32, placement: u8 },
+    Stopped { seg: Segment, env: Vec<(String, String)> },
+    Destroyed { seg: Segment },
+    Rebatched { gpu: u32, placement: u8, old: u32 },
+}
+
+struct Executor<'a> {
+    f: &'a Follow,
+    live: &'a LiveNode,
+    /// The node's map as the steps so far left it (instances that exist).
+    cur: Vec<Segment>,
+    undo: Vec<Undo>,
+}
+
+impl Executor<'_> {
+    fn with_node<R>(&self, op: impl FnOnce(&mut Node<'_>) -> Result<R, parva_gpu::error::DeployError>) -> anyhow::Result<R> {
+        tokio::task::block_in_place(|| {
+            let (mut mig, mut mps) = (self.f.open)()?;
+            let mut node = Node { mig: mig.as_mut(), mps: mps.as_mut(), run_dir: self.f.run_dir.clone() };
+            Ok(op(&mut node)?)
+        })
+    }
+
+    fn nvml_index(&self, gpu: u32) -> u32 {
+        self.f.deploy.gpu_index_map.get(&gpu).copied().unwrap_or(gpu)
+    }
+
+    /// Deploy the current map (creating what it has and the node lacks); the workers'
+    /// environment of the segment at (`gpu`, `placement`).
+    fn realise(&self, gpu: u32, placement: u8) -> anyhow::Result<Vec<(String, String)>> {
+        let map = DeploymentMap { segments: self.cur.clone() };
+        let out = self.with_node(|n| n.deploy(&map, &self.f.deploy, false))?;
+        out.segments
+            .into_iter()
+            .find(|s| s.plan_gpu == gpu && s.start == placement)
+            .map(|s| s.env)
+            .with_context(|| format!("the deploy has no segment on GPU {gpu} {{{placement}}}"))
+    }
+
+    fn remove(&mut self, gpu: u32, placement: u8) -> anyhow::Result<()> {
+        self.cur.retain(|s| (s.gpu, s.placement) != (gpu, placement));
+        if !self.f.deploy.no_mig {
+            let idx = self.nvml_index(gpu);
+            self.with_node(|n| n.remove_instance(idx, placement))?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, step: &replan::Step, new_map: &DeploymentMap) -> anyhow::Result<()> {
+        let (gpu, placement) = (step.gpu, step.placement);
+        match step.action {
+            "create" => {
+                let seg = new_map
+                    .segments
+                    .iter()
+                    .find(|s| (s.gpu, s.placement) == (gpu, placement))
+                    .cloned()
+                    .with_context(|| format!("the new map has no segment on GPU {gpu} {{{placement}}}"))?;
+                self.cur.push(seg.clone());
+                let env = match self.realise(gpu, placement) {
+                    Ok(env) => env,
+                    Err(e) => {
+                        self.cur.pop();
+                        return Err(e);
+                    }
+                };
+                if let Err(e) = self.live.start_segment(seg, env).await {
+                    let _ = self.remove(gpu, placement);
+                    return Err(e.into());
+                }
+                self.undo.push(Undo::Created { gpu, placement });
+            }
+            "drain" => {
+                let (seg, env) = self.live.stop_segment(gpu, placement).await?;
+                self.undo.push(Undo::Stopped { seg, env });
+            }
+            "destroy" => {
+                if self.live.segments().await.iter().any(|s| (s.gpu, s.placement) == (gpu, placement)) {
+                    let (seg, env) = self.live.stop_segment(gpu, placement).await?;
+                    self.undo.push(Undo::Stopped { seg, env });
+                }
+                let seg = self.cur.iter().find(|s| (s.gpu, s.placement) == (gpu, placement)).cloned();
+                self.remove(gpu, placement)?;
+                if let Some(seg) = seg {
+                    self.undo.push(Undo::Destroyed { seg });
+                }
+            }
+            "rebatch" => {
+                let old = self.cur.iter().find(|s| (s.gpu, s.placement) == (gpu, placement)).map(|s| s.batch_size);
+                let old = old.with_context(|| format!("no segment on GPU {gpu} {{{placement}}} to rebatch"))?;
+                self.live.rebatch(gpu, placement, step.batch).await?;
+                if let Some(s) = self.cur.iter_mut().find(|s| (s.gpu, s.placement) == (gpu, placement)) {
+                    s.batch_size = step.batch;
+                }
+                self.undo.push(Undo::Rebatched { gpu, placement, old });
+            }
+            other => anyhow::bail!("unknown transition step {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Undo the completed steps, newest first.
+    async fn roll_back(&mut self) -> anyhow::Result<()> {
+        // Instances re-created while undoing get new devices: their workers need the new env.
+        let mut recreated: BTreeMap<(u32, u8), Vec<(String, String)>> = BTreeMap::new();
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Created { gpu, placement } => {
+                    self.live.stop_segment(gpu, placement).await?;
+                    self.remove(gpu, placement)?;
+                }
+                Undo::Destroyed { seg } => {
+                    let key = (seg.gpu, seg.placement);
+                    self.cur.push(seg);
+                    let env = self.realise(key.0, key.1)?;
+                    recreated.insert(key, env);
+                }
+                Undo::Stopped { seg, env } => {
+                    let env = recreated.remove(&(seg.gpu, seg.placement)).unwrap_or(env);
+                    self.live.start_segment(seg, env).await?;
+                }
+                Undo::Rebatched { gpu, placement, old } => {
+                    self.live.rebatch(gpu, placement, old).await?;
+                    if let Some(s) = self.cur.iter_mut().find(|s| (s.gpu, s.placement) == (gpu, placement)) {
+                        s.batch_size = old;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_gpus_are_the_nodes_gpus_without_a_segment() {
+        let csv = "node,gpu,service,model,placement,instance_size,batch_size,num_proc\n0,0,a,m,0,1,4,1\n0,2,b,m,0,1,4,1\n";
+        let (map, _) = DeploymentMap::read_from(csv.as_bytes(), std::path::Path::new("m.csv")).unwrap();
+        assert_eq!(free_gpus(4, &map.segments), vec![1, 3]);
+        assert_eq!(free_gpus(2, &map.segments), vec![1]);
+        assert!(free_gpus(0, &map.segments).is_empty());
+    }
+}

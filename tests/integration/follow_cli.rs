@@ -1,0 +1,124 @@
+//! Issue 14: `parva deploy --follow` on fake GPUs with the emulated backend: `verify --rates`
+//! ramps the node's service from 1x to 3x and back within a minute; the controller re-plans live
+//! at least twice (up, then down), and no request fails with a 5xx or is lost.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::serve_support::metric;
+use crate::util::{parva, repo, stderr, stdout};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A child process killed (and reaped) when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let (code, body) = crate::serve_support::get(addr.parse().unwrap(), path);
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_request_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
+    let map = d.path().join("map.csv");
+    let o = parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = std::fs::read_to_string(&map).unwrap();
+    assert_eq!(first.lines().count(), 2, "one segment at 1x: {first}");
+    let run = d.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_parva"))
+        .args(["deploy", "--map", s(&map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run), "--backend", "emulated"])
+        .args(["--prof-data", prof, "--models", models, "--listen", "127.0.0.1:0"])
+        .args(["--follow", "--services", s(&services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
+        .env("RUST_LOG", "info")
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("deploy ended before listening").unwrap();
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let begin = Instant::now();
+    while get(&addr, "/v2/health/ready").0 != 200 {
+        assert!(begin.elapsed() < Duration::from_secs(60), "workers not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 1x for 8 s, 3x for 12 s, 1x for 12 s.
+    let rates = d.path().join("rates.csv");
+    std::fs::write(&rates, "time_s,service,rate\n0,roomy,80\n8,roomy,240\n20,roomy,80\n").unwrap();
+    let out = d.path().join("verify");
+    let o = parva(&[
+        "verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--rates", s(&rates),
+        "--duration", "32s", "--warmup", "0", "--json", "--out", s(&out),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}\n{}", stdout(&o), stderr(&o)));
+    let roomy = &report["services"][0];
+    // Nothing lost, no 5xx: every request sent was answered, with 200 or (explained) 429.
+    let failed = roomy["failed_by"].as_object().unwrap();
+    let (sent, ok) = (roomy["sent"].as_u64().unwrap(), roomy["succeeded"].as_u64().unwrap());
+    let refused = failed.get("429").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(failed.keys().all(|k| k == "429"), "only 429s may fail: {roomy}");
+    assert_eq!(roomy["dropped"].as_u64(), Some(0), "{roomy}");
+    assert_eq!(sent, ok + refused, "every request answered: {roomy}");
+    assert!(refused * 100 <= sent, "at most 1 % refused while the node scales: {roomy}");
+    assert!(sent > 3000, "the ramp ran: {roomy}");
+    // At least two live transitions (up to 3x, back down), none failed.
+    let (_, text) = get(&addr, "/metrics");
+    let transitions = metric(&text, "parva_follow_transitions_total", &[]);
+    assert!(transitions >= 2.0, "{transitions} transitions\n{text}");
+    assert_eq!(metric(&text, "parva_follow_failures_total", &[]), 0.0);
+    assert_eq!(metric(&text, "parva_free_gpus", &[]), 1.0, "the second GPU stays free");
+    // The deploy record names what runs now: back to one segment for 1x (scale-down waited
+    // --min-interval after the scale-up).
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("deploy.json")).unwrap()).unwrap();
+    assert_eq!(record["segments"].as_array().unwrap().len(), 1, "{record}");
+    assert_eq!(record["free_gpus"], serde_json::json!([1]), "{record}");
+    let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(child.0.wait().unwrap().success());
+}
+
+#[test]
+fn deploy_follow_needs_the_services_and_refuses_a_list_that_is_not_the_maps() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let base = ["deploy", "--map", "tests/fixtures/verify/plan.csv", "--gpu-type", "a100-80gb", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run), "--backend", "emulated"];
+    let o = parva(&[&base[..], &["--prof-data", "tests/fixtures/verify/prof", "--follow"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--services"), "{}", stderr(&o));
+    let other = d.path().join("other.csv");
+    std::fs::write(&other, "service,model,rate,slo_ms\nroomy,fast,15,200\n").unwrap();
+    let o = parva(&[
+        &base[..],
+        &["--prof-data", "tests/fixtures/verify/prof", "--models", "tests/fixtures/verify/models", "--listen", "127.0.0.1:0", "--follow", "--services", s(&other)],
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("they must be the same"), "{}", stderr(&o));
+    // Refused before any MIG change: the fake node has no instance.
+    let state = std::fs::read_to_string(run.join("fake-gpus.json")).unwrap_or_default();
+    assert!(!state.contains("\"profile_id\""), "{state}");
+}
