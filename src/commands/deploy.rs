@@ -134,6 +134,10 @@ pub struct FollowArgs {
     /// With --follow: most MPS processes per segment in new plans.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16), requires = "follow")]
     max_procs: u32,
+    /// With --follow: every service is planned for at least this many requests/s, so that a
+    /// quiet service keeps a ready process.
+    #[arg(long, default_value_t = 1.0, requires = "follow")]
+    min_rate: f64,
 }
 
 /// The controllers: NVML + real MPS, or the fakes.
@@ -310,6 +314,9 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
     if !(0.0..=1.0).contains(&settings.ewma) || settings.ewma == 0.0 || !(0.0..1.0).contains(&settings.hysteresis) || !(0.0..=10.0).contains(&settings.headroom) {
         anyhow::bail!("--ewma must be in (0, 1], --hysteresis in [0, 1) and --headroom in [0, 10]");
     }
+    if !(f.min_rate > 0.0 && f.min_rate.is_finite()) {
+        anyhow::bail!("--min-rate must be a positive number of requests/s; got {}", f.min_rate);
+    }
     let gpu_id = opts.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone())).context("--follow needs the map's GPU type (--gpu-type)")?;
     let gpu = parva_core::mig::GpuType::by_id(&gpu_id)?;
     let prof = args.prof_data.as_deref().context("--follow needs --prof-data")?;
@@ -340,6 +347,7 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
         node_gpus,
         costs: parva_planner::replan::Costs::default(),
         max_procs: f.max_procs,
+        min_rate: f.min_rate,
         deploy: opts.clone(),
         run_dir: run_dir.to_path_buf(),
         open,

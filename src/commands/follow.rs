@@ -50,6 +50,9 @@ pub struct Follow {
     pub node_gpus: u32,
     pub costs: Costs,
     pub max_procs: u32,
+    /// Each service is planned for at least this many requests/s, so that a quiet service keeps
+    /// a ready process (a plan for rate 0 would give it none).
+    pub min_rate: f64,
     pub deploy: DeployOptions,
     pub run_dir: std::path::PathBuf,
     pub open: OpenNode,
@@ -75,7 +78,7 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
         let now_s = t0.elapsed().as_secs_f64();
         let Some(target) = ctl.observe(now_s, &seen) else { continue };
         let shown: Vec<String> = names.iter().zip(&seen).zip(&target).map(|((n, s), t)| format!("{n} {s:.1}->{t:.1}/s")).collect();
-        tracing::info!("follow: measured rates leave the planned band; re-planning for {}", shown.join(", "));
+        tracing::debug!("follow: measured rates leave the planned band; re-planning for {}", shown.join(", "));
         let started = Instant::now();
         match transition_to(&f, &live, &target).await {
             Ok(changed) => {
@@ -116,7 +119,7 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
     let running = live.segments().await;
     let node = f.deploy.node;
     let current = DeploymentMap { segments: running.clone() };
-    let services: Vec<Service> = f.services.iter().zip(target).map(|(s, r)| Service { rate: *r, ..s.clone() }).collect();
+    let services: Vec<Service> = f.services.iter().zip(target).map(|(s, r)| Service { rate: r.max(f.min_rate), ..s.clone() }).collect();
     let options = PlanOptions { gpus_per_node: f.node_gpus, max_procs: f.max_procs, margin: Margin::DEFAULT, ..PlanOptions::default() };
     let input = PlanInput { gpu: f.gpu, profiles: &f.profiles, services: &services, options: &options };
     let r = tokio::task::block_in_place(|| replan::replan(input, &current, 0)).map_err(|e| anyhow::anyhow!("re-planning: {e}"))?;
@@ -133,9 +136,10 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
     }
     let slo_s: BTreeMap<&str, f64> = f.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
     let t = replan::transition(&r, f.gpu, f.node_gpus, f.costs, &|n| slo_s.get(n).copied().unwrap_or(1.0));
+    let planned: Vec<String> = services.iter().map(|s| format!("{} {:.1}/s", s.name, s.rate)).collect();
     tracing::info!(
-        "follow: {} -> {} GPUs; kept {}, destroyed {}, created {}; {} steps",
-        r.old_gpus, r.plan.gpus.len(), r.kept.len(), r.destroyed.len(), r.created.len(), t.steps.len()
+        "follow: re-planned for {}: {} -> {} GPUs; kept {}, destroyed {}, created {}; {} steps",
+        planned.join(", "), r.old_gpus, r.plan.gpus.len(), r.kept.len(), r.destroyed.len(), r.created.len(), t.steps.len()
     );
     let mut exec = Executor { f, live, cur: running, undo: Vec::new() };
     for (i, step) in t.steps.iter().enumerate() {
@@ -149,9 +153,11 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
             });
         }
     }
-    // The deploy record names the map that runs now.
+    // The deploy record names the map that runs now (the transition is done either way).
     let cur = DeploymentMap { segments: exec.cur.clone() };
-    exec.with_node(|n| n.deploy(&cur, &f.deploy, false).map(|_| ())).context("recording the new map")?;
+    if let Err(e) = exec.with_node(|n| n.deploy(&cur, &f.deploy, false).map(|_| ())) {
+        tracing::warn!("follow: the transition is applied but the deploy record was not rewritten: {e:#}");
+    }
     Ok(true)
 }
 

@@ -31,23 +31,12 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (code, String::from_utf8_lossy(&body).into_owned())
 }
 
-#[test]
-fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_request_fails() {
-    let d = tempfile::tempdir().unwrap();
-    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
-    let services = d.path().join("services.csv");
-    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
-    let map = d.path().join("map.csv");
-    let o = parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let first = std::fs::read_to_string(&map).unwrap();
-    assert_eq!(first.lines().count(), 2, "one segment at 1x: {first}");
-    let run = d.path().join("run");
+/// Start `parva deploy --follow` of `map` on two fake A100s (window 1 s); wait until it serves.
+fn start_following(map: &Path, run: &Path, services: &Path, prof: &str, models: &str) -> (KillOnDrop, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_parva"))
-        .args(["deploy", "--map", s(&map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run), "--backend", "emulated"])
+        .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", prof, "--models", models, "--listen", "127.0.0.1:0"])
-        .args(["--follow", "--services", s(&services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
-        .env("RUST_LOG", "info")
+        .args(["--follow", "--services", s(services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
         .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -66,6 +55,45 @@ fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_r
         assert!(begin.elapsed() < Duration::from_secs(60), "workers not ready");
         std::thread::sleep(Duration::from_millis(100));
     }
+    (child, addr)
+}
+
+/// Regression: with no traffic the controller re-planned for 0 requests/s, which plans no
+/// segment at all; it drained the service's only segment and the node answered 503. Services are
+/// now planned for at least --min-rate (1/s by default).
+#[test]
+fn regression_a_quiet_service_keeps_a_ready_process_under_follow() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
+    let map = d.path().join("map.csv");
+    assert!(parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]).status.success());
+    let run = d.path().join("run");
+    let (_child, addr) = start_following(&map, &run, &services, prof, models);
+    // Six quiet windows: the scale-down to the floor happens after --min-interval (4 s).
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(get(&addr, "/v2/health/ready").0, 200, "still ready");
+    let body = serde_json::json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": vec![0.5; 192]}]});
+    let (code, reply) = crate::serve_support::post_json(addr.parse().unwrap(), "/v2/models/roomy/infer", &body);
+    assert_eq!(code, 200, "{reply}");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("deploy.json")).unwrap()).unwrap();
+    assert_eq!(record["segments"].as_array().unwrap().len(), 1, "{record}");
+}
+
+#[test]
+fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_request_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
+    let map = d.path().join("map.csv");
+    let o = parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = std::fs::read_to_string(&map).unwrap();
+    assert_eq!(first.lines().count(), 2, "one segment at 1x: {first}");
+    let run = d.path().join("run");
+    let (mut child, addr) = start_following(&map, &run, &services, prof, models);
     // 1x for 8 s, 3x for 12 s, 1x for 12 s.
     let rates = d.path().join("rates.csv");
     std::fs::write(&rates, "time_s,service,rate\n0,roomy,80\n8,roomy,240\n20,roomy,80\n").unwrap();
