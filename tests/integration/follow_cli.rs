@@ -33,7 +33,12 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 /// Start `parva deploy --follow` of `map` on two fake A100s (window 1 s); wait until it serves.
 fn start_following(map: &Path, run: &Path, services: &Path, prof: &str, models: &str) -> (KillOnDrop, String) {
+    start_following_env(map, run, services, prof, models, &[])
+}
+
+fn start_following_env(map: &Path, run: &Path, services: &Path, prof: &str, models: &str, env: &[(&str, &str)]) -> (KillOnDrop, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_parva"))
+        .envs(env.iter().copied())
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", prof, "--models", models, "--listen", "127.0.0.1:0"])
         .args(["--follow", "--services", s(services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
@@ -149,4 +154,42 @@ fn deploy_follow_needs_the_services_and_refuses_a_list_that_is_not_the_maps() {
     // Refused before any MIG change: the fake node has no instance.
     let state = std::fs::read_to_string(run.join("fake-gpus.json")).unwrap_or_default();
     assert!(!state.contains("\"profile_id\""), "{state}");
+}
+
+/// A transition whose MIG step fails is rolled back: the node keeps serving the map it had, the
+/// failure is counted, and no request fails for it.
+#[test]
+fn a_failed_live_transition_is_rolled_back_and_the_node_keeps_serving_its_map() {
+    let d = tempfile::tempdir().unwrap();
+    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
+    let map = d.path().join("map.csv");
+    assert!(parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]).status.success());
+    let run = d.path().join("run");
+    // The node's instance exists before: the follow deploy creates nothing, and every instance a
+    // transition would create fails (each change opens the fake node anew, with the fault armed).
+    let o = parva(&["deploy", "--map", s(&map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run), "--no-serve"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let layout = |run: &Path| {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("fake-gpus.json")).unwrap()).unwrap();
+        v["gpus"].as_array().unwrap().iter().map(|g| g["instances"].as_array().unwrap().len()).collect::<Vec<_>>()
+    };
+    assert_eq!(layout(&run), vec![1, 0]);
+    let (_child, addr) = start_following_env(&map, &run, &services, prof, models, &[("PARVA_FAKE_FAIL", "create_instance#1")]);
+    let rates = d.path().join("rates.csv");
+    std::fs::write(&rates, "time_s,service,rate\n0,roomy,240\n").unwrap();
+    let o = parva(&[
+        "verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--rates", s(&rates),
+        "--duration", "6s", "--warmup", "0", "--json", "--out", s(&d.path().join("verify")),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    let roomy = &report["services"][0];
+    assert!(roomy["failed_by"].as_object().unwrap().keys().all(|k| k == "429"), "no 5xx: {roomy}");
+    assert_eq!(roomy["dropped"].as_u64(), Some(0), "{roomy}");
+    let (_, text) = get(&addr, "/metrics");
+    assert!(metric(&text, "parva_follow_failures_total", &[]) >= 1.0, "{text}");
+    assert_eq!(metric(&text, "parva_follow_transitions_total", &[]), 0.0);
+    assert_eq!(layout(&run), vec![1, 0], "the fake node as before");
+    assert_eq!(get(&addr, "/v2/health/ready").0, 200);
 }
