@@ -498,11 +498,18 @@ fn try_pack(
                     next_id += 1;
                     next_id - 1
                 });
+                // A GPU the running map gives up still runs its old segments until they go: a
+                // start clear of them lets the new one come up first (make before break).
+                let gone: Vec<Placement> =
+                    by_gpu.get(&id).map(|v| v.iter().map(|&i| Placement { profile: profile(gpu, old[i].size), start: old[i].start }).collect()).unwrap_or_default();
                 let mut g = GpuState::default();
-                let st = g.free_start(gpu, s.size, &[])?;
+                let st = match gpu.free_starts(&gone, prof).first() {
+                    Some(st) => *st,
+                    None => g.free_start(gpu, s.size, &[])?,
+                };
                 g.insert(st, s.clone());
                 gpus.push((id, g));
-                doomed.push(by_gpu.get(&id).map(|v| v.iter().map(|&i| Placement { profile: profile(gpu, old[i].size), start: old[i].start }).collect()).unwrap_or_default());
+                doomed.push(gone);
             }
         }
     }
@@ -595,6 +602,30 @@ mod tests {
         }
         assert_eq!(layouts, want);
         layouts
+    }
+
+    /// Regression (found by `deploy --follow` scaling a service down): the only GPU keeps none of
+    /// its segments, so it was packed as a fresh GPU and the new, smaller segment went to
+    /// placement 0, under the old one: break before make, the service unserved between the drain
+    /// and the new workers being ready (503s). It now goes to a slot clear of the old segment.
+    #[test]
+    fn a_smaller_segment_on_a_gpu_that_keeps_nothing_is_placed_clear_of_the_old_one() {
+        let p = profiles();
+        let o = options();
+        // One service on a 3g at {0}; at a tenth of the rate a 1g does.
+        let old_csv = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput\n0,0,a,m,0,3,8,1,3g.40gb,a100-80gb,3000\n";
+        let (old, _) = DeploymentMap::read_from(old_csv.as_bytes(), Path::new("old.csv")).unwrap();
+        let s = vec![Service { name: "a".into(), model: "m".into(), rate: 100.0, slo_ms: 100.0 }];
+        let r = replan(input(&p, &s, &o), &old, 0).unwrap();
+        let map = r.to_map();
+        assert_eq!(map.segments.len(), 1, "{:?}", map.segments);
+        let new = &map.segments[0];
+        assert!(new.instance_size < 3, "{new:?}");
+        assert!(new.placement >= 4, "placed over the old 3g at {{0}}: {new:?}");
+        let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
+        assert_eq!(t.steps.first().map(|s| s.action), Some("create"), "{:?}", t.steps);
+        assert!(t.services.iter().all(|d| d.seconds_unserved == 0.0), "{:?}", t.services);
+        replay(&old, &r, &t);
     }
 
     #[test]
