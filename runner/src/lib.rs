@@ -6,6 +6,8 @@
 //!   [`worker_args`]: the worker command line both spawners build and both worker binaries parse.
 //! - [`proto`]: router <-> worker frames over a Unix socket (no libtorch).
 //! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
+//! - [`live`]: the node's segments changed while it serves (started, drained, rebatched), for
+//!   `parva deploy --follow`.
 //! - [`spawn`]: starting workers, with a real and an in-process fake implementation.
 
 pub mod batcher;
