@@ -212,10 +212,10 @@ fn max_count_limits_a_profile_in_layouts() {
     }
 }
 
-/// NVML's answer on a real H100 80GB HBM3 (driver 580.159.04, MIG mode off), copied from
-/// reports/gpu/nvidia-h100-80gb-hbm3-2026-11-25/mig-geometry.json, in NVML's profile-index order.
-fn h100_nvml() -> Vec<NvmlProfile> {
-    let p = |id, name: &str, slices, count, sms, mb, pl: &[(u32, u32)]| NvmlProfile {
+/// One GPU-instance profile as NVML reports it: id, name, slices, instances at most, SMs, MB and
+/// placements (start, size).
+fn nvml_profile(id: u32, name: &str, slices: u32, count: u32, sms: u32, mb: u64, pl: &[(u32, u32)]) -> NvmlProfile {
+    NvmlProfile {
         id,
         name: name.into(),
         slice_count: slices,
@@ -223,7 +223,28 @@ fn h100_nvml() -> Vec<NvmlProfile> {
         multiprocessor_count: sms,
         memory_size_mb: mb,
         placements: pl.to_vec(),
-    };
+    }
+}
+
+/// `got`, read from NVML, has the geometry of the built-in type `id`, profile by profile (in any
+/// order). Returns the built-in type.
+fn assert_same_as_built_in(got: &GpuType, id: &str) -> &'static GpuType {
+    let want = GpuType::by_id(id).unwrap();
+    assert_eq!((got.gpcs, got.mem_slices, got.max_instances), (want.gpcs, want.mem_slices, want.max_instances));
+    assert_eq!(got.products, want.products);
+    assert_eq!(got.profiles.len(), want.profiles.len());
+    for w in want.profiles {
+        let g = got.profile_by_id(w.id).unwrap_or_else(|| panic!("profile {} missing", w.id));
+        assert_eq!(g, w, "profile {}", w.id);
+    }
+    assert_eq!(got.maximal_layouts().len(), want.maximal_layouts().len());
+    want
+}
+
+/// NVML's answer on a real H100 80GB HBM3 (driver 580.159.04, MIG mode off), copied from
+/// reports/gpu/nvidia-h100-80gb-hbm3-2026-11-25/mig-geometry.json, in NVML's profile-index order.
+fn h100_nvml() -> Vec<NvmlProfile> {
+    let p = nvml_profile;
     vec![
         p(19, "MIG 1g.10gb", 1, 7, 16, 9984, &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
         p(14, "MIG 2g.20gb", 2, 3, 32, 20096, &[(0, 2), (2, 2), (4, 2)]),
@@ -238,16 +259,8 @@ fn h100_nvml() -> Vec<NvmlProfile> {
 #[test]
 fn nvml_output_of_a_real_h100_becomes_the_built_in_h100_entry() {
     let got = from_nvml("h100-80gb", "NVIDIA H100 80GB HBM3", 0x2330_10DE, &h100_nvml(), "nvml:GPU 0").unwrap();
-    let want = crate::mig::GpuType::by_id("h100-80gb").unwrap();
-    assert_eq!((got.gpcs, got.mem_slices, got.max_instances), (want.gpcs, want.mem_slices, want.max_instances));
-    assert_eq!(got.products, want.products);
+    assert_same_as_built_in(&got, "h100-80gb");
     assert_eq!(got.placements_source, PlacementSource::Nvml);
-    assert_eq!(got.profiles.len(), want.profiles.len());
-    for w in want.profiles {
-        let g = got.profile_by_id(w.id).unwrap_or_else(|| panic!("profile {} missing", w.id));
-        assert_eq!(g, w, "profile {}", w.id);
-    }
-    assert_eq!(got.maximal_layouts().len(), want.maximal_layouts().len());
     assert_eq!(id_from_product("NVIDIA H100 80GB HBM3"), "h100-80gb-hbm3");
     assert_eq!(id_from_product(" NVIDIA B200 "), "b200");
     assert_eq!(id_from_product("???"), "gpu");
@@ -257,15 +270,7 @@ fn nvml_output_of_a_real_h100_becomes_the_built_in_h100_entry() {
 /// reports/gpu/nvidia-h200-2026-11-26/mig-geometry.json, in NVML's profile-index order. Before that
 /// run the built-in h200-141gb placements were assumed equal to the H100's; this is what confirmed them.
 fn h200_nvml() -> Vec<NvmlProfile> {
-    let p = |id, name: &str, slices, count, sms, mb, pl: &[(u32, u32)]| NvmlProfile {
-        id,
-        name: name.into(),
-        slice_count: slices,
-        instance_count: count,
-        multiprocessor_count: sms,
-        memory_size_mb: mb,
-        placements: pl.to_vec(),
-    };
+    let p = nvml_profile;
     vec![
         p(19, "MIG 1g.18gb", 1, 7, 16, 16384, &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
         p(14, "MIG 2g.35gb", 2, 3, 32, 33280, &[(0, 2), (2, 2), (4, 2)]),
@@ -280,16 +285,8 @@ fn h200_nvml() -> Vec<NvmlProfile> {
 #[test]
 fn nvml_output_of_a_real_h200_becomes_the_built_in_h200_entry() {
     let got = from_nvml("h200-141gb", "NVIDIA H200", 0x2335_10DE, &h200_nvml(), "nvml:GPU 0").unwrap();
-    let want = crate::mig::GpuType::by_id("h200-141gb").unwrap();
-    assert_eq!((got.gpcs, got.mem_slices, got.max_instances), (want.gpcs, want.mem_slices, want.max_instances));
-    assert_eq!(got.products, want.products);
+    let want = assert_same_as_built_in(&got, "h200-141gb");
     assert_eq!(want.placements_source, PlacementSource::Nvml, "the built-in entry says its placements were read from a GPU");
-    assert_eq!(got.profiles.len(), want.profiles.len());
-    for w in want.profiles {
-        let g = got.profile_by_id(w.id).unwrap_or_else(|| panic!("profile {} missing", w.id));
-        assert_eq!(g, w, "profile {}", w.id);
-    }
-    assert_eq!(got.maximal_layouts().len(), want.maximal_layouts().len());
     // Regression (catalogue --from-gpu on the H200 said "NOT the same geometry"): NVML lists the
     // profiles in another order than the catalogue file; the geometry is the same.
     assert!(got.profiles.iter().map(|p| p.id).ne(want.profiles.iter().map(|p| p.id)), "the orders differ");
