@@ -47,6 +47,13 @@ struct LiveState {
     segments: Vec<LiveSegment>,
 }
 
+impl LiveState {
+    /// Index of the segment running at (`gpu`, `placement`).
+    fn find(&self, gpu: u32, placement: u8) -> Option<usize> {
+        self.segments.iter().position(|s| (s.segment.gpu, s.segment.placement) == (gpu, placement))
+    }
+}
+
 /// The node's router and processes (see the module doc).
 pub struct LiveNode {
     pub router: Arc<Router>,
@@ -109,7 +116,7 @@ impl LiveNode {
     pub async fn start_segment(&self, seg: Segment, env: Vec<(String, String)>) -> Result<(), ServeError> {
         let svc = self.service(&seg)?;
         let mut st = self.state.lock().await;
-        if st.segments.iter().any(|s| (s.segment.gpu, s.segment.placement) == (seg.gpu, seg.placement)) {
+        if st.find(seg.gpu, seg.placement).is_some() {
             return Err(ServeError::Config(format!("GPU {} placement {{{}}} already runs a segment", seg.gpu, seg.placement)));
         }
         let planned = self.template.segment_workers(&seg, &env, &mut st.next_worker)?;
@@ -118,9 +125,7 @@ impl LiveNode {
             stop_all(procs).await;
             return Err(ServeError::Config(format!("{} on GPU {} {{{}}}: {e}", seg.service, seg.gpu, seg.placement)));
         }
-        let mut routed = svc.procs().as_ref().clone();
-        routed.extend(procs.iter().map(|p| p.route.clone()));
-        svc.set_procs(routed);
+        reroute(svc, &[], &procs);
         tracing::info!(service = %seg.service, gpu = seg.gpu, placement = seg.placement, procs = procs.len(), "segment started and routed");
         st.segments.push(LiveSegment { segment: seg, env, procs });
         Ok(())
@@ -130,15 +135,11 @@ impl LiveNode {
     /// Returns its map row and environment.
     pub async fn stop_segment(&self, gpu: u32, placement: u8) -> Result<(Segment, Vec<(String, String)>), ServeError> {
         let mut st = self.state.lock().await;
-        let i = st
-            .segments
-            .iter()
-            .position(|s| (s.segment.gpu, s.segment.placement) == (gpu, placement))
-            .ok_or_else(|| ServeError::Config(format!("no segment runs on GPU {gpu} placement {{{placement}}}")))?;
+        let i = st.find(gpu, placement).ok_or_else(|| ServeError::Config(format!("no segment runs on GPU {gpu} placement {{{placement}}}")))?;
         let seg = st.segments.remove(i);
         drop(st);
         let svc = self.service(&seg.segment)?;
-        unroute(svc, &seg.procs);
+        reroute(svc, &seg.procs, &[]);
         drain(&seg.procs, DRAIN_TIMEOUT).await;
         stop_all(seg.procs).await;
         tracing::info!(service = %seg.segment.service, gpu, placement, "segment drained and stopped");
@@ -149,11 +150,7 @@ impl LiveNode {
     /// ready, swapped into the route for the old ones, which are drained and stopped.
     pub async fn rebatch(&self, gpu: u32, placement: u8, batch: u32) -> Result<(), ServeError> {
         let mut st = self.state.lock().await;
-        let i = st
-            .segments
-            .iter()
-            .position(|s| (s.segment.gpu, s.segment.placement) == (gpu, placement))
-            .ok_or_else(|| ServeError::Config(format!("no segment runs on GPU {gpu} placement {{{placement}}}")))?;
+        let i = st.find(gpu, placement).ok_or_else(|| ServeError::Config(format!("no segment runs on GPU {gpu} placement {{{placement}}}")))?;
         let mut seg = st.segments[i].segment.clone();
         if seg.batch_size == batch {
             return Ok(());
@@ -168,10 +165,7 @@ impl LiveNode {
             return Err(ServeError::Config(format!("{} on GPU {gpu} {{{placement}}} at batch {batch}: {e}", seg.service)));
         }
         let old = std::mem::replace(&mut st.segments[i], LiveSegment { segment: seg, env, procs });
-        let names: Vec<&str> = old.procs.iter().map(|p| p.route.worker.as_str()).collect();
-        let mut routed: Vec<ProcRoute> = svc.procs().iter().filter(|p| !names.contains(&p.worker.as_str())).cloned().collect();
-        routed.extend(st.segments[i].procs.iter().map(|p| p.route.clone()));
-        svc.set_procs(routed);
+        reroute(svc, &old.procs, &st.segments[i].procs);
         drop(st);
         drain(&old.procs, DRAIN_TIMEOUT).await;
         stop_all(old.procs).await;
@@ -253,10 +247,12 @@ async fn wait_ready(procs: &[LiveProc], timeout: Duration) -> Result<(), String>
     }
 }
 
-/// Take `procs` out of `svc`'s route.
-fn unroute(svc: &crate::router::ServiceRoute, procs: &[LiveProc]) {
-    let names: Vec<&str> = procs.iter().map(|p| p.route.worker.as_str()).collect();
-    svc.set_procs(svc.procs().iter().filter(|p| !names.contains(&p.worker.as_str())).cloned().collect());
+/// Route `svc` to its processes less `out` and plus `add`, in one step.
+fn reroute(svc: &crate::router::ServiceRoute, out: &[LiveProc], add: &[LiveProc]) {
+    let names: Vec<&str> = out.iter().map(|p| p.route.worker.as_str()).collect();
+    let mut routed: Vec<ProcRoute> = svc.procs().iter().filter(|p| !names.contains(&p.worker.as_str())).cloned().collect();
+    routed.extend(add.iter().map(|p| p.route.clone()));
+    svc.set_procs(routed);
 }
 
 /// Wait until `procs` hold no admitted request (or `timeout` passes).
