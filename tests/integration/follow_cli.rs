@@ -32,15 +32,29 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// Start `parva deploy --follow` of `map` on two fake A100s (window 1 s); wait until it serves.
-fn start_following(map: &Path, run: &Path, services: &Path, prof: &str, models: &str) -> (KillOnDrop, String) {
-    start_following_env(map, run, services, prof, models, &[])
+/// Tiny-shaped fixture models and their profile tables (roomy: `fast`, 1g at 238.8 req/s).
+const PROF: &str = "tests/fixtures/verify/prof";
+const MODELS: &str = "tests/fixtures/verify/models";
+
+/// A service list with one service, roomy at 80 req/s (200 ms SLO), and its plan (one segment).
+fn one_service(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let services = dir.join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
+    let map = dir.join("map.csv");
+    let o = parva(&["plan", "--prof-data", PROF, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (services, map)
 }
 
-fn start_following_env(map: &Path, run: &Path, services: &Path, prof: &str, models: &str, env: &[(&str, &str)]) -> (KillOnDrop, String) {
+fn start_following(map: &Path, run: &Path, services: &Path) -> (KillOnDrop, String) {
+    start_following_env(map, run, services, &[])
+}
+
+fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)]) -> (KillOnDrop, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_parva"))
         .envs(env.iter().copied())
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
-        .args(["--prof-data", prof, "--models", models, "--listen", "127.0.0.1:0"])
+        .args(["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0"])
         .args(["--follow", "--services", s(services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
         .current_dir(repo())
         .stdout(Stdio::piped())
@@ -69,13 +83,9 @@ fn start_following_env(map: &Path, run: &Path, services: &Path, prof: &str, mode
 #[test]
 fn regression_a_quiet_service_keeps_a_ready_process_under_follow() {
     let d = tempfile::tempdir().unwrap();
-    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
-    let services = d.path().join("services.csv");
-    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
-    let map = d.path().join("map.csv");
-    assert!(parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]).status.success());
+    let (services, map) = one_service(d.path());
     let run = d.path().join("run");
-    let (_child, addr) = start_following(&map, &run, &services, prof, models);
+    let (_child, addr) = start_following(&map, &run, &services);
     // Six quiet windows: the scale-down to the floor happens after --min-interval (4 s).
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(get(&addr, "/v2/health/ready").0, 200, "still ready");
@@ -89,16 +99,11 @@ fn regression_a_quiet_service_keeps_a_ready_process_under_follow() {
 #[test]
 fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_request_fails() {
     let d = tempfile::tempdir().unwrap();
-    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
-    let services = d.path().join("services.csv");
-    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
-    let map = d.path().join("map.csv");
-    let o = parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (services, map) = one_service(d.path());
     let first = std::fs::read_to_string(&map).unwrap();
     assert_eq!(first.lines().count(), 2, "one segment at 1x: {first}");
     let run = d.path().join("run");
-    let (mut child, addr) = start_following(&map, &run, &services, prof, models);
+    let (mut child, addr) = start_following(&map, &run, &services);
     // 1x for 8 s, 3x for 12 s, 1x for 12 s.
     let rates = d.path().join("rates.csv");
     std::fs::write(&rates, "time_s,service,rate\n0,roomy,80\n8,roomy,240\n20,roomy,80\n").unwrap();
@@ -135,25 +140,30 @@ fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_r
 }
 
 #[test]
-fn deploy_follow_needs_the_services_and_refuses_a_list_that_is_not_the_maps() {
+fn deploy_follow_refuses_bad_input_before_any_mig_change() {
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");
     let base = ["deploy", "--map", "tests/fixtures/verify/plan.csv", "--gpu-type", "a100-80gb", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run), "--backend", "emulated"];
-    let o = parva(&[&base[..], &["--prof-data", "tests/fixtures/verify/prof", "--follow"]].concat());
+    let o = parva(&[&base[..], &["--prof-data", PROF, "--follow"]].concat());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--services"), "{}", stderr(&o));
     let other = d.path().join("other.csv");
     std::fs::write(&other, "service,model,rate,slo_ms\nroomy,fast,15,200\n").unwrap();
-    let o = parva(&[
-        &base[..],
-        &["--prof-data", "tests/fixtures/verify/prof", "--models", "tests/fixtures/verify/models", "--listen", "127.0.0.1:0", "--follow", "--services", s(&other)],
-    ]
-    .concat());
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("they must be the same"), "{}", stderr(&o));
-    // Refused before any MIG change: the fake node has no instance.
-    let state = std::fs::read_to_string(run.join("fake-gpus.json")).unwrap_or_default();
-    assert!(!state.contains("\"profile_id\""), "{state}");
+    let serving = ["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0", "--follow", "--services", s(&other)];
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "they must be the same"),
+        (&["--window", "0s"], "--window must be at least 1s"),
+        (&["--ewma", "0"], "--ewma must be in (0, 1]"),
+        (&["--min-rate", "0"], "--min-rate must be a positive number"),
+    ];
+    for (extra, want) in cases {
+        let o = parva(&[&base[..], &serving[..], extra].concat());
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{extra:?}: {}", stderr(&o));
+        // Refused before any MIG change: the fake node has no instance.
+        let state = std::fs::read_to_string(run.join("fake-gpus.json")).unwrap_or_default();
+        assert!(!state.contains("\"profile_id\""), "{extra:?}: {state}");
+    }
 }
 
 /// A transition whose MIG step fails is rolled back: the node keeps serving the map it had, the
@@ -161,11 +171,7 @@ fn deploy_follow_needs_the_services_and_refuses_a_list_that_is_not_the_maps() {
 #[test]
 fn a_failed_live_transition_is_rolled_back_and_the_node_keeps_serving_its_map() {
     let d = tempfile::tempdir().unwrap();
-    let (prof, models) = ("tests/fixtures/verify/prof", "tests/fixtures/verify/models");
-    let services = d.path().join("services.csv");
-    std::fs::write(&services, "service,model,rate,slo_ms\nroomy,fast,80,200\n").unwrap();
-    let map = d.path().join("map.csv");
-    assert!(parva(&["plan", "--prof-data", prof, "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]).status.success());
+    let (services, map) = one_service(d.path());
     let run = d.path().join("run");
     // The node's instance exists before: the follow deploy creates nothing, and every instance a
     // transition would create fails (each change opens the fake node anew, with the fault armed).
@@ -176,7 +182,7 @@ fn a_failed_live_transition_is_rolled_back_and_the_node_keeps_serving_its_map() 
         v["gpus"].as_array().unwrap().iter().map(|g| g["instances"].as_array().unwrap().len()).collect::<Vec<_>>()
     };
     assert_eq!(layout(&run), vec![1, 0]);
-    let (_child, addr) = start_following_env(&map, &run, &services, prof, models, &[("PARVA_FAKE_FAIL", "create_instance#1")]);
+    let (_child, addr) = start_following_env(&map, &run, &services, &[("PARVA_FAKE_FAIL", "create_instance#1")]);
     let rates = d.path().join("rates.csv");
     std::fs::write(&rates, "time_s,service,rate\n0,roomy,240\n").unwrap();
     let o = parva(&[
