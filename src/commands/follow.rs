@@ -118,7 +118,7 @@ pub fn free_gpus(node_gpus: u32, segments: &[Segment]) -> Vec<u32> {
 async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::Result<bool> {
     let running = live.segments().await;
     let node = f.deploy.node;
-    let current = DeploymentMap { segments: running.clone() };
+    let current = DeploymentMap { segments: running.clone(), jobs: Vec::new() };
     let services: Vec<Service> = f.services.iter().zip(target).map(|(s, r)| Service { rate: r.max(f.min_rate), ..s.clone() }).collect();
     let options = PlanOptions { gpus_per_node: f.node_gpus, max_procs: f.max_procs, margin: Margin::DEFAULT, ..PlanOptions::default() };
     let input = PlanInput { gpu: f.gpu, profiles: &f.profiles, services: &services, options: &options };
@@ -154,7 +154,7 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
         }
     }
     // The deploy record names the map that runs now (the transition is done either way).
-    let cur = DeploymentMap { segments: exec.cur.clone() };
+    let cur = DeploymentMap { segments: exec.cur.clone(), jobs: Vec::new() };
     if let Err(e) = exec.with_node(|n| n.deploy(&cur, &f.deploy, false).map(|_| ())) {
         tracing::warn!("follow: the transition is applied but the deploy record was not rewritten: {e:#}");
     }
@@ -193,7 +193,7 @@ impl Executor<'_> {
     /// Deploy the current map (creating what it has and the node lacks); the workers'
     /// environment of the segment at (`gpu`, `placement`).
     fn realise(&self, gpu: u32, placement: u8) -> anyhow::Result<Vec<(String, String)>> {
-        let map = DeploymentMap { segments: self.cur.clone() };
+        let map = DeploymentMap { segments: self.cur.clone(), jobs: Vec::new() };
         let out = self.with_node(|n| n.deploy(&map, &self.f.deploy, false))?;
         out.segments
             .into_iter()

@@ -21,6 +21,11 @@ pub const MAP_HEADER: [&str; 8] =
 pub const MAP_EXTRA_HEADER: [&str; 5] = ["profile", "gpu_type", "throughput", "rate", "slo_ms"];
 /// The optional last column of maps planned with a serving margin.
 pub const MAP_MARGIN_COLUMN: &str = "margin_ms";
+/// The optional columns of maps with best-effort rows (see [`JobSlot`]): `role` is `serve` or
+/// `best-effort`; a best-effort row's `job_kind` is `train` or `batch` and `priority` its job's.
+pub const MAP_ROLE_COLUMNS: [&str; 3] = ["role", "job_kind", "priority"];
+pub const ROLE_SERVE: &str = "serve";
+pub const ROLE_BEST_EFFORT: &str = "best-effort";
 pub const PARVAGPU_HEADER: [&str; 7] =
     ["Num instance", "Num GPU", "Model", "Placement", "Instance size", "Batch size", "Num proc"];
 
@@ -61,6 +66,27 @@ impl Segment {
     }
 }
 
+/// A best-effort instance of a map: a MIG instance lent to a job (training or batch inference) on
+/// GPCs inference does not use; inference takes it back first when it needs capacity. In the file
+/// it is a row with `role` `best-effort`: `service` is the job's name, `batch_size` its batch,
+/// `num_proc` 1, `throughput` its expected samples/s, `rate` and `slo_ms` empty.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobSlot {
+    pub node: u32,
+    pub gpu: u32,
+    pub job: String,
+    pub model: String,
+    pub kind: crate::jobs::JobKind,
+    pub placement: u8,
+    pub instance_size: u8,
+    pub batch_size: u32,
+    pub priority: u32,
+    pub profile: Option<String>,
+    pub gpu_type: Option<String>,
+    /// Expected samples/s of the instance (an estimate for training, see the planner).
+    pub throughput: Option<f64>,
+}
+
 /// Which file format a map was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapFormat {
@@ -71,7 +97,10 @@ pub enum MapFormat {
 /// A whole deployment map.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeploymentMap {
+    /// The serving segments (role `serve`).
     pub segments: Vec<Segment>,
+    /// Best-effort instances (role `best-effort`); never routed to.
+    pub jobs: Vec<JobSlot>,
 }
 
 impl DeploymentMap {
@@ -106,7 +135,10 @@ impl DeploymentMap {
         let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
         let extra: Vec<Option<usize>> = MAP_EXTRA_HEADER.iter().map(|h| col(h)).collect();
         let margin_col = col(MAP_MARGIN_COLUMN);
+        let role_cols: Vec<Option<usize>> = MAP_ROLE_COLUMNS.iter().map(|h| col(h)).collect();
         let mut segments = Vec::new();
+        let mut jobs: Vec<JobSlot> = Vec::new();
+        let mut job_lines: BTreeMap<String, u64> = BTreeMap::new();
         let mut consistency = Consistency::default();
         for rec in rdr.records() {
             let rec = rec.map_err(|e| input.error(path, e))?;
@@ -168,8 +200,58 @@ impl DeploymentMap {
                     }
                 }
             };
+            let role_field = |i: usize| role_cols[i].and_then(|c| rec.get(c)).unwrap_or("");
+            let best_effort = match role_field(0) {
+                "" | ROLE_SERVE => false,
+                ROLE_BEST_EFFORT => true,
+                other => {
+                    return Err(FormatError::invalid(
+                        Location::field(path, line, "role"),
+                        format!("must be `{ROLE_SERVE}` or `{ROLE_BEST_EFFORT}`; found {other:?}"),
+                    ));
+                }
+            };
+            if best_effort {
+                let kind = crate::jobs::JobKind::parse(role_field(1)).ok_or_else(|| {
+                    FormatError::invalid(
+                        Location::field(path, line, "job_kind"),
+                        format!("a best-effort row's job_kind must be `train` or `batch`; found {:?}", role_field(1)),
+                    )
+                })?;
+                let priority =
+                    parse_int(role_field(2), Location::field(path, line, "priority"), 0, crate::jobs::MAX_PRIORITY as i64)? as u32;
+                if seg.num_proc != 1 || seg.rate.is_some() || seg.slo_ms.is_some() {
+                    return Err(FormatError::invalid(
+                        Location::line(path, line),
+                        "a best-effort row has num_proc 1 and no rate or slo_ms (it serves no requests)",
+                    ));
+                }
+                consistency.check_gpu_type(seg.gpu_type.clone(), line, path)?;
+                job_lines.entry(seg.service.clone()).or_insert(line);
+                jobs.push(JobSlot {
+                    node: seg.node,
+                    gpu: seg.gpu,
+                    job: seg.service,
+                    model: seg.model,
+                    kind,
+                    placement: seg.placement,
+                    instance_size: seg.instance_size,
+                    batch_size: seg.batch_size,
+                    priority,
+                    profile: seg.profile,
+                    gpu_type: seg.gpu_type,
+                    throughput: seg.throughput,
+                });
+                continue;
+            }
             consistency.check(&seg, line, path)?;
             segments.push(seg);
+        }
+        if let Some((job, line)) = job_lines.iter().find(|(j, _)| consistency.services.contains_key(*j)) {
+            return Err(FormatError::invalid(
+                Location::field(path, *line, "service"),
+                format!("{job:?} names both a best-effort job and a service (line {}); give the job another name", consistency.services[job].0),
+            ));
         }
         if segments.is_empty() {
             return Err(FormatError::invalid(Location::file(path), "holds no segments"));
@@ -181,7 +263,7 @@ impl DeploymentMap {
                  ParvaGPU end every row with one); check the row and end it with a newline",
             ));
         }
-        Ok((DeploymentMap { segments }, format))
+        Ok((DeploymentMap { segments, jobs }, format))
     }
 
     /// Write the map in parva's format.
@@ -191,6 +273,10 @@ impl DeploymentMap {
         let mut header: Vec<&str> = MAP_HEADER.iter().chain(MAP_EXTRA_HEADER.iter()).copied().collect();
         if with_margin {
             header.push(MAP_MARGIN_COLUMN);
+        }
+        let with_roles = !self.jobs.is_empty();
+        if with_roles {
+            header.extend(MAP_ROLE_COLUMNS);
         }
         wtr.write_record(&header)?;
         let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_default();
@@ -213,7 +299,52 @@ impl DeploymentMap {
             if with_margin {
                 row.push(opt(s.margin_ms.map(round3)));
             }
+            if with_roles {
+                row.extend([ROLE_SERVE.to_string(), String::new(), String::new()]);
+            }
             wtr.write_record(&row)?;
+        }
+        for j in &self.jobs {
+            let mut row = vec![
+                j.node.to_string(),
+                j.gpu.to_string(),
+                j.job.clone(),
+                j.model.clone(),
+                j.placement.to_string(),
+                j.instance_size.to_string(),
+                j.batch_size.to_string(),
+                "1".to_string(),
+                j.profile.clone().unwrap_or_default(),
+                j.gpu_type.clone().unwrap_or_default(),
+                opt(j.throughput.map(round3)),
+                String::new(),
+                String::new(),
+            ];
+            if with_margin {
+                row.push(String::new());
+            }
+            row.extend([ROLE_BEST_EFFORT.to_string(), j.kind.as_str().to_string(), j.priority.to_string()]);
+            wtr.write_record(&row)?;
+        }
+        wtr.flush()?;
+        Ok(())
+    }
+
+    /// Write the serving segments in ParvaGPU's format (`Num instance` is the node); best-effort
+    /// rows, service names, profiles and rates have no place in it and are left out.
+    pub fn write_parvagpu_to(&self, w: impl std::io::Write) -> Result<(), csv::Error> {
+        let mut wtr = csv::Writer::from_writer(w);
+        wtr.write_record(PARVAGPU_HEADER)?;
+        for s in &self.segments {
+            wtr.write_record([
+                s.node.to_string(),
+                s.gpu.to_string(),
+                s.model.clone(),
+                s.placement.to_string(),
+                s.instance_size.to_string(),
+                s.batch_size.to_string(),
+                s.num_proc.to_string(),
+            ])?;
         }
         wtr.flush()?;
         Ok(())
@@ -242,16 +373,23 @@ impl DeploymentMap {
     }
 
     /// Check every GPU's layout against `gpu` type's MIG rules. Returns every problem found.
+    /// Best-effort instances count with the serving ones: they hold their GPCs until reclaimed.
     pub fn check_layouts(&self, gpu: &GpuType) -> Vec<MapLayoutError> {
         let mut problems = Vec::new();
-        for ((node, gpu_idx), segs) in self.by_gpu() {
-            let mut layout = Vec::new();
-            for s in segs {
-                match segment_profile(gpu, s) {
-                    Ok(profile) => layout.push(Placement { profile, start: s.placement }),
-                    Err(problem) => problems.push(MapLayoutError { node, gpu: gpu_idx, problem }),
-                }
+        let mut layouts: BTreeMap<(u32, u32), Vec<Placement>> = BTreeMap::new();
+        let rows = self
+            .segments
+            .iter()
+            .map(|s| (s.node, s.gpu, s.profile.as_deref(), s.instance_size, s.placement, s.service.as_str(), "service"))
+            .chain(self.jobs.iter().map(|j| (j.node, j.gpu, j.profile.as_deref(), j.instance_size, j.placement, j.job.as_str(), "job")));
+        for (node, gpu_idx, profile, size, start, name, what) in rows {
+            let layout = layouts.entry((node, gpu_idx)).or_default();
+            match instance_profile(gpu, profile, size, name, what) {
+                Ok(profile) => layout.push(Placement { profile, start }),
+                Err(problem) => problems.push(MapLayoutError { node, gpu: gpu_idx, problem }),
             }
+        }
+        for ((node, gpu_idx), layout) in layouts {
             if let Err(e) = gpu.validate(&layout) {
                 problems.push(MapLayoutError { node, gpu: gpu_idx, problem: e.to_string() });
             }
@@ -263,22 +401,22 @@ impl DeploymentMap {
 /// The MIG profile of a segment: its `profile` column when present (e.g. `1g.20gb`), else the
 /// planner's profile for its instance size.
 pub fn segment_profile(gpu: &GpuType, s: &Segment) -> Result<&'static GiProfile, String> {
-    match &s.profile {
-        Some(name) => {
+    instance_profile(gpu, s.profile.as_deref(), s.instance_size, &s.service, "service")
+}
+
+/// The MIG profile of a map row of `what` (`service` or `job`) `name`.
+fn instance_profile(gpu: &GpuType, profile: Option<&str>, size: u8, name: &str, what: &str) -> Result<&'static GiProfile, String> {
+    match profile {
+        Some(pname) => {
             let p = gpu
-                .profile_by_name(name)
-                .ok_or_else(|| format!("profile {name} of service {} is not a MIG profile of {}", s.service, gpu.id))?;
-            if p.gpcs != s.instance_size {
-                return Err(format!(
-                    "profile {name} of service {} has {} GPCs but its instance_size is {}",
-                    s.service, p.gpcs, s.instance_size
-                ));
+                .profile_by_name(pname)
+                .ok_or_else(|| format!("profile {pname} of {what} {name} is not a MIG profile of {}", gpu.id))?;
+            if p.gpcs != size {
+                return Err(format!("profile {pname} of {what} {name} has {} GPCs but its instance_size is {size}", p.gpcs));
             }
             Ok(p)
         }
-        None => gpu
-            .profile_for_size(s.instance_size)
-            .ok_or_else(|| format!("instance size {} is not a MIG size of {}", s.instance_size, gpu.id)),
+        None => gpu.profile_for_size(size).ok_or_else(|| format!("instance size {size} is not a MIG size of {}", gpu.id)),
     }
 }
 
@@ -340,15 +478,19 @@ impl Consistency {
                 }
             }
         }
+        self.check_gpu_type(seg.gpu_type.clone(), line, path)
+    }
+
+    fn check_gpu_type(&mut self, gpu_type: Option<String>, line: u64, path: &Path) -> Result<(), FormatError> {
         match &self.gpu_type {
-            None => self.gpu_type = Some((line, seg.gpu_type.clone())),
-            Some((first, ty)) if *ty != seg.gpu_type => {
+            None => self.gpu_type = Some((line, gpu_type)),
+            Some((first, ty)) if *ty != gpu_type => {
                 let name = |t: &Option<String>| t.clone().unwrap_or_else(|| "empty".into());
                 return Err(FormatError::invalid(
                     Location::field(path, line, "gpu_type"),
                     format!(
                         "is {} here but {} on line {first}; a map is for one GPU type (plan one map per type)",
-                        name(&seg.gpu_type),
+                        name(&gpu_type),
                         name(ty)
                     ),
                 ));
@@ -403,6 +545,60 @@ mod tests {
         assert_eq!(again, map);
         let gpu = GpuType::by_id("a100-80gb").unwrap();
         assert!(map.check_layouts(gpu).is_empty());
+    }
+
+    const JOBS_MAP: &str = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms,role,job_kind,priority\n\
+                    0,0,svc-a,resnet50,0,4,16,2,4g.40gb,a100-80gb,900.5,1000,100,serve,,\n\
+                    0,0,ft,bert,4,2,32,1,2g.20gb,a100-80gb,120,,,best-effort,train,5\n\
+                    0,0,score,resnet50,6,1,64,1,1g.10gb,a100-80gb,300,,,best-effort,batch,1\n";
+
+    #[test]
+    fn best_effort_rows_round_trip_apart_from_the_serving_segments() {
+        let (map, _) = DeploymentMap::read_from(JOBS_MAP.as_bytes(), Path::new("d.csv")).unwrap();
+        assert_eq!(map.segments.len(), 1, "a job is never a serving segment");
+        assert_eq!(map.jobs.len(), 2);
+        assert_eq!((map.jobs[0].job.as_str(), map.jobs[0].kind, map.jobs[0].priority), ("ft", crate::jobs::JobKind::Train, 5));
+        let mut out = Vec::new();
+        map.write_to(&mut out).unwrap();
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), JOBS_MAP);
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        assert!(map.check_layouts(gpu).is_empty());
+        // Maps without jobs keep their columns (and bytes) as before.
+        let plain = DeploymentMap { segments: map.segments.clone(), jobs: Vec::new() };
+        let mut out = Vec::new();
+        plain.write_to(&mut out).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("role"));
+    }
+
+    #[test]
+    fn the_parvagpu_writer_leaves_best_effort_rows_out() {
+        let (map, _) = DeploymentMap::read_from(JOBS_MAP.as_bytes(), Path::new("d.csv")).unwrap();
+        let mut out = Vec::new();
+        map.write_parvagpu_to(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "Num instance,Num GPU,Model,Placement,Instance size,Batch size,Num proc\n0,0,resnet50,0,4,16,2\n");
+        let (back, fmt) = DeploymentMap::read_from(text.as_bytes(), Path::new("p.csv")).unwrap();
+        assert_eq!((fmt, back.segments.len(), back.jobs.len()), (MapFormat::ParvaGpu, 1, 0));
+    }
+
+    #[test]
+    fn a_job_overlapping_a_segment_or_a_bad_best_effort_row_is_refused() {
+        // The job's 3g at 4 overlaps nothing, but a 4g at 0 plus a 4g job at 0 do.
+        let overlap = JOBS_MAP.replace("0,0,ft,bert,4,2,32,1,2g.20gb", "0,0,ft,bert,0,4,32,1,4g.40gb");
+        let (map, _) = DeploymentMap::read_from(overlap.as_bytes(), Path::new("d.csv")).unwrap();
+        assert!(!map.check_layouts(GpuType::by_id("a100-80gb").unwrap()).is_empty());
+        for (from, to, want) in [
+            ("best-effort,train,5", "spare,train,5", "d.csv:3: field `role`: must be `serve` or `best-effort`; found \"spare\""),
+            ("best-effort,train,5", "best-effort,tune,5", "d.csv:3: field `job_kind`: a best-effort row's job_kind must be `train` or `batch`; found \"tune\""),
+            ("best-effort,train,5", "best-effort,train,1001", "d.csv:3: field `priority`"),
+            ("2g.20gb,a100-80gb,120,,,", "2g.20gb,a100-80gb,120,5,,", "d.csv:3: a best-effort row has num_proc 1 and no rate or slo_ms"),
+            ("0,0,ft,bert", "0,0,svc-a,bert", "d.csv:3: field `service`: \"svc-a\" names both a best-effort job and a service (line 2)"),
+            ("2g.20gb,a100-80gb,120", "2g.20gb,h100-80gb,120", "d.csv:3: field `gpu_type`: is h100-80gb here but a100-80gb on line 2"),
+        ] {
+            let text = JOBS_MAP.replacen(from, to, 1);
+            let e = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{to}: {e}");
+        }
     }
 
     #[test]
@@ -621,7 +817,7 @@ mod tests {
             /// A generated map, written and read back, is the same map.
             #[test]
             fn written_maps_read_back_the_same(segments in proptest::collection::vec(segment(), 1..20)) {
-                let map = DeploymentMap { segments };
+                let map = DeploymentMap { segments, jobs: Vec::new() };
                 let mut out = Vec::new();
                 map.write_to(&mut out).unwrap();
                 let (again, format) = DeploymentMap::read_from(out.as_slice(), Path::new("d.csv")).unwrap();
@@ -637,7 +833,7 @@ mod tests {
                 field in 0usize..13,
                 bad in prop::sample::select(vec!["x", "-1", "NaN", "inf", "1e400", "99999"]),
             ) {
-                let map = DeploymentMap { segments };
+                let map = DeploymentMap { segments, jobs: Vec::new() };
                 let mut out = Vec::new();
                 map.write_to(&mut out).unwrap();
                 let text = String::from_utf8(out).unwrap();

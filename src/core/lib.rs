@@ -10,6 +10,7 @@
 //! - [`profile`]: profile tables (instance size x batch x processes -> throughput, latency).
 //! - [`slo`]: services and their objectives (ParvaGPU SLO pairs, `services.csv`).
 //! - [`deploy`]: deployment maps (parva's and ParvaGPU's CSVs).
+//! - [`jobs`]: best-effort job lists (training and batch jobs for idle GPCs).
 //! - [`batching`]: the dynamic batching policy the router applies and the planner models.
 //! - [`limits`]: the physical range of every quantity parva reads, and why.
 //! - [`latency`]: latency models: which points a service may use and how much rate a segment takes.
@@ -21,6 +22,7 @@ pub mod batching;
 pub mod catalogue;
 pub mod deploy;
 pub mod error;
+pub mod jobs;
 pub mod latency;
 pub mod limits;
 pub mod mig;

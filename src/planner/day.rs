@@ -440,7 +440,7 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
                 continue;
             }
             let mid = 0.5 * (w[0] + w[1]);
-            let mut during = DeploymentMap { segments: Vec::new() };
+            let mut during = DeploymentMap { segments: Vec::new(), jobs: Vec::new() };
             for seg in &new_map.segments {
                 let k = key(seg.node, seg.gpu, seg.placement);
                 if kept.contains(&k) || ready_at.get(&k).is_some_and(|at| *at <= mid) {

@@ -19,6 +19,7 @@
 pub mod cover;
 pub mod day;
 pub mod gpus;
+pub mod jobs;
 pub mod optimal;
 pub mod parvagpu;
 pub mod replan;
@@ -463,7 +464,7 @@ impl Plan {
                 });
             }
         }
-        DeploymentMap { segments }
+        DeploymentMap { segments, jobs: Vec::new() }
     }
 
     /// The machine-readable summary `parva plan --json` prints.

@@ -162,7 +162,7 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
     }
     let ty_id = opts.gpu_type.clone().or_else(|| segs.iter().find_map(|s| s.gpu_type.clone())).ok_or(DeployError::NoGpuType)?;
     let ty = GpuType::by_id(&ty_id).map_err(|e| DeployError::UnknownGpuType(e.to_string()))?;
-    let node_map = DeploymentMap { segments: segs.iter().map(|s| (*s).clone()).collect() };
+    let node_map = DeploymentMap { segments: segs.iter().map(|s| (*s).clone()).collect(), jobs: Vec::new() };
     if let Some(p) = node_map.check_layouts(ty).into_iter().next() {
         return Err(DeployError::BadLayout { node: p.node, plan_gpu: p.gpu, problem: p.problem });
     }

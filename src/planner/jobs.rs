@@ -1,0 +1,267 @@
+//! Best-effort jobs on the GPCs a plan leaves idle (`parva plan --jobs`, and the day simulation's
+//! goodput).
+//!
+//! Inference is planned first and never changes for jobs: the jobs get what is left of the
+//! cluster's GPUs, as legal MIG instances next to the serving ones (a 4g + 2g layout's free 1g, a
+//! GPU the plan leaves empty as one 7g or as smaller instances). The rules:
+//!
+//! 1. **Keep.** A job instance already running whose GPCs are still free stays where it is (a
+//!    re-plan moves no job it does not have to; a moved job pays a checkpoint and a restart).
+//! 2. **One each.** Jobs in priority order (highest first, ties in list order) get one instance
+//!    each: the largest size in `min_gpcs..=max_gpcs` free anywhere, on the first GPU with room.
+//! 3. **Fill.** Then each job in priority order takes further instances (largest first) until none
+//!    fits, so that no GPC a job could use stays idle.
+//!
+//! A size is offered to a job only when its model's profile table has a point at that size (a
+//! model that does not fit in a 1g's memory gets no 1g). A batch job runs its table's largest
+//! batch at the size and its expected samples/s is that point's throughput; a train job runs the
+//! same batch and is expected to make [`TRAIN_COST_FACTOR`] times fewer samples/s (forward,
+//! backward and the update cost about three forwards), an estimate until trained throughput is
+//! profiled.
+
+use std::collections::BTreeMap;
+
+use parva_core::deploy::{DeploymentMap, JobSlot, segment_profile};
+use parva_core::jobs::{Job, JobKind, by_priority};
+use parva_core::mig::{GpuType, Placement};
+use parva_core::profile::ProfileSet;
+
+/// A training step is counted as this many forward passes when a train job's samples/s is
+/// estimated from an inference profile.
+pub const TRAIN_COST_FACTOR: f64 = 3.0;
+
+/// Where jobs may go: the cluster's GPUs, numbered as maps number them.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster {
+    pub gpu: &'static GpuType,
+    /// GPUs in the cluster: GPU i is node i / gpus_per_node, GPU i % gpus_per_node.
+    pub gpus: u32,
+    pub gpus_per_node: u32,
+}
+
+impl Cluster {
+    fn ids(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let per = self.gpus_per_node.max(1);
+        (0..self.gpus).map(move |i| (i / per, i % per))
+    }
+}
+
+/// What one job instance of `size` GPCs runs: its batch and expected samples/s, or `None` when
+/// the model's profile has no point at that size.
+pub fn job_point(profiles: &ProfileSet, job: &Job, size: u8) -> Option<(u32, f64)> {
+    let table = profiles.get(&job.model)?;
+    let best = table
+        .points
+        .iter()
+        .filter(|p| p.size == size && p.procs == 1)
+        .max_by(|a, b| a.batch.cmp(&b.batch).then(a.throughput.total_cmp(&b.throughput)))?;
+    let rate = match job.kind {
+        JobKind::Batch => best.throughput,
+        JobKind::Train => best.throughput / TRAIN_COST_FACTOR,
+    };
+    Some((best.batch, rate))
+}
+
+/// Place `jobs` on what `serving` (and every map in `also_held`, e.g. the other side of a
+/// transition) leaves free of `cluster`, keeping the instances of `keep` that still fit. See the
+/// module doc for the rules. Serving GPUs outside the cluster get no jobs.
+pub fn place_jobs(
+    cluster: &Cluster,
+    profiles: &ProfileSet,
+    jobs: &[Job],
+    held: &[&DeploymentMap],
+    keep: &[JobSlot],
+) -> Vec<JobSlot> {
+    let gpu = cluster.gpu;
+    let mut layouts: BTreeMap<(u32, u32), Vec<Placement>> = cluster.ids().map(|id| (id, Vec::new())).collect();
+    for map in held {
+        for s in &map.segments {
+            if let (Some(layout), Ok(profile)) = (layouts.get_mut(&(s.node, s.gpu)), segment_profile(gpu, s)) {
+                layout.push(Placement { profile, start: s.placement });
+            }
+        }
+    }
+    let by_name: BTreeMap<&str, &Job> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    let mut out: Vec<JobSlot> = Vec::new();
+    // 1. Keep what still fits.
+    for k in keep {
+        let (Some(job), Some(layout), Some(profile)) =
+            (by_name.get(k.job.as_str()), layouts.get_mut(&(k.node, k.gpu)), gpu.profile_for_size(k.instance_size))
+        else {
+            continue;
+        };
+        if job.model == k.model && gpu.free_starts(layout, profile).contains(&k.placement) {
+            layout.push(Placement { profile, start: k.placement });
+            out.push(k.clone());
+        }
+    }
+    let order = by_priority(jobs);
+    let mut place_one = |job: &Job, layouts: &mut BTreeMap<(u32, u32), Vec<Placement>>, out: &mut Vec<JobSlot>| -> bool {
+        let mut sizes: Vec<u8> = gpu.sizes().into_iter().filter(|s| (job.min_gpcs..=job.max_gpcs).contains(s)).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        for size in sizes {
+            let (Some(profile), Some((batch, rate))) = (gpu.profile_for_size(size), job_point(profiles, job, size)) else { continue };
+            for (&(node, g), layout) in layouts.iter_mut() {
+                if let Some(&start) = gpu.free_starts(layout, profile).first() {
+                    layout.push(Placement { profile, start });
+                    out.push(JobSlot {
+                        node,
+                        gpu: g,
+                        job: job.name.clone(),
+                        model: job.model.clone(),
+                        kind: job.kind,
+                        placement: start,
+                        instance_size: size,
+                        batch_size: batch,
+                        priority: job.priority,
+                        profile: Some(profile.name.to_string()),
+                        gpu_type: Some(gpu.id.to_string()),
+                        throughput: Some(rate),
+                    });
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    // 2. One each.
+    for job in &order {
+        if !out.iter().any(|s| s.job == job.name) {
+            place_one(job, &mut layouts, &mut out);
+        }
+    }
+    // 3. Fill. Each placement takes at least one GPC, so this ends.
+    for job in &order {
+        while place_one(job, &mut layouts, &mut out) {}
+    }
+    out.sort_by(|a, b| (a.node, a.gpu, a.placement).cmp(&(b.node, b.gpu, b.placement)));
+    out
+}
+
+/// GPCs held by `slots`.
+pub fn job_gpcs(slots: &[JobSlot]) -> u32 {
+    slots.iter().map(|s| s.instance_size as u32).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parva_core::ModelProfile;
+    use parva_core::jobs::JobKind;
+    use std::path::Path;
+
+    fn profiles() -> ProfileSet {
+        // "big" has no 1g point (too large for its memory); "m" has every size.
+        let mut m = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+        let mut big = m.clone();
+        for size in [1u8, 2, 3, 4, 7] {
+            for b in [8u32, 32] {
+                let lat = 0.001 * b as f64 / size as f64;
+                m.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+                if size > 1 {
+                    big.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+                }
+            }
+        }
+        let read = |t: &str, n: &str| ModelProfile::read_from(t.as_bytes(), Path::new("x.csv"), n.into(), None).unwrap();
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), read(&m, "m")), ("big".to_string(), read(&big, "big"))].into_iter().collect() }
+    }
+
+    fn job(name: &str, model: &str, kind: JobKind, min: u8, max: u8, priority: u32) -> Job {
+        Job { name: name.into(), model: model.into(), kind, min_gpcs: min, max_gpcs: max, priority }
+    }
+
+    /// A map with a 4g at 0 and a 2g at 4 on GPU 0 of node 0.
+    fn serving() -> DeploymentMap {
+        let text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+                    0,0,a,m,0,4,8,1,4g.40gb,a100-80gb,100,50,100\n\
+                    0,0,b,m,4,2,8,1,2g.20gb,a100-80gb,100,50,100\n";
+        DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap().0
+    }
+
+    fn cluster(gpus: u32) -> Cluster {
+        Cluster { gpu: GpuType::by_id("a100-80gb").unwrap(), gpus, gpus_per_node: 8 }
+    }
+
+    fn all(map: &DeploymentMap, slots: &[JobSlot]) -> DeploymentMap {
+        DeploymentMap { segments: map.segments.clone(), jobs: slots.to_vec() }
+    }
+
+    #[test]
+    fn jobs_fill_the_holes_of_a_layout_and_the_idle_gpus_legally() {
+        let (p, map) = (profiles(), serving());
+        let jobs = [job("ft", "m", JobKind::Train, 1, 7, 10)];
+        let slots = place_jobs(&cluster(2), &p, &jobs, &[&map], &[]);
+        // GPU 0 has one GPC free (slice 6): a 1g; GPU 1 is idle: one 7g.
+        let got: Vec<(u32, u8, u8)> = slots.iter().map(|s| (s.gpu, s.placement, s.instance_size)).collect();
+        assert_eq!(got, [(0, 6, 1), (1, 0, 7)]);
+        assert!(all(&map, &slots).check_layouts(cluster(2).gpu).is_empty());
+        assert_eq!(job_gpcs(&slots), 8);
+        // The serving segments are untouched: the plan never pays for its jobs.
+        assert_eq!(all(&map, &slots).segments, map.segments);
+        // A train instance is expected at a third of the inference throughput at its largest batch.
+        let (batch, rate) = job_point(&p, &jobs[0], 7).unwrap();
+        assert_eq!(batch, 32);
+        assert!((slots[1].throughput.unwrap() - rate).abs() < 1e-9);
+        assert!((rate - job_point(&p, &job("x", "m", JobKind::Batch, 1, 7, 1), 7).unwrap().1 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn higher_priority_goes_first_and_sizes_stay_within_min_and_max() {
+        let (p, map) = (profiles(), serving());
+        let jobs = [
+            job("low", "m", JobKind::Batch, 1, 1, 1),
+            job("high", "big", JobKind::Train, 2, 3, 9),
+        ];
+        let slots = place_jobs(&cluster(2), &p, &jobs, &[&map], &[]);
+        for s in &slots {
+            let j = jobs.iter().find(|j| j.name == s.job).unwrap();
+            assert!((j.min_gpcs..=j.max_gpcs).contains(&s.instance_size), "{s:?}");
+        }
+        // "high" (no 1g point for its model, at most 3 GPCs) takes the idle GPU as 3g + 3g.
+        let high: Vec<(u32, u8)> = slots.iter().filter(|s| s.job == "high").map(|s| (s.gpu, s.instance_size)).collect();
+        assert_eq!(high, [(1, 3), (1, 3)]);
+        let low: Vec<(u32, u8)> = slots.iter().filter(|s| s.job == "low").map(|s| (s.gpu, s.placement)).collect();
+        assert_eq!(low, [(0, 6)], "the 1g hole beside the 4g + 2g goes to the lower priority (a 3g + 3g leaves no memory slice)");
+        assert!(all(&map, &slots).check_layouts(cluster(2).gpu).is_empty());
+    }
+
+    #[test]
+    fn running_jobs_that_still_fit_stay_where_they_are() {
+        let (p, map) = (profiles(), serving());
+        let jobs = [job("a", "m", JobKind::Train, 1, 7, 1), job("b", "m", JobKind::Batch, 1, 7, 5)];
+        // "a" runs as a 3g at 4 on GPU 1; a fresh placement would give GPU 1 to "b" whole.
+        let mut running = place_jobs(&cluster(2), &p, &jobs[..1], &[&map], &[]);
+        running.retain(|s| s.gpu == 1);
+        running[0].placement = 4;
+        running[0].instance_size = 3;
+        running[0].profile = Some("3g.40gb".into());
+        let slots = place_jobs(&cluster(2), &p, &jobs, &[&map], &running);
+        assert!(slots.contains(&running[0]), "{slots:?}");
+        assert!(all(&map, &slots).check_layouts(cluster(2).gpu).is_empty());
+        // One that no longer fits (inference took its GPU) is not kept.
+        let mut grown = map.clone();
+        let mut seg = map.segments[0].clone();
+        (seg.gpu, seg.instance_size, seg.profile) = (1, 7, Some("7g.80gb".into()));
+        grown.segments.push(seg);
+        let slots = place_jobs(&cluster(2), &p, &jobs, &[&grown], &running);
+        assert!(!slots.contains(&running[0]));
+        assert!(all(&grown, &slots).check_layouts(cluster(2).gpu).is_empty());
+    }
+
+    #[test]
+    fn gpus_outside_the_cluster_and_gpcs_held_by_either_side_of_a_transition_get_no_job() {
+        let (p, map) = (profiles(), serving());
+        let jobs = [job("ft", "m", JobKind::Train, 1, 7, 1)];
+        let mut other = map.clone();
+        other.segments[1].placement = 6;
+        other.segments[1].instance_size = 1;
+        other.segments[1].profile = Some("1g.10gb".into());
+        // Old: 4g@0 + 2g@4; new: 4g@0 + 1g@6: nothing of GPU 0 is free during the change.
+        let slots = place_jobs(&cluster(1), &p, &jobs, &[&map, &other], &[]);
+        assert!(slots.is_empty(), "{slots:?}");
+        // Afterwards the new map leaves a 2g at 4 free.
+        let slots = place_jobs(&cluster(1), &p, &jobs, &[&other], &[]);
+        assert_eq!(slots.iter().map(|s| (s.placement, s.instance_size)).collect::<Vec<_>>(), [(4, 2)]);
+    }
+}
