@@ -18,6 +18,25 @@ pub struct PlanArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
+    /// Best-effort jobs (`job,model,kind,min_gpcs,max_gpcs,priority`) for the GPCs the plan
+    /// leaves idle: placed after the plan, which they never change, as `best-effort` map rows.
+    #[arg(long, value_name = "FILE")]
+    jobs: Option<PathBuf>,
+    /// GPUs the cluster has for jobs [default: the plan's nodes, whole]. GPU i is node
+    /// i / --gpus-per-node.
+    #[arg(long, value_name = "N", requires = "jobs",
+          value_parser = clap::value_parser!(u32).range(1..=parva_core::limits::MAX_GPUS_LIMIT as i64))]
+    cluster_gpus: Option<u32>,
+    /// Map format: parva's (every column, best-effort rows) or ParvaGPU's deploy CSV (serving
+    /// segments only).
+    #[arg(long, value_enum, default_value_t = MapFormatArg::Parva)]
+    format: MapFormatArg,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum MapFormatArg {
+    Parva,
+    Parvagpu,
 }
 
 /// What a plan is made from: profile tables, services, GPU type and the planner's options
@@ -152,8 +171,21 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let Prepared { gpu, profiles, services, options } = &prepared;
     let (gpu, profiles, services, options) = (*gpu, profiles, services, options);
     let input = prepared.input();
+    let jobs = match &args.jobs {
+        Some(path) => Some(parva_core::jobs::read_jobs(path, Some(profiles))?),
+        None => None,
+    };
     let plan = plan::plan(input).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
-    let map = plan.to_map();
+    let mut map = plan.to_map();
+    let jobs_summary = jobs.as_ref().map(|jobs| {
+        let cluster = parva_planner::jobs::Cluster {
+            gpu,
+            gpus: args.cluster_gpus.unwrap_or((plan.node_count().max(1) as u32) * options.gpus_per_node),
+            gpus_per_node: options.gpus_per_node,
+        };
+        map.jobs = parva_planner::jobs::place_jobs(&cluster, profiles, jobs, &[&map], &[]);
+        parva_planner::jobs::summarize(&cluster, jobs, &map)
+    });
     // Assert, then write: a map with an illegal layout is a planner bug and must never reach a node.
     let problems = map.check_layouts(gpu);
     if !problems.is_empty() {
@@ -161,7 +193,19 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("internal error: the planner produced illegal MIG layouts (nothing written):\n  {}", list.join("\n  "));
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(args.input.slo));
-    map.write_file(&out).with_context(|| format!("writing the deployment map {}", out.display()))?;
+    match args.format {
+        MapFormatArg::Parva => map.write_file(&out),
+        MapFormatArg::Parvagpu => {
+            let mut buf = Vec::new();
+            map.write_parvagpu_to(&mut buf)
+                .map_err(|e| parva_core::FormatError::io(&out, "encode deployment map", std::io::Error::other(e)))
+                .and_then(|()| parva_core::deploy::write_atomic(&out, &buf))
+        }
+    }
+    .with_context(|| format!("writing the deployment map {}", out.display()))?;
+    if args.format == MapFormatArg::Parvagpu && !map.jobs.is_empty() {
+        eprintln!("note: ParvaGPU's format has no best-effort rows: the {} job instances are not in {}", map.jobs.len(), out.display());
+    }
 
     let summary = plan.summary();
     let mut report = parva_planner::report::report(&plan, Some(profiles));
@@ -216,10 +260,16 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             v["simulated_misses"] = serde_json::to_value(m)?;
         }
         v["sensitivity"] = serde_json::to_value(&sensitivity)?;
+        if let Some(j) = &jobs_summary {
+            v["jobs"] = serde_json::to_value(j)?;
+        }
         super::print_json(&v)?;
     } else {
         print_summary(&summary, &out)?;
         print_report(&report, &sensitivity)?;
+        if let Some(j) = &jobs_summary {
+            print_jobs(j)?;
+        }
     }
     for bad in &summary.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
@@ -267,6 +317,22 @@ fn print_report(r: &parva_planner::report::PlanReport, sensitivity: &[parva_plan
     }
     for s in sensitivity {
         outln!("sensitivity: {s}")?;
+    }
+    Ok(())
+}
+
+fn print_jobs(j: &parva_planner::jobs::JobsSummary) -> Result<(), super::StdoutError> {
+    outln!("")?;
+    outln!(
+        "best-effort: {} of the cluster's {} GPCs ({} GPUs) serve, {} go to jobs, {} stay idle; {:.1} samples/s expected",
+        j.serving_gpcs, j.cluster_gpcs, j.cluster_gpus, j.job_gpcs, j.idle_gpcs, j.samples_per_s
+    )?;
+    outln!("{:<24} {:<16} {:>6} {:>8} {:>9} {:>6} {:>11}", "job", "model", "kind", "priority", "instances", "GPCs", "samples/s")?;
+    for r in &j.jobs {
+        outln!(
+            "{:<24} {:<16} {:>6} {:>8} {:>9} {:>6} {:>11.1}",
+            r.job, r.model, r.kind.as_str(), r.priority, r.instances, r.gpcs, r.samples_per_s
+        )?;
     }
     Ok(())
 }

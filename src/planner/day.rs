@@ -24,14 +24,26 @@
 //! figure is then weighted by the piece's length: a service's share of requests within its SLO is
 //! `Σ attainment x rate x length / Σ rate x length`. A piece with rate but no segment for a
 //! service counts all its requests as missed.
+//!
+//! **Best-effort jobs** ([`DayJobs`]). The cluster is the GPUs static needs for the peak. At every
+//! moment the jobs hold what inference leaves free of it, placed by [`crate::jobs::place_jobs`]
+//! (running instances stay where they still fit): under static the holes of its layouts, under
+//! oracle and follow also the GPUs they free. During a transition the GPCs of both maps count as
+//! inference's. When follow creates a segment over a job's instance, the job is given `grace_s`
+//! to checkpoint first and the transition starts that much later (inference waits no longer);
+//! every instance (re)started spends `start_s` loading and resuming before it makes progress.
+//! MIG isolates the jobs' instances, so serving is simulated as without them.
 
 use std::collections::BTreeMap;
 
 use parva_core::DeploymentMap;
+use parva_core::deploy::JobSlot;
+use parva_core::jobs::Job;
 use parva_core::sim::{self, SimConfig};
 use parva_core::slo::Service;
 use parva_core::trace::RateTrace;
 
+use crate::jobs::{Cluster, job_gpcs, place_jobs};
 use crate::replan::{self, Costs};
 use crate::{PlanError, PlanInput};
 
@@ -80,6 +92,16 @@ impl Default for FollowSettings {
     }
 }
 
+/// Best-effort jobs in a day simulation (see the module doc).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DayJobs {
+    pub jobs: Vec<Job>,
+    /// Seconds a job whose instance inference takes back has to checkpoint and stop.
+    pub grace_s: f64,
+    /// Seconds a job instance spends starting and resuming from its checkpoint.
+    pub start_s: f64,
+}
+
 /// Settings of a day simulation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DayConfig {
@@ -92,6 +114,8 @@ pub struct DayConfig {
     pub percentile: f64,
     pub follow: FollowSettings,
     pub costs: Costs,
+    /// Best-effort jobs on the idle GPCs, if any.
+    pub jobs: Option<DayJobs>,
 }
 
 /// Why a day cannot be simulated.
@@ -172,6 +196,16 @@ pub struct PolicyDay {
     pub workers_stopped: u32,
     /// Seconds during transitions (fewer segments serving).
     pub transition_seconds: f64,
+    /// Requests within their SLO per second, averaged over the day.
+    pub goodput_rps: f64,
+    /// With jobs: best-effort GPU-hours (GPC-hours / GPCs per GPU) spent making progress (held,
+    /// less each start's `start_s`), their samples, and instances started and stopped.
+    pub job_gpu_hours: f64,
+    pub job_samples: f64,
+    pub job_starts: usize,
+    pub job_stops: usize,
+    /// With jobs: the cluster's GPU-hours neither inference nor a job holds.
+    pub idle_gpu_hours: f64,
     pub services: Vec<ServiceDay>,
     pub pieces: Vec<Piece>,
 }
@@ -181,6 +215,8 @@ pub struct PolicyDay {
 pub struct DayReport {
     pub config: DayConfig,
     pub policies: Vec<PolicyDay>,
+    /// With jobs: the cluster's GPUs (static's, for the peak).
+    pub cluster_gpus: Option<u32>,
     /// Pieces simulated and seconds simulated, over all policies.
     pub pieces_simulated: usize,
     pub seconds_simulated: f64,
@@ -193,6 +229,54 @@ struct Span {
     map: DeploymentMap,
     gpus: usize,
     transition: bool,
+    /// During a transition, every segment of both maps (their GPCs are inference's).
+    held: Option<DeploymentMap>,
+    /// Best-effort instances running over the span.
+    jobs: Vec<JobSlot>,
+}
+
+impl Span {
+    fn new(start: f64, end: f64, map: DeploymentMap, transition: bool) -> Span {
+        Span { start, end, gpus: map.gpu_count(), map, transition, held: None, jobs: Vec::new() }
+    }
+}
+
+/// Places the jobs of each span as spans are made, keeping running instances where they fit.
+struct JobTrack<'a> {
+    ctx: Option<(Cluster, &'a parva_core::ProfileSet, &'a [Job])>,
+    prev: Vec<JobSlot>,
+}
+
+impl JobTrack<'_> {
+    fn push(&mut self, spans: &mut Vec<Span>, mut sp: Span) {
+        if let Some((cluster, profiles, jobs)) = &self.ctx {
+            let held = sp.held.as_ref().unwrap_or(&sp.map);
+            sp.jobs = place_jobs(cluster, profiles, jobs, &[held], &self.prev);
+            self.prev = sp.jobs.clone();
+        }
+        spans.push(sp);
+    }
+}
+
+/// Segments of `a` and `b`, each instance once.
+fn union(a: &DeploymentMap, b: &DeploymentMap) -> DeploymentMap {
+    let mut seen = std::collections::BTreeSet::new();
+    let segments = a
+        .segments
+        .iter()
+        .chain(&b.segments)
+        .filter(|s| seen.insert((s.node, s.gpu, s.placement, s.instance_size)))
+        .cloned()
+        .collect();
+    DeploymentMap { segments, jobs: Vec::new() }
+}
+
+/// Whether a segment of `created` overlaps (shares a memory slice with) a job instance.
+fn takes_from_jobs(gpu: &parva_core::GpuType, created: &[&parva_core::Segment], jobs: &[JobSlot]) -> bool {
+    let mask = |size: u8, start: u8| gpu.profile_for_size(size).map_or(0, |p| p.mask_at(start));
+    created.iter().any(|s| {
+        jobs.iter().any(|j| j.node == s.node && j.gpu == s.gpu && mask(j.instance_size, j.placement) & mask(s.instance_size, s.placement) != 0)
+    })
 }
 
 /// Simulate the trace under each policy. `input.services` gives every service's model and SLO
@@ -223,18 +307,30 @@ pub fn simulate_day(
     }
     let mut out = Vec::new();
     let (mut pieces_simulated, mut seconds_simulated) = (0usize, 0.0f64);
+    // With jobs, the cluster is what static needs for the peak.
+    let cluster = match &config.jobs {
+        Some(_) => {
+            let peak = at_rates(input.services, &|s| trace.peak(&s.name, 0.0, config.duration_s));
+            Some(Cluster { gpu: input.gpu, gpus: plan_map(&input, &peak, 0.0)?.gpu_count() as u32, gpus_per_node: input.options.gpus_per_node })
+        }
+        None => None,
+    };
     for &policy in policies {
-        let (spans, stats) = match policy {
-            Policy::Static => static_spans(&input, trace, config)?,
-            Policy::Oracle => oracle_spans(&input, trace, config)?,
-            Policy::Follow => follow_spans(&input, trace, config)?,
+        let mut track = JobTrack {
+            ctx: cluster.zip(config.jobs.as_ref()).map(|(c, j)| (c, input.profiles, j.jobs.as_slice())),
+            prev: Vec::new(),
         };
-        let day = serve(policy, &input, trace, config, &spans, stats, &mut |d, t| progress(policy, d, t))?;
+        let (spans, stats) = match policy {
+            Policy::Static => static_spans(&input, trace, config, &mut track)?,
+            Policy::Oracle => oracle_spans(&input, trace, config, &mut track)?,
+            Policy::Follow => follow_spans(&input, trace, config, &mut track)?,
+        };
+        let day = serve(policy, cluster.map(|c| c.gpus), &input, trace, config, &spans, stats, &mut |d, t| progress(policy, d, t))?;
         pieces_simulated += day.pieces.len();
         seconds_simulated += day.pieces.iter().map(|p| (p.end_s - p.start_s).min(config.sample_s)).sum::<f64>();
         out.push(day);
     }
-    Ok(DayReport { config: config.clone(), policies: out, pieces_simulated, seconds_simulated })
+    Ok(DayReport { config: config.clone(), policies: out, cluster_gpus: cluster.map(|c| c.gpus), pieces_simulated, seconds_simulated })
 }
 
 fn check(c: &DayConfig) -> Result<(), DayError> {
@@ -264,6 +360,14 @@ fn check(c: &DayConfig) -> Result<(), DayError> {
     if !(f.ewma.is_finite() && f.ewma > 0.0 && f.ewma <= 1.0) {
         return bad("--ewma", format!("must be in (0, 1], found {}", f.ewma));
     }
+    if let Some(j) = &c.jobs {
+        if !(j.grace_s.is_finite() && (0.0..=3600.0).contains(&j.grace_s)) {
+            return bad("--job-grace", format!("must be in [0, 3600] s, found {}", j.grace_s));
+        }
+        if !(j.start_s.is_finite() && (0.0..=3600.0).contains(&j.start_s)) {
+            return bad("--job-start", format!("must be in [0, 3600] s, found {}", j.start_s));
+        }
+    }
     Ok(())
 }
 
@@ -292,14 +396,15 @@ fn plan_map(input: &PlanInput<'_>, services: &[Service], at_s: f64) -> Result<De
     Ok(plan.to_map())
 }
 
-fn static_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
+fn static_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig, track: &mut JobTrack<'_>) -> Result<(Vec<Span>, Stats), DayError> {
     let peak = at_rates(input.services, &|s| trace.peak(&s.name, 0.0, c.duration_s));
     let map = plan_map(input, &peak, 0.0)?;
-    let gpus = map.gpu_count();
-    Ok((vec![Span { start: 0.0, end: c.duration_s, map, gpus, transition: false }], Stats::default()))
+    let mut spans = Vec::new();
+    track.push(&mut spans, Span::new(0.0, c.duration_s, map, false));
+    Ok((spans, Stats::default()))
 }
 
-fn oracle_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
+fn oracle_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig, track: &mut JobTrack<'_>) -> Result<(Vec<Span>, Stats), DayError> {
     let mut cuts: Vec<f64> = trace.breakpoints().into_iter().filter(|t| *t < c.duration_s).collect();
     cuts.push(c.duration_s);
     let mut cache: BTreeMap<Vec<u64>, DeploymentMap> = BTreeMap::new();
@@ -315,8 +420,7 @@ fn oracle_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
                 m
             }
         };
-        let gpus = map.gpu_count();
-        spans.push(Span { start: w[0], end: w[1], map, gpus, transition: false });
+        track.push(&mut spans, Span::new(w[0], w[1], map, false));
     }
     Ok((spans, Stats::default()))
 }
@@ -375,7 +479,7 @@ impl Controller {
     }
 }
 
-fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Result<(Vec<Span>, Stats), DayError> {
+fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig, track: &mut JobTrack<'_>) -> Result<(Vec<Span>, Stats), DayError> {
     let f = c.follow;
     let names: Vec<&str> = input.services.iter().map(|s| s.name.as_str()).collect();
     // Start: planned for the first rates with headroom (a node deployed for what it serves now).
@@ -389,7 +493,7 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
     let slo_s: BTreeMap<&str, f64> = input.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
     while t < c.duration_s {
         let tick = (t + f.window_s).min(c.duration_s);
-        spans.push(Span { start: t, end: tick, gpus: map.gpu_count(), map: map.clone(), transition: false });
+        track.push(&mut spans, Span::new(t, tick, map.clone(), false));
         t = tick;
         if t >= c.duration_s {
             break;
@@ -409,6 +513,25 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
             continue;
         }
         let tr = replan::transition(&r, input.gpu, per_node, c.costs, &|n| slo_s.get(n).copied().unwrap_or(0.0));
+        let both_maps = union(&map, &new_map);
+        // A new segment over a job's instance waits while the job checkpoints (at most its grace).
+        if let Some(grace) = c.jobs.as_ref().map(|j| j.grace_s).filter(|g| *g > 0.0) {
+            let created: Vec<&parva_core::Segment> = new_map
+                .segments
+                .iter()
+                .filter(|s| !r.kept.iter().any(|k| (k.node, k.gpu, k.placement) == (s.node, s.gpu, s.placement)))
+                .collect();
+            if takes_from_jobs(input.gpu, &created, &track.prev) {
+                let end = (t + grace).min(c.duration_s);
+                let mut sp = Span::new(t, end, map.clone(), true);
+                sp.held = Some(both_maps.clone());
+                track.push(&mut spans, sp);
+                t = end;
+                if t >= c.duration_s {
+                    break;
+                }
+            }
+        }
         for d in tr.services.iter().filter(|d| d.seconds_unserved > 0.0) {
             tracing::debug!(at_s = t, service = %d.service, seconds = d.seconds_unserved, why = ?d.why, "a service has no ready process during a transition");
         }
@@ -453,7 +576,9 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
                     during.segments.push(seg.clone());
                 }
             }
-            spans.push(Span { start: from, end: to, map: during, gpus: both.len(), transition: true });
+            let mut sp = Span::new(from, to, during, true);
+            (sp.gpus, sp.held) = (both.len(), Some(both_maps.clone()));
+            track.push(&mut spans, sp);
         }
         let end = (t + tr.seconds).min(c.duration_s);
         t = end;
@@ -464,8 +589,10 @@ fn follow_spans(input: &PlanInput<'_>, trace: &RateTrace, c: &DayConfig) -> Resu
 }
 
 /// Simulate every piece of `spans` (cut further at the trace's change points).
+#[allow(clippy::too_many_arguments)]
 fn serve(
     policy: Policy,
+    cluster_gpus: Option<u32>,
     input: &PlanInput<'_>,
     trace: &RateTrace,
     c: &DayConfig,
@@ -490,6 +617,11 @@ fn serve(
     let mut worst: Vec<(f64, f64, f64)> = vec![(0.0, f64::INFINITY, 0.0); n]; // (start, attainment, p99)
     let mut pieces = Vec::with_capacity(jobs.len());
     let (mut gpu_seconds, mut peak_gpus, mut transition_seconds) = (0.0, 0usize, 0.0);
+    let jobs_on = c.jobs.is_some();
+    let gpcs_per_gpu = input.gpu.gpcs as f64;
+    // Jobs: GPC-seconds held, samples, and the GPC-seconds serving holds on the cluster.
+    let (mut job_gpc_s, mut job_samples, mut serving_gpc_s) = (0.0f64, 0.0f64, 0.0f64);
+    let mut job_held_gpc_s = 0.0f64;
     for (done, &(i, a, b)) in jobs.iter().enumerate() {
         let sp = &spans[i];
         let len = b - a;
@@ -531,6 +663,17 @@ fn serve(
         }
         gpu_seconds += sp.gpus as f64 * len;
         peak_gpus = peak_gpus.max(sp.gpus);
+        if jobs_on {
+            job_gpc_s += job_gpcs(&sp.jobs) as f64 * len;
+            job_held_gpc_s += job_gpcs(&sp.jobs) as f64 * len;
+            job_samples += sp.jobs.iter().filter_map(|j| j.throughput).sum::<f64>() * len;
+            let cluster = cluster_gpus.unwrap_or(0);
+            let per = input.options.gpus_per_node.max(1);
+            serving_gpc_s += sp.held.as_ref().unwrap_or(&sp.map).segments.iter()
+                .filter(|s| s.node * per + s.gpu < cluster)
+                .map(|s| s.instance_size as f64)
+                .sum::<f64>() * len;
+        }
         if sp.transition {
             transition_seconds += len;
         }
@@ -547,6 +690,24 @@ fn serve(
             services: p_services,
         });
         progress(done + 1, jobs.len());
+    }
+    let (mut job_starts, mut job_stops) = (0usize, 0usize);
+    if jobs_on {
+        let key = |j: &JobSlot| (j.node, j.gpu, j.placement, j.instance_size, j.job.clone());
+        let mut prev: std::collections::BTreeSet<_> = std::collections::BTreeSet::new();
+        let start_s = c.jobs.as_ref().map_or(0.0, |j| j.start_s);
+        for sp in spans {
+            let now: std::collections::BTreeSet<_> = sp.jobs.iter().map(key).collect();
+            for j in sp.jobs.iter().filter(|j| !prev.contains(&key(j))) {
+                job_starts += 1;
+                // The instance makes no progress while it starts (at most the span's length).
+                let lost = start_s.min(sp.end - sp.start);
+                job_gpc_s -= j.instance_size as f64 * lost;
+                job_samples -= j.throughput.unwrap_or(0.0) * lost;
+            }
+            job_stops += prev.difference(&now).count();
+            prev = now;
+        }
     }
     let services: Vec<ServiceDay> = input
         .services
@@ -576,6 +737,16 @@ fn serve(
         workers_started: stats.started,
         workers_stopped: stats.stopped,
         transition_seconds,
+        goodput_rps: within.iter().sum::<f64>() / c.duration_s,
+        job_gpu_hours: job_gpc_s.max(0.0) / gpcs_per_gpu / 3600.0,
+        job_samples: job_samples.max(0.0),
+        job_starts,
+        job_stops,
+        idle_gpu_hours: if jobs_on {
+            (cluster_gpus.unwrap_or(0) as f64 * gpcs_per_gpu * c.duration_s - serving_gpc_s - job_held_gpc_s).max(0.0) / gpcs_per_gpu / 3600.0
+        } else {
+            0.0
+        },
         services,
         pieces,
     })
@@ -626,6 +797,7 @@ mod tests {
             percentile: 99.0,
             follow: FollowSettings { window_s: 300.0, min_interval_s: 600.0, ..FollowSettings::default() },
             costs: Costs::default(),
+            jobs: None,
         }
     }
 
@@ -704,6 +876,69 @@ mod tests {
         let mut slow = Controller::new(FollowSettings { ewma: 0.5, min_interval_s: 0.0, ..f }, &[100.0]);
         let t = slow.observe(60.0, &[20.0]).unwrap();
         assert!((t[0] - 60.0 * 1.1).abs() < 1e-9, "{t:?}");
+    }
+
+    fn with_jobs(grace_s: f64) -> DayConfig {
+        use parva_core::jobs::JobKind;
+        let job = |name: &str, kind, min, priority| Job { name: name.into(), model: "m".into(), kind, min_gpcs: min, max_gpcs: 7, priority };
+        DayConfig {
+            jobs: Some(DayJobs { jobs: vec![job("train", JobKind::Train, 2, 9), job("score", JobKind::Batch, 1, 1)], grace_s, start_s: 10.0 }),
+            ..config()
+        }
+    }
+
+    #[test]
+    fn jobs_take_only_idle_gpcs_of_legal_layouts_and_what_follow_frees() {
+        let (p, s) = (profiles(), services());
+        let options = PlanOptions::default();
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let input = PlanInput { gpu, profiles: &p, services: &s, options: &options };
+        let c = with_jobs(30.0);
+        let peak = at_rates(&s, &|x| trace(&s).peak(&x.name, 0.0, c.duration_s));
+        let cluster = Cluster { gpu, gpus: plan_map(&input, &peak, 0.0).unwrap().gpu_count() as u32, gpus_per_node: 8 };
+        let jobs = c.jobs.as_ref().unwrap().jobs.clone();
+        let mut track = JobTrack { ctx: Some((cluster, &p, &jobs)), prev: Vec::new() };
+        let (spans, _) = follow_spans(&input, &trace(&s), &c, &mut track).unwrap();
+        assert!(spans.iter().any(|sp| !sp.jobs.is_empty()), "jobs ran at some time");
+        for sp in &spans {
+            // Every job instance sits beside what inference holds (both maps in a transition),
+            // on the cluster's GPUs, in a legal layout.
+            let held = sp.held.clone().unwrap_or_else(|| sp.map.clone());
+            let all = DeploymentMap { segments: held.segments.clone(), jobs: sp.jobs.clone() };
+            assert!(all.check_layouts(gpu).is_empty(), "{:?} at {}", all.check_layouts(gpu), sp.start);
+            assert!(sp.jobs.iter().all(|j| j.node * 8 + j.gpu < cluster.gpus));
+        }
+        let r = run(&[Policy::Static, Policy::Follow], &c);
+        let plain = run(&[Policy::Static, Policy::Follow], &config());
+        let [st, fo] = [&r.policies[0], &r.policies[1]];
+        assert_eq!(r.cluster_gpus, Some(st.peak_gpus as u32));
+        // Static's serving is the same with jobs (MIG isolates them); follow frees GPUs at low
+        // load, which go to the jobs.
+        assert_eq!(st.services, plain.policies[0].services);
+        assert!(fo.job_gpu_hours > st.job_gpu_hours && fo.job_samples > st.job_samples, "{} {}", fo.job_gpu_hours, st.job_gpu_hours);
+        assert!(fo.job_starts > 0 && fo.job_stops > 0);
+        // Serving, jobs and idle never add up to more than the cluster.
+        for p in [st, fo] {
+            let cluster_h = st.peak_gpus as f64 * 2.0;
+            assert!(p.job_gpu_hours + p.idle_gpu_hours <= cluster_h + 1e-9, "{p:?}");
+            assert!(p.goodput_rps > 0.0 && p.goodput_rps <= p.requests / 7200.0 + 1e-9);
+        }
+        for p in &plain.policies {
+            assert_eq!((p.job_gpu_hours, p.job_starts, p.idle_gpu_hours), (0.0, 0, 0.0), "no jobs, no job figures");
+        }
+    }
+
+    #[test]
+    fn a_segment_created_over_a_job_waits_for_its_grace_and_no_longer() {
+        let grace = 100.0;
+        let r = run(&[Policy::Follow], &with_jobs(grace));
+        let fo = &r.policies[0];
+        let none = run(&[Policy::Follow], &with_jobs(0.0));
+        // The rise at 1800 s is seen at the tick after it; the scale-up's first piece is the
+        // grace (the old map serving), then the transition proper.
+        let extra = fo.transition_seconds - none.policies[0].transition_seconds;
+        assert!(extra >= grace - 1e-9, "the grace adds {extra} s of transition");
+        assert!(extra <= grace * fo.replans as f64 + 1e-9, "{extra} s for {} re-plans", fo.replans);
     }
 
     #[test]

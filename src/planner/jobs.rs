@@ -96,7 +96,7 @@ pub fn place_jobs(
         }
     }
     let order = by_priority(jobs);
-    let mut place_one = |job: &Job, layouts: &mut BTreeMap<(u32, u32), Vec<Placement>>, out: &mut Vec<JobSlot>| -> bool {
+    let place_one = |job: &Job, layouts: &mut BTreeMap<(u32, u32), Vec<Placement>>, out: &mut Vec<JobSlot>| -> bool {
         let mut sizes: Vec<u8> = gpu.sizes().into_iter().filter(|s| (job.min_gpcs..=job.max_gpcs).contains(s)).collect();
         sizes.sort_unstable_by(|a, b| b.cmp(a));
         for size in sizes {
@@ -141,6 +141,67 @@ pub fn place_jobs(
 /// GPCs held by `slots`.
 pub fn job_gpcs(slots: &[JobSlot]) -> u32 {
     slots.iter().map(|s| s.instance_size as u32).sum()
+}
+
+/// What the jobs of a map got, as `parva plan --jobs` reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobsSummary {
+    /// GPUs of the cluster and its GPCs.
+    pub cluster_gpus: u32,
+    pub cluster_gpcs: u32,
+    /// GPCs the serving segments hold (on the cluster's GPUs).
+    pub serving_gpcs: u32,
+    /// GPCs given to jobs, and those left idle (free GPCs no legal instance of any job fits).
+    pub job_gpcs: u32,
+    pub idle_gpcs: u32,
+    /// Expected best-effort samples/s of all jobs (train estimated, see [`TRAIN_COST_FACTOR`]).
+    pub samples_per_s: f64,
+    pub jobs: Vec<JobSummary>,
+}
+
+/// One job's share.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobSummary {
+    pub job: String,
+    pub model: String,
+    pub kind: JobKind,
+    pub priority: u32,
+    pub instances: usize,
+    pub gpcs: u32,
+    pub samples_per_s: f64,
+}
+
+/// Summarise the jobs of `map` (its `jobs` placed by [`place_jobs`]) on `cluster`.
+pub fn summarize(cluster: &Cluster, jobs: &[Job], map: &DeploymentMap) -> JobsSummary {
+    let ids: std::collections::BTreeSet<(u32, u32)> = cluster.ids().collect();
+    let serving_gpcs: u32 =
+        map.segments.iter().filter(|s| ids.contains(&(s.node, s.gpu))).map(|s| s.instance_size as u32).sum();
+    let cluster_gpcs = cluster.gpus * cluster.gpu.gpcs as u32;
+    let job_gpcs = job_gpcs(&map.jobs);
+    let per_job: Vec<JobSummary> = by_priority(jobs)
+        .into_iter()
+        .map(|j| {
+            let mine: Vec<&JobSlot> = map.jobs.iter().filter(|s| s.job == j.name).collect();
+            JobSummary {
+                job: j.name.clone(),
+                model: j.model.clone(),
+                kind: j.kind,
+                priority: j.priority,
+                instances: mine.len(),
+                gpcs: mine.iter().map(|s| s.instance_size as u32).sum(),
+                samples_per_s: mine.iter().filter_map(|s| s.throughput).sum::<f64>() + 0.0,
+            }
+        })
+        .collect();
+    JobsSummary {
+        cluster_gpus: cluster.gpus,
+        cluster_gpcs,
+        serving_gpcs,
+        job_gpcs,
+        idle_gpcs: cluster_gpcs.saturating_sub(serving_gpcs + job_gpcs),
+        samples_per_s: per_job.iter().map(|j| j.samples_per_s).sum(),
+        jobs: per_job,
+    }
 }
 
 #[cfg(test)]
