@@ -8,9 +8,11 @@
 //! 1. **Keep.** A job instance already running whose GPCs are still free stays where it is (a
 //!    re-plan moves no job it does not have to; a moved job pays a checkpoint and a restart).
 //! 2. **One each.** Jobs in priority order (highest first, ties in list order) get one instance
-//!    each: the largest size in `min_gpcs..=max_gpcs` free anywhere, on the first GPU with room.
-//! 3. **Fill.** Then each job in priority order takes further instances (largest first) until none
-//!    fits, so that no GPC a job could use stays idle.
+//!    each, best fit: on the GPU with the fewest free GPCs that holds one of its sizes
+//!    (`min_gpcs..=max_gpcs`), the largest that fits there; so small jobs take the holes of busy
+//!    GPUs before they break up an idle one.
+//! 3. **Fill.** Then each job in priority order takes further instances, by the same rule, until
+//!    none fits, so that no GPC a job could use stays idle.
 //!
 //! A size is offered to a job only when its model's profile table has a point at that size (a
 //! model that does not fit in a 1g's memory gets no 1g). A batch job runs its table's largest
@@ -99,10 +101,19 @@ pub fn place_jobs(
     let place_one = |job: &Job, layouts: &mut BTreeMap<(u32, u32), Vec<Placement>>, out: &mut Vec<JobSlot>| -> bool {
         let mut sizes: Vec<u8> = gpu.sizes().into_iter().filter(|s| (job.min_gpcs..=job.max_gpcs).contains(s)).collect();
         sizes.sort_unstable_by(|a, b| b.cmp(a));
-        for size in sizes {
-            let (Some(profile), Some((batch, rate))) = (gpu.profile_for_size(size), job_point(profiles, job, size)) else { continue };
-            for (&(node, g), layout) in layouts.iter_mut() {
-                if let Some(&start) = gpu.free_starts(layout, profile).first() {
+        // Best fit: the GPU with the fewest free GPCs that holds an instance, so that small jobs
+        // take the holes of busy GPUs before they break up an idle one.
+        let mut order: Vec<((u32, u32), u8)> = layouts
+            .iter()
+            .map(|(id, l)| (*id, gpu.gpcs.saturating_sub(l.iter().map(|p| p.profile.gpcs).sum::<u8>())))
+            .filter(|(_, free)| *free > 0)
+            .collect();
+        order.sort_by_key(|(id, free)| (*free, *id));
+        for ((node, g), _) in order {
+            let Some(layout) = layouts.get_mut(&(node, g)) else { continue };
+            for &size in &sizes {
+                let (Some(profile), Some((batch, rate))) = (gpu.profile_for_size(size), job_point(profiles, job, size)) else { continue };
+                if let Some(start) = roomiest_start(gpu, layout, profile) {
                     layout.push(Placement { profile, start });
                     out.push(JobSlot {
                         node,
@@ -136,6 +147,25 @@ pub fn place_jobs(
     }
     out.sort_by(|a, b| (a.node, a.gpu, a.placement).cmp(&(b.node, b.gpu, b.placement)));
     out
+}
+
+/// The legal start for `profile` in `layout` that leaves the largest instance still placeable
+/// (a 3g at 4 leaves a 4g at 0; at 0 it would leave only a 3g); ties go to the first start.
+fn roomiest_start(gpu: &GpuType, layout: &[Placement], profile: &'static parva_core::mig::GiProfile) -> Option<u8> {
+    let starts = gpu.free_starts(layout, profile);
+    let room = |start: u8| -> u8 {
+        let mut after = layout.to_vec();
+        after.push(Placement { profile, start });
+        gpu.profiles.iter().filter(|p| !gpu.free_starts(&after, p).is_empty()).map(|p| p.gpcs).max().unwrap_or(0)
+    };
+    let mut best: Option<(u8, u8)> = None;
+    for s in starts {
+        let r = room(s);
+        if best.is_none_or(|(_, br)| r > br) {
+            best = Some((s, r));
+        }
+    }
+    best.map(|(s, _)| s)
 }
 
 /// GPCs held by `slots`.
@@ -285,6 +315,16 @@ mod tests {
         let low: Vec<(u32, u8)> = slots.iter().filter(|s| s.job == "low").map(|s| (s.gpu, s.placement)).collect();
         assert_eq!(low, [(0, 6)], "the 1g hole beside the 4g + 2g goes to the lower priority (a 3g + 3g leaves no memory slice)");
         assert!(all(&map, &slots).check_layouts(cluster(2).gpu).is_empty());
+    }
+
+    #[test]
+    fn a_small_instance_on_an_idle_gpu_leaves_the_most_room_beside_it() {
+        let p = profiles();
+        let jobs = [job("small", "m", JobKind::Batch, 3, 3, 9), job("rest", "m", JobKind::Train, 1, 7, 1)];
+        let slots = place_jobs(&cluster(1), &p, &jobs, &[], &[]);
+        // A 3g at 0 would leave a 3g; at 4 it leaves a 4g: all 7 GPCs work.
+        let got: Vec<(&str, u8, u8)> = slots.iter().map(|s| (s.job.as_str(), s.placement, s.instance_size)).collect();
+        assert_eq!(got, [("rest", 0, 4), ("small", 4, 3)]);
     }
 
     #[test]

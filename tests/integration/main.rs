@@ -8,6 +8,7 @@ mod deploy_reference;
 mod doctor_cli;
 mod fake_node_cli;
 mod follow_cli;
+mod jobs_cli;
 mod margin_cli;
 mod optimal;
 mod plan_cli;

@@ -3,7 +3,8 @@
 //! Started by `parva serve --backend torch` with `--socket`: connects to the router, loads the
 //! model on the device, warms up with two batches of `--max-batch` zero rows, reports ready and
 //! serves batches (see `parva_runner::proto`). With `--bench ITERS` instead, it times a bare tch
-//! loop over batches of `--max-batch` rows and prints samples/s (the benchmark's baseline).
+//! loop over batches of `--max-batch` rows and prints samples/s (the benchmark's baseline). With
+//! `--job train|batch --checkpoint DIR`, it runs a best-effort job instead (see `job`).
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use parva_runner::worker::{Executor, WorkerIdentity, run_worker};
 use parva_runner::worker_args::{DeviceArg, TorchArgs, WorkerArgs};
 
 mod exec;
+mod job;
 
 #[derive(Parser)]
 #[command(name = "parva-worker", version, about = "parva's TorchScript inference worker")]
@@ -24,6 +26,8 @@ struct Args {
     worker: WorkerArgs,
     #[command(flatten)]
     torch: TorchArgs,
+    #[command(flatten)]
+    job: job::JobArgs,
     /// Benchmark mode: run ITERS batches of --max-batch rows in a bare loop and print samples/s.
     #[arg(long)]
     bench: Option<usize>,
@@ -81,6 +85,12 @@ fn main() -> anyhow::Result<()> {
         }
         exec::TorchExecutor::load(model, device, meta.clone())
     };
+    if let Some(mode) = args.job.job {
+        if device != tch::Device::Cpu && !tch::Cuda::is_available() {
+            anyhow::bail!("--device cuda but CUDA is not available (libtorch_cuda loaded: {cuda_lib})");
+        }
+        return job::run(&args.job, mode, model, &meta, args.worker.max_batch, device).map_err(anyhow::Error::msg);
+    }
     if let Some(iters) = args.bench {
         let mut ex = load().map_err(anyhow::Error::msg)?;
         let rows = args.worker.max_batch.max(1);
