@@ -187,6 +187,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let plan_path = args.plan.clone().context("--map is required")?;
     let (map, _) = DeploymentMap::read(&plan_path)?;
+    super::note_best_effort_rows(&map);
     let opts = DeployOptions {
         node: args.node,
         gpu_type: args.gpu.clone(),

@@ -229,3 +229,17 @@ pub struct FakeNode {
     pub gpus: parva_gpu::fake::FakeGpus,
     pub mps: parva_gpu::mps::FakeMps,
 }
+
+/// A map's best-effort rows are planned and simulated (`plan --jobs`, `simulate --rates --jobs`);
+/// `deploy` and `serve` do not start them yet: say so rather than leave them out silently.
+pub fn note_best_effort_rows(map: &parva_core::DeploymentMap) {
+    if !map.jobs.is_empty() {
+        let names: std::collections::BTreeSet<&str> = map.jobs.iter().map(|j| j.job.as_str()).collect();
+        eprintln!(
+            "note: the map's {} best-effort instances ({}) are not started: this version deploys and serves the \
+             serving segments only, and leaves the GPCs of the best-effort rows free",
+            map.jobs.len(),
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+}

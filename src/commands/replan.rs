@@ -30,6 +30,14 @@ pub struct ReplanArgs {
     /// Where to write the transition, JSON (it is printed otherwise).
     #[arg(long, value_name = "FILE")]
     transition: Option<PathBuf>,
+    /// Best-effort jobs for the new map's idle GPCs (as `plan --jobs`): running job instances
+    /// that still fit stay; those a new segment needs are reclaimed first.
+    #[arg(long, value_name = "FILE")]
+    jobs: Option<PathBuf>,
+    /// GPUs the cluster has for jobs [default: the nodes of both maps, whole].
+    #[arg(long, value_name = "N", requires = "jobs",
+          value_parser = clap::value_parser!(u32).range(1..=parva_core::limits::MAX_GPUS_LIMIT as i64))]
+    cluster_gpus: Option<u32>,
     /// Print a JSON summary (the replan, its alternatives and the transition) on stdout.
     #[arg(long)]
     json: bool,
@@ -38,9 +46,29 @@ pub struct ReplanArgs {
 pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     let prepared = super::plan::prepare(&args.input)?;
     let (current, _) = DeploymentMap::read(&args.from)?;
+    let jobs = match &args.jobs {
+        Some(path) => Some(parva_core::jobs::read_jobs(path, Some(&prepared.profiles))?),
+        None => None,
+    };
     let r = replan::replan(prepared.input(), &current, args.max_extra_gpus)
         .map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
-    let map = r.to_map();
+    let mut map = r.to_map();
+    let per_node = prepared.options.gpus_per_node.max(1);
+    let job_changes = jobs.as_ref().map(|jobs| {
+        let nodes = current.segments.iter().chain(&map.segments).map(|s| s.node + 1).chain(current.jobs.iter().map(|j| j.node + 1)).max().unwrap_or(1);
+        let cluster = parva_planner::jobs::Cluster { gpu: prepared.gpu, gpus: args.cluster_gpus.unwrap_or(nodes * per_node), gpus_per_node: per_node };
+        map.jobs = parva_planner::jobs::place_jobs(&cluster, &prepared.profiles, jobs, &[&map], &current.jobs);
+        let running: std::collections::BTreeSet<(u32, u32, u8)> = current.segments.iter().map(|s| (s.node, s.gpu, s.placement)).collect();
+        let created: Vec<&parva_core::Segment> = map.segments.iter().filter(|s| !running.contains(&(s.node, s.gpu, s.placement))).collect();
+        parva_planner::jobs::job_changes(prepared.gpu, &current.jobs, &map.jobs, &created)
+    });
+    if job_changes.is_none() && !current.jobs.is_empty() {
+        eprintln!(
+            "note: {} holds {} best-effort instances; without --jobs the new map has none (give --jobs to keep them where they fit)",
+            args.from.display(),
+            current.jobs.len()
+        );
+    }
     let problems = map.check_layouts(prepared.gpu);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
@@ -66,8 +94,20 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
         v["created_segments"] = serde_json::to_value(&r.created)?;
         v["transition"] = serde_json::to_value(&t)?;
         v["plan"] = serde_json::to_value(r.plan.summary())?;
+        if let Some(c) = &job_changes {
+            v["jobs"] = serde_json::to_value(c)?;
+        }
         super::print_json(&v)?;
     } else {
+        if let Some(c) = &job_changes {
+            outln!(
+                "jobs: kept {}, reclaimed first (checkpoint, stop, destroy) {}, stopped {}, started {} (resuming from their checkpoints) after the transition",
+                c.kept, c.reclaimed.len(), c.stopped.len(), c.started.len()
+            )?;
+            for j in &c.reclaimed {
+                outln!("  reclaim node {} gpu {} [{}g @{}] {} before the transition", j.node, j.gpu, j.instance_size, j.placement, j.job)?;
+            }
+        }
         print(&summary, &t, &args)?;
     }
     for bad in &r.plan.infeasible {

@@ -44,13 +44,14 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&serde_json::json!({
             "plan": args.plan, "format": if format == MapFormat::Parva { "parva" } else { "parvagpu" },
-            "gpu_type": gpu.id, "gpus": map.gpu_count(), "segments": map.segments.len(),
+            "gpu_type": gpu.id, "gpus": map.gpu_count(), "segments": map.segments.len(), "best_effort": map.jobs.len(),
             "valid": problems.is_empty(), "placements_source": gpu.placements_source.as_str(),
             "catalogue": gpu.origin, "warning": assumed,
             "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         }))?;
     } else if problems.is_empty() {
-        outln!("{}: {} segments on {} GPUs, every layout is a legal {} MIG layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id)?;
+        let jobs = if map.jobs.is_empty() { String::new() } else { format!(" and {} best-effort instances", map.jobs.len()) };
+        outln!("{}: {} segments{jobs} on {} GPUs, every layout is a legal {} MIG layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id)?;
     } else {
         for p in &problems {
             outln!("{}: {p}", args.plan.display())?;

@@ -168,6 +168,50 @@ fn roomiest_start(gpu: &GpuType, layout: &[Placement], profile: &'static parva_c
     best.map(|(s, _)| s)
 }
 
+/// How the job instances change from one map to the next (`parva replan --jobs`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobChanges {
+    /// Instances that stay where they are.
+    pub kept: usize,
+    /// Instances stopped (checkpoint, then their MIG instance destroyed) because a new serving
+    /// segment needs their GPCs: these go first, before the serving transition's steps.
+    pub reclaimed: Vec<JobSlot>,
+    /// Instances stopped for another reason (their job left the list, or the GPCs went to
+    /// another job's instance), after the serving transition.
+    pub stopped: Vec<JobSlot>,
+    /// Instances started (resuming from their job's checkpoint) after the serving transition.
+    pub started: Vec<JobSlot>,
+}
+
+/// Whether two MIG instances on one GPU share a memory slice.
+fn overlaps(gpu: &GpuType, a: (u32, u32, u8, u8), b: (u32, u32, u8, u8)) -> bool {
+    let mask = |size: u8, start: u8| gpu.profile_for_size(size).map_or(0, |p| p.mask_at(start));
+    (a.0, a.1) == (b.0, b.1) && mask(a.3, a.2) & mask(b.3, b.2) != 0
+}
+
+/// The job changes from `old` to `new` when `created` (the new map's segments that are not
+/// running now) are created.
+pub fn job_changes(gpu: &GpuType, old: &[JobSlot], new: &[JobSlot], created: &[&parva_core::Segment]) -> JobChanges {
+    let key = |j: &JobSlot| (j.node, j.gpu, j.placement, j.instance_size, j.job.clone());
+    let new_keys: std::collections::BTreeSet<_> = new.iter().map(key).collect();
+    let old_keys: std::collections::BTreeSet<_> = old.iter().map(key).collect();
+    let (mut reclaimed, mut stopped) = (Vec::new(), Vec::new());
+    for j in old.iter().filter(|j| !new_keys.contains(&key(j))) {
+        let at = (j.node, j.gpu, j.placement, j.instance_size);
+        if created.iter().any(|s| overlaps(gpu, at, (s.node, s.gpu, s.placement, s.instance_size))) {
+            reclaimed.push(j.clone());
+        } else {
+            stopped.push(j.clone());
+        }
+    }
+    JobChanges {
+        kept: old.iter().filter(|j| new_keys.contains(&key(j))).count(),
+        reclaimed,
+        stopped,
+        started: new.iter().filter(|j| !old_keys.contains(&key(j))).cloned().collect(),
+    }
+}
+
 /// GPCs held by `slots`.
 pub fn job_gpcs(slots: &[JobSlot]) -> u32 {
     slots.iter().map(|s| s.instance_size as u32).sum()
@@ -348,6 +392,25 @@ mod tests {
         let slots = place_jobs(&cluster(2), &p, &jobs, &[&grown], &running);
         assert!(!slots.contains(&running[0]));
         assert!(all(&grown, &slots).check_layouts(cluster(2).gpu).is_empty());
+    }
+
+    #[test]
+    fn job_changes_reclaim_first_what_a_new_segment_needs() {
+        let (p, map) = (profiles(), serving());
+        let jobs = [job("ft", "m", JobKind::Train, 1, 7, 1)];
+        let old = place_jobs(&cluster(2), &p, &jobs, &[&map], &[]);
+        // Inference grows onto GPU 1 with a 4g at 0: the 7g job there is reclaimed, a 3g restarts.
+        let mut grown = map.clone();
+        let mut seg = map.segments[0].clone();
+        seg.gpu = 1;
+        grown.segments.push(seg);
+        let new = place_jobs(&cluster(2), &p, &jobs, &[&grown], &old);
+        let created: Vec<&parva_core::Segment> = grown.segments.iter().filter(|s| s.gpu == 1).collect();
+        let c = job_changes(cluster(2).gpu, &old, &new, &created);
+        assert_eq!(c.kept, 1, "the 1g on GPU 0 stays");
+        assert_eq!(c.reclaimed.iter().map(|j| (j.gpu, j.instance_size)).collect::<Vec<_>>(), [(1, 7)]);
+        assert!(c.stopped.is_empty());
+        assert_eq!(c.started.iter().map(|j| (j.gpu, j.placement, j.instance_size)).collect::<Vec<_>>(), [(1, 4, 3)]);
     }
 
     #[test]

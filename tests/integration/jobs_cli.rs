@@ -187,3 +187,46 @@ fn sigterm_stops_a_job_with_a_checkpoint_within_its_grace() {
     assert_eq!(state["step"], last["step"], "the checkpoint holds every step made");
     assert!(ckpt.join("model.pt").is_file());
 }
+
+#[test]
+fn replan_with_jobs_keeps_the_jobs_that_fit_and_reclaims_first_what_new_segments_need() {
+    let d = tempfile::tempdir().unwrap();
+    let jobs = d.path().join("jobs.csv");
+    std::fs::write(&jobs, JOBS).unwrap();
+    let o = plan(d.path(), "m1.csv", &["--jobs", s(&jobs), "--cluster-gpus", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let services = std::fs::read_to_string(repo().join("deployment/example/services.csv")).unwrap();
+    let grown = d.path().join("s2.csv");
+    std::fs::write(&grown, services.replace("photo-tags,resnet50,3000", "photo-tags,resnet50,6000")).unwrap();
+    let from = d.path().join("m1.csv");
+    let replan = |out: &str, extra: &[&str]| {
+        let o = d.path().join(out);
+        let mut args = vec![
+            "replan", "--from", s(&from), "--prof-data", "prof_data/example", "--services", s(&grown),
+            "--gpu-type", "a100-80gb", "--out", s(&o), "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = parva(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let o = replan("m2.csv", &["--jobs", s(&jobs), "--cluster-gpus", "10"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let plain = replan("plain.csv", &[]);
+    assert!(stderr(&plain).contains("best-effort instances; without --jobs the new map has none"), "{}", stderr(&plain));
+    let (m1, _) = DeploymentMap::read(&d.path().join("m1.csv")).unwrap();
+    let (m2, _) = DeploymentMap::read(&d.path().join("m2.csv")).unwrap();
+    let (p2, _) = DeploymentMap::read(&d.path().join("plain.csv")).unwrap();
+    assert_eq!(m2.segments, p2.segments, "jobs never change the serving plan");
+    assert!(p2.jobs.is_empty());
+    assert!(m2.check_layouts(parva_core::GpuType::by_id("a100-80gb").unwrap()).is_empty());
+    let j = &v["jobs"];
+    let n = |k: &str| j[k].as_array().unwrap().len();
+    assert!(n("reclaimed") > 0, "the grown service needs GPCs the jobs held: {j}");
+    assert_eq!(j["kept"].as_u64().unwrap() as usize + n("reclaimed") + n("stopped"), m1.jobs.len());
+    // Every reclaimed instance overlaps a segment the new map has and the old one had not.
+    for r in j["reclaimed"].as_array().unwrap() {
+        let (g, node) = (r["gpu"].as_u64().unwrap() as u32, r["node"].as_u64().unwrap() as u32);
+        assert!(m2.segments.iter().any(|s| (s.node, s.gpu) == (node, g) && !m1.segments.contains(s)), "{r}");
+    }
+}
