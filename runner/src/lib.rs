@@ -13,6 +13,7 @@
 pub mod batcher;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod kserve;
 pub mod live;
 pub mod listen;

@@ -14,9 +14,19 @@ pub struct WorkerArgs {
     worker: CommonArgs,
     #[command(flatten)]
     emulated: EmulatedArgs,
+    #[command(flatten)]
+    job: parva_runner::jobs::JobArgs,
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if args.job.job.is_some() {
+        // The emulated best-effort job: a step of a batch takes --exec-ms (its first value).
+        let meta = args.worker.model_meta.as_deref().ok_or_else(|| anyhow::anyhow!("--model-meta is required"))?;
+        let meta = parva_runner::meta::ModelMeta::read(meta)?;
+        let ms = args.emulated.exec_ms.first().copied().unwrap_or(1.0);
+        parva_runner::jobs::run_emulated_job(&args.job, &meta.name, args.worker.max_batch, ms).map_err(anyhow::Error::msg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (socket, model_meta) = args.worker.serving()?;
     let opts = EmulatedWorkerOptions {
         socket: socket.clone(),

@@ -14,10 +14,11 @@
 //! after the step under way and a checkpoint: the grace period a deployer gives before SIGKILL
 //! must cover one step and one save.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use parva_core::jobs::JobKind;
+use parva_runner::jobs::{JobArgs, JobState, emit, install_stop_handler, stop_requested};
 use parva_runner::meta::ModelMeta;
 use parva_runner::tensor::DataType;
 use tch::{CModule, COptimizer, IValue, Kind};
@@ -27,72 +28,7 @@ pub const DATASET_BATCHES: usize = 4;
 /// Integer inputs (token ids, indices) are drawn from `0..INT_INPUT_RANGE`.
 pub const INT_INPUT_RANGE: i64 = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum JobMode {
-    Train,
-    Batch,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct JobArgs {
-    /// Run a best-effort job instead of serving: `train` (SGD steps on synthetic data) or `batch`
-    /// (offline inference at --max-batch). Needs --checkpoint.
-    #[arg(long, value_enum, requires = "checkpoint", conflicts_with_all = ["socket", "bench"])]
-    pub job: Option<JobMode>,
-    /// Directory of the job's checkpoint: resumed from when it holds one, written to atomically.
-    #[arg(long, value_name = "DIR")]
-    pub checkpoint: Option<PathBuf>,
-    /// Seconds between checkpoints.
-    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
-    pub checkpoint_every: f64,
-    /// Seconds between progress lines.
-    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
-    pub report_every: f64,
-    /// Stop (with a checkpoint) once the job has made this many steps in all, resumed ones included.
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// SGD learning rate (train).
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f64,
-    /// Seed of the synthetic data set.
-    #[arg(long, default_value_t = 0)]
-    pub seed: i64,
-}
-
-fn positive_seconds(v: &str) -> Result<f64, String> {
-    match v.trim_end_matches('s').parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Ok(x),
-        _ => Err(format!("must be seconds in (0, 86400]; got {v:?}")),
-    }
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// What a checkpoint records beside the module.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct JobState {
-    pub model: String,
-    pub mode: String,
-    pub step: u64,
-    pub samples: u64,
-    pub loss: Option<f64>,
-}
-
-const STATE_FILE: &str = "state.json";
 const MODULE_FILE: &str = "model.pt";
-
-fn read_state(dir: &Path) -> Result<Option<JobState>, String> {
-    let path = dir.join(STATE_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
 
 /// Save module and state: each written to a temporary file and renamed, the state last, so a
 /// job killed mid-save resumes from the previous checkpoint whole.
@@ -103,14 +39,7 @@ fn save(dir: &Path, module: Option<&CModule>, state: &JobState) -> Result<(), St
         m.save(&tmp).map_err(|e| format!("save {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, dir.join(MODULE_FILE)).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, text + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(STATE_FILE)).map_err(|e| format!("{}: {e}", dir.display()))
-}
-
-fn emit(v: serde_json::Value) {
-    println!("{v}");
+    state.save(dir)
 }
 
 /// Synthetic inputs of `rows` rows of every input of `meta`, on `device`.
@@ -139,29 +68,12 @@ fn first_output(v: IValue) -> Result<tch::Tensor, String> {
 }
 
 /// Run the job until `--steps`, SIGTERM or SIGINT. Progress goes to stdout as JSON lines.
-pub fn run(args: &JobArgs, mode: JobMode, model: &Path, meta: &ModelMeta, rows: usize, device: tch::Device) -> Result<(), String> {
+pub fn run(args: &JobArgs, mode: JobKind, model: &Path, meta: &ModelMeta, rows: usize, device: tch::Device) -> Result<(), String> {
     let dir = args.checkpoint.as_deref().ok_or("--checkpoint DIR is required with --job")?;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    let mode_name = match mode {
-        JobMode::Train => "train",
-        JobMode::Batch => "batch",
-    };
-    let state = read_state(dir)?;
-    let mut state = match state {
-        Some(s) if s.model != meta.name || s.mode != mode_name => {
-            return Err(format!(
-                "{} holds a checkpoint of a {} job of model {}, not of a {mode_name} job of {}; give another --checkpoint",
-                dir.display(), s.mode, s.model, meta.name
-            ));
-        }
-        Some(s) => s,
-        None => JobState { model: meta.name.clone(), mode: mode_name.into(), step: 0, samples: 0, loss: None },
-    };
-    let resumed_module = mode == JobMode::Train && state.step > 0 && dir.join(MODULE_FILE).is_file();
+    install_stop_handler();
+    let mode_name = mode.as_str();
+    let mut state = JobState::resume(dir, &meta.name, mode)?;
+    let resumed_module = mode == JobKind::Train && state.step > 0 && dir.join(MODULE_FILE).is_file();
     let from = if resumed_module { dir.join(MODULE_FILE) } else { model.to_path_buf() };
     let mut module = CModule::load_on_device(&from, device).map_err(|e| format!("load {}: {e}", from.display()))?;
     tch::manual_seed(args.seed);
@@ -169,7 +81,7 @@ pub fn run(args: &JobArgs, mode: JobMode, model: &Path, meta: &ModelMeta, rows: 
     let data: Vec<Vec<tch::Tensor>> = (0..DATASET_BATCHES).map(|_| synthetic(meta, rows, device)).collect::<Result<_, _>>()?;
     let mut opt = None;
     let mut labels = Vec::new();
-    if mode == JobMode::Train {
+    if mode == JobKind::Train {
         module.set_train();
         let mut o = COptimizer::sgd(args.lr, 0.0, 0.0, 0.0, false).map_err(|e| e.to_string())?;
         let mut trainable = 0;
@@ -193,12 +105,12 @@ pub fn run(args: &JobArgs, mode: JobMode, model: &Path, meta: &ModelMeta, rows: 
     } else {
         module.set_eval();
     }
-    emit(serde_json::json!({"event": "start", "job": mode_name, "model": meta.name, "resumed_step": state.step, "resumed": resumed_module || state.step > 0, "batch": rows}));
+    emit(serde_json::json!({"event": "start", "job": mode_name, "model": meta.name, "resumed_step": state.step, "samples": state.samples, "resumed": resumed_module || state.step > 0, "batch": rows}));
     let started = Instant::now();
     let (mut last_report, mut last_ckpt) = (started, started);
     let (mut window_samples, mut window_loss, mut window_steps) = (0u64, 0.0f64, 0u64);
     let reason = loop {
-        if STOP.load(Ordering::SeqCst) {
+        if stop_requested() {
             break "signal";
         }
         if args.steps.is_some_and(|n| state.step >= n) {
@@ -235,12 +147,12 @@ pub fn run(args: &JobArgs, mode: JobMode, model: &Path, meta: &ModelMeta, rows: 
             (last_report, window_samples, window_loss, window_steps) = (now, 0, 0.0, 0);
         }
         if now.duration_since(last_ckpt) >= Duration::from_secs_f64(args.checkpoint_every) {
-            save(dir, (mode == JobMode::Train).then_some(&module), &state)?;
+            save(dir, (mode == JobKind::Train).then_some(&module), &state)?;
             emit(serde_json::json!({"event": "checkpoint", "step": state.step, "dir": dir}));
             last_ckpt = now;
         }
     };
-    save(dir, (mode == JobMode::Train).then_some(&module), &state)?;
+    save(dir, (mode == JobKind::Train).then_some(&module), &state)?;
     emit(serde_json::json!({"event": "checkpoint", "step": state.step, "dir": dir}));
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     emit(serde_json::json!({"event": "stopped", "reason": reason, "step": state.step, "samples": state.samples, "loss": state.loss, "seconds": secs}));

@@ -27,7 +27,7 @@ struct Args {
     #[command(flatten)]
     torch: TorchArgs,
     #[command(flatten)]
-    job: job::JobArgs,
+    job: parva_runner::jobs::JobArgs,
     /// Benchmark mode: run ITERS batches of --max-batch rows in a bare loop and print samples/s.
     #[arg(long)]
     bench: Option<usize>,
@@ -86,10 +86,13 @@ fn main() -> anyhow::Result<()> {
         exec::TorchExecutor::load(model, device, meta.clone())
     };
     if let Some(mode) = args.job.job {
+        if args.bench.is_some() {
+            anyhow::bail!("--job and --bench are different modes; give one");
+        }
         if device != tch::Device::Cpu && !tch::Cuda::is_available() {
             anyhow::bail!("--device cuda but CUDA is not available (libtorch_cuda loaded: {cuda_lib})");
         }
-        return job::run(&args.job, mode, model, &meta, args.worker.max_batch, device).map_err(anyhow::Error::msg);
+        return job::run(&args.job, mode.into(), model, &meta, args.worker.max_batch, device).map_err(anyhow::Error::msg);
     }
     if let Some(iters) = args.bench {
         let mut ex = load().map_err(anyhow::Error::msg)?;
