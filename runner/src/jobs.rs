@@ -113,13 +113,18 @@ impl JobState {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The parent process when the job started (0: not recorded).
+static PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Make SIGTERM and SIGINT ask the job loop to stop (see [`stop_requested`]).
+/// Make SIGTERM and SIGINT ask the job loop to stop (see [`stop_requested`]), and note the
+/// parent process: a job outlives no parent (a node killed without stopping its jobs).
 pub fn install_stop_handler() {
+    // SAFETY: getppid has no preconditions.
+    PARENT.store(unsafe { libc::getppid() }, Ordering::SeqCst);
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -127,8 +132,15 @@ pub fn install_stop_handler() {
     }
 }
 
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+/// A signal asked the job to stop, or the process that started it has gone (it would hold its
+/// GPCs forever otherwise): checkpoint and exit.
+pub fn stop_requested() -> Option<&'static str> {
+    let parent = PARENT.load(Ordering::SeqCst);
+    if STOP.load(Ordering::SeqCst) {
+        return Some("signal");
+    }
+    // SAFETY: getppid has no preconditions.
+    (parent > 1 && unsafe { libc::getppid() } != parent).then_some("parent exited")
 }
 
 /// Print one JSON line on stdout (flushed: a parent reads it as it comes).
@@ -150,8 +162,8 @@ pub fn run_emulated_job(args: &JobArgs, model: &str, rows: usize, step_ms: f64) 
     let (mut last_report, mut last_ckpt, mut window) = (Instant::now(), Instant::now(), 0u64);
     let started = Instant::now();
     let reason = loop {
-        if stop_requested() {
-            break "signal";
+        if let Some(why) = stop_requested() {
+            break why;
         }
         if args.steps.is_some_and(|n| state.step >= n) {
             break "steps";
@@ -340,5 +352,99 @@ impl JobProcs {
 impl Drop for JobProcs {
     fn drop(&mut self) {
         self.stop_all(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_resumes_its_own_job_only() {
+        let d = tempfile::tempdir().unwrap();
+        let fresh = JobState::resume(d.path(), "bert", JobKind::Train).unwrap();
+        assert_eq!((fresh.step, fresh.samples), (0, 0));
+        let state = JobState { step: 42, samples: 420, loss: Some(0.5), ..fresh };
+        state.save(d.path()).unwrap();
+        assert!(!d.path().join("state.json.tmp").exists());
+        assert_eq!(JobState::resume(d.path(), "bert", JobKind::Train).unwrap(), state);
+        let e = JobState::resume(d.path(), "bert", JobKind::Batch).unwrap_err();
+        assert!(e.contains("holds a checkpoint of a train job of model bert, not of a batch job of bert"), "{e}");
+        assert!(JobState::resume(d.path(), "resnet50", JobKind::Train).is_err());
+        std::fs::write(d.path().join(STATE_FILE), "{not json").unwrap();
+        assert!(JobState::resume(d.path(), "bert", JobKind::Train).unwrap_err().contains("state.json"));
+    }
+
+    fn slot(job: &str, gpu: u32, placement: u8) -> JobSlot {
+        JobSlot {
+            node: 0,
+            gpu,
+            job: job.into(),
+            model: "m".into(),
+            kind: JobKind::Train,
+            placement,
+            instance_size: 1,
+            batch_size: 4,
+            priority: 0,
+            profile: None,
+            gpu_type: None,
+            throughput: None,
+        }
+    }
+
+    /// A shell standing in for a job binary: reports 40 samples, then waits; on SIGTERM it exits
+    /// (`stops`) or ignores it.
+    fn procs(dir: &Path, stops: bool) -> JobProcs {
+        let trap = if stops { "trap 'echo {\"event\":\"stopped\"}; exit 0' TERM" } else { "trap '' TERM" };
+        let script = format!("{trap}; echo '{{\"event\":\"start\",\"samples\":100}}'; echo '{{\"event\":\"progress\",\"samples\":140}}'; while true; do sleep 0.05; done");
+        let command = JobCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script, "job".into()],
+            models_dir: dir.to_path_buf(),
+            emulated_ms_per_row: Some(1.0),
+            device: None,
+            checkpoint_every_s: 60.0,
+        };
+        JobProcs::new(dir.join("jobs"), command)
+    }
+
+    fn wait_for(mut f: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "timed out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn instances_count_their_own_samples_use_free_replicas_and_stop_within_their_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = procs(d.path(), true);
+        p.start(slot("ft", 0, 0), &[]).unwrap();
+        p.start(slot("ft", 1, 0), &[]).unwrap();
+        // Samples past the count each instance resumed from: 2 x (140 - 100).
+        wait_for(|| p.samples().get("ft") == Some(&80));
+        assert!(d.path().join("jobs/ft/0/log.jsonl").is_file() && d.path().join("jobs/ft/1").is_dir());
+        let stopped = p.stop(0, 0, Duration::from_secs(5)).unwrap();
+        assert!(stopped.graceful && stopped.seconds < 5.0, "{stopped:?}");
+        assert_eq!(p.samples().get("ft"), Some(&80), "a stopped instance's samples still count");
+        // Replica 0 is free again: the next instance resumes its checkpoint directory.
+        p.start(slot("ft", 0, 2), &[]).unwrap();
+        wait_for(|| p.samples().get("ft") == Some(&120));
+        assert_eq!(p.running().len(), 2);
+        assert!(p.stop(5, 5, Duration::from_secs(1)).is_none(), "no job there");
+        assert_eq!(p.stop_all(Duration::from_secs(5)).len(), 2);
+        assert!(p.running().is_empty());
+    }
+
+    #[test]
+    fn a_job_that_ignores_sigterm_is_killed_after_its_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = procs(d.path(), false);
+        p.start(slot("stubborn", 0, 0), &[]).unwrap();
+        wait_for(|| p.samples().get("stubborn") == Some(&40));
+        let stopped = p.stop(0, 0, Duration::from_millis(300)).unwrap();
+        assert!(!stopped.graceful, "{stopped:?}");
+        assert!(stopped.seconds >= 0.3 && stopped.seconds < 3.0, "{stopped:?}");
     }
 }

@@ -122,6 +122,10 @@ pub struct Metrics {
     pub follow_transitions: Counter,
     pub follow_failures: Counter,
     pub free_gpus: Gauge,
+    /// Best-effort job instances running, reclaimed for inference, and their samples.
+    pub job_instances: Gauge,
+    pub job_reclaims: Counter,
+    pub job_samples: Gauge,
     pub planned_rate: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -142,6 +146,9 @@ impl Metrics {
             follow_transitions: Counter::default(),
             follow_failures: Counter::default(),
             free_gpus: Gauge::default(),
+            job_instances: Gauge::default(),
+            job_reclaims: Counter::default(),
+            job_samples: Gauge::default(),
             planned_rate: Family::default(),
             registry: Registry::default(),
         };
@@ -158,6 +165,9 @@ impl Metrics {
         registry.register("parva_follow_transitions", "Live transitions to a new plan applied by deploy --follow", m.follow_transitions.clone());
         registry.register("parva_follow_failures", "Live transitions that failed and were rolled back to the running plan", m.follow_failures.clone());
         registry.register("parva_free_gpus", "GPUs of this node the serving plan does not use (free for other work)", m.free_gpus.clone());
+        registry.register("parva_job_instances", "Best-effort job instances running on GPCs inference leaves idle", m.job_instances.clone());
+        registry.register("parva_job_reclaims", "Best-effort job instances stopped (checkpoint, grace) because inference needed their GPCs", m.job_reclaims.clone());
+        registry.register("parva_job_samples", "Samples made by the best-effort jobs of this node since it started", m.job_samples.clone());
         registry.register("parva_planned_rate", "Requests/s the running plan was made for, per service", m.planned_rate.clone());
         Metrics { registry, ..m }
     }
@@ -275,7 +285,9 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             let (name, labels, value) = parse_sample(line).unwrap_or_else(|| panic!("unparsable line {line:?} in\n{text}"));
             // The node-level metrics have no labels.
-            if ["parva_follow_transitions_total", "parva_follow_failures_total", "parva_free_gpus"].contains(&name.as_str()) {
+            if ["parva_follow_transitions_total", "parva_follow_failures_total", "parva_free_gpus", "parva_job_instances", "parva_job_reclaims_total", "parva_job_samples"]
+                .contains(&name.as_str())
+            {
                 assert!(labels.is_empty(), "{line}");
                 continue;
             }

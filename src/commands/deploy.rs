@@ -138,6 +138,15 @@ pub struct FollowArgs {
     /// quiet service keeps a ready process.
     #[arg(long, default_value_t = 1.0, requires = "follow")]
     min_rate: f64,
+    /// With --follow: best-effort jobs (`job,model,kind,min_gpcs,max_gpcs,priority`) on the GPCs
+    /// the serving map leaves free; reclaimed first when inference needs them, restarted from
+    /// their checkpoints (under <run-dir>/jobs/) when it gives them back.
+    #[arg(long, value_name = "FILE", requires = "follow")]
+    jobs: Option<PathBuf>,
+    /// With --jobs: how long a reclaimed job has to checkpoint and exit before it is killed
+    /// (the longest a job may delay a transition).
+    #[arg(long, default_value = "30s", value_parser = super::simulate::parse_seconds, requires = "jobs")]
+    job_grace: f64,
 }
 
 /// The controllers: NVML + real MPS, or the fakes.
@@ -186,8 +195,11 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let plan_path = args.plan.clone().context("--map is required")?;
-    let (map, _) = DeploymentMap::read(&plan_path)?;
-    super::note_best_effort_rows(&map);
+    let (mut map, _) = DeploymentMap::read(&plan_path)?;
+    super::note_best_effort_rows(&map, args.follow.jobs.is_some());
+    // A map's best-effort rows are not deployed as such: with --follow --jobs the controller
+    // places the jobs itself; otherwise their GPCs stay free.
+    map.jobs.clear();
     let opts = DeployOptions {
         node: args.node,
         gpu_type: args.gpu.clone(),
@@ -332,6 +344,28 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
             file.display(), listed, args.node, served
         );
     }
+    let jobs = match &args.follow.jobs {
+        Some(path) => {
+            let jobs = parva_core::jobs::read_jobs(path, Some(&profiles))?;
+            let backend: BackendKind = args.backend.into();
+            let worker = parva_runner::serve::default_worker_command(backend)?;
+            let command = parva_runner::jobs::JobCommand {
+                program: worker.program,
+                args: worker.args,
+                models_dir: args.models.clone(),
+                // The emulated job spends 1 ms per row of a step (a train step three times that).
+                emulated_ms_per_row: (backend == BackendKind::Emulated).then_some(1.0),
+                device: (backend == BackendKind::Torch).then(|| parva_runner::serve::Device::from(args.device).name().to_string()),
+                checkpoint_every_s: 60.0,
+            };
+            Some(super::follow::FollowJobs {
+                jobs,
+                grace: std::time::Duration::from_secs_f64(args.follow.job_grace),
+                procs: std::sync::Mutex::new(parva_runner::jobs::JobProcs::new(run_dir.join("jobs"), command)),
+            })
+        }
+        None => None,
+    };
     let fake = args.fake_gpus.clone();
     let state = run_dir.join("fake-gpus.json");
     let open: OpenNode = Arc::new(move || {
@@ -352,6 +386,7 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
         deploy: opts.clone(),
         run_dir: run_dir.to_path_buf(),
         open,
+        jobs,
     }))
 }
 

@@ -14,6 +14,14 @@
 //! - `destroy`: its MPS daemon stops and its MIG instance is destroyed;
 //! - `rebatch`: new workers at the new batch size, swapped in, the old ones drained.
 //!
+//! With `--jobs`, best-effort jobs hold the GPCs the serving map leaves free of the node's GPUs
+//! (placed by `parva_planner::jobs::place_jobs`; running instances stay where they still fit).
+//! Before a transition's steps, every job instance a new segment needs is reclaimed first: the job
+//! gets SIGTERM, at most `--job-grace` to checkpoint and exit (then SIGKILL), and its MIG instance
+//! is destroyed; after the transition (applied or rolled back) the jobs are placed again on what
+//! is free and restarted from their checkpoints. A job never delays a transition by more than its
+//! grace period, and a job that fails to start is logged and left out (it never fails a change).
+//!
 //! A step that fails undoes the steps before it in reverse order (instances re-created, workers
 //! restarted, batch sizes put back), so the node serves the map it served before; the failure is
 //! logged and counted (`parva_follow_failures_total`) and the next window tries again. A plan that
@@ -26,6 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use parva_core::mig::GpuType;
 use parva_core::slo::{Margin, Service};
+use parva_core::deploy::JobSlot;
+use parva_core::jobs::Job;
 use parva_core::{DeploymentMap, ProfileSet, Segment};
 use parva_gpu::exec::Node;
 use parva_gpu::mig::MigControl;
@@ -56,6 +66,22 @@ pub struct Follow {
     pub deploy: DeployOptions,
     pub run_dir: std::path::PathBuf,
     pub open: OpenNode,
+    /// Best-effort jobs for the node's idle GPCs (`--jobs`).
+    pub jobs: Option<FollowJobs>,
+}
+
+/// The best-effort side of the controller.
+pub struct FollowJobs {
+    pub jobs: Vec<Job>,
+    /// How long a reclaimed job has to checkpoint and exit before it is killed.
+    pub grace: Duration,
+    pub procs: std::sync::Mutex<parva_runner::jobs::JobProcs>,
+}
+
+impl FollowJobs {
+    fn running(&self) -> Vec<JobSlot> {
+        self.procs.lock().map(|p| p.running()).unwrap_or_default()
+    }
 }
 
 /// Run the controller until the server stops (the task is aborted then).
@@ -63,6 +89,11 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
     let names: Vec<String> = f.services.iter().map(|s| s.name.clone()).collect();
     let rates: Vec<f64> = f.services.iter().map(|s| s.rate).collect();
     let mut ctl = Controller::new(f.settings, &rates);
+    if f.jobs.is_some() {
+        let running = live.segments().await;
+        let mut exec = Executor { f: &f, live: &live, cur: running, jobs: Vec::new(), undo: Vec::new() };
+        exec.place_jobs().await;
+    }
     publish(&f, &live, &names, &rates).await;
     let t0 = Instant::now();
     let mut last = live.arrivals();
@@ -107,6 +138,12 @@ async fn publish(f: &Follow, live: &LiveNode, names: &[String], planned: &[f64])
         m.planned_rate.get_or_create(&parva_runner::metrics::Metrics::service(n)).set(*r);
     }
     m.free_gpus.set(i64::from(free_gpus(f.node_gpus, &live.segments().await).len() as u32));
+    if let Some(j) = &f.jobs {
+        if let Ok(p) = j.procs.lock() {
+            m.job_instances.set(p.running().len() as i64);
+            m.job_samples.set(p.samples().values().sum::<u64>().min(i64::MAX as u64) as i64);
+        }
+    }
 }
 
 /// The node's GPUs (map numbering) no segment uses.
@@ -141,20 +178,34 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
         "follow: re-planned for {}: {} -> {} GPUs; kept {}, destroyed {}, created {}; {} steps",
         planned.join(", "), r.old_gpus, r.plan.gpus.len(), r.kept.len(), r.destroyed.len(), r.created.len(), t.steps.len()
     );
-    let mut exec = Executor { f, live, cur: running, undo: Vec::new() };
+    let jobs = f.jobs.as_ref().map(FollowJobs::running).unwrap_or_default();
+    let mut exec = Executor { f, live, cur: running, jobs, undo: Vec::new() };
+    // Reclaim first: the job instances a new segment needs.
+    let created: Vec<Segment> = new_map
+        .segments
+        .iter()
+        .filter(|s| !exec.cur.iter().any(|c| (c.gpu, c.placement, c.instance_size) == (s.gpu, s.placement, s.instance_size)))
+        .cloned()
+        .collect();
+    let reclaim: Vec<JobSlot> = exec.jobs.iter().filter(|j| created.iter().any(|s| overlaps(f.gpu, j, s))).cloned().collect();
+    for j in &reclaim {
+        exec.stop_job(j, true).await?;
+    }
     for (i, step) in t.steps.iter().enumerate() {
         let res = exec.apply(step, &new_map).await;
         if let Err(e) = res {
             let what = format!("step {} of {} ({} {} on GPU {} {{{}}})", i + 1, t.steps.len(), step.action, step.service, step.gpu, step.placement);
             let rolled = exec.roll_back().await;
+            exec.place_jobs().await;
             return Err(match rolled {
                 Ok(()) => e.context(format!("{what} failed; the steps before it were undone")),
                 Err(r) => e.context(format!("{what} failed, and undoing the steps before it ALSO failed: {r:#}")),
             });
         }
     }
+    exec.place_jobs().await;
     // The deploy record names the map that runs now (the transition is done either way).
-    let cur = DeploymentMap { segments: exec.cur.clone(), jobs: Vec::new() };
+    let cur = exec.map();
     if let Err(e) = exec.with_node(|n| n.deploy(&cur, &f.deploy, false).map(|_| ())) {
         tracing::warn!("follow: the transition is applied but the deploy record was not rewritten: {e:#}");
     }
@@ -174,7 +225,15 @@ struct Executor<'a> {
     live: &'a LiveNode,
     /// The node's map as the steps so far left it (instances that exist).
     cur: Vec<Segment>,
+    /// Best-effort instances that exist (and run).
+    jobs: Vec<JobSlot>,
     undo: Vec<Undo>,
+}
+
+/// Whether a job instance and a segment share a memory slice of one GPU.
+fn overlaps(gpu: &GpuType, j: &JobSlot, s: &Segment) -> bool {
+    let mask = |size: u8, start: u8| gpu.profile_for_size(size).map_or(0, |p| p.mask_at(start));
+    j.gpu == s.gpu && mask(j.instance_size, j.placement) & mask(s.instance_size, s.placement) != 0
 }
 
 impl Executor<'_> {
@@ -190,10 +249,62 @@ impl Executor<'_> {
         self.f.deploy.gpu_index_map.get(&gpu).copied().unwrap_or(gpu)
     }
 
+    /// The node's map now: its segments and best-effort instances.
+    fn map(&self) -> DeploymentMap {
+        DeploymentMap { segments: self.cur.clone(), jobs: self.jobs.clone() }
+    }
+
+    /// Stop a job instance (SIGTERM, its grace, SIGKILL) and destroy its MIG instance.
+    async fn stop_job(&mut self, j: &JobSlot, reclaimed: bool) -> anyhow::Result<()> {
+        let Some(fj) = self.f.jobs.as_ref() else { return Ok(()) };
+        let stopped = tokio::task::block_in_place(|| fj.procs.lock().ok().and_then(|mut p| p.stop(j.gpu, j.placement, fj.grace)));
+        self.jobs.retain(|x| (x.gpu, x.placement) != (j.gpu, j.placement));
+        if !self.f.deploy.no_mig {
+            let idx = self.nvml_index(j.gpu);
+            self.with_node(|n| n.remove_instance(idx, j.placement))
+                .with_context(|| format!("destroying the instance of best-effort job {} on GPU {} {{{}}}", j.job, j.gpu, j.placement))?;
+        }
+        if reclaimed {
+            self.live.router.metrics.job_reclaims.inc();
+            tracing::info!(
+                "follow: reclaimed GPU {} {{{}}} ({}g) from best-effort job {} ({})",
+                j.gpu, j.placement, j.instance_size, j.job,
+                match stopped { Some(s) if s.graceful => format!("checkpointed and stopped in {:.2} s", s.seconds), Some(_) => "killed after its grace".into(), None => "not running".into() }
+            );
+        }
+        Ok(())
+    }
+
+    /// Place the jobs on what the serving map leaves free (running ones stay where they fit),
+    /// stop those that lost their place and start the new ones. Best effort: a failure is logged.
+    async fn place_jobs(&mut self) {
+        let Some(fj) = self.f.jobs.as_ref() else { return };
+        let cluster = parva_planner::jobs::Cluster { gpu: self.f.gpu, gpus: self.f.node_gpus, gpus_per_node: self.f.node_gpus.max(1), first_node: self.f.deploy.node };
+        let serving = DeploymentMap { segments: self.cur.clone(), jobs: Vec::new() };
+        let want = parva_planner::jobs::place_jobs(&cluster, &self.f.profiles, &fj.jobs, &[&serving], &self.jobs);
+        let key = |j: &JobSlot| (j.gpu, j.placement, j.instance_size, j.job.clone());
+        for j in self.jobs.clone().iter().filter(|j| !want.iter().any(|w| key(w) == key(j))) {
+            if let Err(e) = self.stop_job(j, false).await {
+                tracing::warn!("follow: stopping best-effort job {}: {e:#}", j.job);
+            }
+        }
+        let new: Vec<JobSlot> = want.iter().filter(|w| !self.jobs.iter().any(|j| key(j) == key(w))).cloned().collect();
+        for j in &new {
+            self.jobs.push(j.clone());
+            let started = self.realise(j.gpu, j.placement).and_then(|env| {
+                tokio::task::block_in_place(|| fj.procs.lock().map_err(|_| anyhow::anyhow!("job table poisoned"))?.start(j.clone(), &env).map_err(anyhow::Error::from))
+            });
+            if let Err(e) = started {
+                tracing::warn!("follow: best-effort job {} on GPU {} {{{}}} did not start: {e:#}", j.job, j.gpu, j.placement);
+                self.jobs.retain(|x| key(x) != key(j));
+            }
+        }
+    }
+
     /// Deploy the current map (creating what it has and the node lacks); the workers'
     /// environment of the segment at (`gpu`, `placement`).
     fn realise(&self, gpu: u32, placement: u8) -> anyhow::Result<Vec<(String, String)>> {
-        let map = DeploymentMap { segments: self.cur.clone(), jobs: Vec::new() };
+        let map = self.map();
         let out = self.with_node(|n| n.deploy(&map, &self.f.deploy, false))?;
         out.segments
             .into_iter()

@@ -231,13 +231,18 @@ pub struct FakeNode {
 }
 
 /// A map's best-effort rows are planned and simulated (`plan --jobs`, `simulate --rates --jobs`);
-/// `deploy` and `serve` do not start them yet: say so rather than leave them out silently.
-pub fn note_best_effort_rows(map: &parva_core::DeploymentMap) {
+/// `serve` and `deploy` do not start them from the map (`deploy --follow --jobs` places its jobs
+/// itself): say so rather than leave them out silently.
+pub fn note_best_effort_rows(map: &parva_core::DeploymentMap, placed_by_follow: bool) {
     if !map.jobs.is_empty() {
         let names: std::collections::BTreeSet<&str> = map.jobs.iter().map(|j| j.job.as_str()).collect();
+        let then = if placed_by_follow {
+            "--follow --jobs places the jobs of its list itself, on what the serving map leaves free"
+        } else {
+            "the serving segments are deployed and served, and those GPCs stay free (`deploy --follow --jobs` runs jobs)"
+        };
         eprintln!(
-            "note: the map's {} best-effort instances ({}) are not started: this version deploys and serves the \
-             serving segments only, and leaves the GPCs of the best-effort rows free",
+            "note: the map's {} best-effort instances ({}) are not started from the map: {then}",
             map.jobs.len(),
             names.into_iter().collect::<Vec<_>>().join(", ")
         );

@@ -182,6 +182,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             gpu,
             gpus: args.cluster_gpus.unwrap_or((plan.node_count().max(1) as u32) * options.gpus_per_node),
             gpus_per_node: options.gpus_per_node,
+            first_node: 0,
         };
         map.jobs = parva_planner::jobs::place_jobs(&cluster, profiles, jobs, &[&map], &[]);
         parva_planner::jobs::summarize(&cluster, jobs, &map)

@@ -56,7 +56,7 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     let per_node = prepared.options.gpus_per_node.max(1);
     let job_changes = jobs.as_ref().map(|jobs| {
         let nodes = current.segments.iter().chain(&map.segments).map(|s| s.node + 1).chain(current.jobs.iter().map(|j| j.node + 1)).max().unwrap_or(1);
-        let cluster = parva_planner::jobs::Cluster { gpu: prepared.gpu, gpus: args.cluster_gpus.unwrap_or(nodes * per_node), gpus_per_node: per_node };
+        let cluster = parva_planner::jobs::Cluster { gpu: prepared.gpu, gpus: args.cluster_gpus.unwrap_or(nodes * per_node), gpus_per_node: per_node, first_node: 0 };
         map.jobs = parva_planner::jobs::place_jobs(&cluster, &prepared.profiles, jobs, &[&map], &current.jobs);
         let running: std::collections::BTreeSet<(u32, u32, u8)> = current.segments.iter().map(|s| (s.node, s.gpu, s.placement)).collect();
         let created: Vec<&parva_core::Segment> = map.segments.iter().filter(|s| !running.contains(&(s.node, s.gpu, s.placement))).collect();

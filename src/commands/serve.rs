@@ -103,7 +103,7 @@ fn read_slos(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, f64>> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (map, _) = DeploymentMap::read(&args.plan)?;
-    super::note_best_effort_rows(&map);
+    super::note_best_effort_rows(&map, false);
     let backend: BackendKind = args.backend.into();
     let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
     opts.prof_data = args.prof_data.clone();

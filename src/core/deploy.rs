@@ -87,6 +87,29 @@ pub struct JobSlot {
     pub throughput: Option<f64>,
 }
 
+impl JobSlot {
+    /// The instance as a map row a node deploys (one process; no rate, SLO or capacity), so that
+    /// MIG instances and MPS daemons are made for jobs as for serving segments.
+    pub fn as_segment(&self) -> Segment {
+        Segment {
+            node: self.node,
+            gpu: self.gpu,
+            service: self.job.clone(),
+            model: self.model.clone(),
+            placement: self.placement,
+            instance_size: self.instance_size,
+            batch_size: self.batch_size,
+            num_proc: 1,
+            profile: self.profile.clone(),
+            gpu_type: self.gpu_type.clone(),
+            throughput: None,
+            rate: None,
+            slo_ms: None,
+            margin_ms: None,
+        }
+    }
+}
+
 /// Which file format a map was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapFormat {

@@ -311,7 +311,7 @@ pub fn simulate_day(
     let cluster = match &config.jobs {
         Some(_) => {
             let peak = at_rates(input.services, &|s| trace.peak(&s.name, 0.0, config.duration_s));
-            Some(Cluster { gpu: input.gpu, gpus: plan_map(&input, &peak, 0.0)?.gpu_count() as u32, gpus_per_node: input.options.gpus_per_node })
+            Some(Cluster { gpu: input.gpu, gpus: plan_map(&input, &peak, 0.0)?.gpu_count() as u32, gpus_per_node: input.options.gpus_per_node, first_node: 0 })
         }
         None => None,
     };
@@ -895,7 +895,7 @@ mod tests {
         let input = PlanInput { gpu, profiles: &p, services: &s, options: &options };
         let c = with_jobs(30.0);
         let peak = at_rates(&s, &|x| trace(&s).peak(&x.name, 0.0, c.duration_s));
-        let cluster = Cluster { gpu, gpus: plan_map(&input, &peak, 0.0).unwrap().gpu_count() as u32, gpus_per_node: 8 };
+        let cluster = Cluster { gpu, gpus: plan_map(&input, &peak, 0.0).unwrap().gpu_count() as u32, gpus_per_node: 8, first_node: 0 };
         let jobs = c.jobs.as_ref().unwrap().jobs.clone();
         let mut track = JobTrack { ctx: Some((cluster, &p, &jobs)), prev: Vec::new() };
         let (spans, _) = follow_spans(&input, &trace(&s), &c, &mut track).unwrap();

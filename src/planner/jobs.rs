@@ -36,15 +36,17 @@ pub const TRAIN_COST_FACTOR: f64 = 3.0;
 #[derive(Debug, Clone, Copy)]
 pub struct Cluster {
     pub gpu: &'static GpuType,
-    /// GPUs in the cluster: GPU i is node i / gpus_per_node, GPU i % gpus_per_node.
+    /// GPUs in the cluster: GPU i is node first_node + i / gpus_per_node, GPU i % gpus_per_node.
     pub gpus: u32,
     pub gpus_per_node: u32,
+    /// The first node's number (0 for a cluster plan; a node's own number for one node).
+    pub first_node: u32,
 }
 
 impl Cluster {
     fn ids(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         let per = self.gpus_per_node.max(1);
-        (0..self.gpus).map(move |i| (i / per, i % per))
+        (0..self.gpus).map(move |i| (self.first_node + i / per, i % per))
     }
 }
 
@@ -315,7 +317,7 @@ mod tests {
     }
 
     fn cluster(gpus: u32) -> Cluster {
-        Cluster { gpu: GpuType::by_id("a100-80gb").unwrap(), gpus, gpus_per_node: 8 }
+        Cluster { gpu: GpuType::by_id("a100-80gb").unwrap(), gpus, gpus_per_node: 8, first_node: 0 }
     }
 
     fn all(map: &DeploymentMap, slots: &[JobSlot]) -> DeploymentMap {

@@ -47,15 +47,16 @@ fn one_service(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn start_following(map: &Path, run: &Path, services: &Path) -> (KillOnDrop, String) {
-    start_following_env(map, run, services, &[])
+    start_following_env(map, run, services, &[], &[])
 }
 
-fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)]) -> (KillOnDrop, String) {
+fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)], extra: &[&str]) -> (KillOnDrop, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_parva"))
         .envs(env.iter().copied())
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0"])
         .args(["--follow", "--services", s(services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
+        .args(extra)
         .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -182,7 +183,7 @@ fn a_failed_live_transition_is_rolled_back_and_the_node_keeps_serving_its_map() 
         v["gpus"].as_array().unwrap().iter().map(|g| g["instances"].as_array().unwrap().len()).collect::<Vec<_>>()
     };
     assert_eq!(layout(&run), vec![1, 0]);
-    let (_child, addr) = start_following_env(&map, &run, &services, &[("PARVA_FAKE_FAIL", "create_instance#1")]);
+    let (_child, addr) = start_following_env(&map, &run, &services, &[("PARVA_FAKE_FAIL", "create_instance#1")], &[]);
     let rates = d.path().join("rates.csv");
     std::fs::write(&rates, "time_s,service,rate\n0,roomy,240\n").unwrap();
     let o = parva(&[
@@ -198,4 +199,56 @@ fn a_failed_live_transition_is_rolled_back_and_the_node_keeps_serving_its_map() 
     assert_eq!(metric(&text, "parva_follow_transitions_total", &[]), 0.0);
     assert_eq!(layout(&run), vec![1, 0], "the fake node as before");
     assert_eq!(get(&addr, "/v2/health/ready").0, 200);
+}
+
+/// Issue 15: best-effort jobs hold the GPCs the serving map leaves free; the ramp up reclaims the
+/// ones a new segment needs first (so the fake GPU never sees an overlapping instance, and no
+/// transition fails), and once the load falls the jobs restart from their checkpoints.
+#[test]
+fn deploy_follow_with_jobs_reclaims_job_instances_first_and_restarts_them_from_their_checkpoints() {
+    let d = tempfile::tempdir().unwrap();
+    let (services, map) = one_service(d.path());
+    let jobs = d.path().join("jobs.csv");
+    std::fs::write(&jobs, "job,model,kind,min_gpcs,max_gpcs,priority\nfill,fast,train,1,7,1\n").unwrap();
+    let run = d.path().join("run");
+    let (mut child, addr) = start_following_env(&map, &run, &services, &[], &["--jobs", s(&jobs), "--job-grace", "5s"]);
+    // Jobs start on the idle GPCs: the 6 beside the service's 1g and the whole second GPU.
+    let begin = Instant::now();
+    loop {
+        let (_, text) = get(&addr, "/metrics");
+        if metric(&text, "parva_job_instances", &[]) >= 2.0 {
+            break;
+        }
+        assert!(begin.elapsed() < Duration::from_secs(20), "no jobs started\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rates = d.path().join("rates.csv");
+    std::fs::write(&rates, "time_s,service,rate\n0,roomy,80\n6,roomy,240\n18,roomy,80\n").unwrap();
+    let o = parva(&[
+        "verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--rates", s(&rates),
+        "--duration", "30s", "--warmup", "0", "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}\n{}", stdout(&o), stderr(&o)));
+    let roomy = &report["services"][0];
+    let failed = roomy["failed_by"].as_object().unwrap();
+    assert!(failed.keys().all(|k| k == "429"), "only 429s may fail: {roomy}");
+    assert_eq!(roomy["dropped"].as_u64(), Some(0), "{roomy}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, text) = get(&addr, "/metrics");
+    assert!(metric(&text, "parva_follow_transitions_total", &[]) >= 2.0, "{text}");
+    assert_eq!(metric(&text, "parva_follow_failures_total", &[]), 0.0, "reclaimed before the new segments were created\n{text}");
+    assert!(metric(&text, "parva_job_reclaims_total", &[]) >= 1.0, "{text}");
+    assert!(metric(&text, "parva_job_instances", &[]) >= 2.0, "the jobs run again once the load fell\n{text}");
+    assert!(metric(&text, "parva_job_samples", &[]) > 0.0, "{text}");
+    // A reclaimed job stopped with a checkpoint and a restarted one resumed from it.
+    let logs: Vec<String> = std::fs::read_dir(run.join("jobs/fill"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("log.jsonl")).ok())
+        .collect();
+    let all = logs.join("");
+    assert!(all.contains("\"reason\":\"signal\""), "a job stopped on SIGTERM: {all}");
+    assert!(all.contains("\"resumed\":true"), "a job resumed from its checkpoint: {all}");
+    let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(child.0.wait().unwrap().success());
 }

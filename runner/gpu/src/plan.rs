@@ -155,7 +155,10 @@ struct PlanCtx<'a> {
 /// The changes that deploy `map`'s segments on node `opts.node` given what was `observed` (the
 /// planner's `plan` makes maps; this plans a node's MIG and MPS changes).
 pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNode) -> Result<DeployPlan, DeployError> {
-    let segs: Vec<&Segment> = map.segments.iter().filter(|s| s.node == opts.node).collect();
+    // Best-effort instances are deployed as serving ones are (MIG instance, MPS daemon); only
+    // what runs in them differs.
+    let jobs: Vec<Segment> = map.jobs.iter().map(parva_core::deploy::JobSlot::as_segment).collect();
+    let segs: Vec<&Segment> = map.segments.iter().chain(&jobs).filter(|s| s.node == opts.node).collect();
     if segs.is_empty() {
         let nodes: BTreeSet<u32> = map.segments.iter().map(|s| s.node).collect();
         return Err(DeployError::NoSegments { node: opts.node, nodes: nodes.into_iter().collect() });

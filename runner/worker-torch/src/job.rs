@@ -110,8 +110,8 @@ pub fn run(args: &JobArgs, mode: JobKind, model: &Path, meta: &ModelMeta, rows: 
     let (mut last_report, mut last_ckpt) = (started, started);
     let (mut window_samples, mut window_loss, mut window_steps) = (0u64, 0.0f64, 0u64);
     let reason = loop {
-        if stop_requested() {
-            break "signal";
+        if let Some(why) = stop_requested() {
+            break why;
         }
         if args.steps.is_some_and(|n| state.step >= n) {
             break "steps";
