@@ -367,6 +367,10 @@ pub fn segment_envs(plan: &DeployPlan, devices: &BTreeMap<(u32, u8), String>, ru
             if let Some(p) = t.active_thread_percentage {
                 env.push(("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_string(), p.to_string()));
             }
+            if let Some(mb) = t.pinned_mem_limit_mb {
+                // Device 0 of the devices the process sees (CUDA_VISIBLE_DEVICES names one).
+                env.push(("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".to_string(), format!("0={mb}M")));
+            }
             SegmentEnv {
                 plan_gpu: t.plan_gpu,
                 gpu: t.gpu,

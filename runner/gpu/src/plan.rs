@@ -125,6 +125,10 @@ pub struct PlannedInstance {
     pub num_proc: u32,
     /// `--no-mig`: the SM share (instance size / GPCs of the GPU) as a percentage.
     pub active_thread_percentage: Option<u8>,
+    /// `--no-mig`, best-effort instances: the device memory (MB) the process may pin, the memory
+    /// of the MIG profile it stands for (`CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`), so a job beside
+    /// MPS shares cannot take their memory.
+    pub pinned_mem_limit_mb: Option<u64>,
     /// MIG device already there and kept (its UUID), or None when it is created.
     pub kept_device: Option<String>,
 }
@@ -170,6 +174,7 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
         return Err(DeployError::BadLayout { node: p.node, plan_gpu: p.gpu, problem: p.problem });
     }
     let ctx = PlanCtx { opts, ty };
+    let job_at: BTreeSet<(u32, u8)> = jobs.iter().filter(|j| j.node == opts.node).map(|j| (j.gpu, j.placement)).collect();
     let mut by_gpu: BTreeMap<u32, Vec<&Segment>> = BTreeMap::new();
     for s in &segs {
         by_gpu.entry(s.gpu).or_default().push(s);
@@ -192,7 +197,12 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
             .find(|g| g.info.index == gpu)
             .ok_or(DeployError::GpuMissing { plan_gpu, gpu, count: observed.gpus.len() })?;
         ctx.check_gpu(obs)?;
-        let targets = ctx.targets(plan_gpu, obs, &segs)?;
+        let mut targets = ctx.targets(plan_gpu, obs, &segs)?;
+        if opts.no_mig {
+            for t in targets.iter_mut().filter(|t| job_at.contains(&(plan_gpu, t.start))) {
+                t.pinned_mem_limit_mb = ty.profile_for_size(t.gpcs).map(|p| u64::from(p.mem_gb) * 1024);
+            }
+        }
         if opts.no_mig {
             let device = obs.info.uuid.clone();
             if !obs.daemons.contains(&device) {
@@ -264,6 +274,7 @@ impl PlanCtx<'_> {
                 batch_size: s.batch_size,
                 num_proc: s.num_proc,
                 active_thread_percentage: self.opts.no_mig.then_some(pct),
+                pinned_mem_limit_mb: None,
                 kept_device: None,
             });
         }

@@ -132,6 +132,40 @@ fn no_mig_starts_one_daemon_per_gpu_with_gpc_shares() {
     assert!(!p.changes_mig());
 }
 
+/// Best-effort instances are deployed as segments are; beside MPS shares (`--no-mig`) each is also
+/// capped to the memory of the MIG profile it stands for, so it cannot take the shares' memory.
+#[test]
+fn best_effort_instances_get_instances_and_without_mig_a_pinned_memory_cap() {
+    let mut m = map("0,0,a,resnet50,0,4,8,2,4g.40gb,a100-80gb,,,\n");
+    m.jobs.push(parva_core::deploy::JobSlot {
+        node: 0,
+        gpu: 0,
+        job: "ft".into(),
+        model: "bert".into(),
+        kind: parva_core::jobs::JobKind::Train,
+        placement: 4,
+        instance_size: 3,
+        batch_size: 16,
+        priority: 1,
+        profile: Some("3g.40gb".into()),
+        gpu_type: Some("a100-80gb".into()),
+        throughput: None,
+    });
+    let p = changes(&m, &DeployOptions::default(), &a100(vec![])).unwrap();
+    assert!(p.actions.contains(&Action::CreateInstance { gpu: 0, profile_id: 9, profile: "3g.40gb".into(), start: 4 }), "{:?}", p.actions);
+    assert!(p.targets.iter().all(|t| t.pinned_mem_limit_mb.is_none()), "MIG isolates memory already");
+    let mut node = a100(vec![]);
+    node.gpus[0].info.mig = MigMode::DISABLED;
+    let p = changes(&m, &DeployOptions { no_mig: true, ..Default::default() }, &node).unwrap();
+    let caps: Vec<(&str, Option<u8>, Option<u64>)> =
+        p.targets.iter().map(|t| (t.service.as_str(), t.active_thread_percentage, t.pinned_mem_limit_mb)).collect();
+    assert_eq!(caps, vec![("a", Some(57), None), ("ft", Some(43), Some(40 * 1024))]);
+    let envs = crate::exec::segment_envs(&p, &BTreeMap::new(), Path::new("/run"));
+    let ft = envs.iter().find(|e| e.service == "ft").unwrap();
+    assert!(ft.env.contains(&("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".to_string(), "0=40960M".to_string())), "{:?}", ft.env);
+    assert!(ft.env.contains(&("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_string(), "43".to_string())));
+}
+
 #[test]
 fn orphan_daemons_are_stopped_first() {
     let mut node = a100(vec![inst(1, 5, 0, 4), inst(4, 9, 4, 4)]);
