@@ -87,9 +87,9 @@ impl LiveNode {
         let services = routes
             .into_iter()
             .map(|(name, procs)| {
-                let model = &state.segments.iter().find(|s| s.segment.service == name).expect("a route has a segment").segment.model;
-                let meta = metas[model].clone();
-                (name.clone(), crate::router::ServiceRoute::new(name, meta, procs))
+                let seg = &state.segments.iter().find(|s| s.segment.service == name).expect("a route has a segment").segment;
+                let (meta, slo_ms) = (metas[&seg.model].clone(), seg.slo_ms);
+                (name.clone(), crate::router::ServiceRoute::new(name, meta, procs).with_slo_ms(slo_ms))
             })
             .collect();
         let router = Arc::new(Router { services, metrics });

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub follow_transitions: Counter,
     pub follow_failures: Counter,
     pub free_gpus: Gauge,
+    /// Successful requests answered within their service's SLO (goodput).
+    pub within_slo: Family<ServiceLabel, Counter>,
     /// Best-effort job instances running, reclaimed for inference, and their samples.
     pub job_instances: Gauge,
     pub job_reclaims: Counter,
@@ -146,6 +148,7 @@ impl Metrics {
             follow_transitions: Counter::default(),
             follow_failures: Counter::default(),
             free_gpus: Gauge::default(),
+            within_slo: Family::default(),
             job_instances: Gauge::default(),
             job_reclaims: Counter::default(),
             job_samples: Gauge::default(),
@@ -153,6 +156,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("parva_requests", "Inference requests received, per service", m.requests.clone());
+        registry.register("parva_requests_within_slo", "Successful requests answered within the service's SLO inside the router (goodput), per service", m.within_slo.clone());
         registry.register("parva_request_errors", "Inference requests answered with an error, per service and HTTP code", m.errors.clone());
         registry.register("parva_queue_seconds", "Time a request waited in its process's queue", m.queue_seconds.clone());
         registry.register("parva_exec_seconds", "Execution time of the batches a request ran in, as the worker measured it", m.exec_seconds.clone());

@@ -90,6 +90,8 @@ pub struct ServiceRoute {
     state: Mutex<RouteState>,
     /// Requests that reached this service (known and well-formed or not), for rate measurement.
     arrivals: AtomicU64,
+    /// The service's latency SLO in seconds (f64 bits; 0: unknown), for the goodput counter.
+    slo_s: AtomicU64,
 }
 
 /// The processes a service routes to now and the round-robin state over them.
@@ -109,7 +111,20 @@ struct Closest {
 impl ServiceRoute {
     pub fn new(name: String, meta: ModelMeta, procs: Vec<ProcRoute>) -> Self {
         let current = vec![0.0; procs.len()];
-        ServiceRoute { name, meta, state: Mutex::new(RouteState { procs: Arc::new(procs), current }), arrivals: AtomicU64::new(0) }
+        ServiceRoute {
+            name,
+            meta,
+            state: Mutex::new(RouteState { procs: Arc::new(procs), current }),
+            arrivals: AtomicU64::new(0),
+            slo_s: AtomicU64::new(0),
+        }
+    }
+
+    /// The service's SLO (the map's `slo_ms`, not the planning target): successful requests
+    /// answered within it count in `parva_requests_within_slo_total` (goodput).
+    pub fn with_slo_ms(self, slo_ms: Option<f64>) -> Self {
+        self.slo_s.store(slo_ms.map_or(0.0, |ms| ms / 1000.0).to_bits(), Ordering::Relaxed);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
@@ -303,8 +318,13 @@ impl Backend for Router {
         let res = self.run(name, inputs).await;
         match &res {
             Ok(done) => {
+                let secs = t0.elapsed().as_secs_f64();
                 self.metrics.queue_seconds.get_or_create(&label).observe(done.queue_s);
-                self.metrics.request_seconds.get_or_create(&label).observe(t0.elapsed().as_secs_f64());
+                self.metrics.request_seconds.get_or_create(&label).observe(secs);
+                let slo = self.services.get(name).map_or(0.0, |s| f64::from_bits(s.slo_s.load(Ordering::Relaxed)));
+                if slo > 0.0 && secs <= slo {
+                    self.metrics.within_slo.get_or_create(&label).inc();
+                }
             }
             Err(e) if known => {
                 self.metrics.errors.get_or_create(&ErrorLabel { service: name.to_string(), code: e.status() }).inc();

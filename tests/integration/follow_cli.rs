@@ -50,12 +50,18 @@ fn start_following(map: &Path, run: &Path, services: &Path) -> (KillOnDrop, Stri
     start_following_env(map, run, services, &[], &[])
 }
 
+/// `extra` follow flags after the defaults (window 1 s, EWMA 1, min-interval 4 s); `window`
+/// replaces the default window.
 fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)], extra: &[&str]) -> (KillOnDrop, String) {
+    start_following_window(map, run, services, env, extra, "1s")
+}
+
+fn start_following_window(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)], extra: &[&str], window: &str) -> (KillOnDrop, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_parva"))
         .envs(env.iter().copied())
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0"])
-        .args(["--follow", "--services", s(services), "--window", "1s", "--ewma", "1", "--min-interval", "4s"])
+        .args(["--follow", "--services", s(services), "--window", window, "--ewma", "1", "--min-interval", "4s"])
         .args(extra)
         .current_dir(repo())
         .stdout(Stdio::piped())
@@ -240,6 +246,10 @@ fn deploy_follow_with_jobs_reclaims_job_instances_first_and_restarts_them_from_t
     assert!(metric(&text, "parva_job_reclaims_total", &[]) >= 1.0, "{text}");
     assert!(metric(&text, "parva_job_instances", &[]) >= 2.0, "the jobs run again once the load fell\n{text}");
     assert!(metric(&text, "parva_job_samples", &[]) > 0.0, "{text}");
+    // Goodput: requests within the SLO, counted by the router.
+    let within = metric(&text, "parva_requests_within_slo_total", &[("service", "roomy")]);
+    let requests = metric(&text, "parva_requests_total", &[("service", "roomy")]);
+    assert!(within > 0.9 * roomy["succeeded"].as_f64().unwrap() && within <= requests, "{within} of {requests}\n{roomy}");
     // A reclaimed job stopped with a checkpoint and a restarted one resumed from it.
     let logs: Vec<String> = std::fs::read_dir(run.join("jobs/fill"))
         .unwrap()
@@ -251,4 +261,39 @@ fn deploy_follow_with_jobs_reclaims_job_instances_first_and_restarts_them_from_t
     let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(child.0.wait().unwrap().success());
+}
+
+/// Issue 15: on MIG the jobs' instances are isolated from the serving ones, so serving verifies the
+/// same with jobs beside it as without (here the emulated backend: the check is that the jobs'
+/// processes and their placement take nothing from the router or the workers).
+#[test]
+fn serving_verifies_the_same_with_best_effort_jobs_beside_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (services, map) = one_service(d.path());
+    let jobs = d.path().join("jobs.csv");
+    std::fs::write(&jobs, "job,model,kind,min_gpcs,max_gpcs,priority\nfill,fast,batch,1,7,1\n").unwrap();
+    let run_one = |name: &str, extra: &[&str]| {
+        let run = d.path().join(name);
+        // No re-planning during the run: a 10-minute window.
+        let (mut child, addr) = start_following_window(&map, &run, &services, &[], extra, "600s");
+        let begin = Instant::now();
+        while !extra.is_empty() && metric(&get(&addr, "/metrics").1, "parva_job_instances", &[]) < 2.0 {
+            assert!(begin.elapsed() < Duration::from_secs(20), "no jobs started");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let o = parva(&["verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--duration", "6s", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}\n{}", stdout(&o), stderr(&o)));
+        let (_, text) = get(&addr, "/metrics");
+        let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(child.0.wait().unwrap().success());
+        (report["services"][0].clone(), metric(&text, "parva_job_instances", &[]))
+    };
+    let (with, instances) = run_one("with", &["--jobs", s(&jobs)]);
+    let (without, none) = run_one("without", &[]);
+    assert!(instances >= 2.0 && none == 0.0, "{instances} {none}");
+    for r in [&with, &without] {
+        assert_eq!(r["failed"].as_u64(), Some(0), "{r}");
+        assert!(r["attainment_pct"].as_f64().unwrap() >= 99.0 && r["pass"] == true, "{r}");
+    }
 }
