@@ -107,7 +107,10 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
         last = now;
         last_t = Instant::now();
         let now_s = t0.elapsed().as_secs_f64();
-        let Some(target) = ctl.observe(now_s, &seen) else { continue };
+        let Some(target) = ctl.observe(now_s, &seen) else {
+            publish(&f, &live, &names, ctl.planned()).await;
+            continue;
+        };
         let shown: Vec<String> = names.iter().zip(&seen).zip(&target).map(|((n, s), t)| format!("{n} {s:.1}->{t:.1}/s")).collect();
         tracing::debug!("follow: measured rates leave the planned band; re-planning for {}", shown.join(", "));
         let started = Instant::now();
@@ -140,11 +143,26 @@ async fn publish(f: &Follow, live: &LiveNode, names: &[String], planned: &[f64])
     m.free_gpus.set(i64::from(free_gpus(f.node_gpus, &live.segments().await).len() as u32));
     if let Some(j) = &f.jobs {
         if let Ok(p) = j.procs.lock() {
-            m.job_instances.set(p.running().len() as i64);
-            m.job_samples.set(p.samples().values().sum::<u64>().min(i64::MAX as u64) as i64);
+            let (running, samples) = (p.running(), p.samples());
+            m.job_instances.set(running.len() as i64);
+            m.job_samples.set(samples.values().sum::<u64>().min(i64::MAX as u64) as i64);
+            // The best-effort part of the deploy record, beside deploy.json.
+            let record = serde_json::json!({
+                "instances": running,
+                "samples": samples,
+                "reclaims": m.job_reclaims.get(),
+                "gpcs": running.iter().map(|s| u32::from(s.instance_size)).sum::<u32>(),
+            });
+            let text = serde_json::to_string_pretty(&record).unwrap_or_default() + "\n";
+            if let Err(e) = parva_core::deploy::write_atomic(&f.run_dir.join(JOBS_RECORD), text.as_bytes()) {
+                tracing::warn!("follow: writing the jobs record: {e}");
+            }
         }
     }
 }
+
+/// The best-effort jobs' record in the run directory: instances running, samples by job, reclaims.
+pub const JOBS_RECORD: &str = "jobs.json";
 
 /// The node's GPUs (map numbering) no segment uses.
 pub fn free_gpus(node_gpus: u32, segments: &[Segment]) -> Vec<u32> {

@@ -250,6 +250,9 @@ fn deploy_follow_with_jobs_reclaims_job_instances_first_and_restarts_them_from_t
     let within = metric(&text, "parva_requests_within_slo_total", &[("service", "roomy")]);
     let requests = metric(&text, "parva_requests_total", &[("service", "roomy")]);
     assert!(within > 0.9 * roomy["succeeded"].as_f64().unwrap() && within <= requests, "{within} of {requests}\n{roomy}");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("jobs.json")).unwrap()).unwrap();
+    assert!(record["samples"]["fill"].as_u64().unwrap() > 0 && record["reclaims"].as_u64().unwrap() >= 1, "{record}");
+    assert!(!record["instances"].as_array().unwrap().is_empty(), "{record}");
     // A reclaimed job stopped with a checkpoint and a restarted one resumed from it.
     let logs: Vec<String> = std::fs::read_dir(run.join("jobs/fill"))
         .unwrap()
