@@ -3,6 +3,7 @@
 //! The sweep behind `parva profile`: a model's profile table (instance size x batch x MPS
 //! processes, ParvaGPU's columns plus parva's) measured on a GPU or a CPU. Read top-down:
 //!
+//! - [`background`]: a best-effort job run beside every point (`--background`).
 //! - [`grid`]: the points and the order they are measured in.
 //! - [`table`]: the table on disk, written row by row, resumed on re-run.
 //! - [`stats`]: rounds, the throughput's confidence interval, when to stop.
@@ -15,6 +16,7 @@
 //! - [`request`]: a run as a request (settings checked, model files, output directory, grid,
 //!   workers, the finished table's summary): what `parva profile` fills from its flags.
 
+pub mod background;
 pub mod error;
 pub mod grid;
 pub mod meta;

@@ -117,6 +117,9 @@ pub struct Metadata {
     pub prune: PruneRules,
     /// How each instance size was made, what the workers reported, counts, wall time.
     pub summary: Option<Summary>,
+    /// The best-effort job run beside every point (`--background`), when one was: the table's
+    /// latencies are then under its interference.
+    pub background: Option<String>,
 }
 
 impl Metadata {

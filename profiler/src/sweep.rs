@@ -79,6 +79,9 @@ pub struct Sweep<'a> {
     pub spawner: &'a dyn Spawner,
     pub probe: &'a mut dyn MemoryProbe,
     pub observer: &'a mut dyn Observer,
+    /// A job run beside every instance size (`--background`), started after the instance is
+    /// made and stopped before it is undone.
+    pub background: Option<&'a mut crate::background::Background>,
 }
 
 /// Stop request seen (Ctrl-C).
@@ -104,6 +107,9 @@ impl Sweep<'_> {
         let result = self.points(&mut summary, &mut pool, &mut cancel).await;
         if let Some(p) = pool.take() {
             p.kill().await;
+        }
+        if let Some(b) = self.background.as_mut() {
+            b.stop();
         }
         let finished = self.partitioner.finish();
         summary.seconds = started.elapsed().as_secs_f64();
@@ -172,6 +178,9 @@ impl Sweep<'_> {
             }
             if next.is_none_or(|n| n.size != p.size) {
                 if segment.take().is_some() {
+                    if let Some(b) = self.background.as_mut() {
+                        b.stop();
+                    }
                     self.partitioner.leave().map_err(SweepStop::Error)?;
                 }
                 doomed = None;
@@ -194,6 +203,12 @@ impl Sweep<'_> {
             match self.partitioner.enter(p.size) {
                 Ok(s) => {
                     summary.segments.push(s.clone());
+                    if let Some(b) = self.background.as_mut() {
+                        if let Err(e) = b.start(&s) {
+                            self.partitioner.leave().map_err(SweepStop::Error)?;
+                            return Err(SweepStop::Error(e));
+                        }
+                    }
                     *segment = Some(s);
                 }
                 Err(e) => {

@@ -83,6 +83,7 @@ impl Run<'_> {
         let run_dir = self.dir.join("run");
         std::fs::create_dir_all(&run_dir).unwrap();
         let sweep = Sweep {
+            background: None,
             grid: self.grid.clone(),
             measure: FAST,
             rules: self.rules,

@@ -113,6 +113,25 @@ pub struct ProfileArgs {
     fake_gpus: Option<String>,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
+    /// Run a best-effort job beside every point: `train:MODEL` or `batch:MODEL` (its files beside
+    /// --model's), on the SMs the point leaves under the same MPS daemon (--partition mps or none;
+    /// MIG isolates instances). The table then holds latencies under its interference, for plans
+    /// that put jobs next to MPS shares; the metadata says so.
+    #[arg(long, value_name = "KIND:MODEL")]
+    background: Option<String>,
+    /// Batch of the --background job's steps.
+    #[arg(long, default_value_t = 32, requires = "background")]
+    background_batch: u32,
+}
+
+/// `--background KIND:MODEL`.
+fn parse_background(v: &str) -> anyhow::Result<(parva_core::jobs::JobKind, String)> {
+    let (kind, model) = v.split_once(':').ok_or_else(|| anyhow::anyhow!("--background must be KIND:MODEL (train:bert, batch:resnet50); got {v:?}"))?;
+    let kind = parva_core::jobs::JobKind::parse(kind).ok_or_else(|| anyhow::anyhow!("--background: kind must be train or batch; got {kind:?}"))?;
+    if model.is_empty() || model.contains('/') {
+        anyhow::bail!("--background: MODEL must be a model name (its .json and .pt beside --model's); got {model:?}");
+    }
+    Ok((kind, model.to_string()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -273,6 +292,21 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
     let files = req.model_files().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let (pt, model) = (files.pt.clone(), files.name.clone());
+    let background = match &args.background {
+        Some(v) => {
+            let (kind, bg_model) = parse_background(v)?;
+            if args.partition == PartitionArg::Mig {
+                anyhow::bail!("--background needs --partition mps or none: MIG instances are isolated, a job beside one does not share its SMs");
+            }
+            let models_dir = pt.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let meta = models_dir.join(format!("{bg_model}.json"));
+            if !meta.is_file() {
+                anyhow::bail!("--background {v}: no metadata {} beside --model", meta.display());
+            }
+            Some((kind, bg_model, models_dir))
+        }
+        None => None,
+    };
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("parva-profile-{}", std::process::id())),
@@ -313,7 +347,30 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         measure,
         prune: rules,
         summary: None,
+        background: None,
     };
+    let mut bg = match background {
+        Some((kind, bg_model, models_dir)) => {
+            let (program, leading, emulated) = if args.backend == BackendArg::Torch {
+                let w = parva_runner::serve::default_worker_command(BackendKind::Torch)?;
+                (w.program, w.args, None)
+            } else {
+                (emulator.clone(), vec!["worker".to_string()], Some(1.0))
+            };
+            let command = parva_runner::jobs::JobCommand {
+                program,
+                args: leading,
+                models_dir,
+                emulated_ms_per_row: emulated,
+                device: (args.backend == BackendArg::Torch).then(|| device.name().to_string()),
+                checkpoint_every_s: 60.0,
+            };
+            let procs = parva_runner::jobs::JobProcs::new(run_dir.join("background"), command);
+            Some(parva_profiler::background::Background::new(procs, kind, &bg_model, args.background_batch, Duration::from_secs(30)))
+        }
+        None => None,
+    };
+    metadata.background = bg.as_ref().map(|b| b.describe());
 
     let mut as_is;
     let mut mig_part;
@@ -360,6 +417,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         spawner: &spawner,
         probe: probe.as_mut(),
         observer: &mut observer,
+        background: bg.as_mut(),
     };
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -387,6 +445,9 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     metadata.status = RunStatus::of_sweep(summary.interrupted, summary.counts.failed);
     metadata.finished_utc = Some(utc_now());
     metadata.summary = Some(summary.clone());
+    if let Some(b) = &bg {
+        metadata.background = Some(format!("{}: {} samples, beside sizes {:?}", b.describe(), b.samples(), b.sizes));
+    }
     metadata.write(&meta_path)?;
     report(&args, &table, &summary, &table_path, &meta_path)?;
     // A complete run removes the temporary run directory it made; one with failed points keeps it

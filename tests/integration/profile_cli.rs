@@ -230,3 +230,35 @@ fn a_complete_profile_removes_its_temporary_run_directory() {
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
 }
+
+/// Issue 15: `--background KIND:MODEL` runs a best-effort job beside every instance size of an
+/// MPS sweep (on fake GPUs, the emulated backend and the emulated job): the job gets the SMs the
+/// point leaves, runs while the size is measured, stops (with its checkpoint) before the size is
+/// undone, and the metadata says the table was measured beside it. MIG partitions refuse it.
+#[test]
+fn an_mps_sweep_with_a_background_job_runs_it_beside_every_size_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_table(dir.path());
+    let out = dir.path().join("out");
+    let run_dir = dir.path().join("run");
+    let args = [
+        "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(),
+        "--fake-gpus", "a100-80gb:1", "--partition", "mps", "--sizes", "1,7", "--procs", "1", "--batches", "1,2",
+        "--background", "train:two_io", "--background-batch", "4", "--run-dir", run_dir.to_str().unwrap(), "--json",
+    ];
+    let o = profile(&out, &args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let bg = metadata(&out, "linear")["background"].as_str().unwrap().to_string();
+    assert!(bg.starts_with("a train job of two_io (batch 4) beside every point"), "{bg}");
+    assert!(bg.ends_with("beside sizes [1, 7]"), "{bg}");
+    // One checkpoint, resumed across the sizes: two starts, the second resumed; two SIGTERM stops.
+    let log = std::fs::read_to_string(run_dir.join("background/background-train-two_io/0/log.jsonl")).unwrap();
+    assert_eq!(log.matches("\"event\":\"start\"").count(), 2, "{log}");
+    assert!(log.contains("\"resumed\":true") && log.matches("\"reason\":\"signal\"").count() == 2, "{log}");
+    let o = profile(&dir.path().join("mig"), &[
+        "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(),
+        "--fake-gpus", "a100-80gb:1", "--partition", "mig", "--background", "train:two_io",
+    ], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--background needs --partition mps or none"), "{}", stderr(&o));
+}
