@@ -122,6 +122,24 @@ pub struct Metadata {
     pub background: Option<String>,
 }
 
+/// The tables of `dir` measured beside a background job (`parva profile --background`): (model,
+/// what ran beside it), from their `<model>.meta.json`. Tables without metadata, or whose metadata
+/// cannot be read, are left out.
+pub fn measured_beside_jobs(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(String, String)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().strip_suffix(".meta.json")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some((name, v.get("background")?.as_str()?.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 impl Metadata {
     /// `<dir>/<model>.meta.json`.
     pub fn path(dir: &Path, model: &str) -> PathBuf {
@@ -152,5 +170,19 @@ mod status_tests {
         assert_eq!(RunStatus::of_sweep(false, 2), RunStatus::Incomplete);
         assert_eq!(RunStatus::of_sweep(true, 0), RunStatus::Interrupted);
         assert_eq!(RunStatus::of_sweep(true, 5), RunStatus::Interrupted, "an interrupted run says so first");
+    }
+}
+
+#[cfg(test)]
+mod background_tests {
+    #[test]
+    fn tables_measured_beside_a_job_are_found_by_their_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.meta.json"), r#"{"model":"a","background":"a train job of bert"}"#).unwrap();
+        std::fs::write(d.path().join("b.meta.json"), r#"{"model":"b","background":null}"#).unwrap();
+        std::fs::write(d.path().join("c.meta.json"), "not json").unwrap();
+        std::fs::write(d.path().join("a.csv"), "").unwrap();
+        assert_eq!(super::measured_beside_jobs(d.path()), vec![("a".to_string(), "a train job of bert".to_string())]);
+        assert!(super::measured_beside_jobs(&d.path().join("missing")).is_empty());
     }
 }

@@ -46,7 +46,7 @@ enum MapFormatArg {
 pub struct PlanInputArgs {
     /// Directory of profile tables (one `<model>.csv` per model) for the GPU type.
     #[arg(long, value_name = "DIR")]
-    prof_data: PathBuf,
+    pub(crate) prof_data: PathBuf,
     /// Directory holding ParvaGPU's `SLO_req_rate.csv` and `SLO_latency.csv` (with --slo).
     #[arg(long, value_name = "DIR", requires = "slo")]
     slo_dir: Option<PathBuf>,
@@ -271,6 +271,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         if let Some(j) = &jobs_summary {
             print_jobs(j)?;
         }
+    }
+    for (model, what) in parva_profiler::meta::measured_beside_jobs(&args.input.prof_data) {
+        eprintln!("note: the table of {model} was measured beside a best-effort job ({what}): its latencies include that job's interference");
     }
     for bad in &summary.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
