@@ -324,14 +324,15 @@ impl JobProcs {
         let t0 = Instant::now();
         // SAFETY: kill(2) of a child we started and have not reaped.
         unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM) };
-        let mut graceful = false;
-        while t0.elapsed() < grace {
+        let graceful = loop {
             if let Ok(Some(_)) = p.child.try_wait() {
-                graceful = true;
-                break;
+                break true;
+            }
+            if t0.elapsed() >= grace {
+                break false;
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
+        };
         if !graceful {
             let _ = p.child.kill();
             let _ = p.child.wait();
@@ -342,10 +343,15 @@ impl JobProcs {
         Some(Stopped { slot: p.slot, graceful, seconds: t0.elapsed().as_secs_f64() })
     }
 
-    /// Stop every instance (each within `grace`).
+    /// Stop every instance: SIGTERM to all at once, then each gets what is left of `grace`.
     pub fn stop_all(&mut self, grace: Duration) -> Vec<Stopped> {
+        for p in &self.procs {
+            // SAFETY: kill(2) of a child we started and have not reaped.
+            unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
         let keys: Vec<(u32, u8)> = self.procs.iter().map(|p| (p.slot.gpu, p.slot.placement)).collect();
-        keys.into_iter().filter_map(|(g, p)| self.stop(g, p, grace)).collect()
+        keys.into_iter().filter_map(|(g, p)| self.stop(g, p, deadline.saturating_duration_since(Instant::now()))).collect()
     }
 }
 

@@ -207,7 +207,11 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
         .collect();
     let reclaim: Vec<JobSlot> = exec.jobs.iter().filter(|j| created.iter().any(|s| overlaps(f.gpu, j, s))).cloned().collect();
     for j in &reclaim {
-        exec.stop_job(j, true).await?;
+        if let Err(e) = exec.stop_job(j, true).await {
+            // Nothing of the serving map changed yet: the jobs go back on what is free.
+            exec.place_jobs().await;
+            return Err(e.context("reclaiming GPCs from a best-effort job before the transition (nothing changed)"));
+        }
     }
     for (i, step) in t.steps.iter().enumerate() {
         let res = exec.apply(step, &new_map).await;
