@@ -36,6 +36,11 @@ pub struct VerifyArgs {
     /// --slo-dir give them); with --prof-data, also the simulator's predicted p99 to compare.
     #[arg(long = "map", alias = "plan", value_name = "FILE")]
     plan: Option<PathBuf>,
+    /// With --map: verify node N of a multi-node map, at its share of each service's rate (the
+    /// node's planned capacity over the service's in the whole map) and only the services it
+    /// serves; the prediction simulates that node alone.
+    #[arg(long, value_name = "N", requires = "plan")]
+    node: Option<u32>,
     /// Profile tables (for --slo-dir, and for the prediction with --map).
     #[arg(long, value_name = "DIR")]
     prof_data: Option<PathBuf>,
@@ -120,6 +125,26 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let map = match &args.plan {
         Some(p) => Some(DeploymentMap::read(p)?.0),
         None => None,
+    };
+    // One node of a multi-node map: its segments, each service at the node's share of its rate.
+    let (map, listed) = match (args.node, map) {
+        (Some(node), Some(whole)) => {
+            let shares = whole.node_shares(node);
+            if shares.is_empty() {
+                let nodes: std::collections::BTreeSet<u32> = whole.segments.iter().map(|s| s.node).collect();
+                anyhow::bail!("--node {node}: {} has no segment on node {node} (its nodes: {nodes:?})", args.plan.as_deref().unwrap_or(Path::new("")).display());
+            }
+            for (name, share) in &shares {
+                eprintln!("node {node} serves {:.1} % of service {name}'s capacity: verified at that share of its rate", share * 100.0);
+            }
+            let listed = listed.map(|list| {
+                list.into_iter()
+                    .filter_map(|s| shares.get(&s.name).map(|f| slo::Service { rate: s.rate * f, ..s }))
+                    .collect::<Vec<_>>()
+            });
+            (Some(whole.for_node(node)), listed)
+        }
+        (_, map) => (map, listed),
     };
     let services: Vec<ServiceSpec> = match (&listed, &map) {
         (Some(list), _) => list

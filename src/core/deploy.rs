@@ -381,6 +381,41 @@ impl DeploymentMap {
         write_atomic(path, &buf)
     }
 
+    /// Each service's share of its whole rate that node `node` serves: its segments' planned
+    /// capacity (`throughput`) over the service's in the whole map, as a router tier spreading the
+    /// service over every node splits it (GPCs x processes where a map has no capacities). Only
+    /// the services with a segment on the node.
+    pub fn node_shares(&self, node: u32) -> BTreeMap<String, f64> {
+        let weight = |s: &Segment| s.throughput.unwrap_or(s.instance_size as f64 * s.num_proc as f64);
+        let all_have = self.segments.iter().all(|s| s.throughput.is_some());
+        let w = |s: &Segment| if all_have { weight(s) } else { s.instance_size as f64 * s.num_proc as f64 };
+        let mut total: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut here: BTreeMap<&str, f64> = BTreeMap::new();
+        for s in &self.segments {
+            *total.entry(&s.service).or_default() += w(s);
+            if s.node == node {
+                *here.entry(&s.service).or_default() += w(s);
+            }
+        }
+        here.into_iter().map(|(name, h)| (name.to_string(), if total[name] > 0.0 { h / total[name] } else { 0.0 })).collect()
+    }
+
+    /// Node `node`'s part of the map, on its own: its segments (and best-effort rows), each
+    /// service's `rate` scaled to the node's share of it ([`DeploymentMap::node_shares`]), so that
+    /// serving, simulating and verifying the node load it with its share, not the whole rate.
+    pub fn for_node(&self, node: u32) -> DeploymentMap {
+        let shares = self.node_shares(node);
+        DeploymentMap {
+            segments: self
+                .segments
+                .iter()
+                .filter(|s| s.node == node)
+                .map(|s| Segment { rate: s.rate.map(|r| r * shares.get(&s.service).copied().unwrap_or(1.0)), ..s.clone() })
+                .collect(),
+            jobs: self.jobs.iter().filter(|j| j.node == node).cloned().collect(),
+        }
+    }
+
     /// Segments grouped by (node, gpu), in order.
     pub fn by_gpu(&self) -> BTreeMap<(u32, u32), Vec<&Segment>> {
         let mut out: BTreeMap<(u32, u32), Vec<&Segment>> = BTreeMap::new();
@@ -622,6 +657,28 @@ mod tests {
             let e = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap_err().to_string();
             assert!(e.starts_with(want), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn a_node_of_a_multi_node_map_gets_its_share_of_each_service_by_capacity() {
+        let text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+                    0,0,a,m,0,4,8,1,,a100-80gb,300,400,100\n\
+                    1,0,a,m,0,4,8,1,,a100-80gb,100,400,100\n\
+                    1,0,b,m,4,3,8,1,,a100-80gb,50,20,100\n";
+        let (map, _) = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap();
+        let shares = map.node_shares(1);
+        assert_eq!(shares.len(), 2);
+        assert!((shares["a"] - 0.25).abs() < 1e-12 && (shares["b"] - 1.0).abs() < 1e-12, "{shares:?}");
+        assert_eq!(map.node_shares(0).keys().collect::<Vec<_>>(), ["a"]);
+        let one = map.for_node(1);
+        assert_eq!(one.segments.len(), 2);
+        assert_eq!(one.segments[0].rate, Some(100.0), "a: 400/s x 1/4");
+        assert_eq!(one.segments[1].rate, Some(20.0));
+        assert!(map.for_node(7).segments.is_empty());
+        // Without capacities, GPCs x processes weigh the split.
+        let bare = text.replace(",300,", ",,").replace(",100,400", ",,400").replace(",50,", ",,");
+        let (bare, _) = DeploymentMap::read_from(bare.as_bytes(), Path::new("d.csv")).unwrap();
+        assert!((bare.node_shares(0)["a"] - 0.5).abs() < 1e-12);
     }
 
     #[test]

@@ -359,3 +359,37 @@ fn tritonclient_speaks_to_parva_serve() {
         assert!(text.contains(want), "{want:?} not in\n{text}");
     }
 }
+
+/// Issue 16: `verify --map MAP --node N` verifies one node of a multi-node map at that node's share
+/// of each service's rate (its planned capacity over the service's), not the whole rate, and only
+/// the services it serves; the prediction simulates that node alone.
+#[test]
+fn verify_of_one_node_loads_it_with_its_share_of_each_service() {
+    let d = tempfile::tempdir().unwrap();
+    // roomy runs on both nodes (capacity 1 : 3), wide only on node 1; node 1 is served.
+    let map = d.path().join("two-nodes.csv");
+    std::fs::write(
+        &map,
+        "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
+         0,0,roomy,fast,0,1,1,2,,,100,40,200\n\
+         1,0,roomy,fast,0,1,1,2,,,300,40,200\n\
+         1,0,wide,slow,2,1,1,4,,,60,40,300\n\
+         0,0,tight,slow,1,1,1,1,,,20,10,400\n",
+    )
+    .unwrap();
+    let s = start(&["--plan", map.to_str().unwrap(), "--node", "1", "--backend", "emulated", "--models", &fx("models"), "--prof-data", &fx("prof")]);
+    s.wait_200("/v2/health/ready", Duration::from_secs(60));
+    let out = d.path().join("out");
+    let (code, r, o) = verify(&s, &out, &["--map", map.to_str().unwrap(), "--node", "1", "--prof-data", &fx("prof"), "--duration", "4s", "--warmup", "1s"]);
+    assert!(code.is_some(), "{}", stderr(&o));
+    let names: Vec<&str> = r["services"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(names, ["roomy", "wide"], "only node 1's services: {r}");
+    assert!((f(&service(&r, "roomy")["target_rate"]) - 30.0).abs() < 1e-9, "3/4 of roomy's 40/s: {r}");
+    assert!((f(&service(&r, "wide")["target_rate"]) - 40.0).abs() < 1e-9, "all of wide's: {r}");
+    assert!(stderr(&o).contains("node 1 serves 75.0 % of service roomy's capacity"), "{}", stderr(&o));
+    // A node the map does not have is refused before any request.
+    let (code, _, o) = verify(&s, &d.path().join("none"), &["--map", map.to_str().unwrap(), "--node", "5"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr(&o).contains("--node 5: ") && stderr(&o).contains("has no segment on node 5 (its nodes: {0, 1})"), "{}", stderr(&o));
+    assert!(!d.path().join("none").exists());
+}
