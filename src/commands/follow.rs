@@ -205,7 +205,7 @@ async fn transition_to(f: &Follow, live: &LiveNode, target: &[f64]) -> anyhow::R
         .filter(|s| !exec.cur.iter().any(|c| (c.gpu, c.placement, c.instance_size) == (s.gpu, s.placement, s.instance_size)))
         .cloned()
         .collect();
-    let reclaim: Vec<JobSlot> = exec.jobs.iter().filter(|j| created.iter().any(|s| overlaps(f.gpu, j, s))).cloned().collect();
+    let reclaim: Vec<JobSlot> = exec.jobs.iter().filter(|j| created.iter().any(|s| parva_planner::jobs::job_overlaps(f.gpu, j, s))).cloned().collect();
     for j in &reclaim {
         if let Err(e) = exec.stop_job(j, true).await {
             // Nothing of the serving map changed yet: the jobs go back on what is free.
@@ -252,11 +252,6 @@ struct Executor<'a> {
     undo: Vec<Undo>,
 }
 
-/// Whether a job instance and a segment share a memory slice of one GPU.
-fn overlaps(gpu: &GpuType, j: &JobSlot, s: &Segment) -> bool {
-    let mask = |size: u8, start: u8| gpu.profile_for_size(size).map_or(0, |p| p.mask_at(start));
-    j.gpu == s.gpu && mask(j.instance_size, j.placement) & mask(s.instance_size, s.placement) != 0
-}
 
 impl Executor<'_> {
     fn with_node<R>(&self, op: impl FnOnce(&mut Node<'_>) -> Result<R, parva_gpu::error::DeployError>) -> anyhow::Result<R> {

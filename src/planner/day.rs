@@ -273,10 +273,7 @@ fn union(a: &DeploymentMap, b: &DeploymentMap) -> DeploymentMap {
 
 /// Whether a segment of `created` overlaps (shares a memory slice with) a job instance.
 fn takes_from_jobs(gpu: &parva_core::GpuType, created: &[&parva_core::Segment], jobs: &[JobSlot]) -> bool {
-    let mask = |size: u8, start: u8| gpu.profile_for_size(size).map_or(0, |p| p.mask_at(start));
-    created.iter().any(|s| {
-        jobs.iter().any(|j| j.node == s.node && j.gpu == s.gpu && mask(j.instance_size, j.placement) & mask(s.instance_size, s.placement) != 0)
-    })
+    created.iter().any(|s| jobs.iter().any(|j| crate::jobs::job_overlaps(gpu, j, s)))
 }
 
 /// Simulate the trace under each policy. `input.services` gives every service's model and SLO

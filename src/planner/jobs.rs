@@ -185,10 +185,11 @@ pub struct JobChanges {
     pub started: Vec<JobSlot>,
 }
 
-/// Whether two MIG instances on one GPU share a memory slice.
-fn overlaps(gpu: &GpuType, a: (u32, u32, u8, u8), b: (u32, u32, u8, u8)) -> bool {
+/// Whether a job instance and a serving segment share a memory slice of one GPU (the segment
+/// cannot be created while the job's instance exists).
+pub fn job_overlaps(gpu: &GpuType, j: &JobSlot, s: &parva_core::Segment) -> bool {
     let mask = |size: u8, start: u8| gpu.profile_for_size(size).map_or(0, |p| p.mask_at(start));
-    (a.0, a.1) == (b.0, b.1) && mask(a.3, a.2) & mask(b.3, b.2) != 0
+    (j.node, j.gpu) == (s.node, s.gpu) && mask(j.instance_size, j.placement) & mask(s.instance_size, s.placement) != 0
 }
 
 /// The job changes from `old` to `new` when `created` (the new map's segments that are not
@@ -199,8 +200,7 @@ pub fn job_changes(gpu: &GpuType, old: &[JobSlot], new: &[JobSlot], created: &[&
     let old_keys: std::collections::BTreeSet<_> = old.iter().map(key).collect();
     let (mut reclaimed, mut stopped) = (Vec::new(), Vec::new());
     for j in old.iter().filter(|j| !new_keys.contains(&key(j))) {
-        let at = (j.node, j.gpu, j.placement, j.instance_size);
-        if created.iter().any(|s| overlaps(gpu, at, (s.node, s.gpu, s.placement, s.instance_size))) {
+        if created.iter().any(|s| job_overlaps(gpu, j, s)) {
             reclaimed.push(j.clone());
         } else {
             stopped.push(j.clone());
