@@ -49,6 +49,8 @@ enum Command {
     /// Check that this machine is ready to profile and serve (a map): driver, GPUs and MIG, CUDA,
     /// MPS, the torch worker and the models; read-only, each problem with its fix.
     Doctor(commands::doctor::DoctorArgs),
+    /// Export a map for other tools: `k8s`, the GPU Operator's MIG manager config and node labels.
+    Export(commands::export::ExportArgs),
     /// Load a KServe v2 endpoint open-loop at each service's SLO rate and check its latency SLO.
     Verify(commands::verify::VerifyArgs),
     /// The emulated worker process `parva serve --backend emulated` starts.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => commands::plan::run(args),
         Command::Replan(args) => commands::replan::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Catalogue(args) => commands::catalogue::run(args),

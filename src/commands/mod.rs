@@ -25,6 +25,7 @@ macro_rules! out {
 pub mod catalogue;
 pub mod deploy;
 pub mod doctor;
+pub mod export;
 pub mod follow;
 pub mod plan;
 pub mod profile;

@@ -7,6 +7,7 @@ mod deploy_cli;
 mod deploy_reference;
 mod doctor_cli;
 mod fake_node_cli;
+mod export_cli;
 mod follow_cli;
 mod jobs_cli;
 mod margin_cli;

@@ -16,6 +16,7 @@
 pub mod fake;
 pub mod fault;
 pub mod mig;
+pub mod migparted;
 pub mod nvml;
 pub mod mps;
 pub mod error;

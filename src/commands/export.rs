@@ -1,0 +1,144 @@
+//! `parva export k8s`: what a Kubernetes cluster with the NVIDIA GPU Operator needs to lay out a
+//! map's MIG instances: the MIG manager's config (mig-parted `version: v1`, one named config per
+//! node) in a ConfigMap with key `config.yaml`, and the node labels that select the configs.
+//! The segment and router workloads are not exported yet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use parva_core::DeploymentMap;
+use parva_gpu::migparted::{self, CONFIG_LABEL};
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    target: ExportTarget,
+}
+
+#[derive(clap::Subcommand)]
+enum ExportTarget {
+    /// The GPU Operator's MIG manager config for a map (a ConfigMap with key `config.yaml`) and the
+    /// node labels that select it.
+    K8s(K8sArgs),
+}
+
+#[derive(clap::Args)]
+struct K8sArgs {
+    /// The deployment map.
+    #[arg(long, value_name = "FILE")]
+    map: PathBuf,
+    /// Where to write `mig-config.yaml` (the ConfigMap), `config.yaml` (the mig-parted config
+    /// alone) and `node-labels.sh`; created if missing.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Kubernetes node names: `node,name` (the map's node number, the cluster's node name)
+    /// [default: node-<N>].
+    #[arg(long, value_name = "FILE")]
+    nodes: Option<PathBuf>,
+    /// Namespace of the ConfigMap (the GPU Operator's).
+    #[arg(long, default_value = "gpu-operator")]
+    namespace: String,
+    /// Name of the ConfigMap (point the ClusterPolicy's migManager.config.name at it).
+    #[arg(long, default_value = "parva-mig-config")]
+    name: String,
+    /// Prefix of the per-node config names (`<prefix>-node<N>`, label values).
+    #[arg(long, default_value = "parva")]
+    prefix: String,
+    /// GPU type, when the map does not name it.
+    #[arg(long = "gpu-type", value_name = "TYPE")]
+    gpu_type: Option<String>,
+    /// Map GPU -> NVML index on every node, as `deploy --gpu-index-map` (e.g. 0=2,1=3).
+    #[arg(long, value_name = "SPEC")]
+    gpu_index_map: Option<String>,
+    #[command(flatten)]
+    catalogue: super::CatalogueFiles,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    match args.target {
+        ExportTarget::K8s(a) => k8s(a),
+    }
+}
+
+/// `node,name` rows: map node -> Kubernetes node name.
+fn read_nodes(path: &Path) -> anyhow::Result<BTreeMap<u32, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (n, name) = line.split_once(',').with_context(|| format!("{}:{}: want `node,name`", path.display(), i + 1))?;
+        let n: u32 = n.trim().parse().with_context(|| format!("{}:{}: field `node`: {n:?} is not a node number", path.display(), i + 1))?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+            anyhow::bail!("{}:{}: field `name`: {name:?} is not a Kubernetes node name (lower-case DNS name)", path.display(), i + 1);
+        }
+        if out.insert(n, name.to_string()).is_some() {
+            anyhow::bail!("{}:{}: node {n} is named twice", path.display(), i + 1);
+        }
+    }
+    Ok(out)
+}
+
+fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
+    args.catalogue.load()?;
+    let (map, _) = DeploymentMap::read(&args.map)?;
+    let gpu_id = args.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone()));
+    let gpu = parva_core::GpuType::by_id(gpu_id.as_deref().context("the map names no GPU type; pass --gpu-type")?)?;
+    let index_map = args.gpu_index_map.as_deref().map(parva_gpu::plan::parse_index_map).transpose()?.unwrap_or_default();
+    let names = match &args.nodes {
+        Some(p) => read_nodes(p)?,
+        None => BTreeMap::new(),
+    };
+    let config = migparted::for_map(&map, gpu, &args.prefix, &index_map).with_context(|| format!("{}", args.map.display()))?;
+    let nodes: std::collections::BTreeSet<u32> = map.segments.iter().map(|s| s.node).collect();
+    if let Some(n) = nodes.iter().find(|n| args.nodes.is_some() && !names.contains_key(n)) {
+        anyhow::bail!("{}: map node {n} has no name in --nodes", args.nodes.as_deref().unwrap_or(Path::new("")).display());
+    }
+    let yaml = config.to_yaml();
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(args.name.clone()),
+            namespace: Some(args.namespace.clone()),
+            labels: Some([("app.kubernetes.io/managed-by".to_string(), "parva".to_string())].into_iter().collect()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("config.yaml".to_string(), yaml.clone())].into_iter().collect()),
+        ..ConfigMap::default()
+    };
+    let manifest = serde_yaml_ng::to_string(&cm)?;
+    let mut labels = String::from(
+        "#!/bin/sh\n# Select each node's MIG layout (parva export k8s). The GPU Operator must run the device plugin\n\
+         # with the mixed MIG strategy and migManager.config.name pointing at the ConfigMap; the MIG manager\n\
+         # needs the node's GPUs free: drain a node that still serves before relabelling it.\nset -e\n",
+    );
+    for n in &nodes {
+        let node_name = names.get(n).cloned().unwrap_or_else(|| format!("node-{n}"));
+        labels.push_str(&format!("kubectl label node {node_name} {CONFIG_LABEL}={} --overwrite\n", migparted::config_name(&args.prefix, *n)));
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    for (file, text) in [("mig-config.yaml", &manifest), ("config.yaml", &yaml), ("node-labels.sh", &labels)] {
+        parva_core::deploy::write_atomic(&args.out.join(file), text.as_bytes())?;
+    }
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "out": args.out, "configmap": args.name, "namespace": args.namespace,
+            "configs": config.mig_configs.keys().collect::<Vec<_>>(), "nodes": nodes.len(),
+        }))?;
+    } else {
+        outln!(
+            "{} node configs in ConfigMap {}/{} ({}), config.yaml and node-labels.sh in {}",
+            config.mig_configs.len(), args.namespace, args.name, args.out.join("mig-config.yaml").display(), args.out.display()
+        )?;
+        outln!("the GPU Operator needs mig.strategy=mixed and migManager.config.name={}; drain a serving node before relabelling it", args.name)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,109 @@
+//! Issue 16: `parva export k8s` writes the GPU Operator's MIG manager config for a map: a
+//! ConfigMap (key `config.yaml`) that passes `kubernetes-validate --strict`, a mig-parted v1
+//! config whose per-GPU counts are the map's layouts, and the node labels that select it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use parva_core::DeploymentMap;
+use parva_gpu::migparted::MigPartedConfig;
+
+use crate::util::{parva, stderr, stdout};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `kubernetes-validate` (PyPI; schemas inside, no cluster): PARVA_KUBERNETES_VALIDATE, or
+/// skipped with a message. scripts/test installs it and sets the variable.
+fn validator() -> Option<String> {
+    match std::env::var("PARVA_KUBERNETES_VALIDATE") {
+        Ok(v) if Path::new(&v).is_file() => Some(v),
+        Ok(v) => panic!("PARVA_KUBERNETES_VALIDATE={v} is not a file"),
+        Err(_) => {
+            eprintln!("skipped: kubernetes-validate not found (set PARVA_KUBERNETES_VALIDATE; scripts/test installs it)");
+            None
+        }
+    }
+}
+
+/// Export `map` and check: the manifest validates, the config follows mig-parted's rules and
+/// holds, per node and GPU, the map's instance counts.
+fn export_and_check(map: &Path, out: &Path, extra: &[&str]) -> (MigPartedConfig, String) {
+    let mut args = vec!["export", "k8s", "--map", s(map), "--out", s(out)];
+    args.extend_from_slice(extra);
+    let o = parva(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let manifest = std::fs::read_to_string(out.join("mig-config.yaml")).unwrap();
+    assert!(manifest.starts_with("apiVersion: v1\nkind: ConfigMap\n"), "{manifest}");
+    if let Some(v) = validator() {
+        let o = std::process::Command::new(v).args(["--strict", "-k", "1.33.0", s(&out.join("mig-config.yaml"))]).output().unwrap();
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    }
+    let config = MigPartedConfig::from_yaml(&std::fs::read_to_string(out.join("config.yaml")).unwrap()).unwrap();
+    let (m, _) = DeploymentMap::read(map).unwrap();
+    let gpu = parva_core::GpuType::by_id(m.segments[0].gpu_type.as_deref().unwrap()).unwrap();
+    parva_gpu::migparted::check(&config, gpu).unwrap();
+    let mut want: BTreeMap<(String, u32), BTreeMap<String, u32>> = BTreeMap::new();
+    for seg in &m.segments {
+        let p = parva_core::deploy::segment_profile(gpu, seg).unwrap();
+        *want.entry((format!("parva-node{}", seg.node), seg.gpu)).or_default().entry(p.name.to_string()).or_default() += 1;
+    }
+    let mut got: BTreeMap<(String, u32), BTreeMap<String, u32>> = BTreeMap::new();
+    for (name, entries) in &config.mig_configs {
+        for e in entries {
+            assert!(e.mig_enabled);
+            for d in &e.devices {
+                assert!(got.insert((name.clone(), *d), e.mig_devices.clone()).is_none(), "GPU {d} twice in {name}");
+            }
+        }
+    }
+    assert_eq!(got, want, "the config's counts are the map's layouts");
+    (config, std::fs::read_to_string(out.join("node-labels.sh")).unwrap())
+}
+
+#[test]
+fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labels() {
+    let d = tempfile::tempdir().unwrap();
+    let map = d.path().join("map.csv");
+    let o = parva(&[
+        "plan", "--prof-data", "prof_data/example", "--services", "deployment/example/services.csv", "--gpu-type", "a100-80gb",
+        "--gpus-per-node", "4", "--out", s(&map),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let nodes = d.path().join("nodes.csv");
+    std::fs::write(&nodes, "node,name\n0,gpu-a.example\n1,gpu-b.example\n").unwrap();
+    let (config, labels) = export_and_check(&map, &d.path().join("k8s"), &["--nodes", s(&nodes)]);
+    assert_eq!(config.mig_configs.len(), 2);
+    assert!(labels.contains("kubectl label node gpu-a.example nvidia.com/mig.config=parva-node0 --overwrite\n"), "{labels}");
+    assert!(labels.contains("gpu-b.example nvidia.com/mig.config=parva-node1"), "{labels}");
+    assert!(labels.contains("mixed MIG strategy") && labels.contains("drain a node"), "{labels}");
+    // A node the map has and --nodes does not name is refused, and nothing is written.
+    std::fs::write(&nodes, "node,name\n0,gpu-a\n").unwrap();
+    let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("none")), "--nodes", s(&nodes)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("map node 1 has no name in --nodes"), "{}", stderr(&o));
+    assert!(!d.path().join("none").exists());
+}
+
+#[test]
+fn a_thousand_service_fleet_exports_a_valid_config_for_every_node() {
+    let Some(reference) = crate::util::reference_dir() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let services = d.path().join("fleet.csv");
+    let o = std::process::Command::new("python3")
+        .args(["scripts/gen_fleet.py", s(&reference.join("prof_data")), "1000", "1"])
+        .current_dir(crate::util::repo())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&services, &o.stdout).unwrap();
+    let map = d.path().join("fleet.map.csv");
+    let o = parva(&["plan", "--prof-data", s(&reference.join("prof_data")), "--services", s(&services), "--gpu-type", "a100-80gb", "--out", s(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (config, labels) = export_and_check(&map, &d.path().join("k8s"), &[]);
+    let (m, _) = DeploymentMap::read(&map).unwrap();
+    let nodes: std::collections::BTreeSet<u32> = m.segments.iter().map(|s| s.node).collect();
+    assert_eq!(config.mig_configs.len(), nodes.len());
+    assert_eq!(labels.matches("kubectl label node").count(), nodes.len());
+}
