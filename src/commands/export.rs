@@ -51,6 +51,10 @@ struct K8sArgs {
     /// GPU type, when the map does not name it.
     #[arg(long = "gpu-type", value_name = "TYPE")]
     gpu_type: Option<String>,
+    /// The map the cluster runs now: `node-labels.sh` then relabels only the nodes whose layout
+    /// changes (each config's name carries a digest of its layout, so unchanged nodes keep theirs).
+    #[arg(long = "from", value_name = "OLD_MAP")]
+    from: Option<PathBuf>,
     /// Map GPU -> NVML index on every node, as `deploy --gpu-index-map` (e.g. 0=2,1=3).
     #[arg(long, value_name = "SPEC")]
     gpu_index_map: Option<String>,
@@ -99,6 +103,13 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         None => BTreeMap::new(),
     };
     let config = migparted::for_map(&map, gpu, &args.prefix, &index_map).with_context(|| format!("{}", args.map.display()))?;
+    let old = match &args.from {
+        Some(p) => {
+            let (old, _) = DeploymentMap::read(p)?;
+            Some(migparted::for_map(&old, gpu, &args.prefix, &index_map).with_context(|| format!("{}", p.display()))?)
+        }
+        None => None,
+    };
     let nodes: std::collections::BTreeSet<u32> = map.segments.iter().map(|s| s.node).collect();
     if let Some(n) = nodes.iter().find(|n| args.nodes.is_some() && !names.contains_key(n)) {
         anyhow::bail!("{}: map node {n} has no name in --nodes", args.nodes.as_deref().unwrap_or(Path::new("")).display());
@@ -117,12 +128,24 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     let manifest = serde_yaml_ng::to_string(&cm)?;
     let mut labels = String::from(
         "#!/bin/sh\n# Select each node's MIG layout (parva export k8s). The GPU Operator must run the device plugin\n\
-         # with the mixed MIG strategy and migManager.config.name pointing at the ConfigMap; the MIG manager\n\
-         # needs the node's GPUs free: drain a node that still serves before relabelling it.\nset -e\n",
+         # with the mixed MIG strategy and migManager.config.name pointing at the ConfigMap. Apply the\n\
+         # ConfigMap first. The MIG manager needs a node's GPUs free: a node that still runs parva pods is\n\
+         # refused below; drain it (kubectl drain NODE --pod-selector app.kubernetes.io/part-of=parva) first.\nset -e\n",
     );
+    let mut changed = Vec::new();
     for n in &nodes {
         let node_name = names.get(n).cloned().unwrap_or_else(|| format!("node-{n}"));
-        labels.push_str(&format!("kubectl label node {node_name} {CONFIG_LABEL}={} --overwrite\n", migparted::config_name(&args.prefix, *n)));
+        let name = config.name_of(&args.prefix, *n).unwrap_or_default();
+        if old.as_ref().and_then(|o| o.name_of(&args.prefix, *n)) == Some(name) {
+            labels.push_str(&format!("# {node_name}: layout unchanged ({CONFIG_LABEL}={name})\n"));
+            continue;
+        }
+        changed.push(*n);
+        labels.push_str(&format!(
+            "if kubectl get pods --all-namespaces -l app.kubernetes.io/part-of=parva --field-selector spec.nodeName={node_name} -o name | grep -q .; then\n  \
+             echo \"refused: {node_name} still runs parva pods and the MIG manager needs its GPUs free; drain them, then run this again\" >&2; exit 1\nfi\n\
+             kubectl label node {node_name} {CONFIG_LABEL}={name} --overwrite\n"
+        ));
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     for (file, text) in [("mig-config.yaml", &manifest), ("config.yaml", &yaml), ("node-labels.sh", &labels)] {
@@ -131,7 +154,7 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&serde_json::json!({
             "out": args.out, "configmap": args.name, "namespace": args.namespace,
-            "configs": config.mig_configs.keys().collect::<Vec<_>>(), "nodes": nodes.len(),
+            "configs": config.mig_configs.keys().collect::<Vec<_>>(), "nodes": nodes.len(), "relabelled": changed,
         }))?;
     } else {
         outln!(
@@ -139,6 +162,7 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
             config.mig_configs.len(), args.namespace, args.name, args.out.join("mig-config.yaml").display(), args.out.display()
         )?;
         outln!("the GPU Operator needs mig.strategy=mixed and migManager.config.name={}; drain a serving node before relabelling it", args.name)?;
+        outln!("node-labels.sh relabels {} of {} nodes (a node whose layout is unchanged keeps its label)", changed.len(), nodes.len())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -47,7 +47,8 @@ fn export_and_check(map: &Path, out: &Path, extra: &[&str]) -> (MigPartedConfig,
     let mut want: BTreeMap<(String, u32), BTreeMap<String, u32>> = BTreeMap::new();
     for seg in &m.segments {
         let p = parva_core::deploy::segment_profile(gpu, seg).unwrap();
-        *want.entry((format!("parva-node{}", seg.node), seg.gpu)).or_default().entry(p.name.to_string()).or_default() += 1;
+        let name = config.name_of("parva", seg.node).unwrap().to_string();
+        *want.entry((name, seg.gpu)).or_default().entry(p.name.to_string()).or_default() += 1;
     }
     let mut got: BTreeMap<(String, u32), BTreeMap<String, u32>> = BTreeMap::new();
     for (name, entries) in &config.mig_configs {
@@ -75,9 +76,23 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
     std::fs::write(&nodes, "node,name\n0,gpu-a.example\n1,gpu-b.example\n").unwrap();
     let (config, labels) = export_and_check(&map, &d.path().join("k8s"), &["--nodes", s(&nodes)]);
     assert_eq!(config.mig_configs.len(), 2);
-    assert!(labels.contains("kubectl label node gpu-a.example nvidia.com/mig.config=parva-node0 --overwrite\n"), "{labels}");
-    assert!(labels.contains("gpu-b.example nvidia.com/mig.config=parva-node1"), "{labels}");
-    assert!(labels.contains("mixed MIG strategy") && labels.contains("drain a node"), "{labels}");
+    let n0 = config.name_of("parva", 0).unwrap().to_string();
+    assert!(labels.contains(&format!("kubectl label node gpu-a.example nvidia.com/mig.config={n0} --overwrite\n")), "{labels}");
+    assert!(labels.contains(&format!("gpu-b.example nvidia.com/mig.config={}", config.name_of("parva", 1).unwrap())), "{labels}");
+    assert!(labels.contains("mixed MIG strategy") && labels.contains("still runs parva pods"), "{labels}");
+    // A changed map relabels only the nodes whose layout changed; the others keep their label.
+    let text = std::fs::read_to_string(&map).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let last = lines.iter().rposition(|l| l.starts_with("1,")).unwrap();
+    lines.remove(last);
+    let changed = d.path().join("changed.csv");
+    std::fs::write(&changed, lines.join("\n") + "\n").unwrap();
+    let (new, labels) = export_and_check(&changed, &d.path().join("k8s2"), &["--nodes", s(&nodes), "--from", s(&map)]);
+    assert_eq!(new.name_of("parva", 0).unwrap(), n0, "node 0 is unchanged");
+    assert_ne!(new.name_of("parva", 1), config.name_of("parva", 1));
+    assert!(labels.contains(&format!("# gpu-a.example: layout unchanged (nvidia.com/mig.config={n0})")), "{labels}");
+    assert_eq!(labels.matches("kubectl label node").count(), 1, "{labels}");
+    assert!(labels.contains("--field-selector spec.nodeName=gpu-b.example"), "{labels}");
     // A node the map has and --nodes does not name is refused, and nothing is written.
     std::fs::write(&nodes, "node,name\n0,gpu-a\n").unwrap();
     let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("none")), "--nodes", s(&nodes)]);

@@ -3,6 +3,10 @@
 //! `mig-enabled: true`, `mig-devices: {profile: count}`), selected on a node by the label
 //! `nvidia.com/mig.config=<name>`.
 //!
+//! A config's name carries a digest of its layout (`<prefix>-node<N>-<8 hex>`): the MIG manager
+//! acts when a node's label changes, so a changed layout must be a new name, and an unchanged one
+//! keeps its name (no relabel, no reconfiguration).
+//!
 //! mig-parted takes counts, not placements: it tries orderings of the instances until they fit
 //! (and clears a GPU's instances first), so [`check`] asks of every entry only that its counts
 //! have some legal layout on the GPU type. The device plugin must run with the `mixed` MIG
@@ -52,8 +56,13 @@ pub enum MigPartedError {
     Rule { config: String, rule: String },
 }
 
-/// The config name of map node `node` (a valid label value): `<prefix>-node<N>`.
-pub fn config_name(prefix: &str, node: u32) -> String {
+/// The config name of map node `node` with layout `entries` (a valid label value):
+/// `<prefix>-node<N>-<digest of the entries>`.
+pub fn config_name(prefix: &str, node: u32, entries: &[MigConfigEntry]) -> String {
+    // FNV-1a over the entries' YAML: stable across runs and versions of parva.
+    let text = serde_yaml_ng::to_string(entries).unwrap_or_default();
+    let digest = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let node = format!("{node}-{:08x}", (digest >> 32) as u32 ^ digest as u32);
     let mut name: String = format!("{prefix}-node{node}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
     name = name.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
     if name.len() > MAX_LABEL_VALUE {
@@ -82,15 +91,16 @@ pub fn for_map(map: &DeploymentMap, gpu: &GpuType, prefix: &str, index_map: &BTr
         let p = segment_profile(gpu, s).map_err(|problem| MigPartedError::Layout { node: s.node, gpu: s.gpu, problem })?;
         *per_gpu.entry((s.node, s.gpu)).or_default().entry(p.name.to_string()).or_default() += 1;
     }
-    let mut mig_configs: BTreeMap<String, Vec<MigConfigEntry>> = BTreeMap::new();
+    let mut per_node: BTreeMap<u32, Vec<MigConfigEntry>> = BTreeMap::new();
     for ((node, g), counts) in per_gpu {
-        let entries = mig_configs.entry(config_name(prefix, node)).or_default();
+        let entries = per_node.entry(node).or_default();
         let device = index_map.get(&g).copied().unwrap_or(g);
         match entries.iter_mut().find(|e| e.mig_devices == counts) {
             Some(e) => e.devices.push(device),
             None => entries.push(MigConfigEntry { devices: vec![device], mig_enabled: true, mig_devices: counts }),
         }
     }
+    let mig_configs = per_node.into_iter().map(|(node, entries)| (config_name(prefix, node, &entries), entries)).collect();
     let config = MigPartedConfig { version: "v1".into(), mig_configs };
     check(&config, gpu)?;
     Ok(config)
@@ -151,6 +161,12 @@ fn fits(gpu: &GpuType, want: &[&'static parva_core::mig::GiProfile], layout: &mu
 }
 
 impl MigPartedConfig {
+    /// The config name of map node `node` (`<prefix>-node<N>-...`), when the config has one.
+    pub fn name_of(&self, prefix: &str, node: u32) -> Option<&str> {
+        let head = format!("{prefix}-node{node}-");
+        self.mig_configs.keys().find(|k| k.starts_with(&head)).map(String::as_str)
+    }
+
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).unwrap_or_default()
     }
@@ -183,21 +199,25 @@ mod tests {
              0,2,d,m,0,7,8,1,,a100-80gb,,,\n1,0,e,m,0,3,8,1,,a100-80gb,,,\n1,0,e,m,4,3,8,1,,a100-80gb,,,\n",
         );
         let c = for_map(&m, a100(), "parva", &BTreeMap::new()).unwrap();
-        assert_eq!(c.mig_configs.keys().collect::<Vec<_>>(), ["parva-node0", "parva-node1"]);
-        let n0 = &c.mig_configs["parva-node0"];
+        let (n0_name, n1_name) = (c.name_of("parva", 0).unwrap().to_string(), c.name_of("parva", 1).unwrap().to_string());
+        assert_eq!(c.mig_configs.len(), 2);
+        let n0 = &c.mig_configs[&n0_name];
         assert_eq!(n0.len(), 2);
         assert_eq!(n0[0].devices, [0, 1]);
         assert_eq!(n0[0].mig_devices, [("1g.10gb".to_string(), 1), ("2g.20gb".into(), 1), ("4g.40gb".into(), 1)].into_iter().collect());
         assert_eq!(n0[1].devices, [2]);
-        assert_eq!(c.mig_configs["parva-node1"][0].mig_devices, [("3g.40gb".to_string(), 2)].into_iter().collect());
+        assert_eq!(c.mig_configs[&n1_name][0].mig_devices, [("3g.40gb".to_string(), 2)].into_iter().collect());
         // The YAML reads back the same, with mig-parted's key names.
         let y = c.to_yaml();
         assert!(y.starts_with("version: v1\nmig-configs:\n"), "{y}");
         assert!(y.contains("mig-enabled: true") && y.contains("mig-devices:") && y.contains("1g.10gb: 1"), "{y}");
         assert_eq!(MigPartedConfig::from_yaml(&y).unwrap(), c);
         // A GPU index map renumbers the devices.
-        let c = for_map(&m, a100(), "parva", &[(2, 5)].into_iter().collect()).unwrap();
-        assert_eq!(c.mig_configs["parva-node0"][1].devices, [5]);
+        let c2 = for_map(&m, a100(), "parva", &[(2, 5)].into_iter().collect()).unwrap();
+        assert_eq!(c2.mig_configs[c2.name_of("parva", 0).unwrap()][1].devices, [5]);
+        // The name follows the layout: node 0 changed (a device renumbered), node 1 did not.
+        assert_ne!(c2.name_of("parva", 0).unwrap(), n0_name);
+        assert_eq!(c2.name_of("parva", 1).unwrap(), n1_name);
     }
 
     #[test]
@@ -210,29 +230,33 @@ mod tests {
         };
         assert!(bad(&|c| c.version = "v2".into()).contains("version must be \"v1\""));
         assert!(bad(&|c| {
-            let e = c.mig_configs.remove("parva-node0").unwrap();
+            let name = c.name_of("parva", 0).unwrap().to_string();
+            let e = c.mig_configs.remove(&name).unwrap();
             c.mig_configs.insert("Bad name!".into(), e);
         })
         .contains("not a valid label value"));
-        assert!(bad(&|c| c.mig_configs.get_mut("parva-node0").unwrap()[0].devices.clear()).contains("lists no devices"));
+        assert!(bad(&|c| c.mig_configs.values_mut().next().unwrap()[0].devices.clear()).contains("lists no devices"));
         assert!(bad(&|c| {
-            let e = c.mig_configs["parva-node0"][0].clone();
-            c.mig_configs.get_mut("parva-node0").unwrap().push(e);
+            let e = c.mig_configs.values().next().unwrap()[0].clone();
+            c.mig_configs.values_mut().next().unwrap().push(e);
         })
         .contains("device 0 is in two entries"));
-        assert!(bad(&|c| c.mig_configs.get_mut("parva-node0").unwrap()[0].mig_devices = [("7g.80gb".into(), 2)].into_iter().collect())
+        assert!(bad(&|c| c.mig_configs.values_mut().next().unwrap()[0].mig_devices = [("7g.80gb".into(), 2)].into_iter().collect())
             .contains("has no legal layout"));
-        assert!(bad(&|c| c.mig_configs.get_mut("parva-node0").unwrap()[0].mig_devices = [("5g.50gb".into(), 1)].into_iter().collect())
+        assert!(bad(&|c| c.mig_configs.values_mut().next().unwrap()[0].mig_devices = [("5g.50gb".into(), 1)].into_iter().collect())
             .contains("not a MIG profile of a100-80gb"));
         assert!(MigPartedConfig::from_yaml("version: v1\nmig-configs: {}\nextra: 1\n").unwrap_err().contains("unknown field"));
     }
 
     #[test]
     fn config_names_are_valid_label_values() {
-        assert_eq!(config_name("parva", 3), "parva-node3");
-        assert_eq!(config_name("My Fleet/A", 0), "My-Fleet-A-node0");
-        let long = config_name(&"x".repeat(100), 12);
-        assert!(valid_label_value(&long) && long.ends_with("-node12") && long.len() <= 63, "{long}");
+        let e = [MigConfigEntry { devices: vec![0], mig_enabled: true, mig_devices: [("7g.80gb".to_string(), 1)].into_iter().collect() }];
+        let n = config_name("parva", 3, &e);
+        assert!(n.starts_with("parva-node3-") && n.len() == "parva-node3-".len() + 8, "{n}");
+        assert_eq!(config_name("parva", 3, &e), n, "stable");
+        assert!(config_name("My Fleet/A", 0, &e).starts_with("My-Fleet-A-node0-"));
+        let long = config_name(&"x".repeat(100), 12, &e);
+        assert!(valid_label_value(&long) && long.contains("-node12-") && long.len() <= 63, "{long}");
         assert!(!valid_label_value("-a") && !valid_label_value("") && valid_label_value("a.b_c-d"));
     }
 }
