@@ -71,27 +71,6 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `node,name` rows: map node -> Kubernetes node name.
-fn read_nodes(path: &Path) -> anyhow::Result<BTreeMap<u32, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (n, name) = line.split_once(',').with_context(|| format!("{}:{}: want `node,name`", path.display(), i + 1))?;
-        let n: u32 = n.trim().parse().with_context(|| format!("{}:{}: field `node`: {n:?} is not a node number", path.display(), i + 1))?;
-        let name = name.trim();
-        if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-            anyhow::bail!("{}:{}: field `name`: {name:?} is not a Kubernetes node name (lower-case DNS name)", path.display(), i + 1);
-        }
-        if out.insert(n, name.to_string()).is_some() {
-            anyhow::bail!("{}:{}: node {n} is named twice", path.display(), i + 1);
-        }
-    }
-    Ok(out)
-}
-
 fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
     let (map, _) = DeploymentMap::read(&args.map)?;
@@ -99,7 +78,7 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     let gpu = parva_core::GpuType::by_id(gpu_id.as_deref().context("the map names no GPU type; pass --gpu-type")?)?;
     let index_map = args.gpu_index_map.as_deref().map(parva_gpu::plan::parse_index_map).transpose()?.unwrap_or_default();
     let names = match &args.nodes {
-        Some(p) => read_nodes(p)?,
+        Some(p) => parva_core::nodes::read_node_names(p)?,
         None => BTreeMap::new(),
     };
     let config = migparted::for_map(&map, gpu, &args.prefix, &index_map).with_context(|| format!("{}", args.map.display()))?;

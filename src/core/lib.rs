@@ -10,6 +10,7 @@
 //! - [`profile`]: profile tables (instance size x batch x processes -> throughput, latency).
 //! - [`slo`]: services and their objectives (ParvaGPU SLO pairs, `services.csv`).
 //! - [`deploy`]: deployment maps (parva's and ParvaGPU's CSVs).
+//! - [`nodes`]: node-name lists (map node -> cluster node), for Kubernetes exports.
 //! - [`jobs`]: best-effort job lists (training and batch jobs for idle GPCs).
 //! - [`batching`]: the dynamic batching policy the router applies and the planner models.
 //! - [`limits`]: the physical range of every quantity parva reads, and why.
@@ -26,6 +27,7 @@ pub mod jobs;
 pub mod latency;
 pub mod limits;
 pub mod mig;
+pub mod nodes;
 pub mod profile;
 pub mod sim;
 pub mod slo;
