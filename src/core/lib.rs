@@ -29,6 +29,7 @@ pub mod limits;
 pub mod mig;
 pub mod nodes;
 pub mod profile;
+pub mod segments;
 pub mod sim;
 pub mod slo;
 pub mod trace;
