@@ -48,6 +48,10 @@ pub enum InferError {
          (--max-inflight-mib) and this one needs {need}; retry later"
     )]
     MemoryBound { in_flight: u64, limit: u64, need: u64 },
+    /// The router tier's segment failed this request (`status` 502: connection broken after
+    /// the request went out; 504: no answer in time). The request may have run.
+    #[error("segment {segment} of service {service:?} failed this request: {why}")]
+    SegmentFailed { service: String, segment: String, why: String, status: u16 },
 }
 
 impl InferError {
@@ -63,6 +67,7 @@ impl InferError {
             InferError::MemoryBound { .. } => 429,
             InferError::TooLarge { .. } => 413,
             InferError::BodyTimeout { .. } => 408,
+            InferError::SegmentFailed { status, .. } => *status,
         }
     }
 }

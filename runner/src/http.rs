@@ -227,7 +227,7 @@ pub fn app_with<B: Backend>(backend: Arc<B>, metrics: Option<Arc<Metrics>>, limi
 
 /// While a request is served its connection is busy: the listener's idle and head deadlines
 /// do not apply (the body has `--body-timeout`, the model its SLO).
-async fn mark_busy(req: Request, next: Next) -> Response {
+pub(crate) async fn mark_busy(req: Request, next: Next) -> Response {
     let _guard = req.extensions().get::<ConnectInfo<ConnHandle>>().map(|c| c.0.busy());
     next.run(req).await
 }
@@ -364,7 +364,7 @@ async fn admit<B: Backend>(
 
 /// Whether reading a body stopped at its limit (http-body-util's `LengthLimitError`, which
 /// axum does not export, somewhere in the chain).
-fn is_length_limit(e: &axum::Error) -> bool {
+pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.to_string() == "length limit exceeded" {

@@ -8,6 +8,8 @@
 //! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
 //! - [`live`]: the node's segments changed while it serves (started, drained, rebatched), for
 //!   `parva deploy --follow`.
+//! - [`route`]: the router tier (`parva route`), spreading each service over its segments'
+//!   processes (`parva segment`) on any node, with health checks and ejection.
 //! - [`spawn`]: starting workers, with a real and an in-process fake implementation.
 
 pub mod batcher;
@@ -20,6 +22,7 @@ pub mod listen;
 pub mod meta;
 pub mod metrics;
 pub mod proto;
+pub mod route;
 pub mod router;
 pub mod serve;
 pub mod spawn;

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -51,7 +51,7 @@ pub fn escape_label_value(v: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// One label of a label set: string values escaped, numbers as they are.
-trait LabelPart {
+pub(crate) trait LabelPart {
     fn put(&self, key: &str, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error>;
 }
 
@@ -79,14 +79,16 @@ macro_rules! label_set {
         pub struct $name {
             $(pub $field: $ty,)*
         }
-        impl EncodeLabelSet for $name {
-            fn encode(&self, mut encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
-                $( LabelPart::put(&self.$field, stringify!($field), &mut encoder)?; )*
+        impl prometheus_client::encoding::EncodeLabelSet for $name {
+            fn encode(&self, mut encoder: prometheus_client::encoding::LabelSetEncoder) -> Result<(), std::fmt::Error> {
+                $( $crate::metrics::LabelPart::put(&self.$field, stringify!($field), &mut encoder)?; )*
                 Ok(())
             }
         }
     };
 }
+
+pub(crate) use label_set;
 
 label_set!(ServiceLabel { service: String });
 label_set!(ErrorLabel { service: String, code: u16 });
@@ -95,7 +97,7 @@ label_set!(BackendLabel { backend: String, device: String });
 
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-fn seconds_histogram() -> Histogram {
+pub(crate) fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 

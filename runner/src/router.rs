@@ -170,7 +170,7 @@ impl ServiceRoute {
         let mut closest: Option<Closest> = None;
         let now = Instant::now();
         while !candidates.is_empty() {
-            let i = swrr_pick(current, &procs, &candidates);
+            let i = swrr_pick(current, |i| procs[i].weight, &candidates);
             candidates.retain(|&c| c != i);
             let p = &procs[i];
             let ahead = p.shared.queued_rows.fetch_add(rows, Ordering::SeqCst);
@@ -230,11 +230,13 @@ fn fmt_ms(secs: f64) -> String {
 
 /// Smooth weighted round-robin (as in nginx): every candidate gains its weight, the richest is
 /// chosen and pays the candidates' total. Over time each is chosen in proportion to its weight.
-fn swrr_pick(current: &mut [f64], procs: &[ProcRoute], candidates: &[usize]) -> usize {
-    let total: f64 = candidates.iter().map(|&i| procs[i].weight).sum();
+/// `candidates` must not be empty. The router tier ([`crate::route`]) spreads over segments
+/// with it too.
+pub(crate) fn swrr_pick(current: &mut [f64], weight: impl Fn(usize) -> f64, candidates: &[usize]) -> usize {
+    let total: f64 = candidates.iter().map(|&i| weight(i)).sum();
     let mut best = candidates[0];
     for &i in candidates {
-        current[i] += procs[i].weight;
+        current[i] += weight(i);
         if current[i] > current[best] {
             best = i;
         }
@@ -387,7 +389,7 @@ mod tests {
         let mut counts = [0; 3];
         let mut seq = Vec::new();
         for _ in 0..60 {
-            let i = swrr_pick(&mut cur, &procs, &[0, 1, 2]);
+            let i = swrr_pick(&mut cur, |i| procs[i].weight, &[0, 1, 2]);
             counts[i] += 1;
             seq.push(i);
         }

@@ -1,0 +1,521 @@
+//! The router tier (`parva route`): one stateless KServe v2 front for every service of a map,
+//! spreading each service's requests over its segments (`parva segment` processes, on any node)
+//! in proportion to their planned capacity.
+//!
+//! - Spreading: smooth weighted round robin over the service's healthy segments, weights from
+//!   [`DeploymentMap::segment_shares`] (profiled throughput): over any window each segment gets
+//!   its share, interleaved, whatever the load.
+//! - Health: every segment's `/v2/health/ready` is polled every `health_interval`; a segment
+//!   that fails a check, refuses a connection or breaks one mid-request is *ejected* (gets no
+//!   requests) until a check passes again. A request whose connection was refused (nothing was
+//!   sent) is tried on the next healthy segment, so only requests a segment held when it died
+//!   fail. With no healthy segment a service answers 503 at once, never hangs.
+//! - Admission and batching stay in the segments (the same code as `parva serve`): their 429s
+//!   and 503s pass through unchanged, as do all their responses (bodies are forwarded as bytes,
+//!   binary tensor extension included, never decoded here).
+//! - Limits: the body cap (413 on `Content-Length` before reading), the memory bound of bodies
+//!   in flight (429), the body timeout (408), the connection limits of [`crate::listen`], and a
+//!   per-request upstream timeout (504).
+//! - `/metrics`: `parva_route_requests_total{service,segment,code}`,
+//!   `parva_route_request_seconds{service}`, `parva_route_segment_up{service,segment}` and
+//!   `parva_route_ejections_total{service,segment}`.
+//!
+//! Replicas share nothing: run as many side by side as the request rate needs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router as Http;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parva_core::DeploymentMap;
+use parva_core::segments::{SegmentId, SegmentUrls};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::error::{InferError, ServeError, served_list};
+use crate::http::{ApiError, HttpLimits};
+use crate::kserve::HEADER_LEN;
+use crate::metrics::{ServiceLabel, label_set, seconds_histogram};
+
+/// Everything [`route`] needs.
+#[derive(Debug, Clone)]
+pub struct RouteOptions {
+    pub map: DeploymentMap,
+    /// Where each segment listens.
+    pub urls: SegmentUrls,
+    pub listen: SocketAddr,
+    /// Body cap, memory bound, timeouts and connection limits of the HTTP edge (the per-model
+    /// row limits do not apply: bodies are not decoded here).
+    pub http: HttpLimits,
+    /// How often each segment's readiness is checked.
+    pub health_interval: Duration,
+    /// A check that takes longer fails.
+    pub health_timeout: Duration,
+    /// Longest a segment may take to answer one request (504 after).
+    pub upstream_timeout: Duration,
+}
+
+impl RouteOptions {
+    /// Options with defaults: 127.0.0.1:8000, checks every 250 ms (500 ms timeout), 30 s upstream
+    /// timeout, the default HTTP limits.
+    pub fn new(map: DeploymentMap, urls: SegmentUrls) -> RouteOptions {
+        RouteOptions {
+            map,
+            urls,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            http: HttpLimits::default(),
+            health_interval: Duration::from_millis(250),
+            health_timeout: Duration::from_millis(500),
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+label_set!(SegmentLabel { service: String, segment: String });
+label_set!(RouteCodeLabel { service: String, segment: String, code: u16 });
+
+/// The router tier's metrics.
+pub struct RouteMetrics {
+    registry: Registry,
+    pub requests: Family<RouteCodeLabel, Counter>,
+    pub seconds: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+    pub up: Family<SegmentLabel, Gauge>,
+    pub ejections: Family<SegmentLabel, Counter>,
+}
+
+impl RouteMetrics {
+    fn new() -> RouteMetrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteCodeLabel, Counter>::default();
+        let seconds = Family::<ServiceLabel, Histogram, fn() -> Histogram>::new_with_constructor(seconds_histogram);
+        let up = Family::<SegmentLabel, Gauge>::default();
+        let ejections = Family::<SegmentLabel, Counter>::default();
+        registry.register("parva_route_requests", "Requests by service, the segment that answered (empty: none) and HTTP status", requests.clone());
+        registry.register("parva_route_request_seconds", "Time from a request's arrival at the router to its answer", seconds.clone());
+        registry.register("parva_route_segment_up", "1 while the segment gets requests, 0 while it is ejected", up.clone());
+        registry.register("parva_route_ejections", "Times the segment was ejected (failed check, refused or broken connection)", ejections.clone());
+        RouteMetrics { registry, requests, seconds, up, ejections }
+    }
+
+    /// The OpenMetrics text.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// One segment as the router sees it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub id: SegmentId,
+    pub service: String,
+    /// `http://host:port`.
+    pub base: String,
+    /// Share of its service's capacity.
+    pub weight: f64,
+    up: AtomicBool,
+}
+
+impl Upstream {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+}
+
+/// A service's segments and the smooth weighted round robin's state over them.
+#[derive(Debug)]
+struct ServiceRoutes {
+    upstreams: Vec<Arc<Upstream>>,
+    /// Current weights of the round robin, one per upstream.
+    current: Mutex<Vec<f64>>,
+}
+
+impl ServiceRoutes {
+    /// The next healthy segment not in `skip` (smooth weighted round robin: each segment's
+    /// current weight grows by its weight, the largest is picked and pays the total back).
+    fn pick(&self, skip: &[usize]) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.upstreams.len()).filter(|i| self.upstreams[*i].is_up() && !skip.contains(i)).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        Some(crate::router::swrr_pick(&mut cur, |i| self.upstreams[i].weight, &candidates))
+    }
+}
+
+/// Every service's routes: built once from the map and the segment URLs.
+#[derive(Debug)]
+pub struct RouteTable {
+    services: BTreeMap<String, ServiceRoutes>,
+}
+
+impl RouteTable {
+    /// Each segment of `map` with its URL and weight; a segment without a URL is an error.
+    pub fn new(map: &DeploymentMap, urls: &SegmentUrls) -> Result<RouteTable, ServeError> {
+        if map.segments.is_empty() {
+            return Err(ServeError::Config("the deployment map has no segment to route to".into()));
+        }
+        let shares = map.segment_shares();
+        let mut services: BTreeMap<String, Vec<Arc<Upstream>>> = BTreeMap::new();
+        for seg in &map.segments {
+            let id = SegmentId::of(seg);
+            let base = urls.url(id).ok_or_else(|| ServeError::Config(format!("--segments gives no URL for segment {id} (service {:?})", seg.service)))?;
+            // A segment with no capacity on record still gets a little traffic when others fail.
+            let weight = shares.get(&id).copied().filter(|w| *w > 0.0).unwrap_or(1e-6);
+            services.entry(seg.service.clone()).or_default().push(Arc::new(Upstream { id, service: seg.service.clone(), base, weight, up: AtomicBool::new(false) }));
+        }
+        Ok(RouteTable {
+            services: services.into_iter().map(|(name, ups)| (name, ServiceRoutes { current: Mutex::new(vec![0.0; ups.len()]), upstreams: ups })).collect(),
+        })
+    }
+
+    /// Every upstream, service by service.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.services.values().flat_map(|s| s.upstreams.iter())
+    }
+
+    /// Every service has a healthy segment.
+    pub fn ready(&self) -> bool {
+        self.services.values().all(|s| s.upstreams.iter().any(|u| u.is_up()))
+    }
+
+    fn service(&self, name: &str) -> Result<&ServiceRoutes, InferError> {
+        self.services.get(name).ok_or_else(|| InferError::UnknownModel { name: name.to_string(), served: served_list(&self.services.keys().cloned().collect::<Vec<_>>()) })
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Shared state of the router tier.
+struct RouteState {
+    table: RouteTable,
+    metrics: RouteMetrics,
+    client: HttpClient,
+    limits: HttpLimits,
+    upstream_timeout: Duration,
+    /// Request bodies in flight, in bytes (one permit a byte, capped).
+    inflight: Arc<Semaphore>,
+}
+
+impl RouteState {
+    fn set_up(&self, u: &Upstream, up: bool, why: &str) {
+        let was = u.up.swap(up, Ordering::SeqCst);
+        let label = SegmentLabel { service: u.service.clone(), segment: u.id.to_string() };
+        self.metrics.up.get_or_create(&label).set(i64::from(up));
+        if was && !up {
+            self.metrics.ejections.get_or_create(&label).inc();
+            tracing::warn!(segment = %u.id, service = %u.service, url = %u.base, "segment ejected: {why}");
+        } else if !was && up {
+            tracing::info!(segment = %u.id, service = %u.service, url = %u.base, "segment ready: routing to it");
+        }
+    }
+}
+
+fn client() -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(1024).build(conn)
+}
+
+/// Route until `shutdown`, reporting the bound address on `listening`.
+pub async fn route(
+    opts: RouteOptions,
+    listening: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let table = RouteTable::new(&opts.map, &opts.urls)?;
+    let mut http = opts.http.clone();
+    let allowed = crate::listen::ensure_fd_room(http.conn.max_connections, 64 + 2 * table.upstreams().count());
+    http.conn.max_connections = http.conn.max_connections.min(allowed);
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let permits = usize::try_from(http.max_inflight_bytes).unwrap_or(usize::MAX).clamp(1, Semaphore::MAX_PERMITS);
+    let state = Arc::new(RouteState {
+        table,
+        metrics: RouteMetrics::new(),
+        client: client(),
+        limits: http.clone(),
+        upstream_timeout: opts.upstream_timeout,
+        inflight: Arc::new(Semaphore::new(permits)),
+    });
+    for u in state.table.upstreams() {
+        state.set_up(u, false, "not checked yet");
+    }
+    let checker = tokio::spawn(check_health(state.clone(), opts.health_interval, opts.health_timeout));
+    listening(addr);
+    let app = app(state.clone());
+    let listener = crate::listen::LimitedListener::new(listener, http.conn);
+    let app = app.into_make_service_with_connect_info::<crate::listen::ConnHandle>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Http);
+    checker.abort();
+    result
+}
+
+/// Check every segment's readiness every `interval`, all at once, until aborted.
+async fn check_health(state: Arc<RouteState>, interval: Duration, timeout: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let checks = state.table.upstreams().cloned().map(|u| {
+            let state = state.clone();
+            async move {
+                let verdict = check_one(&state.client, &u.base, timeout).await;
+                match verdict {
+                    Ok(()) => state.set_up(&u, true, ""),
+                    Err(why) => state.set_up(&u, false, &why),
+                }
+            }
+        });
+        futures_join_all(checks).await;
+    }
+}
+
+/// Run futures concurrently and wait for all (a small `join_all` over tokio tasks' worth of
+/// futures, without another dependency).
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// One readiness check: `GET /v2/health/ready` answers 200 within `timeout`.
+async fn check_one(client: &HttpClient, base: &str, timeout: Duration) -> Result<(), String> {
+    let req = hyper::Request::get(format!("{base}/v2/health/ready")).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Err(format!("readiness check took over {} ms", timeout.as_millis())),
+        Ok(Err(e)) => Err(format!("readiness check failed: {}", error_chain(&e))),
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            if status == StatusCode::OK { Ok(()) } else { Err(format!("not ready ({status})")) }
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn app(state: Arc<RouteState>) -> Http {
+    let max_body = usize::try_from(state.limits.max_body_bytes).unwrap_or(usize::MAX);
+    Http::new()
+        .route("/v2", get(|| async { axum::Json(json!({"name": "parva-route", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})) }))
+        .route("/v2/health/live", get(|| async { axum::Json(json!({"live": true})) }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_meta))
+        .route("/v2/models/{name}/versions/{version}", get(model_meta_v))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/route/segments", get(segments_page))
+        .route("/metrics", get(|State(s): State<Arc<RouteState>>| async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.text()) }))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(crate::http::mark_busy))
+        .with_state(state)
+}
+
+fn up(ok: bool) -> StatusCode {
+    if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+async fn ready(State(s): State<Arc<RouteState>>) -> impl IntoResponse {
+    let ok = s.table.ready();
+    (up(ok), axum::Json(json!({"ready": ok})))
+}
+
+/// Every segment, its URL, weight and whether it gets requests.
+async fn segments_page(State(s): State<Arc<RouteState>>) -> impl IntoResponse {
+    let rows: Vec<_> = s
+        .table
+        .upstreams()
+        .map(|u| json!({"segment": u.id.to_string(), "service": u.service, "url": u.base, "weight": u.weight, "up": u.is_up()}))
+        .collect();
+    axum::Json(json!({ "segments": rows }))
+}
+
+async fn model_ready(State(s): State<Arc<RouteState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let ok = s.table.service(&name)?.upstreams.iter().any(|u| u.is_up());
+    Ok((up(ok), axum::Json(json!({"name": name, "ready": ok}))).into_response())
+}
+
+async fn model_ready_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>) -> Result<Response, ApiError> {
+    model_ready(s, Path(name)).await
+}
+
+/// Model metadata, from one of the service's healthy segments.
+async fn model_meta(State(s): State<Arc<RouteState>>, Path(name): Path<String>) -> Response {
+    forward(&s, &name, hyper::Method::GET, format!("/v2/models/{name}"), HeaderMap::new(), Bytes::new()).await
+}
+
+async fn model_meta_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>) -> Response {
+    model_meta(s, Path(name)).await
+}
+
+async fn infer_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>, headers: HeaderMap, body: Body) -> Response {
+    infer(s, Path(name), headers, body).await
+}
+
+async fn infer(State(s): State<Arc<RouteState>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match read_body(&s, &name, &headers, body).await {
+        Ok((bytes, _permit)) => forward(&s, &name, hyper::Method::POST, format!("/v2/models/{name}/infer"), headers, bytes).await,
+        Err(e) => {
+            let known = s.table.services.contains_key(&name);
+            let label = RouteCodeLabel { service: if known { name.clone() } else { crate::metrics::UNKNOWN_SERVICE.into() }, segment: String::new(), code: e.status() };
+            s.metrics.requests.get_or_create(&label).inc();
+            return ApiError(e).into_response();
+        }
+    };
+    s.metrics.seconds.get_or_create(&ServiceLabel { service: name }).observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The whole body, within the body cap, memory bound and body timeout.
+async fn read_body<'a>(s: &'a RouteState, name: &str, headers: &HeaderMap, body: Body) -> Result<(Bytes, tokio::sync::SemaphorePermit<'a>), InferError> {
+    s.table.service(name)?;
+    let limit = s.limits.max_body_bytes;
+    let too_large = |what: String| InferError::TooLarge { model: name.to_string(), what, limit, why: "--max-body-mib".into() };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(too_large(format!("the request body ({n} bytes by its Content-Length)")));
+    }
+    let need = declared.unwrap_or(limit).max(1);
+    let units = u32::try_from(need).unwrap_or(u32::MAX);
+    let permit = s.inflight.try_acquire_many(units).map_err(|_| InferError::MemoryBound {
+        in_flight: (s.limits.max_inflight_bytes).saturating_sub(s.inflight.available_permits() as u64),
+        limit: s.limits.max_inflight_bytes,
+        need,
+    })?;
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(s.limits.body_timeout, read).await {
+        Err(_) => Err(InferError::BodyTimeout { seconds: s.limits.body_timeout.as_secs_f64() }),
+        Ok(Err(e)) if crate::http::is_length_limit(&e) => Err(too_large("the request body (sent without Content-Length)".into())),
+        Ok(Err(e)) => Err(InferError::BadRequest(format!("reading the request body: {e}"))),
+        Ok(Ok(b)) => Ok((b, permit)),
+    }
+}
+
+/// Send the request to the service's next healthy segment and return its answer as it is. A
+/// refused connection ejects the segment and tries the next; a connection broken after the
+/// request went out ejects it and answers 502 (the request may have run: never sent twice).
+async fn forward(s: &RouteState, name: &str, method: hyper::Method, path: String, headers: HeaderMap, body: Bytes) -> Response {
+    let routes = match s.table.service(name) {
+        Ok(r) => r,
+        Err(e) => {
+            s.metrics.requests.get_or_create(&RouteCodeLabel { service: crate::metrics::UNKNOWN_SERVICE.into(), segment: String::new(), code: e.status() }).inc();
+            return ApiError(e).into_response();
+        }
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let count = |segment: String, code: u16| s.metrics.requests.get_or_create(&RouteCodeLabel { service: name.to_string(), segment, code }).inc();
+    loop {
+        let Some(i) = routes.pick(&tried) else {
+            let down = routes.upstreams.len();
+            let e = InferError::NotReady { service: name.to_string(), why: format!("none of its {down} segment(s) is ready (ejected: failed checks or connections)") };
+            count(String::new(), e.status());
+            return ApiError(e).into_response();
+        };
+        tried.push(i);
+        let u = &routes.upstreams[i];
+        let mut req = hyper::Request::builder().method(method.clone()).uri(format!("{}{path}", u.base));
+        for h in [header::CONTENT_TYPE, header::ACCEPT] {
+            if let Some(v) = headers.get(&h) {
+                req = req.header(h, v);
+            }
+        }
+        if let Some(v) = headers.get(HEADER_LEN) {
+            req = req.header(HEADER_LEN, v);
+        }
+        let req = match req.body(Full::new(body.clone())) {
+            Ok(r) => r,
+            Err(e) => return ApiError(InferError::BadRequest(format!("request for segment {}: {e}", u.id))).into_response(),
+        };
+        let answer = tokio::time::timeout(s.upstream_timeout, async {
+            let resp = s.client.request(req).await?;
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await.map(|c| c.to_bytes());
+            Ok::<_, hyper_util::client::legacy::Error>((parts, bytes))
+        })
+        .await;
+        match answer {
+            Err(_) => {
+                let e = InferError::SegmentFailed {
+                    service: name.to_string(),
+                    segment: u.id.to_string(),
+                    why: format!("no answer within {} s (--upstream-timeout)", s.upstream_timeout.as_secs_f64()),
+                    status: 504,
+                };
+                count(u.id.to_string(), e.status());
+                return ApiError(e).into_response();
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                // Nothing was sent: eject and try the next segment.
+                s.set_up(u, false, &format!("connection failed: {}", error_chain(&e)));
+                continue;
+            }
+            Ok(Err(e)) => {
+                s.set_up(u, false, &format!("request failed: {}", error_chain(&e)));
+                let e = InferError::SegmentFailed { service: name.to_string(), segment: u.id.to_string(), why: error_chain(&e), status: 502 };
+                count(u.id.to_string(), e.status());
+                return ApiError(e).into_response();
+            }
+            Ok(Ok((parts, Err(e)))) => {
+                s.set_up(u, false, &format!("response broken: {e}"));
+                let e = InferError::SegmentFailed { service: name.to_string(), segment: u.id.to_string(), why: format!("response broken: {e}"), status: 502 };
+                count(u.id.to_string(), e.status());
+                drop(parts);
+                return ApiError(e).into_response();
+            }
+            Ok(Ok((parts, Ok(bytes)))) => {
+                count(u.id.to_string(), parts.status.as_u16());
+                let mut resp = Response::new(Body::from(bytes));
+                *resp.status_mut() = parts.status;
+                let h = resp.headers_mut();
+                for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+                    if let Some(v) = parts.headers.get(&name) {
+                        h.insert(name, v.clone());
+                    }
+                }
+                if let Some(v) = parts.headers.get(HEADER_LEN) {
+                    h.insert(HEADER_LEN, v.clone());
+                }
+                h.insert("x-parva-segment", HeaderValue::from_str(&u.id.to_string()).unwrap_or(HeaderValue::from_static("?")));
+                return resp;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;
