@@ -41,6 +41,12 @@ enum Command {
     Catalogue(commands::catalogue::CatalogueArgs),
     /// Serve one node of a deployment map over KServe v2 (router + worker processes).
     Serve(commands::serve::ServeArgs),
+    /// Serve one segment of a map (one MIG instance or MPS share, with its own MPS daemon) over
+    /// KServe v2, behind `parva route`.
+    Segment(commands::segment::SegmentArgs),
+    /// A stateless KServe v2 front for every service of a map, spreading each service over its
+    /// segments on every node by planned capacity, with health checks and ejection.
+    Route(commands::route::RouteArgs),
     /// Bring a node to a map's MIG layout (exact placements, diff, checkpoint, rollback), one MPS
     /// daemon per instance, then serve it.
     Deploy(commands::deploy::DeployArgs),
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Catalogue(args) => commands::catalogue::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Segment(args) => commands::segment::run(args),
+        Command::Route(args) => commands::route::run(args),
         Command::Deploy(args) => commands::deploy::run(args),
         Command::Profile(args) => commands::profile::run(args),
         Command::Verify(args) => commands::verify::run(args),

@@ -30,6 +30,8 @@ pub mod follow;
 pub mod plan;
 pub mod profile;
 pub mod replan;
+pub mod route;
+pub mod segment;
 pub mod simulate;
 pub mod serve;
 pub mod validate;

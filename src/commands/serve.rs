@@ -20,6 +20,13 @@ pub struct ServeArgs {
     /// Which node of the map to serve.
     #[arg(long, default_value_t = 0)]
     node: u32,
+    #[command(flatten)]
+    serving: ServingFlags,
+}
+
+/// How a node or a segment serves: `parva serve` and `parva segment`.
+#[derive(Args)]
+pub struct ServingFlags {
     /// Directory of `<model>.json` metadata (and `<model>.pt` TorchScript for --backend torch).
     #[arg(long, default_value = "models")]
     models: PathBuf,
@@ -63,6 +70,13 @@ pub struct ServeArgs {
     /// 64 KiB). Over it: 400 (rows) or 413 (body).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_request_rows: u64,
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
+/// Limits of an HTTP edge: `parva serve`, `parva segment` and `parva route`.
+#[derive(Args)]
+pub struct HttpFlags {
     /// Hard cap on any request body, MiB, whatever the model; over it: 413, judged on
     /// Content-Length before the body is read.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
@@ -90,7 +104,7 @@ pub struct ServeArgs {
 }
 
 /// A timeout between 0.1 s and 1 h (`10s`, `500ms`, `2m`).
-fn parse_timeout(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<f64, String> {
     let s = crate::commands::simulate::parse_seconds(text)?;
     if (0.1..=3600.0).contains(&s) { Ok(s) } else { Err(format!("must be 0.1s to 1h; got {text:?}")) }
 }
@@ -104,36 +118,56 @@ fn read_slos(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, f64>> {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (map, _) = DeploymentMap::read(&args.plan)?;
     super::note_best_effort_rows(&map, false);
-    let backend: BackendKind = args.backend.into();
-    let mut opts = ServeOptions::new(map, args.node, args.models.clone(), backend);
-    opts.prof_data = args.prof_data.clone();
-    opts.device = args.device.into();
-    opts.listen = args.listen;
-    if let Some(dir) = &args.run_dir {
-        opts.run_dir = dir.clone();
-    }
-    if let Some(s) = &args.services {
-        opts.slo_ms = read_slos(s)?;
-    }
-    opts.queue_batches = usize::try_from(args.max_queue_batches).unwrap_or(usize::MAX);
-    opts.queue_bytes = usize::try_from(args.max_queue_mib << 20).unwrap_or(usize::MAX);
-    opts.threads_per_worker = args.threads;
-    opts.http.max_request_rows = usize::try_from(args.max_request_rows).unwrap_or(usize::MAX);
-    opts.http.max_body_bytes = args.max_body_mib << 20;
-    opts.http.max_inflight_bytes = args.max_inflight_mib << 20;
-    opts.http.conn.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
-    opts.http.conn.header_timeout = std::time::Duration::from_secs_f64(args.header_timeout);
-    opts.http.conn.idle_timeout = std::time::Duration::from_secs_f64(args.idle_timeout);
-    opts.http.body_timeout = std::time::Duration::from_secs_f64(args.body_timeout);
-    let default_run_dir = args.run_dir.is_none().then(|| opts.run_dir.clone());
+    let (opts, default_run_dir) = args.serving.options(map, args.node)?;
     serve_until_signal(opts)?;
-    // A clean stop removes the temporary run directory it made (sockets, pid files, worker logs);
-    // after an error it stays, for the logs. One given with --run-dir is never removed.
-    match default_run_dir {
+    remove_default_run_dir(default_run_dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A clean stop removes the temporary run directory it made (sockets, pid files, worker logs);
+/// after an error it stays, for the logs. One given with --run-dir is never removed.
+pub(crate) fn remove_default_run_dir(dir: Option<PathBuf>) {
+    match dir {
         Some(dir) if std::fs::remove_dir_all(&dir).is_ok() => eprintln!("stopped (removed the temporary run directory {})", dir.display()),
         _ => eprintln!("stopped"),
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+impl ServingFlags {
+    /// Serve options for node `node` of `map`, and the run directory to remove after a clean
+    /// stop (`None` when one was given with --run-dir).
+    pub(crate) fn options(&self, map: DeploymentMap, node: u32) -> anyhow::Result<(ServeOptions, Option<PathBuf>)> {
+        let backend: BackendKind = self.backend.into();
+        let mut opts = ServeOptions::new(map, node, self.models.clone(), backend);
+        opts.prof_data = self.prof_data.clone();
+        opts.device = self.device.into();
+        opts.listen = self.listen;
+        if let Some(dir) = &self.run_dir {
+            opts.run_dir = dir.clone();
+        }
+        if let Some(s) = &self.services {
+            opts.slo_ms = read_slos(s)?;
+        }
+        opts.queue_batches = usize::try_from(self.max_queue_batches).unwrap_or(usize::MAX);
+        opts.queue_bytes = usize::try_from(self.max_queue_mib << 20).unwrap_or(usize::MAX);
+        opts.threads_per_worker = self.threads;
+        opts.http.max_request_rows = usize::try_from(self.max_request_rows).unwrap_or(usize::MAX);
+        self.http.apply(&mut opts.http);
+        let default_run_dir = self.run_dir.is_none().then(|| opts.run_dir.clone());
+        Ok((opts, default_run_dir))
+    }
+}
+
+impl HttpFlags {
+    /// Set `limits` from the flags.
+    pub(crate) fn apply(&self, limits: &mut parva_runner::http::HttpLimits) {
+        limits.max_body_bytes = self.max_body_mib << 20;
+        limits.max_inflight_bytes = self.max_inflight_mib << 20;
+        limits.conn.max_connections = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        limits.conn.header_timeout = std::time::Duration::from_secs_f64(self.header_timeout);
+        limits.conn.idle_timeout = std::time::Duration::from_secs_f64(self.idle_timeout);
+        limits.body_timeout = std::time::Duration::from_secs_f64(self.body_timeout);
+    }
 }
 
 /// Serve `opts` (one node) until SIGINT or SIGTERM, showing where it listens and its workers'

@@ -16,6 +16,7 @@ mod plan_cli;
 mod profile_cli;
 mod reference;
 mod replan_cli;
+mod route_cli;
 mod serve_admission;
 mod serve_emulated;
 mod serve_limits;

@@ -20,17 +20,24 @@ pub struct Server {
 
 /// Start `parva serve --listen 127.0.0.1:0 --run-dir <temp> ARGS` and wait until it listens.
 pub fn start(args: &[&str]) -> Server {
+    start_command("serve", args)
+}
+
+/// Start `parva SUB ARGS --listen 127.0.0.1:0` (`serve` and `segment` with `--run-dir <temp>`)
+/// and wait until it listens.
+pub fn start_command(sub: &str, args: &[&str]) -> Server {
     let run_dir = tempfile::Builder::new().prefix("pv").tempdir_in("/tmp").expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parva"))
-        .arg("serve")
-        .args(args)
-        .args(["--listen", "127.0.0.1:0", "--run-dir"])
-        .arg(run_dir.path())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parva"));
+    cmd.arg(sub).args(args).args(["--listen", "127.0.0.1:0"]);
+    if sub != "route" {
+        cmd.arg("--run-dir").arg(run_dir.path());
+    }
+    let mut child = cmd
         .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start parva serve");
+        .unwrap_or_else(|e| panic!("start parva {sub}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
     let (err_tx, err_rx) = mpsc::channel();
@@ -48,7 +55,7 @@ pub fn start(args: &[&str]) -> Server {
     let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
         let _ = child.kill();
         let err: Vec<String> = err_rx.try_iter().collect();
-        panic!("parva serve printed no address; stderr:\n{}", err.join("\n"))
+        panic!("parva {sub} printed no address; stderr:\n{}", err.join("\n"))
     });
     let addr = line
         .strip_prefix("listening on http://")

@@ -21,6 +21,7 @@ pub mod nvml;
 pub mod mps;
 pub mod error;
 pub mod plan;
+pub mod segment;
 pub mod checkpoint;
 pub mod exec;
 pub mod cuda;

@@ -1,0 +1,67 @@
+//! `parva route`: the router tier in front of `parva segment` processes (see
+//! `parva_runner::route`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use parva_core::DeploymentMap;
+use parva_core::segments::SegmentUrls;
+use parva_runner::route::{RouteOptions, route};
+
+use super::serve::{HttpFlags, parse_timeout, shutdown_signal};
+
+#[derive(Args)]
+pub struct RouteArgs {
+    /// Deployment map (parva's or ParvaGPU's format): its services and segments, and the
+    /// planned capacity each segment's share of its service follows.
+    #[arg(long = "map", value_name = "FILE")]
+    map: PathBuf,
+    /// Where the segments listen: a `segment,url` list (`n0-g1-p4,http://10.0.0.7:8001`), or a
+    /// URL template with `{segment}`, e.g. `http://parva-{segment}.parva.svc:8000` (the
+    /// per-segment Services `parva export k8s` writes).
+    #[arg(long, value_name = "FILE|TEMPLATE")]
+    segments: String,
+    /// HTTP address (port 0: any free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// How often every segment's readiness is checked; a failed check ejects it (0.1s to 1h).
+    #[arg(long, default_value = "250ms", value_parser = parse_timeout)]
+    health_interval: f64,
+    /// A readiness check slower than this fails (0.1s to 1h).
+    #[arg(long, default_value = "500ms", value_parser = parse_timeout)]
+    health_timeout: f64,
+    /// Longest a segment may take to answer one request before the client gets 504 (0.1s to 1h).
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    upstream_timeout: f64,
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
+pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
+    let (map, _) = DeploymentMap::read(&args.map)?;
+    super::note_best_effort_rows(&map, false);
+    let urls = SegmentUrls::parse(&args.segments)?;
+    let mut opts = RouteOptions::new(map, urls);
+    opts.listen = args.listen;
+    opts.health_interval = Duration::from_secs_f64(args.health_interval);
+    opts.health_timeout = Duration::from_secs_f64(args.health_timeout);
+    opts.upstream_timeout = Duration::from_secs_f64(args.upstream_timeout);
+    args.http.apply(&mut opts.http);
+    let services = opts.map.segments.iter().map(|s| s.service.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let segments = opts.map.segments.len();
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(async move {
+        let listening = move |addr: SocketAddr| {
+            // stdout: the one line scripts wait for; a closed stdout must not stop the router.
+            let _ = outln!("listening on http://{addr}");
+            eprintln!("routing {services} service(s) over {segments} segment(s); segment health at http://{addr}/v2/route/segments");
+        };
+        route(opts, listening, shutdown_signal()).await
+    })?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
