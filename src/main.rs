@@ -5,6 +5,7 @@
 //! 3 the job ran but its result is incomplete (e.g. a plan with infeasible services).
 
 mod commands;
+mod k8s;
 
 /// mimalloc for the router, the load generator and the emulated workers (all this binary): glibc
 /// malloc's consolidation showed as ~22 % of their CPU under load; see Cargo.toml.

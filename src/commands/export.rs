@@ -1,7 +1,9 @@
 //! `parva export k8s`: what a Kubernetes cluster with the NVIDIA GPU Operator needs to lay out a
 //! map's MIG instances: the MIG manager's config (mig-parted `version: v1`, one named config per
 //! node) in a ConfigMap with key `config.yaml`, and the node labels that select the configs.
-//! The segment and router workloads are not exported yet.
+//! And the serving workloads (see [`crate::k8s`]): the map as a ConfigMap, a Deployment and a
+//! Service per segment, the router's, the namespace, and `apply.sh` in the order that keeps serving
+//! segments undisturbed; with `--from OLD_MAP` only what changed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,9 +62,28 @@ struct K8sArgs {
     gpu_index_map: Option<String>,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
+    /// Container image of `parva` and `parva-worker` with the model set (see the Dockerfile).
+    #[arg(long, default_value = concat!("parva:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// Namespace of the serving workloads (segments, router, map).
+    #[arg(long, default_value = "parva")]
+    serving_namespace: String,
+    /// Router replicas (stateless; each spreads every service over all its segments).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    router_replicas: i32,
+    /// Memory limit of a segment pod per worker process, MiB.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    memory_per_process_mib: u64,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
+}
+
+/// The map's text as parva writes it (the ConfigMap's `map.csv`).
+fn map_text(map: &DeploymentMap) -> anyhow::Result<String> {
+    let mut buf = Vec::new();
+    map.write_to(&mut buf)?;
+    Ok(String::from_utf8(buf)?)
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -121,19 +142,70 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         }
         changed.push(*n);
         labels.push_str(&format!(
-            "if kubectl get pods --all-namespaces -l app.kubernetes.io/part-of=parva --field-selector spec.nodeName={node_name} -o name | grep -q .; then\n  \
+            "if kubectl get pods --all-namespaces -l {segment_pods} --field-selector spec.nodeName={node_name} -o name | grep -q .; then\n  \
              echo \"refused: {node_name} still runs parva pods and the MIG manager needs its GPUs free; drain them, then run this again\" >&2; exit 1\nfi\n\
-             kubectl label node {node_name} {CONFIG_LABEL}={name} --overwrite\n"
+             kubectl label node {node_name} {CONFIG_LABEL}={name} --overwrite\n",
+            segment_pods = crate::k8s::SEGMENT_PODS
         ));
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    for (file, text) in [("mig-config.yaml", &manifest), ("config.yaml", &yaml), ("node-labels.sh", &labels)] {
+    // The serving workloads, and what changed against --from.
+    let opts = crate::k8s::Options {
+        prefix: args.prefix.clone(),
+        namespace: args.serving_namespace.clone(),
+        image: args.image.clone(),
+        router_replicas: args.router_replicas,
+        node_names: names.clone(),
+        memory_per_process_mib: args.memory_per_process_mib,
+    };
+    let new = crate::k8s::workloads(&map, &map_text(&map)?, gpu, &opts)?;
+    let changes = match &args.from {
+        Some(p) => {
+            let (old_map, _) = DeploymentMap::read(p)?;
+            let old = crate::k8s::workloads(&old_map, &map_text(&old_map)?, gpu, &opts).with_context(|| format!("{}", p.display()))?;
+            crate::k8s::Changes::between(&old, &new, &changed.iter().copied().collect())
+        }
+        None => crate::k8s::Changes::all_new(&new),
+    };
+    let relabelled: Vec<(u32, String)> = changed.iter().map(|n| (*n, names.get(n).cloned().unwrap_or_else(|| format!("node-{n}")))).collect();
+    let script = crate::k8s::apply_script(&new, &changes, &relabelled, args.from.is_none(), &args.serving_namespace);
+    let mut files: Vec<(PathBuf, String)> = vec![
+        ("mig-config.yaml".into(), manifest),
+        ("config.yaml".into(), yaml),
+        ("node-labels.sh".into(), labels),
+        ("apply.sh".into(), script),
+    ];
+    if args.from.is_none() {
+        files.push(("namespace.yaml".into(), crate::k8s::yaml_docs(&[&new.namespace])?));
+    }
+    if changes.map_changed {
+        files.push(("map.yaml".into(), crate::k8s::yaml_docs(&[&new.map])?));
+        files.push(("router.yaml".into(), crate::k8s::yaml_docs(&[&new.router, &new.router_service])?));
+    }
+    for id in changes.to_apply() {
+        let o = &new.segments[&id];
+        files.push((Path::new("segments").join(format!("{id}.yaml")), crate::k8s::yaml_docs(&[&o.deployment, &o.service])?));
+    }
+    std::fs::create_dir_all(args.out.join("segments")).with_context(|| format!("creating {}", args.out.join("segments").display()))?;
+    // Only this export's segment files: an earlier export's would be applied by `kubectl apply -f segments/`.
+    for e in std::fs::read_dir(args.out.join("segments"))?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "yaml") {
+            std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    for file in ["namespace.yaml", "map.yaml", "router.yaml"] {
+        if !files.iter().any(|(p, _)| p == Path::new(file)) {
+            let _ = std::fs::remove_file(args.out.join(file));
+        }
+    }
+    for (file, text) in &files {
         parva_core::deploy::write_atomic(&args.out.join(file), text.as_bytes())?;
     }
     if args.json {
         super::print_json(&serde_json::json!({
             "out": args.out, "configmap": args.name, "namespace": args.namespace,
             "configs": config.mig_configs.keys().collect::<Vec<_>>(), "nodes": nodes.len(), "relabelled": changed,
+            "serving_namespace": args.serving_namespace, "image": args.image, "segments": changes,
+            "files": files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
         }))?;
     } else {
         outln!(
@@ -142,6 +214,18 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         )?;
         outln!("the GPU Operator needs mig.strategy=mixed and migManager.config.name={}; drain a serving node before relabelling it", args.name)?;
         outln!("node-labels.sh relabels {} of {} nodes (a node whose layout is unchanged keeps its label)", changed.len(), nodes.len())?;
+        outln!(
+            "serving workloads in namespace {}: {} segment(s) to apply ({} new, {} changed, {} restarted by relabelling), {} removed, {} unchanged{}",
+            args.serving_namespace,
+            changes.to_apply().len(),
+            changes.added.len(),
+            changes.changed.len(),
+            changes.restarted.len(),
+            changes.removed.len(),
+            changes.unchanged.len(),
+            if changes.map_changed { "; map and router updated" } else { "" }
+        )?;
+        outln!("apply in order with: sh {}", args.out.join("apply.sh").display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

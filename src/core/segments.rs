@@ -38,6 +38,13 @@ impl fmt::Display for SegmentId {
     }
 }
 
+/// Written as its text (`n0-g1-p4`) in JSON reports.
+impl serde::Serialize for SegmentId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Why a text is not a segment id.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{text:?} is not a segment id: want n<node>-g<gpu>-p<placement>, e.g. n0-g1-p4 ({why})")]

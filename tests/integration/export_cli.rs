@@ -36,9 +36,21 @@ fn export_and_check(map: &Path, out: &Path, extra: &[&str]) -> (MigPartedConfig,
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let manifest = std::fs::read_to_string(out.join("mig-config.yaml")).unwrap();
     assert!(manifest.starts_with("apiVersion: v1\nkind: ConfigMap\n"), "{manifest}");
+    // Every manifest written: the MIG manager's ConfigMap, and the serving workloads.
+    let mut manifests: Vec<std::path::PathBuf> =
+        ["mig-config.yaml", "namespace.yaml", "map.yaml", "router.yaml"].iter().map(|f| out.join(f)).filter(|p| p.exists()).collect();
+    manifests.extend(std::fs::read_dir(out.join("segments")).unwrap().map(|e| e.unwrap().path()));
     if let Some(v) = validator() {
-        let o = std::process::Command::new(v).args(["--strict", "-k", "1.33.0", s(&out.join("mig-config.yaml"))]).output().unwrap();
+        // One multi-document file: the validator's start-up and schema loading once, not per file
+        // (a 1,000-service fleet has thousands of objects).
+        let all = out.with_extension("all.yaml");
+        let text: Vec<String> = manifests.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+        std::fs::write(&all, text.join("---\n")).unwrap();
+        let o = std::process::Command::new(v).args(["--strict", "-k", "1.33.0", s(&all)]).output().unwrap();
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        let passed = String::from_utf8_lossy(&o.stdout).matches(" passed for resource ").count() + String::from_utf8_lossy(&o.stderr).matches(" passed for resource ").count();
+        let docs: usize = manifests.iter().map(|p| std::fs::read_to_string(p).unwrap().matches("\napiVersion: ").count() + 1).sum();
+        assert_eq!(passed, docs, "every object validated");
     }
     let config = MigPartedConfig::from_yaml(&std::fs::read_to_string(out.join("config.yaml")).unwrap()).unwrap();
     let (m, _) = DeploymentMap::read(map).unwrap();
@@ -93,6 +105,30 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
     assert!(labels.contains(&format!("# gpu-a.example: layout unchanged (nvidia.com/mig.config={n0})")), "{labels}");
     assert_eq!(labels.matches("kubectl label node").count(), 1, "{labels}");
     assert!(labels.contains("--field-selector spec.nodeName=gpu-b.example"), "{labels}");
+    // Only node 1's segments are re-applied (its layout changed: all of them restart); node 0's
+    // are left alone; the segment gone from the map is deleted after the router moved on.
+    let k2 = d.path().join("k8s2");
+    let files: Vec<String> = std::fs::read_dir(k2.join("segments")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let (old_m, _) = DeploymentMap::read(&map).unwrap();
+    let (new_m, _) = DeploymentMap::read(&changed).unwrap();
+    let mut want: Vec<String> = new_m.segments.iter().filter(|s| s.node == 1).map(|s| format!("n1-g{}-p{}.yaml", s.gpu, s.placement)).collect();
+    let mut got = files.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let gone: Vec<String> = old_m.segment_ids().iter().filter(|id| !new_m.segment_ids().contains(id)).map(ToString::to_string).collect();
+    assert_eq!(gone.len(), 1);
+    let apply = std::fs::read_to_string(k2.join("apply.sh")).unwrap();
+    assert!(!apply.contains("namespace.yaml") && !apply.contains("parva.io/node=0"), "{apply}");
+    let at = |needle: &str| apply.find(needle).unwrap_or_else(|| panic!("{needle} not in {apply}"));
+    assert!(at("parva.io/node=1,app.kubernetes.io/component=segment --wait=true") < at("sh node-labels.sh"));
+    assert!(at("kubectl wait node/gpu-b.example") < at("kubectl apply -f segments/n1-"));
+    assert!(at("kubectl apply -f router.yaml") < at(&format!("parva.io/segment={} --ignore-not-found", gone[0])));
+    let router = std::fs::read_to_string(k2.join("router.yaml")).unwrap();
+    assert!(router.contains("http://parva-{segment}.parva.svc:8000"), "{router}");
+    // The first export's router rolls to the new map (its digest annotation changed).
+    let digest = |t: &str| t.lines().find(|l| l.contains("parva.io/map-digest")).unwrap().to_string();
+    assert_ne!(digest(&router), digest(&std::fs::read_to_string(d.path().join("k8s").join("router.yaml")).unwrap()));
     // A node the map has and --nodes does not name is refused, and nothing is written.
     std::fs::write(&nodes, "node,name\n0,gpu-a\n").unwrap();
     let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("none")), "--nodes", s(&nodes)]);

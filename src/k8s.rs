@@ -1,0 +1,497 @@
+//! Kubernetes workloads of a map (`parva export k8s`), as typed `k8s-openapi` objects:
+//!
+//! - the map as a ConfigMap (`<prefix>-map`, key `map.csv`);
+//! - per segment `<prefix>-<segment id>` (e.g. `parva-n0-g1-p4`): a Deployment of one pod pinned
+//!   to its node (`kubernetes.io/hostname`), requesting `nvidia.com/mig-<profile>: 1` (the GPU
+//!   Operator's `mixed` strategy), running `parva segment` with its own MPS daemon (the device
+//!   plugin refuses MPS on MIG devices), readiness on `/v2/health/ready`, liveness on
+//!   `/v2/health/live`, CPU and memory requests and limits; `Recreate`, because a pod's MIG
+//!   device cannot be held by two pods during a rolling update; and a Service of the same name;
+//! - the router: a Deployment of `parva route` replicas (rolling, stateless) reaching the
+//!   segments through their Services' DNS names, and its Service `<prefix>-router`;
+//! - the namespace.
+//!
+//! [`Changes`] compares two exports segment by segment (their rendered objects), so that a
+//! changed map re-applies only what changed; [`apply_script`] writes the order that keeps
+//! serving segments undisturbed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, Namespace, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use parva_core::DeploymentMap;
+use parva_core::mig::GpuType;
+use parva_core::segments::SegmentId;
+
+/// The port every parva container serves KServe v2 on.
+pub const PORT: i32 = 8000;
+/// Where the map ConfigMap is mounted.
+pub const MAP_DIR: &str = "/etc/parva";
+/// Where the image keeps the model set (`<model>.json` and `<model>.pt`; see the Dockerfile).
+pub const MODELS_DIR: &str = "/opt/parva/models";
+/// Label of segment objects with their map node.
+pub const NODE_LABEL: &str = "parva.io/node";
+/// Label of segment objects with their id.
+pub const SEGMENT_LABEL: &str = "parva.io/segment";
+/// The selector of a node's serving pods (what the MIG manager must not find on a node it changes).
+pub const SEGMENT_PODS: &str = "app.kubernetes.io/part-of=parva,app.kubernetes.io/component=segment";
+
+/// Settings of the workloads.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Names are `<prefix>-<segment id>`, `<prefix>-router`, `<prefix>-map`.
+    pub prefix: String,
+    pub namespace: String,
+    pub image: String,
+    pub router_replicas: i32,
+    /// Kubernetes node name of each map node (default `node-<N>`).
+    pub node_names: BTreeMap<u32, String>,
+    /// Memory limit of a segment pod per worker process, MiB.
+    pub memory_per_process_mib: u64,
+}
+
+/// Why workloads cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("--prefix {0:?}: must be a DNS label of at most 40 characters (lower-case letters, digits and '-', starting with a letter)")]
+    Prefix(String),
+    #[error("--serving-namespace {0:?}: must be a DNS label (lower-case letters, digits and '-', at most 63)")]
+    Namespace(String),
+    #[error("segment {segment} (service {service:?}): {problem}")]
+    Segment { segment: SegmentId, service: String, problem: String },
+    #[error("YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
+fn dns_label(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+}
+
+/// A segment's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentObjects {
+    pub node: u32,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+/// Everything a map runs as in the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workloads {
+    pub namespace: Namespace,
+    pub map: ConfigMap,
+    pub segments: BTreeMap<SegmentId, SegmentObjects>,
+    pub router: Deployment,
+    pub router_service: Service,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn meta(name: &str, ns: &str, l: &BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta { name: Some(name.to_string()), namespace: Some(ns.to_string()), labels: Some(l.clone()), ..ObjectMeta::default() }
+}
+
+fn quantities(pairs: &[(&str, String)]) -> BTreeMap<String, Quantity> {
+    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.clone()))).collect()
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.to_string()), port: IntOrString::Int(PORT), ..HTTPGetAction::default() }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn map_volume(prefix: &str) -> (Volume, VolumeMount) {
+    (
+        Volume { name: "map".into(), config_map: Some(ConfigMapVolumeSource { name: format!("{prefix}-map"), ..ConfigMapVolumeSource::default() }), ..Volume::default() },
+        VolumeMount { name: "map".into(), mount_path: MAP_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
+    )
+}
+
+fn service_for(name: &str, ns: &str, l: &BTreeMap<String, String>, selector: BTreeMap<String, String>) -> Service {
+    Service {
+        metadata: meta(name, ns, l),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort { name: Some("http".into()), port: PORT, target_port: Some(IntOrString::Int(PORT)), ..ServicePort::default() }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// FNV-1a of `text`, 8 hex digits: stable across runs and versions.
+pub fn digest(text: &str) -> String {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:08x}", (h >> 32) as u32 ^ h as u32)
+}
+
+/// The workloads of `map` (whose file text is `map_text`) on GPUs of type `gpu`.
+pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options) -> Result<Workloads, K8sError> {
+    if !dns_label(&o.prefix, 40) {
+        return Err(K8sError::Prefix(o.prefix.clone()));
+    }
+    if !dns_label(&o.namespace, 63) {
+        return Err(K8sError::Namespace(o.namespace.clone()));
+    }
+    let ns = o.namespace.as_str();
+    let common = [("app.kubernetes.io/part-of", "parva"), ("app.kubernetes.io/managed-by", "parva")];
+    let (map_vol, map_mount) = map_volume(&o.prefix);
+    let map_path = format!("{MAP_DIR}/map.csv");
+    let mut segments = BTreeMap::new();
+    for seg in &map.segments {
+        let id = SegmentId::of(seg);
+        let name = format!("{}-{id}", o.prefix);
+        let err = |problem: String| K8sError::Segment { segment: id, service: seg.service.clone(), problem };
+        let profile = parva_core::deploy::segment_profile(gpu, seg).map_err(err)?;
+        let node_name = o.node_names.get(&seg.node).cloned().unwrap_or_else(|| format!("node-{}", seg.node));
+        let node_text = seg.node.to_string();
+        let id_text = id.to_string();
+        let mut l = labels(&common);
+        l.extend(labels(&[("app.kubernetes.io/name", "parva-segment"), ("app.kubernetes.io/component", "segment"), (SEGMENT_LABEL, &id_text), (NODE_LABEL, &node_text)]));
+        let selector = labels(&[(SEGMENT_LABEL, &id_text)]);
+        let procs = u64::from(seg.num_proc.max(1));
+        let cpu = procs.to_string();
+        let memory = format!("{}Mi", procs.saturating_mul(o.memory_per_process_mib));
+        let mig = format!("nvidia.com/mig-{}", profile.name);
+        let container = Container {
+            name: "segment".into(),
+            image: Some(o.image.clone()),
+            command: Some(
+                [
+                    "parva", "segment", "--map", &map_path, "--segment", &id_text, "--backend", "torch", "--device", "cuda", "--models", MODELS_DIR, "--listen",
+                    &format!("0.0.0.0:{PORT}"), "--run-dir", "/run/parva",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+            ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..ContainerPort::default() }]),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities(&[("cpu", cpu.clone()), ("memory", memory.clone()), (&mig, "1".into())])),
+                limits: Some(quantities(&[("cpu", (procs + 1).to_string()), ("memory", memory), (&mig, "1".into())])),
+                ..ResourceRequirements::default()
+            }),
+            // Loading and warming the model may take minutes: liveness waits for the startup probe.
+            startup_probe: Some(http_probe("/v2/health/live", 5, 120)),
+            readiness_probe: Some(http_probe("/v2/health/ready", 2, 2)),
+            liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
+            volume_mounts: Some(vec![map_mount.clone(), VolumeMount { name: "run".into(), mount_path: "/run/parva".into(), ..VolumeMount::default() }]),
+            ..Container::default()
+        };
+        let mut pod_meta = ObjectMeta { labels: Some(l.clone()), ..ObjectMeta::default() };
+        // What the segment process reads from the map: a change rolls the pod, anything else
+        // (another segment, a rate) leaves it running.
+        let row = format!("{:?}", (&seg.service, &seg.model, seg.instance_size, seg.batch_size, seg.num_proc, profile.name, seg.slo_ms, seg.margin_ms));
+        pod_meta.annotations = Some(labels(&[
+            ("parva.io/service", &seg.service),
+            ("parva.io/model", &seg.model),
+            ("parva.io/mig-profile", profile.name),
+            ("parva.io/segment-digest", &digest(&row)),
+        ]));
+        let deployment = Deployment {
+            metadata: meta(&name, ns, &l),
+            spec: Some(DeploymentSpec {
+                replicas: Some(1),
+                selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
+                strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..DeploymentStrategy::default() }),
+                template: PodTemplateSpec {
+                    metadata: Some(pod_meta),
+                    spec: Some(PodSpec {
+                        node_selector: Some(labels(&[("kubernetes.io/hostname", &node_name)])),
+                        tolerations: Some(vec![Toleration { key: Some("nvidia.com/gpu".into()), operator: Some("Exists".into()), effect: Some("NoSchedule".into()), ..Toleration::default() }]),
+                        containers: vec![container],
+                        volumes: Some(vec![map_vol.clone(), Volume { name: "run".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }]),
+                        // Draining lets in-flight requests finish (the router has ejected it by then).
+                        termination_grace_period_seconds: Some(30),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        };
+        let service = service_for(&name, ns, &l, selector);
+        segments.insert(id, SegmentObjects { node: seg.node, deployment, service });
+    }
+    let map_cm = ConfigMap {
+        metadata: meta(&format!("{}-map", o.prefix), ns, &labels(&common)),
+        data: Some([("map.csv".to_string(), map_text.to_string())].into_iter().collect()),
+        ..ConfigMap::default()
+    };
+    let mut rl = labels(&common);
+    rl.extend(labels(&[("app.kubernetes.io/name", "parva-router"), ("app.kubernetes.io/component", "router")]));
+    let router_name = format!("{}-router", o.prefix);
+    let template = format!("http://{}-{{segment}}.{ns}.svc:{PORT}", o.prefix);
+    let router_selector = labels(&[("app.kubernetes.io/name", "parva-router"), ("app.kubernetes.io/part-of", "parva")]);
+    let router = Deployment {
+        metadata: meta(&router_name, ns, &rl),
+        spec: Some(DeploymentSpec {
+            replicas: Some(o.router_replicas),
+            selector: LabelSelector { match_labels: Some(router_selector.clone()), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(rl.clone()),
+                    // A new map rolls the router replicas (one at a time); segments are untouched.
+                    annotations: Some(labels(&[("parva.io/map-digest", &digest(map_text))])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "router".into(),
+                        image: Some(o.image.clone()),
+                        command: Some(
+                            ["parva", "route", "--map", &map_path, "--segments", &template, "--listen", &format!("0.0.0.0:{PORT}")].iter().map(|s| s.to_string()).collect(),
+                        ),
+                        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..ContainerPort::default() }]),
+                        resources: Some(ResourceRequirements {
+                            requests: Some(quantities(&[("cpu", "1".into()), ("memory", "256Mi".into())])),
+                            limits: Some(quantities(&[("cpu", "2".into()), ("memory", "2Gi".into())])),
+                            ..ResourceRequirements::default()
+                        }),
+                        // Live, not ready: a router with one service down must keep serving the rest.
+                        readiness_probe: Some(http_probe("/v2/health/live", 2, 2)),
+                        liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
+                        volume_mounts: Some(vec![map_mount]),
+                        ..Container::default()
+                    }],
+                    volumes: Some(vec![map_vol]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    let router_service = service_for(&router_name, ns, &rl, router_selector);
+    let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels(&common)), ..ObjectMeta::default() }, ..Namespace::default() };
+    Ok(Workloads { namespace, map: map_cm, segments, router, router_service })
+}
+
+/// Objects as one multi-document YAML text.
+pub fn yaml_docs(docs: &[&dyn erased::Yaml]) -> Result<String, K8sError> {
+    let mut out = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&d.yaml()?);
+    }
+    Ok(out)
+}
+
+/// Serialize any object to YAML behind one trait object.
+pub mod erased {
+    pub trait Yaml {
+        fn yaml(&self) -> Result<String, serde_yaml_ng::Error>;
+    }
+    impl<T: serde::Serialize> Yaml for T {
+        fn yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+            serde_yaml_ng::to_string(self)
+        }
+    }
+}
+
+/// What a new export changes against the one the cluster runs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Changes {
+    pub added: Vec<SegmentId>,
+    pub changed: Vec<SegmentId>,
+    pub removed: Vec<SegmentId>,
+    pub unchanged: Vec<SegmentId>,
+    /// Segments the MIG manager's reconfiguration of their node stops, to start again after.
+    pub restarted: Vec<SegmentId>,
+    pub map_changed: bool,
+}
+
+impl Changes {
+    /// Compare segment objects; `relabelled` nodes get new MIG layouts, which stop every segment
+    /// on them (the MIG manager needs the GPUs free).
+    pub fn between(old: &Workloads, new: &Workloads, relabelled: &BTreeSet<u32>) -> Changes {
+        let mut c = Changes { map_changed: old.map != new.map, ..Changes::default() };
+        for (id, s) in &new.segments {
+            match old.segments.get(id) {
+                None => c.added.push(*id),
+                Some(o) if o != s => c.changed.push(*id),
+                Some(_) if relabelled.contains(&s.node) => c.restarted.push(*id),
+                Some(_) => c.unchanged.push(*id),
+            }
+        }
+        c.removed = old.segments.keys().filter(|id| !new.segments.contains_key(id)).copied().collect();
+        c
+    }
+
+    /// Everything is new (no earlier export).
+    pub fn all_new(new: &Workloads) -> Changes {
+        Changes { added: new.segments.keys().copied().collect(), map_changed: true, ..Changes::default() }
+    }
+
+    /// The segments whose objects must be (re)applied.
+    pub fn to_apply(&self) -> Vec<SegmentId> {
+        let mut v: Vec<SegmentId> = self.added.iter().chain(&self.changed).chain(&self.restarted).copied().collect();
+        v.sort();
+        v
+    }
+}
+
+/// The order that keeps serving segments undisturbed: layouts and map first; the segments on
+/// nodes whose MIG layout changes stopped (the MIG manager needs their GPUs free), the nodes
+/// relabelled and waited for; new and changed segments applied and waited for; then the router
+/// (which starts sending to them); segments gone from the map deleted last, after the router
+/// stopped sending to them.
+pub fn apply_script(new: &Workloads, changes: &Changes, relabelled: &[(u32, String)], first: bool, ns: &str) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# Apply a parva export in the order that keeps serving segments undisturbed (parva export k8s).\n\
+         # Run from this directory with kubectl pointing at the cluster.\nset -e\ncd \"$(dirname \"$0\")\"\n",
+    );
+    if first {
+        s.push_str("kubectl apply -f namespace.yaml\n");
+    }
+    s.push_str("# 1. The MIG manager's layouts (every node's; only relabelled nodes act on them) and the map.\nkubectl apply -f mig-config.yaml\n");
+    if changes.map_changed {
+        s.push_str("kubectl apply -f map.yaml\n");
+    }
+    if !relabelled.is_empty() {
+        s.push_str("# 2. Nodes whose MIG layout changes: stop their segments (the router ejects them), relabel, wait for the MIG manager.\n");
+        for (n, name) in relabelled {
+            s.push_str(&format!("kubectl delete deployment -n {ns} -l {NODE_LABEL}={n},app.kubernetes.io/component=segment --wait=true\n"));
+            s.push_str(&format!("kubectl wait pod -n {ns} -l {NODE_LABEL}={n},app.kubernetes.io/component=segment --for=delete --timeout=5m\n"));
+            let _ = name;
+        }
+        s.push_str("sh node-labels.sh\n");
+        for (_, name) in relabelled {
+            s.push_str(&format!("kubectl wait node/{name} --for=jsonpath='{{.metadata.labels.nvidia\\.com/mig\\.config\\.state}}'=success --timeout=15m\n"));
+        }
+    }
+    let apply = changes.to_apply();
+    if !apply.is_empty() {
+        s.push_str("# 3. New and changed segments, each waited for until ready.\n");
+        for id in &apply {
+            s.push_str(&format!("kubectl apply -f segments/{id}.yaml\n"));
+        }
+        for id in &apply {
+            if let Some(name) = new.segments.get(id).and_then(|o| o.deployment.metadata.name.clone()) {
+                s.push_str(&format!("kubectl rollout status -n {ns} deployment/{name} --timeout=15m\n"));
+            }
+        }
+    }
+    if changes.map_changed || first {
+        s.push_str("# 4. The router with the new map (rolling, one replica at a time).\nkubectl apply -f router.yaml\n");
+        if let Some(name) = &new.router.metadata.name {
+            s.push_str(&format!("kubectl rollout status -n {ns} deployment/{name} --timeout=10m\n"));
+        }
+    }
+    let removed: Vec<&SegmentId> = changes.removed.iter().collect();
+    if !removed.is_empty() {
+        s.push_str("# 5. Segments gone from the map, now that the router no longer sends to them.\n");
+        for id in removed {
+            s.push_str(&format!("kubectl delete -n {ns} deployment,service -l {SEGMENT_LABEL}={id} --ignore-not-found\n"));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parva_core::deploy::Segment;
+
+    fn seg(node: u32, gpu: u32, placement: u8, size: u8, service: &str) -> Segment {
+        Segment {
+            node,
+            gpu,
+            service: service.into(),
+            model: "resnet50".into(),
+            placement,
+            instance_size: size,
+            batch_size: 8,
+            num_proc: 2,
+            profile: None,
+            gpu_type: Some("a100-80gb".into()),
+            throughput: Some(100.0),
+            rate: Some(50.0),
+            slo_ms: Some(100.0),
+            margin_ms: None,
+        }
+    }
+
+    fn opts() -> Options {
+        Options { prefix: "parva".into(), namespace: "parva".into(), image: "parva:0.1.0".into(), router_replicas: 2, node_names: BTreeMap::new(), memory_per_process_mib: 4096 }
+    }
+
+    #[test]
+    fn a_segment_pod_requests_its_mig_profile_on_its_node_and_runs_parva_segment() {
+        let map = DeploymentMap { segments: vec![seg(0, 1, 4, 3, "svc")], jobs: vec![] };
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let mut o = opts();
+        o.node_names.insert(0, "gpu-a".into());
+        let w = workloads(&map, "text", gpu, &o).unwrap();
+        let id: SegmentId = "n0-g1-p4".parse().unwrap();
+        let d = &w.segments[&id].deployment;
+        assert_eq!(d.metadata.name.as_deref(), Some("parva-n0-g1-p4"));
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.node_selector.as_ref().unwrap()["kubernetes.io/hostname"], "gpu-a");
+        let c = &pod.containers[0];
+        let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["nvidia.com/mig-3g.40gb"].0, "1");
+        assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("3", "8192Mi"));
+        let cmd = c.command.as_ref().unwrap().join(" ");
+        assert!(cmd.starts_with("parva segment --map /etc/parva/map.csv --segment n0-g1-p4 --backend torch --device cuda"), "{cmd}");
+        assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/v2/health/ready"));
+        let router_cmd = w.router.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].command.as_ref().unwrap().join(" ");
+        assert!(router_cmd.contains("--segments http://parva-{segment}.parva.svc:8000"), "{router_cmd}");
+        assert_eq!(w.router.spec.as_ref().unwrap().replicas, Some(2));
+        // Bad names are refused with the rule.
+        let mut bad = opts();
+        bad.prefix = "Parva".into();
+        assert!(workloads(&map, "", gpu, &bad).unwrap_err().to_string().contains("must be a DNS label"));
+    }
+
+    #[test]
+    fn a_changed_map_reapplies_only_changed_segments_and_restarts_those_on_relabelled_nodes() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let old_map = DeploymentMap { segments: vec![seg(0, 0, 0, 4, "a"), seg(0, 0, 4, 3, "b"), seg(1, 0, 0, 7, "c"), seg(2, 0, 0, 7, "d")], jobs: vec![] };
+        let mut new_map = old_map.clone();
+        new_map.segments[1].batch_size = 16; // b changed in place
+        new_map.segments.remove(3); // d gone (node 2)
+        new_map.segments.push(seg(1, 1, 0, 7, "e")); // e added on node 1
+        let old = workloads(&old_map, "old", gpu, &opts()).unwrap();
+        let new = workloads(&new_map, "new", gpu, &opts()).unwrap();
+        let relabelled: BTreeSet<u32> = [1, 2].into();
+        let c = Changes::between(&old, &new, &relabelled);
+        let ids = |v: &[SegmentId]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(ids(&c.added), ["n1-g1-p0"]);
+        assert_eq!(ids(&c.changed), ["n0-g0-p4"]);
+        assert_eq!(ids(&c.removed), ["n2-g0-p0"]);
+        assert_eq!(ids(&c.restarted), ["n1-g0-p0"], "c is unchanged but its node is relabelled");
+        assert_eq!(ids(&c.unchanged), ["n0-g0-p0"]);
+        assert!(c.map_changed);
+        let script = apply_script(&new, &c, &[(1, "node-1".into()), (2, "node-2".into())], false, "parva");
+        let at = |needle: &str| script.find(needle).unwrap_or_else(|| panic!("{needle} not in {script}"));
+        assert!(at("kubectl apply -f map.yaml") < at("-l parva.io/node=1,app.kubernetes.io/component=segment --wait=true"));
+        assert!(at("sh node-labels.sh") < at("kubectl wait node/node-1"));
+        assert!(at("kubectl wait node/node-2") < at("kubectl apply -f segments/n0-g0-p4.yaml"));
+        assert!(at("rollout status -n parva deployment/parva-n1-g1-p0") < at("kubectl apply -f router.yaml"));
+        assert!(at("kubectl apply -f router.yaml") < at("-l parva.io/segment=n2-g0-p0 --ignore-not-found"));
+        assert!(!script.contains("segments/n0-g0-p0.yaml"), "an unchanged segment on an unchanged node is left alone");
+        assert!(!script.contains("namespace.yaml"));
+    }
+}
