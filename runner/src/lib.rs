@@ -28,6 +28,7 @@ pub mod serve;
 pub mod spawn;
 pub mod supervisor;
 pub mod tensor;
+pub mod upstream;
 pub mod worker;
 pub mod worker_args;
 

@@ -134,6 +134,8 @@ impl axum::serve::Listener for LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    // No Nagle delay on responses (a KServe answer is small and wanted at once).
+                    let _ = stream.set_nodelay(true);
                     self.open.fetch_add(1, Ordering::SeqCst);
                     let io = LimitedIo {
                         inner: stream,

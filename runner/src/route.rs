@@ -35,10 +35,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use parva_core::DeploymentMap;
 use parva_core::segments::{SegmentId, SegmentUrls};
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +49,7 @@ use crate::error::{InferError, ServeError, served_list};
 use crate::http::{ApiError, HttpLimits};
 use crate::kserve::HEADER_LEN;
 use crate::metrics::{ServiceLabel, label_set, seconds_histogram};
+use crate::upstream::{ConnPool, ExchangeError};
 
 /// Everything [`route`] needs.
 #[derive(Debug, Clone)]
@@ -70,6 +67,8 @@ pub struct RouteOptions {
     pub health_timeout: Duration,
     /// Longest a segment may take to answer one request (504 after).
     pub upstream_timeout: Duration,
+    /// Most connections to one segment (requests past it wait for one to be free).
+    pub max_segment_connections: usize,
 }
 
 impl RouteOptions {
@@ -84,6 +83,7 @@ impl RouteOptions {
             health_interval: Duration::from_millis(250),
             health_timeout: Duration::from_millis(500),
             upstream_timeout: Duration::from_secs(30),
+            max_segment_connections: 256,
         }
     }
 }
@@ -123,7 +123,6 @@ impl RouteMetrics {
 }
 
 /// One segment as the router sees it.
-#[derive(Debug)]
 pub struct Upstream {
     pub id: SegmentId,
     pub service: String,
@@ -132,6 +131,17 @@ pub struct Upstream {
     /// Share of its service's capacity.
     pub weight: f64,
     up: AtomicBool,
+    pool: ConnPool,
+    /// The id as a response header value, made once.
+    header: HeaderValue,
+    /// `parva_route_requests_total{code="200"}` of this segment, looked up once.
+    ok: std::sync::OnceLock<Counter>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("id", &self.id).field("base", &self.base).field("weight", &self.weight).field("up", &self.is_up()).finish()
+    }
 }
 
 impl Upstream {
@@ -144,6 +154,8 @@ impl Upstream {
 #[derive(Debug)]
 struct ServiceRoutes {
     upstreams: Vec<Arc<Upstream>>,
+    /// `parva_route_request_seconds` of the service, looked up once.
+    seconds: std::sync::OnceLock<Histogram>,
     /// Current weights of the round robin, one per upstream.
     current: Mutex<Vec<f64>>,
 }
@@ -169,7 +181,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Each segment of `map` with its URL and weight; a segment without a URL is an error.
-    pub fn new(map: &DeploymentMap, urls: &SegmentUrls) -> Result<RouteTable, ServeError> {
+    pub fn new(map: &DeploymentMap, urls: &SegmentUrls, max_connections: usize) -> Result<RouteTable, ServeError> {
         if map.segments.is_empty() {
             return Err(ServeError::Config("the deployment map has no segment to route to".into()));
         }
@@ -180,10 +192,20 @@ impl RouteTable {
             let base = urls.url(id).ok_or_else(|| ServeError::Config(format!("--segments gives no URL for segment {id} (service {:?})", seg.service)))?;
             // A segment with no capacity on record still gets a little traffic when others fail.
             let weight = shares.get(&id).copied().filter(|w| *w > 0.0).unwrap_or(1e-6);
-            services.entry(seg.service.clone()).or_default().push(Arc::new(Upstream { id, service: seg.service.clone(), base, weight, up: AtomicBool::new(false) }));
+            let pool = ConnPool::new(&base, max_connections, Duration::from_secs(1)).map_err(|e| ServeError::Config(format!("segment {id}: {e}")))?;
+            services.entry(seg.service.clone()).or_default().push(Arc::new(Upstream {
+                id,
+                service: seg.service.clone(),
+                base,
+                weight,
+                up: AtomicBool::new(false),
+                pool,
+                header: HeaderValue::from_str(&id.to_string()).unwrap_or(HeaderValue::from_static("?")),
+                ok: std::sync::OnceLock::new(),
+            }));
         }
         Ok(RouteTable {
-            services: services.into_iter().map(|(name, ups)| (name, ServiceRoutes { current: Mutex::new(vec![0.0; ups.len()]), upstreams: ups })).collect(),
+            services: services.into_iter().map(|(name, ups)| (name, ServiceRoutes { current: Mutex::new(vec![0.0; ups.len()]), upstreams: ups, seconds: std::sync::OnceLock::new() })).collect(),
         })
     }
 
@@ -202,13 +224,10 @@ impl RouteTable {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
 /// Shared state of the router tier.
 struct RouteState {
     table: RouteTable,
     metrics: RouteMetrics,
-    client: HttpClient,
     limits: HttpLimits,
     upstream_timeout: Duration,
     /// Request bodies in flight, in bytes (one permit a byte, capped).
@@ -220,6 +239,9 @@ impl RouteState {
         let was = u.up.swap(up, Ordering::SeqCst);
         let label = SegmentLabel { service: u.service.clone(), segment: u.id.to_string() };
         self.metrics.up.get_or_create(&label).set(i64::from(up));
+        if !up {
+            u.pool.clear();
+        }
         if was && !up {
             self.metrics.ejections.get_or_create(&label).inc();
             tracing::warn!(segment = %u.id, service = %u.service, url = %u.base, "segment ejected: {why}");
@@ -229,20 +251,13 @@ impl RouteState {
     }
 }
 
-fn client() -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(1024).build(conn)
-}
-
 /// Route until `shutdown`, reporting the bound address on `listening`.
 pub async fn route(
     opts: RouteOptions,
     listening: impl FnOnce(SocketAddr) + Send,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let table = RouteTable::new(&opts.map, &opts.urls)?;
+    let table = RouteTable::new(&opts.map, &opts.urls, opts.max_segment_connections)?;
     let mut http = opts.http.clone();
     let allowed = crate::listen::ensure_fd_room(http.conn.max_connections, 64 + 2 * table.upstreams().count());
     http.conn.max_connections = http.conn.max_connections.min(allowed);
@@ -252,7 +267,6 @@ pub async fn route(
     let state = Arc::new(RouteState {
         table,
         metrics: RouteMetrics::new(),
-        client: client(),
         limits: http.clone(),
         upstream_timeout: opts.upstream_timeout,
         inflight: Arc::new(Semaphore::new(permits)),
@@ -279,7 +293,7 @@ async fn check_health(state: Arc<RouteState>, interval: Duration, timeout: Durat
         let checks = state.table.upstreams().cloned().map(|u| {
             let state = state.clone();
             async move {
-                let verdict = check_one(&state.client, &u.base, timeout).await;
+                let verdict = check_one(&u.pool, timeout).await;
                 match verdict {
                     Ok(()) => state.set_up(&u, true, ""),
                     Err(why) => state.set_up(&u, false, &why),
@@ -301,28 +315,13 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 }
 
 /// One readiness check: `GET /v2/health/ready` answers 200 within `timeout`.
-async fn check_one(client: &HttpClient, base: &str, timeout: Duration) -> Result<(), String> {
-    let req = hyper::Request::get(format!("{base}/v2/health/ready")).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, client.request(req)).await {
+async fn check_one(pool: &ConnPool, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, pool.exchange(hyper::Method::GET, "/v2/health/ready", &[], Bytes::new())).await {
         Err(_) => Err(format!("readiness check took over {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Err(format!("readiness check failed: {}", error_chain(&e))),
-        Ok(Ok(resp)) => {
-            let status = resp.status();
-            let _ = resp.into_body().collect().await;
-            if status == StatusCode::OK { Ok(()) } else { Err(format!("not ready ({status})")) }
-        }
+        Ok(Err(ExchangeError::Connect(why) | ExchangeError::Sent(why))) => Err(format!("readiness check failed: {why}")),
+        Ok(Ok((parts, _))) if parts.status == StatusCode::OK => Ok(()),
+        Ok(Ok((parts, _))) => Err(format!("not ready ({})", parts.status)),
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn app(state: Arc<RouteState>) -> Http {
@@ -396,7 +395,9 @@ async fn infer(State(s): State<Arc<RouteState>>, Path(name): Path<String>, heade
             return ApiError(e).into_response();
         }
     };
-    s.metrics.seconds.get_or_create(&ServiceLabel { service: name }).observe(started.elapsed().as_secs_f64());
+    if let Some(routes) = s.table.services.get(&name) {
+        routes.seconds.get_or_init(|| s.metrics.seconds.get_or_create(&ServiceLabel { service: name.clone() }).clone()).observe(started.elapsed().as_secs_f64());
+    }
     resp
 }
 
@@ -447,26 +448,16 @@ async fn forward(s: &RouteState, name: &str, method: hyper::Method, path: String
         };
         tried.push(i);
         let u = &routes.upstreams[i];
-        let mut req = hyper::Request::builder().method(method.clone()).uri(format!("{}{path}", u.base));
+        let mut send_headers = Vec::with_capacity(3);
         for h in [header::CONTENT_TYPE, header::ACCEPT] {
             if let Some(v) = headers.get(&h) {
-                req = req.header(h, v);
+                send_headers.push((h, v.clone()));
             }
         }
         if let Some(v) = headers.get(HEADER_LEN) {
-            req = req.header(HEADER_LEN, v);
+            send_headers.push((header::HeaderName::from_static(HEADER_LEN), v.clone()));
         }
-        let req = match req.body(Full::new(body.clone())) {
-            Ok(r) => r,
-            Err(e) => return ApiError(InferError::BadRequest(format!("request for segment {}: {e}", u.id))).into_response(),
-        };
-        let answer = tokio::time::timeout(s.upstream_timeout, async {
-            let resp = s.client.request(req).await?;
-            let (parts, body) = resp.into_parts();
-            let bytes = body.collect().await.map(|c| c.to_bytes());
-            Ok::<_, hyper_util::client::legacy::Error>((parts, bytes))
-        })
-        .await;
+        let answer = tokio::time::timeout(s.upstream_timeout, u.pool.exchange(method.clone(), &path, &send_headers, body.clone())).await;
         match answer {
             Err(_) => {
                 let e = InferError::SegmentFailed {
@@ -478,26 +469,23 @@ async fn forward(s: &RouteState, name: &str, method: hyper::Method, path: String
                 count(u.id.to_string(), e.status());
                 return ApiError(e).into_response();
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(ExchangeError::Connect(why))) => {
                 // Nothing was sent: eject and try the next segment.
-                s.set_up(u, false, &format!("connection failed: {}", error_chain(&e)));
+                s.set_up(u, false, &format!("connection failed: {why}"));
                 continue;
             }
-            Ok(Err(e)) => {
-                s.set_up(u, false, &format!("request failed: {}", error_chain(&e)));
-                let e = InferError::SegmentFailed { service: name.to_string(), segment: u.id.to_string(), why: error_chain(&e), status: 502 };
+            Ok(Err(ExchangeError::Sent(why))) => {
+                s.set_up(u, false, &format!("request failed: {why}"));
+                let e = InferError::SegmentFailed { service: name.to_string(), segment: u.id.to_string(), why, status: 502 };
                 count(u.id.to_string(), e.status());
                 return ApiError(e).into_response();
             }
-            Ok(Ok((parts, Err(e)))) => {
-                s.set_up(u, false, &format!("response broken: {e}"));
-                let e = InferError::SegmentFailed { service: name.to_string(), segment: u.id.to_string(), why: format!("response broken: {e}"), status: 502 };
-                count(u.id.to_string(), e.status());
-                drop(parts);
-                return ApiError(e).into_response();
-            }
-            Ok(Ok((parts, Ok(bytes)))) => {
-                count(u.id.to_string(), parts.status.as_u16());
+            Ok(Ok((parts, bytes))) => {
+                if parts.status == StatusCode::OK {
+                    u.ok.get_or_init(|| s.metrics.requests.get_or_create(&RouteCodeLabel { service: name.to_string(), segment: u.id.to_string(), code: 200 }).clone()).inc();
+                } else {
+                    count(u.id.to_string(), parts.status.as_u16());
+                }
                 let mut resp = Response::new(Body::from(bytes));
                 *resp.status_mut() = parts.status;
                 let h = resp.headers_mut();
@@ -509,7 +497,7 @@ async fn forward(s: &RouteState, name: &str, method: hyper::Method, path: String
                 if let Some(v) = parts.headers.get(HEADER_LEN) {
                     h.insert(HEADER_LEN, v.clone());
                 }
-                h.insert("x-parva-segment", HeaderValue::from_str(&u.id.to_string()).unwrap_or(HeaderValue::from_static("?")));
+                h.insert("x-parva-segment", u.header.clone());
                 return resp;
             }
         }

@@ -5,8 +5,9 @@
 # backend. Prints each run and the medians; the added p99 is route - direct. Results:
 # route-results.md.
 #
-#   scripts/bench/route.sh [RATE=5000] [DURATION=20s] [ROUNDS=3] [OUT=reports/route-<rate>]
+#   scripts/bench/route.sh [RATE=5000] [DURATION=20s] [ROUNDS=3] [OUT=reports/route-<rate>-b<batch>]
 #   PARVA=path/to/parva  the binary (default target/release/parva; cargo build --release --locked)
+#   BATCH=32             the segment's batch size (7g, one process; a batch of b takes 1 + 0.02 b ms)
 #
 # Bounded in time: ROUNDS x 2 x (DURATION + 1 s warm-up) plus a few seconds of start-up.
 set -euo pipefail
@@ -14,7 +15,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 rate="${1:-5000}"
 duration="${2:-20s}"
 rounds="${3:-3}"
-out="$(realpath -m "${4:-$root/reports/route-$rate}")"
+out="$(realpath -m "${4:-$root/reports/route-$rate-b${BATCH:-32}}")"
 parva="$(realpath "${PARVA:-$root/target/release/parva}")"
 [[ -x "$parva" ]] || { echo "no parva binary at $parva (cargo build --release --locked, or set PARVA)" >&2; exit 1; }
 rm -rf "$out"; mkdir -p "$out/models" "$out/prof"
@@ -33,7 +34,7 @@ with open(sys.argv[1], "w") as f:
 PY
 cat > "$out/map.csv" <<CSV
 node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms
-0,0,tiny,tiny,0,7,32,1,7g.80gb,a100-80gb,19512,$rate,100
+0,0,tiny,tiny,0,7,${BATCH:-32},1,7g.80gb,a100-80gb,,$rate,100
 CSV
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -46,7 +47,7 @@ echo "segment,url" > "$out/segments.csv"; echo "n0-g0-p0,$seg" >> "$out/segments
 "$parva" route --map "$out/map.csv" --segments "$out/segments.csv" --listen 127.0.0.1:0 > "$out/route.out" 2> "$out/route.err" & pids+=($!)
 router="$(wait_line "$out/route.out")"
 for _ in $(seq 100); do curl -sf "$router/v2/health/ready" > /dev/null && break; sleep 0.1; done
-echo "rate $rate req/s, $duration per run, $rounds rounds; segment $seg, router $router; $(nproc) cores"
+echo "rate $rate req/s, batch ${BATCH:-32}, $duration per run, $rounds rounds; segment $seg, router $router; $(nproc) cores"
 printf '%-7s %-6s %10s %8s %8s %8s %8s %8s\n' round via achieved/s failed p50_ms p99_ms lag_p99 pass
 for r in $(seq "$rounds"); do
   for via in direct route; do

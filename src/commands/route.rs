@@ -37,6 +37,10 @@ pub struct RouteArgs {
     /// Longest a segment may take to answer one request before the client gets 504 (0.1s to 1h).
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     upstream_timeout: f64,
+    /// Most connections to one segment; requests past it wait for a free one (bounded by
+    /// --upstream-timeout).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    max_segment_connections: u64,
     #[command(flatten)]
     http: HttpFlags,
 }
@@ -50,10 +54,12 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     opts.health_interval = Duration::from_secs_f64(args.health_interval);
     opts.health_timeout = Duration::from_secs_f64(args.health_timeout);
     opts.upstream_timeout = Duration::from_secs_f64(args.upstream_timeout);
+    opts.max_segment_connections = usize::try_from(args.max_segment_connections).unwrap_or(usize::MAX);
     args.http.apply(&mut opts.http);
     let services = opts.map.segments.iter().map(|s| s.service.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let segments = opts.map.segments.len();
-    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let rt = tokio::runtime::Runtime::new()
+    .context("start the async runtime")?;
     rt.block_on(async move {
         let listening = move |addr: SocketAddr| {
             // stdout: the one line scripts wait for; a closed stdout must not stop the router.
