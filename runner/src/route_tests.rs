@@ -215,3 +215,39 @@ async fn bodies_over_the_cap_are_refused_before_reading_and_counted() {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("over the limit of 2 bytes"), "{body}");
 }
+
+/// A segment slower than --upstream-timeout: 504 for that request, counted, and the segment is not
+/// ejected (slow is not dead: its readiness still answers).
+#[tokio::test]
+async fn a_request_past_the_upstream_timeout_is_a_504_and_the_segment_stays() {
+    let app = Http::new().route("/v2/health/ready", get(|| async { StatusCode::OK })).route(
+        "/v2/models/{m}/infer",
+        post(|| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            StatusCode::OK
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let map = DeploymentMap { segments: vec![seg(0, 0, "svc", 1.0)], jobs: vec![] };
+    let mut opts = RouteOptions::new(map, urls(&[("n0-g0-p0", url)]));
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.upstream_timeout = Duration::from_millis(100);
+    opts.health_interval = Duration::from_millis(50);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(route(opts, move |a| {
+        let _ = tx.send(a);
+    }, std::future::pending()));
+    let base = format!("http://{}", rx.await.unwrap());
+    let c = client();
+    while get_json(&c, format!("{base}/v2/health/ready")).await.0 != 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body, _) = post_infer(&c, &base, "svc", b"abc").await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("segment n0-g0-p0 of service") && body.contains("no answer within 0.1 s (--upstream-timeout)"), "{body}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (_, segs) = get_json(&c, format!("{base}/v2/route/segments")).await;
+    assert_eq!(segs["segments"][0]["up"], true);
+}

@@ -158,6 +158,12 @@ fn segment_and_route_refuse_what_the_map_does_not_have() {
     let o = parva(&["segment", "--map", m, "--segment", "node0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("\"node0\" is not a segment id"), "{}", stderr(&o));
+    // With --device cuda the device is found through NVML; without a driver that is the error.
+    let o = parva(&["segment", "--map", m, "--segment", "n0-g0-p0", "--backend", "torch", "--device", "cuda", "--models", &fx("models")]);
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("cannot load NVML") && stderr(&o).contains("is the NVIDIA driver installed"), "{}", stderr(&o));
+    }
     let list = d.path().join("segments.csv");
     std::fs::write(&list, "segment,url\nn0-g0-p0,http://127.0.0.1:1\n").unwrap();
     let o = parva(&["route", "--map", m, "--segments", list.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
