@@ -235,13 +235,17 @@ struct RouteState {
 }
 
 impl RouteState {
+    /// Mark `u` up or down (ejected); only a change is logged and counted.
     fn set_up(&self, u: &Upstream, up: bool, why: &str) {
         let was = u.up.swap(up, Ordering::SeqCst);
-        let label = SegmentLabel { service: u.service.clone(), segment: u.id.to_string() };
-        self.metrics.up.get_or_create(&label).set(i64::from(up));
         if !up {
             u.pool.clear();
         }
+        if was == up {
+            return;
+        }
+        let label = SegmentLabel { service: u.service.clone(), segment: u.id.to_string() };
+        self.metrics.up.get_or_create(&label).set(i64::from(up));
         if was && !up {
             self.metrics.ejections.get_or_create(&label).inc();
             tracing::warn!(segment = %u.id, service = %u.service, url = %u.base, "segment ejected: {why}");
@@ -259,6 +263,13 @@ pub async fn route(
 ) -> Result<(), ServeError> {
     let table = RouteTable::new(&opts.map, &opts.urls, opts.max_segment_connections)?;
     let mut http = opts.http.clone();
+    if http.max_body_bytes > http.max_inflight_bytes {
+        return Err(ServeError::Config(format!(
+            "the body cap ({} bytes, --max-body-mib) is over the bound on bodies in flight ({} bytes, --max-inflight-mib): \
+             the largest request could never be admitted; raise --max-inflight-mib or lower --max-body-mib",
+            http.max_body_bytes, http.max_inflight_bytes
+        )));
+    }
     let allowed = crate::listen::ensure_fd_room(http.conn.max_connections, 64 + 2 * table.upstreams().count());
     http.conn.max_connections = http.conn.max_connections.min(allowed);
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
@@ -272,7 +283,7 @@ pub async fn route(
         inflight: Arc::new(Semaphore::new(permits)),
     });
     for u in state.table.upstreams() {
-        state.set_up(u, false, "not checked yet");
+        state.metrics.up.get_or_create(&SegmentLabel { service: u.service.clone(), segment: u.id.to_string() }).set(0);
     }
     let checker = tokio::spawn(check_health(state.clone(), opts.health_interval, opts.health_timeout));
     listening(addr);

@@ -29,6 +29,8 @@ pub struct RouteArgs {
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
     /// How often every segment's readiness is checked; a failed check ejects it (0.1s to 1h).
+    /// Each replica checks every segment: with thousands of segments, raise it (a dead segment's
+    /// refused connection ejects it at its next request anyway).
     #[arg(long, default_value = "250ms", value_parser = parse_timeout)]
     health_interval: f64,
     /// A readiness check slower than this fails (0.1s to 1h).

@@ -169,6 +169,9 @@ fn segment_and_route_refuse_what_the_map_does_not_have() {
     let o = parva(&["route", "--map", m, "--segments", list.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--segments gives no URL for segment n1-g0-p0 (service \"roomy\")"), "{}", stderr(&o));
+    let o = parva(&["route", "--map", m, "--segments", "http://{segment}:1", "--max-body-mib", "4096", "--max-inflight-mib", "100", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the largest request could never be admitted"), "{}", stderr(&o));
     let o = parva(&["route", "--map", m, "--segments", "https://{segment}:1", "--listen", "127.0.0.1:0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is not an http://host:port URL"), "{}", stderr(&o));
