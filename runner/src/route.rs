@@ -391,12 +391,16 @@ async fn model_meta_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, 
     model_meta(s, Path(name)).await
 }
 
-async fn infer_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>, headers: HeaderMap, body: Body) -> Response {
-    infer(s, Path(name), headers, body).await
+async fn infer_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>, req: axum::extract::Request) -> Response {
+    infer(s, Path(name), req).await
 }
 
-async fn infer(State(s): State<Arc<RouteState>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+/// The whole request is taken apart rather than extracted piecewise: axum's `HeaderMap`
+/// extractor would copy every header of every request.
+async fn infer(State(s): State<Arc<RouteState>>, Path(name): Path<String>, req: axum::extract::Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let resp = match read_body(&s, &name, &headers, body).await {
         Ok((bytes, _permit)) => forward(&s, &name, hyper::Method::POST, format!("/v2/models/{name}/infer"), headers, bytes).await,
         Err(e) => {

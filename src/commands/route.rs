@@ -43,6 +43,10 @@ pub struct RouteArgs {
     /// --upstream-timeout).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     max_segment_connections: u64,
+    /// Worker threads of the router (default: one per core). A router is stateless: for more
+    /// throughput run more replicas; one thread avoids cross-thread wake-ups on a busy machine.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     #[command(flatten)]
     http: HttpFlags,
 }
@@ -60,7 +64,11 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     args.http.apply(&mut opts.http);
     let services = opts.map.segments.iter().map(|s| s.service.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let segments = opts.map.segments.len();
-    let rt = tokio::runtime::Runtime::new()
+    let rt = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(usize::try_from(n).unwrap_or(1)).enable_all().build(),
+        None => tokio::runtime::Runtime::new(),
+    }
     .context("start the async runtime")?;
     rt.block_on(async move {
         let listening = move |addr: SocketAddr| {
