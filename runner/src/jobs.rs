@@ -78,14 +78,25 @@ pub struct JobState {
 }
 
 pub const STATE_FILE: &str = "state.json";
+/// Largest `state.json` a job resumes from, bytes (a real one is under 200): a bigger file is refused
+/// before it is parsed.
+pub const STATE_MAX_BYTES: u64 = 64 << 10;
 
 impl JobState {
     /// The checkpoint in `dir` of a `kind` job of `model`: a fresh state when there is none, an
     /// error when it belongs to another model or kind.
     pub fn resume(dir: &Path, model: &str, kind: JobKind) -> Result<JobState, String> {
         let path = dir.join(STATE_FILE);
-        let found: Option<JobState> = match std::fs::read_to_string(&path) {
-            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?),
+        let found: Option<JobState> = match std::fs::File::open(&path) {
+            Ok(f) => {
+                // Read at most the limit and one byte more, before parsing anything.
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, STATE_MAX_BYTES + 1), &mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+                if text.len() as u64 > STATE_MAX_BYTES {
+                    return Err(format!("{}: over {STATE_MAX_BYTES} bytes: not a job checkpoint state", path.display()));
+                }
+                Some(serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
@@ -379,6 +390,10 @@ mod tests {
         assert!(JobState::resume(d.path(), "resnet50", JobKind::Train).is_err());
         std::fs::write(d.path().join(STATE_FILE), "{not json").unwrap();
         assert!(JobState::resume(d.path(), "bert", JobKind::Train).unwrap_err().contains("state.json"));
+        // A huge file is refused before it is parsed (regression: it was read whole).
+        std::fs::write(d.path().join(STATE_FILE), vec![b' '; STATE_MAX_BYTES as usize + 1]).unwrap();
+        let e = JobState::resume(d.path(), "bert", JobKind::Train).unwrap_err();
+        assert!(e.contains("over 65536 bytes: not a job checkpoint state"), "{e}");
     }
 
     fn slot(job: &str, gpu: u32, placement: u8) -> JobSlot {
