@@ -136,6 +136,12 @@ fn service_for(name: &str, ns: &str, l: &BTreeMap<String, String>, selector: BTr
     }
 }
 
+/// The device plugin's resource for a MIG profile under the `mixed` strategy: `nvidia.com/mig-<profile>`,
+/// a `+` (media extensions, `1g.10gb+me`) turned into `.` as the plugin advertises it.
+pub fn mig_resource(profile: &str) -> String {
+    format!("nvidia.com/mig-{}", profile.replace('+', "."))
+}
+
 /// FNV-1a of `text`, 8 hex digits: stable across runs and versions.
 pub fn digest(text: &str) -> String {
     let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
@@ -169,7 +175,7 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
         let procs = u64::from(seg.num_proc.max(1));
         let cpu = procs.to_string();
         let memory = format!("{}Mi", procs.saturating_mul(o.memory_per_process_mib));
-        let mig = format!("nvidia.com/mig-{}", profile.name);
+        let mig = mig_resource(profile.name);
         let container = Container {
             name: "segment".into(),
             image: Some(o.image.clone()),
@@ -459,6 +465,7 @@ mod tests {
         let router_cmd = w.router.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].command.as_ref().unwrap().join(" ");
         assert!(router_cmd.contains("--segments http://parva-{segment}.parva.svc:8000"), "{router_cmd}");
         assert_eq!(w.router.spec.as_ref().unwrap().replicas, Some(2));
+        assert_eq!(mig_resource("1g.10gb+me"), "nvidia.com/mig-1g.10gb.me");
         // Bad names are refused with the rule.
         let mut bad = opts();
         bad.prefix = "Parva".into();
