@@ -35,6 +35,25 @@ pub struct SegmentArgs {
     serving: ServingFlags,
 }
 
+/// The segment's device through NVML; where NVML cannot list MIG instances (a pod without the
+/// privilege), through CUDA (a `parva doctor --cuda-probe` child of all visible devices).
+fn find_device(seg: &parva_core::deploy::Segment, id: SegmentId) -> anyhow::Result<(String, String)> {
+    let nvml_err = match parva_gpu::nvml::NvmlMig::load() {
+        Ok(mut nvml) => match parva_gpu::segment::find_segment_device(&mut nvml, seg, &id.to_string()) {
+            Ok(d) => return Ok((d.device, format!("{} on GPU {}, found through NVML", d.profile, d.gpu))),
+            Err(parva_gpu::segment::FindDeviceError::Mig(e)) => e.to_string(),
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => e.to_string(),
+    };
+    let program = std::env::current_exe().context("locate this executable for the CUDA probe")?;
+    let mut probe = parva_gpu::cuda::ChildCudaProbe { program, timeout: std::time::Duration::from_secs(60) };
+    let seen = parva_gpu::cuda::CudaProbe::probe(&mut probe, None)
+        .map_err(|e| anyhow::anyhow!("cannot find the segment's device: NVML: {nvml_err}; CUDA: {e}"))?;
+    let d = parva_gpu::segment::find_segment_device_cuda(&seen, seg, &id.to_string())?;
+    Ok((d.device, format!("{}, found through CUDA (NVML: {nvml_err})", d.profile)))
+}
+
 pub fn run(args: SegmentArgs) -> anyhow::Result<ExitCode> {
     let (map, _) = DeploymentMap::read(&args.map)?;
     let id = args.segment;
@@ -48,11 +67,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<ExitCode> {
     if opts.backend == BackendKind::Torch && opts.device == Device::Cuda {
         let (device, what) = match &args.device_uuid {
             Some(d) => (d.clone(), "given with --device-uuid".to_string()),
-            None => {
-                let mut nvml = parva_gpu::nvml::NvmlMig::load()?;
-                let d = parva_gpu::segment::find_segment_device(&mut nvml, &seg, &id.to_string())?;
-                (d.device, format!("{} on GPU {}, found through NVML", d.profile, d.gpu))
-            }
+            None => find_device(&seg, id)?,
         };
         let dirs = MpsDirs::under(&opts.run_dir, &device);
         let mut env = vec![("CUDA_VISIBLE_DEVICES".to_string(), device.clone())];

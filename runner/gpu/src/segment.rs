@@ -10,6 +10,10 @@
 //!   placement start; none, or several left, is an error naming what is visible.
 //! - GPU without MIG (an MPS share of a whole GPU): the GPU at the segment's index, or the only
 //!   GPU visible.
+//!
+//! Listing MIG instances through NVML may need privileges a pod lacks; then
+//! [`find_segment_device_cuda`] asks CUDA instead (what a `parva doctor --cuda-probe` child sees:
+//! each visible device's name, `... MIG 3g.40gb`, and UUID), by the same rules.
 
 use parva_core::deploy::Segment;
 
@@ -84,6 +88,33 @@ pub fn find_segment_device(ctl: &mut dyn MigControl, seg: &Segment, id: &str) ->
     }
 }
 
+/// [`find_segment_device`] from what CUDA sees (a [`crate::cuda::CudaProbe`] of all visible
+/// devices): a MIG device's name ends in `MIG <profile>`, whose `<g>g` is its size in GPCs.
+pub fn find_segment_device_cuda(seen: &crate::cuda::CudaProbeResult, seg: &Segment, id: &str) -> Result<SegmentDevice, FindDeviceError> {
+    let mut fits = Vec::new();
+    let mut whole = Vec::new();
+    for d in &seen.devices {
+        match d.name.rsplit_once(" MIG ") {
+            Some((_, profile)) => {
+                let gpcs = profile.split_once('g').and_then(|(g, _)| g.parse::<u8>().ok());
+                if gpcs == Some(seg.instance_size) {
+                    fits.push(SegmentDevice { device: format!("MIG-{}", d.uuid), gpu: d.ordinal as u32, start: None, profile: profile.to_string() });
+                }
+            }
+            None => whole.push(SegmentDevice { device: format!("GPU-{}", d.uuid), gpu: d.ordinal as u32, start: None, profile: d.name.clone() }),
+        }
+    }
+    let any_mig = seen.devices.iter().any(|d| d.name.contains(" MIG "));
+    let want = if any_mig { format!("a {}-GPC MIG device", seg.instance_size) } else { "a whole GPU".to_string() };
+    let mut candidates = if any_mig { fits } else { whole };
+    let seen_text = if seen.devices.is_empty() { "no CUDA device".to_string() } else { seen.devices.iter().map(|d| format!("{} ({})", d.name, d.uuid)).collect::<Vec<_>>().join(", ") };
+    match candidates.len() {
+        0 => Err(FindDeviceError::NoneFits { segment: id.to_string(), want, seen: seen_text }),
+        1 => Ok(candidates.remove(0)),
+        n => Err(FindDeviceError::Ambiguous { segment: id.to_string(), want, count: n, seen: seen_text }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +159,31 @@ mod tests {
         let e = find_segment_device(&mut fake, &seg(0, 0, 7), "n0-g0-p0").unwrap_err().to_string();
         assert!(e.contains("no visible device fits segment n0-g0-p0 (a 7-GPC MIG device)"), "{e}");
         assert!(e.contains("GPU 0 3g.40gb at 4") && e.contains("nvidia.com/mig-<profile>: 1"), "{e}");
+    }
+
+    #[test]
+    fn cuda_finds_the_one_visible_mig_device_of_the_segment_size() {
+        use crate::cuda::{CudaDevice, CudaProbeResult};
+        let dev = |ordinal: usize, name: &str, uuid: &str| CudaDevice {
+            ordinal,
+            name: name.into(),
+            uuid: uuid.into(),
+            compute_capability: "8.0".into(),
+            sms: 42,
+            total_mib: 40000.0,
+            free_mib: 39000.0,
+            copy_gbps: None,
+            context_ms: 1.0,
+        };
+        let seen = CudaProbeResult { driver_api: "13.0".into(), devices: vec![dev(0, "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "ab-cd")] };
+        let d = find_segment_device_cuda(&seen, &seg(4, 4, 3), "n0-g4-p4").unwrap();
+        assert_eq!((d.device.as_str(), d.profile.as_str()), ("MIG-ab-cd", "3g.40gb"));
+        let e = find_segment_device_cuda(&seen, &seg(0, 0, 2), "n0-g0-p0").unwrap_err().to_string();
+        assert!(e.contains("no visible device fits segment n0-g0-p0 (a 2-GPC MIG device)") && e.contains("MIG 3g.40gb (ab-cd)"), "{e}");
+        let whole = CudaProbeResult { driver_api: "13.0".into(), devices: vec![dev(0, "NVIDIA L4", "11-22")] };
+        assert_eq!(find_segment_device_cuda(&whole, &seg(0, 0, 7), "n0-g0-p0").unwrap().device, "GPU-11-22");
+        let none = CudaProbeResult { driver_api: "13.0".into(), devices: vec![] };
+        assert!(find_segment_device_cuda(&none, &seg(0, 0, 7), "x").unwrap_err().to_string().contains("this process sees: no CUDA device"));
     }
 
     #[test]
