@@ -472,6 +472,50 @@ mod tests {
         assert!(workloads(&map, "", gpu, &bad).unwrap_err().to_string().contains("must be a DNS label"));
     }
 
+    /// Over many random map pairs: every new segment is exactly one of added, changed, restarted
+    /// or unchanged; removed is exactly the old ones gone; a map against itself changes nothing.
+    #[test]
+    fn changes_partition_the_segments_of_random_map_pairs() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let sizes = [1u8, 2, 3, 4, 7];
+        for _ in 0..200 {
+            let mut maps = Vec::new();
+            for _ in 0..2 {
+                let mut segs = Vec::new();
+                let mut seen = BTreeSet::new();
+                for _ in 0..next(8) {
+                    let (node, g, p) = (next(3) as u32, next(2) as u32, next(7) as u8);
+                    if seen.insert((node, g, p)) {
+                        let mut sg = seg(node, g, p, sizes[next(5) as usize], ["a", "b"][next(2) as usize]);
+                        sg.batch_size = 1 << next(3);
+                        segs.push(sg);
+                    }
+                }
+                maps.push(DeploymentMap { segments: segs, jobs: vec![] });
+            }
+            let text = |m: &DeploymentMap| format!("{:?}", m.segment_ids());
+            let old = workloads(&maps[0], &text(&maps[0]), gpu, &opts()).unwrap();
+            let new = workloads(&maps[1], &text(&maps[1]), gpu, &opts()).unwrap();
+            let relabelled: BTreeSet<u32> = (0..3).filter(|_| next(2) == 0).collect();
+            let c = Changes::between(&old, &new, &relabelled);
+            let mut all: Vec<SegmentId> = c.added.iter().chain(&c.changed).chain(&c.restarted).chain(&c.unchanged).copied().collect();
+            all.sort();
+            assert_eq!(all, new.segments.keys().copied().collect::<Vec<_>>());
+            assert!(c.removed.iter().all(|id| old.segments.contains_key(id) && !new.segments.contains_key(id)));
+            assert_eq!(c.removed.len(), old.segments.keys().filter(|id| !new.segments.contains_key(id)).count());
+            assert!(c.unchanged.iter().all(|id| !relabelled.contains(&id.node)));
+            let same = Changes::between(&new, &new, &BTreeSet::new());
+            assert!(same.to_apply().is_empty() && same.removed.is_empty() && !same.map_changed);
+        }
+    }
+
     #[test]
     fn a_changed_map_reapplies_only_changed_segments_and_restarts_those_on_relabelled_nodes() {
         let gpu = GpuType::by_id("a100-80gb").unwrap();
