@@ -56,7 +56,7 @@ enum Command {
     /// Check that this machine is ready to profile and serve (a map): driver, GPUs and MIG, CUDA,
     /// MPS, the torch worker and the models; read-only, each problem with its fix.
     Doctor(commands::doctor::DoctorArgs),
-    /// Export a map for other tools: `k8s`, the GPU Operator's MIG manager config and node labels.
+    /// Export a map for other tools: `k8s`, the GPU Operator MIG config, node labels and workloads.
     Export(commands::export::ExportArgs),
     /// Load a KServe v2 endpoint open-loop at each service's SLO rate and check its latency SLO.
     Verify(commands::verify::VerifyArgs),

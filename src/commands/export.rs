@@ -23,8 +23,8 @@ pub struct ExportArgs {
 
 #[derive(clap::Subcommand)]
 enum ExportTarget {
-    /// The GPU Operator's MIG manager config for a map (a ConfigMap with key `config.yaml`) and the
-    /// node labels that select it.
+    /// A map for Kubernetes with the GPU Operator: the MIG manager's config and node labels, the
+    /// segment and router workloads, and the order to apply them.
     K8s(K8sArgs),
 }
 
@@ -34,7 +34,9 @@ struct K8sArgs {
     #[arg(long, value_name = "FILE")]
     map: PathBuf,
     /// Where to write `mig-config.yaml` (the ConfigMap), `config.yaml` (the mig-parted config
-    /// alone) and `node-labels.sh`; created if missing.
+    /// alone), `node-labels.sh`, the workloads (`namespace.yaml`, `map.yaml`, `router.yaml`,
+    /// `segments/<id>.yaml`) and `apply.sh`; created if missing. parva owns `segments/`: YAML files
+    /// an earlier export left there are removed.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Kubernetes node names: `node,name` (the map's node number, the cluster's node name)
