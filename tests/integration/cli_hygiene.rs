@@ -82,8 +82,9 @@ fn an_error_prints_its_cause_once() {
 #[test]
 fn every_flag_has_help() {
     let mut missing = Vec::new();
-    for cmd in ["plan", "simulate", "validate", "catalogue", "serve", "deploy", "profile", "verify", "worker", "doctor"] {
-        let o = parva(&[cmd, "-h"]);
+    for cmd in ["plan", "replan", "simulate", "validate", "catalogue", "serve", "segment", "route", "deploy", "profile", "verify", "worker", "doctor", "export k8s"] {
+        let args: Vec<&str> = cmd.split(' ').chain(["-h"]).collect();
+        let o = parva(&args);
         assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
         let text = crate::util::stdout(&o);
         let lines: Vec<&str> = text.lines().collect();
