@@ -377,7 +377,11 @@ pub fn apply_script(new: &Workloads, changes: &Changes, relabelled: &[(u32, Stri
         s.push_str("# 2. Nodes whose MIG layout changes: stop their segments (the router ejects them), relabel, wait for the MIG manager.\n");
         for (n, name) in relabelled {
             s.push_str(&format!("kubectl delete deployment -n {ns} -l {NODE_LABEL}={n},app.kubernetes.io/component=segment --wait=true\n"));
-            s.push_str(&format!("kubectl wait pod -n {ns} -l {NODE_LABEL}={n},app.kubernetes.io/component=segment --for=delete --timeout=5m\n"));
+            // `kubectl wait` fails when nothing matches (the first export): wait only for pods that exist.
+            s.push_str(&format!(
+                "if kubectl get pods -n {ns} -l {NODE_LABEL}={n},app.kubernetes.io/component=segment -o name | grep -q .; then\n  \
+                 kubectl wait pod -n {ns} -l {NODE_LABEL}={n},app.kubernetes.io/component=segment --for=delete --timeout=5m\nfi\n"
+            ));
             let _ = name;
         }
         s.push_str("sh node-labels.sh\n");

@@ -75,6 +75,21 @@ fn export_and_check(map: &Path, out: &Path, extra: &[&str]) -> (MigPartedConfig,
     (config, std::fs::read_to_string(out.join("node-labels.sh")).unwrap())
 }
 
+/// Run `DIR/apply.sh` with a `kubectl` on PATH that logs its arguments and answers every query
+/// with nothing; the logged calls, in order.
+fn run_apply_with_stub_kubectl(dir: &Path) -> Vec<String> {
+    let bin = dir.join("stub-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("kubectl.log");
+    let stub = bin.join("kubectl");
+    std::fs::write(&stub, format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display())).unwrap();
+    std::process::Command::new("chmod").args(["+x", s(&stub)]).status().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let o = std::process::Command::new("sh").arg(dir.join("apply.sh")).env("PATH", path).output().unwrap();
+    assert!(o.status.success(), "apply.sh failed: {}{}", stdout(&o), stderr(&o));
+    std::fs::read_to_string(&log).unwrap().lines().map(str::to_string).collect()
+}
+
 #[test]
 fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labels() {
     let d = tempfile::tempdir().unwrap();
@@ -92,6 +107,16 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
     assert!(labels.contains(&format!("kubectl label node gpu-a.example nvidia.com/mig.config={n0} --overwrite\n")), "{labels}");
     assert!(labels.contains(&format!("gpu-b.example nvidia.com/mig.config={}", config.name_of("parva", 1).unwrap())), "{labels}");
     assert!(labels.contains("mixed MIG strategy") && labels.contains("still runs parva pods"), "{labels}");
+    // apply.sh runs to its end against a kubectl that finds nothing (a first export: no pods yet),
+    // in order: layouts and map, nodes relabelled and waited for, segments, then the router.
+    let log = run_apply_with_stub_kubectl(&d.path().join("k8s"));
+    let at = |needle: &str| log.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("{needle} not in {log:#?}"));
+    assert!(at("apply -f namespace.yaml") < at("apply -f mig-config.yaml"));
+    assert!(at("apply -f map.yaml") < at("delete deployment -n parva -l parva.io/node=0"));
+    assert!(at("label node gpu-a.example nvidia.com/mig.config=") < at("wait node/gpu-a.example"));
+    assert!(at("wait node/gpu-b.example") < at("apply -f segments/n0-"));
+    assert!(at("rollout status -n parva deployment/parva-n1-") < at("apply -f router.yaml"));
+    assert_eq!(log.iter().filter(|l| l.starts_with("apply -f segments/")).count(), std::fs::read_dir(d.path().join("k8s").join("segments")).unwrap().count());
     // A changed map relabels only the nodes whose layout changed; the others keep their label.
     let text = std::fs::read_to_string(&map).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
