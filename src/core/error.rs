@@ -97,6 +97,35 @@ impl CsvInput {
         Ok(CsvInput::new(bytes))
     }
 
+    /// Read a two-column CSV with header `header` (case-insensitive): opened as `action`, bounded
+    /// as every CSV parva reads, empty rows skipped, `row(line, first, second)` called for each
+    /// other row in order. Node-name lists and segment URL lists read through it.
+    pub(crate) fn for_each_pair(
+        path: &Path,
+        action: &'static str,
+        header: [&str; 2],
+        mut row: impl FnMut(u64, &str, &str) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, action, e))?;
+        let input = CsvInput::read(file, path)?;
+        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
+        let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
+        if headers.len() != 2 || !headers[0].eq_ignore_ascii_case(header[0]) || !headers[1].eq_ignore_ascii_case(header[1]) {
+            return Err(FormatError::invalid(
+                Location::line(path, 1),
+                format!("header must be `{},{}`; found `{}`", header[0], header[1], headers.iter().collect::<Vec<_>>().join(",")),
+            ));
+        }
+        for rec in rdr.records() {
+            let rec = rec.map_err(|e| input.error(path, e))?;
+            if rec.iter().all(str::is_empty) {
+                continue;
+            }
+            row(input.line(rec.position()), rec.get(0).unwrap_or(""), rec.get(1).unwrap_or(""))?;
+        }
+        Ok(())
+    }
+
     /// Whether the input's last line ends with a line end (a file cut short mid-row does not).
     pub fn ends_with_newline(&self) -> bool {
         self.bytes.iter().rev().find(|b| !matches!(b, b' ' | b'\t')).is_none_or(|b| *b == b'\n')

@@ -9,29 +9,17 @@ use crate::error::{CsvInput, FormatError, Location};
 /// Read a node-name list, `node,name` (the map's node number, the cluster's node name): header
 /// checked, input bounded as every CSV parva reads, each bad row named by line and field.
 pub fn read_node_names(path: &Path) -> Result<BTreeMap<u32, String>, FormatError> {
-    let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open node list", e))?;
-    let input = CsvInput::read(file, path)?;
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
-    let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
-    if headers.len() != 2 || !headers[0].eq_ignore_ascii_case("node") || !headers[1].eq_ignore_ascii_case("name") {
-        return Err(FormatError::invalid(Location::line(path, 1), format!("header must be `node,name`; found `{}`", headers.iter().collect::<Vec<_>>().join(","))));
-    }
     let mut out = BTreeMap::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| input.error(path, e))?;
-        let line = input.line(rec.position());
-        if rec.iter().all(str::is_empty) {
-            continue;
-        }
-        let node = crate::profile::parse_int(rec.get(0).unwrap_or(""), Location::field(path, line, "node"), 0, u32::MAX as i64)? as u32;
-        let name = rec.get(1).unwrap_or("");
+    CsvInput::for_each_pair(path, "open node list", ["node", "name"], |line, node, name| {
+        let node = crate::profile::parse_int(node, Location::field(path, line, "node"), 0, u32::MAX as i64)? as u32;
         if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
             return Err(FormatError::invalid(Location::field(path, line, "name"), format!("{name:?} is not a Kubernetes node name (a lower-case DNS name)")));
         }
         if out.insert(node, name.to_string()).is_some() {
             return Err(FormatError::invalid(Location::field(path, line, "node"), format!("node {node} is named twice")));
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -176,27 +176,16 @@ fn check_url(url: &str, at: Location) -> Result<(), FormatError> {
 /// Read a segment URL list, `segment,url` (`n0-g1-p4,http://10.0.0.7:8001`): header checked,
 /// input bounded as every CSV parva reads, each bad row named by line and field.
 pub fn read_segment_urls(path: &Path) -> Result<BTreeMap<SegmentId, String>, FormatError> {
-    let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, "open segment list", e))?;
-    let input = CsvInput::read(file, path)?;
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
-    let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
-    if headers.len() != 2 || !headers[0].eq_ignore_ascii_case("segment") || !headers[1].eq_ignore_ascii_case("url") {
-        return Err(FormatError::invalid(Location::line(path, 1), format!("header must be `segment,url`; found `{}`", headers.iter().collect::<Vec<_>>().join(","))));
-    }
     let mut out = BTreeMap::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| input.error(path, e))?;
-        let line = input.line(rec.position());
-        if rec.iter().all(str::is_empty) {
-            continue;
-        }
-        let id: SegmentId = rec.get(0).unwrap_or("").parse().map_err(|e: BadSegmentId| FormatError::invalid(Location::field(path, line, "segment"), e.to_string()))?;
-        let url = rec.get(1).unwrap_or("").trim_end_matches('/');
+    CsvInput::for_each_pair(path, "open segment list", ["segment", "url"], |line, id, url| {
+        let id: SegmentId = id.parse().map_err(|e: BadSegmentId| FormatError::invalid(Location::field(path, line, "segment"), e.to_string()))?;
+        let url = url.trim_end_matches('/');
         check_url(url, Location::field(path, line, "url"))?;
         if out.insert(id, url.to_string()).is_some() {
             return Err(FormatError::invalid(Location::field(path, line, "segment"), format!("segment {id} is listed twice")));
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
