@@ -96,6 +96,15 @@ async fn fake_segment(name: &'static str, ready: Arc<AtomicBool>, served: Arc<At
     format!("http://{addr}")
 }
 
+/// Start the router with `opts` (until the test ends); its base URL once it listens.
+async fn start_route(opts: RouteOptions) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(route(opts, move |a| {
+        let _ = tx.send(a);
+    }, std::future::pending()));
+    format!("http://{}", rx.await.unwrap())
+}
+
 async fn post_infer(c: &HttpClient, base: &str, service: &str, body: &'static [u8]) -> (u16, String, Option<String>) {
     let req = hyper::Request::post(format!("{base}/v2/models/{service}/infer")).header(HEADER_LEN, "3").body(Full::new(Bytes::from_static(body))).unwrap();
     let resp = c.request(req).await.unwrap();
@@ -205,11 +214,7 @@ async fn bodies_over_the_cap_are_refused_before_reading_and_counted() {
     let mut opts = RouteOptions::new(map, urls(&[("n0-g0-p0", url)]));
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.http.max_body_bytes = 2;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(route(opts, move |a| {
-        let _ = tx.send(a);
-    }, std::future::pending()));
-    let base = format!("http://{}", rx.await.unwrap());
+    let base = start_route(opts).await;
     let c = client();
     let (status, body, _) = post_infer(&c, &base, "svc", b"abc").await;
     assert_eq!(status, 413, "{body}");
@@ -235,11 +240,7 @@ async fn a_request_past_the_upstream_timeout_is_a_504_and_the_segment_stays() {
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.upstream_timeout = Duration::from_millis(100);
     opts.health_interval = Duration::from_millis(50);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(route(opts, move |a| {
-        let _ = tx.send(a);
-    }, std::future::pending()));
-    let base = format!("http://{}", rx.await.unwrap());
+    let base = start_route(opts).await;
     let c = client();
     while get_json(&c, format!("{base}/v2/health/ready")).await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
