@@ -105,11 +105,13 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         None => BTreeMap::new(),
     };
     let config = migparted::for_map(&map, gpu, &args.prefix, &index_map).with_context(|| format!("{}", args.map.display()))?;
-    let old = match &args.from {
-        Some(p) => {
-            let (old, _) = DeploymentMap::read(p)?;
-            Some(migparted::for_map(&old, gpu, &args.prefix, &index_map).with_context(|| format!("{}", p.display()))?)
-        }
+    // The map the cluster runs now, read once: its MIG configs and its workloads are compared.
+    let old_map = match &args.from {
+        Some(p) => Some((p, DeploymentMap::read(p)?.0)),
+        None => None,
+    };
+    let old = match &old_map {
+        Some((p, m)) => Some(migparted::for_map(m, gpu, &args.prefix, &index_map).with_context(|| format!("{}", p.display()))?),
         None => None,
     };
     let nodes: std::collections::BTreeSet<u32> = map.segments.iter().map(|s| s.node).collect();
@@ -160,10 +162,9 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         memory_per_process_mib: args.memory_per_process_mib,
     };
     let new = crate::k8s::workloads(&map, &map_text(&map)?, gpu, &opts)?;
-    let changes = match &args.from {
-        Some(p) => {
-            let (old_map, _) = DeploymentMap::read(p)?;
-            let old = crate::k8s::workloads(&old_map, &map_text(&old_map)?, gpu, &opts).with_context(|| format!("{}", p.display()))?;
+    let changes = match &old_map {
+        Some((p, old_map)) => {
+            let old = crate::k8s::workloads(old_map, &map_text(old_map)?, gpu, &opts).with_context(|| format!("{}", p.display()))?;
             crate::k8s::Changes::between(&old, &new, &changed.iter().copied().collect())
         }
         None => crate::k8s::Changes::all_new(&new),
