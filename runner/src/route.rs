@@ -181,7 +181,8 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Each segment of `map` with its URL and weight; a segment without a URL is an error.
-    pub fn new(map: &DeploymentMap, urls: &SegmentUrls, max_connections: usize) -> Result<RouteTable, ServeError> {
+    /// `max_connections` per segment, answers of at most `max_response` bytes.
+    pub fn new(map: &DeploymentMap, urls: &SegmentUrls, max_connections: usize, max_response: u64) -> Result<RouteTable, ServeError> {
         if map.segments.is_empty() {
             return Err(ServeError::Config("the deployment map has no segment to route to".into()));
         }
@@ -192,7 +193,7 @@ impl RouteTable {
             let base = urls.url(id).ok_or_else(|| ServeError::Config(format!("--segments gives no URL for segment {id} (service {:?})", seg.service)))?;
             // A segment with no capacity on record still gets a little traffic when others fail.
             let weight = shares.get(&id).copied().filter(|w| *w > 0.0).unwrap_or(1e-6);
-            let pool = ConnPool::new(&base, max_connections, Duration::from_secs(1)).map_err(|e| ServeError::Config(format!("segment {id}: {e}")))?;
+            let pool = ConnPool::new(&base, max_connections, Duration::from_secs(1), max_response).map_err(|e| ServeError::Config(format!("segment {id}: {e}")))?;
             services.entry(seg.service.clone()).or_default().push(Arc::new(Upstream {
                 id,
                 service: seg.service.clone(),
@@ -261,7 +262,8 @@ pub async fn route(
     listening: impl FnOnce(SocketAddr) + Send,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let table = RouteTable::new(&opts.map, &opts.urls, opts.max_segment_connections)?;
+    // A segment's answer is held whole, like a request body: the same cap.
+    let table = RouteTable::new(&opts.map, &opts.urls, opts.max_segment_connections, opts.http.max_body_bytes)?;
     let mut http = opts.http.clone();
     if http.max_body_bytes > http.max_inflight_bytes {
         return Err(ServeError::Config(format!(

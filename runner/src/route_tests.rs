@@ -40,7 +40,7 @@ fn urls(pairs: &[(&str, String)]) -> SegmentUrls {
 #[test]
 fn weighted_round_robin_spreads_by_capacity_and_skips_ejected_segments() {
     let map = DeploymentMap { segments: vec![seg(0, 0, "a", 300.0), seg(1, 0, "a", 100.0), seg(1, 1, "b", 10.0)], jobs: vec![] };
-    let table = RouteTable::new(&map, &urls(&[("n0-g0-p0", "http://x:1".into()), ("n1-g0-p0", "http://y:1".into()), ("n1-g0-p1", "http://z:1".into())]), 4).unwrap();
+    let table = RouteTable::new(&map, &urls(&[("n0-g0-p0", "http://x:1".into()), ("n1-g0-p0", "http://y:1".into()), ("n1-g0-p1", "http://z:1".into())]), 4, 1 << 20).unwrap();
     let a = table.service("a").unwrap();
     assert_eq!(a.pick(&[]), None, "nothing is up before its first check");
     assert!(!table.ready());
@@ -63,7 +63,7 @@ fn weighted_round_robin_spreads_by_capacity_and_skips_ejected_segments() {
     assert_eq!(a.pick(&[1]), None);
     let e = table.service("c").unwrap_err().to_string();
     assert_eq!(e, "unknown model \"c\": this node serves a, b");
-    let missing = RouteTable::new(&map, &urls(&[("n0-g0-p0", "http://x:1".into())]), 4).unwrap_err().to_string();
+    let missing = RouteTable::new(&map, &urls(&[("n0-g0-p0", "http://x:1".into())]), 4, 1 << 20).unwrap_err().to_string();
     assert!(missing.contains("--segments gives no URL for segment n1-g0-p0 (service \"a\")"), "{missing}");
 }
 

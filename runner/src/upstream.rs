@@ -31,6 +31,8 @@ pub enum ExchangeError {
 pub struct ConnPool {
     authority: String,
     connect_timeout: Duration,
+    /// Largest answer read, bytes (a bigger one is an error, never buffered whole).
+    max_response: u64,
     /// One permit per connection in use: at most `max` at a time.
     slots: Semaphore,
     /// Idle connections, the most recently used last.
@@ -38,10 +40,11 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    /// A pool for `base` (`http://host:port`, no path) of at most `max` connections.
-    pub fn new(base: &str, max: usize, connect_timeout: Duration) -> Result<ConnPool, String> {
+    /// A pool for `base` (`http://host:port`, no path) of at most `max` connections, reading
+    /// answers of at most `max_response` bytes.
+    pub fn new(base: &str, max: usize, connect_timeout: Duration, max_response: u64) -> Result<ConnPool, String> {
         let authority = base.strip_prefix("http://").filter(|a| !a.is_empty() && !a.contains('/')).ok_or_else(|| format!("{base:?} is not http://host:port"))?;
-        Ok(ConnPool { authority: authority.to_string(), connect_timeout, slots: Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)), idle: Mutex::new(Vec::new()) })
+        Ok(ConnPool { authority: authority.to_string(), connect_timeout, max_response, slots: Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)), idle: Mutex::new(Vec::new()) })
     }
 
     /// Idle connections now.
@@ -107,7 +110,15 @@ impl ConnPool {
             }
         };
         let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await.map_err(|e| ExchangeError::Sent(format!("{}: response broken: {}", self.authority, error_chain(&e))))?.to_bytes();
+        let limit = usize::try_from(self.max_response).unwrap_or(usize::MAX);
+        let bytes = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                let why = if e.is::<http_body_util::LengthLimitError>() { format!("answer over {limit} bytes") } else { format!("response broken: {}", error_chain(&*e)) };
+                ExchangeError::Sent(format!("{}: {why}", self.authority))
+            })?
+            .to_bytes();
         // The answer is read: back to the pool, on top (the next user waits for it to be ready,
         // which takes the connection task a moment; this answer does not wait for that).
         if !sender.is_closed() {
@@ -166,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn bursts_reuse_at_most_max_connections() {
         let (base, conns, reqs) = echo().await;
-        let pool = Arc::new(ConnPool::new(&base, 8, Duration::from_secs(1)).unwrap());
+        let pool = Arc::new(ConnPool::new(&base, 8, Duration::from_secs(1), 1 << 20).unwrap());
         for _ in 0..5 {
             let burst: Vec<_> = (0..32)
                 .map(|i| {
@@ -185,17 +196,29 @@ mod tests {
         assert_eq!(pool.idle(), conns.load(Ordering::SeqCst));
     }
 
+    /// An answer over the limit is an error, not buffered; the next request still works.
+    #[tokio::test]
+    async fn answers_over_the_limit_are_refused() {
+        let (base, _, _) = echo().await;
+        let pool = ConnPool::new(&base, 2, Duration::from_secs(1), 4).unwrap();
+        match pool.exchange(hyper::Method::POST, "/x", &[], Bytes::from_static(b"12345")).await {
+            Err(ExchangeError::Sent(why)) => assert!(why.ends_with("answer over 4 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.exchange(hyper::Method::POST, "/x", &[], Bytes::from_static(b"1234")).await.unwrap().1, "1234");
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_a_connect_error_and_bad_bases_are_refused() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
         drop(l);
-        let pool = ConnPool::new(&base, 4, Duration::from_secs(1)).unwrap();
+        let pool = ConnPool::new(&base, 4, Duration::from_secs(1), 1 << 20).unwrap();
         match pool.exchange(hyper::Method::GET, "/", &[], Bytes::new()).await {
             Err(ExchangeError::Connect(why)) => assert!(why.contains("connecting to 127.0.0.1:"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert!(ConnPool::new("https://a:1", 1, Duration::from_secs(1)).is_err());
-        assert!(ConnPool::new("http://a:1/x", 1, Duration::from_secs(1)).is_err());
+        assert!(ConnPool::new("https://a:1", 1, Duration::from_secs(1), 1).is_err());
+        assert!(ConnPool::new("http://a:1/x", 1, Duration::from_secs(1), 1).is_err());
     }
 }
