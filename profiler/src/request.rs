@@ -99,9 +99,16 @@ impl Request {
         let sizes = match (self.sizes.is_empty(), self.mode, gpu_type) {
             (false, _, _) => self.sizes.clone(),
             (true, Mode::None, _) | (true, _, None) => vec![7],
+            // gpu-let's shares: 20, 40, 50, 60, 80 and 100 %.
+            (true, _, Some(t)) if t.is_mps() => vec![2, 4, 5, 6, 8, 10],
             (true, _, Some(t)) => t.sizes(),
         };
         let grid = Grid::new(sizes, self.procs.clone(), self.batches_or_default()).map_err(|e| invalid("grid", "", e.to_string()))?;
+        if let (Mode::Mig, Some(t)) = (self.mode, gpu_type) {
+            if t.is_mps() {
+                return Err(invalid("partition", "mig", format!("{} has no MIG (an MPS type): use --partition mps --shares", t.id)));
+            }
+        }
         if let (Mode::Mig | Mode::Mps, Some(t)) = (self.mode, gpu_type) {
             if let Some(bad) = grid.sizes.iter().find(|s| t.profile_for_size(**s).is_none()) {
                 return Err(invalid("sizes", bad, format!("is not a MIG instance size of {} (sizes: {:?})", t.id, t.sizes())));
@@ -188,6 +195,8 @@ pub fn default_out(mode: Mode, gpu_type: Option<&GpuType>, device: Device) -> Pa
     let base = PathBuf::from("prof_data");
     match (mode, gpu_type) {
         (Mode::Mig, Some(t)) => base.join(t.id),
+        // A type without MIG: its share tables are the type's own set, as MIG tables are.
+        (Mode::Mps, Some(t)) if t.is_mps() => base.join(t.id),
         (Mode::Mps, Some(t)) => base.join(format!("{}-mps", t.id)),
         (Mode::None, Some(t)) if device == Device::Cuda => base.join(format!("{}-none", t.id)),
         _ => base.join("cpu"),

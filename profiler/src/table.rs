@@ -126,12 +126,27 @@ impl Table {
     /// Open `path` for `model`, resuming its rows when it exists. Refuses a table with other
     /// columns, or points measured under another partition mode.
     pub fn open(path: &Path, model: &str, partition: &str) -> Result<Table, ProfileError> {
+        Self::open_keyed(path, model, partition, false)
+    }
+
+    /// [`Table::open`] for a table keyed by MPS share (`share_keyed`: `parva profile --shares`)
+    /// or by MIG size; an existing table keyed the other way is refused.
+    pub fn open_keyed(path: &Path, model: &str, partition: &str, share_keyed: bool) -> Result<Table, ProfileError> {
         let extra_headers: Vec<String> = EXTRA_HEADERS.iter().map(|s| s.to_string()).collect();
         if !path.exists() {
-            let profile = ModelProfile { model: model.to_string(), points: Vec::new(), extra_headers };
+            let profile = ModelProfile { model: model.to_string(), share_keyed, points: Vec::new(), extra_headers };
             return Ok(Table { path: path.to_path_buf(), partition: partition.to_string(), profile });
         }
         let profile = ModelProfile::read(path, None)?;
+        if profile.share_keyed != share_keyed {
+            let key = |s: bool| if s { "MPS share (--shares)" } else { "MIG instance size (--sizes)" };
+            return Err(ProfileError::Config(format!(
+                "{}: this table is keyed by {}; this run is keyed by {}: profile into another --out directory",
+                path.display(),
+                key(profile.share_keyed),
+                key(share_keyed)
+            )));
+        }
         if profile.extra_headers != extra_headers {
             return Err(ProfileError::ForeignTable {
                 path: path.display().to_string(),

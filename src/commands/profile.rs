@@ -43,8 +43,14 @@ pub struct ProfileArgs {
     gpu: u32,
     /// Instance sizes in GPCs (default: every MIG size of the GPU type; `7` with --partition
     /// none, where the size is only the label written in the table).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "shares")]
     sizes: Vec<u8>,
+    /// MPS shares in percent of the GPU's SMs, in 10 % steps (e.g. 20,40,50,60,80,100), for a GPU
+    /// without MIG: needs --partition mps; the table is keyed by share (`MPS share` column). The
+    /// GPU type is an MPS one (`parva catalogue`: v100-16gb, l4-24gb, ...); a MIG GPU is profiled
+    /// as its `-nomig` type (h100-80gb-nomig). Default for an MPS type: 20,40,50,60,80,100.
+    #[arg(long, value_delimiter = ',')]
+    shares: Vec<u8>,
     /// Batch sizes (default 1,2,4,...,128).
     #[arg(long, value_delimiter = ',')]
     batches: Vec<u32>,
@@ -187,6 +193,13 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
             anyhow::anyhow!("GPU {}: {e}; name its type with --gpu-type (see `parva catalogue`)", args.gpu)
         })?,
     };
+    // Shares of a MIG GPU used without MIG: its `-nomig` type.
+    let gpu_type = match (args.shares.is_empty(), gpu_type.is_mps(), &args.gpu_type) {
+        (false, false, None) => GpuType::by_id(&format!("{}-nomig", gpu_type.id))
+            .map_err(|_| anyhow::anyhow!("--shares: GPU {} is a {}, which has no MPS type without MIG; name one with --gpu-type", args.gpu, gpu_type.id))?,
+        _ => gpu_type,
+    };
+    check_shares_for(args, gpu_type)?;
     let description = description.unwrap_or(GpuDescription {
         index: info.index,
         uuid: info.uuid.clone(),
@@ -198,13 +211,41 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
     Ok(Gpu { mig, mps, description, gpu_type, fake: spec.is_some() })
 }
 
+/// --shares and --sizes against the GPU type: shares for an MPS type, sizes for a MIG one.
+fn check_shares_for(args: &ProfileArgs, gpu_type: &GpuType) -> anyhow::Result<()> {
+    if !args.shares.is_empty() && !gpu_type.is_mps() {
+        anyhow::bail!("--shares: {} is cut by MIG; name its MPS type with --gpu-type (e.g. {}-nomig), or profile MIG sizes with --sizes", gpu_type.id, gpu_type.id);
+    }
+    if !args.sizes.is_empty() && gpu_type.is_mps() && args.partition != PartitionArg::None {
+        anyhow::bail!("--sizes: {} has no MIG (an MPS type): give its shares in percent with --shares", gpu_type.id);
+    }
+    Ok(())
+}
+
+/// --shares in share units, each a multiple of the share step up to 100 %.
+fn share_units(shares: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use parva_core::mig::MPS_SHARE_STEP;
+    shares
+        .iter()
+        .map(|&s| {
+            if s == 0 || s > 100 || s % MPS_SHARE_STEP != 0 {
+                anyhow::bail!("--shares: {s} is not a share parva plans (10, 20, ..., 100: percent of the SMs in {MPS_SHARE_STEP} % steps)");
+            }
+            Ok(s / MPS_SHARE_STEP)
+        })
+        .collect()
+}
+
 /// The library request the flags make (settings checked there).
-fn request(args: &ProfileArgs) -> Request {
-    Request {
+fn request(args: &ProfileArgs) -> anyhow::Result<Request> {
+    if !args.shares.is_empty() && args.partition != PartitionArg::Mps {
+        anyhow::bail!("--shares needs --partition mps (shares are MPS's active-thread percentage)");
+    }
+    Ok(Request {
         model: args.model.clone(),
         mode: args.partition.mode(),
         device: args.device.map(Into::into),
-        sizes: args.sizes.clone(),
+        sizes: if args.shares.is_empty() { args.sizes.clone() } else { share_units(&args.shares)? },
         batches: args.batches.clone(),
         procs: args.procs.clone(),
         out: args.out.clone(),
@@ -219,7 +260,7 @@ fn request(args: &ProfileArgs) -> Request {
         emulate_from: args.emulate_from.clone(),
         threads: args.threads,
         ready_timeout: Duration::from_secs(args.ready_timeout),
-    }
+    })
 }
 
 /// A request's refusal in the command's words: each field is the flag of the same name.
@@ -287,7 +328,7 @@ fn memory_probe(target: &mut Setup) -> Box<dyn MemoryProbe> {
 }
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
-    let req = request(&args);
+    let req = request(&args)?;
     req.check().map_err(flag_error)?;
     args.catalogue.load()?;
     let files = req.model_files().map_err(|e| anyhow::anyhow!("--{e}"))?;
@@ -322,7 +363,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let grid = req.grid(gpu_type).map_err(flag_error)?;
     // Open (and check) the table before changing anything on the GPU.
     let table_path = out.join(format!("{model}.csv"));
-    let mut table = Table::open(&table_path, &model, mode.name())?;
+    let share_keyed = mode == Mode::Mps && gpu_type.is_some_and(GpuType::is_mps);
+    let mut table = Table::open_keyed(&table_path, &model, mode.name(), share_keyed)?;
     let (measure, rules) = (req.measure, req.rules);
     let emulator = std::env::current_exe().context("find the running executable")?;
     let torch_worker = || parva_runner::serve::default_worker_command(BackendKind::Torch).map_err(|e| ProfileError::Config(e.to_string()));

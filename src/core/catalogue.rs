@@ -42,7 +42,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::mig::{GiProfile, GpuProduct, GpuType, PlacementSource};
+use crate::mig::{GiProfile, GpuProduct, GpuType, Partition, PlacementSource, MPS_SHARE_STEP, MPS_SHARE_UNITS};
 
 /// The catalogue file format version this parva reads and writes.
 pub const VERSION: u32 = 1;
@@ -455,10 +455,23 @@ fn leak_str(s: String) -> &'static str {
 
 fn build(ctx: &Ctx, t: &GpuTables, origin: &'static str) -> Result<GpuType, CatalogueError> {
     use CatalogueErrorKind as K;
-    let g = Fields::new(ctx, &t.gpu, "gpu", &["id", "gpcs", "mem_slices", "max_instances", "placements_source", "source"])?;
+    let keys = ["id", "partition", "gpcs", "mem_slices", "max_instances", "placements_source", "source", "sms", "mem_gb"];
+    let g = Fields::new(ctx, &t.gpu, "gpu", &keys)?;
     let id = g.text("id")?;
     if id.len() > 64 || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
         return Err(ctx.err(g.line("id"), "gpu.id", K::Invalid, format!("`{id}`: an id is lowercase letters, digits, `-` and `.`, at most 64")));
+    }
+    match g.opt_text("partition")?.as_deref() {
+        None | Some("mig") => {}
+        Some("mps") => return build_mps(ctx, t, &g, id, origin),
+        Some(other) => {
+            return Err(ctx.err(g.line("partition"), "gpu.partition", K::Invalid, format!("`{other}`: one of \"mig\" (the default), \"mps\"")));
+        }
+    }
+    for key in ["sms", "mem_gb"] {
+        if g.get(key).is_some() {
+            return Err(ctx.err(g.line(key), &g.field(key), K::UnknownKey, "only an MPS type (partition = \"mps\") has it; a MIG type gives them per [[gpu.profile]]"));
+        }
     }
     let gpcs = g.int("gpcs", 1, MAX_SLICES as u64)? as u8;
     let mem_slices = g.int("mem_slices", 1, MAX_SLICES as u64)? as u8;
@@ -472,7 +485,15 @@ fn build(ctx: &Ctx, t: &GpuTables, origin: &'static str) -> Result<GpuType, Cata
         }
     };
     let source = g.opt_text("source")?.map(leak_str);
+    let products = build_products(ctx, t)?;
+    if products.is_empty() {
+        return Err(ctx.err(t.gpu.line, "gpu.product", K::Missing, format!("`{id}` has no [[gpu.product]] (how a GPU is recognised as it)")));
+    }
+    build_mig(ctx, t, id, gpcs, mem_slices, max_instances, placements_source, source, products, origin)
+}
 
+fn build_products(ctx: &Ctx, t: &GpuTables) -> Result<Vec<GpuProduct>, CatalogueError> {
+    use CatalogueErrorKind as K;
     let mut products: Vec<GpuProduct> = Vec::new();
     for pt in &t.products {
         let p = Fields::new(ctx, pt, "gpu.product", &["name", "pci_device_id"])?;
@@ -483,10 +504,63 @@ fn build(ctx: &Ctx, t: &GpuTables, origin: &'static str) -> Result<GpuType, Cata
         }
         products.push(GpuProduct { name: leak_str(name), pci_device_id: pci });
     }
-    if products.is_empty() {
-        return Err(ctx.err(t.gpu.line, "gpu.product", K::Missing, format!("`{id}` has no [[gpu.product]] (how a GPU is recognised as it)")));
-    }
+    Ok(products)
+}
 
+/// An MPS type (`partition = "mps"`): the whole GPU's `sms` and `mem_gb`, at most
+/// `max_instances` shares (default [`MPS_SHARE_UNITS`]); its share profiles are generated. It may
+/// have no product: a MIG GPU used without MIG (`h100-80gb-nomig`) is recognised as its MIG type.
+fn build_mps(ctx: &Ctx, t: &GpuTables, g: &Fields, id: String, origin: &'static str) -> Result<GpuType, CatalogueError> {
+    use CatalogueErrorKind as K;
+    for key in ["gpcs", "mem_slices", "placements_source"] {
+        if g.get(key).is_some() {
+            return Err(ctx.err(g.line(key), &g.field(key), K::UnknownKey, format!("an MPS type has no `{key}`: its shares are {MPS_SHARE_STEP} % steps of the whole GPU")));
+        }
+    }
+    if let Some(p) = t.profiles.first() {
+        return Err(ctx.err(p.line, "gpu.profile", K::UnknownKey, "an MPS type has no [[gpu.profile]]: its share profiles (mps-10 .. mps-100) are generated"));
+    }
+    let sms = g.int("sms", 1, u16::MAX as u64)? as u16;
+    let mem_gb = g.int("mem_gb", 1, 1 << 20)? as u32;
+    let max_instances = if g.get("max_instances").is_some() { g.int("max_instances", 1, MPS_SHARE_UNITS as u64)? as u8 } else { MPS_SHARE_UNITS };
+    let source = g.opt_text("source")?.map(leak_str);
+    let products = build_products(ctx, t)?;
+    let profiles: Vec<GiProfile> = (1..=MPS_SHARE_UNITS).map(|u| mps_profile(u, sms, mem_gb, max_instances)).collect();
+    Ok(GpuType {
+        id: leak_str(id),
+        products: Box::leak(products.into_boxed_slice()),
+        gpcs: MPS_SHARE_UNITS,
+        mem_slices: MPS_SHARE_UNITS,
+        max_instances,
+        profiles: Box::leak(profiles.into_boxed_slice()),
+        placements_source: PlacementSource::Published,
+        source,
+        origin,
+        partition: Partition::Mps,
+    })
+}
+
+/// The share profile of `units` share units: `mps-<percent>`, that fraction of the SMs and of the
+/// memory (rounded down, at least 1), at any start where it fits.
+fn mps_profile(units: u8, sms: u16, mem_gb: u32, max_instances: u8) -> GiProfile {
+    let pct = units as u32 * MPS_SHARE_STEP as u32;
+    let starts: Vec<u8> = (0..=MPS_SHARE_UNITS - units).collect();
+    GiProfile {
+        name: leak_str(format!("mps-{pct}")),
+        id: 1000 + pct,
+        gpcs: units,
+        mem_slices: units,
+        mem_gb: (mem_gb * units as u32 / MPS_SHARE_UNITS as u32).max(1),
+        sms: ((sms as u32 * units as u32 / MPS_SHARE_UNITS as u32).max(1)) as u16,
+        starts: Box::leak(starts.into_boxed_slice()),
+        max_count: (MPS_SHARE_UNITS / units).min(max_instances),
+        media_extensions: false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_mig(ctx: &Ctx, t: &GpuTables, id: String, gpcs: u8, mem_slices: u8, max_instances: u8, placements_source: PlacementSource, source: Option<&'static str>, products: Vec<GpuProduct>, origin: &'static str) -> Result<GpuType, CatalogueError> {
+    use CatalogueErrorKind as K;
     let mut profiles: Vec<GiProfile> = Vec::new();
     let mut lines: Vec<usize> = Vec::new();
     for pt in &t.profiles {
@@ -556,6 +630,7 @@ fn build(ctx: &Ctx, t: &GpuTables, origin: &'static str) -> Result<GpuType, Cata
         placements_source,
         source,
         origin,
+        partition: Partition::Mig,
     })
 }
 
@@ -639,6 +714,7 @@ pub fn from_nvml(id: &str, product: &str, pci_device_id: u32, profiles: &[NvmlPr
         placements_source: PlacementSource::Nvml,
         source: Some(leak_str(format!("read from NVML: {origin}"))),
         origin: leak_str(origin.to_string()),
+        partition: Partition::Mig,
     };
     let mut types = parse(&to_text(&[&ty], ""), origin)?;
     types.pop().ok_or_else(|| bad("gpu", "no type".into()))
@@ -689,6 +765,18 @@ pub fn to_text(types: &[&GpuType], header: &str) -> String {
     for g in types {
         let _ = writeln!(s, "\n[[gpu]]");
         let _ = writeln!(s, "id = {}", quoted(g.id));
+        if g.is_mps() {
+            let whole = g.profile_for_size(g.gpcs);
+            let _ = writeln!(s, "partition = \"mps\"");
+            let _ = writeln!(s, "sms = {}", whole.map_or(0, |p| p.sms));
+            let _ = writeln!(s, "mem_gb = {}", whole.map_or(0, |p| p.mem_gb));
+            let _ = writeln!(s, "max_instances = {}", g.max_instances);
+            if let Some(src) = g.source {
+                let _ = writeln!(s, "source = {}", quoted(src));
+            }
+            write_products(&mut s, g);
+            continue;
+        }
         let _ = writeln!(s, "gpcs = {}", g.gpcs);
         let _ = writeln!(s, "mem_slices = {}", g.mem_slices);
         let _ = writeln!(s, "max_instances = {}", g.max_instances);
@@ -696,11 +784,7 @@ pub fn to_text(types: &[&GpuType], header: &str) -> String {
         if let Some(src) = g.source {
             let _ = writeln!(s, "source = {}", quoted(src));
         }
-        for p in g.products {
-            let _ = writeln!(s, "\n[[gpu.product]]");
-            let _ = writeln!(s, "name = {}", quoted(p.name));
-            let _ = writeln!(s, "pci_device_id = {}", crate::mig::pci_id_text(p.pci_device_id));
-        }
+        write_products(&mut s, g);
         for p in g.profiles {
             let starts: Vec<String> = p.starts.iter().map(u8::to_string).collect();
             let _ = writeln!(s, "\n[[gpu.profile]]");
@@ -718,6 +802,15 @@ pub fn to_text(types: &[&GpuType], header: &str) -> String {
         }
     }
     s
+}
+
+fn write_products(s: &mut String, g: &GpuType) {
+    use fmt::Write as _;
+    for p in g.products {
+        let _ = writeln!(s, "\n[[gpu.product]]");
+        let _ = writeln!(s, "name = {}", quoted(p.name));
+        let _ = writeln!(s, "pci_device_id = {}", crate::mig::pci_id_text(p.pci_device_id));
+    }
 }
 
 #[cfg(test)]

@@ -374,3 +374,51 @@ fn every_mig_parted_shipped_configuration_for_parvas_types_is_placed_and_validat
     let a100 = crate::mig::GpuType::by_id("a100-80gb").unwrap();
     assert!(!place_all(a100, &[(a100.profile_by_name("1g.10gb").unwrap(), 8)], &mut Vec::new()));
 }
+
+const MPS: &str = r##"version = 1
+
+[[gpu]]
+id = "l4-like"
+partition = "mps"
+sms = 58
+mem_gb = 24
+max_instances = 4
+
+[[gpu.product]]
+name = "NVIDIA L4 (test)"
+pci_device_id = 0x27B9_10DE
+"##;
+
+#[test]
+fn an_mps_type_is_its_whole_gpu_and_its_share_profiles_are_generated() {
+    let t = parse(MPS, "m.toml").unwrap()[0];
+    assert_eq!((t.partition, t.gpcs, t.max_instances), (crate::mig::Partition::Mps, 10, 4));
+    let names: Vec<&str> = t.profiles.iter().map(|p| p.name).collect();
+    assert_eq!(names, ["mps-10", "mps-20", "mps-30", "mps-40", "mps-50", "mps-60", "mps-70", "mps-80", "mps-90", "mps-100"]);
+    let p30 = t.profile_by_name("mps-30").unwrap();
+    assert_eq!((p30.sms, p30.mem_gb, p30.max_count, p30.starts.len()), (17, 7, 3, 8));
+    let back = parse(&to_text(&[t], ""), "again.toml").unwrap();
+    assert!(back[0].same_geometry(t));
+    // Without max_instances: up to ten 10 % shares; without a product: chosen by --gpu-type only.
+    let open = MPS.replace("max_instances = 4\n", "").replace("[[gpu.product]]\nname = \"NVIDIA L4 (test)\"\npci_device_id = 0x27B9_10DE\n", "");
+    let t = parse(&open, "m.toml").unwrap()[0];
+    assert_eq!((t.max_instances, t.products.len()), (10, 0));
+}
+
+#[test]
+fn mps_and_mig_keys_are_not_mixed() {
+    let cases = [
+        (MPS.replace("sms = 58\n", "sms = 58\ngpcs = 7\n"), "gpu.gpcs", "an MPS type has no `gpcs`"),
+        (MPS.replace("mem_gb = 24\n", ""), "gpu.mem_gb", "needs `mem_gb`"),
+        (MPS.replace("max_instances = 4", "max_instances = 11"), "gpu.max_instances", "out of range 1..=10"),
+        (MPS.replace("partition = \"mps\"", "partition = \"mig-ish\""), "gpu.partition", "one of \"mig\""),
+        (format!("{MPS}\n[[gpu.profile]]\nid = 1\n"), "gpu.profile", "generated"),
+        (GOOD.replacen("mem_slices = 8\n", "mem_slices = 8\nsms = 4\n", 1), "gpu.sms", "only an MPS type"),
+    ];
+    for (text, field, want) in cases {
+        let e = err(&text);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(want), "{want:?} not in {e}");
+        assert!(e.line > 0, "{e}");
+    }
+}

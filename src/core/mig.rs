@@ -98,6 +98,35 @@ pub struct GpuType {
     pub source: Option<&'static str>,
     /// The catalogue file the type was read from (`built-in:<file>`, a path, or `nvml:GPU <n>`).
     pub origin: &'static str,
+    /// How the GPU is cut into segments: MIG instances, or MPS shares of a whole GPU.
+    pub partition: Partition,
+}
+
+/// How a GPU type is cut into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// MIG GPU instances of whole GPCs at legal placements (the profiles are NVIDIA's).
+    Mig,
+    /// MPS shares of the whole GPU's SMs (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`), in steps of
+    /// [`MPS_SHARE_STEP`] percent, with memory capped in proportion
+    /// (`CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`). The type's "GPCs" are [`MPS_SHARE_UNITS`] share units
+    /// and its profiles (`mps-20` = 20 %, ...) are generated; any set of shares summing to at
+    /// most 100 % fits, at most `max_instances` of them (gpu-let's "gpu-lets").
+    Mps,
+}
+
+/// Percent of a GPU's SMs one MPS share unit stands for.
+pub const MPS_SHARE_STEP: u8 = 10;
+/// Share units of a whole MPS GPU (100 % / [`MPS_SHARE_STEP`]).
+pub const MPS_SHARE_UNITS: u8 = 100 / MPS_SHARE_STEP;
+
+impl Partition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partition::Mig => "mig",
+            Partition::Mps => "mps",
+        }
+    }
 }
 
 /// Where a type's placements come from. `validate` warns on `Assumed` placements: read the GPU's
@@ -137,6 +166,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("h800-pcie-80gb.toml", include_str!("catalogue/h800-pcie-80gb.toml")),
     ("b200-180gb.toml", include_str!("catalogue/b200-180gb.toml")),
     ("gh200-144gb.toml", include_str!("catalogue/gh200-144gb.toml")),
+    ("mps.toml", include_str!("catalogue/mps.toml")),
 ];
 
 fn built_in() -> &'static [&'static GpuType] {
@@ -290,6 +320,34 @@ impl GpuType {
         }
     }
 
+    /// Whether segments of this type are MPS shares (no MIG).
+    pub fn is_mps(&self) -> bool {
+        self.partition == Partition::Mps
+    }
+
+    /// The percent of the GPU's SMs an instance of `size` (GPCs, or share units) gets.
+    pub fn share_percent(&self, size: u8) -> u32 {
+        (size as u32 * 100 + self.gpcs as u32 / 2) / self.gpcs.max(1) as u32
+    }
+
+    /// How this type names a segment's size: `3g` (GPCs) or `30%` (MPS share).
+    pub fn size_label(&self, size: u8) -> String {
+        match self.partition {
+            Partition::Mig => format!("{size}g"),
+            Partition::Mps => format!("{}%", self.share_percent(size)),
+        }
+    }
+
+    /// The same type allowing at most `n` segments per GPU (`--max-shares`); `self` when `n` is
+    /// not smaller than its own limit. Each profile's count is capped too.
+    pub fn with_max_instances(&'static self, n: u8) -> &'static GpuType {
+        if n == 0 || n >= self.max_instances {
+            return self;
+        }
+        let profiles: Vec<GiProfile> = self.profiles.iter().map(|p| GiProfile { max_count: p.max_count.min(n), ..*p }).collect();
+        Box::leak(Box::new(GpuType { max_instances: n, profiles: Box::leak(profiles.into_boxed_slice()), ..self.clone() }))
+    }
+
     /// Instance sizes (GPC counts) a planner may use, ascending: 1, 2, 3, 4, 7 (A30: 1, 2, 4).
     pub fn sizes(&self) -> Vec<u8> {
         let mut sizes: Vec<u8> = self.profiles.iter().map(|p| p.gpcs).collect();
@@ -323,8 +381,8 @@ impl GpuType {
     /// order: NVML lists them by profile index, catalogue files by size), whatever the types' ids
     /// and products.
     pub fn same_mig_geometry(&self, other: &GpuType) -> bool {
-        (self.gpcs, self.mem_slices, self.max_instances, self.profiles.len())
-            == (other.gpcs, other.mem_slices, other.max_instances, other.profiles.len())
+        (self.partition, self.gpcs, self.mem_slices, self.max_instances, self.profiles.len())
+            == (other.partition, other.gpcs, other.mem_slices, other.max_instances, other.profiles.len())
             && self.profiles.iter().all(|p| other.profile_by_id(p.id) == Some(p))
     }
 
@@ -508,6 +566,10 @@ mod tests {
                 for &s in p.starts {
                     assert!(s + p.mem_slices <= gpu.mem_slices, "{} {} start {s}", gpu.id, p.name);
                 }
+                if gpu.is_mps() {
+                    assert_eq!(p.name, format!("mps-{}", gpu.share_percent(p.gpcs)), "{}", gpu.id);
+                    continue;
+                }
                 assert!(p.name.starts_with(&format!("{}g.", p.gpcs)), "{} {}", gpu.id, p.name);
                 let base = p.name.strip_suffix("+me").unwrap_or(p.name);
                 assert_eq!(p.media_extensions, base != p.name, "{} {}", gpu.id, p.name);
@@ -629,7 +691,7 @@ mod tests {
     fn every_catalogue_product_is_identified_by_pci_id_and_by_exact_name_and_by_both() {
         let mut ids = std::collections::BTreeMap::new();
         for gpu in catalogue() {
-            assert!(!gpu.products.is_empty(), "{}", gpu.id);
+            assert!(!gpu.products.is_empty() || gpu.id.ends_with("-nomig"), "{}", gpu.id);
             for p in gpu.products {
                 assert_eq!(p.pci_device_id & 0xFFFF, 0x10DE, "{} {}: vendor must be NVIDIA", gpu.id, p.name);
                 assert_eq!(GpuType::by_pci_device_id(p.pci_device_id).unwrap().id, gpu.id, "{}", p.name);
@@ -638,7 +700,7 @@ mod tests {
                 assert_eq!(GpuType::identify(p.name, None).unwrap().id, gpu.id, "name alone: {}", p.name);
                 assert_eq!(GpuType::identify("", Some(p.pci_device_id)).unwrap().id, gpu.id, "id alone: {}", p.name);
                 // Older drivers leave the `NVIDIA ` prefix out.
-                let bare = p.name.strip_prefix("NVIDIA ").unwrap();
+                let bare = p.name.strip_prefix("NVIDIA ").unwrap_or(p.name);
                 assert_eq!(GpuType::identify(&format!(" {bare} "), None).unwrap().id, gpu.id);
                 // One id, one type.
                 if let Some(other) = ids.insert(p.pci_device_id, gpu.id) {
@@ -711,8 +773,8 @@ mod tests {
         for want in ["`NVIDIA GH200 480GB`", "PCI device id 0x234210DE", "a100-80gb (NVIDIA A100-SXM4-80GB 0x20B210DE", "h200-141gb (NVIDIA H200 0x233510DE)"] {
             assert!(e.contains(want), "{want:?} missing from: {e}");
         }
-        let e = GpuType::identify("Tesla V100-SXM2-16GB", None).unwrap_err().to_string();
-        assert!(e.contains("`Tesla V100-SXM2-16GB` (PCI device id not reported)"), "{e}");
+        let e = GpuType::identify("Tesla P100-SXM2-16GB", None).unwrap_err().to_string();
+        assert!(e.contains("`Tesla P100-SXM2-16GB` (PCI device id not reported)"), "{e}");
         // An id of one type with the name of another: refused, not guessed.
         let e = GpuType::identify("NVIDIA H200", Some(0x2330_10DE)).unwrap_err();
         assert_eq!(
@@ -726,11 +788,71 @@ mod tests {
         assert_eq!(pci_id_text(0x10DE), "0x000010DE");
     }
 
+    // ---- MPS-share types (no MIG) ------------------------------------------------------------
+
+    /// Every multiset of shares on every MPS type: valid exactly when it sums to at most 100 % and
+    /// has at most `max_instances` shares (MPS has no placement rules; packing from 0 is legal).
+    #[test]
+    fn mps_types_take_any_shares_summing_to_at_most_100_percent() {
+        let mps: Vec<&GpuType> = catalogue().into_iter().filter(|g| g.is_mps()).collect();
+        for id in ["v100-16gb", "v100-32gb", "t4-16gb", "a10-24gb", "l4-24gb", "l40s-48gb", "a100-80gb-nomig", "h100-80gb-nomig"] {
+            assert!(mps.iter().any(|g| g.id == id), "{id} missing");
+        }
+        // Every non-decreasing multiset of sizes 1..=max summing to at most `left`.
+        fn all(max: u8, from: u8, left: u8, cur: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+            out.push(cur.clone());
+            for u in from..=max.min(left) {
+                cur.push(u);
+                all(max, u, left - u, cur, out);
+                cur.pop();
+            }
+        }
+        for gpu in mps {
+            assert_eq!((gpu.gpcs, gpu.sizes().len()), (MPS_SHARE_UNITS, MPS_SHARE_UNITS as usize), "{}", gpu.id);
+            let capped = gpu.with_max_instances(3);
+            for ty in [gpu, capped] {
+                // Multisets of sizes 1..=10 with up to 11 units (so over-full ones are tried too).
+                let mut sets = Vec::new();
+                all(MPS_SHARE_UNITS, 1, MPS_SHARE_UNITS + 1, &mut Vec::new(), &mut sets);
+                assert!(sets.len() > 100, "{}", sets.len());
+                for set in &sets {
+                    let mut start = 0u8;
+                    let layout: Vec<Placement> = set
+                        .iter()
+                        .map(|&u| {
+                            let at = start.min(MPS_SHARE_UNITS - u);
+                            start += u;
+                            Placement { profile: ty.profile_for_size(u).unwrap(), start: at }
+                        })
+                        .collect();
+                    let sum: u8 = set.iter().sum();
+                    let fits = sum <= MPS_SHARE_UNITS && set.len() <= ty.max_instances as usize;
+                    assert_eq!(ty.validate(&layout).is_ok(), fits, "{} (max {}) shares {set:?}", ty.id, ty.max_instances);
+                }
+                for layout in ty.maximal_layouts() {
+                    assert!(layout.len() <= ty.max_instances as usize);
+                }
+            }
+            assert_eq!(gpu.share_percent(5), 50);
+            assert_eq!(gpu.size_label(3), "30%");
+            // Memory in proportion to the share; the whole GPU's SMs at 100 %.
+            let whole = gpu.profile_for_size(MPS_SHARE_UNITS).unwrap();
+            let half = gpu.profile_for_size(5).unwrap();
+            assert_eq!((half.name, half.mem_gb, half.sms), ("mps-50", whole.mem_gb / 2, whole.sms / 2), "{}", gpu.id);
+        }
+        let l4 = GpuType::by_id("l4-24gb").unwrap();
+        assert_eq!((l4.profile_for_size(10).unwrap().sms, l4.profile_for_size(10).unwrap().mem_gb), (58, 24));
+        assert_eq!(GpuType::identify("NVIDIA L4", Some(0x27B8_10DE)).unwrap().id, "l4-24gb");
+        // A MIG GPU is still recognised as its MIG type; `-nomig` is chosen by name only.
+        assert_eq!(GpuType::identify("NVIDIA H100 80GB HBM3", Some(0x2330_10DE)).unwrap().id, "h100-80gb");
+        assert!(!GpuType::by_id("h100-80gb").unwrap().same_mig_geometry(GpuType::by_id("h100-80gb-nomig").unwrap()));
+    }
+
     // ---- Media-extension (+me) profiles -----------------------------------------------------
 
     #[test]
     fn media_extension_profiles_are_catalogued_with_their_base_geometry() {
-        for gpu in catalogue() {
+        for gpu in catalogue().into_iter().filter(|g| !g.is_mps()) {
             let me: Vec<&GiProfile> = gpu.profiles.iter().filter(|p| p.media_extensions).collect();
             assert!(!me.is_empty(), "{}", gpu.id);
             for p in me {

@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{CsvInput, FormatError, Location};
 use crate::limits::{self, Range};
-use crate::mig::GpuType;
+use crate::mig::{GpuType, MPS_SHARE_STEP};
 
 /// The five columns every profile table starts with.
 pub const PROFILE_HEADER: [&str; 5] = ["Mig instance", "Batch size", "Workload Number", "Throughput", "Latency"];
+/// The first column of a table keyed by MPS share (percent of the GPU's SMs, in steps of
+/// [`MPS_SHARE_STEP`]) instead of MIG instance size: what `parva profile --shares` writes, for
+/// GPU types without MIG (`partition = "mps"` in the catalogue).
+pub const SHARE_COLUMN: &str = "MPS share";
 
 /// One measured (instance size, batch, processes) point.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +53,8 @@ impl ProfilePoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelProfile {
     pub model: String,
+    /// Point sizes are MPS share units ([`SHARE_COLUMN`] in the file, percent / 10), not GPCs.
+    pub share_keyed: bool,
     pub points: Vec<ProfilePoint>,
     pub extra_headers: Vec<String>,
 }
@@ -102,12 +108,38 @@ impl ModelProfile {
         let input = CsvInput::read(reader, path)?;
         let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(input.bytes.as_slice());
         let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
-        for (i, want) in PROFILE_HEADER.iter().enumerate() {
+        let share_keyed = headers.get(0).is_some_and(|h| h.eq_ignore_ascii_case(SHARE_COLUMN));
+        let first = if share_keyed { SHARE_COLUMN } else { PROFILE_HEADER[0] };
+        for (i, want) in PROFILE_HEADER.iter().enumerate().skip(usize::from(share_keyed)) {
             let got = headers.get(i).unwrap_or("");
             if !got.eq_ignore_ascii_case(want) {
                 return Err(FormatError::invalid(
                     Location::field(path, 1, format!("column {}", i + 1)),
-                    format!("header must start with `{}`; found `{got}` where `{want}` belongs", PROFILE_HEADER.join(",")),
+                    format!(
+                        "header must start with `{}` (or `{SHARE_COLUMN}` first, for a table keyed by MPS share); found `{got}` where `{want}` belongs",
+                        PROFILE_HEADER.join(",")
+                    ),
+                ));
+            }
+        }
+        if let Some(gpu) = gpu {
+            let at = Location::field(path, 1, first);
+            if gpu.is_mps() && !share_keyed {
+                return Err(FormatError::invalid(
+                    at,
+                    format!(
+                        "this table is keyed by MIG instance size (GPCs), but {} is cut into MPS shares (no MIG): profile it with `parva profile --partition mps --shares 20,40,50,60,80,100 --gpu-type {}`",
+                        gpu.id, gpu.id
+                    ),
+                ));
+            }
+            if !gpu.is_mps() && share_keyed {
+                return Err(FormatError::invalid(
+                    at,
+                    format!(
+                        "this table is keyed by MPS share, but {} is cut by MIG: plan it for an MPS type (`--gpu-type {}-nomig` or another `parva catalogue` type with partition mps), or profile MIG sizes with --sizes",
+                        gpu.id, gpu.id
+                    ),
                 ));
             }
         }
@@ -121,9 +153,17 @@ impl ModelProfile {
                 continue;
             }
             let field = |i: usize| rec.get(i).unwrap_or("");
-            let at = |i: usize| Location::field(path, line, PROFILE_HEADER[i]);
-            let size: u8 = parse_int(field(0), at(0), 1, 255)? as u8;
-            if let Some(gpu) = gpu {
+            let at = |i: usize| Location::field(path, line, if i == 0 { first } else { PROFILE_HEADER[i] });
+            let size: u8 = if share_keyed {
+                let pct = parse_int(field(0), at(0), 1, 100)?;
+                if pct % MPS_SHARE_STEP as i64 != 0 {
+                    return Err(FormatError::invalid(at(0), format!("{pct} % is not a multiple of {MPS_SHARE_STEP} % (shares go in {MPS_SHARE_STEP} % steps)")));
+                }
+                (pct / MPS_SHARE_STEP as i64) as u8
+            } else {
+                parse_int(field(0), at(0), 1, 255)? as u8
+            };
+            if let Some(gpu) = gpu.filter(|_| !share_keyed) {
                 if gpu.profile_for_size(size).is_none() {
                     return Err(FormatError::invalid(
                         at(0),
@@ -159,20 +199,28 @@ impl ModelProfile {
                 extra: rec.iter().skip(5).map(str::to_string).collect(),
             });
         }
-        Ok(ModelProfile { model, points, extra_headers })
+        Ok(ModelProfile { model, share_keyed, points, extra_headers })
+    }
+
+    /// How the table names a point's size: GPCs, or the MPS share in percent.
+    pub fn size_text(&self, size: u8) -> String {
+        if self.share_keyed { format!("{}%", size as u32 * MPS_SHARE_STEP as u32) } else { format!("{size}g") }
     }
 
     /// Write the table (header, then points in grid order).
     pub fn write_to(&self, w: impl std::io::Write) -> Result<(), csv::Error> {
         let mut wtr = csv::Writer::from_writer(w);
         let mut header: Vec<&str> = PROFILE_HEADER.to_vec();
+        if self.share_keyed {
+            header[0] = SHARE_COLUMN;
+        }
         header.extend(self.extra_headers.iter().map(String::as_str));
         wtr.write_record(&header)?;
         let mut points: Vec<&ProfilePoint> = self.points.iter().collect();
         points.sort_by_key(|p| (p.size, p.batch, p.procs));
         for p in points {
             let mut row = vec![
-                p.size.to_string(),
+                if self.share_keyed { (p.size as u32 * MPS_SHARE_STEP as u32).to_string() } else { p.size.to_string() },
                 p.batch.to_string(),
                 p.procs.to_string(),
                 fmt_num(p.throughput),
@@ -288,8 +336,10 @@ mod tests {
     use super::*;
     use crate::error::CsvInput;
 
+    /// Read for an A100 (MIG), or for an H100 without MIG when the table is keyed by share.
     fn read(text: &str) -> Result<ModelProfile, FormatError> {
-        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let id = if text.starts_with(SHARE_COLUMN) { "h100-80gb-nomig" } else { "a100-80gb" };
+        let gpu = GpuType::by_id(id).unwrap();
         ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(gpu))
     }
 
@@ -392,6 +442,32 @@ mod tests {
     }
 
     #[test]
+    fn a_share_keyed_table_is_read_for_mps_types_only_and_round_trips() {
+        let text = "MPS share,Batch size,Workload Number,Throughput,Latency,note\n20,4,1,100,0.04,a\n50,4,1,250,0.016,\n100,4,2,240,0.0167,\n";
+        let l4 = GpuType::by_id("l4-24gb").unwrap();
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(l4)).unwrap();
+        assert!(t.share_keyed);
+        assert_eq!(t.points.iter().map(|p| p.size).collect::<Vec<_>>(), [2, 5, 10]);
+        assert_eq!(t.size_text(5), "50%");
+        let mut out = Vec::new();
+        t.write_to(&mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().replace(".0,", ","), text.replace("100,4,1", "100,4,1"));
+        // A share table for a MIG type, a GPC table for an MPS type: refused, naming the way out.
+        let a100 = GpuType::by_id("a100-80gb").unwrap();
+        let e = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(a100)).unwrap_err().to_string();
+        assert!(e.starts_with("m.csv:1: field `MPS share`:") && e.contains("a100-80gb-nomig"), "{e}");
+        let gpcs = format!("{HEADER}\n1,4,1,100,0.04\n");
+        let e = ModelProfile::read_from(gpcs.as_bytes(), Path::new("g.csv"), "g".into(), Some(l4)).unwrap_err().to_string();
+        assert!(e.starts_with("g.csv:1: field `Mig instance`:") && e.contains("--shares"), "{e}");
+        // Shares go in 10 % steps, up to 100 %.
+        for (bad, want) in [("25", "not a multiple of 10"), ("110", "out of range"), ("0", "out of range")] {
+            let t = format!("MPS share,Batch size,Workload Number,Throughput,Latency\n{bad},4,1,100,0.04\n");
+            let e = ModelProfile::read_from(t.as_bytes(), Path::new("s.csv"), "s".into(), Some(l4)).unwrap_err().to_string();
+            assert!(e.starts_with("s.csv:2: field `MPS share`:") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
     fn an_input_larger_than_the_limit_is_refused_without_reading_it_whole() {
         // An endless reader: refused once the limit is passed.
         let e = CsvInput::read_limited(std::io::repeat(b'1'), Path::new("big.csv"), 1000).err().unwrap();
@@ -404,13 +480,14 @@ mod tests {
         use proptest::prelude::*;
 
         fn table() -> impl Strategy<Value = ModelProfile> {
-            proptest::collection::btree_map(
+            (proptest::collection::btree_map(
                 (prop::sample::select(vec![1u8, 2, 3, 4, 7]), 1u32..=4096, 1u32..=48),
                 (prop::option::weighted(0.9, (1u32..10_000_000, 1u32..3_600_000)), "[a-z0-9.]{0,6}"),
                 1..40,
-            )
-            .prop_map(|points| ModelProfile {
+            ), any::<bool>())
+            .prop_map(|(points, share_keyed)| ModelProfile {
                 model: "m".into(),
+                share_keyed,
                 extra_headers: vec!["note".into()],
                 points: points
                     .into_iter()
@@ -466,7 +543,8 @@ mod tests {
                 let loc = e.location().unwrap();
                 prop_assert_eq!(loc.line, Some(r as u64 + 1), "{}", e);
                 if !e.to_string().contains("duplicate") {
-                    prop_assert_eq!(loc.field.as_deref(), Some(PROFILE_HEADER[field]), "{}", e);
+                    let name = if field == 0 && t.share_keyed { SHARE_COLUMN } else { PROFILE_HEADER[field] };
+                    prop_assert_eq!(loc.field.as_deref(), Some(name), "{}", e);
                 }
             }
         }

@@ -385,7 +385,7 @@ mod tests {
         let models = (0..n)
             .map(|i| {
                 let name = format!("m{i}");
-                (name.clone(), ModelProfile { model: name, points: Vec::new(), extra_headers: Vec::new() })
+                (name.clone(), ModelProfile { model: name, share_keyed: false, points: Vec::new(), extra_headers: Vec::new() })
             })
             .collect();
         ProfileSet { dir: "mem".into(), models }

@@ -262,3 +262,61 @@ fn an_mps_sweep_with_a_background_job_runs_it_beside_every_size_and_says_so() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--background needs --partition mps or none"), "{}", stderr(&o));
 }
+
+/// Issue 17: `--partition mps --shares` on a MIG GPU used without MIG (fake H100, emulated
+/// backend replaying a share-keyed table) writes a table keyed by share, each worker capped at
+/// its share; shares out of 10 % steps, --shares with --sizes or without mps, and --sizes for an
+/// MPS type are refused before anything runs.
+#[test]
+fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut csv = String::from("MPS share,Batch size,Workload Number,Throughput,Latency\n");
+    for (share, base) in [(20u32, 0.004), (50, 0.002), (100, 0.001)] {
+        for batch in [1u32, 2] {
+            let lat = base * batch as f64;
+            csv.push_str(&format!("{share},{batch},1,{},{lat}\n", batch as f64 / lat));
+        }
+    }
+    std::fs::write(src.join("linear.csv"), csv).unwrap();
+    let out = dir.path().join("out");
+    let run_dir = dir.path().join("run");
+    let base = [
+        "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(),
+        "--fake-gpus", "h100-80gb:1", "--procs", "1", "--batches", "1,2", "--run-dir", run_dir.to_str().unwrap(),
+    ];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    let o = profile(&out, &with(&base, &["--partition", "mps", "--shares", "20,50,100", "--json"]), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let text = std::fs::read_to_string(out.join("linear.csv")).unwrap();
+    assert!(text.starts_with("MPS share,Batch size,"), "{text}");
+    let shares: std::collections::BTreeSet<String> = rows(&out, "linear").iter().map(|r| r[0].clone()).collect();
+    assert_eq!(shares.into_iter().collect::<Vec<_>>(), ["100", "20", "50"]);
+    assert_eq!(metadata(&out, "linear")["gpu_type"], "h100-80gb-nomig");
+    // The table reads back for the MPS type, and is refused for the MIG one.
+    let nomig = parva_core::mig::GpuType::by_id("h100-80gb-nomig").unwrap();
+    let t = parva_core::profile::ModelProfile::read(&out.join("linear.csv"), Some(nomig)).unwrap();
+    assert!(t.share_keyed && t.points.iter().all(|p| [2, 5, 10].contains(&p.size)));
+    let mig = parva_core::mig::GpuType::by_id("h100-80gb").unwrap();
+    assert!(parva_core::profile::ModelProfile::read(&out.join("linear.csv"), Some(mig)).is_err());
+    // A sweep keyed by MIG size into the same directory is refused, the table left alone.
+    let o = profile(&out, &with(&base, &["--partition", "mps", "--sizes", "1", "--gpu-type", "h100-80gb"]), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("keyed by MPS share (--shares)"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("linear.csv")).unwrap(), text);
+    for (extra, want) in [
+        (&["--partition", "mps", "--shares", "25"][..], "--shares: 25 is not a share parva plans"),
+        (&["--partition", "mig", "--shares", "50"][..], "--shares needs --partition mps"),
+        (&["--partition", "mps", "--shares", "50", "--sizes", "1"][..], "cannot be used with"),
+        (&["--partition", "mps", "--shares", "50", "--gpu-type", "h100-80gb"][..], "--shares: h100-80gb is cut by MIG"),
+        (&["--partition", "mps", "--sizes", "5", "--gpu-type", "h100-80gb-nomig"][..], "--sizes: h100-80gb-nomig has no MIG"),
+    ] {
+        let o = profile(&dir.path().join("bad"), &with(&base, extra), &[]);
+        assert_ne!(o.status.code(), Some(0), "{extra:?}");
+        assert!(stderr(&o).contains(want), "{extra:?}: {}", stderr(&o));
+        assert!(!dir.path().join("bad/linear.csv").exists(), "{extra:?}");
+    }
+}

@@ -22,7 +22,7 @@ fn plan(services: Vec<(f64, f64, Vec<ProfilePoint>)>) -> Plan {
     let mut list = Vec::new();
     for (i, (rate, slo_ms, points)) in services.into_iter().enumerate() {
         let model = format!("m{i}");
-        models.insert(model.clone(), ModelProfile { model: model.clone(), points, extra_headers: Vec::new() });
+        models.insert(model.clone(), ModelProfile { model: model.clone(), share_keyed: false, points, extra_headers: Vec::new() });
         list.push(Service { name: format!("s{i}"), model, rate, slo_ms });
     }
     let profiles = ProfileSet { dir: "hand".into(), models };
