@@ -12,6 +12,13 @@ in a fresh clone:
 
 The constants per model are rough orders of magnitude, chosen by hand. Replace this directory's
 use with tables measured by `parva profile` for real planning.
+
+    scripts/make_example_profiles.py --shares prof_data/example-mps
+
+writes the share-keyed set for an L4-like GPU without MIG (`MPS share` = percent of the SMs, 10 to
+100): a share s computes like g = 7 * s / 100 GPCs of the model above, slowed by L4_SPEED, and
+each process holds MEM_MIB[model] + 2 MiB per sample of batch (the `mem_mib` column, which the
+planner checks against the share's memory).
 """
 import csv
 import os
@@ -27,6 +34,9 @@ MODELS = {
 SIZES = [1, 2, 3, 4, 7]
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128]
 PROCS = [1, 2, 3]
+SHARES = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+L4_SPEED = 0.55
+MEM_MIB = {"bert": 1500, "mobilenetv2": 330, "resnet50": 450, "vgg16": 1100}
 
 
 def latency_ms(fixed, per_sample, scaling, g, b, p):
@@ -48,5 +58,22 @@ def main(out_dir):
                         w.writerow([g, b, p, f"{b / (lat / 1000):.3f}", f"{lat / 1000:.6f}"])
 
 
+def main_shares(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for name, (fixed, per_sample, scaling) in MODELS.items():
+        with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["MPS share", "Batch size", "Workload Number", "Throughput", "Latency", "mem_mib"])
+            for s in SHARES:
+                g = 7 * s / 100 * L4_SPEED
+                for b in BATCHES:
+                    for p in PROCS:
+                        lat = latency_ms(fixed, per_sample, scaling, g, b, p)
+                        w.writerow([s, b, p, f"{b / (lat / 1000):.3f}", f"{lat / 1000:.6f}", MEM_MIB[name] + 2 * b])
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "prof_data/example")
+    if sys.argv[1:2] == ["--shares"]:
+        main_shares(sys.argv[2] if len(sys.argv) > 2 else "prof_data/example-mps")
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "prof_data/example")
