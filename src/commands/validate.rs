@@ -51,7 +51,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         }))?;
     } else if problems.is_empty() {
         let jobs = if map.jobs.is_empty() { String::new() } else { format!(" and {} best-effort instances", map.jobs.len()) };
-        outln!("{}: {} segments{jobs} on {} GPUs, every layout is a legal {} MIG layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id)?;
+        outln!("{}: {} segments{jobs} on {} GPUs, every layout is a legal {} {} layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id, if gpu.is_mps() { "MPS-share" } else { "MIG" })?;
     } else {
         for p in &problems {
             outln!("{}: {p}", args.plan.display())?;

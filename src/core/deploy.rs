@@ -18,6 +18,9 @@ use crate::profile::{fmt_num, parse_in, parse_int};
 
 pub const MAP_HEADER: [&str; 8] =
     ["node", "gpu", "service", "model", "placement", "instance_size", "batch_size", "num_proc"];
+/// Largest placement start a map may name: slice 15, the 16th of the widest GPU parva models
+/// (MIG GPUs have 8 memory slices, MPS types 10 share units); the GPU type's rules check the rest.
+const MAX_SLICE_INDEX: i64 = 15;
 pub const MAP_EXTRA_HEADER: [&str; 5] = ["profile", "gpu_type", "throughput", "rate", "slo_ms"];
 /// The optional last column of maps planned with a serving margin.
 pub const MAP_MARGIN_COLUMN: &str = "margin_ms";
@@ -189,8 +192,8 @@ impl DeploymentMap {
                     gpu: int(1, 0, u32::MAX as i64)? as u32,
                     service: non_empty(f(2), at(2))?,
                     model: non_empty(f(3), at(3))?,
-                    placement: int(4, 0, 7)? as u8,
-                    instance_size: int(5, 1, 7)? as u8,
+                    placement: int(4, 0, MAX_SLICE_INDEX)? as u8,
+                    instance_size: int(5, 1, MAX_SLICE_INDEX + 1)? as u8,
                     batch_size: int(6, 1, limits::MAX_BATCH as i64)? as u32,
                     num_proc: int(7, 1, limits::MAX_PROCS as i64)? as u32,
                     profile: opt_str(0),
@@ -210,8 +213,8 @@ impl DeploymentMap {
                         gpu: int(1, 0, u32::MAX as i64)? as u32,
                         service: model.clone(),
                         model,
-                        placement: int(3, 0, 7)? as u8,
-                        instance_size: int(4, 1, 7)? as u8,
+                        placement: int(3, 0, MAX_SLICE_INDEX)? as u8,
+                        instance_size: int(4, 1, MAX_SLICE_INDEX + 1)? as u8,
                         batch_size: int(5, 1, limits::MAX_BATCH as i64)? as u32,
                         num_proc: int(6, 1, limits::MAX_PROCS as i64)? as u32,
                         profile: None,

@@ -130,8 +130,10 @@ fn map_error_paths() {
     let bad = |t: &str| DeploymentMap::read_from(t.as_bytes(), Path::new("d.csv")).unwrap_err().to_string();
     let e = bad("a,b,c\n1,2,3\n");
     assert!(e.contains("d.csv:1") && e.contains("header"), "{e}");
-    let e = bad("node,gpu,service,model,placement,instance_size,batch_size,num_proc\n0,0,s,m,9,1,1,1\n");
-    assert!(e.contains("d.csv:2: field `placement`") && e.contains("9"), "{e}");
+    let e = bad("node,gpu,service,model,placement,instance_size,batch_size,num_proc\n0,0,s,m,16,1,1,1\n");
+    assert!(e.contains("d.csv:2: field `placement`") && e.contains("16"), "{e}");
+    let e = bad("node,gpu,service,model,placement,instance_size,batch_size,num_proc\n0,0,s,m,0,17,1,1\n");
+    assert!(e.contains("d.csv:2: field `instance_size`") && e.contains("17"), "{e}");
     let e = bad("node,gpu,service,model,placement,instance_size,batch_size,num_proc\n0,0,,m,0,1,1,1\n");
     assert!(e.contains("field `service`"), "{e}");
     let e = bad("node,gpu,service,model,placement,instance_size,batch_size,num_proc\n");

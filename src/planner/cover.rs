@@ -55,10 +55,22 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
     };
     // Capacity never exceeds a point's profiled throughput, so within a size, points are tried in
     // order of profiled throughput and the search stops once no remaining point can do better.
+    // A segment's processes must fit in its instance's (or MPS share's) memory, when the table
+    // says how much a process takes (its `mem_mib` column).
+    let mut too_big = 0usize;
+    let fits_memory = |p: &parva_core::ProfilePoint| {
+        let Some(inst) = input.gpu.profile_for_size(p.size) else { return false };
+        profile.mem_mib(p).is_none_or(|m| m * f64::from(p.procs) <= f64::from(inst.mem_gb) * MIB_PER_GB)
+    };
     let mut points: Vec<_> = profile
         .points
         .iter()
         .filter(|p| p.is_measured() && p.procs <= input.options.max_procs && input.gpu.profile_for_size(p.size).is_some())
+        .filter(|p| {
+            let fits = fits_memory(p);
+            too_big += usize::from(!fits);
+            fits
+        })
         .collect();
     points.sort_by(|a, b| {
         a.size
@@ -80,10 +92,21 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
         }
     }
     if by_size.is_empty() {
-        return Err(super::infeasible_with(profile, svc, input, model));
+        let mut bad = super::infeasible_with(profile, svc, input, model);
+        if too_big > 0 {
+            bad.reason.push_str(&format!(
+                "; {too_big} profiled point(s) left out because their processes need more memory than their {} has",
+                if input.gpu.is_mps() { "share" } else { "instance" }
+            ));
+        }
+        return Err(bad);
     }
     Ok(Options { by_size })
 }
+
+/// MiB counted per GB of an instance's memory (its profile name's GB, e.g. `1g.10gb`, which is a
+/// little more than the instance has: NVML reports 9,856 MiB for it on an A100-80GB).
+pub const MIB_PER_GB: f64 = 985.6;
 
 /// Segment counts per size covering a rate.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +119,10 @@ pub struct Cover {
 /// The exact fewest-GPC cover of `rate` with the service's options (ties: more capacity, then
 /// fewer segments). With `e` the size of best capacity per GPC, some optimal cover uses fewer than
 /// `e` segments of every other size (exchange `e` of them for as many GPCs of size `e`), so the
-/// search enumerates those counts and fills the rest with size `e`.
+/// other sizes take at most `B = Σ (e - 1) · size` GPCs together. A knapsack over those `B` GPCs
+/// finds, for every exact GPC total of the other sizes, the most capacity (then the fewest
+/// segments); size `e` fills the rest. `O(B · sizes)`: a few thousand steps even for the ten
+/// sizes of an MPS-share GPU (where enumerating the counts would take `e^9`).
 pub fn min_cover(opts: &Options, rate: f64) -> Cover {
     let sizes: Vec<(u8, f64)> = opts.by_size.iter().map(|(&s, c)| (s, c.capacity)).collect();
     let (e_idx, &(e_size, e_cap)) = sizes
@@ -105,44 +131,55 @@ pub fn min_cover(opts: &Options, rate: f64) -> Cover {
         .max_by(|a, b| (a.1.1 / a.1.0 as f64).total_cmp(&(b.1.1 / b.1.0 as f64)).then(b.1.0.cmp(&a.1.0)))
         .expect("options are never empty");
     let others: Vec<(u8, f64)> = sizes.iter().enumerate().filter(|(i, _)| *i != e_idx).map(|(_, s)| *s).collect();
-    let limit = e_size as u32; // counts 0..e_size for each other size
-    let mut best: Option<Cover> = None;
-    let mut counts = vec![0u32; others.len()];
-    loop {
-        let mut cap: f64 = others.iter().zip(&counts).map(|((_, c), &n)| c * n as f64).sum();
-        let mut gpcs: u32 = others.iter().zip(&counts).map(|((s, _), &n)| *s as u32 * n).sum();
-        let need = ((rate - cap) / e_cap).ceil().max(0.0) as u32;
-        cap += need as f64 * e_cap;
-        gpcs += need * e_size as u32;
-        let segs = need + counts.iter().sum::<u32>();
-        let better = match &best {
+    let bound: usize = others.iter().map(|(s, _)| (e_size as usize).saturating_sub(1) * *s as usize).sum();
+    // best[g]: (capacity, segments, the size added last) of the best mix of other sizes taking
+    // exactly g GPCs.
+    let mut best: Vec<Option<(f64, u32, usize)>> = vec![None; bound + 1];
+    best[0] = Some((0.0, 0, usize::MAX));
+    for g in 1..=bound {
+        for (i, &(s, c)) in others.iter().enumerate() {
+            let Some(rest) = g.checked_sub(s as usize) else { continue };
+            let Some((cap, segs, _)) = best[rest] else { continue };
+            let cand = (cap + c, segs + 1, i);
+            let better = match best[g] {
+                None => true,
+                Some((bc, bs, _)) => cand.0 > bc + 1e-9 || ((cand.0 - bc).abs() <= 1e-9 && cand.1 < bs),
+            };
+            if better {
+                best[g] = Some(cand);
+            }
+        }
+    }
+    let mut chosen: Option<(Cover, u32, usize)> = None;
+    for (g, entry) in best.iter().enumerate() {
+        let Some((cap_o, segs_o, _)) = *entry else { continue };
+        let need = ((rate - cap_o) / e_cap).ceil().max(0.0) as u32;
+        let cap = cap_o + need as f64 * e_cap;
+        let gpcs = g as u32 + need * e_size as u32;
+        let segs = segs_o + need;
+        let better = match &chosen {
             None => true,
-            Some(b) => {
-                let bsegs: u32 = b.counts.values().sum();
-                gpcs < b.gpcs || (gpcs == b.gpcs && (cap > b.capacity + 1e-9 || ((cap - b.capacity).abs() <= 1e-9 && segs < bsegs)))
+            Some((b, bsegs, _)) => {
+                gpcs < b.gpcs || (gpcs == b.gpcs && (cap > b.capacity + 1e-9 || ((cap - b.capacity).abs() <= 1e-9 && segs < *bsegs)))
             }
         };
         if better {
-            let mut m: BTreeMap<u8, u32> = others.iter().zip(&counts).filter(|(_, n)| **n > 0).map(|((s, _), n)| (*s, *n)).collect();
+            let mut counts = BTreeMap::new();
             if need > 0 {
-                m.insert(e_size, need);
+                counts.insert(e_size, need);
             }
-            best = Some(Cover { counts: m, gpcs, capacity: cap });
-        }
-        // Next combination (odometer over 0..limit for each other size).
-        let mut i = 0;
-        loop {
-            if i == counts.len() {
-                return best.expect("at least one combination is evaluated");
-            }
-            counts[i] += 1;
-            if counts[i] < limit {
-                break;
-            }
-            counts[i] = 0;
-            i += 1;
+            chosen = Some((Cover { counts, gpcs, capacity: cap }, segs, g));
         }
     }
+    let (mut cover, _, mut g) = chosen.expect("best[0] is always set");
+    // Walk the knapsack back to the other sizes' counts.
+    while g > 0 {
+        let Some((_, _, i)) = best[g] else { break };
+        let (s, _) = others[i];
+        *cover.counts.entry(s).or_insert(0) += 1;
+        g -= s as usize;
+    }
+    cover
 }
 
 #[cfg(test)]
@@ -182,6 +219,10 @@ mod tests {
             opts(&[(1, 90.0), (2, 150.0), (3, 310.0), (7, 640.0)]),
             opts(&[(2, 50.0), (4, 130.0)]),
             opts(&[(1, 10.0)]),
+            // Regression: the ten sizes of an MPS-share GPU (10 % .. 100 %) made the old
+            // enumeration of counts take e^9 steps (a `plan --gpu-type l4-24gb` ran for minutes).
+            opts(&[(1, 40.0), (2, 95.0), (3, 150.0), (4, 190.0), (5, 260.0), (6, 300.0), (7, 340.0), (8, 420.0), (9, 430.0), (10, 470.0)]),
+            opts(&[(1, 12.0), (2, 30.0), (3, 41.0), (4, 58.0), (5, 70.0), (6, 88.0), (7, 99.0), (8, 130.0), (9, 131.0), (10, 140.0)]),
         ];
         for o in &cases {
             for rate in [1.0, 55.0, 99.0, 100.0, 101.0, 333.0, 777.0, 1000.0, 1234.5, 2100.0] {
@@ -189,6 +230,8 @@ mod tests {
                 assert!(c.capacity >= rate, "{rate}: {c:?}");
                 let total: u32 = c.counts.iter().map(|(s, n)| *s as u32 * n).sum();
                 assert_eq!(total, c.gpcs);
+                let cap: f64 = c.counts.iter().map(|(s, n)| o.by_size[s].capacity * *n as f64).sum();
+                assert!((cap - c.capacity).abs() < 1e-6, "{c:?}");
                 assert_eq!(c.gpcs, brute(o, rate), "rate {rate} with {o:?}");
             }
         }

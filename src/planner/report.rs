@@ -133,16 +133,19 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         let mut text = format!("gpu {i}: ");
         for p in &g.placed {
             let s = &plan.services[p.segment.service];
-            text.push_str(&format!("[{}g {} b{}x{}]", p.segment.size, s.name, p.segment.batch, p.segment.procs));
+            text.push_str(&format!("[{} {} b{}x{}]", plan.gpu.size_label(p.segment.size), s.name, p.segment.batch, p.segment.procs));
         }
         let free = plan.gpu.gpcs.saturating_sub(g.used_gpcs());
         if free > 0 {
-            text.push_str(&format!("[{free}g -]"));
+            text.push_str(&format!("[{} -]", plan.gpu.size_label(free)));
         }
         layouts.push(text);
     }
     let complete = plan.infeasible.is_empty();
     let algorithm = match plan.algorithm {
+        super::Algorithm::Optimal if plan.gpu.is_mps() => {
+            "optimal (integer program over segment mixes and MPS shares; an MPS type's \"GPC\" is a 10 % share of the SMs and memory)"
+        }
         super::Algorithm::Optimal => "optimal (integer program over segment mixes and MIG layouts)",
         super::Algorithm::ParvaGpu => "parvagpu (ParvaGPU's greedy planner)",
     };

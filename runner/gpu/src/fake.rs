@@ -79,16 +79,24 @@ impl FakeState {
                 (GpuType::by_id(ty).map_err(|e| bad(e.to_string()))?, None)
             };
             let count: u32 = count.trim().parse().map_err(|_| bad(format!("count `{count}` is not a number")))?;
+            // An MPS type: a GPU without MIG, or (`-nomig`) a MIG GPU with MIG mode off, which
+            // NVML names as its MIG type.
+            let sibling = gpu_type.id.strip_suffix("-nomig").and_then(|id| GpuType::by_id(id).ok()).filter(|_| gpu_type.is_mps());
+            let mig = match (gpu_type.is_mps(), sibling) {
+                (false, _) => MigMode::ENABLED,
+                (true, Some(_)) => MigMode::DISABLED,
+                (true, None) => MigMode::UNSUPPORTED,
+            };
             for _ in 0..count {
                 let index = gpus.len();
-                let product = gpu_type.products.first();
+                let product = sibling.unwrap_or(gpu_type).products.first();
                 gpus.push(FakeGpu {
-                    gpu_type: gpu_type.id.to_string(),
+                    gpu_type: sibling.unwrap_or(gpu_type).id.to_string(),
                     product_name: product.map(|p| p.name.to_string()),
                     pci_device_id: product.map(|p| p.pci_device_id),
                     hardware: hardware.clone(),
                     uuid: format!("GPU-fa4e0000-0000-4000-8000-{index:012x}"),
-                    mig: MigMode::ENABLED,
+                    mig,
                     instances: Vec::new(),
                     processes: Vec::new(),
                 });

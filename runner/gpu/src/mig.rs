@@ -56,6 +56,8 @@ pub struct MigMode {
 impl MigMode {
     pub const ENABLED: MigMode = MigMode { supported: true, current: true, pending: true };
     pub const DISABLED: MigMode = MigMode { supported: true, current: false, pending: false };
+    /// A GPU without MIG (V100, T4, A10, L4, L40S, ...).
+    pub const UNSUPPORTED: MigMode = MigMode { supported: false, current: false, pending: false };
 }
 
 /// A GPU instance with its compute instances and MIG device UUID.

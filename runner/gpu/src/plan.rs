@@ -173,6 +173,14 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
     if let Some(p) = node_map.check_layouts(ty).into_iter().next() {
         return Err(DeployError::BadLayout { node: p.node, plan_gpu: p.gpu, problem: p.problem });
     }
+    // A type without MIG (MPS shares) is always deployed as whole GPUs under MPS.
+    let mps_opts;
+    let opts = if ty.is_mps() && !opts.no_mig {
+        mps_opts = DeployOptions { no_mig: true, ..opts.clone() };
+        &mps_opts
+    } else {
+        opts
+    };
     let ctx = PlanCtx { opts, ty };
     let job_at: BTreeSet<(u32, u8)> = jobs.iter().filter(|j| j.node == opts.node).map(|j| (j.gpu, j.placement)).collect();
     let mut by_gpu: BTreeMap<u32, Vec<&Segment>> = BTreeMap::new();
@@ -199,7 +207,9 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
         ctx.check_gpu(obs)?;
         let mut targets = ctx.targets(plan_gpu, obs, &segs)?;
         if opts.no_mig {
-            for t in targets.iter_mut().filter(|t| job_at.contains(&(plan_gpu, t.start))) {
+            // Every share of an MPS type, and best-effort jobs beside MIG-sized shares, may pin
+            // only its share of the memory.
+            for t in targets.iter_mut().filter(|t| ty.is_mps() || job_at.contains(&(plan_gpu, t.start))) {
                 t.pinned_mem_limit_mb = ty.profile_for_size(t.gpcs).map(|p| u64::from(p.mem_gb) * 1024);
             }
         }
@@ -222,7 +232,9 @@ impl PlanCtx<'_> {
     fn check_gpu(&self, obs: &ObservedGpu) -> Result<(), DeployError> {
         let info = &obs.info;
         let seen = info.identify();
-        if seen.as_ref().map(|t| t.id).ok() != Some(self.ty.id) {
+        // A MIG GPU used without MIG is recognised as its MIG type (`h100-80gb` for `h100-80gb-nomig`).
+        let matches = |t: &GpuType| t.id == self.ty.id || (self.ty.is_mps() && self.ty.id.strip_suffix("-nomig") == Some(t.id));
+        if !seen.as_ref().is_ok_and(|t| matches(t)) {
             return Err(DeployError::TypeMismatch {
                 gpu: info.index,
                 uuid: info.uuid.clone(),
