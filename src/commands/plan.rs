@@ -80,6 +80,10 @@ pub struct PlanInputArgs {
     /// Largest MPS process count per segment.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=48))]
     max_procs: u32,
+    /// Most MPS shares (segments) on one GPU, for GPU types without MIG [default: the type's,
+    /// 10]. gpu-let uses at most 2 "gpu-lets" per GPU.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=10))]
+    max_shares: Option<u8>,
     /// Most GPUs the plan may use: a plan that would need more is refused before it is
     /// attempted, with the number it would need (1..=100000).
     #[arg(long, default_value_t = parva_core::limits::DEFAULT_MAX_GPUS,
@@ -130,6 +134,13 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
     }
     args.catalogue.load()?;
     let gpu = GpuType::by_id(&args.gpu)?;
+    let gpu = match args.max_shares {
+        Some(_) if !gpu.is_mps() => {
+            anyhow::bail!("--max-shares is for GPU types without MIG (MPS shares); {} is cut by MIG (try {}-nomig)", gpu.id, gpu.id)
+        }
+        Some(n) => gpu.with_max_instances(n),
+        None => gpu,
+    };
     let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
     let services = match (&args.slo_dir, args.slo, &args.services) {
         (Some(dir), Some(n), _) => {

@@ -11,6 +11,7 @@ mod export_cli;
 mod follow_cli;
 mod jobs_cli;
 mod margin_cli;
+mod mps_cli;
 mod optimal;
 mod plan_cli;
 mod profile_cli;

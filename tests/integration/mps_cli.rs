@@ -1,0 +1,107 @@
+//! Issue 17: a GPU without MIG, end to end on this machine. Share-keyed tables
+//! (`tests/fixtures/mps/`) are planned for an L4 (`--gpu-type l4-24gb`), the map checked, deployed
+//! on fake L4s (one MPS daemon per GPU, each worker capped at its share of the SMs and memory),
+//! and served with the emulated backend, verified at the plan's rates.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::serve_support::start;
+use crate::util::{fixture, parva, stderr, stdout};
+
+fn fx(name: &str) -> String {
+    fixture("mps").join(name).display().to_string()
+}
+
+/// `parva plan` of the fixture services on `gpu_type`; the map's path and the JSON report.
+fn plan(dir: &Path, gpu_type: &str, extra: &[&str]) -> (String, Value) {
+    let map = dir.join(format!("{gpu_type}.csv")).display().to_string();
+    let o = parva(&[&["plan", "--prof-data", &fx("prof"), "--services", &fx("services.csv"), "--gpu-type", gpu_type, "--out", &map, "--json"][..], extra].concat());
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    (map, serde_json::from_str(&stdout(&o)).unwrap())
+}
+
+/// (share percent, worker environment) of every segment of a deploy report.
+fn shares(report: &Value) -> Vec<(u32, Vec<(String, String)>)> {
+    report["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let env: Vec<(String, String)> = serde_json::from_value(s["env"].clone()).unwrap();
+            let pct = s["profile"].as_str().unwrap().trim_start_matches("mps-").split_whitespace().next().unwrap().parse().unwrap();
+            (pct, env)
+        })
+        .collect()
+}
+
+#[test]
+fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos() {
+    let dir = tempfile::tempdir().unwrap();
+    let (map, _) = plan(dir.path(), "l4-24gb", &[]);
+    let m = parva_core::DeploymentMap::read(Path::new(&map)).unwrap().0;
+    let l4 = parva_core::GpuType::by_id("l4-24gb").unwrap();
+    assert!(m.segments.iter().all(|s| s.profile.as_deref().is_some_and(|p| p.starts_with("mps-")) && s.gpu_type.as_deref() == Some("l4-24gb")));
+    assert!(m.check_layouts(l4).is_empty());
+    let o = parva(&["validate", "--map", &map]);
+    assert!(o.status.success() && stdout(&o).contains("legal l4-24gb MPS-share layout"), "{}{}", stdout(&o), stderr(&o));
+
+    // Deployed on fake L4s without --no-mig: whole GPUs, one MPS daemon each, every worker
+    // capped at its share of the SMs and pinned to its share of the memory (24 GB x share).
+    let run = dir.path().join("run");
+    let gpus = format!("l4-24gb:{}", m.gpu_count());
+    let o = parva(&["deploy", "--fake-gpus", &gpus, "--run-dir", run.to_str().unwrap(), "--plan", &map, "--no-serve", "--json"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["mode"].as_str().unwrap().starts_with("no-mig"), "{v}");
+    let segs = shares(&v);
+    assert_eq!(segs.len(), m.segments.len());
+    for (pct, env) in &segs {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), Some(pct.to_string()), "{env:?}");
+        let gb = 24 * pct / 100;
+        assert_eq!(get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"), Some(format!("0={}M", gb.max(1) * 1024)), "{env:?}");
+    }
+    assert_eq!(v["actions"].as_array().unwrap().len(), m.gpu_count(), "one MPS daemon per GPU: {v}");
+    // The same map refused on A100s (another type), nothing started.
+    let o = parva(&["deploy", "--fake-gpus", "a100-80gb:2", "--run-dir", dir.path().join("a100").to_str().unwrap(), "--plan", &map, "--no-serve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("but the plan is for l4-24gb"), "{}", stderr(&o));
+
+    // Served with the emulated backend (workers sleep for the share's profiled latency) and
+    // verified through HTTP at the plan's rates.
+    let models = fixture("verify").join("models").display().to_string();
+    let s = start(&["--plan", &map, "--backend", "emulated", "--models", &models, "--prof-data", &fx("prof")]);
+    s.wait_200("/v2/health/ready", Duration::from_secs(60));
+    let out = dir.path().join("verify");
+    let endpoint = format!("http://{}", s.addr);
+    let o = parva(&["verify", "--endpoint", &endpoint, "--out", out.to_str().unwrap(), "--plan", &map, "--prof-data", &fx("prof"), "--duration", "4s", "--warmup", "1s", "--json"]);
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap_or(Value::Null);
+    assert_eq!(o.status.code(), Some(0), "{r}\n{}", stderr(&o));
+    assert_eq!(r["all_pass"], true, "{r}");
+}
+
+#[test]
+fn max_shares_caps_the_segments_per_gpu_and_a_mig_type_refuses_share_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, free) = plan(dir.path(), "l4-24gb", &[]);
+    let (map, capped) = plan(dir.path(), "a10-24gb", &["--max-shares", "2"]);
+    let m = parva_core::DeploymentMap::read(Path::new(&map)).unwrap().0;
+    let mut per_gpu = std::collections::BTreeMap::new();
+    for s in &m.segments {
+        *per_gpu.entry((s.node, s.gpu)).or_insert(0) += 1;
+    }
+    assert!(per_gpu.values().all(|&n| n <= 2), "{per_gpu:?}");
+    assert!(free["gpus"].as_u64().is_some() && capped["gpus"].as_u64().is_some(), "{free} {capped}");
+    // Share tables for a MIG type: refused, naming the way out.
+    let o = parva(&["plan", "--prof-data", &fx("prof"), "--services", &fx("services.csv"), "--gpu-type", "a100-80gb", "--out", dir.path().join("x.csv").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("keyed by MPS share") && stderr(&o).contains("a100-80gb-nomig"), "{}", stderr(&o));
+    assert!(!dir.path().join("x.csv").exists());
+    // --max-shares is for MPS types.
+    let o = parva(&["plan", "--prof-data", "prof_data/example", "--services", "deployment/example/services.csv", "--gpu-type", "a100-80gb", "--max-shares", "2", "--out", dir.path().join("y.csv").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--max-shares is for GPU types without MIG"), "{}", stderr(&o));
+}
