@@ -84,6 +84,11 @@ pub struct PlanInputArgs {
     /// 10]. gpu-let uses at most 2 "gpu-lets" per GPU.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=10))]
     max_shares: Option<u8>,
+    /// GPU types without MIG: plan every segment as if its batches took this much longer beside
+    /// the other shares of its GPU (0.2 = 20 %, 0..=10) [default: 0.2, the worst pair measured on
+    /// an H200 being 1.21x]. MIG instances are isolated: not for MIG types.
+    #[arg(long, value_name = "X")]
+    interference: Option<f64>,
     /// Most GPUs the plan may use: a plan that would need more is refused before it is
     /// attempted, with the number it would need (1..=100000).
     #[arg(long, default_value_t = parva_core::limits::DEFAULT_MAX_GPUS,
@@ -119,6 +124,8 @@ pub struct Prepared {
     pub profiles: ProfileSet,
     pub services: Vec<slo::Service>,
     pub options: PlanOptions,
+    /// The MPS interference slowdown the tables were slowed by (0 for MIG types).
+    pub interference: f64,
 }
 
 impl Prepared {
@@ -142,6 +149,17 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         None => gpu,
     };
     let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
+    let interference = match args.interference {
+        Some(_) if !gpu.is_mps() => anyhow::bail!("--interference is for GPU types without MIG (MPS shares); {}'s MIG instances are isolated", gpu.id),
+        Some(x) if !(x.is_finite() && (0.0..=parva_core::limits::MAX_INTERFERENCE).contains(&x)) => {
+            anyhow::bail!("--interference must be a number in [0, {}]; got {x}", parva_core::limits::MAX_INTERFERENCE)
+        }
+        Some(x) => x,
+        None if gpu.is_mps() => parva_core::mig::DEFAULT_MPS_INTERFERENCE,
+        None => 0.0,
+    };
+    // Shares of one GPU slow each other: plan on tables that are that much slower.
+    let profiles = if interference > 0.0 { profiles.slowed(1.0 + interference) } else { profiles };
     let services = match (&args.slo_dir, args.slo, &args.services) {
         (Some(dir), Some(n), _) => {
             // Zero-rate models are planned as services with rate 0: reported, never dropped silently.
@@ -174,12 +192,12 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         max_gpus: args.max_gpus,
         margin: args.margin,
     };
-    Ok(Prepared { gpu, profiles, services, options })
+    Ok(Prepared { gpu, profiles, services, options, interference })
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let prepared = prepare(&args.input)?;
-    let Prepared { gpu, profiles, services, options } = &prepared;
+    let Prepared { gpu, profiles, services, options, .. } = &prepared;
     let (gpu, profiles, services, options) = (*gpu, profiles, services, options);
     let input = prepared.input();
     let jobs = match &args.jobs {
@@ -264,9 +282,19 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Which interference the plan assumed, and where it came from (MPS types only).
+    let interference = gpu.is_mps().then(|| {
+        let source = if args.input.interference.is_some() { "--interference" } else { "the default margin; no measured pairs" };
+        format!(
+            "every MPS share planned {:.0} % slower than profiled alone, for its neighbours on the GPU (interference {}: {source})",
+            prepared.interference * 100.0,
+            prepared.interference
+        )
+    });
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["out"] = serde_json::json!(out);
+        v["interference"] = serde_json::json!(interference);
         v["report"] = serde_json::to_value(&report)?;
         if let Some(m) = &simulated_misses {
             v["simulated_misses"] = serde_json::to_value(m)?;
@@ -279,6 +307,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_summary(&summary, &out)?;
         print_report(&report, &sensitivity)?;
+        if let Some(text) = &interference {
+            outln!("interference: {text}")?;
+        }
         if let Some(j) = &jobs_summary {
             print_jobs(j)?;
         }

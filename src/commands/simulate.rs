@@ -105,6 +105,11 @@ pub struct SimulateArgs {
     /// Multiply every service's rate by this: in (0, 1000].
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
+    /// Slowdown of a segment that shares its GPU with other MPS segments: 0.2 = its batches take
+    /// 20 % longer (0..=10) [default: 0.2 for a map of a GPU type without MIG, 0 for MIG, whose
+    /// instances are isolated].
+    #[arg(long, value_name = "X")]
+    interference: Option<f64>,
     /// Serving margin the router batches to (SLO - margin), in ms or `N%` of each SLO [default:
     /// the map's `margin_ms` column, none when it has none]; pass/fail is against the SLO itself.
     #[arg(long, alias = "margin-ms", value_name = "MS|PCT%")]
@@ -196,6 +201,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         distribution: args.distribution.into(),
         percentile: args.percentile,
         rate_scale: args.rate_scale,
+        interference: args.interference.unwrap_or_else(|| parva_core::deploy::default_interference(&map)),
     };
     let started = std::time::Instant::now();
     let report = sim::simulate(&map, &profiles, services.as_deref(), &config)

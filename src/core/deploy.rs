@@ -586,6 +586,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
     })
 }
 
+/// The interference slowdown to simulate `map` with: [`crate::mig::DEFAULT_MPS_INTERFERENCE`] when
+/// its segments are MPS shares (their `gpu_type` is a type without MIG), else 0 (MIG instances are
+/// isolated).
+pub fn default_interference(map: &DeploymentMap) -> f64 {
+    let mps = map.segments.iter().filter_map(|s| s.gpu_type.as_deref()).any(|t| crate::mig::GpuType::by_id(t).is_ok_and(|t| t.is_mps()));
+    if mps { crate::mig::DEFAULT_MPS_INTERFERENCE } else { 0.0 }
+}
+
 #[cfg(test)]
 #[path = "deploy_tests.rs"]
 mod tests;
+

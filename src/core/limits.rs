@@ -103,3 +103,6 @@ mod tests {
         assert!(DURATION_S.check(1e308).unwrap_err().contains("found 1e308"));
     }
 }
+
+/// Largest interference slowdown accepted (`--interference`): 10 = batches take 11x as long.
+pub const MAX_INTERFERENCE: f64 = 10.0;

@@ -115,6 +115,12 @@ pub enum Partition {
     Mps,
 }
 
+/// The slowdown assumed for an MPS share beside other shares of its GPU when no measurement says
+/// otherwise (`--interference`): 20 %. Shares split the SMs but not memory bandwidth or L2; the
+/// worst pair measured on an H200 (resnet50 at 30 % beside resnet50 at 70 %,
+/// `reports/gpu/nvidia-h200-2026-11-26/mps-pairs.md`) took 1.21x as long as alone.
+pub const DEFAULT_MPS_INTERFERENCE: f64 = 0.20;
+
 /// Percent of a GPU's SMs one MPS share unit stands for.
 pub const MPS_SHARE_STEP: u8 = 10;
 /// Share units of a whole MPS GPU (100 % / [`MPS_SHARE_STEP`]).

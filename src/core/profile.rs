@@ -273,6 +273,19 @@ impl ProfileSet {
         Ok(ProfileSet { dir: dir.to_path_buf(), models })
     }
 
+    /// The same tables with every measured batch `factor` times as slow (latency x factor,
+    /// throughput / factor): how the planner accounts for interference between MPS shares.
+    pub fn slowed(&self, factor: f64) -> ProfileSet {
+        let mut out = self.clone();
+        for t in out.models.values_mut() {
+            for p in t.points.iter_mut().filter(|p| p.is_measured()) {
+                p.latency_s *= factor;
+                p.throughput /= factor;
+            }
+        }
+        out
+    }
+
     /// Model names in the order SLO files' columns refer to them (alphabetical by file name).
     pub fn model_names(&self) -> Vec<&str> {
         self.models.keys().map(String::as_str).collect()

@@ -25,6 +25,7 @@ pub fn predict_p99(
         distribution: spec.distribution,
         percentile: spec.percentile.min(99.999),
         rate_scale: spec.rate_scale,
+        interference: parva_core::deploy::default_interference(map),
     };
     let report = sim::simulate(map, profiles, services, &config)?;
     Ok(report.services.into_iter().map(|s| (s.service, s.p99_ms)).collect())

@@ -85,7 +85,13 @@ impl Model {
         let mut index: BTreeMap<&str, usize> = BTreeMap::new();
         let mut svcs: Vec<Svc> = Vec::new();
         let mut procs: Vec<Proc> = Vec::new();
+        let mut per_gpu: BTreeMap<(u32, u32), usize> = BTreeMap::new();
         for seg in &map.segments {
+            *per_gpu.entry((seg.node, seg.gpu)).or_insert(0) += 1;
+        }
+        for seg in &map.segments {
+            // A segment beside others on its GPU runs slower by the interference factor.
+            let slow = if per_gpu[&(seg.node, seg.gpu)] > 1 { 1.0 + config.interference } else { 1.0 };
             let si = *index.entry(seg.service.as_str()).or_insert_with(|| {
                 let (rate, slo_ms) = slos[&seg.service];
                 let i = svcs.len();
@@ -115,10 +121,10 @@ impl Model {
             };
             let mut exec = vec![0.0];
             for k in 1..=seg.batch_size {
-                exec.push(profile.batch_latency(seg.instance_size, seg.num_proc, k).ok_or_else(missing)?);
+                exec.push(profile.batch_latency(seg.instance_size, seg.num_proc, k).ok_or_else(missing)? * slow);
             }
             let capacity = match seg.throughput {
-                Some(t) if t > 0.0 => t,
+                Some(t) if t > 0.0 => t / slow,
                 _ => seg.num_proc as f64 * seg.batch_size as f64 / exec[seg.batch_size as usize],
             };
             let svc = &mut svcs[si];

@@ -42,11 +42,15 @@ pub struct SimConfig {
     pub percentile: f64,
     /// Multiplier applied to every service's rate.
     pub rate_scale: f64,
+    /// Slowdown of a segment that shares its GPU with other segments under MPS (0.2: its batches
+    /// take 20 % longer): MPS shares split the SMs but not memory bandwidth or L2. 0 for MIG,
+    /// whose instances are isolated (see [`crate::mig::DEFAULT_MPS_INTERFERENCE`]).
+    pub interference: f64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0 }
+        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0, interference: 0.0 }
     }
 }
 
@@ -146,6 +150,12 @@ pub fn simulate(
     };
     range("--duration", &limits::DURATION_S, config.duration_s)?;
     range("--rate-scale", &limits::RATE_SCALE, config.rate_scale)?;
+    if !(config.interference.is_finite() && (0.0..=limits::MAX_INTERFERENCE).contains(&config.interference)) {
+        return Err(SimError::OutOfRange {
+            what: "--interference".into(),
+            rule: format!("must be a number in [0, {}], found {}", limits::MAX_INTERFERENCE, config.interference),
+        });
+    }
     if !(config.warmup_s >= 0.0 && config.warmup_s < config.duration_s) {
         return Err(SimError::OutOfRange {
             what: "--warmup".into(),
@@ -250,6 +260,28 @@ mod tests {
         assert_eq!(a, b);
         let key = |r: &SimReport| (r.services[0].requests, r.services[1].requests, r.services[0].p50_ms.to_bits());
         assert_ne!(key(&a), key(&c));
+    }
+
+    /// Issue 17: a segment beside another on its GPU runs `1 + interference` times as slow; one
+    /// alone on its GPU does not; out-of-range values are refused.
+    #[test]
+    fn interference_slows_only_segments_that_share_their_gpu() {
+        // Batch 1 at 20/s: no queueing, so p50 is close to one batch's latency (3 ms).
+        let shared = map(&[("a", 1, 20.0, 100.0), ("b", 1, 20.0, 100.0)]);
+        let mut apart = shared.clone();
+        apart.segments[1].gpu = 1;
+        let slow = SimConfig { interference: 1.0, ..cfg(5) };
+        let p50 = |m: &DeploymentMap, c: &SimConfig| simulate(m, &profiles(), None, c).unwrap().services.iter().map(|s| s.p50_ms).collect::<Vec<_>>();
+        let base = p50(&shared, &cfg(5));
+        let doubled = p50(&shared, &slow);
+        for (b, d) in base.iter().zip(&doubled) {
+            assert!((d / b - 2.0).abs() < 0.15, "{base:?} -> {doubled:?}");
+        }
+        assert_eq!(p50(&apart, &slow), p50(&apart, &cfg(5)), "alone on its GPU: no interference");
+        for bad in [-0.1, f64::NAN, 11.0] {
+            let e = simulate(&shared, &profiles(), None, &SimConfig { interference: bad, ..cfg(1) }).unwrap_err().to_string();
+            assert!(e.starts_with("--interference: must be a number in [0, 10]"), "{e}");
+        }
     }
 
     #[test]
