@@ -108,6 +108,9 @@ enum AlgorithmArg {
     Optimal,
     /// ParvaGPU's greedy planner, with legal MIG placements.
     Parvagpu,
+    /// gpu-let's heuristic (ATC'22), for GPU types without MIG: at most two MPS shares of
+    /// 20/40/50/60/80/100 % per GPU; for comparison with optimal.
+    Gpulet,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -184,6 +187,7 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         algorithm: match args.algorithm {
             AlgorithmArg::Optimal => Algorithm::Optimal,
             AlgorithmArg::Parvagpu => Algorithm::ParvaGpu,
+            AlgorithmArg::Gpulet => Algorithm::GpuLet,
         },
         latency_model,
         latency_budget: args.latency_budget,

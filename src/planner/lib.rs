@@ -18,6 +18,7 @@
 
 pub mod cover;
 pub mod day;
+pub mod gpulet;
 pub mod gpus;
 pub mod jobs;
 pub mod optimal;
@@ -44,6 +45,9 @@ pub enum Algorithm {
     Optimal,
     /// ParvaGPU's greedy planner (SC'24), with legal MIG placements.
     ParvaGpu,
+    /// gpu-let's heuristic (ATC'22) for GPUs without MIG: at most two MPS shares per GPU.
+    #[serde(rename = "gpulet")]
+    GpuLet,
 }
 
 /// Options shared by every planner.
@@ -205,13 +209,14 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
 fn plan_to_targets(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanError> {
     let model = match input.options.algorithm {
         Algorithm::ParvaGpu => LatencyModel::ParvaGpu { budget: input.options.latency_budget },
-        Algorithm::Optimal => input.options.latency_model,
+        Algorithm::Optimal | Algorithm::GpuLet => input.options.latency_model,
     };
     let opts = cover::options(&input, &model);
     check_gpu_bound(&input, &opts, None)?;
     let mut plan = match input.options.algorithm {
         Algorithm::ParvaGpu => parvagpu::plan(&input),
         Algorithm::Optimal => optimal::plan(&input, &model, opts)?,
+        Algorithm::GpuLet => gpulet::plan(&input)?,
     };
     plan.gpus.retain(|g| !g.is_empty());
     if plan.gpus.len() > input.options.max_gpus as usize {

@@ -148,6 +148,7 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         }
         super::Algorithm::Optimal => "optimal (integer program over segment mixes and MIG layouts)",
         super::Algorithm::ParvaGpu => "parvagpu (ParvaGPU's greedy planner)",
+        super::Algorithm::GpuLet => "gpulet (gpu-let's heuristic: at most two MPS shares per GPU)",
     };
     let mut headline = String::new();
     if !complete {
