@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPUs without MIG (issue 17): GPUs needed by `--algorithm optimal`, by gpu-let's heuristic
-# (`--algorithm gpulet`) and with no sharing (`--max-shares 1`: one segment per GPU), on the same
+# (`--algorithm gpulet`), by optimal under gpu-let's latency rule (`--latency-model gpulet`: the
+# same rule as the heuristic, so the planners alone are compared) and with no sharing
+# (`--max-shares 1`: one segment per GPU), on the same
 # services and share-keyed tables, with each plan's SLO attainment in simulation (60 s of Poisson
 # arrivals, 20 % interference between shares of a GPU: the planners' default margin).
 # Writes a Markdown report on stdout.
@@ -27,9 +29,10 @@ echo "|---|---|---:|---|---:|---:|---|---:|---:|---:|"
 scenario() { # name prof gpu services
   local name="$1" prof="$2" gpu="$3" svcs="$4" n
   n=$(($(wc -l < "$svcs") - 1))
-  for alg in optimal gpulet none; do
+  for alg in optimal gpulet rule none; do
     local args=(--algorithm "$alg")
     [[ $alg == none ]] && args=(--max-shares 1)
+    [[ $alg == rule ]] && args=(--algorithm optimal --latency-model gpulet)
     if ! $PARVA plan --prof-data "$prof" --services "$svcs" --gpu-type "$gpu" "${args[@]}" --out "$tmp/$name-$alg.csv" --json > "$tmp/p.json" 2> "$tmp/err"; then
       [[ -s "$tmp/p.json" ]] || { echo "| $name | $gpu | $n | $alg | failed: $(head -1 "$tmp/err") | | | | | |"; continue; }
     fi
@@ -44,7 +47,7 @@ try:
     att = f'{min(x["attainment_pct"] for x in svcs):.2f} %'
 except Exception:
     passed, att = "-", "-"
-label = {"optimal": "optimal", "gpulet": "gpulet", "none": "no sharing (--max-shares 1)"}[sys.argv[6]]
+label = {"optimal": "optimal", "gpulet": "gpulet", "rule": "optimal under gpu-let's rule (--latency-model gpulet)", "none": "no sharing (--max-shares 1)"}[sys.argv[6]]
 lb = p.get("lower_bound_gpus")
 print(f'| {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | {label} | {p["gpus"]} | {lb if lb is not None else "-"} | {p["complete"]} | {passed} | {att} | {p["plan_seconds"]:.3f} |')
 PY

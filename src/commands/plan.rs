@@ -119,6 +119,9 @@ enum LatencyModelArg {
     Parvagpu,
     /// Predicted tail latency (batch formation, queueing, execution) within the SLO at --percentile.
     Queueing,
+    /// gpu-let's rule: two batches at 1.1x their profiled latency within the SLO, rates at their
+    /// Poisson p99 (what --algorithm gpulet uses; with optimal, the same rule for a fair comparison).
+    Gpulet,
 }
 
 /// What a plan is made from, read and checked from the flags (shared with `parva replan`).
@@ -178,7 +181,12 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
     if args.algorithm == AlgorithmArg::Parvagpu && args.latency_model == Some(LatencyModelArg::Queueing) {
         anyhow::bail!("--algorithm parvagpu uses ParvaGPU's latency rule; --latency-model queueing needs --algorithm optimal");
     }
+    if args.algorithm == AlgorithmArg::Gpulet && matches!(args.latency_model, Some(m) if m != LatencyModelArg::Gpulet) {
+        anyhow::bail!("--algorithm gpulet uses gpu-let's latency rule (--latency-model gpulet)");
+    }
     let latency_model = match args.latency_model {
+        Some(LatencyModelArg::Gpulet) => LatencyModel::GpuLet,
+        _ if args.algorithm == AlgorithmArg::Gpulet => LatencyModel::GpuLet,
         Some(LatencyModelArg::Parvagpu) => LatencyModel::ParvaGpu { budget: args.latency_budget },
         _ if args.algorithm == AlgorithmArg::Parvagpu => LatencyModel::ParvaGpu { budget: args.latency_budget },
         _ => LatencyModel::Queueing { percentile: args.percentile },

@@ -1,9 +1,14 @@
 //! Which profile points a service may use, and how much rate a segment may take.
 //!
-//! Two latency models:
+//! Three latency models:
 //!
 //! - [`LatencyModel::ParvaGpu`]: ParvaGPU's rule. A point is admissible when its profiled batch
 //!   latency is below `budget` x SLO; a segment may take its whole profiled throughput.
+//! - [`LatencyModel::GpuLet`]: gpu-let's rule (ATC'22), for comparing planners on GPUs without
+//!   MIG: a point is admissible when two of its batches, each taken as 1.1x its profiled latency,
+//!   fit in the SLO (`2 x 1.1 L <= S`: a request may wait for the batch in progress); a segment
+//!   may take its profiled throughput / 1.1; and every rate is planned at its Poisson 99th
+//!   percentile ([`gpulet_rate`]).
 //! - [`LatencyModel::Queueing`]: a point is admissible at a per-process arrival rate `λ` when the
 //!   predicted tail latency of a request (at the chosen percentile) stays within the SLO, under the
 //!   batching policy of [`crate::batching`]. The planner counts on each segment for the largest such
@@ -61,6 +66,20 @@ pub enum LatencyModel {
     ParvaGpu { budget: f64 },
     /// Predicted tail latency (at `percentile`, e.g. 99.0) within the SLO, batching and queueing included.
     Queueing { percentile: f64 },
+    /// gpu-let's rule: `2 x 1.1 x latency <= SLO`, capacity throughput / 1.1, rates at their
+    /// Poisson p99 ([`gpulet_rate`]).
+    #[serde(rename = "gpulet")]
+    GpuLet,
+}
+
+/// gpu-let's safety factor on profiled latency.
+pub const GPULET_LATENCY_FACTOR: f64 = 1.1;
+
+/// The rate gpu-let plans a service at: the 99th percentile of a Poisson count with mean `rate`
+/// (normal approximation, `rate + 2.326 sqrt(rate)`), x1.1 above 550 requests/s.
+pub fn gpulet_rate(rate: f64) -> f64 {
+    let p99 = rate + 2.326 * rate.max(0.0).sqrt();
+    if rate > 550.0 { p99 * 1.1 } else { p99 }
 }
 
 impl LatencyModel {
@@ -80,6 +99,8 @@ impl LatencyModel {
             LatencyModel::ParvaGpu { budget } => {
                 (point.latency_s * 1000.0 < budget * slo_ms).then(|| point.segment_throughput())
             }
+            LatencyModel::GpuLet => (2.0 * GPULET_LATENCY_FACTOR * point.latency_s * 1000.0 <= slo_ms)
+                .then(|| point.segment_throughput() / GPULET_LATENCY_FACTOR),
             LatencyModel::Queueing { percentile } => {
                 let table: Vec<f64> = (0..=point.batch)
                     .map(|k| interpolate(curve, k.max(1)).unwrap_or(point.latency_s * k as f64 / point.batch as f64))

@@ -10,8 +10,9 @@
 //!    interference between the two gpu-lets of a GPU is the tables' own (parva slows them by
 //!    `--interference` before any planner sees them), where gpu-let fits a model of L2 and DRAM
 //!    use per GPU type.
-//! 4. Batch: the largest batch (1..=32) with `2 L(b) <= SLO` for a saturated gpu-let; a residue
-//!    gpu-let for a rate `r` needs `L(b) + b / r <= SLO` and `b / L(b) >= r`.
+//! 4. Batch: the largest profiled batch (up to 32) with `2 L(b) <= SLO` for a saturated gpu-let;
+//!    a residue gpu-let for a rate `r` needs `L(b) + b / r <= SLO` and `b / L(b) >= r`. gpu-let
+//!    profiles every batch 1..=31; parva plans only measured points, so it takes the profiled ones.
 //! 5. Order and packing: services by `rate x SLO`, ascending. Per service, saturated gpu-lets of
 //!    the share with the best throughput per percent (a larger share only when it is at least
 //!    5 % better per percent), as many as the rate fills, then one residue gpu-let of the smallest
@@ -30,8 +31,7 @@ use parva_core::profile::ModelProfile;
 
 /// gpu-let's partition sizes, in share units (20, 40, 50, 60, 80, 100 %).
 const SHARES: [u8; 6] = [2, 4, 5, 6, 8, 10];
-/// gpu-let's safety factor on profiled latency.
-const LATENCY_FACTOR: f64 = 1.1;
+use parva_core::latency::GPULET_LATENCY_FACTOR as LATENCY_FACTOR;
 /// Largest batch gpu-let's binary search considers.
 const MAX_BATCH: u32 = 32;
 /// A larger share is taken only when its throughput per percent is this much better.
@@ -67,7 +67,8 @@ pub(super) fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             continue;
         };
         let slo = svc.slo_ms / 1000.0;
-        let Some(asks) = asks_for(gpu, profile, si, poisson_p99(svc.rate), slo) else {
+        // (The rate is already at its Poisson p99: `plan` applies gpu-let's rule before this.)
+        let Some(asks) = asks_for(gpu, profile, si, svc.rate, slo) else {
             infeasible.push(Infeasible {
                 service: svc.name.clone(),
                 model: svc.model.clone(),
@@ -100,8 +101,7 @@ pub(super) fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         infeasible,
         gpus_per_node: input.options.gpus_per_node,
         algorithm: super::Algorithm::GpuLet,
-        // Its saturated rule, 2 L(b) <= SLO, is ParvaGPU's latency rule with a budget of one half.
-        latency_model: parva_core::latency::LatencyModel::ParvaGpu { budget: 0.5 },
+        latency_model: parva_core::latency::LatencyModel::GpuLet,
         plan_seconds: 0.0,
         notes: vec!["gpu-let's heuristic (ATC'22): at most 2 gpu-lets of 20/40/50/60/80/100 % per GPU, rates at their Poisson p99, latency x1.1".into()],
         lower_bound_gpus: None,
@@ -110,12 +110,6 @@ pub(super) fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         lower_bound_why: None,
         margin: parva_core::slo::Margin::NONE,
     })
-}
-
-/// The 99th percentile of a Poisson count with mean `rate` (normal approximation), x1.1 above 550.
-fn poisson_p99(rate: f64) -> f64 {
-    let p99 = rate + 2.326 * rate.sqrt();
-    if rate > 550.0 { p99 * 1.1 } else { p99 }
 }
 
 /// Decision latency of `batch` on `units` (one process), seconds; None without a measured point
@@ -130,8 +124,8 @@ fn latency(gpu: &GpuType, profile: &ModelProfile, units: u8, batch: u32) -> Opti
     if !fits {
         return None;
     }
-    let max = profile.points.iter().filter(|p| p.size == units && p.procs == 1 && p.is_measured()).map(|p| p.batch).max()?;
-    (batch <= max).then(|| profile.batch_latency(units, 1, batch)).flatten().map(|l| l * LATENCY_FACTOR)
+    // Only profiled batches: what was not measured is not planned (as for every parva planner).
+    profile.point(units, batch, 1).filter(|p| p.is_measured()).map(|p| p.latency_s * LATENCY_FACTOR)
 }
 
 /// Saturated gpu-let of `units`: the largest batch with `2 L(b) <= slo`, and its throughput.
@@ -192,8 +186,10 @@ fn place(gpu: &GpuType, profile: &ModelProfile, gpus: &mut Vec<Vec<(u8, Option<S
         }
     };
     // The segment runs on the whole free gpu-let: its latency and capacity at that share.
-    let lat = profile.batch_latency(units, 1, ask.batch).unwrap_or(f64::INFINITY);
-    let seg = SegmentChoice { service: ask.service, size: units, batch: ask.batch, procs: 1, capacity: ask.batch as f64 / lat, latency_s: lat };
+    // (At the share it asked for when the larger one has no such point: more SMs are not slower.)
+    let measured = |u: u8| profile.point(u, ask.batch, 1).filter(|p| p.is_measured()).map(|p| p.latency_s);
+    let lat = measured(units).or_else(|| measured(ask.units)).unwrap_or(f64::INFINITY);
+    let seg = SegmentChoice { service: ask.service, size: units, batch: ask.batch, procs: 1, capacity: ask.batch as f64 / (lat * LATENCY_FACTOR), latency_s: lat };
     gpus[g][i].1 = Some(seg);
 }
 
@@ -212,10 +208,36 @@ mod tests {
     }
 
     fn run(rates: &[f64], gpu: &'static GpuType) -> Result<Plan, PlanError> {
-        let services: Vec<Service> = rates.iter().enumerate().map(|(i, &r)| Service { name: format!("s{i}"), model: "fast".into(), rate: r, slo_ms: 100.0 }).collect();
-        let options = PlanOptions { algorithm: Algorithm::GpuLet, ..PlanOptions::default() };
+        run_with(rates, &[100.0], gpu, PlanOptions { algorithm: Algorithm::GpuLet, ..PlanOptions::default() })
+    }
+
+    fn run_with(rates: &[f64], slos: &[f64], gpu: &'static GpuType, options: PlanOptions) -> Result<Plan, PlanError> {
+        let services: Vec<Service> = rates
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| Service { name: format!("s{i}"), model: "fast".into(), rate: r, slo_ms: slos[i % slos.len()] })
+            .collect();
         let p = profiles();
         crate::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, failure_persistence: None, ..Default::default() })]
+
+        /// Under the same rule (gpu-let's), the optimal planner never needs more GPUs than
+        /// gpu-let's heuristic: every gpu-let plan is one of the plans it searches.
+        #[test]
+        fn optimal_under_gpulets_rule_never_needs_more_gpus_than_gpulet(
+            rates in proptest::collection::vec(1.0f64..600.0, 1..6),
+            slos in proptest::collection::vec(40.0f64..400.0, 1..6),
+        ) {
+            let l4 = GpuType::by_id("l4-24gb").unwrap();
+            let g = run_with(&rates, &slos, l4, PlanOptions { algorithm: Algorithm::GpuLet, ..PlanOptions::default() }).unwrap();
+            let o = run_with(&rates, &slos, l4, PlanOptions { latency_model: parva_core::latency::LatencyModel::GpuLet, ..PlanOptions::default() }).unwrap();
+            proptest::prop_assume!(g.infeasible.is_empty());
+            proptest::prop_assert!(o.infeasible.is_empty(), "{:?}", o.infeasible);
+            proptest::prop_assert!(o.gpus.len() <= g.gpus.len(), "optimal {} > gpulet {}", o.gpus.len(), g.gpus.len());
+        }
     }
 
     #[test]
@@ -240,10 +262,11 @@ mod tests {
     }
 
     #[test]
-    fn gpulet_is_refused_for_a_mig_type_and_rates_go_to_their_poisson_p99() {
+    fn gpulet_is_refused_for_a_mig_type_and_plans_rates_at_their_poisson_p99() {
         let e = run(&[10.0], GpuType::by_id("a100-80gb").unwrap()).unwrap_err().to_string();
         assert!(e.contains("--algorithm gpulet") && e.contains("without MIG"), "{e}");
-        assert!((poisson_p99(100.0) - 123.26).abs() < 1e-9);
-        assert!((poisson_p99(900.0) - (900.0 + 2.326 * 30.0) * 1.1).abs() < 1e-9);
+        let gpulet_rate = parva_core::latency::gpulet_rate;
+        assert!((gpulet_rate(100.0) - 123.26).abs() < 1e-9);
+        assert!((gpulet_rate(900.0) - (900.0 + 2.326 * 30.0) * 1.1).abs() < 1e-9);
     }
 }

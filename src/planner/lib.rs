@@ -185,6 +185,19 @@ pub enum PlanError {
 pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let started = Instant::now();
     validate(&input)?;
+    // gpu-let's rule plans every rate at its Poisson p99 (and its heuristic only under that rule).
+    let gpulet_rule = input.options.algorithm == Algorithm::GpuLet || input.options.latency_model == LatencyModel::GpuLet;
+    if gpulet_rule {
+        let options = PlanOptions { latency_model: LatencyModel::GpuLet, ..input.options.clone() };
+        let inflated: Vec<Service> = input.services.iter().map(|s| Service { rate: parva_core::latency::gpulet_rate(s.rate), ..s.clone() }).collect();
+        let mut plan = plan_with_margin(PlanInput { services: &inflated, options: &options, ..input }, started)?;
+        plan.services = input.services.to_vec();
+        return Ok(plan);
+    }
+    plan_with_margin(input, started)
+}
+
+fn plan_with_margin(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanError> {
     if input.options.margin.is_none() {
         return plan_to_targets(input, started);
     }
@@ -209,7 +222,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
 fn plan_to_targets(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanError> {
     let model = match input.options.algorithm {
         Algorithm::ParvaGpu => LatencyModel::ParvaGpu { budget: input.options.latency_budget },
-        Algorithm::Optimal | Algorithm::GpuLet => input.options.latency_model,
+        Algorithm::Optimal => input.options.latency_model,
+        Algorithm::GpuLet => LatencyModel::GpuLet,
     };
     let opts = cover::options(&input, &model);
     check_gpu_bound(&input, &opts, None)?;
@@ -365,6 +379,12 @@ pub fn infeasible_with(profile: &ModelProfile, service: &Service, input: &PlanIn
         LatencyModel::ParvaGpu { budget } => {
             let options = PlanOptions { latency_budget: *budget, ..input.options.clone() };
             infeasible(profile, service, input.gpu, &options)
+        }
+        LatencyModel::GpuLet => {
+            let options = PlanOptions { latency_budget: 0.5 / parva_core::latency::GPULET_LATENCY_FACTOR, ..input.options.clone() };
+            let mut bad = infeasible(profile, service, input.gpu, &options);
+            bad.reason.push_str(" (gpu-let's rule: 2 x 1.1 x batch latency <= SLO)");
+            bad
         }
         LatencyModel::Queueing { percentile } => {
             let closest = fastest_point(profile, input.gpu, input.options.max_procs);

@@ -82,6 +82,9 @@ pub fn model_text(plan: &Plan) -> String {
         parva_core::latency::LatencyModel::Queueing { percentile } => {
             format!("queueing (predicted p{percentile} latency, batching and queueing included, {within})")
         }
+        parva_core::latency::LatencyModel::GpuLet => format!(
+            "gpu-let's rule (two batches at 1.1x their profiled latency within the {slo}; rates planned at their Poisson p99; no queueing model)"
+        ),
     }
 }
 
