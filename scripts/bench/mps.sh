@@ -58,13 +58,12 @@ scenario "five services" prof_data/example-mps l4-24gb scripts/bench/mps-service
 for n in 10 30; do
   python3 scripts/gen_fleet.py prof_data/example-mps "$n" 1 > "$tmp/fleet$n.csv"
   scenario "fleet $n (seed 1)" prof_data/example-mps l4-24gb "$tmp/fleet$n.csv"
-  scenario "fleet $n (seed 1)" prof_data/example-mps t4-16gb "$tmp/fleet$n.csv"
 done
 python3 scripts/gen_fleet.py prof_data/h100-80gb-nomig 12 2 > "$tmp/h100.csv"
 scenario "fleet 12 (seed 2), measured tables" prof_data/h100-80gb-nomig h100-80gb-nomig "$tmp/h100.csv"
 
 echo
-echo "Tables: \`prof_data/example-mps\` (illustrative, L4-like; also planned as a T4 to show memory"
-echo "limits) and \`prof_data/h100-80gb-nomig\` (measured on an H100 without MIG, 2026-11-26)."
+echo "Tables: \`prof_data/example-mps\` (illustrative, L4-like) and \`prof_data/h100-80gb-nomig\`"
+echo "(measured on an H100 without MIG, 2026-11-26; resnet50 has no 100 % share there)."
 echo "Fleets: \`scripts/gen_fleet.py PROF N SEED\` (rates log-uniform 20-2000 req/s, SLOs 4-20x the"
 echo "model's fastest batch-1 latency). \`scripts/bench/mps-services.csv\`: five hand-picked services."

@@ -153,6 +153,7 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                     "gpu_type": g.id, "products": products, "gpcs": g.gpcs, "mem_slices": g.mem_slices,
                     "max_instances": g.max_instances, "sizes": g.sizes(), "profiles": profiles,
                     "placements_source": g.placements_source.as_str(), "catalogue": g.origin,
+                    "partition": g.partition.as_str(),
                 })
             })
             .collect();
@@ -160,6 +161,18 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for g in gpus {
+        if g.is_mps() {
+            outln!("{} (no MIG: MPS shares in {} % steps summing to at most 100 %, up to {} per GPU)", g.id, parva_core::mig::MPS_SHARE_STEP, g.max_instances)?;
+            let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
+            let products = if products.is_empty() { "none listed (a MIG GPU with MIG off: name this type with --gpu-type)".to_string() } else { products.join(", ") };
+            outln!("  products: {products}")?;
+            outln!("  catalogue: {}", g.origin)?;
+            outln!("  {:<11} {:>6} {:>4} {:>7}", "profile", "share", "SMs", "mem GB")?;
+            for p in g.profiles {
+                outln!("  {:<11} {:>5}% {:>4} {:>7}", p.name, g.share_percent(p.gpcs), p.sms, p.mem_gb)?;
+            }
+            continue;
+        }
         outln!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances)?;
         let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
         outln!("  products: {}", products.join(", "))?;

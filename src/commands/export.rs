@@ -99,6 +99,13 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     let (map, _) = DeploymentMap::read(&args.map)?;
     let gpu_id = args.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone()));
     let gpu = parva_core::GpuType::by_id(gpu_id.as_deref().context("the map names no GPU type; pass --gpu-type")?)?;
+    if gpu.is_mps() {
+        anyhow::bail!(
+            "{} has no MIG: export k8s writes MIG manager configs and `nvidia.com/mig-*` requests; a map of MPS shares is \
+             not exported yet (deploy it with `parva deploy` on each node; nothing written)",
+            gpu.id
+        );
+    }
     let index_map = args.gpu_index_map.as_deref().map(parva_gpu::plan::parse_index_map).transpose()?.unwrap_or_default();
     let names = match &args.nodes {
         Some(p) => parva_core::nodes::read_node_names(p)?,

@@ -70,6 +70,12 @@ fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos(
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("but the plan is for l4-24gb"), "{}", stderr(&o));
 
+    // Not exported to Kubernetes (no MIG resources to request), and nothing written.
+    let k8s = dir.path().join("k8s");
+    let o = parva(&["export", "k8s", "--map", &map, "--out", k8s.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("l4-24gb has no MIG") && !k8s.exists(), "{}", stderr(&o));
+
     // Served with the emulated backend (workers sleep for the share's profiled latency) and
     // verified through HTTP at the plan's rates.
     let models = fixture("verify").join("models").display().to_string();

@@ -171,8 +171,12 @@ fn catalogue_lists_every_gpu_type() {
     assert_eq!(
         ids,
         ["a100-40gb", "a100-80gb", "h100-80gb", "h100-94gb", "h200-141gb", "a30-24gb", "h100-pcie-80gb", "a800-40gb", "a800-80gb", "h800-80gb", "h800-pcie-80gb",
-         "b200-180gb", "gh200-144gb"]
+         "b200-180gb", "gh200-144gb", "v100-16gb", "v100-32gb", "t4-16gb", "a10-24gb", "l4-24gb", "l40s-48gb",
+         "a100-40gb-nomig", "a100-80gb-nomig", "h100-80gb-nomig", "h200-141gb-nomig"]
     );
+    // MIG types and types without MIG (MPS shares) say which they are.
+    let partition = |id: &str| v.as_array().unwrap().iter().find(|g| g["gpu_type"] == id).unwrap()["partition"].clone();
+    assert_eq!((partition("a100-80gb"), partition("l4-24gb")), (serde_json::json!("mig"), serde_json::json!("mps")));
     // Each type lists the products recognised as it, with their PCI device ids.
     assert_eq!(v[0]["products"][0]["pci_device_id"], "0x20B010DE");
     assert_eq!(v[0]["products"][0]["name"], "NVIDIA A100-SXM4-40GB");
