@@ -236,4 +236,44 @@ mod tests {
             }
         }
     }
+
+    /// Issue 17: on every MPS type, a segment's processes must fit its share's memory (the table's
+    /// `mem_mib` x processes <= the share's GB): the same point is usable on a share with room
+    /// and left out on one without; with no such point at all the service is infeasible, and
+    /// the reason says memory.
+    #[test]
+    fn a_segment_must_fit_its_shares_memory_on_every_mps_type() {
+        use crate::{PlanInput, PlanOptions};
+        use parva_core::latency::LatencyModel;
+        use parva_core::profile::{ModelProfile, ProfileSet};
+        use parva_core::slo::Service;
+        for gpu in parva_core::mig::catalogue().into_iter().filter(|g| g.is_mps()) {
+            let whole_mib = f64::from(gpu.profile_for_size(10).unwrap().mem_gb) * MIB_PER_GB;
+            // One process takes 30 % of the GPU's memory: it fits a 40 % share, not a 20 % one;
+            // two processes need 60 %.
+            let mib = (0.3 * whole_mib).round();
+            let text = format!("MPS share,Batch size,Workload Number,Throughput,Latency,mem_mib\n20,1,1,100,0.01,{mib}\n40,1,1,150,0.01,{mib}\n40,1,2,90,0.012,{mib}\n");
+            let t = ModelProfile::read_from(text.as_bytes(), std::path::Path::new("m.csv"), "m".into(), Some(gpu)).unwrap();
+            let profiles = ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() };
+            let services = [Service { name: "s".into(), model: "m".into(), rate: 50.0, slo_ms: 100.0 }];
+            let options = PlanOptions::default();
+            let model = LatencyModel::ParvaGpu { budget: 0.45 };
+            let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
+            let o = options_of(&input, &model);
+            let by_size = &o[0].as_ref().unwrap().by_size;
+            assert_eq!(by_size.keys().copied().collect::<Vec<_>>(), [4], "{}: only the 40 % share has room", gpu.id);
+            assert_eq!(by_size[&4].procs, 1, "{}: two processes need 60 % of the memory", gpu.id);
+            // Every point too big: infeasible, for memory.
+            let big = format!("MPS share,Batch size,Workload Number,Throughput,Latency,mem_mib\n20,1,1,100,0.01,{}\n", whole_mib * 2.0);
+            let t = ModelProfile::read_from(big.as_bytes(), std::path::Path::new("m.csv"), "m".into(), Some(gpu)).unwrap();
+            let profiles = ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() };
+            let input = PlanInput { profiles: &profiles, ..input };
+            let e = options_of(&input, &model).remove(0).unwrap_err();
+            assert!(e.reason.contains("more memory than their share has"), "{}: {}", gpu.id, e.reason);
+        }
+    }
+
+    fn options_of(input: &crate::PlanInput<'_>, model: &parva_core::latency::LatencyModel) -> Vec<Result<Options, super::super::Infeasible>> {
+        super::options(input, model)
+    }
 }
