@@ -13,6 +13,10 @@ pub struct ValidateArgs {
     /// GPU type the map is for (default: the map's `gpu_type` column).
     #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: Option<String>,
+    /// Profile tables the map was planned on: also check that each segment's processes fit its
+    /// instance's (or MPS share's) memory, by the tables' `mem_mib` column.
+    #[arg(long, value_name = "DIR")]
+    prof_data: Option<PathBuf>,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
     /// Print JSON instead of text.
@@ -29,7 +33,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("{}: the map names no GPU type; pass --gpu-type", args.plan.display()),
     };
     let gpu = GpuType::by_id(&gpu_id).with_context(|| format!("checking {}", args.plan.display()))?;
-    let problems = map.check_layouts(gpu);
+    let mut problems = map.check_layouts(gpu);
+    if let Some(dir) = &args.prof_data {
+        let profiles = parva_core::ProfileSet::read_dir(dir, Some(gpu))?;
+        problems.extend(map.check_memory(gpu, &profiles));
+    }
     // Placements taken from a sibling GPU are checked, but not known to be the GPU's own.
     let assumed = (gpu.placements_source == PlacementSource::Assumed).then(|| {
         format!(
@@ -56,7 +64,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         for p in &problems {
             outln!("{}: {p}", args.plan.display())?;
         }
-        outln!("{} of {} GPUs have illegal layouts", problems.len(), map.gpu_count())?;
+        outln!("{} problem(s) on {} GPUs", problems.len(), map.gpu_count())?;
     }
     Ok(super::exit(problems.is_empty()))
 }

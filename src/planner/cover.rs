@@ -104,9 +104,7 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
     Ok(Options { by_size })
 }
 
-/// MiB counted per GB of an instance's memory (its profile name's GB, e.g. `1g.10gb`, which is a
-/// little more than the instance has: NVML reports 9,856 MiB for it on an A100-80GB).
-pub const MIB_PER_GB: f64 = 985.6;
+pub use parva_core::deploy::MIB_PER_GB;
 
 /// Segment counts per size covering a rate.
 #[derive(Debug, Clone, PartialEq)]

@@ -48,6 +48,23 @@ fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos(
     let o = parva(&["validate", "--map", &map]);
     assert!(o.status.success() && stdout(&o).contains("legal l4-24gb MPS-share layout"), "{}{}", stdout(&o), stderr(&o));
 
+    // With the tables, validate checks memory too: the plan fits; the same map on tables whose
+    // processes take 1,000 MiB does not fit two processes in a 10 % share (2 GB of the L4's 24).
+    let o = parva(&["validate", "--map", &map, "--prof-data", &fx("prof")]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let heavy = dir.path().join("heavy");
+    std::fs::create_dir_all(&heavy).unwrap();
+    for model in ["fast", "slow"] {
+        let text = std::fs::read_to_string(fixture("mps").join("prof").join(format!("{model}.csv"))).unwrap();
+        let text: String = text.lines().map(|l| if l.ends_with(",300") { format!("{},1000\n", &l[..l.len() - 4]) } else { format!("{l}\n") }).collect();
+        std::fs::write(heavy.join(format!("{model}.csv")), text).unwrap();
+    }
+    let tight = dir.path().join("tight.csv");
+    std::fs::write(&tight, "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n0,0,roomy,fast,0,1,1,2,mps-10,l4-24gb,,30,200\n").unwrap();
+    let o = parva(&["validate", "--map", tight.to_str().unwrap(), "--prof-data", heavy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("roomy (fast at 10%, batch 1): 2 process(es) x 1000 MiB = 2000 MiB, more than the 1971 MiB of its mps-10"), "{}", stdout(&o));
+
     // Deployed on fake L4s without --no-mig: whole GPUs, one MPS daemon each, every worker
     // capped at its share of the SMs and pinned to its share of the memory (24 GB x share).
     let run = dir.path().join("run");
