@@ -120,7 +120,7 @@ fn gpu_check_dry_run_runs_the_whole_pipeline_on_the_cpu() {
         .unwrap();
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap_or_default();
     assert!(out.status.success(), "gpu-check --dry-run failed:\n{}\n{summary}", String::from_utf8_lossy(&out.stderr));
-    for step in ["doctor", "export", "profile-linear", "profile-two_io", "plan", "serve", "overhead", "startup"] {
+    for step in ["doctor", "export", "profile-linear", "profile-two_io", "shares-linear", "shares-two_io", "plan", "serve", "overhead", "startup"] {
         assert!(summary.contains(&format!("| {step} |")), "step {step} missing from the summary:\n{summary}");
     }
     assert!(!summary.contains("FAILED"), "{summary}");
@@ -128,5 +128,9 @@ fn gpu_check_dry_run_runs_the_whole_pipeline_on_the_cpu() {
         assert!(report.join("prof_data").join(table).is_file(), "no {table} in the dry run's tables");
     }
     assert!(summary.contains("## Verify") && summary.contains("| svc-linear |"), "{summary}");
+    // The MPS-share sweep (issue 17): tables keyed by share, for the fake H100 without MIG.
+    let shares = std::fs::read_to_string(report.join("prof_data-shares").join("linear.csv")).unwrap();
+    assert!(shares.starts_with("MPS share,") && shares.lines().count() == 7, "{shares}");
+    assert!(summary.contains("MPS-share tables (no MIG)"), "{summary}");
     assert!(summary.contains("worker start-up 1:"), "{summary}");
 }
