@@ -105,10 +105,10 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
                 c.kept, c.reclaimed.len(), c.stopped.len(), c.started.len()
             )?;
             for j in &c.reclaimed {
-                outln!("  reclaim node {} gpu {} [{}g @{}] {} before the transition", j.node, j.gpu, j.instance_size, j.placement, j.job)?;
+                outln!("  reclaim node {} gpu {} [{} @{}] {} before the transition", j.node, j.gpu, prepared.gpu.size_label(j.instance_size), j.placement, j.job)?;
             }
         }
-        print(&summary, &t, &args)?;
+        print(&summary, &t, &args, prepared.gpu)?;
     }
     for bad in &r.plan.infeasible {
         eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
@@ -116,7 +116,7 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     Ok(super::exit(complete))
 }
 
-fn print(s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs) -> Result<(), super::StdoutError> {
+fn print(s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs, gpu: &parva_core::GpuType) -> Result<(), super::StdoutError> {
     let bound = match (s.lower_bound_gpus, s.proven_optimal) {
         (Some(lb), true) => format!("lower bound {lb}, proven optimal"),
         (Some(lb), false) => format!("lower bound {lb}, not proven optimal"),
@@ -160,8 +160,8 @@ fn print(s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs) -
     if args.transition.is_none() {
         for st in &t.steps {
             outln!(
-                "  {:>7.1}-{:<7.1} {:<8} node {} gpu {} [{}g @{}] {} b{}x{}",
-                st.start_s, st.end_s, st.action, st.node, st.gpu, st.size, st.placement, st.service, st.batch, st.procs
+                "  {:>7.1}-{:<7.1} {:<8} node {} gpu {} [{} @{}] {} b{}x{}",
+                st.start_s, st.end_s, st.action, st.node, st.gpu, gpu.size_label(st.size), st.placement, st.service, st.batch, st.procs
             )?;
         }
     } else if let Some(p) = &args.transition {

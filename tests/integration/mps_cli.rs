@@ -128,3 +128,23 @@ fn max_shares_caps_the_segments_per_gpu_and_a_mig_type_refuses_share_tables() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("--max-shares is for GPU types without MIG"), "{}", stderr(&o));
 }
+
+/// A replan of an MPS-share map: the transition labels shares in percent and counts no MIG
+/// create or destroy time (a share is its workers, not a GPU configuration).
+#[test]
+fn an_mps_replan_has_no_mig_reconfiguration_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (map, _) = plan(dir.path(), "l4-24gb", &[]);
+    let busier = dir.path().join("busier.csv");
+    std::fs::write(&busier, "service,model,rate,slo_ms\nroomy,fast,90,200\nwide,slow,40,400\n").unwrap();
+    let out = dir.path().join("next.csv");
+    let args = ["replan", "--from", &map, "--prof-data", &fx("prof"), "--services", busier.to_str().unwrap(), "--gpu-type", "l4-24gb", "--out", out.to_str().unwrap()];
+    let o = parva(&[&args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let costs = &v["transition"]["costs"];
+    assert_eq!((costs["mig_create"].as_f64(), costs["mig_destroy"].as_f64()), (Some(0.0), Some(0.0)), "{v}");
+    assert!(costs["worker_start"].as_f64().unwrap() > 0.0, "{v}");
+    let o = parva(&args);
+    assert!(o.status.success() && stdout(&o).contains("0% @") && !stdout(&o).contains("g @"), "{}", stdout(&o));
+}

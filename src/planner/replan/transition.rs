@@ -141,6 +141,9 @@ impl Fleet {
 /// Order the changes of `r` as steps (see the module doc). `drain_s(service)`: seconds a drained
 /// segment of the service needs to finish what it holds (its SLO is a bound).
 pub fn transition(r: &Replan, gpu: &GpuType, per_node: u32, costs: Costs, drain_s: &dyn Fn(&str) -> f64) -> Transition {
+    // MPS shares are no GPU configuration: creating or removing one is starting or stopping its
+    // workers, so a type without MIG has no MIG create or destroy time.
+    let costs = if gpu.is_mps() { Costs { mig_create: 0.0, mig_destroy: 0.0, ..costs } } else { costs };
     let per_node = per_node.max(1);
     let id = |node: u32, g: u32| node * per_node + g;
     let mut names: Vec<String> = r.plan.services.iter().map(|s| s.name.clone()).collect();
