@@ -209,7 +209,7 @@ impl Partitioner for MpsPartitioner<'_> {
             size,
             env,
             device: Some(self.gpu_uuid.clone()),
-            how: format!("whole GPU {} under MPS, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={pct} ({size}/{} GPCs); memory not partitioned", self.gpu_uuid, self.gpcs),
+            how: format!("whole GPU {} under MPS, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={pct} ({size} of {} slices); memory not partitioned", self.gpu_uuid, self.gpcs),
         })
     }
 

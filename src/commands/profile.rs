@@ -488,7 +488,9 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     metadata.finished_utc = Some(utc_now());
     metadata.summary = Some(summary.clone());
     if let Some(b) = &bg {
-        metadata.background = Some(format!("{}: {} samples, beside sizes {:?}", b.describe(), b.samples(), b.sizes));
+        let beside: Vec<String> = b.sizes.iter().map(|&s| if share_keyed { format!("{}%", u32::from(s) * u32::from(parva_core::mig::MPS_SHARE_STEP)) } else { s.to_string() }).collect();
+        let what = if share_keyed { "shares" } else { "sizes" };
+        metadata.background = Some(format!("{}: {} samples, beside {what} [{}]", b.describe(), b.samples(), beside.join(", ")));
     }
     metadata.write(&meta_path)?;
     report(&args, &table, &summary, &table_path, &meta_path)?;

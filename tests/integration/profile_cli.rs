@@ -302,6 +302,12 @@ fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
     assert!(t.share_keyed && t.points.iter().all(|p| [2, 5, 10].contains(&p.size)));
     let mig = parva_core::mig::GpuType::by_id("h100-80gb").unwrap();
     assert!(parva_core::profile::ModelProfile::read(&out.join("linear.csv"), Some(mig)).is_err());
+    // Beside a neighbour on the SMs each share leaves (measured interference), said in percent.
+    let beside = dir.path().join("beside");
+    let o = profile(&beside, &with(&base, &["--partition", "mps", "--shares", "50", "--background", "train:two_io"]), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let bg = metadata(&beside, "linear")["background"].as_str().unwrap().to_string();
+    assert!(bg.ends_with("beside shares [50%]"), "{bg}");
     // A sweep keyed by MIG size into the same directory is refused, the table left alone.
     let o = profile(&out, &with(&base, &["--partition", "mps", "--sizes", "1", "--gpu-type", "h100-80gb"]), &[]);
     assert_eq!(o.status.code(), Some(1));
