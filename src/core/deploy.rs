@@ -483,41 +483,35 @@ fn instance_profile(gpu: &GpuType, profile: Option<&str>, size: u8, name: &str, 
 
 impl DeploymentMap {
     /// Segments whose processes do not fit their instance's (or MPS share's) memory, by the
-    /// profile tables' `mem_mib` column (MiB per process, counted against the profile name's GB at
-    /// 985.6 MiB each, as the planner does); segments whose table or point has no memory figure are
-    /// not judged. One problem per segment, in map order.
+    /// profile tables' `mem_mib` column ([`crate::ModelProfile::point_fits`], the planner's rule);
+    /// segments whose table or point has no memory figure are not judged. One problem per
+    /// segment, in map order.
     pub fn check_memory(&self, gpu: &GpuType, profiles: &crate::ProfileSet) -> Vec<MapLayoutError> {
         let mut out = Vec::new();
         for s in &self.segments {
             let Some(inst) = gpu.profile_for_size(s.instance_size) else { continue };
             let Some(table) = profiles.get(&s.model) else { continue };
-            let Some(mib) = table.point(s.instance_size, s.batch_size, s.num_proc).and_then(|p| table.mem_mib(p)) else { continue };
-            let need = mib * f64::from(s.num_proc);
-            let have = f64::from(inst.mem_gb) * MIB_PER_GB;
-            if need > have {
-                out.push(MapLayoutError {
-                    node: s.node,
-                    gpu: s.gpu,
-                    problem: format!(
-                        "{} ({} at {}, batch {}): {} process(es) x {mib:.0} MiB = {need:.0} MiB, more than the {:.0} MiB of its {}",
-                        s.service,
-                        s.model,
-                        gpu.size_label(s.instance_size),
-                        s.batch_size,
-                        s.num_proc,
-                        have,
-                        inst.name
-                    ),
-                });
-            }
+            let Some(p) = table.point(s.instance_size, s.batch_size, s.num_proc) else { continue };
+            let Some(mib) = table.mem_mib(p).filter(|_| !table.point_fits(p, inst)) else { continue };
+            let (need, have) = (mib * f64::from(s.num_proc), inst.mem_mib());
+            out.push(MapLayoutError {
+                node: s.node,
+                gpu: s.gpu,
+                problem: format!(
+                    "{} ({} at {}, batch {}): {} process(es) x {mib:.0} MiB = {need:.0} MiB, more than the {:.0} MiB of its {}",
+                    s.service,
+                    s.model,
+                    gpu.size_label(s.instance_size),
+                    s.batch_size,
+                    s.num_proc,
+                    have,
+                    inst.name
+                ),
+            });
         }
         out
     }
 }
-
-/// MiB counted per GB of an instance's memory (its profile name's GB, e.g. `1g.10gb`, which is a
-/// little more than the instance has: NVML reports 9,856 MiB for it on an A100-80GB).
-pub const MIB_PER_GB: f64 = 985.6;
 
 /// A GPU of a map whose layout is not a legal MIG layout.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -58,12 +58,21 @@ pub struct GiProfile {
 }
 
 impl GiProfile {
+    /// The instance's memory in MiB as parva counts it: its profile name's GB at [`MIB_PER_GB`].
+    pub fn mem_mib(&self) -> f64 {
+        f64::from(self.mem_gb) * MIB_PER_GB
+    }
+
     /// Bit mask of the memory slices this profile occupies when placed at `start` (slices past
     /// the 16th are dropped: callers check the start against the GPU first).
     pub fn mask_at(&self, start: u8) -> u16 {
         slice_mask(start, self.mem_slices)
     }
 }
+
+/// MiB counted per GB of an instance's memory (its profile name's GB, e.g. `1g.10gb`, which is a
+/// little more than the instance has: NVML reports 9,856 MiB for it on an A100-80GB).
+pub const MIB_PER_GB: f64 = 985.6;
 
 /// Bit mask of `size` memory slices from `start` (a placement `{start}:size` as NVML reports
 /// it); never panics, slices past the 16th are dropped.

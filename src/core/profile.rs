@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{CsvInput, FormatError, Location};
 use crate::limits::{self, Range};
-use crate::mig::{GpuType, MPS_SHARE_STEP};
+use crate::mig::{GiProfile, GpuType, MPS_SHARE_STEP};
 
 /// The five columns every profile table starts with.
 pub const PROFILE_HEADER: [&str; 5] = ["Mig instance", "Batch size", "Workload Number", "Throughput", "Latency"];
@@ -209,9 +209,11 @@ impl ModelProfile {
         p.extra.get(col)?.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
     }
 
-    /// How the table names a point's size: GPCs, or the MPS share in percent.
-    pub fn size_text(&self, size: u8) -> String {
-        if self.share_keyed { format!("{}%", size as u32 * MPS_SHARE_STEP as u32) } else { format!("{size}g") }
+    /// Whether point `p`'s processes (`mem_mib` x processes) fit `inst`'s memory (an MPS share's:
+    /// its part of the GPU's); true when the table says nothing of memory. The one memory rule of
+    /// the planners and `validate`.
+    pub fn point_fits(&self, p: &ProfilePoint, inst: &GiProfile) -> bool {
+        self.mem_mib(p).is_none_or(|m| m * f64::from(p.procs) <= inst.mem_mib())
     }
 
     /// Write the table (header, then points in grid order).
@@ -468,10 +470,9 @@ mod tests {
         let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(l4)).unwrap();
         assert!(t.share_keyed);
         assert_eq!(t.points.iter().map(|p| p.size).collect::<Vec<_>>(), [2, 5, 10]);
-        assert_eq!(t.size_text(5), "50%");
         let mut out = Vec::new();
         t.write_to(&mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap().replace(".0,", ","), text.replace("100,4,1", "100,4,1"));
+        assert_eq!(String::from_utf8(out).unwrap(), text);
         // A share table for a MIG type, a GPC table for an MPS type: refused, naming the way out.
         let a100 = GpuType::by_id("a100-80gb").unwrap();
         let e = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(a100)).unwrap_err().to_string();

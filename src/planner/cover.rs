@@ -58,10 +58,7 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
     // A segment's processes must fit in its instance's (or MPS share's) memory, when the table
     // says how much a process takes (its `mem_mib` column).
     let mut too_big = 0usize;
-    let fits_memory = |p: &parva_core::ProfilePoint| {
-        let Some(inst) = input.gpu.profile_for_size(p.size) else { return false };
-        profile.mem_mib(p).is_none_or(|m| m * f64::from(p.procs) <= f64::from(inst.mem_gb) * MIB_PER_GB)
-    };
+    let fits_memory = |p: &parva_core::ProfilePoint| input.gpu.profile_for_size(p.size).is_some_and(|inst| profile.point_fits(p, inst));
     let mut points: Vec<_> = profile
         .points
         .iter()
@@ -104,7 +101,6 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
     Ok(Options { by_size })
 }
 
-pub use parva_core::deploy::MIB_PER_GB;
 
 /// Segment counts per size covering a rate.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,7 +242,7 @@ mod tests {
         use parva_core::profile::{ModelProfile, ProfileSet};
         use parva_core::slo::Service;
         for gpu in parva_core::mig::catalogue().into_iter().filter(|g| g.is_mps()) {
-            let whole_mib = f64::from(gpu.profile_for_size(10).unwrap().mem_gb) * MIB_PER_GB;
+            let whole_mib = gpu.profile_for_size(10).unwrap().mem_mib();
             // One process takes 30 % of the GPU's memory: it fits a 40 % share, not a 20 % one;
             // two processes need 60 %.
             let mib = (0.3 * whole_mib).round();

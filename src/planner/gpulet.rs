@@ -113,19 +113,11 @@ pub(super) fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
 }
 
 /// Decision latency of `batch` on `units` (one process), seconds; None without a measured point
-/// or when one process does not fit the share's memory.
+/// (what was not measured is not planned, as for every parva planner) or when the process does
+/// not fit the share's memory.
 fn latency(gpu: &GpuType, profile: &ModelProfile, units: u8, batch: u32) -> Option<f64> {
     let inst = gpu.profile_for_size(units)?;
-    let fits = profile
-        .points
-        .iter()
-        .filter(|p| p.size == units && p.procs == 1 && p.is_measured())
-        .all(|p| profile.mem_mib(p).is_none_or(|m| m <= f64::from(inst.mem_gb) * super::cover::MIB_PER_GB));
-    if !fits {
-        return None;
-    }
-    // Only profiled batches: what was not measured is not planned (as for every parva planner).
-    profile.point(units, batch, 1).filter(|p| p.is_measured()).map(|p| p.latency_s * LATENCY_FACTOR)
+    profile.point(units, batch, 1).filter(|p| p.is_measured() && profile.point_fits(p, inst)).map(|p| p.latency_s * LATENCY_FACTOR)
 }
 
 /// Saturated gpu-let of `units`: the largest batch with `2 L(b) <= slo`, and its throughput.
