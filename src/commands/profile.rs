@@ -195,8 +195,9 @@ fn open_gpu(args: &ProfileArgs, run_dir: &Path) -> anyhow::Result<Gpu> {
     };
     // Shares of a MIG GPU used without MIG: its `-nomig` type.
     let gpu_type = match (args.shares.is_empty(), gpu_type.is_mps(), &args.gpu_type) {
-        (false, false, None) => GpuType::by_id(&format!("{}-nomig", gpu_type.id))
-            .map_err(|_| anyhow::anyhow!("--shares: GPU {} is a {}, which has no MPS type without MIG; name one with --gpu-type", args.gpu, gpu_type.id))?,
+        (false, false, None) => gpu_type
+            .nomig()
+            .ok_or_else(|| anyhow::anyhow!("--shares: GPU {} is a {}, which has no MPS type without MIG; name one with --gpu-type", args.gpu, gpu_type.id))?,
         _ => gpu_type,
     };
     check_shares_for(args, gpu_type)?;

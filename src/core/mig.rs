@@ -130,6 +130,9 @@ pub enum Partition {
 /// `reports/gpu/nvidia-h200-2026-11-26/mps-pairs.md`) took 1.21x as long as alone.
 pub const DEFAULT_MPS_INTERFERENCE: f64 = 0.20;
 
+/// The id suffix of a MIG GPU's MPS type used with MIG off (`h100-80gb-nomig`).
+pub const NOMIG_SUFFIX: &str = "-nomig";
+
 /// Percent of a GPU's SMs one MPS share unit stands for.
 pub const MPS_SHARE_STEP: u8 = 10;
 /// Share units of a whole MPS GPU (100 % / [`MPS_SHARE_STEP`]).
@@ -338,6 +341,18 @@ impl GpuType {
     /// Whether segments of this type are MPS shares (no MIG).
     pub fn is_mps(&self) -> bool {
         self.partition == Partition::Mps
+    }
+
+    /// The MIG type this MPS type is the GPU of, used with MIG off (`h100-80gb` for
+    /// `h100-80gb-nomig`): NVML names such a GPU as its MIG type. None for other types.
+    pub fn mig_sibling(&self) -> Option<&'static GpuType> {
+        let id = self.id.strip_suffix(NOMIG_SUFFIX).filter(|_| self.is_mps())?;
+        GpuType::by_id(id).ok().filter(|t| !t.is_mps())
+    }
+
+    /// The MPS type of this MIG type's GPU used with MIG off (`h100-80gb-nomig`), if catalogued.
+    pub fn nomig(&self) -> Option<&'static GpuType> {
+        GpuType::by_id(&format!("{}{NOMIG_SUFFIX}", self.id)).ok().filter(|t| t.is_mps() && !self.is_mps())
     }
 
     /// The percent of the GPU's SMs an instance of `size` (GPCs, or share units) gets.
@@ -869,6 +884,11 @@ mod tests {
         // A MIG GPU is still recognised as its MIG type; `-nomig` is chosen by name only.
         assert_eq!(GpuType::identify("NVIDIA H100 80GB HBM3", Some(0x2330_10DE)).unwrap().id, "h100-80gb");
         assert!(!GpuType::by_id("h100-80gb").unwrap().same_mig_geometry(GpuType::by_id("h100-80gb-nomig").unwrap()));
+        // The naming convention, in one place: each -nomig type and its MIG GPU, both ways.
+        let (mig, nomig) = (GpuType::by_id("h100-80gb").unwrap(), GpuType::by_id("h100-80gb-nomig").unwrap());
+        assert_eq!((mig.nomig().map(|t| t.id), nomig.mig_sibling().map(|t| t.id)), (Some("h100-80gb-nomig"), Some("h100-80gb")));
+        assert_eq!((l4.mig_sibling(), l4.nomig(), mig.mig_sibling(), nomig.nomig()), (None, None, None, None));
+        assert!(GpuType::by_id("a30-24gb").unwrap().nomig().is_none(), "no a30 without MIG in the catalogue");
     }
 
     // ---- Media-extension (+me) profiles -----------------------------------------------------

@@ -81,7 +81,7 @@ impl FakeState {
             let count: u32 = count.trim().parse().map_err(|_| bad(format!("count `{count}` is not a number")))?;
             // An MPS type: a GPU without MIG, or (`-nomig`) a MIG GPU with MIG mode off, which
             // NVML names as its MIG type.
-            let sibling = gpu_type.id.strip_suffix("-nomig").and_then(|id| GpuType::by_id(id).ok()).filter(|_| gpu_type.is_mps());
+            let sibling = gpu_type.mig_sibling();
             let mig = match (gpu_type.is_mps(), sibling) {
                 (false, _) => MigMode::ENABLED,
                 (true, Some(_)) => MigMode::DISABLED,

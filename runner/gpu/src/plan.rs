@@ -233,7 +233,7 @@ impl PlanCtx<'_> {
         let info = &obs.info;
         let seen = info.identify();
         // A MIG GPU used without MIG is recognised as its MIG type (`h100-80gb` for `h100-80gb-nomig`).
-        let matches = |t: &GpuType| t.id == self.ty.id || (self.ty.is_mps() && self.ty.id.strip_suffix("-nomig") == Some(t.id));
+        let matches = |t: &GpuType| t.id == self.ty.id || self.ty.mig_sibling().is_some_and(|m| m.id == t.id);
         if !seen.as_ref().is_ok_and(|t| matches(t)) {
             return Err(DeployError::TypeMismatch {
                 gpu: info.index,
