@@ -161,9 +161,9 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for g in gpus {
+        let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
         if g.is_mps() {
             outln!("{} (no MIG: MPS shares in {} % steps summing to at most 100 %, up to {} per GPU)", g.id, parva_core::mig::MPS_SHARE_STEP, g.max_instances)?;
-            let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
             let products = if products.is_empty() { "none listed (a MIG GPU with MIG off: name this type with --gpu-type)".to_string() } else { products.join(", ") };
             outln!("  products: {products}")?;
             outln!("  catalogue: {}", g.origin)?;
@@ -174,7 +174,6 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         outln!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances)?;
-        let products: Vec<String> = g.products.iter().map(|p| format!("{} [{}]", p.name, pci_id_text(p.pci_device_id))).collect();
         outln!("  products: {}", products.join(", "))?;
         outln!("  catalogue: {}; placements: {}", g.origin, g.placements_source.as_str())?;
         outln!("  {:<11} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB")?;
