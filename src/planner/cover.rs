@@ -253,7 +253,7 @@ mod tests {
             let options = PlanOptions::default();
             let model = LatencyModel::ParvaGpu { budget: 0.45 };
             let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
-            let o = options(&input, &model);
+            let o = super::options(&input, &model);
             let by_size = &o[0].as_ref().unwrap().by_size;
             assert_eq!(by_size.keys().copied().collect::<Vec<_>>(), [4], "{}: only the 40 % share has room", gpu.id);
             assert_eq!(by_size[&4].procs, 1, "{}: two processes need 60 % of the memory", gpu.id);
@@ -262,7 +262,7 @@ mod tests {
             let t = ModelProfile::read_from(big.as_bytes(), std::path::Path::new("m.csv"), "m".into(), Some(gpu)).unwrap();
             let profiles = ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() };
             let input = PlanInput { profiles: &profiles, ..input };
-            let e = options(&input, &model).remove(0).unwrap_err();
+            let e = super::options(&input, &model).remove(0).unwrap_err();
             assert!(e.reason.contains("more memory than their share has"), "{}: {}", gpu.id, e.reason);
         }
     }
