@@ -165,7 +165,8 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         None => 0.0,
     };
     // Shares of one GPU slow each other: plan on tables that are that much slower.
-    let profiles = if interference > 0.0 { profiles.slowed(1.0 + interference) } else { profiles };
+    let whole = gpu.sizes().into_iter().max().unwrap_or(0);
+    let profiles = if interference > 0.0 { profiles.slowed_below(1.0 + interference, whole) } else { profiles };
     let services = match (&args.slo_dir, args.slo, &args.services) {
         (Some(dir), Some(n), _) => {
             // Zero-rate models are planned as services with rate 0: reported, never dropped silently.
@@ -298,7 +299,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let interference = gpu.is_mps().then(|| {
         let source = if args.input.interference.is_some() { "--interference" } else { "the default margin; no measured pairs" };
         format!(
-            "every MPS share planned {:.0} % slower than profiled alone, for its neighbours on the GPU (interference {}: {source})",
+            "every MPS share below 100 % planned {:.0} % slower than profiled alone, for its neighbours on the GPU (interference {}: {source})",
             prepared.interference * 100.0,
             prepared.interference
         )

@@ -17,46 +17,44 @@
 //!
 //! ## The queueing model
 //!
-//! Per worker process: Poisson arrivals at rate `λ`, batches of at most `b`, batch latency `L(k)`
+//! Per worker process: arrivals at rate `λ`, batches of at most `b`, batch latency `L(k)`
 //! interpolated from the profile (same size and process count), SLO `S`, guard `g` (see
-//! [`crate::batching::BatchPolicy`]). The predicted `q`-quantile of a request's latency is
+//! [`crate::batching::BatchPolicy`]); the policy sends a partial batch `w = S - g - L(b)` after
+//! its oldest request arrived. A point whose full batch cannot meet the SLO (`L(b) + g >= S`) is
+//! never admissible.
 //!
-//! ```text
-//! T_q = E[W_form] + E[W_queue] + sqrt(d_f² + d_q² + 2 c d_f d_q) + L(k)
-//!   with d_f = W_form,q - E[W_form], d_q = W_queue,q - E[W_queue], c = CORRELATION
-//! ```
+//! - **Arrivals.** The router gives each process every n-th request of its service (smooth
+//!   weighted round robin), so a process's gaps are sums of n exponential gaps (Erlang). n is at
+//!   least `splits` = ⌊service rate / the most any one process of the model can take⌋, however
+//!   the planner covers the service; the model uses that bound (1: Poisson, the most variable).
+//! - **Batches.** The typical batch holds the arrivals of one window, `k = min(b, 1 + λw)`, taken
+//!   as a mixture of batches of ⌊k⌋ and ⌈k⌉ requests. A batch of one waits for its deadline.
+//! - **A request's delay** (arrival to the start of its batch) at position `i` of a batch of `k`
+//!   is `D = max(F, V - G)`: `F`, the wait for the `k - i` requests after it (at most `w`);
+//!   `G`, the time since the previous batch's last request; `V = W + L(k)`, when the previous
+//!   batch ends after its last request, `W` being how long that batch waited for the process.
+//!   F and G are sums of exponential gaps, independent of each other and of `W`; the max is what
+//!   makes the two waits overlap instead of add (a batch that took long to form finds the
+//!   process free). This is exact for batches that fill (the Lindley recursion of batches).
+//! - **W**, the waiting time of batches arriving every k requests and served in `L(k)`: tail
+//!   `P(W > t) = p e^{-θt}`, `θ` the root of `θL + θ²σ²/2 = k ln(1 + θ/λ)` (Kingman's
+//!   exponential bound; σ² the variance of a batch's execution time: batch sizes vary with the
+//!   arrivals in a window, plus [`SERVICE_SCV`] of jitter) and `p = min(1, BUSY_FACTOR · ρ)`,
+//!   `ρ = λ L(k) / k`. Utilisation above [`MAX_UTILIZATION`] is not admitted.
+//! - `P(latency > S) = avg over positions of P(D > S - L(k))`, in closed form (Poisson sums).
 //!
-//! - `k`, the typical batch: the policy dispatches a partial batch `S - g - L(b)` after its
-//!   oldest request arrived (partial batches are timed as full ones), so
-//!   `k = min(b, 1 + λ (S - g - L(b)))`. A point whose full batch cannot meet the SLO
-//!   (`L(b) + g >= S`) is never admissible.
-//! - `W_form`, the wait for the batch to form: a request at position `j` of a batch of `k` waits
-//!   for `k - j` more Poisson arrivals; its distribution over all positions is exact (a mixture of
-//!   Erlangs, see [`formation_quantile`]), capped by the policy at `S - g - L(b)`.
-//! - `W_queue`, the wait for the process to become free. When batches leave on their deadline
-//!   (a batch fills within the window with probability below `1 - q`) and `2 L(b) + g <= S`, the
-//!   previous batch always ends before the next is due, so there is none. Otherwise batches arrive with squared coefficient of variation `1/k` (every
-//!   k-th Poisson arrival) and are served in `L(k)` (squared CV [`SERVICE_SCV`] for jitter);
-//!   Kingman's approximation gives the mean `ρ/(1-ρ) · (1/k + SERVICE_SCV)/2 · L(k)` with
-//!   `ρ = λ L(k) / k`, and an exponential tail, `P(W > t) = ρ e^{-tρ/E[W]}`, the quantile.
-//! - The two waits are combined: their means plus their quantiles' distances from the means,
-//!   added as if correlated at [`CORRELATION`] (between root-sum-square and a plain sum).
-//!
-//! A point is admissible at `λ` when `T_q ≤ S`. Its per-process capacity is the largest `λ` such
-//! that every rate up to it is admissible (bisection, then a check of rates below). At low rates
-//! the policy dispatches partial batches in time, so every point whose full batch fits
-//! (`L(b) + g < S`) is admissible at some rate; at high rates queueing decides. `parva simulate`
-//! runs the same policy event by event, and is what plans are checked against.
+//! A point is admissible at `λ` when `P(latency > S) ≤ 1 - q`. Its per-process capacity is the
+//! largest `λ` such that every rate up to it is admissible (bisection, then a check of rates
+//! below). `parva simulate` runs the same policy event by event, and is what plans are checked
+//! against: `cargo test -p parva-core --release calibration -- --ignored --nocapture` prints the
+//! model's capacity against the simulator's over a grid of latency curves, batch sizes and SLOs
+//! (`src/core/latency_calibration.rs`); a smaller grid is a test.
 
 use crate::batching::BatchPolicy;
 use crate::profile::{ModelProfile, ProfilePoint, interpolate};
 
 /// Squared coefficient of variation assumed for batch execution times (timing jitter).
 pub const SERVICE_SCV: f64 = 0.02;
-/// Correlation assumed between the batch-formation and queueing deviations when combining their
-/// quantiles (0: root-sum-square; 1: plain sum); checked against `parva simulate` on generated
-/// fleets (see `scripts/bench/plan-results.md`).
-pub const CORRELATION: f64 = 0.0;
 
 /// How admissibility and segment capacity are decided.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -86,12 +84,13 @@ impl LatencyModel {
     /// The capacity (samples/s, whole segment) a planner may count on for `point` of `profile`
     /// serving a service with an SLO of `slo_ms`; `None` when the point is not admissible.
     pub fn capacity(&self, profile: &ModelProfile, point: &ProfilePoint, slo_ms: f64) -> Option<f64> {
-        self.capacity_on_curve(&profile.latency_curve(point.size, point.procs), point, slo_ms)
+        self.capacity_on_curve(&profile.latency_curve(point.size, point.procs), point, slo_ms, 1)
     }
 
     /// As [`LatencyModel::capacity`], with the (batch, latency) curve of the point's size and
-    /// process count already computed ([`ModelProfile::latency_curve`]).
-    pub fn capacity_on_curve(&self, curve: &[(u32, f64)], point: &ProfilePoint, slo_ms: f64) -> Option<f64> {
+    /// process count already computed ([`ModelProfile::latency_curve`]), for a service whose
+    /// requests the router spreads over at least `splits` processes (see [`QueueModel::splits`]).
+    pub fn capacity_on_curve(&self, curve: &[(u32, f64)], point: &ProfilePoint, slo_ms: f64, splits: u32) -> Option<f64> {
         if !point.is_measured() {
             return None;
         }
@@ -106,7 +105,7 @@ impl LatencyModel {
                     .map(|k| interpolate(curve, k.max(1)).unwrap_or(point.latency_s * k as f64 / point.batch as f64))
                     .collect();
                 let latency = |k: u32| table[(k as usize).min(table.len() - 1)];
-                let q = QueueModel { policy: BatchPolicy::new(point.batch, slo_ms), quantile: percentile / 100.0 };
+                let q = QueueModel { policy: BatchPolicy::new(point.batch, slo_ms), quantile: percentile / 100.0, splits };
                 // Never more than the profiled throughput, whatever the interpolation says.
                 q.max_rate(&latency).map(|per_proc| (per_proc * point.procs as f64).min(point.segment_throughput()))
             }
@@ -120,62 +119,203 @@ pub struct QueueModel {
     pub policy: BatchPolicy,
     /// Quantile in (0, 1), e.g. 0.99.
     pub quantile: f64,
+    /// A lower bound on the number of processes the service's requests are spread over (1: the
+    /// process sees Poisson arrivals). The router's (and the simulator's) smooth weighted round
+    /// robin gives each process every n-th request, n >= `splits`, so its gaps are sums of at
+    /// least `splits` exponential gaps: smoother than Poisson. At most [`MAX_SPLITS`] is used.
+    pub splits: u32,
 }
+
+/// Largest `splits` the model uses (the cost of a prediction grows with it).
+pub const MAX_SPLITS: u32 = 16;
 
 /// Bisection steps when searching the largest admissible rate.
 const RATE_STEPS: usize = 18;
 /// Rates below the result that are checked too.
 const RATE_GRID: usize = 8;
 
-impl QueueModel {
-    /// Predicted `quantile` latency (s) of a request at per-process rate `lambda` (req/s);
-    /// infinite when the process cannot keep up.
-    pub fn tail_latency(&self, lambda: f64, latency: &dyn Fn(u32) -> f64) -> f64 {
-        let BatchPolicy { max_batch: b, slo, guard } = self.policy;
-        if lambda <= 0.0 {
-            return latency(1);
+/// The state of one process at a given rate, as the model sees it.
+#[derive(Debug, Clone, Copy)]
+struct Regime {
+    lambda: f64,
+    /// Typical batch size.
+    kb: u32,
+    /// Its execution time, `L(kb)`.
+    exec: f64,
+    /// Longest wait for a batch to form (`S - g - L(b)`).
+    window: f64,
+    /// Decay rate of the batches' waiting-time tail.
+    theta: f64,
+    /// Probability that a batch waits for the process.
+    busy: f64,
+    /// A batch of one that waits for its deadline (the policy allows larger batches).
+    lone_waits: bool,
+    /// Arrivals are every `phases`-th event of a Poisson process of rate `phases · λ` (Erlang
+    /// gaps): the router's round robin gives each process every n-th request of its service.
+    phases: u32,
+}
+
+impl Regime {
+    /// `P(delay > t)`: probability that a request waits longer than `t` between its arrival and
+    /// its batch's start, over the positions of a batch.
+    fn delay_tail(&self, t: f64) -> f64 {
+        let Regime { lambda, kb, exec, window, theta, busy, lone_waits, phases: m } = *self;
+        let mu = lambda * m as f64;
+        if t < 0.0 {
+            return 1.0;
         }
+        // Batch formation: P(F_i <= t) = P(Poisson(μt) >= m (kb - i)), capped by the window.
+        let formed = if t >= window {
+            None
+        } else if kb == 1 && lone_waits {
+            return 1.0;
+        } else {
+            Some(poisson_tails(mu * t, m * kb))
+        };
+        // The previous batch: P(W - G_i > t - L) with G_i ~ Erlang(m i, μ), W ~ busy · Exp(θ).
+        let s = t - exec;
+        let ratio = (mu / (mu + theta)).powi(m as i32);
+        let (gap, gap_tilted) = if s < 0.0 {
+            (Some(poisson_tails(mu * -s, m * kb)), Some(poisson_tails((mu + theta) * -s, m * kb)))
+        } else {
+            (None, None)
+        };
+        let mut sum = 0.0;
+        let mut ratio_i = 1.0;
+        for i in 1..=kb {
+            ratio_i *= ratio;
+            let p_formed = match &formed {
+                Some(tails) => tails[(m * (kb - i)) as usize],
+                None => 1.0,
+            };
+            let p_late = match (&gap, &gap_tilted) {
+                (Some(g), Some(gt)) => {
+                    // P(G < u) + busy e^{θu} E[e^{-θG}; G >= u], u = -s.
+                    g[(m * i) as usize] + busy * (theta * -s).exp() * ratio_i * (1.0 - gt[(m * i) as usize])
+                }
+                _ => busy * (-theta * s).exp() * ratio_i,
+            };
+            sum += 1.0 - p_formed * (1.0 - p_late.clamp(0.0, 1.0));
+        }
+        sum / kb as f64
+    }
+}
+
+/// `P(Poisson(mean) >= j)` for `j` in `0..=n`.
+fn poisson_tails(mean: f64, n: u32) -> Vec<f64> {
+    let mut tails = Vec::with_capacity(n as usize + 1);
+    tails.push(1.0);
+    if mean <= 0.0 {
+        tails.resize(n as usize + 1, 0.0);
+        return tails;
+    }
+    let (ln_m, mut ln_pmf, mut below) = (mean.ln(), -mean, 0.0);
+    for j in 0..n {
+        if j > 0 {
+            ln_pmf += ln_m - (j as f64).ln();
+        }
+        below += ln_pmf.exp();
+        tails.push((1.0 - below).max(0.0));
+    }
+    tails
+}
+
+/// The decay rate `θ > 0` of the waiting time of batches of `k` arriving every `k` Poisson
+/// arrivals at rate `λ` and served in `exec`: the root of `θ·exec = k ln(1 + θ/λ)` (Kingman's
+/// exponential bound, exact for M/M/1). `None` when `λ·exec >= k` (the process cannot keep up).
+fn decay_rate(lambda: f64, k: u32, phases: u32, exec: f64, var: f64) -> Option<f64> {
+    if lambda * exec >= k as f64 || exec <= 0.0 {
+        return None;
+    }
+    let (n, mu) = ((k * phases) as f64, lambda * phases as f64);
+    let f = |theta: f64| theta * exec + 0.5 * theta * theta * var - n * (theta / mu).ln_1p();
+    let mut hi = 1.0 / exec;
+    while f(hi) <= 0.0 {
+        hi *= 2.0;
+        if !hi.is_finite() {
+            return None;
+        }
+    }
+    let mut lo = 0.0;
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if f(mid) <= 0.0 { lo = mid } else { hi = mid }
+    }
+    Some(hi)
+}
+
+impl QueueModel {
+    /// The model's view of the process at rate `lambda`: the typical batch holds
+    /// `k = 1 + λ·window` requests (at most b), taken as a mixture of batches of `floor(k)` and
+    /// `ceil(k)`. `None` when the process cannot keep up.
+    fn regimes(&self, lambda: f64, latency: &dyn Fn(u32) -> f64) -> Option<[(f64, Regime); 2]> {
+        let BatchPolicy { max_batch: b, slo, guard } = self.policy;
         // The policy sends a partial batch `window` after its oldest request arrived (timed as a
         // full batch), so the typical batch holds the arrivals of that window, at most b.
         let window = (slo - guard - latency(b)).max(0.0);
         let k = (1.0 + lambda * window).clamp(1.0, b as f64);
-        let kb = k.ceil().max(1.0) as u32;
-        let exec = latency(kb);
-        let rho = lambda * exec / kb as f64;
-        if rho >= 1.0 {
-            return f64::INFINITY;
+        let m = self.splits.clamp(1, MAX_SPLITS);
+        let lo = (k.floor() as u32).clamp(1, b);
+        let hi = (k.ceil() as u32).clamp(1, b);
+        let w_hi = if hi > lo { k - lo as f64 } else { 1.0 };
+        let one = |kb: u32| -> Option<Regime> {
+            let exec = latency(kb);
+            let rho = lambda * exec / kb as f64;
+            if rho > MAX_UTILIZATION {
+                return None;
+            }
+            // Batch sizes vary (Poisson arrivals in the window) and so do their execution times.
+            let per = if kb > 1 { (exec - latency(1)) / (kb - 1) as f64 } else { 0.0 };
+            let var_k = if k < b as f64 { lambda * window / m as f64 } else { 0.0 };
+            let var = per * per * var_k + SERVICE_SCV * exec * exec;
+            let theta = decay_rate(lambda, kb, m, exec, var)?;
+            Some(Regime { lambda, kb, exec, window, theta, busy: (rho * BUSY_FACTOR).min(1.0), lone_waits: b > 1, phases: m })
+        };
+        let r_hi = one(hi)?;
+        let r_lo = if hi > lo { one(lo)? } else { r_hi };
+        Some([(1.0 - w_hi, r_lo), (w_hi, r_hi)])
+    }
+
+    /// Predicted `quantile` latency (s) of a request at per-process rate `lambda` (req/s);
+    /// infinite when the process cannot keep up.
+    pub fn tail_latency(&self, lambda: f64, latency: &dyn Fn(u32) -> f64) -> f64 {
+        if lambda <= 0.0 {
+            return latency(1);
         }
-        // Batch formation: a request at position j of a batch of k waits for k - j more arrivals.
-        let (form_mean, form_q) = if kb <= 1 {
-            (0.0, 0.0)
-        } else {
-            let mean = ((kb - 1) as f64 / (2.0 * lambda)).min(window);
-            (mean, formation_quantile(kb, lambda, self.quantile).min(window))
+        let Some(parts) = self.regimes(lambda, latency) else {
+            return f64::INFINITY;
         };
-        // Waiting for the process. In the timeout regime, when two full batches fit in the
-        // deadline, the previous batch always ends before the next one is due: no wait.
-        // Batches must also rarely fill: a full batch leaves early, and back-to-back full batches
-        // queue. Probability that b - 1 more requests arrive within the window:
-        let p_fill = poisson_tail(lambda * window, b.saturating_sub(1));
-        let deadline_safe = 2.0 * latency(b) + guard <= slo && p_fill <= 1.0 - self.quantile;
-        let (wait_mean, wait_q) = if deadline_safe {
-            (0.0, 0.0)
-        } else {
-            let mean = rho / (1.0 - rho) * (1.0 / kb as f64 + SERVICE_SCV) / 2.0 * exec;
-            let p_tail = 1.0 - self.quantile;
-            let q = if rho > p_tail && mean > 0.0 { mean / rho * (rho / p_tail).ln() } else { 0.0 };
-            (mean, q)
-        };
-        // Quantile of the sum of the two waits: their means plus the deviations of their quantiles
-        // combined as if correlated at CORRELATION (0 would be root-sum-square, 1 their sum).
-        let (df, dw) = (form_q - form_mean, wait_q - wait_mean);
-        let dev = (df * df + dw * dw + 2.0 * CORRELATION * df * dw).max(0.0).sqrt();
-        form_mean + wait_mean + dev + exec
+        // The quantile of the latency, delay + L(batch), over the mixture.
+        let tail = |t: f64| parts.iter().filter(|(w, _)| *w > 0.0).map(|(w, r)| w * r.delay_tail(t - r.exec)).sum::<f64>();
+        let target = 1.0 - self.quantile;
+        let mut hi = parts[1].1.window.max(parts[1].1.exec) + 2.0 * parts[1].1.exec;
+        while tail(hi) > target {
+            hi *= 2.0;
+            if hi > 1e6 {
+                return f64::INFINITY;
+            }
+        }
+        let mut lo = 0.0;
+        for _ in 0..50 {
+            let mid = 0.5 * (lo + hi);
+            if tail(mid) > target { lo = mid } else { hi = mid }
+        }
+        hi
     }
 
     /// Whether the predicted tail latency at `lambda` is within the SLO.
     pub fn admissible(&self, lambda: f64, latency: &dyn Fn(u32) -> f64) -> bool {
-        self.tail_latency(lambda, latency) <= self.policy.slo
+        if lambda <= 0.0 {
+            return latency(1) <= self.policy.slo;
+        }
+        match self.regimes(lambda, latency) {
+            Some(parts) => {
+                let slo = self.policy.slo;
+                parts.iter().filter(|(w, _)| *w > 0.0).map(|(w, r)| w * r.delay_tail(slo - r.exec)).sum::<f64>()
+                    <= 1.0 - self.quantile
+            }
+            None => false,
+        }
     }
 
     /// The largest per-process rate such that every rate up to it is admissible (bisection, then a
@@ -208,6 +348,16 @@ impl QueueModel {
     }
 }
 
+/// The probability that a batch finds the process busy, as a multiple of the utilisation `ρ`
+/// (capped at 1). `ρ` is exact for Poisson arrivals; the tail of a deterministic service is
+/// heavier than an exponential with that weight (for M/D/1 the asymptotic weight is 1.2-3.3 ρ
+/// at ρ = 0.6-0.1), so the model takes 2 ρ. Checked against `parva simulate`
+/// (`cargo test -p parva-core --release calibration -- --ignored --nocapture`).
+pub const BUSY_FACTOR: f64 = 2.0;
+/// Highest utilisation `λ·L(k)/k` the model admits: near saturation the tail depends on noise
+/// (timing jitter, a burst) more than on any model, and a plan needs headroom.
+pub const MAX_UTILIZATION: f64 = 0.95;
+
 /// `P(Poisson(mean) >= n)`.
 pub fn poisson_tail(mean: f64, n: u32) -> f64 {
     if n == 0 {
@@ -226,99 +376,9 @@ pub fn poisson_tail(mean: f64, n: u32) -> f64 {
     (1.0 - below).max(0.0)
 }
 
-/// `q`-quantile of the wait for a batch of `k` to form at rate `lambda`, over all positions: the
-/// request at position j (1-based) waits for `k - j` more arrivals, so with `u = λt`,
-/// `P(wait > t) = (1/k) Σ_{i=0}^{k-2} (k-1-i) · P(Poisson(u) = i)`. The solution `u(k, q)` does
-/// not depend on `λ`; it is found by bisection once per (k, q) and remembered.
-pub fn formation_quantile(k: u32, lambda: f64, q: f64) -> f64 {
-    if k <= 1 {
-        return 0.0;
-    }
-    formation_u(k, q) / lambda
-}
-
-fn formation_u(k: u32, q: f64) -> f64 {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static MEMO: OnceLock<Mutex<HashMap<(u32, u64), f64>>> = OnceLock::new();
-    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
-    let key = (k, q.to_bits());
-    if let Some(u) = memo.lock().ok().and_then(|m| m.get(&key).copied()) {
-        return u;
-    }
-    let u = solve_formation_u(k, q);
-    if let Ok(mut m) = memo.lock() {
-        m.insert(key, u);
-    }
-    u
-}
-
-fn solve_formation_u(k: u32, q: f64) -> f64 {
-    let tail = |u: f64| {
-        if u <= 0.0 {
-            return (k - 1) as f64 / k as f64; // no arrival yet: every request but the last waits
-        }
-        let ln_u = u.ln();
-        let mut ln_pmf = -u;
-        let mut sum = 0.0;
-        for i in 0..k - 1 {
-            if i > 0 {
-                ln_pmf += ln_u - (i as f64).ln();
-            }
-            sum += (k - 1 - i) as f64 * ln_pmf.exp();
-        }
-        sum / k as f64
-    };
-    let target = 1.0 - q;
-    if tail(0.0) <= target {
-        return 0.0;
-    }
-    // The oldest request's quantile bounds the mixture's from above.
-    let (mut lo, mut hi) = (0.0, erlang_quantile((k - 1) as f64, 1.0, q) * 1.2 + 1.0);
-    while tail(hi) > target {
-        hi *= 2.0;
-    }
-    for _ in 0..40 {
-        let mid = 0.5 * (lo + hi);
-        if tail(mid) > target { lo = mid } else { hi = mid }
-    }
-    hi
-}
-
-/// `q`-quantile of the time until `n` Poisson arrivals at rate `lambda` (Erlang(n, λ)), by the
-/// Wilson–Hilferty approximation of the gamma quantile (exact for n = 1).
-pub fn erlang_quantile(n: f64, lambda: f64, q: f64) -> f64 {
-    if n <= 0.0 {
-        return 0.0;
-    }
-    if (n - 1.0).abs() < 1e-12 {
-        return -(1.0 - q).ln() / lambda;
-    }
-    let z = normal_quantile(q);
-    let c = 1.0 / (9.0 * n);
-    let x = n * (1.0 - c + z * c.sqrt()).powi(3);
-    x.max(0.0) / lambda
-}
-
-/// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
-pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
-    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-    const C: [f64; 6] = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
-    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
-    let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let tail = |q: f64| (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0);
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
-}
+#[cfg(test)]
+#[path = "latency_calibration.rs"]
+mod calibration;
 
 #[cfg(test)]
 mod tests {
@@ -329,27 +389,39 @@ mod tests {
     }
 
     #[test]
-    fn normal_and_erlang_quantiles() {
-        assert!((normal_quantile(0.99) - 2.326347874).abs() < 1e-6);
-        assert!((normal_quantile(0.5)).abs() < 1e-9);
-        // Exponential: the 99th percentile of one arrival at 10/s is ln(100)/10.
-        assert!((erlang_quantile(1.0, 10.0, 0.99) - 100f64.ln() / 10.0).abs() < 1e-12);
-        // Erlang(10, 1): 99th percentile is about 18.78.
-        assert!((erlang_quantile(10.0, 1.0, 0.99) - 18.78).abs() < 0.1);
-        // A batch of 2: half the requests wait for one arrival (exponential), half do not.
-        let t = formation_quantile(2, 10.0, 0.99);
-        assert!((t - 50f64.ln() / 10.0).abs() < 1e-6, "{t}");
+    fn poisson_sums_and_the_decay_rate() {
         assert!((poisson_tail(2.0, 1) - (1.0 - (-2.0f64).exp())).abs() < 1e-12);
         assert!((poisson_tail(2.0, 3) - (1.0 - 5.0 * (-2.0f64).exp())).abs() < 1e-12);
-        assert_eq!(formation_quantile(1, 10.0, 0.99), 0.0);
-        // Over all positions the tail is lighter than the oldest request's alone.
-        assert!(formation_quantile(16, 1.0, 0.99) < erlang_quantile(15.0, 1.0, 0.99));
+        let t = poisson_tails(2.0, 3);
+        assert_eq!(t.len(), 4);
+        assert!(t.iter().zip(0..).all(|(x, n)| (x - poisson_tail(2.0, n)).abs() < 1e-12), "{t:?}");
+        // M/M/1-like check: k = 1, no variance, θ = μ - λ solves θL = ln(1 + θ/λ) only for
+        // exponential service; for deterministic service θ solves λ(e^{θL} - 1) = θ.
+        let (lambda, l) = (0.5, 1.0);
+        let theta = decay_rate(lambda, 1, 1, l, 0.0).unwrap();
+        assert!((lambda * ((theta * l).exp() - 1.0) - theta).abs() < 1e-9, "{theta}");
+        // Smoother arrivals (Erlang phases), or less variable service, decay faster.
+        assert!(decay_rate(lambda, 1, 4, l, 0.0).unwrap() > theta);
+        assert!(decay_rate(lambda, 1, 1, l, 0.1).unwrap() < theta);
+        // Overload has no decay rate.
+        assert_eq!(decay_rate(1.0, 1, 1, 1.0, 0.0), None);
+    }
+
+    #[test]
+    fn requests_spread_over_more_processes_allow_more_rate_per_process() {
+        let lat = linear(0.004, 0.009); // bert-like: 13 ms for 1, 40 ms for 4
+        let cap = |splits| QueueModel { policy: BatchPolicy::new(4, 106.0), quantile: 0.99, splits }.max_rate(&lat).unwrap();
+        let (one, four, many) = (cap(1), cap(4), cap(1000));
+        assert!(one < four, "{one} {four}");
+        // Capped at MAX_SPLITS, and never above the utilisation cap.
+        assert_eq!(many, cap(MAX_SPLITS));
+        assert!(many <= MAX_UTILIZATION * 4.0 / lat(4) + 1e-9, "{many}");
     }
 
     #[test]
     fn tail_latency_grows_with_load_and_stays_in_slo_at_low_rates() {
         let lat = linear(0.004, 0.002); // 6 ms for 1, 20 ms for 8
-        let q = QueueModel { policy: BatchPolicy::new(8, 100.0), quantile: 0.99 };
+        let q = QueueModel { policy: BatchPolicy::new(8, 100.0), quantile: 0.99, splits: 1 };
         // Very low rate: partial batches leave at the deadline; latency about SLO - guard.
         let low = q.tail_latency(0.5, &lat);
         assert!(low <= 0.1 && low > 0.05, "{low}");
@@ -366,18 +438,18 @@ mod tests {
     #[test]
     fn no_rate_when_a_full_batch_cannot_meet_the_slo() {
         // A full batch of 4 takes 13 ms: with a 10 ms SLO no batch of 4 can ever be on time.
-        let q = QueueModel { policy: BatchPolicy::new(4, 10.0), quantile: 0.99 };
+        let q = QueueModel { policy: BatchPolicy::new(4, 10.0), quantile: 0.99, splits: 1 };
         assert_eq!(q.max_rate(&linear(0.009, 0.001)), None);
         // Batches of 1 take 5 ms: fine at low rates.
-        let q1 = QueueModel { policy: BatchPolicy::new(1, 10.0), quantile: 0.99 };
+        let q1 = QueueModel { policy: BatchPolicy::new(1, 10.0), quantile: 0.99, splits: 1 };
         assert!(q1.max_rate(&linear(0.004, 0.001)).is_some());
     }
 
     #[test]
     fn tighter_slo_means_less_capacity() {
         let lat = linear(0.004, 0.002);
-        let loose = QueueModel { policy: BatchPolicy::new(8, 200.0), quantile: 0.99 }.max_rate(&lat).unwrap();
-        let tight = QueueModel { policy: BatchPolicy::new(8, 50.0), quantile: 0.99 }.max_rate(&lat).unwrap();
+        let loose = QueueModel { policy: BatchPolicy::new(8, 200.0), quantile: 0.99, splits: 1 }.max_rate(&lat).unwrap();
+        let tight = QueueModel { policy: BatchPolicy::new(8, 50.0), quantile: 0.99, splits: 1 }.max_rate(&lat).unwrap();
         assert!(tight < loose, "{tight} {loose}");
     }
 }

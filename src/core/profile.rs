@@ -275,12 +275,14 @@ impl ProfileSet {
         Ok(ProfileSet { dir: dir.to_path_buf(), models })
     }
 
-    /// The same tables with every measured batch `factor` times as slow (latency x factor,
-    /// throughput / factor): how the planner accounts for interference between MPS shares.
-    pub fn slowed(&self, factor: f64) -> ProfileSet {
+    /// The same tables with every measured batch of an instance smaller than `whole` `factor`
+    /// times as slow (latency x factor, throughput / factor): how the planner accounts for
+    /// interference between MPS shares. A share of the whole GPU has no neighbours, so its
+    /// points stay as profiled (as `parva simulate` runs it).
+    pub fn slowed_below(&self, factor: f64, whole: u8) -> ProfileSet {
         let mut out = self.clone();
         for t in out.models.values_mut() {
-            for p in t.points.iter_mut().filter(|p| p.is_measured()) {
+            for p in t.points.iter_mut().filter(|p| p.is_measured() && p.size < whole) {
                 p.latency_s *= factor;
                 p.throughput /= factor;
             }
@@ -486,6 +488,18 @@ mod tests {
             let e = ModelProfile::read_from(t.as_bytes(), Path::new("s.csv"), "s".into(), Some(l4)).unwrap_err().to_string();
             assert!(e.starts_with("s.csv:2: field `MPS share`:") && e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn interference_slows_shares_but_not_a_whole_gpu() {
+        let text = "MPS share,Batch size,Workload Number,Throughput,Latency\n50,4,1,250,0.016\n100,4,1,400,0.01\n";
+        let l4 = GpuType::by_id("l4-24gb").unwrap();
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(l4)).unwrap();
+        let set = ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() };
+        let slowed = set.slowed_below(1.25, 10);
+        let p = &slowed.get("m").unwrap().points;
+        assert!((p[0].latency_s - 0.02).abs() < 1e-12 && (p[0].throughput - 200.0).abs() < 1e-9, "{:?}", p[0]);
+        assert_eq!((p[1].latency_s, p[1].throughput), (0.01, 400.0), "the whole GPU has no neighbours");
     }
 
     #[test]

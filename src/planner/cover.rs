@@ -75,6 +75,10 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
             .then(b.segment_throughput().total_cmp(&a.segment_throughput()))
             .then((a.batch, a.procs).cmp(&(b.batch, b.procs)))
     });
+    // However the service is covered, its processes number at least rate / (the most any one
+    // process can take): the router gives each of them every n-th request, n at least that.
+    let per_proc_max = points.iter().map(|p| p.segment_throughput() / p.procs.max(1) as f64).fold(0.0, f64::max);
+    let splits = if per_proc_max > 0.0 { (svc.rate / per_proc_max).floor().clamp(1.0, f64::from(u32::MAX)) as u32 } else { 1 };
     let mut by_size: BTreeMap<u8, SegmentChoice> = BTreeMap::new();
     let mut curves: BTreeMap<(u8, u32), Vec<(u32, f64)>> = BTreeMap::new();
     for p in points {
@@ -82,7 +86,7 @@ fn service_options(input: &PlanInput<'_>, model: &LatencyModel, si: usize, svc: 
             continue;
         }
         let curve = curves.entry((p.size, p.procs)).or_insert_with(|| profile.latency_curve(p.size, p.procs));
-        let Some(capacity) = model.capacity_on_curve(curve, p, svc.slo_ms) else { continue };
+        let Some(capacity) = model.capacity_on_curve(curve, p, svc.slo_ms, splits) else { continue };
         let seg = SegmentChoice { capacity, ..SegmentChoice::from_point(si, p) };
         if by_size.get(&p.size).is_none_or(|b| capacity > b.capacity) {
             by_size.insert(p.size, seg);
