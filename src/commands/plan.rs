@@ -124,14 +124,48 @@ enum LatencyModelArg {
     Gpulet,
 }
 
+/// What the plan report says about interference: which (model, share) were planned on a measured
+/// slowdown and which on the margin.
+fn interference_text(p: &Prepared, flag: bool, prof_data: &std::path::Path) -> String {
+    let source = if flag { "--interference" } else { "the default margin" };
+    let margin = format!("{:.0} % slower than profiled alone (interference {}: {source})", p.interference * 100.0, p.interference);
+    let measured: Vec<String> = match &p.measured {
+        Some(m) => {
+            let mut by_model: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
+            for pair in m.pairs().filter(|pair| p.profiles.get(&pair.model).is_some()) {
+                let f = m.factor(&pair.model, pair.share).unwrap_or(1.0);
+                let list = by_model.entry(pair.model.as_str()).or_default();
+                let item = format!("{} % x{f:.2}", pair.share);
+                if !list.contains(&item) {
+                    list.push(item);
+                }
+            }
+            by_model.into_iter().map(|(model, shares)| format!("{model} ({})", shares.join(", "))).collect()
+        }
+        None => Vec::new(),
+    };
+    if measured.is_empty() {
+        format!("every MPS share below 100 % planned {margin}, for its neighbours on the GPU; no measured pairs (parva profile --pairs)")
+    } else {
+        format!(
+            "measured beside the worst neighbour ({}): {}; every other MPS share below 100 % planned {margin}",
+            prof_data.join(parva_core::interference::FILE).display(),
+            measured.join("; ")
+        )
+    }
+}
+
 /// What a plan is made from, read and checked from the flags (shared with `parva replan`).
 pub struct Prepared {
     pub gpu: &'static GpuType,
     pub profiles: ProfileSet,
     pub services: Vec<slo::Service>,
     pub options: PlanOptions,
-    /// The MPS interference slowdown the tables were slowed by (0 for MIG types).
+    /// The MPS interference margin the tables were slowed by where nothing was measured (0 for
+    /// MIG types).
     pub interference: f64,
+    /// The measured slowdowns (`interference.csv` of the profile set), MPS types only.
+    pub measured: Option<parva_core::interference::Interference>,
 }
 
 impl Prepared {
@@ -165,8 +199,14 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         None => 0.0,
     };
     // Shares of one GPU slow each other: plan on tables that are that much slower.
+    // Measured where `profile --pairs` measured, the margin elsewhere; a whole GPU is never slowed.
+    let measured = if gpu.is_mps() { parva_core::interference::Interference::read_dir(&args.prof_data)? } else { None };
     let whole = gpu.sizes().into_iter().max().unwrap_or(0);
-    let profiles = if interference > 0.0 { profiles.slowed_below(1.0 + interference, whole) } else { profiles };
+    let profiles = if gpu.is_mps() {
+        profiles.slowed_by(|m, s| parva_core::interference::plan_factor(measured.as_ref(), interference, m, s, whole))
+    } else {
+        profiles
+    };
     let services = match (&args.slo_dir, args.slo, &args.services) {
         (Some(dir), Some(n), _) => {
             // Zero-rate models are planned as services with rate 0: reported, never dropped silently.
@@ -205,7 +245,7 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         max_gpus: args.max_gpus,
         margin: args.margin,
     };
-    Ok(Prepared { gpu, profiles, services, options, interference })
+    Ok(Prepared { gpu, profiles, services, options, interference, measured })
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -296,14 +336,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Which interference the plan assumed, and where it came from (MPS types only).
-    let interference = gpu.is_mps().then(|| {
-        let source = if args.input.interference.is_some() { "--interference" } else { "the default margin; no measured pairs" };
-        format!(
-            "every MPS share below 100 % planned {:.0} % slower than profiled alone, for its neighbours on the GPU (interference {}: {source})",
-            prepared.interference * 100.0,
-            prepared.interference
-        )
-    });
+    let interference = gpu.is_mps().then(|| interference_text(&prepared, args.input.interference.is_some(), &args.input.prof_data));
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["out"] = serde_json::json!(out);

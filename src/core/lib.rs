@@ -23,6 +23,7 @@ pub mod batching;
 pub mod catalogue;
 pub mod deploy;
 pub mod error;
+pub mod interference;
 pub mod jobs;
 pub mod latency;
 pub mod limits;

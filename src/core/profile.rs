@@ -259,7 +259,8 @@ impl ProfileSet {
         for entry in entries {
             let entry = entry.map_err(|e| FormatError::io(dir, "read profile directory", e))?;
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "csv") && path.is_file() {
+            let reserved = path.file_name().is_some_and(|n| n == crate::interference::FILE);
+            if path.extension().is_some_and(|e| e == "csv") && path.is_file() && !reserved {
                 files.push(path);
             }
         }
@@ -275,14 +276,14 @@ impl ProfileSet {
         Ok(ProfileSet { dir: dir.to_path_buf(), models })
     }
 
-    /// The same tables with every measured batch of an instance smaller than `whole` `factor`
-    /// times as slow (latency x factor, throughput / factor): how the planner accounts for
-    /// interference between MPS shares. A share of the whole GPU has no neighbours, so its
-    /// points stay as profiled (as `parva simulate` runs it).
-    pub fn slowed_below(&self, factor: f64, whole: u8) -> ProfileSet {
+    /// The same tables with every measured batch of model m on an instance of size s
+    /// `factor(m, s)` times as slow (latency x factor, throughput / factor): how the planner
+    /// accounts for interference between MPS shares.
+    pub fn slowed_by(&self, factor: impl Fn(&str, u8) -> f64) -> ProfileSet {
         let mut out = self.clone();
         for t in out.models.values_mut() {
-            for p in t.points.iter_mut().filter(|p| p.is_measured() && p.size < whole) {
+            for p in t.points.iter_mut().filter(|p| p.is_measured()) {
+                let factor = factor(&t.model, p.size);
                 p.latency_s *= factor;
                 p.throughput /= factor;
             }
@@ -496,7 +497,7 @@ mod tests {
         let l4 = GpuType::by_id("l4-24gb").unwrap();
         let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), Some(l4)).unwrap();
         let set = ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() };
-        let slowed = set.slowed_below(1.25, 10);
+        let slowed = set.slowed_by(|m, s| crate::interference::plan_factor(None, 0.25, m, s, 10));
         let p = &slowed.get("m").unwrap().points;
         assert!((p[0].latency_s - 0.02).abs() < 1e-12 && (p[0].throughput - 200.0).abs() < 1e-9, "{:?}", p[0]);
         assert_eq!((p[1].latency_s, p[1].throughput), (0.01, 400.0), "the whole GPU has no neighbours");

@@ -148,3 +148,55 @@ fn an_mps_replan_has_no_mig_reconfiguration_time() {
     let o = parva(&args);
     assert!(o.status.success() && stdout(&o).contains("0% @") && !stdout(&o).contains("g @"), "{}", stdout(&o));
 }
+
+/// `interference.csv` beside the tables (`profile --pairs`): a measured share is planned at its
+/// slowdown, the others at the margin, a whole GPU at neither, and the report says which. A bad
+/// file is refused with its line, and nothing is written.
+#[test]
+fn measured_interference_replaces_the_margin_where_it_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("prof");
+    std::fs::create_dir_all(&prof).unwrap();
+    for model in ["fast", "slow"] {
+        std::fs::copy(fixture("mps").join("prof").join(format!("{model}.csv")), prof.join(format!("{model}.csv"))).unwrap();
+    }
+    let run = |out: &str| {
+        let map = dir.path().join(out).display().to_string();
+        let o = parva(&["plan", "--prof-data", prof.to_str().unwrap(), "--services", &fx("services.csv"), "--gpu-type", "l4-24gb", "--out", &map, "--json"]);
+        (o, map)
+    };
+    let (o, _) = run("margin.csv");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["interference"].as_str().unwrap().contains("no measured pairs"), "{v}");
+
+    // fast runs 3x as slow beside a neighbour at every share below 100 %.
+    let mut text = String::from("model,share,neighbour,batches,slowdown\n");
+    for share in (10..=90).step_by(10) {
+        text.push_str(&format!("fast,{share},slow,2,3.0\n"));
+    }
+    std::fs::write(prof.join("interference.csv"), &text).unwrap();
+    let (o, map) = run("measured.csv");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let said = v["interference"].as_str().unwrap();
+    assert!(said.contains("measured beside the worst neighbour") && said.contains("fast (10 % x3.00") && said.contains("every other MPS share"), "{said}");
+    let table = parva_core::profile::ModelProfile::read(&prof.join("fast.csv"), None).unwrap();
+    let m = parva_core::DeploymentMap::read(Path::new(&map)).unwrap().0;
+    for s in m.segments.iter().filter(|s| s.model == "fast") {
+        let p = table.points.iter().find(|p| (p.size, p.batch, p.procs) == (s.instance_size, s.batch_size, s.num_proc)).unwrap();
+        let (planned, profiled) = (s.throughput.unwrap(), p.segment_throughput());
+        if s.instance_size < 10 {
+            assert!(planned <= profiled / 3.0 + 1e-6, "a {} % share of fast planned at {planned}/s, profiled {profiled}/s", s.instance_size * 10);
+        } else {
+            assert!(planned <= profiled + 1e-6, "{planned} {profiled}");
+        }
+    }
+
+    // A bad row: refused with its place, no map written.
+    std::fs::write(prof.join("interference.csv"), "model,share,neighbour,batches,slowdown\nfast,100,slow,2,1.1\n").unwrap();
+    let (o, map) = run("bad.csv");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("interference.csv:2: field `share`: 100 is not a share with a neighbour"), "{}", stderr(&o));
+    assert!(!Path::new(&map).exists());
+}

@@ -326,3 +326,61 @@ fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
         assert!(!dir.path().join("bad/linear.csv").exists(), "{extra:?}");
     }
 }
+
+/// Issue 17: `--pairs` sweeps each share below 100 % again beside each neighbour and records the
+/// slowdowns in `interference.csv` (merged across runs); the emulated backend has no
+/// interference, so they are about 1.
+#[test]
+fn pairs_record_each_shares_slowdown_beside_each_neighbour() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("source");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut csv = String::from("MPS share,Batch size,Workload Number,Throughput,Latency\n");
+    for (share, base) in [(20u32, 0.004), (50, 0.002), (100, 0.001)] {
+        for batch in [1u32, 2] {
+            let lat = base * batch as f64;
+            csv.push_str(&format!("{share},{batch},1,{},{lat}\n", batch as f64 / lat));
+        }
+    }
+    std::fs::write(src.join("linear.csv"), csv).unwrap();
+    let (out, run_dir) = (dir.path().join("out"), dir.path().join("run"));
+    let args = |pairs: &str| -> Vec<String> {
+        [
+            "--model", "models/fixtures/linear.json", "--backend", "emulated", "--emulate-from", src.to_str().unwrap(), "--fake-gpus",
+            "h100-80gb:1", "--procs", "1", "--batches", "1,2", "--run-dir", run_dir.to_str().unwrap(), "--partition", "mps", "--shares",
+            "20,50,100", "--pairs", pairs, "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let o = profile(&out, &args("two_io").iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["pairs"].as_array().unwrap().len(), 2, "{v}");
+    let read = || parva_core::interference::Interference::read(&out.join("interference.csv")).unwrap();
+    let t = read();
+    let got: Vec<(u32, String)> = t.pairs().map(|p| (p.share, p.neighbour.clone())).collect();
+    assert_eq!(got, [(20, "two_io".to_string()), (50, "two_io".to_string())], "a 100 % share has no neighbour");
+    assert!(t.pairs().all(|p| p.model == "linear" && p.batches == 2 && (0.8..1.25).contains(&p.slowdown)), "{:?}", t.pairs().collect::<Vec<_>>());
+    // The table alone is the usual sweep; the planner reads the set, interference.csv beside it.
+    assert_eq!(rows(&out, "linear").len(), 6);
+    let nomig = parva_core::mig::GpuType::by_id("h100-80gb-nomig").unwrap();
+    assert_eq!(parva_core::ProfileSet::read_dir(&out, Some(nomig)).unwrap().models.len(), 1);
+    // Another neighbour later: its rows join the others.
+    let o = profile(&out, &args("linear").iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(read().pairs().count(), 4);
+    // Refused before anything runs: MIG instances do not interfere; only a 100 % share.
+    for (extra, want) in [(&["--partition", "mig"][..], "--pairs needs --partition mps"), (&["--shares", "100"][..], "no share below 100 %")] {
+        let mut a = args("two_io");
+        for pair in extra.chunks(2) {
+            let i = a.iter().position(|x| x == pair[0]).unwrap();
+            a[i + 1] = pair[1].to_string();
+        }
+        let bad = dir.path().join("bad");
+        let o = profile(&bad, &a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        assert!(stderr(&o).contains(want), "{extra:?}: {}", stderr(&o));
+        assert!(!bad.exists(), "{extra:?}");
+    }
+}

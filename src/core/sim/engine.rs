@@ -91,7 +91,11 @@ impl Model {
         }
         for seg in &map.segments {
             // A segment beside others on its GPU runs slower by the interference factor.
-            let slow = if per_gpu[&(seg.node, seg.gpu)] > 1 { 1.0 + config.interference } else { 1.0 };
+            let slow = if per_gpu[&(seg.node, seg.gpu)] > 1 {
+                config.measured.get(&(seg.model.clone(), seg.instance_size)).copied().unwrap_or(1.0 + config.interference)
+            } else {
+                1.0
+            };
             let si = *index.entry(seg.service.as_str()).or_insert_with(|| {
                 let (rate, slo_ms) = slos[&seg.service];
                 let i = svcs.len();

@@ -46,11 +46,15 @@ pub struct SimConfig {
     /// take 20 % longer): MPS shares split the SMs but not memory bandwidth or L2. 0 for MIG,
     /// whose instances are isolated (see [`crate::mig::DEFAULT_MPS_INTERFERENCE`]).
     pub interference: f64,
+    /// Measured slowdowns of (model, share size) beside a neighbour (`interference.csv`, see
+    /// [`crate::interference`]), used instead of `interference` where present.
+    #[serde(skip)]
+    pub measured: BTreeMap<(String, u8), f64>,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0, interference: 0.0 }
+        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0, interference: 0.0, measured: BTreeMap::new() }
     }
 }
 
