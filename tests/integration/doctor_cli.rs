@@ -120,13 +120,15 @@ fn gpu_check_dry_run_runs_the_whole_pipeline_on_the_cpu() {
         .unwrap();
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap_or_default();
     assert!(out.status.success(), "gpu-check --dry-run failed:\n{}\n{summary}", String::from_utf8_lossy(&out.stderr));
-    for step in ["doctor", "export", "profile-linear", "profile-two_io", "shares-linear", "shares-two_io", "plan", "serve", "overhead", "startup"] {
+    for step in ["doctor", "export", "profile-linear", "profile-two_io", "shares-linear", "shares-two_io", "pairs-linear", "plan", "serve", "overhead", "startup"] {
         assert!(summary.contains(&format!("| {step} |")), "step {step} missing from the summary:\n{summary}");
     }
     assert!(!summary.contains("FAILED"), "{summary}");
     for table in ["linear.csv", "two_io.csv"] {
         assert!(report.join("prof_data").join(table).is_file(), "no {table} in the dry run's tables");
     }
+    let pairs = std::fs::read_to_string(report.join("prof_data-shares").join("interference.csv")).unwrap_or_default();
+    assert!(pairs.contains("linear,20,two_io,") && pairs.contains("linear,50,two_io,"), "interference.csv of the dry run:\n{pairs}");
     assert!(summary.contains("## Verify") && summary.contains("| svc-linear |"), "{summary}");
     // The MPS-share sweep (issue 17): tables keyed by share, for the fake H100 without MIG.
     let shares = std::fs::read_to_string(report.join("prof_data-shares").join("linear.csv")).unwrap();
