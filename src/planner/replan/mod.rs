@@ -14,9 +14,11 @@
 //!    first into slots of the chosen GPUs that are free now, then into slots that free up as their
 //!    running segments go (break before make), then onto new GPUs (ids the running map leaves
 //!    empty, then those it gives up);
-//! 3. when that packing does not fit the budget, the kept segments of the chosen GPU that keeps
-//!    least are given up and the packing is tried again; at worst the plan's own placement is used
-//!    (nothing kept), so a replan never needs more GPUs than the plan.
+//! 3. when that packing does not fit the budget, the kept segments of the chosen GPUs that keep
+//!    least are given up (the most GPUs that still pack, by bisection); and the plan's own
+//!    placement is always a candidate, its GPUs given the ids of the running GPUs they coincide
+//!    with most, so that what happens to sit where it ran is kept (a replan never needs more GPUs
+//!    than the plan).
 //!
 //! The choice with the fewest changes wins (ties: fewer GPUs); every budget tried is reported with
 //! what it costs. Changes are counted as MIG instances destroyed + created (each with its workers).
@@ -212,13 +214,11 @@ pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32
             }
         }
     }
-    // The plan's own placement is always possible.
-    if tried.iter().all(|t| t.0.gpus > need) {
-        let ids = fresh_ids(&old, need);
-        let gpus: Vec<(u32, GpuState)> = ids.into_iter().zip(plan.gpus.iter().cloned()).collect();
-        let alt = count(&old, &planned, &gpus, &[]);
-        tried.push((alt, (gpus, Vec::new())));
-    }
+    // The plan's own placement is always possible: its GPUs take the ids of the running GPUs they
+    // coincide with most, keeping what happens to be where it was (at the fewest GPUs of a large
+    // fleet the greedy packing above may not fit at all, and this is what is left).
+    let (gpus, kept) = relabel(&old, &names, &plan.gpus);
+    tried.push((count(&old, &planned, &gpus, &kept), (gpus, kept)));
     let best = (0..tried.len()).min_by_key(|&i| (tried[i].0.changes, tried[i].0.gpus)).unwrap_or(0);
     let (alt, (gpus, kept_idx)) = tried.swap_remove(best);
     // Per GPU count, the best of the mixes.
@@ -367,6 +367,49 @@ fn read_current(gpu: &GpuType, map: &DeploymentMap, per_node: u32) -> Result<Vec
 }
 
 /// `n` GPU ids for a placement that keeps nothing: the running map's GPUs first, in order.
+/// `plan_gpus` (the plan's own placement) with GPU ids: greedily, the pair (new GPU, running GPU)
+/// with the most GPCs of identical segments (service, size, processes, start) first; the rest get
+/// the running map's other ids, then new ones. Returns the GPUs and the kept old segments.
+fn relabel(old: &[Old], names: &BTreeMap<&str, usize>, plan_gpus: &[GpuState]) -> (Vec<(u32, GpuState)>, Vec<usize>) {
+    let mut at: BTreeMap<(usize, u8, u32, u8), Vec<usize>> = BTreeMap::new();
+    for (i, o) in old.iter().enumerate() {
+        if let Some(&si) = names.get(o.service.as_str()) {
+            at.entry((si, o.size, o.procs, o.start)).or_default().push(i);
+        }
+    }
+    let mut pairs: Vec<(u32, usize, u32)> = Vec::new();
+    for (n, g) in plan_gpus.iter().enumerate() {
+        let mut per_old: BTreeMap<u32, u32> = BTreeMap::new();
+        for p in &g.placed {
+            for &i in at.get(&(p.segment.service, p.segment.size, p.segment.procs, p.start)).map_or(&[][..], Vec::as_slice) {
+                *per_old.entry(old[i].gpu).or_default() += u32::from(p.segment.size);
+            }
+        }
+        pairs.extend(per_old.into_iter().map(|(o, gpcs)| (gpcs, n, o)));
+    }
+    pairs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut id_of: Vec<Option<u32>> = vec![None; plan_gpus.len()];
+    let mut taken = std::collections::BTreeSet::new();
+    for (_, n, o) in pairs {
+        if id_of[n].is_none() && !taken.contains(&o) {
+            id_of[n] = Some(o);
+            taken.insert(o);
+        }
+    }
+    let mut kept = Vec::new();
+    for (n, g) in plan_gpus.iter().enumerate() {
+        let Some(o) = id_of[n] else { continue };
+        for p in &g.placed {
+            let same = at.get(&(p.segment.service, p.segment.size, p.segment.procs, p.start)).and_then(|v| v.iter().find(|&&i| old[i].gpu == o));
+            kept.extend(same);
+        }
+    }
+    // The other GPUs: ids the running map uses but no new GPU took, then fresh ones.
+    let mut spare = fresh_ids(old, old.len() + plan_gpus.len()).into_iter().filter(|id| !taken.contains(id));
+    let gpus = plan_gpus.iter().zip(id_of).map(|(g, id)| (id.or_else(|| spare.next()).unwrap_or(u32::MAX), g.clone())).collect();
+    (gpus, kept)
+}
+
 fn fresh_ids(old: &[Old], n: usize) -> Vec<u32> {
     let mut ids: Vec<u32> = old.iter().map(|o| o.gpu).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     let mut next = ids.last().map_or(0, |l| l + 1);
@@ -417,13 +460,26 @@ fn place_keeping(
     let mut ranked: Vec<(u32, u32)> = by_gpu.keys().map(|&g| (score(g), g)).filter(|(s, _)| *s > 0).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     ranked.truncate(budget);
-    loop {
-        if let Some(found) = try_pack(gpu, old, names, segments, &ranked, &by_gpu, budget, demand(segments)) {
-            return Some(found);
-        }
-        // Give up what the chosen GPU that keeps least would keep; at last, keep nothing.
-        ranked.pop()?;
+    let attempt = |n: usize| try_pack(gpu, old, names, segments, &ranked[..n], &by_gpu, budget, demand(segments));
+    if let Some(found) = attempt(ranked.len()) {
+        return Some(found);
     }
+    // Give up what the chosen GPUs that keep least would keep: the most GPUs that still pack,
+    // found by bisection over how many of the ranked GPUs are kept (a few packings, not one per
+    // GPU: a 1,000-service fleet has hundreds). At last, keep nothing.
+    let (mut fits, mut fails) = (None, ranked.len());
+    let mut lo = 0;
+    while lo < fails {
+        let mid = lo + (fails - lo) / 2;
+        match attempt(mid) {
+            Some(found) => {
+                fits = Some(found);
+                lo = mid + 1;
+            }
+            None => fails = mid,
+        }
+    }
+    fits
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -565,6 +621,32 @@ mod tests {
 
     fn gpu() -> &'static GpuType {
         GpuType::by_id("a100-80gb").unwrap()
+    }
+
+    /// Regression (2026-11-26, a 1,000-service replan at the fewest GPUs kept nothing): when the
+    /// greedy packing does not fit, the plan's own placement still keeps the segments that happen
+    /// to sit where they ran, on the GPU ids they ran on.
+    #[test]
+    fn the_plans_own_placement_keeps_what_coincides_with_the_running_map() {
+        let seg = |service: usize, size: u8| SegmentChoice { service, size, batch: 4, procs: 1, capacity: 1.0, latency_s: 0.01 };
+        let old_seg = |gpu: u32, start: u8, service: &str, size: u8| Old { gpu, start, size, procs: 1, batch: 8, service: service.into(), capacity: 1.0 };
+        let names: BTreeMap<&str, usize> = [("a", 0), ("b", 1)].into_iter().collect();
+        // Running: GPU 0 holds a 7g of a; GPU 3 holds b's 4g at 0 and a's 3g at 4.
+        let old = vec![old_seg(0, 0, "a", 7), old_seg(3, 0, "b", 4), old_seg(3, 4, "a", 3)];
+        // The plan: b's 4g at 0 with a's 3g at 4 (GPU 3's exact content, new batch size), and a
+        // GPU of two 3g of b (nothing like it runs).
+        let mut g1 = GpuState::default();
+        g1.insert(0, seg(1, 4));
+        g1.insert(4, seg(0, 3));
+        let mut g2 = GpuState::default();
+        g2.insert(0, seg(1, 3));
+        g2.insert(4, seg(1, 3));
+        let (gpus, mut kept) = relabel(&old, &names, &[g1, g2]);
+        kept.sort_unstable();
+        assert_eq!(kept, [1, 2], "both segments of GPU 3 stay");
+        assert_eq!(gpus.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3, 0], "the other GPU reuses a running id that no new GPU took");
+        let alt = count(&old, &[seg(1, 4), seg(0, 3), seg(1, 3), seg(1, 3)], &gpus, &kept);
+        assert_eq!((alt.kept, alt.destroyed, alt.created), (2, 1, 2));
     }
 
     fn input<'a>(profiles: &'a ProfileSet, services: &'a [Service], options: &'a PlanOptions) -> PlanInput<'a> {
