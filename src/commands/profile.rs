@@ -453,7 +453,7 @@ fn sweep(args: &ProfileArgs) -> anyhow::Result<(ExitCode, PathBuf)> {
     // Absolute: MPS pipe directories are handed to daemons and workers.
     let run_dir = std::path::absolute(&run_dir).with_context(|| format!("resolve {}", run_dir.display()))?;
     let mode = args.partition.mode();
-    let mut target = resolve_target(&args, mode, &run_dir)?;
+    let mut target = resolve_target(args, mode, &run_dir)?;
     let (device, gpu_type) = (target.device, target.gpu_type);
     let description = target.description.clone();
     let out = req.out_dir(gpu_type, device);
