@@ -267,10 +267,10 @@ fn an_mps_sweep_with_a_background_job_runs_it_beside_every_size_and_says_so() {
 /// backend replaying a share-keyed table) writes a table keyed by share, each worker capped at
 /// its share; shares out of 10 % steps, --shares with --sizes or without mps, and --sizes for an
 /// MPS type are refused before anything runs.
-#[test]
-fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("source");
+/// A share-keyed table for `linear` at 20, 50 and 100 % (batches 1, 2) in `dir/source`, for
+/// `--backend emulated --emulate-from`.
+fn linear_share_source(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("source");
     std::fs::create_dir_all(&src).unwrap();
     let mut csv = String::from("MPS share,Batch size,Workload Number,Throughput,Latency\n");
     for (share, base) in [(20u32, 0.004), (50, 0.002), (100, 0.001)] {
@@ -280,6 +280,13 @@ fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
         }
     }
     std::fs::write(src.join("linear.csv"), csv).unwrap();
+    src
+}
+
+#[test]
+fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = linear_share_source(dir.path());
     let out = dir.path().join("out");
     let run_dir = dir.path().join("run");
     let base = [
@@ -333,16 +340,7 @@ fn an_mps_share_sweep_writes_a_share_keyed_table_for_the_nomig_type() {
 #[test]
 fn pairs_record_each_shares_slowdown_beside_each_neighbour() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("source");
-    std::fs::create_dir_all(&src).unwrap();
-    let mut csv = String::from("MPS share,Batch size,Workload Number,Throughput,Latency\n");
-    for (share, base) in [(20u32, 0.004), (50, 0.002), (100, 0.001)] {
-        for batch in [1u32, 2] {
-            let lat = base * batch as f64;
-            csv.push_str(&format!("{share},{batch},1,{},{lat}\n", batch as f64 / lat));
-        }
-    }
-    std::fs::write(src.join("linear.csv"), csv).unwrap();
+    let src = linear_share_source(dir.path());
     let (out, run_dir) = (dir.path().join("out"), dir.path().join("run"));
     let args = |pairs: &str| -> Vec<String> {
         [
@@ -370,8 +368,13 @@ fn pairs_record_each_shares_slowdown_beside_each_neighbour() {
     let o = profile(&out, &args("linear").iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(read().pairs().count(), 4);
-    // Refused before anything runs: MIG instances do not interfere; only a 100 % share.
-    for (extra, want) in [(&["--partition", "mig"][..], "--pairs needs --partition mps"), (&["--shares", "100"][..], "no share below 100 %")] {
+    // Refused before anything runs: MIG instances do not interfere; only a 100 % share; a
+    // neighbour without its files (found before the first sweep, not after it).
+    for (extra, want) in [
+        (&["--partition", "mig"][..], "--pairs needs --partition mps"),
+        (&["--shares", "100"][..], "no share below 100 %"),
+        (&["--pairs", "nosuch"][..], "--pairs nosuch: no metadata"),
+    ] {
         let mut a = args("two_io");
         for pair in extra.chunks(2) {
             let i = a.iter().position(|x| x == pair[0]).unwrap();
