@@ -203,11 +203,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         rate_scale: args.rate_scale,
         interference: args.interference.unwrap_or_else(|| parva_core::deploy::default_interference(&map)),
         // The slowdowns `profile --pairs` measured, where it measured (MPS maps).
-        measured: if parva_core::deploy::default_interference(&map) > 0.0 {
-            parva_core::interference::Interference::read_dir(&profiles.dir)?.map(|t| t.by_size()).unwrap_or_default()
-        } else {
-            Default::default()
-        },
+        measured: parva_core::interference::for_map(&map, &profiles.dir)?,
     };
     let started = std::time::Instant::now();
     let report = sim::simulate(&map, &profiles, services.as_deref(), &config)

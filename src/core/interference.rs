@@ -198,6 +198,16 @@ pub fn plan_factor(measured: Option<&Interference>, margin: f64, model: &str, si
     measured.and_then(|m| m.factor(model, share)).unwrap_or(1.0 + margin)
 }
 
+/// The measured slowdowns to simulate `map` with, from the profile set in `dir`: its
+/// `interference.csv` by (model, share size) for a map of MPS shares; none for a MIG map (its
+/// instances are isolated) or when the set has no such file.
+pub fn for_map(map: &crate::deploy::DeploymentMap, dir: &Path) -> Result<BTreeMap<(String, u8), f64>, FormatError> {
+    if crate::deploy::default_interference(map) == 0.0 {
+        return Ok(BTreeMap::new());
+    }
+    Ok(Interference::read_dir(dir)?.map(|t| t.by_size()).unwrap_or_default())
+}
+
 /// The median of the ratios `beside / alone` over batch sizes measured in both (`None` when
 /// none is): how `profile --pairs` turns two sweeps into one slowdown.
 pub fn median_slowdown(alone: &BTreeMap<u32, f64>, beside: &BTreeMap<u32, f64>) -> Option<(f64, u32)> {

@@ -26,20 +26,11 @@ pub fn predict_p99(
         percentile: spec.percentile.min(99.999),
         rate_scale: spec.rate_scale,
         interference: parva_core::deploy::default_interference(map),
-        measured: measured_interference(map, profiles),
+        // A table that cannot be read leaves the margin (verify itself does not need it).
+        measured: parva_core::interference::for_map(map, &profiles.dir).unwrap_or_default(),
     };
     let report = sim::simulate(map, profiles, services, &config)?;
     Ok(report.services.into_iter().map(|s| (s.service, s.p99_ms)).collect())
-}
-
-/// The measured slowdowns of `profiles`' directory (`interference.csv`) for a map of MPS
-/// shares; none for MIG maps, or when there is no such file or it cannot be read (the
-/// prediction then uses the margin, as `parva simulate` says).
-pub fn measured_interference(map: &DeploymentMap, profiles: &ProfileSet) -> BTreeMap<(String, u8), f64> {
-    if parva_core::deploy::default_interference(map) == 0.0 {
-        return BTreeMap::new();
-    }
-    parva_core::interference::Interference::read_dir(&profiles.dir).ok().flatten().map(|t| t.by_size()).unwrap_or_default()
 }
 
 /// Put `predicted` p99s into `report`; `how` says where they come from.
