@@ -97,7 +97,7 @@ impl Pool {
             let mut worker = Worker { name: spec.name.clone(), child, reader: BufReader::new(r), writer: w, log: spec.log.clone() };
             loop {
                 let frame = tokio::select! {
-                    f = proto::read_frame_async(&mut worker.reader) => f,
+                    f = proto::read_frame_async(&mut worker.reader, None) => f,
                     _ = tokio::time::sleep_until(deadline) => {
                         worker.child.kill();
                         return Err(start_err(format!("not ready within {ready_timeout:?}")));
@@ -141,7 +141,7 @@ impl Pool {
         let limit = Duration::from_secs_f64(seconds * 2.0 + 600.0);
         let mut out = Vec::with_capacity(self.workers.len());
         for w in &mut self.workers {
-            let frame = match tokio::time::timeout(limit, proto::read_frame_async(&mut w.reader)).await {
+            let frame = match tokio::time::timeout(limit, proto::read_frame_async(&mut w.reader, None)).await {
                 Err(_) => return Err(PoolError::Timeout { worker: w.name.clone(), secs: limit.as_secs() }),
                 Ok(Err(e)) => return Err(died(w, e.to_string()).await),
                 Ok(Ok(f)) => f,

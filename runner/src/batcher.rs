@@ -14,6 +14,7 @@
 //! process of the service, as the supervisor does with the queue.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -24,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::InferError;
 use crate::metrics::Metrics;
-use crate::proto::{self, Msg, ProtoError};
+use crate::proto::{self, Area, Msg, ProtoError, TensorHeader};
+use crate::shm::Slab;
 use crate::spawn::WorkerChild;
 use crate::tensor::Tensor;
 
@@ -356,6 +358,8 @@ impl ExecEstimate {
 pub struct Conn {
     pub reader: BufReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
+    /// The worker's shared buffers, when it mapped them.
+    pub slab: Option<Arc<Slab>>,
 }
 
 enum CallError {
@@ -394,9 +398,8 @@ struct InFlight {
     /// When it was sent, and when the worker could start it (the previous batch's end).
     sent: Instant,
     started: Instant,
-    /// The batch's inputs while it waits behind the running batch (sent ahead, not started):
-    /// kept so that its jobs can go to another process if the worker dies first.
-    held: Option<Vec<Tensor>>,
+    /// The slab slot it occupies (inputs and outputs), free again once it is answered.
+    slot: Option<usize>,
 }
 
 /// Take the jobs of the next batch from the front of `queue`: at least one, at most `max` rows.
@@ -426,30 +429,64 @@ fn next_batch_rows(queue: &VecDeque<Job>, max: usize) -> usize {
     rows
 }
 
-/// Form the next batch from the front of `queue` and send it; `ahead`: another batch is running,
-/// so this one waits behind it (its inputs are kept). `Err` when the worker is gone: the batch
-/// was not delivered, and comes back whole.
-async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max: usize, id: u64, ahead: bool) -> Result<InFlight, (InFlight, String)> {
-    let (mut jobs, rows) = take_batch(queue, max);
-    let mut per_job: Vec<std::vec::IntoIter<Tensor>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.inputs).into_iter()).collect();
-    let n_inputs = per_job.first().map(|it| it.len()).unwrap_or(0);
-    let inputs: Vec<Tensor> = (0..n_inputs)
-        .filter_map(|_| Tensor::concat_rows(per_job.iter_mut().filter_map(Iterator::next).collect()))
-        .collect();
-    let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs) };
-    let written = proto::write_frame_async(writer, &msg, &inputs).await;
+/// Form the next batch from the front of `queue` and send it: into a free slot of the worker's
+/// slab when it fits there (each job's rows written once, straight into place; the socket
+/// carries offsets), else over the socket. The jobs keep their inputs until they are answered,
+/// so that a batch the worker never started can go to another process whole. `Err` when the
+/// worker is gone: the batch was not delivered, and comes back whole.
+async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max: usize, id: u64, slab: Option<(&Slab, &mut Vec<usize>)>) -> Result<InFlight, (InFlight, String)> {
+    let (jobs, rows) = take_batch(queue, max);
+    let n_inputs = jobs.first().map(|j| j.inputs.len()).unwrap_or(0);
+    let bytes: u64 = jobs.iter().map(|j| j.bytes as u64).sum();
     let now = Instant::now();
-    let mut batch = InFlight { id, jobs, rows, sent: now, started: now, held: None };
+    let mut batch = InFlight { id, jobs, rows, sent: now, started: now, slot: None };
+    let written = match slab {
+        Some((slab, free)) if bytes <= slab.layout.in_bytes && !free.is_empty() => {
+            let slot = free.pop().unwrap_or(0);
+            batch.slot = Some(slot);
+            match write_to_slot(slab, slot, &batch.jobs, n_inputs) {
+                Ok(tensors) => {
+                    let out = Area { at: slab.layout.output_at(slot), bytes: slab.layout.out_bytes };
+                    proto::write_frame_async(writer, &Msg::Batch { id, tensors, out: Some(out) }, &[]).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            let inputs: Vec<Tensor> = (0..n_inputs)
+                .filter_map(|i| Tensor::concat_rows(batch.jobs.iter().filter_map(|j| j.inputs.get(i).cloned()).collect()))
+                .collect();
+            let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs), out: None };
+            proto::write_frame_async(writer, &msg, &inputs).await
+        }
+    };
     match written {
-        Ok(()) => {
-            batch.held = ahead.then_some(inputs);
-            Ok(batch)
-        }
-        Err(e) => {
-            batch.held = Some(inputs);
-            Err((batch, e.to_string()))
-        }
+        Ok(()) => Ok(batch),
+        Err(e) => Err((batch, e.to_string())),
     }
+}
+
+/// Write the jobs' inputs into `slot`: input after input, each the jobs' rows back to back.
+fn write_to_slot(slab: &Slab, slot: usize, jobs: &[Job], n_inputs: usize) -> Result<Vec<TensorHeader>, ProtoError> {
+    let mut at = slab.layout.input_at(slot);
+    let mut heads = Vec::with_capacity(n_inputs);
+    for i in 0..n_inputs {
+        let first = jobs.first().and_then(|j| j.inputs.get(i)).ok_or_else(|| ProtoError::BadHeader(format!("a job lacks input {i}")))?;
+        let start = at;
+        let mut rows = 0i64;
+        for j in jobs {
+            let t = j.inputs.get(i).ok_or_else(|| ProtoError::BadHeader(format!("a job lacks input {i}")))?;
+            slab.map.write(at, &t.data).map_err(|e| ProtoError::BadHeader(e.to_string()))?;
+            at += t.data.len() as u64;
+            rows += t.shape.first().copied().unwrap_or(1);
+        }
+        let mut shape = first.shape.clone();
+        if let Some(d) = shape.first_mut() {
+            *d = rows;
+        }
+        heads.push(TensorHeader { name: first.name.clone(), datatype: first.datatype, shape, bytes: at - start, at: Some(start) });
+    }
+    Ok(heads)
 }
 
 /// Publish what is in flight, for admission: its batches, rows and expected end (the running
@@ -504,11 +541,13 @@ pub async fn run_batcher(
 ) -> BatcherExit {
     let max = ctx.policy.max_batch as usize;
     let secs = |t: Instant| t.saturating_duration_since(ctx.epoch).as_secs_f64();
-    let Conn { mut reader, mut writer } = conn;
+    let Conn { mut reader, mut writer, slab } = conn;
+    let mut free_slots: Vec<usize> = (0..crate::shm::SLOTS).rev().collect();
     let (ans_tx, mut answers) = mpsc::unbounded_channel();
+    let slab_map = slab.as_ref().map(|s| s.map.clone());
     let reader_task = tokio::spawn(async move {
         loop {
-            let r = proto::read_frame_async(&mut reader).await;
+            let r = proto::read_frame_async(&mut reader, slab_map.as_ref()).await;
             let end = r.is_err();
             if ans_tx.send(r).is_err() || end {
                 break;
@@ -536,7 +575,8 @@ pub async fn run_batcher(
                 };
                 if go {
                     next_id += 1;
-                    match send_batch(&mut writer, queue, max, next_id, !inflight.is_empty()).await {
+                    let shm = slab.as_deref().map(|s| (s, &mut free_slots));
+                    match send_batch(&mut writer, queue, max, next_id, shm).await {
                         Ok(b) => {
                             inflight.push_back(b);
                             publish_inflight(ctx.shared, &inflight, est);
@@ -584,10 +624,12 @@ pub async fn run_batcher(
                     };
                     if let Some(next) = inflight.front_mut() {
                         next.started = next.sent.max(Instant::now());
-                        next.held = None;
                     }
                     publish_inflight(ctx.shared, &inflight, est);
+                    // The answer's outputs are copied out of the slot before it is reused.
+                    let slot = done.slot;
                     let result = finish(ctx, done, res, est);
+                    free_slots.extend(slot);
                     ctx.shared.set_estimates(est.exec(1), est.full_exec(max), est.overhead());
                     if let Err(why) = result {
                         // The worker broke while answering the running batch: the next one never started.
@@ -624,17 +666,9 @@ fn crash(ctx: &BatcherCtx<'_>, mut inflight: VecDeque<InFlight>, why: String, ru
     BatcherExit::Crashed(why)
 }
 
-/// Give the jobs of a batch that did not start back to the router, each with its own rows of the
-/// batch's inputs; without them (never expected) they fail like a running batch.
-fn give_back_batch(ctx: &BatcherCtx<'_>, b: InFlight, why: &str, back: &str) {
-    let counts: Vec<usize> = b.jobs.iter().map(|j| j.rows).collect();
-    let split: Option<Vec<Vec<Tensor>>> = b.held.as_ref().and_then(|inputs| inputs.iter().map(|t| t.split_rows(&counts)).collect());
-    let Some(mut split) = split else {
-        fail_all(ctx, b.jobs, why);
-        return;
-    };
-    for (i, mut j) in b.jobs.into_iter().enumerate().rev() {
-        j.inputs = split.iter_mut().map(|per_input| per_input.swap_remove(i)).collect();
+/// Give the jobs of a batch that did not start back to the router, each with its own inputs.
+fn give_back_batch(ctx: &BatcherCtx<'_>, b: InFlight, _why: &str, back: &str) {
+    for j in b.jobs.into_iter().rev() {
         ctx.shared.give_back(j, back);
     }
 }
@@ -685,7 +719,13 @@ fn finish(ctx: &BatcherCtx<'_>, done: InFlight, res: Result<(Vec<Tensor>, u64), 
     est.record(done.rows, round_trip, exec_s);
     ctx.metrics.observe_batch(ctx.service, done.rows, exec_s);
     for (i, j) in done.jobs.into_iter().enumerate().rev() {
-        let outs: Vec<Tensor> = split.iter_mut().map(|per_output| per_output.swap_remove(i)).collect();
+        let mut outs: Vec<Tensor> = split.iter_mut().map(|per_output| per_output.swap_remove(i)).collect();
+        if done.slot.is_some() {
+            // Views of the worker's slot, which the next batch reuses: each job takes a copy.
+            for t in &mut outs {
+                t.data = bytes::Bytes::copy_from_slice(&t.data);
+            }
+        }
         let queue_s = done.started.saturating_duration_since(j.arrival).as_secs_f64();
         ctx.shared.answer(j, Ok(JobDone { outputs: outs, queue_s, exec_s, batch_rows: done.rows }));
     }
@@ -752,7 +792,7 @@ mod tests {
         assert_eq!(shared.busy_remaining(now), 0.0);
         // The batcher's view: a running batch of 4 (profile 10 ms) and one of 8 sent ahead (20 ms).
         let est = ExecEstimate::new(vec![0.004, 0.006, 0.008, 0.010, 0.012, 0.014, 0.016, 0.020], 8);
-        let batch = |rows| InFlight { id: 0, jobs: Vec::new(), rows, sent: now, started: now, held: None };
+        let batch = |rows| InFlight { id: 0, jobs: Vec::new(), rows, sent: now, started: now, slot: None };
         publish_inflight(&shared, &VecDeque::from([batch(4), batch(8)]), &est);
         assert!((shared.busy_remaining(now) - 0.030).abs() < 1e-6, "{}", shared.busy_remaining(now));
         assert_eq!(shared.inflight_rows.load(Ordering::SeqCst), 12);

@@ -190,11 +190,19 @@ struct AppState<B> {
     limits: HttpLimits,
     /// Request memory in flight, in permits of [`PERMIT_BYTES`].
     inflight: Arc<Semaphore>,
+    /// System shared-memory regions registered by local clients.
+    regions: Arc<kserve::Regions>,
 }
 
 impl<B> Clone for AppState<B> {
     fn clone(&self) -> Self {
-        AppState { backend: self.backend.clone(), metrics: self.metrics.clone(), limits: self.limits.clone(), inflight: self.inflight.clone() }
+        AppState {
+            backend: self.backend.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            inflight: self.inflight.clone(),
+            regions: self.regions.clone(),
+        }
     }
 }
 
@@ -208,7 +216,7 @@ pub fn app<B: Backend>(backend: Arc<B>) -> Http {
 pub fn app_with<B: Backend>(backend: Arc<B>, metrics: Option<Arc<Metrics>>, limits: HttpLimits) -> Http {
     let permits = (limits.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
     let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let state = AppState { backend, metrics, limits, inflight: Arc::new(Semaphore::new(permits)) };
+    let state = AppState { backend, metrics, limits, inflight: Arc::new(Semaphore::new(permits)), regions: Arc::new(kserve::Regions::default()) };
     Http::new()
         .route("/v2", get(server_meta))
         .route("/v2/health/live", get(live::<B>))
@@ -219,6 +227,16 @@ pub fn app_with<B: Backend>(backend: Arc<B>, metrics: Option<Arc<Metrics>>, limi
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v::<B>))
         .route("/v2/models/{name}/infer", post(infer::<B>))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v::<B>))
+        .route("/v2/systemsharedmemory/status", get(shm_status::<B>))
+        .route("/v2/systemsharedmemory/region/{name}/status", get(shm_region_status::<B>))
+        .route("/v2/systemsharedmemory/region/{name}/register", post(shm_register::<B>))
+        .route("/v2/systemsharedmemory/region/{name}/unregister", post(shm_unregister::<B>))
+        .route("/v2/systemsharedmemory/unregister", post(shm_unregister_all::<B>))
+        .route("/v2/cudasharedmemory/status", get(cuda_shm_status))
+        .route("/v2/cudasharedmemory/region/{name}/status", get(cuda_shm_region))
+        .route("/v2/cudasharedmemory/region/{name}/register", post(cuda_shm_region))
+        .route("/v2/cudasharedmemory/region/{name}/unregister", post(cuda_shm_unregister))
+        .route("/v2/cudasharedmemory/unregister", post(cuda_shm_unregister))
         .route("/metrics", get(metrics_page::<B>))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(mark_busy))
@@ -233,7 +251,60 @@ pub(crate) async fn mark_busy(req: Request, next: Next) -> Response {
 }
 
 async fn server_meta() -> impl IntoResponse {
-    axum::Json(json!({"name": "parva", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+    axum::Json(json!({"name": "parva", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "system_shared_memory"]}))
+}
+
+/// The body of a system shared-memory `register` call, as tritonclient sends it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    key: String,
+    #[serde(default)]
+    offset: u64,
+    byte_size: u64,
+}
+
+async fn shm_status<B: Backend>(State(s): State<AppState<B>>) -> Result<Response, ApiError> {
+    Ok(axum::Json(s.regions.status(None)?).into_response())
+}
+
+async fn shm_region_status<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    Ok(axum::Json(s.regions.status(Some(&name))?).into_response())
+}
+
+async fn shm_register<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let b: RegisterBody = serde_json::from_slice(&body)
+        .map_err(|e| InferError::BadRequest(format!("register shared memory region {name:?}: the body must be {{\"key\", \"offset\", \"byte_size\"}} ({e})")))?;
+    s.regions.register(&name, &b.key, b.offset, b.byte_size)?;
+    tracing::debug!(region = %name, key = %b.key, offset = b.offset, byte_size = b.byte_size, "shared memory region registered");
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn shm_unregister<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String>) -> StatusCode {
+    s.regions.unregister(Some(&name));
+    StatusCode::OK
+}
+
+async fn shm_unregister_all<B: Backend>(State(s): State<AppState<B>>) -> StatusCode {
+    s.regions.unregister(None);
+    StatusCode::OK
+}
+
+/// CUDA shared memory is not served: the router holds no CUDA context (only workers touch the
+/// GPU). The status lists nothing, registering is refused with the reason, unregistering is a
+/// no-op, so clients that probe or clean up still work.
+async fn cuda_shm_status() -> impl IntoResponse {
+    axum::Json(json!([]))
+}
+
+async fn cuda_shm_region(Path(name): Path<String>) -> ApiError {
+    ApiError(InferError::BadRequest(format!(
+        "CUDA shared memory region {name:?}: not supported by parva (its router has no CUDA context); use system shared memory"
+    )))
+}
+
+async fn cuda_shm_unregister() -> StatusCode {
+    StatusCode::OK
 }
 
 fn up(ok: bool) -> StatusCode {
@@ -358,7 +429,7 @@ async fn admit<B: Backend>(
         Ok(Ok(b)) => b,
     };
     let limits = RequestLimits { meta, max_rows: s.limits.max_request_rows };
-    let req = kserve::decode_request(&bytes, header_len, Some(&limits))?;
+    let req = kserve::decode_request(&bytes, header_len, Some(&limits), Some(&s.regions))?;
     Ok((req, permit))
 }
 

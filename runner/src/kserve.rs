@@ -3,8 +3,20 @@
 //! by raw little-endian tensor bytes, one block per input whose `parameters.binary_data_size` is
 //! set, in the order of the inputs; outputs come back as binary when the request asks for it
 //! (`parameters.binary_data` on a requested output, or `parameters.binary_data_output`).
+//!
+//! The system shared-memory extension, as Triton implements it: an input whose parameters name
+//! `shared_memory_region` (with `shared_memory_byte_size` and optionally `shared_memory_offset`)
+//! is read from that registered region ([`Regions`]) in place, and a requested output with the
+//! same parameters is written there, its response entry carrying the parameters instead of data.
+//! Every reference is checked against its region's bounds and against the tensor's size: a 400,
+//! never a read or a write past the region.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use bytes::Bytes;
 
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -12,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::error::InferError;
 use crate::meta::ModelMeta;
+use crate::shm::{Region, SHM_DIR};
 use crate::tensor::{DataType, Tensor, element_count};
 
 /// The HTTP header of the binary extension.
@@ -27,11 +40,134 @@ struct RequestParams {
 #[derive(Debug, Default, Deserialize)]
 struct InputParams {
     binary_data_size: Option<u64>,
+    #[serde(flatten)]
+    shm: ShmParams,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct OutputParams {
     binary_data: Option<bool>,
+    #[serde(flatten)]
+    shm: ShmParams,
+}
+
+/// A tensor's place in a registered system shared-memory region.
+#[derive(Debug, Default, Deserialize)]
+struct ShmParams {
+    shared_memory_region: Option<String>,
+    shared_memory_byte_size: Option<u64>,
+    shared_memory_offset: Option<u64>,
+}
+
+/// The shared-memory regions clients registered, by name.
+#[derive(Debug)]
+pub struct Regions {
+    dir: PathBuf,
+    by_name: Mutex<BTreeMap<String, Region>>,
+}
+
+/// Most regions registered at once.
+pub const MAX_REGIONS: usize = 4096;
+
+impl Default for Regions {
+    fn default() -> Self {
+        Regions::in_dir(PathBuf::from(SHM_DIR))
+    }
+}
+
+impl Regions {
+    /// Regions whose keys name files in `dir` (tests; normally [`SHM_DIR`]).
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Regions { dir, by_name: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Region>> {
+        self.by_name.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Map `byte_size` bytes of `key` from `offset` as region `name`.
+    pub fn register(&self, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<(), InferError> {
+        if name.is_empty() {
+            return Err(bad("a shared-memory region needs a name"));
+        }
+        if self.lock().contains_key(name) {
+            return Err(bad(format!("shared memory region {name:?} is already registered; unregister it first")));
+        }
+        let region = Region::open(&self.dir, name, key, offset, byte_size).map_err(|e| bad(format!("registering shared memory region {name:?}: {e}")))?;
+        let mut by_name = self.lock();
+        if by_name.len() >= MAX_REGIONS {
+            return Err(bad(format!("{MAX_REGIONS} shared-memory regions are registered, the most this server keeps; unregister some")));
+        }
+        if by_name.contains_key(name) {
+            return Err(bad(format!("shared memory region {name:?} is already registered; unregister it first")));
+        }
+        by_name.insert(name.to_string(), region);
+        Ok(())
+    }
+
+    /// Forget region `name` (`None`: all). Requests in flight keep their mapping until answered.
+    pub fn unregister(&self, name: Option<&str>) {
+        let mut by_name = self.lock();
+        match name {
+            Some(n) => {
+                by_name.remove(n);
+            }
+            None => by_name.clear(),
+        }
+    }
+
+    /// The status entries of region `name` (`None`: all), as Triton writes them.
+    pub fn status(&self, name: Option<&str>) -> Result<Value, InferError> {
+        let by_name = self.lock();
+        let entry = |r: &Region| json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size});
+        match name {
+            None => Ok(Value::Array(by_name.values().map(entry).collect())),
+            Some(n) => by_name
+                .get(n)
+                .map(|r| Value::Array(vec![entry(r)]))
+                .ok_or_else(|| bad(format!("Unable to find system shared memory region: {n:?}"))),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Region, InferError> {
+        self.lock().get(name).cloned().ok_or_else(|| bad(format!("Unable to find system shared memory region: {name:?}")))
+    }
+
+    /// The region, offset and size a tensor's parameters name (`None`: not in shared memory).
+    fn place(&self, what: &str, p: &ShmParams) -> Result<Option<ShmPlace>, InferError> {
+        let Some(name) = &p.shared_memory_region else {
+            if p.shared_memory_byte_size.is_some() || p.shared_memory_offset.is_some() {
+                return Err(bad(format!("{what}: shared_memory_byte_size or shared_memory_offset without shared_memory_region")));
+            }
+            return Ok(None);
+        };
+        let size = p.shared_memory_byte_size.ok_or_else(|| bad(format!("{what}: shared_memory_region {name:?} without shared_memory_byte_size")))?;
+        let offset = p.shared_memory_offset.unwrap_or(0);
+        let region = self.get(name)?;
+        if offset.checked_add(size).is_none_or(|end| end > region.byte_size) {
+            return Err(bad(format!(
+                "{what}: {size} bytes at offset {offset} do not fit shared memory region {name:?} of {} bytes",
+                region.byte_size
+            )));
+        }
+        Ok(Some(ShmPlace { region, offset, size }))
+    }
+}
+
+/// Where in a registered region a tensor is read from or written to.
+#[derive(Debug, Clone)]
+pub struct ShmPlace {
+    pub region: Region,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A requested output: its name, whether binary, and its place in shared memory if any.
+#[derive(Debug, Clone)]
+pub struct WantedOutput {
+    pub name: String,
+    pub binary: bool,
+    pub shm: Option<ShmPlace>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,8 +201,8 @@ struct OutputJson {
 pub struct Request {
     pub id: Option<String>,
     pub inputs: Vec<Tensor>,
-    /// Requested outputs (name, as binary); `None` = all, as JSON unless `binary_default`.
-    pub outputs: Option<Vec<(String, bool)>>,
+    /// Requested outputs; `None` = all, as JSON unless `binary_default`.
+    pub outputs: Option<Vec<WantedOutput>>,
     pub binary_default: bool,
 }
 
@@ -204,7 +340,9 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 /// Either way no allocation is ever sized by a declared shape: JSON data is counted as it is
 /// parsed (at most as many elements as the body has bytes, or as the limits allow), and a
 /// shape must match the data it came with before a tensor is built.
-pub fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&RequestLimits>) -> Result<Request, InferError> {
+/// Binary inputs are slices of `body` and shared-memory inputs views of their region (`regions`;
+/// without, a reference to a region is a 400): no input's bytes are copied.
+pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&RequestLimits>, regions: Option<&Regions>) -> Result<Request, InferError> {
     let json_len = header_len.unwrap_or(body.len());
     if json_len > body.len() {
         return Err(bad(format!("Inference-Header-Content-Length is {json_len} but the body has only {} bytes", body.len())));
@@ -215,7 +353,12 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&Re
     let parsed = serde_json::from_slice::<RequestJson>(&body[..json_len]);
     DATA_BUDGET.set(saved);
     let req = parsed.map_err(|e| bad(format!("request JSON: {e}")))?;
-    let mut binary = &body[json_len..];
+    let mut binary = body.slice(json_len..);
+    let place = |what: &str, p: &ShmParams| match regions {
+        Some(r) => r.place(what, p),
+        None if p.shared_memory_region.is_some() => Err(bad(format!("{what}: this endpoint does not serve shared memory"))),
+        None => Ok(None),
+    };
     if let Some(l) = limits {
         if req.inputs.len() > l.meta.inputs.len() {
             return Err(bad(format!("{} inputs where model {:?} takes {}", req.inputs.len(), l.meta.name, l.meta.inputs.len())));
@@ -235,8 +378,16 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&Re
         let need = n.checked_mul(datatype.size()).ok_or_else(|| {
             bad(format!("input {:?}: shape {:?} of {datatype} needs more bytes than memory can address", inp.name, inp.shape))
         })?;
-        let data = match (inp.parameters.binary_data_size, inp.data) {
-            (Some(size), _) => {
+        let what = format!("input {:?}", inp.name);
+        let shm = place(&what, &inp.parameters.shm)?;
+        let data = match (shm, inp.parameters.binary_data_size, inp.data) {
+            (Some(p), _, _) => {
+                if p.size != need as u64 {
+                    return Err(bad(format!("{what}: shared_memory_byte_size {} where shape {:?} of {datatype} needs {need}", p.size, inp.shape)));
+                }
+                p.region.view(p.offset, p.size).map_err(|e| bad(format!("{what}: {e}")))?
+            }
+            (None, Some(size), _) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
                     return Err(bad(format!("input {:?}: binary_data_size {size} but only {} binary bytes remain", inp.name, binary.len())));
@@ -245,17 +396,15 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&Re
                     return Err(bad(format!("input {:?}: {size} bytes of data where shape {:?} of {datatype} needs {need}",
                         inp.name, inp.shape)));
                 }
-                let (mine, rest) = binary.split_at(size);
-                binary = rest;
-                mine.to_vec()
+                binary.split_to(size)
             }
-            (None, Some(FlatData(flat))) => {
+            (None, None, Some(FlatData(flat))) => {
                 if flat.len() != n {
                     return Err(bad(format!("input {:?}: {} elements of data where its shape {:?} holds {n}", inp.name, flat.len(), inp.shape)));
                 }
-                json_to_bytes(&inp.name, datatype, &flat)?
+                json_to_bytes(&inp.name, datatype, &flat)?.into()
             }
-            (None, None) => return Err(bad(format!("input {:?} has neither data nor binary_data_size", inp.name))),
+            (None, None, None) => return Err(bad(format!("input {:?} has neither data, binary_data_size nor shared_memory_region", inp.name))),
         };
         inputs.push(Tensor { name: inp.name, datatype, shape: inp.shape, data });
     }
@@ -263,7 +412,17 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&Re
         return Err(bad(format!("{} bytes of binary data are left over after the inputs", binary.len())));
     }
     let binary_default = req.parameters.binary_data_output.unwrap_or(false);
-    let outputs = req.outputs.map(|outs| outs.into_iter().map(|o| (o.name, o.parameters.binary_data.unwrap_or(false))).collect());
+    let outputs = match req.outputs {
+        None => None,
+        Some(outs) => Some(
+            outs.into_iter()
+                .map(|o| {
+                    let shm = place(&format!("output {:?}", o.name), &o.parameters.shm)?;
+                    Ok(WantedOutput { binary: o.parameters.binary_data.unwrap_or(false), shm, name: o.name })
+                })
+                .collect::<Result<Vec<_>, InferError>>()?,
+        ),
+    };
     Ok(Request { id: req.id, inputs, outputs, binary_default })
 }
 
@@ -370,26 +529,41 @@ pub fn tensor_to_json(t: &Tensor) -> Vec<Value> {
 
 /// Encode a response: the body, and the JSON part's length when binary outputs follow it.
 pub fn encode_response(model: &str, req: &Request, outputs: Vec<Tensor>) -> Result<(Vec<u8>, Option<usize>), InferError> {
-    let chosen: Vec<(Tensor, bool)> = match &req.outputs {
-        None => outputs.into_iter().map(|t| (t, req.binary_default)).collect(),
+    let chosen: Vec<(Tensor, bool, Option<&ShmPlace>)> = match &req.outputs {
+        None => outputs.into_iter().map(|t| (t, req.binary_default, None)).collect(),
         Some(wanted) => {
             let mut outputs = outputs;
             let mut chosen = Vec::with_capacity(wanted.len());
-            for (name, binary) in wanted {
+            for w in wanted {
+                let name = &w.name;
                 let pos = outputs.iter().position(|t| &t.name == name).ok_or_else(|| {
                     bad(format!("model {model:?} has no output {name:?} (outputs: {})",
                         outputs.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")))
                 })?;
-                chosen.push((outputs.swap_remove(pos), *binary || req.binary_default));
+                chosen.push((outputs.swap_remove(pos), w.binary || req.binary_default, w.shm.as_ref()));
             }
             chosen
         }
     };
+    // Every shared-memory output is checked before any is written.
+    for (t, _, shm) in &chosen {
+        if let Some(p) = shm {
+            if (t.data.len() as u64) > p.size {
+                return Err(bad(format!(
+                    "output {:?}: shared_memory_byte_size {} is too small for its {} bytes (shape {:?} of {})",
+                    t.name, p.size, t.data.len(), t.shape, t.datatype
+                )));
+            }
+        }
+    }
     let mut json_outputs = Vec::with_capacity(chosen.len());
     let mut tail = Vec::new();
-    for (t, binary) in &chosen {
+    for (t, binary, shm) in &chosen {
         let mut o = json!({"name": t.name, "datatype": t.datatype.name(), "shape": t.shape});
-        if *binary {
+        if let Some(p) = shm {
+            p.region.write(p.offset, &t.data).map_err(|e| bad(format!("output {:?}: {e}", t.name)))?;
+            o["parameters"] = json!({"shared_memory_region": p.region.name, "shared_memory_byte_size": t.data.len()});
+        } else if *binary {
             o["parameters"] = json!({"binary_data_size": t.data.len()});
             tail.extend_from_slice(&t.data);
         } else {
@@ -402,7 +576,7 @@ pub fn encode_response(model: &str, req: &Request, outputs: Vec<Tensor>) -> Resu
         body["id"] = json!(id);
     }
     let mut bytes = serde_json::to_vec(&body).map_err(|e| bad(format!("encode response: {e}")))?;
-    let any_binary = chosen.iter().any(|(_, b)| *b);
+    let any_binary = chosen.iter().any(|(_, b, shm)| *b && shm.is_none());
     let json_len = bytes.len();
     bytes.extend_from_slice(&tail);
     Ok((bytes, any_binary.then_some(json_len)))
@@ -411,6 +585,60 @@ pub fn encode_response(model: &str, req: &Request, outputs: Vec<Tensor>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_memory_inputs_are_read_in_place_and_must_fit_their_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let floats: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.path().join("in0"), &floats).unwrap();
+        std::fs::write(dir.path().join("out0"), [0u8; 8]).unwrap();
+        let regions = Regions::in_dir(dir.path().to_path_buf());
+        regions.register("in", "/in0", 0, 16).unwrap();
+        regions.register("out", "/out0", 0, 8).unwrap();
+        assert!(regions.register("in", "/in0", 0, 16).unwrap_err().to_string().contains("already registered"));
+        let req = |shape: &str, size: u64, offset: u64| {
+            let body = format!(r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"FP32","parameters":{{"shared_memory_region":"in","shared_memory_byte_size":{size},"shared_memory_offset":{offset}}}}}],
+                "outputs":[{{"name":"y","parameters":{{"shared_memory_region":"out","shared_memory_byte_size":8}}}}]}}"#);
+            super::decode_request(&Bytes::from(body), None, None, Some(&regions))
+        };
+        let r = req("[1,2]", 8, 8).unwrap();
+        assert_eq!(&r.inputs[0].data[..], &floats[8..16]);
+        // The output goes into its region, and the response names it instead of carrying data.
+        let y = Tensor { name: "y".into(), datatype: DataType::Fp32, shape: vec![1, 2], data: floats[..8].to_vec().into() };
+        let (body, json_len) = encode_response("m", &r, vec![y.clone()]).unwrap();
+        assert_eq!(json_len, None);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"], json!({"shared_memory_region": "out", "shared_memory_byte_size": 8}));
+        assert!(v["outputs"][0].get("data").is_none());
+        assert_eq!(std::fs::read(dir.path().join("out0")).unwrap(), floats[..8]);
+        // An output bigger than its region is a 400 and nothing is written.
+        let big = Tensor { shape: vec![1, 4], data: floats.clone().into(), ..y };
+        let e = encode_response("m", &r, vec![big]).unwrap_err();
+        assert!(matches!(&e, InferError::BadRequest(m) if m.contains("too small")), "{e}");
+        // A region smaller than the declared tensor, a size that is not the tensor's, an unknown
+        // region: each a 400 naming the problem, never a read past the region.
+        for (shape, size, offset, why) in [
+            ("[1,4]", 16, 8, "do not fit shared memory region \"in\" of 16 bytes"),
+            ("[1,2]", 8, u64::MAX, "do not fit"),
+            ("[1,2]", 12, 0, "shared_memory_byte_size 12 where shape [1, 2] of FP32 needs 8"),
+        ] {
+            let e = req(shape, size, offset).unwrap_err();
+            assert!(matches!(&e, InferError::BadRequest(m) if m.contains(why)), "{e} lacks {why:?}");
+        }
+        regions.unregister(Some("in"));
+        assert!(req("[1,2]", 8, 0).unwrap_err().to_string().contains("Unable to find system shared memory region: \"in\""));
+        assert_eq!(regions.status(None).unwrap(), json!([{"name": "out", "key": "/out0", "offset": 0, "byte_size": 8}]));
+        regions.unregister(None);
+        assert_eq!(regions.status(None).unwrap(), json!([]));
+        // Without a registry (an endpoint that serves no shared memory): a 400.
+        let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":4}}]}"#);
+        assert!(super::decode_request(&body, None, None, None).unwrap_err().to_string().contains("does not serve shared memory"));
+    }
+
+    /// The decoder on a plain byte slice, without shared memory.
+    fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&RequestLimits>) -> Result<Request, InferError> {
+        super::decode_request(&Bytes::copy_from_slice(body), header_len, limits, None)
+    }
 
     #[test]
     fn json_and_binary_inputs_decode_to_the_same_tensor() {
@@ -510,7 +738,7 @@ mod tests {
         }
         // Nesting within the limit is fine (data of shape [1] nested 100 deep).
         let body = format!(r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#, "[".repeat(100), "]".repeat(100));
-        assert_eq!(decode_request(body.as_bytes(), None, None).unwrap().inputs[0].data, 1f32.to_le_bytes());
+        assert_eq!(decode_request(body.as_bytes(), None, None).unwrap().inputs[0].data[..], 1f32.to_le_bytes());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   map ([`ServeOptions`]); `parva serve` and `parva deploy` call it.
 //! - [`worker`]: the worker side (shared by the torch worker binary and the emulated backend);
 //!   [`worker_args`]: the worker command line both spawners build and both worker binaries parse.
-//! - [`proto`]: router <-> worker frames over a Unix socket (no libtorch).
+//! - [`proto`]: router <-> worker frames over a Unix socket (no libtorch); [`shm`]: the shared
+//!   buffers batches travel in, and the regions clients register (KServe system shared memory).
 //! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
 //! - [`live`]: the node's segments changed while it serves (started, drained, rebatched), for
 //!   `parva deploy --follow`.
@@ -25,6 +26,7 @@ pub mod proto;
 pub mod route;
 pub mod router;
 pub mod serve;
+pub mod shm;
 pub mod spawn;
 pub mod supervisor;
 pub mod tensor;

@@ -224,6 +224,7 @@ fn spawn_all(t: &WorkerTemplate, planned: Vec<Planned>, metrics: &Arc<crate::met
             ready_timeout: t.ready_timeout,
             backoff: t.backoff,
             epoch,
+            slab: p.slab,
         };
         let handles = ProcessHandles { listener, spawner: t.spawner.clone(), rx, shared, metrics: metrics.clone(), stop: stop_rx };
         let task = tokio::spawn(supervisor::supervise(cfg, handles));
@@ -329,11 +330,12 @@ mod tests {
             ready_timeout,
             backoff: crate::supervisor::Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(20), reset_after: Duration::from_secs(60) },
             spawner: Arc::new(spawner),
+            transport: crate::serve::WorkerTransport::Shm,
         }
     }
 
     fn input() -> Vec<Tensor> {
-        vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![1, 1], data: vec![0; 4] }]
+        vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![1, 1], data: vec![0; 4].into() }]
     }
 
     async fn ready(node: &LiveNode) {

@@ -170,6 +170,16 @@ impl ModelMeta {
         Ok((ordered, batch.map(|b| b.0).unwrap_or(1)))
     }
 
+    /// Bytes of one row of every input (`None` when a dimension after the batch one is dynamic).
+    pub fn input_row_bytes(&self) -> Option<u64> {
+        row_bytes(&self.inputs)
+    }
+
+    /// Bytes of one row of every output (`None` when a dimension after the batch one is dynamic).
+    pub fn output_row_bytes(&self) -> Option<u64> {
+        row_bytes(&self.outputs)
+    }
+
     /// Zero outputs for a batch of `rows` (what the emulated backend returns).
     pub fn zero_outputs(&self, rows: usize) -> Vec<Tensor> {
         zeros(&self.outputs, rows)
@@ -195,16 +205,25 @@ impl ModelMeta {
         };
         let mut out = zeros(&self.inputs, rows);
         for t in &mut out {
+            let mut data = t.data.to_vec();
             match t.datatype {
-                DataType::Fp32 => t.data.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&(next() as f32).to_le_bytes())),
-                DataType::Fp64 => t.data.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&next().to_le_bytes())),
-                DataType::Fp16 => t.data.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::f16::from_f64(next()).to_le_bytes())),
-                DataType::Bf16 => t.data.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::bf16::from_f64(next()).to_le_bytes())),
+                DataType::Fp32 => data.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&(next() as f32).to_le_bytes())),
+                DataType::Fp64 => data.chunks_exact_mut(8).for_each(|c| c.copy_from_slice(&next().to_le_bytes())),
+                DataType::Fp16 => data.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::f16::from_f64(next()).to_le_bytes())),
+                DataType::Bf16 => data.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::bf16::from_f64(next()).to_le_bytes())),
                 _ => {}
             }
+            t.data = data.into();
         }
         out
     }
+}
+
+fn row_bytes(specs: &[TensorMeta]) -> Option<u64> {
+    specs.iter().try_fold(0u64, |acc, t| {
+        let row = t.shape.iter().skip(1).try_fold(t.datatype.size() as u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)))?;
+        acc.checked_add(row)
+    })
 }
 
 /// Zero tensors of `specs`' shapes with the batch dimension set to `rows`.

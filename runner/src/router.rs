@@ -549,7 +549,7 @@ mod tests {
             sh1.answer(j, Ok(JobDone { outputs, queue_s: 0.0, exec_s: 0.0, batch_rows: rows }));
             sh1
         });
-        let x = Tensor { name: "x".into(), datatype: crate::tensor::DataType::Fp32, shape: vec![1, 1], data: vec![1, 2, 3, 4] };
+        let x = Tensor { name: "x".into(), datatype: crate::tensor::DataType::Fp32, shape: vec![1, 1], data: vec![1, 2, 3, 4].into() };
         // Smooth weighted round-robin picks w0 first.
         let done = router.infer("s", vec![x.clone()]).await.expect("answered by w1");
         assert_eq!(done.outputs, vec![x]);

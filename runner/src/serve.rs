@@ -14,6 +14,7 @@ use parva_core::batching::BatchPolicy;
 use parva_core::{DeploymentMap, ProfileSet, Segment};
 use tokio::sync::mpsc;
 
+use crate::shm::SlabLayout;
 use crate::batcher::ProcShared;
 use crate::error::ServeError;
 pub use crate::live::LiveNode;
@@ -120,6 +121,20 @@ pub struct ServeOptions {
     /// Runs beside the server once it listens, with the live node (`parva deploy --follow`'s
     /// controller); stopped when the server shuts down.
     pub control: Option<Control>,
+    /// How batches reach the workers: shared memory (default) or the socket.
+    pub worker_transport: WorkerTransport,
+}
+
+/// How a batch's tensors travel between the router and a worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerTransport {
+    /// In a slab of shared memory per worker ([`crate::shm`]): written once by the router, read
+    /// in place by the worker; the socket carries offsets. Falls back to the socket for a batch
+    /// that does not fit, or when the slab cannot be made.
+    #[default]
+    Shm,
+    /// Every byte through the worker's Unix socket.
+    Socket,
 }
 
 /// A task run beside the server with its [`LiveNode`] (see [`ServeOptions::control`]).
@@ -155,6 +170,7 @@ impl ServeOptions {
             events: None,
             http: crate::http::HttpLimits::default(),
             control: None,
+            worker_transport: WorkerTransport::Shm,
         }
     }
 }
@@ -208,6 +224,8 @@ pub(crate) struct Planned {
     pub(crate) exec_profile: Vec<f64>,
     pub(crate) weight: f64,
     pub(crate) limits: QueueLimits,
+    /// The shared buffers of the process (`None`: batches go over the socket).
+    pub(crate) slab: Option<SlabLayout>,
 }
 
 fn segment_profile(seg: &Segment, prof: Option<&ProfileSet>, backend: BackendKind) -> Result<(Vec<f64>, Option<f64>), ServeError> {
@@ -268,6 +286,7 @@ pub(crate) struct WorkerTemplate {
     pub(crate) ready_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) spawner: Arc<dyn Spawner>,
+    pub(crate) transport: WorkerTransport,
 }
 
 impl WorkerTemplate {
@@ -292,6 +311,7 @@ impl WorkerTemplate {
             ready_timeout: opts.ready_timeout,
             backoff: opts.backoff,
             spawner: opts.spawner.clone(),
+            transport: opts.worker_transport,
         })
     }
 
@@ -301,6 +321,13 @@ impl WorkerTemplate {
         let (exec_profile, per_proc) = segment_profile(seg, self.prof.as_ref(), self.backend)?;
         let weight = seg.throughput.map(|t| t / seg.num_proc as f64).or(per_proc).filter(|w| *w > 0.0).unwrap_or(1.0);
         let meta_file = meta::meta_path(&self.models_dir, &seg.model);
+        // Slots sized for the segment's batch; a request bigger than that goes over the socket.
+        let slab = match self.transport {
+            WorkerTransport::Socket => None,
+            WorkerTransport::Shm => ModelMeta::read(&meta_file).ok().and_then(|m| {
+                SlabLayout::for_batches(seg.batch_size as usize, m.input_row_bytes()?, m.output_row_bytes()?)
+            }),
+        };
         let mut out = Vec::new();
         for _ in 0..seg.num_proc {
             let name = format!("w{next}");
@@ -337,6 +364,7 @@ impl WorkerTemplate {
                 exec_profile: exec_profile.clone(),
                 weight,
                 limits: QueueLimits::new(self.queue_batches, seg.batch_size as usize, self.queue_bytes),
+                slab,
             });
         }
         Ok(out)

@@ -22,6 +22,7 @@ use crate::batcher::{self, BatcherCtx, BatcherExit, Conn, ExecEstimate, Job, Pro
 use crate::error::InferError;
 use crate::metrics::Metrics;
 use crate::proto::{self, Msg};
+use crate::shm::{SHM_DIR, Slab, SlabLayout};
 use crate::spawn::{Spawner, WorkerChild, WorkerSpec};
 
 /// Restart delays: `initial`, doubled after each failure up to `max`; back to `initial` once a
@@ -50,6 +51,8 @@ pub struct ProcessConfig {
     pub ready_timeout: Duration,
     pub backoff: Backoff,
     pub epoch: Instant,
+    /// The worker's shared buffers, made anew for each process it starts (`None`: the socket).
+    pub slab: Option<SlabLayout>,
 }
 
 /// Handles for one supervised process.
@@ -190,9 +193,9 @@ async fn start(cfg: &ProcessConfig, h: &mut ProcessHandles) -> Result<(Box<dyn W
         }
     };
     let (r, w) = stream.into_split();
-    let mut conn = Conn { reader: BufReader::with_capacity(1 << 16, r), writer: w };
+    let mut conn = Conn { reader: BufReader::with_capacity(1 << 16, r), writer: w, slab: None };
     loop {
-        let frame = match step(&mut child, &mut h.stop, deadline, proto::read_frame_async(&mut conn.reader)).await {
+        let frame = match step(&mut child, &mut h.stop, deadline, proto::read_frame_async(&mut conn.reader, None)).await {
             Step::Got(Ok(f)) => f,
             Step::Got(Err(e)) => return Err(fail(&mut child, format!("before ready: {e}; see {log}"))),
             Step::Exited(why) => return Err(StartError::Failed(format!("exited before ready ({why}); see {log}"))),
@@ -208,11 +211,49 @@ async fn start(cfg: &ProcessConfig, h: &mut ProcessHandles) -> Result<(Box<dyn W
             }
             Msg::Ready { load_ms } => {
                 tracing::info!(service = %cfg.service, worker = %cfg.spec.name, load_ms, "worker ready");
+                if let Some(layout) = cfg.slab {
+                    match step(&mut child, &mut h.stop, deadline, give_slab(cfg, layout, &mut conn)).await {
+                        Step::Got(Ok(slab)) => conn.slab = slab,
+                        Step::Got(Err(e)) => return Err(fail(&mut child, format!("sharing buffers: {e}; see {log}"))),
+                        Step::Exited(why) => return Err(StartError::Failed(format!("exited while mapping its buffers ({why}); see {log}"))),
+                        Step::TimedOut => return Err(fail(&mut child, format!("did not map its buffers within {:?}; see {log}", cfg.ready_timeout))),
+                        Step::Stop => {
+                            child.kill();
+                            return Err(StartError::Stop);
+                        }
+                    }
+                }
                 return Ok((child, conn));
             }
             Msg::Fatal { message } => return Err(fail(&mut child, format!("could not load the model: {message}"))),
             other => return Err(fail(&mut child, format!("unexpected message before ready: {other:?}"))),
         }
+    }
+}
+
+/// Make the worker's slab, have the worker map it and unlink its file. `Ok(None)` when the slab
+/// cannot be made or mapped (the batches then go over the socket; logged); `Err` when the worker
+/// broke the protocol.
+async fn give_slab(cfg: &ProcessConfig, layout: SlabLayout, conn: &mut Conn) -> Result<Option<Arc<Slab>>, proto::ProtoError> {
+    let dir = if std::path::Path::new(SHM_DIR).is_dir() { std::path::PathBuf::from(SHM_DIR) } else { std::env::temp_dir() };
+    let mut slab = match Slab::create(&dir, &format!("{}-{}", cfg.service, cfg.spec.name), layout) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(worker = %cfg.spec.name, error = %e, "no shared buffers for this worker; its batches go over the socket");
+            return Ok(None);
+        }
+    };
+    let path = slab.path().map(|p| p.display().to_string()).unwrap_or_default();
+    proto::write_frame_async(&mut conn.writer, &Msg::Slab { path, bytes: slab.map.len() }, &[]).await?;
+    let answer = proto::read_frame_async(&mut conn.reader, None).await?;
+    slab.unlink();
+    match answer.msg {
+        Msg::SlabMapped { error: None } => Ok(Some(Arc::new(slab))),
+        Msg::SlabMapped { error: Some(e) } => {
+            tracing::warn!(worker = %cfg.spec.name, error = %e, "the worker could not map its shared buffers; its batches go over the socket");
+            Ok(None)
+        }
+        other => Err(proto::ProtoError::BadHeader(format!("expected SlabMapped, got {other:?}"))),
     }
 }
 
@@ -281,6 +322,7 @@ mod tests {
             ready_timeout: Duration::from_secs(5),
             backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40), reset_after: Duration::from_secs(60) },
             epoch: Instant::now(),
+            slab: None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop) = watch::channel(false);
@@ -292,7 +334,7 @@ mod tests {
         let route = ProcRoute { tx, shared: shared.clone(), worker: "w0".into(), weight: 1.0, policy: BatchPolicy::new(2, 1000.0), limits };
         let services = [("s".to_string(), ServiceRoute::new("s".into(), meta, vec![route]))].into_iter().collect();
         let router = Router { services, metrics: metrics.clone() };
-        let input = || vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 1], data: vec![0; 8] }];
+        let input = || vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 1], data: vec![0; 8].into() }];
 
         wait_ready(&shared, true).await;
         assert_eq!(spawner.spawn_count(), 3, "two failed starts, then one that worked");

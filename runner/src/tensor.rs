@@ -2,6 +2,7 @@
 //! elements as little-endian bytes in row-major order. Batching concatenates tensors along their
 //! first (batch) dimension and splits outputs back by rows.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The fixed-size datatypes of the KServe v2 protocol (`BYTES` is not supported).
@@ -80,13 +81,15 @@ impl std::fmt::Display for DataType {
     }
 }
 
-/// A named tensor with its elements as little-endian bytes.
+/// A named tensor with its elements as little-endian bytes. The bytes are a [`Bytes`]: a slice
+/// of a request body, of a registered shared-memory region or of a worker's shared buffers is
+/// carried without a copy, and cloning a tensor copies no data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     pub name: String,
     pub datatype: DataType,
     pub shape: Vec<i64>,
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 /// Number of elements of a (fully known) shape; `None` when a dimension is negative or the
@@ -99,7 +102,7 @@ impl Tensor {
     /// A tensor of zeros (all-zero bytes are 0, 0.0 and false in every datatype).
     pub fn zeros(name: &str, datatype: DataType, shape: Vec<i64>) -> Tensor {
         let n = element_count(&shape).unwrap_or(0);
-        Tensor { name: name.to_string(), datatype, data: vec![0; n * datatype.size()], shape }
+        Tensor { name: name.to_string(), datatype, data: Bytes::from(vec![0; n * datatype.size()]), shape }
     }
 
     /// Rows along the first dimension (1 for a scalar).
@@ -129,10 +132,11 @@ impl Tensor {
         if let Some(d) = shape.first_mut() {
             *d = rows;
         }
-        Some(Tensor { name: first.name, datatype: first.datatype, shape, data })
+        Some(Tensor { name: first.name, datatype: first.datatype, shape, data: data.into() })
     }
 
-    /// Split along the first dimension into pieces of `counts` rows (which must sum to the rows).
+    /// Split along the first dimension into pieces of `counts` rows (which must sum to the rows),
+    /// each a view of this tensor's bytes.
     pub fn split_rows(&self, counts: &[usize]) -> Option<Vec<Tensor>> {
         let rows = self.rows();
         if counts.iter().sum::<usize>() != rows || rows == 0 {
@@ -144,7 +148,8 @@ impl Tensor {
         for &c in counts {
             let mut shape = self.shape.clone();
             shape[0] = c as i64;
-            let data = self.data[at..at + c * row_bytes].to_vec();
+            // A slice of the same buffer, not a copy.
+            let data = self.data.slice(at..at + c * row_bytes);
             at += c * row_bytes;
             out.push(Tensor { name: self.name.clone(), datatype: self.datatype, shape, data });
         }
@@ -158,8 +163,8 @@ mod tests {
 
     #[test]
     fn concat_then_split_gives_back_the_parts() {
-        let a = Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![1, 2], data: vec![1; 8] };
-        let b = Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 2], data: vec![2; 16] };
+        let a = Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![1, 2], data: vec![1; 8].into() };
+        let b = Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 2], data: vec![2; 16].into() };
         let c = Tensor::concat_rows(vec![a.clone(), b.clone()]).unwrap();
         assert_eq!(c.shape, vec![3, 2]);
         assert!(c.is_consistent());

@@ -2,15 +2,18 @@
 //!
 //! [`run_worker`] is the loop every backend shares (the torch worker binary and the emulated one):
 //! connect, `Hello`, load + warm up, `Ready`, then execute `Batch` frames one at a time. An
-//! [`Executor`] runs one batch; [`EmulatedExecutor`] sleeps for the profiled latency and returns
+//! Inputs that came in the worker's slab are read in place (each input tensor is a view of it),
+//! and outputs go back through it when they fit. An [`Executor`] runs one batch; [`EmulatedExecutor`] sleeps for the profiled latency and returns
 //! zero outputs of the model's shape. [`bench_round`] answers the profiler's `Bench` frames.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::meta::ModelMeta;
 use crate::proto::{self, Msg, ProtoError};
+use crate::shm::Mapping;
 use crate::tensor::Tensor;
 
 /// Runs batches of one model.
@@ -101,11 +104,21 @@ pub fn serve_stream<E: Executor>(
     };
     proto::write_frame(&mut writer, &Msg::Ready { load_ms: started.elapsed().as_secs_f64() * 1e3 }, &[])?;
     tracing::info!(model = %meta.name, backend = %identity.backend, "worker ready");
-    // Frames are read on their own thread, so the next batch arrives while this one runs.
+    // Frames are read on their own thread, so the next batch arrives while this one runs. That
+    // thread also maps the slab when the router sends one: batches after it may point into it.
     let (tx, frames) = std::sync::mpsc::sync_channel::<Result<proto::Frame, ProtoError>>(1);
+    let (slab_tx, slab_rx) = std::sync::mpsc::sync_channel::<Result<Arc<Mapping>, String>>(1);
     std::thread::spawn(move || {
+        let mut slab: Option<Arc<Mapping>> = None;
         loop {
-            let f = proto::read_frame(&mut reader);
+            let f = proto::read_frame(&mut reader, slab.as_ref());
+            if let Ok(proto::Frame { msg: Msg::Slab { path, bytes }, .. }) = &f {
+                let mapped = crate::shm::open_slab(Path::new(path), *bytes).map_err(|e| e.to_string());
+                slab = mapped.as_ref().ok().cloned();
+                if slab_tx.send(mapped).is_err() {
+                    break;
+                }
+            }
             let end = f.is_err();
             if tx.send(f).is_err() || end {
                 break;
@@ -114,6 +127,7 @@ pub fn serve_stream<E: Executor>(
     });
     let faults = InjectedFaults::from_env();
     let mut bench_inputs: Option<(usize, Vec<Tensor>)> = None;
+    let mut slab: Option<Arc<Mapping>> = None;
     loop {
         let frame = match frames.recv() {
             Ok(Ok(f)) => f,
@@ -121,13 +135,36 @@ pub fn serve_stream<E: Executor>(
             Ok(Err(e)) => return Err(e.into()),
         };
         match frame.msg {
-            Msg::Batch { id, .. } => {
+            Msg::Slab { path, .. } => {
+                let mapped = slab_rx.recv().unwrap_or_else(|_| Err("the reader thread ended".into()));
+                let error = mapped.as_ref().err().map(|e| format!("mapping {path}: {e}"));
+                if let Some(e) = &error {
+                    tracing::warn!(error = %e, "no shared buffers; batches come over the socket");
+                }
+                slab = mapped.ok();
+                proto::write_frame(&mut writer, &Msg::SlabMapped { error }, &[])?;
+            }
+            Msg::Batch { id, out, .. } => {
                 let t0 = Instant::now();
                 match exec.execute(frame.tensors) {
                     Ok(outputs) => {
                         let exec_us = t0.elapsed().as_micros() as u64;
-                        let msg = Msg::Done { id, exec_us, tensors: proto::headers_of(&outputs) };
-                        proto::write_frame(&mut writer, &msg, &outputs)?;
+                        let mut tensors = proto::headers_of(&outputs);
+                        let inline = match (&slab, out) {
+                            (Some(map), Some(area)) if outputs.iter().map(|t| t.data.len() as u64).sum::<u64>() <= area.bytes => {
+                                // The outputs fit the batch's output area: written there, only
+                                // their headers go over the socket.
+                                let mut at = area.at;
+                                for (h, t) in tensors.iter_mut().zip(&outputs) {
+                                    map.write(at, &t.data).map_err(|e| WorkerError::Proto(ProtoError::BadHeader(e.to_string())))?;
+                                    h.at = Some(at);
+                                    at += t.data.len() as u64;
+                                }
+                                Vec::new()
+                            }
+                            _ => outputs,
+                        };
+                        proto::write_frame(&mut writer, &Msg::Done { id, exec_us, tensors }, &inline)?;
                     }
                     Err(message) => proto::write_frame(&mut writer, &Msg::Failed { id, message }, &[])?,
                 }

@@ -70,8 +70,20 @@ pub struct ServingFlags {
     /// 64 KiB). Over it: 400 (rows) or 413 (body).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_request_rows: u64,
+    /// How batches reach the worker processes: `shm`, a slab of shared memory per worker that the
+    /// router writes each request's tensors into once and the worker reads in place (the socket
+    /// carries offsets; a batch bigger than the segment's batch size still goes over the socket);
+    /// `socket`: every byte over the worker's Unix socket.
+    #[arg(long, value_enum, default_value_t = TransportArg::Shm)]
+    worker_transport: TransportArg,
     #[command(flatten)]
     http: HttpFlags,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Shm,
+    Socket,
 }
 
 /// Limits of an HTTP edge: `parva serve`, `parva segment` and `parva route`.
@@ -151,6 +163,10 @@ impl ServingFlags {
         opts.queue_batches = usize::try_from(self.max_queue_batches).unwrap_or(usize::MAX);
         opts.queue_bytes = usize::try_from(self.max_queue_mib << 20).unwrap_or(usize::MAX);
         opts.threads_per_worker = self.threads;
+        opts.worker_transport = match self.worker_transport {
+            TransportArg::Shm => parva_runner::serve::WorkerTransport::Shm,
+            TransportArg::Socket => parva_runner::serve::WorkerTransport::Socket,
+        };
         opts.http.max_request_rows = usize::try_from(self.max_request_rows).unwrap_or(usize::MAX);
         self.http.apply(&mut opts.http);
         let default_run_dir = self.run_dir.is_none().then(|| opts.run_dir.clone());

@@ -88,7 +88,8 @@ pub struct VerifyArgs {
     /// How long to wait for every service to be ready before the load starts.
     #[arg(long, default_value = "30s", value_parser = parse_seconds)]
     wait_ready: f64,
-    /// Request encoding: binary tensor data (as tritonclient and perf_analyzer send) or JSON.
+    /// Request encoding: binary tensor data (as tritonclient and perf_analyzer send), JSON, or
+    /// system shared memory (`shm`: the server must run on this machine; no tensor bytes on the wire).
     #[arg(long, value_enum, default_value_t = WireArg::Binary)]
     wire: WireArg,
     /// Print the report as JSON on stdout (no table, no progress bar).
@@ -100,6 +101,9 @@ pub struct VerifyArgs {
 enum WireArg {
     Binary,
     Json,
+    /// System shared memory (KServe/Triton extension): for a server on this machine; the load
+    /// generator then moves no tensor bytes.
+    Shm,
 }
 
 /// The plan and profiles for the simulator's prediction.
@@ -206,6 +210,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         wire: match args.wire {
             WireArg::Binary => Wire::Binary,
             WireArg::Json => Wire::Json,
+            WireArg::Shm => Wire::Shm,
         },
     };
     spec.check()?;

@@ -120,6 +120,12 @@ fn emulated_readiness_worker_crash_restart_and_graceful_shutdown() {
     // Two full batches go one to each process; killing w0 fails its in-flight request with a 5xx.
     let old = s.pid_of("w0");
     assert!(old > 0 && alive(old));
+    // Issue 21: each worker maps its own slab of shared buffers, and so does the router; the
+    // files are already unlinked (the memory lives only in the mappings).
+    let router = s.child.id();
+    assert_eq!(slabs_mapped(old, router).len(), 1, "w0 maps its slab");
+    assert_eq!(slabs_mapped(router, router).len(), 2, "the router maps one slab per worker");
+    assert!(slab_files(router).is_empty(), "slab files left in /dev/shm: {:?}", slab_files(router));
     let addr = s.addr;
     let received = |s: &crate::serve_support::Server| metric(&s.metrics(), "parva_requests_total", &[("service", "svc")]);
     let before = received(&s);
@@ -140,6 +146,12 @@ fn emulated_readiness_worker_crash_restart_and_graceful_shutdown() {
     s.wait_200("/v2/health/ready", Duration::from_secs(60));
     let new = s.pid_of("w0");
     assert!(new != old && alive(new), "w0 was not restarted (pid {old} -> {new})");
+    // The dead worker's slab is reclaimed: the router maps two (w1's and the new w0's), the new
+    // w0 maps a fresh one, and no file is left.
+    let now = slabs_mapped(router, router);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(slabs_mapped(new, router).len(), 1);
+    assert!(slab_files(router).is_empty(), "{:?}", slab_files(router));
     let m = s.metrics();
     assert_eq!(metric(&m, "parva_worker_restarts_total", &[("service", "svc")]), 1.0, "{m}");
     assert_eq!(metric(&m, "parva_request_errors_total", &[("service", "svc"), ("code", "502")]), 1.0);
@@ -155,6 +167,23 @@ fn emulated_readiness_worker_crash_restart_and_graceful_shutdown() {
     assert_eq!(pending.join().unwrap(), 200);
     assert!(pids.iter().all(|p| !alive(*p)), "workers left running: {pids:?}");
     assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting connections after shutdown");
+}
+
+/// The slabs of router `router` that process `pid` maps (lines of its `/proc/PID/maps`).
+fn slabs_mapped(pid: u32, router: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let tag = format!("/dev/shm/parva-{router}-");
+    let mut names: Vec<String> = maps.lines().filter_map(|l| l.find(&tag).map(|i| l[i..].to_string())).collect();
+    names.dedup();
+    names
+}
+
+/// Slab files of router `router` still in /dev/shm.
+fn slab_files(router: u32) -> Vec<String> {
+    let prefix = format!("parva-{router}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with(&prefix)).collect())
+        .unwrap_or_default()
 }
 
 /// Poll `cond` every 20 ms until it holds; fail after a minute (a generous bound: the condition

@@ -360,6 +360,54 @@ fn tritonclient_speaks_to_parva_serve() {
     }
 }
 
+/// Issue 21: tritonclient's system shared-memory flow (Triton's `simple_http_shm_client.py`
+/// steps, plus refusals) against `parva serve`: inputs read from a registered region, outputs
+/// written to one, bounds and sizes checked, regions listed and unregistered.
+#[test]
+fn tritonclient_shared_memory_flow_works_against_parva_serve() {
+    let Some(python) = tritonclient_python() else { return };
+    let s = serve_fixture();
+    let o = Command::new(&python)
+        .arg(repo().join("scripts/verify/tritonclient_shm_check.py"))
+        .arg(s.addr.to_string())
+        .args(["roomy", "tight"])
+        .output()
+        .expect("run the tritonclient shared-memory check");
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{text}");
+    for want in [
+        "roomy: output scores read from shared memory equals the HTTP answer ([1, 10], float32)",
+        "tight: an input larger than its region raises",
+        "tight: an output region too small raises",
+        "unregistering all leaves none",
+        "tritonclient shared-memory check passed",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}
+
+/// Issue 21: `verify --wire shm` loads the server through system shared memory: it passes at the
+/// plan's rates like the binary wire, and leaves no region registered and no object behind.
+#[test]
+fn verify_over_shared_memory_passes_and_cleans_up() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (code, report, o) = verify(&s, &out, &["--map", &fx("plan.csv"), "--duration", "3s", "--warmup", "0.5s", "--wire", "shm"]);
+    assert_eq!(code, Some(0), "{}\n{}", stderr(&o), summary(&report));
+    assert_eq!(report["settings"]["wire"], "shm");
+    for svc in ["roomy", "tight", "wide"] {
+        assert_eq!(service(&report, svc)["failed"], 0, "{}", summary(&report));
+    }
+    let (code, status) = crate::serve_support::get(s.addr, "/v2/systemsharedmemory/status");
+    assert_eq!((code, String::from_utf8_lossy(&status).to_string()), (200, "[]".to_string()));
+    // (Only this test makes verify's objects.)
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("parva-verify-")).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// Issue 16: `verify --map MAP --node N` verifies one node of a multi-node map at that node's share
 /// of each service's rate (its planned capacity over the service's), not the whole rate, and only
 /// the services it serves; the prediction simulates that node alone.

@@ -8,7 +8,11 @@
 //! Requests carry one row (batch dimension 1) of zeros per input. With [`Wire::Binary`] (the
 //! default, as `tritonclient` and `perf_analyzer` send) the inputs go as raw bytes after a JSON
 //! header (`Inference-Header-Content-Length`) and the outputs are asked back as binary; with
-//! [`Wire::Json`] everything is JSON.
+//! [`Wire::Json`] everything is JSON. With [`Wire::Shm`] (KServe/Triton system shared memory, for
+//! a server on this machine) the row of zeros is written once to a shared-memory object that
+//! every request of the service names, and the outputs are asked into a second one, so the
+//! HTTP bodies are a few hundred bytes of JSON whatever the tensors' size: the generator moves no
+//! tensor bytes. All requests of a service share one output region (verify never reads it).
 
 use std::time::Duration;
 
@@ -33,6 +37,8 @@ pub enum Wire {
     Binary,
     /// Plain JSON tensors.
     Json,
+    /// Inputs and outputs in system shared memory registered with the server (same machine).
+    Shm,
 }
 
 /// An `http://host:port[/prefix]` endpoint.
@@ -101,6 +107,27 @@ pub struct InputMeta {
 #[derive(Debug, serde::Deserialize)]
 struct ModelMetadata {
     inputs: Vec<InputMeta>,
+    #[serde(default)]
+    outputs: Vec<InputMeta>,
+}
+
+/// Where POSIX shared-memory objects live on Linux.
+const SHM_DIR: &str = "/dev/shm";
+
+/// The shared-memory objects of one service's requests ([`Wire::Shm`]): registered with the
+/// server under `regions`; their files are removed when this is dropped.
+#[derive(Debug)]
+pub struct ShmObjects {
+    /// (region name, file) per object.
+    pub regions: Vec<(String, std::path::PathBuf)>,
+}
+
+impl Drop for ShmObjects {
+    fn drop(&mut self) {
+        for (_, path) in &self.regions {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A ready-to-send inference request of one service: the body is built once and shared by every
@@ -114,6 +141,8 @@ pub struct PreparedRequest {
     pub json_len: Option<usize>,
     /// The input shapes sent (batch dimension 1), for the report.
     pub shapes: Vec<(String, String, Vec<i64>)>,
+    /// [`Wire::Shm`]: the shared-memory objects the body names.
+    pub shm: Option<std::sync::Arc<ShmObjects>>,
 }
 
 /// How one request ended.
@@ -199,7 +228,48 @@ impl Client {
         let meta: ModelMetadata = serde_json::from_slice(&body).map_err(|e| meta_err(format!("not KServe v2 model metadata ({e})")))?;
         let infer = self.endpoint.model_url(service, "/infer");
         let uri: Uri = infer.parse().map_err(|e| meta_err(format!("bad URL {infer}: {e}")))?;
-        build_request(service, uri, &meta.inputs, wire).map_err(meta_err)
+        if wire != Wire::Shm {
+            return build_request(service, uri, &meta.inputs, wire).map_err(meta_err);
+        }
+        let (req, files) = build_shm_request(service, uri, &meta.inputs, &meta.outputs, std::path::Path::new(SHM_DIR)).map_err(meta_err)?;
+        for (name, path, bytes) in &files {
+            let key = format!("/{}", path.file_name().and_then(|n| n.to_str()).unwrap_or_default());
+            let body = json!({"key": key, "offset": 0, "byte_size": bytes});
+            let url = self.endpoint.url(&format!("/v2/systemsharedmemory/region/{name}/register"));
+            let (status, answer) = self.post_json(&url, &body).await.map_err(|why| VerifyError::Unreachable { url: url.clone(), why })?;
+            if status != StatusCode::OK {
+                return Err(VerifyError::Service {
+                    service: service.to_string(),
+                    url,
+                    problem: format!(
+                        "registering shared memory {key} failed (HTTP {}: {}); --wire shm needs the server on this machine, serving the system shared-memory extension",
+                        status.as_u16(),
+                        snippet(&answer)
+                    ),
+                });
+            }
+        }
+        Ok(req)
+    }
+
+    /// Unregister a service's shared-memory regions (the files go when the request is dropped).
+    pub async fn release(&self, req: &PreparedRequest) {
+        for (name, _) in req.shm.iter().flat_map(|s| s.regions.iter()) {
+            let url = self.endpoint.url(&format!("/v2/systemsharedmemory/region/{name}/unregister"));
+            if let Err(why) = self.post_json(&url, &json!({})).await {
+                tracing::warn!(region = %name, %why, "could not unregister a shared-memory region");
+            }
+        }
+    }
+
+    async fn post_json(&self, url: &str, body: &Value) -> Result<(StatusCode, Bytes), String> {
+        let uri: Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let req = Request::post(uri).header(header::CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(bytes))).map_err(|e| e.to_string())?;
+        let resp = self.http.request(req).await.map_err(|e| describe(&e))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, body))
     }
 
     /// Send one prepared request and read the whole answer.
@@ -308,7 +378,8 @@ pub fn build_request(service: &str, url: Uri, inputs: &[InputMeta], wire: Wire) 
         };
         let mut j = json!({"name": inp.name, "shape": shape, "datatype": inp.datatype});
         match wire {
-            Wire::Binary => {
+            // (Shared-memory requests are built by `build_shm_request`; here they fall back to binary.)
+            Wire::Binary | Wire::Shm => {
                 j["parameters"] = json!({"binary_data_size": bytes.len()});
                 tail.extend_from_slice(&bytes);
             }
@@ -318,14 +389,76 @@ pub fn build_request(service: &str, url: Uri, inputs: &[InputMeta], wire: Wire) 
         shapes.push((inp.name.clone(), inp.datatype.clone(), shape));
     }
     let mut body = json!({"inputs": json_inputs});
-    if wire == Wire::Binary {
+    if wire != Wire::Json {
         body["parameters"] = json!({"binary_data_output": true});
     }
     let mut bytes = serde_json::to_vec(&body).map_err(|e| format!("encode request: {e}"))?;
     let json_len = bytes.len();
-    let binary = wire == Wire::Binary;
+    let binary = wire != Wire::Json;
     bytes.extend_from_slice(&tail);
-    Ok(PreparedRequest { service: service.to_string(), url, body: Bytes::from(bytes), json_len: binary.then_some(json_len), shapes })
+    Ok(PreparedRequest { service: service.to_string(), url, body: Bytes::from(bytes), json_len: binary.then_some(json_len), shapes, shm: None })
+}
+
+/// One row's shape of a metadata shape: the batch dimension (and, with a warning, any other
+/// dynamic one) becomes 1.
+fn one_row(service: &str, t: &InputMeta) -> Result<(Vec<i64>, usize), String> {
+    let mut shape = t.shape.clone();
+    for (i, d) in shape.iter_mut().enumerate() {
+        if *d == -1 {
+            if i > 0 {
+                tracing::warn!(service, tensor = %t.name, dim = i, "dynamic dimension sent as 1");
+            }
+            *d = 1;
+        } else if *d < 0 {
+            return Err(format!("tensor {:?} has shape {:?}: dimension {d} is neither -1 nor a size", t.name, t.shape));
+        }
+    }
+    let size = element_size(&t.datatype).ok_or_else(|| format!("tensor {:?}: datatype {:?} cannot go through shared memory here", t.name, t.datatype))?;
+    let n = shape.iter().try_fold(size, |acc, d| acc.checked_mul(*d as usize)).filter(|n| *n <= 1 << 30).ok_or_else(|| {
+        format!("tensor {:?} has shape {:?}: over 1 GiB in one row", t.name, t.shape)
+    })?;
+    Ok((shape, n))
+}
+
+/// The [`Wire::Shm`] request of `service`: one row of zeros per input in a shared-memory object
+/// in `dir`, the outputs asked into a second one. Returns the request and, per object, its
+/// region name, file and size, for registering.
+pub fn build_shm_request(service: &str, url: Uri, inputs: &[InputMeta], outputs: &[InputMeta], dir: &std::path::Path) -> Result<(PreparedRequest, Vec<(String, std::path::PathBuf, usize)>), String> {
+    if inputs.is_empty() {
+        return Err("lists no inputs".into());
+    }
+    if outputs.is_empty() {
+        return Err("lists no outputs, so --wire shm cannot size its output region".into());
+    }
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tag = format!("parva-verify-{}-{}", std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let (in_name, out_name) = (format!("{tag}-in"), format!("{tag}-out"));
+    let (mut json_inputs, mut shapes, mut in_bytes) = (Vec::new(), Vec::new(), 0usize);
+    for inp in inputs {
+        let (shape, n) = one_row(service, inp)?;
+        json_inputs.push(json!({"name": inp.name, "shape": shape, "datatype": inp.datatype,
+            "parameters": {"shared_memory_region": in_name, "shared_memory_byte_size": n, "shared_memory_offset": in_bytes}}));
+        shapes.push((inp.name.clone(), inp.datatype.clone(), shape));
+        in_bytes += n;
+    }
+    let (mut json_outputs, mut out_bytes) = (Vec::new(), 0usize);
+    for out in outputs {
+        let (_, n) = one_row(service, out)?;
+        json_outputs.push(json!({"name": out.name,
+            "parameters": {"shared_memory_region": out_name, "shared_memory_byte_size": n, "shared_memory_offset": out_bytes}}));
+        out_bytes += n;
+    }
+    let objects = ShmObjects { regions: vec![(in_name, dir.join(format!("{tag}-in"))), (out_name, dir.join(format!("{tag}-out")))] };
+    let create = |path: &std::path::Path, len: usize| std::fs::write(path, vec![0u8; len]).map_err(|e| format!("creating shared memory {}: {e}", path.display()));
+    create(&objects.regions[0].1, in_bytes)?;
+    create(&objects.regions[1].1, out_bytes)?;
+    let files = vec![
+        (objects.regions[0].0.clone(), objects.regions[0].1.clone(), in_bytes),
+        (objects.regions[1].0.clone(), objects.regions[1].1.clone(), out_bytes),
+    ];
+    let body = serde_json::to_vec(&json!({"inputs": json_inputs, "outputs": json_outputs})).map_err(|e| format!("encode request: {e}"))?;
+    let req = PreparedRequest { service: service.to_string(), url, body: Bytes::from(body), json_len: None, shapes, shm: Some(std::sync::Arc::new(objects)) };
+    Ok((req, files))
 }
 
 #[cfg(test)]

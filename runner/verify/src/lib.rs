@@ -156,9 +156,18 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
     for s in &spec.services {
         client.wait_ready(&s.name, spec.wait_ready).await?;
     }
-    let mut targets = Vec::with_capacity(spec.services.len());
+    let mut targets: Vec<ServiceLoad> = Vec::with_capacity(spec.services.len());
     for (i, s) in spec.services.iter().enumerate() {
-        let request = client.prepare(&s.name, spec.wire).await?;
+        let request = match client.prepare(&s.name, spec.wire).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Shared memory registered for the services before this one is given back.
+                for t in &targets {
+                    client.release(&t.request).await;
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(service = %s.name, inputs = ?request.shapes, bytes = request.body.len(), "request prepared");
         let arrivals = match &spec.trace {
             Some((_, times)) => Arrivals::Trace(times.get(&s.name).cloned().unwrap_or_default()),
@@ -175,6 +184,9 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
     };
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let stats = generator::run(&client, &targets, &config, live).await;
+    for t in &targets {
+        client.release(&t.request).await;
+    }
     let settings = RunSettings {
         endpoint: spec.endpoint.to_string(),
         started_at: report::utc_timestamp(started),

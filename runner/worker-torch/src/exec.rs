@@ -68,7 +68,7 @@ fn from_torch(t: &tch::Tensor, name: &str, dt: DataType) -> Result<Tensor, Strin
     let numel = t.numel();
     let mut data = vec![0u8; numel * dt.size()];
     t.f_copy_data_u8(&mut data, numel).map_err(|e| format!("output {name:?}: {e}"))?;
-    Ok(Tensor { name: name.to_string(), datatype: dt, shape: t.size(), data })
+    Ok(Tensor { name: name.to_string(), datatype: dt, shape: t.size(), data: data.into() })
 }
 
 impl TorchExecutor {
@@ -131,10 +131,10 @@ mod tests {
         let (pt, meta) = fixture("two_io");
         let mut ex = TorchExecutor::load(&pt, tch::Device::Cpu, meta).unwrap();
         let ids = Tensor { name: "ids".into(), datatype: DataType::Int64, shape: vec![1, 3], data: [1i64, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect() };
-        let scale = Tensor { name: "scale".into(), datatype: DataType::Fp32, shape: vec![1, 1], data: 2f32.to_le_bytes().to_vec() };
+        let scale = Tensor { name: "scale".into(), datatype: DataType::Fp32, shape: vec![1, 1], data: 2f32.to_le_bytes().to_vec().into() };
         let out = ex.execute(vec![ids, scale]).unwrap();
         assert_eq!((out[0].name.as_str(), out[0].datatype), ("scaled", DataType::Fp32));
         assert_eq!(out[0].data, 12f32.to_le_bytes().to_vec());
-        assert_eq!((out[1].name.as_str(), out[1].data.clone()), ("total", 6i64.to_le_bytes().to_vec()));
+        assert_eq!((out[1].name.as_str(), out[1].data.to_vec()), ("total", 6i64.to_le_bytes().to_vec()));
     }
 }
