@@ -251,3 +251,60 @@ pub fn note_best_effort_rows(map: &parva_core::DeploymentMap, placed_by_follow: 
         );
     }
 }
+
+/// Which wire's row of `data_path.csv` plan and simulate charge (`--data-path-wire`).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataPathWire {
+    Binary,
+    Json,
+    Shm,
+}
+
+impl DataPathWire {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPathWire::Binary => "binary",
+            DataPathWire::Json => "json",
+            DataPathWire::Shm => "shm",
+        }
+    }
+}
+
+/// Each service's data-path cost in seconds, from the `data_path.csv` beside the profile tables in
+/// `prof_data` and the model metadata in `models` (bytes of one row of inputs and outputs): empty
+/// without the table; with the table but no `--models`, empty and said on stderr.
+pub fn data_path_costs<'a>(
+    prof_data: &std::path::Path,
+    models: Option<&std::path::Path>,
+    wire: DataPathWire,
+    services: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let Some(table) = parva_core::data_path::DataPath::read_dir(prof_data)? else { return Ok(Default::default()) };
+    let Some(models) = models else {
+        eprintln!(
+            "note: {} holds {}; give --models DIR (the model metadata) to count each request's data path",
+            prof_data.display(),
+            parva_core::data_path::FILE
+        );
+        return Ok(Default::default());
+    };
+    let mut bytes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut out = std::collections::BTreeMap::new();
+    for (service, model) in services {
+        let b = match bytes.get(model) {
+            Some(b) => *b,
+            None => {
+                let meta = parva_runner::meta::ModelMeta::read(&parva_runner::meta::meta_path(models, model))?;
+                let row = meta.input_row_bytes().zip(meta.output_row_bytes()).map(|(i, o)| i + o).ok_or_else(|| {
+                    anyhow::anyhow!("model {model}: a dimension after the batch one is dynamic, so its bytes per request are unknown")
+                })?;
+                bytes.insert(model.to_string(), row);
+                row
+            }
+        };
+        if let Some(s) = table.seconds(wire.name(), b) {
+            out.insert(service.to_string(), s);
+        }
+    }
+    Ok(out)
+}

@@ -56,6 +56,14 @@ pub struct PlanInputArgs {
     /// Service list with header `service,model,rate,slo_ms`.
     #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
     services: Option<PathBuf>,
+    /// Model metadata (`<model>.json`): with a `data_path.csv` beside the profile tables (measured
+    /// by scripts/bench/wire.sh), each service is also planned short of its SLO by its requests'
+    /// data path, from their bytes.
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Which wire's data path to plan for (the row of data_path.csv).
+    #[arg(long, value_enum, default_value_t = super::DataPathWire::Binary)]
+    data_path_wire: super::DataPathWire,
     /// GPU type (see `parva catalogue`), e.g. a100-80gb.
     #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
     gpu: String,
@@ -244,6 +252,10 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         gpus_per_node: args.gpus_per_node,
         max_gpus: args.max_gpus,
         margin: args.margin,
+        data_path_ms: super::data_path_costs(&args.prof_data, args.models.as_deref(), args.data_path_wire, services.iter().map(|s| (s.name.as_str(), s.model.as_str())))?
+            .into_iter()
+            .map(|(s, secs)| (s, secs * 1e3))
+            .collect(),
     };
     Ok(Prepared { gpu, profiles, services, options, interference, measured })
 }

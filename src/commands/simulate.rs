@@ -72,6 +72,13 @@ pub struct SimulateArgs {
     /// Profile tables giving each segment's batch latency.
     #[arg(long, value_name = "DIR")]
     prof_data: PathBuf,
+    /// Model metadata (`<model>.json`): with a `data_path.csv` beside the profile tables, each
+    /// request's latency includes its data path, from its bytes.
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Which wire's data path to add (the row of data_path.csv).
+    #[arg(long, value_enum, default_value_t = super::DataPathWire::Binary)]
+    data_path_wire: super::DataPathWire,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
     /// Rates and SLOs per service, overriding the map's `rate`/`slo_ms` columns (needed for
@@ -204,6 +211,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         interference: args.interference.unwrap_or_else(|| parva_core::deploy::default_interference(&map)),
         // The slowdowns `profile --pairs` measured, where it measured (MPS maps).
         measured: parva_core::interference::for_map(&map, &profiles.dir)?,
+        data_path_s: super::data_path_costs(&args.prof_data, args.models.as_deref(), args.data_path_wire, map.segments.iter().map(|s| (s.service.as_str(), s.model.as_str())))?,
     };
     let started = std::time::Instant::now();
     let report = sim::simulate(&map, &profiles, services.as_deref(), &config)

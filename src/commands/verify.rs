@@ -44,6 +44,10 @@ pub struct VerifyArgs {
     /// Profile tables (for --slo-dir, and for the prediction with --map).
     #[arg(long, value_name = "DIR")]
     prof_data: Option<PathBuf>,
+    /// Model metadata (`<model>.json`): with a `data_path.csv` beside the profile tables, the
+    /// prediction includes each request's data path over this run's --wire, from its bytes.
+    #[arg(long, value_name = "DIR", requires = "prof_data")]
+    models: Option<PathBuf>,
     /// Seconds of load, warm-up included (e.g. 60s, 2m) [default: 60s; with --trace, up to its
     /// last request].
     #[arg(long, value_parser = parse_seconds)]
@@ -233,7 +237,14 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let predicted = match &prediction {
         Some(p) => Some(
-            predict::predict_p99(&p.map, &p.profiles, p.services.as_deref(), &spec)
+            predict::predict_p99(&p.map, &p.profiles, p.services.as_deref(), &spec, {
+                let wire = match spec.wire {
+                    Wire::Binary => super::DataPathWire::Binary,
+                    Wire::Json => super::DataPathWire::Json,
+                    Wire::Shm => super::DataPathWire::Shm,
+                };
+                super::data_path_costs(&p.profiles.dir, args.models.as_deref(), wire, p.map.segments.iter().map(|s| (s.service.as_str(), s.model.as_str())))?
+            })
                 .context("predicting the plan's latency with the simulator")?,
         ),
         None => None,

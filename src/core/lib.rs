@@ -23,6 +23,7 @@ pub mod batching;
 pub mod catalogue;
 pub mod deploy;
 pub mod error;
+pub mod data_path;
 pub mod interference;
 pub mod jobs;
 pub mod latency;

@@ -259,7 +259,7 @@ impl ProfileSet {
         for entry in entries {
             let entry = entry.map_err(|e| FormatError::io(dir, "read profile directory", e))?;
             let path = entry.path();
-            let reserved = path.file_name().is_some_and(|n| n == crate::interference::FILE);
+            let reserved = path.file_name().is_some_and(|n| n == crate::interference::FILE || n == crate::data_path::FILE);
             if path.extension().is_some_and(|e| e == "csv") && path.is_file() && !reserved {
                 files.push(path);
             }

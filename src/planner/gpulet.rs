@@ -109,6 +109,7 @@ pub(super) fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         zero_rate: Vec::new(),
         lower_bound_why: None,
         margin: parva_core::slo::Margin::NONE,
+        data_path_ms: Default::default(),
     })
 }
 

@@ -26,6 +26,7 @@ pub mod parvagpu;
 pub mod replan;
 pub mod report;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use parva_core::deploy::{DeploymentMap, Segment};
@@ -70,6 +71,9 @@ pub struct PlanOptions {
     /// and its map keep the SLO itself and carry the margin. [`Margin::NONE`] by default here
     /// (ParvaGPU's rule); `parva plan` defaults to [`Margin::DEFAULT`].
     pub margin: Margin,
+    /// Milliseconds each request of a service spends on the serving data path
+    /// ([`parva_core::data_path`]): planned for like a margin of its own, on top of `margin`.
+    pub data_path_ms: BTreeMap<String, f64>,
 }
 
 impl Default for PlanOptions {
@@ -82,6 +86,7 @@ impl Default for PlanOptions {
             gpus_per_node: 8,
             max_gpus: limits::DEFAULT_MAX_GPUS,
             margin: Margin::NONE,
+            data_path_ms: BTreeMap::new(),
         }
     }
 }
@@ -154,8 +159,18 @@ pub struct Plan {
     pub zero_rate: Vec<String>,
     /// How [`Plan::lower_bound_gpus`] is made, in words (for the plan report).
     pub lower_bound_why: Option<String>,
-    /// The serving margin the plan was made with: every service was planned to `slo_ms` minus it.
+    /// The serving margin the plan was made with: every service was planned to `slo_ms` minus it
+    /// (and minus its data-path cost, [`Plan::data_path_ms`]).
     pub margin: Margin,
+    /// The data-path cost each service was planned with, ms (see [`PlanOptions::data_path_ms`]).
+    pub data_path_ms: BTreeMap<String, f64>,
+}
+
+impl Plan {
+    /// Everything service `s` was planned short of its SLO by: the margin and its data path, ms.
+    pub fn margin_ms(&self, s: &Service) -> f64 {
+        self.margin.of(s.slo_ms) + self.data_path_ms.get(&s.name).copied().unwrap_or(0.0)
+    }
 }
 
 /// Why a plan was refused. Nothing is planned (and nothing written) when one is returned.
@@ -198,10 +213,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
 }
 
 fn plan_with_margin(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanError> {
-    if input.options.margin.is_none() {
+    let data_path = &input.options.data_path_ms;
+    if input.options.margin.is_none() && data_path.values().all(|ms| *ms <= 0.0) {
         return plan_to_targets(input, started);
     }
-    // Plan to the targets (SLO - margin), then put the SLOs themselves back: the map carries both.
+    // Plan to the targets (SLO - margin - data path), then put the SLOs themselves back: the map
+    // carries both.
     let targets = input
         .services
         .iter()
@@ -210,12 +227,20 @@ fn plan_with_margin(input: PlanInput<'_>, started: Instant) -> Result<Plan, Plan
                 what: "--margin".into(),
                 rule: e.to_string(),
             })?;
-            Ok(Service { slo_ms, ..s.clone() })
+            let dp = data_path.get(&s.name).copied().unwrap_or(0.0);
+            if !(dp.is_finite() && dp >= 0.0 && dp < slo_ms) {
+                return Err(PlanError::Invalid {
+                    what: format!("service {:?}", s.name),
+                    rule: format!("its data path takes {dp:.3} ms of a target of {slo_ms} ms (SLO less margin); nothing is left to run it"),
+                });
+            }
+            Ok(Service { slo_ms: slo_ms - dp, ..s.clone() })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
     let mut plan = plan_to_targets(PlanInput { services: &targets, ..input }, started)?;
     plan.services = input.services.to_vec();
     plan.margin = input.options.margin;
+    plan.data_path_ms = data_path.iter().filter(|(_, ms)| **ms > 0.0).map(|(s, ms)| (s.clone(), *ms)).collect();
     Ok(plan)
 }
 
@@ -485,7 +510,7 @@ impl Plan {
                     throughput: Some(p.segment.capacity),
                     rate: Some(s.rate),
                     slo_ms: Some(s.slo_ms),
-                    margin_ms: Some(self.margin.of(s.slo_ms)).filter(|m| *m > 0.0),
+                    margin_ms: Some(self.margin_ms(s)).filter(|m| *m > 0.0),
                 });
             }
         }
@@ -525,7 +550,7 @@ impl Plan {
                     model: s.model.clone(),
                     rate: s.rate,
                     slo_ms: s.slo_ms,
-                    margin_ms: self.margin.of(s.slo_ms),
+                    margin_ms: self.margin_ms(s),
                     capacity: (capacity * 1000.0).round() / 1000.0,
                     segments,
                 })

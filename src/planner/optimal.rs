@@ -140,6 +140,7 @@ pub(super) fn plan(
             (solution.bound - 1e-6).ceil().max(0.0) as usize
         )),
         margin: parva_core::slo::Margin::NONE,
+        data_path_ms: Default::default(),
     };
     plan.gpus.retain(|g| !g.is_empty());
     if !plan.proven_optimal {

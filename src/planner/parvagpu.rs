@@ -100,6 +100,7 @@ pub fn plan_with(input: &PlanInput<'_>, fit: Fit) -> Plan {
         zero_rate: Vec::new(),
         lower_bound_why: None,
         margin: parva_core::slo::Margin::NONE,
+        data_path_ms: Default::default(),
     }
 }
 

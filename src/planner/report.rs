@@ -69,12 +69,17 @@ impl ServiceCost {
 
 /// How the latency model reads in the headline.
 pub fn model_text(plan: &Plan) -> String {
-    let slo = if plan.margin.is_none() { "SLO".to_string() } else { format!("(SLO - {} margin)", plan.margin) };
-    let within = if plan.margin.is_none() {
+    let dp = if plan.data_path_ms.is_empty() { "" } else { " - data path" };
+    let slo = if plan.margin.is_none() && dp.is_empty() { "SLO".to_string() } else { format!("(SLO - {} margin{dp})", plan.margin) };
+    let mut within = if plan.margin.is_none() {
         "within the SLO".to_string()
     } else {
         format!("within the SLO less a serving margin of {}", plan.margin)
     };
+    if !plan.data_path_ms.is_empty() {
+        let (lo, hi) = plan.data_path_ms.values().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        within.push_str(&format!(" and each service's measured data path ({lo:.2}-{hi:.2} ms, data_path.csv)"));
+    }
     match plan.latency_model {
         parva_core::latency::LatencyModel::ParvaGpu { budget } => {
             format!("ParvaGPU's rule (a point is admissible when its batch latency < {budget} x {slo}; no queueing)")
@@ -305,6 +310,7 @@ mod tests {
             zero_rate: vec![],
             lower_bound_why: Some("because".into()),
             margin: parva_core::slo::Margin::NONE,
+        data_path_ms: Default::default(),
         }
     }
 

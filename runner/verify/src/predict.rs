@@ -11,12 +11,15 @@ use crate::report::Report;
 use crate::Spec;
 
 /// The simulator's p99 (ms) per service for `map` under the settings of `spec` (duration,
-/// warm-up, arrival process, seed, rate scale); `services` overrides the map's rates and SLOs.
+/// warm-up, arrival process, seed, rate scale); `services` overrides the map's rates and SLOs;
+/// `data_path_s`: seconds each request of a service spends on the data path (see
+/// [`parva_core::data_path`]).
 pub fn predict_p99(
     map: &DeploymentMap,
     profiles: &ProfileSet,
     services: Option<&[Service]>,
     spec: &Spec,
+    data_path_s: BTreeMap<String, f64>,
 ) -> Result<BTreeMap<String, f64>, SimError> {
     let config = SimConfig {
         duration_s: spec.duration_s,
@@ -28,6 +31,7 @@ pub fn predict_p99(
         interference: parva_core::deploy::default_interference(map),
         // A table that cannot be read leaves the margin (verify itself does not need it).
         measured: parva_core::interference::for_map(map, &profiles.dir).unwrap_or_default(),
+        data_path_s,
     };
     let report = sim::simulate(map, profiles, services, &config)?;
     Ok(report.services.into_iter().map(|s| (s.service, s.p99_ms)).collect())
@@ -75,19 +79,19 @@ mod tests {
             wait_ready: std::time::Duration::from_secs(1),
             wire: crate::Wire::Binary,
         };
-        let p = predict_p99(&map, &profiles, None, &spec).unwrap();
+        let p = predict_p99(&map, &profiles, None, &spec, BTreeMap::new()).unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["a", "b"]);
         // Batch 1 runs in 12 ms: a's p99 is at least that and far below its SLO at 24 % load.
         assert!(p["a"] >= 12.0 && p["a"] < 200.0, "{p:?}");
         // The same seed and settings give the same prediction (verify's report is reproducible).
-        assert_eq!(predict_p99(&map, &profiles, None, &spec).unwrap(), p);
+        assert_eq!(predict_p99(&map, &profiles, None, &spec, BTreeMap::new()).unwrap(), p);
         // The run's rate scale reaches the simulation: a at 4x (80/s on 83/s of 12 ms batches)
         // queues far longer than at 1x.
-        let busy = predict_p99(&map, &profiles, None, &Spec { rate_scale: 4.0, ..spec.clone() }).unwrap();
+        let busy = predict_p99(&map, &profiles, None, &Spec { rate_scale: 4.0, ..spec.clone() }, BTreeMap::new()).unwrap();
         assert!(busy["a"] > 3.0 * p["a"], "4x {busy:?} vs 1x {p:?}");
         // A service list overrides the map's rates: a at 1/s hardly queues.
         let quiet = [Service { name: "a".into(), model: "m".into(), rate: 1.0, slo_ms: 200.0 }, Service { name: "b".into(), model: "m".into(), rate: 50.0, slo_ms: 300.0 }];
-        let q = predict_p99(&map, &profiles, Some(&quiet), &spec).unwrap();
+        let q = predict_p99(&map, &profiles, Some(&quiet), &spec, BTreeMap::new()).unwrap();
         assert!(q["a"] <= p["a"] && q["a"] < 13.0, "{q:?} vs {p:?}");
     }
 

@@ -28,6 +28,8 @@ struct Svc {
     model: String,
     rate: f64,
     slo: f64,
+    /// Seconds every request spends on the data path (added to its latency).
+    data_path: f64,
     segments: usize,
     /// (process index, weight, current) for smooth weighted round-robin.
     wrr: Vec<(usize, f64, f64)>,
@@ -104,6 +106,7 @@ impl Model {
                     model: seg.model.clone(),
                     rate: rate * config.rate_scale,
                     slo: slo_ms / 1000.0,
+                    data_path: config.data_path_s.get(&seg.service).copied().filter(|s| s.is_finite() && *s > 0.0).unwrap_or(0.0),
                     segments: 0,
                     wrr: Vec::new(),
                     rng: SplitMix64(config.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
@@ -209,7 +212,7 @@ impl Model {
                     }
                     for arrival in proc.running.drain(..) {
                         if arrival >= config.warmup_s {
-                            let latency = now - arrival;
+                            let latency = now - arrival + svc.data_path;
                             svc.counted += 1;
                             if latency <= svc.slo {
                                 svc.within += 1;

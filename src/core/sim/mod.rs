@@ -50,11 +50,15 @@ pub struct SimConfig {
     /// [`crate::interference`]), used instead of `interference` where present.
     #[serde(skip)]
     pub measured: BTreeMap<(String, u8), f64>,
+    /// Seconds each request of a service spends on the serving data path, added to its latency
+    /// (see [`crate::data_path`]); services not listed add nothing.
+    #[serde(skip)]
+    pub data_path_s: BTreeMap<String, f64>,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0, interference: 0.0, measured: BTreeMap::new() }
+        SimConfig { duration_s: 60.0, warmup_s: 5.0, seed: 1, distribution: Distribution::Poisson, percentile: 99.0, rate_scale: 1.0, interference: 0.0, measured: BTreeMap::new(), data_path_s: BTreeMap::new() }
     }
 }
 
@@ -286,6 +290,19 @@ mod tests {
             let e = simulate(&shared, &profiles(), None, &SimConfig { interference: bad, ..cfg(1) }).unwrap_err().to_string();
             assert!(e.starts_with("--interference: must be a number in [0, 10]"), "{e}");
         }
+    }
+
+    /// Issue 21: each request of a service with a data-path cost takes that much longer; the
+    /// batching (which the data path does not change) and other services are untouched.
+    #[test]
+    fn the_data_path_adds_its_cost_to_every_request_of_its_service() {
+        let m = map(&[("a", 1, 20.0, 100.0), ("b", 1, 20.0, 100.0)]);
+        let with = SimConfig { data_path_s: [("a".to_string(), 0.004)].into_iter().collect(), ..cfg(5) };
+        let run = |c: &SimConfig| simulate(&m, &profiles(), None, c).unwrap().services;
+        let (base, slow) = (run(&cfg(5)), run(&with));
+        assert!((slow[0].p50_ms - base[0].p50_ms - 4.0).abs() < 0.01, "{:?} -> {:?}", base[0], slow[0]);
+        assert!((slow[0].p99_ms - base[0].p99_ms - 4.0).abs() < 0.05, "{:?} -> {:?}", base[0], slow[0]);
+        assert_eq!(slow[1].p99_ms, base[1].p99_ms);
     }
 
     #[test]
