@@ -62,7 +62,7 @@ pub struct PlanInputArgs {
     #[arg(long, value_name = "DIR")]
     models: Option<PathBuf>,
     /// Which wire's data path to plan for (the row of data_path.csv).
-    #[arg(long, value_enum, default_value_t = super::DataPathWire::Binary)]
+    #[arg(long, value_enum, value_name = "WIRE", default_value_t = super::DataPathWire::Binary)]
     data_path_wire: super::DataPathWire,
     /// GPU type (see `parva catalogue`), e.g. a100-80gb.
     #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]

@@ -77,7 +77,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DIR")]
     models: Option<PathBuf>,
     /// Which wire's data path to add (the row of data_path.csv).
-    #[arg(long, value_enum, default_value_t = super::DataPathWire::Binary)]
+    #[arg(long, value_enum, value_name = "WIRE", default_value_t = super::DataPathWire::Binary)]
     data_path_wire: super::DataPathWire,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,

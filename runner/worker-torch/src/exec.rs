@@ -41,11 +41,35 @@ impl TorchExecutor {
         Ok(TorchExecutor { module, device, meta })
     }
 
+    /// The input on the model's device. On a GPU the bytes (a view of the worker's shared slab,
+    /// or of the frame's payload) are copied once, straight to the device; on the CPU the model
+    /// gets its own copy (a TorchScript model may write to its inputs).
     fn to_torch(&self, t: &Tensor) -> Result<tch::Tensor, String> {
         let kind = kind_of(t.datatype).ok_or_else(|| format!("input {:?}: unsupported datatype {}", t.name, t.datatype))?;
+        let consistent = t.is_consistent();
+        let aligned = (t.data.as_ptr() as usize) % t.datatype.size() == 0;
+        if self.device != tch::Device::Cpu && consistent && aligned && !t.data.is_empty() {
+            let strides = contiguous_strides(&t.shape);
+            // SAFETY: `t.data` holds exactly the shape's elements (checked above), aligned for
+            // the datatype, and outlives this call; the host tensor over it is only read, by the
+            // copy to the device, which is synchronous for pageable memory and done before it
+            // returns. Nothing keeps the host tensor afterwards.
+            let host = unsafe { tch::Tensor::f_from_blob(t.data.as_ptr(), &t.shape, &strides, kind, tch::Device::Cpu) }
+                .map_err(|e| format!("input {:?}: {e}", t.name))?;
+            return Ok(host.to_device(self.device));
+        }
         let x = tch::Tensor::f_from_data_size(&t.data, &t.shape, kind).map_err(|e| format!("input {:?}: {e}", t.name))?;
         Ok(if self.device == tch::Device::Cpu { x } else { x.to_device(self.device) })
     }
+}
+
+/// Row-major strides, in elements, of `shape`.
+fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1].max(1));
+    }
+    strides
 }
 
 fn flatten(v: IValue, out: &mut Vec<tch::Tensor>) -> Result<(), String> {
@@ -111,6 +135,13 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures");
         let meta = ModelMeta::read(&dir.join(format!("{name}.json"))).unwrap();
         (dir.join(format!("{name}.pt")), meta)
+    }
+
+    #[test]
+    fn strides_are_row_major_in_elements() {
+        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
+        assert_eq!(contiguous_strides(&[5]), vec![1]);
+        assert!(contiguous_strides(&[]).is_empty());
     }
 
     #[test]
