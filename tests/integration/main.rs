@@ -2,6 +2,7 @@
 
 mod catalogue_cli;
 mod cli_hygiene;
+mod data_path_cli;
 mod day_cli;
 mod deploy_cli;
 mod deploy_reference;

@@ -242,3 +242,24 @@ fn serve_removes_its_temporary_run_directory_on_a_clean_stop() {
     assert!(child.wait().unwrap().success());
     assert!(!run_dir.exists(), "the temporary run directory was left behind");
 }
+
+/// Issue 21: a request larger than the slab's slots (more rows than the segment's batch) still
+/// goes through, over the socket; `--worker-transport socket` makes no slab at all and serves the
+/// same answers.
+#[test]
+fn oversized_batches_and_the_socket_transport_serve_the_same_answers() {
+    for transport in ["shm", "socket"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = serve(dir.path(), &["0,0,svc,tiny,0,1,2,1,,,,10,2000"], &[(1, 1, 0.001), (1, 2, 0.001)], &["--worker-transport", transport]);
+        s.wait_200("/v2/health/ready", Duration::from_secs(60));
+        let router = s.child.id();
+        let slabs = slabs_mapped(router, router).len();
+        assert_eq!(slabs, usize::from(transport == "shm"), "{transport}: slabs mapped by the router");
+        for rows in [1usize, 2, 5] {
+            let (code, body) = infer_rows(s.addr, "svc", rows);
+            assert_eq!(code, 200, "{transport}, {rows} rows: {body}");
+            assert_eq!(body["outputs"][0]["shape"], json!([rows, 3]), "{transport}: {body}");
+            assert_eq!(body["outputs"][0]["data"].as_array().map(Vec::len), Some(rows * 3));
+        }
+    }
+}
