@@ -279,6 +279,9 @@ pub fn key_path(dir: &Path, key: &str) -> Result<PathBuf, ShmError> {
     if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(bad("must name one shared-memory object (like /input0): no '/' after the first, no '.' or '..'"));
     }
+    if name.starts_with(&format!("parva-{}-", std::process::id())) {
+        return Err(bad("names this server's own worker buffers"));
+    }
     Ok(dir.join(name))
 }
 
@@ -381,7 +384,8 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("in0")).unwrap()[44..48], [9; 4]);
         let e = Region::open(dir.path(), "r", "in0", 40, 32).unwrap_err().to_string();
         assert!(e.contains("holds 64 bytes; 72 are needed"), "{e}");
-        for key in ["", "/", "/a/b", "..", "/.."] {
+        let own = format!("/parva-{}-0-w0", std::process::id());
+        for key in ["", "/", "/a/b", "..", "/..", own.as_str()] {
             assert!(matches!(Region::open(dir.path(), "r", key, 0, 1), Err(ShmError::BadKey { .. })), "{key}");
         }
         assert!(matches!(Region::open(dir.path(), "r", "/missing", 0, 1), Err(ShmError::Io { .. })));
