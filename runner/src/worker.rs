@@ -1,10 +1,11 @@
 //! The worker side: one OS process per worker, serving batches over the router's socket.
 //!
 //! [`run_worker`] is the loop every backend shares (the torch worker binary and the emulated one):
-//! connect, `Hello`, load + warm up, `Ready`, then execute `Batch` frames one at a time. An
-//! Inputs that came in the worker's slab are read in place (each input tensor is a view of it),
-//! and outputs go back through it when they fit. An [`Executor`] runs one batch; [`EmulatedExecutor`] sleeps for the profiled latency and returns
-//! zero outputs of the model's shape. [`bench_round`] answers the profiler's `Bench` frames.
+//! connect, `Hello`, load + warm up, `Ready`, map the slab the router sends (`Slab`), then execute
+//! `Batch` frames one at a time. Inputs that came in the slab are read in place (each input tensor
+//! is a view of it), and outputs go back through it when they fit. An [`Executor`] runs one
+//! batch; [`EmulatedExecutor`] sleeps for the profiled latency and returns zero outputs of the
+//! model's shape. [`bench_round`] answers the profiler's `Bench` frames.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
