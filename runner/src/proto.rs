@@ -298,4 +298,42 @@ mod tests {
         // The payload given must be what the headers list.
         assert!(write_frame(&mut Vec::new(), &msg, &[]).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a peer sends as a frame, reading it returns a frame or an error, and every
+        /// tensor it returns holds exactly its declared bytes, from the payload or from inside
+        /// the slab.
+        #[test]
+        fn any_frame_decodes_or_errs_and_never_reads_outside_the_slab(
+            at in proptest::option::of(0u64..200),
+            bytes in 0u64..200,
+            shape in proptest::collection::vec(-2i64..40, 0..3),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let slab = crate::shm::Slab::create(dir.path(), "p", crate::shm::SlabLayout { in_bytes: 32, out_bytes: 32 }).unwrap();
+            let head = TensorHeader { name: "t".into(), datatype: DataType::Uint8, shape, bytes, at };
+            let msg = Msg::Done { id: 1, exec_us: 0, tensors: vec![head] };
+            let json = serde_json::to_vec(&msg).unwrap();
+            for body in [json, garbage] {
+                let mut frame = Vec::new();
+                frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                frame.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+                frame.extend_from_slice(&body);
+                frame.extend_from_slice(&payload);
+                if let Ok(f) = read_frame(&mut frame.as_slice(), Some(&slab.map)) {
+                    for t in &f.tensors {
+                        proptest::prop_assert!(t.is_consistent());
+                        if let Some(h) = tensor_headers(&f.msg).iter().find(|h| h.name == t.name) {
+                            proptest::prop_assert_eq!(t.data.len() as u64, h.bytes);
+                            if let Some(a) = h.at {
+                                proptest::prop_assert!(a + h.bytes <= slab.map.len());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
