@@ -130,6 +130,9 @@ fn gpu_check_dry_run_runs_the_whole_pipeline_on_the_cpu() {
     let pairs = std::fs::read_to_string(report.join("prof_data-shares").join("interference.csv")).unwrap_or_default();
     assert!(pairs.contains("linear,20,two_io,") && pairs.contains("linear,50,two_io,"), "interference.csv of the dry run:\n{pairs}");
     assert!(summary.contains("## Verify") && summary.contains("| svc-linear |"), "{summary}");
+    // Issue 21: the same load through system shared memory, in its own table.
+    let shm = summary.split("verify --wire shm").nth(1).unwrap_or_default();
+    assert!(shm.contains("| svc-linear |"), "no shared-memory verify in the summary:\n{summary}");
     // The MPS-share sweep (issue 17): tables keyed by share, for the fake H100 without MIG.
     let shares = std::fs::read_to_string(report.join("prof_data-shares").join("linear.csv")).unwrap();
     assert!(shares.starts_with("MPS share,") && shares.lines().count() == 7, "{shares}");
