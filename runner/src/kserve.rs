@@ -417,7 +417,24 @@ pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&R
         Some(outs) => Some(
             outs.into_iter()
                 .map(|o| {
-                    let shm = place(&format!("output {:?}", o.name), &o.parameters.shm)?;
+                    let what = format!("output {:?}", o.name);
+                    let shm = place(&what, &o.parameters.shm)?;
+                    // With the model's metadata, a region too small for the output is refused
+                    // before the request runs (the answer's own size is checked again on writing).
+                    let rows = inputs.first().map(Tensor::rows).unwrap_or(1) as u64;
+                    let spec = limits.and_then(|l| l.meta.outputs.iter().find(|m| m.name == o.name));
+                    let need = spec.and_then(|m| {
+                        m.shape.iter().skip(1).try_fold(m.datatype.size() as u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+                    });
+                    if let (Some(p), Some(row)) = (&shm, need) {
+                        if p.size < row.saturating_mul(rows) {
+                            return Err(bad(format!(
+                                "{what}: shared_memory_byte_size {} is too small for its {} bytes ({rows} rows of {row})",
+                                p.size,
+                                row.saturating_mul(rows)
+                            )));
+                        }
+                    }
                     Ok(WantedOutput { binary: o.parameters.binary_data.unwrap_or(false), shm, name: o.name })
                 })
                 .collect::<Result<Vec<_>, InferError>>()?,
@@ -630,6 +647,16 @@ mod tests {
         assert_eq!(regions.status(None).unwrap(), json!([{"name": "out", "key": "/out0", "offset": 0, "byte_size": 8}]));
         regions.unregister(None);
         assert_eq!(regions.status(None).unwrap(), json!([]));
+        // With the model's metadata, an output region too small for the answer is refused before
+        // the request runs: y is 3 FP32 per row, 24 bytes for 2 rows.
+        regions.register("in", "/in0", 0, 16).unwrap();
+        regions.register("out", "/out0", 0, 8).unwrap();
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 8 };
+        let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":16}}],
+            "outputs":[{"name":"y","parameters":{"shared_memory_region":"out","shared_memory_byte_size":8}}]}"#);
+        let e = super::decode_request(&body, None, Some(&limits), Some(&regions)).unwrap_err().to_string();
+        assert!(e.contains("output \"y\": shared_memory_byte_size 8 is too small for its 24 bytes (2 rows of 12)"), "{e}");
         // Without a registry (an endpoint that serves no shared memory): a 400.
         let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":4}}]}"#);
         assert!(super::decode_request(&body, None, None, None).unwrap_err().to_string().contains("does not serve shared memory"));
