@@ -191,7 +191,7 @@ struct AppState<B> {
     /// Request memory in flight, in permits of [`PERMIT_BYTES`].
     inflight: Arc<Semaphore>,
     /// System shared-memory regions registered by local clients.
-    regions: Arc<kserve::Regions>,
+    regions: Arc<crate::regions::Regions>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -216,7 +216,7 @@ pub fn app<B: Backend>(backend: Arc<B>) -> Http {
 pub fn app_with<B: Backend>(backend: Arc<B>, metrics: Option<Arc<Metrics>>, limits: HttpLimits) -> Http {
     let permits = (limits.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
     let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let state = AppState { backend, metrics, limits, inflight: Arc::new(Semaphore::new(permits)), regions: Arc::new(kserve::Regions::default()) };
+    let state = AppState { backend, metrics, limits, inflight: Arc::new(Semaphore::new(permits)), regions: Arc::new(crate::regions::Regions::default()) };
     Http::new()
         .route("/v2", get(server_meta))
         .route("/v2/health/live", get(live::<B>))

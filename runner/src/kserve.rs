@@ -12,9 +12,6 @@
 //! never a read or a write past the region.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -24,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::error::InferError;
 use crate::meta::ModelMeta;
-use crate::shm::{Region, SHM_DIR};
+use crate::regions::{Regions, ShmPlace};
 use crate::tensor::{DataType, Tensor, element_count};
 
 /// The HTTP header of the binary extension.
@@ -57,109 +54,6 @@ struct ShmParams {
     shared_memory_region: Option<String>,
     shared_memory_byte_size: Option<u64>,
     shared_memory_offset: Option<u64>,
-}
-
-/// The shared-memory regions clients registered, by name.
-#[derive(Debug)]
-pub struct Regions {
-    dir: PathBuf,
-    by_name: Mutex<BTreeMap<String, Region>>,
-}
-
-/// Most regions registered at once.
-pub const MAX_REGIONS: usize = 4096;
-
-impl Default for Regions {
-    fn default() -> Self {
-        Regions::in_dir(PathBuf::from(SHM_DIR))
-    }
-}
-
-impl Regions {
-    /// Regions whose keys name files in `dir` (tests; normally [`SHM_DIR`]).
-    pub fn in_dir(dir: PathBuf) -> Self {
-        Regions { dir, by_name: Mutex::new(BTreeMap::new()) }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Region>> {
-        self.by_name.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Map `byte_size` bytes of `key` from `offset` as region `name`.
-    pub fn register(&self, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<(), InferError> {
-        if name.is_empty() {
-            return Err(bad("a shared-memory region needs a name"));
-        }
-        if self.lock().contains_key(name) {
-            return Err(bad(format!("shared memory region {name:?} is already registered; unregister it first")));
-        }
-        let region = Region::open(&self.dir, name, key, offset, byte_size).map_err(|e| bad(format!("registering shared memory region {name:?}: {e}")))?;
-        let mut by_name = self.lock();
-        if by_name.len() >= MAX_REGIONS {
-            return Err(bad(format!("{MAX_REGIONS} shared-memory regions are registered, the most this server keeps; unregister some")));
-        }
-        if by_name.contains_key(name) {
-            return Err(bad(format!("shared memory region {name:?} is already registered; unregister it first")));
-        }
-        by_name.insert(name.to_string(), region);
-        Ok(())
-    }
-
-    /// Forget region `name` (`None`: all). Requests in flight keep their mapping until answered.
-    pub fn unregister(&self, name: Option<&str>) {
-        let mut by_name = self.lock();
-        match name {
-            Some(n) => {
-                by_name.remove(n);
-            }
-            None => by_name.clear(),
-        }
-    }
-
-    /// The status entries of region `name` (`None`: all), as Triton writes them.
-    pub fn status(&self, name: Option<&str>) -> Result<Value, InferError> {
-        let by_name = self.lock();
-        let entry = |r: &Region| json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size});
-        match name {
-            None => Ok(Value::Array(by_name.values().map(entry).collect())),
-            Some(n) => by_name
-                .get(n)
-                .map(|r| Value::Array(vec![entry(r)]))
-                .ok_or_else(|| bad(format!("Unable to find system shared memory region: {n:?}"))),
-        }
-    }
-
-    fn get(&self, name: &str) -> Result<Region, InferError> {
-        self.lock().get(name).cloned().ok_or_else(|| bad(format!("Unable to find system shared memory region: {name:?}")))
-    }
-
-    /// The region, offset and size a tensor's parameters name (`None`: not in shared memory).
-    fn place(&self, what: &str, p: &ShmParams) -> Result<Option<ShmPlace>, InferError> {
-        let Some(name) = &p.shared_memory_region else {
-            if p.shared_memory_byte_size.is_some() || p.shared_memory_offset.is_some() {
-                return Err(bad(format!("{what}: shared_memory_byte_size or shared_memory_offset without shared_memory_region")));
-            }
-            return Ok(None);
-        };
-        let size = p.shared_memory_byte_size.ok_or_else(|| bad(format!("{what}: shared_memory_region {name:?} without shared_memory_byte_size")))?;
-        let offset = p.shared_memory_offset.unwrap_or(0);
-        let region = self.get(name)?;
-        if offset.checked_add(size).is_none_or(|end| end > region.byte_size) {
-            return Err(bad(format!(
-                "{what}: {size} bytes at offset {offset} do not fit shared memory region {name:?} of {} bytes",
-                region.byte_size
-            )));
-        }
-        Ok(Some(ShmPlace { region, offset, size }))
-    }
-}
-
-/// Where in a registered region a tensor is read from or written to.
-#[derive(Debug, Clone)]
-pub struct ShmPlace {
-    pub region: Region,
-    pub offset: u64,
-    pub size: u64,
 }
 
 /// A requested output: its name, whether binary, and its place in shared memory if any.
@@ -355,7 +249,7 @@ pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&R
     let req = parsed.map_err(|e| bad(format!("request JSON: {e}")))?;
     let mut binary = body.slice(json_len..);
     let place = |what: &str, p: &ShmParams| match regions {
-        Some(r) => r.place(what, p),
+        Some(r) => r.place(what, p.shared_memory_region.as_deref(), p.shared_memory_byte_size, p.shared_memory_offset),
         None if p.shared_memory_region.is_some() => Err(bad(format!("{what}: this endpoint does not serve shared memory"))),
         None => Ok(None),
     };

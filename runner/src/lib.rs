@@ -5,7 +5,8 @@
 //! - [`worker`]: the worker side (shared by the torch worker binary and the emulated backend);
 //!   [`worker_args`]: the worker command line both spawners build and both worker binaries parse.
 //! - [`proto`]: router <-> worker frames over a Unix socket (no libtorch); [`shm`]: the shared
-//!   buffers batches travel in, and the regions clients register (KServe system shared memory).
+//!   buffers batches travel in; [`regions`]: the regions clients register (KServe system shared
+//!   memory).
 //! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
 //! - [`live`]: the node's segments changed while it serves (started, drained, rebatched), for
 //!   `parva deploy --follow`.
@@ -23,6 +24,7 @@ pub mod listen;
 pub mod meta;
 pub mod metrics;
 pub mod proto;
+pub mod regions;
 pub mod route;
 pub mod router;
 pub mod serve;
