@@ -288,8 +288,9 @@ pub fn data_path_costs<'a>(
         );
         return Ok(Default::default());
     };
-    let mut bytes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    let mut out = std::collections::BTreeMap::new();
+    // Bytes of one request (one row of every input and output), per model, from its metadata.
+    let mut bytes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut per_service = Vec::new();
     for (service, model) in services {
         let b = match bytes.get(model) {
             Some(b) => *b,
@@ -298,13 +299,11 @@ pub fn data_path_costs<'a>(
                 let row = meta.input_row_bytes().zip(meta.output_row_bytes()).map(|(i, o)| i + o).ok_or_else(|| {
                     anyhow::anyhow!("model {model}: a dimension after the batch one is dynamic, so its bytes per request are unknown")
                 })?;
-                bytes.insert(model.to_string(), row);
+                bytes.insert(model, row);
                 row
             }
         };
-        if let Some(s) = table.seconds(wire.name(), b) {
-            out.insert(service.to_string(), s);
-        }
+        per_service.push((service, b));
     }
-    Ok(out)
+    Ok(table.per_service(wire.name(), per_service))
 }
