@@ -66,22 +66,8 @@ impl DataPath {
 
     /// As [`DataPath::read`], from any reader (`path` names it in messages).
     pub fn read_from(reader: impl std::io::Read, path: &Path) -> Result<DataPath, FormatError> {
-        let input = CsvInput::read(reader, path)?;
-        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
-        let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
-        if headers.len() != HEADER.len() || !headers.iter().zip(HEADER).all(|(h, want)| h.eq_ignore_ascii_case(want)) {
-            return Err(FormatError::invalid(
-                Location::line(path, 1),
-                format!("header must be `{}`; found `{}`", HEADER.join(","), headers.iter().collect::<Vec<_>>().join(",")),
-            ));
-        }
         let mut out = DataPath::default();
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| input.error(path, e))?;
-            if rec.iter().all(str::is_empty) {
-                continue;
-            }
-            let line = input.line(rec.position());
+        CsvInput::for_each_row(reader, path, &HEADER, |line, rec| {
             let field = |i: usize| rec.get(i).unwrap_or("");
             let bad = |i: usize, problem: String| FormatError::invalid(Location::field(path, line, HEADER[i]), problem);
             let wire = field(0).to_ascii_lowercase();
@@ -99,7 +85,8 @@ impl DataPath {
             if out.costs.insert(wire.clone(), cost).is_some() {
                 return Err(FormatError::invalid(Location::line(path, line), format!("wire {wire} appears twice")));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -107,13 +107,25 @@ impl CsvInput {
         mut row: impl FnMut(u64, &str, &str) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
         let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, action, e))?;
-        let input = CsvInput::read(file, path)?;
+        Self::for_each_row(file, path, &header, |line, rec| row(line, rec.get(0).unwrap_or(""), rec.get(1).unwrap_or("")))
+    }
+
+    /// Read a CSV whose header is exactly `header` (case-insensitive) from `reader`, bounded as
+    /// every CSV parva reads (`path` names it in messages): empty rows skipped, `row(line, record)`
+    /// called for each other row in order.
+    pub(crate) fn for_each_row(
+        reader: impl std::io::Read,
+        path: &Path,
+        header: &[&str],
+        mut row: impl FnMut(u64, &csv::StringRecord) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let input = CsvInput::read(reader, path)?;
         let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
         let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
-        if headers.len() != 2 || !headers[0].eq_ignore_ascii_case(header[0]) || !headers[1].eq_ignore_ascii_case(header[1]) {
+        if headers.len() != header.len() || !headers.iter().zip(header).all(|(h, want)| h.eq_ignore_ascii_case(want)) {
             return Err(FormatError::invalid(
                 Location::line(path, 1),
-                format!("header must be `{},{}`; found `{}`", header[0], header[1], headers.iter().collect::<Vec<_>>().join(",")),
+                format!("header must be `{}`; found `{}`", header.join(","), headers.iter().collect::<Vec<_>>().join(",")),
             ));
         }
         for rec in rdr.records() {
@@ -121,7 +133,7 @@ impl CsvInput {
             if rec.iter().all(str::is_empty) {
                 continue;
             }
-            row(input.line(rec.position()), rec.get(0).unwrap_or(""), rec.get(1).unwrap_or(""))?;
+            row(input.line(rec.position()), &rec)?;
         }
         Ok(())
     }

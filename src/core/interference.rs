@@ -77,22 +77,8 @@ impl Interference {
 
     /// As [`Interference::read`], from any reader (`path` names it in messages).
     pub fn read_from(reader: impl std::io::Read, path: &Path) -> Result<Interference, FormatError> {
-        let input = CsvInput::read(reader, path)?;
-        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input.bytes.as_slice());
-        let headers = rdr.headers().map_err(|e| input.error(path, e))?.clone();
-        if headers.len() != HEADER.len() || !headers.iter().zip(HEADER).all(|(h, want)| h.eq_ignore_ascii_case(want)) {
-            return Err(FormatError::invalid(
-                Location::line(path, 1),
-                format!("header must be `{}`; found `{}`", HEADER.join(","), headers.iter().collect::<Vec<_>>().join(",")),
-            ));
-        }
         let mut out = Interference::default();
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| input.error(path, e))?;
-            if rec.iter().all(str::is_empty) {
-                continue;
-            }
-            let line = input.line(rec.position());
+        CsvInput::for_each_row(reader, path, &HEADER, |line, rec| {
             let field = |i: usize| rec.get(i).unwrap_or("");
             let bad = |i: usize, problem: String| FormatError::invalid(Location::field(path, line, HEADER[i]), problem);
             let name = |i: usize| -> Result<String, FormatError> {
@@ -117,7 +103,8 @@ impl Interference {
                 return Err(FormatError::invalid(Location::line(path, line), format!("{model} at {share} % beside {neighbour} appears twice")));
             }
             out.pairs.insert(key, Pair { model, share, neighbour, batches, slowdown });
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
