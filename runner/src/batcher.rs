@@ -440,9 +440,12 @@ async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max:
     let bytes: u64 = jobs.iter().map(|j| j.bytes as u64).sum();
     let now = Instant::now();
     let mut batch = InFlight { id, jobs, rows, sent: now, started: now, slot: None };
-    let written = match slab {
-        Some((slab, free)) if bytes <= slab.layout.in_bytes && !free.is_empty() => {
-            let slot = free.pop().unwrap_or(0);
+    let slot = match slab {
+        Some((slab, free)) if bytes <= slab.layout.in_bytes => free.pop().map(|slot| (slab, slot)),
+        _ => None,
+    };
+    let written = match slot {
+        Some((slab, slot)) => {
             batch.slot = Some(slot);
             match write_to_slot(slab, slot, &batch.jobs, n_inputs) {
                 Ok(tensors) => {
@@ -452,7 +455,7 @@ async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max:
                 Err(e) => Err(e),
             }
         }
-        _ => {
+        None => {
             let inputs: Vec<Tensor> = (0..n_inputs)
                 .filter_map(|i| Tensor::concat_rows(batch.jobs.iter().filter_map(|j| j.inputs.get(i).cloned()).collect()))
                 .collect();

@@ -316,10 +316,7 @@ pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&R
                     // With the model's metadata, a region too small for the output is refused
                     // before the request runs (the answer's own size is checked again on writing).
                     let rows = inputs.first().map(Tensor::rows).unwrap_or(1) as u64;
-                    let spec = limits.and_then(|l| l.meta.outputs.iter().find(|m| m.name == o.name));
-                    let need = spec.and_then(|m| {
-                        m.shape.iter().skip(1).try_fold(m.datatype.size() as u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)))
-                    });
+                    let need = limits.and_then(|l| l.meta.outputs.iter().find(|m| m.name == o.name)).and_then(|m| m.row_bytes());
                     if let (Some(p), Some(row)) = (&shm, need) {
                         if p.size < row.saturating_mul(rows) {
                             return Err(bad(format!(

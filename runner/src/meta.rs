@@ -24,6 +24,13 @@ pub struct TensorMeta {
     pub shape: Vec<i64>,
 }
 
+impl TensorMeta {
+    /// Bytes of one row (`None` when a dimension after the batch one is dynamic).
+    pub fn row_bytes(&self) -> Option<u64> {
+        self.shape.iter().skip(1).try_fold(self.datatype.size() as u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+    }
+}
+
 /// The metadata of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -220,10 +227,7 @@ impl ModelMeta {
 }
 
 fn row_bytes(specs: &[TensorMeta]) -> Option<u64> {
-    specs.iter().try_fold(0u64, |acc, t| {
-        let row = t.shape.iter().skip(1).try_fold(t.datatype.size() as u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)))?;
-        acc.checked_add(row)
-    })
+    specs.iter().try_fold(0u64, |acc, t| acc.checked_add(t.row_bytes()?))
 }
 
 /// Zero tensors of `specs`' shapes with the batch dimension set to `rows`.

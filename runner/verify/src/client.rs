@@ -350,17 +350,7 @@ pub fn build_request(service: &str, url: Uri, inputs: &[InputMeta], wire: Wire) 
     let mut tail = Vec::new();
     let mut shapes = Vec::with_capacity(inputs.len());
     for inp in inputs {
-        let mut shape = inp.shape.clone();
-        for (i, d) in shape.iter_mut().enumerate() {
-            if *d == -1 {
-                if i > 0 {
-                    tracing::warn!(service, input = %inp.name, dim = i, "dynamic dimension sent as 1");
-                }
-                *d = 1;
-            } else if *d < 0 {
-                return Err(format!("input {:?} has shape {:?}: dimension {d} is neither -1 nor a size", inp.name, inp.shape));
-            }
-        }
+        let shape = row_shape(service, inp)?;
         let n: usize = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d as usize)).filter(|n| *n <= 1 << 28).ok_or_else(|| {
             format!("input {:?} has shape {:?}: over 2^28 elements in one row", inp.name, inp.shape)
         })?;
@@ -401,7 +391,7 @@ pub fn build_request(service: &str, url: Uri, inputs: &[InputMeta], wire: Wire) 
 
 /// One row's shape of a metadata shape: the batch dimension (and, with a warning, any other
 /// dynamic one) becomes 1.
-fn one_row(service: &str, t: &InputMeta) -> Result<(Vec<i64>, usize), String> {
+fn row_shape(service: &str, t: &InputMeta) -> Result<Vec<i64>, String> {
     let mut shape = t.shape.clone();
     for (i, d) in shape.iter_mut().enumerate() {
         if *d == -1 {
@@ -413,6 +403,12 @@ fn one_row(service: &str, t: &InputMeta) -> Result<(Vec<i64>, usize), String> {
             return Err(format!("tensor {:?} has shape {:?}: dimension {d} is neither -1 nor a size", t.name, t.shape));
         }
     }
+    Ok(shape)
+}
+
+/// One row's shape and bytes (fixed-size datatypes only, at most 1 GiB), for shared memory.
+fn one_row(service: &str, t: &InputMeta) -> Result<(Vec<i64>, usize), String> {
+    let shape = row_shape(service, t)?;
     let size = element_size(&t.datatype).ok_or_else(|| format!("tensor {:?}: datatype {:?} cannot go through shared memory here", t.name, t.datatype))?;
     let n = shape.iter().try_fold(size, |acc, d| acc.checked_mul(*d as usize)).filter(|n| *n <= 1 << 30).ok_or_else(|| {
         format!("tensor {:?} has shape {:?}: over 1 GiB in one row", t.name, t.shape)
