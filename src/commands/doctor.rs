@@ -152,7 +152,7 @@ fn model_files(models: &[String], dir: &Path) -> Vec<ModelFiles> {
             let meta = dir.join(format!("{m}.json"));
             let meta_problem = if meta.is_file() {
                 // The whole chain: the reader's message, then its cause (e.g. the OS error).
-                parva_runner::meta::ModelMeta::read(&meta).err().map(|e| format!("{:#}", anyhow::Error::new(e)))
+                parva_proto::meta::ModelMeta::read(&meta).err().map(|e| format!("{:#}", anyhow::Error::new(e)))
             } else {
                 None
             };

@@ -295,7 +295,7 @@ pub fn data_path_costs<'a>(
         let b = match bytes.get(model) {
             Some(b) => *b,
             None => {
-                let meta = parva_runner::meta::ModelMeta::read(&parva_runner::meta::meta_path(models, model))?;
+                let meta = parva_proto::meta::ModelMeta::read(&parva_proto::meta::meta_path(models, model))?;
                 let row = meta.input_row_bytes().zip(meta.output_row_bytes()).map(|(i, o)| i + o).ok_or_else(|| {
                     anyhow::anyhow!("model {model}: a dimension after the batch one is dynamic, so its bytes per request are unknown")
                 })?;

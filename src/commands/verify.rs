@@ -1,5 +1,5 @@
 //! `parva verify`: load a KServe v2 endpoint open-loop at each service's SLO rate and check its
-//! latency SLO (see `runner/verify`, crate `parva-verify`). This file reads the arguments and the
+//! latency SLO (see `crates/verify`, crate `parva-verify`). This file reads the arguments and the
 //! input files, shows progress, prints and writes the report.
 
 use std::io::IsTerminal;

@@ -1,12 +1,12 @@
 //! `parva worker` (hidden): the emulated worker process that `parva serve --backend emulated`
 //! starts; it sleeps for the profiled latency of each batch and returns zeros. Its command line is
-//! [`parva_runner::worker_args`], the type the spawners build.
+//! [`parva_proto::worker_args`], the type the spawners build.
 
 use std::process::ExitCode;
 
 use clap::Args;
-use parva_runner::worker::{EmulatedWorkerOptions, run_emulated_worker};
-use parva_runner::worker_args::{EmulatedArgs, WorkerArgs as CommonArgs};
+use parva_proto::worker::{EmulatedWorkerOptions, run_emulated_worker};
+use parva_proto::worker_args::{EmulatedArgs, WorkerArgs as CommonArgs};
 
 #[derive(Args)]
 pub struct WorkerArgs {
@@ -15,16 +15,16 @@ pub struct WorkerArgs {
     #[command(flatten)]
     emulated: EmulatedArgs,
     #[command(flatten)]
-    job: parva_runner::jobs::JobArgs,
+    job: parva_proto::jobs::JobArgs,
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if args.job.job.is_some() {
         // The emulated best-effort job: a step of a batch takes --exec-ms (its first value).
         let meta = args.worker.model_meta.as_deref().ok_or_else(|| anyhow::anyhow!("--model-meta is required"))?;
-        let meta = parva_runner::meta::ModelMeta::read(meta)?;
+        let meta = parva_proto::meta::ModelMeta::read(meta)?;
         let ms = args.emulated.exec_ms.first().copied().unwrap_or(1.0);
-        parva_runner::jobs::run_emulated_job(&args.job, &meta.name, args.worker.max_batch, ms).map_err(anyhow::Error::msg)?;
+        parva_proto::jobs::run_emulated_job(&args.job, &meta.name, args.worker.max_batch, ms).map_err(anyhow::Error::msg)?;
         return Ok(ExitCode::SUCCESS);
     }
     let (socket, model_meta) = args.worker.serving()?;

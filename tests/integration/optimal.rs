@@ -6,7 +6,7 @@ use parva_core::mig::GpuType;
 use crate::util::{parva, reference_dir, repo, stderr, stdout};
 
 /// The exact optimum under ParvaGPU's own rules (45 % rule, 1-3 processes, legal A100 layouts),
-/// confirmed by a second formulation without a solver (src/planner/tests/reference_search.rs, which
+/// confirmed by a second formulation without a solver (crates/planner/tests/reference_search.rs, which
 /// also checks the planner library's counts against its own search on the same data).
 const OPTIMUM_GPUS: [u64; 6] = [2, 3, 5, 7, 12, 16];
 

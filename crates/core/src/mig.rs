@@ -1,0 +1,1019 @@
+//! MIG geometry as data: the catalogue of GPU types, their GPU-instance (GI) profiles with legal
+//! placement starts, how a physical GPU is recognised as one of them, and a layout validator.
+//!
+//! A GPU has 7 compute slices (GPCs) and 8 memory slices (A30: 4 and 4). A GPU instance takes a
+//! number of GPCs and a contiguous range of memory slices that begins at one of its profile's
+//! legal starts. Placements are written `{start}:size` in memory slices, as NVML reports them. A
+//! layout is valid when every start is legal for its profile, no two memory ranges overlap, the
+//! GPCs add up to at most the GPU's, there are no more instances than the GPU allows, and at most
+//! one instance has the GPU's media extensions (`+me` profiles: the GPU has one set of JPEG/OFA
+//! engines, so `nvidia-smi mig -lgip` lists each `+me` profile with `1/1` instances).
+//!
+//! A physical GPU is recognised by its PCI device id (NVML `nvmlPciInfo_t.pciDeviceId`, e.g.
+//! `0x20B210DE`: device id << 16 | vendor 0x10DE; the form NVIDIA's mig-parted uses in its
+//! configs' `device-filter`) or by its exact product name (NVML `nvmlDeviceGetName`), never by a
+//! substring: an `NVIDIA GH200 480GB` is not an H200. Anything else is refused, naming what was seen.
+//!
+//! The types are data: catalogue files (format in [`crate::catalogue`]). The built-in ones are
+//! `crates/core/src/catalogue/*.toml`, compiled in and read by the same parser as a user's file
+//! (`--catalogue FILE`, `PARVA_CATALOGUE`) or one read from a GPU (`parva catalogue --from-gpu`);
+//! [`register`] makes a file's types known to every lookup of the process.
+//!
+//! Sources of the built-in files (each file's `source` names its own):
+//! - [mig-parted]: NVIDIA mig-parted `deployments/systemd/config-default.yaml` (device-filter ids
+//!   per GPU family, and the `+me` profiles with one instance each).
+//! - [driver-560]: the supported-GPU table (product name | PCI device id) of NVIDIA's
+//!   open-gpu-kernel-modules README, driver 560.31.02.
+//! - [pci.ids]: the PCI ID repository (Debian `pci.ids` 2023.04.10), for ids the driver table lacks.
+//! - [mig-guide]: NVIDIA's MIG user guide, "Supported MIG Profiles" (profiles, `+me` counts) and its
+//!   `nvidia-smi mig -lgipp` outputs (A100/H100: profile 20 `{0..6}:1` beside profile 19).
+//! - [lgip]: published `nvidia-smi mig -lgip` outputs: A30 (driver 535.183.01: ids 14/21/5/6/0,
+//!   `-lgipp` 21 `{0,1,2,3}:1`, 6 `{0,2}:2`), H100 PCIe (driver 570.169: SMs 14/14/14/30/46/62/114),
+//!   H100 NVL, H200 (mig-parted issue 120) and GH200 (mig-parted PR 139).
+
+use std::fmt;
+
+/// One GPU-instance profile (e.g. `3g.40gb`, profile id 9 on A100-80GB).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GiProfile {
+    /// Name as `nvidia-smi mig -lgip` prints it, without the `MIG ` prefix.
+    pub name: &'static str,
+    /// GI profile id as NVML and `nvidia-smi mig -cgi` use it.
+    pub id: u32,
+    /// Compute slices (GPCs): the "instance size" of the profile tables.
+    pub gpcs: u8,
+    /// Memory slices the instance occupies from its start.
+    pub mem_slices: u8,
+    /// Memory in GB, as in the profile name.
+    pub mem_gb: u32,
+    /// Streaming multiprocessors of the instance.
+    pub sms: u16,
+    /// Legal placement starts, in memory slices.
+    pub starts: &'static [u8],
+    /// Instances of this profile one GPU holds at most (NVML's `instanceCount`).
+    pub max_count: u8,
+    /// A `+me` profile: same geometry as its base profile plus the GPU's media extensions (JPEG,
+    /// OFA). At most one such instance per GPU; planners never choose one.
+    pub media_extensions: bool,
+}
+
+impl GiProfile {
+    /// The instance's memory in MiB as parva counts it: its profile name's GB at [`MIB_PER_GB`].
+    pub fn mem_mib(&self) -> f64 {
+        f64::from(self.mem_gb) * MIB_PER_GB
+    }
+
+    /// Bit mask of the memory slices this profile occupies when placed at `start` (slices past
+    /// the 16th are dropped: callers check the start against the GPU first).
+    pub fn mask_at(&self, start: u8) -> u16 {
+        slice_mask(start, self.mem_slices)
+    }
+}
+
+/// MiB counted per GB of an instance's memory (its profile name's GB, e.g. `1g.10gb`, which is a
+/// little more than the instance has: NVML reports 9,856 MiB for it on an A100-80GB).
+pub const MIB_PER_GB: f64 = 985.6;
+
+/// Bit mask of `size` memory slices from `start` (a placement `{start}:size` as NVML reports
+/// it); never panics, slices past the 16th are dropped.
+pub fn slice_mask(start: u8, size: u8) -> u16 {
+    let width = 1u32.checked_shl(size.into()).map_or(u32::MAX, |b| b - 1);
+    width.checked_shl(start.into()).unwrap_or(0) as u16
+}
+
+/// One product (board) of a GPU type, as NVML reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuProduct {
+    /// Exact product name (`nvmlDeviceGetName`, e.g. `NVIDIA A100-SXM4-80GB`).
+    pub name: &'static str,
+    /// PCI device id as NVML reports it (`pciDeviceId`: device id << 16 | vendor id 0x10DE).
+    pub pci_device_id: u32,
+}
+
+/// A GPU type of the catalogue: one MIG geometry (profiles, SM counts), and the products that have it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuType {
+    /// Identifier used on the command line and in files, e.g. `a100-80gb`.
+    pub id: &'static str,
+    /// The products recognised as this type, by PCI device id or exact product name.
+    pub products: &'static [GpuProduct],
+    pub gpcs: u8,
+    pub mem_slices: u8,
+    pub max_instances: u8,
+    pub profiles: &'static [GiProfile],
+    /// Where the placements come from (NVML, published, assumed from a sibling GPU).
+    pub placements_source: PlacementSource,
+    /// Where the numbers come from, as the catalogue file says.
+    pub source: Option<&'static str>,
+    /// The catalogue file the type was read from (`built-in:<file>`, a path, or `nvml:GPU <n>`).
+    pub origin: &'static str,
+    /// How the GPU is cut into segments: MIG instances, or MPS shares of a whole GPU.
+    pub partition: Partition,
+}
+
+/// How a GPU type is cut into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// MIG GPU instances of whole GPCs at legal placements (the profiles are NVIDIA's).
+    Mig,
+    /// MPS shares of the whole GPU's SMs (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`), in steps of
+    /// [`MPS_SHARE_STEP`] percent, with memory capped in proportion
+    /// (`CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`). The type's "GPCs" are [`MPS_SHARE_UNITS`] share units
+    /// and its profiles (`mps-20` = 20 %, ...) are generated; any set of shares summing to at
+    /// most 100 % fits, at most `max_instances` of them (gpu-let's "gpu-lets").
+    Mps,
+}
+
+/// The slowdown assumed for an MPS share beside other shares of its GPU when no measurement says
+/// otherwise (`--interference`): 20 %. Shares split the SMs but not memory bandwidth or L2; the
+/// worst pair measured on an H200 (resnet50 at 30 % beside resnet50 at 70 %,
+/// `reports/gpu/nvidia-h200-2026-11-26/mps-pairs.md`) took 1.21x as long as alone.
+pub const DEFAULT_MPS_INTERFERENCE: f64 = 0.20;
+
+/// The id suffix of a MIG GPU's MPS type used with MIG off (`h100-80gb-nomig`).
+pub const NOMIG_SUFFIX: &str = "-nomig";
+
+/// Percent of a GPU's SMs one MPS share unit stands for.
+pub const MPS_SHARE_STEP: u8 = 10;
+/// Share units of a whole MPS GPU (100 % / [`MPS_SHARE_STEP`]).
+pub const MPS_SHARE_UNITS: u8 = 100 / MPS_SHARE_STEP;
+
+impl Partition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partition::Mig => "mig",
+            Partition::Mps => "mps",
+        }
+    }
+}
+
+/// Where a type's placements come from. `validate` warns on `Assumed` placements: read the GPU's
+/// own with `parva catalogue --from-gpu` before trusting them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementSource {
+    /// Read from the GPU through NVML (`nvmlDeviceGetGpuInstancePossiblePlacements`).
+    Nvml,
+    /// Published by NVIDIA (`nvidia-smi mig -lgipp` in the MIG user guide or a vendor's output).
+    Published,
+    /// Not published: taken from a GPU of the same family.
+    Assumed,
+}
+
+impl PlacementSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementSource::Nvml => "nvml",
+            PlacementSource::Published => "published",
+            PlacementSource::Assumed => "assumed",
+        }
+    }
+}
+
+/// The built-in catalogue files (`crates/core/src/catalogue/`), read by the same parser as a user's.
+const BUILT_IN: &[(&str, &str)] = &[
+    ("a100-40gb.toml", include_str!("catalogue/a100-40gb.toml")),
+    ("a100-80gb.toml", include_str!("catalogue/a100-80gb.toml")),
+    ("h100-80gb.toml", include_str!("catalogue/h100-80gb.toml")),
+    ("h100-94gb.toml", include_str!("catalogue/h100-94gb.toml")),
+    ("h200-141gb.toml", include_str!("catalogue/h200-141gb.toml")),
+    ("a30-24gb.toml", include_str!("catalogue/a30-24gb.toml")),
+    ("h100-pcie-80gb.toml", include_str!("catalogue/h100-pcie-80gb.toml")),
+    ("a800-40gb.toml", include_str!("catalogue/a800-40gb.toml")),
+    ("a800-80gb.toml", include_str!("catalogue/a800-80gb.toml")),
+    ("h800-80gb.toml", include_str!("catalogue/h800-80gb.toml")),
+    ("h800-pcie-80gb.toml", include_str!("catalogue/h800-pcie-80gb.toml")),
+    ("b200-180gb.toml", include_str!("catalogue/b200-180gb.toml")),
+    ("gh200-144gb.toml", include_str!("catalogue/gh200-144gb.toml")),
+    ("mps.toml", include_str!("catalogue/mps.toml")),
+];
+
+fn built_in() -> &'static [&'static GpuType] {
+    static TYPES: std::sync::OnceLock<Vec<&'static GpuType>> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        BUILT_IN
+            .iter()
+            .flat_map(|(name, text)| {
+                // The files are part of the source; a test parses every one of them.
+                crate::catalogue::parse(text, &format!("built-in:{name}")).unwrap_or_else(|e| panic!("built-in catalogue: {e}"))
+            })
+            .collect()
+    })
+}
+
+/// Types registered in this process from catalogue files or read from a GPU (see [`register`]).
+static REGISTERED: std::sync::RwLock<Vec<&'static GpuType>> = std::sync::RwLock::new(Vec::new());
+
+/// All GPU types parva knows in this process: the built-in ones, then the registered ones.
+pub fn catalogue() -> Vec<&'static GpuType> {
+    let mut all = built_in().to_vec();
+    all.extend(REGISTERED.read().unwrap_or_else(|e| e.into_inner()).iter().copied());
+    all
+}
+
+/// A type that cannot be registered beside the ones already known.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("GPU type `{id}` from {origin} is already defined by {other}, with another MIG geometry")]
+    DuplicateId { id: String, origin: String, other: String },
+    #[error("GPU type `{id}` from {origin}: product `{name}` ({}) is already `{other}`'s", pci_id_text(*pci_device_id))]
+    DuplicateProduct { id: String, origin: String, name: String, pci_device_id: u32, other: String },
+}
+
+/// Make `types` known to every lookup of this process ([`GpuType::by_id`], [`GpuType::identify`],
+/// [`catalogue`]). A type whose id is already known with another MIG geometry, or whose product
+/// (PCI device id) is already another type's, is refused; one with a known id and the same
+/// geometry is taken as that type (the same file read twice, a GPU's reading of a built-in type).
+pub fn register(types: &[&'static GpuType]) -> Result<(), RegisterError> {
+    let mut reg = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
+    for &t in types {
+        let known: Vec<&'static GpuType> = built_in().iter().copied().chain(reg.iter().copied()).collect();
+        if let Some(other) = known.iter().find(|o| o.id == t.id) {
+            // The same file read twice, or a GPU's own reading of a built-in type.
+            if other.same_mig_geometry(t) {
+                continue;
+            }
+            return Err(RegisterError::DuplicateId { id: t.id.into(), origin: t.origin.into(), other: other.origin.into() });
+        }
+        for p in t.products {
+            if let Some(other) = known.iter().find(|o| o.products.iter().any(|q| q.pci_device_id == p.pci_device_id)) {
+                return Err(RegisterError::DuplicateProduct {
+                    id: t.id.into(),
+                    origin: t.origin.into(),
+                    name: p.name.into(),
+                    pci_device_id: p.pci_device_id,
+                    other: other.id.into(),
+                });
+            }
+        }
+        reg.push(t);
+    }
+    Ok(())
+}
+
+/// The GPU type named `id` was not found in the catalogue.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown GPU type `{id}`; known types: {known}")]
+pub struct UnknownGpuType {
+    pub id: String,
+    pub known: String,
+}
+
+/// `0x20B210DE`, as mig-parted's `device-filter` and `nvidia-smi -q` write a PCI device id.
+pub fn pci_id_text(pci_device_id: u32) -> String {
+    format!("{pci_device_id:#010X}").replacen("0X", "0x", 1)
+}
+
+fn known_products() -> String {
+    catalogue()
+        .iter()
+        .map(|g| {
+            let products: Vec<String> =
+                g.products.iter().map(|p| format!("{} {}", p.name, pci_id_text(p.pci_device_id))).collect();
+            format!("{} ({})", g.id, products.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A physical GPU that is not (unambiguously) one of the catalogue's types.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnknownGpu {
+    #[error(
+        "GPU `{name}` (PCI device id {}) is not a GPU type parva knows (products are matched by PCI \
+         device id or exact name); known: {known}",
+        pci_device_id.map_or_else(|| "not reported".to_string(), pci_id_text)
+    )]
+    Unknown { name: String, pci_device_id: Option<u32>, known: String },
+    #[error(
+        "GPU `{name}` (PCI device id {}): the PCI device id is a {by_id} but the name is a {by_name}; refusing to guess",
+        pci_id_text(*pci_device_id)
+    )]
+    Conflict { name: String, pci_device_id: u32, by_id: &'static str, by_name: &'static str },
+}
+
+impl GpuType {
+    /// Look a GPU type up by its id (`a100-80gb`, ...), case-insensitively.
+    pub fn by_id(id: &str) -> Result<&'static GpuType, UnknownGpuType> {
+        let all = catalogue();
+        all.iter().copied().find(|g| g.id.eq_ignore_ascii_case(id.trim())).ok_or_else(|| UnknownGpuType {
+            id: id.to_string(),
+            known: all.iter().map(|g| g.id).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The GPU type of the product with this PCI device id (`0x20B210DE`), if any.
+    pub fn by_pci_device_id(pci_device_id: u32) -> Option<&'static GpuType> {
+        catalogue().into_iter().find(|g| g.products.iter().any(|p| p.pci_device_id == pci_device_id))
+    }
+
+    /// The GPU type of the product with exactly this name (e.g. `NVIDIA A100-SXM4-80GB`; the
+    /// `NVIDIA ` prefix, which older drivers leave out, is optional; surrounding blanks are
+    /// ignored). Never a substring match: `NVIDIA GH200 480GB` is not an `NVIDIA H200`.
+    pub fn by_product_name(name: &str) -> Option<&'static GpuType> {
+        let bare = |n: &str| {
+            let n = n.trim();
+            n.strip_prefix("NVIDIA ").unwrap_or(n).trim_start().to_string()
+        };
+        let want = bare(name);
+        catalogue().into_iter().find(|g| g.products.iter().any(|p| bare(p.name) == want))
+    }
+
+    /// Recognise a physical GPU from what NVML reports: its PCI device id when it is one of the
+    /// catalogue's, else its exact product name. A GPU whose id and name point at two different
+    /// types, or at none, is refused, with what was seen and the products parva knows.
+    pub fn identify(name: &str, pci_device_id: Option<u32>) -> Result<&'static GpuType, UnknownGpu> {
+        let by_id = pci_device_id.and_then(Self::by_pci_device_id);
+        let by_name = Self::by_product_name(name);
+        let seen = || (name.to_string(), pci_device_id);
+        match (by_id, by_name) {
+            (Some(a), Some(b)) if a.id != b.id => {
+                let (name, pci_device_id) = seen();
+                Err(UnknownGpu::Conflict { name, pci_device_id: pci_device_id.unwrap_or(0), by_id: a.id, by_name: b.id })
+            }
+            (Some(t), _) | (None, Some(t)) => Ok(t),
+            (None, None) => {
+                let (name, pci_device_id) = seen();
+                Err(UnknownGpu::Unknown { name, pci_device_id, known: known_products() })
+            }
+        }
+    }
+
+    /// Whether segments of this type are MPS shares (no MIG).
+    pub fn is_mps(&self) -> bool {
+        self.partition == Partition::Mps
+    }
+
+    /// The MIG type this MPS type is the GPU of, used with MIG off (`h100-80gb` for
+    /// `h100-80gb-nomig`): NVML names such a GPU as its MIG type. None for other types.
+    pub fn mig_sibling(&self) -> Option<&'static GpuType> {
+        let id = self.id.strip_suffix(NOMIG_SUFFIX).filter(|_| self.is_mps())?;
+        GpuType::by_id(id).ok().filter(|t| !t.is_mps())
+    }
+
+    /// The MPS type of this MIG type's GPU used with MIG off (`h100-80gb-nomig`), if catalogued.
+    pub fn nomig(&self) -> Option<&'static GpuType> {
+        GpuType::by_id(&format!("{}{NOMIG_SUFFIX}", self.id)).ok().filter(|t| t.is_mps() && !self.is_mps())
+    }
+
+    /// The percent of the GPU's SMs an instance of `size` (GPCs, or share units) gets.
+    pub fn share_percent(&self, size: u8) -> u32 {
+        (size as u32 * 100 + self.gpcs as u32 / 2) / self.gpcs.max(1) as u32
+    }
+
+    /// How this type names a segment's size: `3g` (GPCs) or `30%` (MPS share).
+    pub fn size_label(&self, size: u8) -> String {
+        match self.partition {
+            Partition::Mig => format!("{size}g"),
+            Partition::Mps => format!("{}%", self.share_percent(size)),
+        }
+    }
+
+    /// The same type allowing at most `n` segments per GPU (`--max-shares`); `self` when `n` is
+    /// not smaller than its own limit. Each profile's count is capped too.
+    pub fn with_max_instances(&'static self, n: u8) -> &'static GpuType {
+        if n == 0 || n >= self.max_instances {
+            return self;
+        }
+        let profiles: Vec<GiProfile> = self.profiles.iter().map(|p| GiProfile { max_count: p.max_count.min(n), ..*p }).collect();
+        Box::leak(Box::new(GpuType { max_instances: n, profiles: Box::leak(profiles.into_boxed_slice()), ..self.clone() }))
+    }
+
+    /// Instance sizes (GPC counts) a planner may use, ascending: 1, 2, 3, 4, 7 (A30: 1, 2, 4).
+    pub fn sizes(&self) -> Vec<u8> {
+        let mut sizes: Vec<u8> = self.profiles.iter().map(|p| p.gpcs).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+
+    /// The profile a planner uses for an instance of `gpcs` compute slices: the one with the
+    /// fewest memory slices (so `1g.10gb`, not `1g.20gb`, on A100-80GB), never a media-extension
+    /// (`+me`) profile.
+    pub fn profile_for_size(&self, gpcs: u8) -> Option<&'static GiProfile> {
+        self.profiles.iter().filter(|p| p.gpcs == gpcs && !p.media_extensions).min_by_key(|p| p.mem_slices)
+    }
+
+    pub fn profile_by_name(&self, name: &str) -> Option<&'static GiProfile> {
+        let name = name.trim().trim_start_matches("MIG ");
+        self.profiles.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn profile_by_id(&self, id: u32) -> Option<&'static GiProfile> {
+        self.profiles.iter().find(|p| p.id == id)
+    }
+
+    /// Same geometry and products (the origin and source text aside).
+    pub fn same_geometry(&self, other: &GpuType) -> bool {
+        (self.id, self.products) == (other.id, other.products) && self.same_mig_geometry(other)
+    }
+
+    /// The same MIG geometry (GPCs, memory slices, instances, and the same profiles by id, in any
+    /// order: NVML lists them by profile index, catalogue files by size), whatever the types' ids
+    /// and products.
+    pub fn same_mig_geometry(&self, other: &GpuType) -> bool {
+        (self.partition, self.gpcs, self.mem_slices, self.max_instances, self.profiles.len())
+            == (other.partition, other.gpcs, other.mem_slices, other.max_instances, other.profiles.len())
+            && self.profiles.iter().all(|p| other.profile_by_id(p.id) == Some(p))
+    }
+
+    fn full_mask(&self) -> u16 {
+        slice_mask(0, self.mem_slices)
+    }
+
+    /// Check that `layout` fits on one GPU of this type.
+    pub fn validate(&self, layout: &[Placement]) -> Result<(), LayoutError> {
+        if self.is_mps() {
+            let units: u32 = layout.iter().map(|p| u32::from(p.profile.gpcs)).sum();
+            if units > u32::from(self.gpcs) {
+                return Err(LayoutError::SharesOver100 { percent: units * u32::from(MPS_SHARE_STEP) });
+            }
+        }
+        if layout.len() > self.max_instances as usize {
+            return Err(LayoutError::TooManyInstances { count: layout.len(), limit: self.max_instances });
+        }
+        let mut used: Vec<(u16, &Placement)> = Vec::with_capacity(layout.len());
+        let mut gpcs = 0u32;
+        let mut media: Option<&Placement> = None;
+        for p in layout {
+            let profile = p.profile;
+            if !profile.starts.contains(&p.start) {
+                return Err(LayoutError::IllegalStart {
+                    profile: profile.name,
+                    start: p.start,
+                    legal: profile.starts.to_vec(),
+                });
+            }
+            let mask = profile.mask_at(p.start);
+            if p.start as u32 + profile.mem_slices as u32 > self.mem_slices as u32 {
+                return Err(LayoutError::OutOfRange { profile: profile.name, start: p.start, slices: self.mem_slices });
+            }
+            if let Some((_, other)) = used.iter().find(|(m, _)| m & mask != 0) {
+                return Err(LayoutError::Overlap { first: **other, second: *p });
+            }
+            if profile.media_extensions {
+                if let Some(first) = media {
+                    return Err(LayoutError::MediaExtensionsTaken { first: *first, second: *p });
+                }
+                media = Some(p);
+            }
+            let same = used.iter().filter(|(_, q)| q.profile == profile).count();
+            if same >= profile.max_count as usize {
+                return Err(LayoutError::TooManyOfProfile { profile: profile.name, limit: profile.max_count });
+            }
+            used.push((mask, p));
+            gpcs += profile.gpcs as u32;
+        }
+        if gpcs > self.gpcs as u32 {
+            return Err(LayoutError::TooManyGpcs { total: gpcs, limit: self.gpcs });
+        }
+        Ok(())
+    }
+
+    /// Every maximal layout of the planner's profiles (one per GPC count): sets of placements to
+    /// which no further instance can be added. Sub-layouts of these are exactly the legal layouts.
+    /// Ordered deterministically.
+    pub fn maximal_layouts(&self) -> Vec<Vec<Placement>> {
+        let profiles: Vec<&'static GiProfile> =
+            self.sizes().iter().rev().filter_map(|&s| self.profile_for_size(s)).collect();
+        let mut out = Vec::new();
+        let mut current = Vec::new();
+        self.extend_layouts(&profiles, 0, 0, 0, &mut current, &mut out);
+        out
+    }
+
+    fn extend_layouts(
+        &self,
+        profiles: &[&'static GiProfile],
+        first: usize,
+        mask: u16,
+        gpcs: u8,
+        current: &mut Vec<Placement>,
+        out: &mut Vec<Vec<Placement>>,
+    ) {
+        // Candidates are enumerated in a canonical order (profile index, then start) to visit
+        // each set once; maximality is checked against every profile and start.
+        let mut extended = false;
+        for (pi, profile) in profiles.iter().enumerate().skip(first) {
+            for &start in profile.starts {
+                let m = profile.mask_at(start);
+                if !self.fits(mask, gpcs, current.len(), profile, start) || !below_max_count(current, profile) {
+                    continue;
+                }
+                if pi == first && current.last().is_some_and(|l| *l.profile == **profile && l.start >= start) {
+                    continue;
+                }
+                extended = true;
+                current.push(Placement { profile, start });
+                self.extend_layouts(profiles, pi, mask | m, gpcs + profile.gpcs, current, out);
+                current.pop();
+            }
+        }
+        if !extended {
+            let can_grow = profiles
+                .iter()
+                .any(|p| below_max_count(current, p) && p.starts.iter().any(|&s| self.fits(mask, gpcs, current.len(), p, s)));
+            if !can_grow && !current.is_empty() {
+                out.push(current.clone());
+            }
+        }
+    }
+
+    /// Whether `profile` at `start` fits beside instances taking `mask`, `gpcs` and `count`.
+    /// The planner's layouts never hold a `+me` profile; [`Self::free_starts`] checks that rule.
+    fn fits(&self, mask: u16, gpcs: u8, count: usize, profile: &GiProfile, start: u8) -> bool {
+        let m = profile.mask_at(start);
+        m & mask == 0
+            && m & !self.full_mask() == 0
+            && gpcs as u32 + profile.gpcs as u32 <= self.gpcs as u32
+            && count < self.max_instances as usize
+    }
+
+    /// Legal starts for `profile` that are free on a GPU whose current layout is `layout`
+    /// (every rule of [`Self::validate`], the one media-extension instance included).
+    pub fn free_starts(&self, layout: &[Placement], profile: &GiProfile) -> Vec<u8> {
+        if profile.media_extensions && layout.iter().any(|p| p.profile.media_extensions) {
+            return Vec::new();
+        }
+        let mask = layout.iter().fold(0u16, |m, p| m | p.profile.mask_at(p.start));
+        let gpcs = layout.iter().map(|p| p.profile.gpcs as u32).sum::<u32>().min(u8::MAX as u32) as u8;
+        if layout.iter().filter(|p| p.profile == profile).count() >= profile.max_count as usize {
+            return Vec::new();
+        }
+        profile.starts.iter().copied().filter(|&s| self.fits(mask, gpcs, layout.len(), profile, s)).collect()
+    }
+}
+
+/// Whether `layout` holds fewer instances of `profile` than its `max_count`.
+fn below_max_count(layout: &[Placement], profile: &GiProfile) -> bool {
+    layout.iter().filter(|p| p.profile == profile).count() < profile.max_count as usize
+}
+
+impl fmt::Display for GpuType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id)
+    }
+}
+
+/// A profile placed at a start (in memory slices).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    pub profile: &'static GiProfile,
+    pub start: u8,
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{{{}}}:{}", self.profile.name, self.start, self.profile.mem_slices)
+    }
+}
+
+/// Why a layout does not fit on one GPU.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{profile} cannot start at memory slice {start}; legal starts are {legal:?}")]
+    IllegalStart { profile: &'static str, start: u8, legal: Vec<u8> },
+    #[error("{profile} at memory slice {start} runs past the GPU's {slices} memory slices")]
+    OutOfRange { profile: &'static str, start: u8, slices: u8 },
+    #[error("{second} overlaps {first} on memory slices")]
+    Overlap { first: Placement, second: Placement },
+    #[error("instances use {total} GPCs; the GPU has {limit}")]
+    TooManyGpcs { total: u32, limit: u8 },
+    #[error("{count} instances; the GPU allows at most {limit}")]
+    TooManyInstances { count: usize, limit: u8 },
+    #[error("more than {limit} instances of {profile}, the most the GPU holds")]
+    TooManyOfProfile { profile: &'static str, limit: u8 },
+    #[error("{second} needs the GPU's media extensions, but {first} has them (one per GPU)")]
+    MediaExtensionsTaken { first: Placement, second: Placement },
+    #[error("MPS shares sum to {percent} % of the GPU's SMs; at most 100 %")]
+    SharesOver100 { percent: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(gpu: &GpuType, name: &str, start: u8) -> Placement {
+        Placement { profile: gpu.profile_by_name(name).unwrap(), start }
+    }
+
+    #[test]
+    fn every_gpu_type_has_consistent_profiles() {
+        for gpu in catalogue() {
+            for p in gpu.profiles {
+                assert!(p.gpcs <= gpu.gpcs, "{} {}", gpu.id, p.name);
+                for &s in p.starts {
+                    assert!(s + p.mem_slices <= gpu.mem_slices, "{} {} start {s}", gpu.id, p.name);
+                }
+                if gpu.is_mps() {
+                    assert_eq!(p.name, format!("mps-{}", gpu.share_percent(p.gpcs)), "{}", gpu.id);
+                    continue;
+                }
+                assert!(p.name.starts_with(&format!("{}g.", p.gpcs)), "{} {}", gpu.id, p.name);
+                let base = p.name.strip_suffix("+me").unwrap_or(p.name);
+                assert_eq!(p.media_extensions, base != p.name, "{} {}", gpu.id, p.name);
+                assert!(base.ends_with(&format!(".{}gb", p.mem_gb)), "{} {}", gpu.id, p.name);
+            }
+            // Every single profile at every legal start is a valid layout on its own.
+            for p in gpu.profiles {
+                for &s in p.starts {
+                    gpu.validate(&[Placement { profile: p, start: s }]).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_per_gpu_type() {
+        assert_eq!(GpuType::by_id("a100-80gb").unwrap().sizes(), vec![1, 2, 3, 4, 7]);
+        assert_eq!(GpuType::by_id("A30-24GB").unwrap().sizes(), vec![1, 2, 4]);
+        assert_eq!(GpuType::by_id("h200-141gb").unwrap().profile_for_size(1).unwrap().name, "1g.18gb");
+        let err = GpuType::by_id("v100").unwrap_err();
+        assert!(err.to_string().contains("a100-80gb"), "{err}");
+    }
+
+    #[test]
+    fn validator_rejects_each_rule_on_every_gpu_type() {
+        for gpu in catalogue().into_iter().filter(|g| !g.is_mps()) {
+            let big = gpu.profile_for_size(gpu.gpcs).unwrap();
+            let one = gpu.profile_for_size(1).unwrap();
+            // Illegal start.
+            let bad_start = (0..gpu.mem_slices).find(|s| !big.starts.contains(s)).unwrap();
+            assert!(matches!(
+                gpu.validate(&[Placement { profile: big, start: bad_start }]),
+                Err(LayoutError::IllegalStart { .. })
+            ), "{}", gpu.id);
+            // Overlap: the whole-GPU profile and a 1g at 0.
+            assert!(matches!(
+                gpu.validate(&[Placement { profile: big, start: 0 }, Placement { profile: one, start: 0 }]),
+                Err(LayoutError::Overlap { .. })
+            ), "{}", gpu.id);
+            // Too many instances: one more 1g than allowed is rejected (for overlap or count).
+            let all_ones: Vec<Placement> = one.starts.iter().map(|&s| Placement { profile: one, start: s }).collect();
+            gpu.validate(&all_ones).unwrap();
+            let mut more = all_ones.clone();
+            more.push(all_ones[0]);
+            // Refused for the count first (the duplicate also overlaps).
+            assert!(matches!(gpu.validate(&more), Err(LayoutError::TooManyInstances { .. })), "{}", gpu.id);
+        }
+    }
+
+    #[test]
+    fn a100_layouts_known_cases() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        // 4g + 3g fills the GPU.
+        gpu.validate(&[place(gpu, "4g.40gb", 0), place(gpu, "3g.40gb", 4)]).unwrap();
+        // 3g + 3g is legal (6 GPCs) but nothing else fits beside it.
+        gpu.validate(&[place(gpu, "3g.40gb", 0), place(gpu, "3g.40gb", 4)]).unwrap();
+        assert!(gpu.free_starts(&[place(gpu, "3g.40gb", 0), place(gpu, "3g.40gb", 4)], gpu.profile_for_size(1).unwrap()).is_empty());
+        // 2g at 0 and a 1g at 1 overlap (ParvaGPU emitted such maps).
+        assert!(matches!(
+            gpu.validate(&[place(gpu, "2g.20gb", 0), place(gpu, "1g.10gb", 1)]),
+            Err(LayoutError::Overlap { .. })
+        ));
+        // 3g at 4 covers memory slice 6.
+        assert!(matches!(gpu.validate(&[place(gpu, "3g.40gb", 4), place(gpu, "1g.10gb", 6)]), Err(LayoutError::Overlap { .. })));
+        // Seven 1g instances plus a 1g.20gb would exceed 7 GPCs.
+        let mut l: Vec<Placement> = (0..6).map(|s| place(gpu, "1g.10gb", s)).collect();
+        l.push(place(gpu, "1g.20gb", 6));
+        gpu.validate(&l).unwrap();
+        l[0] = place(gpu, "2g.20gb", 0);
+        assert!(matches!(gpu.validate(&l), Err(LayoutError::Overlap { .. })));
+    }
+
+    #[test]
+    fn a30_layouts() {
+        let gpu = GpuType::by_id("a30-24gb").unwrap();
+        gpu.validate(&[place(gpu, "2g.12gb", 0), place(gpu, "1g.6gb", 2), place(gpu, "1g.6gb", 3)]).unwrap();
+        assert!(matches!(
+            gpu.validate(&[place(gpu, "2g.12gb", 1)]),
+            Err(LayoutError::IllegalStart { .. })
+        ));
+        assert!(matches!(gpu.validate(&[place(gpu, "4g.24gb", 0), place(gpu, "1g.6gb", 3)]), Err(LayoutError::Overlap { .. })));
+    }
+
+    #[test]
+    fn maximal_layouts_are_valid_and_maximal() {
+        for gpu in catalogue() {
+            let layouts = gpu.maximal_layouts();
+            assert!(!layouts.is_empty());
+            for l in &layouts {
+                gpu.validate(l).unwrap();
+                for &s in &gpu.sizes() {
+                    assert!(gpu.free_starts(l, gpu.profile_for_size(s).unwrap()).is_empty(), "{} {:?}", gpu.id, l);
+                }
+            }
+            // No duplicates.
+            let mut keys: Vec<Vec<(u8, u8)>> = layouts
+                .iter()
+                .map(|l| {
+                    let mut k: Vec<(u8, u8)> = l.iter().map(|p| (p.profile.gpcs, p.start)).collect();
+                    k.sort();
+                    k
+                })
+                .collect();
+            let n = keys.len();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "{}", gpu.id);
+        }
+        // A100: the whole-GPU layout and seven 1g instances are among them.
+        let a100 = GpuType::by_id("a100-80gb").unwrap();
+        let layouts = a100.maximal_layouts();
+        assert!(layouts.iter().any(|l| l.len() == 1 && l[0].profile.gpcs == 7));
+        assert!(layouts.iter().any(|l| l.len() == 7));
+    }
+
+    // ---- Recognising GPUs -------------------------------------------------------------------
+
+    #[test]
+    fn every_catalogue_product_is_identified_by_pci_id_and_by_exact_name_and_by_both() {
+        let mut ids = std::collections::BTreeMap::new();
+        for gpu in catalogue() {
+            assert!(!gpu.products.is_empty() || gpu.id.ends_with("-nomig"), "{}", gpu.id);
+            for p in gpu.products {
+                assert_eq!(p.pci_device_id & 0xFFFF, 0x10DE, "{} {}: vendor must be NVIDIA", gpu.id, p.name);
+                assert_eq!(GpuType::by_pci_device_id(p.pci_device_id).unwrap().id, gpu.id, "{}", p.name);
+                assert_eq!(GpuType::by_product_name(p.name).unwrap().id, gpu.id, "{}", p.name);
+                assert_eq!(GpuType::identify(p.name, Some(p.pci_device_id)).unwrap().id, gpu.id);
+                assert_eq!(GpuType::identify(p.name, None).unwrap().id, gpu.id, "name alone: {}", p.name);
+                assert_eq!(GpuType::identify("", Some(p.pci_device_id)).unwrap().id, gpu.id, "id alone: {}", p.name);
+                // Older drivers leave the `NVIDIA ` prefix out.
+                let bare = p.name.strip_prefix("NVIDIA ").unwrap_or(p.name);
+                assert_eq!(GpuType::identify(&format!(" {bare} "), None).unwrap().id, gpu.id);
+                // One id, one type.
+                if let Some(other) = ids.insert(p.pci_device_id, gpu.id) {
+                    assert_eq!(other, gpu.id, "{:#x} in two types", p.pci_device_id);
+                }
+            }
+        }
+        // The ids mig-parted's default config lists for the families parva supports.
+        for (id, ty) in [
+            (0x20B0_10DE, "a100-40gb"), (0x20B1_10DE, "a100-40gb"), (0x20F1_10DE, "a100-40gb"), (0x20F6_10DE, "a800-40gb"),
+            (0x20B2_10DE, "a100-80gb"), (0x20B5_10DE, "a100-80gb"), (0x20F3_10DE, "a800-80gb"), (0x20F5_10DE, "a800-80gb"),
+            (0x2330_10DE, "h100-80gb"), (0x2331_10DE, "h100-pcie-80gb"), (0x2322_10DE, "h800-pcie-80gb"), (0x2324_10DE, "h800-80gb"),
+            (0x2321_10DE, "h100-94gb"), (0x2335_10DE, "h200-141gb"), (0x20B7_10DE, "a30-24gb"),
+            (0x2901_10DE, "b200-180gb"), (0x2348_10DE, "gh200-144gb"),
+        ] {
+            assert_eq!(GpuType::by_pci_device_id(id).map(|t| t.id), Some(ty), "{id:#x}");
+        }
+    }
+
+    #[test]
+    fn gh200_is_never_taken_for_an_h200() {
+        // Before: `NVIDIA GH200 480GB`.contains("H200") made it an h200-141gb (wrong memory sizes).
+        for (name, id) in [
+            ("NVIDIA GH200 480GB", Some(0x2342_10DE)),
+            ("NVIDIA GH200 120GB", Some(0x2342_10DE)),
+            ("NVIDIA GH200 480GB", None),
+        ] {
+            let e = GpuType::identify(name, id).unwrap_err();
+            assert!(matches!(&e, UnknownGpu::Unknown { name: n, pci_device_id, .. } if n == name && *pci_device_id == id), "{e}");
+            assert_eq!(GpuType::by_product_name(name), None);
+        }
+        assert_eq!(GpuType::by_pci_device_id(0x2342_10DE), None);
+        // The GH200 144G HBM3e is its own type (issue 20), with its own memory sizes.
+        let gh = GpuType::identify("NVIDIA GH200 144G HBM3e", Some(0x2348_10DE)).unwrap();
+        assert_eq!((gh.id, gh.profile_for_size(1).unwrap().name, gh.profile_for_size(7).unwrap().name), ("gh200-144gb", "1g.18gb", "7g.144gb"));
+        assert_eq!(GpuType::identify("NVIDIA GH200 144G HBM3e", None).unwrap().id, "gh200-144gb");
+    }
+
+    #[test]
+    fn product_names_are_matched_exactly_never_by_substring() {
+        for name in [
+            "NVIDIA H100",                  // 0x2339, geometry unknown
+            "NVIDIA H100 80GB HBM3 (FAKE)", // a longer name containing a known one
+            "H100 PCIe 80GB",
+            "NVIDIA H200 NVL",              // not catalogued (no published SM counts)
+            "NVIDIA H20",
+            "NVIDIA A100",
+            "NVIDIA A100-SXM4-80GBX",
+            "NVIDIA A30X",
+            "",
+        ] {
+            assert_eq!(GpuType::by_product_name(name), None, "{name}");
+            assert!(matches!(GpuType::identify(name, None), Err(UnknownGpu::Unknown { .. })), "{name}");
+        }
+        // The H100 PCIe is no longer taken for an SXM5 (114 SMs, not 132).
+        let pcie = GpuType::identify("NVIDIA H100 PCIe", Some(0x2331_10DE)).unwrap();
+        assert_eq!(pcie.id, "h100-pcie-80gb");
+        assert_eq!(pcie.profile_for_size(7).unwrap().sms, 114);
+        assert_eq!(pcie.profile_for_size(1).unwrap().sms, 14);
+        assert_eq!(GpuType::identify("NVIDIA H100 80GB HBM3", Some(0x2330_10DE)).unwrap().profile_for_size(7).unwrap().sms, 132);
+        // A800 and H800 are recognised, with the geometry of the A100 / H100 they derive from.
+        let a800 = GpuType::identify("NVIDIA A800-SXM4-80GB", Some(0x20F3_10DE)).unwrap();
+        assert_eq!((a800.id, a800.profile_for_size(1).unwrap().name), ("a800-80gb", "1g.10gb"));
+        assert_eq!(GpuType::identify("NVIDIA H800", Some(0x2324_10DE)).unwrap().id, "h800-80gb");
+    }
+
+    #[test]
+    fn unknown_gpu_error_names_the_name_and_pci_id_seen_and_the_known_products() {
+        let e = GpuType::identify("NVIDIA GH200 480GB", Some(0x2342_10DE)).unwrap_err().to_string();
+        for want in ["`NVIDIA GH200 480GB`", "PCI device id 0x234210DE", "a100-80gb (NVIDIA A100-SXM4-80GB 0x20B210DE", "h200-141gb (NVIDIA H200 0x233510DE)"] {
+            assert!(e.contains(want), "{want:?} missing from: {e}");
+        }
+        let e = GpuType::identify("Tesla P100-SXM2-16GB", None).unwrap_err().to_string();
+        assert!(e.contains("`Tesla P100-SXM2-16GB` (PCI device id not reported)"), "{e}");
+        // An id of one type with the name of another: refused, not guessed.
+        let e = GpuType::identify("NVIDIA H200", Some(0x2330_10DE)).unwrap_err();
+        assert_eq!(
+            e,
+            UnknownGpu::Conflict { name: "NVIDIA H200".into(), pci_device_id: 0x2330_10DE, by_id: "h100-80gb", by_name: "h200-141gb" }
+        );
+        assert!(e.to_string().contains("PCI device id 0x233010DE"), "{e}");
+        // A known name with an id parva does not list (another board of the same product): by name.
+        assert_eq!(GpuType::identify("NVIDIA A30", Some(0x20B9_10DE)).unwrap().id, "a30-24gb");
+        assert_eq!(pci_id_text(0x20B2_10DE), "0x20B210DE");
+        assert_eq!(pci_id_text(0x10DE), "0x000010DE");
+    }
+
+    // ---- MPS-share types (no MIG) ------------------------------------------------------------
+
+    /// Every multiset of shares on every MPS type: valid exactly when it sums to at most 100 % and
+    /// has at most `max_instances` shares (MPS has no placement rules; packing from 0 is legal).
+    #[test]
+    fn mps_types_take_any_shares_summing_to_at_most_100_percent() {
+        let mps: Vec<&GpuType> = catalogue().into_iter().filter(|g| g.is_mps()).collect();
+        for id in ["v100-16gb", "v100-32gb", "t4-16gb", "a10-24gb", "l4-24gb", "l40s-48gb", "a100-80gb-nomig", "h100-80gb-nomig"] {
+            assert!(mps.iter().any(|g| g.id == id), "{id} missing");
+        }
+        // Every non-decreasing multiset of sizes 1..=max summing to at most `left`.
+        fn all(max: u8, from: u8, left: u8, cur: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+            out.push(cur.clone());
+            for u in from..=max.min(left) {
+                cur.push(u);
+                all(max, u, left - u, cur, out);
+                cur.pop();
+            }
+        }
+        for gpu in mps {
+            assert_eq!((gpu.gpcs, gpu.sizes().len()), (MPS_SHARE_UNITS, MPS_SHARE_UNITS as usize), "{}", gpu.id);
+            let capped = gpu.with_max_instances(3);
+            for ty in [gpu, capped] {
+                // Multisets of sizes 1..=10 with up to 11 units (so over-full ones are tried too).
+                let mut sets = Vec::new();
+                all(MPS_SHARE_UNITS, 1, MPS_SHARE_UNITS + 1, &mut Vec::new(), &mut sets);
+                assert!(sets.len() > 100, "{}", sets.len());
+                for set in &sets {
+                    let mut start = 0u8;
+                    let layout: Vec<Placement> = set
+                        .iter()
+                        .map(|&u| {
+                            let at = start.min(MPS_SHARE_UNITS - u);
+                            start += u;
+                            Placement { profile: ty.profile_for_size(u).unwrap(), start: at }
+                        })
+                        .collect();
+                    let sum: u8 = set.iter().sum();
+                    let fits = sum <= MPS_SHARE_UNITS && set.len() <= ty.max_instances as usize;
+                    assert_eq!(ty.validate(&layout).is_ok(), fits, "{} (max {}) shares {set:?}", ty.id, ty.max_instances);
+                }
+                for layout in ty.maximal_layouts() {
+                    assert!(layout.len() <= ty.max_instances as usize);
+                }
+            }
+            assert_eq!(gpu.share_percent(5), 50);
+            assert_eq!(gpu.size_label(3), "30%");
+            // Memory in proportion to the share; the whole GPU's SMs at 100 %.
+            let whole = gpu.profile_for_size(MPS_SHARE_UNITS).unwrap();
+            let half = gpu.profile_for_size(5).unwrap();
+            assert_eq!((half.name, half.mem_gb, half.sms), ("mps-50", whole.mem_gb / 2, whole.sms / 2), "{}", gpu.id);
+        }
+        let l4 = GpuType::by_id("l4-24gb").unwrap();
+        assert_eq!((l4.profile_for_size(10).unwrap().sms, l4.profile_for_size(10).unwrap().mem_gb), (58, 24));
+        assert_eq!(GpuType::identify("NVIDIA L4", Some(0x27B8_10DE)).unwrap().id, "l4-24gb");
+        // A MIG GPU is still recognised as its MIG type; `-nomig` is chosen by name only.
+        assert_eq!(GpuType::identify("NVIDIA H100 80GB HBM3", Some(0x2330_10DE)).unwrap().id, "h100-80gb");
+        assert!(!GpuType::by_id("h100-80gb").unwrap().same_mig_geometry(GpuType::by_id("h100-80gb-nomig").unwrap()));
+        // The naming convention, in one place: each -nomig type and its MIG GPU, both ways.
+        let (mig, nomig) = (GpuType::by_id("h100-80gb").unwrap(), GpuType::by_id("h100-80gb-nomig").unwrap());
+        assert_eq!((mig.nomig().map(|t| t.id), nomig.mig_sibling().map(|t| t.id)), (Some("h100-80gb-nomig"), Some("h100-80gb")));
+        assert_eq!((l4.mig_sibling(), l4.nomig(), mig.mig_sibling(), nomig.nomig()), (None, None, None, None));
+        assert!(GpuType::by_id("a30-24gb").unwrap().nomig().is_none(), "no a30 without MIG in the catalogue");
+    }
+
+    // ---- Media-extension (+me) profiles -----------------------------------------------------
+
+    #[test]
+    fn media_extension_profiles_are_catalogued_with_their_base_geometry() {
+        for gpu in catalogue().into_iter().filter(|g| !g.is_mps()) {
+            let me: Vec<&GiProfile> = gpu.profiles.iter().filter(|p| p.media_extensions).collect();
+            assert!(!me.is_empty(), "{}", gpu.id);
+            for p in me {
+                let base = gpu.profile_by_name(p.name.strip_suffix("+me").unwrap()).unwrap();
+                assert_eq!(
+                    (p.gpcs, p.mem_slices, p.mem_gb, p.sms, p.starts),
+                    (base.gpcs, base.mem_slices, base.mem_gb, base.sms, base.starts),
+                    "{} {}",
+                    gpu.id,
+                    p.name
+                );
+                assert_ne!(p.id, base.id);
+                assert_eq!(gpu.profile_by_id(p.id).unwrap().name, p.name);
+            }
+            // Planners never choose one.
+            for s in gpu.sizes() {
+                assert!(!gpu.profile_for_size(s).unwrap().media_extensions, "{} size {s}", gpu.id);
+            }
+            assert!(gpu.maximal_layouts().iter().flatten().all(|p| !p.profile.media_extensions), "{}", gpu.id);
+        }
+        let a100 = GpuType::by_id("a100-80gb").unwrap();
+        assert_eq!(a100.profile_by_id(20).unwrap().name, "1g.10gb+me");
+        assert_eq!(a100.profile_by_name("MIG 1g.10gb+me").unwrap().id, 20);
+        assert_eq!(GpuType::by_id("a100-40gb").unwrap().profile_by_id(20).unwrap().name, "1g.5gb+me");
+        assert_eq!(GpuType::by_id("h200-141gb").unwrap().profile_by_id(20).unwrap().name, "1g.18gb+me");
+        let a30 = GpuType::by_id("a30-24gb").unwrap();
+        assert_eq!(a30.profile_by_id(21).unwrap().name, "1g.6gb+me");
+        assert_eq!(a30.profile_by_id(6).unwrap().name, "2g.12gb+me");
+        assert_eq!(a30.sizes(), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn a_media_extension_instance_takes_its_slices_and_the_gpus_one_media_engine_set() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let me = place(gpu, "1g.10gb+me", 3);
+        // Its memory slice is taken.
+        assert!(matches!(
+            gpu.validate(&[me, place(gpu, "1g.10gb", 3)]),
+            Err(LayoutError::Overlap { .. })
+        ));
+        assert_eq!(gpu.free_starts(&[me], gpu.profile_for_size(1).unwrap()), vec![0, 1, 2, 4, 5, 6]);
+        assert_eq!(gpu.free_starts(&[me], gpu.profile_for_size(3).unwrap()), vec![4]);
+        // Beside six 1g.10gb it fills the GPU (7 instances, 7 GPCs).
+        let mut full: Vec<Placement> = (0..7).filter(|&s| s != 3).map(|s| place(gpu, "1g.10gb", s)).collect();
+        full.push(me);
+        gpu.validate(&full).unwrap();
+        // A second +me is refused wherever it goes.
+        let e = gpu.validate(&[me, place(gpu, "1g.10gb+me", 5)]).unwrap_err();
+        assert!(matches!(e, LayoutError::MediaExtensionsTaken { .. }), "{e}");
+        assert!(e.to_string().contains("1g.10gb+me@{5}:1") && e.to_string().contains("1g.10gb+me@{3}:1"), "{e}");
+        assert!(gpu.free_starts(&[me], gpu.profile_by_id(20).unwrap()).is_empty());
+        // A30: 1g.6gb+me and 2g.12gb+me share the one set of media engines.
+        let a30 = GpuType::by_id("a30-24gb").unwrap();
+        assert!(matches!(
+            a30.validate(&[place(a30, "1g.6gb+me", 0), place(a30, "2g.12gb+me", 2)]),
+            Err(LayoutError::MediaExtensionsTaken { .. })
+        ));
+        a30.validate(&[place(a30, "1g.6gb+me", 0), place(a30, "1g.6gb", 1), place(a30, "2g.12gb", 2)]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_starts_never_panic() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let p = gpu.profile_for_size(7).unwrap();
+        assert_eq!(p.mask_at(200), 0);
+        assert!(matches!(gpu.validate(&[Placement { profile: p, start: 200 }]), Err(LayoutError::IllegalStart { .. })));
+    }
+
+    // ---- validate against an independent check ---------------------------------------------
+
+    /// The layout rules written out plainly (ranges, counts), independent of `validate`'s masks.
+    fn plainly_valid(gpu: &GpuType, layout: &[Placement]) -> bool {
+        let in_range = |p: &Placement| p.profile.starts.contains(&p.start) && p.start as u32 + p.profile.mem_slices as u32 <= gpu.mem_slices as u32;
+        let range = |p: &Placement| p.start as u32..p.start as u32 + p.profile.mem_slices as u32;
+        let overlap = layout.iter().enumerate().any(|(i, a)| {
+            layout[i + 1..].iter().any(|b| range(a).any(|s| range(b).contains(&s)))
+        });
+        layout.len() <= gpu.max_instances as usize
+            && layout.iter().all(in_range)
+            && !overlap
+            && layout.iter().map(|p| p.profile.gpcs as u32).sum::<u32>() <= gpu.gpcs as u32
+            && layout.iter().filter(|p| p.profile.media_extensions).count() <= 1
+            && layout.iter().all(|p| layout.iter().filter(|q| q.profile == p.profile).count() <= p.profile.max_count as usize)
+    }
+
+    proptest::proptest! {
+        // 256 cases by default; longer: PROPTEST_CASES=100000 cargo test -p parva-core validate_matches
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)))]
+
+        #[test]
+        fn validate_matches_a_plain_independent_check(
+            gpu_index in 0..catalogue().len(),
+            picks in proptest::collection::vec((0usize..16, 0u8..9, proptest::bool::ANY), 0..10),
+        ) {
+            let gpu = catalogue()[gpu_index];
+            // Mostly legal starts (so that valid layouts are common), sometimes any start.
+            let layout: Vec<Placement> = picks
+                .iter()
+                .map(|&(pi, s, legal)| {
+                    let profile = &gpu.profiles[pi % gpu.profiles.len()];
+                    let start = if legal { profile.starts[s as usize % profile.starts.len()] } else { s };
+                    Placement { profile, start }
+                })
+                .collect();
+            let got = gpu.validate(&layout);
+            proptest::prop_assert_eq!(got.is_ok(), plainly_valid(gpu, &layout), "{} {:?}: {:?}", gpu.id, layout, got);
+            // On a valid layout, free_starts says exactly which additions stay valid.
+            if got.is_ok() {
+                for profile in gpu.profiles {
+                    let free = gpu.free_starts(&layout, profile);
+                    for &start in profile.starts {
+                        let mut more = layout.clone();
+                        more.push(Placement { profile, start });
+                        proptest::prop_assert_eq!(free.contains(&start), plainly_valid(gpu, &more), "{} {:?} + {}@{}", gpu.id, layout, profile.name, start);
+                    }
+                }
+            }
+        }
+    }
+}

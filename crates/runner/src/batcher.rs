@@ -1,0 +1,928 @@
+//! The batcher of one worker process: an actor that owns the process's queue and its connection,
+//! forms batches with the planner's policy ([`parva_core::batching::BatchPolicy`]) and runs them on
+//! the worker, which executes them one at a time (a full batch may be sent while the previous runs).
+//!
+//! A free process dispatches the first `max_batch` rows as soon as that many are queued, or
+//! everything queued (up to `max_batch` rows) once waiting longer would make the oldest request
+//! miss its deadline `arrival + slo - guard - exec(max_batch)` (partial batches are timed as full
+//! ones, as the core policy says). `exec(k)` is the time measured for batches of `k` rows on this
+//! process, from the moment the worker could start them to their answer (a moving average), or,
+//! before any was measured, the profile table's latency.
+//!
+//! When the worker dies, only the batch it was running fails (502); batches sent ahead and not
+//! started yet go back to the router ([`Outcome::Returned`]), which sends them to another ready
+//! process of the service, as the supervisor does with the queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parva_core::batching::BatchPolicy;
+use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::InferError;
+use crate::metrics::Metrics;
+use parva_proto::frame::{self as proto, Area, Msg, ProtoError, TensorHeader};
+use parva_proto::shm::Slab;
+use crate::spawn::WorkerChild;
+use parva_proto::tensor::Tensor;
+
+/// One request waiting for a process.
+#[derive(Debug)]
+pub struct Job {
+    /// Inputs in the model metadata's order, all with `rows` rows.
+    pub inputs: Vec<Tensor>,
+    pub rows: usize,
+    /// Bytes of its input tensors (what it holds while queued).
+    pub bytes: usize,
+    /// When the router first received it (kept when it is sent to another process).
+    pub arrival: Instant,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// How a job ends, as its process tells the router.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Run (outputs) or failed (the error the client gets).
+    Answered(Result<JobDone, InferError>),
+    /// Not run: its process died or was restarting before the job started. The router sends the
+    /// inputs to another ready process of the service.
+    Returned { inputs: Vec<Tensor>, why: String },
+}
+
+/// A request's outputs and how it went.
+#[derive(Debug)]
+pub struct JobDone {
+    pub outputs: Vec<Tensor>,
+    pub queue_s: f64,
+    pub exec_s: f64,
+    pub batch_rows: usize,
+}
+
+/// State of a process that the router reads without talking to the actor.
+#[derive(Debug, Default)]
+pub struct ProcShared {
+    pub ready: AtomicBool,
+    /// Rows admitted to this process and not answered yet (queued or running).
+    pub queued_rows: AtomicUsize,
+    /// Input bytes of those rows.
+    pub queued_bytes: AtomicUsize,
+    /// Batches sent to the worker and not answered yet, and their rows (part of `queued_rows`).
+    pub inflight_batches: AtomicUsize,
+    pub inflight_rows: AtomicUsize,
+    /// The batcher's estimates, seconds (f64 bits; 0: unknown): the execution of a one-row and of
+    /// a full batch, and the overhead around a batch (see [`ExecEstimate`]).
+    exec_one_bits: AtomicU64,
+    exec_full_bits: AtomicU64,
+    overhead_bits: AtomicU64,
+    /// When the batches in flight are expected to be done, nanoseconds on [`clock_ns`]'s clock
+    /// (0: nothing in flight).
+    busy_until_ns: AtomicU64,
+    /// Rows per second sent to this process lately (f64 bits), the batcher's measurement.
+    arrival_rate_bits: AtomicU64,
+    pub pid: AtomicU32,
+}
+
+/// `at` in nanoseconds on the clock of [`ProcShared`]'s times: a process-wide origin (the first
+/// call) at 2^62, so that instants before it count too.
+pub fn clock_ns(at: Instant) -> u64 {
+    const ORIGIN_NS: u64 = 1 << 62;
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(origin) {
+        Some(after) => ORIGIN_NS.saturating_add(ns(after)),
+        None => ORIGIN_NS.saturating_sub(ns(origin.saturating_duration_since(at))),
+    }
+}
+
+impl ProcShared {
+    /// Answer a job and release its rows.
+    pub fn answer(&self, job: Job, result: Result<JobDone, InferError>) {
+        self.release(job.rows, job.bytes);
+        let _ = job.reply.send(Outcome::Answered(result));
+    }
+
+    /// Give a job that did not run back to the router, to be sent to another process.
+    pub fn give_back(&self, job: Job, why: &str) {
+        self.release(job.rows, job.bytes);
+        let _ = job.reply.send(Outcome::Returned { inputs: job.inputs, why: why.to_string() });
+    }
+
+    /// Take `rows` rows and `bytes` bytes off this process's account.
+    pub fn release(&self, rows: usize, bytes: usize) {
+        self.queued_rows.fetch_sub(rows, Ordering::SeqCst);
+        self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// Seconds a full batch is expected to take on this process (0 when nothing is known).
+    pub fn exec_full(&self) -> f64 {
+        f64::from_bits(self.exec_full_bits.load(Ordering::Relaxed))
+    }
+
+    /// Seconds around each batch's execution (0 when nothing is known).
+    pub fn overhead(&self) -> f64 {
+        f64::from_bits(self.overhead_bits.load(Ordering::Relaxed))
+    }
+
+    /// Seconds a one-row batch is expected to take on this process (0 when nothing is known).
+    pub fn exec_one(&self) -> f64 {
+        f64::from_bits(self.exec_one_bits.load(Ordering::Relaxed))
+    }
+
+    /// Publish the execution of a one-row and of a full batch and the overhead per batch, seconds.
+    pub fn set_estimates(&self, exec_one: f64, exec_full: f64, overhead: f64) {
+        let clean = |s: f64| if s.is_finite() && s > 0.0 { s } else { 0.0 };
+        self.exec_one_bits.store(clean(exec_one).to_bits(), Ordering::Relaxed);
+        self.exec_full_bits.store(clean(exec_full).to_bits(), Ordering::Relaxed);
+        self.overhead_bits.store(clean(overhead).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Publish when the batches in flight are expected to be done (`None`: nothing in flight).
+    pub fn set_busy_until(&self, until: Option<Instant>) {
+        self.busy_until_ns.store(until.map_or(0, |t| clock_ns(t).max(1)), Ordering::SeqCst);
+    }
+
+    /// Seconds until the batches in flight are expected to be done (0 when idle or overdue).
+    pub fn busy_remaining(&self, now: Instant) -> f64 {
+        let until = self.busy_until_ns.load(Ordering::SeqCst);
+        if until == 0 {
+            return 0.0;
+        }
+        until.saturating_sub(clock_ns(now)) as f64 / 1e9
+    }
+
+    /// Rows per second sent to this process lately.
+    pub fn arrival_rate(&self) -> f64 {
+        f64::from_bits(self.arrival_rate_bits.load(Ordering::Relaxed))
+    }
+
+    /// Publish the rows per second sent to this process lately.
+    pub fn set_arrival_rate(&self, rows_per_s: f64) {
+        let r = if rows_per_s.is_finite() && rows_per_s > 0.0 { rows_per_s } else { 0.0 };
+        self.arrival_rate_bits.store(r.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Estimated seconds from `now` until a request of `rows` rows admitted now would be answered,
+    /// when `ahead` rows are admitted already (running or queued): see [`finish_estimate`].
+    pub fn finish_estimate(&self, now: Instant, ahead: usize, rows: usize, max_batch: usize) -> f64 {
+        let waiting = ahead.saturating_sub(self.inflight_rows.load(Ordering::SeqCst)).saturating_add(rows);
+        let work = Work {
+            busy: self.busy_remaining(now),
+            waiting,
+            max_batch,
+            exec_one: self.exec_one(),
+            exec_full: self.exec_full(),
+            overhead: self.overhead(),
+            arrival_rate: self.arrival_rate(),
+        };
+        finish_estimate(&work)
+    }
+}
+
+/// What admission knows of a process's work, for [`finish_estimate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Work {
+    /// Seconds until the batches in flight are done.
+    pub busy: f64,
+    /// Rows waiting for a batch, the request's own last.
+    pub waiting: usize,
+    pub max_batch: usize,
+    /// Execution of a one-row and of a full batch, and the overhead once, seconds.
+    pub exec_one: f64,
+    pub exec_full: f64,
+    pub overhead: f64,
+    /// Rows per second arriving at the process.
+    pub arrival_rate: f64,
+}
+
+/// Estimated seconds until the last of `waiting` rows is answered: the batches in flight end
+/// (their expected remaining time, not their full length), the waiting rows run in full batches
+/// ahead of the request's own, and its own batch holds the rest of them plus the rows expected to
+/// join it before it starts (the arrival rate times its wait, up to a full batch), executing for
+/// the chord between the one-row and the full batch's times; plus one overhead.
+///
+/// Regression (issue 18, `scripts/bench/admission.sh` with scenario 3): every batch in flight and
+/// the request's own were counted as full ones. vgg19's segment (batch 128, 189 ms, SLO 265 ms)
+/// ran batches of about 50 rows, yet a request arriving during one was estimated to finish after
+/// 2 x 189 ms and refused: 8,140 of 16,630 requests got 429 while the admitted ones had a p99 of
+/// 134 ms.
+pub fn finish_estimate(w: &Work) -> f64 {
+    let max = w.max_batch.max(1);
+    let waiting = w.waiting.max(1);
+    let full_ahead = (waiting - 1) / max;
+    let own = waiting - full_ahead * max;
+    let wait = w.busy.max(0.0) + full_ahead as f64 * w.exec_full;
+    let joining = (w.arrival_rate.max(0.0) * wait).min(max as f64);
+    let own = (own as f64 + joining).min(max as f64);
+    let own_exec = if max > 1 {
+        let one = if w.exec_one > 0.0 { w.exec_one.min(w.exec_full) } else { w.exec_full };
+        one + (own - 1.0) / (max - 1) as f64 * (w.exec_full - one)
+    } else {
+        w.exec_full
+    };
+    wait + own_exec + w.overhead
+}
+
+/// Time estimates per batch size, seconds, in two parts: the worker's **execution** of a batch
+/// (the time the worker reports, `exec_us`) and the **overhead** around it (round trip minus
+/// execution: IPC, and the router's and the worker's scheduling on a busy host), an EWMA.
+/// [`ExecEstimate::get`] (dispatch to answer) is their sum; admission counts the execution once
+/// per batch in front and the overhead once, since the worker runs batches sent ahead back to back.
+///
+/// Execution: the profile's latencies corrected by every answered batch, so that a batch of any
+/// size refreshes the estimate of every size. The correction compares EWMAs of the measured and
+/// the profiled execution times (`m` and `q`): a size of profiled time `p` is estimated
+/// `p x m / q` when the worker is faster than profiled, and `min(p x m / q, p + (m - q))` when
+/// slower (the excess extrapolates as the smaller of a proportional and a constant one).
+/// Regression (issue 11, found by scripts/bench/admission.sh): the round trip of one-row batches
+/// on a busy host, 10x their profile, was scaled into the full-batch estimate, and admission by
+/// deadline refused nearly everything. Without a profile, each size keeps its own EWMA of its
+/// measured execution.
+///
+/// The first batch of each size a worker process runs is not counted: on a GPU it includes
+/// one-time work for the new input shape (kernels loaded and chosen, memory allocated).
+/// Regression (found by `scripts/gpu-check` on an H100): first batches of a size took 0.5-1 s
+/// against 5 ms for the next ones; counted, one of them made the full-batch estimate ~100x too
+/// large, admission then refused every request but those reaching an idle process, only
+/// one-row batches ran, and the estimate never recovered (19 of 200 req/s served).
+#[derive(Debug, Clone)]
+pub struct ExecEstimate {
+    /// Profiled seconds per batch of 1, 2, ... rows.
+    profile: Vec<f64>,
+    /// EWMAs of the measured and of the profiled execution seconds of the answered batches.
+    measured_avg: Option<f64>,
+    profiled_avg: Option<f64>,
+    /// EWMA of round trip minus execution, seconds.
+    overhead: Option<f64>,
+    /// Per size (index = rows - 1), when there is no profile.
+    measured: Vec<Option<f64>>,
+    /// Sizes the current worker process has run at least once (index = rows - 1; sizes past
+    /// `max_batch`, which run alone, are not tracked and always count).
+    warmed: Vec<bool>,
+}
+
+const EWMA_WEIGHT: f64 = 0.3;
+
+fn ewma(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |m| m + EWMA_WEIGHT * (new - m))
+}
+
+impl ExecEstimate {
+    pub fn new(profile: Vec<f64>, max_batch: usize) -> Self {
+        let n = max_batch.max(1);
+        ExecEstimate { profile, measured_avg: None, profiled_avg: None, overhead: None, measured: vec![None; n], warmed: vec![false; n] }
+    }
+
+    /// A new worker process starts: its first batch of each size is one-time work again.
+    pub fn new_process(&mut self) {
+        self.warmed.iter_mut().for_each(|w| *w = false);
+    }
+
+    /// The profile's latency of `rows` rows (past the table, in proportion to the rows).
+    fn profiled(&self, rows: usize) -> Option<f64> {
+        let i = rows.max(1) - 1;
+        match self.profile.len() {
+            0 => None,
+            n if i < n => Some(self.profile[i]),
+            n => Some(self.profile[n - 1] * rows as f64 / n as f64),
+        }
+        .filter(|s| *s > 0.0)
+    }
+
+    /// Seconds from dispatching a batch of `rows` rows to a free worker to its answer.
+    pub fn get(&self, rows: usize) -> f64 {
+        self.exec(rows) + self.overhead()
+    }
+
+    /// Seconds around each batch's execution (0 before anything was measured).
+    pub fn overhead(&self) -> f64 {
+        self.overhead.unwrap_or(0.0)
+    }
+
+    /// Seconds the worker executes a batch of `rows` rows.
+    pub fn exec(&self, rows: usize) -> f64 {
+        match self.profiled(rows) {
+            Some(p) => match (self.measured_avg, self.profiled_avg) {
+                (Some(m), Some(q)) if m <= q => p * m / q,
+                (Some(m), Some(q)) => (p * m / q).min(p + (m - q)),
+                _ => p,
+            },
+            None => self.measured.get(rows.max(1) - 1).copied().flatten().unwrap_or(0.0),
+        }
+    }
+
+    /// The execution of a full batch of `max_batch` rows, for admission. Without a profile and
+    /// before a full batch was measured: the largest size measured so far (a lower bound, so that
+    /// admission errs towards accepting); 0 when nothing is known.
+    pub fn full_exec(&self, max_batch: usize) -> f64 {
+        let e = self.exec(max_batch);
+        if e > 0.0 {
+            return e;
+        }
+        self.measured.iter().rev().find_map(|m| *m).unwrap_or(0.0)
+    }
+
+    /// A batch of `rows` rows was answered `round_trip` seconds after the worker could start it,
+    /// and the worker says it executed for `exec` seconds (0: unknown, all of it counts). Returns
+    /// false, changing nothing, for the process's first batch of that size (see the type's doc).
+    pub fn record(&mut self, rows: usize, round_trip: f64, exec: f64) -> bool {
+        if let Some(w) = self.warmed.get_mut(rows.max(1) - 1) {
+            if !*w {
+                *w = true;
+                return false;
+            }
+        }
+        let round_trip = round_trip.max(0.0);
+        let exec = if exec > 0.0 { exec.min(round_trip) } else { round_trip };
+        self.overhead = Some(ewma(self.overhead, round_trip - exec));
+        match self.profiled(rows) {
+            Some(p) => {
+                self.measured_avg = Some(ewma(self.measured_avg, exec));
+                self.profiled_avg = Some(ewma(self.profiled_avg, p));
+            }
+            None => {
+                if let Some(slot) = self.measured.get_mut(rows.max(1) - 1) {
+                    *slot = Some(ewma(*slot, exec));
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The worker connection: the batcher writes batches; a reader task forwards the answers.
+pub struct Conn {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+    /// The worker's shared buffers, when it mapped them.
+    pub slab: Option<Arc<Slab>>,
+}
+
+enum CallError {
+    Proto(ProtoError),
+    Failed(String),
+}
+
+/// Most batches sent to one worker and not answered yet: the one running and, when a full batch
+/// is waiting, the next one, so that the worker starts it without waiting for the router.
+const PIPELINE_DEPTH: usize = 2;
+
+/// What the batcher needs to know about its process.
+pub struct BatcherCtx<'a> {
+    pub service: &'a str,
+    pub worker: &'a str,
+    pub policy: BatchPolicy,
+    pub shared: &'a ProcShared,
+    pub metrics: &'a Metrics,
+    /// Common time origin for the policy's clock.
+    pub epoch: Instant,
+}
+
+/// Why the batcher stopped serving on a connection.
+pub enum BatcherExit {
+    /// Told to stop (or the router went away); the queue is empty and nothing is in flight.
+    Stopped(OwnedWriteHalf),
+    /// The worker died or broke the protocol; its jobs have been answered.
+    Crashed(String),
+}
+
+/// A batch sent to the worker.
+struct InFlight {
+    id: u64,
+    jobs: Vec<Job>,
+    rows: usize,
+    /// When it was sent, and when the worker could start it (the previous batch's end).
+    sent: Instant,
+    started: Instant,
+    /// The slab slot it occupies (inputs and outputs), free again once it is answered.
+    slot: Option<usize>,
+}
+
+/// Take the jobs of the next batch from the front of `queue`: at least one, at most `max` rows.
+fn take_batch(queue: &mut VecDeque<Job>, max: usize) -> (Vec<Job>, usize) {
+    let mut jobs = Vec::new();
+    let mut rows = 0;
+    while let Some(j) = queue.front() {
+        if !jobs.is_empty() && rows + j.rows > max {
+            break;
+        }
+        rows += j.rows;
+        jobs.extend(queue.pop_front());
+    }
+    (jobs, rows)
+}
+
+/// Rows the next batch would hold.
+#[cfg(test)]
+fn next_batch_rows(queue: &VecDeque<Job>, max: usize) -> usize {
+    let mut rows = 0;
+    for (i, j) in queue.iter().enumerate() {
+        if i > 0 && rows + j.rows > max {
+            break;
+        }
+        rows += j.rows;
+    }
+    rows
+}
+
+/// Form the next batch from the front of `queue` and send it: into a free slot of the worker's
+/// slab when it fits there (each job's rows written once, straight into place; the socket
+/// carries offsets), else over the socket. The jobs keep their inputs until they are answered,
+/// so that a batch the worker never started can go to another process whole. `Err` when the
+/// worker is gone: the batch was not delivered, and comes back whole.
+async fn send_batch(writer: &mut OwnedWriteHalf, queue: &mut VecDeque<Job>, max: usize, id: u64, slab: Option<(&Slab, &mut Vec<usize>)>) -> Result<InFlight, (InFlight, String)> {
+    let (jobs, rows) = take_batch(queue, max);
+    let n_inputs = jobs.first().map(|j| j.inputs.len()).unwrap_or(0);
+    let bytes: u64 = jobs.iter().map(|j| j.bytes as u64).sum();
+    let now = Instant::now();
+    let mut batch = InFlight { id, jobs, rows, sent: now, started: now, slot: None };
+    let slot = match slab {
+        Some((slab, free)) if bytes <= slab.layout.in_bytes => free.pop().map(|slot| (slab, slot)),
+        _ => None,
+    };
+    let written = match slot {
+        Some((slab, slot)) => {
+            batch.slot = Some(slot);
+            match write_to_slot(slab, slot, &batch.jobs, n_inputs) {
+                Ok(tensors) => {
+                    let out = Area { at: slab.layout.output_at(slot), bytes: slab.layout.out_bytes };
+                    proto::write_frame_async(writer, &Msg::Batch { id, tensors, out: Some(out) }, &[]).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        None => {
+            let inputs: Vec<Tensor> = (0..n_inputs)
+                .filter_map(|i| Tensor::concat_rows(batch.jobs.iter().filter_map(|j| j.inputs.get(i).cloned()).collect()))
+                .collect();
+            let msg = Msg::Batch { id, tensors: proto::headers_of(&inputs), out: None };
+            proto::write_frame_async(writer, &msg, &inputs).await
+        }
+    };
+    match written {
+        Ok(()) => Ok(batch),
+        Err(e) => Err((batch, e.to_string())),
+    }
+}
+
+/// Write the jobs' inputs into `slot`: input after input, each the jobs' rows back to back.
+fn write_to_slot(slab: &Slab, slot: usize, jobs: &[Job], n_inputs: usize) -> Result<Vec<TensorHeader>, ProtoError> {
+    let mut at = slab.layout.input_at(slot);
+    let mut heads = Vec::with_capacity(n_inputs);
+    for i in 0..n_inputs {
+        let first = jobs.first().and_then(|j| j.inputs.get(i)).ok_or_else(|| ProtoError::BadHeader(format!("a job lacks input {i}")))?;
+        let start = at;
+        let mut rows = 0i64;
+        for j in jobs {
+            let t = j.inputs.get(i).ok_or_else(|| ProtoError::BadHeader(format!("a job lacks input {i}")))?;
+            slab.map.write(at, &t.data).map_err(|e| ProtoError::BadHeader(e.to_string()))?;
+            at += t.data.len() as u64;
+            rows += t.shape.first().copied().unwrap_or(1);
+        }
+        let mut shape = first.shape.clone();
+        if let Some(d) = shape.first_mut() {
+            *d = rows;
+        }
+        heads.push(TensorHeader { name: first.name.clone(), datatype: first.datatype, shape, bytes: at - start, at: Some(start) });
+    }
+    Ok(heads)
+}
+
+/// Publish what is in flight, for admission: its batches, rows and expected end (the running
+/// batch from when it could start, each one sent ahead after it).
+fn publish_inflight(shared: &ProcShared, inflight: &VecDeque<InFlight>, est: &ExecEstimate) {
+    shared.inflight_batches.store(inflight.len(), Ordering::SeqCst);
+    shared.inflight_rows.store(inflight.iter().map(|b| b.rows).sum(), Ordering::SeqCst);
+    let until = inflight.front().map(|front| {
+        let after: f64 = inflight.iter().skip(1).map(|b| est.exec(b.rows)).sum();
+        front.started + std::time::Duration::from_secs_f64((est.get(front.rows) + after).clamp(0.0, 1e6))
+    });
+    shared.set_busy_until(until);
+}
+
+/// Rows per second arriving at a process, measured over windows of at least
+/// [`RateMeter::WINDOW_S`] and smoothed.
+struct RateMeter {
+    since: Instant,
+    rows: usize,
+    rate: Option<f64>,
+}
+
+impl RateMeter {
+    const WINDOW_S: f64 = 0.1;
+
+    fn new(now: Instant) -> Self {
+        RateMeter { since: now, rows: 0, rate: None }
+    }
+
+    /// `rows` rows arrived at `now`; the new rate when a window ended.
+    fn arrived(&mut self, rows: usize, now: Instant) -> Option<f64> {
+        self.rows = self.rows.saturating_add(rows);
+        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        if elapsed < Self::WINDOW_S {
+            return None;
+        }
+        let rate = ewma(self.rate, self.rows as f64 / elapsed);
+        *self = RateMeter { since: now, rows: 0, rate: Some(rate) };
+        Some(rate)
+    }
+}
+
+/// Serve `queue` and new jobs from `rx` on `conn` until stopped or the worker dies.
+pub async fn run_batcher(
+    ctx: &BatcherCtx<'_>,
+    conn: Conn,
+    child: &mut Box<dyn WorkerChild>,
+    queue: &mut VecDeque<Job>,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    stop: &mut watch::Receiver<bool>,
+    est: &mut ExecEstimate,
+) -> BatcherExit {
+    let max = ctx.policy.max_batch as usize;
+    let secs = |t: Instant| t.saturating_duration_since(ctx.epoch).as_secs_f64();
+    let Conn { mut reader, mut writer, slab } = conn;
+    let mut free_slots: Vec<usize> = (0..parva_proto::shm::SLOTS).rev().collect();
+    let (ans_tx, mut answers) = mpsc::unbounded_channel();
+    let slab_map = slab.as_ref().map(|s| s.map.clone());
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = proto::read_frame_async(&mut reader, slab_map.as_ref()).await;
+            let end = r.is_err();
+            if ans_tx.send(r).is_err() || end {
+                break;
+            }
+        }
+    });
+    let exit = 'serve: {
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut stopping = *stop.borrow();
+        let mut next_id: u64 = 0;
+        let mut meter = RateMeter::new(Instant::now());
+        loop {
+            let mut deadline = None;
+            if !queue.is_empty() && inflight.len() < PIPELINE_DEPTH {
+                let queued: usize = queue.iter().map(|j| j.rows).sum();
+                let oldest = secs(queue[0].arrival);
+                // Partial batches are timed as full ones (see BatchPolicy): late joiners cannot push
+                // the oldest request past its deadline.
+                let exec = est.get(max);
+                let go = if inflight.is_empty() {
+                    stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec)
+                } else {
+                    // Busy: only a full batch is sent ahead; it starts the moment the worker is free.
+                    queued >= max
+                };
+                if go {
+                    next_id += 1;
+                    let shm = slab.as_deref().map(|s| (s, &mut free_slots));
+                    match send_batch(&mut writer, queue, max, next_id, shm).await {
+                        Ok(b) => {
+                            inflight.push_back(b);
+                            publish_inflight(ctx.shared, &inflight, est);
+                        }
+                        Err((b, why)) => {
+                            // Not delivered: it goes back with the batches that did not start.
+                            inflight.push_back(b);
+                            let running = inflight.len() > 1;
+                            break 'serve crash(ctx, inflight, why, running);
+                        }
+                    }
+                    continue;
+                }
+                if inflight.is_empty() {
+                    let at = ctx.policy.latest_dispatch(oldest, exec);
+                    deadline = Some(ctx.epoch + std::time::Duration::from_secs_f64(at.max(0.0)));
+                }
+            }
+            if stopping && inflight.is_empty() && queue.is_empty() {
+                break 'serve BatcherExit::Stopped(writer);
+            }
+            tokio::select! {
+                job = rx.recv(), if !stopping => match job {
+                    Some(j) => {
+                        if let Some(rate) = meter.arrived(j.rows, j.arrival) {
+                            ctx.shared.set_arrival_rate(rate);
+                        }
+                        queue.push_back(j)
+                    }
+                    None => stopping = true,
+                },
+                frame = answers.recv() => {
+                    let res = match frame {
+                        Some(Ok(f)) => match (f.msg, inflight.front()) {
+                            (Msg::Done { id, exec_us, .. }, Some(b)) if b.id == id => Ok((f.tensors, exec_us)),
+                            (Msg::Failed { id, message }, Some(b)) if b.id == id => Err(CallError::Failed(message)),
+                            (other, _) => Err(CallError::Proto(ProtoError::BadHeader(format!("unexpected answer from the worker: {other:?}")))),
+                        },
+                        Some(Err(e)) => Err(CallError::Proto(e)),
+                        None => Err(CallError::Proto(ProtoError::Closed)),
+                    };
+                    let Some(done) = inflight.pop_front() else {
+                        let why = match res { Err(CallError::Proto(e)) => e.to_string(), _ => "unexpected answer".into() };
+                        break 'serve crash(ctx, inflight, why, false);
+                    };
+                    if let Some(next) = inflight.front_mut() {
+                        next.started = next.sent.max(Instant::now());
+                    }
+                    publish_inflight(ctx.shared, &inflight, est);
+                    // The answer's outputs are copied out of the slot before it is reused.
+                    let slot = done.slot;
+                    let result = finish(ctx, done, res, est);
+                    free_slots.extend(slot);
+                    ctx.shared.set_estimates(est.exec(1), est.full_exec(max), est.overhead());
+                    if let Err(why) = result {
+                        // The worker broke while answering the running batch: the next one never started.
+                        break 'serve crash(ctx, inflight, why, false);
+                    }
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                why = child.wait() => break 'serve crash(ctx, inflight, why, true),
+                _ = stop.changed(), if !stopping => stopping = true,
+            }
+        }
+    };
+    reader_task.abort();
+    ctx.shared.inflight_batches.store(0, Ordering::SeqCst);
+    ctx.shared.inflight_rows.store(0, Ordering::SeqCst);
+    ctx.shared.set_busy_until(None);
+    exit
+}
+
+/// The worker is gone: mark the process not ready (so that nothing returned comes back to it),
+/// fail the batch it was running (`running`: the front one) with 502 and give the jobs of the
+/// batches that had not started back to the router.
+fn crash(ctx: &BatcherCtx<'_>, mut inflight: VecDeque<InFlight>, why: String, running: bool) -> BatcherExit {
+    ctx.shared.ready.store(false, Ordering::SeqCst);
+    if running {
+        if let Some(b) = inflight.pop_front() {
+            fail_all(ctx, b.jobs, &why);
+        }
+    }
+    let back = format!("worker process {} died before running it ({why})", ctx.worker);
+    for b in inflight {
+        give_back_batch(ctx, b, &why, &back);
+    }
+    BatcherExit::Crashed(why)
+}
+
+/// Give the jobs of a batch that did not start back to the router, each with its own inputs.
+fn give_back_batch(ctx: &BatcherCtx<'_>, b: InFlight, _why: &str, back: &str) {
+    for j in b.jobs.into_iter().rev() {
+        ctx.shared.give_back(j, back);
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn fail_all(ctx: &BatcherCtx<'_>, jobs: Vec<Job>, why: &str) {
+    for j in jobs {
+        let e = InferError::WorkerCrashed { service: ctx.service.into(), worker: ctx.worker.into(), why: why.into() };
+        ctx.shared.answer(j, Err(e));
+    }
+}
+
+/// Answer the jobs of a finished batch. `Err` when the worker is unusable.
+fn finish(ctx: &BatcherCtx<'_>, done: InFlight, res: Result<(Vec<Tensor>, u64), CallError>, est: &mut ExecEstimate) -> Result<(), String> {
+    let round_trip = done.started.elapsed().as_secs_f64();
+    let counts: Vec<usize> = done.jobs.iter().map(|j| j.rows).collect();
+    let (outputs, exec_us) = match res {
+        Ok(ok) => ok,
+        Err(CallError::Failed(why)) => {
+            for j in done.jobs {
+                let e = InferError::ExecFailed { service: ctx.service.into(), worker: ctx.worker.into(), why: why.clone() };
+                ctx.shared.answer(j, Err(e));
+            }
+            return Ok(());
+        }
+        Err(CallError::Proto(e)) => {
+            let why = e.to_string();
+            fail_all(ctx, done.jobs, &why);
+            return Err(why);
+        }
+    };
+    let split: Option<Vec<Vec<Tensor>>> = outputs.iter().map(|t| t.split_rows(&counts)).collect();
+    let Some(mut split) = split else {
+        let why = format!("the worker returned outputs whose first dimension is not the batch's {} rows", done.rows);
+        for j in done.jobs {
+            let e = InferError::ExecFailed { service: ctx.service.into(), worker: ctx.worker.into(), why: why.clone() };
+            ctx.shared.answer(j, Err(e));
+        }
+        return Ok(());
+    };
+    let exec_s = exec_us as f64 / 1e6;
+    est.record(done.rows, round_trip, exec_s);
+    ctx.metrics.observe_batch(ctx.service, done.rows, exec_s);
+    for (i, j) in done.jobs.into_iter().enumerate().rev() {
+        let mut outs: Vec<Tensor> = split.iter_mut().map(|per_output| per_output.swap_remove(i)).collect();
+        if done.slot.is_some() {
+            // Views of the worker's slot, which the next batch reuses: each job takes a copy.
+            for t in &mut outs {
+                t.data = bytes::Bytes::copy_from_slice(&t.data);
+            }
+        }
+        let queue_s = done.started.saturating_duration_since(j.arrival).as_secs_f64();
+        ctx.shared.answer(j, Ok(JobDone { outputs: outs, queue_s, exec_s, batch_rows: done.rows }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(rows: usize) -> Job {
+        let (tx, _rx) = oneshot::channel();
+        Job { inputs: vec![], rows, bytes: 0, arrival: Instant::now(), reply: tx }
+    }
+
+    #[test]
+    fn batches_take_whole_requests_up_to_max_rows() {
+        let mut q: VecDeque<Job> = [2, 1, 2, 5].into_iter().map(job).collect();
+        assert_eq!(next_batch_rows(&q, 4), 3);
+        let (jobs, rows) = take_batch(&mut q, 4);
+        assert_eq!((jobs.len(), rows), (2, 3));
+        let (jobs, rows) = take_batch(&mut q, 4);
+        assert_eq!((jobs.len(), rows), (1, 2));
+        // A request larger than the batch runs alone.
+        let (jobs, rows) = take_batch(&mut q, 4);
+        assert_eq!((jobs.len(), rows), (1, 5));
+    }
+
+    fn work(busy: f64, waiting: usize, arrival_rate: f64) -> Work {
+        Work { busy, waiting, max_batch: 8, exec_one: 0.002, exec_full: 0.016, overhead: 0.001, arrival_rate }
+    }
+
+    #[test]
+    fn the_finish_estimate_counts_what_is_left_full_batches_ahead_and_the_own_batch_by_its_size() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // Idle, alone: a one-row batch and the overhead.
+        assert!(close(finish_estimate(&work(0.0, 1, 0.0)), 0.003));
+        // 5 ms left of the running batch, 4 rows waiting with the request: the chord gives 8 ms.
+        assert!(close(finish_estimate(&work(0.005, 4, 0.0)), 0.005 + 0.008 + 0.001));
+        // 17 rows: two full batches ahead, then a batch of one.
+        assert!(close(finish_estimate(&work(0.0, 17, 0.0)), 0.032 + 0.002 + 0.001));
+        // Rows expected to join while it waits: 100 rows/s x 40 ms = 4 more rows.
+        assert!(close(finish_estimate(&work(0.040, 1, 100.0)), 0.040 + 0.010 + 0.001));
+        // ...never past a full batch.
+        assert!(close(finish_estimate(&work(0.040, 1, 1e6)), 0.040 + 0.016 + 0.001));
+        // Unknown one-row time: every batch is timed as full; batch size 1 likewise.
+        let w = Work { exec_one: 0.0, ..work(0.0, 1, 0.0) };
+        assert!(close(finish_estimate(&w), 0.017));
+        let w = Work { max_batch: 1, ..work(0.0, 3, 0.0) };
+        assert!(close(finish_estimate(&w), 0.032 + 0.016 + 0.001));
+    }
+
+    #[test]
+    fn the_busy_time_published_is_what_is_left_of_the_batches_in_flight() {
+        let shared = ProcShared::default();
+        let now = Instant::now();
+        assert_eq!(shared.busy_remaining(now), 0.0);
+        shared.set_busy_until(Some(now + std::time::Duration::from_millis(30)));
+        assert!((shared.busy_remaining(now) - 0.030).abs() < 1e-6);
+        assert!((shared.busy_remaining(now + std::time::Duration::from_millis(20)) - 0.010).abs() < 1e-6);
+        // Overdue: nothing more is counted.
+        assert_eq!(shared.busy_remaining(now + std::time::Duration::from_millis(50)), 0.0);
+        shared.set_busy_until(None);
+        assert_eq!(shared.busy_remaining(now), 0.0);
+        // The batcher's view: a running batch of 4 (profile 10 ms) and one of 8 sent ahead (20 ms).
+        let est = ExecEstimate::new(vec![0.004, 0.006, 0.008, 0.010, 0.012, 0.014, 0.016, 0.020], 8);
+        let batch = |rows| InFlight { id: 0, jobs: Vec::new(), rows, sent: now, started: now, slot: None };
+        publish_inflight(&shared, &VecDeque::from([batch(4), batch(8)]), &est);
+        assert!((shared.busy_remaining(now) - 0.030).abs() < 1e-6, "{}", shared.busy_remaining(now));
+        assert_eq!(shared.inflight_rows.load(Ordering::SeqCst), 12);
+        publish_inflight(&shared, &VecDeque::new(), &est);
+        assert_eq!(shared.busy_remaining(now), 0.0);
+    }
+
+    #[test]
+    fn the_arrival_rate_is_measured_over_windows() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        let mut m = RateMeter::new(t0);
+        assert_eq!(m.arrived(10, at(50)), None);
+        assert_eq!(m.arrived(10, at(100)), Some(200.0));
+        // Quiet, then a request: the rate falls (EWMA of 200 and 1 row in 1 s).
+        let r = m.arrived(1, at(1100)).unwrap();
+        assert!((r - (200.0 + 0.3 * (1.0 - 200.0))).abs() < 1e-9, "{r}");
+    }
+
+    /// An estimate whose process has run every size once already (first batches are not counted).
+    fn warmed(profile: Vec<f64>, max_batch: usize) -> ExecEstimate {
+        let mut e = ExecEstimate::new(profile, max_batch);
+        e.warmed.fill(true);
+        e
+    }
+
+    /// Regression (found by `scripts/gpu-check` on an H100, mobilenetv2 at batch 32 x 2
+    /// processes, 200 req/s, 100 ms SLO): the first batch of each new size took 0.5-1 s on the GPU
+    /// (one-time work for the shape), 100x the next ones. Counted, it made the full-batch
+    /// estimate about 1 s, admission refused every request but those reaching an idle process,
+    /// only one-row batches ran, and nothing ever corrected the estimate: 19 of 200 req/s served,
+    /// p50 102 ms. The first batch of a size is now left out, per worker process.
+    #[test]
+    fn the_first_batch_of_a_size_on_a_gpu_does_not_poison_the_estimate() {
+        for profile in [vec![], vec![0.005, 0.006, 0.007, 0.008]] {
+            let mut e = ExecEstimate::new(profile.clone(), 4);
+            let before = e.full_exec(4);
+            for rows in 1..=4 {
+                assert!(!e.record(rows, 0.9, 0.9), "first batch of {rows} counted");
+            }
+            assert_eq!(e.full_exec(4), before, "profile {profile:?}");
+            for rows in 1..=4 {
+                let t = profile.get(rows - 1).copied().unwrap_or(0.008);
+                assert!(e.record(rows, t, t));
+            }
+            assert!(e.full_exec(4) <= 0.0081, "full batch {} s after normal batches", e.full_exec(4));
+            // A restarted process warms up again; what was learned stays.
+            let learned = e.full_exec(4);
+            e.new_process();
+            assert!(!e.record(4, 2.0, 2.0));
+            assert_eq!(e.full_exec(4), learned);
+        }
+        // A request larger than the batch size runs alone and always counts.
+        let mut e = ExecEstimate::new(vec![0.01], 1);
+        assert!(!e.record(1, 0.01, 0.01));
+        assert!(e.record(3, 0.03, 0.03));
+    }
+
+    #[test]
+    fn estimates_scale_the_profile_by_what_was_measured() {
+        let mut e = warmed(vec![0.01, 0.02], 4);
+        assert_eq!(e.get(2), 0.02);
+        assert_eq!(e.get(4), 0.04);
+        e.record(2, 0.03, 0.03);
+        assert!((e.get(2) - 0.03).abs() < 1e-12);
+        // Every size moves with it.
+        assert!((e.get(1) - 0.015).abs() < 1e-12);
+        e.record(2, 0.05, 0.05);
+        assert!((e.get(2) - 0.036).abs() < 1e-12);
+        // Without a profile, each size learns on its own.
+        let mut e = warmed(vec![], 4);
+        assert_eq!(e.get(3), 0.0);
+        e.record(3, 0.02, 0.02);
+        assert_eq!((e.get(3), e.get(2)), (0.02, 0.0));
+    }
+
+    /// Regression (issue 11, found by scripts/bench/admission.sh): one-row batches answered 40 ms
+    /// after dispatch on a busy host, 10x their profiled 4 ms, made the full-batch estimate 10x its
+    /// profiled 47 ms, and admission by deadline then refused nearly every request (921 of 9,700
+    /// req/s served). The worker's own execution time corrects the profile; the rest of the round
+    /// trip is an overhead counted once, and an excess of execution carries over as a constant.
+    #[test]
+    fn a_fixed_overhead_of_small_batches_is_not_multiplied_into_the_full_batch_estimate() {
+        let profile: Vec<f64> = (1..=16).map(|b| 0.004 + 0.0029 * (b - 1) as f64).collect();
+        let full = profile[15];
+        let mut e = warmed(profile.clone(), 16);
+        for _ in 0..20 {
+            e.record(1, 0.040, 0.004);
+        }
+        assert!((e.get(1) - 0.040).abs() < 1e-9, "{}", e.get(1));
+        assert!((e.overhead() - 0.036).abs() < 1e-9, "{}", e.overhead());
+        assert!((e.full_exec(16) - full).abs() < 1e-9, "full batch executes {} s, profiled {full} s", e.full_exec(16));
+        // The worker itself 36 ms slower on one row: a constant excess, not 10x.
+        let mut e = warmed(profile, 16);
+        for _ in 0..20 {
+            e.record(1, 0.040, 0.040);
+        }
+        assert!((e.full_exec(16) - (full + 0.036)).abs() < 1e-9, "{}", e.full_exec(16));
+        assert_eq!(e.overhead(), 0.0);
+        // Measured at full size, the estimate follows the measurement exactly.
+        for _ in 0..40 {
+            e.record(16, 2.0 * full, 2.0 * full);
+        }
+        assert!((e.get(16) - 2.0 * full).abs() < 1e-6, "{}", e.get(16));
+        // Faster than profiled: every size scales down in proportion.
+        let mut e = warmed(vec![0.01, 0.02], 2);
+        e.record(2, 0.01, 0.01);
+        assert_eq!((e.get(1), e.get(2)), (0.005, 0.01));
+        // A worker that reports no execution time: the whole round trip is execution.
+        let mut e = warmed(vec![0.01, 0.02], 2);
+        e.record(2, 0.03, 0.0);
+        assert!((e.get(2) - 0.03).abs() < 1e-12 && e.overhead() == 0.0, "{} {}", e.get(2), e.overhead());
+    }
+
+    /// Regression: after an overload, the full-batch estimate stayed inflated (only full batches
+    /// refreshed it, and light load forms none), so the batcher kept dispatching small batches
+    /// early (found by `parva verify`: p50 3x higher than on a fresh server at the same load).
+    #[test]
+    fn an_overload_does_not_leave_the_full_batch_estimate_inflated() {
+        let mut e = warmed(vec![0.01, 0.02, 0.03, 0.04], 4);
+        for _ in 0..20 {
+            e.record(4, 0.4, 0.4);
+        }
+        assert!(e.get(4) > 0.3);
+        for _ in 0..20 {
+            e.record(1, 0.01, 0.01);
+        }
+        assert!((e.get(4) - 0.04).abs() < 0.004, "full-batch estimate {} s, profiled 0.04 s", e.get(4));
+    }
+}

@@ -1,0 +1,771 @@
+//! The KServe v2 (Open Inference Protocol) request and response bodies, with the binary tensor
+//! data extension: a body may start with `Inference-Header-Content-Length` bytes of JSON followed
+//! by raw little-endian tensor bytes, one block per input whose `parameters.binary_data_size` is
+//! set, in the order of the inputs; outputs come back as binary when the request asks for it
+//! (`parameters.binary_data` on a requested output, or `parameters.binary_data_output`).
+//!
+//! The system shared-memory extension, as Triton implements it: an input whose parameters name
+//! `shared_memory_region` (with `shared_memory_byte_size` and optionally `shared_memory_offset`)
+//! is read from that registered region ([`Regions`]) in place, and a requested output with the
+//! same parameters is written there, its response entry carrying the parameters instead of data.
+//! Every reference is checked against its region's bounds and against the tensor's size: a 400,
+//! never a read or a write past the region.
+
+use std::cell::Cell;
+
+use bytes::Bytes;
+
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use crate::error::InferError;
+use parva_proto::meta::ModelMeta;
+use crate::regions::{Regions, ShmPlace};
+use parva_proto::tensor::{DataType, Tensor, element_count};
+
+/// The HTTP header of the binary extension.
+pub const HEADER_LEN: &str = "inference-header-content-length";
+
+// Only the parameters parva reads are decoded; any others are skipped without being stored (a
+// large `parameters` value costs no memory).
+#[derive(Debug, Default, Deserialize)]
+struct RequestParams {
+    binary_data_output: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InputParams {
+    binary_data_size: Option<u64>,
+    #[serde(flatten)]
+    shm: ShmParams,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OutputParams {
+    binary_data: Option<bool>,
+    #[serde(flatten)]
+    shm: ShmParams,
+}
+
+/// A tensor's place in a registered system shared-memory region.
+#[derive(Debug, Default, Deserialize)]
+struct ShmParams {
+    shared_memory_region: Option<String>,
+    shared_memory_byte_size: Option<u64>,
+    shared_memory_offset: Option<u64>,
+}
+
+/// A requested output: its name, whether binary, and its place in shared memory if any.
+#[derive(Debug, Clone)]
+pub struct WantedOutput {
+    pub name: String,
+    pub binary: bool,
+    pub shm: Option<ShmPlace>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestJson {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: RequestParams,
+    inputs: Vec<InputJson>,
+    outputs: Option<Vec<OutputJson>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputJson {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: InputParams,
+    data: Option<FlatData>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: OutputParams,
+}
+
+/// A decoded inference request.
+#[derive(Debug)]
+pub struct Request {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Requested outputs; `None` = all, as JSON unless `binary_default`.
+    pub outputs: Option<Vec<WantedOutput>>,
+    pub binary_default: bool,
+}
+
+/// What a request is checked against while it is decoded, before any allocation its declared
+/// shapes call for: the served model's metadata (input names, datatypes, row shapes) and the
+/// most rows one request may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits<'a> {
+    pub meta: &'a ModelMeta,
+    pub max_rows: usize,
+}
+
+impl RequestLimits<'_> {
+    /// Elements of one row over every input of the model (saturating).
+    pub fn row_elements(&self) -> usize {
+        self.meta.inputs.iter().map(|t| row_elements(&t.shape)).fold(0usize, usize::saturating_add)
+    }
+
+    /// Bytes of one row over every input of the model (saturating).
+    pub fn row_bytes(&self) -> usize {
+        self.meta
+            .inputs
+            .iter()
+            .map(|t| row_elements(&t.shape).saturating_mul(t.datatype.size()))
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// Most elements a request may carry over all its inputs.
+    pub fn max_elements(&self) -> usize {
+        self.row_elements().saturating_mul(self.max_rows)
+    }
+}
+
+/// Elements of one row of a metadata shape `[-1, d1, d2, ...]` (saturating).
+fn row_elements(shape: &[i64]) -> usize {
+    shape.iter().skip(1).fold(1usize, |acc, &d| acc.saturating_mul(usize::try_from(d).unwrap_or(0)))
+}
+
+fn bad(msg: impl Into<String>) -> InferError {
+    InferError::BadRequest(msg.into())
+}
+
+/// One element of JSON `data`, as it was written (16 bytes; the datatype may come later in the
+/// object, so conversion waits until the whole input is read).
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Bool(bool),
+    I(i64),
+    U(u64),
+    F(f64),
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Num::Bool(b) => write!(f, "{b}"),
+            Num::I(v) => write!(f, "{v}"),
+            Num::U(v) => write!(f, "{v}"),
+            Num::F(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+thread_local! {
+    /// Elements the JSON `data` of the request being decoded on this thread may still add, and
+    /// the request's total allowance (for the message). Set by [`decode_request`] around its one
+    /// synchronous `serde_json` call, so a request can never make the decoder hold more elements
+    /// than its model and `max_rows` allow, whatever its declared shapes say.
+    static DATA_BUDGET: Cell<(usize, usize)> = const { Cell::new((usize::MAX, usize::MAX)) };
+}
+
+/// Nested JSON `data`, flattened in row-major order while it is parsed.
+#[derive(Debug)]
+struct FlatData(Vec<Num>);
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Flatten(&mut out))?;
+        Ok(FlatData(out))
+    }
+}
+
+struct Flatten<'a>(&'a mut Vec<Num>);
+
+impl Flatten<'_> {
+    fn push<E: de::Error>(self, n: Num) -> Result<(), E> {
+        let (left, total) = DATA_BUDGET.get();
+        if left == 0 {
+            return Err(E::custom(format!(
+                "data holds more than {total} elements, the most this model takes in one request \
+                 (row elements x --max-request-rows)"
+            )));
+        }
+        DATA_BUDGET.set((left - 1, total));
+        self.0.push(n);
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers or booleans, in nested arrays (BYTES tensors are not supported)")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Num::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Num::I(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Num::U(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Num::F(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Decode a request body; `header_len` is the binary extension's header value, if present.
+/// With `limits`, every input is checked against the model (name, datatype, row shape, at most
+/// `max_rows` rows) before its data is read or copied; without, only against its own data.
+/// Either way no allocation is ever sized by a declared shape: JSON data is counted as it is
+/// parsed (at most as many elements as the body has bytes, or as the limits allow), and a
+/// shape must match the data it came with before a tensor is built.
+/// Binary inputs are slices of `body` and shared-memory inputs views of their region (`regions`;
+/// without, a reference to a region is a 400): no input's bytes are copied.
+pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&RequestLimits>, regions: Option<&Regions>) -> Result<Request, InferError> {
+    let json_len = header_len.unwrap_or(body.len());
+    if json_len > body.len() {
+        return Err(bad(format!("Inference-Header-Content-Length is {json_len} but the body has only {} bytes", body.len())));
+    }
+    // Every JSON element takes at least one byte of the body.
+    let budget = limits.map_or(json_len, |l| l.max_elements().min(json_len));
+    let saved = DATA_BUDGET.replace((budget, budget));
+    let parsed = serde_json::from_slice::<RequestJson>(&body[..json_len]);
+    DATA_BUDGET.set(saved);
+    let req = parsed.map_err(|e| bad(format!("request JSON: {e}")))?;
+    let mut binary = body.slice(json_len..);
+    let place = |what: &str, p: &ShmParams| match regions {
+        Some(r) => r.place(what, p.shared_memory_region.as_deref(), p.shared_memory_byte_size, p.shared_memory_offset),
+        None if p.shared_memory_region.is_some() => Err(bad(format!("{what}: this endpoint does not serve shared memory"))),
+        None => Ok(None),
+    };
+    if let Some(l) = limits {
+        if req.inputs.len() > l.meta.inputs.len() {
+            return Err(bad(format!("{} inputs where model {:?} takes {}", req.inputs.len(), l.meta.name, l.meta.inputs.len())));
+        }
+    }
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for inp in req.inputs {
+        let datatype = DataType::parse(&inp.datatype).ok_or_else(|| {
+            bad(format!("input {:?}: unsupported datatype {:?} (supported: {})", inp.name, inp.datatype,
+                DataType::ALL.map(DataType::name).join(", ")))
+        })?;
+        if let Some(l) = limits {
+            check_against_model(&inp.name, datatype, &inp.shape, l)?;
+        }
+        let n = element_count(&inp.shape)
+            .ok_or_else(|| bad(format!("input {:?}: invalid shape {:?} (a negative dimension, or more elements than memory can address)", inp.name, inp.shape)))?;
+        let need = n.checked_mul(datatype.size()).ok_or_else(|| {
+            bad(format!("input {:?}: shape {:?} of {datatype} needs more bytes than memory can address", inp.name, inp.shape))
+        })?;
+        let what = format!("input {:?}", inp.name);
+        let shm = place(&what, &inp.parameters.shm)?;
+        let data = match (shm, inp.parameters.binary_data_size, inp.data) {
+            (Some(p), _, _) => {
+                if p.size != need as u64 {
+                    return Err(bad(format!("{what}: shared_memory_byte_size {} where shape {:?} of {datatype} needs {need}", p.size, inp.shape)));
+                }
+                p.region.view(p.offset, p.size).map_err(|e| bad(format!("{what}: {e}")))?
+            }
+            (None, Some(size), _) => {
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > binary.len() {
+                    return Err(bad(format!("input {:?}: binary_data_size {size} but only {} binary bytes remain", inp.name, binary.len())));
+                }
+                if size != need {
+                    return Err(bad(format!("input {:?}: {size} bytes of data where shape {:?} of {datatype} needs {need}",
+                        inp.name, inp.shape)));
+                }
+                binary.split_to(size)
+            }
+            (None, None, Some(FlatData(flat))) => {
+                if flat.len() != n {
+                    return Err(bad(format!("input {:?}: {} elements of data where its shape {:?} holds {n}", inp.name, flat.len(), inp.shape)));
+                }
+                json_to_bytes(&inp.name, datatype, &flat)?.into()
+            }
+            (None, None, None) => return Err(bad(format!("input {:?} has neither data, binary_data_size nor shared_memory_region", inp.name))),
+        };
+        inputs.push(Tensor { name: inp.name, datatype, shape: inp.shape, data });
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!("{} bytes of binary data are left over after the inputs", binary.len())));
+    }
+    let binary_default = req.parameters.binary_data_output.unwrap_or(false);
+    let outputs = match req.outputs {
+        None => None,
+        Some(outs) => Some(
+            outs.into_iter()
+                .map(|o| {
+                    let what = format!("output {:?}", o.name);
+                    let shm = place(&what, &o.parameters.shm)?;
+                    // With the model's metadata, a region too small for the output is refused
+                    // before the request runs (the answer's own size is checked again on writing).
+                    let rows = inputs.first().map(Tensor::rows).unwrap_or(1) as u64;
+                    let need = limits.and_then(|l| l.meta.outputs.iter().find(|m| m.name == o.name)).and_then(|m| m.row_bytes());
+                    if let (Some(p), Some(row)) = (&shm, need) {
+                        if p.size < row.saturating_mul(rows) {
+                            return Err(bad(format!(
+                                "{what}: shared_memory_byte_size {} is too small for its {} bytes ({rows} rows of {row})",
+                                p.size,
+                                row.saturating_mul(rows)
+                            )));
+                        }
+                    }
+                    Ok(WantedOutput { binary: o.parameters.binary_data.unwrap_or(false), shm, name: o.name })
+                })
+                .collect::<Result<Vec<_>, InferError>>()?,
+        ),
+    };
+    Ok(Request { id: req.id, inputs, outputs, binary_default })
+}
+
+/// An input's name, datatype and shape against the model's metadata and the row limit.
+fn check_against_model(name: &str, datatype: DataType, shape: &[i64], l: &RequestLimits) -> Result<(), InferError> {
+    let m = l.meta.inputs.iter().find(|m| m.name == name).ok_or_else(|| {
+        bad(format!("model {:?} has no input {name:?} (inputs: {})", l.meta.name,
+            l.meta.inputs.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")))
+    })?;
+    if datatype != m.datatype {
+        return Err(bad(format!("input {name:?}: datatype {datatype} where the model takes {}", m.datatype)));
+    }
+    let rows = shape.first().copied().unwrap_or(0);
+    if shape.len() != m.shape.len() || rows < 1 || shape[1..] != m.shape[1..] {
+        return Err(bad(format!("input {name:?}: shape {shape:?} does not match the model's {:?} (first dimension: batch >= 1)", m.shape)));
+    }
+    if rows as u64 > l.max_rows as u64 {
+        return Err(bad(format!(
+            "input {name:?}: shape {shape:?} has {rows} rows; this server takes at most {} rows per request (--max-request-rows)",
+            l.max_rows
+        )));
+    }
+    Ok(())
+}
+
+fn json_to_bytes(name: &str, dt: DataType, flat: &[Num]) -> Result<Vec<u8>, InferError> {
+    // `flat` is what the body carried, so this allocation is bounded by the body.
+    let mut out = Vec::with_capacity(flat.len() * dt.size());
+    for (i, &x) in flat.iter().enumerate() {
+        let wrong = || bad(format!("input {name:?}: element {i} ({x}) is not a valid {dt}"));
+        let int = || match x {
+            Num::I(v) => Ok(v),
+            Num::U(v) => i64::try_from(v).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        };
+        let uint = || match x {
+            Num::U(v) => Ok(v),
+            Num::I(v) => u64::try_from(v).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        };
+        let float = || match x {
+            Num::F(v) => Ok(v),
+            Num::I(v) => Ok(v as f64),
+            Num::U(v) => Ok(v as f64),
+            Num::Bool(_) => Err(wrong()),
+        };
+        macro_rules! put_int {
+            ($t:ty, $v:expr) => {{
+                let v = <$t>::try_from($v).map_err(|_| wrong())?;
+                out.extend_from_slice(&v.to_le_bytes());
+            }};
+        }
+        match dt {
+            DataType::Bool => match x {
+                Num::Bool(b) => out.push(b as u8),
+                _ => out.push((int()? != 0) as u8),
+            },
+            DataType::Uint8 => put_int!(u8, uint()?),
+            DataType::Uint16 => put_int!(u16, uint()?),
+            DataType::Uint32 => put_int!(u32, uint()?),
+            DataType::Uint64 => put_int!(u64, uint()?),
+            DataType::Int8 => put_int!(i8, int()?),
+            DataType::Int16 => put_int!(i16, int()?),
+            DataType::Int32 => put_int!(i32, int()?),
+            DataType::Int64 => put_int!(i64, int()?),
+            DataType::Fp16 => out.extend_from_slice(&half::f16::from_f64(float()?).to_le_bytes()),
+            DataType::Bf16 => out.extend_from_slice(&half::bf16::from_f64(float()?).to_le_bytes()),
+            DataType::Fp32 => out.extend_from_slice(&(float()? as f32).to_le_bytes()),
+            DataType::Fp64 => out.extend_from_slice(&float()?.to_le_bytes()),
+        }
+    }
+    Ok(out)
+}
+
+/// The elements of a tensor as JSON values.
+pub fn tensor_to_json(t: &Tensor) -> Vec<Value> {
+    let w = t.datatype.size();
+    t.data
+        .chunks_exact(w)
+        .map(|c| {
+            let b = |n: usize| -> [u8; 8] {
+                let mut a = [0u8; 8];
+                a[..n].copy_from_slice(&c[..n]);
+                a
+            };
+            match t.datatype {
+                DataType::Bool => json!(c[0] != 0),
+                DataType::Uint8 => json!(c[0]),
+                DataType::Uint16 => json!(u16::from_le_bytes([c[0], c[1]])),
+                DataType::Uint32 => json!(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DataType::Uint64 => json!(u64::from_le_bytes(b(8))),
+                DataType::Int8 => json!(c[0] as i8),
+                DataType::Int16 => json!(i16::from_le_bytes([c[0], c[1]])),
+                DataType::Int32 => json!(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DataType::Int64 => json!(i64::from_le_bytes(b(8))),
+                DataType::Fp16 => json!(half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+                DataType::Bf16 => json!(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+                DataType::Fp32 => json!(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DataType::Fp64 => json!(f64::from_le_bytes(b(8))),
+            }
+        })
+        .collect()
+}
+
+/// Encode a response: the body, and the JSON part's length when binary outputs follow it.
+pub fn encode_response(model: &str, req: &Request, outputs: Vec<Tensor>) -> Result<(Vec<u8>, Option<usize>), InferError> {
+    let chosen: Vec<(Tensor, bool, Option<&ShmPlace>)> = match &req.outputs {
+        None => outputs.into_iter().map(|t| (t, req.binary_default, None)).collect(),
+        Some(wanted) => {
+            let mut outputs = outputs;
+            let mut chosen = Vec::with_capacity(wanted.len());
+            for w in wanted {
+                let name = &w.name;
+                let pos = outputs.iter().position(|t| &t.name == name).ok_or_else(|| {
+                    bad(format!("model {model:?} has no output {name:?} (outputs: {})",
+                        outputs.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")))
+                })?;
+                chosen.push((outputs.swap_remove(pos), w.binary || req.binary_default, w.shm.as_ref()));
+            }
+            chosen
+        }
+    };
+    // Every shared-memory output is checked before any is written.
+    for (t, _, shm) in &chosen {
+        if let Some(p) = shm {
+            if (t.data.len() as u64) > p.size {
+                return Err(bad(format!(
+                    "output {:?}: shared_memory_byte_size {} is too small for its {} bytes (shape {:?} of {})",
+                    t.name, p.size, t.data.len(), t.shape, t.datatype
+                )));
+            }
+        }
+    }
+    let mut json_outputs = Vec::with_capacity(chosen.len());
+    let mut tail = Vec::new();
+    for (t, binary, shm) in &chosen {
+        let mut o = json!({"name": t.name, "datatype": t.datatype.name(), "shape": t.shape});
+        if let Some(p) = shm {
+            p.region.write(p.offset, &t.data).map_err(|e| bad(format!("output {:?}: {e}", t.name)))?;
+            o["parameters"] = json!({"shared_memory_region": p.region.name, "shared_memory_byte_size": t.data.len()});
+        } else if *binary {
+            o["parameters"] = json!({"binary_data_size": t.data.len()});
+            tail.extend_from_slice(&t.data);
+        } else {
+            o["data"] = Value::Array(tensor_to_json(t));
+        }
+        json_outputs.push(o);
+    }
+    let mut body = json!({"model_name": model, "outputs": json_outputs});
+    if let Some(id) = &req.id {
+        body["id"] = json!(id);
+    }
+    let mut bytes = serde_json::to_vec(&body).map_err(|e| bad(format!("encode response: {e}")))?;
+    let any_binary = chosen.iter().any(|(_, b, shm)| *b && shm.is_none());
+    let json_len = bytes.len();
+    bytes.extend_from_slice(&tail);
+    Ok((bytes, any_binary.then_some(json_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_inputs_are_read_in_place_and_must_fit_their_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let floats: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.path().join("in0"), &floats).unwrap();
+        std::fs::write(dir.path().join("out0"), [0u8; 8]).unwrap();
+        let regions = Regions::in_dir(dir.path().to_path_buf());
+        regions.register("in", "/in0", 0, 16).unwrap();
+        regions.register("out", "/out0", 0, 8).unwrap();
+        assert!(regions.register("in", "/in0", 0, 16).unwrap_err().to_string().contains("already registered"));
+        let req = |shape: &str, size: u64, offset: u64| {
+            let body = format!(r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"FP32","parameters":{{"shared_memory_region":"in","shared_memory_byte_size":{size},"shared_memory_offset":{offset}}}}}],
+                "outputs":[{{"name":"y","parameters":{{"shared_memory_region":"out","shared_memory_byte_size":8}}}}]}}"#);
+            super::decode_request(&Bytes::from(body), None, None, Some(&regions))
+        };
+        let r = req("[1,2]", 8, 8).unwrap();
+        assert_eq!(&r.inputs[0].data[..], &floats[8..16]);
+        // The output goes into its region, and the response names it instead of carrying data.
+        let y = Tensor { name: "y".into(), datatype: DataType::Fp32, shape: vec![1, 2], data: floats[..8].to_vec().into() };
+        let (body, json_len) = encode_response("m", &r, vec![y.clone()]).unwrap();
+        assert_eq!(json_len, None);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"], json!({"shared_memory_region": "out", "shared_memory_byte_size": 8}));
+        assert!(v["outputs"][0].get("data").is_none());
+        assert_eq!(std::fs::read(dir.path().join("out0")).unwrap(), floats[..8]);
+        // An output bigger than its region is a 400 and nothing is written.
+        let big = Tensor { shape: vec![1, 4], data: floats.clone().into(), ..y };
+        let e = encode_response("m", &r, vec![big]).unwrap_err();
+        assert!(matches!(&e, InferError::BadRequest(m) if m.contains("too small")), "{e}");
+        // A region smaller than the declared tensor, a size that is not the tensor's, an unknown
+        // region: each a 400 naming the problem, never a read past the region.
+        for (shape, size, offset, why) in [
+            ("[1,4]", 16, 8, "do not fit shared memory region \"in\" of 16 bytes"),
+            ("[1,2]", 8, u64::MAX, "do not fit"),
+            ("[1,2]", 12, 0, "shared_memory_byte_size 12 where shape [1, 2] of FP32 needs 8"),
+        ] {
+            let e = req(shape, size, offset).unwrap_err();
+            assert!(matches!(&e, InferError::BadRequest(m) if m.contains(why)), "{e} lacks {why:?}");
+        }
+        regions.unregister(Some("in"));
+        assert!(req("[1,2]", 8, 0).unwrap_err().to_string().contains("Unable to find system shared memory region: \"in\""));
+        assert_eq!(regions.status(None).unwrap(), json!([{"name": "out", "key": "/out0", "offset": 0, "byte_size": 8}]));
+        regions.unregister(None);
+        assert_eq!(regions.status(None).unwrap(), json!([]));
+        // With the model's metadata, an output region too small for the answer is refused before
+        // the request runs: y is 3 FP32 per row, 24 bytes for 2 rows.
+        regions.register("in", "/in0", 0, 16).unwrap();
+        regions.register("out", "/out0", 0, 8).unwrap();
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 8 };
+        let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":16}}],
+            "outputs":[{"name":"y","parameters":{"shared_memory_region":"out","shared_memory_byte_size":8}}]}"#);
+        let e = super::decode_request(&body, None, Some(&limits), Some(&regions)).unwrap_err().to_string();
+        assert!(e.contains("output \"y\": shared_memory_byte_size 8 is too small for its 24 bytes (2 rows of 12)"), "{e}");
+        // Without a registry (an endpoint that serves no shared memory): a 400.
+        let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":4}}]}"#);
+        assert!(super::decode_request(&body, None, None, None).unwrap_err().to_string().contains("does not serve shared memory"));
+    }
+
+    /// The decoder on a plain byte slice, without shared memory.
+    fn decode_request(body: &[u8], header_len: Option<usize>, limits: Option<&RequestLimits>) -> Result<Request, InferError> {
+        super::decode_request(&Bytes::copy_from_slice(body), header_len, limits, None)
+    }
+
+    #[test]
+    fn json_and_binary_inputs_decode_to_the_same_tensor() {
+        let j = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]}]}"#;
+        let r = decode_request(j, None, None).unwrap();
+        let want: Vec<u8> = [1f32, 2., 3., 4.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(r.inputs[0].data, want);
+        let head = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}],"outputs":[{"name":"x","parameters":{"binary_data":true}}]}"#;
+        let mut body = head.to_vec();
+        body.extend_from_slice(&want);
+        let r2 = decode_request(&body, Some(head.len()), None).unwrap();
+        assert_eq!(r2.inputs, r.inputs);
+        let (out, json_len) = encode_response("m", &r2, r2.inputs.clone()).unwrap();
+        let json_len = json_len.unwrap();
+        assert_eq!(&out[json_len..], want.as_slice());
+        let v: Value = serde_json::from_slice(&out[..json_len]).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 16);
+    }
+
+    #[test]
+    fn bad_inputs_are_named_in_the_message() {
+        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,2]}]}"#, None, None).unwrap_err();
+        assert!(e.to_string().contains("\"x\"") && e.to_string().contains("holds 3"), "{e}");
+        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[300]}]}"#, None, None).unwrap_err();
+        assert!(e.to_string().contains("INT8"), "{e}");
+        let e = decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]}"#, None, None).unwrap_err();
+        assert!(e.to_string().contains("BYTES"), "{e}");
+        assert_eq!(e.status(), 400);
+        let r = decode_request(br#"{"inputs":[{"name":"b","shape":[2],"datatype":"BOOL","data":[true,0]}]}"#, None, None).unwrap();
+        assert_eq!(tensor_to_json(&r.inputs[0]), vec![json!(true), json!(false)]);
+    }
+
+    fn tiny_meta() -> ModelMeta {
+        serde_json::from_str(
+            r#"{"name":"tiny","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,3]}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn message(r: Result<Request, InferError>) -> String {
+        let e = r.unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert!(matches!(e, InferError::BadRequest(_)), "{e:?}");
+        e.to_string()
+    }
+
+    // Issue 11: this body made the decoder reserve 512 TB for the declared shape and abort the
+    // whole server. It must be a 400 that names the shape and the data actually sent.
+    #[test]
+    fn json_shape_larger_than_its_data_is_refused_before_allocation() {
+        let body = br#"{"inputs":[{"name":"x","shape":[1000000000000,128],"datatype":"FP32","data":[1]}]}"#;
+        let e = message(decode_request(body, None, None));
+        assert!(e.contains("\"x\": 1 elements of data where its shape [1000000000000, 128] holds 128000000000000"), "{e}");
+        // Against the model, the rows are refused before the data is even looked at.
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 64 };
+        let body = br#"{"inputs":[{"name":"x","shape":[1000000000000,2],"datatype":"FP32","data":[1]}]}"#;
+        let e = message(decode_request(body, None, Some(&limits)));
+        assert!(e.contains("1000000000000 rows") && e.contains("at most 64 rows per request (--max-request-rows)"), "{e}");
+    }
+
+    #[test]
+    fn binary_shape_larger_than_its_data_is_refused_before_copying() {
+        let head = br#"{"inputs":[{"name":"x","shape":[1000000000000,128],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = head.to_vec();
+        body.extend_from_slice(&1f32.to_le_bytes());
+        let e = message(decode_request(&body, Some(head.len()), None));
+        assert!(e.contains("4 bytes of data where shape [1000000000000, 128] of FP32 needs 512000000000000"), "{e}");
+        // A binary_data_size past the body.
+        let head = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":18446744073709551615}}]}"#;
+        let e = message(decode_request(head, Some(head.len()), None));
+        assert!(e.contains("binary_data_size") && e.contains("only 0 binary bytes remain"), "{e}");
+    }
+
+    #[test]
+    fn shapes_whose_element_or_byte_count_overflows_are_refused() {
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[9223372036854775807,9223372036854775807],"datatype":"FP32","data":[]}]}"#, None, None));
+        assert!(e.contains("invalid shape [9223372036854775807, 9223372036854775807]"), "{e}");
+        // 2^62 elements fit a usize; their 2^64 bytes do not.
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[4611686018427387904],"datatype":"FP32","data":[1]}]}"#, None, None));
+        assert!(e.contains("needs more bytes than memory can address"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1,2]}]}"#, None, None));
+        assert!(e.contains("invalid shape [-1, 2]"), "{e}");
+    }
+
+    #[test]
+    fn json_nesting_deeper_than_the_recursion_limit_is_refused_not_overflowing_the_stack() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        // In the data: serde_json's recursion limit (128) stops it.
+        let body = format!(r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}}}]}}"#, deep(100_000));
+        let e = message(decode_request(body.as_bytes(), None, None));
+        assert!(e.contains("recursion limit exceeded"), "{e}");
+        // In an ignored parameter or an unknown field, serde_json skips it without recursing
+        // (and without storing it): no stack, no memory, no error.
+        for body in [format!(r#"{{"parameters":{{"p":{}}},"inputs":[]}}"#, deep(100_000)), format!(r#"{{"other":{},"inputs":[]}}"#, deep(100_000))] {
+            assert!(decode_request(body.as_bytes(), None, None).unwrap().inputs.is_empty());
+        }
+        // Nesting within the limit is fine (data of shape [1] nested 100 deep).
+        let body = format!(r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#, "[".repeat(100), "]".repeat(100));
+        assert_eq!(decode_request(body.as_bytes(), None, None).unwrap().inputs[0].data[..], 1f32.to_le_bytes());
+    }
+
+    #[test]
+    fn json_data_beyond_what_the_model_takes_is_cut_off_while_it_is_parsed() {
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 2 };
+        // 4 elements at most (2 rows x 2); the fifth stops the parser.
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4,5]}]}"#, None, Some(&limits)));
+        assert!(e.contains("more than 4 elements"), "{e}");
+        let ok = decode_request(br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#, None, Some(&limits)).unwrap();
+        assert_eq!(ok.inputs[0].data.len(), 16);
+        // Without limits, at most one element per body byte is ever held.
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1,2]}]}"#, None, None));
+        assert!(e.contains("2 elements of data where its shape [1] holds 1"), "{e}");
+    }
+
+    #[test]
+    fn inputs_are_checked_against_the_model_before_their_data() {
+        let meta = tiny_meta();
+        let limits = RequestLimits { meta: &meta, max_rows: 8 };
+        let e = message(decode_request(br#"{"inputs":[{"name":"z","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#, None, Some(&limits)));
+        assert!(e.contains("model \"tiny\" has no input \"z\" (inputs: x)"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"INT32","data":[1,2]}]}"#, None, Some(&limits)));
+        assert!(e.contains("datatype INT32 where the model takes FP32"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#, None, Some(&limits)));
+        assert!(e.contains("shape [1, 3] does not match the model's [-1, 2]"), "{e}");
+        let e = message(decode_request(br#"{"inputs":[{"name":"x","shape":[0,2],"datatype":"FP32","data":[]}]}"#, None, Some(&limits)));
+        assert!(e.contains("batch >= 1"), "{e}");
+        let two = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]},{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
+        assert!(message(decode_request(two, None, Some(&limits))).contains("2 inputs where model \"tiny\" takes 1"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        // Runs in the suite with proptest's case count (64 here); longer:
+        // PROPTEST_CASES=100000 cargo test --locked -p parva-runner kserve::tests::props
+        fn config() -> ProptestConfig {
+            ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64), ..ProptestConfig::default() }
+        }
+
+        /// Decoding never panics; a success holds tensors whose bytes match their shapes.
+        fn check(body: &[u8], header_len: Option<usize>, limits: Option<&RequestLimits>) -> Result<Request, InferError> {
+            let r = decode_request(body, header_len, limits);
+            match &r {
+                Ok(req) => {
+                    for t in &req.inputs {
+                        assert!(t.is_consistent(), "{t:?}");
+                    }
+                }
+                Err(e) => assert_eq!(e.status(), 400, "{e}"),
+            }
+            r
+        }
+
+        fn dims() -> impl Strategy<Value = Vec<i64>> {
+            prop::collection::vec(prop_oneof![4 => 0i64..4, 1 => Just(-1i64), 1 => Just(1_000_000_000_000i64), 1 => Just(i64::MAX)], 0..4)
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), split in prop::option::of(0usize..600)) {
+                let meta = tiny_meta();
+                let limits = RequestLimits { meta: &meta, max_rows: 4 };
+                let _ = check(&body, split, None);
+                let _ = check(&body, split, Some(&limits));
+            }
+
+            #[test]
+            fn near_valid_json_requests_decode_exactly_or_give_400(
+                shape in dims(),
+                dt in prop::sample::select(DataType::ALL.to_vec()),
+                data in prop::collection::vec(prop_oneof![Just(json!(0)), Just(json!(1.5)), Just(json!(-3)), Just(json!(true)), Just(json!(300)), Just(json!([1, 2])), Just(json!("s"))], 0..9),
+                with_limits in any::<bool>(),
+            ) {
+                let body = json!({"inputs": [{"name": "x", "shape": shape, "datatype": dt.name(), "data": data}]}).to_string();
+                let meta = tiny_meta();
+                let limits = RequestLimits { meta: &meta, max_rows: 3 };
+                if let Ok(r) = check(body.as_bytes(), None, with_limits.then_some(&limits)) {
+                    let t = &r.inputs[0];
+                    prop_assert_eq!(&t.shape, &shape);
+                    prop_assert_eq!(t.data.len(), element_count(&shape).unwrap() * dt.size());
+                    // Round trip: the JSON of the tensor decodes to the same bytes.
+                    let again = json!({"inputs": [{"name": "x", "shape": shape, "datatype": dt.name(), "data": tensor_to_json(t)}]}).to_string();
+                    prop_assert_eq!(&check(again.as_bytes(), None, None).unwrap().inputs[0].data, &t.data);
+                }
+            }
+
+            #[test]
+            fn near_valid_binary_requests_decode_exactly_or_give_400(
+                shape in dims(),
+                dt in prop::sample::select(DataType::ALL.to_vec()),
+                declared in prop_oneof![0u64..40, Just(u64::MAX)],
+                sent in prop::collection::vec(any::<u8>(), 0..40),
+                with_limits in any::<bool>(),
+            ) {
+                let head = json!({"inputs": [{"name": "x", "shape": shape, "datatype": dt.name(), "parameters": {"binary_data_size": declared}}]}).to_string();
+                let mut body = head.clone().into_bytes();
+                body.extend_from_slice(&sent);
+                let meta = tiny_meta();
+                let limits = RequestLimits { meta: &meta, max_rows: 3 };
+                if let Ok(r) = check(&body, Some(head.len()), with_limits.then_some(&limits)) {
+                    prop_assert_eq!(&r.inputs[0].data, &sent);
+                    prop_assert_eq!(declared as usize, sent.len());
+                }
+            }
+        }
+    }
+}
