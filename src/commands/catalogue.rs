@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use parva_core::mig::{GpuType, catalogue, pci_id_text};
 use parva_gpu::mig::MigControl;
 use parva_gpu::nvml::NvmlMig;
@@ -70,7 +69,7 @@ fn from_gpu(args: &CatalogueArgs, out: &std::path::Path) -> anyhow::Result<ExitC
     // What is written must read back as the same type.
     let back = parva_core::catalogue::parse(&text, &out.display().to_string())?;
     anyhow::ensure!(back.len() == 1 && back[0].same_geometry(ty), "internal: the catalogue text does not read back as the GPU's geometry");
-    std::fs::write(out, &text).with_context(|| format!("write {}", out.display()))?;
+    parva_core::files::write_atomic(out, text.as_bytes())?;
     if args.json {
         super::print_json(&serde_json::json!({
             "out": out, "gpu_index": args.gpu_index, "gpu_type": ty.id, "source": what,

@@ -96,6 +96,13 @@ pub struct DeployArgs {
     /// Also PARVA_FAKE_GPUS=TYPE:COUNT.
     #[arg(long, value_name = "TYPE:COUNT")]
     fake_gpus: Option<String>,
+    /// Every worker must be ready within this time of the router listening, else the deploy
+    /// stops and rolls the node back to its checkpoint; so does a worker that fails to start 5
+    /// times in a row (its restarts back off: 0.2 s, 0.4 s, ... up to 10 s).
+    #[arg(long, default_value = "10m", value_parser = super::flags::parse_timeout)]
+    ready_timeout: f64,
+    #[command(flatten)]
+    watchdog: super::serve::WatchdogFlag,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
     #[command(flatten)]
@@ -115,8 +122,12 @@ pub struct FollowArgs {
     /// SLOs and models are kept, its rates are where the controller starts.
     #[arg(long, value_name = "FILE", requires = "follow")]
     services: Option<PathBuf>,
+    /// With --follow: the --services list's models and SLOs win over the map's where they
+    /// differ (without it such a list is refused, the differences named).
+    #[arg(long, requires = "services")]
+    replace_services: bool,
     /// With --follow: seconds between the controller's looks at the measured rates.
-    #[arg(long, default_value = "120s", value_parser = super::simulate::parse_seconds, requires = "follow")]
+    #[arg(long, default_value = "120s", value_parser = super::flags::parse_seconds, requires = "follow")]
     window: f64,
     /// With --follow: plan this much more than the forecast (0.1 = 10 %).
     #[arg(long, default_value_t = FollowSettings::default().headroom, requires = "follow")]
@@ -129,7 +140,7 @@ pub struct FollowArgs {
     #[arg(long, default_value_t = FollowSettings::default().ewma, requires = "follow")]
     ewma: f64,
     /// With --follow: seconds after a change before the next scale-down (scale-ups never wait).
-    #[arg(long, default_value = "900s", value_parser = super::simulate::parse_seconds, requires = "follow")]
+    #[arg(long, default_value = "900s", value_parser = super::flags::parse_seconds, requires = "follow")]
     min_interval: f64,
     /// With --follow: most MPS processes per segment in new plans.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16), requires = "follow")]
@@ -145,7 +156,7 @@ pub struct FollowArgs {
     jobs: Option<PathBuf>,
     /// With --jobs: how long a reclaimed job has to checkpoint and exit before it is killed
     /// (the longest a job may delay a transition).
-    #[arg(long, default_value = "30s", value_parser = super::simulate::parse_seconds, requires = "jobs")]
+    #[arg(long, default_value = "30s", value_parser = super::flags::parse_seconds, requires = "jobs")]
     job_grace: f64,
 }
 
@@ -261,6 +272,9 @@ fn serve_options(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments
     opts.listen = args.listen;
     opts.run_dir = run_dir.join("serve");
     opts.queue_batches = args.max_queue_batches;
+    opts.ready_timeout = std::time::Duration::from_secs_f64(args.ready_timeout);
+    opts.startup = Some(parva_runner::serve::StartupGuard { ready_within: opts.ready_timeout, ..Default::default() });
+    args.watchdog.apply(&mut opts);
     opts.segment_env = segments.iter().map(|s| ((s.plan_gpu, s.start), s.env.clone())).collect::<BTreeMap<_, _>>();
     opts
 }
@@ -344,6 +358,8 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
             file.display(), listed, args.node, served
         );
     }
+    let refuse = super::Contradictions { missing: false, extra: false, models: true, slos: true };
+    super::check_services_against_map(map, Some(args.node), &services, file, refuse, args.follow.replace_services)?;
     let jobs = match &args.follow.jobs {
         Some(path) => {
             let jobs = parva_core::jobs::read_jobs(path, Some(&profiles))?;

@@ -208,7 +208,7 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for (file, text) in &files {
-        parva_core::deploy::write_atomic(&args.out.join(file), text.as_bytes())?;
+        parva_core::files::write_atomic(&args.out.join(file), text.as_bytes())?;
     }
     if args.json {
         super::print_json(&serde_json::json!({

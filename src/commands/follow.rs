@@ -154,7 +154,7 @@ async fn publish(f: &Follow, live: &LiveNode, names: &[String], planned: &[f64])
                 "gpcs": running.iter().map(|s| u32::from(s.instance_size)).sum::<u32>(),
             });
             let text = serde_json::to_string_pretty(&record).unwrap_or_default() + "\n";
-            if let Err(e) = parva_core::deploy::write_atomic(&f.run_dir.join(JOBS_RECORD), text.as_bytes()) {
+            if let Err(e) = parva_core::files::write_atomic(&f.run_dir.join(JOBS_RECORD), text.as_bytes()) {
                 tracing::warn!("follow: writing the jobs record: {e}");
             }
         }

@@ -26,6 +26,7 @@ pub mod catalogue;
 pub mod deploy;
 pub mod doctor;
 pub mod export;
+pub mod flags;
 pub mod follow;
 pub mod plan;
 pub mod profile;
@@ -306,4 +307,43 @@ pub fn data_path_costs<'a>(
         per_service.push((service, b));
     }
     Ok(table.per_service(wire.name(), per_service))
+}
+
+/// Which differences between a map and a `--services` list a command refuses (see
+/// [`parva_core::slo::MapDifferences`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Contradictions {
+    pub missing: bool,
+    pub extra: bool,
+    pub models: bool,
+    pub slos: bool,
+}
+
+/// Refuse a `--services` list (`file`) that contradicts `map` in the ways `refuse` names, with
+/// every difference listed, unless `replace` (`--replace-services`) says the list wins; then the
+/// differences are printed as notes.
+pub fn check_services_against_map(
+    map: &parva_core::DeploymentMap,
+    node: Option<u32>,
+    services: &[parva_core::slo::Service],
+    file: &std::path::Path,
+    refuse: Contradictions,
+    replace: bool,
+) -> anyhow::Result<()> {
+    let d = parva_core::slo::MapDifferences::between(map, node, services);
+    let found = d.describe(refuse.missing, refuse.extra, refuse.models, refuse.slos);
+    if found.is_empty() {
+        return Ok(());
+    }
+    if replace {
+        for f in &found {
+            eprintln!("note: --replace-services: {f} (the list's is used)");
+        }
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} contradicts the map:\n  {}\n(nothing was changed; pass --replace-services to use the list as given)",
+        file.display(),
+        found.join("\n  ")
+    )
 }

@@ -55,7 +55,7 @@ pub struct PlanInputArgs {
     slo: Option<usize>,
     /// Service list with header `service,model,rate,slo_ms`.
     #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
-    services: Option<PathBuf>,
+    pub services: Option<PathBuf>,
     /// Model metadata (`<model>.json`): with a `data_path.csv` beside the profile tables (measured
     /// by scripts/bench/wire.sh), each service is also planned short of its SLO by its requests'
     /// data path, from their bytes.
@@ -266,11 +266,27 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (gpu, profiles, services, options) = (*gpu, profiles, services, options);
     let input = prepared.input();
     let jobs = match &args.jobs {
-        Some(path) => Some(parva_core::jobs::read_jobs(path, Some(profiles))?),
+        Some(path) => {
+            let jobs = parva_core::jobs::read_jobs(path, Some(profiles))?;
+            // A map names a job instance in its `service` column: a job named like a service
+            // would make a map that `validate` and `simulate` refuse (issue 34).
+            parva_core::jobs::check_names_apart(&jobs, services, path)?;
+            Some(jobs)
+        }
         None => None,
     };
+    let out = args.out.clone().unwrap_or_else(|| default_out(args.input.slo));
+    parva_core::files::check_output(&out)?;
     let plan = plan::plan(input).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let mut map = plan.to_map();
+    if map.segments.is_empty() {
+        // A map without segments would not validate: say why and write nothing (issue 34).
+        for bad in &plan.infeasible {
+            eprintln!("warning: service {} ({}) is not planned: {}", bad.service, bad.model, bad.reason);
+        }
+        eprintln!("error: no service could be planned, so no map was written ({} left as it was)", out.display());
+        return Ok(super::exit(false));
+    }
     let jobs_summary = jobs.as_ref().map(|jobs| {
         let cluster = parva_planner::jobs::Cluster {
             gpu,
@@ -287,14 +303,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         anyhow::bail!("internal error: the planner produced illegal MIG layouts (nothing written):\n  {}", list.join("\n  "));
     }
-    let out = args.out.clone().unwrap_or_else(|| default_out(args.input.slo));
     match args.format {
         MapFormatArg::Parva => map.write_file(&out),
         MapFormatArg::Parvagpu => {
             let mut buf = Vec::new();
             map.write_parvagpu_to(&mut buf)
                 .map_err(|e| parva_core::FormatError::io(&out, "encode deployment map", std::io::Error::other(e)))
-                .and_then(|()| parva_core::deploy::write_atomic(&out, &buf))
+                .and_then(|()| parva_core::files::write_atomic(&out, &buf))
         }
     }
     .with_context(|| format!("writing the deployment map {}", out.display()))?;

@@ -38,6 +38,11 @@ pub struct ReplanArgs {
     #[arg(long, value_name = "N", requires = "jobs",
           value_parser = clap::value_parser!(u32).range(1..=parva_core::limits::MAX_GPUS_LIMIT as i64))]
     cluster_gpus: Option<u32>,
+    /// The --services list replaces the map's services: services the map serves and the list
+    /// lacks are removed (their segments destroyed), and a service whose model differs is
+    /// re-planned with the list's. Without it such a list is refused, the differences named.
+    #[arg(long)]
+    replace_services: bool,
     /// Print a JSON summary (the replan, its alternatives and the transition) on stdout.
     #[arg(long)]
     json: bool,
@@ -46,6 +51,13 @@ pub struct ReplanArgs {
 pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     let prepared = super::plan::prepare(&args.input)?;
     let (current, _) = DeploymentMap::read(&args.from)?;
+    if let Some(file) = &args.input.services {
+        let refuse = super::Contradictions { missing: true, extra: false, models: true, slos: false };
+        super::check_services_against_map(&current, None, &prepared.services, file, refuse, args.replace_services)?;
+    }
+    if let Some(out) = &args.out {
+        parva_core::files::check_output(out)?;
+    }
     let jobs = match &args.jobs {
         Some(path) => Some(parva_core::jobs::read_jobs(path, Some(&prepared.profiles))?),
         None => None,
@@ -84,7 +96,7 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.transition {
         let text = serde_json::to_string_pretty(&t)? + "\n";
-        parva_core::deploy::write_atomic(path, text.as_bytes()).with_context(|| format!("writing the transition {}", path.display()))?;
+        parva_core::files::write_atomic(path, text.as_bytes()).with_context(|| format!("writing the transition {}", path.display()))?;
     }
     if args.json {
         let mut v = serde_json::to_value(&summary)?;

@@ -12,7 +12,8 @@ use parva_core::DeploymentMap;
 use parva_core::segments::SegmentUrls;
 use parva_runner::route::{RouteOptions, route};
 
-use super::serve::{HttpFlags, parse_timeout, shutdown_signal};
+use super::flags::parse_timeout;
+use super::serve::{HttpFlags, shutdown_signal};
 
 #[derive(Args)]
 pub struct RouteArgs {

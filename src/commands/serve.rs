@@ -1,6 +1,5 @@
 //! `parva serve`: serve one node of a deployment map over KServe v2 (see `parva-runner`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,8 +44,12 @@ pub struct ServingFlags {
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
     /// Service list `service,model,rate,slo_ms` supplying SLOs (for ParvaGPU maps, which lack them).
+    /// A list whose models or SLOs contradict the map's is refused, unless --replace-services.
     #[arg(long)]
     services: Option<PathBuf>,
+    /// With --services: the list's SLOs win over the map's where they differ.
+    #[arg(long, requires = "services")]
+    replace_services: bool,
     /// Worker sockets, pid files and logs (default: a new directory under the temp dir).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -77,7 +80,26 @@ pub struct ServingFlags {
     #[arg(long, value_enum, default_value_t = TransportArg::Shm)]
     worker_transport: TransportArg,
     #[command(flatten)]
+    watchdog: WatchdogFlag,
+    #[command(flatten)]
     http: HttpFlags,
+}
+
+/// The worker watchdog: `parva serve`, `parva segment` and `parva deploy`.
+#[derive(Args)]
+pub struct WatchdogFlag {
+    /// A worker whose running batch is this much past its expected time is taken for stalled:
+    /// killed and restarted like a crashed one (`parva_worker_stalls_total`); its requests go to
+    /// another process of the service if one can answer them in time, else get 504 at once
+    /// (0.1s to 1h).
+    #[arg(long, default_value = "2s", value_parser = super::flags::parse_timeout)]
+    worker_timeout: f64,
+}
+
+impl WatchdogFlag {
+    pub(crate) fn apply(&self, opts: &mut ServeOptions) {
+        opts.worker_timeout = std::time::Duration::from_secs_f64(self.worker_timeout);
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -104,27 +126,15 @@ pub struct HttpFlags {
     max_connections: u64,
     /// A request's head (request line and headers) must arrive within this time of its first
     /// byte, else the connection is closed (0.1s to 1h).
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "10s", value_parser = super::flags::parse_timeout)]
     header_timeout: f64,
     /// A connection with no request in progress (or whose client stops reading a response) is
     /// closed after this time (0.1s to 1h).
-    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "60s", value_parser = super::flags::parse_timeout)]
     idle_timeout: f64,
     /// A request body must arrive within this time of its head, else 408 (0.1s to 1h).
-    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "60s", value_parser = super::flags::parse_timeout)]
     body_timeout: f64,
-}
-
-/// A timeout between 0.1 s and 1 h (`10s`, `500ms`, `2m`).
-pub(crate) fn parse_timeout(text: &str) -> Result<f64, String> {
-    let s = crate::commands::simulate::parse_seconds(text)?;
-    if (0.1..=3600.0).contains(&s) { Ok(s) } else { Err(format!("must be 0.1s to 1h; got {text:?}")) }
-}
-
-/// SLOs (ms) by service from a `services.csv` (header `service,model,rate,slo_ms`).
-fn read_slos(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, f64>> {
-    let services = parva_core::slo::read_service_list(path, None)?;
-    Ok(services.into_iter().map(|s| (s.name, s.slo_ms)).collect())
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -157,8 +167,15 @@ impl ServingFlags {
         if let Some(dir) = &self.run_dir {
             opts.run_dir = dir.clone();
         }
-        if let Some(s) = &self.services {
-            opts.slo_ms = read_slos(s)?;
+        if let Some(file) = &self.services {
+            let list = parva_core::slo::read_service_list(file, None)?;
+            let refuse = super::Contradictions { missing: false, extra: false, models: true, slos: true };
+            super::check_services_against_map(&opts.map, Some(node), &list, file, refuse, self.replace_services)?;
+            let extra = parva_core::slo::MapDifferences::between(&opts.map, Some(node), &list).extra;
+            if !extra.is_empty() {
+                eprintln!("note: {} lists services node {node} does not serve (ignored): {}", file.display(), extra.join(", "));
+            }
+            opts.slo_ms = list.into_iter().map(|s| (s.name, s.slo_ms)).collect();
         }
         opts.queue_batches = usize::try_from(self.max_queue_batches).unwrap_or(usize::MAX);
         opts.queue_bytes = usize::try_from(self.max_queue_mib << 20).unwrap_or(usize::MAX);
@@ -169,6 +186,7 @@ impl ServingFlags {
         };
         opts.http.max_request_rows = usize::try_from(self.max_request_rows).unwrap_or(usize::MAX);
         self.http.apply(&mut opts.http);
+        self.watchdog.apply(&mut opts);
         let default_run_dir = self.run_dir.is_none().then(|| opts.run_dir.clone());
         Ok((opts, default_run_dir))
     }

@@ -28,7 +28,7 @@ pub struct SimulateArgs {
     #[arg(long = "gpu-type", value_name = "TYPE")]
     gpu_type: Option<String>,
     /// With --rates: seconds between the follow controller's looks at the measured rates.
-    #[arg(long, default_value = "120s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "120s", value_parser = super::flags::parse_seconds)]
     window: f64,
     /// With --rates: the follow controller plans this much more than its forecast (0.1 = 10 %).
     #[arg(long, default_value_t = FollowSettings::default().headroom)]
@@ -42,11 +42,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = FollowSettings::default().ewma)]
     ewma: f64,
     /// With --rates: seconds after a change before the next scale-down (scale-ups never wait).
-    #[arg(long, default_value = "900s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "900s", value_parser = super::flags::parse_seconds)]
     min_interval: f64,
     /// With --rates: most seconds simulated of each piece of the day (pieces are weighted by
     /// their length; see the README).
-    #[arg(long, default_value = "20s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "20s", value_parser = super::flags::parse_seconds)]
     sample: f64,
     /// With --rates: seconds each reconfiguration step takes (as `parva replan --cost`).
     #[arg(long, value_name = "KEY=S,...", default_value = "")]
@@ -57,11 +57,11 @@ pub struct SimulateArgs {
     jobs: Option<PathBuf>,
     /// With --jobs: seconds a job has to checkpoint and stop when inference takes its instance
     /// back (a new segment waits at most this long for it).
-    #[arg(long, default_value = "30s", value_parser = parse_seconds, requires = "jobs")]
+    #[arg(long, default_value = "30s", value_parser = super::flags::parse_seconds, requires = "jobs")]
     job_grace: f64,
     /// With --jobs: seconds a job instance spends starting and resuming from its checkpoint
     /// before it makes progress (assumed; a worker starts in 1.2-2 s on an H100/H200).
-    #[arg(long, default_value = "10s", value_parser = parse_seconds, requires = "jobs")]
+    #[arg(long, default_value = "10s", value_parser = super::flags::parse_seconds, requires = "jobs")]
     job_start: f64,
     /// With --rates: largest MPS process count per planned segment.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=48))]
@@ -85,6 +85,11 @@ pub struct SimulateArgs {
     /// ParvaGPU maps).
     #[arg(long, value_name = "FILE", conflicts_with = "slo_dir")]
     services: Option<PathBuf>,
+    /// With --services: the list's models and SLOs win over the map's where they differ (and the
+    /// map's services it lacks are left out); without it such a list is refused, the differences
+    /// named. Rates always come from the list.
+    #[arg(long, requires = "services")]
+    replace_services: bool,
     /// ParvaGPU SLO directory (with --slo), instead of --services.
     #[arg(long, value_name = "DIR", requires = "slo")]
     slo_dir: Option<PathBuf>,
@@ -94,11 +99,11 @@ pub struct SimulateArgs {
     /// Seconds of traffic (e.g. 60, 60s, 2m): at most one day, and at most 2e8 expected arrivals
     /// over all services (Σ rate x rate scale x duration), both checked before the run [default:
     /// 60s; with --rates, the trace's last change plus --window].
-    #[arg(long, value_parser = parse_seconds)]
+    #[arg(long, value_parser = super::flags::parse_seconds)]
     duration: Option<f64>,
     /// Leading seconds not counted in the results (with --rates: of each piece) [default: 5s;
     /// with --rates, 2s].
-    #[arg(long, value_parser = parse_seconds)]
+    #[arg(long, value_parser = super::flags::parse_seconds)]
     warmup: Option<f64>,
     /// Arrival process of every service.
     #[arg(long, value_enum, default_value_t = DistributionArg::Poisson)]
@@ -146,26 +151,6 @@ impl From<PolicyArg> for Policy {
     }
 }
 
-/// Parse `60`, `60s`, `1.5s`, `500ms`, `2m`, `3h` into seconds.
-pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let (num, scale) = if let Some(v) = t.strip_suffix("ms") {
-        (v, 0.001)
-    } else if let Some(v) = t.strip_suffix('s') {
-        (v, 1.0)
-    } else if let Some(v) = t.strip_suffix('m') {
-        (v, 60.0)
-    } else if let Some(v) = t.strip_suffix('h') {
-        (v, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if (v * scale).is_finite() && v >= 0.0 => Ok(v * scale),
-        _ => Err(format!("expected a duration like 60s, 500ms, 2m or 3h; got {text:?}")),
-    }
-}
-
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
     if let Some(trace) = args.rates.clone() {
@@ -190,6 +175,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         (None, Some(d), Some(n)) => Some(slo::read_slo_pair(d, n, &profiles)?),
         _ => None,
     };
+    if let (Some(list), Some(file)) = (&services, &args.services) {
+        let refuse = super::Contradictions { missing: true, extra: true, models: true, slos: true };
+        super::check_services_against_map(&map, None, list, file, refuse, args.replace_services)?;
+    }
     let mut map = map;
     if let Some(margin) = args.margin {
         let listed: std::collections::BTreeMap<&str, f64> =
@@ -229,13 +218,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn write_outputs(dir: &std::path::Path, report: &SimReport) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut w = csv::Writer::from_path(dir.join("simulate.csv"))?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     for s in &report.services {
         w.serialize(s)?;
     }
-    w.flush()?;
-    std::fs::write(dir.join("simulate.json"), serde_json::to_string_pretty(report)?)?;
+    let table = w.into_inner().map_err(|e| anyhow::anyhow!("encoding simulate.csv: {e}"))?;
+    parva_core::files::write_atomic(&dir.join("simulate.csv"), &table)?;
+    parva_core::files::write_atomic(&dir.join("simulate.json"), serde_json::to_string_pretty(report)?.as_bytes())?;
     Ok(())
 }
 
@@ -341,8 +330,7 @@ fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<E
 }
 
 fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut w = csv::Writer::from_path(dir.join("day-pieces.csv"))?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["policy", "start_s", "end_s", "gpus", "transition", "service", "rate", "attainment_pct", "p99_ms"])?;
     for p in &r.policies {
         let name = p.policy.name().to_string();
@@ -362,8 +350,9 @@ fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
             }
         }
     }
-    w.flush()?;
-    std::fs::write(dir.join("day.json"), serde_json::to_string_pretty(r)? + "\n")?;
+    let pieces = w.into_inner().map_err(|e| anyhow::anyhow!("encoding day-pieces.csv: {e}"))?;
+    parva_core::files::write_atomic(&dir.join("day-pieces.csv"), &pieces)?;
+    parva_core::files::write_atomic(&dir.join("day.json"), (serde_json::to_string_pretty(r)? + "\n").as_bytes())?;
     let series: Vec<parva_verify::plot::DaySeries<'_>> = r
         .policies
         .iter()
@@ -374,7 +363,7 @@ fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
         .collect();
     let demand: Vec<(f64, f64, f64)> = r.policies.first().map(|p| p.pieces.iter().map(|x| (x.start_s, x.end_s, x.demand)).collect()).unwrap_or_default();
     let svg = parva_verify::plot::day_svg("Demand and GPUs over the day", &demand, &series)?;
-    std::fs::write(dir.join("day.svg"), svg)?;
+    parva_core::files::write_atomic(&dir.join("day.svg"), svg.as_bytes())?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use parva_core::{DeploymentMap, ProfileSet, slo};
 use parva_verify::{Distribution, Endpoint, Live, ServiceSpec, Spec, Wire, predict, report, trace};
 
 use super::DistributionArg;
-use super::simulate::parse_seconds;
+use super::flags::parse_seconds;
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("source").required(true).multiple(true).args(["services", "slo_dir", "plan"])))]

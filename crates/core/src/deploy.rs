@@ -186,12 +186,24 @@ impl DeploymentMap {
                 }
             };
             let opt_str = |name: usize| extra[name].and_then(|i| rec.get(i)).filter(|s| !s.is_empty()).map(str::to_string);
+            let role_field = |i: usize| role_cols[i].and_then(|c| rec.get(c)).unwrap_or("");
+            let best_effort = match role_field(0) {
+                "" | ROLE_SERVE => false,
+                ROLE_BEST_EFFORT => true,
+                other => {
+                    return Err(FormatError::invalid(
+                        Location::field(path, line, "role"),
+                        format!("must be `{ROLE_SERVE}` or `{ROLE_BEST_EFFORT}`; found {other:?}"),
+                    ));
+                }
+            };
+            let role_is_job = best_effort;
             let seg = match format {
                 MapFormat::Parva => Segment {
                     node: int(0, 0, u32::MAX as i64)? as u32,
                     gpu: int(1, 0, u32::MAX as i64)? as u32,
-                    service: non_empty(f(2), at(2))?,
-                    model: non_empty(f(3), at(3))?,
+                    service: name(if role_is_job { "job name" } else { "service name" }, f(2), at(2))?,
+                    model: name("model name", f(3), at(3))?,
                     placement: int(4, 0, MAX_SLICE_INDEX)? as u8,
                     instance_size: int(5, 1, MAX_SLICE_INDEX + 1)? as u8,
                     batch_size: int(6, 1, limits::MAX_BATCH as i64)? as u32,
@@ -207,7 +219,7 @@ impl DeploymentMap {
                     },
                 },
                 MapFormat::ParvaGpu => {
-                    let model = non_empty(f(2), at(2))?;
+                    let model = name("model name", f(2), at(2))?;
                     Segment {
                         node: int(0, 0, u32::MAX as i64)? as u32,
                         gpu: int(1, 0, u32::MAX as i64)? as u32,
@@ -224,17 +236,6 @@ impl DeploymentMap {
                         slo_ms: None,
                         margin_ms: None,
                     }
-                }
-            };
-            let role_field = |i: usize| role_cols[i].and_then(|c| rec.get(c)).unwrap_or("");
-            let best_effort = match role_field(0) {
-                "" | ROLE_SERVE => false,
-                ROLE_BEST_EFFORT => true,
-                other => {
-                    return Err(FormatError::invalid(
-                        Location::field(path, line, "role"),
-                        format!("must be `{ROLE_SERVE}` or `{ROLE_BEST_EFFORT}`; found {other:?}"),
-                    ));
                 }
             };
             if best_effort {
@@ -381,7 +382,7 @@ impl DeploymentMap {
     pub fn write_file(&self, path: &Path) -> Result<(), FormatError> {
         let mut buf = Vec::new();
         self.write_to(&mut buf).map_err(|e| FormatError::io(path, "encode deployment map", std::io::Error::other(e)))?;
-        write_atomic(path, &buf)
+        crate::files::write_atomic(path, &buf)
     }
 
     /// Each service's share of its whole rate that node `node` serves: its segments' planned
@@ -594,28 +595,14 @@ impl Consistency {
     }
 }
 
-fn non_empty(v: &str, at: Location) -> Result<String, FormatError> {
-    if v.is_empty() {
-        return Err(FormatError::invalid(at, "is empty"));
-    }
+/// A name column: the one rule of [`crate::names`].
+fn name(what: &str, v: &str, at: Location) -> Result<String, FormatError> {
+    crate::names::check_at(what, v, at)?;
     Ok(v.to_string())
 }
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, "create directory", e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| FormatError::io(&tmp, "write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        FormatError::io(path, "rename into place", e)
-    })
 }
 
 /// The interference slowdown to simulate `map` with: [`crate::mig::DEFAULT_MPS_INTERFERENCE`] when

@@ -142,29 +142,6 @@ fn map_error_paths() {
     assert!(e.contains("field `throughput`"), "{e}");
 }
 
-#[test]
-fn atomic_write_leaves_old_file_on_error() {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("sub/map.csv");
-    write_atomic(&p, b"one").unwrap();
-    assert_eq!(std::fs::read(&p).unwrap(), b"one");
-    // Writing the same path fails (a directory stands where its temporary file goes): the old
-    // file stays whole. A write straight to the path would have replaced it.
-    let tmp = d.path().join(format!("sub/.map.csv.tmp{}", std::process::id()));
-    std::fs::create_dir_all(tmp.join("x")).unwrap();
-    let e = write_atomic(&p, b"two").unwrap_err().to_string();
-    assert!(e.contains(&tmp.display().to_string()) && e.contains("write"), "{e}");
-    assert_eq!(std::fs::read(&p).unwrap(), b"one");
-    std::fs::remove_dir_all(&tmp).unwrap();
-    // A directory in the way of the rename target makes the rename fail; the temporary file goes.
-    let blocked = d.path().join("sub/blocked");
-    std::fs::create_dir_all(blocked.join("x")).unwrap();
-    let e = write_atomic(&blocked, b"two").unwrap_err().to_string();
-    assert!(e.contains("blocked") && e.contains("rename into place"), "{e}");
-    assert_eq!(std::fs::read(&p).unwrap(), b"one");
-    assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 2, "no temporary file left");
-}
-
 const HEAD: &str = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n";
 
 fn err(text: &str) -> FormatError {

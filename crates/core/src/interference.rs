@@ -164,13 +164,10 @@ impl Interference {
     }
 
     /// Write the table to `path` atomically (a temporary file beside it, then renamed).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("csv.tmp");
-        {
-            let f = std::fs::File::create(&tmp)?;
-            self.write_to(std::io::BufWriter::new(f))?;
-        }
-        std::fs::rename(&tmp, path)
+    pub fn write(&self, path: &Path) -> Result<(), crate::FormatError> {
+        let mut buf = Vec::new();
+        self.write_to(&mut buf).map_err(|e| crate::FormatError::io(path, "encode", e))?;
+        crate::files::write_atomic(path, &buf)
     }
 }
 

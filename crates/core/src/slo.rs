@@ -169,9 +169,7 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
         }
         let at = |i: usize| Location::field(path, line, SERVICES_HEADER[i]);
         let name = rec.get(0).unwrap_or("").to_string();
-        if name.is_empty() {
-            return Err(FormatError::invalid(at(0), "service name is empty"));
-        }
+        crate::names::check_at("service name", &name, at(0))?;
         if let Some(first) = names.insert(name.clone(), line) {
             return Err(FormatError::invalid(
                 at(0),
@@ -181,9 +179,8 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
         let model = rec.get(1).unwrap_or("").to_string();
         if let Some(profiles) = profiles {
             check_model(profiles, &model, at(1))?;
-        } else if model.is_empty() {
-            return Err(FormatError::invalid(at(1), "model name is empty"));
         }
+        crate::names::check_at("model name", &model, at(1))?;
         let rate = crate::profile::parse_in(rec.get(2).unwrap_or(""), at(2), &limits::RATE)?;
         let slo_ms = crate::profile::parse_in(rec.get(3).unwrap_or(""), at(3), &limits::SLO_MS)?;
         services.push(Service { name, model, rate, slo_ms });
@@ -192,6 +189,71 @@ pub fn read_service_list(path: &Path, profiles: Option<&ProfileSet>) -> Result<V
         return Err(FormatError::invalid(Location::file(path), "lists no services"));
     }
     Ok(services)
+}
+
+/// How a service list differs from a deployment map, service by service (rates are not
+/// compared: a list gives new rates by design). Regression (issue 34): `replan --from base.csv
+/// --services subset.csv` destroyed every segment of the services missing from the list, and
+/// `simulate`, `serve` and `deploy --follow` took another model or a 1 ms SLO without a word.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapDifferences {
+    /// Services the map serves that the list lacks.
+    pub missing: Vec<String>,
+    /// Services the list has that the map does not serve.
+    pub extra: Vec<String>,
+    /// (service, map's model, list's model).
+    pub models: Vec<(String, String, String)>,
+    /// (service, map's SLO ms, list's SLO ms), where the map records one.
+    pub slos: Vec<(String, f64, f64)>,
+}
+
+impl MapDifferences {
+    /// Compare `services` with the serving segments of `map` (of node `node` only, when given).
+    pub fn between(map: &crate::DeploymentMap, node: Option<u32>, services: &[Service]) -> MapDifferences {
+        let mut served: BTreeMap<&str, (&str, Option<f64>)> = BTreeMap::new();
+        for seg in map.segments.iter().filter(|s| node.is_none_or(|n| s.node == n)) {
+            served.entry(seg.service.as_str()).or_insert((seg.model.as_str(), seg.slo_ms));
+        }
+        let mut d = MapDifferences::default();
+        for (name, (model, slo)) in &served {
+            match services.iter().find(|s| s.name == *name) {
+                None => d.missing.push(name.to_string()),
+                Some(s) => {
+                    if s.model != *model {
+                        d.models.push((name.to_string(), model.to_string(), s.model.clone()));
+                    }
+                    if let Some(m) = slo.filter(|m| (m - s.slo_ms).abs() > 1e-9 * m.abs().max(1.0)) {
+                        d.slos.push((name.to_string(), m, s.slo_ms));
+                    }
+                }
+            }
+        }
+        d.extra = services.iter().filter(|s| !served.contains_key(s.name.as_str())).map(|s| s.name.clone()).collect();
+        d
+    }
+
+    /// The differences of the kinds asked for, one phrase each; empty when there are none.
+    pub fn describe(&self, missing: bool, extra: bool, models: bool, slos: bool) -> Vec<String> {
+        let list = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(10).map(String::as_str).collect();
+            let more = if v.len() > 10 { format!(" and {} more", v.len() - 10) } else { String::new() };
+            format!("{}{more}", shown.join(", "))
+        };
+        let mut out = Vec::new();
+        if missing && !self.missing.is_empty() {
+            out.push(format!("the map serves {} service(s) the list lacks: {}", self.missing.len(), list(&self.missing)));
+        }
+        if extra && !self.extra.is_empty() {
+            out.push(format!("the list has {} service(s) the map does not serve: {}", self.extra.len(), list(&self.extra)));
+        }
+        if models {
+            out.extend(self.models.iter().take(10).map(|(s, m, l)| format!("service {s}: model {m} in the map, {l} in the list")));
+        }
+        if slos {
+            out.extend(self.slos.iter().take(10).map(|(s, m, l)| format!("service {s}: SLO {m} ms in the map, {l} ms in the list")));
+        }
+        out
+    }
 }
 
 /// Write a service list.
@@ -500,13 +562,19 @@ mod tests {
         let e = list("service,model,rate,slo_ms\na,,1,10\n").unwrap_err();
         assert_eq!(e.location().and_then(|l| l.field.clone()).as_deref(), Some("model"), "{e}");
         let services = vec![
-            Service { name: "a b".into(), model: "m0".into(), rate: 0.5, slo_ms: 12.25 },
-            Service { name: "c,d".into(), model: "m1".into(), rate: 1e6, slo_ms: 3.6e6 },
+            Service { name: "a.b".into(), model: "m0".into(), rate: 0.5, slo_ms: 12.25 },
+            Service { name: "c_d-2".into(), model: "m1".into(), rate: 1e6, slo_ms: 3.6e6 },
         ];
         let mut out = Vec::new();
         write_services(&services, &mut out).unwrap();
         std::fs::write(&p, &out).unwrap();
         assert_eq!(read_services(&p, &profiles(2)).unwrap(), services);
+        // Names that are no label value or file name are refused where they are read (issue 33).
+        for bad in ["\"a b\"", "\"c,d\"", "../x", &"n".repeat(64)] {
+            let e = list(&format!("service,model,rate,slo_ms\n{bad},m0,1,10\n")).unwrap_err();
+            assert_eq!(e.location().and_then(|l| l.field.clone()).as_deref(), Some("service"), "{e}");
+            assert!(e.to_string().contains("a name is 1 to 63 characters"), "{e}");
+        }
     }
 
     mod props {
@@ -514,7 +582,7 @@ mod tests {
         use proptest::prelude::*;
 
         fn service() -> impl Strategy<Value = (String, String, f64, f64)> {
-            ("[a-z][a-z0-9_.-]{0,12}", "[a-z][a-z0-9]{0,8}", 0.001f64..1e7, 0.01f64..3.6e6)
+            ("[a-z]([a-z0-9_.-]{0,11}[a-z0-9])?", "[a-z][a-z0-9]{0,8}", 0.001f64..1e7, 0.01f64..3.6e6)
                 .prop_map(|(n, m, r, s)| (n, m, (r * 1000.0).round().max(1.0) / 1000.0, (s * 100.0).round().max(1.0) / 100.0))
         }
 
@@ -542,7 +610,7 @@ mod tests {
 
             /// A generated service list, written and read back, is the same list.
             #[test]
-            fn written_service_lists_read_back_the_same(raw in proptest::collection::btree_map("[a-z][a-z0-9_-]{0,10}", service(), 1..20)) {
+            fn written_service_lists_read_back_the_same(raw in proptest::collection::btree_map("[a-z]([a-z0-9_-]{0,9}[a-z0-9])?", service(), 1..20)) {
                 let services: Vec<Service> = raw.into_iter().map(|(name, (_, model, rate, slo_ms))| Service { name, model, rate, slo_ms }).collect();
                 let mut out = Vec::new();
                 write_services(&services, &mut out).unwrap();
@@ -555,7 +623,7 @@ mod tests {
             /// One numeric field made invalid: the error names its line and field.
             #[test]
             fn a_bad_field_is_named_by_line_and_field(
-                raw in proptest::collection::btree_map("[a-z][a-z0-9_-]{0,10}", service(), 1..10),
+                raw in proptest::collection::btree_map("[a-z]([a-z0-9_-]{0,9}[a-z0-9])?", service(), 1..10),
                 row in any::<prop::sample::Index>(),
                 field in 2usize..4,
                 bad in prop::sample::select(vec!["x", "-1", "0", "NaN", "inf", "1e400", "1e9"]),

@@ -90,7 +90,7 @@ impl Checkpoint {
 
     pub fn save(&self, path: &Path) -> Result<(), DeployError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| DeployError::file("encode checkpoint", path, e))?;
-        parva_core::deploy::write_atomic(path, &bytes).map_err(|e| DeployError::file("write checkpoint", path, e))
+        parva_core::files::write_atomic(path, &bytes).map_err(|e| DeployError::file("write checkpoint", path, e))
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint, DeployError> {

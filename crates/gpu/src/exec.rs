@@ -250,7 +250,7 @@ impl Node<'_> {
         let record =
             DeployRecord { node: plan.node, pid: std::process::id(), no_mig: plan.no_mig, created, daemons, segments: segments.to_vec(), free_gpus };
         let bytes = serde_json::to_vec_pretty(&record).map_err(|e| DeployError::file("encode", &path, e))?;
-        parva_core::deploy::write_atomic(&path, &bytes).map_err(|e| DeployError::file("write deploy record", &path, e))
+        parva_core::files::write_atomic(&path, &bytes).map_err(|e| DeployError::file("write deploy record", &path, e))
     }
 
     /// Stop the MPS daemon of the instance at placement `start` of GPU `gpu` (NVML index) and

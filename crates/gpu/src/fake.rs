@@ -181,12 +181,7 @@ impl FakeGpus {
         let Some(path) = &self.file else { return Ok(()) };
         let err = |message: String| MigError::FakeState { path: path.display().to_string(), message };
         let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        parva_core::files::write_atomic(path, &bytes).map_err(|e| err(format!("{e:#}")))
     }
 
     fn record(&mut self, call: String) -> Result<(), MigError> {

@@ -150,7 +150,7 @@ impl Metadata {
     pub fn write(&self, path: &Path) -> Result<(), ProfileError> {
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ProfileError::Config(format!("{}: encode: {e}", path.display())))?;
         bytes.push(b'\n');
-        parva_core::deploy::write_atomic(path, &bytes)?;
+        parva_core::files::write_atomic(path, &bytes)?;
         Ok(())
     }
 }

@@ -202,7 +202,7 @@ fn a_failed_instance_creation_fails_that_size_only_and_everything_is_cleaned_up(
 fn a_crashed_worker_is_recorded_failed_not_fatal_and_the_next_batch_gets_new_workers() {
     let dir = tempfile::tempdir().unwrap();
     // Each worker dies on its 2nd batch after warm-up: the first point's rounds kill it.
-    let sp = spawner(Faults { fail_spawns: 0, crash_after_batches: Some(1) });
+    let sp = spawner(Faults { crash_after_batches: Some(1), ..Faults::default() });
     let grid = Grid::new(vec![7], vec![1], vec![1, 2]).unwrap();
     let run = Run { dir: dir.path(), grid, rules: NO_PRUNE, spawner: &sp, cancel_after: None };
     let mut part = AsIs { env: vec![], device: None, what: "the CPU".into() };

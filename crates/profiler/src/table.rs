@@ -222,7 +222,7 @@ impl Table {
         self.profile.points.sort_by_key(|r| (r.size, r.batch, r.procs));
         let mut bytes = Vec::new();
         self.profile.write_to(&mut bytes).map_err(|e| ProfileError::Config(format!("{}: encode the table: {e}", self.path.display())))?;
-        parva_core::deploy::write_atomic(&self.path, &bytes)?;
+        parva_core::files::write_atomic(&self.path, &bytes)?;
         Ok(())
     }
 }

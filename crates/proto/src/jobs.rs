@@ -112,11 +112,8 @@ impl JobState {
 
     /// Write `state.json` atomically (a temporary file renamed into place).
     pub fn save(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, dir.join(STATE_FILE)).map_err(|e| format!("{}: {e}", dir.display()))
+        parva_core::files::write_atomic(&dir.join(STATE_FILE), (text + "\n").as_bytes()).map_err(|e| format!("{e:#}"))
     }
 }
 

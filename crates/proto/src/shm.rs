@@ -12,10 +12,10 @@
 //!   (`/v2/systemsharedmemory/region/NAME/register`, as Triton implements it): the POSIX shared
 //!   memory object `key` (`/dev/shm/KEY`), from `offset`, `byte_size` bytes.
 //!
-//! Every access is bounds-checked against the mapping ([`ShmError::OutOfBounds`]); no slice of a
-//! mapping is ever handed out past its end. What cannot be guarded: a client that shrinks its
-//! object after registering it makes later reads fault, as with Triton; register a region once,
-//! at its final size.
+//! Every access is bounds-checked ([`ShmError::OutOfBounds`]); no slice of a mapping is ever
+//! handed out past its end. A client's region is never mapped (see [`Region`]): a client that
+//! shrinks its object after registering it gets a 400, and the server lives (Triton maps it and
+//! dies with `SIGBUS`).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -52,6 +52,9 @@ pub enum ShmError {
     Empty { path: String },
     #[error("{what} of {size} bytes exceeds the limit of {limit}")]
     TooLarge { what: &'static str, size: u64, limit: u64 },
+    /// The client shrank its object after registering it.
+    #[error("{what} now holds {len} bytes of the {need} it was registered with: the object shrank after it was registered; register it again at its new size")]
+    Shrunk { what: String, len: u64, need: u64 },
 }
 
 /// A shared mapping of a file, read and written through bounds-checked copies.
@@ -256,13 +259,18 @@ pub fn open_slab(path: &Path, bytes: u64) -> Result<Arc<Mapping>, ShmError> {
 }
 
 /// A client's registered system shared-memory region.
+///
+/// Client memory is untrusted: the client can shrink its object at any moment, and a read or a
+/// write through a mapping of the part that is gone kills the whole server with `SIGBUS`. So a
+/// region is never mapped: its bytes are copied with `pread`/`pwrite` on the open object, where
+/// a shrunk object is an error for that one request ([`ShmError::Shrunk`]).
 #[derive(Debug, Clone)]
 pub struct Region {
     pub name: String,
     pub key: String,
     pub offset: u64,
     pub byte_size: u64,
-    pub map: Arc<Mapping>,
+    file: Arc<File>,
 }
 
 /// The file of a POSIX shared-memory key (`/name` or `name`: `/dev/shm/name`). A key names one
@@ -286,18 +294,32 @@ pub fn key_path(dir: &Path, key: &str) -> Result<PathBuf, ShmError> {
 }
 
 impl Region {
-    /// Open and map `byte_size` bytes of the object `key` (in `dir`, normally [`SHM_DIR`]) from
-    /// `offset`; the object must hold them.
+    /// Open `byte_size` bytes of the object `key` (in `dir`, normally [`SHM_DIR`]) from `offset`;
+    /// the object must be a regular file there (a symbolic link is refused, never followed) and
+    /// hold them.
     pub fn open(dir: &Path, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<Region, ShmError> {
         if byte_size > MAX_REGION {
             return Err(ShmError::TooLarge { what: "region", size: byte_size, limit: MAX_REGION });
+        }
+        if byte_size == 0 {
+            return Err(ShmError::Empty { path: key.to_string() });
         }
         let path = key_path(dir, key)?;
         let io = |what| {
             let p = path.display().to_string();
             move |e| ShmError::Io { what, path: p, source: e }
         };
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io("open"))?;
+        // O_NOFOLLOW: a symbolic link planted in /dev/shm must not let a client write to the file
+        // it points at; O_NONBLOCK: opening a FIFO must not wait for a writer.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => ShmError::BadKey { key: key.to_string(), why: "is a symbolic link, not a shared-memory object" },
+                _ => io("open")(e),
+            })?;
         let meta = file.metadata().map_err(io("stat"))?;
         if !meta.is_file() {
             return Err(ShmError::BadKey { key: key.to_string(), why: "is not a shared-memory object (not a regular file)" });
@@ -306,27 +328,52 @@ impl Region {
         if meta.len() < need {
             return Err(ShmError::TooSmall { path: path.display().to_string(), len: meta.len(), need, offset, size: byte_size });
         }
-        let map = Arc::new(Mapping::map(&file, &path, offset, byte_size)?);
-        Ok(Region { name: name.to_string(), key: key.to_string(), offset, byte_size, map })
+        Ok(Region { name: name.to_string(), key: key.to_string(), offset, byte_size, file: Arc::new(file) })
     }
 
-    /// `bytes` bytes at `offset` within the region, without a copy (see [`Mapping::view`]).
-    pub fn view(&self, offset: u64, bytes: u64) -> Result<Bytes, ShmError> {
-        self.map.view(offset, bytes).map_err(|e| self.named(e))
-    }
-
-    /// Copy `data` into the region at `offset`.
-    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), ShmError> {
-        self.map.write(offset, data).map_err(|e| self.named(e))
-    }
-
-    fn named(&self, e: ShmError) -> ShmError {
-        match e {
-            ShmError::OutOfBounds { at, bytes, len, .. } => {
-                ShmError::OutOfBounds { what: format!("shared-memory region {:?} (key {:?})", self.name, self.key), at, bytes, len }
-            }
-            other => other,
+    fn check(&self, at: u64, bytes: u64) -> Result<u64, ShmError> {
+        match at.checked_add(bytes) {
+            Some(end) if end <= self.byte_size => Ok(self.offset + at),
+            _ => Err(ShmError::OutOfBounds { what: self.what(), at, bytes, len: self.byte_size }),
         }
+    }
+
+    fn what(&self) -> String {
+        format!("shared-memory region {:?} (key {:?})", self.name, self.key)
+    }
+
+    /// The object's size now, or the error that it shrank below `need` bytes.
+    fn still_holds(&self, need: u64) -> Result<(), ShmError> {
+        let len = self.file.metadata().map_err(|e| ShmError::Io { what: "stat", path: self.key.clone(), source: e })?.len();
+        if len < need {
+            return Err(ShmError::Shrunk { what: self.what(), len, need });
+        }
+        Ok(())
+    }
+
+    /// A copy of `bytes` bytes at `offset` within the region. `bytes` is the caller's to bound
+    /// (a tensor checked against its model) before it asks.
+    pub fn read(&self, offset: u64, bytes: u64) -> Result<Bytes, ShmError> {
+        use std::os::unix::fs::FileExt;
+        let at = self.check(offset, bytes)?;
+        let len = usize::try_from(bytes).map_err(|_| ShmError::TooLarge { what: "read", size: bytes, limit: usize::MAX as u64 })?;
+        let mut out = vec![0u8; len];
+        match self.file.read_exact_at(&mut out, at) {
+            Ok(()) => Ok(Bytes::from(out)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(self.still_holds(at + bytes).err().unwrap_or(ShmError::Shrunk { what: self.what(), len: 0, need: at + bytes }))
+            }
+            Err(e) => Err(ShmError::Io { what: "read", path: self.key.clone(), source: e }),
+        }
+    }
+
+    /// Copy `data` into the region at `offset`; an object that shrank below the region is an
+    /// error, never extended.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), ShmError> {
+        use std::os::unix::fs::FileExt;
+        let at = self.check(offset, data.len() as u64)?;
+        self.still_holds(self.offset + self.byte_size)?;
+        self.file.write_all_at(data, at).map_err(|e| ShmError::Io { what: "write", path: self.key.clone(), source: e })
     }
 }
 
@@ -375,9 +422,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("in0"), (0u8..64).collect::<Vec<u8>>()).unwrap();
         let r = Region::open(dir.path(), "r", "/in0", 16, 32).unwrap();
-        assert_eq!(&r.view(0, 4).unwrap()[..], &[16, 17, 18, 19]);
-        assert!(matches!(r.view(30, 4), Err(ShmError::OutOfBounds { .. })));
-        let e = r.view(30, 4).unwrap_err().to_string();
+        assert_eq!(&r.read(0, 4).unwrap()[..], &[16, 17, 18, 19]);
+        assert!(matches!(r.read(30, 4), Err(ShmError::OutOfBounds { .. })));
+        let e = r.read(30, 4).unwrap_err().to_string();
         assert!(e.contains("region \"r\"") && e.contains("32 bytes"), "{e}");
         r.write(28, &[9; 4]).unwrap();
         assert!(r.write(29, &[9; 4]).is_err());
@@ -390,5 +437,45 @@ mod tests {
         }
         assert!(matches!(Region::open(dir.path(), "r", "/missing", 0, 1), Err(ShmError::Io { .. })));
         assert!(matches!(Region::open(dir.path(), "r", "/in0", 0, MAX_REGION + 1), Err(ShmError::TooLarge { .. })));
+    }
+
+    /// Regression (issue 34): a client that truncated its object after registering it killed the
+    /// whole server with SIGBUS on the next read (input) or write (output) through the mapping.
+    #[test]
+    fn a_region_whose_object_shrank_is_an_error_for_the_request_and_is_never_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in0");
+        std::fs::write(&path, [7u8; 8192]).unwrap();
+        let r = Region::open(dir.path(), "r", "/in0", 0, 8192).unwrap();
+        assert_eq!(r.read(4096, 4).unwrap()[..], [7; 4]);
+        std::fs::File::options().write(true).open(&path).unwrap().set_len(100).unwrap();
+        let e = r.read(4096, 4).unwrap_err();
+        assert!(matches!(e, ShmError::Shrunk { len: 100, need: 4100, .. }), "{e:?}");
+        assert!(e.to_string().contains("now holds 100 bytes") && e.to_string().contains("register it again"), "{e}");
+        // A read that ends inside what is left still works.
+        assert_eq!(r.read(0, 4).unwrap()[..], [7; 4]);
+        let e = r.write(4096, &[1; 4]).unwrap_err();
+        assert!(matches!(e, ShmError::Shrunk { .. }), "{e:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 100, "a write must not grow the client's object back");
+    }
+
+    /// Regression (issue 34): a symbolic link in /dev/shm registered as a region let a client
+    /// overwrite any file the server could open.
+    #[test]
+    fn a_symbolic_link_or_a_non_regular_file_is_never_a_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, [5u8; 64]).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
+        let e = Region::open(dir.path(), "r", "/link", 0, 64).unwrap_err();
+        assert!(matches!(e, ShmError::BadKey { why, .. } if why.contains("symbolic link")), "{e:?}");
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![5u8; 64]);
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        assert!(matches!(Region::open(dir.path(), "r", "/d", 0, 1), Err(ShmError::BadKey { .. } | ShmError::Io { .. })));
+        let fifo = std::ffi::CString::new(dir.path().join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: plain FFI call with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = Region::open(dir.path(), "r", "/fifo", 0, 1).unwrap_err();
+        assert!(matches!(e, ShmError::BadKey { why, .. } if why.contains("not a regular file")), "{e:?}");
     }
 }

@@ -12,6 +12,14 @@
 //! When the worker dies, only the batch it was running fails (502); batches sent ahead and not
 //! started yet go back to the router ([`Outcome::Returned`]), which sends them to another ready
 //! process of the service, as the supervisor does with the queue.
+//!
+//! **Watchdog.** A worker can also stop answering without dying (stopped, deadlocked, a hung
+//! driver call): the running batch has a deadline, its expected execution plus the worker
+//! timeout. A worker that misses it is treated like a crashed one (marked not ready, killed and
+//! restarted by the supervisor, counted in `parva_worker_stalls_total`), and every request it
+//! held goes back to the router at once: another ready process takes it if it can still answer
+//! in time, else it gets 504. No request waits on a stalled worker longer than its batch's
+//! expected time plus the timeout.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -48,9 +56,10 @@ pub struct Job {
 pub enum Outcome {
     /// Run (outputs) or failed (the error the client gets).
     Answered(Result<JobDone, InferError>),
-    /// Not run: its process died or was restarting before the job started. The router sends the
-    /// inputs to another ready process of the service.
-    Returned { inputs: Vec<Tensor>, why: String },
+    /// Not run: its process died or was restarting before the job started, or stalled while
+    /// running it (`stalled`). The router sends the inputs to another ready process of the
+    /// service; a stalled job that none can take in time gets 504.
+    Returned { inputs: Vec<Tensor>, why: String, stalled: bool },
 }
 
 /// A request's outputs and how it went.
@@ -84,6 +93,8 @@ pub struct ProcShared {
     /// Rows per second sent to this process lately (f64 bits), the batcher's measurement.
     arrival_rate_bits: AtomicU64,
     pub pid: AtomicU32,
+    /// Starts of its worker that failed in a row (0 once one is ready).
+    pub start_failures: AtomicU32,
 }
 
 /// `at` in nanoseconds on the clock of [`ProcShared`]'s times: a process-wide origin (the first
@@ -109,7 +120,13 @@ impl ProcShared {
     /// Give a job that did not run back to the router, to be sent to another process.
     pub fn give_back(&self, job: Job, why: &str) {
         self.release(job.rows, job.bytes);
-        let _ = job.reply.send(Outcome::Returned { inputs: job.inputs, why: why.to_string() });
+        let _ = job.reply.send(Outcome::Returned { inputs: job.inputs, why: why.to_string(), stalled: false });
+    }
+
+    /// Give back a job whose worker stalled while running it (see the module's doc).
+    pub fn give_back_stalled(&self, job: Job, why: &str) {
+        self.release(job.rows, job.bytes);
+        let _ = job.reply.send(Outcome::Returned { inputs: job.inputs, why: why.to_string(), stalled: true });
     }
 
     /// Take `rows` rows and `bytes` bytes off this process's account.
@@ -380,6 +397,8 @@ pub struct BatcherCtx<'a> {
     pub metrics: &'a Metrics,
     /// Common time origin for the policy's clock.
     pub epoch: Instant,
+    /// How much longer than expected the running batch may take (see the module's doc).
+    pub worker_timeout: std::time::Duration,
 }
 
 /// Why the batcher stopped serving on a connection.
@@ -601,6 +620,7 @@ pub async fn run_batcher(
             if stopping && inflight.is_empty() && queue.is_empty() {
                 break 'serve BatcherExit::Stopped(writer);
             }
+            let watchdog = inflight.front().map(|b| watchdog_deadline(b.started, est.get(b.rows), ctx.worker_timeout));
             tokio::select! {
                 job = rx.recv(), if !stopping => match job {
                     Some(j) => {
@@ -640,6 +660,7 @@ pub async fn run_batcher(
                     }
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                _ = sleep_until_opt(watchdog), if watchdog.is_some() => break 'serve stalled(ctx, inflight, est),
                 why = child.wait() => break 'serve crash(ctx, inflight, why, true),
                 _ = stop.changed(), if !stopping => stopping = true,
             }
@@ -663,6 +684,41 @@ fn crash(ctx: &BatcherCtx<'_>, mut inflight: VecDeque<InFlight>, why: String, ru
         }
     }
     let back = format!("worker process {} died before running it ({why})", ctx.worker);
+    for b in inflight {
+        give_back_batch(ctx, b, &why, &back);
+    }
+    BatcherExit::Crashed(why)
+}
+
+/// When the running batch's worker counts as stalled: its expected end (from when it could
+/// start) plus the worker timeout.
+pub fn watchdog_deadline(started: Instant, expected_s: f64, timeout: std::time::Duration) -> Instant {
+    started + std::time::Duration::from_secs_f64(expected_s.clamp(0.0, 1e6)) + timeout
+}
+
+/// The worker missed the running batch's deadline: like a crash (not ready; the supervisor kills
+/// and restarts it), except that the running batch's jobs go back to the router too, marked
+/// stalled, so that another process answers them if it can in time (else 504), at once.
+fn stalled(ctx: &BatcherCtx<'_>, mut inflight: VecDeque<InFlight>, est: &ExecEstimate) -> BatcherExit {
+    ctx.shared.ready.store(false, Ordering::SeqCst);
+    ctx.metrics.worker_stalls.get_or_create(&Metrics::service(ctx.service)).inc();
+    let why = match inflight.front() {
+        Some(b) => format!(
+            "stalled: no answer to a batch of {} rows {:.2} s after it could start (expected {:.3} s, --worker-timeout {:.1} s)",
+            b.rows,
+            b.started.elapsed().as_secs_f64(),
+            est.get(b.rows),
+            ctx.worker_timeout.as_secs_f64()
+        ),
+        None => "stalled".to_string(),
+    };
+    tracing::warn!(service = %ctx.service, worker = %ctx.worker, "worker {why}; killing it, its requests go to the service's other processes");
+    let back = format!("worker process {} {why}", ctx.worker);
+    if let Some(b) = inflight.pop_front() {
+        for j in b.jobs.into_iter().rev() {
+            ctx.shared.give_back_stalled(j, &back);
+        }
+    }
     for b in inflight {
         give_back_batch(ctx, b, &why, &back);
     }

@@ -22,6 +22,9 @@ pub enum InferError {
     /// No such service on this node; `served` lists the ones that are (see [`served_list`]).
     #[error("unknown model {name:?}: this node serves {served}")]
     UnknownModel { name: String, served: String },
+    /// A versioned route named a version other than the one served.
+    #[error("model {name:?} has no version {version:?}: only version 1 is served (or leave the version out of the path)")]
+    UnknownVersion { name: String, version: String },
     #[error("{0}")]
     BadRequest(String),
     /// Refused at admission (429): the request could not finish within the service's SLO on any
@@ -34,6 +37,10 @@ pub enum InferError {
     WorkerCrashed { service: String, worker: String, why: String },
     #[error("worker process {worker} of service {service:?} failed to run the batch: {why}")]
     ExecFailed { service: String, worker: String, why: String },
+    /// The request's worker stopped answering (the watchdog, 504), and no other process of the
+    /// service could take it in time.
+    #[error("service {service:?}: {why}")]
+    WorkerStalled { service: String, why: String },
     #[error("the server is shutting down")]
     ShuttingDown,
     /// The body is larger than the model's limit (413; nothing past the limit was read).
@@ -58,12 +65,13 @@ impl InferError {
     /// The HTTP status code of this error.
     pub fn status(&self) -> u16 {
         match self {
-            InferError::UnknownModel { .. } => 404,
+            InferError::UnknownModel { .. } | InferError::UnknownVersion { .. } => 404,
             InferError::BadRequest(_) => 400,
             InferError::Overloaded { .. } => 429,
             InferError::NotReady { .. } | InferError::ShuttingDown => 503,
             InferError::WorkerCrashed { .. } => 502,
             InferError::ExecFailed { .. } => 500,
+            InferError::WorkerStalled { .. } => 504,
             InferError::MemoryBound { .. } => 429,
             InferError::TooLarge { .. } => 413,
             InferError::BodyTimeout { .. } => 408,
@@ -91,6 +99,9 @@ pub enum ServeError {
     MissingSlo { service: String },
     #[error("{0}")]
     Config(String),
+    /// The node's workers did not become ready (see `ServeOptions::startup`).
+    #[error("the node's workers did not become ready: {0}")]
+    NotReady(String),
     #[error("socket path {path} is {len} bytes long; Unix sockets allow at most {limit}: use a shorter --run-dir")]
     SocketPath { path: PathBuf, len: usize, limit: usize },
     #[error("listen on {addr}")]

@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use axum::Router as Http;
 use axum::body::Body;
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::InferError;
+pub use crate::front::ApiError;
+use crate::front::{self, BodyGate, BodyLimit, Front};
 use crate::kserve::{self, RequestLimits};
-use crate::listen::{ConnHandle, ConnLimits};
+use crate::listen::ConnLimits;
 use parva_proto::meta::ModelMeta;
 use crate::metrics::Metrics;
 use crate::router::Backend;
@@ -158,38 +158,14 @@ impl HttpLimits {
     }
 }
 
-/// A request error as an HTTP response: its status and `{"error": message}`.
-pub struct ApiError(pub InferError);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let code = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (code, axum::Json(json!({"error": self.0.to_string()}))).into_response();
-        if matches!(self.0, InferError::TooLarge { .. } | InferError::BodyTimeout { .. }) {
-            // The body was not read (whole): the connection cannot carry another request.
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
-    }
-}
-
-impl From<InferError> for ApiError {
-    fn from(e: InferError) -> Self {
-        ApiError(e)
-    }
-}
-
-/// Bytes per permit of the in-flight memory semaphore (a request may reserve up to 2^32 permits).
-const PERMIT_BYTES: u64 = 64;
-
 /// What every handler sees.
-struct AppState<B> {
+pub struct AppState<B> {
     backend: Arc<B>,
     /// Where requests refused before the router are counted (the router counts its own).
     metrics: Option<Arc<Metrics>>,
     limits: HttpLimits,
-    /// Request memory in flight, in permits of [`PERMIT_BYTES`].
-    inflight: Arc<Semaphore>,
+    /// Request memory in flight: bodies, decoded tensors, responses.
+    gate: BodyGate,
     /// System shared-memory regions registered by local clients.
     regions: Arc<crate::regions::Regions>,
 }
@@ -200,7 +176,7 @@ impl<B> Clone for AppState<B> {
             backend: self.backend.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
-            inflight: self.inflight.clone(),
+            gate: self.gate.clone(),
             regions: self.regions.clone(),
         }
     }
@@ -214,19 +190,10 @@ pub fn app<B: Backend>(backend: Arc<B>) -> Http {
 /// The routes, with `backend` as state, `limits` enforced and requests refused before the
 /// router (404, 400, 408, 413, 429 memory bound) counted in `metrics`.
 pub fn app_with<B: Backend>(backend: Arc<B>, metrics: Option<Arc<Metrics>>, limits: HttpLimits) -> Http {
-    let permits = (limits.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
     let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let state = AppState { backend, metrics, limits, inflight: Arc::new(Semaphore::new(permits)), regions: Arc::new(crate::regions::Regions::default()) };
-    Http::new()
-        .route("/v2", get(server_meta))
-        .route("/v2/health/live", get(live::<B>))
-        .route("/v2/health/ready", get(ready::<B>))
-        .route("/v2/models/{name}", get(model_meta::<B>))
-        .route("/v2/models/{name}/versions/{version}", get(model_meta_v::<B>))
-        .route("/v2/models/{name}/ready", get(model_ready::<B>))
-        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v::<B>))
-        .route("/v2/models/{name}/infer", post(infer::<B>))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v::<B>))
+    let gate = BodyGate::new(limits.max_inflight_bytes, limits.body_timeout);
+    let state = AppState { backend, metrics, limits, gate, regions: Arc::new(crate::regions::Regions::default()) };
+    let routes = front::kserve_routes::<AppState<B>>()
         .route("/v2/systemsharedmemory/status", get(shm_status::<B>))
         .route("/v2/systemsharedmemory/region/{name}/status", get(shm_region_status::<B>))
         .route("/v2/systemsharedmemory/region/{name}/register", post(shm_register::<B>))
@@ -237,21 +204,41 @@ pub fn app_with<B: Backend>(backend: Arc<B>, metrics: Option<Arc<Metrics>>, limi
         .route("/v2/cudasharedmemory/region/{name}/register", post(cuda_shm_region))
         .route("/v2/cudasharedmemory/region/{name}/unregister", post(cuda_shm_unregister))
         .route("/v2/cudasharedmemory/unregister", post(cuda_shm_unregister))
-        .route("/metrics", get(metrics_page::<B>))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(mark_busy))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body));
+    front::finish(routes, state)
 }
 
-/// While a request is served its connection is busy: the listener's idle and head deadlines
-/// do not apply (the body has `--body-timeout`, the model its SLO).
-pub(crate) async fn mark_busy(req: Request, next: Next) -> Response {
-    let _guard = req.extensions().get::<ConnectInfo<ConnHandle>>().map(|c| c.0.busy());
-    next.run(req).await
-}
+impl<B: Backend> Front for AppState<B> {
+    fn server_meta(&self) -> serde_json::Value {
+        json!({"name": "parva", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "system_shared_memory"]})
+    }
 
-async fn server_meta() -> impl IntoResponse {
-    axum::Json(json!({"name": "parva", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "system_shared_memory"]}))
+    fn ready(&self) -> bool {
+        self.backend.ready()
+    }
+
+    fn model_ready(&self, name: &str) -> Result<bool, InferError> {
+        self.backend.model_ready(name)
+    }
+
+    async fn model_meta(&self, name: String) -> Response {
+        match self.backend.model(&name) {
+            Ok(m) => axum::Json(json!({
+                "name": name, "versions": [front::VERSION], "platform": m.platform, "inputs": m.inputs, "outputs": m.outputs,
+            }))
+            .into_response(),
+            Err(e) => ApiError(e).into_response(),
+        }
+    }
+
+    async fn infer(&self, name: String, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        infer(self, &name, &parts.headers, body).await
+    }
+
+    fn metrics_text(&self) -> String {
+        self.backend.metrics_text()
+    }
 }
 
 /// The body of a system shared-memory `register` call, as tritonclient sends it.
@@ -307,48 +294,13 @@ async fn cuda_shm_unregister() -> StatusCode {
     StatusCode::OK
 }
 
-fn up(ok: bool) -> StatusCode {
-    if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
-}
-
-async fn live<B: Backend>(State(s): State<AppState<B>>) -> impl IntoResponse {
-    let ok = s.backend.live();
-    (up(ok), axum::Json(json!({"live": ok})))
-}
-
-async fn ready<B: Backend>(State(s): State<AppState<B>>) -> impl IntoResponse {
-    let ok = s.backend.ready();
-    (up(ok), axum::Json(json!({"ready": ok})))
-}
-
-async fn model_meta<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let m = s.backend.model(&name)?;
-    Ok(axum::Json(json!({
-        "name": name, "versions": ["1"], "platform": m.platform, "inputs": m.inputs, "outputs": m.outputs,
-    }))
-    .into_response())
-}
-
-async fn model_meta_v<B: Backend>(s: State<AppState<B>>, Path((name, _)): Path<(String, String)>) -> Result<Response, ApiError> {
-    model_meta(s, Path(name)).await
-}
-
-async fn model_ready<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let ok = s.backend.model_ready(&name)?;
-    Ok((up(ok), axum::Json(json!({"name": name, "ready": ok}))).into_response())
-}
-
-async fn model_ready_v<B: Backend>(s: State<AppState<B>>, Path((name, _)): Path<(String, String)>) -> Result<Response, ApiError> {
-    model_ready(s, Path(name)).await
-}
-
-async fn infer<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let known = s.backend.model(&name).is_ok();
-    let (req, _reserved) = match admit(&s, &name, &headers, body).await {
+async fn infer<B: Backend>(s: &AppState<B>, name: &str, headers: &HeaderMap, body: Body) -> Response {
+    let known = s.backend.model(name).is_ok();
+    let (req, _reserved) = match admit(s, name, headers, body).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(m) = &s.metrics {
-                m.count_rejected(&name, known, e.status());
+                m.count_rejected(name, known, e.status());
             }
             return ApiError(e).into_response();
         }
@@ -356,15 +308,15 @@ async fn infer<B: Backend>(State(s): State<AppState<B>>, Path(name): Path<String
     let mut req = req;
     let inputs = std::mem::take(&mut req.inputs);
     // From here the router counts the request and its errors.
-    let done = match s.backend.infer(&name, inputs).await {
+    let done = match s.backend.infer(name, inputs).await {
         Ok(d) => d,
         Err(e) => return ApiError(e).into_response(),
     };
-    let (bytes, json_len) = match kserve::encode_response(&name, &req, done.outputs) {
+    let (bytes, json_len) = match kserve::encode_response(name, &req, done.outputs) {
         Ok(r) => r,
         Err(e) => {
             if let Some(m) = &s.metrics {
-                m.count_error(&name, e.status());
+                m.count_error(name, e.status());
             }
             return ApiError(e).into_response();
         }
@@ -405,53 +357,18 @@ async fn admit<B: Backend>(
     };
     let wire = if header_len.is_some() { Wire::Binary } else { Wire::Json };
     let (limit, why) = s.limits.body_limit(meta, wire);
-    let too_large = |what: String| InferError::TooLarge { model: name.to_string(), what, limit, why: why.clone() };
-    // hyper has already refused a malformed Content-Length; a present one is the body's length.
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(n) = declared.filter(|&n| n > limit) {
-        return Err(too_large(format!("the request body ({n} bytes by its Content-Length)")));
-    }
-    let need = s.limits.reservation(meta, wire, declared.unwrap_or(limit));
-    let units = u32::try_from(need.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX);
-    let permit = s.inflight.clone().try_acquire_many_owned(units).map_err(|_| {
-        let total = (s.limits.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS as u64);
-        InferError::MemoryBound {
-            in_flight: total.saturating_sub(s.inflight.available_permits() as u64) * PERMIT_BYTES,
-            limit: s.limits.max_inflight_bytes,
-            need,
-        }
-    })?;
-    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let bytes = match tokio::time::timeout(s.limits.body_timeout, read).await {
-        Err(_) => return Err(InferError::BodyTimeout { seconds: s.limits.body_timeout.as_secs_f64() }),
-        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large("the request body (sent without Content-Length)".into())),
-        Ok(Err(e)) => return Err(InferError::BadRequest(format!("reading the request body: {e}"))),
-        Ok(Ok(b)) => b,
-    };
+    let body_limit = BodyLimit { model: name.to_string(), limit, why };
+    let (bytes, permit) = s.gate.read(&body_limit, headers, body, |len| s.limits.reservation(meta, wire, len)).await?;
     let limits = RequestLimits { meta, max_rows: s.limits.max_request_rows };
-    let req = kserve::decode_request(&bytes, header_len, Some(&limits), Some(&s.regions))?;
+    // Inputs copied out of client shared memory hold memory too: reserved before each copy.
+    let mut permit = permit;
+    let mut reserve = |bytes: u64| -> Result<(), InferError> {
+        permit.merge(s.gate.reserve(bytes)?);
+        Ok(())
+    };
+    let shm = kserve::ShmAccess { regions: &s.regions, reserve: &mut reserve };
+    let req = kserve::decode_request(&bytes, header_len, Some(&limits), Some(shm))?;
     Ok((req, permit))
-}
-
-/// Whether reading a body stopped at its limit (http-body-util's `LengthLimitError`, which
-/// axum does not export, somewhere in the chain).
-pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.to_string() == "length limit exceeded" {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-async fn infer_v<B: Backend>(s: State<AppState<B>>, Path((name, _)): Path<(String, String)>, headers: HeaderMap, body: Body) -> Response {
-    infer(s, Path(name), headers, body).await
-}
-
-async fn metrics_page<B: Backend>(State(s): State<AppState<B>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.backend.metrics_text())
 }
 
 #[cfg(test)]
@@ -463,7 +380,7 @@ mod tests {
 
     use super::*;
     use crate::batcher::JobDone;
-    use crate::listen::LimitedListener;
+    use crate::listen::{ConnHandle, LimitedListener};
     use parva_proto::tensor::Tensor;
 
     /// A backend serving `tiny` (FP32 [-1, 2] -> FP32 [-1, 3]) whose inference takes `delay`.

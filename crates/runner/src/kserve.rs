@@ -6,8 +6,9 @@
 //!
 //! The system shared-memory extension, as Triton implements it: an input whose parameters name
 //! `shared_memory_region` (with `shared_memory_byte_size` and optionally `shared_memory_offset`)
-//! is read from that registered region ([`Regions`]) in place, and a requested output with the
-//! same parameters is written there, its response entry carrying the parameters instead of data.
+//! is copied out of that registered region ([`Regions`]; never mapped, so a client that shrinks
+//! its object gets a 400 instead of killing the server), and a requested output with the same
+//! parameters is written there, its response entry carrying the parameters instead of data.
 //! Every reference is checked against its region's bounds and against the tensor's size: a 400,
 //! never a read or a write past the region.
 
@@ -46,6 +47,13 @@ struct OutputParams {
     binary_data: Option<bool>,
     #[serde(flatten)]
     shm: ShmParams,
+}
+
+/// How a request reaches client shared memory: the registered regions, and the reservation of
+/// the bytes an input copies out of one (the caller's memory bound; an `Err` refuses the request).
+pub struct ShmAccess<'a> {
+    pub regions: &'a Regions,
+    pub reserve: &'a mut dyn FnMut(u64) -> Result<(), InferError>,
 }
 
 /// A tensor's place in a registered system shared-memory region.
@@ -234,9 +242,10 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 /// Either way no allocation is ever sized by a declared shape: JSON data is counted as it is
 /// parsed (at most as many elements as the body has bytes, or as the limits allow), and a
 /// shape must match the data it came with before a tensor is built.
-/// Binary inputs are slices of `body` and shared-memory inputs views of their region (`regions`;
-/// without, a reference to a region is a 400): no input's bytes are copied.
-pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&RequestLimits>, regions: Option<&Regions>) -> Result<Request, InferError> {
+/// Binary inputs are slices of `body` (not copied); shared-memory inputs are copied out of their
+/// region (`access`; without, a reference to a region is a 400), each only after its size was
+/// checked against the model and reserved with `access.reserve` (the server's memory bound).
+pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&RequestLimits>, mut access: Option<ShmAccess<'_>>) -> Result<Request, InferError> {
     let json_len = header_len.unwrap_or(body.len());
     if json_len > body.len() {
         return Err(bad(format!("Inference-Header-Content-Length is {json_len} but the body has only {} bytes", body.len())));
@@ -248,6 +257,7 @@ pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&R
     DATA_BUDGET.set(saved);
     let req = parsed.map_err(|e| bad(format!("request JSON: {e}")))?;
     let mut binary = body.slice(json_len..);
+    let regions = access.as_ref().map(|a| a.regions);
     let place = |what: &str, p: &ShmParams| match regions {
         Some(r) => r.place(what, p.shared_memory_region.as_deref(), p.shared_memory_byte_size, p.shared_memory_offset),
         None if p.shared_memory_region.is_some() => Err(bad(format!("{what}: this endpoint does not serve shared memory"))),
@@ -279,7 +289,10 @@ pub fn decode_request(body: &Bytes, header_len: Option<usize>, limits: Option<&R
                 if p.size != need as u64 {
                     return Err(bad(format!("{what}: shared_memory_byte_size {} where shape {:?} of {datatype} needs {need}", p.size, inp.shape)));
                 }
-                p.region.view(p.offset, p.size).map_err(|e| bad(format!("{what}: {e}")))?
+                if let Some(a) = access.as_mut() {
+                    (a.reserve)(p.size)?;
+                }
+                p.region.read(p.offset, p.size).map_err(|e| bad(format!("{what}: {e}")))?
             }
             (None, Some(size), _) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -507,7 +520,7 @@ mod tests {
         let req = |shape: &str, size: u64, offset: u64| {
             let body = format!(r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"FP32","parameters":{{"shared_memory_region":"in","shared_memory_byte_size":{size},"shared_memory_offset":{offset}}}}}],
                 "outputs":[{{"name":"y","parameters":{{"shared_memory_region":"out","shared_memory_byte_size":8}}}}]}}"#);
-            super::decode_request(&Bytes::from(body), None, None, Some(&regions))
+            super::decode_request(&Bytes::from(body), None, None, Some(ShmAccess { regions: &regions, reserve: &mut |_| Ok(()) }))
         };
         let r = req("[1,2]", 8, 8).unwrap();
         assert_eq!(&r.inputs[0].data[..], &floats[8..16]);
@@ -546,7 +559,7 @@ mod tests {
         let limits = RequestLimits { meta: &meta, max_rows: 8 };
         let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":16}}],
             "outputs":[{"name":"y","parameters":{"shared_memory_region":"out","shared_memory_byte_size":8}}]}"#);
-        let e = super::decode_request(&body, None, Some(&limits), Some(&regions)).unwrap_err().to_string();
+        let e = super::decode_request(&body, None, Some(&limits), Some(ShmAccess { regions: &regions, reserve: &mut |_| Ok(()) })).unwrap_err().to_string();
         assert!(e.contains("output \"y\": shared_memory_byte_size 8 is too small for its 24 bytes (2 rows of 12)"), "{e}");
         // Without a registry (an endpoint that serves no shared memory): a 400.
         let body = Bytes::from(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"shared_memory_region":"in","shared_memory_byte_size":4}}]}"#);

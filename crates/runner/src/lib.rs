@@ -5,7 +5,8 @@
 //! - What the router shares with its workers (frames, slabs, tensors, metadata, worker
 //!   arguments) is in `parva-proto`; [`regions`]: the regions clients register (KServe system
 //!   shared memory).
-//! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router.
+//! - [`batcher`], [`supervisor`], [`router`], [`http`], [`kserve`], [`metrics`]: the router;
+//!   [`front`]: the KServe v2 routes and body admission `serve` and `route` share.
 //! - [`live`]: the node's segments changed while it serves (started, drained, rebatched), for
 //!   `parva deploy --follow`.
 //! - [`route`]: the router tier (`parva route`), spreading each service over its segments'
@@ -15,6 +16,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod front;
 pub mod http;
 pub mod jobs;
 pub mod kserve;

@@ -116,6 +116,8 @@ pub struct Metrics {
     pub batch_size: HistFamily<ServiceLabel>,
     pub batches: Family<BatchLabel, Counter>,
     pub restarts: Family<ServiceLabel, Counter>,
+    /// Worker processes killed by the watchdog for not answering a batch in time.
+    pub worker_stalls: Family<ServiceLabel, Counter>,
     pub workers_ready: Family<ServiceLabel, Gauge>,
     pub backend: Family<BackendLabel, Gauge>,
     /// `deploy --follow`: transitions applied, transitions that failed and were rolled back,
@@ -145,6 +147,7 @@ impl Metrics {
             batch_size: Family::new_with_constructor(batch_histogram),
             batches: Family::default(),
             restarts: Family::default(),
+            worker_stalls: Family::default(),
             workers_ready: Family::default(),
             backend: Family::default(),
             follow_transitions: Counter::default(),
@@ -166,6 +169,11 @@ impl Metrics {
         registry.register("parva_batch_size", "Rows per executed batch", m.batch_size.clone());
         registry.register("parva_batches", "Executed batches, per service and exact batch size", m.batches.clone());
         registry.register("parva_worker_restarts", "Worker processes restarted after they exited", m.restarts.clone());
+        registry.register(
+            "parva_worker_stalls",
+            "Worker processes killed because a batch ran past its expected time plus --worker-timeout",
+            m.worker_stalls.clone(),
+        );
         registry.register("parva_workers_ready", "Worker processes ready to serve", m.workers_ready.clone());
         registry.register("parva_backend_info", "Backend running the workers (emulated = sleeps for profiled latencies)", m.backend.clone());
         registry.register("parva_follow_transitions", "Live transitions to a new plan applied by deploy --follow", m.follow_transitions.clone());

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router as Http;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use bytes::Bytes;
 use parva_core::DeploymentMap;
 use parva_core::segments::{SegmentId, SegmentUrls};
@@ -43,10 +43,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use crate::error::{InferError, ServeError, served_list};
-use crate::http::{ApiError, HttpLimits};
+use crate::front::{ApiError, BodyGate, BodyLimit, Front};
+use crate::http::HttpLimits;
 use crate::kserve::HEADER_LEN;
 use crate::metrics::{ServiceLabel, label_set, seconds_histogram};
 use crate::upstream::{ConnPool, ExchangeError};
@@ -231,8 +231,8 @@ struct RouteState {
     metrics: RouteMetrics,
     limits: HttpLimits,
     upstream_timeout: Duration,
-    /// Request bodies in flight, in bytes (one permit a byte, capped).
-    inflight: Arc<Semaphore>,
+    /// Request bodies in flight.
+    gate: BodyGate,
 }
 
 impl RouteState {
@@ -276,13 +276,12 @@ pub async fn route(
     http.conn.max_connections = http.conn.max_connections.min(allowed);
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind { addr: opts.listen, source: e })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    let permits = usize::try_from(http.max_inflight_bytes).unwrap_or(usize::MAX).clamp(1, Semaphore::MAX_PERMITS);
     let state = Arc::new(RouteState {
         table,
         metrics: RouteMetrics::new(),
         limits: http.clone(),
         upstream_timeout: opts.upstream_timeout,
-        inflight: Arc::new(Semaphore::new(permits)),
+        gate: BodyGate::new(http.max_inflight_bytes, http.body_timeout),
     });
     for u in state.table.upstreams() {
         state.metrics.up.get_or_create(&SegmentLabel { service: u.service.clone(), segment: u.id.to_string() }).set(0);
@@ -337,37 +336,67 @@ async fn check_one(pool: &ConnPool, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// The router tier's state, as the KServe front it is.
+#[derive(Clone)]
+struct RouteFront(Arc<RouteState>);
+
 fn app(state: Arc<RouteState>) -> Http {
     let max_body = usize::try_from(state.limits.max_body_bytes).unwrap_or(usize::MAX);
-    Http::new()
-        .route("/v2", get(|| async { axum::Json(json!({"name": "parva-route", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})) }))
-        .route("/v2/health/live", get(|| async { axum::Json(json!({"live": true})) }))
-        .route("/v2/health/ready", get(ready))
-        .route("/v2/models/{name}", get(model_meta))
-        .route("/v2/models/{name}/versions/{version}", get(model_meta_v))
-        .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
-        .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+    let routes = crate::front::kserve_routes::<RouteFront>()
         .route("/v2/route/segments", get(segments_page))
-        .route("/metrics", get(|State(s): State<Arc<RouteState>>| async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.text()) }))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(crate::http::mark_busy))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body));
+    crate::front::finish(routes, RouteFront(state))
 }
 
-fn up(ok: bool) -> StatusCode {
-    if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
-}
+impl Front for RouteFront {
+    fn server_meta(&self) -> serde_json::Value {
+        json!({"name": "parva-route", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})
+    }
 
-async fn ready(State(s): State<Arc<RouteState>>) -> impl IntoResponse {
-    let ok = s.table.ready();
-    (up(ok), axum::Json(json!({"ready": ok})))
+    fn ready(&self) -> bool {
+        self.0.table.ready()
+    }
+
+    fn model_ready(&self, name: &str) -> Result<bool, InferError> {
+        Ok(self.0.table.service(name)?.upstreams.iter().any(|u| u.is_up()))
+    }
+
+    /// Model metadata, from one of the service's healthy segments.
+    async fn model_meta(&self, name: String) -> Response {
+        forward(&self.0, &name, hyper::Method::GET, format!("/v2/models/{name}"), HeaderMap::new(), Bytes::new()).await
+    }
+
+    /// The whole request is taken apart rather than extracted piecewise: axum's `HeaderMap`
+    /// extractor would copy every header of every request.
+    async fn infer(&self, name: String, req: axum::extract::Request) -> Response {
+        let s = &self.0;
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let headers = parts.headers;
+        let resp = match read_body(s, &name, &headers, body).await {
+            Ok((bytes, _permit)) => forward(s, &name, hyper::Method::POST, format!("/v2/models/{name}/infer"), headers, bytes).await,
+            Err(e) => {
+                let known = s.table.services.contains_key(&name);
+                let label = RouteCodeLabel { service: if known { name.clone() } else { crate::metrics::UNKNOWN_SERVICE.into() }, segment: String::new(), code: e.status() };
+                s.metrics.requests.get_or_create(&label).inc();
+                return ApiError(e).into_response();
+            }
+        };
+        if let Some(routes) = s.table.services.get(&name) {
+            routes.seconds.get_or_init(|| s.metrics.seconds.get_or_create(&ServiceLabel { service: name.clone() }).clone()).observe(started.elapsed().as_secs_f64());
+        }
+        resp
+    }
+
+    fn metrics_text(&self) -> String {
+        self.0.metrics.text()
+    }
 }
 
 /// Every segment, its URL, weight and whether it gets requests.
-async fn segments_page(State(s): State<Arc<RouteState>>) -> impl IntoResponse {
+async fn segments_page(State(s): State<RouteFront>) -> impl IntoResponse {
     let rows: Vec<_> = s
+        .0
         .table
         .upstreams()
         .map(|u| json!({"segment": u.id.to_string(), "service": u.service, "url": u.base, "weight": u.weight, "up": u.is_up()}))
@@ -375,72 +404,12 @@ async fn segments_page(State(s): State<Arc<RouteState>>) -> impl IntoResponse {
     axum::Json(json!({ "segments": rows }))
 }
 
-async fn model_ready(State(s): State<Arc<RouteState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let ok = s.table.service(&name)?.upstreams.iter().any(|u| u.is_up());
-    Ok((up(ok), axum::Json(json!({"name": name, "ready": ok}))).into_response())
-}
-
-async fn model_ready_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>) -> Result<Response, ApiError> {
-    model_ready(s, Path(name)).await
-}
-
-/// Model metadata, from one of the service's healthy segments.
-async fn model_meta(State(s): State<Arc<RouteState>>, Path(name): Path<String>) -> Response {
-    forward(&s, &name, hyper::Method::GET, format!("/v2/models/{name}"), HeaderMap::new(), Bytes::new()).await
-}
-
-async fn model_meta_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>) -> Response {
-    model_meta(s, Path(name)).await
-}
-
-async fn infer_v(s: State<Arc<RouteState>>, Path((name, _)): Path<(String, String)>, req: axum::extract::Request) -> Response {
-    infer(s, Path(name), req).await
-}
-
-/// The whole request is taken apart rather than extracted piecewise: axum's `HeaderMap`
-/// extractor would copy every header of every request.
-async fn infer(State(s): State<Arc<RouteState>>, Path(name): Path<String>, req: axum::extract::Request) -> Response {
-    let started = Instant::now();
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    let resp = match read_body(&s, &name, &headers, body).await {
-        Ok((bytes, _permit)) => forward(&s, &name, hyper::Method::POST, format!("/v2/models/{name}/infer"), headers, bytes).await,
-        Err(e) => {
-            let known = s.table.services.contains_key(&name);
-            let label = RouteCodeLabel { service: if known { name.clone() } else { crate::metrics::UNKNOWN_SERVICE.into() }, segment: String::new(), code: e.status() };
-            s.metrics.requests.get_or_create(&label).inc();
-            return ApiError(e).into_response();
-        }
-    };
-    if let Some(routes) = s.table.services.get(&name) {
-        routes.seconds.get_or_init(|| s.metrics.seconds.get_or_create(&ServiceLabel { service: name.clone() }).clone()).observe(started.elapsed().as_secs_f64());
-    }
-    resp
-}
-
 /// The whole body, within the body cap, memory bound and body timeout.
-async fn read_body<'a>(s: &'a RouteState, name: &str, headers: &HeaderMap, body: Body) -> Result<(Bytes, tokio::sync::SemaphorePermit<'a>), InferError> {
+async fn read_body(s: &RouteState, name: &str, headers: &HeaderMap, body: Body) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), InferError> {
     s.table.service(name)?;
-    let limit = s.limits.max_body_bytes;
-    let too_large = |what: String| InferError::TooLarge { model: name.to_string(), what, limit, why: "--max-body-mib".into() };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(n) = declared.filter(|&n| n > limit) {
-        return Err(too_large(format!("the request body ({n} bytes by its Content-Length)")));
-    }
-    let need = declared.unwrap_or(limit).max(1);
-    let units = u32::try_from(need).unwrap_or(u32::MAX);
-    let permit = s.inflight.try_acquire_many(units).map_err(|_| InferError::MemoryBound {
-        in_flight: (s.limits.max_inflight_bytes).saturating_sub(s.inflight.available_permits() as u64),
-        limit: s.limits.max_inflight_bytes,
-        need,
-    })?;
-    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(s.limits.body_timeout, read).await {
-        Err(_) => Err(InferError::BodyTimeout { seconds: s.limits.body_timeout.as_secs_f64() }),
-        Ok(Err(e)) if crate::http::is_length_limit(&e) => Err(too_large("the request body (sent without Content-Length)".into())),
-        Ok(Err(e)) => Err(InferError::BadRequest(format!("reading the request body: {e}"))),
-        Ok(Ok(b)) => Ok((b, permit)),
-    }
+    let limit = BodyLimit { model: name.to_string(), limit: s.limits.max_body_bytes, why: "--max-body-mib".into() };
+    // The body is held once (forwarded as it is).
+    s.gate.read(&limit, headers, body, |len| len).await
 }
 
 /// Send the request to the service's next healthy segment and return its answer as it is. A

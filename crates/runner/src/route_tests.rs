@@ -5,6 +5,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use axum::routing::post;
 use parva_core::deploy::Segment;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;

@@ -268,8 +268,17 @@ impl Router {
         // A request comes back when its process dies before running it; each process can do
         // that once, then the service is treated as not ready.
         let mut returns = 0;
+        // Why the request came back from a stalled worker: if no process can take it in time
+        // now, it gets 504 at once (a 5xx: the server failed it, not the client's load).
+        let mut stalled_on: Option<String> = None;
         loop {
-            let (procs, i) = svc.admit(rows, bytes, arrival.elapsed().as_secs_f64())?;
+            let (procs, i) = match (svc.admit(rows, bytes, arrival.elapsed().as_secs_f64()), stalled_on.take()) {
+                (Ok(p), _) => p,
+                (Err(e), Some(why)) => {
+                    return Err(InferError::WorkerStalled { service: svc.name.clone(), why: format!("{why}; no other process could take the request in time ({e})") });
+                }
+                (Err(e), None) => return Err(e),
+            };
             let (tx, rx) = oneshot::channel();
             let job = Job { inputs, rows, bytes, arrival, reply: tx };
             if let Err(e) = procs[i].tx.send(job) {
@@ -279,13 +288,20 @@ impl Router {
             }
             match rx.await {
                 Ok(Outcome::Answered(r)) => return r,
-                Ok(Outcome::Returned { inputs: back, why }) => {
+                Ok(Outcome::Returned { inputs: back, why, stalled }) => {
                     returns += 1;
                     if returns > procs.len() {
-                        return Err(InferError::NotReady { service: svc.name.clone(), why });
+                        return Err(if stalled {
+                            InferError::WorkerStalled { service: svc.name.clone(), why }
+                        } else {
+                            InferError::NotReady { service: svc.name.clone(), why }
+                        });
                     }
                     tracing::debug!(service = %svc.name, %why, "request sent to another process");
                     inputs = back;
+                    if stalled {
+                        stalled_on = Some(why);
+                    }
                 }
                 Err(_) => return Err(InferError::ShuttingDown),
             }

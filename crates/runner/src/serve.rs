@@ -64,6 +64,23 @@ pub enum ServeEvent {
     Draining,
 }
 
+/// How long a deploy waits for its workers before it gives up (see [`ServeOptions::startup`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StartupGuard {
+    pub ready_within: Duration,
+    pub max_failed_starts: u32,
+}
+
+impl Default for StartupGuard {
+    fn default() -> Self {
+        StartupGuard { ready_within: Duration::from_secs(600), max_failed_starts: 5 }
+    }
+}
+
+/// Default of [`ServeOptions::worker_timeout`]: 2 s past a batch's expected end. A GPU's first
+/// batch of a new shape can take ~1 s of one-time work (kernels chosen, memory allocated).
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Everything [`serve`] needs. Build with [`ServeOptions::new`] and adjust the fields.
 pub struct ServeOptions {
     pub map: DeploymentMap,
@@ -99,6 +116,15 @@ pub struct ServeOptions {
     pub threads_per_worker: Option<usize>,
     /// How long a worker may take to start, load and warm up.
     pub ready_timeout: Duration,
+    /// How much longer than expected a batch may run before its worker is taken for stalled:
+    /// killed and restarted like a crashed one, its requests sent to another process or answered
+    /// 504 (`--worker-timeout`).
+    pub worker_timeout: Duration,
+    /// `parva deploy`: the node must have every worker ready within this time of listening, and
+    /// no worker may fail to start [`StartupGuard::max_failed_starts`] times in a row before it
+    /// was first ready; otherwise [`serve`] stops with [`ServeError::NotReady`] (the deploy then
+    /// rolls the node back). `None` (`parva serve`): workers are retried for as long as it runs.
+    pub startup: Option<StartupGuard>,
     pub backoff: Backoff,
     pub spawner: Arc<dyn Spawner>,
     pub events: Option<mpsc::UnboundedSender<ServeEvent>>,
@@ -151,6 +177,8 @@ impl ServeOptions {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             threads_per_worker: None,
             ready_timeout: Duration::from_secs(600),
+            worker_timeout: DEFAULT_WORKER_TIMEOUT,
+            startup: None,
             backoff: Backoff::default(),
             spawner: Arc::new(ProcessSpawner),
             events: None,
@@ -270,6 +298,7 @@ pub(crate) struct WorkerTemplate {
     pub(crate) queue_bytes: usize,
     pub(crate) prof: Option<ProfileSet>,
     pub(crate) ready_timeout: Duration,
+    pub(crate) worker_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) spawner: Arc<dyn Spawner>,
     pub(crate) transport: WorkerTransport,
@@ -295,6 +324,7 @@ impl WorkerTemplate {
             queue_bytes: opts.queue_bytes,
             prof,
             ready_timeout: opts.ready_timeout,
+            worker_timeout: opts.worker_timeout,
             backoff: opts.backoff,
             spawner: opts.spawner.clone(),
             transport: opts.worker_transport,
@@ -535,11 +565,27 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         }
     };
     send(ServeEvent::Listening(addr));
-    let watcher = tokio::spawn(watch_readiness(shared_all, send.clone()));
+    let (gave_up_tx, gave_up) = tokio::sync::oneshot::channel::<String>();
+    let watcher = tokio::spawn(watch_readiness(shared_all, send.clone(), opts.startup, gave_up_tx));
     let app = crate::http::app_with(router.clone(), Some(router.metrics.clone()), opts.http.clone());
     let drain_send = send.clone();
+    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let failed = failure.clone();
     let graceful = async move {
-        shutdown.await;
+        // A closed channel (no guard) never ends the wait: only the shutdown signal does.
+        let gave_up = async move {
+            match gave_up.await {
+                Ok(why) => why,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            why = gave_up => {
+                tracing::error!("{why}; stopping");
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        }
         drain_send(ServeEvent::Draining);
     };
     let listener = crate::listen::LimitedListener::new(listener, opts.http.conn);
@@ -552,18 +598,45 @@ pub async fn serve(mut opts: ServeOptions, shutdown: impl std::future::Future<Ou
         let _ = c.await;
     }
     live.stop_everything().await;
+    if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(ServeError::NotReady(why));
+    }
     result
 }
 
-/// Report readiness changes until every worker is ready, then keep watching (restarts).
-async fn watch_readiness(shared: Vec<Arc<ProcShared>>, send: impl Fn(ServeEvent)) {
+/// Report readiness changes until every worker is ready, then keep watching (restarts). With a
+/// startup guard, until every worker has been ready once: say why on `gave_up` when the node
+/// misses the guard's deadline or a worker fails to start too often.
+async fn watch_readiness(shared: Vec<Arc<ProcShared>>, send: impl Fn(ServeEvent), guard: Option<StartupGuard>, gave_up: tokio::sync::oneshot::Sender<String>) {
     let total = shared.len();
     let mut last = usize::MAX;
+    let t0 = tokio::time::Instant::now();
+    let mut gave_up = Some(gave_up);
+    let mut was_ready = vec![false; total];
     loop {
         let ready = shared.iter().filter(|s| s.ready.load(Ordering::SeqCst)).count();
         if ready != last {
             send(ServeEvent::Workers { ready, total });
             last = ready;
+        }
+        for (w, s) in was_ready.iter_mut().zip(&shared) {
+            *w |= s.ready.load(Ordering::SeqCst);
+        }
+        if let (Some(g), true) = (guard, gave_up.is_some() && !was_ready.iter().all(|w| *w)) {
+            let failing = shared.iter().zip(&was_ready).filter(|(s, w)| !**w && s.start_failures.load(Ordering::SeqCst) >= g.max_failed_starts).count();
+            let why = if failing > 0 {
+                Some(format!(
+                    "{failing} worker process(es) failed to start {} times in a row (see the worker logs in the run directory); {ready}/{total} ready",
+                    g.max_failed_starts
+                ))
+            } else if t0.elapsed() >= g.ready_within {
+                Some(format!("{ready}/{total} worker processes ready {:.0} s after start (the readiness deadline, --ready-timeout)", g.ready_within.as_secs_f64()))
+            } else {
+                None
+            };
+            if let (Some(why), Some(tx)) = (why, gave_up.take()) {
+                let _ = tx.send(why);
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

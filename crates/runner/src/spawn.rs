@@ -88,6 +88,9 @@ pub struct Faults {
     pub fail_spawns: usize,
     /// Each fake worker exits abruptly (closing its socket) when asked to run its N+1-th batch.
     pub crash_after_batches: Option<usize>,
+    /// The first N fake workers started stop answering (as after `kill -STOP`) when asked to run
+    /// their first batch, until they are killed.
+    pub stall_spawns: usize,
 }
 
 /// In-process fake: each "process" is a thread running an emulated worker with fixed latencies.
@@ -113,6 +116,8 @@ impl FakeSpawner {
 
 struct FakeChild {
     done: Option<tokio::sync::oneshot::Receiver<String>>,
+    /// Set by `kill`: a stalled fake worker wakes up and ends.
+    killed: Arc<std::sync::atomic::AtomicBool>,
     /// How it ended, once it has.
     exited: Option<String>,
     /// A clone of the fake worker's socket: shutting it down is how the fake "dies".
@@ -134,6 +139,7 @@ impl WorkerChild for FakeChild {
         })
     }
     fn kill(&mut self) {
+        self.killed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(s) = &self.stream {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
@@ -145,6 +151,9 @@ impl WorkerChild for FakeChild {
 struct FaultyExec {
     inner: parva_proto::worker::EmulatedExecutor,
     crash_after: Option<usize>,
+    /// Stop answering at the first batch after warm-up, until killed.
+    stall: bool,
+    killed: Arc<std::sync::atomic::AtomicBool>,
     runs: usize,
     stream: Option<std::os::unix::net::UnixStream>,
 }
@@ -153,6 +162,12 @@ impl parva_proto::worker::Executor for FaultyExec {
     fn execute(&mut self, inputs: Vec<parva_proto::tensor::Tensor>) -> Result<Vec<parva_proto::tensor::Tensor>, String> {
         // Warm-up runs two batches before any real one.
         self.runs += 1;
+        if self.stall && self.runs > 2 {
+            while !self.killed.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            return Err("killed while stalled (injected)".into());
+        }
         if self.crash_after.is_some_and(|c| self.runs > c + 2) {
             if let Some(s) = &self.stream {
                 let _ = s.shutdown(std::net::Shutdown::Both);
@@ -175,12 +190,21 @@ impl Spawner for FakeSpawner {
             }
             return Err("injected spawn failure".into());
         }
+        let stall = faults.stall_spawns > 0;
+        if stall {
+            if let Ok(mut f) = self.faults.lock() {
+                f.stall_spawns -= 1;
+            }
+        }
+        let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stream = std::os::unix::net::UnixStream::connect(&spec.socket)
             .map_err(|e| format!("connect {}: {e}", spec.socket.display()))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let exec = FaultyExec {
             inner: parva_proto::worker::EmulatedExecutor::new(self.meta.clone(), self.exec_s.clone()),
             crash_after: faults.crash_after_batches,
+            stall,
+            killed: killed.clone(),
             runs: 0,
             stream: stream.try_clone().ok(),
         };
@@ -191,7 +215,7 @@ impl Spawner for FakeSpawner {
             let r = parva_proto::worker::serve_stream(stream, &id, &meta, 1, || Ok(exec));
             let _ = tx.send(format!("fake worker ended: {r:?}"));
         });
-        Ok(Box::new(FakeChild { done: Some(rx), exited: None, stream: child_stream }))
+        Ok(Box::new(FakeChild { done: Some(rx), killed, exited: None, stream: child_stream }))
     }
 }
 
@@ -256,7 +280,7 @@ mod tests {
         let meta: parva_proto::meta::ModelMeta =
             serde_json::from_str(r#"{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,1]}]}"#)
                 .unwrap();
-        let fake = FakeSpawner::new(meta, vec![0.001], Faults { fail_spawns: 2, crash_after_batches: None });
+        let fake = FakeSpawner::new(meta, vec![0.001], Faults { fail_spawns: 2, ..Faults::default() });
         let s = spec(d.path(), "parva-worker", &[]);
         for _ in 0..2 {
             assert_eq!(fake.spawn(&s).err().as_deref(), Some("injected spawn failure"));

@@ -49,6 +49,8 @@ pub struct ProcessConfig {
     pub exec_profile: Vec<f64>,
     /// How long a worker may take to connect, load and warm up.
     pub ready_timeout: Duration,
+    /// How much longer than expected a batch may run before the worker counts as stalled.
+    pub worker_timeout: Duration,
     pub backoff: Backoff,
     pub epoch: Instant,
     /// The worker's shared buffers, made anew for each process it starts (`None`: the socket).
@@ -88,6 +90,7 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
         started_once = true;
         match start(&cfg, &mut h).await {
             Ok((mut child, conn)) => {
+                h.shared.start_failures.store(0, Ordering::SeqCst);
                 h.shared.ready.store(true, Ordering::SeqCst);
                 h.metrics.workers_ready.get_or_create(&label).inc();
                 let up = Instant::now();
@@ -98,6 +101,7 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                     shared: &h.shared,
                     metrics: &h.metrics,
                     epoch: cfg.epoch,
+                    worker_timeout: cfg.worker_timeout,
                 };
                 est.new_process();
                 let exit = batcher::run_batcher(&ctx, conn, &mut child, &mut queue, &mut h.rx, &mut h.stop, &mut est).await;
@@ -111,7 +115,9 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                     BatcherExit::Crashed(why) => {
                         child.kill();
                         let status = child.wait().await;
-                        tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, %why, %status, log = %cfg.spec.log.display(), "worker died; restarting");
+                        // `why` is often the exit status itself (the worker died): say it once.
+                        let why = if why.contains(&status) { why } else { format!("{why}; exit status {status}") };
+                        tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, log = %cfg.spec.log.display(), "worker died ({why}); restarting");
                         if up.elapsed() >= cfg.backoff.reset_after {
                             delay = cfg.backoff.initial;
                         }
@@ -120,6 +126,7 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
             }
             Err(StartError::Stop) => break,
             Err(StartError::Failed(why)) => {
+                h.shared.start_failures.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, %why, log = %cfg.spec.log.display(), "worker failed to start");
             }
         }
@@ -307,7 +314,7 @@ mod tests {
         )
         .unwrap();
         // Two failed starts, and every worker dies on its second batch.
-        let faults = Faults { fail_spawns: 2, crash_after_batches: Some(1) };
+        let faults = Faults { fail_spawns: 2, crash_after_batches: Some(1), ..Faults::default() };
         let spawner = FakeSpawner::new(meta.clone(), vec![0.02, 0.02], faults);
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("w0.sock");
@@ -320,6 +327,7 @@ mod tests {
             policy: BatchPolicy::new(2, 1000.0),
             exec_profile: vec![0.02, 0.02],
             ready_timeout: Duration::from_secs(5),
+            worker_timeout: Duration::from_secs(60),
             backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40), reset_after: Duration::from_secs(60) },
             epoch: Instant::now(),
             slab: None,
@@ -360,5 +368,62 @@ mod tests {
         stop_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("supervisor stops").unwrap();
         assert!(!shared.ready.load(Ordering::SeqCst));
+    }
+
+    /// Regression (issue 34): a worker that stopped answering (`kill -STOP`) was never detected:
+    /// requests sent to it got no answer and readiness stayed true. The watchdog treats it like
+    /// a crashed one: the request is answered at once (504, no other process here), the worker is
+    /// killed, counted and restarted, and the service serves again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_worker_is_killed_restarted_and_its_request_answered_at_once() {
+        let meta: ModelMeta = serde_json::from_str(
+            r#"{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,1]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,2]}]}"#,
+        )
+        .unwrap();
+        let faults = Faults { stall_spawns: 1, ..Faults::default() };
+        let spawner = FakeSpawner::new(meta.clone(), vec![0.01, 0.01], faults);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("w0.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let spec = WorkerSpec { name: "w0".into(), program: "fake".into(), args: vec![], env: vec![], socket, log: dir.path().join("w0.log") };
+        let cfg = ProcessConfig {
+            service: "s".into(),
+            spec,
+            policy: BatchPolicy::new(2, 60_000.0),
+            exec_profile: vec![0.01, 0.01],
+            ready_timeout: Duration::from_secs(30),
+            worker_timeout: Duration::from_millis(50),
+            backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40), reset_after: Duration::from_secs(60) },
+            epoch: Instant::now(),
+            slab: None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        let shared = Arc::new(ProcShared::default());
+        let metrics = Arc::new(Metrics::new());
+        let handles = ProcessHandles { listener, spawner: Arc::new(spawner.clone()), rx, shared: shared.clone(), metrics: metrics.clone(), stop };
+        let task = tokio::spawn(supervise(cfg, handles));
+        let limits = QueueLimits::new(4, 2, 1 << 20);
+        let route = ProcRoute { tx, shared: shared.clone(), worker: "w0".into(), weight: 1.0, policy: BatchPolicy::new(2, 60_000.0), limits };
+        let services = [("s".to_string(), ServiceRoute::new("s".into(), meta, vec![route]))].into_iter().collect();
+        let router = Router { services, metrics: metrics.clone() };
+        let input = || vec![Tensor { name: "x".into(), datatype: DataType::Fp32, shape: vec![2, 1], data: vec![0; 8].into() }];
+
+        wait_ready(&shared, true).await;
+        // The full batch goes at once to the worker, which never answers: 504, not a hang (the
+        // SLO is a minute, so nothing else could end the wait).
+        let err = router.infer("s", input()).await.unwrap_err();
+        assert_eq!(err.status(), 504, "{err}");
+        assert!(err.to_string().contains("stalled") && err.to_string().contains("--worker-timeout"), "{err}");
+        let text = metrics.encode();
+        assert!(text.contains("parva_worker_stalls_total{service=\"s\"} 1"), "{text}");
+        // Killed and restarted; the new worker answers.
+        wait_ready(&shared, true).await;
+        assert_eq!(spawner.spawn_count(), 2);
+        let done = router.infer("s", input()).await.unwrap();
+        assert_eq!(done.batch_rows, 2);
+        assert!(metrics.encode().contains("parva_worker_restarts_total{service=\"s\"} 1"));
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task).await.expect("supervisor stops").unwrap();
     }
 }

@@ -366,9 +366,7 @@ pub fn write_files(dir: &Path, report: &Report, svg: &str) -> Result<Vec<PathBuf
     let mut written = Vec::new();
     for (name, bytes) in [(JSON_FILE, json.as_slice()), (CSV_FILE, csv.as_slice()), (SVG_FILE, svg.as_bytes())] {
         let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| VerifyError::io(&tmp, "write report", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| VerifyError::io(&path, "write report", e))?;
+        parva_core::files::write_atomic(&path, bytes).map_err(|e| VerifyError::io(&path, "write report", std::io::Error::other(format!("{e:#}"))))?;
         written.push(path);
     }
     Ok(written)
