@@ -160,6 +160,9 @@ pub struct FollowArgs {
     job_grace: f64,
 }
 
+/// The fake node's state in a run directory.
+const FAKE_STATE: &str = "fake-gpus.json";
+
 /// The controllers: NVML + real MPS, or the fakes.
 struct Controllers {
     mig: Box<dyn MigControl>,
@@ -168,8 +171,35 @@ struct Controllers {
     fake: Option<String>,
 }
 
+/// The exact command that tears this deploy down.
+fn teardown_command(args: &DeployArgs, run_dir: &Path) -> String {
+    let mut cmd = format!("parva deploy --teardown --run-dir {}", run_dir.display());
+    if let Some(spec) = &args.fake_gpus {
+        cmd.push_str(&format!(" --fake-gpus {spec}"));
+    }
+    cmd
+}
+
 fn controllers(args: &DeployArgs, run_dir: &Path) -> anyhow::Result<Controllers> {
-    let Some(fake) = super::fake_node(args.fake_gpus.as_deref(), Some(&run_dir.join("fake-gpus.json")))? else {
+    let state = run_dir.join(FAKE_STATE);
+    // A run directory that holds a fake node's state was deployed on fake GPUs: its teardown and
+    // restore act on them, flag or not (regression, issue 34: "cannot load NVML").
+    let recorded = args.fake_gpus.is_none() && std::env::var_os("PARVA_FAKE_GPUS").is_none() && state.is_file();
+    if recorded && !(args.teardown || args.restore) {
+        anyhow::bail!(
+            "{} holds the state of fake GPUs from an earlier `parva deploy --fake-gpus`: pass --fake-gpus again to deploy on them, \
+             or tear that deploy down first (`parva deploy --teardown --run-dir {}`), or use another --run-dir",
+            state.display(),
+            run_dir.display()
+        );
+    }
+    let flag = if recorded {
+        eprintln!("note: {} was deployed on fake GPUs: using their recorded state ({})", run_dir.display(), state.display());
+        Some("recorded")
+    } else {
+        args.fake_gpus.as_deref()
+    };
+    let Some(fake) = super::fake_node(flag, Some(&state))? else {
         let mig = NvmlMig::load()?;
         return Ok(Controllers { mig: Box::new(mig), mps: Box::new(RealMps::default()), fake: None });
     };
@@ -186,7 +216,16 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
     let mut ctl = controllers(&args, &run_dir)?;
     if let Some(spec) = &ctl.fake {
-        eprintln!("using FAKE GPUs ({spec}), state in {}", run_dir.join("fake-gpus.json").display());
+        if args.dry_run {
+            eprintln!("using FAKE GPUs ({spec}); a dry run keeps no state");
+        } else {
+            eprintln!("using FAKE GPUs ({spec}), state in {}", run_dir.join(FAKE_STATE).display());
+        }
+    }
+    if args.dry_run {
+        // A dry run changes nothing, but the deploy it previews must be able to make its run
+        // directory (regression, issue 34: `--dry-run --run-dir /proc/x` passed).
+        parva_core::files::check_creatable_dir(&run_dir)?;
     }
     for note in super::learn_unknown_gpus(ctl.mig.as_mut(), None)? {
         eprintln!("note: {note}");
@@ -383,7 +422,7 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
         None => None,
     };
     let fake = args.fake_gpus.clone();
-    let state = run_dir.join("fake-gpus.json");
+    let state = run_dir.join(FAKE_STATE);
     let open: OpenNode = Arc::new(move || {
         if let Some(fake) = super::fake_node(fake.as_deref(), Some(&state))? {
             return Ok((Box::new(fake.gpus) as Box<dyn MigControl>, Box::new(fake.mps) as Box<dyn MpsControl>));
@@ -416,7 +455,11 @@ fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[Segm
         opts.control = Some(Box::new(move |live| Box::pin(super::follow::run(f, live))));
     }
     super::serve::serve_until_signal(opts)?;
-    eprintln!("stopped serving; MIG instances and MPS daemons stay (`parva deploy --teardown` removes them)");
+    if run_dir.join(parva_gpu::exec::TEARDOWN_MARKER).exists() {
+        eprintln!("stopped serving: `parva deploy --teardown` is removing the MIG instances and MPS daemons");
+    } else {
+        eprintln!("stopped serving; MIG instances and MPS daemons stay (`{}` removes them)", teardown_command(args, run_dir));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -232,7 +232,7 @@ fn deploy_follow_with_jobs_reclaims_job_instances_first_and_restarts_them_from_t
     std::fs::write(&rates, "time_s,service,rate\n0,roomy,80\n6,roomy,240\n18,roomy,80\n").unwrap();
     let o = parva(&[
         "verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--rates", s(&rates),
-        "--duration", "30s", "--warmup", "0", "--json",
+        "--duration", "30s", "--warmup", "0", "--json", "--out", s(&d.path().join("verify")),
     ]);
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}\n{}", stdout(&o), stderr(&o)));
     let roomy = &report["services"][0];
@@ -284,7 +284,8 @@ fn serving_verifies_the_same_with_best_effort_jobs_beside_it() {
             assert!(begin.elapsed() < Duration::from_secs(20), "no jobs started");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let o = parva(&["verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--duration", "6s", "--json"]);
+        let verify_out = d.path().join(format!("verify-{name}"));
+        let o = parva(&["verify", "--endpoint", &format!("http://{addr}"), "--services", s(&services), "--duration", "6s", "--json", "--out", s(&verify_out)]);
         let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}\n{}", stdout(&o), stderr(&o)));
         let (_, text) = get(&addr, "/metrics");
         let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);

@@ -9,6 +9,7 @@ mod deploy_reference;
 mod doctor_cli;
 mod fake_node_cli;
 mod export_cli;
+mod fail_safe;
 mod follow_cli;
 mod jobs_cli;
 mod margin_cli;

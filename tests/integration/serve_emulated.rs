@@ -15,12 +15,17 @@ fn infer_rows(addr: std::net::SocketAddr, service: &str, rows: usize) -> (u16, V
 
 /// Send `n` requests of `rows` rows at once; their (status, seconds taken).
 fn burst(addr: std::net::SocketAddr, service: &'static str, n: usize, rows: usize) -> Vec<(u16, f64)> {
+    burst_at(addr, service, n, rows).into_iter().map(|(c, t, _)| (c, t)).collect()
+}
+
+/// As [`burst`], with the instant each answer came.
+fn burst_at(addr: std::net::SocketAddr, service: &'static str, n: usize, rows: usize) -> Vec<(u16, f64, Instant)> {
     let handles: Vec<_> = (0..n)
         .map(|_| {
             std::thread::spawn(move || {
                 let t0 = Instant::now();
                 let (code, _) = infer_rows(addr, service, rows);
-                (code, t0.elapsed().as_secs_f64())
+                (code, t0.elapsed().as_secs_f64(), Instant::now())
             })
         })
         .collect();
@@ -83,13 +88,16 @@ fn emulated_overload_is_refused_with_429_at_once_and_unknown_models_get_404() {
     // (issue 19: 0.5 s batches and 429s within 0.4 s flaked on a loaded machine).
     let s = serve(dir.path(), &["0,0,slow,tiny,0,1,2,1,,,,10,20000"], &[(1, 1, 2.0), (1, 2, 2.0)], &["--queue-batches", "1"]);
     s.wait_200("/v2/health/ready", Duration::from_secs(60));
-    let r = burst(s.addr, "slow", 10, 1);
-    let ok: Vec<f64> = r.iter().filter(|(c, _)| *c == 200).map(|(_, t)| *t).collect();
-    let refused: Vec<f64> = r.iter().filter(|(c, _)| *c == 429).map(|(_, t)| *t).collect();
+    let r = burst_at(s.addr, "slow", 10, 1);
+    let ok: Vec<(f64, Instant)> = r.iter().filter(|(c, _, _)| *c == 200).map(|(_, t, at)| (*t, *at)).collect();
+    let refused: Vec<Instant> = r.iter().filter(|(c, _, _)| *c == 429).map(|(_, _, at)| *at).collect();
     assert_eq!(ok.len() + refused.len(), 10, "{r:?}");
     assert!(ok.len() >= 2 && refused.len() >= 5, "{r:?}");
-    assert!(ok.iter().all(|t| *t >= 2.0), "an admitted request ran a 2 s batch: {r:?}");
-    assert!(refused.iter().all(|t| *t < 1.5), "429s must come at once, not after a batch: {r:?}");
+    assert!(ok.iter().all(|(t, _)| *t >= 2.0), "an admitted request ran a 2 s batch: {r:?}");
+    // 429s come at once, not after a batch: every refusal is answered before the first batch is
+    // (an order of events, not a time bound: issue 34, the 1.5 s bound flaked under load).
+    let first_ok = ok.iter().map(|(_, at)| *at).min().expect("an admitted request");
+    assert!(refused.iter().all(|at| *at < first_ok), "a 429 came after the first batch was answered: {r:?}");
     let (code, body) = infer_rows(s.addr, "slow", 1);
     assert_eq!(code, 200, "{body}");
     let m = s.metrics();

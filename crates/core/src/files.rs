@@ -74,6 +74,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
     })
 }
 
+/// `Ok` when directory `path` exists or can be made: its nearest existing ancestor is a
+/// directory in which a directory can be created (tried with a probe that is removed at once).
+pub fn check_creatable_dir(path: &Path) -> Result<(), FormatError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut existing = path;
+    while std::fs::symlink_metadata(existing).is_err() {
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if existing == Path::new(".") || existing == Path::new("/") {
+            break;
+        }
+    }
+    let refuse = |why: String| FormatError::io(path, "create directory", std::io::Error::other(why));
+    if !existing.is_dir() {
+        return Err(refuse(format!("{} is not a directory", existing.display())));
+    }
+    let probe = existing.join(format!(".parva-probe-{}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+            Ok(())
+        }
+        Err(e) => Err(refuse(format!("no directory can be made in {}: {e}", existing.display()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +148,17 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
         std::fs::remove_dir_all(&tmp).unwrap();
         assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_is_found_before_anything_is_done() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_creatable_dir(&d.path().join("a/b/c")).is_ok());
+        assert!(!d.path().join("a").exists(), "the probe leaves nothing");
+        std::fs::write(d.path().join("f"), b"").unwrap();
+        let e = check_creatable_dir(&d.path().join("f/x")).unwrap_err();
+        assert!(std::error::Error::source(&e).unwrap().to_string().contains("is not a directory"), "{e:?}");
+        let e = check_creatable_dir(Path::new("/proc/parva-x/run")).unwrap_err();
+        assert!(std::error::Error::source(&e).unwrap().to_string().contains("no directory can be made in /proc"), "{e:?}");
     }
 }

@@ -167,10 +167,35 @@ impl SegmentUrls {
     }
 }
 
+/// Whether `authority` is `host`, `host:port`, `[v6]` or `[v6]:port` (port 1 to 65535).
+fn authority_ok(authority: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n));
+    let host_ok = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if let Some(v6) = authority.strip_prefix('[') {
+        let Some((addr, rest)) = v6.split_once(']') else { return false };
+        let addr_ok = !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        return addr_ok && (rest.is_empty() || rest.strip_prefix(':').is_some_and(port_ok));
+    }
+    match authority.split_once(':') {
+        Some((host, port)) => host_ok(host) && port_ok(port),
+        None => host_ok(authority),
+    }
+}
+
 fn check_url(url: &str, at: Location) -> Result<(), FormatError> {
-    let rest = url.strip_prefix("http://");
-    let ok = url.len() <= MAX_URL_LEN && rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok { Ok(()) } else { Err(FormatError::invalid(at, format!("{url:?} is not an http://host:port URL (at most {MAX_URL_LEN} bytes, no spaces)"))) }
+    // A template's `{segment}` stands for a segment id (letters, digits and '-').
+    let concrete = url.replace("{segment}", "n0-g0-p0");
+    let rest = concrete.strip_prefix("http://");
+    let authority = rest.map(|r| r.split('/').next().unwrap_or(""));
+    let ok = url.len() <= MAX_URL_LEN && authority.is_some_and(authority_ok) && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::invalid(
+            at,
+            format!("{url:?} is not an http://host:port URL (a host name, IPv4 address or [IPv6] address, a port 1-65535; at most {MAX_URL_LEN} bytes, no spaces)"),
+        ))
+    }
 }
 
 /// Read a segment URL list, `segment,url` (`n0-g1-p4,http://10.0.0.7:8001`): header checked,
@@ -268,11 +293,19 @@ mod tests {
         let t = SegmentUrls::parse("http://parva-{segment}.ns.svc:8000").unwrap();
         assert_eq!(t.url("n1-g0-p4".parse().unwrap()).as_deref(), Some("http://parva-n1-g0-p4.ns.svc:8000"));
         assert!(SegmentUrls::parse("ftp://{segment}").unwrap_err().to_string().contains("not an http://host:port URL"));
+        for good in ["http://[::1]:18577", "http://[fe80::1]", "http://10.0.0.7:8001", "http://h"] {
+            std::fs::write(&p, format!("segment,url\nn0-g0-p0,{good}\n")).unwrap();
+            assert!(read_segment_urls(&p).is_ok(), "{good}");
+        }
         for (text, want) in [
             ("seg,url\n", "segments.csv:1: header must be `segment,url`"),
             ("segment,url\nx,http://a:1\n", "segments.csv:2: field `segment`: \"x\" is not a segment id"),
             ("segment,url\nn0-g0-p0,https://a\n", "segments.csv:2: field `url`"),
             ("segment,url\nn0-g0-p0,http://\n", "segments.csv:2: field `url`"),
+            // Regression (issue 34): an unclosed IPv6 bracket was taken.
+            ("segment,url\nn0-g0-p0,http://[::1:18577\n", "segments.csv:2: field `url`: \"http://[::1:18577\" is not an http://host:port URL"),
+            ("segment,url\nn0-g0-p0,http://a:99999\n", "segments.csv:2: field `url`"),
+            ("segment,url\nn0-g0-p0,http://a:1:2\n", "segments.csv:2: field `url`"),
             ("segment,url\nn0-g0-p0,http://a:1\nn0-g0-p0,http://b:1\n", "segments.csv:3: field `segment`: segment n0-g0-p0 is listed twice"),
         ] {
             std::fs::write(&p, text).unwrap();

@@ -291,6 +291,10 @@ impl Node<'_> {
         let path = self.run_dir.join(RECORD_FILE);
         let record = load_record(&path)?;
         let mut done = Vec::new();
+        // The serving process sees this when it stops, and says a teardown is under way rather
+        // than to run one.
+        let marker = self.run_dir.join(TEARDOWN_MARKER);
+        let _ = parva_core::files::write_atomic(&marker, format!("{}\n", std::process::id()).as_bytes());
         if record.pid != std::process::id() && stop_process(record.pid) {
             done.push(format!("stopped parva deploy (pid {}) and its workers", record.pid));
         }
@@ -313,10 +317,14 @@ impl Node<'_> {
             }
         }
         std::fs::remove_file(&path).map_err(|e| DeployError::file("remove", &path, e))?;
+        let _ = std::fs::remove_file(&marker);
         // Each line names the node the run directory deployed (not whatever --node says).
         Ok(done.into_iter().map(|l| format!("node {}: {l}", record.node)).collect())
     }
 }
+
+/// Present in the run directory while `parva deploy --teardown` runs.
+pub const TEARDOWN_MARKER: &str = "teardown.pid";
 
 pub fn load_record(path: &Path) -> Result<DeployRecord, DeployError> {
     crate::checkpoint::load_json(path, "tear down", "deploy record")

@@ -59,6 +59,9 @@ pub struct BadSpec {
     pub reason: String,
 }
 
+/// Most GPUs of one type a fake node has.
+pub const MAX_FAKE_GPUS: u32 = 64;
+
 impl FakeState {
     /// Fresh GPUs with MIG mode enabled and no instances, e.g. from `a100-80gb:8` or
     /// `a100-80gb:2,h100-80gb:2`.
@@ -78,7 +81,12 @@ impl FakeState {
             } else {
                 (GpuType::by_id(ty).map_err(|e| bad(e.to_string()))?, None)
             };
-            let count: u32 = count.trim().parse().map_err(|_| bad(format!("count `{count}` is not a number")))?;
+            // Regression (issue 34): `a100-80gb:0` was a bare "bad spec" and `:99999999999` "not a number".
+            let count: u32 = match count.trim().parse::<u64>() {
+                Ok(n) if (1..=MAX_FAKE_GPUS as u64).contains(&n) => n as u32,
+                Ok(n) => return Err(bad(format!("{n} GPUs of {ty}: a fake node has 1 to {MAX_FAKE_GPUS} GPUs of a type (TYPE:COUNT, e.g. a100-80gb:8)"))),
+                Err(_) => return Err(bad(format!("count `{count}` is not a whole number of GPUs (TYPE:COUNT, e.g. a100-80gb:8)"))),
+            };
             // An MPS type: a GPU without MIG, or (`-nomig`) a MIG GPU with MIG mode off, which
             // NVML names as its MIG type.
             let sibling = gpu_type.mig_sibling();

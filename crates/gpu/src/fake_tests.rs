@@ -137,7 +137,12 @@ fn fake_state_file_persists_between_instances_and_names_map_to_types() {
     assert!(e.contains("fake.json"), "{e}");
     assert!(FakeState::from_spec("v100:2").unwrap_err().to_string().contains("v100"));
     let e = FakeState::from_spec("a100-80gb:x").unwrap_err();
-    assert_eq!((e.spec.as_str(), e.reason.as_str()), ("a100-80gb:x", "count `x` is not a number"), "{e}");
+    assert_eq!((e.spec.as_str(), e.reason.as_str()), ("a100-80gb:x", "count `x` is not a whole number of GPUs (TYPE:COUNT, e.g. a100-80gb:8)"), "{e}");
+    // Regression (issue 34): a count of 0 or one too large to parse was a bare "bad spec" / "not a number".
+    for (spec, want) in [("a100-80gb:0", "0 GPUs of a100-80gb: a fake node has 1 to 64"), ("a100-80gb:99999999999", "99999999999 GPUs of a100-80gb")] {
+        let e = FakeState::from_spec(spec).unwrap_err();
+        assert!(e.reason.starts_with(want), "{spec}: {e}");
+    }
 }
 
 /// Issue 17: an MPS type's fake GPU has no MIG (V100, T4, L4, ...: unsupported; a `-nomig`

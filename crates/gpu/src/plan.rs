@@ -46,6 +46,11 @@ pub fn parse_index_map(spec: &str) -> Result<BTreeMap<u32, u32>, DeployError> {
     Ok(out)
 }
 
+/// A plan GPU -> NVML index map as `--gpu-index-map` spells it (`0=2,1=3`).
+pub fn index_map_text(map: &BTreeMap<u32, u32>) -> String {
+    map.iter().map(|(a, b)| format!("{a}={b}")).collect::<Vec<_>>().join(",")
+}
+
 /// One GPU as observed (read-only) before planning.
 #[derive(Debug, Clone)]
 pub struct ObservedGpu {
@@ -194,9 +199,13 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
     for (plan_gpu, segs) in by_gpu {
         let gpu = opts.gpu_index_map.get(&plan_gpu).copied().unwrap_or(plan_gpu);
         if let Some(other) = used.insert(gpu, plan_gpu) {
+            // Regression (issue 34): the spec was printed as Rust's `{0: 1}`.
             return Err(DeployError::BadIndexMap {
-                spec: format!("{:?}", opts.gpu_index_map),
-                reason: format!("plan GPUs {other} and {plan_gpu} both map to GPU {gpu}"),
+                spec: index_map_text(&opts.gpu_index_map),
+                reason: format!(
+                    "plan GPUs {other} and {plan_gpu} both map to NVML GPU {gpu} (a plan GPU not in the map keeps its own index); \
+                     give each plan GPU its own, e.g. {other}={gpu},{plan_gpu}={other}"
+                ),
             });
         }
         let obs = observed

@@ -190,7 +190,9 @@ fn gpu_index_map_parses_and_refuses_duplicates() {
     node.gpus.push(gpu(1, "NVIDIA A100-SXM4-80GB", vec![]));
     let opts = DeployOptions { gpu_index_map: parse_index_map("0=1").unwrap(), ..Default::default() };
     let e = changes(&map(two_gpus), &opts, &node).unwrap_err().to_string();
-    assert!(e.contains("both map to GPU 1"), "{e}");
+    // Regression (issue 34): the map was printed as Rust's `{0: 1}`; it reads as it was given,
+    // and the message says how to fix it.
+    assert!(e.contains("bad --gpu-index-map `0=1`") && e.contains("both map to NVML GPU 1") && e.contains("e.g. 0=1,1=0"), "{e}");
     let opts = DeployOptions { gpu_index_map: parse_index_map("0=1,1=0").unwrap(), ..Default::default() };
     let p = changes(&map(two_gpus), &opts, &node).unwrap();
     assert_eq!((p.targets[0].plan_gpu, p.targets[0].gpu), (0, 1));

@@ -383,11 +383,13 @@ mod tests {
     use crate::listen::{ConnHandle, LimitedListener};
     use parva_proto::tensor::Tensor;
 
-    /// A backend serving `tiny` (FP32 [-1, 2] -> FP32 [-1, 3]) whose inference takes `delay`.
+    /// A backend serving `tiny` (FP32 [-1, 2] -> FP32 [-1, 3]) whose inference takes `delay`,
+    /// and, while `hold` is set, waits until it is cleared (an event, not a time window).
     struct Fake {
         meta: ModelMeta,
         delay: Duration,
         entered: AtomicUsize,
+        hold: std::sync::atomic::AtomicBool,
     }
 
     impl Backend for Fake {
@@ -406,6 +408,9 @@ mod tests {
         async fn infer(&self, _name: &str, inputs: Vec<Tensor>) -> Result<JobDone, InferError> {
             self.entered.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
+            while self.hold.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let rows = inputs[0].rows();
             Ok(JobDone { outputs: self.meta.zero_outputs(rows), queue_s: 0.0, exec_s: 0.0, batch_rows: rows })
         }
@@ -428,7 +433,7 @@ mod tests {
 
     fn serve(limits: HttpLimits, delay: Duration) -> Served {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let backend = Arc::new(Fake { meta: tiny(), delay, entered: AtomicUsize::new(0) });
+        let backend = Arc::new(Fake { meta: tiny(), delay, entered: AtomicUsize::new(0), hold: false.into() });
         let metrics = Arc::new(Metrics::new());
         let (b, m) = (backend.clone(), metrics.clone());
         let (addr, open) = rt.block_on(async move {
@@ -532,7 +537,11 @@ mod tests {
         // Room for one JSON request with a 71-byte body, not two.
         let one = limits().reservation(&meta, Wire::Json, ONE_ROW.len() as u64);
         let l = HttpLimits { max_inflight_bytes: one * 3 / 2, ..limits() };
-        let s = serve(l, Duration::from_secs(2));
+        // Regression (issue 34): the first request was held 2 s and the second had to come within
+        // that window; on a loaded machine it came later and got 200. Now it is held until the
+        // second has been answered.
+        let s = serve(l, Duration::ZERO);
+        s.backend.hold.store(true, Ordering::SeqCst);
         let addr = s.addr;
         let first = std::thread::spawn(move || post(addr, "tiny", ONE_ROW));
         let t0 = Instant::now();
@@ -543,6 +552,7 @@ mod tests {
         let (code, text) = post(s.addr, "tiny", ONE_ROW);
         assert_eq!(code, 429, "{text}");
         assert!(text.contains("memory bound") && text.contains("(--max-inflight-mib)"), "{text}");
+        s.backend.hold.store(false, Ordering::SeqCst);
         assert_eq!(first.join().unwrap().0, 200);
         // Released: the next one goes through.
         assert_eq!(post(s.addr, "tiny", ONE_ROW).0, 200);

@@ -186,6 +186,19 @@ impl RouteTable {
         if map.segments.is_empty() {
             return Err(ServeError::Config("the deployment map has no segment to route to".into()));
         }
+        // Regression (issue 34): rows for segments the map lacks were ignored without a word.
+        if let SegmentUrls::List(list) = urls {
+            let ids = map.segment_ids();
+            let unknown: Vec<String> = list.keys().filter(|id| !ids.contains(id)).map(ToString::to_string).collect();
+            if !unknown.is_empty() {
+                return Err(ServeError::Config(format!(
+                    "--segments lists {} segment(s) the map does not have: {} (the map's: {}); a stale list? regenerate it for this map",
+                    unknown.len(),
+                    unknown.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                    ids.iter().take(10).map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
         let shares = map.segment_shares();
         let mut services: BTreeMap<String, Vec<Arc<Upstream>>> = BTreeMap::new();
         for seg in &map.segments {

@@ -158,6 +158,11 @@ impl ServiceRoute {
     /// `waited` seconds already, and reserve them there (see the module's doc). Returns the
     /// snapshot of processes admitted against and the index chosen in it.
     fn admit(&self, rows: usize, bytes: usize, waited: f64) -> Result<(Arc<Vec<ProcRoute>>, usize), InferError> {
+        self.admit_at(rows, bytes, waited, Instant::now())
+    }
+
+    /// [`ServiceRoute::admit`] as of `now` (tests pass a fixed instant: no wall-clock race).
+    fn admit_at(&self, rows: usize, bytes: usize, waited: f64, now: Instant) -> Result<(Arc<Vec<ProcRoute>>, usize), InferError> {
         let mut st = self.lock();
         let procs = st.procs.clone();
         let ready: Vec<bool> = procs.iter().map(|p| p.shared.ready.load(Ordering::SeqCst)).collect();
@@ -168,7 +173,6 @@ impl ServiceRoute {
         let mut candidates: Vec<usize> = (0..procs.len()).filter(|&i| ready[i]).collect();
         let n_ready = candidates.len();
         let mut closest: Option<Closest> = None;
-        let now = Instant::now();
         while !candidates.is_empty() {
             let i = swrr_pick(current, |i| procs[i].weight, &candidates);
             candidates.retain(|&c| c != i);
@@ -455,12 +459,15 @@ mod tests {
         sh.queued_rows.store(36, Ordering::SeqCst);
         sh.inflight_batches.store(1, Ordering::SeqCst);
         sh.inflight_rows.store(1, Ordering::SeqCst);
+        // Regression (issue 34): admission read the clock itself, so a test that lost more than
+        // 3 ms between setting the busy time and admitting (a loaded machine) saw a request
+        // admitted. Admission as of a fixed instant is exact.
         let now = Instant::now();
         sh.set_busy_until(Some(now + std::time::Duration::from_millis(8)));
         assert!((sh.finish_estimate(now, 36, 1, 4) - 0.098).abs() < 1e-6, "{}", sh.finish_estimate(now, 36, 1, 4));
-        overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
-        sh.set_busy_until(Some(Instant::now() + std::time::Duration::from_millis(4)));
-        assert_eq!(svc.admit(1, 4, 0.0).unwrap().1, 0);
+        overloaded_why(svc.admit_at(1, 4, 0.0, now).map(|(_, i)| i).unwrap_err());
+        sh.set_busy_until(Some(now + std::time::Duration::from_millis(4)));
+        assert_eq!(svc.admit_at(1, 4, 0.0, now).unwrap().1, 0);
     }
 
     /// Regression (issue 18, found by `scripts/bench/admission.sh` with scenario 3): vgg19's
@@ -483,7 +490,7 @@ mod tests {
         sh.set_busy_until(Some(now + std::time::Duration::from_millis(60)));
         let t = sh.finish_estimate(now, 60, 1, 128);
         assert!((0.130..0.140).contains(&t), "{t}");
-        assert_eq!(svc.admit(1, 4, 0.0).unwrap().1, 0);
+        assert_eq!(svc.admit_at(1, 4, 0.0, now).unwrap().1, 0);
         // A real backlog still refuses: 300 rows queued are two full batches ahead.
         sh.queued_rows.store(350, Ordering::SeqCst);
         let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());

@@ -634,8 +634,11 @@ async fn watch_readiness(shared: Vec<Arc<ProcShared>>, send: impl Fn(ServeEvent)
             } else {
                 None
             };
-            if let (Some(why), Some(tx)) = (why, gave_up.take()) {
-                let _ = tx.send(why);
+            // Only now take the sender: taken with no reason, it would be dropped unused.
+            if let Some(why) = why {
+                if let Some(tx) = gave_up.take() {
+                    let _ = tx.send(why);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -176,6 +176,10 @@ impl parva_proto::worker::Executor for FaultyExec {
         }
         self.inner.execute(inputs)
     }
+
+    fn modelled_seconds(&self, rows: usize) -> Option<f64> {
+        self.inner.modelled_seconds(rows)
+    }
 }
 
 impl Spawner for FakeSpawner {
