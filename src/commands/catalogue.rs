@@ -104,9 +104,12 @@ struct ProfileJson {
     gpcs: u8,
     mem_slices: u8,
     mem_gb: u32,
+    mem_mib: u32,
+    mem_source: &'static str,
     sms: u16,
     placements: Vec<u8>,
     media_extensions: bool,
+    variant: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -138,9 +141,12 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                         gpcs: p.gpcs,
                         mem_slices: p.mem_slices,
                         mem_gb: p.mem_gb,
+                        mem_mib: p.mem_mib,
+                        mem_source: p.mem_source.as_str(),
                         sms: p.sms,
                         placements: p.starts.to_vec(),
                         media_extensions: p.media_extensions,
+                        variant: p.variant,
                     })
                     .collect();
                 let products: Vec<ProductJson> = g
@@ -166,28 +172,33 @@ pub fn run(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
             let products = if products.is_empty() { "none listed (a MIG GPU with MIG off: name this type with --gpu-type)".to_string() } else { products.join(", ") };
             outln!("  products: {products}")?;
             outln!("  catalogue: {}", g.origin)?;
-            outln!("  {:<11} {:>6} {:>4} {:>7}", "profile", "share", "SMs", "mem GB")?;
+            outln!("  {:<11} {:>6} {:>4} {:>8}  memory", "profile", "share", "SMs", "MiB")?;
             for p in g.profiles {
-                outln!("  {:<11} {:>5}% {:>4} {:>7}", p.name, g.share_percent(p.gpcs), p.sms, p.mem_gb)?;
+                outln!("  {:<11} {:>5}% {:>4} {:>8}  {}", p.name, g.share_percent(p.gpcs), p.sms, p.mem_mib, p.mem_source.as_str())?;
             }
             continue;
         }
         outln!("{} ({} GPCs, {} memory slices, up to {} instances)", g.id, g.gpcs, g.mem_slices, g.max_instances)?;
         outln!("  products: {}", products.join(", "))?;
         outln!("  catalogue: {}; placements: {}", g.origin, g.placements_source.as_str())?;
-        outln!("  {:<11} {:>3} {:>5} {:>4} {:>7}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "mem GB")?;
+        outln!("  {:<14} {:>3} {:>5} {:>4} {:>8} {:<9}  placements {{start}}:slices", "profile", "id", "GPCs", "SMs", "MiB", "memory")?;
         for p in g.profiles {
             let starts: Vec<String> = p.starts.iter().map(|s| s.to_string()).collect();
+            let note = match (p.media_extensions, p.variant) {
+                (true, _) => "  (media extensions: one per GPU, never planned)",
+                (false, true) => "  (a variant of its base profile: never planned)",
+                _ => "",
+            };
             outln!(
-                "  {:<11} {:>3} {:>5} {:>4} {:>7}  {{{}}}:{}{}",
+                "  {:<14} {:>3} {:>5} {:>4} {:>8} {:<9}  {{{}}}:{}{note}",
                 p.name,
                 p.id,
                 p.gpcs,
                 p.sms,
-                p.mem_gb,
+                p.mem_mib,
+                p.mem_source.as_str(),
                 starts.join(","),
                 p.mem_slices,
-                if p.media_extensions { "  (media extensions: one per GPU, never planned)" } else { "" }
             )?;
         }
     }

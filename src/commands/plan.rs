@@ -433,6 +433,9 @@ fn print_report(r: &parva_planner::report::PlanReport, sensitivity: &[parva_plan
     if r.layouts.len() > SHOWN {
         outln!("  ... and {} more GPUs (all of them in --json)", r.layouts.len() - SHOWN)?;
     }
+    if let Some(m) = &r.memory {
+        outln!("memory: {m}")?;
+    }
     for w in &r.warnings {
         outln!("warning: {w}")?;
     }

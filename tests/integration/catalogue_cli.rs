@@ -240,3 +240,66 @@ fn a_known_gpu_read_from_nvml_is_the_same_type_under_its_id_and_refused_under_an
         stderr(&o)
     );
 }
+
+/// A profile set for `gpu_type` with one model `m` whose only points are at `size` GPCs, each
+/// process needing `mem_mib` MiB.
+fn memory_tables(dir: &Path, size: u8, mem_mib: u32) -> std::path::PathBuf {
+    let prof = dir.join("prof");
+    std::fs::create_dir_all(&prof).unwrap();
+    let mut t = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency,mem_mib\n");
+    for b in [1, 2, 4] {
+        t.push_str(&format!("{size},{b},1,{},{},{mem_mib}\n", 200.0 * f64::from(b), 0.005));
+    }
+    std::fs::write(prof.join("m.csv"), t).unwrap();
+    prof
+}
+
+/// Issue 40: H200's 1g.18gb has 16,384 MiB (NVML; NVIDIA's published -lgip says the same), not the
+/// 17,741 the name's GB made of it. A process of 17,000 MiB passed the fit check and would have
+/// run out of memory on a real instance; now it is refused at plan time and at deploy time.
+#[test]
+fn a_process_that_does_not_fit_a_real_h200_1g_18gb_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let prof = memory_tables(d.path(), 1, 17_000);
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nsvc,m,100,200\n").unwrap();
+    let out = d.path().join("map.csv");
+    let o = run(&["plan", "--gpu-type", "h200-141gb", "--prof-data", s(&prof), "--services", s(&services), "--out", s(&out)], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("service svc (m) is not planned"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // At 16,000 MiB it fits, and the plan uses the 1g.18gb.
+    let prof = memory_tables(&d.path().join("fits"), 1, 16_000);
+    let o = run(&["plan", "--gpu-type", "h200-141gb", "--prof-data", s(&prof), "--services", s(&services), "--out", s(&out)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("[1g svc b"), "{}", stdout(&o));
+    // A map that puts the 17,000 MiB process on a 1g.18gb anyway is refused before any change.
+    let map = d.path().join("forced.csv");
+    std::fs::write(&map, "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n0,0,svc,m,0,1,1,1,1g.18gb,h200-141gb,200,100,200\n").unwrap();
+    let prof = memory_tables(&d.path().join("big"), 1, 17_000);
+    let o = run(&["validate", "--map", s(&map), "--prof-data", s(&prof)], &[]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(text.contains("17000") && text.contains("16384"), "{text}");
+}
+
+/// Issue 40: where NVIDIA publishes no figure, the memory is assumed by a conservative rule and
+/// the plan report says a fit check rested on it; a GPU read with --from-gpu has NVML's exact one.
+#[test]
+fn a_fit_check_on_assumed_memory_is_named_and_from_gpu_records_the_exact_figure() {
+    let d = tempfile::tempdir().unwrap();
+    let prof = memory_tables(d.path(), 1, 8_000);
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nsvc,m,100,200\n").unwrap();
+    let o = run(&["plan", "--gpu-type", "b300-269gb", "--prof-data", s(&prof), "--services", s(&services), "--out", s(&d.path().join("m.csv"))], &[]);
+    let text = ok(&o);
+    assert!(text.contains("memory: memory fit checks on b300-269gb used assumed instance memory (1g.34gb:"), "{text}");
+    // On a type with published figures there is no such line.
+    let o = run(&["plan", "--gpu-type", "h200-141gb", "--prof-data", s(&prof), "--services", s(&services), "--out", s(&d.path().join("m.csv"))], &[]);
+    assert!(!ok(&o).contains("memory:"));
+    // --from-gpu writes NVML's figure and says so.
+    let out = d.path().join("h200.toml");
+    ok(&run(&["catalogue", "--from-gpu", "--fake-gpus", "h200-141gb:1", "--id", "h200-141gb", "--out", s(&out)], &[]));
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(written.contains("name = \"1g.18gb\"") && written.contains("mem_mib = 16384\nmem_source = \"nvml\""), "{written}");
+}

@@ -56,17 +56,18 @@ fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos(
     std::fs::create_dir_all(&heavy).unwrap();
     for model in ["fast", "slow"] {
         let text = std::fs::read_to_string(fixture("mps").join("prof").join(format!("{model}.csv"))).unwrap();
-        let text: String = text.lines().map(|l| if l.ends_with(",300") { format!("{},1000\n", &l[..l.len() - 4]) } else { format!("{l}\n") }).collect();
+        let text: String = text.lines().map(|l| if l.ends_with(",300") { format!("{},1200\n", &l[..l.len() - 4]) } else { format!("{l}\n") }).collect();
         std::fs::write(heavy.join(format!("{model}.csv")), text).unwrap();
     }
     let tight = dir.path().join("tight.csv");
     std::fs::write(&tight, "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n0,0,roomy,fast,0,1,1,2,mps-10,l4-24gb,,30,200\n").unwrap();
     let o = parva(&["validate", "--map", tight.to_str().unwrap(), "--prof-data", heavy.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("roomy (fast at 10%, batch 1): 2 process(es) x 1000 MiB = 2000 MiB, more than the 1971 MiB of its mps-10"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("roomy (fast at 10%, batch 1): 2 process(es) x 1200 MiB = 2400 MiB, more than the 2288 MiB of its mps-10"), "{}", stdout(&o));
 
     // Deployed on fake L4s without --no-mig: whole GPUs, one MPS daemon each, every worker
-    // capped at its share of the SMs and pinned to its share of the memory (24 GB x share).
+    // capped at its share of the SMs and pinned to its share of the memory, the memory its fit
+    // checks counted: 24 decimal GB (22,888 MiB, below the 23,034 an L4 reports) x share.
     let run = dir.path().join("run");
     let gpus = format!("l4-24gb:{}", m.gpu_count());
     let o = parva(&["deploy", "--fake-gpus", &gpus, "--run-dir", run.to_str().unwrap(), "--plan", &map, "--no-serve", "--json"]);
@@ -78,8 +79,8 @@ fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos(
     for (pct, env) in &segs {
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), Some(pct.to_string()), "{env:?}");
-        let gb = 24 * pct / 100;
-        assert_eq!(get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"), Some(format!("0={}M", gb.max(1) * 1024)), "{env:?}");
+        let mib = 22_888 * pct / 100;
+        assert_eq!(get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"), Some(format!("0={mib}M")), "{env:?}");
     }
     assert_eq!(v["actions"].as_array().unwrap().len(), m.gpu_count(), "one MPS daemon per GPU: {v}");
     // The same map refused on A100s (another type), nothing started.

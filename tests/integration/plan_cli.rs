@@ -171,7 +171,8 @@ fn catalogue_lists_every_gpu_type() {
     assert_eq!(
         ids,
         ["a100-40gb", "a100-80gb", "h100-80gb", "h100-94gb", "h200-141gb", "a30-24gb", "h100-pcie-80gb", "a800-40gb", "a800-80gb", "h800-80gb", "h800-pcie-80gb",
-         "b200-180gb", "gh200-144gb", "v100-16gb", "v100-32gb", "t4-16gb", "a10-24gb", "l4-24gb", "l40s-48gb",
+         "b200-180gb", "gh200-144gb", "gh200-96gb", "h100-96gb", "h20-96gb", "gb200-186gb", "b300-269gb", "gb300-278gb",
+         "rtx-pro-6000-96gb", "v100-16gb", "v100-32gb", "t4-16gb", "a10-24gb", "l4-24gb", "l40s-48gb",
          "a100-40gb-nomig", "a100-80gb-nomig", "h100-80gb-nomig", "h200-141gb-nomig"]
     );
     // MIG types and types without MIG (MPS shares) say which they are.

@@ -29,11 +29,23 @@
 //! gpcs = 1                         # compute slices
 //! mem_slices = 1                   # memory slices it takes from its start
 //! mem_gb = 10                      # memory in GB, as in the name
+//! mem_mib = 9856                   # optional: the instance's memory as NVIDIA reports it
+//! mem_source = "published"         # with mem_mib: "nvml" (memorySizeMB) | "published" (-lgip)
 //! sms = 16                         # streaming multiprocessors
 //! max_count = 7                    # instances of this profile at most
 //! placements = [0, 1, 2, 3, 4, 5, 6]   # legal starts, in memory slices, ascending
 //! media_extensions = false         # optional: a "+me" profile (one per GPU, never planned)
 //! ```
+//!
+//! Memory checks use `mem_mib`, never the name's GB (which is a rounded fraction of the GPU and
+//! often more than the instance has). Without `mem_mib` a profile's memory is assumed by a
+//! conservative rule ([`crate::mig::assumed_mem_mib`]) and marked so; the plan report says when a
+//! fit check rested on such a value. A profile named with a suffix (`+me`, `+me.all`, `+gfx`,
+//! `-me`) is a variant of its base profile: placed and validated, never chosen by a planner.
+//!
+//! An MPS type gives its whole GPU's `mem_gb` (data sheet) and optionally `mem_mib` (as
+//! `nvidia-smi` reports it); without `mem_mib` the data sheet's decimal GB are counted
+//! (10^9 bytes each, 953.7 MiB: below what every listed GPU reports).
 //!
 //! Unknown keys, tables and versions are refused, as are duplicate keys, profiles sharing an id
 //! or a name, placements past the GPU's memory slices, more GPCs than the GPU has, and a type
@@ -42,7 +54,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::mig::{GiProfile, GpuProduct, GpuType, Partition, PlacementSource, MPS_SHARE_STEP, MPS_SHARE_UNITS};
+use crate::mig::{GiProfile, GpuProduct, GpuType, MemSource, Partition, PlacementSource, MPS_SHARE_STEP, MPS_SHARE_UNITS, assumed_mem_mib};
 
 /// The catalogue file format version this parva reads and writes.
 pub const VERSION: u32 = 1;
@@ -455,7 +467,7 @@ fn leak_str(s: String) -> &'static str {
 
 fn build(ctx: &Ctx, t: &GpuTables, origin: &'static str) -> Result<GpuType, CatalogueError> {
     use CatalogueErrorKind as K;
-    let keys = ["id", "partition", "gpcs", "mem_slices", "max_instances", "placements_source", "source", "sms", "mem_gb"];
+    let keys = ["id", "partition", "gpcs", "mem_slices", "max_instances", "placements_source", "source", "sms", "mem_gb", "mem_mib"];
     let g = Fields::new(ctx, &t.gpu, "gpu", &keys)?;
     let id = g.text("id")?;
     if id.len() > 64 || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
@@ -468,7 +480,7 @@ fn build(ctx: &Ctx, t: &GpuTables, origin: &'static str) -> Result<GpuType, Cata
             return Err(ctx.err(g.line("partition"), "gpu.partition", K::Invalid, format!("`{other}`: one of \"mig\" (the default), \"mps\"")));
         }
     }
-    for key in ["sms", "mem_gb"] {
+    for key in ["sms", "mem_gb", "mem_mib"] {
         if g.get(key).is_some() {
             return Err(ctx.err(g.line(key), &g.field(key), K::UnknownKey, "only an MPS type (partition = \"mps\") has it; a MIG type gives them per [[gpu.profile]]"));
         }
@@ -522,10 +534,14 @@ fn build_mps(ctx: &Ctx, t: &GpuTables, g: &Fields, id: String, origin: &'static 
     }
     let sms = g.int("sms", 1, u16::MAX as u64)? as u16;
     let mem_gb = g.int("mem_gb", 1, 1 << 20)? as u32;
+    let whole = match g.get("mem_mib") {
+        Some(_) => (g.int("mem_mib", 1, u32::MAX as u64)? as u32, MemSource::Published),
+        None => ((f64::from(mem_gb) * DECIMAL_GB_MIB).floor() as u32, MemSource::Assumed),
+    };
     let max_instances = if g.get("max_instances").is_some() { g.int("max_instances", 1, MPS_SHARE_UNITS as u64)? as u8 } else { MPS_SHARE_UNITS };
     let source = g.opt_text("source")?.map(leak_str);
     let products = build_products(ctx, t)?;
-    let profiles: Vec<GiProfile> = (1..=MPS_SHARE_UNITS).map(|u| mps_profile(u, sms, mem_gb, max_instances)).collect();
+    let profiles: Vec<GiProfile> = (1..=MPS_SHARE_UNITS).map(|u| mps_profile(u, sms, mem_gb, whole, max_instances)).collect();
     Ok(GpuType {
         id: leak_str(id),
         products: Box::leak(products.into_boxed_slice()),
@@ -540,9 +556,13 @@ fn build_mps(ctx: &Ctx, t: &GpuTables, g: &Fields, id: String, origin: &'static 
     })
 }
 
+/// MiB in a data sheet's decimal GB (10^9 bytes).
+const DECIMAL_GB_MIB: f64 = 1e9 / 1048576.0;
+
 /// The share profile of `units` share units: `mps-<percent>`, that fraction of the SMs and of the
-/// memory (rounded down, at least 1), at any start where it fits.
-fn mps_profile(units: u8, sms: u16, mem_gb: u32, max_instances: u8) -> GiProfile {
+/// memory (rounded down, at least 1), at any start where it fits. The share's memory is what
+/// `parva deploy` pins for it (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT).
+fn mps_profile(units: u8, sms: u16, mem_gb: u32, whole: (u32, MemSource), max_instances: u8) -> GiProfile {
     let pct = units as u32 * MPS_SHARE_STEP as u32;
     let starts: Vec<u8> = (0..=MPS_SHARE_UNITS - units).collect();
     GiProfile {
@@ -551,6 +571,9 @@ fn mps_profile(units: u8, sms: u16, mem_gb: u32, max_instances: u8) -> GiProfile
         gpcs: units,
         mem_slices: units,
         mem_gb: (mem_gb * units as u32 / MPS_SHARE_UNITS as u32).max(1),
+        mem_mib: ((u64::from(whole.0) * u64::from(units) / u64::from(MPS_SHARE_UNITS)) as u32).max(1),
+        mem_source: whole.1,
+        variant: false,
         sms: ((sms as u32 * units as u32 / MPS_SHARE_UNITS as u32).max(1)) as u16,
         starts: Box::leak(starts.into_boxed_slice()),
         max_count: (MPS_SHARE_UNITS / units).min(max_instances),
@@ -564,7 +587,7 @@ fn build_mig(ctx: &Ctx, t: &GpuTables, id: String, gpcs: u8, mem_slices: u8, max
     let mut profiles: Vec<GiProfile> = Vec::new();
     let mut lines: Vec<usize> = Vec::new();
     for pt in &t.profiles {
-        let p = Fields::new(ctx, pt, "gpu.profile", &["id", "name", "gpcs", "mem_slices", "mem_gb", "sms", "max_count", "placements", "media_extensions"])?;
+        let p = Fields::new(ctx, pt, "gpu.profile", &["id", "name", "gpcs", "mem_slices", "mem_gb", "mem_mib", "mem_source", "sms", "max_count", "placements", "media_extensions"])?;
         let pid = p.int("id", 0, u32::MAX as u64)? as u32;
         let name = p.text("name")?;
         let name = name.trim().trim_start_matches("MIG ").to_string();
@@ -580,6 +603,7 @@ fn build_mig(ctx: &Ctx, t: &GpuTables, id: String, gpcs: u8, mem_slices: u8, max
             return Err(ctx.err(p.line("mem_slices"), "gpu.profile.mem_slices", K::Invalid, format!("{name}: {ms} memory slices, more than the GPU's {mem_slices}")));
         }
         let mem_gb = p.int("mem_gb", 1, 1 << 20)? as u32;
+        let (mem_mib, mem_source) = profile_memory(ctx, &p, &name, mem_gb, ms, mem_slices)?;
         let sms = p.int("sms", 1, u16::MAX as u64)? as u16;
         let max_count = p.int("max_count", 1, max_instances as u64)? as u8;
         let (starts, pl) = p.ints("placements")?;
@@ -597,6 +621,10 @@ fn build_mig(ctx: &Ctx, t: &GpuTables, id: String, gpcs: u8, mem_slices: u8, max
             prev = Some(s);
         }
         let media_extensions = p.opt_bool("media_extensions")?;
+        let variant = is_variant(&name);
+        if media_extensions && !variant {
+            return Err(ctx.err(p.line("media_extensions"), "gpu.profile.media_extensions", K::Invalid, format!("`{name}`: a media-extension profile is named `<base>+me` or `<base>+me.all`")));
+        }
         if let Some(i) = profiles.iter().position(|o| o.id == pid) {
             return Err(ctx.err(p.line("id"), "gpu.profile.id", K::Overlap, format!("profile id {pid} is also {} (line {})", profiles[i].name, lines[i])));
         }
@@ -610,14 +638,17 @@ fn build_mig(ctx: &Ctx, t: &GpuTables, id: String, gpcs: u8, mem_slices: u8, max
             gpcs: pg,
             mem_slices: ms,
             mem_gb,
+            mem_mib,
+            mem_source,
             sms,
             starts: Box::leak(starts.into_boxed_slice()),
             max_count,
             media_extensions,
+            variant,
         });
         lines.push(pt.line);
     }
-    if !profiles.iter().any(|p| p.gpcs == gpcs && !p.media_extensions && p.starts.contains(&0)) {
+    if !profiles.iter().any(|p| p.gpcs == gpcs && !p.variant && p.starts.contains(&0)) {
         return Err(ctx.err(t.gpu.line, "gpu.profile", K::Missing, format!("`{id}` has no whole-GPU profile ({gpcs} GPCs at start 0)")));
     }
     Ok(GpuType {
@@ -632,6 +663,38 @@ fn build_mig(ctx: &Ctx, t: &GpuTables, id: String, gpcs: u8, mem_slices: u8, max
         origin,
         partition: Partition::Mig,
     })
+}
+
+/// A profile named `<base>+<engines>` or `<base>-me` is a variant of `<base>`.
+pub fn is_variant(name: &str) -> bool {
+    name.contains('+') || name.ends_with("-me")
+}
+
+/// A profile's memory: `mem_mib` with its `mem_source` (default "published"), or the assumed rule.
+fn profile_memory(ctx: &Ctx, p: &Fields, name: &str, mem_gb: u32, ms: u8, gpu_slices: u8) -> Result<(u32, MemSource), CatalogueError> {
+    use CatalogueErrorKind as K;
+    let source = match p.opt_text("mem_source")?.as_deref() {
+        None => None,
+        Some("nvml") => Some(MemSource::Nvml),
+        Some("published") => Some(MemSource::Published),
+        Some("assumed") => Some(MemSource::Assumed),
+        Some(other) => {
+            return Err(ctx.err(p.line("mem_source"), "gpu.profile.mem_source", K::Invalid, format!("`{other}`: one of \"nvml\", \"published\", \"assumed\"")));
+        }
+    };
+    if p.get("mem_mib").is_none() {
+        if let Some(s) = source {
+            return Err(ctx.err(p.line("mem_source"), "gpu.profile.mem_source", K::Missing, format!("{name}: mem_source \"{}\" without mem_mib", s.as_str())));
+        }
+        return Ok((assumed_mem_mib(mem_gb, ms, gpu_slices), MemSource::Assumed));
+    }
+    let mib = p.int("mem_mib", 1, u32::MAX as u64)? as u32;
+    // A figure far above the name is a typo (the name is itself a rounded-up fraction).
+    let named = f64::from(mem_gb) * 1024.0;
+    if f64::from(mib) > named * 1.1 {
+        return Err(ctx.err(p.line("mem_mib"), "gpu.profile.mem_mib", K::Invalid, format!("{name}: {mib} MiB is more than its name's {mem_gb} GB (+10 %)")));
+    }
+    Ok((mib, source.unwrap_or(MemSource::Published)))
 }
 
 /// One GPU-instance profile as NVML reports it (`nvmlDeviceGetGpuInstanceProfileInfoV` and
@@ -655,9 +718,10 @@ pub struct NvmlProfile {
 }
 
 /// A GPU type from what NVML reports about a GPU: its product name, PCI device id and profiles
-/// (in NVML's profile-index order). The type is named `id`; memory in GB is the profile name's
-/// (`1g.10gb`: 10; NVML's `memorySizeMB` when the name has none). Checked like a file (the same
-/// parser reads the text it makes), so NVML output that breaks a rule is refused the same way.
+/// (in NVML's profile-index order). The type is named `id`; each profile's memory is NVML's exact
+/// `memorySizeMB` (`mem_source = "nvml"`), its GB the name's (`1g.10gb`: 10; from `memorySizeMB`
+/// when the name has none). Checked like a file (the same parser reads the text it makes), so
+/// NVML output that breaks a rule is refused the same way.
 pub fn from_nvml(id: &str, product: &str, pci_device_id: u32, profiles: &[NvmlProfile], origin: &str) -> Result<&'static GpuType, CatalogueError> {
     let ctx = Ctx { file: origin };
     let bad = |field: &str, m: String| ctx.err(0, field, CatalogueErrorKind::Invalid, m);
@@ -698,10 +762,13 @@ pub fn from_nvml(id: &str, product: &str, pci_device_id: u32, profiles: &[NvmlPr
             gpcs: pg,
             mem_slices: small(size.into(), "placement size", &name)?,
             mem_gb,
+            mem_mib: u32::try_from(p.memory_size_mb).map_err(|_| bad("gpu.profile.mem_mib", format!("{name}: {} MB", p.memory_size_mb)))?,
+            mem_source: MemSource::Nvml,
             sms: u16::try_from(p.multiprocessor_count).map_err(|_| bad("gpu.profile.sms", format!("{name}: {} SMs", p.multiprocessor_count)))?,
             starts: Box::leak(starts.into_boxed_slice()),
             max_count: count,
             media_extensions: name.contains("+me"),
+            variant: is_variant(&name),
         });
     }
     let ty = GpuType {
@@ -770,6 +837,9 @@ pub fn to_text(types: &[&GpuType], header: &str) -> String {
             let _ = writeln!(s, "partition = \"mps\"");
             let _ = writeln!(s, "sms = {}", whole.map_or(0, |p| p.sms));
             let _ = writeln!(s, "mem_gb = {}", whole.map_or(0, |p| p.mem_gb));
+            if let Some(w) = whole.filter(|w| w.mem_source != MemSource::Assumed) {
+                let _ = writeln!(s, "mem_mib = {}", w.mem_mib);
+            }
             let _ = writeln!(s, "max_instances = {}", g.max_instances);
             if let Some(src) = g.source {
                 let _ = writeln!(s, "source = {}", quoted(src));
@@ -793,6 +863,8 @@ pub fn to_text(types: &[&GpuType], header: &str) -> String {
             let _ = writeln!(s, "gpcs = {}", p.gpcs);
             let _ = writeln!(s, "mem_slices = {}", p.mem_slices);
             let _ = writeln!(s, "mem_gb = {}", p.mem_gb);
+            let _ = writeln!(s, "mem_mib = {}", p.mem_mib);
+            let _ = writeln!(s, "mem_source = {}", quoted(p.mem_source.as_str()));
             let _ = writeln!(s, "sms = {}", p.sms);
             let _ = writeln!(s, "max_count = {}", p.max_count);
             let _ = writeln!(s, "placements = [{}]", starts.join(", "));

@@ -44,23 +44,73 @@ pub struct GiProfile {
     pub gpcs: u8,
     /// Memory slices the instance occupies from its start.
     pub mem_slices: u8,
-    /// Memory in GB, as in the profile name.
+    /// Memory in GB, as in the profile name (a rounded fraction of the GPU, often more than the
+    /// instance has: never used for a fit check).
     pub mem_gb: u32,
+    /// The instance's memory in MiB, as NVIDIA reports it (NVML's `memorySizeMB`, or the smallest
+    /// published `nvidia-smi mig -lgip` figure), or by [`assumed_mem_mib`] where neither is known
+    /// (`mem_source` says which). Every memory fit check uses this.
+    pub mem_mib: u32,
+    pub mem_source: MemSource,
     /// Streaming multiprocessors of the instance.
     pub sms: u16,
     /// Legal placement starts, in memory slices.
     pub starts: &'static [u8],
     /// Instances of this profile one GPU holds at most (NVML's `instanceCount`).
     pub max_count: u8,
-    /// A `+me` profile: same geometry as its base profile plus the GPU's media extensions (JPEG,
-    /// OFA). At most one such instance per GPU; planners never choose one.
+    /// A `+me` or `+me.all` profile: same geometry as its base profile plus the GPU's media
+    /// extensions (JPEG, OFA). At most one such instance per GPU.
     pub media_extensions: bool,
+    /// A variant of a base profile (`+me`, `+me.all`, `+gfx`, `-me`): the same compute and memory
+    /// with other engines. Placed and validated, never chosen by a planner.
+    pub variant: bool,
+}
+
+/// Where a profile's memory figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemSource {
+    /// NVML's `memorySizeMB`, read from a GPU (`parva catalogue --from-gpu`).
+    Nvml,
+    /// NVIDIA's published figures (`nvidia-smi mig -lgip` outputs; the smallest across drivers).
+    Published,
+    /// No figure known: [`assumed_mem_mib`], a conservative rule.
+    Assumed,
+}
+
+impl MemSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemSource::Nvml => "nvml",
+            MemSource::Published => "published",
+            MemSource::Assumed => "assumed",
+        }
+    }
+}
+
+/// The memory parva assumes for a profile NVIDIA publishes no figure for: the name's GB at
+/// [`MIB_PER_GB`], times 0.919 for a profile of at most an eighth of the GPU's memory, 0.93 for at
+/// most a quarter, 1 above. The factors are the smallest ratios of NVIDIA's figure to the
+/// name's seen on any published GPU (H100 NVL's 1g.12gb: 10,880 MiB of a name-derived 11,827;
+/// its 1g.24gb: 22,016 of 23,654; half a GPU or more was never below its name), so the rule does
+/// not overstate a profile like those. A GPU read with `parva catalogue --from-gpu` has NVML's
+/// exact figure instead.
+pub fn assumed_mem_mib(mem_gb: u32, mem_slices: u8, gpu_mem_slices: u8) -> u32 {
+    let fraction = f64::from(mem_slices) / f64::from(gpu_mem_slices.max(1));
+    let factor = if fraction <= 0.125 { 0.919 } else if fraction <= 0.25 { 0.93 } else { 1.0 };
+    (f64::from(mem_gb) * MIB_PER_GB * factor).floor() as u32
 }
 
 impl GiProfile {
-    /// The instance's memory in MiB as parva counts it: its profile name's GB at [`MIB_PER_GB`].
+    /// The instance's memory in MiB (see [`GiProfile::mem_mib`](#structfield.mem_mib)).
     pub fn mem_mib(&self) -> f64 {
-        f64::from(self.mem_gb) * MIB_PER_GB
+        f64::from(self.mem_mib)
+    }
+
+    /// The same profile in every field but its memory figure (which depends on the driver and
+    /// on where it was read: NVML on one machine, the smallest published figure in the catalogue).
+    pub fn same_geometry(&self, other: &GiProfile) -> bool {
+        GiProfile { mem_mib: other.mem_mib, mem_source: other.mem_source, ..*self } == *other
     }
 
     /// Bit mask of the memory slices this profile occupies when placed at `start` (slices past
@@ -70,8 +120,8 @@ impl GiProfile {
     }
 }
 
-/// MiB counted per GB of an instance's memory (its profile name's GB, e.g. `1g.10gb`, which is a
-/// little more than the instance has: NVML reports 9,856 MiB for it on an A100-80GB).
+/// MiB per GB of a profile name, before [`assumed_mem_mib`]'s factor (`1g.10gb` at 985.6 is
+/// 9,856 MiB, what NVML reports for it on an A100-80GB with recent drivers).
 pub const MIB_PER_GB: f64 = 985.6;
 
 /// Bit mask of `size` memory slices from `start` (a placement `{start}:size` as NVML reports
@@ -184,6 +234,13 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("h800-pcie-80gb.toml", include_str!("catalogue/h800-pcie-80gb.toml")),
     ("b200-180gb.toml", include_str!("catalogue/b200-180gb.toml")),
     ("gh200-144gb.toml", include_str!("catalogue/gh200-144gb.toml")),
+    ("gh200-96gb.toml", include_str!("catalogue/gh200-96gb.toml")),
+    ("h100-96gb.toml", include_str!("catalogue/h100-96gb.toml")),
+    ("h20-96gb.toml", include_str!("catalogue/h20-96gb.toml")),
+    ("gb200-186gb.toml", include_str!("catalogue/gb200-186gb.toml")),
+    ("b300-269gb.toml", include_str!("catalogue/b300-269gb.toml")),
+    ("gb300-278gb.toml", include_str!("catalogue/gb300-278gb.toml")),
+    ("rtx-pro-6000-96gb.toml", include_str!("catalogue/rtx-pro-6000-96gb.toml")),
     ("mps.toml", include_str!("catalogue/mps.toml")),
 ];
 
@@ -390,7 +447,7 @@ impl GpuType {
     /// fewest memory slices (so `1g.10gb`, not `1g.20gb`, on A100-80GB), never a media-extension
     /// (`+me`) profile.
     pub fn profile_for_size(&self, gpcs: u8) -> Option<&'static GiProfile> {
-        self.profiles.iter().filter(|p| p.gpcs == gpcs && !p.media_extensions).min_by_key(|p| p.mem_slices)
+        self.profiles.iter().filter(|p| p.gpcs == gpcs && !p.variant).min_by_key(|p| p.mem_slices)
     }
 
     pub fn profile_by_name(&self, name: &str) -> Option<&'static GiProfile> {
@@ -413,7 +470,7 @@ impl GpuType {
     pub fn same_mig_geometry(&self, other: &GpuType) -> bool {
         (self.partition, self.gpcs, self.mem_slices, self.max_instances, self.profiles.len())
             == (other.partition, other.gpcs, other.mem_slices, other.max_instances, other.profiles.len())
-            && self.profiles.iter().all(|p| other.profile_by_id(p.id) == Some(p))
+            && self.profiles.iter().all(|p| other.profile_by_id(p.id).is_some_and(|o| o.same_geometry(p)))
     }
 
     fn full_mask(&self) -> u16 {
@@ -609,8 +666,9 @@ mod tests {
                     continue;
                 }
                 assert!(p.name.starts_with(&format!("{}g.", p.gpcs)), "{} {}", gpu.id, p.name);
-                let base = p.name.strip_suffix("+me").unwrap_or(p.name);
-                assert_eq!(p.media_extensions, base != p.name, "{} {}", gpu.id, p.name);
+                let base = variant_base(p.name);
+                assert_eq!(p.variant, base != p.name, "{} {}", gpu.id, p.name);
+                assert_eq!(p.media_extensions, p.name.ends_with("+me") || p.name.ends_with("+me.all"), "{} {}", gpu.id, p.name);
                 assert!(base.ends_with(&format!(".{}gb", p.mem_gb)), "{} {}", gpu.id, p.name);
             }
             // Every single profile at every legal start is a valid layout on its own.
@@ -761,16 +819,12 @@ mod tests {
     #[test]
     fn gh200_is_never_taken_for_an_h200() {
         // Before: `NVIDIA GH200 480GB`.contains("H200") made it an h200-141gb (wrong memory sizes).
-        for (name, id) in [
-            ("NVIDIA GH200 480GB", Some(0x2342_10DE)),
-            ("NVIDIA GH200 120GB", Some(0x2342_10DE)),
-            ("NVIDIA GH200 480GB", None),
-        ] {
-            let e = GpuType::identify(name, id).unwrap_err();
-            assert!(matches!(&e, UnknownGpu::Unknown { name: n, pci_device_id, .. } if n == name && *pci_device_id == id), "{e}");
-            assert_eq!(GpuType::by_product_name(name), None);
+        // Since issue 40 it is its own type, the GH200 96GB of NVIDIA's configs.
+        for (name, id) in [("NVIDIA GH200 480GB", Some(0x2342_10DE)), ("NVIDIA GH200 120GB", Some(0x2342_10DE)), ("NVIDIA GH200 480GB", None)] {
+            let t = GpuType::identify(name, id).unwrap();
+            assert_eq!((t.id, t.profile_for_size(1).unwrap().name, t.profile_for_size(1).unwrap().mem_mib), ("gh200-96gb", "1g.12gb", 11264), "{name}");
         }
-        assert_eq!(GpuType::by_pci_device_id(0x2342_10DE), None);
+        assert_eq!(GpuType::by_product_name("NVIDIA GH200 120GB"), None, "never by substring");
         // The GH200 144G HBM3e is its own type (issue 20), with its own memory sizes.
         let gh = GpuType::identify("NVIDIA GH200 144G HBM3e", Some(0x2348_10DE)).unwrap();
         assert_eq!((gh.id, gh.profile_for_size(1).unwrap().name, gh.profile_for_size(7).unwrap().name), ("gh200-144gb", "1g.18gb", "7g.144gb"));
@@ -783,8 +837,8 @@ mod tests {
             "NVIDIA H100",                  // 0x2339, geometry unknown
             "NVIDIA H100 80GB HBM3 (FAKE)", // a longer name containing a known one
             "H100 PCIe 80GB",
-            "NVIDIA H200 NVL",              // not catalogued (no published SM counts)
-            "NVIDIA H20",
+            "NVIDIA H200 NV",
+            "NVIDIA H2",
             "NVIDIA A100",
             "NVIDIA A100-SXM4-80GBX",
             "NVIDIA A30X",
@@ -803,12 +857,25 @@ mod tests {
         let a800 = GpuType::identify("NVIDIA A800-SXM4-80GB", Some(0x20F3_10DE)).unwrap();
         assert_eq!((a800.id, a800.profile_for_size(1).unwrap().name), ("a800-80gb", "1g.10gb"));
         assert_eq!(GpuType::identify("NVIDIA H800", Some(0x2324_10DE)).unwrap().id, "h800-80gb");
+        // Issue 40: the types NVIDIA's configs cover, by their PCI ids.
+        for (name, id, ty) in [
+            ("NVIDIA H200 NVL", 0x233B_10DE, "h200-141gb"),
+            ("NVIDIA H800 NVL", 0x233A_10DE, "h100-94gb"),
+            ("NVIDIA H20", 0x2329_10DE, "h20-96gb"),
+            ("NVIDIA GB200", 0x2941_10DE, "gb200-186gb"),
+            ("NVIDIA B300 SXM6 AC", 0x3182_10DE, "b300-269gb"),
+            ("NVIDIA GB300", 0x31C2_10DE, "gb300-278gb"),
+            ("NVIDIA RTX PRO 6000 Blackwell Server Edition", 0x2BB5_10DE, "rtx-pro-6000-96gb"),
+        ] {
+            assert_eq!(GpuType::identify(name, Some(id)).unwrap().id, ty, "{name}");
+            assert_eq!(GpuType::identify(name, None).unwrap().id, ty, "{name}");
+        }
     }
 
     #[test]
     fn unknown_gpu_error_names_the_name_and_pci_id_seen_and_the_known_products() {
-        let e = GpuType::identify("NVIDIA GH200 480GB", Some(0x2342_10DE)).unwrap_err().to_string();
-        for want in ["`NVIDIA GH200 480GB`", "PCI device id 0x234210DE", "a100-80gb (NVIDIA A100-SXM4-80GB 0x20B210DE", "h200-141gb (NVIDIA H200 0x233510DE)"] {
+        let e = GpuType::identify("NVIDIA H100", Some(0x2339_10DE)).unwrap_err().to_string();
+        for want in ["`NVIDIA H100`", "PCI device id 0x233910DE", "a100-80gb (NVIDIA A100-SXM4-80GB 0x20B210DE", "h200-141gb (NVIDIA H200 0x233510DE, NVIDIA H200 NVL 0x233B10DE)"] {
             assert!(e.contains(want), "{want:?} missing from: {e}");
         }
         let e = GpuType::identify("Tesla P100-SXM2-16GB", None).unwrap_err().to_string();
@@ -891,18 +958,24 @@ mod tests {
         assert!(GpuType::by_id("a30-24gb").unwrap().nomig().is_none(), "no a30 without MIG in the catalogue");
     }
 
-    // ---- Media-extension (+me) profiles -----------------------------------------------------
+    /// The base profile's name of a variant (`1g.24gb+me.all`, `1g.24gb-me`: `1g.24gb`).
+    fn variant_base(name: &str) -> &str {
+        let base = name.split('+').next().unwrap_or(name);
+        base.strip_suffix("-me").unwrap_or(base)
+    }
+
+    // ---- Variant profiles: +me, +me.all, +gfx, -me --------------------------------------------
 
     #[test]
-    fn media_extension_profiles_are_catalogued_with_their_base_geometry() {
+    fn variant_profiles_are_catalogued_with_their_base_geometry() {
         for gpu in catalogue().into_iter().filter(|g| !g.is_mps()) {
             let me: Vec<&GiProfile> = gpu.profiles.iter().filter(|p| p.media_extensions).collect();
             assert!(!me.is_empty(), "{}", gpu.id);
-            for p in me {
-                let base = gpu.profile_by_name(p.name.strip_suffix("+me").unwrap()).unwrap();
+            for p in gpu.profiles.iter().filter(|p| p.variant) {
+                let base = gpu.profile_by_name(variant_base(p.name)).unwrap();
                 assert_eq!(
-                    (p.gpcs, p.mem_slices, p.mem_gb, p.sms, p.starts),
-                    (base.gpcs, base.mem_slices, base.mem_gb, base.sms, base.starts),
+                    (p.gpcs, p.mem_slices, p.mem_gb, p.mem_mib, p.sms, p.starts),
+                    (base.gpcs, base.mem_slices, base.mem_gb, base.mem_mib, base.sms, base.starts),
                     "{} {}",
                     gpu.id,
                     p.name
@@ -912,9 +985,9 @@ mod tests {
             }
             // Planners never choose one.
             for s in gpu.sizes() {
-                assert!(!gpu.profile_for_size(s).unwrap().media_extensions, "{} size {s}", gpu.id);
+                assert!(!gpu.profile_for_size(s).unwrap().variant, "{} size {s}", gpu.id);
             }
-            assert!(gpu.maximal_layouts().iter().flatten().all(|p| !p.profile.media_extensions), "{}", gpu.id);
+            assert!(gpu.maximal_layouts().iter().flatten().all(|p| !p.profile.variant), "{}", gpu.id);
         }
         let a100 = GpuType::by_id("a100-80gb").unwrap();
         assert_eq!(a100.profile_by_id(20).unwrap().name, "1g.10gb+me");

@@ -38,7 +38,7 @@ impl NodeInfo for crate::fake::FakeGpus {
     }
     fn memory_total_mib(&mut self, gpu: u32) -> Option<f64> {
         let g = self.gpus().ok()?.into_iter().find(|g| g.index == gpu)?;
-        g.gpu_type()?.profiles.iter().map(|p| p.mem_gb).max().map(|gb| f64::from(gb) * 1024.0)
+        g.gpu_type()?.profiles.iter().map(|p| p.mem_mib).max().map(f64::from)
     }
 }
 
@@ -379,25 +379,25 @@ pub fn fake_cuda_for(node: &mut dyn MigControl) -> FakeCuda {
     let mut devices = Vec::new();
     for g in node.gpus().unwrap_or_default() {
         let Some(ty) = g.gpu_type() else { continue };
-        let device = |name: String, sms: u16, mem_gb: u32| CudaDevice {
+        let device = |name: String, sms: u16, mem_mib: u32| CudaDevice {
             ordinal: 0,
             name,
             uuid: g.uuid.trim_start_matches("GPU-").to_string(),
             compute_capability: "fake".into(),
             sms: i32::from(sms),
-            total_mib: f64::from(mem_gb) * 1024.0,
-            free_mib: f64::from(mem_gb) * 1024.0,
+            total_mib: f64::from(mem_mib),
+            free_mib: f64::from(mem_mib),
             copy_gbps: None,
             context_ms: 0.0,
         };
         if g.mig.current {
             for i in node.instances(g.index).unwrap_or_default() {
                 if let (Some(uuid), Some(p)) = (&i.uuid, ty.profile_by_id(i.profile_id)) {
-                    devices.push((mig_device_name(uuid), device(format!("{} MIG {}", g.name, p.name), p.sms, p.mem_gb)));
+                    devices.push((mig_device_name(uuid), device(format!("{} MIG {}", g.name, p.name), p.sms, p.mem_mib)));
                 }
             }
         } else if let Some(full) = ty.profiles.iter().max_by_key(|p| p.sms) {
-            devices.push((g.uuid.clone(), device(g.name.clone(), full.sms, full.mem_gb)));
+            devices.push((g.uuid.clone(), device(g.name.clone(), full.sms, full.mem_mib)));
         }
     }
     FakeCuda { devices: Some(devices), calls: vec![] }

@@ -124,7 +124,8 @@ fn a_fake_node_with_everything_is_ready_and_every_mig_device_gets_a_context() {
     let c = check(&r.report, &format!("cuda {}", migs[0]));
     assert!(c.detail.contains("4g.40gb") && c.detail.contains("56 SMs"), "{c:?}");
     let g0 = &check(&r.report, "gpu 0").detail;
-    assert!(g0.contains("[a100-80gb]") && g0.contains(", 80 GiB, MIG on, 2 instance(s): 4g.40gb@0 3g.40gb@4"), "{g0}");
+    // The fake's memory is its largest instance's as the catalogue counts it (7g.80gb: 80,896 MiB).
+    assert!(g0.contains("[a100-80gb]") && g0.contains(", 79 GiB, MIG on, 2 instance(s): 4g.40gb@0 3g.40gb@4"), "{g0}");
     assert_eq!(r.mps_calls.len(), 2, "one daemon started and stopped: {:?}", r.mps_calls);
     assert_eq!(r.mps_calls, [format!("mps_start {}", migs[0]), format!("mps_stop {}", migs[0])]);
     assert_eq!(check(&r.report, "map").status, Status::Ok);

@@ -359,7 +359,7 @@ impl MigControl for FakeGpus {
                 slice_count: p.gpcs.into(),
                 instance_count: p.max_count.into(),
                 multiprocessor_count: p.sms.into(),
-                memory_size_mb: u64::from(p.mem_gb) * 1024,
+                memory_size_mb: u64::from(p.mem_mib),
                 placements: p.starts.iter().map(|&s| (u32::from(s), u32::from(p.mem_slices))).collect(),
             })
             .collect())

@@ -202,28 +202,34 @@ fn fake_state_files_without_product_fields_stay_readable_and_report_the_types_pr
 }
 
 #[test]
-fn a_fake_gh200_is_refused_naming_its_name_and_pci_id_never_taken_for_an_h200() {
-    let mut fake = FakeGpus::from_spec("h200-141gb:2").unwrap();
+fn a_fake_gh200_is_its_own_type_never_an_h200_and_an_unknown_gpu_is_refused_by_name_and_pci_id() {
+    let mut fake = FakeGpus::from_spec("h200-141gb:3").unwrap();
     fake.state_mut().gpus[1].product_name = Some("NVIDIA GH200 480GB".into());
     fake.state_mut().gpus[1].pci_device_id = Some(0x2342_10DE);
+    fake.state_mut().gpus[2].product_name = Some("NVIDIA H100".into());
+    fake.state_mut().gpus[2].pci_device_id = Some(0x2339_10DE);
     let gpus = fake.gpus().unwrap();
     assert_eq!(gpus[0].identify().unwrap().id, "h200-141gb");
-    let e = gpus[1].identify().unwrap_err().to_string();
-    assert!(e.contains("`NVIDIA GH200 480GB`") && e.contains("0x234210DE") && e.contains("h200-141gb (NVIDIA H200 0x233510DE)"), "{e}");
-    assert_eq!(gpus[1].gpu_type(), None);
-    assert_eq!(gpus[1].product(), "NVIDIA GH200 480GB (PCI device id 0x234210DE)");
-    // `parva deploy` of an H200 map onto it is refused before anything changes.
-    let map_text = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n\
-                    0,1,a,resnet50,0,7,8,1,,h200-141gb,,,\n";
-    let map = parva_core::DeploymentMap::read_from(map_text.as_bytes(), std::path::Path::new("m.csv")).unwrap().0;
+    // Before: `NVIDIA GH200 480GB`.contains("H200") made it an H200. Since issue 40 it is the
+    // GH200 96GB of NVIDIA's configs.
+    assert_eq!(gpus[1].identify().unwrap().id, "gh200-96gb");
+    let e = gpus[2].identify().unwrap_err().to_string();
+    assert!(e.contains("`NVIDIA H100`") && e.contains("0x233910DE") && e.contains("h200-141gb (NVIDIA H200 0x233510DE"), "{e}");
+    assert_eq!(gpus[2].gpu_type(), None);
+    assert_eq!(gpus[2].product(), "NVIDIA H100 (PCI device id 0x233910DE)");
+    // `parva deploy` of an H200 map onto either is refused before anything changes.
     let dir = tempfile::tempdir().unwrap();
-    let mut mps = crate::mps::FakeMps::default();
-    let mut node = crate::exec::Node { mig: &mut fake, mps: &mut mps, run_dir: dir.path().to_path_buf() };
-    let e = node.deploy(&map, &crate::plan::DeployOptions::default(), false).unwrap_err();
-    assert!(matches!(&e, crate::error::DeployError::TypeMismatch { gpu: 1, found, want, .. } if found == "NVIDIA GH200 480GB" && want == "h200-141gb"), "{e}");
-    // The refusal says why: the PCI id seen and that no known product has it.
-    assert!(e.to_string().contains("0x234210DE") && e.to_string().contains("not a GPU type parva knows"), "{e}");
-    assert_eq!(fake.layouts(), vec![vec![], vec![]], "nothing changed");
+    for gpu in [1, 2] {
+        let map_text = format!(
+            "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput,rate,slo_ms\n0,{gpu},a,resnet50,0,7,8,1,,h200-141gb,,,\n"
+        );
+        let map = parva_core::DeploymentMap::read_from(map_text.as_bytes(), std::path::Path::new("m.csv")).unwrap().0;
+        let mut mps = crate::mps::FakeMps::default();
+        let mut node = crate::exec::Node { mig: &mut fake, mps: &mut mps, run_dir: dir.path().to_path_buf() };
+        let e = node.deploy(&map, &crate::plan::DeployOptions::default(), false).unwrap_err();
+        assert!(matches!(&e, crate::error::DeployError::TypeMismatch { gpu: g, want, .. } if *g == gpu && want == "h200-141gb"), "{e}");
+    }
+    assert_eq!(fake.layouts(), vec![vec![], vec![], vec![]], "nothing changed");
 }
 
 #[test]

@@ -217,9 +217,9 @@ pub fn changes(map: &DeploymentMap, opts: &DeployOptions, observed: &ObservedNod
         let mut targets = ctx.targets(plan_gpu, obs, &segs)?;
         if opts.no_mig {
             // Every share of an MPS type, and best-effort jobs beside MIG-sized shares, may pin
-            // only its share of the memory.
+            // only its share of the memory: the instance memory its fit checks counted.
             for t in targets.iter_mut().filter(|t| ty.is_mps() || job_at.contains(&(plan_gpu, t.start))) {
-                t.pinned_mem_limit_mb = ty.profile_for_size(t.gpcs).map(|p| u64::from(p.mem_gb) * 1024);
+                t.pinned_mem_limit_mb = ty.profile_for_size(t.gpcs).map(|p| u64::from(p.mem_mib));
             }
         }
         if opts.no_mig {

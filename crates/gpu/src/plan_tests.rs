@@ -159,10 +159,12 @@ fn best_effort_instances_get_instances_and_without_mig_a_pinned_memory_cap() {
     let p = changes(&m, &DeployOptions { no_mig: true, ..Default::default() }, &node).unwrap();
     let caps: Vec<(&str, Option<u8>, Option<u64>)> =
         p.targets.iter().map(|t| (t.service.as_str(), t.active_thread_percentage, t.pinned_mem_limit_mb)).collect();
-    assert_eq!(caps, vec![("a", Some(57), None), ("ft", Some(43), Some(40 * 1024))]);
+    // The pinned limit is the 3g.40gb instance's memory as the fit checks count it (NVIDIA's
+    // 40,192 MiB, not the name's 40 GB).
+    assert_eq!(caps, vec![("a", Some(57), None), ("ft", Some(43), Some(40192))]);
     let envs = crate::exec::segment_envs(&p, &BTreeMap::new(), Path::new("/run"));
     let ft = envs.iter().find(|e| e.service == "ft").unwrap();
-    assert!(ft.env.contains(&("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".to_string(), "0=40960M".to_string())), "{:?}", ft.env);
+    assert!(ft.env.contains(&("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".to_string(), "0=40192M".to_string())), "{:?}", ft.env);
     assert!(ft.env.contains(&("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_string(), "43".to_string())));
 }
 

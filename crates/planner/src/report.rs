@@ -53,6 +53,9 @@ pub struct PlanReport {
     /// `gpu 3: [4g photo-tags b8x2][2g ocr b4x1][1g -]` per GPU of the map, in map order.
     pub layouts: Vec<String>,
     pub warnings: Vec<String>,
+    /// When a memory fit check rested on an instance memory NVIDIA publishes no figure for
+    /// (the catalogue's conservative rule): which profiles, and how to get the exact figure.
+    pub memory: Option<String>,
 }
 
 /// A service is flagged as costly when it takes at least [`COSTLY_MIN_GPCS`] GPCs and at least
@@ -179,6 +182,7 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
             s.unconstrained_gpcs.unwrap_or(0.0), s.slo_ms
         ));
     }
+    let memory = memory_note(plan, profiles);
     PlanReport {
         headline,
         complete,
@@ -194,7 +198,33 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         nodes,
         layouts,
         warnings,
+        memory,
     }
+}
+
+/// The profiles whose assumed memory (no published or NVML figure) a fit check of this plan's
+/// models used: those of the sizes the tables give a `mem_mib` for.
+fn memory_note(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> Option<String> {
+    let set = profiles?;
+    let mut assumed: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for s in &plan.services {
+        let Some(table) = set.get(&s.model) else { continue };
+        for p in table.points.iter().filter(|p| table.mem_mib(p).is_some()) {
+            if let Some(inst) = plan.gpu.profile_for_size(p.size).filter(|i| i.mem_source == parva_core::mig::MemSource::Assumed) {
+                assumed.insert(inst.name);
+            }
+        }
+    }
+    if assumed.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = assumed.into_iter().collect();
+    Some(format!(
+        "memory fit checks on {} used assumed instance memory ({}: no figure published by NVIDIA or read from a GPU, so a conservative \
+         rule); run `parva catalogue --from-gpu` on such a GPU for the exact one",
+        plan.gpu.id,
+        names.join(", ")
+    ))
 }
 
 /// What relaxing one service's SLO would save.
