@@ -101,9 +101,9 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "parva=warn,parva_runner=warn,parva_gpu=warn",
-        1 => "parva=info,parva_core=info,parva_planner=info,parva_runner=info,parva_gpu=info",
-        _ => "parva=debug,parva_core=debug,parva_planner=debug,parva_runner=debug,parva_gpu=debug",
+        0 => "parva=warn,parva_runner=warn,parva_gpu=warn,parva_control=info",
+        1 => "parva=info,parva_core=info,parva_planner=info,parva_control=info,parva_runner=info,parva_gpu=info",
+        _ => "parva=debug,parva_core=debug,parva_planner=debug,parva_control=debug,parva_runner=debug,parva_gpu=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -24,9 +24,7 @@ use parva_gpu::plan::{DeployOptions, parse_index_map};
 use parva_runner::serve::ServePreview;
 use parva_runner::{BackendKind, ServeOptions};
 
-use super::follow::{Follow, OpenNode};
-
-use parva_planner::day::FollowSettings;
+use parva_control::live::{Follow, FollowJobs, OpenNode};
 
 use super::{BackendArg, DeviceArg};
 
@@ -126,29 +124,15 @@ pub struct FollowArgs {
     /// differ (without it such a list is refused, the differences named).
     #[arg(long, requires = "services")]
     replace_services: bool,
-    /// With --follow: seconds between the controller's looks at the measured rates.
-    #[arg(long, default_value = "120s", value_parser = super::flags::parse_seconds, requires = "follow")]
-    window: f64,
-    /// With --follow: plan this much more than the forecast (0.1 = 10 %).
-    #[arg(long, default_value_t = FollowSettings::default().headroom, requires = "follow")]
-    headroom: f64,
-    /// With --follow: a service is planned down only when its forecast falls below (1 - this) x
-    /// its planned rate.
-    #[arg(long, default_value_t = FollowSettings::default().hysteresis, requires = "follow")]
-    hysteresis: f64,
-    /// With --follow: weight of the newest window in the rate EWMA (1: only the last window).
-    #[arg(long, default_value_t = FollowSettings::default().ewma, requires = "follow")]
-    ewma: f64,
-    /// With --follow: seconds after a change before the next scale-down (scale-ups never wait).
-    #[arg(long, default_value = "900s", value_parser = super::flags::parse_seconds, requires = "follow")]
-    min_interval: f64,
+    /// With --follow: the controller: forecast (trend, time of day and burstiness over the next
+    /// --horizon; the default) or reactive (only the last windows).
+    #[arg(long, value_enum, default_value_t = ControllerMode::Forecast, requires = "follow")]
+    controller: ControllerMode,
+    #[command(flatten)]
+    settings: super::flags::ControllerFlags,
     /// With --follow: most MPS processes per segment in new plans.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16), requires = "follow")]
     max_procs: u32,
-    /// With --follow: every service is planned for at least this many requests/s, so that a
-    /// quiet service keeps a ready process.
-    #[arg(long, default_value_t = 1.0, requires = "follow")]
-    min_rate: f64,
     /// With --follow: best-effort jobs (`job,model,kind,min_gpcs,max_gpcs,priority`) on the GPCs
     /// the serving map leaves free; reclaimed first when inference needs them, restarted from
     /// their checkpoints (under <run-dir>/jobs/) when it gives them back.
@@ -158,6 +142,13 @@ pub struct FollowArgs {
     /// (the longest a job may delay a transition).
     #[arg(long, default_value = "30s", value_parser = super::flags::parse_seconds, requires = "jobs")]
     job_grace: f64,
+}
+
+/// `--controller`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ControllerMode {
+    Forecast,
+    Reactive,
 }
 
 /// The fake node's state in a run directory.
@@ -268,6 +259,9 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         Some(p)
     };
     // The controller's inputs are checked before the first MIG change too.
+    if !args.follow.follow && args.follow.settings.settings(parva_control::Mode::Forecast).ok() != Some(parva_control::Settings::default()) {
+        anyhow::bail!("the follow controller's flags (--window, --headroom, --down-after, ...) need --follow");
+    }
     let follow = if args.follow.follow { Some(follow_setup(&args, &map, &run_dir, &opts, node_gpus)?) } else { None };
     let outcome = node.deploy(&map, &opts, args.dry_run).with_context(|| format!("deploy {} on node {}", plan_path.display(), args.node))?;
     report(&args, &plan_path, &outcome, preview.as_ref())?;
@@ -373,16 +367,11 @@ fn report(args: &DeployArgs, plan: &Path, out: &DeployOutcome, serving: Option<&
 /// The live controller of `--follow`, checked before serving starts.
 fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &DeployOptions, node_gpus: u32) -> anyhow::Result<Arc<Follow>> {
     let f = &args.follow;
-    let settings = FollowSettings { window_s: f.window, headroom: f.headroom, hysteresis: f.hysteresis, min_interval_s: f.min_interval, ewma: f.ewma };
-    if !(settings.window_s >= 1.0) {
-        anyhow::bail!("--window must be at least 1s; got {}s", settings.window_s);
-    }
-    if !(0.0..=1.0).contains(&settings.ewma) || settings.ewma == 0.0 || !(0.0..1.0).contains(&settings.hysteresis) || !(0.0..=10.0).contains(&settings.headroom) {
-        anyhow::bail!("--ewma must be in (0, 1], --hysteresis in [0, 1) and --headroom in [0, 10]");
-    }
-    if !(f.min_rate > 0.0 && f.min_rate.is_finite()) {
-        anyhow::bail!("--min-rate must be a positive number of requests/s; got {}", f.min_rate);
-    }
+    let mode = match f.controller {
+        ControllerMode::Forecast => parva_control::Mode::Forecast,
+        ControllerMode::Reactive => parva_control::Mode::Reactive,
+    };
+    let settings = f.settings.settings(mode)?;
     let gpu_id = opts.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone())).context("--follow needs the map's GPU type (--gpu-type)")?;
     let gpu = parva_core::mig::GpuType::by_id(&gpu_id)?;
     let prof = args.prof_data.as_deref().context("--follow needs --prof-data")?;
@@ -413,7 +402,7 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
                 device: (backend == BackendKind::Torch).then(|| parva_runner::serve::Device::from(args.device).name().to_string()),
                 checkpoint_every_s: 60.0,
             };
-            Some(super::follow::FollowJobs {
+            Some(FollowJobs {
                 jobs,
                 grace: std::time::Duration::from_secs_f64(args.follow.job_grace),
                 procs: std::sync::Mutex::new(parva_runner::jobs::JobProcs::new(run_dir.join("jobs"), command)),
@@ -437,7 +426,6 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
         node_gpus,
         costs: parva_planner::replan::Costs::default(),
         max_procs: f.max_procs,
-        min_rate: f.min_rate,
         deploy: opts.clone(),
         run_dir: run_dir.to_path_buf(),
         open,
@@ -448,11 +436,8 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
 fn serve(args: &DeployArgs, map: DeploymentMap, run_dir: &Path, segments: &[SegmentEnv], follow: Option<Arc<Follow>>) -> anyhow::Result<ExitCode> {
     let mut opts = serve_options(args, map, run_dir, segments);
     if let Some(f) = follow {
-        eprintln!(
-            "following the load: every {} s, headroom {} %, hysteresis {} %, scale-down at most every {} s",
-            f.settings.window_s, f.settings.headroom * 100.0, f.settings.hysteresis * 100.0, f.settings.min_interval_s
-        );
-        opts.control = Some(Box::new(move |live| Box::pin(super::follow::run(f, live))));
+        eprintln!("following the load: {}", f.settings);
+        opts.control = Some(Box::new(move |live| Box::pin(parva_control::live::run(f, live))));
     }
     super::serve::serve_until_signal(opts)?;
     if run_dir.join(parva_gpu::exec::TEARDOWN_MARKER).exists() {

@@ -27,6 +27,90 @@ pub fn parse_timeout(text: &str) -> Result<f64, String> {
     if (0.1..=3600.0).contains(&s) { Ok(s) } else { Err(format!("must be 0.1s to 1h; got {text:?}")) }
 }
 
+/// The follow controller's settings, one flag group for `simulate --rates` and `deploy --follow`
+/// (so that a simulated day and a live node run the same controller; see `parva_control`).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Follow controller (simulate --rates, deploy --follow)")]
+pub struct ControllerFlags {
+    /// Seconds between the controller's looks at the measured rates (between them, an alarm
+    /// plans a service up within 10 s of its rate passing its plan).
+    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
+    pub window: f64,
+    /// Plans carry this much more rate than forecast (0.1 = 10 %).
+    #[arg(long, default_value_t = parva_control::Settings::default().headroom)]
+    pub headroom: f64,
+    /// A scale-down is made only when it is expected to free a GPU with this much to spare
+    /// (0.25: the GPCs of 1.25 GPUs), and has been for --down-after.
+    #[arg(long, default_value_t = parva_control::Settings::default().hysteresis)]
+    pub hysteresis: f64,
+    /// A scale-up plans this much above the forecast (0.2 = 20 %): a ramp then costs one
+    /// transition per step, not one per window.
+    #[arg(long, default_value_t = parva_control::Settings::default().step_up)]
+    pub step_up: f64,
+    /// Seconds a scale-down must have been worth it (services lowered only on windows with at
+    /// least --min-requests) before it is made; also the least time between two scale-downs.
+    /// Scale-ups never wait.
+    #[arg(long, alias = "min-interval", default_value = "15m", value_parser = parse_seconds)]
+    pub down_after: f64,
+    /// At most this fraction of a service's planned rate is given up in one scale-down.
+    #[arg(long, default_value_t = parva_control::Settings::default().max_step_down)]
+    pub max_step_down: f64,
+    /// Weight of the newest window in the rate EWMA (1: only the last window counts).
+    #[arg(long, default_value_t = parva_control::Settings::default().ewma)]
+    pub ewma: f64,
+    /// Forecast controller: seconds ahead a plan must cover (trend and time of day).
+    #[arg(long, default_value = "10m", value_parser = parse_seconds)]
+    pub horizon: f64,
+    /// Forecast controller: extra headroom per unit of a service's measured burstiness.
+    #[arg(long, default_value_t = parva_control::Settings::default().burst_factor)]
+    pub burst_factor: f64,
+    /// A window in which a service got fewer requests than this is no evidence for scaling it
+    /// down (a cold start, clients not connected yet).
+    #[arg(long, default_value_t = parva_control::Settings::default().min_requests)]
+    pub min_requests: f64,
+    /// Seconds after the start (and after the first traffic) in which nothing is scaled down.
+    #[arg(long, default_value = "5m", value_parser = parse_seconds)]
+    pub warmup_window: f64,
+    /// Transitions allowed per hour; scale-downs past it wait, scale-ups never do.
+    #[arg(long, default_value_t = parva_control::Settings::default().max_changes_per_hour)]
+    pub max_changes_per_hour: f64,
+    /// Seconds to wait after a transition failed or was refused, doubled after each consecutive
+    /// one up to 15 minutes.
+    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    pub backoff: f64,
+    /// Each service is planned for at least this many requests/s, so that a quiet service keeps
+    /// a ready process.
+    #[arg(long, default_value_t = parva_control::Settings::default().min_rate)]
+    pub min_rate: f64,
+}
+
+impl ControllerFlags {
+    /// The settings these flags give, in `mode`, checked (the error names the flag).
+    pub fn settings(&self, mode: parva_control::Mode) -> anyhow::Result<parva_control::Settings> {
+        let d = parva_control::Settings::default();
+        let s = parva_control::Settings {
+            mode,
+            window_s: self.window,
+            headroom: self.headroom,
+            hysteresis: self.hysteresis,
+            step_up: self.step_up,
+            down_after_s: self.down_after,
+            max_step_down: self.max_step_down,
+            ewma: self.ewma,
+            horizon_s: self.horizon,
+            burst_factor: self.burst_factor,
+            min_requests: self.min_requests,
+            warmup_s: self.warmup_window,
+            max_changes_per_hour: self.max_changes_per_hour,
+            backoff_s: self.backoff,
+            backoff_max_s: d.backoff_max_s.max(self.backoff),
+            min_rate: self.min_rate,
+        };
+        s.check()?;
+        Ok(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

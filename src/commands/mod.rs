@@ -27,7 +27,6 @@ pub mod deploy;
 pub mod doctor;
 pub mod export;
 pub mod flags;
-pub mod follow;
 pub mod plan;
 pub mod profile;
 pub mod replan;

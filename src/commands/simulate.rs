@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use parva_core::sim::{self, SimConfig, SimReport};
-use parva_planner::day::{DayConfig, DayReport, FollowSettings, Policy};
+use parva_control::day::{DayConfig, DayReport, Policy};
 
 use super::DistributionArg;
 use parva_core::{DeploymentMap, ProfileSet, slo};
@@ -20,30 +20,17 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "TRACE", conflicts_with = "plan", requires = "gpu_type")]
     rates: Option<PathBuf>,
     /// With --rates: the policies to compare (repeatable or comma-separated): static (one plan
-    /// for every peak), oracle (each piece's own plan, reconfigured for free), follow (parva's
-    /// controller, paying for reconfigurations).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Static, PolicyArg::Oracle, PolicyArg::Follow])]
+    /// for every peak), oracle (each piece's own plan, reconfigured for free), forecast (parva's
+    /// controller as `deploy --follow` runs it: forecasts from trend, time of day and
+    /// burstiness, paying for reconfigurations), follow (the same controller, reactive: only
+    /// the last windows).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Static, PolicyArg::Oracle, PolicyArg::Forecast])]
     policy: Vec<PolicyArg>,
     /// With --rates: the GPU type plans are made for.
     #[arg(long = "gpu-type", value_name = "TYPE")]
     gpu_type: Option<String>,
-    /// With --rates: seconds between the follow controller's looks at the measured rates.
-    #[arg(long, default_value = "120s", value_parser = super::flags::parse_seconds)]
-    window: f64,
-    /// With --rates: the follow controller plans this much more than its forecast (0.1 = 10 %).
-    #[arg(long, default_value_t = FollowSettings::default().headroom)]
-    headroom: f64,
-    /// With --rates: a service is planned down only when its forecast falls below (1 - this) x
-    /// its planned rate.
-    #[arg(long, default_value_t = FollowSettings::default().hysteresis)]
-    hysteresis: f64,
-    /// With --rates: weight of the newest window in the follow controller's rate EWMA (1: only
-    /// the last window counts).
-    #[arg(long, default_value_t = FollowSettings::default().ewma)]
-    ewma: f64,
-    /// With --rates: seconds after a change before the next scale-down (scale-ups never wait).
-    #[arg(long, default_value = "900s", value_parser = super::flags::parse_seconds)]
-    min_interval: f64,
+    #[command(flatten)]
+    controller: super::flags::ControllerFlags,
     /// With --rates: most seconds simulated of each piece of the day (pieces are weighted by
     /// their length; see the README).
     #[arg(long, default_value = "20s", value_parser = super::flags::parse_seconds)]
@@ -139,6 +126,7 @@ enum PolicyArg {
     Static,
     Oracle,
     Follow,
+    Forecast,
 }
 
 impl From<PolicyArg> for Policy {
@@ -147,6 +135,7 @@ impl From<PolicyArg> for Policy {
             PolicyArg::Static => Policy::Static,
             PolicyArg::Oracle => Policy::Oracle,
             PolicyArg::Follow => Policy::Follow,
+            PolicyArg::Forecast => Policy::Forecast,
         }
     }
 }
@@ -269,22 +258,16 @@ fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<E
     };
     let trace = parva_core::trace::RateTrace::read(trace_path, &services)?;
     let jobs = match &args.jobs {
-        Some(path) => Some(parva_planner::day::DayJobs {
+        Some(path) => Some(parva_control::day::DayJobs {
             jobs: parva_core::jobs::read_jobs(path, Some(&profiles))?,
             grace_s: args.job_grace,
             start_s: args.job_start,
         }),
         None => None,
     };
-    let follow = FollowSettings {
-        window_s: args.window,
-        headroom: args.headroom,
-        hysteresis: args.hysteresis,
-        min_interval_s: args.min_interval,
-        ewma: args.ewma,
-    };
+    let follow = args.controller.settings(parva_control::Mode::Forecast)?;
     let config = DayConfig {
-        duration_s: args.duration.unwrap_or(trace.last_change_s() + args.window),
+        duration_s: args.duration.unwrap_or(trace.last_change_s() + follow.window_s),
         sample_s: args.sample,
         warmup_s: args.warmup.unwrap_or(2.0),
         seed: args.seed,
@@ -303,19 +286,11 @@ fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<E
     let mut policies: Vec<Policy> = args.policy.iter().map(|p| Policy::from(*p)).collect();
     policies.sort();
     policies.dedup();
-    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {bar:30} {pos}/{len} pieces")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
     let started = std::time::Instant::now();
-    let report = parva_planner::day::simulate_day(input, &trace, &config, &policies, &mut |p, done, total| {
-        bar.set_message(p.name());
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .with_context(|| format!("simulating the day of {}", trace_path.display()))?;
-    bar.finish_and_clear();
+    let mut progress = DayProgress::new();
+    let report = parva_control::day::simulate_day(input, &trace, &config, &policies, &mut |p| progress.show(p))
+        .with_context(|| format!("simulating the day of {}", trace_path.display()))?;
+    progress.finish();
     tracing::info!(seconds = started.elapsed().as_secs_f64(), pieces = report.pieces_simulated, "simulated the day");
     if let Some(dir) = &args.out {
         write_day(dir, &report)?;
@@ -327,6 +302,59 @@ fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<E
         print_day(&report, started.elapsed().as_secs_f64())?;
     }
     Ok(super::exit(pass))
+}
+
+/// Progress of a day simulation (the policies run side by side): a bar per policy at a terminal;
+/// otherwise a line on stderr per tenth of each policy's stage (a log file still shows a long run
+/// moving).
+struct DayProgress {
+    bars: indicatif::MultiProgress,
+    bar: std::collections::BTreeMap<&'static str, indicatif::ProgressBar>,
+    terminal: bool,
+    last: std::collections::BTreeMap<(&'static str, &'static str), u64>,
+}
+
+impl DayProgress {
+    fn new() -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bars = indicatif::MultiProgress::new();
+        if !terminal {
+            bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        DayProgress { bars, bar: Default::default(), terminal, last: Default::default() }
+    }
+
+    fn show(&mut self, p: parva_control::day::Progress) {
+        let what = if p.stage == "planning" { "controller looks" } else { "pieces" };
+        let name = p.policy.name();
+        if self.terminal {
+            let bars = &self.bars;
+            let bar = self.bar.entry(name).or_insert_with(|| {
+                let bar = bars.add(indicatif::ProgressBar::new(0));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg:32} [{elapsed_precise}] {bar:30} {pos}/{len}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            bar.set_message(format!("{name} {} ({what})", p.stage));
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            return;
+        }
+        let tenth = (p.done * 10).checked_div(p.total).unwrap_or(10);
+        if self.last.insert((name, p.stage), tenth) != Some(tenth) {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "simulate: {name} {}: {}/{} {what}", p.stage, p.done, p.total);
+        }
+    }
+
+    fn finish(&self) {
+        for b in self.bar.values() {
+            b.finish_and_clear();
+        }
+        let _ = self.bars.clear();
+    }
 }
 
 fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
@@ -359,28 +387,39 @@ fn write_day(dir: &std::path::Path, r: &DayReport) -> anyhow::Result<()> {
         .map(|p| parva_verify::plot::DaySeries {
             name: p.policy.name(),
             gpus: p.pieces.iter().map(|x| (x.start_s, x.end_s, x.gpus as f64)).collect(),
+            attainment: p
+                .bucket_worst_pct
+                .iter()
+                .enumerate()
+                .map(|(k, pct)| {
+                    let at = k as f64 * parva_control::day::BUCKET_S;
+                    (at, (at + parva_control::day::BUCKET_S).min(r.config.duration_s), *pct)
+                })
+                .collect(),
         })
         .collect();
     let demand: Vec<(f64, f64, f64)> = r.policies.first().map(|p| p.pieces.iter().map(|x| (x.start_s, x.end_s, x.demand)).collect()).unwrap_or_default();
-    let svg = parva_verify::plot::day_svg("Demand and GPUs over the day", &demand, &series)?;
+    let svg = parva_verify::plot::day_svg("Demand, GPUs and SLO attainment over the day", &demand, &series)?;
     parva_core::files::write_atomic(&dir.join("day.svg"), svg.as_bytes())?;
     Ok(())
 }
 
 fn print_day(r: &DayReport, wall_s: f64) -> Result<(), super::StdoutError> {
     outln!(
-        "{:<8} {:>10} {:>9} {:>10} {:>12} {:>8} {:>9} {:>10} {:>13}",
-        "policy", "GPU-hours", "peak GPUs", "in SLO %", "worst svc %", "replans", "created", "destroyed", "transition s"
+        "{:<9} {:>10} {:>9} {:>9} {:>11} {:>11} {:>11} {:>8} {:>9} {:>10} {:>13}",
+        "policy", "GPU-hours", "peak GPUs", "in SLO %", "worst svc %", "worst 10m %", "replans/day", "refused", "created", "destroyed", "transition s"
     )?;
     for p in &r.policies {
         outln!(
-            "{:<8} {:>10.1} {:>9} {:>10.3} {:>12.3} {:>8} {:>9} {:>10} {:>13.0}",
+            "{:<9} {:>10.1} {:>9} {:>9.3} {:>11.3} {:>11.2} {:>11.1} {:>8} {:>9} {:>10} {:>13.0}",
             p.policy.name(),
             p.gpu_hours,
             p.peak_gpus,
             p.within_slo_pct,
             p.worst_service_pct,
-            p.replans,
+            p.worst_bucket_pct,
+            p.replans_per_day,
+            p.refused,
             p.instances_created,
             p.instances_destroyed,
             p.transition_seconds
@@ -392,33 +431,45 @@ fn print_day(r: &DayReport, wall_s: f64) -> Result<(), super::StdoutError> {
             r.config.jobs.as_ref().map_or(0.0, |j| j.grace_s),
             r.config.jobs.as_ref().map_or(0.0, |j| j.start_s)
         )?;
-        outln!("{:<8} {:>10} {:>14} {:>10} {:>7} {:>7} {:>15}", "policy", "job GPU-h", "job samples", "idle GPU-h", "starts", "stops", "goodput req/s")?;
+        outln!("{:<9} {:>10} {:>14} {:>10} {:>7} {:>7} {:>15}", "policy", "job GPU-h", "job samples", "idle GPU-h", "starts", "stops", "goodput req/s")?;
         for p in &r.policies {
             outln!(
-                "{:<8} {:>10.1} {:>14.3e} {:>10.1} {:>7} {:>7} {:>15.1}",
+                "{:<9} {:>10.1} {:>14.3e} {:>10.1} {:>7} {:>7} {:>15.1}",
                 p.policy.name(), p.job_gpu_hours, p.job_samples, p.idle_gpu_hours, p.job_starts, p.job_stops, p.goodput_rps
             )?;
         }
     }
     let hours = |pol: Policy| r.policies.iter().find(|p| p.policy == pol).map(|p| p.gpu_hours);
-    if let (Some(f), Some(s)) = (hours(Policy::Follow), hours(Policy::Static)) {
-        outln!("follow uses {:.2}x the GPU-hours of static", f / s)?;
+    for c in r.policies.iter().filter(|p| p.policy.mode().is_some()) {
+        for base in [Policy::Static, Policy::Oracle] {
+            if let Some(b) = hours(base).filter(|b| *b > 0.0) {
+                outln!("{} uses {:.2}x the GPU-hours of {}", c.policy.name(), c.gpu_hours / b, base.name())?;
+            }
+        }
     }
-    if let (Some(f), Some(o)) = (hours(Policy::Follow), hours(Policy::Oracle)) {
-        outln!("follow uses {:.2}x the GPU-hours of oracle", f / o)?;
+    // Each service's day beside its worst 10 minutes, per policy.
+    outln!("within SLO per service: the day, and its worst 10 minutes (from hh:mm of the trace)")?;
+    let mut head = format!("{:<24} {:>7}", "service", "SLO ms");
+    for p in &r.policies {
+        head.push_str(&format!(" {:>26}", p.policy.name()));
+    }
+    outln!("{head}")?;
+    let names: Vec<&str> = r.policies.first().map(|p| p.services.iter().map(|s| s.service.as_str()).collect()).unwrap_or_default();
+    for (i, name) in names.iter().enumerate() {
+        let slo = r.policies[0].services[i].slo_ms;
+        let mut line = format!("{name:<24} {slo:>7.0}");
+        for p in &r.policies {
+            let s = &p.services[i];
+            let at = s.worst_bucket_s;
+            let cell = format!("{:.3} % ({:.2} % {:02}:{:02})", s.within_slo_pct, s.worst_bucket_pct, (at / 3600.0) as u64, ((at % 3600.0) / 60.0) as u64);
+            line.push_str(&format!(" {cell:>26}"));
+        }
+        outln!("{line}")?;
     }
     for p in &r.policies {
-        if let Some(w) = p.services.iter().min_by(|a, b| a.within_slo_pct.total_cmp(&b.within_slo_pct)) {
-            outln!(
-                "{}: worst service {} ({:.3} % within its {} ms SLO; worst piece at {:.0} s: {:.2} %, p99 {:.1} ms)",
-                p.policy.name(),
-                w.service,
-                w.within_slo_pct,
-                w.slo_ms,
-                w.worst_piece_s,
-                w.worst_attainment_pct,
-                w.worst_p99_ms
-            )?;
+        let below: usize = p.services.iter().map(|s| s.buckets_below_95).sum();
+        if below > 0 {
+            outln!("{}: {below} service-10-minute pieces below 95 % within SLO", p.policy.name())?;
         }
     }
     outln!(

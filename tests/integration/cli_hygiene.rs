@@ -105,7 +105,7 @@ fn every_flag_has_help() {
     assert!(missing.is_empty(), "flags without help: {missing:#?}");
     // The check sees a flag (it would pass on an empty page too).
     let o = parva(&["simulate", "-h"]);
-    assert!(crate::util::stdout(&o).contains("--slo <N>  "), "{}", crate::util::stdout(&o));
+    assert!(crate::util::stdout(&o).contains("--slo <N>"), "{}", crate::util::stdout(&o));
 }
 
 /// `--fake-gpus` is what tests and anyone without a GPU use: it shows in `--help`, saying so.

@@ -36,11 +36,15 @@ fn a_day_under_three_policies_reports_gpu_hours_slos_and_reconfigurations_and_wr
     assert!(matches!(o.status.code(), Some(0) | Some(3)), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let pol = |name: &str| v["policies"].as_array().unwrap().iter().find(|p| p["policy"] == name).unwrap().clone();
-    let (st, or, fo) = (pol("static"), pol("oracle"), pol("follow"));
+    // The default policies: static, oracle and the forecasting controller.
+    let (st, or, fo) = (pol("static"), pol("oracle"), pol("forecast"));
     let hours = |p: &serde_json::Value| p["gpu_hours"].as_f64().unwrap();
     assert!(hours(&or) <= hours(&fo) + 1e-9 && hours(&or) <= hours(&st) + 1e-9, "{v}");
     assert_eq!(st["replans"].as_u64(), Some(0));
-    assert!(fo["replans"].as_u64().unwrap() >= 1, "photo-tags doubles: follow must re-plan: {fo}");
+    assert!(fo["replans"].as_u64().unwrap() >= 1, "photo-tags doubles: the controller must re-plan: {fo}");
+    // Every re-plan is in the log with its reason.
+    let log = fo["log"].as_array().unwrap();
+    assert!(log.iter().any(|l| l["line"].as_str().unwrap().starts_with("scale-up: applied") && l["line"].as_str().unwrap().contains("photo-tags")), "{log:?}");
     // Every service of the list is reported with its share within the SLO.
     for p in [&st, &or, &fo] {
         let names: Vec<&str> = p["services"].as_array().unwrap().iter().map(|x| x["service"].as_str().unwrap()).collect();
@@ -48,6 +52,9 @@ fn a_day_under_three_policies_reports_gpu_hours_slos_and_reconfigurations_and_wr
         for x in p["services"].as_array().unwrap() {
             let pct = x["within_slo_pct"].as_f64().unwrap();
             assert!((0.0..=100.0).contains(&pct), "{x}");
+            // The worst 10 minutes are never better than the day.
+            let worst = x["worst_bucket_pct"].as_f64().unwrap();
+            assert!(worst <= pct + 1e-9, "{x}");
         }
     }
     // The files: everything as JSON, a row per policy, piece and service, and the plot.
@@ -55,13 +62,14 @@ fn a_day_under_three_policies_reports_gpu_hours_slos_and_reconfigurations_and_wr
     assert_eq!(json["policies"].as_array().unwrap().len(), 3);
     let csv = std::fs::read_to_string(out.join("day-pieces.csv")).unwrap();
     assert!(csv.starts_with("policy,start_s,end_s,gpus,transition,service,rate,attainment_pct,p99_ms\n"), "{csv}");
-    assert!(csv.lines().any(|l| l.starts_with("follow,") && l.contains(",photo-tags,3000.000,")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("forecast,") && l.contains(",photo-tags,3000.000,")), "{csv}");
     let svg = std::fs::read_to_string(out.join("day.svg")).unwrap();
-    assert!(svg.contains("follow GPUs") && svg.contains("static GPUs"));
+    assert!(svg.contains("forecast GPUs") && svg.contains("static GPUs"));
     // Text: one row per policy and the ratios.
     let o = day(&t, &["--policy", "static,follow"]);
     let text = stdout(&o);
     assert!(text.contains("follow uses") && text.contains("x the GPU-hours of static") && !text.contains("\noracle "), "{text}");
+    assert!(text.contains("worst 10 minutes"), "{text}");
 }
 
 #[test]
@@ -82,5 +90,5 @@ fn a_bad_trace_is_refused_with_file_line_and_field_and_the_flags_are_checked() {
     let good = trace(d.path());
     let o = day(&good, &["--window", "5s"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--window: must be in [10, 86400] s, found 5"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--window: must be at least 10 s in a simulation, found 5"), "{}", stderr(&o));
 }

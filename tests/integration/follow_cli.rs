@@ -50,8 +50,8 @@ fn start_following(map: &Path, run: &Path, services: &Path) -> (KillOnDrop, Stri
     start_following_env(map, run, services, &[], &[])
 }
 
-/// `extra` follow flags after the defaults (window 1 s, EWMA 1, min-interval 4 s); `window`
-/// replaces the default window.
+/// `extra` follow flags after the defaults (window 1 s, EWMA 1, scale-down after 4 s of low
+/// load, no warm-up, reactive); `window` replaces the default window.
 fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)], extra: &[&str]) -> (KillOnDrop, String) {
     start_following_window(map, run, services, env, extra, "1s")
 }
@@ -61,7 +61,7 @@ fn start_following_window(map: &Path, run: &Path, services: &Path, env: &[(&str,
         .envs(env.iter().copied())
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0"])
-        .args(["--follow", "--services", s(services), "--window", window, "--ewma", "1", "--min-interval", "4s"])
+        .args(["--follow", "--services", s(services), "--window", window, "--ewma", "1", "--down-after", "4s", "--warmup-window", "0s"])
         .args(extra)
         .current_dir(repo())
         .stdout(Stdio::piped())
@@ -93,7 +93,8 @@ fn regression_a_quiet_service_keeps_a_ready_process_under_follow() {
     let (services, map) = one_service(d.path());
     let run = d.path().join("run");
     let (_child, addr) = start_following(&map, &run, &services);
-    // Six quiet windows: the scale-down to the floor happens after --min-interval (4 s).
+    // Six quiet windows: no evidence for a scale-down (no requests), and the floor keeps one
+    // process ready in any case.
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(get(&addr, "/v2/health/ready").0, 200, "still ready");
     let body = serde_json::json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": vec![0.5; 192]}]});
@@ -137,7 +138,7 @@ fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_r
     assert_eq!(metric(&text, "parva_follow_failures_total", &[]), 0.0);
     assert_eq!(metric(&text, "parva_free_gpus", &[]), 1.0, "the second GPU stays free");
     // The deploy record names what runs now: back to one segment for 1x (scale-down waited
-    // --min-interval after the scale-up).
+    // --down-after after the scale-up).
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("deploy.json")).unwrap()).unwrap();
     assert_eq!(record["segments"].as_array().unwrap().len(), 1, "{record}");
     assert_eq!(record["free_gpus"], serde_json::json!([1]), "{record}");
@@ -159,9 +160,9 @@ fn deploy_follow_refuses_bad_input_before_any_mig_change() {
     let serving = ["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0", "--follow", "--services", s(&other)];
     let cases: [(&[&str], &str); 4] = [
         (&[], "they must be the same"),
-        (&["--window", "0s"], "--window must be at least 1s"),
-        (&["--ewma", "0"], "--ewma must be in (0, 1]"),
-        (&["--min-rate", "0"], "--min-rate must be a positive number"),
+        (&["--window", "0s"], "--window: must be 1 s to 1 day"),
+        (&["--ewma", "0"], "--ewma: must be in (0, 1]"),
+        (&["--min-rate", "0"], "--min-rate: must be a positive number"),
     ];
     for (extra, want) in cases {
         let o = parva(&[&base[..], &serving[..], extra].concat());

@@ -103,7 +103,7 @@ fn a_day_with_jobs_gives_them_what_follow_frees_and_serves_static_as_without_the
     let without = day(&[]);
     let pol = |v: &Value, name: &str| v["policies"].as_array().unwrap().iter().find(|p| p["policy"] == name).unwrap().clone();
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap();
-    let (st, fo) = (pol(&with, "static"), pol(&with, "follow"));
+    let (st, fo) = (pol(&with, "static"), pol(&with, "forecast"));
     assert!(with["cluster_gpus"].as_u64().unwrap() >= 1);
     assert_eq!(st["services"], pol(&without, "static")["services"], "jobs on MIG leave serving as it was");
     assert!(f(&fo, "job_gpu_hours") > f(&st, "job_gpu_hours"), "{} {}", fo["job_gpu_hours"], st["job_gpu_hours"]);

@@ -17,7 +17,6 @@
 //! `latency_budget` x SLO; the parvagpu algorithm always uses it) or the queueing model.
 
 pub mod cover;
-pub mod day;
 pub mod gpulet;
 pub mod gpus;
 pub mod jobs;

@@ -133,6 +133,11 @@ pub struct Metrics {
     pub job_reclaims: Counter,
     pub job_samples: Gauge,
     pub planned_rate: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `deploy --follow`: requests/s the controller wanted for a service and the node's GPUs
+    /// could not fit (0 when the running plan covers the forecast).
+    pub follow_shortfall: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `deploy --follow`: the controller's forecast per service, requests/s.
+    pub follow_forecast: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -158,6 +163,8 @@ impl Metrics {
             job_reclaims: Counter::default(),
             job_samples: Gauge::default(),
             planned_rate: Family::default(),
+            follow_shortfall: Family::default(),
+            follow_forecast: Family::default(),
             registry: Registry::default(),
         };
         registry.register("parva_requests", "Inference requests received, per service", m.requests.clone());
@@ -183,6 +190,12 @@ impl Metrics {
         registry.register("parva_job_reclaims", "Best-effort job instances stopped (checkpoint, grace) because inference needed their GPCs", m.job_reclaims.clone());
         registry.register("parva_job_samples", "Samples made by the best-effort jobs of this node since it started", m.job_samples.clone());
         registry.register("parva_planned_rate", "Requests/s the running plan was made for, per service", m.planned_rate.clone());
+        registry.register(
+            "parva_follow_shortfall",
+            "Requests/s the follow controller wanted for a service beyond what fits this node's GPUs (0: the plan covers the forecast)",
+            m.follow_shortfall.clone(),
+        );
+        registry.register("parva_follow_forecast", "The follow controller's forecast of a service's load over its horizon, requests/s", m.follow_forecast.clone());
         Metrics { registry, ..m }
     }
 

@@ -122,23 +122,28 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
     Ok(svg)
 }
 
-/// One policy's GPUs over time: `(from s, to s, GPUs)` steps.
+/// One policy's GPUs over time: `(from s, to s, GPUs)` steps, and its SLO attainment:
+/// `(from s, to s, % within the SLO)` steps (the worst service of each 10 minutes).
 pub struct DaySeries<'a> {
     pub name: &'a str,
     pub gpus: Vec<(f64, f64, f64)>,
+    pub attainment: Vec<(f64, f64, f64)>,
 }
 
-/// The day plot of `parva simulate --rates` (`day.svg`): the total demand (requests/s, thick grey
-/// line, right axis) and each policy's GPUs (steps, left axis) over hours.
+/// The day plot of `parva simulate --rates` (`day.svg`): above, the total demand (requests/s,
+/// thick grey line, right axis) and each policy's GPUs (steps, left axis) over hours; below, on
+/// the same hours, each policy's SLO attainment (the worst service's share of requests within
+/// the SLO per 10 minutes), with the 95 % line dashed.
 pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]) -> Result<String, VerifyError> {
     let end_h = demand.iter().chain(series.iter().flat_map(|s| s.gpus.iter())).map(|p| p.1 / 3600.0).fold(0.0f64, f64::max).max(1e-3);
     let max_gpus = series.iter().flat_map(|s| s.gpus.iter().map(|p| p.2)).fold(1.0f64, f64::max) * 1.1;
     let max_demand = demand.iter().map(|p| p.2).fold(1.0f64, f64::max) * 1.1;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 560)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 800)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let (plot_area, slo_area) = plot_area.split_vertically(540);
         let mut chart = ChartBuilder::on(&plot_area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -174,6 +179,30 @@ pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]
             legend_area.draw(&PathElement::new([(8, y), (28, y)], c.stroke_width(2))).map_err(plot_err)?;
             legend_area.draw(&Text::new(format!("{} GPUs", s.name), (34, y - 7), font.clone())).map_err(plot_err)?;
         }
+        // Below: SLO attainment on the same hours.
+        let low = series.iter().flat_map(|s| s.attainment.iter().map(|p| p.2)).fold(100.0f64, f64::min);
+        let floor = if low >= 90.0 { 90.0 } else { (low / 10.0).floor() * 10.0 };
+        let mut slo = ChartBuilder::on(&slo_area)
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .right_y_label_area_size(64)
+            .build_cartesian_2d(0.0..end_h, floor..100.5)
+            .map_err(plot_err)?;
+        slo.configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc("hours")
+            .y_desc("% within SLO (worst service, 10 min)")
+            .draw()
+            .map_err(plot_err)?;
+        slo.draw_series(DashedLineSeries::new([(0.0, 95.0), (end_h, 95.0)], 6, 4, RED.stroke_width(1))).map_err(plot_err)?;
+        for (i, s) in series.iter().enumerate() {
+            let pts: Vec<(f64, f64)> = steps(&s.attainment).into_iter().map(|(x, y)| (x, y.clamp(floor, 100.0))).collect();
+            slo.draw_series(LineSeries::new(pts, color(i).stroke_width(2))).map_err(plot_err)?;
+        }
+        let y = entry(series.len() + 2);
+        legend_area.draw(&PathElement::new([(8, y), (28, y)], RED.stroke_width(1))).map_err(plot_err)?;
+        legend_area.draw(&Text::new("95 % within SLO (below)", (34, y - 7), font.clone())).map_err(plot_err)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -236,14 +265,19 @@ mod tests {
     fn the_day_plot_draws_demand_and_every_policy() {
         let demand = [(0.0, 3600.0, 100.0), (3600.0, 7200.0, 300.0)];
         let series = [
-            DaySeries { name: "static", gpus: vec![(0.0, 7200.0, 6.0)] },
-            DaySeries { name: "follow", gpus: vec![(0.0, 3600.0, 2.0), (3600.0, 7200.0, 6.0)] },
+            DaySeries { name: "static", gpus: vec![(0.0, 7200.0, 6.0)], attainment: vec![(0.0, 7200.0, 100.0)] },
+            DaySeries {
+                name: "follow",
+                gpus: vec![(0.0, 3600.0, 2.0), (3600.0, 7200.0, 6.0)],
+                attainment: vec![(0.0, 3600.0, 99.0), (3600.0, 4200.0, 80.0), (4200.0, 7200.0, 100.0)],
+            },
         ];
         let svg = day_svg("day", &demand, &series).unwrap();
-        for want in ["static GPUs", "follow GPUs", "demand (right axis)", "hours", "demand (requests/s)"] {
+        for want in ["static GPUs", "follow GPUs", "demand (right axis)", "hours", "demand (requests/s)", "% within SLO", "95 % within SLO"] {
             assert!(svg.contains(want), "{want} missing");
         }
-        assert!(svg.matches("<polyline").count() >= 2);
+        // Demand, two GPU curves, two attainment curves (and the dashed 95 % line).
+        assert!(svg.matches("<polyline").count() >= 5, "{}", svg.matches("<polyline").count());
     }
 
     #[test]

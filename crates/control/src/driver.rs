@@ -1,0 +1,420 @@
+//! The controller's loop body, one for the day simulation and live nodes: decide
+//! ([`crate::controller`]), plan the transition ([`Driver::prepare`]: a replan with the fewest
+//! changes inside the node, the best plan that fits when the node is too small, make before
+//! break checked by [`crate::steps::replay`]) and apply it ([`crate::node::Executor`]).
+
+use std::collections::BTreeMap;
+
+use parva_core::deploy::{DeploymentMap, Segment};
+use parva_core::mig::GpuType;
+use parva_core::profile::ProfileSet;
+use parva_core::slo::Service;
+use parva_planner::replan::{self, Costs};
+use parva_planner::{PlanInput, PlanOptions};
+
+use crate::controller::{Controller, Decision, Direction, Observation};
+use crate::node::{Executor, Node};
+use crate::steps::{self, Step};
+
+/// What the driver plans with.
+#[derive(Debug, Clone)]
+pub struct PlanContext<'a> {
+    pub gpu: &'static GpuType,
+    pub profiles: &'a ProfileSet,
+    /// Every service (its model and SLO; the rate is the controller's).
+    pub services: &'a [Service],
+    pub options: PlanOptions,
+    pub costs: Costs,
+    /// The node's number and how many GPUs it has (the map's GPUs 0..this).
+    pub node: u32,
+    pub node_gpus: u32,
+}
+
+/// A transition ready to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The rates the new map was planned for (the decision's, or what of them fit the node).
+    pub achieved: Vec<f64>,
+    /// Per service, the rate the decision wanted and the node could not fit (0: none).
+    pub shortfall: Vec<f64>,
+    pub steps: Vec<Step>,
+    pub new_map: DeploymentMap,
+    pub old_gpus: usize,
+    pub new_gpus: usize,
+    pub created: usize,
+    pub destroyed: usize,
+    pub rebatched: usize,
+    /// The planner's estimate of the transition's length, seconds.
+    pub seconds: f64,
+    /// GPUs the new map uses past the fewest its plan needs (segments moved to free GPUs so that
+    /// they are made before what they replace is broken); a later scale-down packs them.
+    pub spread_gpus: usize,
+}
+
+impl Prepared {
+    /// No segment changes (possibly a new planned rate with the same map).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// `2 -> 3 GPUs; 1 created, 1 destroyed, 0 rebatched; 4 steps`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} -> {} GPUs; {} created, {} destroyed, {} rebatched; {} steps (~{:.1} s)",
+            self.old_gpus, self.new_gpus, self.created, self.destroyed, self.rebatched, self.steps.len(), self.seconds
+        )
+    }
+}
+
+/// Why no transition was applied for a decision.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("re-planning: {0}")]
+    Plan(String),
+    #[error("no order of the changes keeps every service's ready capacity for its demand on this node ({0}); the node keeps its map")]
+    NoSafeOrder(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What one look of the controller did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Nothing to decide.
+    Kept,
+    /// A decision whose plan is the running map (new planned rates only).
+    Unchanged { decision: Decision, prepared: Prepared },
+    /// A transition applied.
+    Applied { decision: Decision, prepared: Prepared },
+    /// A scale-down whose plan frees no GPU: not applied (the next waits `down_after_s`).
+    NoSaving { decision: Decision, prepared: Prepared },
+    /// Not applied (planning refused it, or a step failed and was rolled back); backing off.
+    Refused { decision: Decision, why: Refusal, backoff_s: f64 },
+}
+
+/// What plans a transition: [`prepare_here`], or a live node's wrapper that runs it off the
+/// async threads.
+pub type PlanFn = dyn Fn(&Driver<'_>, &DeploymentMap, &Decision, &[f64]) -> Result<Prepared, Refusal> + Sync;
+
+/// The controller and what it plans with (see the module doc).
+pub struct Driver<'a> {
+    pub controller: Controller,
+    pub ctx: PlanContext<'a>,
+}
+
+impl<'a> Driver<'a> {
+    /// A driver for a node serving `serving` now.
+    pub fn new(controller: Controller, ctx: PlanContext<'a>, serving: &[Segment]) -> Self {
+        let mut d = Driver { controller, ctx };
+        d.sync(serving);
+        d
+    }
+
+    /// Tell the controller what `serving` can serve (per service, its segments' capacity).
+    pub fn sync(&mut self, serving: &[Segment]) {
+        let capacity: Vec<f64> = self
+            .ctx
+            .services
+            .iter()
+            .map(|s| serving.iter().filter(|x| x.service == s.name).map(|x| x.throughput.unwrap_or(0.0).max(0.0)).sum())
+            .collect();
+        self.controller.set_capacity(&capacity);
+        let gpcs: Vec<f64> = self
+            .ctx
+            .services
+            .iter()
+            .map(|s| serving.iter().filter(|x| x.service == s.name).map(|x| f64::from(x.instance_size)).sum())
+            .collect();
+        let gpus = serving.iter().map(|x| (x.node, x.gpu)).collect::<std::collections::BTreeSet<_>>().len();
+        self.controller.set_gpcs(&gpcs, f64::from(self.ctx.gpu.gpcs), gpus as f64);
+    }
+
+    /// The services at `rates` (each at least the settings' `min_rate`).
+    fn at_rates(&self, rates: &[f64]) -> Vec<Service> {
+        let min = self.controller.settings().min_rate;
+        self.ctx.services.iter().zip(rates).map(|(s, r)| Service { rate: r.max(min), ..s.clone() }).collect()
+    }
+
+    /// Re-plan `current` for `rates`; `Ok(None)` when the new map does not fit the node. A
+    /// scale-up takes the plan with the fewest changes within one GPU more than the fewest (it is
+    /// made in a hurry, and every change is a moment of less capacity); anything else the plan
+    /// with the fewest GPUs (then the fewest changes), which also packs what scale-ups spread.
+    fn replan_for(&self, current: &DeploymentMap, rates: &[f64], direction: Direction) -> Result<Option<replan::Replan>, String> {
+        let services = self.at_rates(rates);
+        let input = PlanInput { gpu: self.ctx.gpu, profiles: self.ctx.profiles, services: &services, options: &self.ctx.options };
+        // A scale-up may use one GPU more than the fewest, so the running segments can stay.
+        let extra = u32::from(direction == Direction::Up);
+        let r = replan::replan(input, current, extra).map_err(|e| e.to_string())?;
+        if let Some(bad) = r.plan.infeasible.first() {
+            return Err(format!("service {} cannot be planned: {}", bad.service, bad.reason));
+        }
+        let fits = r.to_map().segments.iter().all(|s| s.node == self.ctx.node && s.gpu < self.ctx.node_gpus);
+        Ok(fits.then_some(r))
+    }
+
+    /// Plan the transition from `current` for `decision`, with `demand` (each service's measured
+    /// rate) to keep ready during it. When the decided rates need more GPUs than the node has,
+    /// the best plan that fits: each service's increase scaled by the largest common factor that
+    /// fits (never less than the plan running now).
+    pub fn prepare(&self, current: &DeploymentMap, decision: &Decision, demand: &[f64]) -> Result<Prepared, Refusal> {
+        let planned = self.controller.planned().to_vec();
+        let mut achieved = decision.target.clone();
+        let mut r = self.replan_for(current, &achieved, decision.direction).map_err(Refusal::Plan)?;
+        if r.is_none() {
+            // Scale the increases back until the plan fits: bisection on their common factor.
+            let mix = |f: f64| -> Vec<f64> {
+                decision.target.iter().zip(&planned).map(|(t, p)| if t > p { p + f * (t - p) } else { *t }).collect()
+            };
+            let (mut lo, mut hi) = (0.0f64, 1.0f64);
+            let mut best = None;
+            for _ in 0..8 {
+                let mid = 0.5 * (lo + hi);
+                match self.replan_for(current, &mix(mid), decision.direction).map_err(Refusal::Plan)? {
+                    Some(fit) => {
+                        best = Some((mid, fit));
+                        lo = mid;
+                    }
+                    None => hi = mid,
+                }
+            }
+            let (f, fit) = match best {
+                Some(b) => b,
+                None => match self.replan_for(current, &mix(0.0), decision.direction).map_err(Refusal::Plan)? {
+                    Some(fit) => (0.0, fit),
+                    None => return Err(Refusal::Plan(format!("even the rates the node runs for do not fit its {} GPUs", self.ctx.node_gpus))),
+                },
+            };
+            achieved = mix(f);
+            r = Some(fit);
+        }
+        let r = r.expect("set above");
+        let shortfall: Vec<f64> = decision.target.iter().zip(&achieved).map(|(t, a)| (t - a).max(0.0)).collect();
+        let mut new_map = r.to_map();
+        let slo_s: BTreeMap<&str, f64> = self.ctx.services.iter().map(|s| (s.name.as_str(), s.slo_ms / 1000.0)).collect();
+        let per_node = self.ctx.options.gpus_per_node.max(1);
+        let t = replan::transition(&r, self.ctx.gpu, per_node, self.ctx.costs, &|n| slo_s.get(n).copied().unwrap_or(1.0));
+        let steps = steps::from_transition(&t, &new_map, self.ctx.node).map_err(Refusal::Plan)?;
+        let demand: BTreeMap<String, f64> = self.ctx.services.iter().zip(demand).map(|(s, d)| (s.name.clone(), *d)).collect();
+        let capacity = steps::replan_capacity(&r);
+        let steps = steps::make_before_break(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps, &mut new_map, &demand, &capacity)
+            .map_err(|v| Refusal::NoSafeOrder(v.to_string()))?;
+        let new_gpus = new_map.gpu_count();
+        Ok(Prepared {
+            spread_gpus: new_gpus.saturating_sub(r.plan.gpus.len()),
+            achieved,
+            shortfall,
+            old_gpus: current.gpu_count(),
+            new_gpus,
+            created: r.created.len(),
+            destroyed: r.destroyed.len(),
+            rebatched: r.kept.iter().filter(|k| k.old_batch != k.new_batch).count(),
+            seconds: t.seconds,
+            steps,
+            new_map,
+        })
+    }
+
+    /// Apply `decision` at `now_s` on `node`: prepare, run the steps (rolled back on a
+    /// failure), tell the controller. `plan` runs the CPU-heavy [`Driver::prepare`] (a live node
+    /// runs it off its async threads).
+    pub async fn act<N: Node>(
+        &mut self,
+        now_s: f64,
+        decision: Decision,
+        demand: &[f64],
+        node: &mut N,
+        plan: &PlanFn,
+    ) -> Outcome {
+        let current = DeploymentMap { segments: node.serving(), jobs: Vec::new() };
+        let prepared = match plan(self, &current, &decision, demand) {
+            Ok(p) => p,
+            Err(why) => {
+                let backoff_s = self.controller.refused(now_s, &decision.target);
+                return Outcome::Refused { decision, why, backoff_s };
+            }
+        };
+        // A scale-down must free a GPU; on a node whose segments hold less than two GPUs' GPCs,
+        // GPCs (room for jobs and the node's other tenants; the controller's rule too).
+        let gpcs = |m: &[Segment]| m.iter().map(|s| u32::from(s.instance_size)).sum::<u32>();
+        let (old_gpcs, new_gpcs) = (gpcs(&current.segments), gpcs(&prepared.new_map.segments));
+        let small = old_gpcs < 2 * u32::from(self.ctx.gpu.gpcs);
+        let saves = prepared.new_gpus < prepared.old_gpus || (small && new_gpcs < old_gpcs);
+        if decision.direction == Direction::Down && !saves {
+            self.controller.saves_nothing(now_s);
+            return Outcome::NoSaving { decision, prepared };
+        }
+        if prepared.is_empty() {
+            self.controller.applied(now_s, prepared.achieved.clone(), false, &decision.target);
+            self.sync(&node.serving());
+            return Outcome::Unchanged { decision, prepared };
+        }
+        let created: Vec<Segment> = prepared.steps.iter().filter_map(|s| if let Step::Create { segment } = s { Some(segment.clone()) } else { None }).collect();
+        if let Err(e) = node.before(&created).await {
+            node.after().await;
+            let backoff_s = self.controller.refused(now_s, &decision.target);
+            return Outcome::Refused { decision, why: Refusal::Failed(format!("making room before the transition (nothing changed): {e}")), backoff_s };
+        }
+        let run = Executor::new(node).run(&prepared.steps).await;
+        node.after().await;
+        let serving = node.serving();
+        match run {
+            Ok(()) => {
+                self.controller.applied(now_s, prepared.achieved.clone(), true, &decision.target);
+                self.sync(&serving);
+                Outcome::Applied { decision, prepared }
+            }
+            Err(e) => {
+                let backoff_s = self.controller.refused(now_s, &decision.target);
+                Outcome::Refused { decision, why: Refusal::Failed(e.to_string()), backoff_s }
+            }
+        }
+    }
+
+    /// One look at the window ending at `now_s` (see [`Driver::act`]).
+    pub async fn tick<N: Node>(
+        &mut self,
+        now_s: f64,
+        seen: &[Observation],
+        node: &mut N,
+        plan: &PlanFn,
+    ) -> Outcome {
+        let Some(decision) = self.controller.observe(now_s, seen) else { return Outcome::Kept };
+        let demand: Vec<f64> = seen.iter().map(|o| o.rate).collect();
+        self.act(now_s, decision, &demand, node, plan).await
+    }
+
+    /// Between windows: `short` (what each service saw over a short period) and `recent` (over
+    /// its last [`crate::controller::RECENT_S`] seconds) against the plan.
+    pub async fn alarm<N: Node>(
+        &mut self,
+        now_s: f64,
+        short: &[Observation],
+        recent: &[Observation],
+        node: &mut N,
+        plan: &PlanFn,
+    ) -> Outcome {
+        let Some(decision) = self.controller.alarm(now_s, short, recent) else { return Outcome::Kept };
+        let demand: Vec<f64> = short.iter().zip(recent.iter().map(Some).chain(std::iter::repeat(None))).map(|(o, r)| o.rate.max(r.map_or(0.0, |r| r.rate))).collect();
+        self.act(now_s, decision, &demand, node, plan).await
+    }
+}
+
+/// [`Driver::prepare`] as it is (the simulation's planner).
+pub fn prepare_here(d: &Driver<'_>, current: &DeploymentMap, decision: &Decision, demand: &[f64]) -> Result<Prepared, Refusal> {
+    d.prepare(current, decision, demand)
+}
+
+/// How loud an outcome is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+}
+
+impl Outcome {
+    /// How loud to log it: a transition (or a plan short of the forecast) at info, a refusal at
+    /// warn, new planned rates with the same map at debug.
+    pub fn level(&self) -> Level {
+        match self {
+            Outcome::Kept | Outcome::NoSaving { .. } => Level::Debug,
+            Outcome::Unchanged { prepared, .. } if prepared.shortfall.iter().all(|s| *s <= 0.0) => Level::Debug,
+            Outcome::Unchanged { .. } | Outcome::Applied { .. } => Level::Info,
+            Outcome::Refused { .. } => Level::Warn,
+        }
+    }
+
+    /// Per service, the rate wanted that the node could not fit (empty unless planned).
+    pub fn shortfall(&self) -> Option<&[f64]> {
+        match self {
+            Outcome::Unchanged { prepared, .. } | Outcome::Applied { prepared, .. } => Some(&prepared.shortfall),
+            _ => None,
+        }
+    }
+
+    /// The line a node logs, with the reason; `None` for [`Outcome::Kept`].
+    pub fn log_line(&self) -> Option<String> {
+        match self {
+            Outcome::Kept => None,
+            Outcome::NoSaving { decision, prepared } => Some(format!(
+                "{}: not worth a transition: the plan for the new rates needs {} GPUs, as the running one does ({})",
+                direction(decision.direction),
+                prepared.new_gpus,
+                decision.reason
+            )),
+            Outcome::Unchanged { decision, prepared } => {
+                let short = if prepared.shortfall.iter().any(|s| *s > 0.0) { "; the node is too small for more: it keeps the best plan that fits" } else { "" };
+                Some(format!("{}: plan unchanged{short} ({})", direction(decision.direction), decision.reason))
+            }
+            Outcome::Applied { decision, prepared } => {
+                let short = if prepared.shortfall.iter().any(|s| *s > 0.0) { "; the node is too small for all of it: the best plan that fits" } else { "" };
+                Some(format!("{}: applied {}{short} ({})", direction(decision.direction), prepared.summary(), decision.reason))
+            }
+            Outcome::Refused { decision, why, backoff_s } => {
+                Some(format!("{}: not applied: {why}; next try in {backoff_s:.0} s at the earliest ({})", direction(decision.direction), decision.reason))
+            }
+        }
+    }
+}
+
+fn direction(d: Direction) -> &'static str {
+    match d {
+        Direction::Up => "scale-up",
+        Direction::Down => "scale-down",
+        Direction::Both => "re-balance",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use parva_core::profile::ModelProfile;
+    use std::path::Path;
+
+    /// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8.
+    fn profiles() -> ProfileSet {
+        let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+        for size in [1u8, 2, 3, 4, 7] {
+            for b in [1u32, 2, 4, 8] {
+                let lat = (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8);
+                text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+            }
+        }
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
+    }
+
+    /// Regression (issue 32, live): the new rates needed 9 GPUs on a node of 8, and the node
+    /// kept serving the shrunken map it had. Now the node gets the best plan that fits: each
+    /// service's increase scaled back by one common factor, never below what runs.
+    #[test]
+    fn a_node_too_small_for_the_new_rates_gets_the_best_plan_that_fits() {
+        let p = profiles();
+        let services: Vec<Service> =
+            ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect();
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let options = PlanOptions { gpus_per_node: 2, ..PlanOptions::default() };
+        let first = parva_planner::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options }).unwrap().to_map();
+        assert!(first.gpu_count() <= 2, "{first:?}");
+        let ctx = PlanContext { gpu, profiles: &p, services: &services, options, costs: Costs::default(), node: 0, node_gpus: 2 };
+        let ctl = Controller::new(Settings::default(), vec!["a".into(), "b".into()], vec![3000.0, 3000.0], 0.0);
+        let d = Driver::new(ctl, ctx, &first.segments);
+        // `a` wants ten times its rate: far past two GPUs.
+        let decision = Decision { target: vec![30000.0, 3000.0], direction: Direction::Up, reason: "test".into() };
+        let p2 = d.prepare(&first, &decision, &[3000.0, 3000.0]).unwrap();
+        assert!(p2.achieved[0] > 3000.0 && p2.achieved[0] < 30000.0, "{:?}", p2.achieved);
+        assert_eq!(p2.achieved[1], 3000.0);
+        assert!((p2.shortfall[0] - (30000.0 - p2.achieved[0])).abs() < 1e-9 && p2.shortfall[1] == 0.0, "{:?}", p2.shortfall);
+        // Within the node, serving at least what it achieved for each service.
+        assert!(p2.new_map.segments.iter().all(|s| s.node == 0 && s.gpu < 2), "{:?}", p2.new_map);
+        for (i, name) in ["a", "b"].iter().enumerate() {
+            let cap: f64 = p2.new_map.segments.iter().filter(|s| s.service == *name).map(|s| s.throughput.unwrap_or(0.0)).sum();
+            assert!(cap >= p2.achieved[i] * (1.0 - 1e-6), "{name}: {cap} < {}", p2.achieved[i]);
+        }
+        // The best that fits: a little more for `a` (a tenth of the increase past what was
+        // achieved) does not fit two GPUs.
+        let more = vec![p2.achieved[0] + 0.1 * (30000.0 - p2.achieved[0]), 3000.0];
+        assert!(d.replan_for(&first, &more, Direction::Up).unwrap().is_none(), "{more:?} fits too");
+    }
+}

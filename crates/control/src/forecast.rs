@@ -1,0 +1,310 @@
+//! What one service's load will be over the next horizon, from what the controller has seen.
+//!
+//! Each window the controller records the service's measured rate. The forecast for the next
+//! `horizon` seconds is the larger of the level and what is ahead (the season where earlier days cover it, else the trend):
+//!
+//! - the **level**: the EWMA of the windows (one noisy window moves it by its weight only; a
+//!   rise past the capacity is met by the controller's check of the measured load and by the
+//!   alarm, not by the forecast);
+//! - the **trend** (until earlier days cover this time of day): the level plus the slope of the
+//!   last hour times the horizon, so that a ramp is met before it arrives. The slope is the median of the slopes between every two
+//!   windows (Theil-Sen), over at least 5 windows, and counts only when rising: one odd window
+//!   (a burst, the partial window of a cold start) does not tilt it. It adds at most the level
+//!   again;
+//! - the **season**: for each earlier day (up to 7) with windows around this time, how much the
+//!   load grew from the 10 minutes before this time of day to its peak over the horizon after;
+//!   the median growth times the mean of the last 10 minutes. A daily ramp is then planned for as
+//!   it starts, from what the same hour did before, without waiting to see it; where earlier
+//!   days cover the hour, this replaces the trend (a fitted slope overshoots a ramp that levels
+//!   off, and lags one that steepens).
+//!
+//! and the plan adds `headroom` plus `burst_factor` times the **burstiness**: the median relative
+//! change from one window to the next over the last two hours (the noise a service is known for; a rare burst or a step in the load does not move a median, and the alarm meets
+//! those). [`History`] keeps at most 8 days of windows.
+
+use std::collections::VecDeque;
+
+use crate::settings::{Mode, Settings};
+
+/// Seconds in a day (the season's period).
+pub const DAY_S: f64 = 86_400.0;
+/// Days of windows kept.
+const KEEP_DAYS: f64 = 8.0;
+/// Seconds of windows the trend is fitted on.
+const TREND_S: f64 = 3600.0;
+/// Seconds of windows the burstiness is measured over.
+const BURST_S: f64 = 7200.0;
+/// Seconds before "now" a day's baseline is taken over.
+const SEASON_BASE_S: f64 = 600.0;
+
+/// One service's measured windows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// (window end, rate) in time order.
+    windows: VecDeque<(f64, f64)>,
+    ewma: Option<f64>,
+    /// Relative change of each window from the one before it, with their times.
+    deviations: VecDeque<(f64, f64)>,
+}
+
+/// A forecast and how it was made (for the log and the report).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Forecast {
+    pub level: f64,
+    pub trend: f64,
+    pub season: f64,
+    pub burstiness: f64,
+    /// What to plan for: the level or what is ahead, with headroom.
+    pub value: f64,
+}
+
+impl History {
+    /// Record the window ending at `now_s` with rate `rate` (its EWMA weight `ewma`).
+    pub fn push(&mut self, now_s: f64, rate: f64, ewma: f64) {
+        let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+        if let Some(&(_, prev)) = self.windows.back() {
+            if prev > 0.0 {
+                self.deviations.push_back((now_s, ((rate - prev) / prev).abs().min(10.0)));
+            }
+        }
+        self.ewma = Some(match self.ewma {
+            Some(e) => e + ewma * (rate - e),
+            None => rate,
+        });
+        self.windows.push_back((now_s, rate));
+        while self.windows.front().is_some_and(|(t, _)| now_s - t > KEEP_DAYS * DAY_S) {
+            self.windows.pop_front();
+        }
+        while self.deviations.front().is_some_and(|(t, _)| now_s - t > BURST_S) {
+            self.deviations.pop_front();
+        }
+    }
+
+    /// Start from a known rate (the one the node was planned for) with no windows yet.
+    pub fn seed(&mut self, rate: f64) {
+        if self.ewma.is_none() && rate.is_finite() {
+            self.ewma = Some(rate.max(0.0));
+        }
+    }
+
+    pub fn last(&self) -> Option<f64> {
+        self.windows.back().map(|w| w.1)
+    }
+
+    pub fn ewma(&self) -> f64 {
+        self.ewma.unwrap_or(0.0)
+    }
+
+    /// Windows recorded.
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// The rising slope of the windows of the last [`TREND_S`], rate per second: the median of
+    /// the pairwise slopes (Theil-Sen; 0 when falling or fewer than 5 windows).
+    fn slope(&self, now_s: f64) -> f64 {
+        // A cold start is no trend: the windows before the first traffic, and the first window
+        // with traffic (it saw part of its length), are left out.
+        let warm_from = self.windows.iter().find(|w| w.1 > 0.0).map_or(f64::INFINITY, |w| w.0);
+        let pts: Vec<(f64, f64)> = self.windows.iter().filter(|(t, _)| now_s - t <= TREND_S && *t > warm_from).copied().collect();
+        if pts.len() < 5 {
+            return 0.0;
+        }
+        let mut slopes = Vec::with_capacity(pts.len() * (pts.len() - 1) / 2);
+        for (i, a) in pts.iter().enumerate() {
+            for b in &pts[i + 1..] {
+                if b.0 > a.0 {
+                    slopes.push((b.1 - a.1) / (b.0 - a.0));
+                }
+            }
+        }
+        median(&mut slopes).max(0.0)
+    }
+
+    /// Mean rate of the windows ending in `(from, to]`, if any.
+    fn mean_in(&self, from: f64, to: f64) -> Option<f64> {
+        let (mut sum, mut n) = (0.0, 0usize);
+        for (t, r) in &self.windows {
+            if *t > from && *t <= to {
+                sum += r;
+                n += 1;
+            }
+        }
+        (n > 0).then(|| sum / n as f64)
+    }
+
+    /// Largest rate of the windows ending in `(from, to]`, if any.
+    fn max_in(&self, from: f64, to: f64) -> Option<f64> {
+        self.windows.iter().filter(|(t, _)| *t > from && *t <= to).map(|w| w.1).reduce(f64::max)
+    }
+
+    /// The median over earlier days of the growth from the 10 minutes before this time of day to
+    /// the peak over the horizon after it (`None` when no earlier day covers it).
+    fn seasonal_growth(&self, now_s: f64, horizon_s: f64) -> Option<f64> {
+        let mut growth: Vec<f64> = Vec::new();
+        for d in 1..=7 {
+            let then = now_s - d as f64 * DAY_S;
+            let (Some(base), Some(peak)) = (self.mean_in(then - SEASON_BASE_S, then), self.max_in(then, then + horizon_s)) else { continue };
+            if base > 0.0 {
+                growth.push((peak / base).clamp(0.25, 8.0));
+            }
+        }
+        if growth.is_empty() {
+            return None;
+        }
+        Some(median(&mut growth))
+    }
+
+    /// The median relative change between consecutive recent windows.
+    fn burstiness(&self) -> f64 {
+        if self.deviations.len() < 3 {
+            return 0.0;
+        }
+        let mut d: Vec<f64> = self.deviations.iter().map(|d| d.1).collect();
+        median(&mut d)
+    }
+
+    /// The forecast at `now_s` under `s` (see the module doc).
+    pub fn forecast(&self, now_s: f64, s: &Settings) -> Forecast {
+        match s.mode {
+            Mode::Reactive => {
+                // A rise counts at once, a fall as the EWMA follows it.
+                let level = self.last().unwrap_or(0.0).max(self.ewma());
+                Forecast { level, trend: level, season: level, burstiness: 0.0, value: level * (1.0 + s.headroom) }
+            }
+            Mode::Forecast => {
+                let level = self.ewma();
+                let trend = level + (self.slope(now_s) * s.horizon_s).min(level);
+                let recent = self.mean_in(now_s - SEASON_BASE_S, now_s).unwrap_or(level);
+                let growth = self.seasonal_growth(now_s, s.horizon_s);
+                let season = recent * growth.unwrap_or(1.0);
+                let burstiness = self.burstiness();
+                // Earlier days know this hour's shape better than the last 20 minutes' slope.
+                let ahead = if growth.is_some() { season } else { trend };
+                let value = level.max(ahead) * (1.0 + s.headroom + s.burst_factor * burstiness);
+                Forecast { level, trend, season, burstiness, value }
+            }
+        }
+    }
+}
+
+/// The median of `v` (0 when empty).
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forecast_settings() -> Settings {
+        Settings { burst_factor: 0.0, headroom: 0.0, ..Settings::default() }
+    }
+
+    #[test]
+    fn a_steady_load_is_forecast_as_itself_and_reactive_adds_only_headroom() {
+        let mut h = History::default();
+        for i in 0..30 {
+            h.push(i as f64 * 60.0, 100.0, 0.5);
+        }
+        let f = h.forecast(1800.0, &forecast_settings());
+        assert!((f.value - 100.0).abs() < 1e-9, "{f:?}");
+        let r = h.forecast(1800.0, &Settings { headroom: 0.1, ..Settings::default().reactive() });
+        assert!((r.value - 110.0).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn a_ramp_is_planned_for_before_it_arrives() {
+        let mut h = History::default();
+        // +1 req/s every minute for 20 minutes.
+        for i in 0..=20 {
+            h.push(i as f64 * 60.0, 100.0 + i as f64, 0.5);
+        }
+        let f = h.forecast(1200.0, &Settings { horizon_s: 1800.0, ..forecast_settings() });
+        // Slope 1/60 per s over a 30-minute horizon: +30.
+        assert!((f.trend - 150.0).abs() < 1.0, "{f:?}");
+        assert!(f.value >= f.trend);
+    }
+
+    #[test]
+    fn yesterdays_ramp_is_planned_for_as_todays_starts() {
+        let mut h = History::default();
+        // Day 0: 100 until 08:00, then 300 from 08:20.
+        let rate = |t: f64| if (t % DAY_S) < 8.0 * 3600.0 { 100.0 } else if (t % DAY_S) < 8.0 * 3600.0 + 1200.0 { 200.0 } else { 300.0 };
+        let mut t = 0.0;
+        while t < DAY_S + 8.0 * 3600.0 {
+            h.push(t, rate(t), 0.5);
+            t += 60.0;
+        }
+        // Day 1 at 08:00: the load is still 100, yesterday it doubled over the next 10 minutes
+        // (the default horizon) and tripled over the next half hour.
+        let f = h.forecast(DAY_S + 8.0 * 3600.0 - 60.0, &forecast_settings());
+        assert!(f.season > 190.0 && f.value > 190.0, "{f:?}");
+        let f = h.forecast(DAY_S + 8.0 * 3600.0 - 60.0, &Settings { horizon_s: 1800.0, ..forecast_settings() });
+        assert!(f.season > 250.0 && f.value > 250.0, "{f:?}");
+        // Reactive sees only 100.
+        assert!((h.forecast(DAY_S + 8.0 * 3600.0 - 60.0, &Settings::default().reactive()).level - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_bursty_service_is_given_more_headroom_than_a_smooth_one() {
+        let s = Settings { headroom: 0.0, burst_factor: 2.0, ..Settings::default() };
+        let (mut smooth, mut bursty) = (History::default(), History::default());
+        for i in 0..60 {
+            smooth.push(i as f64 * 60.0, 100.0, 0.5);
+            bursty.push(i as f64 * 60.0, if i % 2 == 0 { 130.0 } else { 100.0 }, 0.5);
+        }
+        let (a, b) = (smooth.forecast(3600.0, &s), bursty.forecast(3600.0, &s));
+        assert!(a.burstiness < 1e-9 && b.burstiness > 0.05, "{a:?} {b:?}");
+        assert!(b.value > a.value * 1.1);
+    }
+
+    /// Regression (issue 32, live): a first window with 1 s of traffic, then the real load: no
+    /// trend or burstiness is read into that step.
+    #[test]
+    fn a_cold_start_is_no_trend() {
+        let mut h = History::default();
+        h.seed(100.0);
+        h.push(60.0, 1.7, 0.5);
+        for i in 2..=8 {
+            h.push(i as f64 * 60.0, 100.0, 0.5);
+        }
+        let f = h.forecast(480.0, &forecast_settings());
+        assert!(f.value <= 100.0 + 1e-9 && f.burstiness < 0.05, "{f:?}");
+        // Clients that connect after a few empty windows: the step from nothing is no ramp.
+        let mut h = History::default();
+        h.seed(600.0);
+        for (i, r) in [0.0, 0.0, 0.0, 240.0, 600.0, 600.0, 600.0, 600.0, 600.0, 600.0].iter().enumerate() {
+            h.push((i + 1) as f64 * 10.0, *r, 0.5);
+        }
+        let f = h.forecast(100.0, &forecast_settings());
+        assert!(f.trend <= f.level + 1e-9, "{f:?}");
+        // One burst window does not tilt a flat load either.
+        let mut h = History::default();
+        for i in 0..20 {
+            h.push(i as f64 * 60.0, if i == 17 { 400.0 } else { 100.0 }, 0.5);
+        }
+        let f = h.forecast(1140.0, &forecast_settings());
+        assert!(f.trend <= f.level + 1e-9 && f.burstiness < 0.05, "{f:?}");
+    }
+
+    #[test]
+    fn only_eight_days_are_kept() {
+        let mut h = History::default();
+        let mut t = 0.0;
+        while t < 10.0 * DAY_S {
+            h.push(t, 1.0, 0.5);
+            t += 600.0;
+        }
+        assert!(h.len() <= (KEEP_DAYS * DAY_S / 600.0) as usize + 1, "{}", h.len());
+    }
+}

@@ -1,0 +1,369 @@
+//! A node the controller changes, and the executor that applies a transition's steps to it with
+//! rollback.
+//!
+//! [`Node`] is the narrow interface: create or destroy an instance, start or stop a segment's
+//! workers, change a batch size, and (for best-effort jobs) make room before a transition and
+//! fill it after. The live node ([`crate::live`]) does it with MIG, MPS daemons and the router;
+//! the simulated node ([`crate::sim::SimNode`]) with a clock and costs; tests with a recording
+//! fake that fails where told.
+//!
+//! [`Executor::run`] applies the steps in order and records how to undo each completed one.
+//! When a step fails, the completed ones are undone newest first, so the node is back to what it
+//! served before (an instance destroyed is created again, workers stopped are started again,
+//! batch sizes are put back); when an undo fails too, the error says both.
+
+use std::future::Future;
+
+use parva_core::deploy::Segment;
+
+use crate::steps::Step;
+
+/// Why a node operation failed (the node's own words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NodeError(pub String);
+
+impl From<String> for NodeError {
+    fn from(s: String) -> Self {
+        NodeError(s)
+    }
+}
+
+impl From<&str> for NodeError {
+    fn from(s: &str) -> Self {
+        NodeError(s.into())
+    }
+}
+
+/// A node the controller changes (see the module doc). Operations run one at a time.
+pub trait Node {
+    /// The segments serving now.
+    fn serving(&self) -> Vec<Segment>;
+    /// Create `seg`'s instance (and its MPS daemon); its workers are not started.
+    fn create_instance(&mut self, seg: &Segment) -> impl Future<Output = Result<(), NodeError>>;
+    /// Start `seg`'s workers on its existing instance; once ready, the router sends it requests.
+    fn start(&mut self, seg: &Segment) -> impl Future<Output = Result<(), NodeError>>;
+    /// Stop sending to the segment at (`gpu`, `placement`), let it finish, stop its workers;
+    /// returns the segment (as [`Node::start`] takes it back).
+    fn stop(&mut self, gpu: u32, placement: u8) -> impl Future<Output = Result<Segment, NodeError>>;
+    /// Destroy the instance at (`gpu`, `placement`) (its workers stopped).
+    fn destroy_instance(&mut self, gpu: u32, placement: u8) -> impl Future<Output = Result<(), NodeError>>;
+    /// Change the batch size of the serving segment at (`gpu`, `placement`).
+    fn rebatch(&mut self, gpu: u32, placement: u8, batch: u32) -> impl Future<Output = Result<(), NodeError>>;
+    /// Before the steps: make room for `created` (reclaim best-effort jobs from their slots).
+    fn before(&mut self, _created: &[Segment]) -> impl Future<Output = Result<(), NodeError>> {
+        async { Ok(()) }
+    }
+    /// After the steps, applied or undone: fill what is free again (best-effort jobs).
+    fn after(&mut self) -> impl Future<Output = ()> {
+        async {}
+    }
+}
+
+/// How to undo a completed operation.
+#[derive(Debug, Clone, PartialEq)]
+enum Undo {
+    /// An instance was created: destroy it.
+    Created { gpu: u32, placement: u8 },
+    /// Workers were started: stop them.
+    Started { gpu: u32, placement: u8 },
+    /// Workers were stopped: start them again.
+    Stopped { seg: Segment },
+    /// An instance was destroyed: create it again.
+    Destroyed { seg: Segment },
+    /// A batch size was changed from `old`.
+    Rebatched { gpu: u32, placement: u8, old: u32 },
+}
+
+/// A transition that did not complete.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("step {step} of {total} ({what}) failed: {cause}; {}", match rollback { Ok(n) => format!("the {n} operation(s) before it were undone, the node serves what it served before"), Err(e) => format!("undoing the operations before it ALSO failed: {e}") })]
+pub struct StepFailed {
+    pub step: usize,
+    pub total: usize,
+    pub what: String,
+    pub cause: NodeError,
+    /// The operations undone, or why undoing failed.
+    pub rollback: Result<usize, String>,
+}
+
+/// Applies steps to a node, undoing them all when one fails (see the module doc).
+pub struct Executor<'a, N: Node> {
+    node: &'a mut N,
+    undo: Vec<Undo>,
+}
+
+impl<'a, N: Node> Executor<'a, N> {
+    pub fn new(node: &'a mut N) -> Self {
+        Executor { node, undo: Vec::new() }
+    }
+
+    /// Apply `steps` in order; on a failure, undo what was done and say so.
+    pub async fn run(mut self, steps: &[Step]) -> Result<(), StepFailed> {
+        for (i, step) in steps.iter().enumerate() {
+            if let Err(cause) = self.apply(step).await {
+                let rollback = self.roll_back().await;
+                return Err(StepFailed { step: i + 1, total: steps.len(), what: step.describe(), cause, rollback });
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, step: &Step) -> Result<(), NodeError> {
+        match step {
+            Step::Create { segment } => {
+                self.node.create_instance(segment).await?;
+                self.undo.push(Undo::Created { gpu: segment.gpu, placement: segment.placement });
+                self.node.start(segment).await?;
+                self.undo.push(Undo::Started { gpu: segment.gpu, placement: segment.placement });
+            }
+            Step::Drain { gpu, placement, .. } => {
+                let seg = self.node.stop(*gpu, *placement).await?;
+                self.undo.push(Undo::Stopped { seg });
+            }
+            Step::Destroy { gpu, placement, .. } => {
+                let serving = self.node.serving().into_iter().find(|s| (s.gpu, s.placement) == (*gpu, *placement));
+                let seg = match serving {
+                    Some(_) => {
+                        let seg = self.node.stop(*gpu, *placement).await?;
+                        self.undo.push(Undo::Stopped { seg: seg.clone() });
+                        Some(seg)
+                    }
+                    None => self.stopped(*gpu, *placement),
+                };
+                self.node.destroy_instance(*gpu, *placement).await?;
+                let seg = seg.ok_or_else(|| NodeError(format!("no segment known on GPU {gpu} {{{placement}}} to destroy")))?;
+                self.undo.push(Undo::Destroyed { seg });
+            }
+            Step::Rebatch { gpu, placement, batch, .. } => {
+                let old = self
+                    .node
+                    .serving()
+                    .into_iter()
+                    .find(|s| (s.gpu, s.placement) == (*gpu, *placement))
+                    .map(|s| s.batch_size)
+                    .ok_or_else(|| NodeError(format!("no segment serving on GPU {gpu} {{{placement}}} to rebatch")))?;
+                self.node.rebatch(*gpu, *placement, *batch).await?;
+                self.undo.push(Undo::Rebatched { gpu: *gpu, placement: *placement, old });
+            }
+        }
+        Ok(())
+    }
+
+    /// The segment a completed drain of (`gpu`, `placement`) stopped, if any.
+    fn stopped(&self, gpu: u32, placement: u8) -> Option<Segment> {
+        self.undo.iter().rev().find_map(|u| match u {
+            Undo::Stopped { seg } if (seg.gpu, seg.placement) == (gpu, placement) => Some(seg.clone()),
+            _ => None,
+        })
+    }
+
+    /// Undo the completed operations, newest first. `Ok(n)`: n undone.
+    async fn roll_back(&mut self) -> Result<usize, String> {
+        let mut n = 0;
+        while let Some(u) = self.undo.pop() {
+            let done = match &u {
+                Undo::Created { gpu, placement } => self.node.destroy_instance(*gpu, *placement).await,
+                Undo::Started { gpu, placement } => self.node.stop(*gpu, *placement).await.map(|_| ()),
+                Undo::Stopped { seg } => self.node.start(seg).await,
+                Undo::Destroyed { seg } => self.node.create_instance(seg).await,
+                Undo::Rebatched { gpu, placement, old } => self.node.rebatch(*gpu, *placement, *old).await,
+            };
+            if let Err(e) = done {
+                return Err(format!("undoing {u:?}: {e} ({n} undone before it; {} left)", self.undo.len()));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Run a future that never waits (the simulated node's operations) to completion.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+    fn noop(_: *const ()) {}
+    fn clone(p: *const ()) -> RawWaker {
+        RawWaker::new(p, &VTABLE)
+    }
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: the vtable's functions do nothing with the (null) data pointer.
+    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        // A simulated operation is always ready; anything else is a bug in the caller.
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A recording node that enforces the real rules (one instance per slot, workers only on an
+    //! instance, destroy only when stopped) and fails the operations it is told to.
+
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct FakeNode {
+        /// Instances by slot, and whether their workers run.
+        pub instances: BTreeMap<(u32, u8), (Segment, bool)>,
+        pub calls: Vec<String>,
+        /// Fail the n-th call (1-based) whose text starts with the prefix.
+        pub fail: Vec<(String, usize)>,
+        seen: BTreeMap<String, usize>,
+    }
+
+    impl FakeNode {
+        pub fn with(segments: &[Segment]) -> Self {
+            FakeNode { instances: segments.iter().map(|s| ((s.gpu, s.placement), (s.clone(), true))).collect(), ..Default::default() }
+        }
+
+        fn call(&mut self, text: String) -> Result<(), NodeError> {
+            self.calls.push(text.clone());
+            for (prefix, nth) in &self.fail {
+                if text.starts_with(prefix.as_str()) {
+                    let c = self.seen.entry(prefix.clone()).or_default();
+                    *c += 1;
+                    if c == nth {
+                        return Err(NodeError(format!("injected failure of {text}")));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Node for FakeNode {
+        fn serving(&self) -> Vec<Segment> {
+            self.instances.values().filter(|(_, on)| *on).map(|(s, _)| s.clone()).collect()
+        }
+        async fn create_instance(&mut self, seg: &Segment) -> Result<(), NodeError> {
+            self.call(format!("create_instance {} {}", seg.gpu, seg.placement))?;
+            if self.instances.contains_key(&(seg.gpu, seg.placement)) {
+                return Err("an instance is there already".into());
+            }
+            self.instances.insert((seg.gpu, seg.placement), (seg.clone(), false));
+            Ok(())
+        }
+        async fn start(&mut self, seg: &Segment) -> Result<(), NodeError> {
+            self.call(format!("start {} {}", seg.gpu, seg.placement))?;
+            match self.instances.get_mut(&(seg.gpu, seg.placement)) {
+                Some((s, on)) if !*on => {
+                    *s = seg.clone();
+                    *on = true;
+                    Ok(())
+                }
+                _ => Err("no stopped instance there".into()),
+            }
+        }
+        async fn stop(&mut self, gpu: u32, placement: u8) -> Result<Segment, NodeError> {
+            self.call(format!("stop {gpu} {placement}"))?;
+            match self.instances.get_mut(&(gpu, placement)) {
+                Some((s, on)) if *on => {
+                    *on = false;
+                    Ok(s.clone())
+                }
+                _ => Err("nothing serving there".into()),
+            }
+        }
+        async fn destroy_instance(&mut self, gpu: u32, placement: u8) -> Result<(), NodeError> {
+            self.call(format!("destroy_instance {gpu} {placement}"))?;
+            match self.instances.get(&(gpu, placement)) {
+                Some((_, false)) => {
+                    self.instances.remove(&(gpu, placement));
+                    Ok(())
+                }
+                Some((_, true)) => Err("its workers still run".into()),
+                None => Err("no instance there".into()),
+            }
+        }
+        async fn rebatch(&mut self, gpu: u32, placement: u8, batch: u32) -> Result<(), NodeError> {
+            self.call(format!("rebatch {gpu} {placement} {batch}"))?;
+            match self.instances.get_mut(&(gpu, placement)) {
+                Some((s, true)) => {
+                    s.batch_size = batch;
+                    Ok(())
+                }
+                _ => Err("nothing serving there".into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeNode;
+    use super::*;
+
+    fn seg(gpu: u32, placement: u8, size: u8, service: &str) -> Segment {
+        Segment {
+            node: 0,
+            gpu,
+            service: service.into(),
+            model: "m".into(),
+            placement,
+            instance_size: size,
+            batch_size: 4,
+            num_proc: 1,
+            profile: None,
+            gpu_type: None,
+            throughput: Some(100.0),
+            rate: Some(50.0),
+            slo_ms: Some(100.0),
+            margin_ms: None,
+        }
+    }
+
+    fn transition() -> Vec<Step> {
+        vec![
+            Step::Rebatch { gpu: 0, placement: 4, service: "b".into(), batch: 8 },
+            Step::Create { segment: seg(1, 0, 7, "a") },
+            Step::Drain { gpu: 0, placement: 0, service: "a".into() },
+            Step::Destroy { gpu: 0, placement: 0, service: "a".into() },
+        ]
+    }
+
+    #[test]
+    fn a_transition_applies_in_order() {
+        let start = FakeNode::with(&[seg(0, 0, 4, "a"), seg(0, 4, 3, "b")]);
+        let mut node = start.clone();
+        block_on(Executor::new(&mut node).run(&transition())).unwrap();
+        let serving: Vec<(u32, u8, u32)> = node.serving().iter().map(|s| (s.gpu, s.placement, s.batch_size)).collect();
+        assert_eq!(serving, vec![(0, 4, 8), (1, 0, 4)]);
+    }
+
+    /// Regression (issue 32): the rollback test injected its failure at the first step, so the
+    /// undo stack was always empty. Here the 2nd, 3rd and 4th steps fail in turn: every completed
+    /// operation is undone newest first and the node is exactly its checkpoint again.
+    #[test]
+    fn a_failure_at_a_later_step_undoes_the_completed_ones_in_reverse() {
+        let start = FakeNode::with(&[seg(0, 0, 4, "a"), seg(0, 4, 3, "b")]);
+        for (fail, step, undone) in [("start 1 0", 2, 2), ("stop 0 0", 3, 3), ("destroy_instance 0 0", 4, 4)] {
+            let mut node = start.clone();
+            node.fail = vec![(fail.to_string(), 1)];
+            let e = block_on(Executor::new(&mut node).run(&transition())).unwrap_err();
+            assert_eq!((e.step, e.rollback.clone()), (step, Ok(undone)), "{e}");
+            assert!(e.to_string().contains("the node serves what it served before"), "{e}");
+            assert_eq!(node.instances, start.instances, "failing at {fail}: {:#?}", node.calls);
+            // The undo calls are the completed ones in reverse.
+            let after: Vec<&String> = node.calls.iter().skip_while(|c| !c.starts_with(fail)).skip(1).collect();
+            assert_eq!(after.last().map(|c| c.as_str()), Some("rebatch 0 4 4"), "the first step is undone last: {after:?}");
+        }
+    }
+
+    #[test]
+    fn an_undo_that_fails_says_so() {
+        let mut node = FakeNode::with(&[seg(0, 0, 4, "a"), seg(0, 4, 3, "b")]);
+        // Destroying a fails; undoing its drain (starting a again) fails too.
+        node.fail = vec![("destroy_instance 0 0".into(), 1), ("start 0 0".into(), 1)];
+        let e = block_on(Executor::new(&mut node).run(&transition())).unwrap_err();
+        assert_eq!(e.step, 4);
+        let why = e.rollback.clone().unwrap_err();
+        assert!(why.contains("undoing Stopped") && why.contains("injected failure of start 0 0"), "{why}");
+        assert!(e.to_string().contains("ALSO failed"), "{e}");
+    }
+}
