@@ -18,8 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, Namespace, PodSpec, PodTemplateSpec, Probe,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, LocalObjectReference, Namespace, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -28,6 +29,45 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use parva_core::DeploymentMap;
 use parva_core::mig::GpuType;
 use parva_core::segments::SegmentId;
+
+/// The label naming a segment pod's service (PodDisruptionBudgets select on it).
+pub const SERVICE_LABEL: &str = "parva.io/service";
+
+/// An object name for `name` (a service name: any case, `_` and `.`): `<prefix>-<name, lower
+/// case, '-' for the rest>-<digest>`, at most 63 characters, distinct for distinct names.
+pub fn object_name(prefix: &str, name: &str) -> String {
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let d = digest(name);
+    let short = &d[..d.len().min(8)];
+    let room = 63usize.saturating_sub(prefix.len() + short.len() + 2);
+    let mut middle: String = clean.chars().take(room).collect();
+    while middle.ends_with('-') {
+        middle.pop();
+    }
+    format!("{prefix}-{middle}-{short}").replace("--", "-")
+}
+
+/// The ServiceMonitor (Prometheus Operator) for the router's and the segments' `/metrics`:
+/// YAML text, since its kind is a CustomResourceDefinition's.
+pub fn service_monitor(prefix: &str, ns: &str) -> String {
+    format!(
+        "# Prometheus Operator: scrape /metrics of the parva router and segments (parva export k8s).\n\
+         # A CustomResourceDefinition's kind: needs the Prometheus Operator's CRDs in the cluster.\n\
+         apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: {prefix}\n  namespace: {ns}\n  labels:\n    \
+         app.kubernetes.io/part-of: parva\n    app.kubernetes.io/managed-by: parva\nspec:\n  selector:\n    matchLabels:\n      \
+         app.kubernetes.io/part-of: parva\n  namespaceSelector:\n    matchNames:\n    - {ns}\n  endpoints:\n  - port: http\n    path: /metrics\n    interval: 15s\n"
+    )
+}
+
+/// The GPU Operator's ClusterPolicy settings parva needs, as a merge patch
+/// (`kubectl patch clusterpolicies.nvidia.com/cluster-policy --type merge --patch-file ...`).
+pub fn cluster_policy_patch(config_map: &str) -> String {
+    format!(
+        "# The GPU Operator settings parva's MIG layouts need (parva export k8s). Apply with:\n\
+         #   kubectl patch clusterpolicies.nvidia.com/cluster-policy --type merge --patch-file cluster-policy-patch.yaml\n\
+         spec:\n  mig:\n    strategy: mixed\n  migManager:\n    enabled: true\n    config:\n      name: {config_map}\n      default: all-disabled\n"
+    )
+}
 
 /// The port every parva container serves KServe v2 on.
 pub const PORT: i32 = 8000;
@@ -54,6 +94,11 @@ pub struct Options {
     pub node_names: BTreeMap<u32, String>,
     /// Memory limit of a segment pod per worker process, MiB.
     pub memory_per_process_mib: u64,
+    /// Size of the memory-backed `/dev/shm` of a segment pod per worker process, MiB (the
+    /// workers' shared-memory slabs; counted in the pod's memory too).
+    pub shm_mib_per_process: u64,
+    /// An image pull secret for every pod.
+    pub image_pull_secret: Option<String>,
 }
 
 /// Why workloads cannot be written.
@@ -63,6 +108,8 @@ pub enum K8sError {
     Prefix(String),
     #[error("--serving-namespace {0:?}: must be a DNS label (lower-case letters, digits and '-', at most 63)")]
     Namespace(String),
+    #[error("--image-pull-secret {0:?}: must be a Secret name (lower-case letters, digits and '-')")]
+    PullSecret(String),
     #[error("segment {segment} (service {service:?}): {problem}")]
     Segment { segment: SegmentId, service: String, problem: String },
     #[error("YAML: {0}")]
@@ -93,6 +140,8 @@ pub struct Workloads {
     pub segments: BTreeMap<SegmentId, SegmentObjects>,
     pub router: Deployment,
     pub router_service: Service,
+    /// Per service: at most one of its segment pods evicted at a time (a node drain).
+    pub pdbs: BTreeMap<String, PodDisruptionBudget>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -157,6 +206,12 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
         return Err(K8sError::Namespace(o.namespace.clone()));
     }
     let ns = o.namespace.as_str();
+    if let Some(secret) = &o.image_pull_secret {
+        if !dns_label(secret, 253) {
+            return Err(K8sError::PullSecret(secret.clone()));
+        }
+    }
+    let pull_secrets = o.image_pull_secret.as_ref().map(|n| vec![LocalObjectReference { name: n.clone() }]);
     let common = [("app.kubernetes.io/part-of", "parva"), ("app.kubernetes.io/managed-by", "parva")];
     let (map_vol, map_mount) = map_volume(&o.prefix);
     let map_path = format!("{MAP_DIR}/map.csv");
@@ -170,11 +225,18 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
         let node_text = seg.node.to_string();
         let id_text = id.to_string();
         let mut l = labels(&common);
-        l.extend(labels(&[("app.kubernetes.io/name", "parva-segment"), ("app.kubernetes.io/component", "segment"), (SEGMENT_LABEL, &id_text), (NODE_LABEL, &node_text)]));
+        l.extend(labels(&[
+            ("app.kubernetes.io/name", "parva-segment"),
+            ("app.kubernetes.io/component", "segment"),
+            (SEGMENT_LABEL, &id_text),
+            (NODE_LABEL, &node_text),
+            (SERVICE_LABEL, &seg.service),
+        ]));
         let selector = labels(&[(SEGMENT_LABEL, &id_text)]);
         let procs = u64::from(seg.num_proc.max(1));
         let cpu = procs.to_string();
-        let memory = format!("{}Mi", procs.saturating_mul(o.memory_per_process_mib));
+        let shm_mib = procs.saturating_mul(o.shm_mib_per_process);
+        let memory = format!("{}Mi", procs.saturating_mul(o.memory_per_process_mib).saturating_add(shm_mib));
         let mig = mig_resource(profile.name);
         let container = Container {
             name: "segment".into(),
@@ -198,7 +260,12 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
             startup_probe: Some(http_probe("/v2/health/live", 5, 120)),
             readiness_probe: Some(http_probe("/v2/health/ready", 2, 2)),
             liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
-            volume_mounts: Some(vec![map_mount.clone(), VolumeMount { name: "run".into(), mount_path: "/run/parva".into(), ..VolumeMount::default() }]),
+            volume_mounts: Some(vec![
+                map_mount.clone(),
+                VolumeMount { name: "run".into(), mount_path: "/run/parva".into(), ..VolumeMount::default() },
+                // The workers' slabs: a container's /dev/shm is 64 MiB unless mounted.
+                VolumeMount { name: "shm".into(), mount_path: "/dev/shm".into(), ..VolumeMount::default() },
+            ]),
             ..Container::default()
         };
         let mut pod_meta = ObjectMeta { labels: Some(l.clone()), ..ObjectMeta::default() };
@@ -223,7 +290,16 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
                         node_selector: Some(labels(&[("kubernetes.io/hostname", &node_name)])),
                         tolerations: Some(vec![Toleration { key: Some("nvidia.com/gpu".into()), operator: Some("Exists".into()), effect: Some("NoSchedule".into()), ..Toleration::default() }]),
                         containers: vec![container],
-                        volumes: Some(vec![map_vol.clone(), Volume { name: "run".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }]),
+                        volumes: Some(vec![
+                            map_vol.clone(),
+                            Volume { name: "run".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                            Volume {
+                                name: "shm".into(),
+                                empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity(format!("{shm_mib}Mi"))) }),
+                                ..Volume::default()
+                            },
+                        ]),
+                        image_pull_secrets: pull_secrets.clone(),
                         // Draining lets in-flight requests finish (the router has ejected it by then).
                         termination_grace_period_seconds: Some(30),
                         ..PodSpec::default()
@@ -278,6 +354,7 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
                         ..Container::default()
                     }],
                     volumes: Some(vec![map_vol]),
+                    image_pull_secrets: pull_secrets.clone(),
                     ..PodSpec::default()
                 }),
             },
@@ -287,7 +364,25 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
     };
     let router_service = service_for(&router_name, ns, &rl, router_selector);
     let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels(&common)), ..ObjectMeta::default() }, ..Namespace::default() };
-    Ok(Workloads { namespace, map: map_cm, segments, router, router_service })
+    let services: BTreeSet<&str> = map.segments.iter().map(|s| s.service.as_str()).collect();
+    let pdbs = services
+        .into_iter()
+        .map(|svc| {
+            let mut l = labels(&common);
+            l.insert(SERVICE_LABEL.into(), svc.into());
+            let pdb = PodDisruptionBudget {
+                metadata: meta(&object_name(&o.prefix, svc), ns, &l),
+                spec: Some(PodDisruptionBudgetSpec {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    selector: Some(LabelSelector { match_labels: Some(labels(&[(SERVICE_LABEL, svc), ("app.kubernetes.io/component", "segment")])), ..LabelSelector::default() }),
+                    ..PodDisruptionBudgetSpec::default()
+                }),
+                ..PodDisruptionBudget::default()
+            };
+            (svc.to_string(), pdb)
+        })
+        .collect();
+    Ok(Workloads { namespace, map: map_cm, segments, router, router_service, pdbs })
 }
 
 /// Objects as one multi-document YAML text.
@@ -370,6 +465,7 @@ pub fn apply_script(new: &Workloads, changes: &Changes, relabelled: &[(u32, Stri
         s.push_str("kubectl apply -f namespace.yaml\n");
     }
     s.push_str("# 1. The MIG manager's layouts (every node's; only relabelled nodes act on them) and the map.\nkubectl apply -f mig-config.yaml\n");
+    s.push_str("kubectl apply -f pdb.yaml\n");
     if changes.map_changed {
         s.push_str("kubectl apply -f map.yaml\n");
     }
@@ -417,6 +513,68 @@ pub fn apply_script(new: &Workloads, changes: &Changes, relabelled: &[(u32, Stri
     s
 }
 
+/// One wave of a rollout as `apply.sh` runs it (see [`rollout_script`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveScript {
+    /// The wave's nodes: number, Kubernetes name, and the MIG config to label it with when its
+    /// layout changes (`None`: same layout, only its changed segments are replaced).
+    pub nodes: Vec<(u32, String, Option<String>)>,
+    /// Segments stopped first (old ones the wave replaces or removes).
+    pub delete: Vec<SegmentId>,
+    /// Segments started once the nodes are ready (`segments/<id>.yaml`).
+    pub apply: Vec<SegmentId>,
+    /// A comment line: each service's ready capacity during the wave against its floor.
+    pub comment: String,
+}
+
+/// `apply.sh` for a rollout from a running export (`export k8s --from OLD`): the MIG layouts'
+/// ConfigMap first; then per wave, the wave's changed segments stopped (and, for a node whose
+/// layout changes, all its segments, the node relabelled and the MIG manager waited for), the
+/// wave's map (`waves/<k>/map.yaml`: the old map with the nodes changed so far serving their new
+/// segments), its new segments started and waited for, and the router rolled to that map; the
+/// next wave starts only when this one is serving. `set -e` stops the script at the first
+/// failure, with the cluster serving what the waves so far left (each keeps every service at its
+/// floor; see `rollout.json`).
+pub fn rollout_script(new: &Workloads, waves: &[WaveScript], ns: &str) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# Roll a new parva map out wave by wave (parva export k8s --from): every service keeps ready capacity\n\
+         # for its floor throughout (rollout.json). Run from this directory with kubectl pointing at the cluster.\n\
+         # Stops at the first failure; the cluster then serves what the finished waves left.\nset -e\ncd \"$(dirname \"$0\")\"\n\
+         kubectl apply -f mig-config.yaml\nkubectl apply -f pdb.yaml\n",
+    );
+    let router = new.router.metadata.name.clone().unwrap_or_default();
+    for (k, w) in waves.iter().enumerate() {
+        let names: Vec<&str> = w.nodes.iter().map(|n| n.1.as_str()).collect();
+        s.push_str(&format!("\n# Wave {k}: {} ({})\necho \"wave {k}: {}\"\n", names.join(", "), w.comment, names.join(", ")));
+        for id in &w.delete {
+            s.push_str(&format!("kubectl delete -n {ns} deployment,service -l {SEGMENT_LABEL}={id} --ignore-not-found --wait=true\n"));
+        }
+        for (n, name, config) in &w.nodes {
+            let pods = format!("{NODE_LABEL}={n},app.kubernetes.io/component=segment");
+            if let Some(config) = config {
+                s.push_str(&format!(
+                    "kubectl delete deployment -n {ns} -l {pods} --wait=true\n\
+                     if kubectl get pods -n {ns} -l {pods} -o name | grep -q .; then\n  kubectl wait pod -n {ns} -l {pods} --for=delete --timeout=5m\nfi\n\
+                     kubectl label node {name} {CONFIG_LABEL}={config} --overwrite\n\
+                     kubectl wait node/{name} --for=jsonpath='{{.metadata.labels.nvidia\\.com/mig\\.config\\.state}}'=success --timeout=15m\n",
+                    CONFIG_LABEL = parva_gpu::migparted::CONFIG_LABEL
+                ));
+            }
+        }
+        s.push_str(&format!("kubectl apply -f waves/{k}/map.yaml\n"));
+        for id in &w.apply {
+            s.push_str(&format!("kubectl apply -f segments/{id}.yaml\n"));
+        }
+        for id in &w.apply {
+            if let Some(name) = new.segments.get(id).and_then(|o| o.deployment.metadata.name.clone()) {
+                s.push_str(&format!("kubectl rollout status -n {ns} deployment/{name} --timeout=15m\n"));
+            }
+        }
+        s.push_str(&format!("kubectl apply -f waves/{k}/router.yaml\nkubectl rollout status -n {ns} deployment/{router} --timeout=10m\n"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,7 +600,7 @@ mod tests {
     }
 
     fn opts() -> Options {
-        Options { prefix: "parva".into(), namespace: "parva".into(), image: "parva:0.1.0".into(), router_replicas: 2, node_names: BTreeMap::new(), memory_per_process_mib: 4096 }
+        Options { prefix: "parva".into(), namespace: "parva".into(), image: "parva:0.1.0".into(), router_replicas: 2, node_names: BTreeMap::new(), memory_per_process_mib: 4096, shm_mib_per_process: 256, image_pull_secret: None }
     }
 
     #[test]

@@ -76,6 +76,21 @@ struct K8sArgs {
     /// Memory limit of a segment pod per worker process, MiB.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     memory_per_process_mib: u64,
+    /// Size of each segment pod's memory-backed /dev/shm per worker process, MiB: the workers'
+    /// shared-memory slabs (a container's default /dev/shm is 64 MiB). Counted in the pod's
+    /// memory request and limit.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    shm_mib_per_process: u64,
+    /// Image pull secret (in the serving namespace) for every pod.
+    #[arg(long, value_name = "SECRET")]
+    image_pull_secret: Option<String>,
+    /// With --from: the share of each service's capacity (the lesser of the old map's and the
+    /// new one's) that stays ready at every moment of the rollout (1: all of it).
+    #[arg(long, default_value_t = 1.0)]
+    min_available: f64,
+    /// With --from: at most this many nodes change at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_unavailable_nodes: u32,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -105,6 +120,21 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
              not exported yet (deploy it with `parva deploy` on each node; nothing written)",
             gpu.id
         );
+    }
+    // The GPU Operator's namespace and the ConfigMap's name are object names: checked before
+    // anything is written.
+    let dns = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            && s.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && s.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric())
+    };
+    if !dns(&args.namespace, 63) || args.namespace.contains('.') {
+        anyhow::bail!("--namespace {:?}: must be a DNS label (lower-case letters, digits and '-', at most 63; nothing written)", args.namespace);
+    }
+    if !dns(&args.name, 253) {
+        anyhow::bail!("--name {:?}: must be a ConfigMap name (lower-case letters, digits, '-' and '.'; nothing written)", args.name);
     }
     let index_map = args.gpu_index_map.as_deref().map(parva_gpu::plan::parse_index_map).transpose()?.unwrap_or_default();
     let names = match &args.nodes {
@@ -167,6 +197,8 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         router_replicas: args.router_replicas,
         node_names: names.clone(),
         memory_per_process_mib: args.memory_per_process_mib,
+        shm_mib_per_process: args.shm_mib_per_process,
+        image_pull_secret: args.image_pull_secret.clone(),
     };
     let new = crate::k8s::workloads(&map, &map_text(&map)?, gpu, &opts)?;
     let changes = match &old_map {
@@ -177,13 +209,85 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         None => crate::k8s::Changes::all_new(&new),
     };
     let relabelled: Vec<(u32, String)> = changed.iter().map(|n| (*n, names.get(n).cloned().unwrap_or_else(|| format!("node-{n}")))).collect();
-    let script = crate::k8s::apply_script(&new, &changes, &relabelled, args.from.is_none(), &args.serving_namespace);
+    // From a running export: a rollout in waves that keeps every service at its floor, refused
+    // (nothing written) when no order can.
+    let mut wave_files: Vec<(PathBuf, String)> = Vec::new();
+    let mut rollout = None;
+    let script = match &old_map {
+        Some((p, old_map)) => {
+            let r = parva_planner::rollout::plan_rollout(old_map, &map, args.min_available, args.max_unavailable_nodes as usize)
+                .with_context(|| format!("rolling out {} after {}", args.map.display(), p.display()))?;
+            let old_objects = crate::k8s::workloads(old_map, &map_text(old_map)?, gpu, &opts)?;
+            let mut flipped: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+            let mut waves = Vec::new();
+            for (k, w) in r.waves.iter().enumerate() {
+                flipped.extend(w.nodes.iter().map(|n| n.0));
+                let last = k + 1 == r.waves.len();
+                let state = if last {
+                    map.clone()
+                } else {
+                    let mut segments: Vec<parva_core::deploy::Segment> =
+                        old_map.segments.iter().filter(|s| !flipped.contains(&s.node)).cloned().collect();
+                    segments.extend(map.segments.iter().filter(|s| flipped.contains(&s.node)).cloned());
+                    DeploymentMap { segments, jobs: Vec::new() }
+                };
+                let objects = crate::k8s::workloads(&state, &map_text(&state)?, gpu, &opts)?;
+                wave_files.push((Path::new("waves").join(k.to_string()).join("map.yaml"), crate::k8s::yaml_docs(&[&objects.map])?));
+                wave_files.push((
+                    Path::new("waves").join(k.to_string()).join("router.yaml"),
+                    crate::k8s::yaml_docs(&[&objects.router, &objects.router_service])?,
+                ));
+                let on = |id: &parva_core::segments::SegmentId| w.nodes.iter().any(|n| n.0 == id.node);
+                let relabel = |n: u32| changed.contains(&n);
+                let delete: Vec<_> = old_objects
+                    .segments
+                    .keys()
+                    .filter(|id| on(id) && (relabel(id.node) || changes.changed.contains(id) || changes.removed.contains(id)))
+                    .copied()
+                    .collect();
+                let apply: Vec<_> = changes.to_apply().into_iter().filter(|id| on(id)).collect();
+                let low: Vec<String> = w
+                    .during
+                    .iter()
+                    .filter(|(s, c)| **c + 1e-9 < r.before.get(*s).copied().unwrap_or(0.0))
+                    .map(|(s, c)| format!("{s} {c:.1}/s of {:.1}, floor {:.1}", r.before.get(s).copied().unwrap_or(0.0), r.floors.get(s).copied().unwrap_or(0.0)))
+                    .collect();
+                let comment = if low.is_empty() { "every service at its full capacity".to_string() } else { format!("ready meanwhile: {}", low.join("; ")) };
+                waves.push(crate::k8s::WaveScript {
+                    nodes: w
+                        .nodes
+                        .iter()
+                        .map(|(n, _)| {
+                            let name = names.get(n).cloned().unwrap_or_else(|| format!("node-{n}"));
+                            (*n, name, relabel(*n).then(|| config.name_of(&args.prefix, *n).unwrap_or_default().to_string()))
+                        })
+                        .collect(),
+                    delete,
+                    apply,
+                    comment,
+                });
+            }
+            let script = crate::k8s::rollout_script(&new, &waves, &args.serving_namespace);
+            rollout = Some(r);
+            script
+        }
+        None => crate::k8s::apply_script(&new, &changes, &relabelled, true, &args.serving_namespace),
+    };
     let mut files: Vec<(PathBuf, String)> = vec![
         ("mig-config.yaml".into(), manifest),
         ("config.yaml".into(), yaml),
         ("node-labels.sh".into(), labels),
         ("apply.sh".into(), script),
     ];
+    if let Some(r) = &rollout {
+        files.push(("rollout.json".into(), serde_json::to_string_pretty(r)? + "\n"));
+    }
+    // Node drains evict at most one segment of a service at a time; Prometheus scrapes every
+    // pod; the GPU Operator's settings as a patch.
+    files.push(("pdb.yaml".into(), crate::k8s::yaml_docs(&new.pdbs.values().map(|p| p as &dyn crate::k8s::erased::Yaml).collect::<Vec<_>>())?));
+    files.push(("monitoring/servicemonitor.yaml".into(), crate::k8s::service_monitor(&args.prefix, &args.serving_namespace)));
+    files.push(("cluster-policy-patch.yaml".into(), crate::k8s::cluster_policy_patch(&args.name)));
+    files.extend(wave_files);
     if args.from.is_none() {
         files.push(("namespace.yaml".into(), crate::k8s::yaml_docs(&[&new.namespace])?));
     }
@@ -196,6 +300,17 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         files.push((Path::new("segments").join(format!("{id}.yaml")), crate::k8s::yaml_docs(&[&o.deployment, &o.service])?));
     }
     std::fs::create_dir_all(args.out.join("segments")).with_context(|| format!("creating {}", args.out.join("segments").display()))?;
+    // parva owns waves/ too: an earlier rollout's waves are removed.
+    let waves_dir = args.out.join("waves");
+    if std::fs::symlink_metadata(&waves_dir).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir_all(&waves_dir).with_context(|| format!("removing {}", waves_dir.display()))?;
+    }
+    let _ = std::fs::remove_file(args.out.join("rollout.json"));
+    for (file, _) in &files {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(args.out.join(dir)).with_context(|| format!("creating {}", args.out.join(dir).display()))?;
+        }
+    }
     // Only this export's segment files: an earlier export's would be applied by `kubectl apply -f segments/`.
     for e in std::fs::read_dir(args.out.join("segments"))?.flatten() {
         if e.path().extension().is_some_and(|x| x == "yaml") {
@@ -214,7 +329,7 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         super::print_json(&serde_json::json!({
             "out": args.out, "configmap": args.name, "namespace": args.namespace,
             "configs": config.mig_configs.keys().collect::<Vec<_>>(), "nodes": nodes.len(), "relabelled": changed,
-            "serving_namespace": args.serving_namespace, "image": args.image, "segments": changes,
+            "serving_namespace": args.serving_namespace, "image": args.image, "segments": changes, "rollout": rollout,
             "files": files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
         }))?;
     } else {
@@ -235,6 +350,14 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
             changes.unchanged.len(),
             if changes.map_changed { "; map and router updated" } else { "" }
         )?;
+        if let Some(r) = &rollout {
+            outln!(
+                "rollout: {} wave(s) of at most {} node(s); every service keeps at least {} x its capacity ready (rollout.json)",
+                r.waves.len(),
+                r.max_nodes,
+                r.min_available
+            )?;
+        }
         outln!("apply in order with: sh {}", args.out.join("apply.sh").display())?;
     }
     Ok(ExitCode::SUCCESS)

@@ -38,8 +38,14 @@ fn export_and_check(map: &Path, out: &Path, extra: &[&str]) -> (MigPartedConfig,
     assert!(manifest.starts_with("apiVersion: v1\nkind: ConfigMap\n"), "{manifest}");
     // Every manifest written: the MIG manager's ConfigMap, and the serving workloads.
     let mut manifests: Vec<std::path::PathBuf> =
-        ["mig-config.yaml", "namespace.yaml", "map.yaml", "router.yaml"].iter().map(|f| out.join(f)).filter(|p| p.exists()).collect();
+        ["mig-config.yaml", "namespace.yaml", "map.yaml", "router.yaml", "pdb.yaml"].iter().map(|f| out.join(f)).filter(|p| p.exists()).collect();
     manifests.extend(std::fs::read_dir(out.join("segments")).unwrap().map(|e| e.unwrap().path()));
+    // A rollout's per-wave maps and routers.
+    if let Ok(waves) = std::fs::read_dir(out.join("waves")) {
+        for w in waves {
+            manifests.extend(std::fs::read_dir(w.unwrap().path()).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
     if let Some(v) = validator() {
         // One multi-document file: the validator's start-up and schema loading once, not per file
         // (a 1,000-service fleet has thousands of objects).
@@ -124,7 +130,18 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
     lines.remove(last);
     let changed = d.path().join("changed.csv");
     std::fs::write(&changed, lines.join("\n") + "\n").unwrap();
-    let (new, labels) = export_and_check(&changed, &d.path().join("k8s2"), &["--nodes", s(&nodes), "--from", s(&map)]);
+    // Issue 33: node 1's layout changes, so its segments all stop while it is relabelled; the
+    // services only it serves would be down. At the default floor (all of each service's
+    // capacity) that is refused before anything is written, naming the spare node that would
+    // make it safe.
+    let o = parva(&["export", "k8s", "--map", s(&changed), "--out", s(&d.path().join("refused")), "--nodes", s(&nodes), "--from", s(&map)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no order of the node changes keeps every service at its floor"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 spare node(s) of the same GPUs, each holding a copy of the current segments of node(s) 1"), "{}", stderr(&o));
+    assert!(!d.path().join("refused").exists());
+    // Accepting an outage of what node 1 serves (--min-available 0), the rollout is one wave.
+    let (new, labels) =
+        export_and_check(&changed, &d.path().join("k8s2"), &["--nodes", s(&nodes), "--from", s(&map), "--min-available", "0"]);
     assert_eq!(new.name_of("parva", 0).unwrap(), n0, "node 0 is unchanged");
     assert_ne!(new.name_of("parva", 1), config.name_of("parva", 1));
     assert!(labels.contains(&format!("# gpu-a.example: layout unchanged (nvidia.com/mig.config={n0})")), "{labels}");
@@ -146,14 +163,47 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
     let apply = std::fs::read_to_string(k2.join("apply.sh")).unwrap();
     assert!(!apply.contains("namespace.yaml") && !apply.contains("parva.io/node=0"), "{apply}");
     let at = |needle: &str| apply.find(needle).unwrap_or_else(|| panic!("{needle} not in {apply}"));
-    assert!(at("parva.io/node=1,app.kubernetes.io/component=segment --wait=true") < at("sh node-labels.sh"));
-    assert!(at("kubectl wait node/gpu-b.example") < at("kubectl apply -f segments/n1-"));
-    assert!(at("kubectl apply -f router.yaml") < at(&format!("parva.io/segment={} --ignore-not-found", gone[0])));
+    assert!(at(&format!("parva.io/segment={} --ignore-not-found", gone[0])) < at("kubectl label node gpu-b.example"));
+    assert!(at("parva.io/node=1,app.kubernetes.io/component=segment --wait=true") < at("kubectl label node gpu-b.example"));
+    assert!(at("kubectl wait node/gpu-b.example") < at("kubectl apply -f waves/0/map.yaml"));
+    assert!(at("kubectl apply -f waves/0/map.yaml") < at("kubectl apply -f segments/n1-"));
+    assert!(at("kubectl apply -f segments/n1-") < at("kubectl apply -f waves/0/router.yaml"));
+    let rollout: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(k2.join("rollout.json")).unwrap()).unwrap();
+    assert_eq!(rollout["waves"].as_array().unwrap().len(), 1, "{rollout}");
+    assert_eq!(rollout["waves"][0]["nodes"][0], serde_json::json!([1, "relayout"]), "{rollout}");
+    assert_eq!(rollout["unchanged"], serde_json::json!([0]), "{rollout}");
+    // The wave's map is the new map (the last wave's), so the router ends on it.
+    assert_eq!(std::fs::read_to_string(k2.join("waves/0/map.yaml")).unwrap(), std::fs::read_to_string(k2.join("map.yaml")).unwrap());
+    // apply.sh runs to its end against a kubectl that finds nothing.
+    run_apply_with_stub_kubectl(&k2);
     let router = std::fs::read_to_string(k2.join("router.yaml")).unwrap();
     assert!(router.contains("http://parva-{segment}.parva.svc:8000"), "{router}");
     // The first export's router rolls to the new map (its digest annotation changed).
     let digest = |t: &str| t.lines().find(|l| l.contains("parva.io/map-digest")).unwrap().to_string();
     assert_ne!(digest(&router), digest(&std::fs::read_to_string(d.path().join("k8s").join("router.yaml")).unwrap()));
+    // Issue 33: objects that run as exported. Each segment pod mounts a memory-backed /dev/shm
+    // sized for its workers' slabs (and counted in its memory); each service has a
+    // PodDisruptionBudget; the ServiceMonitor and the ClusterPolicy patch are written.
+    let seg_yaml = std::fs::read_to_string(k2.join("segments").join(&files[0])).unwrap();
+    assert!(seg_yaml.contains("mountPath: /dev/shm") && seg_yaml.contains("medium: Memory"), "{seg_yaml}");
+    let pdb = std::fs::read_to_string(k2.join("pdb.yaml")).unwrap();
+    let services: std::collections::BTreeSet<&str> = new_m.segments.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(pdb.matches("kind: PodDisruptionBudget").count(), services.len(), "{pdb}");
+    assert!(pdb.contains("maxUnavailable: 1") && pdb.contains("parva.io/service: "), "{pdb}");
+    assert!(std::fs::read_to_string(k2.join("monitoring/servicemonitor.yaml")).unwrap().contains("kind: ServiceMonitor"));
+    let patch = std::fs::read_to_string(k2.join("cluster-policy-patch.yaml")).unwrap();
+    assert!(patch.contains("strategy: mixed") && patch.contains("name: parva-mig-config"), "{patch}");
+    // --image-pull-secret reaches every pod.
+    let (_, _) = export_and_check(&map, &d.path().join("k8s3"), &["--nodes", s(&nodes), "--image-pull-secret", "registry-creds"]);
+    let router3 = std::fs::read_to_string(d.path().join("k8s3").join("router.yaml")).unwrap();
+    assert!(router3.contains("imagePullSecrets:\n") && router3.contains("name: registry-creds"), "{router3}");
+    // Bad object names are refused before anything is written.
+    for (flag, value) in [("--namespace", "Bad_NS!"), ("--serving-namespace", "Bad_NS!"), ("--image-pull-secret", "Bad Secret")] {
+        let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("bad")), flag, value]);
+        assert_eq!(o.status.code(), Some(1), "{flag}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag) && stderr(&o).contains("Bad"), "{flag}: {}", stderr(&o));
+        assert!(!d.path().join("bad").exists(), "{flag}");
+    }
     // A node the map has and --nodes does not name is refused, and nothing is written.
     std::fs::write(&nodes, "node,name\n0,gpu-a\n").unwrap();
     let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("none")), "--nodes", s(&nodes)]);

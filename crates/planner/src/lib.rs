@@ -24,6 +24,7 @@ pub mod optimal;
 pub mod parvagpu;
 pub mod replan;
 pub mod report;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -297,6 +297,45 @@ mod tests {
         Some((name.to_string(), labels, value))
     }
 
+    /// Issue 33: the Grafana dashboard in the repository (`deployment/grafana/parva-dashboard.json`)
+    /// queries only metrics this registry exports (a renamed metric fails here, not on a
+    /// blank panel).
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_parva_exports() {
+        let text = Metrics::new().encode();
+        let mut exported = std::collections::BTreeSet::new();
+        for l in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = l.split_whitespace().next().unwrap_or_default();
+            for suffix in ["", "_total", "_bucket", "_sum", "_count", "_created"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+        assert!(exported.contains("parva_requests_total") && exported.contains("parva_free_gpus"), "{exported:?}");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deployment/grafana/parva-dashboard.json");
+        let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut used = 0;
+        for panel in dash["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("parva_"))
+                    .collect();
+                assert!(!names.is_empty(), "{expr}");
+                for n in names {
+                    assert!(exported.contains(n), "panel {:?} queries {n}, which parva does not export", panel["title"]);
+                    used += 1;
+                }
+            }
+        }
+        // The issue's list: request rate, p99 against SLO, refusals, free GPUs, follow transitions.
+        let all = serde_json::to_string(&dash).unwrap();
+        for want in ["parva_requests_total", "parva_request_seconds_bucket", "parva_request_errors_total", "parva_free_gpus", "parva_follow_transitions_total"] {
+            assert!(all.contains(want), "{want} has no panel");
+        }
+        assert!(used >= 10);
+    }
+
     // Issue 11: a service name with a quote, backslash or newline made /metrics unparsable.
     #[test]
     fn label_values_with_quotes_backslashes_and_newlines_keep_the_exposition_parsable() {
