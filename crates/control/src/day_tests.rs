@@ -93,7 +93,7 @@ fn follow_sees_only_the_past_and_an_alarm_meets_a_rise_within_seconds() {
     assert!(up.at_s > 1800.0 && up.at_s <= 1800.0 + ALARM_S, "{up:?}");
     assert!(up.line.starts_with("scale-up: applied") && up.line.contains("alarm"), "{up:?}");
     assert!(a(1900.0).attainment_pct >= 99.0, "{:?}", a(1900.0));
-    // Scale-down waits for --min-interval after the last change: GPUs stay up right after the drop.
+    // Scale-down waits for --down-after of low load: GPUs stay up right after the drop.
     let gpus = |at: f64| fo.pieces.iter().find(|x| x.start_s <= at && at < x.end_s).unwrap().gpus;
     assert!(gpus(3700.0) >= gpus(7100.0), "{} {}", gpus(3700.0), gpus(7100.0));
 }
