@@ -620,7 +620,13 @@ mod tests {
         let c = &pod.containers[0];
         let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
         assert_eq!(limits["nvidia.com/mig-3g.40gb"].0, "1");
-        assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("3", "8192Mi"));
+        // 2 worker processes: 2 x 4096 MiB, and their 2 x 256 MiB of memory-backed /dev/shm.
+        assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("3", "8704Mi"));
+        let shm = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "shm").unwrap().empty_dir.clone().unwrap();
+        assert_eq!((shm.medium.as_deref(), shm.size_limit.map(|q| q.0)), (Some("Memory"), Some("512Mi".to_string())));
+        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == "shm" && m.mount_path == "/dev/shm"));
+        // One PodDisruptionBudget per service, at most one of its segment pods evicted at once.
+        assert_eq!(w.pdbs.len(), map.segments.iter().map(|s| s.service.as_str()).collect::<BTreeSet<_>>().len());
         let cmd = c.command.as_ref().unwrap().join(" ");
         assert!(cmd.starts_with("parva segment --map /etc/parva/map.csv --segment n0-g1-p4 --backend torch --device cuda"), "{cmd}");
         assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/v2/health/ready"));
