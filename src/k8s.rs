@@ -535,7 +535,7 @@ pub struct WaveScript {
 /// next wave starts only when this one is serving. `set -e` stops the script at the first
 /// failure, with the cluster serving what the waves so far left (each keeps every service at its
 /// floor; see `rollout.json`).
-pub fn rollout_script(new: &Workloads, waves: &[WaveScript], ns: &str) -> String {
+pub fn rollout_script(new: &Workloads, waves: &[WaveScript], map_changed: bool, ns: &str) -> String {
     let mut s = String::from(
         "#!/bin/sh\n# Roll a new parva map out wave by wave (parva export k8s --from): every service keeps ready capacity\n\
          # for its floor throughout (rollout.json). Run from this directory with kubectl pointing at the cluster.\n\
@@ -571,6 +571,12 @@ pub fn rollout_script(new: &Workloads, waves: &[WaveScript], ns: &str) -> String
             }
         }
         s.push_str(&format!("kubectl apply -f waves/{k}/router.yaml\nkubectl rollout status -n {ns} deployment/{router} --timeout=10m\n"));
+    }
+    if waves.is_empty() && map_changed {
+        // No segment changes, only the map's figures (rates, capacities): the map and the router.
+        s.push_str(&format!(
+            "\n# No node changes; the map's figures did.\nkubectl apply -f map.yaml\nkubectl apply -f router.yaml\nkubectl rollout status -n {ns} deployment/{router} --timeout=10m\n"
+        ));
     }
     s
 }

@@ -267,7 +267,7 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
                     comment,
                 });
             }
-            let script = crate::k8s::rollout_script(&new, &waves, &args.serving_namespace);
+            let script = crate::k8s::rollout_script(&new, &waves, changes.map_changed, &args.serving_namespace);
             rollout = Some(r);
             script
         }

@@ -204,6 +204,29 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
         assert!(stderr(&o).contains(flag) && stderr(&o).contains("Bad"), "{flag}: {}", stderr(&o));
         assert!(!d.path().join("bad").exists(), "{flag}");
     }
+    // A map whose segments are the same and whose figures differ (a rate): no wave; apply.sh
+    // still rolls the router to the new map.
+    let text = std::fs::read_to_string(&map).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let rate_col = header.iter().position(|h| *h == "rate").unwrap();
+    let bumped: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                return l.to_string();
+            }
+            let mut f: Vec<String> = l.split(',').map(str::to_string).collect();
+            f[rate_col] = format!("{}", f[rate_col].parse::<f64>().unwrap() * 0.9);
+            f.join(",")
+        })
+        .collect();
+    let rates_only = d.path().join("rates-only.csv");
+    std::fs::write(&rates_only, bumped.join("\n") + "\n").unwrap();
+    export_and_check(&rates_only, &d.path().join("k8s4"), &["--nodes", s(&nodes), "--from", s(&map)]);
+    let apply4 = std::fs::read_to_string(d.path().join("k8s4").join("apply.sh")).unwrap();
+    assert!(apply4.contains("kubectl apply -f map.yaml") && apply4.contains("kubectl apply -f router.yaml"), "{apply4}");
+    assert!(!apply4.contains("waves/"), "{apply4}");
     // A node the map has and --nodes does not name is refused, and nothing is written.
     std::fs::write(&nodes, "node,name\n0,gpu-a\n").unwrap();
     let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("none")), "--nodes", s(&nodes)]);
