@@ -608,6 +608,33 @@ impl Node for SimNode {
     }
 }
 
+/// The node a controller run starts from (the simulation's, and its equivalence test's live
+/// loop): deployed for the trace's first rates with headroom, and its driver.
+pub(crate) fn start_node<'a>(
+    input: &PlanInput<'a>,
+    trace: &RateTrace,
+    c: &DayConfig,
+    settings: Settings,
+) -> Result<(DeploymentMap, SimNode, Driver<'a>), DayError> {
+    let names: Vec<String> = input.services.iter().map(|s| s.name.clone()).collect();
+    let planned: Vec<f64> = names.iter().map(|n| (trace.rate(n, 0.0) * (1.0 + settings.headroom)).max(settings.min_rate)).collect();
+    let first: Vec<Service> = input.services.iter().zip(&planned).map(|(s, r)| Service { rate: *r, ..s.clone() }).collect();
+    let map = plan_map(input, &first, 0.0)?;
+    let drain_s: BTreeMap<String, f64> = input.services.iter().map(|s| (s.name.clone(), s.slo_ms / 1000.0)).collect();
+    let node = SimNode::new(input.gpu, &map, c.costs, drain_s, 0.0);
+    let ctx = PlanContext {
+        gpu: input.gpu,
+        profiles: input.profiles,
+        services: input.services,
+        options: input.options.clone(),
+        costs: c.costs,
+        node: 0,
+        node_gpus: SIM_GPUS,
+    };
+    let driver = Driver::new(Controller::new(settings, names, planned, 0.0), ctx, &map.segments);
+    Ok((map, node, driver))
+}
+
 /// The controller's run over the trace on a [`SimNode`] (see the module doc).
 fn follow_spans(
     input: &PlanInput<'_>,
@@ -618,24 +645,9 @@ fn follow_spans(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<Span>, Stats), DayError> {
     let settings = Settings { mode, ..c.follow };
-    let names: Vec<String> = input.services.iter().map(|s| s.name.clone()).collect();
-    // Start: a node deployed for the rates it starts with, with headroom.
-    let planned: Vec<f64> = names.iter().map(|n| (trace.rate(n, 0.0) * (1.0 + settings.headroom)).max(settings.min_rate)).collect();
-    let first: Vec<Service> = input.services.iter().zip(&planned).map(|(s, r)| Service { rate: *r, ..s.clone() }).collect();
-    let map = plan_map(input, &first, 0.0)?;
-    let drain_s: BTreeMap<String, f64> = input.services.iter().map(|s| (s.name.clone(), s.slo_ms / 1000.0)).collect();
-    let mut node = SimNode::new(input.gpu, &map, c.costs, drain_s, 0.0);
+    let (map, mut node, mut driver) = start_node(input, trace, c, settings)?;
     node.grace_s = c.jobs.as_ref().map_or(0.0, |j| j.grace_s);
-    let ctx = PlanContext {
-        gpu: input.gpu,
-        profiles: input.profiles,
-        services: input.services,
-        options: input.options.clone(),
-        costs: c.costs,
-        node: 0,
-        node_gpus: SIM_GPUS,
-    };
-    let mut driver = Driver::new(Controller::new(settings, names.clone(), planned, 0.0), ctx, &map.segments);
+    let names: Vec<String> = driver.controller.names().to_vec();
     let mut stats = Stats::default();
     let mut spans = Vec::new();
     // When the controller looks, as a live node's loop does (`live::follow_loop`, every whole

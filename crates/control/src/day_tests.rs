@@ -1,21 +1,9 @@
 use super::*;
 use parva_planner::PlanOptions;
-use parva_core::profile::ModelProfile;
-use parva_core::{GpuType, ProfileSet};
+use parva_core::GpuType;
 use std::path::Path;
 
-/// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8.
-fn profiles() -> ProfileSet {
-    let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
-    for size in [1u8, 2, 3, 4, 7] {
-        for b in [1u32, 2, 4, 8] {
-            let lat = (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8);
-            text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
-        }
-    }
-    let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
-    ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
-}
+use crate::test_support::profiles;
 
 fn services() -> Vec<Service> {
     ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 5000.0, slo_ms: 50.0 }).collect()
@@ -273,26 +261,11 @@ fn same_decisions(step: u32) {
     assert!(simulated.iter().any(|l| l.1.starts_with("scale-up")), "{simulated:#?}");
     assert!(simulated.iter().any(|l| l.1.starts_with("scale-down")), "{simulated:#?}");
     // The live loop: the node set up as the simulation sets it up, the counts as a router's.
-    let names: Vec<String> = s.iter().map(|x| x.name.clone()).collect();
-    let settings = Settings { mode: Mode::Forecast, ..c.follow };
-    let planned: Vec<f64> = names.iter().map(|n| (trace.rate(n, 0.0) * (1.0 + settings.headroom)).max(settings.min_rate)).collect();
-    let first: Vec<Service> = s.iter().zip(&planned).map(|(x, r)| Service { rate: *r, ..x.clone() }).collect();
-    let map = plan_map(&input, &first, 0.0).unwrap();
-    let drain_s: BTreeMap<String, f64> = s.iter().map(|x| (x.name.clone(), x.slo_ms / 1000.0)).collect();
-    let ctx = crate::driver::PlanContext {
-        gpu: input.gpu,
-        profiles: input.profiles,
-        services: input.services,
-        options: input.options.clone(),
-        costs: c.costs,
-        node: 0,
-        node_gpus: SIM_GPUS,
-    };
-    let mut driver = Driver::new(Controller::new(settings, names, planned, 0.0), ctx, &map.segments);
+    let (_, sim_node, mut driver) = start_node(&input, &trace, &c, Settings { mode: Mode::Forecast, ..c.follow }).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     let live: Vec<(f64, String)> = rt.block_on(async {
         let t0 = tokio::time::Instant::now();
-        let mut node = Timed { node: SimNode::new(input.gpu, &map, c.costs, drain_s, 0.0), t0 };
+        let mut node = Timed { node: sim_node, t0 };
         let arrivals = move || -> Vec<u64> {
             let now = ((tokio::time::Instant::now() - t0).as_secs_f64().round() as usize).min(counts.len());
             (0..2).map(|k| counts[..now].iter().map(|c| c[k]).sum()).collect()

@@ -369,21 +369,8 @@ fn direction(d: Direction) -> &'static str {
 mod tests {
     use super::*;
     use crate::settings::Settings;
-    use parva_core::profile::ModelProfile;
-    use std::path::Path;
 
-    /// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8.
-    fn profiles() -> ProfileSet {
-        let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
-        for size in [1u8, 2, 3, 4, 7] {
-            for b in [1u32, 2, 4, 8] {
-                let lat = (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8);
-                text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
-            }
-        }
-        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
-        ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
-    }
+    use crate::test_support::profiles;
 
     /// Regression (issue 32, live): the new rates needed 9 GPUs on a node of 8, and the node
     /// kept serving the shrunken map it had. Now the node gets the best plan that fits: each

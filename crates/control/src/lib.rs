@@ -29,3 +29,24 @@ pub use settings::{Mode, Settings};
 /// Seconds of arrivals an alarm measures: between windows, a service whose rate over the last
 /// this many seconds is already past its plan is planned up at once.
 pub const ALARM_S: f64 = 10.0;
+
+/// What the crate's tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use parva_core::ProfileSet;
+    use parva_core::profile::ModelProfile;
+    use std::path::Path;
+
+    /// One model on every A100 size: a batch of b takes (2 + b) ms / size^0.8.
+    pub fn profiles() -> ProfileSet {
+        let mut text = String::from("Mig instance,Batch size,Workload Number,Throughput,Latency\n");
+        for size in [1u8, 2, 3, 4, 7] {
+            for b in [1u32, 2, 4, 8] {
+                let lat = (0.002 + 0.001 * b as f64) / (size as f64).powf(0.8);
+                text.push_str(&format!("{size},{b},1,{},{lat}\n", b as f64 / lat));
+            }
+        }
+        let t = ModelProfile::read_from(text.as_bytes(), Path::new("m.csv"), "m".into(), None).unwrap();
+        ProfileSet { dir: "mem".into(), models: [("m".to_string(), t)].into_iter().collect() }
+    }
+}
