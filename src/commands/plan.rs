@@ -342,14 +342,20 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             sensitivity.push(s);
         }
     }
-    // A plan made under ParvaGPU's rule (no queueing) is checked by the simulator, which names
-    // the services that would miss their SLO.
+    // A plan made under a rule without queueing (ParvaGPU's or gpu-let's, by either algorithm) is
+    // checked by the simulator, which names the services that would miss their SLO (issue 38:
+    // `--latency-model parvagpu` with the default algorithm was not checked).
     let mut simulated_misses = None;
-    if options.algorithm == Algorithm::ParvaGpu {
+    let rule = match options.latency_model {
+        parva_core::latency::LatencyModel::Queueing { .. } => None,
+        parva_core::latency::LatencyModel::ParvaGpu { .. } => Some("ParvaGPU's rule"),
+        parva_core::latency::LatencyModel::GpuLet => Some("gpu-let's rule"),
+    };
+    if let Some(rule) = rule {
         simulated_misses = parva_planner::report::simulated_misses(&map, profiles, services)?;
         match simulated_misses.clone() {
             None => report.warnings.push(format!(
-                "ParvaGPU's rule ignores queueing and this fleet is too large to simulate here (> {} arrivals); run `parva simulate --map {}`",
+                "{rule} ignores queueing and this fleet is too large to simulate here (> {} arrivals); run `parva simulate --map {}`",
                 parva_planner::report::CHECK_MAX_ARRIVALS, out.display()
             )),
             Some(misses) if misses.is_empty() => {}
@@ -357,8 +363,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 let list: Vec<String> =
                     misses.iter().map(|m| format!("{} (p99 {:.1} ms, SLO {} ms)", m.service, m.p99_ms, m.slo_ms)).collect();
                 report.warnings.push(format!(
-                    "the simulator says {} of {} services miss their SLO under this plan (ParvaGPU's rule ignores queueing; \
-                     {} s of Poisson arrivals): {}; the default algorithm plans on predicted tail latency",
+                    "the simulator says {} of {} services miss their SLO under this plan ({rule} ignores queueing; \
+                     {} s of Poisson arrivals): {}; the default latency model (queueing) plans on predicted tail latency",
                     misses.len(), services.len(), parva_planner::report::CHECK_SECONDS, list.join(", ")
                 ));
             }
@@ -420,6 +426,10 @@ fn print_report(r: &parva_planner::report::PlanReport, sensitivity: &[parva_plan
     for c in &r.services {
         outln!("{:<24} {:>8} {:>6} {:>6.1}% {:>8.1}x", c.service, c.segments, c.gpcs, c.share_pct, c.headroom)?;
     }
+    outln!("{:<24} {:>8} {:>6} {:>7} {:>10}", "cost by model", "services", "GPCs", "share", "requests")?;
+    for m in &r.models {
+        outln!("{:<24} {:>8} {:>6} {:>6.1}% {:>9.1}%", m.model, m.services, m.gpcs, m.share_pct, m.requests_pct)?;
+    }
     if let Some(lb) = &r.lower_bound {
         outln!("lower bound: {lb}")?;
     }
@@ -463,11 +473,12 @@ fn print_jobs(j: &parva_planner::jobs::JobsSummary) -> Result<(), super::StdoutE
 
 fn print_summary(s: &plan::PlanSummary, out: &Path) -> Result<(), super::StdoutError> {
     outln!(
-        "{} services on {} {} GPUs ({} nodes): {} segments, {} GPCs, planned in {:.3} s",
+        "{} services on {} {} GPUs ({} node{}): {} segments, {} GPCs, planned in {:.3} s",
         s.services.len() - s.infeasible.len() - s.zero_rate.len(),
         s.gpus,
         s.gpu_type,
         s.nodes,
+        if s.nodes == 1 { "" } else { "s" },
         s.segments,
         s.gpcs,
         s.plan_seconds

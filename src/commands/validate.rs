@@ -52,14 +52,19 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&serde_json::json!({
             "plan": args.plan, "format": if format == MapFormat::Parva { "parva" } else { "parvagpu" },
-            "gpu_type": gpu.id, "gpus": map.gpu_count(), "segments": map.segments.len(), "best_effort": map.jobs.len(),
+            "gpu_type": gpu.id, "gpus": map.gpu_count(), "gpus_with_jobs": map.gpu_count_with_jobs(), "segments": map.segments.len(), "best_effort": map.jobs.len(),
             "valid": problems.is_empty(), "placements_source": gpu.placements_source.as_str(),
             "catalogue": gpu.origin, "warning": assumed,
             "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         }))?;
     } else if problems.is_empty() {
-        let jobs = if map.jobs.is_empty() { String::new() } else { format!(" and {} best-effort instances", map.jobs.len()) };
-        outln!("{}: {} segments{jobs} on {} GPUs, every layout is a legal {} {} layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id, if gpu.is_mps() { "MPS-share" } else { "MIG" })?;
+        // Jobs may occupy GPUs no segment uses (a cluster plan's other nodes): counted too.
+        let jobs = if map.jobs.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} best-effort instances, {} GPUs in all", map.jobs.len(), map.gpu_count_with_jobs())
+        };
+        outln!("{}: {} segments on {} GPUs{jobs}, every layout is a legal {} {} layout", args.plan.display(), map.segments.len(), map.gpu_count(), gpu.id, if gpu.is_mps() { "MPS-share" } else { "MIG" })?;
     } else {
         for p in &problems {
             outln!("{}: {p}", args.plan.display())?;

@@ -17,6 +17,7 @@ mod mps_cli;
 mod optimal;
 mod plan_cli;
 mod profile_cli;
+mod readme;
 mod reference;
 mod replan_cli;
 mod route_cli;

@@ -429,9 +429,17 @@ impl DeploymentMap {
         out
     }
 
-    /// Number of distinct GPUs the map uses.
+    /// Number of distinct GPUs the map's segments use.
     pub fn gpu_count(&self) -> usize {
         self.by_gpu().len()
+    }
+
+    /// Number of distinct GPUs the map's segments and best-effort instances use together (a
+    /// cluster plan's jobs may fill GPUs no segment uses).
+    pub fn gpu_count_with_jobs(&self) -> usize {
+        let gpus: std::collections::BTreeSet<(u32, u32)> =
+            self.segments.iter().map(|s| (s.node, s.gpu)).chain(self.jobs.iter().map(|j| (j.node, j.gpu))).collect();
+        gpus.len()
     }
 
     /// Check every GPU's layout against `gpu` type's MIG rules. Returns every problem found.

@@ -41,6 +41,16 @@ fn best_effort_rows_round_trip_apart_from_the_serving_segments() {
     assert!(!String::from_utf8(out).unwrap().contains("role"));
 }
 
+/// Issue 38: `validate` said "on 8 GPUs" for a cluster plan whose jobs filled a second node.
+#[test]
+fn gpus_with_jobs_count_the_gpus_only_jobs_use() {
+    let text = format!("{JOBS_MAP}1,3,more,bert,0,7,32,1,7g.80gb,a100-80gb,300,,,best-effort,train,2\n");
+    let (map, _) = DeploymentMap::read_from(text.as_bytes(), Path::new("d.csv")).unwrap();
+    assert_eq!((map.gpu_count(), map.gpu_count_with_jobs()), (1, 2));
+    let (plain, _) = DeploymentMap::read_from(JOBS_MAP.as_bytes(), Path::new("d.csv")).unwrap();
+    assert_eq!((plain.gpu_count(), plain.gpu_count_with_jobs()), (1, 1), "jobs beside segments add no GPU");
+}
+
 #[test]
 fn the_parvagpu_writer_leaves_best_effort_rows_out() {
     let (map, _) = DeploymentMap::read_from(JOBS_MAP.as_bytes(), Path::new("d.csv")).unwrap();

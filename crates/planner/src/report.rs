@@ -27,6 +27,20 @@ pub struct ServiceCost {
     pub unconstrained_gpcs: Option<f64>,
 }
 
+/// One model's share of the plan: its services' GPCs together, beside their share of the
+/// requests (a model that takes most of the GPCs for few of the requests is where an SLO or a
+/// faster model pays).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelCost {
+    pub model: String,
+    pub services: usize,
+    pub gpcs: u32,
+    /// Percent of the plan's GPCs in use.
+    pub share_pct: f64,
+    /// Percent of all services' requests per second.
+    pub requests_pct: f64,
+}
+
 /// What one node of the map holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeUse {
@@ -48,6 +62,8 @@ pub struct PlanReport {
     pub gpcs: u32,
     /// Services, most GPCs first; their `gpcs` sum to `gpcs`.
     pub services: Vec<ServiceCost>,
+    /// The same per model, most GPCs first.
+    pub models: Vec<ModelCost>,
     pub lower_bound: Option<String>,
     pub nodes: Vec<NodeUse>,
     /// `gpu 3: [4g photo-tags b8x2][2g ocr b4x1][1g -]` per GPU of the map, in map order.
@@ -96,6 +112,25 @@ pub fn model_text(plan: &Plan) -> String {
     }
 }
 
+/// [`ModelCost`]s from the services' costs: GPCs summed per model, most first (ties by name).
+pub fn model_costs(services: &[ServiceCost]) -> Vec<ModelCost> {
+    let gpcs: u32 = services.iter().map(|s| s.gpcs).sum();
+    let rate: f64 = services.iter().map(|s| s.rate).sum();
+    let mut by: std::collections::BTreeMap<&str, ModelCost> = std::collections::BTreeMap::new();
+    for s in services {
+        let m = by.entry(&s.model).or_insert_with(|| ModelCost { model: s.model.clone(), services: 0, gpcs: 0, share_pct: 0.0, requests_pct: 0.0 });
+        m.services += 1;
+        m.gpcs += s.gpcs;
+        m.requests_pct += if rate > 0.0 { 100.0 * s.rate / rate } else { 0.0 };
+    }
+    let mut out: Vec<ModelCost> = by.into_values().collect();
+    for m in &mut out {
+        m.share_pct = if gpcs == 0 { 0.0 } else { 100.0 * f64::from(m.gpcs) / f64::from(gpcs) };
+    }
+    out.sort_by(|a, b| b.gpcs.cmp(&a.gpcs).then_with(|| a.model.cmp(&b.model)));
+    out
+}
+
 /// The report of `plan`; `profiles` (the tables it was planned on) lets it say what each service
 /// would cost without its SLO.
 pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanReport {
@@ -129,6 +164,7 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         })
         .collect();
     services.sort_by(|a, b| b.gpcs.cmp(&a.gpcs).then_with(|| a.service.cmp(&b.service)));
+    let models = model_costs(&services);
     let per_node = plan.gpus_per_node.max(1);
     let mut nodes: Vec<NodeUse> = Vec::new();
     let mut layouts = Vec::new();
@@ -191,6 +227,7 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         gpus: plan.gpus.len(),
         gpcs: total,
         services,
+        models,
         lower_bound: plan.lower_bound_gpus.map(|lb| match &plan.lower_bound_why {
             Some(why) => format!("{lb} GPUs: {why}"),
             None => format!("{lb} GPUs"),
@@ -241,15 +278,20 @@ impl std::fmt::Display for Sensitivity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: SLO {} -> {} ms saves {} GPUs ({} -> {})",
+            "{}: SLO {} -> {} ms saves {} ({} -> {})",
             self.service,
             self.slo_ms,
             self.relaxed_slo_ms,
-            self.gpus.saturating_sub(self.relaxed_gpus),
+            gpus_text(self.gpus.saturating_sub(self.relaxed_gpus)),
             self.gpus,
             self.relaxed_gpus
         )
     }
+}
+
+/// `1 GPU`, `2 GPUs`.
+pub fn gpus_text(n: usize) -> String {
+    if n == 1 { "1 GPU".into() } else { format!("{n} GPUs") }
 }
 
 /// Re-plans `input` with service `service`'s SLO times `factor` (everything else equal) and says
@@ -371,6 +413,28 @@ mod tests {
         assert_eq!((photo.segments, photo.gpcs, photo.capacity), (2, 11, 500.0));
         assert!((photo.share_pct - 100.0 * 11.0 / 13.0).abs() < 1e-9);
         assert!((r.services.iter().map(|s| s.share_pct).sum::<f64>() - 100.0).abs() < 1e-9);
+    }
+
+    /// Issue 38: a cost rollup per model, beside the model's share of the requests.
+    #[test]
+    fn per_model_costs_sum_services_of_a_model_and_their_requests() {
+        let mut p = plan();
+        p.services.push(Service { name: "thumbs".into(), model: "vgg16".into(), rate: 50.0, slo_ms: 200.0 });
+        p.gpus.push(GpuState::default());
+        p.gpus[2].insert(0, seg(2, 3, 8, 1, 80.0));
+        let r = report(&p, None);
+        assert_eq!(r.models.iter().map(|m| (m.model.as_str(), m.services, m.gpcs)).collect::<Vec<_>>(), [("vgg16", 2, 14), ("resnet50", 1, 2)]);
+        assert!((r.models[0].requests_pct - 50.0).abs() < 1e-9 && (r.models[1].requests_pct - 50.0).abs() < 1e-9);
+        assert!((r.models.iter().map(|m| m.share_pct).sum::<f64>() - 100.0).abs() < 1e-9);
+        assert_eq!(r.models.iter().map(|m| m.gpcs).sum::<u32>(), r.gpcs);
+        assert!(model_costs(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_saving_of_one_gpu_is_singular() {
+        let s = Sensitivity { service: "chat".into(), slo_ms: 40.0, relaxed_slo_ms: 60.0, gpus: 4, relaxed_gpus: 3 };
+        assert_eq!(s.to_string(), "chat: SLO 40 -> 60 ms saves 1 GPU (4 -> 3)");
+        assert_eq!(Sensitivity { relaxed_gpus: 2, ..s }.to_string(), "chat: SLO 40 -> 60 ms saves 2 GPUs (4 -> 2)");
     }
 
     #[test]
