@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "parva", version, about, long_about = None)]
+#[command(name = "parva", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PARVA_COMMIT"), ")"), about, long_about = None)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -346,3 +346,8 @@ pub fn check_services_against_map(
         found.join("\n  ")
     )
 }
+
+/// `parva <version> (commit <hash>)`: what a report says measured it.
+pub fn tool_version() -> String {
+    format!("parva {} (commit {})", env!("CARGO_PKG_VERSION"), env!("PARVA_COMMIT"))
+}

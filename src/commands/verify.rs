@@ -216,6 +216,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             WireArg::Json => Wire::Json,
             WireArg::Shm => Wire::Shm,
         },
+        tool: super::tool_version(),
     };
     spec.check()?;
     let out_dir = args.out.clone().unwrap_or_else(default_out_dir);

@@ -41,6 +41,17 @@ pub enum Wire {
     Shm,
 }
 
+impl Wire {
+    /// The flag's spelling: `binary`, `json`, `shm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Binary => "binary",
+            Wire::Json => "json",
+            Wire::Shm => "shm",
+        }
+    }
+}
+
 /// An `http://host:port[/prefix]` endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -183,6 +194,25 @@ impl Client {
         let status = resp.status();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, body))
+    }
+
+    /// What the endpoint says of itself (`GET /v2`, and a parva server's `/metrics`); empty
+    /// fields where it says nothing. Never fails: a report without it is still a report.
+    pub async fn server_info(&self) -> crate::report::ServerInfo {
+        let mut info = crate::report::ServerInfo::default();
+        if let Ok((s, body)) = self.get(&self.endpoint.url("/v2")).await
+            && s.is_success()
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        {
+            info.name = v["name"].as_str().map(str::to_string);
+            info.version = v["version"].as_str().map(str::to_string);
+        }
+        if let Ok((s, body)) = self.get(&self.endpoint.url("/metrics")).await
+            && s.is_success()
+        {
+            info.read_metrics(&String::from_utf8_lossy(&body));
+        }
+        info
     }
 
     /// Wait until `/v2/models/{service}/ready` answers 200, for at most `wait`. A 4xx other than

@@ -75,6 +75,8 @@ pub struct Spec {
     /// How long to wait for every service to be ready before loading.
     pub wait_ready: Duration,
     pub wire: Wire,
+    /// What measures, for the report: `parva <version> (<commit>)`.
+    pub tool: String,
 }
 
 impl Spec {
@@ -138,11 +140,17 @@ impl Verification {
             .collect();
         let r = &self.report.settings;
         let title = format!(
-            "parva verify {}: {} s at rate x{} ({})",
+            "parva verify {}: {} s at rate x{}, wire {} ({}); {}",
             r.endpoint,
             r.window_s,
             r.rate_scale,
-            if self.report.all_pass { "all pass" } else { "SLO missed" }
+            r.wire.name(),
+            if self.report.all_pass { "all pass" } else { "SLO missed" },
+            match (r.server.backend.as_deref(), r.server.device.as_deref()) {
+                (Some("emulated"), _) => "EMULATED backend, no GPU".to_string(),
+                (Some(b), Some(d)) => format!("backend {b} on {d}"),
+                _ => "backend not reported".to_string(),
+            }
         );
         plot::cdf_svg(&title, &curves, r.percentile)
     }
@@ -155,6 +163,10 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
     let client = client::Client::new(spec.endpoint.clone());
     for s in &spec.services {
         client.wait_ready(&s.name, spec.wait_ready).await?;
+    }
+    let server = client.server_info().await;
+    if server.backend.as_deref() == Some("emulated") {
+        tracing::warn!("the server runs the emulated backend: its latencies are the profiles' sleeps, not a GPU's");
     }
     let mut targets: Vec<ServiceLoad> = Vec::with_capacity(spec.services.len());
     for (i, s) in spec.services.iter().enumerate() {
@@ -189,6 +201,8 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
     }
     let settings = RunSettings {
         endpoint: spec.endpoint.to_string(),
+        server,
+        tool: spec.tool.clone(),
         started_at: report::utc_timestamp(started),
         duration_s: spec.duration_s,
         warmup_s: spec.warmup_s,

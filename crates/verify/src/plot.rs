@@ -45,6 +45,39 @@ fn color(i: usize) -> RGBAColor {
 const WIDTH: u32 = 1240;
 const LEGEND_WIDTH: u32 = 300;
 
+/// Tick marks on a log axis: 1, 2 and 5 times each power of ten in `[lo, hi]` (plotters' own
+/// marks only the powers of ten, which left a 12-300 ms axis with one label).
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut e = lo.log10().floor() as i32;
+    while e <= hi.log10().ceil() as i32 && out.len() < 64 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(e);
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+        e += 1;
+    }
+    out
+}
+
+/// An axis label: whole numbers without decimals (`25`, `20000`, not `25.0`, `20000.0`), small
+/// ones with what they need (`0.5`, `0.25`).
+pub fn number(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        let t = format!("{v:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 fn plot_err(e: impl std::fmt::Display) -> VerifyError {
     VerifyError::Plot(e.to_string())
 }
@@ -65,15 +98,15 @@ pub fn cdf_svg(title: &str, curves: &[Curve<'_>], percentile: f64) -> Result<Str
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(56)
-            .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.02)
+            .build_cartesian_2d((lo..hi).log_scale().with_key_points(log_ticks(lo, hi)), 0.0..1.02)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
             .light_line_style(TRANSPARENT)
-            .x_labels(10)
+            .x_labels(20)
             .x_desc("latency from scheduled send time (ms, log scale)")
             .y_desc("share of scheduled requests done within x")
-            .x_label_formatter(&|v| if *v >= 10.0 { format!("{v:.0}") } else { format!("{v:.2}") })
+            .x_label_formatter(&|v| number(*v))
             .draw()
             .map_err(plot_err)?;
         let q = percentile / 100.0;
@@ -158,9 +191,11 @@ pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]
             .light_line_style(TRANSPARENT)
             .x_desc("hours")
             .y_desc("GPUs")
+            .x_label_formatter(&|v| number(*v))
+            .y_label_formatter(&|v| number(*v))
             .draw()
             .map_err(plot_err)?;
-        chart.configure_secondary_axes().y_desc("demand (requests/s)").draw().map_err(plot_err)?;
+        chart.configure_secondary_axes().y_desc("demand (requests/s)").y_label_formatter(&|v| number(*v)).draw().map_err(plot_err)?;
         let grey = RGBColor(150, 150, 150);
         let steps = |pts: &[(f64, f64, f64)]| -> Vec<(f64, f64)> {
             pts.iter().flat_map(|&(a, b, v)| [(a / 3600.0, v), (b / 3600.0, v)]).collect()
@@ -193,6 +228,8 @@ pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]
             .light_line_style(TRANSPARENT)
             .x_desc("hours")
             .y_desc("% within SLO (worst service, 10 min)")
+            .x_label_formatter(&|v| number(*v))
+            .y_label_formatter(&|v| number(*v))
             .draw()
             .map_err(plot_err)?;
         slo.draw_series(DashedLineSeries::new([(0.0, 95.0), (end_h, 95.0)], 6, 4, RED.stroke_width(1))).map_err(plot_err)?;
@@ -278,6 +315,25 @@ mod tests {
         }
         // Demand, two GPU curves, two attainment curves (and the dashed 95 % line).
         assert!(svg.matches("<polyline").count() >= 5, "{}", svg.matches("<polyline").count());
+    }
+
+    #[test]
+    /// Issue 38: the CDF had no x label below 100 ms, and day.svg read `25.0` and `20000.0`.
+    #[test]
+    fn axes_are_labelled_below_100_ms_and_whole_numbers_read_as_such() {
+        assert_eq!(log_ticks(8.0, 450.0), vec![10.0, 20.0, 50.0, 100.0, 200.0]);
+        assert_eq!(log_ticks(0.3, 3.0), vec![0.5, 1.0, 2.0]);
+        assert!(log_ticks(0.0, 1.0).is_empty() && log_ticks(5.0, 5.0).is_empty());
+        assert_eq!((number(25.0), number(20000.0), number(0.5), number(0.25), number(12.5)), ("25".into(), "20000".into(), "0.5".into(), "0.25".into(), "12.5".into()));
+        let curves = [Curve { name: "a", slo_ms: 60.0, pass: true, points: vec![(12.0, 0.5), (30.0, 1.0)] }];
+        let svg = cdf_svg("t", &curves, 99.0).unwrap();
+        // plotters writes a label's text on its own line: `<text ...>\n10\n</text>`.
+        let labels: Vec<&str> = svg.lines().map(str::trim).collect();
+        for label in ["10", "20", "50"] {
+            assert!(labels.contains(&label), "no x label {label}");
+        }
+        let day = day_svg("d", &[(0.0, 3600.0, 20000.0)], &[DaySeries { name: "static", gpus: vec![(0.0, 3600.0, 25.0)], attainment: vec![(0.0, 3600.0, 99.0)] }]).unwrap();
+        assert!(!day.lines().any(|l| l.trim().ends_with(".0") && l.trim().parse::<f64>().is_ok()), "decimals on whole-number labels");
     }
 
     #[test]

@@ -78,6 +78,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             wait_ready: std::time::Duration::from_secs(1),
             wire: crate::Wire::Binary,
+            tool: String::new(),
         };
         let p = predict_p99(&map, &profiles, None, &spec, BTreeMap::new()).unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["a", "b"]);

@@ -26,6 +26,11 @@ pub const LAG_WARN_FRACTION: f64 = 0.1;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSettings {
     pub endpoint: String,
+    /// What answered at the endpoint (issue 38: a report says whether it measured a GPU or an
+    /// emulation).
+    pub server: ServerInfo,
+    /// What measured: `parva <version> (<commit>)`.
+    pub tool: String,
     /// UTC start time, `YYYY-MM-DDTHH:MM:SSZ`.
     pub started_at: String,
     pub duration_s: f64,
@@ -42,6 +47,50 @@ pub struct RunSettings {
     pub connections: Option<usize>,
     pub timeout_s: f64,
     pub wire: Wire,
+}
+
+/// What the endpoint says of itself: KServe's server metadata (`GET /v2`) and, from a parva
+/// server, its `parva_backend_info{backend,device}` metric. `None` where it does not say.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerInfo {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    /// `torch` or `emulated` (workers that sleep for the profiled latencies).
+    pub backend: Option<String>,
+    /// `cuda`, `cpu`, or `none` (emulated).
+    pub device: Option<String>,
+}
+
+impl ServerInfo {
+    /// Reads the backend and device from a Prometheus text exposition, if it has
+    /// `parva_backend_info{backend="...",device="..."} 1`.
+    pub fn read_metrics(&mut self, text: &str) {
+        for line in text.lines().filter(|l| l.starts_with("parva_backend_info{")) {
+            let label = |key: &str| {
+                let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+                let end = line[start..].find('"')? + start;
+                Some(line[start..end].to_string())
+            };
+            if line.trim_end().ends_with(" 1") {
+                self.backend = label("backend");
+                self.device = label("device");
+            }
+        }
+    }
+
+    /// One line for the table and the plot: what was measured.
+    pub fn describe(&self) -> String {
+        let server = match (&self.name, &self.version) {
+            (Some(n), Some(v)) => format!("{n} {v}"),
+            (Some(n), None) => n.clone(),
+            _ => "a server that does not name itself".into(),
+        };
+        match (self.backend.as_deref(), self.device.as_deref()) {
+            (Some("emulated"), _) => format!("{server}, backend emulated (no GPU: workers sleep for the profiled latencies; not a measurement of a GPU)"),
+            (Some(b), Some(d)) => format!("{server}, backend {b} on {d}"),
+            _ => format!("{server}, backend not reported"),
+        }
+    }
 }
 
 /// One service's results. Counts cover requests scheduled inside the measured window; latencies
@@ -286,6 +335,7 @@ pub fn table(r: &Report) -> String {
         r.settings.rate_scale,
         ms(r.generator_lag_p99_ms),
     );
+    let _ = writeln!(out, "measured: {}, wire {}, by {}", r.settings.server.describe(), r.settings.wire.name(), r.settings.tool);
     out
 }
 
@@ -318,6 +368,11 @@ struct CsvRow<'a> {
     attainment_pct: f64,
     pass: bool,
     predicted_p99_ms: Option<f64>,
+    /// What was measured, on every row (a CSV travels without its JSON).
+    backend: Option<&'a str>,
+    device: Option<&'a str>,
+    wire: &'static str,
+    tool: &'a str,
 }
 
 /// The CSV form: one row per service.
@@ -351,6 +406,10 @@ pub fn csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
             attainment_pct: s.attainment_pct,
             pass: s.pass,
             predicted_p99_ms: s.predicted_p99_ms,
+            backend: r.settings.server.backend.as_deref(),
+            device: r.settings.server.device.as_deref(),
+            wire: r.settings.wire.name(),
+            tool: &r.settings.tool,
         })?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -384,6 +443,8 @@ mod tests {
     fn settings() -> RunSettings {
         RunSettings {
             endpoint: "http://h:1".into(),
+            server: ServerInfo { name: Some("parva".into()), version: Some("0.1.0".into()), backend: Some("emulated".into()), device: Some("none".into()) },
+            tool: "parva 0.1.0 (abc1234)".into(),
             started_at: utc_timestamp(0),
             duration_s: 12.0,
             warmup_s: 2.0,
@@ -437,6 +498,23 @@ mod tests {
         assert!(t.contains("bad: p99 80.0 ms from the scheduled send time, 50.0 ms from the actual send"), "{t}");
     }
 
+    /// Issue 38: a report says whether it measured a GPU or the emulated backend.
+    #[test]
+    fn the_report_says_what_answered_and_what_measured() {
+        let mut info = ServerInfo { name: Some("parva".into()), version: Some("0.1.0".into()), ..Default::default() };
+        info.read_metrics("# HELP parva_backend_info x\nparva_backend_info{backend=\"torch\",device=\"cuda\"} 1\nparva_requests_total 3\n");
+        assert_eq!((info.backend.as_deref(), info.device.as_deref()), (Some("torch"), Some("cuda")));
+        assert_eq!(info.describe(), "parva 0.1.0, backend torch on cuda");
+        // Triton, or any server without the metric: said so, never guessed.
+        let triton = ServerInfo { name: Some("triton".into()), version: Some("2.50.0".into()), ..Default::default() };
+        assert_eq!(triton.describe(), "triton 2.50.0, backend not reported");
+        let text = table(&sample());
+        assert!(text.ends_with("measured: parva 0.1.0, backend emulated (no GPU: workers sleep for the profiled latencies; not a measurement of a GPU), wire binary, by parva 0.1.0 (abc1234)\n"), "{text}");
+        let json = serde_json::to_value(sample()).unwrap();
+        assert_eq!(json["settings"]["server"]["backend"], "emulated");
+        assert_eq!(json["settings"]["tool"], "parva 0.1.0 (abc1234)");
+    }
+
     #[test]
     fn csv_and_json_carry_every_service() {
         let r = sample();
@@ -445,6 +523,9 @@ mod tests {
         let header = lines.next().unwrap();
         assert!(header.starts_with("service,model,slo_ms,target_rate,offered_rate"), "{header}");
         assert!(header.contains("failed_by") && header.contains("attainment_pct,pass"));
+        // Issue 38: every row says what was measured.
+        assert!(header.ends_with("predicted_p99_ms,backend,device,wire,tool"), "{header}");
+        assert!(text.lines().nth(1).unwrap().ends_with(",emulated,none,binary,parva 0.1.0 (abc1234)"), "{text}");
         assert!(lines.nth(1).unwrap().contains("429:10"), "{text}");
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["services"][1]["failed_by"]["429"], 10);

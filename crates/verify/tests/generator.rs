@@ -92,6 +92,7 @@ fn spec(addr: SocketAddr, services: &[(&str, f64, f64)]) -> Spec {
         timeout: Duration::from_secs(10),
         wait_ready: Duration::from_secs(5),
         wire: Wire::Binary,
+        tool: "test".into(),
     }
 }
 
