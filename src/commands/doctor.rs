@@ -24,6 +24,14 @@ pub struct DoctorArgs {
     /// Exported models (`<dir>/<model>.pt` and `<dir>/<model>.json`).
     #[arg(long, default_value = "models")]
     models: PathBuf,
+    /// The backend the deployment will run: `torch` (the default: driver, GPUs, CUDA, MPS, the
+    /// torch worker and TorchScript files are checked) or `emulated` (none of those are needed;
+    /// with --map, the models' metadata and what `serve` checks before starting, with --prof-data).
+    #[arg(long, value_enum, default_value_t = DoctorBackend::Torch)]
+    backend: DoctorBackend,
+    /// Profile tables of the map's GPU type: the emulated backend sleeps for their latencies.
+    #[arg(long, value_name = "DIR")]
+    prof_data: Option<PathBuf>,
     /// Fake GPUs instead of NVML and CUDA, e.g. `a100-80gb:2`: for trying the doctor on a machine
     /// without a GPU (the worker and model checks stay real). Also `PARVA_FAKE_GPUS`.
     #[arg(long, value_name = "SPEC")]
@@ -37,6 +45,12 @@ pub struct DoctorArgs {
     /// runs this once per GPU / MIG device with CUDA_VISIBLE_DEVICES set).
     #[arg(long, hide = true, exclusive = true)]
     cuda_probe: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DoctorBackend {
+    Torch,
+    Emulated,
 }
 
 /// How long one device's CUDA probe may take (context creation on a busy GPU can take seconds).
@@ -53,6 +67,15 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let models = needs.as_ref().map(|n| model_files(&n.models, &args.models)).unwrap_or_default();
+    if args.backend == DoctorBackend::Emulated {
+        let report = emulated(&args, needs, &models)?;
+        if args.json {
+            super::print_json(&report)?;
+        } else {
+            print_report(&report)?;
+        }
+        return Ok(super::exit(report.ready));
+    }
     let scratch = std::env::temp_dir().join(format!("parva-doctor-{}", std::process::id()));
     let worker_path = parva_runner::serve::locate_torch_worker(
         std::env::var_os("PARVA_WORKER"),
@@ -118,6 +141,27 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         print_report(&report)?;
     }
     Ok(super::exit(report.ready))
+}
+
+/// `doctor --backend emulated`: no GPU checks; the map's models and serve's own preflight.
+fn emulated(args: &DoctorArgs, needs: Option<MapNeeds>, models: &[ModelFiles]) -> anyhow::Result<DoctorReport> {
+    let Some(path) = &args.map else {
+        anyhow::bail!("doctor --backend emulated checks a deployment: give --map FILE (and --prof-data DIR, the tables the emulated workers sleep by)");
+    };
+    let preflight = match &args.prof_data {
+        None => Err("no --prof-data: the emulated backend sleeps for the profile tables' latencies; give the tables the map was planned on".to_string()),
+        Some(prof) => {
+            let (map, _) = DeploymentMap::read(path)?;
+            let mut opts = parva_runner::ServeOptions::new(map, args.node, args.models.clone(), parva_runner::BackendKind::Emulated);
+            opts.prof_data = Some(prof.clone());
+            // Port 0: whether a port is free is a question for the moment serve starts.
+            opts.listen = "127.0.0.1:0".parse().expect("a literal address");
+            parva_runner::serve::preflight(&mut opts)
+                .map(|p| format!("node {}: {} worker(s) would start, each with its profiled latencies from {}", p.node, p.workers.len(), prof.display()))
+                .map_err(|e| e.to_string())
+        }
+    };
+    Ok(parva_gpu::doctor::emulated_report(needs, models, Some(preflight)))
 }
 
 /// The node's GPUs, GPU type and models, from the map.

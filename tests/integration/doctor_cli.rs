@@ -2,7 +2,7 @@
 //! a machine without a GPU, on fake GPUs with a map, with a missing worker or model, and the GPU
 //! check's whole pipeline on the CPU so it cannot rot between GPU runs.
 
-use crate::util::{parva, repo, stdout, torch_worker};
+use crate::util::{parva, repo, stderr, stdout, torch_worker};
 use std::path::Path;
 use std::process::Command;
 
@@ -138,4 +138,48 @@ fn gpu_check_dry_run_runs_the_whole_pipeline_on_the_cpu() {
     assert!(shares.starts_with("MPS share,") && shares.lines().count() == 7, "{shares}");
     assert!(summary.contains("MPS-share tables (no MIG)"), "{summary}");
     assert!(summary.contains("worker start-up 1:"), "{summary}");
+}
+
+/// Issue 38: the doctor had no way to check an emulated deployment and FAILed on the torch worker
+/// and `.pt` files it would not need. With `--backend emulated` those are skipped; what it needs
+/// is checked: missing metadata and profile points fail, with their fixes.
+#[test]
+fn doctor_for_the_emulated_backend_checks_metadata_and_profiles_not_gpus() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    for m in ["bert", "mobilenetv2", "resnet50"] {
+        std::fs::copy(repo().join("models").join(format!("{m}.json")), models.join(format!("{m}.json"))).unwrap();
+    }
+    let models = models.to_str().unwrap();
+    let map = "deployment/example/deploy.csv";
+    // No worker binary at all: not the emulated backend's business.
+    let env = [("PARVA_WORKER", "/nonexistent/parva-worker"), ("PATH", "/usr/bin:/bin")];
+    let (code, v) = doctor_json(&["--backend", "emulated", "--map", map, "--models", models, "--prof-data", "prof_data/example"], &env);
+    assert_eq!(code, 3, "{v:#}");
+    for item in ["nvidia driver", "cuda", "mps", "worker"] {
+        assert_eq!(check(&v, item)["status"], "skip", "{v:#}");
+    }
+    assert_eq!(check(&v, "model bert")["status"], "ok");
+    let vgg = check(&v, "model vgg16");
+    assert_eq!(vgg["status"], "fail", "{v:#}");
+    assert!(vgg["fix"].as_str().unwrap().contains("--meta-only"), "{vgg}");
+    // The preflight is serve's own: it names the missing metadata too.
+    assert_eq!(check(&v, "serve")["status"], "fail");
+    // With every model's metadata it is ready.
+    let (code, v) = doctor_json(&["--backend", "emulated", "--map", map, "--prof-data", "prof_data/example"], &env);
+    assert_eq!((code, &v["ready"]), (0, &serde_json::json!(true)), "{v:#}");
+    // Tables that lack a model the map serves: serve would refuse, so the doctor fails.
+    let prof = d.path().join("prof");
+    std::fs::create_dir(&prof).unwrap();
+    std::fs::copy(repo().join("prof_data/example/bert.csv"), prof.join("bert.csv")).unwrap();
+    let (code, v) = doctor_json(&["--backend", "emulated", "--map", map, "--prof-data", prof.to_str().unwrap()], &env);
+    assert_eq!(code, 3, "{v:#}");
+    assert_eq!(check(&v, "serve")["status"], "fail", "{v:#}");
+    // Without --prof-data the serve check says what to add; without --map there is nothing to check.
+    let (_, v) = doctor_json(&["--backend", "emulated", "--map", map], &env);
+    assert!(check(&v, "serve")["detail"].as_str().unwrap().contains("no --prof-data"), "{v:#}");
+    let o = parva(&["doctor", "--backend", "emulated"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("give --map FILE"), "{}", stderr(&o));
 }

@@ -274,21 +274,51 @@ impl Doctor<'_> {
             }
         }
         // 5. The models the map needs.
-        for m in &models {
-            let export = export_command(&m.model, m.torchscript.parent().unwrap_or(Path::new("models")));
-            if !m.meta.is_file() {
-                out.push(format!("model {}", m.model), Status::Fail, format!("no metadata {}", m.meta.display()), Some(export));
-            } else if let Some(why) = &m.meta_problem {
-                out.push(format!("model {}", m.model), Status::Fail, format!("{}: {why}", m.meta.display()), Some(export));
-            } else if !m.torchscript.is_file() {
-                out.push(format!("model {}", m.model), Status::Fail, format!("no TorchScript file {}", m.torchscript.display()), Some(export));
-            } else {
-                out.push(format!("model {}", m.model), Status::Ok, format!("{} and {}", m.torchscript.display(), m.meta.display()), None);
-            }
-        }
+        model_checks(&mut out, &models, true);
         let ready = !out.0.iter().any(|c| c.status == Status::Fail);
         DoctorReport { checks: out.0, ready, map: needs.map(|n| n.path) }
     }
+}
+
+/// One line per model: its metadata reads, and (`torchscript`) its TorchScript file exists.
+fn model_checks(out: &mut Lines, models: &[ModelFiles], torchscript: bool) {
+    for m in models {
+        let export = export_command(&m.model, m.torchscript.parent().unwrap_or(Path::new("models")));
+        let item = format!("model {}", m.model);
+        if !m.meta.is_file() {
+            let fix = if torchscript { export } else { format!("{export} (or --meta-only: the emulated backend needs only the metadata)") };
+            out.push(item, Status::Fail, format!("no metadata {}", m.meta.display()), Some(fix));
+        } else if let Some(why) = &m.meta_problem {
+            out.push(item, Status::Fail, format!("{}: {why}", m.meta.display()), Some(export));
+        } else if !torchscript {
+            out.push(item, Status::Ok, format!("{} (the emulated backend needs no TorchScript file)", m.meta.display()), None);
+        } else if !m.torchscript.is_file() {
+            out.push(item, Status::Fail, format!("no TorchScript file {}", m.torchscript.display()), Some(export));
+        } else {
+            out.push(item, Status::Ok, format!("{} and {}", m.torchscript.display(), m.meta.display()), None);
+        }
+    }
+}
+
+/// The doctor for an emulated deployment (`parva doctor --backend emulated`): workers that sleep
+/// for the profiled latencies need no driver, GPU, CUDA, MPS, torch worker or TorchScript file,
+/// so those are skipped, not failed. What it needs is checked: each model's metadata, and
+/// `preflight` (what `serve` checks before its first worker: the node's segments, the profile
+/// points of each, the run directory), `Err(why)` when it would refuse to start.
+pub fn emulated_report(needs: Option<MapNeeds>, models: &[ModelFiles], preflight: Option<Result<String, String>>) -> DoctorReport {
+    let mut out = Lines(Vec::new());
+    out.push("backend", Status::Ok, "emulated: workers sleep for the profiled latencies (no measurement of a GPU)", None);
+    for item in ["nvidia driver", "cuda", "mps", "worker"] {
+        out.push(item, Status::Skip, "not needed by the emulated backend", None);
+    }
+    model_checks(&mut out, models, false);
+    match preflight {
+        Some(Ok(what)) => out.push("serve", Status::Ok, what, None),
+        Some(Err(why)) => out.push("serve", Status::Fail, why, Some("`parva serve --backend emulated` checks the same before its first worker and would refuse to start".into())),
+        None => {}
+    }
+    let ready = !out.0.iter().any(|c| c.status == Status::Fail);
+    DoctorReport { checks: out.0, ready, map: needs.map(|n| n.path) }
 }
 
 /// NVML's lines: driver, one per GPU (type, MIG mode, instances), and the map's needs of them.

@@ -242,3 +242,24 @@ fn the_report_serialises_with_lowercase_statuses_for_json_users() {
     assert_eq!(v["checks"][0]["status"], "fail");
     assert_eq!(v["checks"][0]["item"], "nvidia driver");
 }
+
+/// Issue 38: an emulated deployment needs no driver, CUDA, MPS, worker or TorchScript file: those
+/// are skipped, never failed; missing metadata and a failing preflight are failures with fixes.
+#[test]
+fn the_emulated_doctor_skips_the_gpu_and_fails_only_on_what_emulation_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.json"), "{}").unwrap();
+    let files = |m: &str| ModelFiles { model: m.into(), torchscript: dir.path().join(format!("{m}.pt")), meta: dir.path().join(format!("{m}.json")), meta_problem: None };
+    let r = crate::doctor::emulated_report(None, &[files("a")], Some(Ok("node 0: 2 worker(s) would start".into())));
+    assert!(r.ready, "{r:#?}");
+    for item in ["nvidia driver", "cuda", "mps", "worker"] {
+        assert_eq!(check(&r, item).status, Status::Skip);
+    }
+    assert_eq!(check(&r, "model a").status, Status::Ok, "no .pt file is needed");
+    let r = crate::doctor::emulated_report(None, &[files("a"), files("b")], Some(Err("no measured latency for model \"b\"".into())));
+    assert!(!r.ready);
+    let b = check(&r, "model b");
+    assert_eq!(b.status, Status::Fail);
+    assert!(b.fix.as_deref().unwrap().contains("--meta-only"), "{b:?}");
+    assert_eq!(check(&r, "serve").status, Status::Fail);
+}
