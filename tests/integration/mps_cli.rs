@@ -103,8 +103,18 @@ fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos(
     let endpoint = format!("http://{}", s.addr);
     let o = parva(&["verify", "--endpoint", &endpoint, "--out", out.to_str().unwrap(), "--plan", &map, "--prof-data", &fx("prof"), "--duration", "4s", "--warmup", "1s", "--json"]);
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap_or(Value::Null);
-    assert_eq!(o.status.code(), Some(0), "{r}\n{}", stderr(&o));
-    assert_eq!(r["all_pass"], true, "{r}");
+    // Every service within its SLO, unless the machine itself is too loaded to keep the schedule,
+    // which the generator reports as lag (issue 34: the suite beside a build); every service is
+    // still served.
+    if r["generator_warning"].is_null() {
+        assert_eq!(o.status.code(), Some(0), "{r}\n{}", stderr(&o));
+        assert_eq!(r["all_pass"], true, "{r}");
+    } else {
+        assert!(matches!(o.status.code(), Some(0 | 3)), "{r}\n{}", stderr(&o));
+    }
+    for svc in r["services"].as_array().expect("a report") {
+        assert!(svc["succeeded"].as_u64().unwrap_or(0) > 0, "{svc}");
+    }
 }
 
 #[test]

@@ -118,7 +118,15 @@ fn verify_passes_at_the_plans_rates_and_fails_the_over_capacity_services_at_3x()
     assert_eq!(code, Some(3), "{}\n{}", summary(&r), stderr(&o));
     assert_eq!(r["all_pass"], false);
     let failing: Vec<&str> = r["services"].as_array().unwrap().iter().filter(|s| s["pass"] == false).map(|s| s["service"].as_str().unwrap()).collect();
-    assert_eq!(failing, ["tight", "wide"], "{}", summary(&r));
+    // tight and wide are over capacity and must fail. roomy (45/s on 200/s) passes unless the
+    // machine itself is loaded, which the generator reports as lag (issue 34: a 3 s run beside a
+    // build saw roomy's p99 at 553 ms); then it may fail too.
+    let loaded = !r["generator_warning"].is_null();
+    if loaded {
+        assert!(failing.contains(&"tight") && failing.contains(&"wide"), "{}", summary(&r));
+    } else {
+        assert_eq!(failing, ["tight", "wide"], "{}", summary(&r));
+    }
     for name in ["tight", "wide"] {
         let svc = service(&r, name);
         // The server refuses what it cannot queue (429) or serves it late; either is a miss.
@@ -134,7 +142,9 @@ fn verify_passes_at_the_plans_rates_and_fails_the_over_capacity_services_at_3x()
                     "--out", &dir.path().join("table").display().to_string()]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let table = stdout(&o);
-    assert!(table.contains("FAIL") && table.contains("1 of 3 services meet their SLO at p99"), "{table}");
+    // 1 of 3 on a quiet machine; 0 of 3 when load makes roomy late too (the generator says so).
+    assert!(table.contains("FAIL"), "{table}");
+    assert!(table.contains("1 of 3 services meet their SLO at p99") || (table.contains("0 of 3 services meet their SLO at p99") && table.contains("the load generator sent requests late")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("tight:") && l.contains("failed")), "{table}");
 }
 
