@@ -271,3 +271,54 @@ fn oversized_batches_and_the_socket_transport_serve_the_same_answers() {
         }
     }
 }
+
+/// Issue 38: a SIGTERM to the whole process group (what `timeout` and a terminal's Ctrl-C send)
+/// logged one "worker died; restarting" warning per worker. Workers now have their own process
+/// group, so the group signal reaches parva alone, which stops them in order, quietly.
+#[test]
+fn a_sigterm_to_the_process_group_stops_the_node_without_a_crash_per_worker() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parva"))
+        .args(["serve", "--map", "deployment/example/deploy.csv", "--backend", "emulated", "--prof-data", "prof_data/example", "--listen", "127.0.0.1:0", "--run-dir"])
+        .arg(dir.path())
+        .current_dir(crate::util::repo())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = |r: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(child.stdout.take().unwrap()));
+    let err = lines(Box::new(child.stderr.take().unwrap()));
+    // Wait until every worker is ready (the event, not a time): `ready: 50/50 workers` on stderr.
+    let mut seen = Vec::new();
+    loop {
+        let line = err.recv().expect("parva ended before its workers were ready");
+        seen.push(line.clone());
+        if let Some((a, b)) = line.strip_prefix("ready: ").and_then(|r| r.split_whitespace().next()).and_then(|r| r.split_once('/'))
+            && a == b
+        {
+            break;
+        }
+    }
+    // The whole group, as `timeout` and a terminal do (procps `kill -TERM -PGID` does not).
+    let pgid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+    assert_eq!(unsafe { libc::kill(-pgid, libc::SIGTERM) }, 0, "{}", std::io::Error::last_os_error());
+    let status = child.wait().unwrap();
+    let all: Vec<String> = seen.into_iter().chain(out.iter()).chain(err.iter()).collect();
+    let all = all.join("\n");
+    assert!(status.success(), "{status}\n{all}");
+    assert!(all.contains("stopped"), "{all}");
+    assert!(!all.contains("worker died") && !all.contains("restarting"), "{all}");
+}

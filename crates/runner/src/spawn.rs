@@ -75,7 +75,12 @@ impl Spawner for ProcessSpawner {
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group: a signal to parva's group (Ctrl-C, `timeout`, a supervisor
+            // signalling the group) reaches parva alone, which then stops its workers in order;
+            // before, every worker died with it and each was logged as a crash to restart (issue
+            // 38). A worker still ends with parva: it exits when its socket closes.
+            .process_group(0);
         let child = cmd.spawn().map_err(|e| format!("start {}: {e}", spec.program.display()))?;
         Ok(Box::new(ProcessChild(child)))
     }

@@ -115,6 +115,15 @@ pub async fn supervise(cfg: ProcessConfig, mut h: ProcessHandles) {
                     BatcherExit::Crashed(why) => {
                         child.kill();
                         let status = child.wait().await;
+                        // Ended by SIGTERM or SIGINT: most likely the whole node is being stopped
+                        // (systemd signals every process of its cgroup at once). If the stop comes
+                        // within a second, this is a shutdown, not a crash to restart.
+                        if (status.contains("SIGTERM") || status.contains("SIGINT"))
+                            && tokio::time::timeout(Duration::from_secs(1), wait_stop(&mut h.stop)).await.is_ok()
+                        {
+                            tracing::info!(service = %cfg.service, worker = %cfg.spec.name, "worker ended by {status} as the node stops");
+                            break;
+                        }
                         // `why` is often the exit status itself (the worker died): say it once.
                         let why = if why.contains(&status) { why } else { format!("{why}; exit status {status}") };
                         tracing::warn!(service = %cfg.service, worker = %cfg.spec.name, log = %cfg.spec.log.display(), "worker died ({why}); restarting");
@@ -283,6 +292,18 @@ async fn step<T>(
 }
 
 /// Ask a worker to exit, then make sure it does.
+/// Resolves once `stop` says stop (never when its sender is gone without saying so).
+async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 async fn stop_worker(mut child: Box<dyn WorkerChild>, mut writer: tokio::net::unix::OwnedWriteHalf) {
     let _ = proto::write_frame_async(&mut writer, &Msg::Shutdown, &[]).await;
     if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
