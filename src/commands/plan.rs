@@ -224,6 +224,16 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         (_, _, Some(file)) => slo::read_services(file, &profiles)?,
         _ => anyhow::bail!("give --slo-dir DIR --slo N, or --services FILE"),
     };
+    // Tables measured on another GPU type plan with that GPU's latencies (issue 38: planning
+    // a100-80gb on H100 tables said nothing).
+    for (model, measured) in parva_profiler::meta::measured_gpu_types(&args.prof_data) {
+        if services.iter().any(|s| s.model == model) && !parva_profiler::meta::same_gpu(&measured, gpu.id) {
+            eprintln!(
+                "warning: the table of {model} in {} was measured on {measured} (its {model}.meta.json), not on {}: the plan uses another GPU's latencies; plan with --gpu-type {measured}, or profile {model} on {}",
+                args.prof_data.display(), gpu.id, gpu.id
+            );
+        }
+    }
     if !(args.percentile > 50.0 && args.percentile < 100.0) {
         anyhow::bail!("--percentile must be in (50, 100); got {}", args.percentile);
     }

@@ -444,3 +444,19 @@ fn parvagpu_plans_name_the_services_the_simulator_says_miss_and_simulate_agrees(
     failing.sort();
     assert_eq!(named, failing);
 }
+
+/// Issue 38: planning `a100-80gb` on tables whose metadata records an H100 gave no warning.
+#[test]
+fn plan_warns_when_the_tables_were_measured_on_another_gpu_type() {
+    let d = tempfile::tempdir().unwrap();
+    let services = d.path().join("s.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nqa,bert,50,200\n").unwrap();
+    let tables = repo().join("prof_data/h100-80gb-mps");
+    let run = |gpu: &str| parva(&["plan", "--prof-data", tables.to_str().unwrap(), "--services", services.to_str().unwrap(), "--gpu-type", gpu, "--out", d.path().join(format!("{gpu}.csv")).to_str().unwrap()]);
+    let o = run("a100-80gb");
+    assert!(stderr(&o).contains("warning: the table of bert in") && stderr(&o).contains("was measured on h100-80gb (its bert.meta.json), not on a100-80gb"), "{}", stderr(&o));
+    for same in ["h100-80gb", "h100-80gb-nomig"] {
+        let o = run(same);
+        assert!(!stderr(&o).contains("was measured on"), "{same}: {}", stderr(&o));
+    }
+}

@@ -140,6 +140,30 @@ pub fn measured_beside_jobs(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// The GPU type each table of `dir` was measured on, from its `<model>.meta.json` (`gpu_type`):
+/// (model, type). Tables without metadata (hand-made or illustrative ones) are left out.
+pub fn measured_gpu_types(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(String, String)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().strip_suffix(".meta.json")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some((name, v.get("gpu_type")?.as_str()?.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether tables measured on `measured` describe GPUs of type `planned`: the same type, with or
+/// without MIG (`h100-80gb` tables measured with MIG off serve `h100-80gb-nomig` and back).
+pub fn same_gpu(measured: &str, planned: &str) -> bool {
+    let base = |t: &str| t.strip_suffix("-nomig").unwrap_or(t).to_string();
+    base(measured) == base(planned)
+}
+
 impl Metadata {
     /// `<dir>/<model>.meta.json`.
     pub fn path(dir: &Path, model: &str) -> PathBuf {
@@ -184,5 +208,23 @@ mod background_tests {
         std::fs::write(d.path().join("a.csv"), "").unwrap();
         assert_eq!(super::measured_beside_jobs(d.path()), vec![("a".to_string(), "a train job of bert".to_string())]);
         assert!(super::measured_beside_jobs(&d.path().join("missing")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod gpu_type_tests {
+    use super::*;
+
+    /// Issue 38: planning a100-80gb on tables measured on an H100 said nothing.
+    #[test]
+    fn tables_say_which_gpu_measured_them() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bert.meta.json"), r#"{"model":"bert","gpu_type":"h100-80gb"}"#).unwrap();
+        std::fs::write(d.path().join("vgg16.meta.json"), r#"{"model":"vgg16"}"#).unwrap();
+        std::fs::write(d.path().join("bad.meta.json"), "not json").unwrap();
+        assert_eq!(measured_gpu_types(d.path()), vec![("bert".to_string(), "h100-80gb".to_string())]);
+        assert!(measured_gpu_types(&d.path().join("missing")).is_empty());
+        assert!(same_gpu("h100-80gb", "h100-80gb-nomig") && same_gpu("h100-80gb-nomig", "h100-80gb") && same_gpu("a100-80gb", "a100-80gb"));
+        assert!(!same_gpu("h100-80gb", "a100-80gb") && !same_gpu("h100-80gb", "h100-94gb"));
     }
 }
