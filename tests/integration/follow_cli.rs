@@ -302,3 +302,32 @@ fn serving_verifies_the_same_with_best_effort_jobs_beside_it() {
         assert!(r["attainment_pct"].as_f64().unwrap() >= 99.0 && r["pass"] == true, "{r}");
     }
 }
+
+/// Issue 38: `jobs.json` and `parva_job_samples` read 0 while the jobs' logs counted tens of
+/// thousands of samples: they were published only when the controller decided, once a window.
+/// With a 10-minute window, the jobs' samples now show within seconds of their first report.
+#[test]
+fn job_samples_are_published_while_the_jobs_run_not_once_a_window() {
+    let d = tempfile::tempdir().unwrap();
+    let (services, map) = one_service(d.path());
+    let jobs = d.path().join("jobs.csv");
+    std::fs::write(&jobs, "job,model,kind,min_gpcs,max_gpcs,priority\nfill,fast,train,1,7,1\n").unwrap();
+    let run = d.path().join("run");
+    let (child, addr) = start_following_window(&map, &run, &services, &[], &["--jobs", s(&jobs)], "10m");
+    // Generous against a loaded machine, far below the 10-minute window the old code waited for.
+    let begin = Instant::now();
+    loop {
+        let (_, text) = get(&addr, "/metrics");
+        if metric(&text, "parva_job_samples", &[]) > 0.0 {
+            assert_eq!(metric(&text, "parva_follow_transitions_total", &[]), 0.0, "no controller decision was needed");
+            break;
+        }
+        assert!(begin.elapsed() < Duration::from_secs(180), "no job samples published in 3 minutes of a 10-minute window\n{text}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("jobs.json")).unwrap()).unwrap();
+    assert!(record["samples"]["fill"].as_u64().unwrap_or(0) > 0, "{record}");
+    drop(child);
+    let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -137,7 +137,28 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
         };
         publish(&f2, &live2, node, ctl, outcome.shortfall());
     };
+    // The jobs' samples between windows.
+    // Stopped with this task, also when it is aborted (the server stopping).
+    let _ticker = f.jobs.is_some().then(|| {
+        let (f, live) = (f.clone(), live.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(JOBS_PUBLISH_EVERY);
+            loop {
+                every.tick().await;
+                publish_jobs(&f, &live.router.metrics);
+            }
+        }))
+    });
     follow_loop(&mut driver, &mut node, &arrivals, &prepare_blocking, &mut on, None).await;
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Log an outcome at its level (see [`Outcome::level`]).
@@ -252,23 +273,31 @@ fn publish(f: &Follow, live: &LiveNode, node: &LiveNodeOps<'_>, ctl: &Controller
         }
     }
     m.free_gpus.set(i64::from(free_gpus(f.node_gpus, &node.cur).len() as u32));
-    if let Some(j) = &f.jobs {
-        if let Ok(p) = j.procs.lock() {
-            let (running, samples) = (p.running(), p.samples());
-            m.job_instances.set(running.len() as i64);
-            m.job_samples.set(samples.values().sum::<u64>().min(i64::MAX as u64) as i64);
-            // The best-effort part of the deploy record, beside deploy.json.
-            let record = serde_json::json!({
-                "instances": running,
-                "samples": samples,
-                "reclaims": m.job_reclaims.get(),
-                "gpcs": running.iter().map(|s| u32::from(s.instance_size)).sum::<u32>(),
-            });
-            let text = serde_json::to_string_pretty(&record).unwrap_or_default() + "\n";
-            if let Err(e) = parva_core::files::write_atomic(&f.run_dir.join(JOBS_RECORD), text.as_bytes()) {
-                tracing::warn!("follow: writing the jobs record: {e}");
-            }
-        }
+    publish_jobs(f, m);
+}
+
+/// How often the jobs' samples are published between the controller's windows.
+pub const JOBS_PUBLISH_EVERY: Duration = Duration::from_secs(5);
+
+/// The jobs' gauges and record (`jobs.json`): instances, samples as the jobs report them, reclaims.
+/// Called after every controller outcome and every [`JOBS_PUBLISH_EVERY`] (issue 38: samples read
+/// 0 for a whole window while the jobs' logs counted tens of thousands).
+fn publish_jobs(f: &Follow, m: &parva_runner::metrics::Metrics) {
+    let Some(j) = &f.jobs else { return };
+    let Ok(p) = j.procs.lock() else { return };
+    let (running, samples) = (p.running(), p.samples());
+    m.job_instances.set(running.len() as i64);
+    m.job_samples.set(samples.values().sum::<u64>().min(i64::MAX as u64) as i64);
+    // The best-effort part of the deploy record, beside deploy.json.
+    let record = serde_json::json!({
+        "instances": running,
+        "samples": samples,
+        "reclaims": m.job_reclaims.get(),
+        "gpcs": running.iter().map(|s| u32::from(s.instance_size)).sum::<u32>(),
+    });
+    let text = serde_json::to_string_pretty(&record).unwrap_or_default() + "\n";
+    if let Err(e) = parva_core::files::write_atomic(&f.run_dir.join(JOBS_RECORD), text.as_bytes()) {
+        tracing::warn!("follow: writing the jobs record: {e}");
     }
 }
 
