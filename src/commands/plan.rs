@@ -108,6 +108,11 @@ pub struct PlanInputArgs {
     /// model does not see (HTTP, IPC, the client; see the README's "Planning margin").
     #[arg(long, alias = "margin-ms", value_name = "MS|PCT%", default_value = "5%")]
     margin: parva_core::slo::Margin,
+    /// Plan each service for its rate x (1 + H) (`0.2`: room for 20 % more load, or a burst);
+    /// the map's `rate` column keeps the rate asked for, so `simulate` and `verify` load it at
+    /// that rate and show the room. 0 to 10.
+    #[arg(long, value_name = "H", default_value_t = 0.0)]
+    headroom: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -174,6 +179,19 @@ pub struct Prepared {
     pub interference: f64,
     /// The measured slowdowns (`interference.csv` of the profile set), MPS types only.
     pub measured: Option<parva_core::interference::Interference>,
+    /// With `--headroom`: the rate each service asked for (its `services` rate is planned higher).
+    pub asked: std::collections::BTreeMap<String, f64>,
+}
+
+impl Prepared {
+    /// Puts the rates asked for back into a map planned with `--headroom` (its capacity stays).
+    pub fn restore_asked_rates(&self, map: &mut parva_core::DeploymentMap) {
+        for seg in &mut map.segments {
+            if let Some(rate) = self.asked.get(&seg.service) {
+                seg.rate = Some(*rate);
+            }
+        }
+    }
 }
 
 impl Prepared {
@@ -234,6 +252,17 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
             );
         }
     }
+    if !(args.headroom.is_finite() && (0.0..=10.0).contains(&args.headroom)) {
+        anyhow::bail!("--headroom must be a number in [0, 10] (0.2: plan for 20 % more than each rate); got {}", args.headroom);
+    }
+    let mut services = services;
+    let mut asked = std::collections::BTreeMap::new();
+    if args.headroom > 0.0 {
+        for s in &mut services {
+            asked.insert(s.name.clone(), s.rate);
+            s.rate *= 1.0 + args.headroom;
+        }
+    }
     if !(args.percentile > 50.0 && args.percentile < 100.0) {
         anyhow::bail!("--percentile must be in (50, 100); got {}", args.percentile);
     }
@@ -267,7 +296,7 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
             .map(|(s, secs)| (s, secs * 1e3))
             .collect(),
     };
-    Ok(Prepared { gpu, profiles, services, options, interference, measured })
+    Ok(Prepared { gpu, profiles, services, options, interference, measured, asked })
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -289,6 +318,14 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     parva_core::files::check_output(&out)?;
     let plan = plan::plan(input).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let mut map = plan.to_map();
+    prepared.restore_asked_rates(&mut map);
+    if args.input.headroom > 0.0 {
+        eprintln!(
+            "note: planned with --headroom {}: each service for {:.2}x its rate; the map's rate column keeps the rates asked for",
+            args.input.headroom,
+            1.0 + args.input.headroom
+        );
+    }
     if map.segments.is_empty() {
         // A map without segments would not validate: say why and write nothing (issue 34).
         for bad in &plan.infeasible {

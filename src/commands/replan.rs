@@ -65,6 +65,7 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     let r = replan::replan(prepared.input(), &current, args.max_extra_gpus)
         .map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let mut map = r.to_map();
+    prepared.restore_asked_rates(&mut map);
     let per_node = prepared.options.gpus_per_node.max(1);
     let job_changes = jobs.as_ref().map(|jobs| {
         let nodes = current.segments.iter().chain(&map.segments).map(|s| s.node + 1).chain(current.jobs.iter().map(|j| j.node + 1)).max().unwrap_or(1);

@@ -460,3 +460,39 @@ fn plan_warns_when_the_tables_were_measured_on_another_gpu_type() {
         assert!(!stderr(&o).contains("was measured on"), "{same}: {}", stderr(&o));
     }
 }
+
+/// Issue 38: `plan --headroom H` plans each service for rate x (1 + H); the map's rate column
+/// keeps the rates asked for, and each service's capacity covers the higher rate.
+#[test]
+fn plan_with_headroom_has_capacity_for_the_higher_rate_and_records_the_rate_asked_for() {
+    let d = tempfile::tempdir().unwrap();
+    let services = repo().join("deployment/example/services.csv");
+    let plan = |extra: &[&str], out: &str| {
+        let out = d.path().join(out);
+        let args = [&["plan", "--prof-data", "prof_data/example", "--services", services.to_str().unwrap(), "--gpu-type", "a100-80gb", "--gpus-per-node", "16", "--out", out.to_str().unwrap()][..], extra].concat();
+        let o = parva(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (std::fs::read_to_string(&out).unwrap(), stderr(&o))
+    };
+    let (plain, _) = plan(&[], "plain.csv");
+    let (roomy, err) = plan(&["--headroom", "0.5"], "roomy.csv");
+    assert!(err.contains("note: planned with --headroom 0.5: each service for 1.50x its rate"), "{err}");
+    let rows = |map: &str| -> Vec<(String, f64, f64)> {
+        let mut r = csv::Reader::from_reader(map.as_bytes());
+        let h = r.headers().unwrap().clone();
+        let col = |n: &str| h.iter().position(|c| c == n).unwrap();
+        let (sv, tp, rt) = (col("service"), col("throughput"), col("rate"));
+        r.records().map(|x| x.unwrap()).map(|x| (x[sv].to_string(), x[tp].parse().unwrap(), x[rt].parse().unwrap())).collect()
+    };
+    let asked: std::collections::BTreeMap<String, f64> =
+        std::fs::read_to_string(&services).unwrap().lines().skip(1).map(|l| { let c: Vec<&str> = l.split(',').collect(); (c[0].to_string(), c[2].parse().unwrap()) }).collect();
+    for (service, rate) in &asked {
+        let seg: Vec<(String, f64, f64)> = rows(&roomy).into_iter().filter(|r| &r.0 == service).collect();
+        assert!(seg.iter().all(|r| r.2 == *rate), "{service}: the map records the rate asked for");
+        let capacity: f64 = seg.iter().map(|r| r.1).sum();
+        assert!(capacity >= 1.5 * rate * 0.999, "{service}: capacity {capacity} for 1.5 x {rate}");
+    }
+    assert!(rows(&roomy).len() >= rows(&plain).len());
+    let o = parva(&["plan", "--prof-data", "prof_data/example", "--services", services.to_str().unwrap(), "--gpu-type", "a100-80gb", "--headroom", "11"]);
+    assert!(!o.status.success() && stderr(&o).contains("--headroom must be a number in [0, 10]"), "{}", stderr(&o));
+}
