@@ -31,6 +31,12 @@ pub struct PlanArgs {
     /// segments only).
     #[arg(long, value_enum, default_value_t = MapFormatArg::Parva)]
     format: MapFormatArg,
+    /// Plan under every planner and latency rule side by side (the exact planner on predicted
+    /// tail latency and on ParvaGPU's rule, ParvaGPU's planner, and gpu-let's on types without
+    /// MIG), each simulated at the services' rates: GPUs, GPCs and services meeting their SLO.
+    /// Writes no map.
+    #[arg(long, conflicts_with_all = ["out", "jobs", "format"])]
+    compare: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -304,6 +310,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let Prepared { gpu, profiles, services, options, .. } = &prepared;
     let (gpu, profiles, services, options) = (*gpu, profiles, services, options);
     let input = prepared.input();
+    if args.compare {
+        return print_comparison(&parva_planner::report::compare(input), args.json);
+    }
     let jobs = match &args.jobs {
         Some(path) => {
             let jobs = parva_core::jobs::read_jobs(path, Some(profiles))?;
@@ -500,6 +509,28 @@ fn print_report(r: &parva_planner::report::PlanReport, sensitivity: &[parva_plan
         outln!("sensitivity: {s}")?;
     }
     Ok(())
+}
+
+/// `plan --compare`'s table (or JSON).
+fn print_comparison(rows: &[parva_planner::report::Comparison], json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        super::print_json(&serde_json::json!({ "compare": rows }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("{:<10} {:<14} {:>5} {:>6} {:>9}  {}", "algorithm", "latency model", "GPUs", "GPCs", "meet SLO", "simulated misses (p99 / SLO)")?;
+    for r in rows {
+        let n = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let meet = r.meeting_slo.map(|m| format!("{m}/{}", r.services));
+        let what = match (&r.error, r.meeting_slo) {
+            (Some(e), _) => e.clone(),
+            (None, None) => "not simulated (too many arrivals to simulate quickly)".into(),
+            (None, Some(_)) if r.misses.is_empty() => "-".into(),
+            (None, Some(_)) => r.misses.iter().map(|m| format!("{} {:.0}/{} ms", m.service, m.p99_ms, m.slo_ms)).collect::<Vec<_>>().join(", "),
+        };
+        let incomplete = if r.complete || r.gpus.is_none() { "" } else { " (INCOMPLETE)" };
+        outln!("{:<10} {:<14} {:>5} {:>6} {:>9}  {what}{incomplete}", r.algorithm, r.latency_model, n(r.gpus.map(|g| g.to_string())), n(r.gpcs.map(|g| g.to_string())), n(meet))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_jobs(j: &parva_planner::jobs::JobsSummary) -> Result<(), super::StdoutError> {

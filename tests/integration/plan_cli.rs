@@ -496,3 +496,34 @@ fn plan_with_headroom_has_capacity_for_the_higher_rate_and_records_the_rate_aske
     let o = parva(&["plan", "--prof-data", "prof_data/example", "--services", services.to_str().unwrap(), "--gpu-type", "a100-80gb", "--headroom", "11"]);
     assert!(!o.status.success() && stderr(&o).contains("--headroom must be a number in [0, 10]"), "{}", stderr(&o));
 }
+
+/// Issue 38: `plan --compare` shows every planner and latency rule side by side, each plan
+/// simulated; a rule without queueing that misses is named with its misses.
+#[test]
+fn plan_compare_plans_and_simulates_every_rule_side_by_side_and_writes_no_map() {
+    let d = tempfile::tempdir().unwrap();
+    let o = parva_in(d.path(), &["plan", "--prof-data", repo().join("prof_data/example").to_str().unwrap(), "--services",
+        repo().join("deployment/example/tight-slo.csv").to_str().unwrap(), "--gpu-type", "a100-80gb", "--compare", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = v["compare"].as_array().unwrap();
+    let row = |a: &str, l: &str| rows.iter().find(|r| r["algorithm"] == a && r["latency_model"] == l).unwrap_or_else(|| panic!("no {a}/{l} in {v}"));
+    assert_eq!(rows.len(), 3, "no gpu-let row on a MIG type: {v}");
+    // The default row is the plain plan: 4 GPUs, both services within their SLO.
+    let q = row("optimal", "queueing");
+    assert_eq!((q["gpus"].as_u64(), q["meeting_slo"].as_u64(), q["services"].as_u64()), (Some(4), Some(2), Some(2)), "{q}");
+    // Under ParvaGPU's rule the exact planner needs no more GPUs than ParvaGPU's own planner, and
+    // the simulator names chat's miss.
+    let (op, pp) = (row("optimal", "parvagpu"), row("parvagpu", "parvagpu"));
+    assert!(op["gpus"].as_u64() <= pp["gpus"].as_u64(), "{v}");
+    assert_eq!(op["misses"][0]["service"], "chat", "{op}");
+    assert!(op["misses"][0]["p99_ms"].as_f64().unwrap() > 40.0);
+    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none(), "--compare wrote a file");
+    // A type without MIG adds gpu-let's heuristic.
+    let o = parva(&["plan", "--prof-data", "prof_data/example-mps", "--services", "scripts/bench/mps-services.csv", "--gpu-type", "l4-24gb", "--compare", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    assert!(v["compare"].as_array().unwrap().iter().any(|r| r["algorithm"] == "gpulet"), "{v}");
+    // It writes no map, so --out makes no sense with it.
+    let o = parva(&["plan", "--prof-data", "prof_data/example", "--services", "deployment/example/tight-slo.csv", "--gpu-type", "a100-80gb", "--compare", "--out", "x.csv"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

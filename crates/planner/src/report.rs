@@ -317,6 +317,82 @@ pub struct SimulatedMiss {
     pub attainment_pct: f64,
 }
 
+/// One row of `plan --compare`: a planner and a latency rule, what it plans, and what the
+/// simulator says of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub algorithm: &'static str,
+    pub latency_model: &'static str,
+    /// `None` when planning failed (`error` says why).
+    pub gpus: Option<usize>,
+    pub gpcs: Option<u32>,
+    /// Every service got capacity.
+    pub complete: bool,
+    /// Services the simulator says meet their SLO at p99; `None` when not simulated (a fleet too
+    /// large to simulate quickly, or no plan).
+    pub meeting_slo: Option<usize>,
+    pub services: usize,
+    /// The services the simulator says miss.
+    pub misses: Vec<SimulatedMiss>,
+    pub error: Option<String>,
+}
+
+/// Plans `input` under each planner and latency rule that applies to its GPU type (the exact
+/// planner on predicted tail latency, and on ParvaGPU's rule; ParvaGPU's greedy planner; on a type
+/// without MIG, gpu-let's heuristic) and simulates every plan, as `plan --compare` shows side by
+/// side. The queueing row uses `input`'s percentile, the ParvaGPU rows its latency budget.
+pub fn compare(input: PlanInput<'_>) -> Vec<Comparison> {
+    use parva_core::latency::LatencyModel;
+    use super::Algorithm;
+    let percentile = match input.options.latency_model {
+        LatencyModel::Queueing { percentile } => percentile,
+        _ => 99.0,
+    };
+    let budget = input.options.latency_budget;
+    let mut combos = vec![
+        (Algorithm::Optimal, LatencyModel::Queueing { percentile }, "optimal", "queueing"),
+        (Algorithm::Optimal, LatencyModel::ParvaGpu { budget }, "optimal", "parvagpu"),
+        (Algorithm::ParvaGpu, LatencyModel::ParvaGpu { budget }, "parvagpu", "parvagpu"),
+    ];
+    if input.gpu.is_mps() {
+        combos.push((Algorithm::GpuLet, LatencyModel::GpuLet, "gpulet", "gpulet"));
+    }
+    combos
+        .into_iter()
+        .map(|(algorithm, latency_model, a, l)| {
+            let options = super::PlanOptions { algorithm, latency_model, ..input.options.clone() };
+            let mut row = Comparison {
+                algorithm: a,
+                latency_model: l,
+                gpus: None,
+                gpcs: None,
+                complete: false,
+                meeting_slo: None,
+                services: input.services.len(),
+                misses: Vec::new(),
+                error: None,
+            };
+            match super::plan(PlanInput { options: &options, ..input }) {
+                Err(e) => row.error = Some(e.to_string()),
+                Ok(plan) => {
+                    row.gpus = Some(plan.gpus.len());
+                    row.gpcs = Some(plan.gpcs_by_service().iter().sum());
+                    row.complete = plan.infeasible.is_empty();
+                    match simulated_misses(&plan.to_map(), input.profiles, input.services) {
+                        Ok(Some(misses)) => {
+                            row.meeting_slo = Some(input.services.len() - misses.len().min(input.services.len()));
+                            row.misses = misses;
+                        }
+                        Ok(None) => {}
+                        Err(e) => row.error = Some(format!("simulating the plan: {e}")),
+                    }
+                }
+            }
+            row
+        })
+        .collect()
+}
+
 /// Seconds of Poisson arrivals [`simulated_misses`] runs (5 s of them warm-up).
 pub const CHECK_SECONDS: f64 = 30.0;
 /// [`simulated_misses`] is skipped above this many expected arrivals (it would take long).
@@ -428,6 +504,28 @@ mod tests {
         assert!((r.models.iter().map(|m| m.share_pct).sum::<f64>() - 100.0).abs() < 1e-9);
         assert_eq!(r.models.iter().map(|m| m.gpcs).sum::<u32>(), r.gpcs);
         assert!(model_costs(&[]).is_empty());
+    }
+
+    /// Issue 38: `plan --compare`'s rows: one per planner and rule the type allows, the queueing
+    /// row is the default plan, and every plan is simulated.
+    #[test]
+    fn compare_plans_each_rule_and_simulates_each_plan() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prof_data/example");
+        let profiles = parva_core::ProfileSet::read_dir(&dir, None).unwrap();
+        let services = vec![
+            Service { name: "chat".into(), model: "bert".into(), rate: 200.0, slo_ms: 40.0 },
+            Service { name: "thumbs".into(), model: "mobilenetv2".into(), rate: 500.0, slo_ms: 60.0 },
+        ];
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let options = PlanOptions::default();
+        let input = PlanInput { gpu, profiles: &profiles, services: &services, options: &options };
+        let rows = compare(input);
+        assert_eq!(rows.iter().map(|r| (r.algorithm, r.latency_model)).collect::<Vec<_>>(), [("optimal", "queueing"), ("optimal", "parvagpu"), ("parvagpu", "parvagpu")]);
+        assert_eq!(rows[0].gpus, Some(crate::plan(input).unwrap().gpus.len()));
+        for r in &rows {
+            assert!(r.error.is_none() && r.meeting_slo.is_some(), "{r:?}");
+            assert_eq!(r.meeting_slo.unwrap() + r.misses.len(), r.services);
+        }
     }
 
     #[test]
