@@ -314,7 +314,9 @@ fn job_samples_are_published_while_the_jobs_run_not_once_a_window() {
     std::fs::write(&jobs, "job,model,kind,min_gpcs,max_gpcs,priority\nfill,fast,train,1,7,1\n").unwrap();
     let run = d.path().join("run");
     let (child, addr) = start_following_window(&map, &run, &services, &[], &["--jobs", s(&jobs)], "10m");
-    // Generous against a loaded machine, far below the 10-minute window the old code waited for.
+    // The property is "before the controller's first window": the bound is that window (10
+    // minutes), not a speed; the samples come within seconds (every JOBS_PUBLISH_EVERY). Before
+    // the fix they came only with a transition, which steady load never makes.
     let begin = Instant::now();
     loop {
         let (_, text) = get(&addr, "/metrics");
@@ -322,7 +324,7 @@ fn job_samples_are_published_while_the_jobs_run_not_once_a_window() {
             assert_eq!(metric(&text, "parva_follow_transitions_total", &[]), 0.0, "no controller decision was needed");
             break;
         }
-        assert!(begin.elapsed() < Duration::from_secs(180), "no job samples published in 3 minutes of a 10-minute window\n{text}");
+        assert!(begin.elapsed() < Duration::from_secs(570), "no job samples published before the controller's first 10-minute window\n{text}");
         std::thread::sleep(Duration::from_millis(250));
     }
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("jobs.json")).unwrap()).unwrap();

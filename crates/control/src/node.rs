@@ -300,22 +300,7 @@ mod tests {
     use super::*;
 
     fn seg(gpu: u32, placement: u8, size: u8, service: &str) -> Segment {
-        Segment {
-            node: 0,
-            gpu,
-            service: service.into(),
-            model: "m".into(),
-            placement,
-            instance_size: size,
-            batch_size: 4,
-            num_proc: 1,
-            profile: None,
-            gpu_type: None,
-            throughput: Some(100.0),
-            rate: Some(50.0),
-            slo_ms: Some(100.0),
-            margin_ms: None,
-        }
+        Segment { batch_size: 4, throughput: Some(100.0), rate: Some(50.0), slo_ms: Some(100.0), ..Segment::at(0, gpu, placement, size, service, "m") }
     }
 
     fn transition() -> Vec<Step> {

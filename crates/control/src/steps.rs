@@ -265,20 +265,12 @@ mod tests {
 
     fn seg(gpu: u32, placement: u8, size: u8, service: &str, tput: f64) -> Segment {
         Segment {
-            node: 0,
-            gpu,
-            service: service.into(),
-            model: "m".into(),
-            placement,
-            instance_size: size,
             batch_size: 4,
-            num_proc: 1,
-            profile: None,
             gpu_type: Some("a100-80gb".into()),
             throughput: Some(tput),
             rate: Some(100.0),
             slo_ms: Some(100.0),
-            margin_ms: None,
+            ..Segment::at(0, gpu, placement, size, service, "m")
         }
     }
 

@@ -62,6 +62,28 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// A segment of `service` (model `model`) on an instance of `instance_size` GPCs at
+    /// `placement` of GPU `gpu` of node `node`: batch 1, one process, and no profile, GPU type,
+    /// throughput, rate, SLO or margin yet (set them with struct update syntax).
+    pub fn at(node: u32, gpu: u32, placement: u8, instance_size: u8, service: &str, model: &str) -> Segment {
+        Segment {
+            node,
+            gpu,
+            service: service.into(),
+            model: model.into(),
+            placement,
+            instance_size,
+            batch_size: 1,
+            num_proc: 1,
+            profile: None,
+            gpu_type: None,
+            throughput: None,
+            rate: None,
+            slo_ms: None,
+            margin_ms: None,
+        }
+    }
+
     /// The latency the router batches and admits against: the SLO `slo_ms` less this segment's
     /// planning margin (never below a tenth of the SLO, whatever a hand-edited map says).
     pub fn target_ms(&self, slo_ms: f64) -> f64 {

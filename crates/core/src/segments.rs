@@ -219,22 +219,7 @@ mod tests {
     use super::*;
 
     fn seg(node: u32, gpu: u32, placement: u8, service: &str, size: u8, tput: Option<f64>) -> Segment {
-        Segment {
-            node,
-            gpu,
-            service: service.into(),
-            model: "m".into(),
-            placement,
-            instance_size: size,
-            batch_size: 4,
-            num_proc: 1,
-            profile: None,
-            gpu_type: None,
-            throughput: tput,
-            rate: Some(300.0),
-            slo_ms: Some(100.0),
-            margin_ms: None,
-        }
+        Segment { batch_size: 4, throughput: tput, rate: Some(300.0), slo_ms: Some(100.0), ..Segment::at(node, gpu, placement, size, service, "m") }
     }
 
     #[test]

@@ -430,20 +430,11 @@ mod tests {
 
     fn seg(node: u32, gpu: u32, placement: u8, size: u8, service: &str, throughput: f64) -> Segment {
         Segment {
-            node,
-            gpu,
-            service: service.into(),
-            model: "m".into(),
-            placement,
-            instance_size: size,
             batch_size: 4,
-            num_proc: 1,
-            profile: None,
             gpu_type: Some("a100-80gb".into()),
             throughput: Some(throughput),
-            rate: None,
             slo_ms: Some(100.0),
-            margin_ms: None,
+            ..Segment::at(node, gpu, placement, size, service, "m")
         }
     }
 

@@ -126,23 +126,18 @@ pub struct Metadata {
 /// what ran beside it), from their `<model>.meta.json`. Tables without metadata, or whose metadata
 /// cannot be read, are left out.
 pub fn measured_beside_jobs(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<(String, String)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().strip_suffix(".meta.json")?.to_string();
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            Some((name, v.get("background")?.as_str()?.to_string()))
-        })
-        .collect();
-    out.sort();
-    out
+    metadata_field(dir, "background")
 }
 
 /// The GPU type each table of `dir` was measured on, from its `<model>.meta.json` (`gpu_type`):
 /// (model, type). Tables without metadata (hand-made or illustrative ones) are left out.
 pub fn measured_gpu_types(dir: &Path) -> Vec<(String, String)> {
+    metadata_field(dir, "gpu_type")
+}
+
+/// (model, the string `field` of its `<model>.meta.json`) for each table of `dir` whose metadata
+/// reads and has that field, sorted.
+fn metadata_field(dir: &Path, field: &str) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out: Vec<(String, String)> = entries
         .filter_map(Result::ok)
@@ -150,7 +145,7 @@ pub fn measured_gpu_types(dir: &Path) -> Vec<(String, String)> {
             let name = e.file_name().to_string_lossy().strip_suffix(".meta.json")?.to_string();
             let text = std::fs::read_to_string(e.path()).ok()?;
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            Some((name, v.get("gpu_type")?.as_str()?.to_string()))
+            Some((name, v.get(field)?.as_str()?.to_string()))
         })
         .collect();
     out.sort();
