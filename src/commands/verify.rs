@@ -75,7 +75,8 @@ pub struct VerifyArgs {
     /// A service passes when at least this percentage of its requests succeed within the SLO.
     #[arg(long, default_value_t = 99.0)]
     percentile: f64,
-    /// Directory for verify.json, verify.csv and latency_cdf.svg [default: reports/verify-<UTC time>].
+    /// Directory for verify.json, verify.csv, verify_over_time.csv, latency_cdf.svg and over_time.svg
+    /// [default: reports/verify-<UTC time>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Per service: requests due but unfinished at most; a request due beyond it is dropped
@@ -231,7 +232,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             profiles,
         }),
         (Some(_), _, _) if spec.trace.is_some() => {
-            tracing::warn!("no simulator prediction with --trace (the simulator replays fixed rates only)");
+            tracing::warn!("no simulator prediction with --trace or --rates (the simulator replays fixed rates only)");
             None
         }
         _ => None,
@@ -265,8 +266,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if let (Some(p), Some(pred)) = (&prediction, &predicted) {
         predict::attach(&mut verification.report, pred, p.how.clone());
     }
-    let svg = verification.svg()?;
-    let written = report::write_files(&out_dir, &verification.report, &svg)?;
+    let plots = verification.plots()?;
+    let written = report::write_files(&out_dir, &verification.report, &plots)?;
     let r = &verification.report;
     if args.json {
         super::print_json(r)?;

@@ -241,6 +241,19 @@ fn verify_loads_at_rates_that_change_over_time() {
         assert_eq!(svc["scheduled"], svc["succeeded"], "{svc}");
         assert_eq!(svc["dropped"].as_u64(), Some(0), "{svc}");
     }
+    // Issue 38: the report says when: 1 s intervals, roomy's step to 80/s in the second one, and
+    // the plot over time and its table beside the CDF.
+    let timeline = roomy["timeline"].as_array().unwrap();
+    let rates_at: Vec<f64> = timeline.iter().map(|p| f(&p["offered_rate"])).collect();
+    assert_eq!(timeline.len(), 3, "{roomy}");
+    assert!(rates_at[1] > 2.0 * rates_at[0].max(rates_at[2]), "{rates_at:?}");
+    assert_eq!(timeline.iter().map(|p| p["scheduled"].as_u64().unwrap()).sum::<u64>(), n);
+    let out = dir.path().join("rates");
+    let table = std::fs::read_to_string(out.join("verify_over_time.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 3 * 3, "{table}");
+    assert!(table.lines().any(|l| l.starts_with("roomy,1.0,2.0,")), "{table}");
+    let plot = std::fs::read_to_string(out.join("over_time.svg")).unwrap();
+    assert!(plot.contains("the times of rates.csv") && plot.contains("roomy (SLO 200 ms): pass"), "over_time.svg");
     // --rates and --trace exclude each other.
     let (code, _, o) = verify(&s, &dir.path().join("both"), &["--services", &fx("services.csv"), "--rates", rates.to_str().unwrap(), "--trace", &fx("burst.csv")]);
     assert_eq!(code, Some(2), "{}", stderr(&o));

@@ -70,7 +70,7 @@ pub async fn run(client: &Client, targets: &[ServiceLoad], config: &LoadConfig, 
     let _ = live.started.set(start.into_std());
     let mut handles = Vec::with_capacity(targets.len());
     for t in targets {
-        let stats = Arc::new(Mutex::new(ServiceStats::new(t.slo_ms)));
+        let stats = Arc::new(Mutex::new(ServiceStats::new(t.slo_ms).with_timeline(config.warmup_s, config.duration_s)));
         let h = tokio::spawn(dispatch(client.clone(), t.clone(), config.clone(), start, stats.clone(), live.clone()));
         handles.push((h, stats));
     }
@@ -105,7 +105,7 @@ async fn dispatch(client: Client, target: ServiceLoad, config: LoadConfig, start
         let Ok(slot) = in_flight.clone().try_acquire_owned() else {
             live.dropped.fetch_add(1, Ordering::Relaxed);
             if counted {
-                lock(&stats).record_drop();
+                lock(&stats).record_drop(t);
             }
             continue;
         };
@@ -130,8 +130,8 @@ async fn dispatch(client: Client, target: ServiceLoad, config: LoadConfig, start
             if counted {
                 let mut s = lock(&stats);
                 match result {
-                    Ok(outcome) => s.record(lag.unwrap_or_default(), due.elapsed(), &outcome),
-                    Err(_) => s.record_timeout(lag),
+                    Ok(outcome) => s.record(t, lag.unwrap_or_default(), due.elapsed(), &outcome),
+                    Err(_) => s.record_timeout(t, lag),
                 }
             }
             drop(slot);

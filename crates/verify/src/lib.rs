@@ -10,7 +10,8 @@
 //! - [`generator`]: the open-loop run: on-schedule sends, latency from the scheduled time, the
 //!   in-flight cap (drops), the connection cap (lag), timeouts.
 //! - [`stats`]: per-service counters and HDR histograms.
-//! - [`report`]: the verdict and its table, JSON and CSV forms; [`plot`]: the latency CDF SVG.
+//! - [`report`]: the verdict and its table, JSON and CSV forms; [`plot`]: the latency CDF and
+//!   the plot over time (SVG).
 //! - [`predict`]: the simulator's prediction for the same plan, to compare with the measurement.
 //!
 //! [`verify`] ties them together; the settings are checked by [`Spec::check`] before anything
@@ -129,6 +130,27 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// What the plots' titles say of the run: endpoint, window, rate, wire, verdict, backend.
+    fn title(&self) -> String {
+        let r = &self.report.settings;
+        format!(
+            "parva verify {}: {} s at {}, wire {} ({}); {}",
+            r.endpoint,
+            r.window_s,
+            match &r.trace {
+                Some(p) => format!("the times of {}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+                None => format!("rate x{}", r.rate_scale),
+            },
+            r.wire.name(),
+            if self.report.all_pass { "all pass" } else { "SLO missed" },
+            match (r.server.backend.as_deref(), r.server.device.as_deref()) {
+                (Some("emulated"), _) => "EMULATED backend, no GPU".to_string(),
+                (Some(b), Some(d)) => format!("backend {b} on {d}"),
+                _ => "backend not reported".to_string(),
+            }
+        )
+    }
+
     /// The latency CDF plot as SVG.
     pub fn svg(&self) -> Result<String, VerifyError> {
         let curves: Vec<plot::Curve<'_>> = self
@@ -138,21 +160,23 @@ impl Verification {
             .zip(&self.cdfs)
             .map(|(s, points)| plot::Curve { name: &s.service, slo_ms: s.slo_ms, pass: s.pass, points: points.clone() })
             .collect();
-        let r = &self.report.settings;
-        let title = format!(
-            "parva verify {}: {} s at rate x{}, wire {} ({}); {}",
-            r.endpoint,
-            r.window_s,
-            r.rate_scale,
-            r.wire.name(),
-            if self.report.all_pass { "all pass" } else { "SLO missed" },
-            match (r.server.backend.as_deref(), r.server.device.as_deref()) {
-                (Some("emulated"), _) => "EMULATED backend, no GPU".to_string(),
-                (Some(b), Some(d)) => format!("backend {b} on {d}"),
-                _ => "backend not reported".to_string(),
-            }
-        );
-        plot::cdf_svg(&title, &curves, r.percentile)
+        plot::cdf_svg(&self.title(), &curves, self.report.settings.percentile)
+    }
+
+    /// The plot over time as SVG: offered rate, p99 and SLO attainment per interval.
+    pub fn over_time_svg(&self) -> Result<String, VerifyError> {
+        let series: Vec<plot::TimeSeries<'_>> = self
+            .report
+            .services
+            .iter()
+            .map(|s| plot::TimeSeries { name: &s.service, slo_ms: s.slo_ms, pass: s.pass, points: &s.timeline })
+            .collect();
+        plot::over_time_svg(&self.title(), &series, self.report.settings.percentile)
+    }
+
+    /// Every plot with its file name, for [`report::write_files`].
+    pub fn plots(&self) -> Result<Vec<(&'static str, String)>, VerifyError> {
+        Ok(vec![(report::SVG_FILE, self.svg()?), (report::TIMELINE_SVG_FILE, self.over_time_svg()?)])
     }
 }
 

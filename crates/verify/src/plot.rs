@@ -245,6 +245,132 @@ pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]
     Ok(svg)
 }
 
+/// One service over the run, for [`over_time_svg`].
+pub struct TimeSeries<'a> {
+    pub name: &'a str,
+    pub slo_ms: f64,
+    pub pass: bool,
+    pub points: &'a [crate::stats::TimePoint],
+}
+
+/// Runs of consecutive intervals that have a value, each as a step line `(x, y)`: a gap where an
+/// interval has none (no request, or none succeeded) breaks the line rather than bridging it.
+fn step_runs(points: &[crate::stats::TimePoint], unit_s: f64, value: impl Fn(&crate::stats::TimePoint) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<(f64, f64)> = Vec::new();
+    for p in points {
+        match value(p) {
+            Some(v) => run.extend([(p.from_s / unit_s, v), (p.to_s / unit_s, v)]),
+            None => runs.extend((!run.is_empty()).then(|| std::mem::take(&mut run))),
+        }
+    }
+    runs.extend((!run.is_empty()).then_some(run));
+    runs
+}
+
+/// The plot over time (`over_time.svg`), for runs at changing rates (`verify --rates`, a trace)
+/// and fixed ones alike. Three panels on one time axis (seconds since the load started; minutes
+/// or hours for long runs), each service in its colour: the offered load (requests/s scheduled),
+/// the p99 latency of each interval (log scale, the service's SLO dashed in its colour) and the
+/// share of the interval's requests within the SLO (the pass percentile dashed grey).
+pub fn over_time_svg(title: &str, series: &[TimeSeries<'_>], percentile: f64) -> Result<String, VerifyError> {
+    let end_s = series.iter().flat_map(|s| s.points.iter().map(|p| p.to_s)).fold(0.0f64, f64::max);
+    let start_s = series.iter().flat_map(|s| s.points.first().map(|p| p.from_s)).fold(end_s, f64::min);
+    let (unit_s, unit) = if end_s <= 600.0 {
+        (1.0, "s")
+    } else if end_s <= 3.0 * 3600.0 {
+        (60.0, "min")
+    } else {
+        (3600.0, "hours")
+    };
+    let (x0, x1) = (start_s / unit_s, (end_s / unit_s).max(start_s / unit_s + 1e-6));
+    let max_rate = series.iter().flat_map(|s| s.points.iter().map(|p| p.offered_rate)).fold(1.0f64, f64::max) * 1.1;
+    let lat = series.iter().flat_map(|s| s.points.iter().filter_map(|p| p.p99_ms).chain([s.slo_ms])).filter(|v| *v > 0.0);
+    let (lo, hi) = lat.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo / 1.5, hi * 1.5) } else { (0.1, 1000.0) };
+    let low = series.iter().flat_map(|s| s.points.iter().filter_map(|p| p.attainment_pct)).fold(100.0f64, f64::min).min(percentile);
+    let floor = if low >= 90.0 { 90.0 } else { (low / 10.0).floor() * 10.0 };
+    let x_desc = format!("time since the load started ({unit})");
+    let mut svg = String::new();
+    {
+        let height = 960u32.max(80 + 18 * series.len() as u32);
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let (title_area, plot_area) = plot_area.split_vertically(36);
+        title_area.titled(title, ("sans-serif", 18)).map_err(plot_err)?;
+        let panels = plot_area.split_evenly((3, 1));
+        let mut rate = ChartBuilder::on(&panels[0])
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, 0.0..max_rate)
+            .map_err(plot_err)?;
+        rate.configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc(x_desc.as_str())
+            .y_desc("offered (requests/s)")
+            .x_label_formatter(&|v| number(*v))
+            .y_label_formatter(&|v| number(*v))
+            .draw()
+            .map_err(plot_err)?;
+        let mut p99 = ChartBuilder::on(&panels[1])
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)))
+            .map_err(plot_err)?;
+        p99.configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc(x_desc.as_str())
+            .y_desc("p99 per interval (ms, log)")
+            .x_label_formatter(&|v| number(*v))
+            .y_label_formatter(&|v| number(*v))
+            .draw()
+            .map_err(plot_err)?;
+        let mut slo = ChartBuilder::on(&panels[2])
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, floor..100.5)
+            .map_err(plot_err)?;
+        slo.configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc(x_desc.as_str())
+            .y_desc("% within SLO per interval")
+            .x_label_formatter(&|v| number(*v))
+            .y_label_formatter(&|v| number(*v))
+            .draw()
+            .map_err(plot_err)?;
+        let grey = RGBColor(120, 120, 120);
+        slo.draw_series(DashedLineSeries::new([(x0, percentile), (x1, percentile)], 6, 4, grey.stroke_width(1))).map_err(plot_err)?;
+        let font = ("sans-serif", 13).into_font();
+        let entry = |row: usize| 40 + 18 * row as i32;
+        legend_area.draw(&PathElement::new([(8, entry(0)), (28, entry(0))], grey.stroke_width(1))).map_err(plot_err)?;
+        legend_area.draw(&Text::new(format!("{percentile} % within SLO (pass line)"), (34, entry(0) - 7), font.clone())).map_err(plot_err)?;
+        for (i, s) in series.iter().enumerate() {
+            let c = color(i);
+            for run in step_runs(s.points, unit_s, |p| Some(p.offered_rate)) {
+                rate.draw_series(LineSeries::new(run, c.stroke_width(2))).map_err(plot_err)?;
+            }
+            for run in step_runs(s.points, unit_s, |p| p.p99_ms.map(|v| v.clamp(lo, hi))) {
+                p99.draw_series(LineSeries::new(run, c.stroke_width(2))).map_err(plot_err)?;
+            }
+            p99.draw_series(DashedLineSeries::new([(x0, s.slo_ms), (x1, s.slo_ms)], 6, 4, c.stroke_width(1))).map_err(plot_err)?;
+            for run in step_runs(s.points, unit_s, |p| p.attainment_pct.map(|v| v.clamp(floor, 100.0))) {
+                slo.draw_series(LineSeries::new(run, c.stroke_width(2))).map_err(plot_err)?;
+            }
+            let y = entry(i + 1);
+            legend_area.draw(&PathElement::new([(8, y), (28, y)], c.stroke_width(2))).map_err(plot_err)?;
+            let verdict = if s.pass { "pass" } else { "FAIL" };
+            let style = if s.pass { font.color(&BLACK) } else { font.color(&RED) };
+            legend_area.draw(&Text::new(format!("{} (SLO {} ms): {verdict}", s.name, s.slo_ms), (34, y - 7), style)).map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,7 +443,6 @@ mod tests {
         assert!(svg.matches("<polyline").count() >= 5, "{}", svg.matches("<polyline").count());
     }
 
-    #[test]
     /// Issue 38: the CDF had no x label below 100 ms, and day.svg read `25.0` and `20000.0`.
     #[test]
     fn axes_are_labelled_below_100_ms_and_whole_numbers_read_as_such() {
@@ -334,6 +459,42 @@ mod tests {
         }
         let day = day_svg("d", &[(0.0, 3600.0, 20000.0)], &[DaySeries { name: "static", gpus: vec![(0.0, 3600.0, 25.0)], attainment: vec![(0.0, 3600.0, 99.0)] }]).unwrap();
         assert!(!day.lines().any(|l| l.trim().ends_with(".0") && l.trim().parse::<f64>().is_ok()), "decimals on whole-number labels");
+    }
+
+    fn interval(from_s: f64, rate: f64, attainment: Option<f64>, p99: Option<f64>) -> crate::stats::TimePoint {
+        crate::stats::TimePoint {
+            from_s,
+            to_s: from_s + 10.0,
+            scheduled: (rate * 10.0) as u64,
+            succeeded: 0,
+            within_slo: 0,
+            offered_rate: rate,
+            attainment_pct: attainment,
+            p99_ms: p99,
+        }
+    }
+
+    /// Issue 38: `verify --rates` had no plot over time.
+    #[test]
+    fn the_plot_over_time_draws_rate_p99_and_attainment_per_service_with_gaps_where_nothing_was_measured() {
+        let a = [interval(0.0, 50.0, Some(100.0), Some(20.0)), interval(10.0, 200.0, Some(93.0), Some(140.0)), interval(20.0, 0.0, None, None), interval(30.0, 40.0, Some(100.0), Some(18.0))];
+        let b = [interval(0.0, 5.0, Some(100.0), Some(8.0)), interval(10.0, 5.0, Some(0.0), None), interval(20.0, 5.0, Some(100.0), Some(9.0)), interval(30.0, 5.0, Some(100.0), Some(9.0))];
+        let series = [TimeSeries { name: "chat", slo_ms: 100.0, pass: false, points: &a }, TimeSeries { name: "tags", slo_ms: 50.0, pass: true, points: &b }];
+        let svg = over_time_svg("parva verify over time", &series, 99.0).unwrap();
+        for want in ["parva verify over time", "offered (requests/s)", "p99 per interval (ms, log)", "% within SLO per interval", "time since the load started (s)", "chat (SLO 100 ms): FAIL", "tags (SLO 50 ms): pass", "99 % within SLO (pass line)"] {
+            assert!(svg.contains(want), "{want} missing");
+        }
+        // Rate: one line each. p99: chat is broken by its empty interval (2 runs), tags by the
+        // interval where nothing succeeded (2 runs). Attainment: chat 2 runs, tags 1. Plus a
+        // legend line per service (dashed lines are drawn thinner).
+        let thick = svg.lines().filter(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\"")).count();
+        assert_eq!(thick, 2 + 4 + 3 + 2, "{svg}");
+        assert_eq!(step_runs(&a, 1.0, |p| p.p99_ms), vec![vec![(0.0, 20.0), (10.0, 20.0), (10.0, 140.0), (20.0, 140.0)], vec![(30.0, 18.0), (40.0, 18.0)]]);
+        // An hour-long run is drawn in minutes.
+        let long: Vec<_> = (0..60).map(|i| interval(60.0 * i as f64, 10.0, Some(100.0), Some(5.0))).collect();
+        let svg = over_time_svg("t", &[TimeSeries { name: "x", slo_ms: 10.0, pass: true, points: &long }], 99.0).unwrap();
+        assert!(svg.contains("time since the load started (min)"));
+        assert!(over_time_svg("t", &[], 99.0).unwrap().contains("offered (requests/s)"), "an empty run still draws its axes");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The report of a run: per-service results, the verdict, and its forms: a terminal table, JSON
-//! (`verify.json`), CSV (`verify.csv`) and the latency CDF plot (`latency_cdf.svg`, see
-//! [`crate::plot`]).
+//! (`verify.json`), CSV (`verify.csv`), the same per interval of time (`verify_over_time.csv`)
+//! and the plots (`latency_cdf.svg`, `over_time.svg`, see [`crate::plot`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,11 +11,13 @@ use serde::Serialize;
 use crate::client::Wire;
 use crate::error::VerifyError;
 use crate::schedule::Distribution;
-use crate::stats::{ServiceStats, quantile_ms};
+use crate::stats::{ServiceStats, TimePoint, quantile_ms};
 
 pub const JSON_FILE: &str = "verify.json";
 pub const CSV_FILE: &str = "verify.csv";
 pub const SVG_FILE: &str = "latency_cdf.svg";
+pub const TIMELINE_CSV_FILE: &str = "verify_over_time.csv";
+pub const TIMELINE_SVG_FILE: &str = "over_time.svg";
 
 /// A request counts as sent late when it left more than this after its scheduled time.
 pub const LATE_MS: f64 = 10.0;
@@ -138,6 +140,9 @@ pub struct ServiceReport {
     pub reason: Option<String>,
     /// `parva simulate`'s p99 for the same plan and rates, when asked for.
     pub predicted_p99_ms: Option<f64>,
+    /// The window by interval of scheduled time (at most 60 intervals): offered rate, SLO
+    /// attainment and p99 in each.
+    pub timeline: Vec<TimePoint>,
 }
 
 /// The whole report.
@@ -199,6 +204,7 @@ pub fn build(settings: RunSettings, services: &[(ServiceInfo<'_>, &ServiceStats)
                 pass,
                 reason: (!pass).then(|| reason(s, info.slo_ms, p, percentile_ms)),
                 predicted_p99_ms: None,
+                timeline: s.timeline.points(),
             }
         })
         .collect();
@@ -415,15 +421,52 @@ pub fn csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// Write `verify.json`, `verify.csv` and `latency_cdf.svg` into `dir` (created if needed). Every
+#[derive(Serialize)]
+struct TimelineRow<'a> {
+    service: &'a str,
+    from_s: f64,
+    to_s: f64,
+    scheduled: u64,
+    succeeded: u64,
+    within_slo: u64,
+    offered_rate: f64,
+    attainment_pct: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+/// `verify_over_time.csv`: one row per service and interval of scheduled time (a long table, as
+/// Grafana's CSV source and pandas read it).
+pub fn timeline_csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for s in &r.services {
+        for p in &s.timeline {
+            w.serialize(TimelineRow {
+                service: &s.service,
+                from_s: p.from_s,
+                to_s: p.to_s,
+                scheduled: p.scheduled,
+                succeeded: p.succeeded,
+                within_slo: p.within_slo,
+                offered_rate: p.offered_rate,
+                attainment_pct: p.attainment_pct,
+                p99_ms: p.p99_ms,
+            })?;
+        }
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// Write `verify.json`, `verify.csv`, `verify_over_time.csv` and the plots (`(file name, SVG)`) into `dir` (created if needed). Every
 /// file is rendered before the directory is touched, and each is written under a temporary name
 /// and renamed, so an error leaves no partial report.
-pub fn write_files(dir: &Path, report: &Report, svg: &str) -> Result<Vec<PathBuf>, VerifyError> {
+pub fn write_files(dir: &Path, report: &Report, plots: &[(&str, String)]) -> Result<Vec<PathBuf>, VerifyError> {
     let json = serde_json::to_vec_pretty(report).map_err(|e| VerifyError::io(dir.join(JSON_FILE), "encode report", std::io::Error::other(e)))?;
     let csv = csv(report).map_err(|e| VerifyError::io(dir.join(CSV_FILE), "encode report", std::io::Error::other(e)))?;
+    let over_time = timeline_csv(report).map_err(|e| VerifyError::io(dir.join(TIMELINE_CSV_FILE), "encode report", std::io::Error::other(e)))?;
     std::fs::create_dir_all(dir).map_err(|e| VerifyError::io(dir, "create report directory", e))?;
     let mut written = Vec::new();
-    for (name, bytes) in [(JSON_FILE, json.as_slice()), (CSV_FILE, csv.as_slice()), (SVG_FILE, svg.as_bytes())] {
+    let tables = [(JSON_FILE, json.as_slice()), (CSV_FILE, csv.as_slice()), (TIMELINE_CSV_FILE, over_time.as_slice())];
+    for (name, bytes) in tables.into_iter().chain(plots.iter().map(|(n, svg)| (*n, svg.as_bytes()))) {
         let path = dir.join(name);
         parva_core::files::write_atomic(&path, bytes).map_err(|e| VerifyError::io(&path, "write report", std::io::Error::other(format!("{e:#}"))))?;
         written.push(path);
@@ -462,18 +505,18 @@ mod tests {
     }
 
     pub(crate) fn sample() -> Report {
-        let mut good = ServiceStats::new(100.0);
+        let mut good = ServiceStats::new(100.0).with_timeline(2.0, 12.0);
         for i in 0..200 {
-            good.record(Duration::from_micros(300), Duration::from_millis(10 + i % 20), &Outcome::Ok);
+            good.record(2.0 + i as f64 * 0.05, Duration::from_micros(300), Duration::from_millis(10 + i % 20), &Outcome::Ok);
         }
-        let mut bad = ServiceStats::new(50.0);
+        let mut bad = ServiceStats::new(50.0).with_timeline(2.0, 12.0);
         for _ in 0..90 {
-            bad.record(Duration::from_millis(30), Duration::from_millis(80), &Outcome::Ok);
+            bad.record(3.0, Duration::from_millis(30), Duration::from_millis(80), &Outcome::Ok);
         }
         for _ in 0..10 {
-            bad.record(Duration::ZERO, Duration::from_millis(1), &Outcome::Status(429));
+            bad.record(11.0, Duration::ZERO, Duration::from_millis(1), &Outcome::Status(429));
         }
-        bad.record_drop();
+        bad.record_drop(11.5);
         let a = ServiceInfo { name: "good", model: Some("m"), slo_ms: 100.0, target_rate: Some(20.0) };
         let b = ServiceInfo { name: "bad", model: None, slo_ms: 50.0, target_rate: Some(10.0) };
         build(settings(), &[(a, &good), (b, &bad)])
@@ -533,19 +576,38 @@ mod tests {
         assert_eq!(v["all_pass"], false);
     }
 
+    /// Issue 38: a run at changing rates says when its requests missed, per interval.
+    #[test]
+    fn the_over_time_table_has_a_row_per_service_and_interval() {
+        let r = sample();
+        assert_eq!(r.services[0].timeline.len(), 10, "10 s window in 1 s intervals");
+        let text = String::from_utf8(timeline_csv(&r).unwrap()).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("service,from_s,to_s,scheduled,succeeded,within_slo,offered_rate,attainment_pct,p99_ms"));
+        let rows: Vec<&str> = lines.collect();
+        assert_eq!(rows.len(), 20);
+        assert!(rows[0].starts_with("good,2.0,3.0,20,20,20,20.0,100.0,"), "{}", rows[0]);
+        // bad: 90 late at 3 s; 10 refused and 1 dropped at 11 s; nothing else.
+        assert!(rows[11].starts_with("bad,3.0,4.0,90,90,0,90.0,0.0,80"), "{}", rows[11]);
+        assert_eq!(rows[19], "bad,11.0,12.0,11,0,0,11.0,0.0,");
+        assert_eq!(rows[12], "bad,4.0,5.0,0,0,0,0.0,,");
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["services"][1]["timeline"][9]["scheduled"], 11);
+    }
+
     #[test]
     fn files_are_written_whole_into_a_new_directory() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("a/b");
-        let files = write_files(&out, &sample(), "<svg/>").unwrap();
-        assert_eq!(files.len(), 3);
+        let files = write_files(&out, &sample(), &[(SVG_FILE, "<svg/>".into()), (TIMELINE_SVG_FILE, "<svg/>".into())]).unwrap();
+        assert_eq!(files.len(), 5);
         let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(names, vec![SVG_FILE, CSV_FILE, JSON_FILE]);
+        assert_eq!(names, vec![SVG_FILE, TIMELINE_SVG_FILE, CSV_FILE, JSON_FILE, TIMELINE_CSV_FILE]);
         // A file where the directory should be: an error naming the path.
         let blocked = dir.path().join("file");
         std::fs::write(&blocked, "x").unwrap();
-        let e = write_files(&blocked, &sample(), "").unwrap_err().to_string();
+        let e = write_files(&blocked, &sample(), &[]).unwrap_err().to_string();
         assert!(e.contains("file") && e.contains("create report directory"), "{e}");
     }
 }
