@@ -69,9 +69,11 @@ pub struct VerifyArgs {
     /// [--duration default: the trace's last change + 60 s].
     #[arg(long, value_name = "TRACE", conflicts_with = "trace")]
     rates: Option<PathBuf>,
-    /// Multiply every rate by this (with --trace: replay this many times faster).
-    #[arg(long, default_value_t = 1.0)]
-    rate_scale: f64,
+    /// Multiply every rate by this (with --trace: replay this many times faster). Several,
+    /// comma-separated (`0.1,0.25,0.5,1`), verify each load in turn, one report each in
+    /// `--out/x<scale>/`, and a summary by load (`loads.csv`): measured and predicted p50/p99.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "SCALE[,SCALE...]")]
+    rate_scale: Vec<f64>,
     /// A service passes when at least this percentage of its requests succeed within the SLO.
     #[arg(long, default_value_t = 99.0)]
     percentile: f64,
@@ -164,11 +166,18 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give --services, --slo-dir with --slo, or --map"),
     };
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    if !(args.rate_scale > 0.0 && args.rate_scale.is_finite()) {
-        anyhow::bail!("--rate-scale must be a number > 0; got {}", args.rate_scale);
+    if let Some(bad) = args.rate_scale.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
+        anyhow::bail!("--rate-scale must be numbers > 0; got {bad}");
     }
+    if args.rate_scale.len() > MAX_SCALES {
+        anyhow::bail!("--rate-scale: at most {MAX_SCALES} loads in one run; got {}", args.rate_scale.len());
+    }
+    if args.rate_scale.len() > 1 && (args.trace.is_some() || args.rates.is_some()) {
+        anyhow::bail!("--rate-scale: several loads need fixed rates; with --trace or --rates give one scale");
+    }
+    let rate_scale = args.rate_scale.first().copied().unwrap_or(1.0);
     let mut trace = match &args.trace {
-        Some(path) => Some((path.clone(), trace::read_trace(path, &names, args.rate_scale)?)),
+        Some(path) => Some((path.clone(), trace::read_trace(path, &names, rate_scale)?)),
         None => None,
     };
     let mut rates_duration = None;
@@ -179,7 +188,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let rates = parva_core::trace::RateTrace::read(path, &list)?;
         let duration = args.duration.unwrap_or(rates.last_change_s() + 60.0);
-        let times = trace::times_from_rates(&rates, &names, duration, args.rate_scale, args.seed)
+        let times = trace::times_from_rates(&rates, &names, duration, rate_scale, args.seed)
             .map_err(|e| anyhow::anyhow!("--rates {}: {e}", path.display()))?;
         trace = Some((path.clone(), times));
         rates_duration = Some(duration);
@@ -204,7 +213,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         trace,
         distribution,
         seed: args.seed,
-        rate_scale: args.rate_scale,
+        rate_scale,
         percentile: args.percentile,
         duration_s,
         warmup_s: args.warmup,
@@ -237,46 +246,73 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let predicted = match &prediction {
-        Some(p) => Some(
-            predict::predict_p99(&p.map, &p.profiles, p.services.as_deref(), &spec, {
-                let wire = match spec.wire {
-                    Wire::Binary => super::DataPathWire::Binary,
-                    Wire::Json => super::DataPathWire::Json,
-                    Wire::Shm => super::DataPathWire::Shm,
-                };
-                super::data_path_costs(&p.profiles.dir, args.models.as_deref(), wire, p.map.segments.iter().map(|s| (s.service.as_str(), s.model.as_str())))?
-            })
-                .context("predicting the plan's latency with the simulator")?,
-        ),
-        None => None,
+    let data_path = match &prediction {
+        Some(p) => {
+            let wire = match spec.wire {
+                Wire::Binary => super::DataPathWire::Binary,
+                Wire::Json => super::DataPathWire::Json,
+                Wire::Shm => super::DataPathWire::Shm,
+            };
+            super::data_path_costs(&p.profiles.dir, args.models.as_deref(), wire, p.map.segments.iter().map(|s| (s.service.as_str(), s.model.as_str())))?
+        }
+        None => Default::default(),
     };
-
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    let live = Arc::new(Live::default());
-    let bar = progress_bar(args.json, spec.duration_s);
-    let verification = rt.block_on(async {
-        let progress = tokio::spawn(show_progress(bar.clone(), live.clone(), spec.duration_s));
-        let result = parva_verify::verify(&spec, live.clone()).await;
-        progress.abort();
-        result
-    });
-    bar.finish_and_clear();
-    let mut verification = verification?;
-    if let (Some(p), Some(pred)) = (&prediction, &predicted) {
-        predict::attach(&mut verification.report, pred, p.how.clone());
+    let several = args.rate_scale.len() > 1;
+    let mut reports = Vec::with_capacity(args.rate_scale.len());
+    for &scale in &args.rate_scale {
+        let spec = Spec { rate_scale: scale, ..spec.clone() };
+        let dir = if several { out_dir.join(format!("x{scale}")) } else { out_dir.clone() };
+        if several {
+            eprintln!("load x{scale}:");
+        }
+        let predicted = match &prediction {
+            Some(p) => Some(
+                predict::predict(&p.map, &p.profiles, p.services.as_deref(), &spec, data_path.clone())
+                    .context("predicting the plan's latency with the simulator")?,
+            ),
+            None => None,
+        };
+        let live = Arc::new(Live::default());
+        let bar = progress_bar(args.json, spec.duration_s);
+        let verification = rt.block_on(async {
+            let progress = tokio::spawn(show_progress(bar.clone(), live.clone(), spec.duration_s));
+            let result = parva_verify::verify(&spec, live.clone()).await;
+            progress.abort();
+            result
+        });
+        bar.finish_and_clear();
+        let mut verification = verification?;
+        if let (Some(p), Some(pred)) = (&prediction, &predicted) {
+            predict::attach(&mut verification.report, pred, p.how.clone());
+        }
+        let plots = verification.plots()?;
+        let written = report::write_files(&dir, &verification.report, &plots)?;
+        if !args.json {
+            out!("{}", report::table(&verification.report))?;
+        }
+        eprintln!("report: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        reports.push(verification.report);
     }
-    let plots = verification.plots()?;
-    let written = report::write_files(&out_dir, &verification.report, &plots)?;
-    let r = &verification.report;
-    if args.json {
+    let all_pass = reports.iter().all(|r| r.all_pass);
+    if several {
+        let loads = report::loads_csv(&reports)?;
+        let path = out_dir.join(report::LOADS_CSV_FILE);
+        parva_core::files::write_atomic(&path, &loads).with_context(|| format!("write {}", path.display()))?;
+        if args.json {
+            super::print_json(&reports)?;
+        } else {
+            out!("{}", report::loads_table(&reports))?;
+        }
+        eprintln!("by load: {}", path.display());
+    } else if let (true, Some(r)) = (args.json, reports.first()) {
         super::print_json(r)?;
-    } else {
-        out!("{}", report::table(r))?;
     }
-    eprintln!("report: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    Ok(super::exit(r.all_pass))
+    Ok(super::exit(all_pass))
 }
+
+/// Most loads one `--rate-scale` list may ask for.
+const MAX_SCALES: usize = 16;
 
 /// The services of a map, in map order, with the map's rate and SLO columns.
 fn services_of_map(map: &DeploymentMap, path: &Path) -> anyhow::Result<Vec<ServiceSpec>> {

@@ -220,6 +220,39 @@ fn verify_replays_a_trace() {
     }
 }
 
+/// Issue 36: several loads in one command, each with its own report, then measured and predicted
+/// p50/p99 side by side by load; an idle process does not hold a lone request, so the median at a
+/// quarter of the load is no higher than at full load.
+#[test]
+fn verify_runs_several_loads_in_one_command_and_puts_measured_beside_predicted() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("loads");
+    let args = ["--plan", &fx("plan.csv"), "--prof-data", &fx("prof"), "--duration", "3s", "--warmup", "1s", "--rate-scale", "0.25,1"];
+    let (code, r, o) = verify(&s, &out, &args);
+    assert_eq!(code, Some(0), "{r}\n{}", stderr(&o));
+    let reports = r.as_array().unwrap_or_else(|| panic!("--json prints an array of reports: {r}"));
+    assert_eq!(reports.iter().map(|r| f(&r["settings"]["rate_scale"])).collect::<Vec<_>>(), [0.25, 1.0]);
+    for (r, scale) in reports.iter().zip(["x0.25", "x1"]) {
+        let saved: Value = serde_json::from_str(&std::fs::read_to_string(out.join(scale).join("verify.json")).unwrap()).unwrap();
+        assert_eq!(&saved, r, "{scale}/verify.json is what --json printed");
+        for svc in r["services"].as_array().unwrap() {
+            assert!(f(&svc["predicted_p50_ms"]) > 0.0 && f(&svc["predicted_p50_ms"]) <= f(&svc["predicted_p99_ms"]), "{svc}");
+        }
+    }
+    let p50 = |i: usize, name: &str| f(&service(&reports[i], name)["p50_ms"]);
+    for name in ["roomy", "tight", "wide"] {
+        assert!(p50(0, name) <= p50(1, name) + 2.0, "{name}: p50 {} ms at x0.25, {} ms at x1", p50(0, name), p50(1, name));
+    }
+    let table = std::fs::read_to_string(out.join("loads.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 2 * 3, "{table}");
+    assert!(table.starts_with("rate_scale,service,") && table.lines().nth(1).unwrap().starts_with("0.25,roomy,"), "{table}");
+    // Several loads need fixed rates.
+    let (code, _, o) = verify(&s, &dir.path().join("trace"), &["--services", &fx("services.csv"), "--trace", &fx("burst.csv"), "--rate-scale", "0.5,1"]);
+    assert_ne!(code, Some(0));
+    assert!(stderr(&o).contains("several loads need fixed rates"), "{}", stderr(&o));
+}
+
 /// Issue 14: `--rates` loads at rates that change over time (a rate trace): roomy steps from
 /// 20/s to 80/s and back, the others keep their list rates; every scheduled request is answered.
 #[test]

@@ -2,10 +2,11 @@
 //! forms batches with the planner's policy ([`parva_core::batching::BatchPolicy`]) and runs them on
 //! the worker, which executes them one at a time (a full batch may be sent while the previous runs).
 //!
-//! A free process dispatches the first `max_batch` rows as soon as that many are queued, or
-//! everything queued (up to `max_batch` rows) once waiting longer would make the oldest request
-//! miss its deadline `arrival + slo - guard - exec(max_batch)` (partial batches are timed as full
-//! ones, as the core policy says). `exec(k)` is the time measured for batches of `k` rows on this
+//! A free process dispatches what is queued (up to `max_batch` rows) as soon as it holds the
+//! keep-up batch for the process's measured arrival rate (one row at low load: an idle process
+//! does not hold a lone request; `max_batch` at high load), or once waiting longer would make the
+//! oldest request miss its deadline `arrival + slo - guard - exec(max_batch)` (partial batches
+//! are timed as full ones), as the core policy says. `exec(k)` is the time measured for batches of `k` rows on this
 //! process, from the moment the worker could start them to their answer (a moving average), or,
 //! before any was measured, the profile table's latency.
 //!
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use parva_core::batching::BatchPolicy;
+use parva_core::batching::{ArrivalRate, BatchPolicy};
 use tokio::io::BufReader;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -523,34 +524,6 @@ fn publish_inflight(shared: &ProcShared, inflight: &VecDeque<InFlight>, est: &Ex
     shared.set_busy_until(until);
 }
 
-/// Rows per second arriving at a process, measured over windows of at least
-/// [`RateMeter::WINDOW_S`] and smoothed.
-struct RateMeter {
-    since: Instant,
-    rows: usize,
-    rate: Option<f64>,
-}
-
-impl RateMeter {
-    const WINDOW_S: f64 = 0.1;
-
-    fn new(now: Instant) -> Self {
-        RateMeter { since: now, rows: 0, rate: None }
-    }
-
-    /// `rows` rows arrived at `now`; the new rate when a window ended.
-    fn arrived(&mut self, rows: usize, now: Instant) -> Option<f64> {
-        self.rows = self.rows.saturating_add(rows);
-        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
-        if elapsed < Self::WINDOW_S {
-            return None;
-        }
-        let rate = ewma(self.rate, self.rows as f64 / elapsed);
-        *self = RateMeter { since: now, rows: 0, rate: Some(rate) };
-        Some(rate)
-    }
-}
-
 /// Serve `queue` and new jobs from `rx` on `conn` until stopped or the worker dies.
 pub async fn run_batcher(
     ctx: &BatcherCtx<'_>,
@@ -580,7 +553,9 @@ pub async fn run_batcher(
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut stopping = *stop.borrow();
         let mut next_id: u64 = 0;
-        let mut meter = RateMeter::new(Instant::now());
+        // The process's arrival rate, measured as the simulator measures it (the policy's
+        // keep-up batch depends on it).
+        let mut meter = ArrivalRate::new(secs(Instant::now()));
         loop {
             let mut deadline = None;
             if !queue.is_empty() && inflight.len() < PIPELINE_DEPTH {
@@ -590,7 +565,8 @@ pub async fn run_batcher(
                 // the oldest request past its deadline.
                 let exec = est.get(max);
                 let go = if inflight.is_empty() {
-                    stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec)
+                    let keep_up = ctx.policy.keep_up_batch(meter.rate(), |k| est.get(k));
+                    stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec, keep_up)
                 } else {
                     // Busy: only a full batch is sent ahead; it starts the moment the worker is free.
                     queued >= max
@@ -624,7 +600,7 @@ pub async fn run_batcher(
             tokio::select! {
                 job = rx.recv(), if !stopping => match job {
                     Some(j) => {
-                        if let Some(rate) = meter.arrived(j.rows, j.arrival) {
+                        if let Some(rate) = meter.arrived(secs(j.arrival), j.rows as u64) {
                             ctx.shared.set_arrival_rate(rate);
                         }
                         queue.push_back(j)
@@ -857,18 +833,6 @@ mod tests {
         assert_eq!(shared.inflight_rows.load(Ordering::SeqCst), 12);
         publish_inflight(&shared, &VecDeque::new(), &est);
         assert_eq!(shared.busy_remaining(now), 0.0);
-    }
-
-    #[test]
-    fn the_arrival_rate_is_measured_over_windows() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + std::time::Duration::from_millis(ms);
-        let mut m = RateMeter::new(t0);
-        assert_eq!(m.arrived(10, at(50)), None);
-        assert_eq!(m.arrived(10, at(100)), Some(200.0));
-        // Quiet, then a request: the rate falls (EWMA of 200 and 1 row in 1 s).
-        let r = m.arrived(1, at(1100)).unwrap();
-        assert!((r - (200.0 + 0.3 * (1.0 - 200.0))).abs() < 1e-9, "{r}");
     }
 
     /// An estimate whose process has run every size once already (first batches are not counted).

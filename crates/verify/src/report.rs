@@ -18,6 +18,7 @@ pub const CSV_FILE: &str = "verify.csv";
 pub const SVG_FILE: &str = "latency_cdf.svg";
 pub const TIMELINE_CSV_FILE: &str = "verify_over_time.csv";
 pub const TIMELINE_SVG_FILE: &str = "over_time.svg";
+pub const LOADS_CSV_FILE: &str = "loads.csv";
 
 /// A request counts as sent late when it left more than this after its scheduled time.
 pub const LATE_MS: f64 = 10.0;
@@ -138,7 +139,8 @@ pub struct ServiceReport {
     pub pass: bool,
     /// Why the service failed, in words.
     pub reason: Option<String>,
-    /// `parva simulate`'s p99 for the same plan and rates, when asked for.
+    /// `parva simulate`'s p50 and p99 for the same plan and rates, when asked for.
+    pub predicted_p50_ms: Option<f64>,
     pub predicted_p99_ms: Option<f64>,
     /// The window by interval of scheduled time (at most 60 intervals): offered rate, SLO
     /// attainment and p99 in each.
@@ -203,6 +205,7 @@ pub fn build(settings: RunSettings, services: &[(ServiceInfo<'_>, &ServiceStats)
                 attainment_pct: s.attainment_pct(),
                 pass,
                 reason: (!pass).then(|| reason(s, info.slo_ms, p, percentile_ms)),
+                predicted_p50_ms: None,
                 predicted_p99_ms: None,
                 timeline: s.timeline.points(),
             }
@@ -269,7 +272,7 @@ pub fn table(r: &Report) -> String {
         "service", "offered/s", "achieved/s", "sent", "ok", "failed", "drop", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "lag p99", "SLO ms", "in SLO %"
     );
     if predicted {
-        let _ = write!(out, " {:>9}", "sim p99");
+        let _ = write!(out, " {:>9} {:>9}", "sim p50", "sim p99");
     }
     out.push_str("  result\n");
     for s in &r.services {
@@ -293,7 +296,7 @@ pub fn table(r: &Report) -> String {
             s.attainment_pct
         );
         if predicted {
-            let _ = write!(out, " {:>9}", ms(s.predicted_p99_ms));
+            let _ = write!(out, " {:>9} {:>9}", ms(s.predicted_p50_ms), ms(s.predicted_p99_ms));
         }
         out.push_str(if s.pass { "  pass\n" } else { "  FAIL\n" });
     }
@@ -373,6 +376,7 @@ struct CsvRow<'a> {
     lag_max_ms: Option<f64>,
     attainment_pct: f64,
     pass: bool,
+    predicted_p50_ms: Option<f64>,
     predicted_p99_ms: Option<f64>,
     /// What was measured, on every row (a CSV travels without its JSON).
     backend: Option<&'a str>,
@@ -411,6 +415,7 @@ pub fn csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
             lag_max_ms: s.lag_max_ms,
             attainment_pct: s.attainment_pct,
             pass: s.pass,
+            predicted_p50_ms: s.predicted_p50_ms,
             predicted_p99_ms: s.predicted_p99_ms,
             backend: r.settings.server.backend.as_deref(),
             device: r.settings.server.device.as_deref(),
@@ -419,6 +424,110 @@ pub fn csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
         })?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+#[derive(Serialize)]
+struct LoadRow<'a> {
+    rate_scale: f64,
+    service: &'a str,
+    slo_ms: f64,
+    offered_rate: f64,
+    achieved_rate: f64,
+    p50_ms: Option<f64>,
+    predicted_p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    predicted_p99_ms: Option<f64>,
+    /// Measured p99 over predicted, minus 1, percent.
+    p99_vs_predicted_pct: Option<f64>,
+    attainment_pct: f64,
+    pass: bool,
+}
+
+fn vs_pct(measured: Option<f64>, predicted: Option<f64>) -> Option<f64> {
+    match (measured, predicted) {
+        (Some(m), Some(p)) if p > 0.0 => Some(100.0 * (m / p - 1.0)),
+        _ => None,
+    }
+}
+
+/// `loads.csv` of `verify --rate-scale A,B,...`: one row per load and service, measured and
+/// predicted p50/p99 side by side.
+pub fn loads_csv(reports: &[Report]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in reports {
+        for s in &r.services {
+            w.serialize(LoadRow {
+                rate_scale: r.settings.rate_scale,
+                service: &s.service,
+                slo_ms: s.slo_ms,
+                offered_rate: s.offered_rate,
+                achieved_rate: s.achieved_rate,
+                p50_ms: s.p50_ms,
+                predicted_p50_ms: s.predicted_p50_ms,
+                p99_ms: s.p99_ms,
+                predicted_p99_ms: s.predicted_p99_ms,
+                p99_vs_predicted_pct: vs_pct(s.p99_ms, s.predicted_p99_ms),
+                attainment_pct: s.attainment_pct,
+                pass: s.pass,
+            })?;
+        }
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// The summary of `verify --rate-scale A,B,...`: per service and load, measured and predicted
+/// p50/p99, and whether the median at the lowest load is above the one at the highest (a
+/// batcher that holds lone requests).
+pub fn loads_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  result",
+        "service", "load", "offered/s", "p50 ms", "sim p50", "p99 ms", "sim p99", "p99 vs", "SLO ms", "in SLO %"
+    );
+    let names: Vec<&str> = reports.first().map(|r| r.services.iter().map(|s| s.service.as_str()).collect()).unwrap_or_default();
+    for name in &names {
+        for r in reports {
+            let Some(s) = r.services.iter().find(|s| s.service == *name) else { continue };
+            let vs = vs_pct(s.p99_ms, s.predicted_p99_ms).map(|v| format!("{v:+.1} %")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<20} {:>7} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.2}  {}",
+                s.service,
+                format!("x{}", r.settings.rate_scale),
+                s.offered_rate,
+                ms(s.p50_ms),
+                ms(s.predicted_p50_ms),
+                ms(s.p99_ms),
+                ms(s.predicted_p99_ms),
+                vs,
+                s.slo_ms,
+                s.attainment_pct,
+                if s.pass { "pass" } else { "FAIL" }
+            );
+        }
+    }
+    let by_scale = |low: bool| {
+        reports.iter().min_by(|a, b| {
+            let o = a.settings.rate_scale.total_cmp(&b.settings.rate_scale);
+            if low { o } else { o.reverse() }
+        })
+    };
+    if let (Some(lo), Some(hi)) = (by_scale(true), by_scale(false))
+        && lo.settings.rate_scale < hi.settings.rate_scale
+    {
+        for name in &names {
+            let p50 = |r: &Report| r.services.iter().find(|s| s.service == *name).and_then(|s| s.p50_ms);
+            if let (Some(a), Some(b)) = (p50(lo), p50(hi))
+                && a > b
+            {
+                let _ = writeln!(out, "{name}: p50 at x{} ({a:.1} ms) is above p50 at x{} ({b:.1} ms)", lo.settings.rate_scale, hi.settings.rate_scale);
+            }
+        }
+    }
+    let passed = reports.iter().filter(|r| r.all_pass).count();
+    let _ = write!(out, "{passed} of {} loads: every service meets its SLO", reports.len());
+    out
 }
 
 #[derive(Serialize)]
@@ -567,13 +676,38 @@ mod tests {
         assert!(header.starts_with("service,model,slo_ms,target_rate,offered_rate"), "{header}");
         assert!(header.contains("failed_by") && header.contains("attainment_pct,pass"));
         // Issue 38: every row says what was measured.
-        assert!(header.ends_with("predicted_p99_ms,backend,device,wire,tool"), "{header}");
+        assert!(header.ends_with("predicted_p50_ms,predicted_p99_ms,backend,device,wire,tool"), "{header}");
         assert!(text.lines().nth(1).unwrap().ends_with(",emulated,none,binary,parva 0.1.0 (abc1234)"), "{text}");
         assert!(lines.nth(1).unwrap().contains("429:10"), "{text}");
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["services"][1]["failed_by"]["429"], 10);
         assert_eq!(v["settings"]["distribution"], "poisson");
         assert_eq!(v["all_pass"], false);
+    }
+
+    /// Issue 36: `--rate-scale 0.1,...,1` puts each load's measured and predicted latencies side
+    /// by side, and says when a service answers slower at low load than at full load.
+    #[test]
+    fn the_loads_summary_has_a_row_per_load_and_service_and_flags_a_slow_low_load() {
+        let mut low = sample();
+        low.settings.rate_scale = 0.1;
+        let mut full = sample();
+        full.settings.rate_scale = 1.0;
+        for s in &mut full.services {
+            s.predicted_p50_ms = s.p50_ms;
+            s.predicted_p99_ms = s.p99_ms.map(|p| p / 1.25);
+            s.p50_ms = s.p50_ms.map(|p| p / 2.0);
+        }
+        let text = String::from_utf8(loads_csv(&[low.clone(), full.clone()]).unwrap()).unwrap();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows[0], "rate_scale,service,slo_ms,offered_rate,achieved_rate,p50_ms,predicted_p50_ms,p99_ms,predicted_p99_ms,p99_vs_predicted_pct,attainment_pct,pass");
+        assert_eq!(rows.len(), 1 + 2 * 2);
+        assert!(rows[1].starts_with("0.1,good,") && rows[3].starts_with("1.0,good,"), "{text}");
+        assert!(rows[3].contains(",25.0") || rows[3].contains(",25.00"), "{}", rows[3]);
+        let table = loads_table(&[low, full]);
+        assert!(table.contains("x0.1") && table.contains("x1 ") && table.contains("+25.0 %"), "{table}");
+        assert!(table.contains("good: p50 at x0.1") && table.contains("is above p50 at x1"), "{table}");
+        assert!(table.ends_with("0 of 2 loads: every service meets its SLO"), "{table}");
     }
 
     /// Issue 38: a run at changing rates says when its requests missed, per interval.

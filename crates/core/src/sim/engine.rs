@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use hdrhistogram::Histogram;
 
 use super::{Distribution, ServiceResult, SimConfig, SimError, SimReport};
-use crate::batching::BatchPolicy;
+use crate::batching::{ArrivalRate, BatchPolicy};
 use crate::deploy::DeploymentMap;
 use crate::profile::ProfileSet;
 
@@ -16,6 +16,9 @@ struct Proc {
     /// `exec[k]` = latency of a batch of k requests (index 0 unused).
     exec: Vec<f64>,
     queue: VecDeque<f64>,
+    /// Its arrival rate, measured as the router measures it, and the keep-up batch at that rate.
+    rate: ArrivalRate,
+    keep_up: usize,
     running: Vec<f64>,
     busy: bool,
     /// Timers carry the generation they were set in; a later dispatch or arrival invalidates them.
@@ -144,6 +147,8 @@ impl Model {
                     policy: BatchPolicy::new(seg.batch_size, seg.target_ms(slo_ms)),
                     exec: exec.clone(),
                     queue: VecDeque::new(),
+                    rate: ArrivalRate::new(0.0),
+                    keep_up: 1,
                     running: Vec::new(),
                     busy: false,
                     generation: 0,
@@ -178,10 +183,14 @@ impl Model {
                     let p = self.svcs[si].pick();
                     let proc = &mut self.procs[p];
                     proc.queue.push_back(now);
+                    if let Some(rate) = proc.rate.arrived(now, 1) {
+                        let exec = &proc.exec;
+                        proc.keep_up = proc.policy.keep_up_batch(rate, |k| exec[k.min(exec.len() - 1)]);
+                    }
                     // The deadline depends only on the oldest request, so a pending timer stays
                     // valid: act only when this request is the oldest or completes a batch.
                     let len = proc.queue.len();
-                    if !proc.busy && (len == 1 || len >= proc.policy.max_batch as usize) {
+                    if !proc.busy && (len == 1 || len >= proc.keep_up) {
                         if let Some((at, ev)) = self.try_dispatch(p, now) {
                             push(&mut heap, at, ev);
                         }
@@ -250,7 +259,7 @@ impl Model {
         let k = proc.queue.len().min(b);
         let full = proc.exec[b];
         let oldest = proc.queue[0];
-        if proc.policy.should_dispatch(now, proc.queue.len(), oldest, full) {
+        if proc.policy.should_dispatch(now, proc.queue.len(), oldest, full, proc.keep_up) {
             proc.running.extend(proc.queue.drain(..k));
             proc.busy = true;
             proc.generation += 1;
