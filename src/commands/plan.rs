@@ -489,15 +489,24 @@ fn print_report(r: &parva_planner::report::PlanReport, sensitivity: &[parva_plan
     if let Some(lb) = &r.lower_bound {
         outln!("lower bound: {lb}")?;
     }
-    for n in &r.nodes {
-        outln!("node {}: {} of {} GPUs, {} of {} GPCs used", n.node, n.gpus, n.gpus_per_node, n.gpcs, n.gpcs_total)?;
-    }
+    // Each node, then its GPUs numbered as the map numbers them (per node).
     const SHOWN: usize = 64;
-    for l in r.layouts.iter().take(SHOWN) {
-        outln!("  {l}")?;
+    let mut shown = 0;
+    for n in &r.nodes {
+        if shown >= SHOWN {
+            break;
+        }
+        outln!("node {}: {} of {} GPUs, {} of {} GPCs used", n.node, n.gpus, n.gpus_per_node, n.gpcs, n.gpcs_total)?;
+        for l in r.layouts.iter().filter(|l| l.node == n.node) {
+            if shown >= SHOWN {
+                break;
+            }
+            outln!("  {l}")?;
+            shown += 1;
+        }
     }
-    if r.layouts.len() > SHOWN {
-        outln!("  ... and {} more GPUs (all of them in --json)", r.layouts.len() - SHOWN)?;
+    if r.layouts.len() > shown {
+        outln!("  ... and {} more GPUs (all of them in --json)", r.layouts.len() - shown)?;
     }
     if let Some(m) = &r.memory {
         outln!("memory: {m}")?;

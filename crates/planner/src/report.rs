@@ -41,6 +41,23 @@ pub struct ModelCost {
     pub requests_pct: f64,
 }
 
+/// One GPU of the map and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuLayout {
+    pub node: u32,
+    /// The GPU's index on its node (the map's `gpu` column).
+    pub gpu: u32,
+    /// `[4g photo-tags b8x2][2g ocr b4x1][1g -]`: each segment, then the free GPCs.
+    pub layout: String,
+}
+
+impl std::fmt::Display for GpuLayout {
+    /// `gpu 3: [4g photo-tags b8x2][2g ocr b4x1][1g -]` (under its node's line).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gpu {}: {}", self.gpu, self.layout)
+    }
+}
+
 /// What one node of the map holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeUse {
@@ -66,8 +83,9 @@ pub struct PlanReport {
     pub models: Vec<ModelCost>,
     pub lower_bound: Option<String>,
     pub nodes: Vec<NodeUse>,
-    /// `gpu 3: [4g photo-tags b8x2][2g ocr b4x1][1g -]` per GPU of the map, in map order.
-    pub layouts: Vec<String>,
+    /// Each GPU's layout, in map order, numbered per node as the map numbers them (issue 33:
+    /// the report said `gpu 11` where the map says node 1, GPU 3).
+    pub layouts: Vec<GpuLayout>,
     pub warnings: Vec<String>,
     /// When a memory fit check rested on an instance memory NVIDIA publishes no figure for
     /// (the catalogue's conservative rule): which profiles, and how to get the exact figure.
@@ -177,7 +195,7 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         n.gpus += 1;
         n.gpcs += u32::from(g.used_gpcs());
         n.gpcs_total += u32::from(plan.gpu.gpcs);
-        let mut text = format!("gpu {i}: ");
+        let mut text = String::new();
         for p in &g.placed {
             let s = &plan.services[p.segment.service];
             text.push_str(&format!("[{} {} b{}x{}]", plan.gpu.size_label(p.segment.size), s.name, p.segment.batch, p.segment.procs));
@@ -186,7 +204,7 @@ pub fn report(plan: &Plan, profiles: Option<&parva_core::ProfileSet>) -> PlanRep
         if free > 0 {
             text.push_str(&format!("[{} -]", plan.gpu.size_label(free)));
         }
-        layouts.push(text);
+        layouts.push(GpuLayout { node, gpu: i as u32 % per_node, layout: text });
     }
     let complete = plan.infeasible.is_empty();
     let algorithm = match plan.algorithm {
@@ -538,7 +556,9 @@ mod tests {
     #[test]
     fn layouts_name_each_segment_and_the_free_gpcs_and_nodes_count_their_gpus() {
         let r = report(&plan(), None);
-        assert_eq!(r.layouts, ["gpu 0: [4g photo-tags b8x2][2g ocr b4x1][1g -]", "gpu 1: [7g photo-tags b8x1]"]);
+        let shown: Vec<String> = r.layouts.iter().map(|l| format!("node {} {l}", l.node)).collect();
+        // Issue 33: GPUs are numbered per node, as the map numbers them.
+        assert_eq!(shown, ["node 0 gpu 0: [4g photo-tags b8x2][2g ocr b4x1][1g -]", "node 1 gpu 0: [7g photo-tags b8x1]"]);
         assert_eq!(r.nodes.len(), 2, "one GPU per node");
         assert_eq!((r.nodes[0].gpus, r.nodes[0].gpcs, r.nodes[0].gpcs_total), (1, 6, 7));
         assert_eq!(r.lower_bound.as_deref(), Some("2 GPUs: because"));
