@@ -43,6 +43,11 @@ pub struct ReplanArgs {
     /// re-planned with the list's. Without it such a list is refused, the differences named.
     #[arg(long)]
     replace_services: bool,
+    /// Free whole nodes: gather the new map onto the fewest nodes that hold it (moving whole GPUs,
+    /// make before break), so that what it frees is nodes a cluster autoscaler can remove; the
+    /// report names them.
+    #[arg(long)]
+    free_nodes: bool,
     /// Print a JSON summary (the replan, its alternatives and the transition) on stdout.
     #[arg(long)]
     json: bool,
@@ -62,7 +67,7 @@ pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(parva_core::jobs::read_jobs(path, Some(&prepared.profiles))?),
         None => None,
     };
-    let r = replan::replan(prepared.input(), &current, args.max_extra_gpus)
+    let r = replan::replan(prepared.input(), &current, args.max_extra_gpus, args.free_nodes)
         .map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let mut map = r.to_map();
     prepared.restore_asked_rates(&mut map);
@@ -156,6 +161,14 @@ fn print(s: &replan::ReplanSummary, t: &replan::Transition, args: &ReplanArgs, g
             if list.is_empty() { "" } else { ": " },
             list.join(", "),
             s.idle_gpcs
+        )?;
+    }
+    if !s.freed_nodes.is_empty() || args.free_nodes {
+        let nodes: Vec<String> = s.freed_nodes.iter().map(u32::to_string).collect();
+        outln!(
+            "  whole nodes free: {}{}",
+            if nodes.is_empty() { "none".to_string() } else { format!("node {}", nodes.join(", node ")) },
+            if s.moved_gpus > 0 { format!(" ({} GPU{} moved whole to other nodes to free them)", s.moved_gpus, if s.moved_gpus == 1 { "" } else { "s" }) } else { String::new() }
         )?;
     }
     if s.alternatives.len() > 1 {

@@ -144,7 +144,7 @@ impl<'a> Driver<'a> {
         let input = PlanInput { gpu: self.ctx.gpu, profiles: self.ctx.profiles, services: &services, options: &self.ctx.options };
         // A scale-up may use one GPU more than the fewest, so the running segments can stay.
         let extra = u32::from(direction == Direction::Up);
-        let r = replan::replan(input, current, extra).map_err(|e| e.to_string())?;
+        let r = replan::replan(input, current, extra, false).map_err(|e| e.to_string())?;
         if let Some(bad) = r.plan.infeasible.first() {
             return Err(format!("service {} cannot be planned: {}", bad.service, bad.reason));
         }

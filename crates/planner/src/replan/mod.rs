@@ -23,6 +23,13 @@
 //! The choice with the fewest changes wins (ties: fewer GPUs); every budget tried is reported with
 //! what it costs. Changes are counted as MIG instances destroyed + created (each with its workers).
 //!
+//! **Whole nodes free** (`free_nodes`, issue 33): a cluster autoscaler removes whole nodes, and the
+//! fewest changes free GPUs scattered over every node. With it, the chosen placement is gathered
+//! onto the fewest nodes that can hold its GPUs (those already using most GPUs, then keeping most
+//! segments): every GPU of another node moves whole, its layout unchanged, to a free GPU of a kept
+//! node (its segments destroyed and created there, make before break), so that the nodes left
+//! are free whole. [`Replan::freed_nodes`] names them.
+//!
 //!
 //! [`transition`] orders the changes as steps, make before break (see [`mod@transition`]).
 
@@ -91,6 +98,10 @@ pub struct Replan {
     pub fewest_gpus: usize,
     /// GPUs the running map used and the new one does not: free for other work.
     pub freed: Vec<GpuRef>,
+    /// Nodes the running map used of which the new one uses no GPU: free whole.
+    pub freed_nodes: Vec<u32>,
+    /// GPUs moved whole to another node to free nodes (`free_nodes`).
+    pub moved_gpus: usize,
     /// Every budget tried, the chosen one first.
     pub alternatives: Vec<Alternative>,
 }
@@ -148,6 +159,10 @@ pub struct ReplanSummary {
     /// GPUs the running map used and the new one does not (free for other work), and the GPCs
     /// no segment uses on the GPUs the new map keeps.
     pub freed_gpus: Vec<GpuRef>,
+    /// Nodes the running map used of which the new one uses no GPU (what a cluster autoscaler can
+    /// remove), and the GPUs moved whole to free them (`--free-nodes`).
+    pub freed_nodes: Vec<u32>,
+    pub moved_gpus: usize,
     pub idle_gpcs: u32,
     pub alternatives: Vec<Alternative>,
 }
@@ -173,6 +188,8 @@ impl Replan {
             workers_started: started,
             workers_stopped: stopped,
             freed_gpus: self.freed.clone(),
+            freed_nodes: self.freed_nodes.clone(),
+            moved_gpus: self.moved_gpus,
             idle_gpcs: self.plan.gpus.iter().map(|g| u32::from(self.plan.gpu.gpcs.saturating_sub(g.used_gpcs()))).sum(),
             alternatives: self.alternatives.clone(),
         }
@@ -186,8 +203,9 @@ impl Replan {
 }
 
 /// Plan `input` (the new rates) with the fewest changes to `current` (the running map), trying up
-/// to `max_extra_gpus` GPUs more than the plan needs when that saves changes. See the module doc.
-pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32) -> Result<Replan, ReplanError> {
+/// to `max_extra_gpus` GPUs more than the plan needs when that saves changes; with `free_nodes`,
+/// gathered onto the fewest nodes so that what it frees is whole nodes. See the module doc.
+pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32, free_nodes: bool) -> Result<Replan, ReplanError> {
     let per_node = input.options.gpus_per_node.max(1);
     let old = read_current(input.gpu, current, per_node)?;
     let plan = crate::plan(input)?;
@@ -220,7 +238,12 @@ pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32
     let (gpus, kept) = relabel(&old, &names, &plan.gpus);
     tried.push((count(&old, &planned, &gpus, &kept), (gpus, kept)));
     let best = (0..tried.len()).min_by_key(|&i| (tried[i].0.changes, tried[i].0.gpus)).unwrap_or(0);
-    let (alt, (gpus, kept_idx)) = tried.swap_remove(best);
+    let (mut alt, (mut gpus, mut kept_idx)) = tried.swap_remove(best);
+    let moved_gpus = if free_nodes { gather_on_fewest_nodes(&mut gpus, &mut kept_idx, &old, per_node) } else { 0 };
+    if moved_gpus > 0 {
+        let placed: usize = gpus.iter().map(|(_, g)| g.placed.len()).sum();
+        alt = Alternative { gpus: alt.gpus, kept: kept_idx.len(), destroyed: old.len() - kept_idx.len(), created: placed - kept_idx.len(), changes: old.len() + placed - 2 * kept_idx.len() };
+    }
     // Per GPU count, the best of the mixes.
     tried.sort_by_key(|t| (t.0.gpus, t.0.changes));
     let mut alternatives: Vec<Alternative> = tried.into_iter().map(|t| t.0).collect();
@@ -292,9 +315,51 @@ pub fn replan(input: PlanInput<'_>, current: &DeploymentMap, max_extra_gpus: u32
         .collect();
     let old_ids: std::collections::BTreeSet<u32> = old.iter().map(|o| o.gpu).collect();
     let freed = old_ids.iter().filter(|id| !gpu_ids.contains(id)).map(|&id| GpuRef { node: at(id).0, gpu: at(id).1 }).collect();
+    let new_nodes: std::collections::BTreeSet<u32> = gpu_ids.iter().map(|&id| at(id).0).collect();
+    let old_nodes: std::collections::BTreeSet<u32> = old_ids.iter().map(|&id| at(id).0).collect();
+    let freed_nodes = old_nodes.difference(&new_nodes).copied().collect();
     let mut plan = plan;
     plan.gpus = states;
-    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus: old_ids.len(), fewest_gpus: need, freed, alternatives })
+    Ok(Replan { plan, gpu_ids, kept, destroyed, created, old_gpus: old_ids.len(), fewest_gpus: need, freed, freed_nodes, moved_gpus, alternatives })
+}
+
+/// Move whole GPUs (their layouts unchanged) off the nodes that use fewest onto free GPUs of the
+/// fewest nodes that can hold them all: those using most GPUs, then keeping most segments. The
+/// segments kept on a moved GPU are kept no more. Returns how many GPUs moved.
+fn gather_on_fewest_nodes(gpus: &mut [(u32, GpuState)], kept: &mut Vec<usize>, old: &[Old], per_node: u32) -> usize {
+    let per_node = per_node.max(1);
+    let used: Vec<usize> = (0..gpus.len()).filter(|&i| !gpus[i].1.is_empty()).collect();
+    let need = used.len().div_ceil(per_node as usize);
+    // Per node: GPUs used and segments kept.
+    let mut load: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for &i in &used {
+        let id = gpus[i].0;
+        let e = load.entry(id / per_node).or_default();
+        e.0 += 1;
+        e.1 += kept.iter().filter(|&&k| old[k].gpu == id).count();
+    }
+    if load.len() <= need {
+        return 0;
+    }
+    let mut ranked: Vec<(u32, (usize, usize))> = load.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(b.1.1.cmp(&a.1.1)).then(a.0.cmp(&b.0)));
+    let stay: std::collections::BTreeSet<u32> = ranked.iter().take(need).map(|r| r.0).collect();
+    let taken: std::collections::BTreeSet<u32> = used.iter().map(|&i| gpus[i].0).collect();
+    let mut free: std::collections::BTreeSet<u32> =
+        stay.iter().flat_map(|n| (0..per_node).map(move |g| n * per_node + g)).filter(|id| !taken.contains(id)).collect();
+    let mut moved = 0;
+    for &i in &used {
+        let id = gpus[i].0;
+        if stay.contains(&(id / per_node)) {
+            continue;
+        }
+        // The kept nodes have room for every used GPU by construction.
+        let Some(to) = free.pop_first() else { break };
+        kept.retain(|&k| old[k].gpu != id);
+        gpus[i].0 = to;
+        moved += 1;
+    }
+    moved
 }
 
 /// `planned` with the segments of every service whose rate and SLO are the running map's replaced
@@ -698,7 +763,7 @@ mod tests {
         let old_csv = "node,gpu,service,model,placement,instance_size,batch_size,num_proc,profile,gpu_type,throughput\n0,0,a,m,0,3,8,1,3g.40gb,a100-80gb,3000\n";
         let (old, _) = DeploymentMap::read_from(old_csv.as_bytes(), Path::new("old.csv")).unwrap();
         let s = vec![Service { name: "a".into(), model: "m".into(), rate: 100.0, slo_ms: 100.0 }];
-        let r = replan(input(&p, &s, &o), &old, 0).unwrap();
+        let r = replan(input(&p, &s, &o), &old, 0, false).unwrap();
         let map = r.to_map();
         assert_eq!(map.segments.len(), 1, "{:?}", map.segments);
         let new = &map.segments[0];
@@ -710,12 +775,55 @@ mod tests {
         replay(&old, &r, &t);
     }
 
+    /// Issue 33: a replan freed GPUs scattered over every node, and a cluster autoscaler can only
+    /// remove whole nodes. With `free_nodes` the new map is gathered onto the fewest nodes.
+    #[test]
+    fn free_nodes_gathers_the_map_onto_the_fewest_nodes_make_before_break() {
+        let p = profiles();
+        // Two GPUs per node; each service's running GPU alone on its own node.
+        let one = PlanOptions { gpus_per_node: 1, ..PlanOptions::default() };
+        let two = PlanOptions { gpus_per_node: 2, ..PlanOptions::default() };
+        let s = services(&[]);
+        let old = crate::plan(input(&p, &s, &one)).unwrap().to_map();
+        let used = old.segments.iter().map(|x| x.node).collect::<std::collections::BTreeSet<_>>().len();
+        assert!(used >= 3, "the fixture needs GPUs on at least 3 nodes: {used}");
+        // Without it: nothing changes, no node is freed.
+        let r = replan(input(&p, &s, &two), &old, 0, false).unwrap();
+        assert_eq!((r.alternatives[0].changes, r.moved_gpus), (0, 0));
+        assert!(r.freed_nodes.is_empty(), "{:?}", r.freed_nodes);
+        // With it: the GPUs sit on ceil(used / 2) nodes; the others are free whole, named.
+        let r = replan(input(&p, &s, &two), &old, 0, true).unwrap();
+        let map = r.to_map();
+        let nodes: std::collections::BTreeSet<u32> = map.segments.iter().map(|x| x.node).collect();
+        assert_eq!(nodes.len(), used.div_ceil(2), "{nodes:?}");
+        let old_nodes: std::collections::BTreeSet<u32> = old.segments.iter().map(|x| x.node).collect();
+        assert_eq!(r.freed_nodes, old_nodes.difference(&nodes).copied().collect::<Vec<_>>());
+        assert_eq!(r.moved_gpus, used - used.div_ceil(2));
+        // Each moved GPU keeps its layout: the same segments, on another node.
+        let layout = |m: &DeploymentMap, node: u32, gpu: u32| {
+            let mut l: Vec<(u8, u8, String)> = m.segments.iter().filter(|x| (x.node, x.gpu) == (node, gpu)).map(|x| (x.placement, x.instance_size, x.service.clone())).collect();
+            l.sort();
+            l
+        };
+        let mut before: Vec<_> = old_nodes.iter().map(|&n| layout(&old, n, 0)).collect();
+        let mut after: Vec<_> = map.segments.iter().map(|x| (x.node, x.gpu)).collect::<std::collections::BTreeSet<_>>().into_iter().map(|(n, g)| layout(&map, n, g)).collect();
+        before.sort();
+        after.sort();
+        assert_eq!(before, after);
+        assert_eq!(r.alternatives[0].changes, r.destroyed.len() + r.created.len());
+        // Make before break: every service keeps serving through the moves (an independent replay
+        // of the steps checks every layout on the way and the end).
+        let t = transition(&r, gpu(), 2, Costs::default(), &|_| 0.1);
+        assert!(t.services.iter().all(|d| d.seconds_unserved == 0.0), "{:?}", t.services);
+        replay(&old, &r, &t);
+    }
+
     #[test]
     fn the_same_rates_change_nothing() {
         let (p, o) = (profiles(), options());
         let s = services(&[]);
         let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
-        let r = replan(input(&p, &s, &o), &old, 0).unwrap();
+        let r = replan(input(&p, &s, &o), &old, 0, false).unwrap();
         assert_eq!(r.alternatives[0].changes, 0, "{:?}", r.alternatives);
         assert_eq!(r.kept.len(), old.segments.len());
         let mut a = old.segments.clone();
@@ -736,7 +844,7 @@ mod tests {
         // c triples.
         let s2 = services(&[(2, 3.0)]);
         let fresh = crate::plan(input(&p, &s2, &o)).unwrap();
-        let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        let r = replan(input(&p, &s2, &o), &old, 0, false).unwrap();
         assert_eq!(r.plan.gpus.len(), fresh.gpus.len(), "the plan's GPU count");
         let map = r.to_map();
         assert!(map.check_layouts(gpu()).is_empty());
@@ -765,7 +873,7 @@ mod tests {
         let s = services(&[(2, 3.0), (4, 2.0)]);
         let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
         let s2 = services(&[]);
-        let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        let r = replan(input(&p, &s2, &o), &old, 0, false).unwrap();
         assert!(r.plan.gpus.len() < r.old_gpus, "{} GPUs, was {}", r.plan.gpus.len(), r.old_gpus);
         // The GPUs given up are reported free: used before, unused now, at least the difference.
         let map = r.to_map();
@@ -793,7 +901,7 @@ mod tests {
         let s = services(&[]);
         let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
         let s2 = services(&[(0, 3.0), (1, 3.0), (2, 3.0), (3, 3.0), (4, 3.0), (5, 3.0)]);
-        let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+        let r = replan(input(&p, &s2, &o), &old, 0, false).unwrap();
         let t = transition(&r, gpu(), 4, Costs::default(), &|_| 0.1);
         replay(&old, &r, &t);
         let creates_on_new_gpus = t.steps.iter().take_while(|s| s.action != "drain").filter(|s| s.action == "create").count();
@@ -816,8 +924,8 @@ mod tests {
         let s = services(&[]);
         let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
         let s2 = services(&[(4, 1.5)]);
-        let r0 = replan(input(&p, &s2, &o), &old, 0).unwrap();
-        let r2 = replan(input(&p, &s2, &o), &old, 2).unwrap();
+        let r0 = replan(input(&p, &s2, &o), &old, 0, false).unwrap();
+        let r2 = replan(input(&p, &s2, &o), &old, 2, false).unwrap();
         assert!(r2.alternatives[0].changes <= r0.alternatives[0].changes);
         assert!(r2.plan.gpus.len() <= r0.plan.gpus.len() + 2);
         if r2.plan.gpus.len() > r0.plan.gpus.len() {
@@ -832,11 +940,11 @@ mod tests {
         let s = services(&[]);
         let mut old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
         old.segments[0].gpu_type = Some("h100-80gb".into());
-        let e = replan(input(&p, &s, &o), &old, 0).unwrap_err().to_string();
+        let e = replan(input(&p, &s, &o), &old, 0, false).unwrap_err().to_string();
         assert!(e.contains("segment 1") && e.contains("GPU type h100-80gb"), "{e}");
         old.segments[0].gpu_type = None;
         old.segments[0].gpu = 4;
-        let e = replan(input(&p, &s, &o), &old, 0).unwrap_err().to_string();
+        let e = replan(input(&p, &s, &o), &old, 0, false).unwrap_err().to_string();
         assert!(e.contains("GPU index 4 is past --gpus-per-node 4"), "{e}");
     }
 
@@ -859,7 +967,7 @@ mod tests {
             let s2 = services(&scale(&after));
             let old = crate::plan(input(&p, &s1, &o)).unwrap().to_map();
             let fresh = crate::plan(input(&p, &s2, &o)).unwrap();
-            let r = replan(input(&p, &s2, &o), &old, 0).unwrap();
+            let r = replan(input(&p, &s2, &o), &old, 0, false).unwrap();
             prop_assert_eq!(r.plan.gpus.len(), fresh.gpus.len());
             let caps = r.plan.capacities();
             for (i, sv) in s2.iter().enumerate() {
@@ -895,7 +1003,7 @@ mod tests {
         let o = PlanOptions { algorithm: Algorithm::ParvaGpu, ..options() };
         let s = services(&[]);
         let old = crate::plan(input(&p, &s, &o)).unwrap().to_map();
-        let r = replan(input(&p, &s, &o), &old, 0).unwrap();
+        let r = replan(input(&p, &s, &o), &old, 0, false).unwrap();
         assert_eq!(r.alternatives[0].changes, 0, "{:?}", r.alternatives);
     }
 }
