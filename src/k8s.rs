@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, LocalObjectReference, Namespace, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    HostPathVolumeSource, PersistentVolumeClaimVolumeSource, ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -99,6 +99,39 @@ pub struct Options {
     pub shm_mib_per_process: u64,
     /// An image pull secret for every pod.
     pub image_pull_secret: Option<String>,
+    /// Where segment pods find the model set.
+    pub models: Models,
+}
+
+/// Where segment pods find the model set, mounted at [`MODELS_DIR`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Models {
+    /// Baked into the image (the Dockerfile's `models/` copy): nothing to mount.
+    Image,
+    /// A PersistentVolumeClaim in the serving namespace, mounted read-only.
+    Claim(String),
+    /// A directory on every GPU node, mounted read-only.
+    HostPath(String),
+}
+
+impl Models {
+    /// The volume and its mount, when the models are not in the image.
+    fn volume(&self) -> Option<(Volume, VolumeMount)> {
+        let volume = match self {
+            Models::Image => return None,
+            Models::Claim(claim) => Volume {
+                name: "models".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim.clone(), read_only: Some(true) }),
+                ..Volume::default()
+            },
+            Models::HostPath(dir) => Volume {
+                name: "models".into(),
+                host_path: Some(HostPathVolumeSource { path: dir.clone(), type_: Some("Directory".into()) }),
+                ..Volume::default()
+            },
+        };
+        Some((volume, VolumeMount { name: "models".into(), mount_path: MODELS_DIR.into(), read_only: Some(true), ..VolumeMount::default() }))
+    }
 }
 
 /// Why workloads cannot be written.
@@ -110,6 +143,10 @@ pub enum K8sError {
     Namespace(String),
     #[error("--image-pull-secret {0:?}: must be a Secret name (lower-case letters, digits and '-')")]
     PullSecret(String),
+    #[error("--models-pvc {0:?}: must be a PersistentVolumeClaim name (lower-case letters, digits and '-')")]
+    ModelsClaim(String),
+    #[error("--models-host-path {0:?}: must be an absolute directory path without '..'")]
+    ModelsHostPath(String),
     #[error("segment {segment} (service {service:?}): {problem}")]
     Segment { segment: SegmentId, service: String, problem: String },
     #[error("YAML: {0}")]
@@ -211,6 +248,14 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
             return Err(K8sError::PullSecret(secret.clone()));
         }
     }
+    match &o.models {
+        Models::Claim(claim) if !dns_label(claim, 253) => return Err(K8sError::ModelsClaim(claim.clone())),
+        Models::HostPath(dir) if !dir.starts_with('/') || dir.split('/').any(|c| c == "..") || dir.contains('\0') => {
+            return Err(K8sError::ModelsHostPath(dir.clone()));
+        }
+        _ => {}
+    }
+    let models = o.models.volume();
     let pull_secrets = o.image_pull_secret.as_ref().map(|n| vec![LocalObjectReference { name: n.clone() }]);
     let common = [("app.kubernetes.io/part-of", "parva"), ("app.kubernetes.io/managed-by", "parva")];
     let (map_vol, map_mount) = map_volume(&o.prefix);
@@ -260,12 +305,15 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
             startup_probe: Some(http_probe("/v2/health/live", 5, 120)),
             readiness_probe: Some(http_probe("/v2/health/ready", 2, 2)),
             liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
-            volume_mounts: Some(vec![
+            volume_mounts: Some([
                 map_mount.clone(),
                 VolumeMount { name: "run".into(), mount_path: "/run/parva".into(), ..VolumeMount::default() },
                 // The workers' slabs: a container's /dev/shm is 64 MiB unless mounted.
                 VolumeMount { name: "shm".into(), mount_path: "/dev/shm".into(), ..VolumeMount::default() },
-            ]),
+            ]
+            .into_iter()
+            .chain(models.as_ref().map(|(_, m)| m.clone()))
+            .collect()),
             ..Container::default()
         };
         let mut pod_meta = ObjectMeta { labels: Some(l.clone()), ..ObjectMeta::default() };
@@ -290,7 +338,7 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
                         node_selector: Some(labels(&[("kubernetes.io/hostname", &node_name)])),
                         tolerations: Some(vec![Toleration { key: Some("nvidia.com/gpu".into()), operator: Some("Exists".into()), effect: Some("NoSchedule".into()), ..Toleration::default() }]),
                         containers: vec![container],
-                        volumes: Some(vec![
+                        volumes: Some([
                             map_vol.clone(),
                             Volume { name: "run".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
                             Volume {
@@ -298,7 +346,10 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
                                 empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity(format!("{shm_mib}Mi"))) }),
                                 ..Volume::default()
                             },
-                        ]),
+                        ]
+                        .into_iter()
+                        .chain(models.as_ref().map(|(v, _)| v.clone()))
+                        .collect()),
                         image_pull_secrets: pull_secrets.clone(),
                         // Draining lets in-flight requests finish (the router has ejected it by then).
                         termination_grace_period_seconds: Some(30),
@@ -606,7 +657,37 @@ mod tests {
     }
 
     fn opts() -> Options {
-        Options { prefix: "parva".into(), namespace: "parva".into(), image: "parva:0.1.0".into(), router_replicas: 2, node_names: BTreeMap::new(), memory_per_process_mib: 4096, shm_mib_per_process: 256, image_pull_secret: None }
+        Options { prefix: "parva".into(), namespace: "parva".into(), image: "parva:0.1.0".into(), router_replicas: 2, node_names: BTreeMap::new(), memory_per_process_mib: 4096, shm_mib_per_process: 256, image_pull_secret: None, models: Models::Image }
+    }
+
+    /// Issue 33: there was no models volume; the image had to bake the models in.
+    #[test]
+    fn the_models_come_from_the_image_a_claim_or_a_node_directory_mounted_read_only() {
+        let map = DeploymentMap { segments: vec![seg(0, 1, 4, 3, "svc")], jobs: vec![] };
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let pod = |models: Models| {
+            let w = workloads(&map, "text", gpu, &Options { models, ..opts() }).unwrap();
+            let d = w.segments.values().next().unwrap().deployment.clone();
+            d.spec.unwrap().template.spec.unwrap()
+        };
+        let volume = |p: &PodSpec| p.volumes.as_ref().unwrap().iter().find(|v| v.name == "models").cloned();
+        let mount = |p: &PodSpec| p.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "models").cloned();
+        let image = pod(Models::Image);
+        assert!(volume(&image).is_none() && mount(&image).is_none());
+        let claim = pod(Models::Claim("parva-models".into()));
+        let pvc = volume(&claim).unwrap().persistent_volume_claim.unwrap();
+        assert_eq!((pvc.claim_name.as_str(), pvc.read_only), ("parva-models", Some(true)));
+        let m = mount(&claim).unwrap();
+        assert_eq!((m.mount_path.as_str(), m.read_only), (MODELS_DIR, Some(true)));
+        let host = pod(Models::HostPath("/srv/parva/models".into()));
+        assert_eq!(volume(&host).unwrap().host_path.unwrap().path, "/srv/parva/models");
+        assert!(mount(&host).is_some());
+        // The command reads the models where they are mounted.
+        assert!(host.containers[0].command.as_ref().unwrap().join(" ").contains(&format!("--models {MODELS_DIR}")));
+        for (bad, rule) in [(Models::Claim("Models_1".into()), "--models-pvc"), (Models::HostPath("srv/models".into()), "--models-host-path"), (Models::HostPath("/srv/../etc".into()), "--models-host-path")] {
+            let e = workloads(&map, "text", gpu, &Options { models: bad, ..opts() }).unwrap_err().to_string();
+            assert!(e.contains(rule), "{e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 #   scripts/bench/lowload.sh [DURATION=20s] [OUT=reports/lowload]
 #   PARVA=path     the binary under test (default target/release/parva; cargo build --release --locked)
 #   SCALES=...     the loads (default 0.1,0.25,0.5,1)
+#   BEFORE=path    an older binary (one --rate-scale per run) to measure first, on the same maps,
+#                  as the baseline: its p50/p99 per load are printed above the new binary's table
 #   DATA_PATH=FILE a data_path.csv measured on this machine (scripts/bench/wire.sh writes one): the
 #                  prediction then counts each request's data path (copied beside the profiles)
 #   CASES="..."    which cases (default "resnet50 resnet50-b32 scenario3 scenario4"):
@@ -46,6 +48,27 @@ run_case() { # NAME MAP PROF MODELS WIRE
   if [[ -n "${DATA_PATH:-}" ]]; then
     mkdir -p "$dir/prof"; cp "$prof"/*.csv "$dir/prof/"; cp "$DATA_PATH" "$dir/prof/data_path.csv"; prof="$dir/prof"
   fi
+  if [[ -n "${BEFORE:-}" ]]; then
+    "$BEFORE" serve --map "$map" --backend emulated --models "$models" --prof-data "$prof" \
+      --listen 127.0.0.1:0 --run-dir "$dir/run-before" > "$dir/before.out" 2> "$dir/before.err" & local old=$!
+    pids+=("$old")
+    local at=""
+    for _ in $(seq 600); do at="$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$dir/before.out" 2>/dev/null)"; [[ -n "$at" ]] && break; sleep 0.1; done
+    echo; echo "== $name, before ($("$BEFORE" --version))"
+    printf '%-7s %-20s %9s %8s %8s %8s %9s\n' load service offered/s p50_ms p99_ms sim_p99 in_SLO_%
+    for scale in ${scales//,/ }; do
+      "$BEFORE" verify --endpoint "$at" --map "$map" --prof-data "$prof" --models "$models" --wire "$wire" \
+        --rate-scale "$scale" --duration "$duration" --warmup 2s --out "$dir/before-x$scale" --json > "$dir/before-x$scale.json" 2> /dev/null || true
+      python3 - "$dir/before-x$scale.json" "$scale" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for s in r["services"]:
+    f = lambda v: "-" if v is None else f"{v:.1f}"
+    print(f"x{sys.argv[2]:<6} {s['service']:<20} {s['offered_rate']:9.1f} {f(s['p50_ms']):>8} {f(s['p99_ms']):>8} {f(s['predicted_p99_ms']):>8} {s['attainment_pct']:9.2f}")
+PY
+    done
+    kill "$old" 2>/dev/null || true; wait "$old" 2>/dev/null || true
+  fi
   "$parva" serve --map "$map" --backend emulated --models "$models" --prof-data "$prof" \
     --listen 127.0.0.1:0 --run-dir "$dir/run" > "$dir/serve.out" 2> "$dir/serve.err" & local serve=$!
   pids+=("$serve")
@@ -55,7 +78,7 @@ run_case() { # NAME MAP PROF MODELS WIRE
   "$parva" verify --endpoint "$addr" --map "$map" --prof-data "$prof" --models "$models" --wire "$wire" \
     --rate-scale "$scales" --duration "$duration" --warmup 2s --out "$dir/verify" > "$dir/verify.txt" 2> "$dir/verify.err" || true
   kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true
-  echo; echo "== $name ($(grep -c . "$map") map lines, wire $wire)"
+  echo; echo "== $name ($(($(grep -c . "$map") - 1)) segments, wire $wire, $("$parva" --version))"
   sed -n '/^service .* load /,$p' "$dir/verify.txt"
   grep -h "warning: the load generator" "$dir/verify.txt" | sort -u | cut -c1-200 || true
 }

@@ -84,6 +84,15 @@ struct K8sArgs {
     /// Image pull secret (in the serving namespace) for every pod.
     #[arg(long, value_name = "SECRET")]
     image_pull_secret: Option<String>,
+    /// Mount the model set (`<model>.json` and `<model>.pt`) from this PersistentVolumeClaim (in
+    /// the serving namespace, read-only; ReadOnlyMany to serve several nodes) instead of the
+    /// image's copy.
+    #[arg(long, value_name = "CLAIM", conflicts_with = "models_host_path")]
+    models_pvc: Option<String>,
+    /// Mount the model set from this directory on every GPU node (hostPath, read-only) instead of
+    /// the image's copy: copy `models/` there on each node first.
+    #[arg(long, value_name = "DIR")]
+    models_host_path: Option<String>,
     /// With --from: the share of each service's capacity (the lesser of the old map's and the
     /// new one's) that stays ready at every moment of the rollout (1: all of it).
     #[arg(long, default_value_t = 1.0)]
@@ -199,6 +208,11 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         memory_per_process_mib: args.memory_per_process_mib,
         shm_mib_per_process: args.shm_mib_per_process,
         image_pull_secret: args.image_pull_secret.clone(),
+        models: match (&args.models_pvc, &args.models_host_path) {
+            (Some(claim), _) => crate::k8s::Models::Claim(claim.clone()),
+            (None, Some(dir)) => crate::k8s::Models::HostPath(dir.clone()),
+            (None, None) => crate::k8s::Models::Image,
+        },
     };
     let new = crate::k8s::workloads(&map, &map_text(&map)?, gpu, &opts)?;
     let changes = match &old_map {

@@ -193,10 +193,16 @@ fn the_example_plan_on_two_nodes_exports_a_valid_mig_manager_config_and_its_labe
     assert!(std::fs::read_to_string(k2.join("monitoring/servicemonitor.yaml")).unwrap().contains("kind: ServiceMonitor"));
     let patch = std::fs::read_to_string(k2.join("cluster-policy-patch.yaml")).unwrap();
     assert!(patch.contains("strategy: mixed") && patch.contains("name: parva-mig-config"), "{patch}");
-    // --image-pull-secret reaches every pod.
-    let (_, _) = export_and_check(&map, &d.path().join("k8s3"), &["--nodes", s(&nodes), "--image-pull-secret", "registry-creds"]);
+    // --image-pull-secret reaches every pod; --models-pvc mounts the model set read-only where
+    // the segments read it (the objects still validate).
+    let (_, _) = export_and_check(&map, &d.path().join("k8s3"), &["--nodes", s(&nodes), "--image-pull-secret", "registry-creds", "--models-pvc", "parva-models"]);
     let router3 = std::fs::read_to_string(d.path().join("k8s3").join("router.yaml")).unwrap();
     assert!(router3.contains("imagePullSecrets:\n") && router3.contains("name: registry-creds"), "{router3}");
+    let segs3: Vec<String> = std::fs::read_dir(d.path().join("k8s3/segments")).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+    assert!(segs3.iter().all(|y| y.contains("claimName: parva-models") && y.contains("mountPath: /opt/parva/models")), "{}", segs3[0]);
+    let (_, _) = export_and_check(&map, &d.path().join("k8s4"), &["--nodes", s(&nodes), "--models-host-path", "/srv/parva/models"]);
+    let seg4 = std::fs::read_dir(d.path().join("k8s4/segments")).unwrap().next().unwrap().unwrap().path();
+    assert!(std::fs::read_to_string(seg4).unwrap().contains("path: /srv/parva/models"));
     // Bad object names are refused before anything is written.
     for (flag, value) in [("--namespace", "Bad_NS!"), ("--serving-namespace", "Bad_NS!"), ("--image-pull-secret", "Bad Secret")] {
         let o = parva(&["export", "k8s", "--map", s(&map), "--out", s(&d.path().join("bad")), flag, value]);
