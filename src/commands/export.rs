@@ -371,6 +371,25 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
                 r.max_nodes,
                 r.min_available
             )?;
+            // Each wave: its nodes, and the service closest to its floor while it runs.
+            const SHOWN: usize = 16;
+            for (k, w) in r.waves.iter().enumerate().take(SHOWN) {
+                let nodes: Vec<String> = w
+                    .nodes
+                    .iter()
+                    .map(|(n, c)| format!("node {n} ({})", match c { parva_planner::rollout::NodeChange::Relayout => "new MIG layout", parva_planner::rollout::NodeChange::Pods => "pods only" }))
+                    .collect();
+                let tightest = w
+                    .during
+                    .iter()
+                    .filter_map(|(svc, ready)| r.floors.get(svc).filter(|f| **f > 0.0).map(|f| (svc, *ready, *f)))
+                    .min_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)));
+                let tight = tightest.map(|(svc, ready, floor)| format!("; closest to its floor: {svc}, {ready:.1} req/s ready for a floor of {floor:.1}")).unwrap_or_default();
+                outln!("  wave {}: {}{tight}", k + 1, nodes.join(", "))?;
+            }
+            if r.waves.len() > SHOWN {
+                outln!("  ... and {} more waves (rollout.json)", r.waves.len() - SHOWN)?;
+            }
         }
         outln!("apply in order with: sh {}", args.out.join("apply.sh").display())?;
     }
