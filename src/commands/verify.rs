@@ -276,9 +276,20 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let live = Arc::new(Live::default());
         let bar = progress_bar(args.json, spec.duration_s);
         let verification = rt.block_on(async {
+            // SIGINT or SIGTERM ends the run early: nothing more is sent, the shared-memory regions
+            // are unregistered and their files removed, and no report is written.
+            let stop = {
+                let (live, signal) = (live.clone(), super::serve::shutdown_signal());
+                tokio::spawn(async move {
+                    signal.await;
+                    tracing::warn!("interrupted: stopping the load");
+                    live.stop();
+                })
+            };
             let progress = tokio::spawn(show_progress(bar.clone(), live.clone(), spec.duration_s));
             let result = parva_verify::verify(&spec, live.clone()).await;
             progress.abort();
+            stop.abort();
             result
         });
         bar.finish_and_clear();

@@ -457,11 +457,59 @@ fn verify_over_shared_memory_passes_and_cleans_up() {
     }
     let (code, status) = crate::serve_support::get(s.addr, "/v2/systemsharedmemory/status");
     assert_eq!((code, String::from_utf8_lossy(&status).to_string()), (200, "[]".to_string()));
-    // (Only this test makes verify's objects.)
+    // Objects of a verify that has ended (another test's verify may be running beside this one:
+    // its objects are named after its live pid).
+    let ended = |name: &str| name.strip_prefix("parva-verify-").and_then(|r| r.split('-').next()).is_some_and(|pid| !Path::new("/proc").join(pid).exists());
     let left: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("parva-verify-")).collect())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| ended(n)).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Regression (found while benchmarking issue 36: a `verify --wire shm` killed mid-run left its
+/// /dev/shm objects behind and its regions registered with the server). SIGTERM now stops the
+/// load, unregisters the regions, removes the files and writes no report.
+#[test]
+fn verify_stopped_by_sigterm_leaves_no_shared_memory_behind() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let endpoint = format!("http://{}", s.addr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parva"))
+        .args(["verify", "--endpoint", &endpoint, "--map", &fx("plan.csv"), "--duration", "600s", "--warmup", "0", "--wire", "shm", "--out", out.to_str().unwrap()])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mine = || -> Vec<String> {
+        std::fs::read_dir("/dev/shm")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with(&format!("parva-verify-{pid}-"))).collect())
+            .unwrap_or_default()
+    };
+    // Wait (an event, not a time) until every service's regions are registered and load flows.
+    let mut registered = false;
+    for _ in 0..6000 {
+        let (_, status) = crate::serve_support::get(s.addr, "/v2/systemsharedmemory/status");
+        let n = serde_json::from_slice::<Value>(&status).ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0);
+        if n >= 6 && s.metrics().contains("parva_requests_total{") {
+            registered = true;
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "verify ended before it was stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(registered, "verify never registered its regions");
+    assert!(!mine().is_empty(), "verify's shared-memory files exist while it runs");
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted") && stderr(&o).contains("no report written"), "{}", stderr(&o));
+    assert!(mine().is_empty(), "left behind: {:?}", mine());
+    let (code, status) = crate::serve_support::get(s.addr, "/v2/systemsharedmemory/status");
+    assert_eq!((code, String::from_utf8_lossy(&status).to_string()), (200, "[]".to_string()));
+    assert!(!out.join("verify.json").exists());
 }
 
 /// Issue 16: `verify --map MAP --node N` verifies one node of a multi-node map at that node's share

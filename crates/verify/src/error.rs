@@ -30,6 +30,9 @@ pub enum VerifyError {
     /// Writing a report file failed.
     #[error("{path}: cannot {action}")]
     Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    /// The run was stopped (SIGINT, SIGTERM) before its end: no report.
+    #[error("interrupted after {0:.1} s of load; no report written (shared-memory regions released)")]
+    Interrupted(f64),
     /// Drawing the SVG plot failed.
     #[error("drawing the latency plot: {0}")]
     Plot(String),

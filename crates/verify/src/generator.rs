@@ -62,6 +62,22 @@ pub struct Live {
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
+    /// Set (then [`Live::stop`] notified) to end the run early: no request is sent after it, and
+    /// the run returns without waiting for those in flight (an interrupted `parva verify`).
+    pub stopping: std::sync::atomic::AtomicBool,
+    pub stopped: tokio::sync::Notify,
+}
+
+impl Live {
+    /// End the run early (SIGINT, SIGTERM): see [`Live::stopping`].
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stopped.notify_waiters();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
 }
 
 /// What the pacer needs of one service.
@@ -90,14 +106,22 @@ pub async fn run(client: &Client, targets: &[ServiceLoad], config: &LoadConfig, 
     let shared: Vec<(Arc<Semaphore>, Arc<Mutex<ServiceStats>>)> = state.iter().map(|t| (t.in_flight.clone(), t.stats.clone())).collect();
     let arrivals: Vec<Arrivals> = targets.iter().map(|t| t.arrivals.clone()).collect();
     let (client, config2, handle) = (client.clone(), config.clone(), tokio::runtime::Handle::current());
+    let watch = live.clone();
     let pacer = tokio::task::spawn_blocking(move || pace(&client, &state, &arrivals, &config2, start, &live, &handle));
     if let Err(e) = pacer.await {
         tracing::error!(error = %e, "the load schedule's thread failed");
     }
     let mut out = Vec::with_capacity(shared.len());
     for (in_flight, stats) in shared {
-        // Every request holds a slot until it ends: taking all of them waits for the last one.
-        let _ = in_flight.acquire_many(cap as u32).await;
+        // Every request holds a slot until it ends: taking all of them waits for the last one
+        // (not when the run is stopped).
+        let stopped = watch.stopped.notified();
+        if !watch.is_stopping() {
+            tokio::select! {
+                _ = in_flight.acquire_many(cap as u32) => {}
+                _ = stopped => {}
+            }
+        }
         let s = stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
         out.push(s);
     }
@@ -131,9 +155,16 @@ fn pace(client: &Client, targets: &[Target], arrivals: &[Arrivals], config: &Loa
         let t = f64::from_bits(bits);
         advance(i, &mut times, &mut next);
         let due_std = start_std + Duration::from_secs_f64(t);
-        let now = std::time::Instant::now();
-        if due_std > now {
-            std::thread::sleep(due_std - now);
+        // Sleep in steps of at most 50 ms, so that a stop is seen within that.
+        loop {
+            if live.is_stopping() {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if due_std <= now {
+                break;
+            }
+            std::thread::sleep((due_std - now).min(Duration::from_millis(50)));
         }
         let target = &targets[i];
         let due = Instant::from_std(due_std);

@@ -219,9 +219,13 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
         timeout: spec.timeout,
     };
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let stats = generator::run(&client, &targets, &config, live).await;
+    let stats = generator::run(&client, &targets, &config, live.clone()).await;
     for t in &targets {
         client.release(&t.request).await;
+    }
+    if live.is_stopping() {
+        let ran = live.started.get().map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        return Err(VerifyError::Interrupted(ran));
     }
     let settings = RunSettings {
         endpoint: spec.endpoint.to_string(),
