@@ -512,6 +512,45 @@ fn verify_stopped_by_sigterm_leaves_no_shared_memory_behind() {
     assert!(!out.join("verify.json").exists());
 }
 
+/// SIGTERM also ends the wait for readiness (an endpoint that accepts and never answers): no
+/// report, exit 1, at once rather than after `--wait-ready`.
+#[test]
+fn verify_stopped_while_waiting_for_readiness_ends_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parva"))
+        .args(["verify", "--endpoint", &endpoint, "--services", &fx("services.csv"), "--wait-ready", "600s", "--duration", "1s", "--warmup", "0", "--out", out.to_str().unwrap()])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // verify asks for readiness (the event: its connection), which never comes. A verify that
+    // ended before connecting fails the test instead of leaving it waiting.
+    listener.set_nonblocking(true).unwrap();
+    let _conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                    panic!("verify ended ({status}) before asking for readiness: {err}");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
 /// Issue 16: `verify --map MAP --node N` verifies one node of a multi-node map at that node's share
 /// of each service's rate (its planned capacity over the service's), not the whole rate, and only
 /// the services it serves; the prediction simulates that node alone.

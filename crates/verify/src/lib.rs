@@ -186,7 +186,15 @@ pub async fn verify(spec: &Spec, live: Arc<Live>) -> Result<Verification, Verify
     spec.check()?;
     let client = client::Client::new(spec.endpoint.clone());
     for s in &spec.services {
-        client.wait_ready(&s.name, spec.wait_ready).await?;
+        // A stop (SIGINT, SIGTERM) ends the wait too: nothing has been registered yet.
+        let stopped = live.stopped.notified();
+        if live.is_stopping() {
+            return Err(VerifyError::Interrupted(0.0));
+        }
+        tokio::select! {
+            r = client.wait_ready(&s.name, spec.wait_ready) => r?,
+            _ = stopped => return Err(VerifyError::Interrupted(0.0)),
+        }
     }
     let server = client.server_info().await;
     if server.backend.as_deref() == Some("emulated") {
