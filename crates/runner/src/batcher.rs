@@ -565,7 +565,9 @@ pub async fn run_batcher(
                 // the oldest request past its deadline.
                 let exec = est.get(max);
                 let go = if inflight.is_empty() {
-                    let keep_up = ctx.policy.keep_up_batch(meter.rate(), |k| est.get(k));
+                    // Execution time, as the simulator and the latency model count it: the round trip's
+                    // overhead overlaps the next batch and would tip the choice near the boundary.
+                    let keep_up = ctx.policy.keep_up_batch(meter.rate(), |k| est.exec(k));
                     stopping || ctx.policy.should_dispatch(secs(Instant::now()), queued, oldest, exec, keep_up)
                 } else {
                     // Busy: only a full batch is sent ahead; it starts the moment the worker is free.
