@@ -322,6 +322,8 @@ fn bad_input_is_refused_before_any_request_and_nothing_is_written() {
         (vec!["--services", &services, "--warmup=-1s"], 2, vec!["--warmup".into(), "\"-1s\"".into()]),
         (vec!["--services", &services, "--duration", "2s", "--warmup", "2s"], 1, vec!["--warmup (2 s) must be shorter than --duration (2 s)".into()]),
         (vec!["--services", &services, "--rate-scale", "0"], 1, vec!["--rate-scale".into()]),
+        (vec!["--services", &services, "--rate-scale", "0.5,0,1"], 1, vec!["--rate-scale".into(), "got 0".into()]),
+        (vec!["--services", &services, "--rate-scale", "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"], 1, vec!["at most 16 loads".into()]),
         (vec!["--services", &services, "--percentile", "101"], 1, vec!["--percentile".into(), "101".into()]),
         (vec!["--services", &services, "--max-in-flight", "0"], 1, vec!["--max-in-flight".into()]),
         (vec!["--services", &services, "--connections", "0"], 1, vec!["--connections".into()]),
@@ -466,6 +468,18 @@ fn verify_over_shared_memory_passes_and_cleans_up() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// `parva verify ARGS` started in the background (for a signal), its output piped.
+fn spawn_verify(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_parva"))
+        .arg("verify")
+        .args(args)
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start parva verify")
+}
+
 /// Regression (found while benchmarking issue 36: a `verify --wire shm` killed mid-run left its
 /// /dev/shm objects behind and its regions registered with the server). SIGTERM now stops the
 /// load, unregisters the regions, removes the files and writes no report.
@@ -475,13 +489,7 @@ fn verify_stopped_by_sigterm_leaves_no_shared_memory_behind() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let endpoint = format!("http://{}", s.addr);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parva"))
-        .args(["verify", "--endpoint", &endpoint, "--map", &fx("plan.csv"), "--duration", "600s", "--warmup", "0", "--wire", "shm", "--out", out.to_str().unwrap()])
-        .current_dir(repo())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_verify(&["--endpoint", &endpoint, "--map", &fx("plan.csv"), "--duration", "600s", "--warmup", "0", "--wire", "shm", "--out", out.to_str().unwrap()]);
     let pid = child.id();
     let mine = || -> Vec<String> {
         std::fs::read_dir("/dev/shm")
@@ -520,13 +528,7 @@ fn verify_stopped_while_waiting_for_readiness_ends_at_once() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parva"))
-        .args(["verify", "--endpoint", &endpoint, "--services", &fx("services.csv"), "--wait-ready", "600s", "--duration", "1s", "--warmup", "0", "--out", out.to_str().unwrap()])
-        .current_dir(repo())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_verify(&["--endpoint", &endpoint, "--services", &fx("services.csv"), "--wait-ready", "600s", "--duration", "1s", "--warmup", "0", "--out", out.to_str().unwrap()]);
     // verify asks for readiness (the event: its connection), which never comes. A verify that
     // ended before connecting fails the test instead of leaving it waiting.
     listener.set_nonblocking(true).unwrap();

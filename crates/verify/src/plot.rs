@@ -245,6 +245,26 @@ pub fn day_svg(title: &str, demand: &[(f64, f64, f64)], series: &[DaySeries<'_>]
     Ok(svg)
 }
 
+/// One panel of [`over_time_svg`]: the time axis and a y axis, both labelled, without a grid.
+fn panel<'a, DB, Y>(area: &'a DrawingArea<DB, plotters::coord::Shift>, x: std::ops::Range<f64>, y: Y, x_desc: &str, y_desc: &str) -> Result<ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y::CoordDescType>>, VerifyError>
+where
+    DB: DrawingBackend,
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area).margin(12).x_label_area_size(40).y_label_area_size(64).build_cartesian_2d(x, y).map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| number(*v))
+        .y_label_formatter(&|v| number(*v))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
 /// One service over the run, for [`over_time_svg`].
 pub struct TimeSeries<'a> {
     pub name: &'a str,
@@ -300,48 +320,9 @@ pub fn over_time_svg(title: &str, series: &[TimeSeries<'_>], percentile: f64) ->
         let (title_area, plot_area) = plot_area.split_vertically(36);
         title_area.titled(title, ("sans-serif", 18)).map_err(plot_err)?;
         let panels = plot_area.split_evenly((3, 1));
-        let mut rate = ChartBuilder::on(&panels[0])
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, 0.0..max_rate)
-            .map_err(plot_err)?;
-        rate.configure_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(x_desc.as_str())
-            .y_desc("offered (requests/s)")
-            .x_label_formatter(&|v| number(*v))
-            .y_label_formatter(&|v| number(*v))
-            .draw()
-            .map_err(plot_err)?;
-        let mut p99 = ChartBuilder::on(&panels[1])
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)))
-            .map_err(plot_err)?;
-        p99.configure_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(x_desc.as_str())
-            .y_desc("p99 per interval (ms, log)")
-            .x_label_formatter(&|v| number(*v))
-            .y_label_formatter(&|v| number(*v))
-            .draw()
-            .map_err(plot_err)?;
-        let mut slo = ChartBuilder::on(&panels[2])
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, floor..100.5)
-            .map_err(plot_err)?;
-        slo.configure_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(x_desc.as_str())
-            .y_desc("% within SLO per interval")
-            .x_label_formatter(&|v| number(*v))
-            .y_label_formatter(&|v| number(*v))
-            .draw()
-            .map_err(plot_err)?;
+        let mut rate = panel(&panels[0], x0..x1, 0.0..max_rate, &x_desc, "offered (requests/s)")?;
+        let mut p99 = panel(&panels[1], x0..x1, (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)), &x_desc, "p99 per interval (ms, log)")?;
+        let mut slo = panel(&panels[2], x0..x1, floor..100.5, &x_desc, "% within SLO per interval")?;
         let grey = RGBColor(120, 120, 120);
         slo.draw_series(DashedLineSeries::new([(x0, percentile), (x1, percentile)], 6, 4, grey.stroke_width(1))).map_err(plot_err)?;
         let font = ("sans-serif", 13).into_font();

@@ -507,13 +507,8 @@ pub fn loads_table(reports: &[Report]) -> String {
             );
         }
     }
-    let by_scale = |low: bool| {
-        reports.iter().min_by(|a, b| {
-            let o = a.settings.rate_scale.total_cmp(&b.settings.rate_scale);
-            if low { o } else { o.reverse() }
-        })
-    };
-    if let (Some(lo), Some(hi)) = (by_scale(true), by_scale(false))
+    let scale = |a: &&Report, b: &&Report| a.settings.rate_scale.total_cmp(&b.settings.rate_scale);
+    if let (Some(lo), Some(hi)) = (reports.iter().min_by(scale), reports.iter().max_by(scale))
         && lo.settings.rate_scale < hi.settings.rate_scale
     {
         for name in &names {
