@@ -111,7 +111,7 @@ impl ArrivalRate {
     pub fn arrived(&mut self, now: f64, n: u64) -> Option<f64> {
         self.count = self.count.saturating_add(n);
         let elapsed = now - self.since;
-        if !(elapsed >= Self::WINDOW_S) {
+        if elapsed.is_nan() || elapsed < Self::WINDOW_S {
             return None;
         }
         let new = self.count as f64 / elapsed;

@@ -238,7 +238,7 @@ impl Timeline {
     /// A request scheduled at `at_s`: `Some(latency)` in µs when it succeeded. Times outside the
     /// span are not counted.
     fn record(&mut self, at_s: f64, latency_us: Option<u64>, slo_us: u64) {
-        if self.step_s <= 0.0 || !(at_s >= self.from_s) {
+        if self.step_s <= 0.0 || at_s.is_nan() || at_s < self.from_s {
             return;
         }
         let Some(iv) = self.intervals.get_mut(((at_s - self.from_s) / self.step_s) as usize) else { return };
