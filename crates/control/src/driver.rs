@@ -49,6 +49,9 @@ pub struct Prepared {
     /// GPUs the new map uses past the fewest its plan needs (segments moved to free GPUs so that
     /// they are made before what they replace is broken); a later scale-down packs them.
     pub spread_gpus: usize,
+    /// Segments added beside the running ones, nothing moved: the re-plan had no order that
+    /// keeps every service's ready capacity (see [`Driver::prepare`]).
+    pub added_only: bool,
 }
 
 impl Prepared {
@@ -59,8 +62,9 @@ impl Prepared {
 
     /// `2 -> 3 GPUs; 1 created, 1 destroyed, 0 rebatched; 4 steps`.
     pub fn summary(&self) -> String {
+        let added = if self.added_only { ", added beside the running segments (the re-plan had no safe order)" } else { "" };
         format!(
-            "{} -> {} GPUs; {} created, {} destroyed, {} rebatched; {} steps (~{:.1} s)",
+            "{} -> {} GPUs; {} created, {} destroyed, {} rebatched; {} steps (~{:.1} s){added}",
             self.old_gpus, self.new_gpus, self.created, self.destroyed, self.rebatched, self.steps.len(), self.seconds
         )
     }
@@ -135,15 +139,14 @@ impl<'a> Driver<'a> {
         self.ctx.services.iter().zip(rates).map(|(s, r)| Service { rate: r.max(min), ..s.clone() }).collect()
     }
 
-    /// Re-plan `current` for `rates`; `Ok(None)` when the new map does not fit the node. A
-    /// scale-up takes the plan with the fewest changes within one GPU more than the fewest (it is
-    /// made in a hurry, and every change is a moment of less capacity); anything else the plan
-    /// with the fewest GPUs (then the fewest changes), which also packs what scale-ups spread.
-    fn replan_for(&self, current: &DeploymentMap, rates: &[f64], direction: Direction) -> Result<Option<replan::Replan>, String> {
+    /// Re-plan `current` for `rates` with the fewest changes within `extra` GPUs more than the
+    /// fewest; `Ok(None)` when the new map does not fit the node. A scale-up (or a re-balance,
+    /// which holds one) allows one (it is made in a hurry, and every change is a moment of less
+    /// capacity); a scale-down none (the fewest GPUs, then the fewest changes, which also packs
+    /// what scale-ups spread) unless that has no safe order.
+    fn replan_for(&self, current: &DeploymentMap, rates: &[f64], extra: u32) -> Result<Option<replan::Replan>, String> {
         let services = self.at_rates(rates);
         let input = PlanInput { gpu: self.ctx.gpu, profiles: self.ctx.profiles, services: &services, options: &self.ctx.options };
-        // A scale-up may use one GPU more than the fewest, so the running segments can stay.
-        let extra = u32::from(direction == Direction::Up);
         let r = replan::replan(input, current, extra, false).map_err(|e| e.to_string())?;
         if let Some(bad) = r.plan.infeasible.first() {
             return Err(format!("service {} cannot be planned: {}", bad.service, bad.reason));
@@ -155,11 +158,114 @@ impl<'a> Driver<'a> {
     /// Plan the transition from `current` for `decision`, with `demand` (each service's measured
     /// rate) to keep ready during it. When the decided rates need more GPUs than the node has,
     /// the best plan that fits: each service's increase scaled by the largest common factor that
-    /// fits (never less than the plan running now).
+    /// fits (never less than the plan running now). When a scale-up's re-plan has no order of
+    /// its changes that keeps every service's ready capacity, the services that need more get
+    /// segments beside what runs, on the node's free GPUs, and nothing moves
+    /// ([`Driver::prepare_added`]): a refused scale-up would leave them starved while it backs off.
     pub fn prepare(&self, current: &DeploymentMap, decision: &Decision, demand: &[f64]) -> Result<Prepared, Refusal> {
+        if decision.direction == Direction::Down {
+            // The fewest GPUs; where that has no safe order, one or two GPUs more, which keep more
+            // segments where they are (worth it while they still free a GPU: `act` checks).
+            let mut tried = self.prepare_replan(current, decision, demand, 0);
+            for extra in 1..=2 {
+                match tried {
+                    Err(Refusal::NoSafeOrder(_)) => tried = self.prepare_replan(current, decision, demand, extra),
+                    _ => break,
+                }
+            }
+            return tried;
+        }
+        match self.prepare_replan(current, decision, demand, 1) {
+            Err(Refusal::NoSafeOrder(why)) => {
+                self.prepare_added(current, decision).map_err(|e| Refusal::NoSafeOrder(format!("{why}; adding beside the running segments: {e}")))
+            }
+            other => other,
+        }
+    }
+
+    /// Segments for each service whose target passes what runs now, covering the difference (or
+    /// the largest common share of it that fits), on the node's GPUs that hold no segment;
+    /// nothing else changes. A later scale-down packs them.
+    pub fn prepare_added(&self, current: &DeploymentMap, decision: &Decision) -> Result<Prepared, String> {
+        let capacity = self.controller.capacity();
+        let planned = self.controller.planned();
+        let min = self.controller.settings().min_rate;
+        let more: Vec<(usize, f64)> = decision
+            .target
+            .iter()
+            .zip(capacity)
+            .enumerate()
+            .filter(|(_, (t, c))| **t > **c * (1.0 + 1e-9))
+            .map(|(i, (t, c))| (i, t - c))
+            .collect();
+        if more.is_empty() {
+            return Err("no service needs more than runs".into());
+        }
+        let used: std::collections::BTreeSet<u32> = current.segments.iter().filter(|s| s.node == self.ctx.node).map(|s| s.gpu).collect();
+        let free: Vec<u32> = (0..self.ctx.node_gpus).filter(|g| !used.contains(g)).collect();
+        if free.is_empty() {
+            return Err(format!("the node's {} GPUs all hold segments", self.ctx.node_gpus));
+        }
+        let per_node = self.ctx.options.gpus_per_node.max(1);
+        let ids: Vec<u32> = free.iter().map(|g| self.ctx.node * per_node + g).collect();
+        let plan_at = |f: f64| -> Result<Option<DeploymentMap>, String> {
+            let services: Vec<Service> = more.iter().map(|&(i, d)| Service { rate: (d * f).max(min), ..self.ctx.services[i].clone() }).collect();
+            let input = PlanInput { gpu: self.ctx.gpu, profiles: self.ctx.profiles, services: &services, options: &self.ctx.options };
+            let plan = parva_planner::plan(input).map_err(|e| e.to_string())?;
+            if let Some(bad) = plan.infeasible.first() {
+                return Err(format!("service {} cannot be planned: {}", bad.service, bad.reason));
+            }
+            Ok((plan.gpus.len() <= ids.len()).then(|| plan.to_map_on(&ids)))
+        };
+        // All of the difference, or the largest common share of it that fits (bisection).
+        let (share, added) = match plan_at(1.0)? {
+            Some(m) => (1.0, m),
+            None => {
+                let (mut lo, mut hi, mut best) = (0.0f64, 1.0f64, None);
+                for _ in 0..8 {
+                    let mid = 0.5 * (lo + hi);
+                    match plan_at(mid)? {
+                        Some(m) => {
+                            best = Some((mid, m));
+                            lo = mid;
+                        }
+                        None => hi = mid,
+                    }
+                }
+                best.ok_or_else(|| format!("not even a share of the increase fits the node's {} free GPUs", free.len()))?
+            }
+        };
+        let mut achieved = planned.to_vec();
+        for &(i, d) in &more {
+            achieved[i] = achieved[i].max(capacity[i] + share * d);
+        }
+        let shortfall: Vec<f64> = decision.target.iter().zip(&achieved).map(|(t, a)| (t - a).max(0.0)).collect();
+        let steps: Vec<Step> = added.segments.iter().map(|s| Step::Create { segment: s.clone() }).collect();
+        let c = self.ctx.costs;
+        let seconds = added.segments.iter().map(|_| c.mig_create + c.mps_start + c.worker_start).sum();
+        let mut new_map = current.clone();
+        new_map.segments.extend(added.segments.iter().cloned());
+        Ok(Prepared {
+            achieved,
+            shortfall,
+            old_gpus: current.gpu_count(),
+            new_gpus: new_map.gpu_count(),
+            created: steps.len(),
+            destroyed: 0,
+            rebatched: 0,
+            seconds,
+            spread_gpus: added.gpu_count(),
+            added_only: true,
+            steps,
+            new_map,
+        })
+    }
+
+    /// The re-plan's transition, its plan allowed `extra` GPUs past the fewest to save changes.
+    fn prepare_replan(&self, current: &DeploymentMap, decision: &Decision, demand: &[f64], extra: u32) -> Result<Prepared, Refusal> {
         let planned = self.controller.planned().to_vec();
         let mut achieved = decision.target.clone();
-        let mut r = self.replan_for(current, &achieved, decision.direction).map_err(Refusal::Plan)?;
+        let mut r = self.replan_for(current, &achieved, extra).map_err(Refusal::Plan)?;
         if r.is_none() {
             // Scale the increases back until the plan fits: bisection on their common factor.
             let mix = |f: f64| -> Vec<f64> {
@@ -169,7 +275,7 @@ impl<'a> Driver<'a> {
             let mut best = None;
             for _ in 0..8 {
                 let mid = 0.5 * (lo + hi);
-                match self.replan_for(current, &mix(mid), decision.direction).map_err(Refusal::Plan)? {
+                match self.replan_for(current, &mix(mid), extra).map_err(Refusal::Plan)? {
                     Some(fit) => {
                         best = Some((mid, fit));
                         lo = mid;
@@ -179,7 +285,7 @@ impl<'a> Driver<'a> {
             }
             let (f, fit) = match best {
                 Some(b) => b,
-                None => match self.replan_for(current, &mix(0.0), decision.direction).map_err(Refusal::Plan)? {
+                None => match self.replan_for(current, &mix(0.0), extra).map_err(Refusal::Plan)? {
                     Some(fit) => (0.0, fit),
                     None => return Err(Refusal::Plan(format!("even the rates the node runs for do not fit its {} GPUs", self.ctx.node_gpus))),
                 },
@@ -194,13 +300,26 @@ impl<'a> Driver<'a> {
         let per_node = self.ctx.options.gpus_per_node.max(1);
         let t = replan::transition(&r, self.ctx.gpu, per_node, self.ctx.costs, &|n| slo_s.get(n).copied().unwrap_or(1.0));
         let steps = steps::from_transition(&t, &new_map, self.ctx.node).map_err(Refusal::Plan)?;
+        let demand_rates = demand;
         let demand: BTreeMap<String, f64> = self.ctx.services.iter().zip(demand).map(|(s, d)| (s.name.clone(), *d)).collect();
         let capacity = steps::replan_capacity(&r);
         let steps = steps::make_before_break(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps, &mut new_map, &demand, &capacity)
             .map_err(|v| Refusal::NoSafeOrder(v.to_string()))?;
+        // Services whose measured load is past what runs now get their new segments first.
+        let urgent: std::collections::BTreeSet<String> = self
+            .ctx
+            .services
+            .iter()
+            .zip(demand_rates)
+            .zip(self.controller.capacity())
+            .filter(|((_, d), c)| **d > **c)
+            .map(|((s, _), _)| s.name.clone())
+            .collect();
+        let steps = steps::urgent_first(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps, &mut new_map, &urgent);
         let new_gpus = new_map.gpu_count();
         Ok(Prepared {
             spread_gpus: new_gpus.saturating_sub(r.plan.gpus.len()),
+            added_only: false,
             achieved,
             shortfall,
             old_gpus: current.gpu_count(),
@@ -402,6 +521,43 @@ mod tests {
         // The best that fits: a little more for `a` (a tenth of the increase past what was
         // achieved) does not fit two GPUs.
         let more = vec![p2.achieved[0] + 0.1 * (30000.0 - p2.achieved[0]), 3000.0];
-        assert!(d.replan_for(&first, &more, Direction::Up).unwrap().is_none(), "{more:?} fits too");
+        assert!(d.replan_for(&first, &more, 1).unwrap().is_none(), "{more:?} fits too");
+    }
+    /// Regression (a 3-day trace of 12 services): a burst's scale-up had no safe order (a third
+    /// service dipped while it moved), was refused, and backed off 30, 60, ... 480 s while the
+    /// bursting service served 0 % within its SLO. Its fallback adds segments beside what runs.
+    #[test]
+    fn a_scale_up_with_no_safe_order_adds_beside_the_running_segments() {
+        let p = profiles();
+        let services: Vec<Service> =
+            ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect();
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let options = PlanOptions { gpus_per_node: 8, ..PlanOptions::default() };
+        let first = parva_planner::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options }).unwrap().to_map();
+        let ctx = PlanContext { gpu, profiles: &p, services: &services, options, costs: Costs::default(), node: 0, node_gpus: 8 };
+        let ctl = Controller::new(Settings::default(), vec!["a".into(), "b".into()], vec![3000.0, 3000.0], 0.0);
+        let d = Driver::new(ctl, ctx, &first.segments);
+        let cap = |m: &DeploymentMap, name: &str| -> f64 { m.segments.iter().filter(|s| s.service == name).map(|s| s.throughput.unwrap_or(0.0)).sum() };
+        let decision = Decision { target: vec![9000.0, 3000.0], direction: Direction::Up, reason: "test".into() };
+        let added = d.prepare_added(&first, &decision).unwrap();
+        assert!(added.added_only && added.destroyed == 0 && added.rebatched == 0);
+        assert!(added.steps.iter().all(|s| matches!(s, Step::Create { segment } if segment.service == "a")), "{:?}", added.steps);
+        // Everything that ran still runs where it ran; the new segments are on GPUs that held none.
+        for s in &first.segments {
+            assert!(added.new_map.segments.contains(s), "{s:?} moved");
+        }
+        let old_gpus: std::collections::BTreeSet<u32> = first.segments.iter().map(|s| s.gpu).collect();
+        assert!(added.steps.iter().all(|s| matches!(s, Step::Create { segment } if !old_gpus.contains(&segment.gpu) && segment.gpu < 8)));
+        // `a` can serve its target, `b` what it had; the steps replay legally with no dip.
+        assert!(cap(&added.new_map, "a") >= 9000.0 * (1.0 - 1e-6), "{}", cap(&added.new_map, "a"));
+        assert_eq!(cap(&added.new_map, "b"), cap(&first, "b"));
+        assert_eq!(added.achieved[1], 3000.0);
+        assert!(added.achieved[0] >= 9000.0 - 1e-6 && added.shortfall.iter().all(|s| *s == 0.0), "{:?}", added.achieved);
+        let demand: BTreeMap<String, f64> = [("a".to_string(), 9000.0), ("b".to_string(), 3000.0)].into();
+        steps::replay(gpu, &first.segments, &added.steps, &demand, &|s, _| s.throughput.unwrap_or(0.0)).unwrap();
+        // A node with no free GPU: nothing to add on, said so.
+        let ctx = PlanContext { node_gpus: first.gpu_count() as u32, ..d.ctx.clone() };
+        let full = Driver::new(d.controller.clone(), ctx, &first.segments);
+        assert!(full.prepare_added(&first, &decision).unwrap_err().contains("all hold segments"));
     }
 }
