@@ -201,12 +201,12 @@ impl<'a> Driver<'a> {
         if more.is_empty() {
             return Err("no service needs more than runs".into());
         }
+        let per_node = self.ctx.options.gpus_per_node.max(1);
         let used: std::collections::BTreeSet<u32> = current.segments.iter().filter(|s| s.node == self.ctx.node).map(|s| s.gpu).collect();
-        let free: Vec<u32> = (0..self.ctx.node_gpus).filter(|g| !used.contains(g)).collect();
+        let free: Vec<u32> = (0..self.ctx.node_gpus.min(per_node)).filter(|g| !used.contains(g)).collect();
         if free.is_empty() {
             return Err(format!("the node's {} GPUs all hold segments", self.ctx.node_gpus));
         }
-        let per_node = self.ctx.options.gpus_per_node.max(1);
         let ids: Vec<u32> = free.iter().map(|g| self.ctx.node * per_node + g).collect();
         let plan_at = |f: f64| -> Result<Option<DeploymentMap>, String> {
             let services: Vec<Service> = more.iter().map(|&(i, d)| Service { rate: (d * f).max(min), ..self.ctx.services[i].clone() }).collect();
