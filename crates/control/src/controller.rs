@@ -42,7 +42,7 @@ const NEAR: f64 = 0.85;
 
 /// A scale-down plans this much past the forecast: one lowered to the forecast itself was
 /// raised again by the next 10 minutes' few per cent (a flap: two transitions for nothing; 59.7
-/// re-plans a day on the 12-service trace of `scripts/bench/day-results.md`, 53 with this).
+/// re-plans a day on the 12-service trace of `scripts/bench/day-results.md`, 51 with this).
 const DOWN_MARGIN: f64 = 0.05;
 
 /// A service that has been a scale-down candidate for this long is lowered with any transition
@@ -312,7 +312,6 @@ impl Controller {
         } else {
             Vec::new()
         };
-        let go_down = !down.is_empty();
         let direction = match (up.is_empty(), down.is_empty()) {
             (false, true) => Direction::Up,
             (true, _) => Direction::Down,
@@ -527,6 +526,7 @@ mod tests {
         let a = c.alarm(300.0, &short, &obs(&[400.0], RECENT_S)).unwrap();
         assert!(a.target[0] >= 400.0 * 1.1, "{a:?}");
     }
+
     #[test]
     fn a_service_low_for_five_minutes_goes_down_with_a_scale_up_that_happens_anyway() {
         let s = Settings { warmup_s: 0.0, burst_factor: 0.0, headroom: 0.1, ..Settings::default() };

@@ -315,7 +315,15 @@ impl<'a> Driver<'a> {
             .filter(|((_, d), c)| **d > **c)
             .map(|((s, _), _)| s.name.clone())
             .collect();
-        let steps = steps::urgent_first(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps, &mut new_map, &urgent);
+        // Checked again by the replay (it only brings creations forward into free slots).
+        let mut hoisted_map = new_map.clone();
+        let hoisted = steps::urgent_first(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps.clone(), &mut hoisted_map, &urgent);
+        let steps = if hoisted != steps && steps::replay(self.ctx.gpu, &current.segments, &hoisted, &demand, &capacity).is_ok() {
+            new_map = hoisted_map;
+            hoisted
+        } else {
+            steps
+        };
         let new_gpus = new_map.gpu_count();
         Ok(Prepared {
             spread_gpus: new_gpus.saturating_sub(r.plan.gpus.len()),
