@@ -217,23 +217,10 @@ impl<'a> Driver<'a> {
             }
             Ok((plan.gpus.len() <= ids.len()).then(|| plan.to_map_on(&ids)))
         };
-        // All of the difference, or the largest common share of it that fits (bisection).
+        // All of the difference, or the largest common share of it that fits.
         let (share, added) = match plan_at(1.0)? {
             Some(m) => (1.0, m),
-            None => {
-                let (mut lo, mut hi, mut best) = (0.0f64, 1.0f64, None);
-                for _ in 0..8 {
-                    let mid = 0.5 * (lo + hi);
-                    match plan_at(mid)? {
-                        Some(m) => {
-                            best = Some((mid, m));
-                            lo = mid;
-                        }
-                        None => hi = mid,
-                    }
-                }
-                best.ok_or_else(|| format!("not even a share of the increase fits the node's {} free GPUs", free.len()))?
-            }
+            None => largest_fit(plan_at)?.ok_or_else(|| format!("not even a share of the increase fits the node's {} free GPUs", free.len()))?,
         };
         let mut achieved = planned.to_vec();
         for &(i, d) in &more {
@@ -271,18 +258,7 @@ impl<'a> Driver<'a> {
             let mix = |f: f64| -> Vec<f64> {
                 decision.target.iter().zip(&planned).map(|(t, p)| if t > p { p + f * (t - p) } else { *t }).collect()
             };
-            let (mut lo, mut hi) = (0.0f64, 1.0f64);
-            let mut best = None;
-            for _ in 0..8 {
-                let mid = 0.5 * (lo + hi);
-                match self.replan_for(current, &mix(mid), extra).map_err(Refusal::Plan)? {
-                    Some(fit) => {
-                        best = Some((mid, fit));
-                        lo = mid;
-                    }
-                    None => hi = mid,
-                }
-            }
+            let best = largest_fit(|f| self.replan_for(current, &mix(f), extra)).map_err(Refusal::Plan)?;
             let (f, fit) = match best {
                 Some(b) => b,
                 None => match self.replan_for(current, &mix(0.0), extra).map_err(Refusal::Plan)? {
@@ -300,21 +276,20 @@ impl<'a> Driver<'a> {
         let per_node = self.ctx.options.gpus_per_node.max(1);
         let t = replan::transition(&r, self.ctx.gpu, per_node, self.ctx.costs, &|n| slo_s.get(n).copied().unwrap_or(1.0));
         let steps = steps::from_transition(&t, &new_map, self.ctx.node).map_err(Refusal::Plan)?;
-        let demand_rates = demand;
-        let demand: BTreeMap<String, f64> = self.ctx.services.iter().zip(demand).map(|(s, d)| (s.name.clone(), *d)).collect();
-        let capacity = steps::replan_capacity(&r);
-        let steps = steps::make_before_break(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps, &mut new_map, &demand, &capacity)
-            .map_err(|v| Refusal::NoSafeOrder(v.to_string()))?;
         // Services whose measured load is past what runs now get their new segments first.
         let urgent: std::collections::BTreeSet<String> = self
             .ctx
             .services
             .iter()
-            .zip(demand_rates)
+            .zip(demand)
             .zip(self.controller.capacity())
             .filter(|((_, d), c)| **d > **c)
             .map(|((s, _), _)| s.name.clone())
             .collect();
+        let demand: BTreeMap<String, f64> = self.ctx.services.iter().zip(demand).map(|(s, d)| (s.name.clone(), *d)).collect();
+        let capacity = steps::replan_capacity(&r);
+        let steps = steps::make_before_break(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps, &mut new_map, &demand, &capacity)
+            .map_err(|v| Refusal::NoSafeOrder(v.to_string()))?;
         // Checked again by the replay (it only brings creations forward into free slots).
         let mut hoisted_map = new_map.clone();
         let hoisted = steps::urgent_first(self.ctx.gpu, self.ctx.node_gpus, &current.segments, steps.clone(), &mut hoisted_map, &urgent);
@@ -490,6 +465,23 @@ fn direction(d: Direction) -> &'static str {
         Direction::Down => "scale-down",
         Direction::Both => "re-balance",
     }
+}
+
+/// The largest share in (0, 1) for which `at` gives a plan that fits, to 1/256 (bisection;
+/// `at(f)` is `None` where share `f` does not fit, and fitting is taken to shrink as `f` grows).
+fn largest_fit<T, E>(at: impl Fn(f64) -> Result<Option<T>, E>) -> Result<Option<(f64, T)>, E> {
+    let (mut lo, mut hi, mut best) = (0.0f64, 1.0f64, None);
+    for _ in 0..8 {
+        let mid = 0.5 * (lo + hi);
+        match at(mid)? {
+            Some(fit) => {
+                best = Some((mid, fit));
+                lo = mid;
+            }
+            None => hi = mid,
+        }
+    }
+    Ok(best)
 }
 
 #[cfg(test)]

@@ -187,14 +187,8 @@ pub fn make_before_break(
         let Some((g, start)) = free_slot(gpu, node_gpus, old, &steps, at, ci, new_map) else {
             return replay(gpu, old, &steps, demand, new_capacity).map(|()| steps);
         };
-        let Step::Create { segment } = steps[ci].clone() else { unreachable!("found a Create above") };
         // Move it: the step goes right before the break, the map follows.
-        let moved = Segment { gpu: g, placement: start, ..segment.clone() };
-        if let Some(m) = new_map.segments.iter_mut().find(|s| **s == segment) {
-            *m = moved.clone();
-        }
-        steps.remove(ci);
-        steps.insert(at, Step::Create { segment: moved });
+        move_creation(&mut steps, new_map, ci, at, (g, start));
     }
     replay(gpu, old, &steps, demand, new_capacity).map(|()| steps)
 }
@@ -248,6 +242,18 @@ fn free_slot(gpu: &GpuType, node_gpus: u32, old: &[Segment], steps: &[Step], at:
     None
 }
 
+/// Move the creation `steps[ci]` to position `to` and into `slot` (GPU, placement); the map's
+/// segment follows. Anything but a creation at `ci` is left alone.
+fn move_creation(steps: &mut Vec<Step>, new_map: &mut DeploymentMap, ci: usize, to: usize, slot: (u32, u8)) {
+    let Some(Step::Create { segment }) = steps.get(ci).cloned() else { return };
+    let moved = Segment { gpu: slot.0, placement: slot.1, ..segment.clone() };
+    if let Some(m) = new_map.segments.iter_mut().find(|s| **s == segment) {
+        *m = moved.clone();
+    }
+    steps.remove(ci);
+    steps.insert(to, Step::Create { segment: moved });
+}
+
 /// Bring forward the creations of the services in `urgent` (those whose demand is past what runs
 /// now: an alarm's, a burst's): each to the front of the steps where a slot is free from the
 /// start to the end (the map follows), so that they serve after one creation rather than after
@@ -272,12 +278,7 @@ pub fn urgent_first(gpu: &GpuType, node_gpus: u32, old: &[Segment], steps: Vec<S
             ci += 1;
             continue;
         };
-        let Step::Create { segment } = steps.remove(ci) else { unreachable!("checked above") };
-        let moved = Segment { gpu: g, placement: start, ..segment.clone() };
-        if let Some(m) = new_map.segments.iter_mut().find(|s| **s == segment) {
-            *m = moved.clone();
-        }
-        steps.insert(front, Step::Create { segment: moved });
+        move_creation(&mut steps, new_map, ci, front, (g, start));
         front += 1;
         ci += 1;
     }
