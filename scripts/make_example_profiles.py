@@ -15,6 +15,13 @@ use with tables measured by `parva profile` for real planning.
 
     scripts/make_example_profiles.py --shares prof_data/example-mps
 
+    scripts/make_example_profiles.py --h100 prof_data/example-h100
+
+writes the same MIG-keyed tables for an H100-like GPU: per-sample work H100_SPEED times faster than
+the A100 model above and the fixed part H100_FIXED times faster (launches and copies gain less).
+
+    scripts/make_example_profiles.py --shares prof_data/example-mps
+
 writes the share-keyed set for an L4-like GPU without MIG (`MPS share` = percent of the SMs, 10 to
 100): a share s computes like g = 7 * s / 100 GPCs of the model above, slowed by L4_SPEED, and
 each process holds MEM_MIB[model] + 2 MiB per sample of batch (the `mem_mib` column, which the
@@ -36,6 +43,8 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64, 128]
 PROCS = [1, 2, 3]
 SHARES = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 L4_SPEED = 0.55
+H100_SPEED = 1.9
+H100_FIXED = 1.25
 MEM_MIB = {"bert": 1500, "mobilenetv2": 330, "resnet50": 450, "vgg16": 1100}
 
 
@@ -45,9 +54,10 @@ def latency_ms(fixed, per_sample, scaling, g, b, p):
     return one * (1 + k * (p - 1))
 
 
-def main(out_dir):
+def main(out_dir, speed=1.0, fixed_speed=1.0):
     os.makedirs(out_dir, exist_ok=True)
     for name, (fixed, per_sample, scaling) in MODELS.items():
+        fixed, per_sample = fixed / fixed_speed, per_sample / speed
         with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["Mig instance", "Batch size", "Workload Number", "Throughput", "Latency"])
@@ -73,7 +83,9 @@ def main_shares(out_dir):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--shares"]:
+    if sys.argv[1:2] == ["--h100"]:
+        main(sys.argv[2] if len(sys.argv) > 2 else "prof_data/example-h100", H100_SPEED, H100_FIXED)
+    elif sys.argv[1:2] == ["--shares"]:
         main_shares(sys.argv[2] if len(sys.argv) > 2 else "prof_data/example-mps")
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "prof_data/example")

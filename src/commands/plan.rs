@@ -51,8 +51,18 @@ enum MapFormatArg {
 #[command(group(clap::ArgGroup::new("slos").required(true).args(["slo_dir", "services"])))]
 pub struct PlanInputArgs {
     /// Directory of profile tables (one `<model>.csv` per model) for the GPU type.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) prof_data: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "fleet")]
+    pub(crate) prof_data: Option<PathBuf>,
+    /// Plan over a mixed fleet instead of one GPU type: a `fleet.csv`
+    /// (`gpu_type,prof_data,cost_per_hour,max_gpus,gpus_per_node`, one row per type). Each
+    /// service goes to the types that serve it cheapest (a service may be split), within each
+    /// type's max_gpus; the map keeps one type per node. Needs --services.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prof_data", "gpu", "gpus_per_node", "max_shares", "interference", "models", "slo_dir"],
+          requires = "services")]
+    pub(crate) fleet: Option<PathBuf>,
+    /// With --fleet: minimise the fleet's cost per hour, or its number of GPUs.
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Cost, requires = "fleet")]
+    pub(crate) objective: ObjectiveArg,
     /// Directory holding ParvaGPU's `SLO_req_rate.csv` and `SLO_latency.csv` (with --slo).
     #[arg(long, value_name = "DIR", requires = "slo")]
     slo_dir: Option<PathBuf>,
@@ -71,8 +81,8 @@ pub struct PlanInputArgs {
     #[arg(long, value_enum, value_name = "WIRE", default_value_t = super::DataPathWire::Binary)]
     data_path_wire: super::DataPathWire,
     /// GPU type (see `parva catalogue`), e.g. a100-80gb.
-    #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE")]
-    gpu: String,
+    #[arg(long = "gpu-type", alias = "gpu", value_name = "TYPE", required_unless_present = "fleet")]
+    gpu: Option<String>,
     #[command(flatten)]
     catalogue: super::CatalogueFiles,
     /// GPUs per node when numbering the map.
@@ -119,6 +129,14 @@ pub struct PlanInputArgs {
     /// that rate and show the room. 0 to 10.
     #[arg(long, value_name = "H", default_value_t = 0.0)]
     headroom: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub(crate) enum ObjectiveArg {
+    /// The fleet's cost per hour (each GPU at its type's cost_per_hour).
+    Cost,
+    /// The number of GPUs, whatever their type.
+    Gpus,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -206,13 +224,17 @@ impl Prepared {
     }
 }
 
-/// Read the catalogue, the profile tables and the services, and check the options.
-pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
-    if !(args.latency_budget > 0.0 && args.latency_budget <= 1.0) {
-        anyhow::bail!("--latency-budget must be in (0, 1]; got {}", args.latency_budget);
-    }
-    args.catalogue.load()?;
-    let gpu = GpuType::by_id(&args.gpu)?;
+/// A GPU type's profile tables as planned: read for the type (with `--max-shares`), and for MPS
+/// types slowed by interference (measured where `profile --pairs` measured, the margin elsewhere).
+pub(crate) struct TypeTables {
+    pub gpu: &'static GpuType,
+    pub profiles: ProfileSet,
+    pub interference: f64,
+    pub measured: Option<parva_core::interference::Interference>,
+}
+
+pub(crate) fn type_tables(args: &PlanInputArgs, gpu_id: &str, prof_data: &Path) -> anyhow::Result<TypeTables> {
+    let gpu = GpuType::by_id(gpu_id)?;
     let gpu = match args.max_shares {
         Some(_) if !gpu.is_mps() => {
             anyhow::bail!("--max-shares is for GPU types without MIG (MPS shares); {} is cut by MIG (try {}-nomig)", gpu.id, gpu.id)
@@ -220,7 +242,7 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         Some(n) => gpu.with_max_instances(n),
         None => gpu,
     };
-    let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
+    let profiles = ProfileSet::read_dir(prof_data, Some(gpu))?;
     let interference = match args.interference {
         Some(_) if !gpu.is_mps() => anyhow::bail!("--interference is for GPU types without MIG (MPS shares); {}'s MIG instances are isolated", gpu.id),
         Some(x) if !(x.is_finite() && (0.0..=parva_core::limits::MAX_INTERFERENCE).contains(&x)) => {
@@ -232,13 +254,29 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
     };
     // Shares of one GPU slow each other: plan on tables that are that much slower.
     // Measured where `profile --pairs` measured, the margin elsewhere; a whole GPU is never slowed.
-    let measured = if gpu.is_mps() { parva_core::interference::Interference::read_dir(&args.prof_data)? } else { None };
+    let measured = if gpu.is_mps() { parva_core::interference::Interference::read_dir(prof_data)? } else { None };
     let whole = gpu.sizes().into_iter().max().unwrap_or(0);
     let profiles = if gpu.is_mps() {
         profiles.slowed_by(|m, s| parva_core::interference::plan_factor(measured.as_ref(), interference, m, s, whole))
     } else {
         profiles
     };
+    Ok(TypeTables { gpu, profiles, interference, measured })
+}
+
+/// Read the catalogue, the profile tables and the services, and check the options.
+pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
+    if !(args.latency_budget > 0.0 && args.latency_budget <= 1.0) {
+        anyhow::bail!("--latency-budget must be in (0, 1]; got {}", args.latency_budget);
+    }
+    if args.fleet.is_some() {
+        anyhow::bail!("--fleet plans a new map (parva plan); re-planning a mixed fleet's map is not supported yet: plan it again");
+    }
+    args.catalogue.load()?;
+    let (Some(gpu_id), Some(prof_data)) = (args.gpu.as_deref(), args.prof_data.as_deref()) else {
+        anyhow::bail!("give --gpu-type and --prof-data (or --fleet)");
+    };
+    let TypeTables { gpu, profiles, interference, measured } = type_tables(args, gpu_id, prof_data)?;
     let services = match (&args.slo_dir, args.slo, &args.services) {
         (Some(dir), Some(n), _) => {
             // Zero-rate models are planned as services with rate 0: reported, never dropped silently.
@@ -250,14 +288,29 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
     };
     // Tables measured on another GPU type plan with that GPU's latencies (issue 38: planning
     // a100-80gb on H100 tables said nothing).
-    for (model, measured) in parva_profiler::meta::measured_gpu_types(&args.prof_data) {
+    for (model, measured) in parva_profiler::meta::measured_gpu_types(prof_data) {
         if services.iter().any(|s| s.model == model) && !parva_profiler::meta::same_gpu(&measured, gpu.id) {
             eprintln!(
                 "warning: the table of {model} in {} was measured on {measured} (its {model}.meta.json), not on {}: the plan uses another GPU's latencies; plan with --gpu-type {measured}, or profile {model} on {}",
-                args.prof_data.display(), gpu.id, gpu.id
+                prof_data.display(), gpu.id, gpu.id
             );
         }
     }
+    let data_path_ms = super::data_path_costs(prof_data, args.models.as_deref(), args.data_path_wire, services.iter().map(|s| (s.name.as_str(), s.model.as_str())))?
+        .into_iter()
+        .map(|(s, secs)| (s, secs * 1e3))
+        .collect();
+    let (services, asked, options) = options_for(args, services, data_path_ms)?;
+    Ok(Prepared { gpu, profiles, services, options, interference, measured, asked })
+}
+
+/// The planner's options from the flags, and each service at its rate with `--headroom` (the
+/// rates asked for kept apart), shared by a one-type plan and a fleet's.
+pub(crate) fn options_for(
+    args: &PlanInputArgs,
+    services: Vec<slo::Service>,
+    data_path_ms: std::collections::BTreeMap<String, f64>,
+) -> anyhow::Result<(Vec<slo::Service>, std::collections::BTreeMap<String, f64>, PlanOptions)> {
     if !(args.headroom.is_finite() && (0.0..=10.0).contains(&args.headroom)) {
         anyhow::bail!("--headroom must be a number in [0, 10] (0.2: plan for 20 % more than each rate); got {}", args.headroom);
     }
@@ -297,15 +350,17 @@ pub fn prepare(args: &PlanInputArgs) -> anyhow::Result<Prepared> {
         gpus_per_node: args.gpus_per_node,
         max_gpus: args.max_gpus,
         margin: args.margin,
-        data_path_ms: super::data_path_costs(&args.prof_data, args.models.as_deref(), args.data_path_wire, services.iter().map(|s| (s.name.as_str(), s.model.as_str())))?
-            .into_iter()
-            .map(|(s, secs)| (s, secs * 1e3))
-            .collect(),
+        data_path_ms,
     };
-    Ok(Prepared { gpu, profiles, services, options, interference, measured, asked })
+    Ok((services, asked, options))
 }
 
+mod fleet;
+
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = args.input.fleet.clone() {
+        return fleet::run(&args, &file);
+    }
     let prepared = prepare(&args.input)?;
     let Prepared { gpu, profiles, services, options, .. } = &prepared;
     let (gpu, profiles, services, options) = (*gpu, profiles, services, options);
@@ -427,7 +482,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Which interference the plan assumed, and where it came from (MPS types only).
-    let interference = gpu.is_mps().then(|| interference_text(&prepared, args.input.interference.is_some(), &args.input.prof_data));
+    let interference = gpu.is_mps().then(|| interference_text(&prepared, args.input.interference.is_some(), args.input.prof_data.as_deref().unwrap_or(Path::new(""))));
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         v["out"] = serde_json::json!(out);
@@ -451,7 +506,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             print_jobs(j)?;
         }
     }
-    for (model, what) in parva_profiler::meta::measured_beside_jobs(&args.input.prof_data) {
+    for (model, what) in parva_profiler::meta::measured_beside_jobs(args.input.prof_data.as_deref().unwrap_or(Path::new(""))) {
         eprintln!("note: the table of {model} was measured beside a best-effort job ({what}): its latencies include that job's interference");
     }
     for bad in &summary.infeasible {

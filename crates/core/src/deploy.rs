@@ -275,7 +275,7 @@ impl DeploymentMap {
                         "a best-effort row has num_proc 1 and no rate or slo_ms (it serves no requests)",
                     ));
                 }
-                consistency.check_gpu_type(seg.gpu_type.clone(), line, path)?;
+                consistency.check_gpu_type(seg.node, seg.gpu_type.clone(), line, path)?;
                 job_lines.entry(seg.service.clone()).or_insert(line);
                 jobs.push(JobSlot {
                     node: seg.node,
@@ -464,6 +464,61 @@ impl DeploymentMap {
         gpus.len()
     }
 
+    /// Each node's GPU type as its rows name it (`None`: the map names none); a map's reader
+    /// guarantees one per node.
+    pub fn node_gpu_types(&self) -> BTreeMap<u32, Option<String>> {
+        self.segments
+            .iter()
+            .map(|s| (s.node, s.gpu_type.clone()))
+            .chain(self.jobs.iter().map(|j| (j.node, j.gpu_type.clone())))
+            .collect()
+    }
+
+    /// The GPU types the map's rows name, each once, in order.
+    pub fn gpu_type_ids(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = self.node_gpu_types().into_values().flatten().collect();
+        set.into_iter().collect()
+    }
+
+    /// The map's GPU type when it has one only: the type its rows name, else `fallback` (a
+    /// `--gpu-type` flag). An error in words when the map names several (a mixed fleet's map, to
+    /// be taken node by node) or none and there is no fallback.
+    pub fn single_gpu_type(&self, fallback: Option<&str>) -> Result<String, String> {
+        let ids = self.gpu_type_ids();
+        match (ids.as_slice(), fallback) {
+            ([], Some(f)) => Ok(f.to_string()),
+            ([], None) => Err("the map names no GPU type (its gpu_type column is empty): give --gpu-type".into()),
+            ([one], Some(f)) if one != f => Err(format!("the map is for {one}, not {f} (--gpu-type)")),
+            ([one], _) => Ok(one.clone()),
+            (many, _) => Err(format!("the map mixes GPU types ({}), one per node: take it node by node (--node)", many.join(", "))),
+        }
+    }
+
+    /// Check every GPU's layout against its node's GPU type: the type its rows name, else
+    /// `fallback`. A node whose type is unknown to the catalogue, or that names none without a
+    /// fallback, is a problem of its own.
+    pub fn check_layouts_by_node(&self, fallback: Option<&GpuType>) -> Vec<MapLayoutError> {
+        let mut problems = Vec::new();
+        for (node, ty) in self.node_gpu_types() {
+            let gpu = match (ty, fallback) {
+                (Some(id), _) => match GpuType::by_id(&id) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        problems.push(MapLayoutError { node, gpu: 0, problem: e.to_string() });
+                        continue;
+                    }
+                },
+                (None, Some(g)) => g,
+                (None, None) => {
+                    problems.push(MapLayoutError { node, gpu: 0, problem: "names no GPU type (give --gpu-type)".into() });
+                    continue;
+                }
+            };
+            problems.extend(self.for_node(node).check_layouts(gpu));
+        }
+        problems
+    }
+
     /// Check every GPU's layout against `gpu` type's MIG rules. Returns every problem found.
     /// Best-effort instances count with the serving ones: they hold their GPCs until reclaimed.
     pub fn check_layouts(&self, gpu: &GpuType) -> Vec<MapLayoutError> {
@@ -553,14 +608,17 @@ pub struct MapLayoutError {
     pub problem: String,
 }
 
-/// What the rows read so far said about each service and about the GPU type: a map holds one
-/// model, rate and SLO per service and one GPU type, whatever row a reader happens to use.
+/// What the rows read so far said about each service and about GPU types: a map holds one
+/// model, rate and SLO per service and one GPU type per node, whatever row a reader happens to
+/// use (a mixed fleet's map has nodes of several types).
 #[derive(Default)]
 struct Consistency {
     /// Service -> (first line, model, rate, slo_ms, margin_ms).
     services: BTreeMap<String, (u64, String, Option<f64>, Option<f64>, Option<f64>)>,
-    /// (first line, GPU type) of the first row.
-    gpu_type: Option<(u64, Option<String>)>,
+    /// Node -> (first line, GPU type) of the node's first row: a node is one GPU type.
+    gpu_types: BTreeMap<u32, (u64, Option<String>)>,
+    /// (first line, whether it named a GPU type): every row names one, or none does.
+    named: Option<(u64, bool)>,
 }
 
 impl Consistency {
@@ -602,18 +660,36 @@ impl Consistency {
                 }
             }
         }
-        self.check_gpu_type(seg.gpu_type.clone(), line, path)
+        self.check_gpu_type(seg.node, seg.gpu_type.clone(), line, path)
     }
 
-    fn check_gpu_type(&mut self, gpu_type: Option<String>, line: u64, path: &Path) -> Result<(), FormatError> {
-        match &self.gpu_type {
-            None => self.gpu_type = Some((line, gpu_type)),
-            Some((first, ty)) if *ty != gpu_type => {
-                let name = |t: &Option<String>| t.clone().unwrap_or_else(|| "empty".into());
+    fn check_gpu_type(&mut self, node: u32, gpu_type: Option<String>, line: u64, path: &Path) -> Result<(), FormatError> {
+        let name = |t: &Option<String>| t.clone().unwrap_or_else(|| "empty".into());
+        let at = || Location::field(path, line, "gpu_type");
+        match self.named {
+            None => self.named = Some((line, gpu_type.is_some())),
+            Some((first, named)) if named != gpu_type.is_some() => {
                 return Err(FormatError::invalid(
-                    Location::field(path, line, "gpu_type"),
+                    at(),
                     format!(
-                        "is {} here but {} on line {first}; a map is for one GPU type (plan one map per type)",
+                        "is {} here but {} on line {first}; every row of a map names its GPU type, or none does",
+                        name(&gpu_type),
+                        if named { "named" } else { "empty" }
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        match self.gpu_types.get(&node) {
+            None => {
+                self.gpu_types.insert(node, (line, gpu_type));
+            }
+            Some((first, ty)) if *ty != gpu_type => {
+                return Err(FormatError::invalid(
+                    at(),
+                    format!(
+                        "is {} here but {} on line {first}, on the same node {node}; a node is one GPU type (a mixed \
+                         fleet puts each type on nodes of its own)",
                         name(&gpu_type),
                         name(ty)
                     ),

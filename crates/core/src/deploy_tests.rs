@@ -187,14 +187,32 @@ fn map_service_with_two_slos_or_models_is_refused() {
 }
 
 /// Issue 11: a map naming several GPU types was accepted (`validate` took the first row's,
-/// `deploy` the first row of the node being deployed).
+/// `deploy` the first row of the node being deployed). Issue 35: a mixed fleet's map has nodes of
+/// several types, one type per node; a node of two types, or rows with and without a type, are
+/// still refused.
 #[test]
-fn map_with_two_gpu_types_is_refused() {
-    let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,,,\n1,0,b,m,0,1,1,1,,h100-80gb,,,\n"));
+fn a_node_with_two_gpu_types_is_refused_and_nodes_of_different_types_are_read() {
+    let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,,,\n0,1,b,m,0,1,1,1,,h100-80gb,,,\n"));
     assert_eq!(at(&e), (3, "gpu_type".to_string()));
-    assert!(e.to_string().contains("is h100-80gb here but a100-80gb on line 2; a map is for one GPU type"), "{e}");
+    assert!(e.to_string().contains("is h100-80gb here but a100-80gb on line 2, on the same node 0; a node is one GPU type"), "{e}");
     let e = err(&format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,,,\n1,0,b,m,0,1,1,1,,,,,\n"));
-    assert!(e.to_string().contains("is empty here but a100-80gb on line 2"), "{e}");
+    assert!(e.to_string().contains("is empty here but named on line 2"), "{e}");
+    let (map, _) = DeploymentMap::read_from(format!("{HEAD}0,0,a,m,0,1,1,1,,a100-80gb,,,\n1,0,b,m,0,1,1,1,,l4-24gb,,,\n").as_bytes(), Path::new("m.csv")).unwrap();
+    assert_eq!(map.gpu_type_ids(), ["a100-80gb", "l4-24gb"]);
+    assert_eq!(map.node_gpu_types().into_iter().collect::<Vec<_>>(), [(0, Some("a100-80gb".into())), (1, Some("l4-24gb".into()))]);
+    let e = map.single_gpu_type(None).unwrap_err();
+    assert!(e.contains("mixes GPU types (a100-80gb, l4-24gb)"), "{e}");
+    assert_eq!(map.for_node(1).single_gpu_type(None).unwrap(), "l4-24gb");
+    assert!(map.check_layouts_by_node(None).is_empty(), "{:?}", map.check_layouts_by_node(None));
+}
+
+/// Each node's layout is checked against its own type: a 7-GPC A100 instance is no L4 share.
+#[test]
+fn layouts_are_checked_against_each_nodes_type() {
+    let (map, _) = DeploymentMap::read_from(format!("{HEAD}0,0,a,m,0,7,1,1,,a100-80gb,,,\n1,0,b,m,0,7,1,1,,l4-24gb,,,\n1,0,c,m,7,7,1,1,,l4-24gb,,,\n").as_bytes(), Path::new("m.csv")).unwrap();
+    let problems = map.check_layouts_by_node(None);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!((problems[0].node, problems[0].gpu), (1, 0));
 }
 
 /// Issue 11: a map whose last row was cut short inside its last field (`...,100` cut to

@@ -24,6 +24,7 @@ pub mod catalogue;
 pub mod deploy;
 pub mod error;
 pub mod files;
+pub mod fleet;
 pub mod data_path;
 pub mod interference;
 pub mod jobs;

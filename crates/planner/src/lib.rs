@@ -17,6 +17,7 @@
 //! `latency_budget` x SLO; the parvagpu algorithm always uses it) or the queueing model.
 
 pub mod cover;
+pub mod fleet;
 pub mod gpulet;
 pub mod gpus;
 pub mod jobs;
@@ -219,11 +220,22 @@ fn plan_with_margin(input: PlanInput<'_>, started: Instant) -> Result<Plan, Plan
     }
     // Plan to the targets (SLO - margin - data path), then put the SLOs themselves back: the map
     // carries both.
-    let targets = input
-        .services
+    let targets = targets(input.services, input.options)?;
+    let mut plan = plan_to_targets(PlanInput { services: &targets, ..input }, started)?;
+    plan.services = input.services.to_vec();
+    plan.margin = input.options.margin;
+    plan.data_path_ms = data_path.iter().filter(|(_, ms)| **ms > 0.0).map(|(s, ms)| (s.clone(), *ms)).collect();
+    Ok(plan)
+}
+
+/// Each service with its SLO lowered to what it is planned to: the SLO less the margin and its data
+/// path (see [`PlanOptions::margin`], [`PlanOptions::data_path_ms`]).
+pub(crate) fn targets(services: &[Service], options: &PlanOptions) -> Result<Vec<Service>, PlanError> {
+    let data_path = &options.data_path_ms;
+    services
         .iter()
         .map(|s| {
-            let slo_ms = input.options.margin.target(&s.name, s.slo_ms).map_err(|e| PlanError::Invalid {
+            let slo_ms = options.margin.target(&s.name, s.slo_ms).map_err(|e| PlanError::Invalid {
                 what: "--margin".into(),
                 rule: e.to_string(),
             })?;
@@ -236,12 +248,7 @@ fn plan_with_margin(input: PlanInput<'_>, started: Instant) -> Result<Plan, Plan
             }
             Ok(Service { slo_ms: slo_ms - dp, ..s.clone() })
         })
-        .collect::<Result<Vec<_>, PlanError>>()?;
-    let mut plan = plan_to_targets(PlanInput { services: &targets, ..input }, started)?;
-    plan.services = input.services.to_vec();
-    plan.margin = input.options.margin;
-    plan.data_path_ms = data_path.iter().filter(|(_, ms)| **ms > 0.0).map(|(s, ms)| (s.clone(), *ms)).collect();
-    Ok(plan)
+        .collect::<Result<Vec<_>, PlanError>>()
 }
 
 fn plan_to_targets(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanError> {

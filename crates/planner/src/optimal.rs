@@ -62,13 +62,13 @@ pub fn patterns(gpu: &GpuType) -> Vec<Pattern> {
 
 /// The result of the optimisation, before placement.
 #[derive(Debug, Clone)]
-struct Solution {
+pub(crate) struct Solution {
     /// Per service (feasible ones), segments per size.
-    counts: Vec<BTreeMap<u8, u32>>,
+    pub(crate) counts: Vec<BTreeMap<u8, u32>>,
     /// GPUs per pattern.
-    gpus: Vec<u32>,
-    proven: bool,
-    bound: f64,
+    pub(crate) gpus: Vec<u32>,
+    pub(crate) proven: bool,
+    pub(crate) bound: f64,
 }
 
 pub(super) fn plan(
@@ -153,7 +153,7 @@ pub(super) fn plan(
     Ok(plan)
 }
 
-fn aggregate<'a>(counts: impl Iterator<Item = &'a BTreeMap<u8, u32>>) -> BTreeMap<u8, u32> {
+pub(crate) fn aggregate<'a>(counts: impl Iterator<Item = &'a BTreeMap<u8, u32>>) -> BTreeMap<u8, u32> {
     let mut total = BTreeMap::new();
     for c in counts {
         for (s, n) in c {
@@ -165,7 +165,7 @@ fn aggregate<'a>(counts: impl Iterator<Item = &'a BTreeMap<u8, u32>>) -> BTreeMa
 
 /// A model with parva's deterministic settings; `None` when HiGHS refuses the problem or an
 /// option (never a panic).
-fn quiet(problem: RowProblem, sense: Sense) -> Option<highs::Model> {
+pub(crate) fn quiet(problem: RowProblem, sense: Sense) -> Option<highs::Model> {
     let mut m = problem.try_optimise(sense).ok()?;
     m.make_quiet();
     m.try_set_option("threads", 1).ok()?;
@@ -177,7 +177,7 @@ fn quiet(problem: RowProblem, sense: Sense) -> Option<highs::Model> {
 }
 
 /// Fewest GPUs (patterns) offering at least `need` slots of each size.
-fn pack_counts(pats: &[Pattern], need: &BTreeMap<u8, u32>) -> Result<Vec<u32>, PlanError> {
+pub(crate) fn pack_counts(pats: &[Pattern], need: &BTreeMap<u8, u32>) -> Result<Vec<u32>, PlanError> {
     let fail = |detail: String| PlanError::Solver {
         task: format!(
             "packing {} segments into MIG layouts",
@@ -312,7 +312,7 @@ fn joint_model(
 
 /// Turn counts into GPUs with concrete placements: GPUs laid out per pattern, segments of each size
 /// filling that size's slots in service order. `None` when some segment finds no slot.
-fn place(pats: &[Pattern], sol: &Solution, feasible: &[(usize, Options)]) -> Option<Vec<GpuState>> {
+pub(crate) fn place(pats: &[Pattern], sol: &Solution, feasible: &[(usize, Options)]) -> Option<Vec<GpuState>> {
     let mut slots: BTreeMap<u8, Vec<(usize, u8)>> = BTreeMap::new(); // size -> (gpu, start)
     let mut gpus = Vec::new();
     for (p, &n) in pats.iter().zip(&sol.gpus) {
