@@ -372,7 +372,9 @@ fn follow_setup(args: &DeployArgs, map: &DeploymentMap, run_dir: &Path, opts: &D
         ControllerMode::Reactive => parva_control::Mode::Reactive,
     };
     let settings = f.settings.settings(mode)?;
-    let gpu_id = opts.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone())).context("--follow needs the map's GPU type (--gpu-type)")?;
+    // The controller re-plans one GPU type: a mixed fleet's map is refused, not followed as its
+    // first row's type.
+    let gpu_id = map.single_gpu_type(opts.gpu_type.as_deref()).map_err(|e| anyhow::anyhow!("--follow re-plans one GPU type: {e}"))?;
     let gpu = parva_core::mig::GpuType::by_id(&gpu_id)?;
     let prof = args.prof_data.as_deref().context("--follow needs --prof-data")?;
     let profiles = parva_core::ProfileSet::read_dir(prof, Some(gpu))?;

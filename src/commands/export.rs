@@ -121,8 +121,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
 fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
     let (map, _) = DeploymentMap::read(&args.map)?;
-    let gpu_id = args.gpu_type.clone().or_else(|| map.segments.iter().find_map(|s| s.gpu_type.clone()));
-    let gpu = parva_core::GpuType::by_id(gpu_id.as_deref().context("the map names no GPU type; pass --gpu-type")?)?;
+    // A mixed fleet's map is refused whole, never exported as its first row's type.
+    let gpu_id = map.single_gpu_type(args.gpu_type.as_deref()).map_err(|e| {
+        anyhow::anyhow!("{}: {e}; export k8s writes one GPU type's MIG configs and is not yet for a mixed fleet (nothing written)", args.map.display())
+    })?;
+    let gpu = parva_core::GpuType::by_id(&gpu_id)?;
     if gpu.is_mps() {
         anyhow::bail!(
             "{} has no MIG: export k8s writes MIG manager configs and `nvidia.com/mig-*` requests; a map of MPS shares is \

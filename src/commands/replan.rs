@@ -56,6 +56,13 @@ pub struct ReplanArgs {
 pub fn run(args: ReplanArgs) -> anyhow::Result<ExitCode> {
     let prepared = super::plan::prepare(&args.input)?;
     let (current, _) = DeploymentMap::read(&args.from)?;
+    if current.gpu_type_ids().len() > 1 {
+        anyhow::bail!(
+            "{}: the map mixes GPU types ({}); replan re-plans one type: plan the fleet again with `parva plan --fleet` (nothing written)",
+            args.from.display(),
+            current.gpu_type_ids().join(", ")
+        );
+    }
     if let Some(file) = &args.input.services {
         let refuse = super::Contradictions { missing: true, extra: false, models: true, slos: false };
         super::check_services_against_map(&current, None, &prepared.services, file, refuse, args.replace_services)?;

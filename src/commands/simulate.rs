@@ -57,8 +57,12 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     gpus_per_node: u32,
     /// Profile tables giving each segment's batch latency.
-    #[arg(long, value_name = "DIR")]
-    prof_data: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "fleet")]
+    prof_data: Option<PathBuf>,
+    /// A mixed fleet's map (one GPU type per node): the fleet file (`plan --fleet`) whose
+    /// profile tables time each segment, by its node's type (what --prof-data is for one type).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prof_data", "rates", "models", "slo_dir"])]
+    fleet: Option<PathBuf>,
     /// Model metadata (`<model>.json`): with a `data_path.csv` beside the profile tables, each
     /// request's latency includes its data path, from its bytes.
     #[arg(long, value_name = "DIR")]
@@ -158,10 +162,39 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--percentile must be in (0, 100); got {}", args.percentile);
     }
     let (map, _) = DeploymentMap::read(&plan_path)?;
-    let profiles = ProfileSet::read_dir(&args.prof_data, None)?;
+    // One type's tables, or (a mixed fleet's map) each node type's from the fleet file.
+    let (profiles, by_type) = match (&args.fleet, &args.prof_data) {
+        (Some(file), _) => {
+            let fleet = parva_core::fleet::Fleet::read(file)?;
+            let mut by_type = std::collections::BTreeMap::new();
+            for t in &fleet.types {
+                by_type.insert(t.gpu.id.to_string(), ProfileSet::read_dir(&t.prof_data, Some(t.gpu))?);
+            }
+            for id in map.gpu_type_ids() {
+                if !by_type.contains_key(&id) {
+                    anyhow::bail!("{}: the map has {id} nodes but the fleet {} lists no {id}", plan_path.display(), file.display());
+                }
+            }
+            (None, Some(by_type))
+        }
+        (None, Some(dir)) => {
+            if map.gpu_type_ids().len() > 1 {
+                anyhow::bail!(
+                    "{}: the map mixes GPU types ({}), one per node: give --fleet FILE for each type's profile tables",
+                    plan_path.display(),
+                    map.gpu_type_ids().join(", ")
+                );
+            }
+            (Some(ProfileSet::read_dir(dir, None)?), None)
+        }
+        (None, None) => anyhow::bail!("give --prof-data DIR (or --fleet FILE for a mixed fleet's map)"),
+    };
     let services = match (&args.services, &args.slo_dir, args.slo) {
-        (Some(f), _, _) => Some(slo::read_services(f, &profiles)?),
-        (None, Some(d), Some(n)) => Some(slo::read_slo_pair(d, n, &profiles)?),
+        (Some(f), _, _) => Some(match &profiles {
+            Some(profiles) => slo::read_services(f, profiles)?,
+            None => slo::read_service_list(f, None)?,
+        }),
+        (None, Some(d), Some(n)) => Some(slo::read_slo_pair(d, n, profiles.as_ref().context("--slo-dir needs --prof-data")?)?),
         _ => None,
     };
     if let (Some(list), Some(file)) = (&services, &args.services) {
@@ -188,12 +221,34 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         rate_scale: args.rate_scale,
         interference: args.interference.unwrap_or_else(|| parva_core::deploy::default_interference(&map)),
         // The slowdowns `profile --pairs` measured, where it measured (MPS maps).
-        measured: parva_core::interference::for_map(&map, &profiles.dir)?,
-        data_path_s: super::data_path_costs(&args.prof_data, args.models.as_deref(), args.data_path_wire, map.segments.iter().map(|s| (s.service.as_str(), s.model.as_str())))?,
+        measured: match (&profiles, &by_type) {
+            (Some(p), _) => parva_core::interference::for_map(&map, &p.dir)?,
+            // A mixed map: the slowdowns measured for its MPS types (MIG instances are isolated).
+            (None, Some(by_type)) => {
+                let mut all = std::collections::BTreeMap::new();
+                for (id, p) in by_type.iter().filter(|(id, _)| parva_core::GpuType::by_id(id).is_ok_and(|t| t.is_mps())) {
+                    let part = parva_core::DeploymentMap {
+                        segments: map.segments.iter().filter(|s| s.gpu_type.as_deref() == Some(id.as_str())).cloned().collect(),
+                        jobs: Vec::new(),
+                    };
+                    all.extend(parva_core::interference::for_map(&part, &p.dir)?);
+                }
+                all
+            }
+            (None, None) => Default::default(),
+        },
+        data_path_s: match &args.prof_data {
+            Some(dir) => super::data_path_costs(dir, args.models.as_deref(), args.data_path_wire, map.segments.iter().map(|s| (s.service.as_str(), s.model.as_str())))?,
+            None => Default::default(),
+        },
     };
     let started = std::time::Instant::now();
-    let report = sim::simulate(&map, &profiles, services.as_deref(), &config)
-        .with_context(|| format!("simulating {}", plan_path.display()))?;
+    let report = match (&profiles, &by_type) {
+        (_, Some(t)) => sim::simulate_fleet(&map, t, services.as_deref(), &config),
+        (Some(p), None) => sim::simulate(&map, p, services.as_deref(), &config),
+        (None, None) => anyhow::bail!("give --prof-data DIR (or --fleet FILE)"),
+    }
+    .with_context(|| format!("simulating {}", plan_path.display()))?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), events = report.events, "simulated");
     if let Some(dir) = &args.out {
         write_outputs(dir, &report)?;
@@ -250,7 +305,7 @@ fn run_day(args: SimulateArgs, trace_path: &std::path::Path) -> anyhow::Result<E
         anyhow::bail!("--rate-scale applies to --map; scale the trace's rates instead");
     }
     let gpu = parva_core::GpuType::by_id(args.gpu_type.as_deref().unwrap_or_default())?;
-    let profiles = ProfileSet::read_dir(&args.prof_data, Some(gpu))?;
+    let profiles = ProfileSet::read_dir(args.prof_data.as_deref().context("--rates needs --prof-data")?, Some(gpu))?;
     let services = match (&args.services, &args.slo_dir, args.slo) {
         (Some(f), _, _) => slo::read_services(f, &profiles)?,
         (None, Some(d), Some(n)) => slo::read_slo_pair(d, n, &profiles)?,

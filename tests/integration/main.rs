@@ -8,6 +8,7 @@ mod deploy_cli;
 mod deploy_reference;
 mod doctor_cli;
 mod fake_node_cli;
+mod fleet_cli;
 mod export_cli;
 mod fail_safe;
 mod follow_cli;

@@ -490,7 +490,7 @@ impl DeploymentMap {
             ([], None) => Err("the map names no GPU type (its gpu_type column is empty): give --gpu-type".into()),
             ([one], Some(f)) if one != f => Err(format!("the map is for {one}, not {f} (--gpu-type)")),
             ([one], _) => Ok(one.clone()),
-            (many, _) => Err(format!("the map mixes GPU types ({}), one per node: take it node by node (--node)", many.join(", "))),
+            (many, _) => Err(format!("the map mixes GPU types ({}), one per node", many.join(", "))),
         }
     }
 

@@ -329,6 +329,38 @@ pub fn plan_fleet(input: FleetInput<'_>) -> Result<FleetPlan, PlanError> {
         plan_seconds: 0.0,
         notes: Vec::new(),
     };
+    // Each type alone; one that beats the mixed plan (possible only where the mixed plan is not
+    // proven, a large fleet's services each placed whole) is the plan: mixing never costs more.
+    let singles = alone(&input);
+    let value_of = |p: &Plan, t: &FleetType<'_>| match input.objective {
+        Objective::Cost => p.gpus.len() as f64 * t.cost_per_hour,
+        Objective::Gpus => p.gpus.len() as f64,
+    };
+    let best_single = singles
+        .iter()
+        .enumerate()
+        .filter_map(|(ti, (_, p))| p.as_ref().map(|p| (ti, value_of(p, &input.types[ti]))))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((ti, v)) = best_single {
+        if v < plan.value() - 1e-9 && plan.infeasible.is_empty() {
+            plan.notes.push(format!(
+                "{} alone ({}) beats what the mixed search found: the plan is that type's",
+                input.types[ti].gpu.id,
+                fmt_value(input.objective, v)
+            ));
+            let mut single = singles[ti].1.clone().expect("filtered on a plan");
+            single.services = input.services.to_vec();
+            for (k, t) in plan.types.iter_mut().enumerate() {
+                t.plan.gpus = if k == ti { std::mem::take(&mut single.gpus) } else { Vec::new() };
+            }
+            let mut first = 0;
+            for t in &mut plan.types {
+                t.first_node = first;
+                first += t.plan.node_count() as u32;
+            }
+        }
+    }
+    plan.alone = singles.into_iter().map(|(a, _)| a).collect();
     let value = plan.value();
     plan.proven_optimal = solver_proven || value <= lower_bound + 1e-6 * value.max(1.0);
     if !plan.proven_optimal {
@@ -354,8 +386,9 @@ pub fn plan_fleet(input: FleetInput<'_>) -> Result<FleetPlan, PlanError> {
     Ok(plan)
 }
 
-/// Each type alone, planned for every service by the single-type planner within the type's limit.
-pub fn alone(input: FleetInput<'_>) -> Vec<Alone> {
+/// Each type alone, planned for every service by the single-type planner within the type's
+/// limit, with its plan where it serves them all.
+fn alone(input: &FleetInput<'_>) -> Vec<(Alone, Option<Plan>)> {
     input
         .types
         .iter()
@@ -367,24 +400,22 @@ pub fn alone(input: FleetInput<'_>) -> Vec<Alone> {
             };
             let id = t.gpu.id.to_string();
             match super::plan(PlanInput { gpu: t.gpu, profiles: t.profiles, services: input.services, options: &options }) {
-                Ok(p) if p.infeasible.is_empty() => Alone {
-                    gpu_type: id,
-                    gpus: Some(p.gpus.len()),
-                    cost_per_hour: Some(p.gpus.len() as f64 * t.cost_per_hour),
-                    proven_optimal: p.proven_optimal,
-                    why_not: None,
-                },
-                Ok(p) => {
-                    let names: Vec<&str> = p.infeasible.iter().map(|b| b.service.as_str()).collect();
+                Ok(p) if p.infeasible.is_empty() => (
                     Alone {
                         gpu_type: id,
-                        gpus: None,
-                        cost_per_hour: None,
-                        proven_optimal: false,
-                        why_not: Some(format!("cannot serve {} within their SLO ({})", plural(names.len()), names.join(", "))),
-                    }
+                        gpus: Some(p.gpus.len()),
+                        cost_per_hour: Some(p.gpus.len() as f64 * t.cost_per_hour),
+                        proven_optimal: p.proven_optimal,
+                        why_not: None,
+                    },
+                    Some(p),
+                ),
+                Ok(p) => {
+                    let names: Vec<&str> = p.infeasible.iter().map(|b| b.service.as_str()).collect();
+                    let why = format!("no segment on it meets the SLO of {} ({})", plural(names.len()), names.join(", "));
+                    (Alone { gpu_type: id, gpus: None, cost_per_hour: None, proven_optimal: false, why_not: Some(why) }, None)
                 }
-                Err(e) => Alone { gpu_type: id, gpus: None, cost_per_hour: None, proven_optimal: false, why_not: Some(e.to_string()) },
+                Err(e) => (Alone { gpu_type: id, gpus: None, cost_per_hour: None, proven_optimal: false, why_not: Some(e.to_string()) }, None),
             }
         })
         .collect()

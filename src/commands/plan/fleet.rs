@@ -54,8 +54,7 @@ pub fn run(args: &PlanArgs, fleet_file: &std::path::Path) -> anyhow::Result<Exit
         ObjectiveArg::Gpus => Objective::Gpus,
     };
     let fi = FleetInput { types: &types, services: &services, options: &options, objective };
-    let mut plan = fleet::plan_fleet(fi).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
-    plan.alone = fleet::alone(fi);
+    let plan = fleet::plan_fleet(fi).map_err(|e| anyhow::anyhow!("{e} (nothing written)"))?;
     let mut map = plan.to_map();
     for seg in &mut map.segments {
         if let Some(rate) = asked.get(&seg.service) {
@@ -96,27 +95,19 @@ pub fn run(args: &PlanArgs, fleet_file: &std::path::Path) -> anyhow::Result<Exit
 
 fn print(s: &fleet::FleetSummary, out: &std::path::Path) -> Result<(), crate::commands::StdoutError> {
     let value = |v: f64| fleet::fmt_value(s.objective, v);
-    let total = match s.objective {
-        Objective::Cost => value(s.cost_per_hour),
-        Objective::Gpus => format!("{} GPUs ({:.2}/h)", s.gpus, s.cost_per_hour),
-    };
+    let nodes = if s.nodes == 1 { "1 node".to_string() } else { format!("{} nodes", s.nodes) };
     outln!(
-        "fleet plan: {} GPUs on {} nodes, {} segments, {:.2}/h; objective {}: {total}, {}",
-        s.gpus,
-        s.nodes,
+        "fleet plan: {} on {nodes}, {} segments, {:.2}/h (objective: {}), {}",
+        if s.gpus == 1 { "1 GPU".to_string() } else { format!("{} GPUs", s.gpus) },
         s.segments,
         s.cost_per_hour,
         match s.objective {
             Objective::Cost => "cost",
             Objective::Gpus => "GPUs",
         },
-        if s.proven_optimal { "proven optimal".to_string() } else { "NOT proven optimal".to_string() }
+        if s.proven_optimal { "proven optimal" } else { "NOT proven optimal" }
     )?;
-    let lb = match s.objective {
-        Objective::Cost => value(s.lower_bound),
-        Objective::Gpus => value(s.lower_bound),
-    };
-    outln!("lower bound: {lb}: {}", s.lower_bound_why)?;
+    outln!("lower bound: {}: {}", value(s.lower_bound), s.lower_bound_why)?;
     outln!("by type:")?;
     outln!("  {:<18} {:>5} {:>9} {:>10} {:>9} {:>8}", "gpu_type", "GPUs", "max_gpus", "price/GPU-h", "cost/h", "nodes")?;
     for t in &s.types {

@@ -81,9 +81,9 @@ impl Ord for Event {
 }
 
 impl Model {
-    pub(super) fn build(
+    pub(super) fn build<'p>(
         map: &DeploymentMap,
-        profiles: &ProfileSet,
+        profiles: &dyn Fn(&crate::deploy::Segment) -> Option<&'p ProfileSet>,
         slos: &BTreeMap<String, (f64, f64)>,
         config: &SimConfig,
     ) -> Result<Model, SimError> {
@@ -95,8 +95,10 @@ impl Model {
             *per_gpu.entry((seg.node, seg.gpu)).or_insert(0) += 1;
         }
         for seg in &map.segments {
-            // A segment beside others on its GPU runs slower by the interference factor.
-            let slow = if per_gpu[&(seg.node, seg.gpu)] > 1 {
+            // A segment beside others on its GPU runs slower by the interference factor, unless
+            // it is a MIG instance (isolated: a mixed map's A100 nodes beside its L4 nodes).
+            let mig = seg.gpu_type.as_deref().and_then(|t| crate::mig::GpuType::by_id(t).ok()).is_some_and(|t| !t.is_mps());
+            let slow = if per_gpu[&(seg.node, seg.gpu)] > 1 && !mig {
                 config.measured.get(&(seg.model.clone(), seg.instance_size)).copied().unwrap_or(1.0 + config.interference)
             } else {
                 1.0
@@ -120,8 +122,8 @@ impl Model {
                 });
                 i
             });
-            let profile = profiles
-                .get(&seg.model)
+            let profile = profiles(seg)
+                .and_then(|p| p.get(&seg.model))
                 .ok_or_else(|| SimError::MissingModel { service: seg.service.clone(), model: seg.model.clone() })?;
             let missing = || SimError::MissingPoint {
                 service: seg.service.clone(),

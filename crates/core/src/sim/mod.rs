@@ -153,6 +153,26 @@ pub fn simulate(
     services: Option<&[Service]>,
     config: &SimConfig,
 ) -> Result<SimReport, SimError> {
+    simulate_with(map, &|_| Some(profiles), services, config)
+}
+
+/// Simulate a mixed fleet's map: each segment's execution times from the tables of its node's
+/// GPU type (`by_type`, keyed by catalogue id). A segment whose type has no tables is an error.
+pub fn simulate_fleet(
+    map: &DeploymentMap,
+    by_type: &std::collections::BTreeMap<String, ProfileSet>,
+    services: Option<&[Service]>,
+    config: &SimConfig,
+) -> Result<SimReport, SimError> {
+    simulate_with(map, &|seg| seg.gpu_type.as_deref().and_then(|t| by_type.get(t)), services, config)
+}
+
+fn simulate_with<'p>(
+    map: &DeploymentMap,
+    profiles: &dyn Fn(&crate::deploy::Segment) -> Option<&'p ProfileSet>,
+    services: Option<&[Service]>,
+    config: &SimConfig,
+) -> Result<SimReport, SimError> {
     let range = |what: &str, r: &limits::Range, v: f64| {
         r.check(v).map(|_| ()).map_err(|rule| SimError::OutOfRange { what: what.to_string(), rule })
     };
@@ -324,7 +344,8 @@ mod tests {
         let mut m = map(&[("a", 8, 600.0, 50.0), ("a", 8, 600.0, 50.0)]);
         m.segments[0].throughput = Some(300.0);
         m.segments[1].throughput = Some(100.0);
-        let model = engine::Model::build(&m, &profiles(), &service_slos(&m, None).unwrap(), &cfg(1)).unwrap();
+        let p = profiles();
+        let model = engine::Model::build(&m, &|_| Some(&p), &service_slos(&m, None).unwrap(), &cfg(1)).unwrap();
         assert_eq!(model.picks(0, 400), vec![300, 100]);
     }
 
