@@ -75,7 +75,7 @@ fn two_type_fleet(dir: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let services = dir.join("services.csv");
-    std::fs::write(&services, "service,model,rate,slo_ms\nsearch,bert,300,400\nthumbs,mobilenetv2,200,60\n").unwrap();
+    std::fs::write(&services, "service,model,rate,slo_ms\nsearch,bert,300,400\nthumbs,mobilenetv2,100,250\n").unwrap();
     (fleet, services)
 }
 

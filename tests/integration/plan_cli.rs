@@ -310,15 +310,15 @@ fn map_with(rows: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// Issue 11: a map naming several GPU types was accepted, and `validate` and `deploy` disagreed
-/// about it; one service with different rates on different rows was accepted; a map whose last
+/// about it (issue 35: a node of several types); one service with different rates on different rows was accepted; a map whose last
 /// row was cut short was read. Every command that reads a map now refuses them alike.
 #[test]
 fn inconsistent_or_cut_maps_are_refused_by_every_command() {
     let prof = s(&fixture("profiles/good")).to_string();
     let cases = [
         (
-            "0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n1,0,b,beta,0,1,8,1,,h100-80gb,100,50,100\n",
-            "map.csv:3: field `gpu_type`: is h100-80gb here but a100-80gb on line 2; a map is for one GPU type",
+            "0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n0,1,b,beta,0,1,8,1,,h100-80gb,100,50,100\n",
+            "map.csv:3: field `gpu_type`: is h100-80gb here but a100-80gb on line 2, on the same node 0; a node is one GPU type",
         ),
         (
             "0,0,a,alpha,0,1,8,1,,a100-80gb,100,50,100\n0,1,a,alpha,0,1,8,1,,a100-80gb,100,70,100\n",

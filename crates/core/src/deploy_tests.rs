@@ -346,7 +346,11 @@ mod props {
             // Values still valid for that field (e.g. 99999 as a node) are no mutation.
             prop_assume!(!(matches!(field, 0 | 1) && value == "99999"));
             prop_assume!(!(matches!(field, 10..=12) && value == "99999"));
-            prop_assume!(!(field == 9 && lines.len() == 2)); // one row cannot clash with another
+            // A type clashes only with another row of the same node (a node is one GPU type), or
+            // with a row that names none (every row names its type, or none does).
+            let col = |l: &str, i: usize| l.split(',').nth(i).unwrap_or("").to_string();
+            let clash = lines.iter().enumerate().skip(1).any(|(i, l)| i != r && (col(l, 0) == fields[0] || col(l, 9).is_empty()));
+            prop_assume!(!(field == 9 && !clash));
             fields[field] = value;
             lines[r] = fields.join(",");
             let e = DeploymentMap::read_from(format!("{}\n", lines.join("\n")).as_bytes(), Path::new("d.csv")).unwrap_err();
