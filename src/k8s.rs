@@ -234,7 +234,8 @@ pub fn digest(text: &str) -> String {
     format!("{:08x}", (h >> 32) as u32 ^ h as u32)
 }
 
-/// The workloads of `map` (whose file text is `map_text`) on GPUs of type `gpu`.
+/// The workloads of `map` (whose file text is `map_text`) on GPUs of type `gpu` (a segment whose
+/// row names its node's type, as a mixed fleet's do, on that type).
 pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options) -> Result<Workloads, K8sError> {
     if !dns_label(&o.prefix, 40) {
         return Err(K8sError::Prefix(o.prefix.clone()));
@@ -265,7 +266,9 @@ pub fn workloads(map: &DeploymentMap, map_text: &str, gpu: &GpuType, o: &Options
         let id = SegmentId::of(seg);
         let name = format!("{}-{id}", o.prefix);
         let err = |problem: String| K8sError::Segment { segment: id, service: seg.service.clone(), problem };
-        let profile = parva_core::deploy::segment_profile(gpu, seg).map_err(err)?;
+        // A mixed fleet's map names each node's type: its segments take that type's profiles.
+        let ty = seg.gpu_type.as_deref().and_then(|t| GpuType::by_id(t).ok()).unwrap_or(gpu);
+        let profile = parva_core::deploy::segment_profile(ty, seg).map_err(err)?;
         let node_name = o.node_names.get(&seg.node).cloned().unwrap_or_else(|| format!("node-{}", seg.node));
         let node_text = seg.node.to_string();
         let id_text = id.to_string();

@@ -121,18 +121,17 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
 fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
     args.catalogue.load()?;
     let (map, _) = DeploymentMap::read(&args.map)?;
-    // A mixed fleet's map is refused whole, never exported as its first row's type.
-    let gpu_id = map.single_gpu_type(args.gpu_type.as_deref()).map_err(|e| {
-        anyhow::anyhow!("{}: {e}; export k8s writes one GPU type's MIG configs and is not yet for a mixed fleet (nothing written)", args.map.display())
-    })?;
-    let gpu = parva_core::GpuType::by_id(&gpu_id)?;
-    if gpu.is_mps() {
+    // Each node's GPU type (a mixed fleet's map has several, one per node); --gpu-type names the
+    // type of a map that names none.
+    let types = node_types(&map, args.gpu_type.as_deref()).with_context(|| format!("{} (nothing written)", args.map.display()))?;
+    if let Some(mps) = types.values().find(|t| t.is_mps()) {
         anyhow::bail!(
             "{} has no MIG: export k8s writes MIG manager configs and `nvidia.com/mig-*` requests; a map of MPS shares is \
              not exported yet (deploy it with `parva deploy` on each node; nothing written)",
-            gpu.id
+            mps.id
         );
     }
+    let Some(gpu) = types.values().next().copied() else { anyhow::bail!("{}: the map has no segment (nothing written)", args.map.display()) };
     // The GPU Operator's namespace and the ConfigMap's name are object names: checked before
     // anything is written.
     let dns = |s: &str, max: usize| {
@@ -153,14 +152,17 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         Some(p) => parva_core::nodes::read_node_names(p)?,
         None => BTreeMap::new(),
     };
-    let config = migparted::for_map(&map, gpu, &args.prefix, &index_map).with_context(|| format!("{}", args.map.display()))?;
+    let config = migparted::for_map_by_node(&map, &types, &args.prefix, &index_map).with_context(|| format!("{}", args.map.display()))?;
     // The map the cluster runs now, read once: its MIG configs and its workloads are compared.
     let old_map = match &args.from {
         Some(p) => Some((p, DeploymentMap::read(p)?.0)),
         None => None,
     };
     let old = match &old_map {
-        Some((p, m)) => Some(migparted::for_map(m, gpu, &args.prefix, &index_map).with_context(|| format!("{}", p.display()))?),
+        Some((p, m)) => {
+            let old_types = node_types(m, args.gpu_type.as_deref()).with_context(|| format!("{}", p.display()))?;
+            Some(migparted::for_map_by_node(m, &old_types, &args.prefix, &index_map).with_context(|| format!("{}", p.display()))?)
+        }
         None => None,
     };
     let nodes: std::collections::BTreeSet<u32> = map.segments.iter().map(|s| s.node).collect();
@@ -397,4 +399,21 @@ fn k8s(args: K8sArgs) -> anyhow::Result<ExitCode> {
         outln!("apply in order with: sh {}", args.out.join("apply.sh").display())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each node's GPU type: the one its rows name, else `fallback` (--gpu-type, for a map naming
+/// none). A map naming a type other than --gpu-type is refused.
+fn node_types(map: &DeploymentMap, fallback: Option<&str>) -> anyhow::Result<BTreeMap<u32, &'static parva_core::GpuType>> {
+    let ids = map.gpu_type_ids();
+    if let (Some(f), false) = (fallback, ids.is_empty()) {
+        if ids.iter().any(|id| id != f) {
+            anyhow::bail!("the map is for {}, not {f} (--gpu-type)", ids.join(", "));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (node, ty) in map.node_gpu_types() {
+        let id = ty.as_deref().or(fallback).context("the map names no GPU type; pass --gpu-type")?;
+        out.insert(node, parva_core::GpuType::by_id(id)?);
+    }
+    Ok(out)
 }

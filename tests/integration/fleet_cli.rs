@@ -183,14 +183,56 @@ fn one_type_commands_refuse_a_mixed_map_and_say_what_to_do() {
     let m = map.to_str().unwrap();
     let k8s = d.path().join("k8s");
     let cases: [(&[&str], &str); 3] = [
-        (&["simulate", "--map", m, "--prof-data", "prof_data/example"], "give --fleet FILE"),
-        (&["replan", "--from", m, "--prof-data", "prof_data/example", "--gpu-type", "a100-80gb", "--services", services.to_str().unwrap()], "plan --fleet"),
-        (&["export", "k8s", "--map", m, "--out", k8s.to_str().unwrap()], "not yet for a mixed fleet"),
+        (&["simulate", "--map", m, "--prof-data", "prof_data/example"], "mixes GPU types (a100-80gb, l4-24gb), one per node: give --fleet FILE"),
+        (
+            &["replan", "--from", m, "--prof-data", "prof_data/example", "--gpu-type", "a100-80gb", "--services", services.to_str().unwrap()],
+            "mixes GPU types (a100-80gb, l4-24gb); replan re-plans one type: plan the fleet again with `parva plan --fleet`",
+        ),
+        // Kubernetes exports MIG nodes; the L4 node's MPS shares are not exported yet.
+        (&["export", "k8s", "--map", m, "--out", k8s.to_str().unwrap()], "l4-24gb has no MIG"),
     ];
     for (args, want) in cases {
         let o = parva(args);
         assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(stderr(&o).contains("mixes GPU types (a100-80gb, l4-24gb)") && stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
     assert!(!k8s.exists(), "nothing written");
+}
+
+/// A fleet of two MIG types exports to Kubernetes: each node's MIG manager config and each
+/// segment's `nvidia.com/mig-*` request are its own type's, checked against that type's layouts.
+#[test]
+fn a_mixed_map_of_two_mig_types_exports_each_nodes_layout_as_its_type() {
+    let d = tempfile::tempdir().unwrap();
+    let fleet = d.path().join("fleet.csv");
+    let prof = |p: &str| repo().join(p).display().to_string();
+    std::fs::write(
+        &fleet,
+        format!(
+            "gpu_type,prof_data,cost_per_hour,max_gpus,gpus_per_node\na100-80gb,{},1.30,1,8\nh100-80gb,{},3.00,,8\n",
+            prof("prof_data/example"),
+            prof("prof_data/example-h100")
+        ),
+    )
+    .unwrap();
+    let services = d.path().join("services.csv");
+    std::fs::write(&services, "service,model,rate,slo_ms\nsearch,bert,300,400\nthumbs,mobilenetv2,3000,60\n").unwrap();
+    let map = d.path().join("map.csv");
+    let v = plan_fleet(&fleet, &services, &map);
+    let gpus: Vec<u64> = v["types"].as_array().unwrap().iter().map(|t| t["gpus"].as_u64().unwrap()).collect();
+    assert!(gpus[0] == 1 && gpus[1] >= 1, "both types used: {v}");
+    let out = d.path().join("k8s");
+    let o = parva(&["export", "k8s", "--map", map.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    let e = json(&o);
+    let configs: Vec<String> = e["configs"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert!(configs.iter().any(|c| c.starts_with("parva-node0-")) && configs.iter().any(|c| c.starts_with("parva-node1-")), "{configs:?}");
+    // Every segment requests a MIG profile of its own node's type.
+    let (m, _) = parva_core::DeploymentMap::read(&map).unwrap();
+    for seg in &m.segments {
+        let ty = parva_core::GpuType::by_id(seg.gpu_type.as_deref().unwrap()).unwrap();
+        let profile = parva_core::deploy::segment_profile(ty, seg).unwrap();
+        let id = parva_core::segments::SegmentId::of(seg);
+        let yaml = std::fs::read_to_string(out.join("segments").join(format!("{id}.yaml"))).unwrap();
+        assert!(yaml.contains(&format!("nvidia.com/mig-{}", profile.name)), "{id}: {yaml}");
+    }
 }

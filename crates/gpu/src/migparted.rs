@@ -106,6 +106,32 @@ pub fn for_map(map: &DeploymentMap, gpu: &GpuType, prefix: &str, index_map: &BTr
     Ok(config)
 }
 
+/// The config of a mixed fleet's map: each node's layouts as its own GPU type's (`types`: node ->
+/// type), every part checked against its type, merged into one config (names are per node).
+pub fn for_map_by_node(
+    map: &DeploymentMap,
+    types: &BTreeMap<u32, &'static GpuType>,
+    prefix: &str,
+    index_map: &BTreeMap<u32, u32>,
+) -> Result<MigPartedConfig, MigPartedError> {
+    let mut by_type: BTreeMap<&str, (&GpuType, Vec<u32>)> = BTreeMap::new();
+    for (node, ty) in types {
+        by_type.entry(ty.id).or_insert((ty, Vec::new())).1.push(*node);
+    }
+    let mut merged = MigPartedConfig { version: "v1".into(), mig_configs: BTreeMap::new() };
+    for (ty, nodes) in by_type.values() {
+        let part = DeploymentMap { segments: map.segments.iter().filter(|s| nodes.contains(&s.node)).cloned().collect(), jobs: Vec::new() };
+        if part.segments.is_empty() {
+            continue;
+        }
+        merged.mig_configs.extend(for_map(&part, ty, prefix, index_map)?.mig_configs);
+    }
+    if let Some(s) = map.segments.iter().find(|s| !types.contains_key(&s.node)) {
+        return Err(MigPartedError::Layout { node: s.node, gpu: s.gpu, problem: "the node has no GPU type".into() });
+    }
+    Ok(merged)
+}
+
 /// mig-parted's v1 rules: version `v1`; config names valid label values; every entry with devices,
 /// none listed twice in a config, `mig-devices` only with `mig-enabled`; every profile one of the
 /// GPU type's and every entry's counts a legal layout of it.
