@@ -339,19 +339,17 @@ pub fn plan_fleet(input: FleetInput<'_>) -> Result<FleetPlan, PlanError> {
     let best_single = singles
         .iter()
         .enumerate()
-        .filter_map(|(ti, (_, p))| p.as_ref().map(|p| (ti, value_of(p, &input.types[ti]))))
+        .filter_map(|(ti, (_, p))| p.as_ref().map(|p| (ti, value_of(p, &input.types[ti]), p)))
         .min_by(|a, b| a.1.total_cmp(&b.1));
-    if let Some((ti, v)) = best_single {
+    if let Some((ti, v, single)) = best_single {
         if v < plan.value() - 1e-9 && plan.infeasible.is_empty() {
             plan.notes.push(format!(
                 "{} alone ({}) beats what the mixed search found: the plan is that type's",
                 input.types[ti].gpu.id,
                 fmt_value(input.objective, v)
             ));
-            let mut single = singles[ti].1.clone().expect("filtered on a plan");
-            single.services = input.services.to_vec();
             for (k, t) in plan.types.iter_mut().enumerate() {
-                t.plan.gpus = if k == ti { std::mem::take(&mut single.gpus) } else { Vec::new() };
+                t.plan.gpus = if k == ti { single.gpus.clone() } else { Vec::new() };
             }
             let mut first = 0;
             for t in &mut plan.types {
@@ -626,17 +624,25 @@ impl Problem<'_, '_> {
         let mut warm_values = Vec::new();
         // x[t][k]: (size, col, coverage coefficient) per feasible service k.
         let mut x: Vec<Vec<Vec<(u8, highs::Col, f64)>>> = vec![Vec::with_capacity(self.feasible.len()); n];
+        let upper = |t: usize, si: usize, size: u8, capacity: f64| {
+            (self.targets[si].rate / capacity).ceil().min(self.limits[t] as f64 * self.gpcs(t) / size as f64).floor().max(1.0)
+        };
+        // Among plans of one cost, fewer segments (one 50 % share, not five of 10 %): each segment
+        // costs `tie`, so little that all of them together stay under 0.4 of a cost step.
+        let most: f64 = (0..n)
+            .flat_map(|t| self.feasible.iter().map(move |&si| (t, si)))
+            .filter_map(|(t, si)| self.opts(t, si).map(|o| (t, si, o)))
+            .flat_map(|(t, si, o)| o.by_size.iter().map(move |(&size, seg)| upper(t, si, size, seg.capacity)))
+            .sum();
+        let tie = 0.4 * self.step / (most + 1.0);
         for t in 0..n {
-            let gpcs = self.gpcs(t);
-            let max = self.limits[t] as f64;
             for (k, &si) in self.feasible.iter().enumerate() {
                 let rate = self.targets[si].rate;
                 let mut cols = Vec::new();
                 if let Some(o) = self.opts(t, si) {
                     for (&size, seg) in &o.by_size {
-                        let upper = (rate / seg.capacity).ceil().min(max * gpcs / size as f64).floor().max(1.0);
                         let coef = (seg.capacity / rate).min(1.0);
-                        cols.push((size, pb.add_integer_column(0.0, 0.0..=upper), coef));
+                        cols.push((size, pb.add_integer_column(tie, 0.0..=upper(t, si, size, seg.capacity)), coef));
                         warm_values.push(warm[t].counts[k].get(&size).copied().unwrap_or(0) as f64);
                     }
                 }
@@ -675,9 +681,10 @@ impl Problem<'_, '_> {
         }
         let mut model = quiet(pb, Sense::Minimise)?;
         model.try_set_option("mip_max_nodes", NODE_LIMIT).ok()?;
-        // Every objective value is a multiple of the costs' greatest common divisor: a node whose
-        // bound is less than one step below the best plan found cannot beat it.
-        model.try_set_option("mip_abs_gap", (self.step - 1e-3).max(0.999)).ok()?;
+        // Every cost is a multiple of the costs' greatest common divisor (the step), and the
+        // segments' tie-break adds less than 0.4 of one: a plan within half a step of the bound
+        // has the lowest cost.
+        model.try_set_option("mip_abs_gap", 0.5 * self.step).ok()?;
         let _ = model.try_set_solution(Some(&warm_values), None, None, None);
         let solved = match model.try_solve() {
             Ok(s) => s,
@@ -695,7 +702,9 @@ impl Problem<'_, '_> {
         if values.is_empty() {
             return None;
         }
-        let bound = solved.double_info_value(c"mip_dual_bound").unwrap_or(0.0) / self.scale;
+        // The bound on cost alone: less the tie-break's at most 0.4 step, up to a whole step.
+        let dual = solved.double_info_value(c"mip_dual_bound").unwrap_or(0.0);
+        let bound = (((dual - 0.4 * self.step) / self.step - 1e-9).ceil() * self.step).max(0.0) / self.scale;
         let mut out = Vec::with_capacity(n);
         for t in 0..n {
             let counts = x[t]
