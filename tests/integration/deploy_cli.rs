@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parva_gpu::fake::FakeState;
 use parva_gpu::mig::{MigInstance, MigMode};
 
-use crate::util::{fixture, parva, repo, stderr, stdout};
+use crate::util::{KillOnDrop, fixture, parva, repo, stderr, stdout};
 
 fn deploy(run: &Path, args: &[&str]) -> Output {
     deploy_env(run, args, &[])
@@ -355,14 +355,3 @@ fn deploy_serves_kserve_requests_on_fake_gpus_with_the_emulated_backend() {
     assert!(worker_envs(run.to_str().unwrap()).is_empty(), "workers stopped");
 }
 
-/// A child process killed (and reaped) when the test that started it ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::{parva, repo, stderr, stdout};
+use crate::util::{KillOnDrop, parva, repo, stderr, stdout};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     assert!(o.status.success(), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
@@ -95,18 +95,6 @@ fn a_fleet_types_limit_is_kept_and_a_service_may_be_split_over_two_types() {
     let g = json(&o);
     assert!(g["gpus"].as_u64().unwrap() <= v["gpus"].as_u64().unwrap(), "{g}");
     assert_eq!(g["proven_optimal"], true, "{g}");
-}
-
-/// A child process killed (and reaped) when the test that started it ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// Deploy node `node` of `map` on fake GPUs `fake` with the emulated backend; returns the child

@@ -8,22 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::serve_support::metric;
-use crate::util::{parva, repo, stderr, stdout};
+use crate::util::{KillOnDrop, parva, repo, stderr, stdout};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A child process killed (and reaped) when the test ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {

@@ -58,3 +58,16 @@ pub fn torch_worker() -> Option<std::path::PathBuf> {
     eprintln!("skipped: {} not built (cargo build -p parva-worker; needs libtorch, see scripts/bootstrap)", bin.display());
     None
 }
+
+/// A child process killed (and reaped) when the test that started it ends, passing or not: a
+/// failed run once left `parva deploy` and its workers running, slowing every later benchmark.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

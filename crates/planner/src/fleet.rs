@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use highs::{HighsModelStatus, HighsSolutionStatus, RowProblem, Sense};
+use highs::{HighsModelStatus, RowProblem, Sense};
 
 use super::cover::{self, Options, min_cover};
 use super::optimal::{self, Pattern, Solution, pack_counts, patterns, place, quiet};
@@ -369,17 +369,7 @@ pub fn plan_fleet(input: FleetInput<'_>) -> Result<FleetPlan, PlanError> {
             100.0 * (value - lower_bound) / lower_bound.max(1e-9)
         ));
     }
-    // Never report a plan complete while a service with a positive rate lacks capacity.
-    let caps = plan.capacities();
-    for (si, s) in input.services.iter().enumerate() {
-        if s.rate > 0.0 && caps[si] * (1.0 + 1e-9) < s.rate && !plan.infeasible.iter().any(|b| b.service == s.name) {
-            plan.infeasible.push(Infeasible {
-                service: s.name.clone(),
-                model: s.model.clone(),
-                reason: format!("the planner provisioned {} samples/s for a rate of {} requests/s", caps[si], s.rate),
-            });
-        }
-    }
+    super::short_of_capacity(input.services, &plan.capacities(), &mut plan.infeasible);
     plan.plan_seconds = started.elapsed().as_secs_f64();
     Ok(plan)
 }
@@ -685,25 +675,10 @@ impl Problem<'_, '_> {
         // segments' tie-break adds less than 0.4 of one: a plan within half a step of the bound
         // has the lowest cost.
         model.try_set_option("mip_abs_gap", 0.5 * self.step).ok()?;
-        let _ = model.try_set_solution(Some(&warm_values), None, None, None);
-        let solved = match model.try_solve() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(?e, "the joint fleet model failed; keeping the per-service assignment");
-                return None;
-            }
-        };
-        let status = solved.status();
-        if status != HighsModelStatus::Optimal && solved.primal_solution_status() != HighsSolutionStatus::Feasible {
-            tracing::warn!(?status, "the joint fleet model was not solved; keeping the per-service assignment");
-            return None;
-        }
-        let values = solved.get_solution().columns().to_vec();
-        if values.is_empty() {
-            return None;
-        }
+        let solved = optimal::solve_warm(model, &warm_values, "the joint fleet model", "per-service assignment")?;
+        let (values, status) = (solved.values, solved.status);
         // The bound on cost alone: less the tie-break's at most 0.4 step, up to a whole step.
-        let dual = solved.double_info_value(c"mip_dual_bound").unwrap_or(0.0);
+        let dual = solved.dual_bound;
         let bound = (((dual - 0.4 * self.step) / self.step - 1e-9).ceil() * self.step).max(0.0) / self.scale;
         let mut out = Vec::with_capacity(n);
         for t in 0..n {

@@ -271,19 +271,23 @@ fn plan_to_targets(input: PlanInput<'_>, started: Instant) -> Result<Plan, PlanE
         return Err(too_many(&input, plan.gpus.len() as u64, false, si, (gpcs as u64).div_ceil(input.gpu.gpcs as u64)));
     }
     plan.zero_rate = input.services.iter().filter(|s| s.rate == 0.0).map(|s| s.name.clone()).collect();
-    // Never report a plan complete while a service with a positive rate lacks capacity.
-    let caps = plan.capacities();
-    for (si, s) in input.services.iter().enumerate() {
-        if s.rate > 0.0 && caps[si] * (1.0 + 1e-9) < s.rate && !plan.infeasible.iter().any(|b| b.service == s.name) {
-            plan.infeasible.push(Infeasible {
+    short_of_capacity(input.services, &plan.capacities(), &mut plan.infeasible);
+    plan.plan_seconds = started.elapsed().as_secs_f64();
+    Ok(plan)
+}
+
+/// Never report a plan complete while a service with a positive rate lacks capacity: each such
+/// service not yet in `infeasible` is added with what was provisioned (`caps`, in service order).
+pub(crate) fn short_of_capacity(services: &[Service], caps: &[f64], infeasible: &mut Vec<Infeasible>) {
+    for (s, cap) in services.iter().zip(caps) {
+        if s.rate > 0.0 && cap * (1.0 + 1e-9) < s.rate && !infeasible.iter().any(|b| b.service == s.name) {
+            infeasible.push(Infeasible {
                 service: s.name.clone(),
                 model: s.model.clone(),
-                reason: format!("the planner provisioned {} samples/s for a rate of {} requests/s", caps[si], s.rate),
+                reason: format!("the planner provisioned {cap} samples/s for a rate of {} requests/s", s.rate),
             });
         }
     }
-    plan.plan_seconds = started.elapsed().as_secs_f64();
-    Ok(plan)
 }
 
 /// Every service value and option in its range.

@@ -264,28 +264,13 @@ fn joint_model(
     if let Some(cap) = gpu_cap {
         pb.add_row(..=cap as f64, y_cols.iter().map(|c| (*c, 1.0)).collect::<Vec<_>>());
     }
-    let Some(mut model) = quiet(pb, Sense::Minimise) else {
+    let Some(model) = quiet(pb, Sense::Minimise) else {
         tracing::warn!("HiGHS refused the joint planning model; keeping the per-service covers");
         return None;
     };
-    let _ = model.try_set_solution(Some(&warm_values), None, None, None);
-    let solved = match model.try_solve() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(?e, "joint planning model failed; keeping the per-service covers");
-            return None;
-        }
-    };
-    let status = solved.status();
-    if status != HighsModelStatus::Optimal && solved.primal_solution_status() != HighsSolutionStatus::Feasible {
-        tracing::warn!(?status, "joint planning model not solved; keeping the per-service covers");
-        return None;
-    }
-    let values = solved.get_solution().columns().to_vec();
-    if values.is_empty() {
-        return None;
-    }
-    let bound = solved.double_info_value(c"mip_dual_bound").unwrap_or(0.0);
+    let solved = solve_warm(model, &warm_values, "joint planning model", "per-service covers")?;
+    let (values, bound) = (solved.values, solved.dual_bound);
+    let status = solved.status;
     let mut counts = Vec::with_capacity(feasible.len());
     for cols in &x_cols {
         let mut m = BTreeMap::new();
@@ -308,6 +293,37 @@ fn joint_model(
     }
     let proven = status == HighsModelStatus::Optimal;
     Some((Solution { counts, gpus, proven, bound: if gpu_cap.is_some() { 0.0 } else { bound } }, proven, bound))
+}
+
+/// What a solved model gives back: the column values, the status and the dual bound.
+pub(crate) struct Solved {
+    pub(crate) values: Vec<f64>,
+    pub(crate) status: HighsModelStatus,
+    pub(crate) dual_bound: f64,
+}
+
+/// Solve `model` from the warm start `warm`; `None` (logged, naming `what` and the `fallback`
+/// kept instead) when HiGHS fails or finds no feasible solution.
+pub(crate) fn solve_warm(mut model: highs::Model, warm: &[f64], what: &str, fallback: &str) -> Option<Solved> {
+    let _ = model.try_set_solution(Some(warm), None, None, None);
+    let solved = match model.try_solve() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(?e, "{what} failed; keeping the {fallback}");
+            return None;
+        }
+    };
+    let status = solved.status();
+    if status != HighsModelStatus::Optimal && solved.primal_solution_status() != HighsSolutionStatus::Feasible {
+        tracing::warn!(?status, "{what} not solved; keeping the {fallback}");
+        return None;
+    }
+    let values = solved.get_solution().columns().to_vec();
+    if values.is_empty() {
+        return None;
+    }
+    let dual_bound = solved.double_info_value(c"mip_dual_bound").unwrap_or(0.0);
+    Some(Solved { values, status, dual_bound })
 }
 
 /// Turn counts into GPUs with concrete placements: GPUs laid out per pattern, segments of each size
