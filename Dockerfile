@@ -12,7 +12,10 @@
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-runtime-ubuntu24.04
 
 FROM rust:1.95-bookworm AS build
-# cmake + libclang build the HiGHS solver; scripts/bootstrap fetches libtorch from the PyPI wheel.
+# cmake + libclang build the HiGHS solver from source, linked statically so that the binaries need
+# nothing beside them (PARVA_HIGHS_FROM_SOURCE: not the prebuilt shared library scripts/bootstrap
+# links in a checkout); scripts/bootstrap fetches libtorch from the PyPI wheel.
+ENV PARVA_HIGHS_FROM_SOURCE=1
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libclang-dev python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
