@@ -141,188 +141,269 @@ impl Fleet {
 /// Order the changes of `r` as steps (see the module doc). `drain_s(service)`: seconds a drained
 /// segment of the service needs to finish what it holds (its SLO is a bound).
 pub fn transition(r: &Replan, gpu: &GpuType, per_node: u32, costs: Costs, drain_s: &dyn Fn(&str) -> f64) -> Transition {
-    // MPS shares are no GPU configuration: creating or removing one is starting or stopping its
-    // workers, so a type without MIG has no MIG create or destroy time.
-    let costs = if gpu.is_mps() { Costs { mig_create: 0.0, mig_destroy: 0.0, ..costs } } else { costs };
-    let per_node = per_node.max(1);
-    let id = |node: u32, g: u32| node * per_node + g;
-    let mut names: Vec<String> = r.plan.services.iter().map(|s| s.name.clone()).collect();
-    for d in &r.destroyed {
-        if !names.contains(&d.service) {
-            names.push(d.service.clone());
+    let mut s = Scheduler::new(r, gpu, per_node, costs, drain_s);
+    s.rebatches();
+    // Make every pending segment whose slot is free; when none is, break one old segment that
+    // blocks one.
+    while s.make_next() || s.break_blocking() {}
+    s.break_the_rest();
+    s.finish()
+}
+
+/// A transition being scheduled: the fleet as it stands at time `t`, the steps so far, the
+/// segments still to create, and each span of the timeline with every service's ready capacity.
+struct Scheduler<'a> {
+    r: &'a Replan,
+    gpu: &'a GpuType,
+    per_node: u32,
+    costs: Costs,
+    drain_s: &'a dyn Fn(&str) -> f64,
+    /// Services: the plan's, then those that only lose segments.
+    names: Vec<String>,
+    index: BTreeMap<&'a str, usize>,
+    /// Each service's new rate.
+    rates: Vec<f64>,
+    fleet: Fleet,
+    /// Segments to create, per GPU id.
+    pending: BTreeMap<u32, Vec<&'a ChangedSegment>>,
+    steps: Vec<Step>,
+    t: f64,
+    /// (from, to, ready capacity per service during that span)
+    timeline: Vec<(f64, f64, Vec<f64>)>,
+    /// Why a service had no ready process, per service.
+    blocked_why: BTreeMap<usize, String>,
+    doomed_left: usize,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(r: &'a Replan, gpu: &'a GpuType, per_node: u32, costs: Costs, drain_s: &'a dyn Fn(&str) -> f64) -> Self {
+        // MPS shares are no GPU configuration: creating or removing one is starting or stopping its
+        // workers, so a type without MIG has no MIG create or destroy time.
+        let costs = if gpu.is_mps() { Costs { mig_create: 0.0, mig_destroy: 0.0, ..costs } } else { costs };
+        let per_node = per_node.max(1);
+        let id = |node: u32, g: u32| node * per_node + g;
+        let mut names: Vec<String> = r.plan.services.iter().map(|s| s.name.clone()).collect();
+        for d in &r.destroyed {
+            if !names.contains(&d.service) {
+                names.push(d.service.clone());
+            }
+        }
+        let index: BTreeMap<&'a str, usize> = r
+            .plan
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(r.destroyed.iter().map(|d| d.service.as_str()))
+            .filter_map(|n| names.iter().position(|x| x == n).map(|i| (n, i)))
+            .collect();
+        let rates: Vec<f64> = names.iter().map(|n| r.plan.services.iter().find(|s| &s.name == n).map_or(0.0, |s| s.rate)).collect();
+        let cap_of: BTreeMap<(u32, u8), f64> = r
+            .gpu_ids
+            .iter()
+            .zip(&r.plan.gpus)
+            .flat_map(|(gid, g)| g.placed.iter().map(move |p| ((*gid, p.start), p.segment.capacity)))
+            .collect();
+        // Everything running now: kept segments (at their new capacity) and the ones to destroy.
+        let mut fleet = Fleet { gpus: BTreeMap::new(), capacity: vec![0.0; names.len()] };
+        for k in &r.kept {
+            let gid = id(k.node, k.gpu);
+            let capacity = cap_of.get(&(gid, k.placement)).copied().unwrap_or(0.0);
+            let si = index[k.service.as_str()];
+            fleet.capacity[si] += capacity;
+            let place = Placement { profile: profile(gpu, k.size), start: k.placement };
+            fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity, doomed: false });
+        }
+        let mut doomed_left = 0usize;
+        for d in &r.destroyed {
+            let si = index[d.service.as_str()];
+            fleet.capacity[si] += d.capacity;
+            let place = Placement { profile: profile(gpu, d.size), start: d.placement };
+            fleet.gpus.entry(id(d.node, d.gpu)).or_default().push(Live { place, service: si, capacity: d.capacity, doomed: true });
+            doomed_left += 1;
+        }
+        let mut pending: BTreeMap<u32, Vec<&ChangedSegment>> = BTreeMap::new();
+        for c in &r.created {
+            pending.entry(id(c.node, c.gpu)).or_default().push(c);
+        }
+        Scheduler {
+            r,
+            gpu,
+            per_node,
+            costs,
+            drain_s,
+            names,
+            index,
+            rates,
+            fleet,
+            pending,
+            steps: Vec::new(),
+            t: 0.0,
+            timeline: Vec::new(),
+            blocked_why: BTreeMap::new(),
+            doomed_left,
         }
     }
-    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-    let rates: Vec<f64> = names.iter().map(|n| r.plan.services.iter().find(|s| &s.name == n).map_or(0.0, |s| s.rate)).collect();
-    let cap_of: BTreeMap<(u32, u8), f64> = r
-        .gpu_ids
-        .iter()
-        .zip(&r.plan.gpus)
-        .flat_map(|(gid, g)| g.placed.iter().map(move |p| ((*gid, p.start), p.segment.capacity)))
-        .collect();
-    // Everything running now: kept segments (at their new capacity) and the ones to destroy.
-    let mut fleet = Fleet { gpus: BTreeMap::new(), capacity: vec![0.0; names.len()] };
-    for k in &r.kept {
-        let gid = id(k.node, k.gpu);
-        let capacity = cap_of.get(&(gid, k.placement)).copied().unwrap_or(0.0);
-        let si = index[k.service.as_str()];
-        fleet.capacity[si] += capacity;
-        let place = Placement { profile: profile(gpu, k.size), start: k.placement };
-        fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity, doomed: false });
+
+    fn id(&self, node: u32, g: u32) -> u32 {
+        node * self.per_node + g
     }
-    let mut doomed_left = 0usize;
-    for d in &r.destroyed {
-        let si = index[d.service.as_str()];
-        fleet.capacity[si] += d.capacity;
-        let place = Placement { profile: profile(gpu, d.size), start: d.placement };
-        fleet.gpus.entry(id(d.node, d.gpu)).or_default().push(Live { place, service: si, capacity: d.capacity, doomed: true });
-        doomed_left += 1;
-    }
-    let mut steps = Vec::new();
-    let mut t = 0.0;
-    // (from, to, ready capacity per service during that span)
-    let mut timeline: Vec<(f64, f64, Vec<f64>)> = Vec::new();
-    let mut blocked_why: BTreeMap<usize, String> = BTreeMap::new();
-    for k in r.kept.iter().filter(|k| k.old_batch != k.new_batch) {
-        steps.push(Step {
-            action: "rebatch",
-            node: k.node,
-            gpu: k.gpu,
-            placement: k.placement,
-            size: k.size,
-            service: k.service.clone(),
-            procs: k.procs,
-            batch: k.new_batch,
-            start_s: t,
-            end_s: t,
+
+    /// A step of `seconds` from now on segment `place` of GPU `gid` (with its `(procs, batch)`).
+    fn push_step(&mut self, action: &'static str, gid: u32, place: Placement, service: usize, (procs, batch): (u32, u32), seconds: f64) {
+        self.timeline.push((self.t, self.t + seconds, self.fleet.capacity.clone()));
+        self.steps.push(Step {
+            action,
+            node: gid / self.per_node,
+            gpu: gid % self.per_node,
+            placement: place.start,
+            size: place.profile.gpcs,
+            service: self.names[service].clone(),
+            procs,
+            batch,
+            start_s: self.t,
+            end_s: self.t + seconds,
         });
+        self.t += seconds;
     }
-    let step = |action: &'static str, gid: u32, place: Placement, service: &str, procs: u32, batch: u32, start_s: f64, end_s: f64| Step {
-        action,
-        node: gid / per_node,
-        gpu: gid % per_node,
-        placement: place.start,
-        size: place.profile.gpcs,
-        service: service.to_string(),
-        procs,
-        batch,
-        start_s,
-        end_s,
-    };
-    let destroyed_of = |gid: u32, place: Placement| {
-        r.destroyed.iter().find(|d| id(d.node, d.gpu) == gid && d.placement == place.start && d.size == place.profile.gpcs)
-    };
-    // Drain and destroy the doomed segment `at` of GPU `gid`.
-    let break_one = |fleet: &mut Fleet, t: &mut f64, steps: &mut Vec<Step>, timeline: &mut Vec<(f64, f64, Vec<f64>)>, gid: u32, at: usize| {
-        let Some(v) = fleet.gpus.get_mut(&gid).map(|l| l.remove(at)) else { return };
-        let (procs, batch) = destroyed_of(gid, v.place).map_or((0, 0), |d| (d.procs, d.batch));
-        let name = &names[v.service];
-        let drain = drain_s(name).max(0.0);
-        timeline.push((*t, *t + drain, fleet.capacity.clone()));
-        steps.push(step("drain", gid, v.place, name, procs, batch, *t, *t + drain));
-        *t += drain;
-        fleet.capacity[v.service] -= v.capacity;
-        timeline.push((*t, *t + costs.mig_destroy, fleet.capacity.clone()));
-        steps.push(step("destroy", gid, v.place, name, procs, batch, *t, *t + costs.mig_destroy));
-        *t += costs.mig_destroy;
-    };
-    // Pending creations, per GPU.
-    let mut pending: BTreeMap<u32, Vec<&ChangedSegment>> = BTreeMap::new();
-    for c in &r.created {
-        pending.entry(id(c.node, c.gpu)).or_default().push(c);
+
+    /// Kept segments with a new batch size: a router setting, at time 0, taking no time.
+    fn rebatches(&mut self) {
+        for k in self.r.kept.iter().filter(|k| k.old_batch != k.new_batch) {
+            self.steps.push(Step {
+                action: "rebatch",
+                node: k.node,
+                gpu: k.gpu,
+                placement: k.placement,
+                size: k.size,
+                service: k.service.clone(),
+                procs: k.procs,
+                batch: k.new_batch,
+                start_s: self.t,
+                end_s: self.t,
+            });
+        }
     }
-    let create_s = costs.mig_create + costs.mps_start + costs.worker_start;
-    loop {
-        // Make: of the pending segments whose slot is free now, the one whose service has the
-        // least of its new rate ready goes first (a starved service is served again soonest).
-        let share = |fleet: &Fleet, si: usize| if rates[si] > 0.0 { fleet.capacity[si] / rates[si] } else { f64::INFINITY };
-        let next = pending
+
+    /// The share of its new rate a service has ready (infinite without a rate).
+    fn share(&self, si: usize) -> f64 {
+        if self.rates[si] > 0.0 { self.fleet.capacity[si] / self.rates[si] } else { f64::INFINITY }
+    }
+
+    /// Make: of the pending segments whose slot is free now, the one whose service has the least
+    /// of its new rate ready goes first (a starved service is served again soonest). False when
+    /// none can be made now.
+    fn make_next(&mut self) -> bool {
+        let next = self
+            .pending
             .iter()
             .flat_map(|(&gid, list)| list.iter().enumerate().map(move |(i, c)| (gid, i, *c)))
-            .filter(|(gid, _, c)| gpu.free_starts(&fleet.layout(*gid), profile(gpu, c.size)).contains(&c.placement))
-            .min_by(|a, b| share(&fleet, index[a.2.service.as_str()]).total_cmp(&share(&fleet, index[b.2.service.as_str()])))
+            .filter(|(gid, _, c)| self.gpu.free_starts(&self.fleet.layout(*gid), profile(self.gpu, c.size)).contains(&c.placement))
+            .min_by(|a, b| self.share(self.index[a.2.service.as_str()]).total_cmp(&self.share(self.index[b.2.service.as_str()])))
             .map(|(gid, i, _)| (gid, i));
-        if let Some((gid, i)) = next {
-            let c = pending.get_mut(&gid).map(|l| l.swap_remove(i)).expect("the pending segment just found");
-            let place = Placement { profile: profile(gpu, c.size), start: c.placement };
-            timeline.push((t, t + create_s, fleet.capacity.clone()));
-            steps.push(step("create", gid, place, &c.service, c.procs, c.batch, t, t + create_s));
-            t += create_s;
-            let si = index[c.service.as_str()];
-            fleet.capacity[si] += c.capacity;
-            fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
-            pending.retain(|_, l| !l.is_empty());
-            continue;
+        let Some((gid, i)) = next else { return false };
+        let Some(c) = self.pending.get_mut(&gid).map(|l| l.swap_remove(i)) else { return false };
+        self.pending.retain(|_, l| !l.is_empty());
+        let place = Placement { profile: profile(self.gpu, c.size), start: c.placement };
+        let si = self.index[c.service.as_str()];
+        let create_s = self.costs.mig_create + self.costs.mps_start + self.costs.worker_start;
+        self.push_step("create", gid, place, si, (c.procs, c.batch), create_s);
+        self.fleet.capacity[si] += c.capacity;
+        self.fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
+        true
+    }
+
+    /// Break: an old segment on a GPU with a pending one: the one whose service keeps the largest
+    /// share of its new rate without it (all of it counts the same), then one whose own service's
+    /// new segment waits on that GPU (its gap is then one destroy and create). False when nothing
+    /// is pending, or (which a legal target layout never gives) nothing blocks what is.
+    fn break_blocking(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return false;
         }
-        if pending.is_empty() {
-            break;
-        }
-        // Break: an old segment on a GPU with a pending one: the one whose service keeps the
-        // largest share of its new rate without it (all of it counts the same), then one whose
-        // own service's new segment waits on that GPU (its gap is then one destroy and create).
-        let own = |gid: u32, x: &Live| pending.get(&gid).is_some_and(|l| l.iter().any(|c| index[c.service.as_str()] == x.service));
-        let victim = pending
-            .keys()
-            .filter_map(|gid| fleet.gpus.get(gid).map(|l| (gid, l)))
-            .flat_map(|(gid, l)| l.iter().enumerate().filter(|(_, x)| x.doomed).map(move |(at, x)| (*gid, at, x)))
-            .max_by(|a, b| {
-                let left = |x: &Live| {
-                    let rate = rates[x.service];
-                    if rate > 0.0 { ((fleet.capacity[x.service] - x.capacity) / rate).min(1.0) } else { 1.0 }
-                };
-                left(a.2).total_cmp(&left(b.2)).then(own(a.0, a.2).cmp(&own(b.0, b.2)))
-            })
-            .map(|(gid, at, x)| (gid, at, x.clone()));
-        let Some((gid, at, v)) = victim else {
-            break; // cannot happen for a legal target layout; stop rather than loop
+        let own = |gid: u32, x: &Live| self.pending.get(&gid).is_some_and(|l| l.iter().any(|c| self.index[c.service.as_str()] == x.service));
+        let left = |x: &Live| {
+            let rate = self.rates[x.service];
+            if rate > 0.0 { ((self.fleet.capacity[x.service] - x.capacity) / rate).min(1.0) } else { 1.0 }
         };
-        if fleet.capacity[v.service] - v.capacity <= 0.0 && rates[v.service] > 0.0 {
-            blocked_why.entry(v.service).or_insert(format!(
+        let victim = self
+            .pending
+            .keys()
+            .filter_map(|gid| self.fleet.gpus.get(gid).map(|l| (gid, l)))
+            .flat_map(|(gid, l)| l.iter().enumerate().filter(|(_, x)| x.doomed).map(move |(at, x)| (*gid, at, x)))
+            .max_by(|a, b| left(a.2).total_cmp(&left(b.2)).then(own(a.0, a.2).cmp(&own(b.0, b.2))))
+            .map(|(gid, at, x)| (gid, at, x.clone()));
+        let Some((gid, at, v)) = victim else { return false };
+        if self.fleet.capacity[v.service] - v.capacity <= 0.0 && self.rates[v.service] > 0.0 {
+            self.blocked_why.entry(v.service).or_insert(format!(
                 "node {} GPU {} has no free slot for the service's new segments until its {} at {} is destroyed, \
                  and no other segment of the service is ready",
-                gid / per_node,
-                gid % per_node,
+                gid / self.per_node,
+                gid % self.per_node,
                 v.place.profile.name,
                 v.place.start
             ));
         }
-        break_one(&mut fleet, &mut t, &mut steps, &mut timeline, gid, at);
-        doomed_left -= 1;
+        self.break_one(gid, at);
+        self.doomed_left -= 1;
+        true
     }
-    // Break what is left, now that every new segment is ready.
-    let rest: Vec<(u32, Placement)> =
-        fleet.gpus.iter().flat_map(|(gid, l)| l.iter().filter(|x| x.doomed).map(move |x| (*gid, x.place))).collect();
-    for (gid, place) in rest {
-        if let Some(at) = fleet.gpus.get(&gid).and_then(|l| l.iter().position(|x| x.doomed && x.place == place)) {
-            break_one(&mut fleet, &mut t, &mut steps, &mut timeline, gid, at);
-            doomed_left = doomed_left.saturating_sub(1);
-        }
-    }
-    debug_assert_eq!(doomed_left, 0);
-    let end = fleet.capacity.clone();
-    let start = timeline.first().map(|x| x.2.clone()).unwrap_or_else(|| end.clone());
-    let services = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let rate = rates[i];
-            let min = timeline.iter().map(|x| x.2[i]).chain([end[i]]).fold(f64::INFINITY, f64::min);
-            let below = timeline.iter().filter(|x| x.2[i] + 1e-9 < rate).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
-            let unserved = timeline.iter().filter(|x| rate > 0.0 && x.2[i] <= 1e-9).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
-            ServiceDip {
-                service: n.clone(),
-                rate,
-                capacity_before: start[i],
-                capacity_min: if min.is_finite() { min.max(0.0) } else { 0.0 },
-                capacity_after: end[i],
-                seconds_below_rate: below,
-                seconds_unserved: unserved,
-                why: (unserved > 0.0).then(|| {
-                    blocked_why.get(&i).cloned().unwrap_or_else(|| "the service has no running segment before its new ones are ready".into())
-                }),
+
+    /// Break what is left, now that every new segment is ready.
+    fn break_the_rest(&mut self) {
+        let rest: Vec<(u32, Placement)> =
+            self.fleet.gpus.iter().flat_map(|(gid, l)| l.iter().filter(|x| x.doomed).map(move |x| (*gid, x.place))).collect();
+        for (gid, place) in rest {
+            if let Some(at) = self.fleet.gpus.get(&gid).and_then(|l| l.iter().position(|x| x.doomed && x.place == place)) {
+                self.break_one(gid, at);
+                self.doomed_left = self.doomed_left.saturating_sub(1);
             }
-        })
-        .collect();
-    Transition { costs, steps, seconds: t, services }
+        }
+        debug_assert_eq!(self.doomed_left, 0);
+    }
+
+    /// Drain and destroy the doomed segment `at` of GPU `gid`.
+    fn break_one(&mut self, gid: u32, at: usize) {
+        let Some(v) = self.fleet.gpus.get_mut(&gid).map(|l| l.remove(at)) else { return };
+        let pb = self
+            .r
+            .destroyed
+            .iter()
+            .find(|d| self.id(d.node, d.gpu) == gid && d.placement == v.place.start && d.size == v.place.profile.gpcs)
+            .map_or((0, 0), |d| (d.procs, d.batch));
+        let drain = (self.drain_s)(&self.names[v.service]).max(0.0);
+        self.push_step("drain", gid, v.place, v.service, pb, drain);
+        self.fleet.capacity[v.service] -= v.capacity;
+        self.push_step("destroy", gid, v.place, v.service, pb, self.costs.mig_destroy);
+    }
+
+    /// Each service's dip over the timeline.
+    fn finish(self) -> Transition {
+        let Scheduler { names, rates, fleet, timeline, blocked_why, costs, steps, t, .. } = self;
+        let end = fleet.capacity;
+        let start = timeline.first().map(|x| x.2.clone()).unwrap_or_else(|| end.clone());
+        let services = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let rate = rates[i];
+                let min = timeline.iter().map(|x| x.2[i]).chain([end[i]]).fold(f64::INFINITY, f64::min);
+                let below = timeline.iter().filter(|x| x.2[i] + 1e-9 < rate).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
+                let unserved = timeline.iter().filter(|x| rate > 0.0 && x.2[i] <= 1e-9).map(|x| x.1 - x.0).sum::<f64>() + 0.0;
+                ServiceDip {
+                    service: n.clone(),
+                    rate,
+                    capacity_before: start[i],
+                    capacity_min: if min.is_finite() { min.max(0.0) } else { 0.0 },
+                    capacity_after: end[i],
+                    seconds_below_rate: below,
+                    seconds_unserved: unserved,
+                    why: (unserved > 0.0).then(|| {
+                        blocked_why.get(&i).cloned().unwrap_or_else(|| "the service has no running segment before its new ones are ready".into())
+                    }),
+                }
+            })
+            .collect();
+        Transition { costs, steps, seconds: t, services }
+    }
 }
 
