@@ -14,11 +14,14 @@
 
 pub mod frame;
 pub mod jobs;
+pub mod log;
 pub mod meta;
 pub mod shm;
 pub mod tensor;
 pub mod worker;
 pub mod worker_args;
+
+pub use log::log_filter;
 
 /// Where a worker runs its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

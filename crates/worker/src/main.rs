@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use parva_proto::meta::ModelMeta;
 use parva_proto::worker::{Executor, WorkerIdentity, run_worker};
 use parva_proto::worker_args::{DeviceArg, TorchArgs, WorkerArgs};
@@ -54,9 +56,12 @@ fn register_cuda() -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("parva_worker=info,parva_proto=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(parva_proto::log_filter("parva_worker=info,parva_proto=info"))
+        .init();
     let cuda_lib = register_cuda();
     if args.probe {
         let cuda_devices = if cuda_lib { tch::Cuda::device_count() } else { 0 };
