@@ -263,7 +263,7 @@ fn h100_nvml() -> Vec<NvmlProfile> {
 #[test]
 fn nvml_output_of_a_real_h100_becomes_the_built_in_h100_entry() {
     let got = from_nvml("h100-80gb", "NVIDIA H100 80GB HBM3", 0x2330_10DE, &h100_nvml(), "nvml:GPU 0").unwrap();
-    assert_same_as_built_in(&got, "h100-80gb");
+    assert_same_as_built_in(got, "h100-80gb");
     assert_eq!(got.placements_source, PlacementSource::Nvml);
     assert_eq!(id_from_product("NVIDIA H100 80GB HBM3"), "h100-80gb-hbm3");
     assert_eq!(id_from_product(" NVIDIA B200 "), "b200");
@@ -289,12 +289,12 @@ fn h200_nvml() -> Vec<NvmlProfile> {
 #[test]
 fn nvml_output_of_a_real_h200_becomes_the_built_in_h200_entry() {
     let got = from_nvml("h200-141gb", "NVIDIA H200", 0x2335_10DE, &h200_nvml(), "nvml:GPU 0").unwrap();
-    let want = assert_same_as_built_in(&got, "h200-141gb");
+    let want = assert_same_as_built_in(got, "h200-141gb");
     assert_eq!(want.placements_source, PlacementSource::Nvml, "the built-in entry says its placements were read from a GPU");
     // Regression (catalogue --from-gpu on the H200 said "NOT the same geometry"): NVML lists the
     // profiles in another order than the catalogue file; the geometry is the same.
     assert!(got.profiles.iter().map(|p| p.id).ne(want.profiles.iter().map(|p| p.id)), "the orders differ");
-    assert!(got.same_mig_geometry(want) && want.same_mig_geometry(&got));
+    assert!(got.same_mig_geometry(want) && want.same_mig_geometry(got));
     let mut other = h200_nvml();
     other[6].placements.pop();
     let changed = from_nvml("h200-141gb", "NVIDIA H200", 0x2335_10DE, &other, "nvml:GPU 0").unwrap();

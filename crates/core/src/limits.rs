@@ -87,6 +87,18 @@ pub const MAX_GPUS_LIMIT: u32 = 100_000;
 /// reading, so a larger file is refused without being held in memory.
 pub const MAX_INPUT_BYTES: u64 = 256 << 20;
 
+/// Largest interference slowdown accepted (`--interference`): 10 = batches take 11x as long.
+pub const MAX_INTERFERENCE: f64 = 10.0;
+
+/// A GPU's price in a fleet file, per GPU-hour in the fleet's currency. The dearest cloud GPUs cost
+/// tens of dollars an hour on demand; a thousand leaves room for any currency of similar size and
+/// keeps costs times GPU counts well inside the solver's numeric range. 0 is allowed (GPUs already
+/// paid for: plan them first).
+pub const COST_PER_HOUR: Range = Range { what: "cost per GPU-hour", min: 0.0, max: 1000.0, unit: "per GPU-hour", min_inclusive: true };
+
+/// Most GPU types (rows) in a fleet file: each adds a full set of planning variables.
+pub const MAX_FLEET_TYPES: usize = 16;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,15 +115,3 @@ mod tests {
         assert!(DURATION_S.check(1e308).unwrap_err().contains("found 1e308"));
     }
 }
-
-/// Largest interference slowdown accepted (`--interference`): 10 = batches take 11x as long.
-pub const MAX_INTERFERENCE: f64 = 10.0;
-
-/// A GPU's price in a fleet file, per GPU-hour in the fleet's currency. The dearest cloud GPUs cost
-/// tens of dollars an hour on demand; a thousand leaves room for any currency of similar size and
-/// keeps costs times GPU counts well inside the solver's numeric range. 0 is allowed (GPUs already
-/// paid for: plan them first).
-pub const COST_PER_HOUR: Range = Range { what: "cost per GPU-hour", min: 0.0, max: 1000.0, unit: "per GPU-hour", min_inclusive: true };
-
-/// Most GPU types (rows) in a fleet file: each adds a full set of planning variables.
-pub const MAX_FLEET_TYPES: usize = 16;

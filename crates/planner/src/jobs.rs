@@ -147,7 +147,7 @@ pub fn place_jobs(
     for job in &order {
         while place_one(job, &mut layouts, &mut out) {}
     }
-    out.sort_by(|a, b| (a.node, a.gpu, a.placement).cmp(&(b.node, b.gpu, b.placement)));
+    out.sort_by_key(|a| (a.node, a.gpu, a.placement));
     out
 }
 

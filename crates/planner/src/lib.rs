@@ -508,8 +508,8 @@ impl Plan {
             for p in &g.placed {
                 let s = &self.services[p.segment.service];
                 segments.push(Segment {
-                    node: i as u32 / per_node,
-                    gpu: i as u32 % per_node,
+                    node: i / per_node,
+                    gpu: i % per_node,
                     service: s.name.clone(),
                     model: s.model.clone(),
                     placement: p.start,

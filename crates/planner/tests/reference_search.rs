@@ -136,7 +136,7 @@ fn read_scenario(dir: &Path, scenario: usize) -> Vec<Svc> {
             let f: Vec<f64> = line.split(',').map(|c| c.trim().parse().unwrap()).collect();
             let (size, procs, throughput, latency_s) = (f[0] as u32, f[2] as u32, f[3], f[4]);
             let Some(k) = SIZES.iter().position(|s| *s == size) else { continue };
-            if procs >= 1 && procs <= MAX_PROCS && throughput > 0.0 && latency_s > 0.0 && latency_s * 1000.0 < BUDGET * slo_ms {
+            if (1..=MAX_PROCS).contains(&procs) && throughput > 0.0 && latency_s > 0.0 && latency_s * 1000.0 < BUDGET * slo_ms {
                 cap[k] = cap[k].max(throughput * procs as f64);
             }
         }

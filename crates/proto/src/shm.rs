@@ -324,7 +324,7 @@ impl Region {
         if !meta.is_file() {
             return Err(ShmError::BadKey { key: key.to_string(), why: "is not a shared-memory object (not a regular file)" });
         }
-        let need = offset.checked_add(byte_size).unwrap_or(u64::MAX);
+        let need = offset.saturating_add(byte_size);
         if meta.len() < need {
             return Err(ShmError::TooSmall { path: path.display().to_string(), len: meta.len(), need, offset, size: byte_size });
         }
