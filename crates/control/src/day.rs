@@ -386,7 +386,7 @@ pub fn simulate_day(
                             let _ = tx.send(Progress { policy, stage: "planning", done, total });
                         })?,
                     };
-                    serve(policy, cluster.map(|c| c.gpus), input, trace, config, &spans, stats, &mut |done, total| {
+                    serve(Day { input, trace, config }, policy, cluster.map(|c| c.gpus), &spans, stats, &mut |done, total| {
                         let _ = tx.send(Progress { policy, stage: "serving", done, total });
                     })
                 })
@@ -771,18 +771,24 @@ fn with_held(mut sp: Span, held: Option<DeploymentMap>) -> Span {
     sp
 }
 
+/// What a day is simulated on: the services and their tables, the rates over time, the settings.
+#[derive(Clone, Copy)]
+struct Day<'a> {
+    input: &'a PlanInput<'a>,
+    trace: &'a RateTrace,
+    config: &'a DayConfig,
+}
+
 /// Simulate every piece of `spans` (cut further at the trace's change points).
-#[allow(clippy::too_many_arguments)]
 fn serve(
+    day: Day<'_>,
     policy: Policy,
     cluster_gpus: Option<u32>,
-    input: &PlanInput<'_>,
-    trace: &RateTrace,
-    c: &DayConfig,
     spans: &[Span],
     stats: Stats,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<PolicyDay, DayError> {
+    let Day { input, trace, config: c } = day;
     let breaks = trace.breakpoints();
     let mut jobs: Vec<(usize, f64, f64)> = Vec::new();
     for (i, sp) in spans.iter().enumerate() {
