@@ -160,7 +160,7 @@ struct Scheduler<'a> {
     drain_s: &'a dyn Fn(&str) -> f64,
     /// Services: the plan's, then those that only lose segments.
     names: Vec<String>,
-    index: BTreeMap<&'a str, usize>,
+    index: BTreeMap<String, usize>,
     /// Each service's new rate.
     rates: Vec<f64>,
     fleet: Fleet,
@@ -188,14 +188,7 @@ impl<'a> Scheduler<'a> {
                 names.push(d.service.clone());
             }
         }
-        let index: BTreeMap<&'a str, usize> = r
-            .plan
-            .services
-            .iter()
-            .map(|s| s.name.as_str())
-            .chain(r.destroyed.iter().map(|d| d.service.as_str()))
-            .filter_map(|n| names.iter().position(|x| x == n).map(|i| (n, i)))
-            .collect();
+        let index: BTreeMap<String, usize> = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let rates: Vec<f64> = names.iter().map(|n| r.plan.services.iter().find(|s| &s.name == n).map_or(0.0, |s| s.rate)).collect();
         let cap_of: BTreeMap<(u32, u8), f64> = r
             .gpu_ids
