@@ -3,13 +3,15 @@
 
     scripts/gen_trace.py SERVICES.csv [--days 1] [--hours H] [--step 300] [--trough 0.25]
                          [--bursts 6] [--shape sine|peaked] [--start-hour 0] [--day-jitter 0.15]
-                         [--cold-ramp 0] [--seed 1] > trace.csv
+                         [--cold-ramp 0] [--noise 0.05] [--phase-spread 2] [--seed 1] > trace.csv
 
 Each service's rate in the list is its daily peak. Over a day its rate follows
     peak x day_scale x (trough + (1 - trough) x d(t)),  d(t) = (1 - cos(2 pi (t - phase) / 24 h)) / 2
 with --shape sine, or d(t)^2 with --shape peaked (the default: a busy afternoon and a long quiet
 night, as web traffic usually is), so the peak/trough ratio is 1/trough (4 by default). Each
-service's peak hour (around 14:00) is shifted by up to +-2 h; every step gets +-5 % noise.
+service's peak hour (around 14:00) is shifted by up to +-2 h (--phase-spread); every step gets
++-5 % noise (--noise; real traffic measured over 10-minute windows is often noisier, 15-25 % for
+small services).
 
 Several days (--days, or --hours for any length) differ from each other: every day each service's
 scale is drawn in [1 - j, 1 + j] (--day-jitter, 0.15 by default; the list rate is the mean day's
@@ -46,18 +48,21 @@ def main():
     ap.add_argument("--start-hour", type=float, default=0.0, help="hour of the day the trace begins at")
     ap.add_argument("--day-jitter", type=float, default=0.15, help="day-to-day scale variation (fraction)")
     ap.add_argument("--cold-ramp", type=float, default=0.0, help="seconds over which every service ramps up from near zero")
+    ap.add_argument("--noise", type=float, default=0.05, help="each step's uniform noise, +- this fraction")
+    ap.add_argument("--phase-spread", type=float, default=2.0, help="services' peak hours spread by +- this many hours")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     hours = a.hours if a.hours is not None else a.days * 24.0
-    if not (0 < a.trough <= 1) or a.step <= 0 or hours <= 0 or not (0 <= a.day_jitter < 1) or a.cold_ramp < 0:
-        sys.exit("gen_trace.py: --trough must be in (0, 1], --day-jitter in [0, 1), --step and the length positive, --cold-ramp >= 0")
+    if not (0 < a.trough <= 1) or a.step <= 0 or hours <= 0 or not (0 <= a.day_jitter < 1) or a.cold_ramp < 0 \
+            or not (0 <= a.noise < 1) or not (0 <= a.phase_spread <= 12):
+        sys.exit("gen_trace.py: --trough must be in (0, 1], --day-jitter in [0, 1), --step and the length positive, --cold-ramp >= 0, --noise in [0, 1), --phase-spread in [0, 12]")
     rng = random.Random(a.seed)
     with open(a.services) as f:
         services = [(r["service"], float(r["rate"])) for r in csv.DictReader(f)]
     end = hours * 3600.0
     offset = a.start_hour * 3600.0
     days = int(math.ceil((end + offset) / DAY)) + 1
-    phase = {name: 14 * 3600.0 + rng.uniform(-2, 2) * 3600.0 for name, _ in services}
+    phase = {name: 14 * 3600.0 + rng.uniform(-a.phase_spread, a.phase_spread) * 3600.0 for name, _ in services}
     # Per day and service: a scale and a shift of the peak hour.
     scale = {(d, name): rng.uniform(1 - a.day_jitter, 1 + a.day_jitter) for d in range(days) for name, _ in services}
     shift = {(d, name): rng.uniform(-1, 1) * 3600.0 for d in range(days) for name, _ in services}
@@ -78,7 +83,7 @@ def main():
             shape = (1 - math.cos(2 * math.pi * (clock - p + DAY / 2) / DAY)) / 2
             if a.shape == "peaked":
                 shape = shape * shape
-            rate = peak * scale[(d, name)] * (a.trough + (1 - a.trough) * shape) * rng.uniform(0.95, 1.05)
+            rate = peak * scale[(d, name)] * (a.trough + (1 - a.trough) * shape) * rng.uniform(1 - a.noise, 1 + a.noise)
             for b_name, b0, b1, k in bursts:
                 if b_name == name and b0 <= t < b1:
                     rate *= k
