@@ -19,8 +19,9 @@
 //!   off, and lags one that steepens).
 //!
 //! and the plan adds `headroom` plus `burst_factor` times the **burstiness**: the median relative
-//! change from one window to the next over the last two hours (the noise a service is known for; a rare burst or a step in the load does not move a median, and the alarm meets
-//! those). [`History`] keeps at most 8 days of windows.
+//! distance of the last hour's windows from the line fitted through them (the noise a service is
+//! known for: a trace's noisy 10-minute rows, a level that wanders; a ramp is the line, and one
+//! burst window moves no median: the alarm meets it). [`History`] keeps at most 8 days of windows.
 
 use std::collections::VecDeque;
 
@@ -32,8 +33,8 @@ pub const DAY_S: f64 = 86_400.0;
 const KEEP_DAYS: f64 = 8.0;
 /// Seconds of windows the trend is fitted on.
 const TREND_S: f64 = 3600.0;
-/// Seconds of windows the burstiness is measured over.
-const BURST_S: f64 = 7200.0;
+/// The most burstiness counted.
+const BURST_MAX: f64 = 0.5;
 /// Seconds before "now" a day's baseline is taken over.
 const SEASON_BASE_S: f64 = 600.0;
 
@@ -43,8 +44,6 @@ pub struct History {
     /// (window end, rate) in time order.
     windows: VecDeque<(f64, f64)>,
     ewma: Option<f64>,
-    /// Relative change of each window from the one before it, with their times.
-    deviations: VecDeque<(f64, f64)>,
 }
 
 /// A forecast and how it was made (for the log and the report).
@@ -54,6 +53,9 @@ pub struct Forecast {
     pub trend: f64,
     pub season: f64,
     pub burstiness: f64,
+    /// What is ahead over the horizon before headroom: the season where earlier days cover
+    /// this time of day, else the trend (the level in reactive mode).
+    pub ahead: f64,
     /// What to plan for: the level or what is ahead, with headroom.
     pub value: f64,
 }
@@ -62,11 +64,6 @@ impl History {
     /// Record the window ending at `now_s` with rate `rate` (its EWMA weight `ewma`).
     pub fn push(&mut self, now_s: f64, rate: f64, ewma: f64) {
         let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
-        if let Some(&(_, prev)) = self.windows.back() {
-            if prev > 0.0 {
-                self.deviations.push_back((now_s, ((rate - prev) / prev).abs().min(10.0)));
-            }
-        }
         self.ewma = Some(match self.ewma {
             Some(e) => e + ewma * (rate - e),
             None => rate,
@@ -74,9 +71,6 @@ impl History {
         self.windows.push_back((now_s, rate));
         while self.windows.front().is_some_and(|(t, _)| now_s - t > KEEP_DAYS * DAY_S) {
             self.windows.pop_front();
-        }
-        while self.deviations.front().is_some_and(|(t, _)| now_s - t > BURST_S) {
-            self.deviations.pop_front();
         }
     }
 
@@ -104,15 +98,19 @@ impl History {
         self.windows.is_empty()
     }
 
-    /// The rising slope of the windows of the last [`TREND_S`], rate per second: the median of
-    /// the pairwise slopes (Theil-Sen; 0 when falling or fewer than 5 windows).
-    fn slope(&self, now_s: f64) -> f64 {
+    /// The last [`TREND_S`] of windows fitted with a line: its rising slope, rate per second
+    /// (the median of the pairwise slopes, Theil-Sen; 0 when falling or over fewer than 5
+    /// windows), and the burstiness: the median relative distance of the windows from the line
+    /// (its level the 10 %-trimmed mean; 0 over fewer than 10 windows, at most [`BURST_MAX`]).
+    /// Medians and a trimmed mean, so one odd window (a burst, the partial window of a cold
+    /// start) tilts neither; a ramp is a slope, not noise.
+    fn fit(&self, now_s: f64) -> (f64, f64) {
         // A cold start is no trend: the windows before the first traffic, and the first window
         // with traffic (it saw part of its length), are left out.
         let warm_from = self.windows.iter().find(|w| w.1 > 0.0).map_or(f64::INFINITY, |w| w.0);
-        let pts: Vec<(f64, f64)> = self.windows.iter().filter(|(t, _)| now_s - t <= TREND_S && *t > warm_from).copied().collect();
+        let pts: Vec<(f64, f64)> = self.between(now_s - TREND_S - 1e-9, now_s).filter(|w| w.0 > warm_from).copied().collect();
         if pts.len() < 5 {
-            return 0.0;
+            return (0.0, 0.0);
         }
         let mut slopes = Vec::with_capacity(pts.len() * (pts.len() - 1) / 2);
         for (i, a) in pts.iter().enumerate() {
@@ -122,24 +120,46 @@ impl History {
                 }
             }
         }
-        median(&mut slopes).max(0.0)
+        let slope = median(&mut slopes);
+        if pts.len() < 10 {
+            return (slope.max(0.0), 0.0);
+        }
+        let t0 = pts.iter().map(|p| p.0).sum::<f64>() / pts.len() as f64;
+        let mut level: Vec<f64> = pts.iter().map(|p| p.1 - slope * (p.0 - t0)).collect();
+        level.sort_by(f64::total_cmp);
+        let cut = level.len() / 10;
+        let kept = &level[cut..level.len() - cut];
+        let level = kept.iter().sum::<f64>() / kept.len() as f64;
+        let mut off: Vec<f64> = pts
+            .iter()
+            .filter_map(|p| {
+                let line = level + slope * (p.0 - t0);
+                (line > 0.0).then(|| (p.1 / line - 1.0).abs())
+            })
+            .collect();
+        let burstiness = if off.len() < 10 { 0.0 } else { median(&mut off).min(BURST_MAX) };
+        (slope.max(0.0), burstiness)
+    }
+
+    /// The windows ending in `(from, to]` (found by bisection: the history is in time order).
+    fn between(&self, from: f64, to: f64) -> impl Iterator<Item = &(f64, f64)> {
+        let first = self.windows.partition_point(|w| w.0 <= from);
+        self.windows.range(first..).take_while(move |w| w.0 <= to)
     }
 
     /// Mean rate of the windows ending in `(from, to]`, if any.
     fn mean_in(&self, from: f64, to: f64) -> Option<f64> {
         let (mut sum, mut n) = (0.0, 0usize);
-        for (t, r) in &self.windows {
-            if *t > from && *t <= to {
-                sum += r;
-                n += 1;
-            }
+        for (_, r) in self.between(from, to) {
+            sum += r;
+            n += 1;
         }
         (n > 0).then(|| sum / n as f64)
     }
 
     /// Largest rate of the windows ending in `(from, to]`, if any.
     fn max_in(&self, from: f64, to: f64) -> Option<f64> {
-        self.windows.iter().filter(|(t, _)| *t > from && *t <= to).map(|w| w.1).reduce(f64::max)
+        self.between(from, to).map(|w| w.1).reduce(f64::max)
     }
 
     /// The median over earlier days of the growth from the 10 minutes before this time of day to
@@ -159,34 +179,25 @@ impl History {
         Some(median(&mut growth))
     }
 
-    /// The median relative change between consecutive recent windows.
-    fn burstiness(&self) -> f64 {
-        if self.deviations.len() < 3 {
-            return 0.0;
-        }
-        let mut d: Vec<f64> = self.deviations.iter().map(|d| d.1).collect();
-        median(&mut d)
-    }
-
     /// The forecast at `now_s` under `s` (see the module doc).
     pub fn forecast(&self, now_s: f64, s: &Settings) -> Forecast {
         match s.mode {
             Mode::Reactive => {
                 // A rise counts at once, a fall as the EWMA follows it.
                 let level = self.last().unwrap_or(0.0).max(self.ewma());
-                Forecast { level, trend: level, season: level, burstiness: 0.0, value: level * (1.0 + s.headroom) }
+                Forecast { level, trend: level, season: level, burstiness: 0.0, ahead: level, value: level * (1.0 + s.headroom) }
             }
             Mode::Forecast => {
                 let level = self.ewma();
-                let trend = level + (self.slope(now_s) * s.horizon_s).min(level);
+                let (slope, burstiness) = self.fit(now_s);
+                let trend = level + (slope * s.horizon_s).min(level);
                 let recent = self.mean_in(now_s - SEASON_BASE_S, now_s).unwrap_or(level);
                 let growth = self.seasonal_growth(now_s, s.horizon_s);
                 let season = recent * growth.unwrap_or(1.0);
-                let burstiness = self.burstiness();
                 // Earlier days know this hour's shape better than the last 20 minutes' slope.
                 let ahead = if growth.is_some() { season } else { trend };
                 let value = level.max(ahead) * (1.0 + s.headroom + s.burst_factor * burstiness);
-                Forecast { level, trend, season, burstiness, value }
+                Forecast { level, trend, season, burstiness, ahead, value }
             }
         }
     }
@@ -266,6 +277,27 @@ mod tests {
         let (a, b) = (smooth.forecast(3600.0, &s), bursty.forecast(3600.0, &s));
         assert!(a.burstiness < 1e-9 && b.burstiness > 0.05, "{a:?} {b:?}");
         assert!(b.value > a.value * 1.1);
+    }
+
+    /// Regression (issue 32): the burstiness was the median change from one window to the next,
+    /// and a trace of 10-minute rows repeats each row for ten 60 s windows, so it read 0 % for
+    /// rows +-20 % apart and the controller re-planned 86 times a day on such a trace. Now it is
+    /// the rows' excursion above their recent mean; a smooth daily ramp reads next to nothing.
+    #[test]
+    fn noisy_ten_minute_rows_are_bursty_and_a_smooth_ramp_is_not() {
+        let s = Settings { headroom: 0.0, burst_factor: 1.0, ..Settings::default() };
+        let (mut rows, mut ramp) = (History::default(), History::default());
+        // Rows alternating 80 and 120 every 10 minutes; a ramp of +20 % an hour.
+        for i in 0..180 {
+            let t = i as f64 * 60.0;
+            rows.push(t, if (i / 10) % 2 == 0 { 80.0 } else { 120.0 }, 0.5);
+            ramp.push(t, 100.0 * (1.0 + 0.2 * t / 3600.0), 0.5);
+        }
+        let (a, b) = (rows.forecast(179.0 * 60.0, &s), ramp.forecast(179.0 * 60.0, &s));
+        assert!(a.burstiness > 0.15 && a.burstiness <= BURST_MAX, "{a:?}");
+        assert!(b.burstiness < 0.1, "{b:?}");
+        // The plan carries the rows' excursion past the level.
+        assert!(a.value >= a.level * 1.15, "{a:?}");
     }
 
     /// Regression (issue 32, live): a first window with 1 s of traffic, then the real load: no
