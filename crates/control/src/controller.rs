@@ -9,7 +9,7 @@
 //!   needs one), or the measured load with headroom does; the new rate is the forecast plus one
 //!   `step_up`, so that one scale-up covers the next stretch of a ramp. An **alarm**
 //!   ([`Controller::alarm`]) does the same between windows when a short measurement already
-//!   passes that capacity.
+//!   passes that capacity, and takes along the services past [`NEAR`] of theirs.
 //! - **down only when it saves a GPU, on evidence and slowly**: the services whose forecast is
 //!   more than a step below their capacity, each on a window of at least `min_requests`
 //!   requests, are lowered to it plus a 5 % margin (at most `max_step_down` of the planned rate
@@ -128,7 +128,7 @@ impl Controller {
         for (h, r) in history.iter_mut().zip(&planned) {
             h.seed(r / (1.0 + settings.headroom));
         }
-        let zero = Forecast { level: 0.0, trend: 0.0, season: 0.0, burstiness: 0.0, value: 0.0 };
+        let zero = Forecast { level: 0.0, trend: 0.0, season: 0.0, burstiness: 0.0, ahead: 0.0, value: 0.0 };
         Controller {
             settings,
             names,
@@ -357,7 +357,9 @@ impl Controller {
     /// what its plan can serve, on at least `min_requests`, is planned up at once, to its
     /// forecast or the measured rate with headroom, whichever is more, plus a step; the measured
     /// rate is the larger of the two periods' (a burst that began inside the short period is
-    /// met at its height, not at its average with what came before); `None` otherwise.
+    /// met at its height, not at its average with what came before); `None` otherwise. The
+    /// services whose measured load with headroom, or last forecast, is past [`NEAR`] of their
+    /// capacity go up with it (to that plus a step, never below their plan).
     pub fn alarm(&mut self, now_s: f64, short: &[Observation], recent: &[Observation]) -> Option<Decision> {
         let s = self.settings;
         let mut target = self.planned.clone();
@@ -375,9 +377,25 @@ impl Controller {
         if now_s < self.backoff_until_s && !self.past_blocked(&up, &short.iter().map(|o| o.rate).collect::<Vec<_>>()) {
             return None;
         }
+        // A transition happens anyway: services whose short measurement or last forecast is
+        // close to their capacity go up with it (the rows of a trace, and a day's traffic, move
+        // many services at once: each would otherwise be an alarm of its own seconds later).
+        let alarmed = up.len();
+        for (i, o) in short.iter().enumerate().take(self.names.len()) {
+            let want = (o.rate * (1.0 + s.headroom)).max(self.last_forecast[i].value).max(s.min_rate);
+            if !up.contains(&i) && want > self.capacity[i] * NEAR {
+                target[i] = want.max(self.planned[i]) * (1.0 + s.step_up);
+                up.push(i);
+            }
+        }
         let reason = up
             .iter()
-            .map(|&i| format!("{} {:.1} -> {:.1}/s (alarm: {:.1}/s measured, over the plan)", self.names[i], self.planned[i], target[i], short[i].rate))
+            .enumerate()
+            .map(|(k, &i)| {
+                let why = if k < alarmed { "alarm" } else { "close to its plan" };
+                let over = if k < alarmed { ", over the plan" } else { "" };
+                format!("{} {:.1} -> {:.1}/s ({why}: {:.1}/s measured{over})", self.names[i], self.planned[i], target[i], short[i].rate)
+            })
             .collect::<Vec<_>>()
             .join("; ");
         Some(Decision { target, direction: Direction::Up, reason })
@@ -500,6 +518,24 @@ mod tests {
         let d = c.observe(60.0, &obs(&[300.0], 60.0)).unwrap();
         c.applied(60.0, d.target.clone(), true, &d.target);
         assert!(c.observe(120.0, &obs(&[900.0], 60.0)).is_some());
+    }
+
+    /// Regression (a 3-day trace of 10-minute rows, +-20 % noise): every row moved all services
+    /// at once, and each that crossed its plan was an alarm of its own seconds after the last
+    /// (88 alarms in 3 days). An alarm now takes the services close to their plan along.
+    #[test]
+    fn an_alarm_takes_the_services_close_to_their_plan_along() {
+        let s = Settings { headroom: 0.0, burst_factor: 0.0, ..Settings::default() };
+        let mut c = ctl(s, &[100.0, 100.0, 100.0]);
+        // s0 over its plan, s1 at 90 % of it, s2 at half.
+        let d = c.alarm(30.0, &obs(&[120.0, 90.0, 50.0], 10.0), &[]).expect("s0 is over its plan");
+        assert_eq!(d.direction, Direction::Up);
+        assert!((d.target[0] - 120.0 * (1.0 + s.step_up)).abs() < 1e-9, "{d:?}");
+        assert!((d.target[1] - 100.0 * (1.0 + s.step_up)).abs() < 1e-9, "s1 goes along: {d:?}");
+        assert_eq!(d.target[2], 100.0, "s2 keeps its plan: {d:?}");
+        assert!(d.reason.contains("s0 100.0 -> 138.0/s (alarm") && d.reason.contains("s1 100.0 -> 115.0/s (close to its plan"), "{}", d.reason);
+        // Nobody over the plan: no alarm, however close.
+        assert_eq!(c.alarm(40.0, &obs(&[99.0, 99.0, 99.0], 10.0), &[]), None);
     }
 
     #[test]

@@ -47,8 +47,8 @@ pub struct Settings {
     pub ewma: f64,
     /// Seconds ahead a plan must cover (Forecast mode).
     pub horizon_s: f64,
-    /// Headroom per unit of measured burstiness (the windows' relative deviation from their
-    /// smoothed level, Forecast mode).
+    /// Headroom per unit of measured burstiness (the median relative distance of the last
+    /// hour's windows from the line through them, Forecast mode).
     pub burst_factor: f64,
     /// A window in which a service got fewer requests than this is no evidence for a
     /// scale-down (a quiet window right after start-up, clients not connected yet).
@@ -70,8 +70,10 @@ pub struct Settings {
 impl Default for Settings {
     /// The defaults and why (tuned on the 3-day, 12-service traces of `scripts/bench/day.sh`,
     /// see `scripts/bench/day-results.md`): a 60 s window sees a change within a minute and the
-    /// 10 s alarm a burst within seconds; 5 % headroom plus the burstiness term (the discrete
-    /// segments add their own slack, and the up rule compares with what they can serve); a step
+    /// 10 s alarm a burst within seconds; 5 % headroom plus once the burstiness (the
+    /// rows' noise the last hour showed; twice it cost 2-4 % more GPU-hours for 1-3 fewer
+    /// re-plans a day on the noisy fourth trace; the discrete segments add their own slack, and
+    /// the up rule compares with what they can serve); a step
     /// up of 15 % over the forecast, so that a ramp costs a transition per step (at 0 % the
     /// controller re-planned every window of a ramp, ~83 times a day; at 20 % it kept 8 % more
     /// GPU-hours); a 10-minute horizon for the trend (at 30 minutes a ramp's first hour was
@@ -91,7 +93,7 @@ impl Default for Settings {
             max_step_down: 0.5,
             ewma: 0.5,
             horizon_s: 600.0,
-            burst_factor: 2.0,
+            burst_factor: 1.0,
             min_requests: 50.0,
             warmup_s: 300.0,
             max_changes_per_hour: 3.0,
