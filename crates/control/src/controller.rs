@@ -128,7 +128,7 @@ impl Controller {
         for (h, r) in history.iter_mut().zip(&planned) {
             h.seed(r / (1.0 + settings.headroom));
         }
-        let zero = Forecast { level: 0.0, trend: 0.0, season: 0.0, burstiness: 0.0, ahead: 0.0, value: 0.0 };
+        let zero = Forecast { level: 0.0, trend: 0.0, season: 0.0, burstiness: 0.0, value: 0.0 };
         Controller {
             settings,
             names,

@@ -53,9 +53,6 @@ pub struct Forecast {
     pub trend: f64,
     pub season: f64,
     pub burstiness: f64,
-    /// What is ahead over the horizon before headroom: the season where earlier days cover
-    /// this time of day, else the trend (the level in reactive mode).
-    pub ahead: f64,
     /// What to plan for: the level or what is ahead, with headroom.
     pub value: f64,
 }
@@ -185,7 +182,7 @@ impl History {
             Mode::Reactive => {
                 // A rise counts at once, a fall as the EWMA follows it.
                 let level = self.last().unwrap_or(0.0).max(self.ewma());
-                Forecast { level, trend: level, season: level, burstiness: 0.0, ahead: level, value: level * (1.0 + s.headroom) }
+                Forecast { level, trend: level, season: level, burstiness: 0.0, value: level * (1.0 + s.headroom) }
             }
             Mode::Forecast => {
                 let level = self.ewma();
@@ -197,7 +194,7 @@ impl History {
                 // Earlier days know this hour's shape better than the last 20 minutes' slope.
                 let ahead = if growth.is_some() { season } else { trend };
                 let value = level.max(ahead) * (1.0 + s.headroom + s.burst_factor * burstiness);
-                Forecast { level, trend, season, burstiness, ahead, value }
+                Forecast { level, trend, season, burstiness, value }
             }
         }
     }
@@ -282,7 +279,8 @@ mod tests {
     /// Regression (issue 32): the burstiness was the median change from one window to the next,
     /// and a trace of 10-minute rows repeats each row for ten 60 s windows, so it read 0 % for
     /// rows +-20 % apart and the controller re-planned 86 times a day on such a trace. Now it is
-    /// the rows' excursion above their recent mean; a smooth daily ramp reads next to nothing.
+    /// the windows' median distance from the line through the last hour; a smooth ramp is that
+    /// line and reads next to nothing.
     #[test]
     fn noisy_ten_minute_rows_are_bursty_and_a_smooth_ramp_is_not() {
         let s = Settings { headroom: 0.0, burst_factor: 1.0, ..Settings::default() };
