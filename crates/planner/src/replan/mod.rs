@@ -525,7 +525,8 @@ fn place_keeping(
     let mut ranked: Vec<(u32, u32)> = by_gpu.keys().map(|&g| (score(g), g)).filter(|(s, _)| *s > 0).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     ranked.truncate(budget);
-    let attempt = |n: usize| try_pack(gpu, old, names, segments, &ranked[..n], &by_gpu, budget, demand(segments));
+    let packing = Packing { gpu, old, names, segments, by_gpu: &by_gpu, budget };
+    let attempt = |n: usize| try_pack(&packing, &ranked[..n], demand(segments));
     if let Some(found) = attempt(ranked.len()) {
         return Some(found);
     }
@@ -547,17 +548,22 @@ fn place_keeping(
     fits
 }
 
-#[allow(clippy::too_many_arguments)]
-fn try_pack(
-    gpu: &GpuType,
-    old: &[Old],
-    names: &BTreeMap<&str, usize>,
-    segments: &[SegmentChoice],
-    chosen: &[(u32, u32)],
-    by_gpu: &BTreeMap<u32, Vec<usize>>,
+/// What every packing attempt of [`place_keeping`] shares: the GPU type, the running segments
+/// (and their indices by GPU), the services' indices by name, the new segments and the most GPUs.
+#[derive(Clone, Copy)]
+struct Packing<'a> {
+    gpu: &'a GpuType,
+    old: &'a [Old],
+    names: &'a BTreeMap<&'a str, usize>,
+    segments: &'a [SegmentChoice],
+    by_gpu: &'a BTreeMap<u32, Vec<usize>>,
     budget: usize,
-    mut demand: BTreeMap<(usize, u8, u32), Vec<usize>>,
-) -> Option<Placing> {
+}
+
+/// One packing: the running segments of the `chosen` GPUs kept where `demand` (the new segments
+/// not placed yet, by service, size and processes) still asks for them, the rest placed.
+fn try_pack(p: &Packing<'_>, chosen: &[(u32, u32)], mut demand: BTreeMap<(usize, u8, u32), Vec<usize>>) -> Option<Placing> {
+    let Packing { gpu, old, names, segments, by_gpu, budget } = *p;
     let mut gpus: Vec<(u32, GpuState)> = Vec::new();
     let mut kept = Vec::new();
     let mut placed = vec![false; segments.len()];
