@@ -9,7 +9,7 @@
 //!   needs one), or the measured load with headroom does; the new rate is the forecast plus one
 //!   `step_up`, so that one scale-up covers the next stretch of a ramp. An **alarm**
 //!   ([`Controller::alarm`]) does the same between windows when a short measurement already
-//!   passes that capacity, and takes along the services past [`NEAR`] of theirs.
+//!   passes that capacity, and takes along the services past 85 % (`NEAR`) of theirs.
 //! - **down only when it saves a GPU, on evidence and slowly**: the services whose forecast is
 //!   more than a step below their capacity, each on a window of at least `min_requests`
 //!   requests, are lowered to it plus a 5 % margin (at most `max_step_down` of the planned rate
@@ -358,7 +358,7 @@ impl Controller {
     /// forecast or the measured rate with headroom, whichever is more, plus a step; the measured
     /// rate is the larger of the two periods' (a burst that began inside the short period is
     /// met at its height, not at its average with what came before); `None` otherwise. The
-    /// services whose measured load with headroom, or last forecast, is past [`NEAR`] of their
+    /// services whose measured load with headroom, or last forecast, is past 85 % (`NEAR`) of their
     /// capacity go up with it (to that plus a step, never below their plan).
     pub fn alarm(&mut self, now_s: f64, short: &[Observation], recent: &[Observation]) -> Option<Decision> {
         let s = self.settings;

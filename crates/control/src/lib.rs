@@ -20,6 +20,7 @@ pub mod forecast;
 pub mod live;
 pub mod node;
 pub mod settings;
+pub mod simnode;
 pub mod steps;
 
 pub use controller::{Controller, Decision, Direction, Observation};

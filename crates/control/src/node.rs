@@ -4,7 +4,7 @@
 //! [`Node`] is the narrow interface: create or destroy an instance, start or stop a segment's
 //! workers, change a batch size, and (for best-effort jobs) make room before a transition and
 //! fill it after. The live node ([`crate::live`]) does it with MIG, MPS daemons and the router;
-//! the simulated node ([`crate::sim::SimNode`]) with a clock and costs; tests with a recording
+//! the simulated node ([`crate::simnode::SimNode`]) with a clock and costs; tests with a recording
 //! fake that fails where told.
 //!
 //! [`Executor::run`] applies the steps in order and records how to undo each completed one.
