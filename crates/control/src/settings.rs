@@ -68,13 +68,13 @@ pub struct Settings {
 }
 
 impl Default for Settings {
-    /// The defaults and why (tuned on the 3-day, 12-service traces of `scripts/bench/day.sh`,
-    /// see `scripts/bench/day-results.md`): a 60 s window sees a change within a minute and the
-    /// 10 s alarm a burst within seconds; 5 % headroom plus half the burstiness (the
-    /// noise the last hour showed: at 0 the noisy fourth trace re-planned 77 times a day, at
-    /// 0.5 76 with 0.5 fewer on the others, at 1 the sine trace took 0.65x static's GPU-hours
-    /// instead of 0.62x; the discrete segments add their own slack, and the up rule compares
-    /// with what they can serve); a step
+    /// The defaults and why (tuned on the four 3-day traces of 12-16 services of
+    /// `scripts/bench/day.sh`, see `scripts/bench/day-results.md`): a 60 s window sees a change
+    /// within a minute and the 10 s alarm a burst within seconds; 5 % headroom plus half the
+    /// burstiness (the noise the last hour showed: at 0 the noisy fourth trace re-planned 77
+    /// times a day, at 0.5 76 and 3 fewer a day on the bursty and the sine traces, 1 more on the
+    /// first; at 1 the sine trace took 0.65x static's GPU-hours instead of 0.62x; the discrete
+    /// segments add their own slack, and the up rule compares with what they can serve); a step
     /// up of 15 % over the forecast, so that a ramp costs a transition per step (at 0 % the
     /// controller re-planned every window of a ramp, ~83 times a day; at 20 % it kept 8 % more
     /// GPU-hours); a 10-minute horizon for the trend (at 30 minutes a ramp's first hour was
