@@ -10,8 +10,8 @@ Each service's rate in the list is its daily peak. Over a day its rate follows
 with --shape sine, or d(t)^2 with --shape peaked (the default: a busy afternoon and a long quiet
 night, as web traffic usually is), so the peak/trough ratio is 1/trough (4 by default). Each
 service's peak hour (around 14:00) is shifted by up to +-2 h (--phase-spread); every step gets
-+-5 % noise (--noise; real traffic measured over 10-minute windows is often noisier, 15-25 % for
-small services).
++-5 % noise (--noise; the noisy fourth trace of scripts/bench/day-results.md has +-20 % and peak
+hours +-6 h apart).
 
 Several days (--days, or --hours for any length) differ from each other: every day each service's
 scale is drawn in [1 - j, 1 + j] (--day-jitter, 0.15 by default; the list rate is the mean day's
