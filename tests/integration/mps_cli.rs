@@ -56,7 +56,7 @@ fn an_mps_plan_is_validated_deployed_with_each_share_and_served_within_its_slos(
     std::fs::create_dir_all(&heavy).unwrap();
     for model in ["fast", "slow"] {
         let text = std::fs::read_to_string(fixture("mps").join("prof").join(format!("{model}.csv"))).unwrap();
-        let text: String = text.lines().map(|l| if l.ends_with(",300") { format!("{},1200\n", &l[..l.len() - 4]) } else { format!("{l}\n") }).collect();
+        let text: String = text.lines().map(|l| match l.strip_suffix(",300") { Some(head) => format!("{head},1200\n"), None => format!("{l}\n") }).collect();
         std::fs::write(heavy.join(format!("{model}.csv")), text).unwrap();
     }
     let tight = dir.path().join("tight.csv");

@@ -169,7 +169,7 @@ pub fn write_jobs(jobs: &[Job], w: impl std::io::Write) -> Result<(), csv::Error
 /// The jobs in the order they are served: priority, highest first, then file order.
 pub fn by_priority(jobs: &[Job]) -> Vec<&Job> {
     let mut order: Vec<&Job> = jobs.iter().collect();
-    order.sort_by(|a, b| b.priority.cmp(&a.priority));
+    order.sort_by_key(|j| std::cmp::Reverse(j.priority));
     order
 }
 

@@ -163,7 +163,7 @@ pub fn check(config: &MigPartedConfig, gpu: &GpuType) -> Result<(), MigPartedErr
                 let profile = gpu.profile_by_name(p).ok_or_else(|| rule(name, format!("{p} is not a MIG profile of {}", gpu.id)))?;
                 want.extend(std::iter::repeat_n(profile, *n as usize));
             }
-            want.sort_by(|a, b| b.gpcs.cmp(&a.gpcs));
+            want.sort_by_key(|p| std::cmp::Reverse(p.gpcs));
             if !fits(gpu, &want, &mut Vec::new()) {
                 return Err(rule(name, format!("{:?} has no legal layout on {}", e.mig_devices, gpu.id)));
             }

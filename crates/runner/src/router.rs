@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn smooth_weighted_round_robin_follows_the_weights() {
-        let procs = vec![route(3.0), route(1.0), route(2.0)];
+        let procs = [route(3.0), route(1.0), route(2.0)];
         let mut cur = vec![0.0; 3];
         let mut counts = [0; 3];
         let mut seq = Vec::new();
@@ -442,7 +442,7 @@ mod tests {
     fn a_burst_that_cannot_meet_the_slo_is_refused_with_the_reason() {
         let svc = service(vec![proc_route(0, 1.0, 4, 100.0, 0.010).0]);
         for n in 0..36 {
-            svc.admit(1, 4, 0.0).unwrap_or_else(|e| panic!("request {n} refused: {e}")).1;
+            svc.admit(1, 4, 0.0).unwrap_or_else(|e| panic!("request {n} refused: {e}"));
         }
         let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         for want in ["within the SLO of 100 ms", "5 ms guard", "about 100 ms", "w0 with 36 rows ahead", "full batches of 4 executing in about 10.0 ms each, plus 0.0 ms of overhead"] {
@@ -518,7 +518,7 @@ mod tests {
         p.limits = QueueLimits::new(2, 4, 1 << 20);
         let svc = service(vec![p]);
         for _ in 0..8 {
-            svc.admit(1, 4, 0.0).unwrap().1;
+            svc.admit(1, 4, 0.0).unwrap();
         }
         let why = overloaded_why(svc.admit(1, 4, 0.0).map(|(_, i)| i).unwrap_err());
         assert!(why.contains("hard bound (8 rows or 1 MiB of inputs per process)"), "{why}");
@@ -526,11 +526,11 @@ mod tests {
         let (mut p, _rx) = proc_route(0, 1.0, 4, 1e9, 0.010);
         p.limits = QueueLimits::new(1000, 4, 1 << 20);
         let svc = service(vec![p]);
-        svc.admit(1, 3 << 20, 0.0).unwrap().1;
+        svc.admit(1, 3 << 20, 0.0).unwrap();
         overloaded_why(svc.admit(1, 1, 0.0).map(|(_, i)| i).unwrap_err());
         svc.procs()[0].shared.release(1, 3 << 20);
-        svc.admit(1, (1 << 20) - 1, 0.0).unwrap().1;
-        svc.admit(1, 1, 0.0).unwrap().1;
+        svc.admit(1, (1 << 20) - 1, 0.0).unwrap();
+        svc.admit(1, 1, 0.0).unwrap();
         overloaded_why(svc.admit(1, 1, 0.0).map(|(_, i)| i).unwrap_err());
     }
 
