@@ -12,12 +12,10 @@ mod k8s;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Parser)]
 #[command(name = "parva", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PARVA_COMMIT"), ")"), about, long_about = None)]
@@ -107,13 +105,7 @@ fn init_logging(verbose: u8) {
         1 => "parva=info,parva_core=info,parva_planner=info,parva_control=info,parva_runner=info,parva_gpu=info",
         _ => "parva=debug,parva_core=debug,parva_planner=debug,parva_control=debug,parva_runner=debug,parva_gpu=debug",
     };
-    // Colour codes only for a person at a terminal, never in a log file or a pipe.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .finish()
-        .with(parva_proto::log_filter(default))
-        .init();
+    parva_proto::log::init(default);
 }
 
 #[cfg(test)]

@@ -21,6 +21,20 @@ pub fn log_filter(default: &str) -> Targets {
     filter
 }
 
+/// Log to stderr (colour codes only for a person at a terminal, never in a log file or a pipe)
+/// through [`log_filter`] with the binary's `default`: the one set-up of both binaries.
+pub fn init(default: &str) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(log_filter(default))
+        .init();
+}
+
 /// The filter from `value` (a `RUST_LOG`), or `default`, and what was wrong with `value`.
 fn filter_from(value: Option<&str>, default: &str) -> (Targets, Option<String>) {
     // `default` is the binary's own constant; should it not parse, warnings and errors still show.

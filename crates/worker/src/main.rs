@@ -6,13 +6,10 @@
 //! loop over batches of `--max-batch` rows and prints samples/s (the benchmark's baseline). With
 //! `--job train|batch --checkpoint DIR`, it runs a best-effort job instead (see `job`).
 
-use std::io::IsTerminal;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 use parva_proto::meta::ModelMeta;
 use parva_proto::worker::{Executor, WorkerIdentity, run_worker};
 use parva_proto::worker_args::{DeviceArg, TorchArgs, WorkerArgs};
@@ -56,12 +53,7 @@ fn register_cuda() -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .finish()
-        .with(parva_proto::log_filter("parva_worker=info,parva_proto=info"))
-        .init();
+    parva_proto::log::init("parva_worker=info,parva_proto=info");
     let cuda_lib = register_cuda();
     if args.probe {
         let cuda_devices = if cuda_lib { tch::Cuda::device_count() } else { 0 };
