@@ -30,12 +30,8 @@ use parva_core::slo::Service;
 use parva_planner::{Algorithm, Plan, PlanInput, PlanOptions};
 use proptest::prelude::*;
 
-/// Whether `cap` samples/s cover a rate: the planner's own rule (`short_of_capacity`), a relative
-/// 1e-9 for floating-point sums (6 x 180.2 is 1081.1999999999998, which covers a rate of 1081.2;
-/// a case proptest found, where the oracle counted a seventh segment the planner did not need).
-fn covers(cap: f64, rate: f64) -> bool {
-    cap * (1.0 + 1e-9) >= rate
-}
+mod common;
+use common::covers;
 
 /// Instance sizes of an A100, in the order of the count vectors below.
 const SIZES: [u8; 5] = [1, 2, 3, 4, 7];
