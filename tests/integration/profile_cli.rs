@@ -55,9 +55,14 @@ fn torch_on_cpu_writes_a_table_the_planner_reads_resumes_and_records_a_crashed_w
         // machine's load: no lower bound here (issue 19). Room above 1: the throughput is a mean
         // of per-round rates and the latency a mean over batches, which part at ~0.1 ms batches
         // on a loaded machine (1.002 and 1.022 seen in loaded suite runs). A segment figure
-        // (x processes: 2 on the 2-process points) would be far above.
+        // (x processes: 2 on the 2-process points) would be far above. A point the profiler
+        // marks as not converged (its note: "ci N% above the target at the cap") parts further
+        // (1.38 seen in a clean clone's CI run, a 2-process point of ~0.16 ms batches): it keeps
+        // only the bound that still tells a process's figure from a segment's.
         let ratio = p.throughput * p.latency_s / p.batch as f64;
-        assert!(p.throughput > 0.0 && ratio <= 1.25, "{p:?}: throughput x latency / batch = {ratio}");
+        let converged = p.extra.iter().all(|e| !e.contains("above the"));
+        let bound = if converged { 1.25 } else { 1.75 };
+        assert!(p.throughput > 0.0 && ratio <= bound, "{p:?}: throughput x latency / batch = {ratio} (bound {bound})");
         assert_eq!(p.extra[0], "measured");
         assert!(p.extra[3].parse::<f64>().unwrap() > 10.0, "peak RSS of the workers in MiB: {:?}", p.extra);
     }
