@@ -212,6 +212,9 @@ impl Node for Timed {
     async fn rebatch(&mut self, gpu: u32, placement: u8, batch: u32) -> Result<(), crate::node::NodeError> {
         self.take(|n| block_on(n.rebatch(gpu, placement, batch))).await
     }
+    async fn create_all(&mut self, segs: &[parva_core::Segment]) -> Vec<crate::node::Made> {
+        self.take(|n| Ok(block_on(n.create_all(segs)))).await.unwrap_or_default()
+    }
 }
 
 /// Issue 32: the drifted copies. The day simulation (`follow_spans`, trace averages) and a live

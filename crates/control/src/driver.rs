@@ -228,8 +228,7 @@ impl<'a> Driver<'a> {
         }
         let shortfall: Vec<f64> = decision.target.iter().zip(&achieved).map(|(t, a)| (t - a).max(0.0)).collect();
         let steps: Vec<Step> = added.segments.iter().map(|s| Step::Create { segment: s.clone() }).collect();
-        let c = self.ctx.costs;
-        let seconds = added.segments.iter().map(|_| c.mig_create + c.mps_start + c.worker_start).sum();
+        let seconds = self.ctx.costs.wave(added.segments.len());
         let mut new_map = current.clone();
         new_map.segments.extend(added.segments.iter().cloned());
         Ok(Prepared {

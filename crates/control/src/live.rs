@@ -47,7 +47,7 @@ use parva_runner::serve::LiveNode;
 use crate::ALARM_S;
 use crate::controller::{Controller, Decision, Observation, RECENT_S};
 use crate::driver::{Driver, Level, Outcome, PlanContext, Prepared, Refusal};
-use crate::node::{Node, NodeError};
+use crate::node::{Made, Node, NodeError};
 use crate::settings::Settings;
 
 /// Opens the node's MIG and MPS controllers (NVML and real daemons, or the fakes) for one change.
@@ -478,6 +478,50 @@ impl Node for LiveNodeOps<'_> {
             s.batch_size = batch;
         }
         Ok(())
+    }
+
+    /// A wave: each instance made in turn (the deploy executor, as [`Node::create_instance`]) and
+    /// its workers started at once, loading while the next instance is made; each segment is
+    /// routed as soon as all its workers are ready. After a failure to make an instance or start
+    /// its workers the rest are not tried; those under way are still awaited.
+    async fn create_all(&mut self, segs: &[Segment]) -> Vec<Made> {
+        let mut made = Vec::with_capacity(segs.len());
+        let mut starting = Vec::with_capacity(segs.len());
+        for (i, seg) in segs.iter().enumerate() {
+            if made.last().is_some_and(|m| *m != Made::Ready) {
+                made.push(Made::NotTried);
+                continue;
+            }
+            if let Err(e) = self.create_instance(seg).await {
+                made.push(Made::Failed(e));
+                continue;
+            }
+            let Some(env) = self.env.get(&(seg.gpu, seg.placement)).cloned() else {
+                made.push(Made::Created(NodeError(format!("no environment for the instance on GPU {} {{{}}}", seg.gpu, seg.placement))));
+                continue;
+            };
+            match self.live.spawn_segment(seg.clone(), env).await {
+                Ok(s) => {
+                    starting.push((i, s));
+                    made.push(Made::Ready);
+                }
+                Err(e) => made.push(Made::Created(node_error(e))),
+            }
+        }
+        let (at, starting): (Vec<usize>, Vec<_>) = starting.into_iter().unzip();
+        for (i, routed) in at.into_iter().zip(self.live.route_when_ready(starting).await) {
+            let seg = &segs[i];
+            match routed {
+                Ok(()) => {
+                    self.serving.push(seg.clone());
+                    if let Some(c) = self.cur.iter_mut().find(|s| (s.gpu, s.placement) == (seg.gpu, seg.placement)) {
+                        *c = seg.clone();
+                    }
+                }
+                Err(e) => made[i] = Made::Created(node_error(e)),
+            }
+        }
+        made
     }
 
     async fn before(&mut self, created: &[Segment]) -> Result<(), NodeError> {

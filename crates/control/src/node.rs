@@ -7,8 +7,11 @@
 //! the simulated node ([`crate::simnode::SimNode`]) with a clock and costs; tests with a recording
 //! fake that fails where told.
 //!
-//! [`Executor::run`] applies the steps in order and records how to undo each completed one.
-//! When a step fails, the completed ones are undone newest first, so the node is back to what it
+//! [`Executor::run`] applies the steps in order and records how to undo each completed one. A
+//! run of creations is one wave ([`Node::create_all`]): a node that can make several segments at
+//! once does (the live and simulated nodes make the instances one after another and start each
+//! one's workers as soon as its instance exists, as [`parva_planner::replan::Costs::creation`]
+//! times it). When a step fails, the completed ones are undone newest first, so the node is back to what it
 //! served before (an instance destroyed is created again, workers stopped are started again,
 //! batch sizes are put back); when an undo fails too, the error says both.
 
@@ -35,7 +38,21 @@ impl From<&str> for NodeError {
     }
 }
 
-/// A node the controller changes (see the module doc). Operations run one at a time.
+/// How far one segment of a wave ([`Node::create_all`]) got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Made {
+    /// Its instance exists and its workers are ready and routed.
+    Ready,
+    /// Its instance exists; its workers did not come up (why).
+    Created(NodeError),
+    /// Its instance was not created (why).
+    Failed(NodeError),
+    /// Not tried: an earlier one of the wave failed.
+    NotTried,
+}
+
+/// A node the controller changes (see the module doc). Operations run one at a time; a wave of
+/// creations is one operation.
 pub trait Node {
     /// The segments serving now.
     fn serving(&self) -> Vec<Segment>;
@@ -50,6 +67,12 @@ pub trait Node {
     fn destroy_instance(&mut self, gpu: u32, placement: u8) -> impl Future<Output = Result<(), NodeError>>;
     /// Change the batch size of the serving segment at (`gpu`, `placement`).
     fn rebatch(&mut self, gpu: u32, placement: u8, batch: u32) -> impl Future<Output = Result<(), NodeError>>;
+    /// Create and start a wave of segments; one [`Made`] per segment, in order. This default makes
+    /// them one after another and stops at the first failure; a node that can make them side by
+    /// side overrides it (and may then report several failures).
+    fn create_all(&mut self, segs: &[Segment]) -> impl Future<Output = Vec<Made>> {
+        one_after_another(self, segs)
+    }
     /// Before the steps: make room for `created` (reclaim best-effort jobs from their slots).
     fn before(&mut self, _created: &[Segment]) -> impl Future<Output = Result<(), NodeError>> {
         async { Ok(()) }
@@ -58,6 +81,26 @@ pub trait Node {
     fn after(&mut self) -> impl Future<Output = ()> {
         async {}
     }
+}
+
+/// A wave made one segment after another (instance, then workers), stopping at the first
+/// failure: [`Node::create_all`]'s default.
+pub async fn one_after_another<N: Node + ?Sized>(node: &mut N, segs: &[Segment]) -> Vec<Made> {
+    let mut made = Vec::with_capacity(segs.len());
+    for seg in segs {
+        if made.last().is_some_and(|m| *m != Made::Ready) {
+            made.push(Made::NotTried);
+            continue;
+        }
+        made.push(match node.create_instance(seg).await {
+            Err(e) => Made::Failed(e),
+            Ok(()) => match node.start(seg).await {
+                Ok(()) => Made::Ready,
+                Err(e) => Made::Created(e),
+            },
+        });
+    }
+    made
 }
 
 /// How to undo a completed operation.
@@ -98,24 +141,63 @@ impl<'a, N: Node> Executor<'a, N> {
         Executor { node, undo: Vec::new() }
     }
 
-    /// Apply `steps` in order; on a failure, undo what was done and say so.
+    /// Apply `steps` in order (a run of creations as one wave); on a failure, undo what was done
+    /// and say so.
     pub async fn run(mut self, steps: &[Step]) -> Result<(), StepFailed> {
-        for (i, step) in steps.iter().enumerate() {
-            if let Err(cause) = self.apply(step).await {
+        let mut i = 0;
+        while i < steps.len() {
+            let wave: Vec<Segment> = steps[i..]
+                .iter()
+                .map_while(|s| match s {
+                    Step::Create { segment } => Some(segment.clone()),
+                    _ => None,
+                })
+                .collect();
+            let (done, failed) = if wave.is_empty() {
+                (1, self.apply(&steps[i]).await.err().map(|e| (0, e)))
+            } else {
+                (wave.len(), self.create_all(&wave).await)
+            };
+            if let Some((k, cause)) = failed {
                 let rollback = self.roll_back().await;
-                return Err(StepFailed { step: i + 1, total: steps.len(), what: step.describe(), cause, rollback });
+                return Err(StepFailed { step: i + k + 1, total: steps.len(), what: steps[i + k].describe(), cause, rollback });
             }
+            i += done;
         }
         Ok(())
+    }
+
+    /// A wave of creations; the first failure (its index in the wave and why), if any. Everything
+    /// the wave did is on the undo stack either way.
+    async fn create_all(&mut self, wave: &[Segment]) -> Option<(usize, NodeError)> {
+        let made = self.node.create_all(wave).await;
+        let mut failed = None;
+        for (k, seg) in wave.iter().enumerate() {
+            let (gpu, placement) = (seg.gpu, seg.placement);
+            let why = match made.get(k).cloned().unwrap_or(Made::NotTried) {
+                Made::Ready => {
+                    self.undo.push(Undo::Created { gpu, placement });
+                    self.undo.push(Undo::Started { gpu, placement });
+                    continue;
+                }
+                Made::Created(e) => {
+                    self.undo.push(Undo::Created { gpu, placement });
+                    e
+                }
+                Made::Failed(e) => e,
+                Made::NotTried => NodeError("not tried: an earlier creation of its wave failed".into()),
+            };
+            failed = failed.or(Some((k, why)));
+        }
+        failed
     }
 
     async fn apply(&mut self, step: &Step) -> Result<(), NodeError> {
         match step {
             Step::Create { segment } => {
-                self.node.create_instance(segment).await?;
-                self.undo.push(Undo::Created { gpu: segment.gpu, placement: segment.placement });
-                self.node.start(segment).await?;
-                self.undo.push(Undo::Started { gpu: segment.gpu, placement: segment.placement });
+                if let Some((_, e)) = self.create_all(std::slice::from_ref(segment)).await {
+                    return Err(e);
+                }
             }
             Step::Drain { gpu, placement, .. } => {
                 let seg = self.node.stop(*gpu, *placement).await?;
@@ -215,6 +297,10 @@ pub(crate) mod fake {
         /// Fail the n-th call (1-based) whose text starts with the prefix.
         pub fail: Vec<(String, usize)>,
         seen: BTreeMap<String, usize>,
+        /// Make a wave side by side: every instance, then every segment's workers, each
+        /// attempted whatever the others did (as a node that starts workers at once may fail
+        /// several); otherwise one after another.
+        pub side_by_side: bool,
     }
 
     impl FakeNode {
@@ -291,6 +377,26 @@ pub(crate) mod fake {
                 _ => Err("nothing serving there".into()),
             }
         }
+        async fn create_all(&mut self, segs: &[Segment]) -> Vec<Made> {
+            if !self.side_by_side {
+                return one_after_another(self, segs).await;
+            }
+            let mut made = Vec::with_capacity(segs.len());
+            for seg in segs {
+                made.push(match self.create_instance(seg).await {
+                    Ok(()) => Made::Ready,
+                    Err(e) => Made::Failed(e),
+                });
+            }
+            for (seg, m) in segs.iter().zip(made.iter_mut()) {
+                if *m == Made::Ready
+                    && let Err(e) = self.start(seg).await
+                {
+                    *m = Made::Created(e);
+                }
+            }
+            made
+        }
     }
 }
 
@@ -338,6 +444,42 @@ mod tests {
             let after: Vec<&String> = node.calls.iter().skip_while(|c| !c.starts_with(fail)).skip(1).collect();
             assert_eq!(after.last().map(|c| c.as_str()), Some("rebatch 0 4 4"), "the first step is undone last: {after:?}");
         }
+    }
+
+    /// A wave whose middle segment's workers fail while the others come up: everything the wave
+    /// made is undone (the others' workers stopped, all three instances destroyed), and so is the
+    /// step before it.
+    #[test]
+    fn a_wave_made_side_by_side_is_undone_whole_when_one_of_it_fails() {
+        let start = FakeNode::with(&[seg(0, 0, 4, "a"), seg(0, 4, 3, "b")]);
+        let steps = vec![
+            Step::Rebatch { gpu: 0, placement: 4, service: "b".into(), batch: 8 },
+            Step::Create { segment: seg(1, 0, 4, "a") },
+            Step::Create { segment: seg(1, 4, 3, "a") },
+            Step::Create { segment: seg(2, 0, 7, "b") },
+            Step::Drain { gpu: 0, placement: 0, service: "a".into() },
+        ];
+        let mut node = start.clone();
+        node.side_by_side = true;
+        node.fail = vec![("start 1 4".into(), 1)];
+        let e = block_on(Executor::new(&mut node).run(&steps)).unwrap_err();
+        // The wave is steps 2-4; its second creation failed, the others were made.
+        assert_eq!((e.step, e.rollback.clone()), (3, Ok(1 + 3 + 2)), "{e}");
+        assert!(node.calls.contains(&"start 2 0".to_string()), "the wave went on beside the failure: {:?}", node.calls);
+        assert!(!node.calls.iter().any(|c| c.starts_with("stop 0 0")), "the step after the wave never ran: {:?}", node.calls);
+        assert_eq!(node.instances, start.instances, "{:#?}", node.calls);
+    }
+
+    #[test]
+    fn a_wave_made_one_after_another_stops_at_its_first_failure() {
+        let start = FakeNode::with(&[seg(0, 0, 4, "a")]);
+        let steps: Vec<Step> = [seg(1, 0, 4, "a"), seg(1, 4, 3, "a"), seg(2, 0, 7, "a")].into_iter().map(|segment| Step::Create { segment }).collect();
+        let mut node = start.clone();
+        node.fail = vec![("create_instance 1 4".into(), 1)];
+        let e = block_on(Executor::new(&mut node).run(&steps)).unwrap_err();
+        assert_eq!((e.step, e.rollback.clone()), (2, Ok(2)), "{e}");
+        assert!(!node.calls.iter().any(|c| c.ends_with(" 2 0")), "the third was not tried: {:?}", node.calls);
+        assert_eq!(node.instances, start.instances);
     }
 
     #[test]

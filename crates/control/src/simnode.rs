@@ -8,7 +8,7 @@ use parva_core::DeploymentMap;
 use parva_core::deploy::{JobSlot, Segment};
 use parva_planner::replan::Costs;
 
-use crate::node::{Node, NodeError};
+use crate::node::{Made, Node, NodeError};
 
 /// A simulated node: a clock, the instances that exist and whether their workers run, and the
 /// time each operation takes (see the module doc). It enforces the real rules (one instance per
@@ -118,6 +118,44 @@ impl Node for SimNode {
         self.record();
         Ok(())
     }
+    /// A wave as [`Costs::creation`] times it: the i-th instance is begun `i` instance-makings
+    /// after the wave's start (and held from then), its workers ready one making and a worker
+    /// start later. A slot that holds an instance already fails its segment; the ones after it
+    /// are not tried (those before it are made).
+    async fn create_all(&mut self, segs: &[Segment]) -> Vec<Made> {
+        let mut made = Vec::with_capacity(segs.len());
+        let mut wave: Vec<&Segment> = Vec::with_capacity(segs.len());
+        for seg in segs {
+            let taken = self.instances.contains_key(&(seg.gpu, seg.placement)) || wave.iter().any(|w| (w.gpu, w.placement) == (seg.gpu, seg.placement));
+            if made.last().is_some_and(|m| *m != Made::Ready) {
+                made.push(Made::NotTried);
+            } else if taken {
+                made.push(Made::Failed(format!("GPU {} {{{}}} holds an instance already", seg.gpu, seg.placement).into()));
+            } else {
+                made.push(Made::Ready);
+                wave.push(seg);
+            }
+        }
+        // Each instance appears when begun and serves when ready, in time order.
+        let t0 = self.clock;
+        let mut at: Vec<(f64, bool, &Segment)> = Vec::with_capacity(2 * wave.len());
+        for (i, seg) in wave.iter().enumerate() {
+            let (begun, ready) = self.costs.creation(i);
+            at.push((t0 + begun, false, seg));
+            at.push((t0 + ready, true, seg));
+        }
+        at.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (t, serves, seg) in at {
+            self.clock = t;
+            self.instances.insert((seg.gpu, seg.placement), (seg.clone(), serves));
+            if serves {
+                self.started += seg.num_proc;
+            }
+            self.record();
+        }
+        self.clock = t0 + self.costs.wave(wave.len());
+        made
+    }
     async fn before(&mut self, created: &[Segment]) -> Result<(), NodeError> {
         let over = created.iter().any(|s| self.jobs.iter().any(|j| parva_planner::jobs::job_overlaps(self.gpu, j, s)));
         if over && self.grace_s > 0.0 {
@@ -129,5 +167,49 @@ impl Node for SimNode {
             self.clock += self.grace_s;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Executor, block_on};
+    use crate::steps::Step;
+    use parva_core::GpuType;
+
+    fn seg(gpu: u32, placement: u8, size: u8, service: &str) -> Segment {
+        Segment { batch_size: 4, num_proc: 2, throughput: Some(100.0), ..Segment::at(0, gpu, placement, size, service, "m") }
+    }
+
+    /// The node's own record, read back: when each segment of a wave is held and when it serves,
+    /// against the costs' arithmetic done here by hand (mig 1 + mps 0.5 = 1.5 s an instance,
+    /// workers 2 s).
+    #[test]
+    fn a_wave_holds_each_instance_from_its_making_and_serves_it_once_its_workers_are_up() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let old = DeploymentMap { segments: vec![seg(0, 0, 7, "a")], jobs: Vec::new() };
+        let costs = Costs { mig_create: 1.0, mig_destroy: 0.5, worker_start: 2.0, mps_start: 0.5 };
+        let mut node = SimNode::new(gpu, &old, costs, BTreeMap::new(), 100.0);
+        let steps: Vec<Step> = [seg(1, 0, 4, "a"), seg(1, 4, 3, "b"), seg(2, 0, 7, "b")].into_iter().map(|segment| Step::Create { segment }).collect();
+        block_on(Executor::new(&mut node).run(&steps)).unwrap();
+        // (time, segments serving, instances held) after each change.
+        let seen: Vec<(f64, usize, usize)> = node.events.iter().map(|(t, s, h)| (*t, s.segments.len(), h.segments.len())).collect();
+        let want = [(100.0, 1, 2), (101.5, 1, 3), (103.0, 1, 4), (103.5, 2, 4), (105.0, 3, 4), (106.5, 4, 4)];
+        assert_eq!(seen, want);
+        assert_eq!(node.clock, 106.5, "one after another it would end at {}", 100.0 + 3.0 * 3.5);
+        assert_eq!(node.started, 6);
+        assert_eq!(node.serving().len(), 4);
+    }
+
+    #[test]
+    fn a_wave_onto_a_taken_slot_fails_there_and_is_undone() {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let old = DeploymentMap { segments: vec![seg(0, 0, 4, "a")], jobs: Vec::new() };
+        let mut node = SimNode::new(gpu, &old, Costs::default(), BTreeMap::new(), 0.0);
+        let steps: Vec<Step> = [seg(1, 0, 7, "a"), seg(0, 0, 4, "b"), seg(2, 0, 7, "b")].into_iter().map(|segment| Step::Create { segment }).collect();
+        let e = block_on(Executor::new(&mut node).run(&steps)).unwrap_err();
+        assert_eq!(e.step, 2, "{e}");
+        assert!(e.cause.0.contains("holds an instance already"), "{e}");
+        assert_eq!(node.held(), old, "the first creation was undone");
     }
 }

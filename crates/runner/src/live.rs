@@ -3,7 +3,10 @@
 //!
 //! - [`LiveNode::start_segment`]: start a segment's processes, wait until every one is ready,
 //!   then add them to their service's route. Until then no request reaches them; a segment whose
-//!   processes are not ready in time is stopped again and the route is unchanged.
+//!   processes are not ready in time is stopped again and the route is unchanged. Several at once:
+//!   [`LiveNode::spawn_segment`] for each (the processes start loading side by side), then
+//!   [`LiveNode::route_when_ready`], which routes each segment the moment all its processes are
+//!   ready.
 //! - [`LiveNode::stop_segment`]: take a segment's processes out of the route, let them finish
 //!   what they hold (every admitted request has its rows counted on its process, see
 //!   [`crate::router::ServiceRoute::set_procs`]), then stop them. Nothing in flight is lost.
@@ -45,6 +48,23 @@ struct LiveState {
     /// Workers are named `w<N>` in start order, never reused (sockets and logs stay apart).
     next_worker: usize,
     segments: Vec<LiveSegment>,
+    /// Slots of segments spawned and not yet routed or stopped ([`Starting`]).
+    starting: std::collections::BTreeSet<(u32, u8)>,
+}
+
+/// A segment whose processes [`LiveNode::spawn_segment`] started and no route has yet: hand it
+/// to [`LiveNode::route_when_ready`] (dropped instead, its processes would run unrouted and its
+/// slot stay taken).
+#[must_use = "hand it to LiveNode::route_when_ready"]
+pub struct Starting {
+    seg: LiveSegment,
+}
+
+impl Starting {
+    /// The segment's map row.
+    pub fn segment(&self) -> &Segment {
+        &self.seg.segment
+    }
 }
 
 impl LiveState {
@@ -76,7 +96,7 @@ impl LiveNode {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<LiveNode, ServeError> {
         let epoch = Instant::now();
-        let mut state = LiveState { next_worker: 0, segments: Vec::new() };
+        let mut state = LiveState { next_worker: 0, segments: Vec::new(), starting: Default::default() };
         let mut routes: BTreeMap<String, Vec<ProcRoute>> = BTreeMap::new();
         for (seg, env) in segments {
             let planned = template.segment_workers(&seg, &env, &mut state.next_worker)?;
@@ -114,21 +134,79 @@ impl LiveNode {
     /// Start `seg` with its workers' environment `env`, wait for every process to be ready (at
     /// most the template's ready timeout), then route to it. On failure nothing is left running.
     pub async fn start_segment(&self, seg: Segment, env: Vec<(String, String)>) -> Result<(), ServeError> {
-        let svc = self.service(&seg)?;
+        let starting = self.spawn_segment(seg, env).await?;
+        self.route_when_ready(vec![starting]).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Start `seg`'s processes with its workers' environment `env`, not waiting for them; no
+    /// request reaches them until [`LiveNode::route_when_ready`].
+    pub async fn spawn_segment(&self, seg: Segment, env: Vec<(String, String)>) -> Result<Starting, ServeError> {
+        self.service(&seg)?;
+        let slot = (seg.gpu, seg.placement);
         let mut st = self.state.lock().await;
-        if st.find(seg.gpu, seg.placement).is_some() {
+        if st.find(seg.gpu, seg.placement).is_some() || st.starting.contains(&slot) {
             return Err(ServeError::Config(format!("GPU {} placement {{{}}} already runs a segment", seg.gpu, seg.placement)));
         }
         let planned = self.template.segment_workers(&seg, &env, &mut st.next_worker)?;
         let procs = spawn_all(&self.template, planned, &self.router.metrics, self.epoch)?;
-        if let Err(e) = wait_ready(&procs, self.template.ready_timeout).await {
-            stop_all(procs).await;
-            return Err(ServeError::Config(format!("{} on GPU {} {{{}}}: {e}", seg.service, seg.gpu, seg.placement)));
+        st.starting.insert(slot);
+        Ok(Starting { seg: LiveSegment { segment: seg, env, procs } })
+    }
+
+    /// Route each of `starting` as soon as all its processes are ready; those not ready within the
+    /// template's ready timeout (from now) are stopped again, their routes unchanged. One result
+    /// per segment, in order.
+    pub async fn route_when_ready(&self, starting: Vec<Starting>) -> Vec<Result<(), ServeError>> {
+        let t0 = Instant::now();
+        let timeout = self.template.ready_timeout;
+        let mut out: Vec<Option<Result<(), ServeError>>> = starting.iter().map(|_| None).collect();
+        let mut waiting: Vec<(usize, LiveSegment)> = starting.into_iter().map(|s| s.seg).enumerate().collect();
+        while !waiting.is_empty() {
+            let late = t0.elapsed() >= timeout;
+            let mut still = Vec::with_capacity(waiting.len());
+            for (i, s) in waiting {
+                let ready = s.procs.iter().filter(|p| p.route.shared.ready.load(Ordering::SeqCst)).count();
+                if ready < s.procs.len() && !late {
+                    still.push((i, s));
+                    continue;
+                }
+                let slot = (s.segment.gpu, s.segment.placement);
+                let svc = if ready == s.procs.len() { Some(self.service(&s.segment)) } else { None };
+                let mut st = self.state.lock().await;
+                st.starting.remove(&slot);
+                out[i] = Some(match svc {
+                    Some(Ok(svc)) => {
+                        reroute(svc, &[], &s.procs);
+                        tracing::info!(service = %s.segment.service, gpu = slot.0, placement = slot.1, procs = s.procs.len(), "segment started and routed");
+                        st.segments.push(s);
+                        Ok(())
+                    }
+                    Some(Err(e)) => {
+                        drop(st);
+                        stop_all(s.procs).await;
+                        Err(e)
+                    }
+                    None => {
+                        drop(st);
+                        let why = format!(
+                            "{} on GPU {} {{{}}}: {ready} of {} worker processes ready after {:.0} s",
+                            s.segment.service,
+                            slot.0,
+                            slot.1,
+                            s.procs.len(),
+                            timeout.as_secs_f64()
+                        );
+                        stop_all(s.procs).await;
+                        Err(ServeError::Config(why))
+                    }
+                });
+            }
+            waiting = still;
+            if !waiting.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        reroute(svc, &[], &procs);
-        tracing::info!(service = %seg.service, gpu = seg.gpu, placement = seg.placement, procs = procs.len(), "segment started and routed");
-        st.segments.push(LiveSegment { segment: seg, env, procs });
-        Ok(())
+        out.into_iter().map(|r| r.unwrap_or_else(|| Err(ServeError::Config("a segment was neither routed nor stopped".into())))).collect()
     }
 
     /// Take the segment at (`gpu`, `placement`) out of its route, drain it and stop it.
@@ -405,6 +483,46 @@ mod tests {
         assert_eq!(calls.len(), 4);
         assert!(calls[2..].iter().all(|c| c.env == env), "{:?}", calls.iter().map(|c| &c.env).collect::<Vec<_>>());
         assert_eq!(node.arrivals()["s"], total as u64);
+        node.stop_everything().await;
+    }
+
+    /// A wave on a live node (issue 32): segments spawned side by side load at once, hold their
+    /// slots meanwhile, reach no request until routed, and each is routed or stopped on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segments_spawned_side_by_side_are_routed_each_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawner = FakeSpawner::new(meta(), vec![0.004; 8], Faults::default());
+        let node = launch(dir.path(), spawner.clone(), Duration::from_secs(3));
+        ready(&node).await;
+        let a = node.spawn_segment(segment(1, 0, 4, 1), vec![]).await.unwrap();
+        let b = node.spawn_segment(segment(2, 0, 4, 2), vec![]).await.unwrap();
+        assert_eq!(a.segment().gpu, 1);
+        let e = node.spawn_segment(segment(1, 0, 4, 1), vec![]).await.err().unwrap().to_string();
+        assert!(e.contains("already runs a segment"), "a slot under way is taken: {e}");
+        assert_eq!(node.router.services["s"].procs().len(), 2, "nothing is routed before route_when_ready");
+        let routed = node.route_when_ready(vec![a, b]).await;
+        assert!(routed.iter().all(Result::is_ok), "{routed:?}");
+        assert_eq!(node.router.services["s"].procs().len(), 5);
+        assert_eq!(node.segments().await.len(), 3);
+        // One whose workers never come up is stopped; the one beside it is routed.
+        let c = node.spawn_segment(segment(3, 0, 4, 1), vec![]).await.unwrap();
+        while spawner.calls.lock().unwrap().len() < 6 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        spawner.faults.lock().unwrap().fail_spawns = 1000;
+        let d = node.spawn_segment(segment(4, 0, 4, 2), vec![]).await.unwrap();
+        let routed = node.route_when_ready(vec![c, d]).await;
+        assert!(routed[0].is_ok(), "{routed:?}");
+        let e = routed[1].as_ref().unwrap_err().to_string();
+        assert!(e.contains("GPU 4 {0}: 0 of 2 worker processes ready"), "{e}");
+        assert_eq!(node.router.services["s"].procs().len(), 6);
+        let slots: Vec<u32> = node.segments().await.iter().map(|s| s.gpu).collect();
+        assert_eq!(slots, vec![0, 1, 2, 3]);
+        // The failed one's slot is free again.
+        spawner.faults.lock().unwrap().fail_spawns = 0;
+        let e = node.spawn_segment(segment(4, 0, 4, 1), vec![]).await.unwrap();
+        assert!(node.route_when_ready(vec![e]).await[0].is_ok());
+        assert!(node.router.infer("s", input()).await.is_ok());
         node.stop_everything().await;
     }
 

@@ -915,13 +915,30 @@ mod tests {
         for d in &t.services {
             assert_eq!(d.seconds_unserved, 0.0, "{d:?}");
         }
-        // Timeline: steps in order, each after the one before, the total their sum.
-        let mut at = 0.0;
+        // Timeline: steps begin in order, the transition ends with the last one to end.
+        let mut begun = 0.0;
         for st in &t.steps {
-            assert!(st.start_s + 1e-9 >= at && st.end_s >= st.start_s, "{st:?}");
-            at = st.end_s;
+            assert!(st.start_s + 1e-9 >= begun && st.end_s >= st.start_s, "{st:?}");
+            begun = st.start_s;
         }
-        assert!((t.seconds - at).abs() < 1e-9);
+        let end = t.steps.iter().map(|s| s.end_s).fold(0.0, f64::max);
+        assert!((t.seconds - end).abs() < 1e-9, "{} against {end}", t.seconds);
+        // The creations before the first drain are one wave: instances one after another, each
+        // one's workers starting at once, so n of them take Costs::wave(n), not n whole creations.
+        let c = Costs::default();
+        let first_wave = t.steps.iter().take_while(|s| s.action != "drain").filter(|s| s.action == "create").map(|s| s.end_s).fold(0.0, f64::max);
+        assert!((first_wave - c.wave(creates_on_new_gpus)).abs() < 1e-9, "{first_wave} for {creates_on_new_gpus} creations");
+        if creates_on_new_gpus > 1 {
+            assert!(first_wave < creates_on_new_gpus as f64 * (c.mig_create + c.mps_start + c.worker_start));
+        }
+    }
+
+    #[test]
+    fn a_wave_makes_instances_one_after_another_and_starts_workers_at_once() {
+        let c = Costs { mig_create: 1.0, mig_destroy: 0.5, worker_start: 2.0, mps_start: 0.5 };
+        assert_eq!(c.creation(0), (0.0, 3.5));
+        assert_eq!(c.creation(2), (3.0, 6.5));
+        assert_eq!((c.wave(0), c.wave(1), c.wave(3)), (0.0, 3.5, 6.5));
     }
 
     #[test]

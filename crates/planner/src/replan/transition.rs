@@ -6,9 +6,12 @@
 //! pending segment and its service keeps the largest share of its new rate without it (all of it
 //! counts the same; then one whose own service's new segment waits on that GPU); the remaining old
 //! segments go last. Every intermediate layout is legal by the GPU type's rules (the same check as
-//! [`parva_core::mig::GpuType::free_starts`]). Steps run one after another on a timeline given by
-//! [`Costs`]; per service the report gives the lowest capacity during the transition and how long
-//! it stays below the new rate, and says when a service has no ready process at all, and why.
+//! [`parva_core::mig::GpuType::free_starts`]). The timeline comes from [`Costs`]: a run of
+//! creations with no drain between them is one wave ([`Costs::creation`]: the node makes their
+//! instances one after another and each one's workers start as soon as its instance exists, side by
+//! side with the next instance), drains and destroys run one after another. Per service the report
+//! gives the lowest capacity during the transition and how long it stays below the new rate, and
+//! says when a service has no ready process at all, and why.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +40,23 @@ impl Default for Costs {
     /// has measured them yet.
     fn default() -> Self {
         Costs { mig_create: 1.0, mig_destroy: 0.5, worker_start: 2.0, mps_start: 0.02 }
+    }
+}
+
+impl Costs {
+    /// The `i`-th creation (from 0) of a wave: when its instance is begun and when its workers are
+    /// ready, seconds from the wave's start. A node makes MIG instances (and their MPS daemons)
+    /// one after another; each instance's workers start as soon as it exists, while the next
+    /// instance is made, so a wave of `n` takes `n × (mig_create + mps_start) + worker_start`
+    /// ([`Costs::wave`]), not `n` times a whole creation.
+    pub fn creation(&self, i: usize) -> (f64, f64) {
+        let made = self.mig_create + self.mps_start;
+        (i as f64 * made, (i + 1) as f64 * made + self.worker_start)
+    }
+
+    /// Seconds a wave of `n` creations takes (0 for none).
+    pub fn wave(&self, n: usize) -> f64 {
+        if n == 0 { 0.0 } else { self.creation(n - 1).1 }
     }
 }
 
@@ -173,6 +193,10 @@ struct Scheduler<'a> {
     /// Why a service had no ready process, per service.
     blocked_why: BTreeMap<usize, String>,
     doomed_left: usize,
+    /// The wave of creations under way (see the module doc): each one's service, capacity and
+    /// when it is ready; and every service's ready capacity when the wave began.
+    wave: Vec<(usize, f64, f64)>,
+    wave_base: Vec<f64>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -234,6 +258,8 @@ impl<'a> Scheduler<'a> {
             timeline: Vec::new(),
             blocked_why: BTreeMap::new(),
             doomed_left,
+            wave: Vec::new(),
+            wave_base: Vec::new(),
         }
     }
 
@@ -298,8 +324,24 @@ impl<'a> Scheduler<'a> {
         self.pending.retain(|_, l| !l.is_empty());
         let place = Placement { profile: profile(self.gpu, c.size), start: c.placement };
         let si = self.index[c.service.as_str()];
-        let create_s = self.costs.mig_create + self.costs.mps_start + self.costs.worker_start;
-        self.push_step("create", gid, place, si, (c.procs, c.batch), create_s);
+        // One more creation of the wave under way (or the first of a new one).
+        if self.wave.is_empty() {
+            self.wave_base = self.fleet.capacity.clone();
+        }
+        let (begun, ready) = self.costs.creation(self.wave.len());
+        self.steps.push(Step {
+            action: "create",
+            node: gid / self.per_node,
+            gpu: gid % self.per_node,
+            placement: place.start,
+            size: place.profile.gpcs,
+            service: c.service.clone(),
+            procs: c.procs,
+            batch: c.batch,
+            start_s: self.t + begun,
+            end_s: self.t + ready,
+        });
+        self.wave.push((si, c.capacity, self.t + ready));
         self.fleet.capacity[si] += c.capacity;
         self.fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
         true
@@ -354,8 +396,20 @@ impl<'a> Scheduler<'a> {
         debug_assert_eq!(self.doomed_left, 0);
     }
 
-    /// Drain and destroy the doomed segment `at` of GPU `gid`.
+    /// End the wave of creations under way: its spans on the timeline, each creation's capacity
+    /// counted from when it is ready; the clock at its last one.
+    fn end_wave(&mut self) {
+        let mut capacity = std::mem::take(&mut self.wave_base);
+        for (si, add, ready) in std::mem::take(&mut self.wave) {
+            self.timeline.push((self.t, ready, capacity.clone()));
+            capacity[si] += add;
+            self.t = ready;
+        }
+    }
+
+    /// Drain and destroy the doomed segment `at` of GPU `gid` (after the wave under way).
     fn break_one(&mut self, gid: u32, at: usize) {
+        self.end_wave();
         let Some(v) = self.fleet.gpus.get_mut(&gid).map(|l| l.remove(at)) else { return };
         let pb = self
             .r
@@ -370,7 +424,8 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Each service's dip over the timeline.
-    fn finish(self) -> Transition {
+    fn finish(mut self) -> Transition {
+        self.end_wave();
         let Scheduler { names, rates, fleet, timeline, blocked_why, costs, steps, t, .. } = self;
         let end = fleet.capacity;
         let start = timeline.first().map(|x| x.2.clone()).unwrap_or_else(|| end.clone());
