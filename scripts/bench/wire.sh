@@ -17,9 +17,14 @@
 # (--worker-transport); wire: how verify sends tensors (--wire; shm = system shared memory, the
 # generator moves no bytes); tensors: image (resnet50's real shapes) or tiny (the same plan and
 # profiles with FP32 [-1, 2] -> [-1, 3] metadata: the per-request cost alone).
-# From each wire's tiny and image cases it derives the data path's cost (router + worker CPU per
-# request, and per MiB of tensors) and writes it as OUT/data_path.csv (parva_core::data_path);
-# with PREDICT_DATA_PATH=FILE the prediction of every case includes FILE's costs.
+# From each wire's tiny and image cases it derives the data path's cost and writes it as
+# OUT/data_path.csv (parva_core::data_path): per request (tiny) and per MiB of tensors (the rest of
+# image), each the larger of two measurements: the router's and workers' CPU per request at RATE,
+# and the latency a lone request spends outside the model: a second `verify` at LOW_SCALE x RATE
+# (default 0.05: 100 req/s, LOW_DURATION 10 s), where nothing queues, measures its median against
+# the simulator's median for the same load without any data path (thread wake-ups and copies cost
+# latency that no CPU counter shows). With PREDICT_DATA_PATH=FILE the prediction of every case
+# includes FILE's costs (and no latency is derived).
 # Bounded in time: cases x (DURATION + 2 s warm-up + ~10 s start-up).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -28,6 +33,8 @@ duration="${2:-20s}"
 out="$(realpath -m "${3:-$root/reports/wire-$rate}")"
 parva="$(realpath "${PARVA:-$root/target/release/parva}")"
 cases="${CASES:-socket:binary:image shm:binary:image shm:shm:image shm:binary:tiny shm:shm:tiny}"
+low_scale="${LOW_SCALE:-0.05}"
+low_duration="${LOW_DURATION:-10s}"
 [[ -x "$parva" ]] || { echo "no parva binary at $parva (cargo build --release --locked, or set PARVA)" >&2; exit 1; }
 rm -rf "$out"; mkdir -p "$out/models-image" "$out/models-tiny" "$out/prof"
 cp "$root/models/resnet50.json" "$out/models-image/"
@@ -79,6 +86,11 @@ run_case() { # label binary transport wire tensors
     --duration "$duration" --warmup 2s --out "$dir/verify" --wire "$wire" --json > "$dir/verify.json" 2> "$dir/verify.err" || true
   local t1 s1 w1=0; t1="$(date +%s.%N)"; s1="$(ticks "$serve")"
   for p in "${workers[@]}"; do w1=$((w1 + $(ticks "$p"))); done
+  # A lone request's latency outside the model (the new binary on the shm transport only).
+  if [[ "$label" == after && "$transport" == shm && -z "${PREDICT_DATA_PATH:-}" ]]; then
+    "$bin" verify --endpoint "$addr" --map "$out/map.csv" --prof-data "$prof" "${models[@]}" --rate-scale "$low_scale" \
+      --duration "$low_duration" --warmup 2s --out "$dir/verify-low" --wire "$wire" --json > "$dir/verify-low.json" 2> "$dir/verify-low.err" || true
+  fi
   kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true
   python3 - "$dir" "$label" "$transport:$wire:$tensors" "$((s1 - s0))" "$((w1 - w0))" "$hz" "$t0" "$t1" <<'PY'
 import json, sys
@@ -97,7 +109,15 @@ gb = requests * tensor_bytes / 1e9
 router_s, worker_s = int(router) / hz, int(workers) / hz
 cpu_us_per_req = (router_s + worker_s) / requests * 1e6 if requests else None
 pred = s.get("predicted_p99_ms")
-row = {"binary": label, "case": case, "achieved_rate": s["achieved_rate"], "failed": s["failed"], "p99_ms": s["p99_ms"],
+# The low-load run: the measured median less the simulator's (no data path in it), microseconds.
+latency_us = None
+try:
+    low = json.load(open(f"{d}/verify-low.json"))["services"][0]
+    if low.get("p50_ms") is not None and low.get("predicted_p50_ms") is not None and not low["failed"]:
+        latency_us = max(low["p50_ms"] - low["predicted_p50_ms"], 0.0) * 1000
+except (OSError, ValueError, KeyError, IndexError):
+    pass
+row = {"latency_us_per_request": latency_us, "binary": label, "case": case, "achieved_rate": s["achieved_rate"], "failed": s["failed"], "p99_ms": s["p99_ms"],
        "predicted_p99_ms": pred, "router_cores": router_s / wall, "worker_cores": worker_s / wall, "verify_cores": verify_cpu / wall,
        "router_s_per_gb": router_s / gb if gb else None, "worker_s_per_gb": worker_s / gb if gb else None, "gb": gb, "wall_s": wall,
        "requests": requests, "tensor_bytes": tensor_bytes, "cpu_us_per_request": cpu_us_per_req}
@@ -122,15 +142,26 @@ out = sys.argv[1]
 rows = [json.load(open(f)) for f in glob.glob(f"{out}/after-*/row.json")]
 by = {tuple(r["case"].split(":")): r for r in rows}
 lines = ["wire,per_request_us,per_mib_us"]
+seen = []
 for wire in ("binary", "json", "shm"):
     tiny, image = by.get(("shm", wire, "tiny")), by.get(("shm", wire, "image"))
     if not (tiny and image and tiny["cpu_us_per_request"] and image["cpu_us_per_request"]):
         continue
-    per_req = tiny["cpu_us_per_request"]
     mib = image["tensor_bytes"] / 2**20
-    per_mib = max(image["cpu_us_per_request"] - per_req, 0.0) / mib
+    cost = {}
+    for what in ("cpu", "latency"):
+        t, i = tiny.get(f"{what}_us_per_request"), image.get(f"{what}_us_per_request")
+        if t is not None and i is not None:
+            cost[what] = (t, max(i - t, 0.0) / mib)
+            seen.append(f"{wire:<7} {what:<8} {t:9.1f} {cost[what][1]:9.1f}")
+    per_req = max(c[0] for c in cost.values())
+    per_mib = max(c[1] for c in cost.values())
     lines.append(f"{wire},{per_req:.1f},{per_mib:.1f}")
 open(f"{out}/data_path.csv", "w").write("\n".join(lines) + "\n")
-print("data path (router + worker CPU, per request and per MiB of tensors):")
+print("the data path per request and per MiB of tensors, microseconds: router + worker CPU at the")
+print("bench's rate, and a lone request's latency outside the model (low load):")
+print(f"{'wire':<7} {'measure':<8} {'per_req':>9} {'per_mib':>9}")
+print("\n".join(seen))
+print("data_path.csv (the larger of the two):")
 print("\n".join(lines))
 PY

@@ -13,8 +13,14 @@
 //!
 //! - `wire`: `binary` (binary tensor data over HTTP, tritonclient's and perf_analyzer's default),
 //!   `json`, or `shm` (system shared memory);
-//! - `per_request_us`: the router's and workers' time per request whatever its size, microseconds;
-//! - `per_mib_us`: their time per MiB of the request's tensors (inputs and outputs), microseconds.
+//! - `per_request_us`: the time a request spends on the data path whatever its size, microseconds;
+//! - `per_mib_us`: its time per MiB of the request's tensors (inputs and outputs), microseconds.
+//!
+//! `scripts/bench/wire.sh` measures both twice and writes the larger: the router's and workers'
+//! CPU per request at a high rate, and the latency a lone request spends outside the model at a
+//! low one (its median against the simulator's median without a data path: thread wake-ups and
+//! hand-offs cost latency that no CPU counter shows; on the 2-core VM about 1 ms a request
+//! against 0.14 ms of CPU).
 //!
 //! A request of `b` bytes on wire `w` costs `per_request_us + per_mib_us * b / 2^20`. The planner
 //! plans each service to its SLO less that cost (as with a margin), and the simulator adds it to
