@@ -27,7 +27,7 @@ printf 'time_s,service,rate\n0,nlp,40\n15,nlp,120\n35,nlp,40\n' > "$out/rates.cs
 "$bin/parva" plan --prof-data "$prof" --services "$out/services.csv" --gpu-type "$gpu_type" --out "$out/map.csv" > /dev/null || exit 1
 RUST_LOG=info "$bin/parva" deploy --map "$out/map.csv" "${mig[@]}" "${fake[@]}" --run-dir "$out/run" --backend "$backend" "${device[@]}" \
     --prof-data "$prof" --models "$models" --listen 127.0.0.1:0 --follow --services "$out/services.csv" \
-    --window 2s --ewma 1 --down-after 8s --warmup-window 0s > "$out/deploy.out" 2> "$out/deploy.log" &
+    --window 2s --ewma 1 --down-after 8s --warmup-window 0s --max-changes-per-hour 3 > "$out/deploy.out" 2> "$out/deploy.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 t0=$(date +%s)

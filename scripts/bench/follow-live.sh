@@ -7,7 +7,8 @@
 # controller's transitions (logged at default verbosity) and the node's metrics.
 #   PARVA=target/release/parva scripts/bench/follow-live.sh [OUT_DIR]
 #   FOLLOW_ARGS: controller flags (default: 10 s windows, 30 s warm-up and down-after, so that
-#   the x0.5 stretch is long enough for a scale-down)
+#   the x0.5 stretch is long enough for a scale-down, and the churn budget of the earlier runs,
+#   3 an hour: at the default 2 the budget is spent by the first two scale-ups of a 6-minute run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 parva="$(realpath "${PARVA:-target/release/parva}")"
@@ -36,7 +37,7 @@ PY
 # shellcheck disable=SC2086
 "$parva" deploy --map "$out/map.csv" --fake-gpus a100-80gb:8 --run-dir "$out/run" --backend emulated \
     --prof-data $prof --models $models --listen 127.0.0.1:0 --follow --services "$out/services.csv" \
-    ${FOLLOW_ARGS:---window 10s --warmup-window 30s --down-after 30s} > "$out/deploy.out" 2> "$out/deploy.log" &
+    ${FOLLOW_ARGS:---window 10s --warmup-window 30s --down-after 30s --max-changes-per-hour 3} > "$out/deploy.out" 2> "$out/deploy.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until addr=$(grep -o '^listening on http://[0-9.:]*' "$out/deploy.out" 2>/dev/null | cut -d' ' -f3); do

@@ -39,7 +39,9 @@ fn start_following(map: &Path, run: &Path, services: &Path) -> (KillOnDrop, Stri
 }
 
 /// `extra` follow flags after the defaults (window 1 s, EWMA 1, scale-down after 4 s of low
-/// load, no warm-up, reactive); `window` replaces the default window.
+/// load, no warm-up, reactive, and 3 changes an hour: these runs compress a day into a minute,
+/// and at the controller's default of 2 the way back down would wait an hour); `window`
+/// replaces the default window.
 fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)], extra: &[&str]) -> (KillOnDrop, String) {
     start_following_window(map, run, services, env, extra, "1s")
 }
@@ -50,6 +52,7 @@ fn start_following_window(map: &Path, run: &Path, services: &Path, env: &[(&str,
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0"])
         .args(["--follow", "--services", s(services), "--window", window, "--ewma", "1", "--down-after", "4s", "--warmup-window", "0s"])
+        .args(["--max-changes-per-hour", "3"])
         .args(extra)
         .current_dir(repo())
         .stdout(Stdio::piped())

@@ -199,11 +199,15 @@ impl Controller {
         &self.last_forecast
     }
 
+    /// Whether the churn budget allows a change now: at most `n` changes in any `3600 n / r`
+    /// seconds, `r` the budget per hour and `n` its whole part (at least 1), so that a fractional
+    /// budget means what it says (1.5 an hour: one in any 40 minutes, not two in an hour).
     fn budget_left(&mut self, now_s: f64) -> bool {
-        while self.changes.front().is_some_and(|t| now_s - t >= 3600.0) {
+        let (n, window) = budget_window(self.settings.max_changes_per_hour);
+        while self.changes.front().is_some_and(|t| now_s - t >= window) {
             self.changes.pop_front();
         }
-        (self.changes.len() as f64) < self.settings.max_changes_per_hour
+        self.changes.len() < n
     }
 
     /// The window ending at `now_s` saw `seen` (one per service, in `names`' order): the rates
@@ -438,6 +442,14 @@ impl Controller {
     }
 }
 
+/// The churn budget `per_hour` as at most `n` changes in any window of the returned seconds
+/// (see [`Controller::budget_left`]).
+fn budget_window(per_hour: f64) -> (usize, f64) {
+    let per_hour = if per_hour.is_finite() && per_hour > 0.0 { per_hour } else { 1.0 };
+    let n = per_hour.floor().max(1.0);
+    (n as usize, 3600.0 * n / per_hour)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +526,26 @@ mod tests {
             t += 60.0;
         }
         // ...a scale-up does not.
+        let mut c = ctl(s, &[100.0]);
+        let d = c.observe(60.0, &obs(&[300.0], 60.0)).unwrap();
+        c.applied(60.0, d.target.clone(), true, &d.target);
+        assert!(c.observe(120.0, &obs(&[900.0], 60.0)).is_some());
+    }
+
+    /// A fractional budget means what it says: 1.5 an hour is one change in any 40 minutes (it
+    /// was two an hour, the same as 2: the count of the last hour was compared with 1.5).
+    #[test]
+    fn a_fractional_churn_budget_spaces_changes_evenly() {
+        assert_eq!(budget_window(3.0), (3, 3600.0));
+        assert_eq!(budget_window(1.5), (1, 2400.0));
+        assert_eq!(budget_window(0.5), (1, 7200.0));
+        assert_eq!(budget_window(2.5), (2, 2880.0));
+        let s = Settings { max_changes_per_hour: 1.5, ..Settings::default() };
+        let mut c = ctl(s, &[100.0]);
+        c.changes.push_back(0.0);
+        assert!(!c.budget_left(2399.0), "one change in the last 40 minutes");
+        assert!(c.budget_left(2400.0));
+        // And a scale-up at need still never waits for it.
         let mut c = ctl(s, &[100.0]);
         let d = c.observe(60.0, &obs(&[300.0], 60.0)).unwrap();
         c.applied(60.0, d.target.clone(), true, &d.target);

@@ -22,7 +22,9 @@ fn config() -> DayConfig {
         warmup_s: 0.5,
         seed: 1,
         percentile: 99.0,
-        follow: Settings { window_s: 300.0, down_after_s: 600.0, warmup_s: 600.0, min_requests: 0.0, ..Settings::default() },
+        // A 2-hour day with one 30-minute peak: the budget of 3 changes an hour lets the follow
+        // policy go up and back down within it (at the default 2 the way down waits an hour).
+        follow: Settings { window_s: 300.0, down_after_s: 600.0, warmup_s: 600.0, min_requests: 0.0, max_changes_per_hour: 3.0, ..Settings::default() },
         costs: Costs::default(),
         jobs: None,
     }

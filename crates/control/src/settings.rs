@@ -81,8 +81,11 @@ impl Default for Settings {
     /// over-provisioned by its extrapolation); 15 minutes of sustained low load before a
     /// scale-down, at most half a service's rate given up at once, and only when it frees 1.25
     /// GPUs, so that a dip costs no two transitions; no scale-down in the first 5 minutes or on
-    /// a window of fewer than 50 requests (a cold start); 3 changes an hour (4 gave 49 re-plans
-    /// a day on the 12-service trace, 3 gives 46 for 0.5 % more GPU-hours).
+    /// a window of fewer than 50 requests (a cold start); 2 changes an hour (since a
+    /// transition's creations run as waves: 3 gave 46-52 re-plans a day on the three smoother
+    /// traces and 77 on the noisy one, 2 gives 38-42 and 57 for 0.6-1.6 % more GPU-hours on
+    /// three of them and 0.9 % fewer on the fourth; 1.5 gave 32-38 and 54 for 0.3-1.2 % more
+    /// again).
     fn default() -> Self {
         Settings {
             mode: Mode::Forecast,
@@ -97,7 +100,7 @@ impl Default for Settings {
             burst_factor: 0.5,
             min_requests: 50.0,
             warmup_s: 300.0,
-            max_changes_per_hour: 3.0,
+            max_changes_per_hour: 2.0,
             backoff_s: 30.0,
             backoff_max_s: 900.0,
             min_rate: 1.0,
