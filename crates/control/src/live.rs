@@ -335,6 +335,22 @@ impl<'a> LiveNodeOps<'a> {
         self.f.deploy.gpu_index_map.get(&gpu).copied().unwrap_or(gpu)
     }
 
+    /// The workers' environment of `seg`'s instance (created by [`Node::create_instance`]).
+    fn env_of(&self, seg: &Segment) -> Result<Vec<(String, String)>, NodeError> {
+        self.env
+            .get(&(seg.gpu, seg.placement))
+            .cloned()
+            .ok_or_else(|| NodeError(format!("no instance created on GPU {} {{{}}} to start workers on", seg.gpu, seg.placement)))
+    }
+
+    /// `seg`'s workers serve: it joins what serves, and its instance's row takes its batch size.
+    fn started(&mut self, seg: &Segment) {
+        self.serving.push(seg.clone());
+        if let Some(c) = self.cur.iter_mut().find(|s| (s.gpu, s.placement) == (seg.gpu, seg.placement)) {
+            *c = seg.clone();
+        }
+    }
+
     /// The node's map now: its instances and best-effort instances.
     fn map(&self) -> DeploymentMap {
         DeploymentMap { segments: self.cur.clone(), jobs: self.jobs.clone() }
@@ -434,16 +450,9 @@ impl Node for LiveNodeOps<'_> {
     }
 
     async fn start(&mut self, seg: &Segment) -> Result<(), NodeError> {
-        let env = self
-            .env
-            .get(&(seg.gpu, seg.placement))
-            .cloned()
-            .ok_or_else(|| NodeError(format!("no instance created on GPU {} {{{}}} to start workers on", seg.gpu, seg.placement)))?;
+        let env = self.env_of(seg)?;
         self.live.start_segment(seg.clone(), env).await.map_err(node_error)?;
-        self.serving.push(seg.clone());
-        if let Some(c) = self.cur.iter_mut().find(|s| (s.gpu, s.placement) == (seg.gpu, seg.placement)) {
-            *c = seg.clone();
-        }
+        self.started(seg);
         Ok(())
     }
 
@@ -496,28 +505,23 @@ impl Node for LiveNodeOps<'_> {
                 made.push(Made::Failed(e));
                 continue;
             }
-            let Some(env) = self.env.get(&(seg.gpu, seg.placement)).cloned() else {
-                made.push(Made::Created(NodeError(format!("no environment for the instance on GPU {} {{{}}}", seg.gpu, seg.placement))));
-                continue;
+            let spawned = match self.env_of(seg) {
+                Ok(env) => self.live.spawn_segment(seg.clone(), env).await.map_err(node_error),
+                Err(e) => Err(e),
             };
-            match self.live.spawn_segment(seg.clone(), env).await {
+            match spawned {
                 Ok(s) => {
                     starting.push((i, s));
                     made.push(Made::Ready);
                 }
-                Err(e) => made.push(Made::Created(node_error(e))),
+                Err(e) => made.push(Made::Created(e)),
             }
         }
         let (at, starting): (Vec<usize>, Vec<_>) = starting.into_iter().unzip();
         for (i, routed) in at.into_iter().zip(self.live.route_when_ready(starting).await) {
             let seg = &segs[i];
             match routed {
-                Ok(()) => {
-                    self.serving.push(seg.clone());
-                    if let Some(c) = self.cur.iter_mut().find(|s| (s.gpu, s.placement) == (seg.gpu, seg.placement)) {
-                        *c = seg.clone();
-                    }
-                }
+                Ok(()) => self.started(seg),
                 Err(e) => made[i] = Made::Created(node_error(e)),
             }
         }

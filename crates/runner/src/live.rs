@@ -135,7 +135,7 @@ impl LiveNode {
     /// most the template's ready timeout), then route to it. On failure nothing is left running.
     pub async fn start_segment(&self, seg: Segment, env: Vec<(String, String)>) -> Result<(), ServeError> {
         let starting = self.spawn_segment(seg, env).await?;
-        self.route_when_ready(vec![starting]).await.pop().unwrap_or(Ok(()))
+        self.route_when_ready(vec![starting]).await.pop().unwrap_or_else(|| Err(ServeError::Config("the segment was neither routed nor stopped".into())))
     }
 
     /// Start `seg`'s processes with its workers' environment `env`, not waiting for them; no
@@ -165,7 +165,7 @@ impl LiveNode {
             let late = t0.elapsed() >= timeout;
             let mut still = Vec::with_capacity(waiting.len());
             for (i, s) in waiting {
-                let ready = s.procs.iter().filter(|p| p.route.shared.ready.load(Ordering::SeqCst)).count();
+                let ready = ready_count(&s.procs);
                 if ready < s.procs.len() && !late {
                     still.push((i, s));
                     continue;
@@ -312,11 +312,16 @@ fn spawn_all(t: &WorkerTemplate, planned: Vec<Planned>, metrics: &Arc<crate::met
     Ok(out)
 }
 
+/// How many of `procs` are ready.
+fn ready_count(procs: &[LiveProc]) -> usize {
+    procs.iter().filter(|p| p.route.shared.ready.load(Ordering::SeqCst)).count()
+}
+
 /// Wait until every process is ready; an error once `timeout` passes.
 async fn wait_ready(procs: &[LiveProc], timeout: Duration) -> Result<(), String> {
     let t0 = Instant::now();
     loop {
-        let ready = procs.iter().filter(|p| p.route.shared.ready.load(Ordering::SeqCst)).count();
+        let ready = ready_count(procs);
         if ready == procs.len() {
             return Ok(());
         }

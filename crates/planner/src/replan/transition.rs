@@ -268,9 +268,17 @@ impl<'a> Scheduler<'a> {
     }
 
     /// A step of `seconds` from now on segment `place` of GPU `gid` (with its `(procs, batch)`).
-    fn push_step(&mut self, action: &'static str, gid: u32, place: Placement, service: usize, (procs, batch): (u32, u32), seconds: f64) {
+    fn push_step(&mut self, action: &'static str, gid: u32, place: Placement, service: usize, pb: (u32, u32), seconds: f64) {
         self.timeline.push((self.t, self.t + seconds, self.fleet.capacity.clone()));
-        self.steps.push(Step {
+        let step = self.step(action, gid, place, service, pb, (self.t, self.t + seconds));
+        self.steps.push(step);
+        self.t += seconds;
+    }
+
+    /// The step `action` on segment `place` of GPU `gid` (with its `(procs, batch)`) from
+    /// `start_s` to `end_s`.
+    fn step(&self, action: &'static str, gid: u32, place: Placement, service: usize, (procs, batch): (u32, u32), (start_s, end_s): (f64, f64)) -> Step {
+        Step {
             action,
             node: gid / self.per_node,
             gpu: gid % self.per_node,
@@ -279,10 +287,9 @@ impl<'a> Scheduler<'a> {
             service: self.names[service].clone(),
             procs,
             batch,
-            start_s: self.t,
-            end_s: self.t + seconds,
-        });
-        self.t += seconds;
+            start_s,
+            end_s,
+        }
     }
 
     /// Kept segments with a new batch size: a router setting, at time 0, taking no time.
@@ -329,18 +336,8 @@ impl<'a> Scheduler<'a> {
             self.wave_base = self.fleet.capacity.clone();
         }
         let (begun, ready) = self.costs.creation(self.wave.len());
-        self.steps.push(Step {
-            action: "create",
-            node: gid / self.per_node,
-            gpu: gid % self.per_node,
-            placement: place.start,
-            size: place.profile.gpcs,
-            service: c.service.clone(),
-            procs: c.procs,
-            batch: c.batch,
-            start_s: self.t + begun,
-            end_s: self.t + ready,
-        });
+        let step = self.step("create", gid, place, si, (c.procs, c.batch), (self.t + begun, self.t + ready));
+        self.steps.push(step);
         self.wave.push((si, c.capacity, self.t + ready));
         self.fleet.capacity[si] += c.capacity;
         self.fleet.gpus.entry(gid).or_default().push(Live { place, service: si, capacity: c.capacity, doomed: false });
