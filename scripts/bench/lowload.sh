@@ -19,7 +19,10 @@
 #     scenarioN    ParvaGPU's scenario N (../shared/reference/parvagpu-a100), planned by `parva
 #                  plan` (queueing model), every model with tiny tensors (FP32 [-1, 2] -> [-1, 3]).
 #
-# Bounded in time: cases x loads x (DURATION + 2 s warm-up) plus ~10 s of start-up per case.
+# Every load is measured on as many requests as the highest (`verify --equal-requests`: x0.1 runs
+# ten times the measured seconds of x1), so that a low load's p99 is not the dozen slowest of a
+# few thousand requests. Bounded in time: per case, the loads' (2 s warm-up + (DURATION - 2 s) x
+# highest / load) plus ~10 s of start-up (20s and 0.1,0.25,0.5,1: about 5.5 minutes a case).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 duration="${1:-20s}"
@@ -33,7 +36,7 @@ rm -rf "$out"; mkdir -p "$out"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-echo "loads $scales, $duration each after 2 s warm-up; $(nproc) cores; $("$parva" --version)"
+echo "loads $scales, as many requests each as the highest in $duration (2 s warm-up); $(nproc) cores; $("$parva" --version)"
 
 tiny_models() { # MAP DIR: a tiny-tensor metadata file for every model of MAP
   mkdir -p "$2"
@@ -76,7 +79,7 @@ PY
   for _ in $(seq 600); do addr="$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$dir/serve.out" 2>/dev/null)"; [[ -n "$addr" ]] && break; sleep 0.1; done
   [[ -n "$addr" ]] || { echo "no address in $dir/serve.out" >&2; cat "$dir/serve.err" >&2; exit 1; }
   "$parva" verify --endpoint "$addr" --map "$map" --prof-data "$prof" --models "$models" --wire "$wire" \
-    --rate-scale "$scales" --duration "$duration" --warmup 2s --out "$dir/verify" > "$dir/verify.txt" 2> "$dir/verify.err" || true
+    --rate-scale "$scales" --equal-requests --duration "$duration" --warmup 2s --out "$dir/verify" > "$dir/verify.txt" 2> "$dir/verify.err" || true
   kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true
   echo; echo "== $name ($(($(grep -c . "$map") - 1)) segments, wire $wire, $("$parva" --version))"
   sed -n '/^service .* load /,$p' "$dir/verify.txt"

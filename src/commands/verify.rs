@@ -74,6 +74,12 @@ pub struct VerifyArgs {
     /// `--out/x<scale>/`, and a summary by load (`loads.csv`): measured and predicted p50/p99.
     #[arg(long, value_delimiter = ',', default_value = "1", value_name = "SCALE[,SCALE...]")]
     rate_scale: Vec<f64>,
+    /// With several --rate-scale loads: measure each until it has sent as many requests as the
+    /// highest (x0.1 runs the measured seconds of --duration ten times over; the warm-up stays),
+    /// so that every load's p99 is taken from as many requests (perf_analyzer's
+    /// `--measurement-mode count_windows` does the same for its windows).
+    #[arg(long)]
+    equal_requests: bool,
     /// A service passes when at least this percentage of its requests succeed within the SLO.
     #[arg(long, default_value_t = 99.0)]
     percentile: f64,
@@ -235,7 +241,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let prediction = match (map, profiles, &args.plan) {
         (Some(map), Some(profiles), Some(plan)) if spec.trace.is_none() => Some(Prediction {
-            how: format!("parva simulate of {} with profiles {}, same duration, warm-up, arrivals, seed and rate scale", plan.display(), profiles.dir.display()),
+            how: format!("parva simulate of {} with profiles {}: the same warm-up, arrivals, seed and rate scale", plan.display(), profiles.dir.display()),
             services: listed,
             map,
             profiles,
@@ -257,14 +263,18 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         None => Default::default(),
     };
+    // Every load's duration is checked before the first request.
+    for &scale in &args.rate_scale {
+        spec.at_load(scale, &args.rate_scale, args.equal_requests)?;
+    }
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     let several = args.rate_scale.len() > 1;
     let mut reports = Vec::with_capacity(args.rate_scale.len());
     for &scale in &args.rate_scale {
-        let spec = Spec { rate_scale: scale, ..spec.clone() };
+        let spec = spec.at_load(scale, &args.rate_scale, args.equal_requests)?;
         let dir = if several { out_dir.join(format!("x{scale}")) } else { out_dir.clone() };
         if several {
-            eprintln!("load x{scale}:");
+            eprintln!("load x{scale}: {:.0} s", spec.duration_s);
         }
         let predicted = match &prediction {
             Some(p) => Some(
@@ -295,7 +305,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         let mut verification = verification?;
         if let (Some(p), Some(pred)) = (&prediction, &predicted) {
-            predict::attach(&mut verification.report, pred, p.how.clone());
+            let how = format!("{}, over {:.0} s simulated", p.how, pred.simulated_s);
+            predict::attach(&mut verification.report, pred, how);
         }
         let plots = verification.plots()?;
         let written = report::write_files(&dir, &verification.report, &plots)?;

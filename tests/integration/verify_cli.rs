@@ -253,6 +253,31 @@ fn verify_runs_several_loads_in_one_command_and_puts_measured_beside_predicted()
     assert!(stderr(&o).contains("several loads need fixed rates"), "{}", stderr(&o));
 }
 
+/// Issue 36: `--equal-requests` measures a lower load for longer, so that each load's p99 is
+/// taken from as many requests; a load that would run past a day is refused before any request.
+#[test]
+fn verify_measures_each_load_on_as_many_requests_with_equal_requests() {
+    let s = serve_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--services", &fx("services.csv"), "--duration", "2s", "--warmup", "1s", "--rate-scale", "0.5,1", "--equal-requests"];
+    let (code, r, o) = verify(&s, &dir.path().join("equal"), &args);
+    assert_eq!(code, Some(0), "{r}\n{}", stderr(&o));
+    let reports = r.as_array().unwrap_or_else(|| panic!("an array of reports: {r}"));
+    let seconds: Vec<(f64, f64)> = reports.iter().map(|r| (f(&r["settings"]["duration_s"]), f(&r["settings"]["window_s"]))).collect();
+    // x0.5 measures 2 s after its 1 s warm-up, x1 1 s: both schedule about the same requests.
+    assert_eq!(seconds, [(3.0, 2.0), (2.0, 1.0)], "{}", stderr(&o));
+    assert!(stderr(&o).contains("load x0.5: 3 s"), "{}", stderr(&o));
+    let sched = |i: usize| -> f64 { reports[i]["services"].as_array().unwrap().iter().map(|s| f(&s["scheduled"])).sum() };
+    assert!((sched(0) / sched(1) - 1.0).abs() < 0.3, "scheduled {} at x0.5, {} at x1", sched(0), sched(1));
+    // x0.00001 would measure 100,000 s: refused, nothing sent, no report written.
+    let out = dir.path().join("long");
+    let args = ["--services", &fx("services.csv"), "--duration", "2s", "--warmup", "1s", "--rate-scale", "0.00001,1", "--equal-requests"];
+    let (code, _, o) = verify(&s, &out, &args);
+    assert_eq!(code, Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--equal-requests: load x0.00001 would run 100001 s"), "{}", stderr(&o));
+    assert!(!out.exists(), "no report for a refused run");
+}
+
 /// Issue 14: `--rates` loads at rates that change over time (a rate trace): roomy steps from
 /// 20/s to 80/s and back, the others keep their list rates; every scheduled request is answered.
 #[test]

@@ -80,7 +80,25 @@ pub struct Spec {
     pub tool: String,
 }
 
+/// The longest one load of `verify --rate-scale ... --equal-requests` may run, seconds.
+pub const MAX_LOAD_S: f64 = 86_400.0;
+
 impl Spec {
+    /// This spec at load `scale`, one of `scales` (`verify --rate-scale A,B,...`); with
+    /// `equal_requests`, measured for as long as it takes to send as many requests as the highest
+    /// of `scales`: the seconds after the warm-up times the highest scale over `scale` (the
+    /// warm-up stays). At most a day ([`MAX_LOAD_S`]).
+    pub fn at_load(&self, scale: f64, scales: &[f64], equal_requests: bool) -> Result<Spec, VerifyError> {
+        let highest = scales.iter().copied().fold(scale, f64::max);
+        let duration_s = if equal_requests { self.warmup_s + (self.duration_s - self.warmup_s) * highest / scale } else { self.duration_s };
+        if !(duration_s <= MAX_LOAD_S) {
+            return Err(VerifyError::Config(format!(
+                "--equal-requests: load x{scale} would run {duration_s:.0} s to send as many requests as x{highest}; at most {MAX_LOAD_S} s (a day): shorten --duration or raise the lowest --rate-scale"
+            )));
+        }
+        Ok(Spec { rate_scale: scale, duration_s, ..self.clone() })
+    }
+
     /// Check the settings; the message names the flag and the value.
     pub fn check(&self) -> Result<(), VerifyError> {
         let bad = |m: String| Err(VerifyError::Config(m));
