@@ -16,6 +16,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod estimate;
 pub mod front;
 pub mod http;
 pub mod jobs;
