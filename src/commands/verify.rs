@@ -241,7 +241,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let prediction = match (map, profiles, &args.plan) {
         (Some(map), Some(profiles), Some(plan)) if spec.trace.is_none() => Some(Prediction {
-            how: format!("parva simulate of {} with profiles {}: the same warm-up, arrivals, seed and rate scale", plan.display(), profiles.dir.display()),
+            how: format!("parva simulate of {} with profiles {}, same duration, warm-up, arrivals, seed and rate scale", plan.display(), profiles.dir.display()),
             services: listed,
             map,
             profiles,
@@ -305,8 +305,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         let mut verification = verification?;
         if let (Some(p), Some(pred)) = (&prediction, &predicted) {
-            let how = format!("{}, over {:.0} s simulated", p.how, pred.simulated_s);
-            predict::attach(&mut verification.report, pred, how);
+            predict::attach(&mut verification.report, pred, p.how.clone());
         }
         let plots = verification.plots()?;
         let written = report::write_files(&dir, &verification.report, &plots)?;
