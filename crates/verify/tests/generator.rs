@@ -174,3 +174,22 @@ async fn endpoint_problems_name_the_service_and_the_url() {
     assert!(matches!(e, VerifyError::Unreachable { .. }), "{e}");
     assert!(e.to_string().contains(&free.to_string()), "{e}");
 }
+
+/// Issue 36: `--equal-requests` gives every load the requests of the highest: the measured
+/// seconds times the load are the same at each, the warm-up stays; past a day is refused.
+#[test]
+fn each_load_at_equal_requests_is_measured_on_as_many_requests() {
+    let s = spec("127.0.0.1:1".parse().unwrap(), &[("a", 100.0, 200.0)]);
+    let scales = [0.1, 0.25, 0.5, 1.0];
+    for &x in &scales {
+        let at = s.at_load(x, &scales, true).unwrap();
+        assert_eq!((at.rate_scale, at.warmup_s), (x, s.warmup_s));
+        // 2 s measured at x1: 100 x 2 = 200 requests at every load.
+        let requests = 100.0 * x * (at.duration_s - at.warmup_s);
+        assert!((requests - 200.0).abs() < 1e-9, "x{x}: {} s, {requests} requests", at.duration_s);
+        // Without it, every load runs --duration.
+        assert_eq!(s.at_load(x, &scales, false).unwrap().duration_s, s.duration_s);
+    }
+    let err = s.at_load(1e-5, &[1e-5, 1.0], true).unwrap_err().to_string();
+    assert!(err.contains("--equal-requests: load x0.00001 would run 200000 s"), "{err}");
+}
