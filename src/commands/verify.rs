@@ -263,15 +263,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         None => Default::default(),
     };
-    // Every load's duration is checked before the first request.
-    for &scale in &args.rate_scale {
-        spec.at_load(scale, &args.rate_scale, args.equal_requests)?;
-    }
+    // Every load's spec (its duration checked) before the first request.
+    let loads = args.rate_scale.iter().map(|&scale| spec.at_load(scale, &args.rate_scale, args.equal_requests)).collect::<Result<Vec<Spec>, _>>()?;
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     let several = args.rate_scale.len() > 1;
     let mut reports = Vec::with_capacity(args.rate_scale.len());
-    for &scale in &args.rate_scale {
-        let spec = spec.at_load(scale, &args.rate_scale, args.equal_requests)?;
+    for spec in loads {
+        let scale = spec.rate_scale;
         let dir = if several { out_dir.join(format!("x{scale}")) } else { out_dir.clone() };
         if several {
             eprintln!("load x{scale}: {:.0} s", spec.duration_s);
