@@ -39,9 +39,9 @@ fn start_following(map: &Path, run: &Path, services: &Path) -> (KillOnDrop, Stri
 }
 
 /// `extra` follow flags after the defaults (window 1 s, EWMA 1, scale-down after 4 s of low
-/// load, no warm-up, reactive, and 3 changes an hour: these runs compress a day into a minute,
-/// and at the controller's default of 2 the way back down would wait an hour); `window`
-/// replaces the default window.
+/// load, no warm-up, reactive, and 3 changes an hour unless `extra` names its own budget: these
+/// runs compress a day into a minute, and at the controller's default of 2 the way back down
+/// would wait an hour); `window` replaces the default window.
 fn start_following_env(map: &Path, run: &Path, services: &Path, env: &[(&str, &str)], extra: &[&str]) -> (KillOnDrop, String) {
     start_following_window(map, run, services, env, extra, "1s")
 }
@@ -52,7 +52,7 @@ fn start_following_window(map: &Path, run: &Path, services: &Path, env: &[(&str,
         .args(["deploy", "--map", s(map), "--fake-gpus", "a100-80gb:2", "--run-dir", s(run), "--backend", "emulated"])
         .args(["--prof-data", PROF, "--models", MODELS, "--listen", "127.0.0.1:0"])
         .args(["--follow", "--services", s(services), "--window", window, "--ewma", "1", "--down-after", "4s", "--warmup-window", "0s"])
-        .args(["--max-changes-per-hour", "3"])
+        .args(if extra.contains(&"--max-changes-per-hour") { &[][..] } else { &["--max-changes-per-hour", "3"][..] })
         .args(extra)
         .current_dir(repo())
         .stdout(Stdio::piped())
@@ -102,7 +102,10 @@ fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_r
     let first = std::fs::read_to_string(&map).unwrap();
     assert_eq!(first.lines().count(), 2, "one segment at 1x: {first}");
     let run = d.path().join("run");
-    let (mut child, addr) = start_following(&map, &run, &services);
+    // Regression (flaky under a loaded machine): at 3 changes an hour, an extra scale-up on a
+    // slow start spent the budget and the way back down never came within the run. The budget
+    // is not what this test is about (controller tests cover it): 20 an hour here.
+    let (mut child, addr) = start_following_env(&map, &run, &services, &[], &["--max-changes-per-hour", "20"]);
     // 1x for 8 s, 3x for 12 s, 1x for 12 s.
     let rates = d.path().join("rates.csv");
     std::fs::write(&rates, "time_s,service,rate\n0,roomy,80\n8,roomy,240\n20,roomy,80\n").unwrap();
@@ -129,8 +132,15 @@ fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_r
     assert_eq!(metric(&text, "parva_follow_failures_total", &[]), 0.0);
     assert_eq!(metric(&text, "parva_free_gpus", &[]), 1.0, "the second GPU stays free");
     // The deploy record names what runs now: back to one segment for 1x (scale-down waited
-    // --down-after after the scale-up).
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("deploy.json")).unwrap()).unwrap();
+    // --down-after after the scale-up). A scale-down that began in the run's last seconds is
+    // waited for: the record is written when the transition ends.
+    let read = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(run.join("deploy.json")).unwrap()).unwrap() };
+    let begin = Instant::now();
+    let mut record = read();
+    while record["segments"].as_array().unwrap().len() != 1 && begin.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+        record = read();
+    }
     assert_eq!(record["segments"].as_array().unwrap().len(), 1, "{record}");
     assert_eq!(record["free_gpus"], serde_json::json!([1]), "{record}");
     let o = parva(&["deploy", "--teardown", "--fake-gpus", "a100-80gb:2", "--run-dir", s(&run)]);
