@@ -82,6 +82,11 @@ fn follow_sees_only_the_past_and_an_alarm_meets_a_rise_within_seconds() {
     // The first second whose last ALARM_S seconds pass the plan (as a live node's loop).
     assert!(up.at_s > 1800.0 && up.at_s <= 1800.0 + ALARM_S, "{up:?}");
     assert!(up.line.starts_with("scale-up: applied") && up.line.contains("alarm"), "{up:?}");
+    // Met at its height in one transition (the alarm's last second is all after the rise; over
+    // 2 s it was half before, planned for the average, and a second alarm followed).
+    let to: f64 = up.line.split("(a ").nth(1).and_then(|x| x.split(" -> ").nth(1)).and_then(|x| x.split("/s").next()).unwrap().parse().unwrap();
+    assert!(to >= 15000.0, "{up:?}");
+    assert_eq!(fo.log.iter().filter(|l| l.at_s > 1800.0 && l.at_s < 1900.0).count(), 1, "{:?}", fo.log);
     assert!(a(1900.0).attainment_pct >= 99.0, "{:?}", a(1900.0));
     // Scale-down waits for --down-after of low load: GPUs stay up right after the drop.
     let gpus = |at: f64| fo.pieces.iter().find(|x| x.start_s <= at && at < x.end_s).unwrap().gpus;

@@ -395,7 +395,7 @@ impl<'a> Driver<'a> {
         plan: &PlanFn,
     ) -> Outcome {
         let Some(decision) = self.controller.alarm(now_s, short, recent) else { return Outcome::Kept };
-        let demand: Vec<f64> = short.iter().zip(recent.iter().map(Some).chain(std::iter::repeat(None))).map(|(o, r)| o.rate.max(r.map_or(0.0, |r| r.rate))).collect();
+        let demand: Vec<f64> = short.iter().enumerate().map(|(i, o)| crate::controller::alarm_rate(o, recent.get(i))).collect();
         self.act(now_s, decision, &demand, node, plan).await
     }
 }

@@ -13,7 +13,9 @@
 //!   again;
 //! - the **season**: for each earlier day (up to 7) with windows around this time, how much the
 //!   load grew from the 10 minutes before this time of day to its peak over the horizon after;
-//!   the median growth times the mean of the last 10 minutes. A daily ramp is then planned for as
+//!   the median growth (at most 8) times the mean of the last 10 minutes, and for a service that
+//!   turns on (a median growth past 8) at least the peak earlier days reached then; the first
+//!   hour with traffic (a cold start) is no day's shape. A daily ramp is then planned for as
 //!   it starts, from what the same hour did before, without waiting to see it; where earlier
 //!   days cover the hour, this replaces the trend (a fitted slope overshoots a ramp that levels
 //!   off, and lags one that steepens).
@@ -37,6 +39,12 @@ const TREND_S: f64 = 3600.0;
 const BURST_MAX: f64 = 0.5;
 /// Seconds before "now" a day's baseline is taken over.
 const SEASON_BASE_S: f64 = 600.0;
+/// Seconds after the first window with traffic that no later day's season counts (see
+/// [`History::season`]).
+const SEASON_COLD_S: f64 = 3600.0;
+/// The most growth over the horizon a day's ratio counts; past it, the peak itself counts (see
+/// [`History::season`]).
+const GROWTH_MAX: f64 = 8.0;
 
 /// One service's measured windows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -159,21 +167,34 @@ impl History {
         self.between(from, to).map(|w| w.1).reduce(f64::max)
     }
 
-    /// The median over earlier days of the growth from the 10 minutes before this time of day to
-    /// the peak over the horizon after it (`None` when no earlier day covers it).
-    fn seasonal_growth(&self, now_s: f64, horizon_s: f64) -> Option<f64> {
-        let mut growth: Vec<f64> = Vec::new();
+    /// What earlier days say of the horizon ahead: `recent` (the mean of the last 10 minutes)
+    /// times the median over earlier days of the growth from the 10 minutes before this time of
+    /// day to the peak over the horizon after it, the growth at most [`GROWTH_MAX`]; where that
+    /// median growth is past it (a service that turns on: its base is nothing beside what
+    /// follows), at least the median of those peaks themselves. `None` when no earlier day
+    /// covers this time.
+    fn season(&self, now_s: f64, horizon_s: f64, recent: f64) -> Option<f64> {
+        let (mut growth, mut peaks) = (Vec::new(), Vec::new());
+        // The first hour with traffic is the node's start (a cold start, clients connecting),
+        // not the day's shape: the day after, it would be planned for as a ramp.
+        let cold_until = self.windows.iter().find(|w| w.1 > 0.0).map_or(f64::INFINITY, |w| w.0 + SEASON_COLD_S);
         for d in 1..=7 {
             let then = now_s - d as f64 * DAY_S;
+            if then - SEASON_BASE_S < cold_until {
+                continue;
+            }
             let (Some(base), Some(peak)) = (self.mean_in(then - SEASON_BASE_S, then), self.max_in(then, then + horizon_s)) else { continue };
             if base > 0.0 {
-                growth.push((peak / base).clamp(0.25, 8.0));
+                growth.push((peak / base).max(0.25));
+                peaks.push(peak);
             }
         }
         if growth.is_empty() {
             return None;
         }
-        Some(median(&mut growth))
+        let growth = median(&mut growth);
+        let season = recent * growth.min(GROWTH_MAX);
+        Some(if growth > GROWTH_MAX { season.max(median(&mut peaks)) } else { season })
     }
 
     /// The forecast at `now_s` under `s` (see the module doc).
@@ -189,10 +210,10 @@ impl History {
                 let (slope, burstiness) = self.fit(now_s);
                 let trend = level + (slope * s.horizon_s).min(level);
                 let recent = self.mean_in(now_s - SEASON_BASE_S, now_s).unwrap_or(level);
-                let growth = self.seasonal_growth(now_s, s.horizon_s);
-                let season = recent * growth.unwrap_or(1.0);
+                let season = self.season(now_s, s.horizon_s, recent);
                 // Earlier days know this hour's shape better than the last 20 minutes' slope.
-                let ahead = if growth.is_some() { season } else { trend };
+                let ahead = season.unwrap_or(trend);
+                let season = season.unwrap_or(recent);
                 let value = level.max(ahead) * (1.0 + s.headroom + s.burst_factor * burstiness);
                 Forecast { level, trend, season, burstiness, value }
             }
@@ -261,6 +282,46 @@ mod tests {
         assert!(f.season > 250.0 && f.value > 250.0, "{f:?}");
         // Reactive sees only 100.
         assert!((h.forecast(DAY_S + 8.0 * 3600.0 - 60.0, &Settings::default().reactive()).level - 100.0).abs() < 1e-9);
+    }
+
+    /// Regression (a service off at night, on from 07:10 at 60 times its night rate): the
+    /// season's growth was cut at 8x, so the day after it was planned for 8 times its night
+    /// rate and met the jump with two alarms (92.4 % of a 10-minute piece within its SLO).
+    #[test]
+    fn a_service_that_turns_on_is_planned_for_yesterdays_peak_before_it_does() {
+        let on = 7.0 * 3600.0 + 600.0;
+        let rate = |t: f64| if (t % DAY_S) < on { 40.0 } else { 2400.0 };
+        let mut h = History::default();
+        let mut t = 60.0;
+        while t <= DAY_S + on - 300.0 {
+            h.push(t, rate(t), 0.5);
+            t += 60.0;
+        }
+        let f = h.forecast(DAY_S + on - 300.0, &forecast_settings());
+        assert!((f.season - 2400.0).abs() < 1e-9 && f.value >= 2400.0, "{f:?}");
+        // Once on, the ratio of an ordinary hour counts again (2400 x 1, not a peak of 60x).
+        while t <= DAY_S + on + 3600.0 {
+            h.push(t, rate(t), 0.5);
+            t += 60.0;
+        }
+        let f = h.forecast(DAY_S + on + 3600.0, &forecast_settings());
+        assert!((f.season - 2400.0).abs() < 1e-9, "{f:?}");
+    }
+
+    /// Regression (trace 3, a node started cold: every service ramped from 2 % over its first
+    /// 30 minutes): the day after, at the same hour, the season read that ramp as the day's
+    /// shape and planned 2.1 times the load (16 -> 25 GPUs for nothing).
+    #[test]
+    fn a_cold_start_is_not_planned_for_again_the_day_after() {
+        let rate = |t: f64| if t < 1800.0 { 100.0 * (0.02 + 0.98 * t / 1800.0) } else { 100.0 };
+        let mut h = History::default();
+        let mut t = 60.0;
+        while t <= DAY_S + 1200.0 {
+            h.push(t, rate(t), 0.5);
+            t += 60.0;
+        }
+        let f = h.forecast(DAY_S + 1200.0, &forecast_settings());
+        assert!((f.value - 100.0).abs() < 1e-9, "{f:?}");
     }
 
     #[test]
