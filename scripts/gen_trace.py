@@ -2,8 +2,9 @@
 """Generate a diurnal rate trace (time_s,service,rate) for the services of a services.csv.
 
     scripts/gen_trace.py SERVICES.csv [--days 1] [--hours H] [--step 300] [--trough 0.25]
-                         [--bursts 6] [--shape sine|peaked] [--start-hour 0] [--day-jitter 0.15]
-                         [--cold-ramp 0] [--noise 0.05] [--phase-spread 2] [--seed 1] > trace.csv
+                         [--bursts 6] [--burst-height 1.3,2] [--shape sine|peaked] [--start-hour 0]
+                         [--day-jitter 0.15] [--cold-ramp 0] [--noise 0.05] [--phase-spread 2]
+                         [--on-off 0] [--seed 1] > trace.csv
 
 Each service's rate in the list is its daily peak. Over a day its rate follows
     peak x day_scale x (trough + (1 - trough) x d(t)),  d(t) = (1 - cos(2 pi (t - phase) / 24 h)) / 2
@@ -16,8 +17,14 @@ hours +-6 h apart).
 Several days (--days, or --hours for any length) differ from each other: every day each service's
 scale is drawn in [1 - j, 1 + j] (--day-jitter, 0.15 by default; the list rate is the mean day's
 peak) and its peak hour moves by up to +-1 h, so no two days are the same and yesterday is a
-forecast, not an answer. On top, --bursts short bursts per day (5-20 min, 1.3-2x) hit random
-services at random times.
+forecast, not an answer. On top, --bursts short bursts per day (5-20 min, 1.3-2x, or the range
+--burst-height gives) hit random services at random times.
+
+--on-off K makes K services (drawn by the seed) business-hours services: at 2 % of their rate
+outside their hours, at their rate (times the day's scale and the noise) inside, switching in
+one row at the same hours every day (on between 07:00 and 10:00, off between 16:00 and 20:00):
+a batch pipeline or an office's traffic, a 50x jump that the same hour of the day before
+foretells.
 
 --start-hour makes the trace begin at that hour of the first day (the node starts there, with
 whatever load that hour has). --cold-ramp S makes every service start near zero and ramp to its
@@ -50,8 +57,16 @@ def main():
     ap.add_argument("--cold-ramp", type=float, default=0.0, help="seconds over which every service ramps up from near zero")
     ap.add_argument("--noise", type=float, default=0.05, help="each step's uniform noise, +- this fraction")
     ap.add_argument("--phase-spread", type=float, default=2.0, help="services' peak hours spread by +- this many hours")
+    ap.add_argument("--burst-height", default="1.3,2", help="bursts multiply the rate by LO..HI")
+    ap.add_argument("--on-off", type=int, default=0, help="services on only in business hours")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    try:
+        lo, hi = (float(x) for x in a.burst_height.split(","))
+    except ValueError:
+        sys.exit("gen_trace.py: --burst-height must be LO,HI (e.g. 2,4)")
+    if not (1 <= lo <= hi <= 100) or a.on_off < 0:
+        sys.exit("gen_trace.py: --burst-height needs 1 <= LO <= HI <= 100, --on-off 0 or more")
     hours = a.hours if a.hours is not None else a.days * 24.0
     if not (0 < a.trough <= 1) or a.step <= 0 or hours <= 0 or not (0 <= a.day_jitter < 1) or a.cold_ramp < 0 \
             or not (0 <= a.noise < 1) or not (0 <= a.phase_spread <= 12):
@@ -70,7 +85,12 @@ def main():
     for _ in range(int(round(a.bursts * end / DAY))):
         name, _ = rng.choice(services)
         start = rng.uniform(0, end)
-        bursts.append((name, start, start + rng.uniform(300, 1200), rng.uniform(1.3, 2.0)))
+        bursts.append((name, start, start + rng.uniform(300, 1200), rng.uniform(lo, hi)))
+    # Drawn after everything above, so that traces made without --on-off stay the same.
+    on_off = {}
+    if a.on_off > 0:
+        for name, _ in rng.sample(services, min(a.on_off, len(services))):
+            on_off[name] = (rng.uniform(7, 10) * 3600.0, rng.uniform(16, 20) * 3600.0)
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(["time_s", "service", "rate"])
     steps = int(math.ceil(end / a.step))
@@ -83,7 +103,11 @@ def main():
             shape = (1 - math.cos(2 * math.pi * (clock - p + DAY / 2) / DAY)) / 2
             if a.shape == "peaked":
                 shape = shape * shape
-            rate = peak * scale[(d, name)] * (a.trough + (1 - a.trough) * shape) * rng.uniform(1 - a.noise, 1 + a.noise)
+            level = a.trough + (1 - a.trough) * shape
+            if name in on_off:
+                on, off = on_off[name]
+                level = 1.0 if on <= clock % DAY < off else 0.02
+            rate = peak * scale[(d, name)] * level * rng.uniform(1 - a.noise, 1 + a.noise)
             for b_name, b0, b1, k in bursts:
                 if b_name == name and b0 <= t < b1:
                     rate *= k
