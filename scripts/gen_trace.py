@@ -21,7 +21,7 @@ forecast, not an answer. On top, --bursts short bursts per day (5-20 min, 1.3-2x
 --burst-height gives) hit random services at random times.
 
 --on-off K makes K services (drawn by the seed) business-hours services: at 2 % of their rate
-outside their hours, at their rate (times the day's scale and the noise) inside, switching in
+(--off-level) outside their hours, at their rate (times the day's scale and the noise) inside, switching in
 one row at the same hours every day (on between 07:00 and 10:00, off between 16:00 and 20:00):
 a batch pipeline or an office's traffic, a 50x jump that the same hour of the day before
 foretells.
@@ -59,14 +59,15 @@ def main():
     ap.add_argument("--phase-spread", type=float, default=2.0, help="services' peak hours spread by +- this many hours")
     ap.add_argument("--burst-height", default="1.3,2", help="bursts multiply the rate by LO..HI")
     ap.add_argument("--on-off", type=int, default=0, help="services on only in business hours")
+    ap.add_argument("--off-level", type=float, default=0.02, help="an --on-off service's rate off hours, a fraction of its rate")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     try:
         lo, hi = (float(x) for x in a.burst_height.split(","))
     except ValueError:
         sys.exit("gen_trace.py: --burst-height must be LO,HI (e.g. 2,4)")
-    if not (1 <= lo <= hi <= 100) or a.on_off < 0:
-        sys.exit("gen_trace.py: --burst-height needs 1 <= LO <= HI <= 100, --on-off 0 or more")
+    if not (1 <= lo <= hi <= 100) or a.on_off < 0 or not (0 <= a.off_level <= 1):
+        sys.exit("gen_trace.py: --burst-height needs 1 <= LO <= HI <= 100, --on-off 0 or more, --off-level in [0, 1]")
     hours = a.hours if a.hours is not None else a.days * 24.0
     if not (0 < a.trough <= 1) or a.step <= 0 or hours <= 0 or not (0 <= a.day_jitter < 1) or a.cold_ramp < 0 \
             or not (0 <= a.noise < 1) or not (0 <= a.phase_spread <= 12):
@@ -106,7 +107,7 @@ def main():
             level = a.trough + (1 - a.trough) * shape
             if name in on_off:
                 on, off = on_off[name]
-                level = 1.0 if on <= clock % DAY < off else 0.02
+                level = 1.0 if on <= clock % DAY < off else a.off_level
             rate = peak * scale[(d, name)] * level * rng.uniform(1 - a.noise, 1 + a.noise)
             for b_name, b0, b1, k in bursts:
                 if b_name == name and b0 <= t < b1:

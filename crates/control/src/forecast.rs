@@ -14,8 +14,8 @@
 //! - the **season**: for each earlier day (up to 7) with windows around this time, how much the
 //!   load grew from the 10 minutes before this time of day to its peak over the horizon after;
 //!   the median growth (at most 8) times the mean of the last 10 minutes, and for a service that
-//!   turns on (a median growth past 8) at least the peak earlier days reached then; the first
-//!   hour with traffic (a cold start) is no day's shape. A daily ramp is then planned for as
+//!   turns on (a median growth past 8) at least the peak earlier days reached then; the node's
+//!   first hour (a cold start) is no day's shape. A daily ramp is then planned for as
 //!   it starts, from what the same hour did before, without waiting to see it; where earlier
 //!   days cover the hour, this replaces the trend (a fitted slope overshoots a ramp that levels
 //!   off, and lags one that steepens).
@@ -39,7 +39,7 @@ const TREND_S: f64 = 3600.0;
 const BURST_MAX: f64 = 0.5;
 /// Seconds before "now" a day's baseline is taken over.
 const SEASON_BASE_S: f64 = 600.0;
-/// Seconds after the first window with traffic that no later day's season counts (see
+/// Seconds after the first window that no later day's season counts (see
 /// [`History::season`]).
 const SEASON_COLD_S: f64 = 3600.0;
 /// The most growth over the horizon a day's ratio counts; past it, the peak itself counts (see
@@ -175,9 +175,10 @@ impl History {
     /// covers this time.
     fn season(&self, now_s: f64, horizon_s: f64, recent: f64) -> Option<f64> {
         let (mut growth, mut peaks) = (Vec::new(), Vec::new());
-        // The first hour with traffic is the node's start (a cold start, clients connecting),
-        // not the day's shape: the day after, it would be planned for as a ramp.
-        let cold_until = self.windows.iter().find(|w| w.1 > 0.0).map_or(f64::INFINITY, |w| w.0 + SEASON_COLD_S);
+        // The first hour of windows is the node's start (a cold start, clients connecting),
+        // not the day's shape: the day after, it would be planned for as a ramp. (Of windows, not
+        // of traffic: a service off at night has its first traffic when it turns on.)
+        let cold_until = self.windows.front().map_or(f64::INFINITY, |w| w.0 + SEASON_COLD_S);
         for d in 1..=7 {
             let then = now_s - d as f64 * DAY_S;
             if then - SEASON_BASE_S < cold_until {
@@ -186,6 +187,10 @@ impl History {
             let (Some(base), Some(peak)) = (self.mean_in(then - SEASON_BASE_S, then), self.max_in(then, then + horizon_s)) else { continue };
             if base > 0.0 {
                 growth.push((peak / base).max(0.25));
+                peaks.push(peak);
+            } else if peak > 0.0 {
+                // Off before, on after: a growth past any ratio.
+                growth.push(f64::INFINITY);
                 peaks.push(peak);
             }
         }
@@ -282,6 +287,21 @@ mod tests {
         assert!(f.season > 250.0 && f.value > 250.0, "{f:?}");
         // Reactive sees only 100.
         assert!((h.forecast(DAY_S + 8.0 * 3600.0 - 60.0, &Settings::default().reactive()).level - 100.0).abs() < 1e-9);
+    }
+
+    /// A service at no load at all at night: its turning on the day before counts the same.
+    #[test]
+    fn a_service_off_at_night_is_planned_for_yesterdays_peak_before_it_turns_on() {
+        let on = 7.0 * 3600.0 + 600.0;
+        let rate = |t: f64| if (t % DAY_S) < on { 0.0 } else { 2400.0 };
+        let mut h = History::default();
+        let mut t = 60.0;
+        while t <= DAY_S + on - 300.0 {
+            h.push(t, rate(t), 0.5);
+            t += 60.0;
+        }
+        let f = h.forecast(DAY_S + on - 300.0, &forecast_settings());
+        assert!((f.season - 2400.0).abs() < 1e-9 && f.value >= 2400.0, "{f:?}");
     }
 
     /// Regression (a service off at night, on from 07:10 at 60 times its night rate): the
