@@ -1,0 +1,250 @@
+use super::*;
+
+use crate::forecast::DAY_S;
+
+fn obs(rates: &[f64], window: f64) -> Vec<Observation> {
+    rates.iter().map(|r| Observation { rate: *r, requests: r * window }).collect()
+}
+
+fn ctl(settings: Settings, planned: &[f64]) -> Controller {
+    let mut c = Controller::new(settings, planned.iter().enumerate().map(|(i, _)| format!("s{i}")).collect(), planned.to_vec(), 0.0);
+    // Each service fills 4 GPUs of 7 GPCs: halving one frees 2 GPUs.
+    c.set_gpcs(&vec![28.0; planned.len()], 7.0, 4.0 * planned.len() as f64);
+    c
+}
+
+/// Regression (issue 32, live): load started 23 s after the node was ready; the first window
+/// saw about 1 s of traffic and the controller scaled every service down at once.
+#[test]
+fn a_nearly_empty_first_window_keeps_the_capacity() {
+    let s = Settings { window_s: 120.0, ..Settings::default() };
+    let mut c = ctl(s, &[100.0, 200.0]);
+    // 1 s of traffic in a 120 s window.
+    let first = vec![Observation::of(100.0, 120.0), Observation::of(200.0, 120.0)];
+    assert_eq!(c.observe(120.0, &first), None, "no scale-down on a nearly empty window");
+    // Then the planned rates: nothing to do.
+    for k in 2..40 {
+        assert_eq!(c.observe(120.0 * k as f64, &obs(&[90.0, 180.0], 120.0)), None, "window {k}");
+    }
+    // Even a truly quiet start waits out the warm-up and the sustained-low period.
+    let mut c = ctl(s, &[100.0]);
+    let mut first_down = None;
+    for k in 1..30 {
+        if let Some(d) = c.observe(60.0 * k as f64, &obs(&[10.0], 60.0)) {
+            first_down = Some((60.0 * k as f64, d));
+            break;
+        }
+    }
+    let (at, d) = first_down.expect("a sustained quiet period scales down");
+    assert!(at >= s.warmup_s.max(s.down_after_s), "scaled down at {at} s");
+    assert_eq!(d.direction, Direction::Down);
+    assert!((d.target[0] - 50.0 * 1.05).abs() < 1e-9, "at most half at once, and the 5 % margin: {:?}", d.target);
+}
+
+#[test]
+fn a_rise_is_planned_for_at_once_and_a_fall_only_when_sustained() {
+    let s = Settings { headroom: 0.1, burst_factor: 0.0, ..Settings::default() };
+    let mut c = ctl(s, &[110.0]);
+    for k in 1..=10 {
+        assert_eq!(c.observe(60.0 * k as f64, &obs(&[100.0], 60.0)), None);
+    }
+    let d = c.observe(660.0, &obs(&[200.0], 60.0)).expect("up at once");
+    assert_eq!(d.direction, Direction::Up);
+    assert!(d.target[0] >= 220.0 - 1e-9, "{d:?}");
+    c.applied(660.0, d.target.clone(), true, &d.target);
+    // A one-window dip does nothing.
+    assert_eq!(c.observe(720.0, &obs(&[50.0], 60.0)), None);
+    assert_eq!(c.observe(780.0, &obs(&[200.0], 60.0)), None);
+}
+
+#[test]
+fn the_churn_budget_holds_scale_downs_and_never_scale_ups() {
+    let s = Settings { max_changes_per_hour: 1.0, down_after_s: 0.0, warmup_s: 0.0, burst_factor: 0.0, ..Settings::default() };
+    let mut c = ctl(s, &[100.0]);
+    c.observe(60.0, &obs(&[100.0], 60.0));
+    let d = c.observe(120.0, &obs(&[300.0], 60.0)).unwrap();
+    c.applied(120.0, d.target.clone(), true, &d.target);
+    // The budget is spent: a scale-down waits...
+    let mut t = 180.0;
+    while t < 3700.0 {
+        if let Some(d) = c.observe(t, &obs(&[20.0], 60.0)) {
+            assert!(t - 120.0 >= 3600.0, "a scale-down {t} s into the hour: {d:?}");
+            break;
+        }
+        t += 60.0;
+    }
+    // ...a scale-up does not.
+    let mut c = ctl(s, &[100.0]);
+    let d = c.observe(60.0, &obs(&[300.0], 60.0)).unwrap();
+    c.applied(60.0, d.target.clone(), true, &d.target);
+    assert!(c.observe(120.0, &obs(&[900.0], 60.0)).is_some());
+}
+
+/// A service that turns on at 07:10 every day (40 -> 2,400 req/s) is planned up before it
+/// does on the second day, even with the hour's budget spent: waiting, the jump would be met
+/// by an alarm after it, on a plan for 40 req/s.
+#[test]
+fn a_forecast_jump_does_not_wait_for_the_churn_budget() {
+    let s = Settings { max_changes_per_hour: 1.0, burst_factor: 0.0, ..Settings::default() };
+    let on = 7.0 * 3600.0 + 600.0;
+    let rate = |t: f64| if (t % DAY_S) < on { 40.0 } else { 2400.0 };
+    let mut c = ctl(s, &[50.0]);
+    let mut t = 60.0;
+    while t < DAY_S + on - 600.0 {
+        if let Some(d) = c.observe(t, &obs(&[rate(t)], 60.0)) {
+            c.applied(t, d.target.clone(), true, &d.target);
+            c.set_capacity(&d.target);
+        }
+        t += 60.0;
+    }
+    assert!(c.planned()[0] < 200.0, "down for the night: {:?}", c.planned());
+    // The hour's one change is spent just before.
+    let p = c.planned().to_vec();
+    c.applied(t - 60.0, p.clone(), true, &p);
+    let mut up = None;
+    while t < DAY_S + on {
+        if let Some(d) = c.observe(t, &obs(&[rate(t)], 60.0)) {
+            up = Some((t, d));
+            break;
+        }
+        t += 60.0;
+    }
+    let (at, d) = up.unwrap_or_else(|| panic!("planned up before the jump: {:?} {:?} {:?}", c.forecasts(), c.planned(), c.capacity()));
+    assert!(at < DAY_S + on && d.target[0] >= 2400.0, "{at}: {d:?}");
+}
+
+/// Regression (trace 5 with its business-hours services at no load at night): a service
+/// with no traffic kept the capacity of its day all night (a quiet window is no evidence),
+/// 2,113 GPU-hours where it was 1,558 with 2 % at night. Quiet for `down_after_s` once
+/// warm, it goes down to the floor; one quiet window alone still keeps the capacity.
+#[test]
+fn a_service_quiet_for_down_after_goes_down_to_the_floor() {
+    let s = Settings { down_after_s: 600.0, warmup_s: 0.0, burst_factor: 0.0, ..Settings::default() };
+    let mut c = ctl(s, &[1000.0, 1000.0]);
+    let mut t = 60.0;
+    while t <= 600.0 {
+        assert_eq!(c.observe(t, &obs(&[800.0, 800.0], 60.0)), None, "{t}");
+        t += 60.0;
+    }
+    let mut down = None;
+    while t <= 3600.0 {
+        if let Some(d) = c.observe(t, &obs(&[800.0, 0.0], 60.0)) {
+            down = Some((t, d));
+            break;
+        }
+        t += 60.0;
+    }
+    let (at, d) = down.expect("down once quiet");
+    // Quiet for down_after_s (the evidence), then a candidate for down_after_s.
+    assert!(at >= 660.0 + 2.0 * 600.0 - 60.0, "{at}: {d:?}");
+    assert!((d.target[1] - s.min_rate * (1.0 + DOWN_MARGIN)).abs() < 1e-9 && d.target[0] == 1000.0, "{d:?}");
+}
+
+/// A fractional budget means what it says: 1.5 an hour is one change in any 40 minutes (it
+/// was two an hour, the same as 2: the count of the last hour was compared with 1.5).
+#[test]
+fn a_fractional_churn_budget_spaces_changes_evenly() {
+    assert_eq!(budget_window(3.0), (3, 3600.0));
+    assert_eq!(budget_window(1.5), (1, 2400.0));
+    assert_eq!(budget_window(0.5), (1, 7200.0));
+    assert_eq!(budget_window(2.5), (2, 2880.0));
+    let s = Settings { max_changes_per_hour: 1.5, ..Settings::default() };
+    let mut c = ctl(s, &[100.0]);
+    c.changes.push_back(0.0);
+    assert!(!c.budget_left(2399.0), "one change in the last 40 minutes");
+    assert!(c.budget_left(2400.0));
+    // And a scale-up at need still never waits for it.
+    let mut c = ctl(s, &[100.0]);
+    let d = c.observe(60.0, &obs(&[300.0], 60.0)).unwrap();
+    c.applied(60.0, d.target.clone(), true, &d.target);
+    assert!(c.observe(120.0, &obs(&[900.0], 60.0)).is_some());
+}
+
+/// Regression (a 3-day trace of 10-minute rows, +-20 % noise): every row moved all services
+/// at once, and each that crossed its plan was an alarm of its own seconds after the last
+/// (88 alarms in 3 days). An alarm now takes the services close to their plan along.
+#[test]
+fn an_alarm_takes_the_services_close_to_their_plan_along() {
+    let s = Settings { headroom: 0.0, burst_factor: 0.0, ..Settings::default() };
+    let mut c = ctl(s, &[100.0, 100.0, 100.0]);
+    // s0 over its plan, s1 at 90 % of it, s2 at half.
+    let d = c.alarm(30.0, &obs(&[120.0, 90.0, 50.0], 10.0), &[]).expect("s0 is over its plan");
+    assert_eq!(d.direction, Direction::Up);
+    assert!((d.target[0] - 120.0 * (1.0 + s.step_up)).abs() < 1e-9, "{d:?}");
+    assert!((d.target[1] - 100.0 * (1.0 + s.step_up)).abs() < 1e-9, "s1 goes along: {d:?}");
+    assert_eq!(d.target[2], 100.0, "s2 keeps its plan: {d:?}");
+    assert!(d.reason.contains("s0 100.0 -> 138.0/s (alarm") && d.reason.contains("s1 100.0 -> 115.0/s (close to its plan"), "{}", d.reason);
+    // Nobody over the plan: no alarm, however close.
+    assert_eq!(c.alarm(40.0, &obs(&[99.0, 99.0, 99.0], 10.0), &[]), None);
+}
+
+#[test]
+fn a_refusal_backs_off_exponentially_and_an_alarm_still_scales_up() {
+    let s = Settings { backoff_s: 30.0, backoff_max_s: 100.0, burst_factor: 0.0, headroom: 0.1, ..Settings::default() };
+    let mut c = ctl(s, &[100.0]);
+    let d = c.observe(60.0, &obs(&[95.0], 60.0)).expect("forecast above plan");
+    assert_eq!(c.refused(60.0, &d.target), 30.0);
+    assert_eq!(c.refused(61.0, &d.target), 60.0);
+    assert_eq!(c.refused(62.0, &[200.0]), 100.0);
+    // While backing off, a rise up to what failed waits; past it, it does not.
+    assert_eq!(c.observe(70.0, &obs(&[96.0], 60.0)), None);
+    assert_eq!(c.observe(80.0, &obs(&[150.0], 60.0)), None);
+    assert!(c.observe(90.0, &obs(&[250.0], 60.0)).is_some());
+    assert_eq!(c.alarm(85.0, &obs(&[180.0], 10.0), &[]), None, "backing off, below what failed");
+    let a = c.alarm(85.0, &obs(&[300.0], 10.0), &[]).unwrap();
+    assert!(a.target[0] >= 330.0 - 1e-9 && a.reason.contains("alarm"), "{a:?}");
+    // After the back-off, any overload counts again; but not on thin evidence.
+    assert!(c.alarm(200.0, &obs(&[120.0], 10.0), &[]).is_some());
+    assert_eq!(c.alarm(200.0, &[Observation { rate: 120.0, requests: 3.0 }], &[]), None, "3 requests are no evidence");
+    assert_eq!(c.alarm(200.0, &obs(&[50.0], 10.0), &[]), None);
+    // A burst that began 3 s into the short period: planned for at its height.
+    let short = [Observation { rate: 0.7 * 100.0 + 0.3 * 400.0, requests: 1900.0 }];
+    let a = c.alarm(300.0, &short, &obs(&[400.0], RECENT_S)).unwrap();
+    assert!(a.target[0] >= 400.0 * 1.1, "{a:?}");
+}
+
+/// Regression (an on/off service, 38 -> 2,384 req/s between two looks): the alarm sized on
+/// the last 2 s, half of them before the jump, planned for 1,463 req/s, and a second
+/// transition had to follow the first. The last second meets the jump at its height; a
+/// small service's noisy second is taken two deviations below its count.
+#[test]
+fn regression_a_jump_between_two_looks_is_met_at_its_height() {
+    let s = Settings { burst_factor: 0.0, headroom: 0.05, ..Settings::default() };
+    let mut c = ctl(s, &[40.0, 100.0]);
+    let short = [Observation::of(9.0 * 38.0 + 2384.0, 10.0), Observation::of(1000.0, 10.0)];
+    let d = c.alarm(90_601.0, &short, &obs(&[2384.0, 100.0], RECENT_S)).expect("over the plan");
+    let at_least = 2384.0 * (1.0 - 2.0 / 2384f64.sqrt());
+    assert!(d.target[0] >= at_least * 1.05 * 1.15 - 1e-6 && d.target[0] > 2384.0, "{d:?}");
+    // A noisy second of a service at 120/s (150 counted) is not taken at its count.
+    let mut c = ctl(s, &[100.0]);
+    let d = c.alarm(60.0, &[Observation::of(1200.0, 10.0)], &[Observation::of(150.0, 1.0)]).expect("over the plan");
+    let lcb = 150.0 * (1.0 - 2.0 / 150f64.sqrt());
+    assert!((d.target[0] - lcb * 1.05 * 1.15).abs() < 1e-6 && d.target[0] < 150.0 * 1.05 * 1.15, "{d:?}");
+    assert_eq!(alarm_rate(&Observation::of(0.0, 1.0), None), 0.0);
+    assert_eq!(alarm_rate(&Observation::of(50.0, 10.0), Some(&Observation::of(0.0, 1.0))), 5.0);
+}
+
+#[test]
+fn a_service_low_for_five_minutes_goes_down_with_a_scale_up_that_happens_anyway() {
+    let s = Settings { warmup_s: 0.0, burst_factor: 0.0, headroom: 0.1, ..Settings::default() };
+    let run = |rise_at: f64| {
+        let mut c = ctl(s, &[110.0, 110.0]);
+        let mut t = 0.0;
+        // s0 falls to 40/s, s1 stays: too short for a scale-down of its own (15 minutes).
+        while t + 60.0 < rise_at {
+            t += 60.0;
+            assert_eq!(c.observe(t, &obs(&[40.0, 100.0], 60.0)), None, "at {t} s");
+        }
+        c.observe(rise_at, &obs(&[40.0, 200.0], 60.0)).expect("s1 goes up at once")
+    };
+    // Low for 6 minutes when s1 rises: one transition for both.
+    let d = run(420.0);
+    assert_eq!(d.direction, Direction::Both, "{d:?}");
+    assert!(d.target[1] >= 200.0 * 1.1 * 1.15 - 1e-9, "{d:?}");
+    // At most half at once, and 5 % past it.
+    assert!((d.target[0] - 55.0 * 1.05).abs() < 1e-9, "{d:?}");
+    // Low for 2 minutes only: s0 keeps its plan.
+    let d = run(180.0);
+    assert_eq!(d.direction, Direction::Up, "{d:?}");
+    assert_eq!(d.target[0], 110.0);
+}
