@@ -13,7 +13,9 @@
 //! - **down only when it saves a GPU, on evidence and slowly**: the services whose forecast is
 //!   more than a step below their capacity, each on a window of at least `min_requests`
 //!   requests, are lowered to it plus a 5 % margin (at most `max_step_down` of the planned rate
-//!   at once; without the margin the next few per cent of load undid it) when the
+//!   at once; without the margin the next few per cent of load undid it), never below the top
+//!   of the service's noise (the forecast's `envelope`: a scale-down to the middle of noisy rows
+//!   was undone by the next high row), when the
 //!   GPCs that frees (with those no segment holds) are expected to be at least `1 + hysteresis`
 //!   GPUs (on a node whose segments hold less than two GPUs, half of what they hold), have been
 //!   for `down_after_s`, never within `warmup_s` of the start or of the first traffic, and at
@@ -161,7 +163,7 @@ impl Controller {
         for (h, r) in history.iter_mut().zip(&planned) {
             h.seed(r / (1.0 + settings.headroom));
         }
-        let zero = Forecast { level: 0.0, trend: 0.0, season: 0.0, burstiness: 0.0, value: 0.0 };
+        let zero = Forecast { level: 0.0, trend: 0.0, season: 0.0, burstiness: 0.0, swing: 0.0, value: 0.0, envelope: 0.0 };
         Controller {
             settings,
             names,
@@ -292,7 +294,10 @@ impl Controller {
             let stopped = warm && self.quiet_since[i].is_some_and(|t| now_s - t >= s.down_after_s);
             let evidence = busy || stopped;
             let floor = if stopped { 0.0 } else { self.planned[i] * (1.0 - s.max_step_down) };
-            let to = w.max(floor).max(s.min_rate);
+            // No lower than the top of the service's noise (the next high window would undo
+            // it), unless it has stopped (the last hour's line still holds its traffic).
+            let top = if stopped { 0.0 } else { forecasts[i].envelope };
+            let to = w.max(top).max(floor).max(s.min_rate);
             // Below what the last step up planned for by more than the step: a ramp's step is
             // not given back while the load stays where it was.
             let to = (to * (1.0 + DOWN_MARGIN)).min(self.planned[i]);

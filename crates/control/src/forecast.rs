@@ -23,7 +23,10 @@
 //! and the plan adds `headroom` plus `burst_factor` times the **burstiness**: the median relative
 //! distance of the last hour's windows from the line fitted through them (the noise a service is
 //! known for: a trace's noisy 10-minute rows, a level that wanders; a ramp is the line, and one
-//! burst window moves no median: the alarm meets it). [`History`] keeps at most 8 days of windows.
+//! burst window moves no median: the alarm meets it). The **envelope** is the same with the
+//! noise's top (the 90th percentile of the windows' distances above the line, the `swing`) in
+//! place of `burst_factor` times its middle, from the line where it is higher than the level:
+//! how low a scale-down may go. [`History`] keeps at most 8 days of windows.
 
 use std::collections::VecDeque;
 
@@ -46,6 +49,17 @@ const SEASON_COLD_S: f64 = 3600.0;
 /// [`History::season`]).
 const GROWTH_MAX: f64 = 8.0;
 
+/// The line through the last hour's windows (see [`History::fit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Fit {
+    /// Its rising slope, rate per second (0 when falling).
+    slope: f64,
+    burstiness: f64,
+    swing: f64,
+    /// Its value now (0 over fewer than 10 windows).
+    line: f64,
+}
+
 /// One service's measured windows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
@@ -61,8 +75,16 @@ pub struct Forecast {
     pub trend: f64,
     pub season: f64,
     pub burstiness: f64,
+    /// How far above the line through the last hour its highest windows went (the 90th
+    /// percentile of their relative distances above it; 0 over fewer than 10 windows, at most
+    /// [`BURST_MAX`]): the noise's top, where `burstiness` is its middle.
+    pub swing: f64,
     /// What to plan for: the level or what is ahead, with headroom.
     pub value: f64,
+    /// The same with the noise's top instead of its middle (`swing` for `burst_factor` times
+    /// `burstiness`, whichever is more): how low a scale-down may go without the next high
+    /// window undoing it.
+    pub envelope: f64,
 }
 
 impl History {
@@ -105,17 +127,19 @@ impl History {
 
     /// The last [`TREND_S`] of windows fitted with a line: its rising slope, rate per second
     /// (the median of the pairwise slopes, Theil-Sen; 0 when falling or over fewer than 5
-    /// windows), and the burstiness: the median relative distance of the windows from the line
-    /// (its level the 10 %-trimmed mean; 0 over fewer than 10 windows, at most [`BURST_MAX`]).
+    /// windows), the burstiness: the median relative distance of the windows from the line (its
+    /// level the 10 %-trimmed mean; 0 over fewer than 10 windows, at most [`BURST_MAX`]), the
+    /// swing: the 90th percentile of their relative distances above it (as bounded), and the
+    /// line's value now.
     /// Medians and a trimmed mean, so one odd window (a burst, the partial window of a cold
     /// start) tilts neither; a ramp is a slope, not noise.
-    fn fit(&self, now_s: f64) -> (f64, f64) {
+    fn fit(&self, now_s: f64) -> Fit {
         // A cold start is no trend: the windows before the first traffic, and the first window
         // with traffic (it saw part of its length), are left out.
         let warm_from = self.windows.iter().find(|w| w.1 > 0.0).map_or(f64::INFINITY, |w| w.0);
         let pts: Vec<(f64, f64)> = self.between(now_s - TREND_S - 1e-9, now_s).filter(|w| w.0 > warm_from).copied().collect();
         if pts.len() < 5 {
-            return (0.0, 0.0);
+            return Fit::default();
         }
         let mut slopes = Vec::with_capacity(pts.len() * (pts.len() - 1) / 2);
         for (i, a) in pts.iter().enumerate() {
@@ -127,7 +151,7 @@ impl History {
         }
         let slope = median(&mut slopes);
         if pts.len() < 10 {
-            return (slope.max(0.0), 0.0);
+            return Fit { slope: slope.max(0.0), ..Fit::default() };
         }
         let t0 = pts.iter().map(|p| p.0).sum::<f64>() / pts.len() as f64;
         let mut level: Vec<f64> = pts.iter().map(|p| p.1 - slope * (p.0 - t0)).collect();
@@ -139,11 +163,17 @@ impl History {
             .iter()
             .filter_map(|p| {
                 let line = level + slope * (p.0 - t0);
-                (line > 0.0).then(|| (p.1 / line - 1.0).abs())
+                (line > 0.0).then(|| p.1 / line - 1.0)
             })
             .collect();
-        let burstiness = if off.len() < 10 { 0.0 } else { median(&mut off).min(BURST_MAX) };
-        (slope.max(0.0), burstiness)
+        if off.len() < 10 {
+            return Fit { slope: slope.max(0.0), ..Fit::default() };
+        }
+        off.sort_by(f64::total_cmp);
+        let swing = off[(off.len() * 9 / 10).min(off.len() - 1)].clamp(0.0, BURST_MAX);
+        let mut dist: Vec<f64> = off.iter().map(|o| o.abs()).collect();
+        let burstiness = median(&mut dist).min(BURST_MAX);
+        Fit { slope: slope.max(0.0), burstiness, swing, line: (level + slope * (now_s - t0)).max(0.0) }
     }
 
     /// The windows ending in `(from, to]` (found by bisection: the history is in time order).
@@ -208,11 +238,11 @@ impl History {
             Mode::Reactive => {
                 // A rise counts at once, a fall as the EWMA follows it.
                 let level = self.last().unwrap_or(0.0).max(self.ewma());
-                Forecast { level, trend: level, season: level, burstiness: 0.0, value: level * (1.0 + s.headroom) }
+                Forecast { level, trend: level, season: level, burstiness: 0.0, swing: 0.0, value: level * (1.0 + s.headroom), envelope: level * (1.0 + s.headroom) }
             }
             Mode::Forecast => {
                 let level = self.ewma();
-                let (slope, burstiness) = self.fit(now_s);
+                let Fit { slope, burstiness, swing, line } = self.fit(now_s);
                 let trend = level + (slope * s.horizon_s).min(level);
                 let recent = self.mean_in(now_s - SEASON_BASE_S, now_s).unwrap_or(level);
                 let season = self.season(now_s, s.horizon_s, recent);
@@ -220,7 +250,10 @@ impl History {
                 let ahead = season.unwrap_or(trend);
                 let season = season.unwrap_or(recent);
                 let value = level.max(ahead) * (1.0 + s.headroom + s.burst_factor * burstiness);
-                Forecast { level, trend, season, burstiness, value }
+                // The line, not the level: in a low row of noisy rows the level is that row, and
+                // the swing is measured from the line.
+                let envelope = level.max(ahead).max(line) * (1.0 + s.headroom + swing.max(s.burst_factor * burstiness));
+                Forecast { level, trend, season, burstiness, swing, value, envelope }
             }
         }
     }
@@ -365,6 +398,24 @@ mod tests {
         assert!(b.burstiness < 0.1, "{b:?}");
         // The plan carries the rows' excursion past the level.
         assert!(a.value >= a.level * 1.15, "{a:?}");
+    }
+
+    /// The envelope carries the noise's top where the plan carries its middle: rows +-20 %
+    /// around 100 are planned for 110 (half the median distance) and lowered no further than
+    /// 120; a smooth load's envelope is its value.
+    #[test]
+    fn the_envelope_reaches_the_top_of_the_noise() {
+        let s = Settings { headroom: 0.0, burst_factor: 0.5, ..Settings::default() };
+        let (mut rows, mut flat) = (History::default(), History::default());
+        for i in 0..60 {
+            let t = i as f64 * 60.0;
+            rows.push(t, if (i / 10) % 2 == 0 { 80.0 } else { 120.0 }, 0.5);
+            flat.push(t, 100.0, 0.5);
+        }
+        let (a, b) = (rows.forecast(59.0 * 60.0, &s), flat.forecast(59.0 * 60.0, &s));
+        assert!((a.swing - 0.2).abs() < 0.02 && a.envelope >= a.level.max(a.season) * 1.18, "{a:?}");
+        assert!(a.envelope > a.value * 1.05, "{a:?}");
+        assert!(b.swing < 1e-9 && (b.envelope - b.value).abs() < 1e-9, "{b:?}");
     }
 
     /// Regression (issue 32, live): a first window with 1 s of traffic, then the real load: no
