@@ -487,7 +487,17 @@ fn follow_spans(
         let outcome = if window {
             let seen: Vec<Observation> =
                 names.iter().map(|n| Observation::of(trace.average(n, now - settings.window_s, now) * settings.window_s, settings.window_s)).collect();
-            block_on(driver.tick(now, &seen, &mut node, &prepare_here))
+            // A scale-down stops where the short period an alarm looks at passes what ran
+            // before it (the live loop asks its router's counts the same).
+            let min_requests = settings.min_requests;
+            let mut stop = |clock: Option<f64>, capacity: &[f64]| {
+                let t = clock.unwrap_or(now);
+                names.iter().zip(capacity).any(|(n, c)| {
+                    let o = Observation::of(trace.average(n, t - ALARM_S, t) * ALARM_S, ALARM_S);
+                    o.rate > *c * (1.0 + 1e-9) && o.requests >= min_requests
+                })
+            };
+            block_on(driver.tick(now, &seen, &mut node, &prepare_here, &mut stop))
         } else {
             let over = |s: f64| -> Vec<Observation> { names.iter().map(|n| Observation::of(trace.average(n, now - s, now) * s, s)).collect() };
             block_on(driver.alarm(now, &over(ALARM_S), &over(RECENT_S), &mut node, &prepare_here))
@@ -499,6 +509,13 @@ fn follow_spans(
                 stats.replans += 1;
                 stats.created += prepared.created;
                 stats.destroyed += prepared.destroyed;
+                add_later(&mut later, node.clock.max(now + 1.0));
+            }
+            Outcome::Stopped { prepared, done, .. } => {
+                stats.replans += 1;
+                let done = &prepared.steps[..(*done).min(prepared.steps.len())];
+                stats.created += done.iter().filter(|s| matches!(s, crate::steps::Step::Create { .. })).count();
+                stats.destroyed += done.iter().filter(|s| matches!(s, crate::steps::Step::Destroy { .. })).count();
                 add_later(&mut later, node.clock.max(now + 1.0));
             }
             Outcome::Refused { backoff_s, .. } => {

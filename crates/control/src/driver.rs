@@ -94,7 +94,14 @@ pub enum Outcome {
     NoSaving { decision: Decision, prepared: Prepared },
     /// Not applied (planning refused it, or a step failed and was rolled back); backing off.
     Refused { decision: Decision, why: Refusal, backoff_s: f64 },
+    /// A scale-down stopped after `done` of its steps, because a service's load passed what
+    /// ran before it (an alarm waits for no saving); the node serves what those steps made.
+    Stopped { decision: Decision, prepared: Prepared, done: usize },
 }
+
+/// Asked between a scale-down's steps, with the node's clock and each service's capacity
+/// before the transition: whether a service's load now passes it (see [`Driver::tick`]).
+pub type StopFn<'s> = dyn FnMut(Option<f64>, &[f64]) -> bool + Send + 's;
 
 /// What plans a transition: [`prepare_here`], or a live node's wrapper that runs it off the
 /// async threads.
@@ -116,12 +123,7 @@ impl<'a> Driver<'a> {
 
     /// Tell the controller what `serving` can serve (per service, its segments' capacity).
     pub fn sync(&mut self, serving: &[Segment]) {
-        let capacity: Vec<f64> = self
-            .ctx
-            .services
-            .iter()
-            .map(|s| serving.iter().filter(|x| x.service == s.name).map(|x| x.throughput.unwrap_or(0.0).max(0.0)).sum())
-            .collect();
+        let capacity = self.capacity_of(serving);
         self.controller.set_capacity(&capacity);
         let gpcs: Vec<f64> = self
             .ctx
@@ -131,6 +133,11 @@ impl<'a> Driver<'a> {
             .collect();
         let gpus = serving.iter().map(|x| (x.node, x.gpu)).collect::<std::collections::BTreeSet<_>>().len();
         self.controller.set_gpcs(&gpcs, f64::from(self.ctx.gpu.gpcs), gpus as f64);
+    }
+
+    /// What `serving` can serve, per service (its segments' profiled throughput).
+    fn capacity_of(&self, serving: &[Segment]) -> Vec<f64> {
+        self.ctx.services.iter().map(|s| serving.iter().filter(|x| x.service == s.name).map(|x| x.throughput.unwrap_or(0.0).max(0.0)).sum()).collect()
     }
 
     /// The services at `rates` (each at least the settings' `min_rate`).
@@ -325,6 +332,7 @@ impl<'a> Driver<'a> {
         demand: &[f64],
         node: &mut N,
         plan: &PlanFn,
+        stop: &mut StopFn<'_>,
     ) -> Outcome {
         let current = DeploymentMap { segments: node.serving(), jobs: Vec::new() };
         let prepared = match plan(self, &current, &decision, demand) {
@@ -355,11 +363,23 @@ impl<'a> Driver<'a> {
             let backoff_s = self.controller.refused(now_s, &decision.target);
             return Outcome::Refused { decision, why: Refusal::Failed(format!("making room before the transition (nothing changed): {e}")), backoff_s };
         }
-        let run = Executor::new(node).run(&prepared.steps).await;
+        // A scale-down is a saving, not a need: it stops where a service's load passes what
+        // ran before it, so that the alarm meets it now rather than after the last step.
+        let before = self.controller.capacity().to_vec();
+        let mut stop_down = |clock: Option<f64>| decision.direction == Direction::Down && stop(clock, &before);
+        let run = Executor::new(node).run_until(&prepared.steps, &mut stop_down).await;
         node.after().await;
         let serving = node.serving();
         match run {
-            Ok(()) => {
+            Ok(Some(done)) => {
+                // The rates planned stay, at most what the steps done left can serve.
+                let left = self.capacity_of(&serving);
+                let planned: Vec<f64> = self.controller.planned().iter().zip(&left).map(|(p, c)| if *c > 0.0 { p.min(*c) } else { *p }).collect();
+                self.controller.applied(now_s, planned.clone(), true, &planned);
+                self.sync(&serving);
+                Outcome::Stopped { decision, prepared, done }
+            }
+            Ok(None) => {
                 self.controller.applied(now_s, prepared.achieved.clone(), true, &decision.target);
                 self.sync(&serving);
                 Outcome::Applied { decision, prepared }
@@ -372,16 +392,18 @@ impl<'a> Driver<'a> {
     }
 
     /// One look at the window ending at `now_s` (see [`Driver::act`]).
+    /// `stop` is asked between a scale-down's steps (see [`Outcome::Stopped`]).
     pub async fn tick<N: Node>(
         &mut self,
         now_s: f64,
         seen: &[Observation],
         node: &mut N,
         plan: &PlanFn,
+        stop: &mut StopFn<'_>,
     ) -> Outcome {
         let Some(decision) = self.controller.observe(now_s, seen) else { return Outcome::Kept };
         let demand: Vec<f64> = seen.iter().map(|o| o.rate).collect();
-        self.act(now_s, decision, &demand, node, plan).await
+        self.act(now_s, decision, &demand, node, plan, stop).await
     }
 
     /// Between windows: `short` (what each service saw over a short period) and `recent` (over
@@ -396,7 +418,7 @@ impl<'a> Driver<'a> {
     ) -> Outcome {
         let Some(decision) = self.controller.alarm(now_s, short, recent) else { return Outcome::Kept };
         let demand: Vec<f64> = short.iter().enumerate().map(|(i, o)| crate::controller::alarm_rate(o, recent.get(i))).collect();
-        self.act(now_s, decision, &demand, node, plan).await
+        self.act(now_s, decision, &demand, node, plan, &mut |_, _| false).await
     }
 }
 
@@ -420,7 +442,7 @@ impl Outcome {
         match self {
             Outcome::Kept | Outcome::NoSaving { .. } => Level::Debug,
             Outcome::Unchanged { prepared, .. } if prepared.shortfall.iter().all(|s| *s <= 0.0) => Level::Debug,
-            Outcome::Unchanged { .. } | Outcome::Applied { .. } => Level::Info,
+            Outcome::Unchanged { .. } | Outcome::Applied { .. } | Outcome::Stopped { .. } => Level::Info,
             Outcome::Refused { .. } => Level::Warn,
         }
     }
@@ -451,6 +473,12 @@ impl Outcome {
                 let short = if prepared.shortfall.iter().any(|s| *s > 0.0) { "; the node is too small for all of it: the best plan that fits" } else { "" };
                 Some(format!("{}: applied {}{short} ({})", direction(decision.direction), prepared.summary(), decision.reason))
             }
+            Outcome::Stopped { decision, prepared, done } => Some(format!(
+                "{}: stopped after {done} of its {} steps: a service's load passed what ran before it (the node serves what those steps made; the planned rates stay) ({})",
+                direction(decision.direction),
+                prepared.steps.len(),
+                decision.reason
+            )),
             Outcome::Refused { decision, why, backoff_s } => {
                 Some(format!("{}: not applied: {why}; next try in {backoff_s:.0} s at the earliest ({})", direction(decision.direction), decision.reason))
             }
@@ -488,6 +516,8 @@ mod tests {
     use super::*;
     use crate::settings::Settings;
 
+    use crate::node::block_on;
+    use crate::simnode::SimNode;
     use crate::test_support::profiles;
 
     /// Regression (issue 32, live): the new rates needed 9 GPUs on a node of 8, and the node
@@ -558,5 +588,63 @@ mod tests {
         let ctx = PlanContext { node_gpus: first.gpu_count() as u32, ..d.ctx.clone() };
         let full = Driver::new(d.controller.clone(), ctx, &first.segments);
         assert!(full.prepare_added(&first, &decision).unwrap_err().contains("all hold segments"));
+    }
+
+    /// A burst that arrives while a scale-down runs waited for its last step (trace 2 of
+    /// `scripts/bench/day-results.md`: a 71.6 s scale-down begun the second a service went from
+    /// 689 to 1,118 req/s, which it served at 11-40 % within its SLO until the alarm could act).
+    /// Now the scale-down stops between steps where a service's load passes what ran before it:
+    /// the node serves what the steps done made, with no instance drained and left, and the
+    /// planned rates stay. A scale-up is never stopped.
+    #[test]
+    fn a_scale_down_stops_where_a_load_passes_what_ran_before_it() {
+        let p = profiles();
+        let services: Vec<Service> =
+            ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect();
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let options = PlanOptions { gpus_per_node: 8, ..PlanOptions::default() };
+        let first = parva_planner::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options }).unwrap().to_map();
+        let ctx = PlanContext { gpu, profiles: &p, services: &services, options, costs: Costs::default(), node: 0, node_gpus: 8 };
+        let drain_s: BTreeMap<String, f64> = [("a".to_string(), 0.05), ("b".to_string(), 0.05)].into();
+        let cap = |m: &[Segment], name: &str| -> f64 { m.iter().filter(|s| s.service == name).map(|s| s.throughput.unwrap_or(0.0)).sum() };
+        let down = Decision { target: vec![600.0, 600.0], direction: Direction::Down, reason: "test".into() };
+        let demand = [500.0, 500.0];
+        let run = |stop_at: Option<usize>| {
+            let ctl = Controller::new(Settings::default(), vec!["a".into(), "b".into()], vec![3000.0, 3000.0], 0.0);
+            let mut d = Driver::new(ctl, ctx.clone(), &first.segments);
+            let mut node = SimNode::new(gpu, &first, Costs::default(), drain_s.clone(), 0.0);
+            let mut asked = Vec::new();
+            let mut stop = |clock: Option<f64>, before: &[f64]| {
+                asked.push((clock, before.to_vec()));
+                stop_at.is_some_and(|k| asked.len() >= k)
+            };
+            let out = block_on(d.act(10.0, down.clone(), &demand, &mut node, &prepare_here, &mut stop));
+            (out, node, d, asked)
+        };
+        // Never stopped: all of it applied, asked between steps with the node's clock.
+        let (out, node, _, asked) = run(None);
+        let Outcome::Applied { prepared, .. } = out else { panic!("{out:?}") };
+        assert!(prepared.steps.len() >= 3 && !asked.is_empty(), "{:?}", prepared.steps);
+        assert!(asked.windows(2).all(|w| w[0].0 <= w[1].0) && asked.iter().all(|a| a.0.is_some() && a.1 == vec![cap(&first.segments, "a"), cap(&first.segments, "b")]));
+        assert!(node.serving().len() < first.segments.len());
+        // Stopped at the second question: fewer steps done, every service still above its demand.
+        let (out, node, d, asked) = run(Some(2));
+        let Outcome::Stopped { prepared, done, .. } = out else { panic!("{out:?}") };
+        assert!(done >= 1 && done < prepared.steps.len() && asked.len() == 2, "{done} of {}", prepared.steps.len());
+        let serving = node.serving();
+        assert_eq!(node.held().segments.len(), serving.len(), "an instance drained and left");
+        for (i, n) in ["a", "b"].iter().enumerate() {
+            assert!(cap(&serving, n) >= demand[i], "{n}: {}", cap(&serving, n));
+            assert!(d.controller.planned()[i] <= 3000.0 && d.controller.planned()[i] > 600.0, "{:?}", d.controller.planned());
+            assert!((d.controller.capacity()[i] - cap(&serving, n).max(d.controller.planned()[i])).abs() < 1e-6);
+        }
+        assert!(Outcome::Stopped { decision: down.clone(), prepared, done }.log_line().unwrap().contains("stopped after"));
+        // A scale-up is not asked.
+        let ctl = Controller::new(Settings::default(), vec!["a".into(), "b".into()], vec![3000.0, 3000.0], 0.0);
+        let mut d = Driver::new(ctl, ctx.clone(), &first.segments);
+        let mut node = SimNode::new(gpu, &first, Costs::default(), drain_s.clone(), 0.0);
+        let up = Decision { target: vec![6000.0, 3000.0], direction: Direction::Up, reason: "test".into() };
+        let out = block_on(d.act(10.0, up, &[5000.0, 2500.0], &mut node, &prepare_here, &mut |_, _| panic!("a scale-up asked")));
+        assert!(matches!(out, Outcome::Applied { .. }), "{out:?}");
     }
 }

@@ -131,7 +131,7 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
     let mut on = move |_now: f64, outcome: &Outcome, node: &LiveNodeOps<'_>, ctl: &Controller| {
         let m = &live2.router.metrics;
         match outcome {
-            Outcome::Applied { .. } => m.follow_transitions.inc(),
+            Outcome::Applied { .. } | Outcome::Stopped { .. } => m.follow_transitions.inc(),
             Outcome::Refused { .. } => m.follow_failures.inc(),
             _ => 0,
         };
@@ -178,7 +178,8 @@ pub use crate::driver::PlanFn;
 /// cumulative `arrivals` (one count per service), while a transition runs too; at each multiple
 /// of the window it looks at the last window ([`Driver::tick`]), at the other seconds at the last
 /// [`ALARM_S`] seconds ([`Driver::alarm`]). A look whose second passes while a transition runs is
-/// skipped (as the day simulation skips it). `on` sees every outcome that is not
+/// skipped (as the day simulation skips it); meanwhile a scale-down stops between its steps once
+/// a service's last [`ALARM_S`] seconds pass what ran before it ([`Outcome::Stopped`]). `on` sees every outcome that is not
 /// [`Outcome::Kept`]; `until_s` ends the loop (tests).
 pub async fn follow_loop<N: Node + Send>(
     driver: &mut Driver<'_>,
@@ -209,13 +210,7 @@ pub async fn follow_loop<N: Node + Send>(
         if until_s.is_some_and(|u| now > u) {
             return;
         }
-        let since = |back: f64| -> Option<Vec<Observation>> {
-            // The newest sample at least `back` seconds old.
-            let (_, counts) = samples.back()?;
-            let (t, c) = samples.iter().rev().find(|(t, _)| now - t >= back - 1e-9)?;
-            let dt = now - t;
-            Some(counts.iter().zip(c).map(|(n, o)| Observation::of(n.saturating_sub(*o) as f64, dt)).collect())
-        };
+        let since = |back: f64| counts_since(&samples, now, back);
         let is_window = now >= next_window - 1e-9;
         if is_window {
             while next_window <= now + 1e-9 {
@@ -225,9 +220,17 @@ pub async fn follow_loop<N: Node + Send>(
         let Some(seen) = since(if is_window { window } else { ALARM_S }) else { continue };
         let recent = if is_window { Vec::new() } else { since(RECENT_S).unwrap_or_default() };
         let outcome = {
+            // What the alarm's short period saw at the last second sampled, for a scale-down's
+            // stop (as the day simulation asks its trace).
+            let short_now: std::sync::Mutex<Option<Vec<Observation>>> = std::sync::Mutex::new(None);
+            let min_requests = driver.controller.settings().min_requests;
+            let mut stop = |_: Option<f64>, capacity: &[f64]| {
+                let short = short_now.lock().ok().and_then(|g| g.clone()).unwrap_or_default();
+                short.iter().zip(capacity).any(|(o, c)| o.rate > c * (1.0 + 1e-9) && o.requests >= min_requests)
+            };
             let look = async {
                 if is_window {
-                    driver.tick(now, &seen, node, plan).await
+                    driver.tick(now, &seen, node, plan, &mut stop).await
                 } else {
                     driver.alarm(now, &seen, &recent, node, plan).await
                 }
@@ -241,6 +244,9 @@ pub async fn follow_loop<N: Node + Send>(
                     outcome = &mut look => break outcome,
                     at = ticker.tick() => {
                         let t = sample(&mut samples, at);
+                        if let Ok(mut g) = short_now.lock() {
+                            *g = counts_since(&samples, t, ALARM_S);
+                        }
                         while next_window <= t + 1e-9 {
                             next_window += window;
                         }
@@ -254,6 +260,15 @@ pub async fn follow_loop<N: Node + Send>(
         log(&outcome);
         on(now, &outcome, node, &driver.controller);
     }
+}
+
+/// What each service saw from the newest sample at least `back` seconds before `now` (the
+/// samples' `(second, cumulative arrivals)`) to the last one.
+fn counts_since(samples: &VecDeque<(f64, Vec<u64>)>, now: f64, back: f64) -> Option<Vec<Observation>> {
+    let (_, counts) = samples.back()?;
+    let (t, c) = samples.iter().rev().find(|(t, _)| now - t >= back - 1e-9)?;
+    let dt = now - t;
+    Some(counts.iter().zip(c).map(|(n, o)| Observation::of(n.saturating_sub(*o) as f64, dt)).collect())
 }
 
 /// Gauges: the rate each service is planned for, its forecast and shortfall, the node's free

@@ -14,6 +14,9 @@
 //! times it). When a step fails, the completed ones are undone newest first, so the node is back to what it
 //! served before (an instance destroyed is created again, workers stopped are started again,
 //! batch sizes are put back); when an undo fails too, the error says both.
+//! [`Executor::run_until`] can also stop between steps when asked (a scale-down that a burst
+//! overtakes), keeping what it did: never between a drain and its destroy, so no instance is
+//! left drained and held.
 
 use std::future::Future;
 
@@ -81,6 +84,11 @@ pub trait Node {
     fn after(&mut self) -> impl Future<Output = ()> {
         async {}
     }
+    /// The node's own clock, where it keeps one (the simulated node: a transition's steps move
+    /// it); `None` for a node on the wall clock.
+    fn clock(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// A wave made one segment after another (instance, then workers), stopping at the first
@@ -143,9 +151,26 @@ impl<'a, N: Node> Executor<'a, N> {
 
     /// Apply `steps` in order (a run of creations as one wave); on a failure, undo what was done
     /// and say so.
-    pub async fn run(mut self, steps: &[Step]) -> Result<(), StepFailed> {
+    pub async fn run(self, steps: &[Step]) -> Result<(), StepFailed> {
+        self.run_until(steps, &mut |_| false).await.map(|_| ())
+    }
+
+    /// [`Executor::run`], asking `stop` (with the node's [`Node::clock`]) before each step after
+    /// the first where the node may be left (no instance drained and not yet destroyed): when it
+    /// says so, the steps done stay done (every prefix of a make-before-break order keeps each
+    /// service's capacity) and `Ok(Some(n))` says how many. `Ok(None)`: all applied.
+    pub async fn run_until(mut self, steps: &[Step], stop: &mut (dyn FnMut(Option<f64>) -> bool + Send)) -> Result<Option<usize>, StepFailed> {
         let mut i = 0;
+        let mut drained: Vec<(u32, u8)> = Vec::new();
         while i < steps.len() {
+            if i > 0 && drained.is_empty() && stop(self.node.clock()) {
+                return Ok(Some(i));
+            }
+            match &steps[i] {
+                Step::Drain { gpu, placement, .. } => drained.push((*gpu, *placement)),
+                Step::Destroy { gpu, placement, .. } => drained.retain(|d| *d != (*gpu, *placement)),
+                _ => {}
+            }
             let wave: Vec<Segment> = steps[i..]
                 .iter()
                 .map_while(|s| match s {
@@ -164,7 +189,7 @@ impl<'a, N: Node> Executor<'a, N> {
             }
             i += done;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// A wave of creations; the first failure (its index in the wave and why), if any. Everything
@@ -416,6 +441,30 @@ mod tests {
             Step::Drain { gpu: 0, placement: 0, service: "a".into() },
             Step::Destroy { gpu: 0, placement: 0, service: "a".into() },
         ]
+    }
+
+    /// A run asked to stop stops before the next step, keeps what it did (no undo), and is
+    /// never asked between a drain and the destroy of the same instance.
+    #[test]
+    fn a_run_stops_where_told_and_never_between_a_drain_and_its_destroy() {
+        let start = FakeNode::with(&[seg(0, 0, 4, "a"), seg(0, 4, 3, "b")]);
+        for stop_at in 1..=3 {
+            let mut node = start.clone();
+            let mut asked = Vec::new();
+            let done = block_on(Executor::new(&mut node).run_until(&transition(), &mut |_| {
+                asked.push(());
+                asked.len() >= stop_at
+            }))
+            .unwrap();
+            // Asked before steps 2 and 3 (step 4 follows the drain of step 3): at most twice.
+            let expect = [Some(1), Some(2), None][stop_at - 1];
+            assert_eq!(done, expect, "stop at question {stop_at}");
+            assert!(asked.len() <= 2);
+            let mut whole = start.clone();
+            let steps = transition();
+            block_on(Executor::new(&mut whole).run(&steps[..done.unwrap_or(steps.len())])).unwrap();
+            assert_eq!(node.instances, whole.instances, "the node holds what the steps done made");
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ impl Node for SimNode {
     fn serving(&self) -> Vec<Segment> {
         self.instances.values().filter(|(_, on)| *on).map(|(s, _)| s.clone()).collect()
     }
+    fn clock(&self) -> Option<f64> {
+        Some(self.clock)
+    }
     async fn create_instance(&mut self, seg: &Segment) -> Result<(), NodeError> {
         if self.instances.contains_key(&(seg.gpu, seg.placement)) {
             return Err(format!("GPU {} {{{}}} holds an instance already", seg.gpu, seg.placement).into());
