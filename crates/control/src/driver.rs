@@ -520,19 +520,26 @@ mod tests {
     use crate::simnode::SimNode;
     use crate::test_support::profiles;
 
+    fn ab() -> Vec<Service> {
+        ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect()
+    }
+
+    /// `services` planned on a node of `gpus` A100s, and the context to re-plan them there.
+    fn on_node<'a>(p: &'a ProfileSet, services: &'a [Service], gpus: u32) -> (DeploymentMap, PlanContext<'a>) {
+        let gpu = GpuType::by_id("a100-80gb").unwrap();
+        let options = PlanOptions { gpus_per_node: gpus, ..PlanOptions::default() };
+        let first = parva_planner::plan(PlanInput { gpu, profiles: p, services, options: &options }).unwrap().to_map();
+        (first, PlanContext { gpu, profiles: p, services, options, costs: Costs::default(), node: 0, node_gpus: gpus })
+    }
+
     /// Regression (issue 32, live): the new rates needed 9 GPUs on a node of 8, and the node
     /// kept serving the shrunken map it had. Now the node gets the best plan that fits: each
     /// service's increase scaled back by one common factor, never below what runs.
     #[test]
     fn a_node_too_small_for_the_new_rates_gets_the_best_plan_that_fits() {
-        let p = profiles();
-        let services: Vec<Service> =
-            ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect();
-        let gpu = GpuType::by_id("a100-80gb").unwrap();
-        let options = PlanOptions { gpus_per_node: 2, ..PlanOptions::default() };
-        let first = parva_planner::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options }).unwrap().to_map();
+        let (p, services) = (profiles(), ab());
+        let (first, ctx) = on_node(&p, &services, 2);
         assert!(first.gpu_count() <= 2, "{first:?}");
-        let ctx = PlanContext { gpu, profiles: &p, services: &services, options, costs: Costs::default(), node: 0, node_gpus: 2 };
         let ctl = Controller::new(Settings::default(), vec!["a".into(), "b".into()], vec![3000.0, 3000.0], 0.0);
         let d = Driver::new(ctl, ctx, &first.segments);
         // `a` wants ten times its rate: far past two GPUs.
@@ -557,13 +564,9 @@ mod tests {
     /// bursting service served 0 % within its SLO. Its fallback adds segments beside what runs.
     #[test]
     fn a_scale_up_with_no_safe_order_adds_beside_the_running_segments() {
-        let p = profiles();
-        let services: Vec<Service> =
-            ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect();
-        let gpu = GpuType::by_id("a100-80gb").unwrap();
-        let options = PlanOptions { gpus_per_node: 8, ..PlanOptions::default() };
-        let first = parva_planner::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options }).unwrap().to_map();
-        let ctx = PlanContext { gpu, profiles: &p, services: &services, options, costs: Costs::default(), node: 0, node_gpus: 8 };
+        let (p, services) = (profiles(), ab());
+        let (first, ctx) = on_node(&p, &services, 8);
+        let gpu = ctx.gpu;
         let ctl = Controller::new(Settings::default(), vec!["a".into(), "b".into()], vec![3000.0, 3000.0], 0.0);
         let d = Driver::new(ctl, ctx, &first.segments);
         let cap = |m: &DeploymentMap, name: &str| -> f64 { m.segments.iter().filter(|s| s.service == name).map(|s| s.throughput.unwrap_or(0.0)).sum() };
@@ -598,13 +601,9 @@ mod tests {
     /// planned rates stay. A scale-up is never stopped.
     #[test]
     fn a_scale_down_stops_where_a_load_passes_what_ran_before_it() {
-        let p = profiles();
-        let services: Vec<Service> =
-            ["a", "b"].iter().map(|n| Service { name: n.to_string(), model: "m".into(), rate: 3000.0, slo_ms: 50.0 }).collect();
-        let gpu = GpuType::by_id("a100-80gb").unwrap();
-        let options = PlanOptions { gpus_per_node: 8, ..PlanOptions::default() };
-        let first = parva_planner::plan(PlanInput { gpu, profiles: &p, services: &services, options: &options }).unwrap().to_map();
-        let ctx = PlanContext { gpu, profiles: &p, services: &services, options, costs: Costs::default(), node: 0, node_gpus: 8 };
+        let (p, services) = (profiles(), ab());
+        let (first, ctx) = on_node(&p, &services, 8);
+        let gpu = ctx.gpu;
         let drain_s: BTreeMap<String, f64> = [("a".to_string(), 0.05), ("b".to_string(), 0.05)].into();
         let cap = |m: &[Segment], name: &str| -> f64 { m.iter().filter(|s| s.service == name).map(|s| s.throughput.unwrap_or(0.0)).sum() };
         let down = Decision { target: vec![600.0, 600.0], direction: Direction::Down, reason: "test".into() };
