@@ -95,7 +95,10 @@ fn verify_passes_at_the_plans_rates_and_fails_the_over_capacity_services_at_3x()
     let wrong: [(&str, Value); 5] = [
         ("missing", mutated(&|_, _| Value::Null)),
         ("zero", mutated(&|_, _| 0.0.into())),
-        ("2.5x too high", mutated(&|_, p| (p * 2.5).into())),
+        // Too high against this run's measurement, not the prediction: on a loaded machine the
+        // measured p99 grows (roomy 116 ms, tight 210 ms in one fresh clone's suite) and 2.5x
+        // the prediction then passed the check.
+        ("2.5x too high", mutated(&|n, _| (f(&service(&r, n)["p99_ms"]) * 2.5).into())),
         ("4x too low", mutated(&|_, p| (p / 4.0).into())),
         ("roomy and tight swapped", mutated(&|n, p| match n { "roomy" => tight.into(), "tight" => roomy.into(), _ => p.into() })),
     ];
@@ -158,8 +161,10 @@ fn verify_passes_at_the_plans_rates_and_fails_the_over_capacity_services_at_3x()
 /// - every prediction is at least the service's batch latency (it cannot be faster than the
 ///   sleep) and within its SLO (the plan passes): a missing (null or 0) or unit-confused one fails;
 /// - measured >= 0.5 x predicted: load only adds latency, so a prediction 2x too high fails;
-/// - measured <= 1.5 x predicted + 60 ms (load headroom) where queueing dominates (tight, wide):
-///   a prediction several times too low fails;
+/// - measured <= 2 x predicted + 100 ms (load headroom: tight measured 210 ms against 102
+///   predicted in one fresh clone's suite, at 213 the old bound of 1.5 x + 60) where queueing
+///   dominates (tight, wide): a prediction several times too low fails (below the batch
+///   latency, the first rule catches it as well);
 /// - services whose predictions differ >= 5x (roomy vs tight and wide) measure in the same order:
 ///   predictions swapped between services fail.
 fn predicted_p99_agrees_with_the_measurement(r: &Value) {
@@ -171,7 +176,7 @@ fn predicted_p99_agrees_with_the_measurement(r: &Value) {
     }
     for name in ["tight", "wide"] {
         let (predicted, measured) = p99(name);
-        assert!(measured <= 1.5 * predicted + 60.0, "{name}: measured p99 {measured} ms > 1.5 x predicted {predicted} + 60 ms\n{}", summary(r));
+        assert!(measured <= 2.0 * predicted + 100.0, "{name}: measured p99 {measured} ms > 2 x predicted {predicted} + 100 ms\n{}", summary(r));
     }
     let (roomy, _) = p99("roomy");
     for name in ["tight", "wide"] {
