@@ -487,11 +487,16 @@ fn follow_spans(
         let outcome = if window {
             let seen: Vec<Observation> =
                 names.iter().map(|n| Observation::of(trace.average(n, now - settings.window_s, now) * settings.window_s, settings.window_s)).collect();
-            // A scale-down stops where the short period an alarm looks at passes what ran
-            // before it (the live loop asks its router's counts the same).
+            // A scale-down stops where the short period an alarm looks at passes what it leaves
+            // a service (the live loop asks its router's counts the same).
             let min_requests = settings.min_requests;
             let mut stop = |clock: Option<f64>, capacity: &[f64]| {
-                let t = clock.unwrap_or(now);
+                // As a live loop sees it: its counts as of the last whole second sampled during
+                // the transition (none before the second after the look's).
+                let t = clock.unwrap_or(now).ceil() - 1.0;
+                if t < now + 1.0 {
+                    return false;
+                }
                 names.iter().zip(capacity).any(|(n, c)| {
                     let o = Observation::of(trace.average(n, t - ALARM_S, t) * ALARM_S, ALARM_S);
                     o.rate > *c * (1.0 + 1e-9) && o.requests >= min_requests

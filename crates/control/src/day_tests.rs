@@ -237,6 +237,28 @@ fn the_simulated_and_live_paths_make_the_same_decisions_on_the_same_recorded_arr
 }
 
 fn same_decisions(step: u32) {
+    same_decisions_with(step, None);
+}
+
+/// Regression (trace 2 of `scripts/bench/day-results.md`): a burst that began as a scale-down
+/// did waited for its last step. Both paths stop the scale-down at the same step, and the
+/// alarm meets the burst after it.
+#[test]
+fn a_burst_stops_a_scale_down_in_the_simulated_and_live_paths_alike() {
+    let first = same_decisions_with(1, None);
+    let (at, line) = first.iter().find(|l| l.1.starts_with("scale-down: applied")).expect("a scale-down").clone();
+    let secs: f64 = line.split("(~").nth(1).and_then(|r| r.split(" s)").next()).and_then(|x| x.parse().ok()).expect("its length");
+    assert!(secs >= 4.0, "{line}");
+    // `b` bursts 2 s into it, for a minute.
+    let log = same_decisions_with(1, Some(at + 2.0));
+    let stopped = log.iter().position(|l| l.1.starts_with("scale-down: stopped after")).unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(log[stopped].0 == at, "{log:#?}");
+    assert!(log[stopped + 1].1.starts_with("scale-up") && log[stopped + 1].1.contains("b "), "{log:#?}");
+}
+
+/// The decisions of both paths, after asserting they are the same; `burst`: `b` at 16000/s for
+/// a minute from then.
+fn same_decisions_with(step: u32, burst: Option<f64>) -> Vec<(f64, String)> {
     let (p, s) = (profiles(), services());
     let duration = 2400u32;
     // Per-second arrivals: `a` ramps 3000 -> 12000/s from 300 s to 900 s, holds, falls back at
@@ -251,7 +273,8 @@ fn same_decisions(step: u32) {
     for t in (0..duration).step_by(step as usize) {
         let t = f64::from(t);
         let a = if t < 300.0 { 3000.0 } else if t < 900.0 { 3000.0 + 9000.0 * (t - 300.0) / 600.0 } else if t < 1500.0 { 12000.0 } else { 3000.0 };
-        let b = if (1100.0..1120.0).contains(&t) { 16000.0 } else { 4000.0 };
+        let bursting = burst.is_some_and(|b| (b..b + 60.0).contains(&t));
+        let b = if (1100.0..1120.0).contains(&t) || bursting { 16000.0 } else { 4000.0 };
         let c = [(a * noise()).round() as u64, (b * noise()).round() as u64];
         text.push_str(&format!("{t},a,{}\n{t},b,{}\n", c[0], c[1]));
         counts.extend(std::iter::repeat_n(c, step as usize));
@@ -270,6 +293,7 @@ fn same_decisions(step: u32) {
     let simulated: Vec<(f64, String)> = stats.log.iter().map(|l| (l.at_s, l.line.clone())).collect();
     assert!(simulated.iter().any(|l| l.1.starts_with("scale-up")), "{simulated:#?}");
     assert!(simulated.iter().any(|l| l.1.starts_with("scale-down")), "{simulated:#?}");
+    let simulated_log = simulated.clone();
     // The live loop: the node set up as the simulation sets it up, the counts as a router's.
     let (_, sim_node, mut driver) = start_node(&input, &trace, &c, Settings { mode: Mode::Forecast, ..c.follow }).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
@@ -300,4 +324,5 @@ fn same_decisions(step: u32) {
         assert_eq!(l, s, "rows every {step} s: decision {k} differs (left live, right simulated)");
     }
     assert_eq!(live.len(), simulated.len(), "live {live:#?}\nsimulated {simulated:#?}");
+    simulated_log
 }

@@ -95,12 +95,14 @@ pub enum Outcome {
     /// Not applied (planning refused it, or a step failed and was rolled back); backing off.
     Refused { decision: Decision, why: Refusal, backoff_s: f64 },
     /// A scale-down stopped after `done` of its steps, because a service's load passed what
-    /// ran before it (an alarm waits for no saving); the node serves what those steps made.
+    /// the scale-down leaves it (an alarm waits for no saving); the node serves what those
+    /// steps made.
     Stopped { decision: Decision, prepared: Prepared, done: usize },
 }
 
-/// Asked between a scale-down's steps, with the node's clock and each service's capacity
-/// before the transition: whether a service's load now passes it (see [`Driver::tick`]).
+/// Asked between a scale-down's steps, with the node's clock and what the scale-down leaves
+/// each service (the lesser of its capacity before and in the new map): whether a service's
+/// load now passes it (see [`Driver::tick`]).
 pub type StopFn<'s> = dyn FnMut(Option<f64>, &[f64]) -> bool + Send + 's;
 
 /// What plans a transition: [`prepare_here`], or a live node's wrapper that runs it off the
@@ -363,10 +365,12 @@ impl<'a> Driver<'a> {
             let backoff_s = self.controller.refused(now_s, &decision.target);
             return Outcome::Refused { decision, why: Refusal::Failed(format!("making room before the transition (nothing changed): {e}")), backoff_s };
         }
-        // A scale-down is a saving, not a need: it stops where a service's load passes what
-        // ran before it, so that the alarm meets it now rather than after the last step.
-        let before = self.controller.capacity().to_vec();
-        let mut stop_down = |clock: Option<f64>| decision.direction == Direction::Down && stop(clock, &before);
+        // A scale-down is a saving, not a need: it stops where a service's load passes what it
+        // leaves that service (the lesser of what ran before and what the new map serves), so
+        // that the alarm meets the load now rather than after the last step.
+        let after = self.capacity_of(&prepared.new_map.segments);
+        let bound: Vec<f64> = self.controller.capacity().iter().zip(&after).map(|(b, a)| b.min(*a)).collect();
+        let mut stop_down = |clock: Option<f64>| decision.direction == Direction::Down && stop(clock, &bound);
         let run = Executor::new(node).run_until(&prepared.steps, &mut stop_down).await;
         node.after().await;
         let serving = node.serving();
@@ -474,7 +478,7 @@ impl Outcome {
                 Some(format!("{}: applied {}{short} ({})", direction(decision.direction), prepared.summary(), decision.reason))
             }
             Outcome::Stopped { decision, prepared, done } => Some(format!(
-                "{}: stopped after {done} of its {} steps: a service's load passed what ran before it (the node serves what those steps made; the planned rates stay) ({})",
+                "{}: stopped after {done} of its {} steps: a service's load passed what it would leave it (the node serves what those steps made; the planned rates stay) ({})",
                 direction(decision.direction),
                 prepared.steps.len(),
                 decision.reason
@@ -596,7 +600,7 @@ mod tests {
     /// A burst that arrives while a scale-down runs waited for its last step (trace 2 of
     /// `scripts/bench/day-results.md`: a 71.6 s scale-down begun the second a service went from
     /// 689 to 1,118 req/s, which it served at 11-40 % within its SLO until the alarm could act).
-    /// Now the scale-down stops between steps where a service's load passes what ran before it:
+    /// Now the scale-down stops between steps where a service's load passes what it leaves it:
     /// the node serves what the steps done made, with no instance drained and left, and the
     /// planned rates stay. A scale-up is never stopped.
     #[test]
@@ -624,7 +628,9 @@ mod tests {
         let (out, node, _, asked) = run(None);
         let Outcome::Applied { prepared, .. } = out else { panic!("{out:?}") };
         assert!(prepared.steps.len() >= 3 && !asked.is_empty(), "{:?}", prepared.steps);
-        assert!(asked.windows(2).all(|w| w[0].0 <= w[1].0) && asked.iter().all(|a| a.0.is_some() && a.1 == vec![cap(&first.segments, "a"), cap(&first.segments, "b")]));
+        let left: Vec<f64> = ["a", "b"].iter().map(|n| cap(&first.segments, n).min(cap(&prepared.new_map.segments, n))).collect();
+        assert!(asked.windows(2).all(|w| w[0].0 <= w[1].0) && asked.iter().all(|a| a.0.is_some() && a.1 == left), "{asked:?} {left:?}");
+        assert!(left.iter().all(|c| *c >= 600.0 && *c < 3000.0), "{left:?}");
         assert!(node.serving().len() < first.segments.len());
         // Stopped at the second question: fewer steps done, every service still above its demand.
         let (out, node, d, asked) = run(Some(2));
