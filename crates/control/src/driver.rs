@@ -604,7 +604,7 @@ mod tests {
     /// the node serves what the steps done made, with no instance drained and left, and the
     /// planned rates stay. A scale-up is never stopped.
     #[test]
-    fn a_scale_down_stops_where_a_load_passes_what_ran_before_it() {
+    fn a_scale_down_stops_where_a_load_passes_what_it_leaves() {
         let (p, services) = (profiles(), ab());
         let (first, ctx) = on_node(&p, &services, 8);
         let gpu = ctx.gpu;
