@@ -12,7 +12,9 @@
 //!   (a burst, the partial window of a cold start) does not tilt it. It adds at most the level
 //!   again;
 //! - the **season**: for each earlier day (up to 7) with windows around this time, how much the
-//!   load grew from the 10 minutes before this time of day to its peak over the horizon after;
+//!   load grew from the 10 minutes before this time of day to its peak over the horizon after,
+//!   as far as that lasted (the median of the half hour that followed: a burst that day, 5-20
+//!   minutes at a random hour, is no shape of the day; a ramp or a service turning on lasts);
 //!   the median growth (at most 8) times the mean of the last 10 minutes, and for a service that
 //!   turns on (a median growth past 8) at least the peak earlier days reached then; the node's
 //!   first hour (a cold start) is no day's shape. A daily ramp is then planned for as
@@ -45,6 +47,9 @@ const SEASON_BASE_S: f64 = 600.0;
 /// Seconds after the first window that no later day's season counts (see
 /// [`History::season`]).
 const SEASON_COLD_S: f64 = 3600.0;
+/// Seconds after the horizon over which a day's growth must have lasted to count (the median
+/// of its windows; see [`History::season`]).
+const SEASON_LAST_S: f64 = 1800.0;
 /// The most growth over the horizon a day's ratio counts; past it, the peak itself counts (see
 /// [`History::season`]).
 const GROWTH_MAX: f64 = 8.0;
@@ -192,6 +197,12 @@ impl History {
         (n > 0).then(|| sum / n as f64)
     }
 
+    /// Median rate of the windows ending in `(from, to]`, if any.
+    fn median_in(&self, from: f64, to: f64) -> Option<f64> {
+        let mut rates: Vec<f64> = self.between(from, to).map(|w| w.1).collect();
+        (!rates.is_empty()).then(|| median(&mut rates))
+    }
+
     /// Largest rate of the windows ending in `(from, to]`, if any.
     fn max_in(&self, from: f64, to: f64) -> Option<f64> {
         self.between(from, to).map(|w| w.1).reduce(f64::max)
@@ -199,7 +210,8 @@ impl History {
 
     /// What earlier days say of the horizon ahead: `recent` (the mean of the last 10 minutes)
     /// times the median over earlier days of the growth from the 10 minutes before this time of
-    /// day to the peak over the horizon after it, the growth at most [`GROWTH_MAX`]; where that
+    /// day to the peak over the horizon after it (no higher than the median of the
+    /// [`SEASON_LAST_S`] after the horizon), the growth at most [`GROWTH_MAX`]; where that
     /// median growth is past it (a service that turns on: its base is nothing beside what
     /// follows), at least the median of those peaks themselves. `None` when no earlier day
     /// covers this time.
@@ -215,6 +227,10 @@ impl History {
                 continue;
             }
             let (Some(base), Some(peak)) = (self.mean_in(then - SEASON_BASE_S, then), self.max_in(then, then + horizon_s)) else { continue };
+            // Only as much of the peak as lasted: a burst that day (5-20 minutes, at random
+            // hours) is no shape of the day, and planned for the next day it cost a transition
+            // up and one back down for nothing.
+            let peak = self.median_in(then + horizon_s, then + horizon_s + SEASON_LAST_S).map_or(peak, |lasted| peak.min(lasted));
             if base > 0.0 {
                 growth.push((peak / base).max(0.25));
                 peaks.push(peak);
@@ -346,6 +362,27 @@ mod tests {
             }
             let f = h.forecast(DAY_S + on + 3600.0, &forecast_settings());
             assert!((f.season - 2400.0).abs() < 1e-9, "night {night}: {f:?}");
+        }
+    }
+
+    /// Regression (trace 4, bursts of 5-20 minutes at random hours): a burst one day was read
+    /// the day after as the hour's shape, and the service was planned up 2.7 times its level
+    /// ahead of a burst that did not come (two transitions, up and back down, for nothing). A
+    /// burst lasts minutes; a ramp, or a service that turns on, lasts: only what lasted counts.
+    #[test]
+    fn regression_a_burst_one_day_is_not_planned_for_the_day_after() {
+        let at = 10.0 * 3600.0;
+        for (burst_s, want) in [(900.0, 100.0), (6.0 * 3600.0, 250.0)] {
+            // 100 req/s, and 250 from 10:00 on day 0 for `burst_s`.
+            let rate = |t: f64| if (at..at + burst_s).contains(&t) { 250.0 } else { 100.0 };
+            let mut h = History::default();
+            let mut t = 60.0;
+            while t <= DAY_S + at - 300.0 {
+                h.push(t, rate(t), 0.5);
+                t += 60.0;
+            }
+            let f = h.forecast(DAY_S + at - 300.0, &forecast_settings());
+            assert!((f.season - want).abs() < 1e-9 && (f.value - want).abs() < 1e-9, "a rise for {burst_s} s: {f:?}");
         }
     }
 
