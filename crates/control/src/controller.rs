@@ -24,8 +24,9 @@
 //!   is warm mean the service has stopped, and it goes down to its forecast (the floor
 //!   `min_rate` where nothing is foreseen) without the `max_step_down` limit. A scale-down whose
 //!   plan turns out to need as many GPUs is not applied ([`Controller::saves_nothing`]). A service that has been such a
-//!   candidate for 5 minutes goes down with any scale-up that happens meanwhile, rather than in
-//!   a transition of its own later.
+//!   candidate for `down_after_s` goes down with any scale-up that happens meanwhile, rather
+//!   than in a transition of its own later (the same evidence as a scale-down of its own: after
+//!   5 minutes, a fifth of those lowered on the noisy trace were raised again within the hour).
 //! - a **churn budget**: at most `max_changes_per_hour` transitions; past it, scale-downs and
 //!   scale-ups ahead of need wait; a scale-up at need (a measured load, with headroom, past the
 //!   capacity) never does, nor one whose forecast is past twice the capacity (`JUMP`: a
@@ -53,10 +54,6 @@ const JUMP: f64 = 2.0;
 /// raised again by the next 10 minutes' few per cent (a flap: two transitions for nothing; 59.7
 /// re-plans a day on the 12-service trace of `scripts/bench/day-results.md`, 51 with this).
 const DOWN_MARGIN: f64 = 0.05;
-
-/// A service that has been a scale-down candidate for this long is lowered with any transition
-/// that happens anyway (a scale-up of another service), rather than in one of its own later.
-const PIGGYBACK_S: f64 = 300.0;
 
 /// Seconds of the alarm's most recent measurement (see [`Controller::alarm`]). One second: a
 /// jump that lands between two of the alarm's looks is met at its height the second after it
@@ -356,11 +353,12 @@ impl Controller {
         } else {
             up.clear();
         }
-        // A scale-up happens anyway: services low for PIGGYBACK_S go down with it (after the
-        // warm-up, on the same evidence), rather than in a transition of their own.
+        // A scale-up happens anyway: services low for down_after_s go down with it (after the
+        // warm-up, on the same evidence as a scale-down of their own), rather than in a
+        // transition of their own.
         let down: Vec<usize> = if go_down || (go_up && warm) {
             let low_each = &self.low_each;
-            let down: Vec<(usize, f64)> = down.into_iter().filter(|&(i, _)| go_down || low_each[i].is_some_and(|t| now_s - t >= PIGGYBACK_S)).collect();
+            let down: Vec<(usize, f64)> = down.into_iter().filter(|&(i, _)| go_down || low_each[i].is_some_and(|t| now_s - t >= s.down_after_s)).collect();
             down.iter().map(|&(i, to)| {
                 target[i] = to;
                 i
