@@ -293,6 +293,15 @@ mod tests {
         Settings { burst_factor: 0.0, headroom: 0.0, ..Settings::default() }
     }
 
+    /// Record a window a minute of `rate(t)` for every `t` in `(from, until]` on the minute.
+    fn record_minutes(h: &mut History, from: f64, until: f64, rate: impl Fn(f64) -> f64) {
+        let mut t = from + 60.0;
+        while t <= until {
+            h.push(t, rate(t), 0.5);
+            t += 60.0;
+        }
+    }
+
     #[test]
     fn a_steady_load_is_forecast_as_itself_and_reactive_adds_only_headroom() {
         let mut h = History::default();
@@ -348,18 +357,11 @@ mod tests {
             let on = 7.0 * 3600.0 + 600.0;
             let rate = |t: f64| if (t % DAY_S) < on { night } else { 2400.0 };
             let mut h = History::default();
-            let mut t = 60.0;
-            while t <= DAY_S + on - 300.0 {
-                h.push(t, rate(t), 0.5);
-                t += 60.0;
-            }
+            record_minutes(&mut h, 0.0, DAY_S + on - 300.0, rate);
             let f = h.forecast(DAY_S + on - 300.0, &forecast_settings());
             assert!((f.season - 2400.0).abs() < 1e-9 && f.value >= 2400.0, "night {night}: {f:?}");
             // Once on, the ratio of an ordinary hour counts again (2400 x 1, not a peak of 60x).
-            while t <= DAY_S + on + 3600.0 {
-                h.push(t, rate(t), 0.5);
-                t += 60.0;
-            }
+            record_minutes(&mut h, DAY_S + on - 300.0, DAY_S + on + 3600.0, rate);
             let f = h.forecast(DAY_S + on + 3600.0, &forecast_settings());
             assert!((f.season - 2400.0).abs() < 1e-9, "night {night}: {f:?}");
         }
@@ -376,11 +378,7 @@ mod tests {
             // 100 req/s, and 250 from 10:00 on day 0 for `burst_s`.
             let rate = |t: f64| if (at..at + burst_s).contains(&t) { 250.0 } else { 100.0 };
             let mut h = History::default();
-            let mut t = 60.0;
-            while t <= DAY_S + at - 300.0 {
-                h.push(t, rate(t), 0.5);
-                t += 60.0;
-            }
+            record_minutes(&mut h, 0.0, DAY_S + at - 300.0, rate);
             let f = h.forecast(DAY_S + at - 300.0, &forecast_settings());
             assert!((f.season - want).abs() < 1e-9 && (f.value - want).abs() < 1e-9, "a rise for {burst_s} s: {f:?}");
         }
@@ -393,11 +391,7 @@ mod tests {
     fn a_cold_start_is_not_planned_for_again_the_day_after() {
         let rate = |t: f64| if t < 1800.0 { 100.0 * (0.02 + 0.98 * t / 1800.0) } else { 100.0 };
         let mut h = History::default();
-        let mut t = 60.0;
-        while t <= DAY_S + 1200.0 {
-            h.push(t, rate(t), 0.5);
-            t += 60.0;
-        }
+        record_minutes(&mut h, 0.0, DAY_S + 1200.0, rate);
         let f = h.forecast(DAY_S + 1200.0, &forecast_settings());
         assert!((f.value - 100.0).abs() < 1e-9, "{f:?}");
     }
