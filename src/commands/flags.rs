@@ -52,7 +52,9 @@ pub struct ControllerFlags {
     /// Scale-ups never wait.
     #[arg(long, alias = "min-interval", default_value = "15m", value_parser = parse_seconds)]
     pub down_after: f64,
-    /// At most this fraction of a service's planned rate is given up in one scale-down.
+    /// At most this fraction of a service's planned rate is given up in one scale-down, unless
+    /// the load of the last --down-after is further below (then down to its highest window
+    /// with this share to spare).
     #[arg(long, default_value_t = parva_control::Settings::default().max_step_down)]
     pub max_step_down: f64,
     /// Weight of the newest window in the rate EWMA (1: only the last window counts).

@@ -47,7 +47,9 @@ fn a_nearly_empty_first_window_keeps_the_capacity() {
     let (at, d) = first_down.expect("a sustained quiet period scales down");
     assert!(at >= s.warmup_s.max(s.down_after_s), "scaled down at {at} s");
     assert_eq!(d.direction, Direction::Down);
-    assert!((d.target[0] - 50.0 * 1.05).abs() < 1e-9, "at most half at once, and the 5 % margin: {:?}", d.target);
+    // At most half at once, unless the load is further below: then twice its highest window
+    // (10 req/s for 15 minutes: 20), with the 5 % margin.
+    assert!((d.target[0] - 20.0 * 1.05).abs() < 1e-9, "twice the load's highest window, and the 5 % margin: {:?}", d.target);
 }
 
 #[test]
@@ -286,4 +288,37 @@ fn regression_a_noisy_service_is_not_lowered_below_its_rows_top() {
     assert!(downs >= 1, "the over-provisioned service comes down");
     assert_eq!(ups_after_down, 0, "no scale-up undoes a scale-down");
     assert!(c.planned()[0] < 200.0, "{:?}", c.planned());
+}
+
+/// Regression (trace 5 of `scripts/bench/day-results.md`, a business-hours service going from
+/// 23,000 to 450 req/s at the end of its day): each scale-down gave up at most half of the
+/// planned rate, one every 20-60 minutes, so the service kept 2-60 times its load for four
+/// hours. Now, where the last `down_after_s` of load is far below, a scale-down goes down to
+/// twice that load's highest window (at the default `max_step_down`), in one step.
+#[test]
+fn regression_a_service_that_turns_off_goes_down_in_one_step_not_in_halvings() {
+    let s = Settings::default();
+    let mut c = ctl(s, &[1000.0, 100.0]);
+    let rate = |k: u32| [if k <= 120 { 900.0 } else { 20.0 }, 90.0];
+    let mut downs = Vec::new();
+    for k in 1..=300 {
+        let t = 60.0 * k as f64;
+        if let Some(d) = c.observe(t, &obs(&rate(k), 60.0)) {
+            if d.target[0] < c.planned()[0] {
+                assert!(k > 120, "lowered at {t} s while the load stayed: {d:?}");
+                // Never below half the plan and twice the highest minute of the last
+                // down_after_s (20 req/s) both.
+                assert!(d.target[0] >= (c.planned()[0] * 0.5).min(40.0) - 1e-9, "{d:?}");
+                downs.push((k, d.target[0]));
+            }
+            c.applied(t, d.target.clone(), true, &d.target);
+            c.set_capacity(&d.target);
+            c.set_gpcs(&[28.0 * d.target[0] / 1000.0, 7.0], 7.0, (4.0 * d.target[0] / 1000.0).ceil() + 1.0);
+        }
+    }
+    // Off at minute 120: down below 100 req/s within the next 90 minutes, in at most two
+    // scale-downs (the first may be held up by the last hour's line, the envelope); halving
+    // from 1,000 takes four.
+    let below = downs.iter().position(|&(_, r)| r < 100.0).unwrap_or_else(|| panic!("never below 100 req/s: {downs:?}"));
+    assert!(below < 2 && downs[below].0 <= 210, "{downs:?}");
 }

@@ -204,7 +204,7 @@ impl History {
     }
 
     /// Largest rate of the windows ending in `(from, to]`, if any.
-    fn max_in(&self, from: f64, to: f64) -> Option<f64> {
+    pub(crate) fn max_in(&self, from: f64, to: f64) -> Option<f64> {
         self.between(from, to).map(|w| w.1).reduce(f64::max)
     }
 

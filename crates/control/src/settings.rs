@@ -41,7 +41,9 @@ pub struct Settings {
     /// Seconds of sustained low load before a scale-down; also the least time between two
     /// scale-downs. Scale-ups never wait.
     pub down_after_s: f64,
-    /// At most this fraction of a service's planned rate is given up in one scale-down.
+    /// At most this fraction of a service's planned rate is given up in one scale-down, unless
+    /// the load of the last `down_after_s` is further below: then down to its highest window
+    /// with this share to spare (`peak / (1 - max_step_down)`).
     pub max_step_down: f64,
     /// Weight of the newest window in the rate EWMA.
     pub ewma: f64,
