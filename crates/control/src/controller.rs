@@ -406,13 +406,13 @@ impl Controller {
     /// one per 20-60 minutes: over four hours at 2-60 times its load.
     fn step_down_floor(&self, i: usize, now_s: f64) -> f64 {
         let kept = 1.0 - self.settings.max_step_down;
-        let halving = self.planned[i] * kept;
         if kept <= 0.0 {
             return 0.0;
         }
+        let step = self.planned[i] * kept;
         match self.history[i].max_in(now_s - self.settings.down_after_s, now_s) {
-            Some(peak) => halving.min(peak / kept),
-            None => halving,
+            Some(peak) => step.min(peak / kept),
+            None => step,
         }
     }
 
