@@ -81,7 +81,7 @@ impl Default for Settings {
     /// controller re-planned every window of a ramp, ~83 times a day; at 20 % it kept 8 % more
     /// GPU-hours); a 10-minute horizon for the trend (at 30 minutes a ramp's first hour was
     /// over-provisioned by its extrapolation); 15 minutes of sustained low load before a
-    /// scale-down, at most half a service's rate given up at once, and only when it frees 1.25
+    /// scale-down, at most half a service's rate given up at once (or down to twice the last 15 minutes' peak where that is lower), and only when it frees 1.25
     /// GPUs, so that a dip costs no two transitions; no scale-down in the first 5 minutes or on
     /// a window of fewer than 50 requests (a cold start); 2 changes an hour (since a
     /// transition's creations run as waves: 3 gave 46-52 re-plans a day on the three smoother
