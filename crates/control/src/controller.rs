@@ -82,6 +82,12 @@ impl Observation {
         Observation { rate: if seconds > 0.0 { requests / seconds } else { 0.0 }, requests }
     }
 
+    /// Whether this short measurement is past `capacity`, on at least `min_requests` requests:
+    /// what starts an alarm, and what stops a scale-down between its steps.
+    pub fn past(&self, capacity: f64, min_requests: f64) -> bool {
+        self.rate > capacity * (1.0 + 1e-9) && self.requests >= min_requests
+    }
+
     /// The rate the count supports at [`RECENT_SIGMAS`] Poisson deviations below it (0 for an
     /// empty window).
     fn rate_at_least(&self) -> f64 {
@@ -438,7 +444,7 @@ impl Controller {
         let mut target = self.planned.clone();
         let mut up = Vec::new();
         for (i, o) in short.iter().enumerate().take(self.names.len()) {
-            if o.rate > self.capacity[i] * (1.0 + 1e-9) && o.requests >= s.min_requests {
+            if o.past(self.capacity[i], s.min_requests) {
                 let rate = alarm_rate(o, recent.get(i));
                 target[i] = (rate * (1.0 + s.headroom)).max(self.last_forecast[i].value).max(s.min_rate) * (1.0 + s.step_up);
                 up.push(i);

@@ -497,10 +497,7 @@ fn follow_spans(
                 if t < now + 1.0 {
                     return false;
                 }
-                names.iter().zip(capacity).any(|(n, c)| {
-                    let o = Observation::of(trace.average(n, t - ALARM_S, t) * ALARM_S, ALARM_S);
-                    o.rate > *c * (1.0 + 1e-9) && o.requests >= min_requests
-                })
+                names.iter().zip(capacity).any(|(n, c)| Observation::of(trace.average(n, t - ALARM_S, t) * ALARM_S, ALARM_S).past(*c, min_requests))
             };
             block_on(driver.tick(now, &seen, &mut node, &prepare_here, &mut stop))
         } else {

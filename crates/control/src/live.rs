@@ -226,7 +226,7 @@ pub async fn follow_loop<N: Node + Send>(
             let min_requests = driver.controller.settings().min_requests;
             let mut stop = |_: Option<f64>, capacity: &[f64]| {
                 let short = short_now.lock().ok().and_then(|g| g.clone()).unwrap_or_default();
-                short.iter().zip(capacity).any(|(o, c)| o.rate > c * (1.0 + 1e-9) && o.requests >= min_requests)
+                short.iter().zip(capacity).any(|(o, c)| o.past(*c, min_requests))
             };
             let look = async {
                 if is_window {
