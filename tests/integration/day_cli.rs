@@ -92,3 +92,42 @@ fn a_bad_trace_is_refused_with_file_line_and_field_and_the_flags_are_checked() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("--window: must be at least 10 s in a simulation, found 5"), "{}", stderr(&o));
 }
+
+/// `scripts/bench/replan_bound.py`, the clairvoyant bound the day results compare the controller
+/// with, against a case worked by hand: two services over four 10-minute rows (a: 1, 1, 2, 2;
+/// b: 2, 1, 1, 2 req/s; b costs half a's GPCs per request/s). The oracle costs 2 + 1.5 + 2.5 + 3
+/// = 9; one plan for all rows 4 x 3 = 12; one re-plan at best 2 x 2 + 2 x 3 = 10 (after row 2);
+/// two 2 + 1.5 + 2 x 3 = 9.5; three are the oracle.
+#[test]
+fn the_replan_bound_matches_a_case_worked_by_hand_and_names_a_bad_row() {
+    let d = tempfile::tempdir().unwrap();
+    let trace = d.path().join("trace.csv");
+    let rows = [(0, 1, 2), (600, 1, 1), (1200, 2, 1), (1800, 2, 2)];
+    let mut text = String::from("time_s,service,rate\n");
+    for (t, a, b) in rows {
+        text.push_str(&format!("{t},a,{a}\n"));
+        // b's rate holds until its next row, as `simulate --rates` reads it: no row at 1200.
+        if t != 1200 {
+            text.push_str(&format!("{t},b,{b}\n"));
+        }
+    }
+    std::fs::write(&trace, text).unwrap();
+    let map = d.path().join("plan.csv");
+    std::fs::write(&map, "node,gpu,service,instance_size,throughput\n0,0,a,1,1\n0,0,b,1,2\n").unwrap();
+    // Four rows of 600 s are 1/36 of a day: k re-plans are 36 k a day.
+    let run = |trace: &Path| {
+        std::process::Command::new("python3")
+            .args(["scripts/bench/replan_bound.py", s(trace), s(&map), "--per-day", "0,36,72,108"])
+            .current_dir(crate::util::repo())
+            .output()
+            .unwrap()
+    };
+    let o = run(&trace);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ratios: Vec<String> = stdout(&o).lines().skip(2).filter_map(|l| l.split_whitespace().nth(1).map(str::to_string)).collect();
+    assert_eq!(ratios, ["1.333x", "1.111x", "1.056x", "1.000x"], "{}", stdout(&o));
+    std::fs::write(&trace, "time_s,service,rate\n0,a,1\n600,a,-3\n").unwrap();
+    let o = run(&trace);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("trace.csv:3: rate -3.0 is not a finite number >= 0"), "{}", stderr(&o));
+}
