@@ -13,8 +13,9 @@ so the discrete segments' slack, which the oracle pays as well, is left out of b
 
 TRACE.csv: `time_s,service,rate` (a service's rate holds until its next row; `scripts/gen_trace.py`);
 DEPLOY.csv: a `parva plan --services ... --out DEPLOY.csv` of the trace's services. Prints, per budget
-in re-plans a day, the best stretch plan's GPU-hours over the oracle's (fluid). Standard
-library only; a 432-row, 12-service trace takes a few seconds.
+in re-plans a day, the best stretch plan's GPU-hours over the oracle's (fluid), and how noisy
+the rows are (what no forecast knows ahead). Standard library only; a 432-row, 12-service
+trace takes a few seconds.
 """
 import argparse
 import collections
@@ -55,6 +56,20 @@ def gpcs_per_rate(path):
     except (OSError, KeyError, TypeError, ValueError) as e:
         sys.exit(f"{path}: want a deployment map (service,instance_size,throughput): {e}")
     return {s: gpcs[s] / thr[s] for s in gpcs if thr[s] > 0}
+
+
+def row_noise(raw):
+    """Each service's rows over the median of their 7-row neighbourhood, minus 1: the part of
+    the load no forecast from the shape of the day can know (p10, p50, p90, p99 over all)."""
+    devs = []
+    for c in range(len(raw[0])):
+        col = [r[c] for r in raw]
+        for k in range(3, len(col) - 3):
+            m = sorted(col[k - 3:k + 4])[3]
+            if m > 0:
+                devs.append(col[k] / m - 1)
+    devs.sort()
+    return [devs[int(q * (len(devs) - 1))] for q in (0.1, 0.5, 0.9, 0.99)] if devs else []
 
 
 def bounds(rates, edges, max_changes):
@@ -99,10 +114,11 @@ def main():
         sys.exit(f"{a.deploy}: no segments for {', '.join(missing)}")
     # A service's rate holds until its next row (as `parva simulate --rates` reads a trace).
     now = dict.fromkeys(services, 0.0)
-    rates = []
+    raw = []
     for t in times:
         now.update(rows[t])
-        rates.append([now[s] * w[s] for s in services])
+        raw.append([now[s] for s in services])
+    rates = [[r * w[s] for r, s in zip(row, services)] for row in raw]
     days = (edges[-1] - edges[0]) / 86400.0
     try:
         budgets = [float(x) for x in a.per_day.split(",") if x]
@@ -118,6 +134,9 @@ def main():
     assert costs[-1] >= oracle * (1 - 1e-9), "a plan cheaper than the oracle"
     gpu_h = lambda c: c / 3600.0 / 7.0  # GPC-seconds to GPU-hours of a 7-GPC GPU
     print(f"{a.trace}: {len(times)} rows over {days:.2f} days, {len(services)} services; oracle {gpu_h(oracle):.0f} GPU-h (fluid)")
+    noise = row_noise(raw)
+    if noise:
+        print("row noise (a row over the median of its 7 rows, -1): p10 {:+.3f} p50 {:+.3f} p90 {:+.3f} p99 {:+.3f}".format(*noise))
     print("re-plans/day  best plan / oracle")
     for b in budgets:
         k = min(int(round(b * days)), len(costs) - 1)
