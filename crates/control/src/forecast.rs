@@ -7,7 +7,8 @@
 //!   rise past the capacity is met by the controller's check of the measured load and by the
 //!   alarm, not by the forecast);
 //! - the **trend** (until earlier days cover this time of day): the level plus the slope of the
-//!   last hour times the horizon, so that a ramp is met before it arrives. The slope is the median of the slopes between every two
+//!   last hour times the horizon (no further than the windows it was fitted on reach back), so
+//!   that a ramp is met before it arrives. The slope is the median of the slopes between every two
 //!   windows (Theil-Sen), over at least 5 windows, and counts only when rising: one odd window
 //!   (a burst, the partial window of a cold start) does not tilt it. It adds at most the level
 //!   again;
@@ -63,6 +64,8 @@ struct Fit {
     swing: f64,
     /// Its value now (0 over fewer than 10 windows).
     line: f64,
+    /// Seconds from its first window to its last: a slope is extrapolated no further.
+    span: f64,
 }
 
 /// One service's measured windows.
@@ -155,8 +158,9 @@ impl History {
             }
         }
         let slope = median(&mut slopes);
+        let span = pts[pts.len() - 1].0 - pts[0].0;
         if pts.len() < 10 {
-            return Fit { slope: slope.max(0.0), ..Fit::default() };
+            return Fit { slope: slope.max(0.0), span, ..Fit::default() };
         }
         let t0 = pts.iter().map(|p| p.0).sum::<f64>() / pts.len() as f64;
         let mut level: Vec<f64> = pts.iter().map(|p| p.1 - slope * (p.0 - t0)).collect();
@@ -172,13 +176,13 @@ impl History {
             })
             .collect();
         if off.len() < 10 {
-            return Fit { slope: slope.max(0.0), ..Fit::default() };
+            return Fit { slope: slope.max(0.0), span, ..Fit::default() };
         }
         off.sort_by(f64::total_cmp);
         let swing = off[(off.len() * 9 / 10).min(off.len() - 1)].clamp(0.0, BURST_MAX);
         let mut dist: Vec<f64> = off.iter().map(|o| o.abs()).collect();
         let burstiness = median(&mut dist).min(BURST_MAX);
-        Fit { slope: slope.max(0.0), burstiness, swing, line: (level + slope * (now_s - t0)).max(0.0) }
+        Fit { slope: slope.max(0.0), burstiness, swing, line: (level + slope * (now_s - t0)).max(0.0), span }
     }
 
     /// The windows ending in `(from, to]` (found by bisection: the history is in time order).
@@ -258,8 +262,11 @@ impl History {
             }
             Mode::Forecast => {
                 let level = self.ewma();
-                let Fit { slope, burstiness, swing, line } = self.fit(now_s);
-                let trend = level + (slope * s.horizon_s).min(level);
+                let Fit { slope, burstiness, swing, line, span } = self.fit(now_s);
+                // No further ahead than the windows it was fitted on reach back: a slope seen
+                // over a minute of 10-s windows (noise, clients still connecting) said nothing
+                // of the next 10 minutes.
+                let trend = level + (slope * s.horizon_s.min(span)).min(level);
                 let recent = self.mean_in(now_s - SEASON_BASE_S, now_s).unwrap_or(level);
                 let season = self.season(now_s, s.horizon_s, recent);
                 // Earlier days know this hour's shape better than the last 20 minutes' slope.
@@ -317,14 +324,36 @@ mod tests {
     #[test]
     fn a_ramp_is_planned_for_before_it_arrives() {
         let mut h = History::default();
-        // +1 req/s every minute for 20 minutes.
-        for i in 0..=20 {
+        // +1 req/s every minute for 40 minutes.
+        for i in 0..=40 {
             h.push(i as f64 * 60.0, 100.0 + i as f64, 0.5);
         }
-        let f = h.forecast(1200.0, &Settings { horizon_s: 1800.0, ..forecast_settings() });
-        // Slope 1/60 per s over a 30-minute horizon: +30.
-        assert!((f.trend - 150.0).abs() < 1.0, "{f:?}");
+        let f = h.forecast(2400.0, &Settings { horizon_s: 1800.0, ..forecast_settings() });
+        // Slope 1/60 per s over a 30-minute horizon: +30 over the level (the EWMA, a window behind).
+        assert!((f.trend - 169.0).abs() < 1.0, "{f:?}");
         assert!(f.value >= f.trend);
+    }
+
+    // The live bench (10-s windows, a 10-minute horizon): ranker was planned up from 160 to 206
+    // req/s a minute after its clients connected, on the slope of its first few windows, and
+    // the scale-up spent the churn budget the x0.5 stretch needed for its scale-down.
+    #[test]
+    fn regression_a_slope_seen_over_a_minute_is_not_extrapolated_over_ten() {
+        let mut h = History::default();
+        // Seven 10-s windows rising 1 req/s each (clients still connecting, or noise).
+        for i in 0..7 {
+            h.push(i as f64 * 10.0, 160.0 + i as f64, 0.5);
+        }
+        let s = Settings { horizon_s: 600.0, ..forecast_settings() };
+        let f = h.forecast(60.0, &s);
+        // Fitted on 50 s (the first window is left out): +5, not +60.
+        assert!(f.trend - f.level <= 5.0 + 1e-9 && f.trend > f.level, "{f:?}");
+        // A ramp seen for longer than the horizon is extrapolated over all of it.
+        for i in 7..=80 {
+            h.push(i as f64 * 10.0, 160.0 + i as f64, 0.5);
+        }
+        let f = h.forecast(800.0, &s);
+        assert!((f.trend - f.level - 60.0).abs() < 1e-6, "{f:?}");
     }
 
     #[test]
