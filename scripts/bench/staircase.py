@@ -7,6 +7,10 @@ and finds, by dynamic programming, the cheapest staircase of GPUs over the trace
 CHANGES-PER-DAY x days changes that never has fewer GPUs than POLICY had in any piece: the least
 GPU-hours a controller that knew the whole trace in advance, and changed its GPUs at most that
 often, would hold. Prints it beside POLICY's GPU-hours, and how often POLICY's GPU count changes.
+
+Superseded for the re-plan budget by `replan_bound.py` (day-results.md, ninth pass): this
+staircase bounds the GPU count only, so a re-plan that moves capacity between services while
+the count stays is free here; a controller pays a transition for it.
 """
 import csv
 import sys
