@@ -10,8 +10,9 @@
 //!   `step_up`, so that one scale-up covers the next stretch of a ramp. An **alarm**
 //!   ([`Controller::alarm`]) does the same between windows when a short measurement already
 //!   passes that capacity, and takes along the services past 85 % (`NEAR`) of theirs.
-//! - **down only when it saves a GPU, on evidence and slowly**: the services whose forecast is
-//!   more than a step below their capacity, each on a window of at least `min_requests`
+//! - **down only when it saves a GPU, on evidence and slowly**: the services whose forecast
+//!   plus a step is below 85 % of their capacity (plus 5 % below 95 % while the controller is
+//!   calm: [`Controller::calm`]), each on a window of at least `min_requests`
 //!   requests, are lowered to it plus a 5 % margin (at most `max_step_down` of the planned rate
 //!   at once, unless the last `down_after_s` of load is further below: then to its highest
 //!   window over `1 - max_step_down`; without the margin the next few per cent of load undid it), never below the top
@@ -40,7 +41,7 @@
 
 use std::collections::VecDeque;
 
-use crate::forecast::{Forecast, History};
+use crate::forecast::{DAY_S, Forecast, History};
 use crate::settings::Settings;
 
 /// A transition raises, besides the services whose forecast passed their capacity, those whose
@@ -55,6 +56,15 @@ const JUMP: f64 = 2.0;
 /// raised again by the next 10 minutes' few per cent (a flap: two transitions for nothing; 59.7
 /// re-plans a day on the 12-service trace of `scripts/bench/day-results.md`, 51 with this).
 const DOWN_MARGIN: f64 = 0.05;
+
+/// A controller that has used at most this share of its churn budget (over the last day, or
+/// since it started, counting at least an hour) lowers services on a narrower band (see
+/// [`Controller::calm`]).
+const CALM_SHARE: f64 = 0.5;
+
+/// On the narrower band a service is lowered when its forecast plus [`DOWN_MARGIN`] is below
+/// this share of what its plan serves (forecast plus `step_up` below [`NEAR`] otherwise).
+const CALM_NEAR: f64 = 0.95;
 
 /// Seconds of the alarm's most recent measurement (see [`Controller::alarm`]). One second: a
 /// jump that lands between two of the alarm's looks is met at its height the second after it
@@ -151,6 +161,8 @@ pub struct Controller {
     last_down_s: f64,
     /// Times of the transitions applied, for the churn budget.
     changes: VecDeque<f64>,
+    /// Times of the transitions applied over the last day (see [`Controller::calm`]).
+    day_changes: VecDeque<f64>,
     backoff_until_s: f64,
     backoff_s: f64,
     /// The rates the attempt that started the back-off wanted.
@@ -184,6 +196,7 @@ impl Controller {
             first_traffic_s: None,
             last_down_s: f64::NEG_INFINITY,
             changes: VecDeque::new(),
+            day_changes: VecDeque::new(),
             backoff_until_s: f64::NEG_INFINITY,
             backoff_s: settings.backoff_s,
             blocked: None,
@@ -250,6 +263,21 @@ impl Controller {
         self.changes.len() < n
     }
 
+    /// Whether the controller has re-planned at most [`CALM_SHARE`] of its churn budget's rate
+    /// over the last day (since it started where that is less, counted as at least an hour).
+    /// A calm fleet (the low-rate one of `scripts/bench/day-results.md`: 14 re-plans a day of
+    /// the 48 allowed) then lowers its services on a narrower band: the budget it leaves unused
+    /// buys GPU-hours, and a fleet that re-plans often keeps the wider band that spares it
+    /// transitions.
+    fn calm(&mut self, now_s: f64) -> bool {
+        while self.day_changes.front().is_some_and(|t| now_s - t >= DAY_S) {
+            self.day_changes.pop_front();
+        }
+        let span_h = (now_s - self.started_s).clamp(3600.0, DAY_S) / 3600.0;
+        let per_hour = self.settings.max_changes_per_hour;
+        per_hour.is_finite() && (self.day_changes.len() as f64) / span_h <= CALM_SHARE * per_hour
+    }
+
     /// The window ending at `now_s` saw `seen` (one per service, in `names`' order): the rates
     /// to re-plan for, or `None` to keep the running plan. Call [`Controller::applied`] or
     /// [`Controller::refused`] with the outcome.
@@ -283,6 +311,8 @@ impl Controller {
         // rate at once), when that is expected to free a GPU's GPCs with the hysteresis to
         // spare, and has been for down_after_s.
         // GPCs no segment holds, then what each lowered service would give back.
+        // The band a service's forecast must fall through before it is lowered.
+        let (band_step, band_near) = if self.calm(now_s) { (DOWN_MARGIN, CALM_NEAR) } else { (s.step_up, NEAR) };
         let held: f64 = self.gpcs.iter().sum();
         let mut freed = (self.gpus * self.gpcs_per_gpu - held).max(0.0);
         for (i, w) in want.iter().enumerate() {
@@ -305,7 +335,7 @@ impl Controller {
             // Below what the last step up planned for by more than the step: a ramp's step is
             // not given back while the load stays where it was.
             let to = (to * (1.0 + DOWN_MARGIN)).min(self.planned[i]);
-            if !up.contains(&i) && evidence && to < self.planned[i] * (1.0 - 1e-9) && w * (1.0 + s.step_up) < self.capacity[i] * NEAR {
+            if !up.contains(&i) && evidence && to < self.planned[i] * (1.0 - 1e-9) && w * (1.0 + band_step) < self.capacity[i] * band_near {
                 down.push((i, to));
                 freed += self.gpcs[i] * (1.0 - to / self.capacity[i]);
                 self.low_each[i].get_or_insert(now_s);
@@ -493,6 +523,7 @@ impl Controller {
         self.set_capacity(&cap);
         if changed {
             self.changes.push_back(now_s);
+            self.day_changes.push_back(now_s);
             if down {
                 self.last_down_s = now_s;
             }

@@ -130,13 +130,14 @@ fn a_service_quiet_for_down_after_goes_down_to_the_floor() {
     let s = Settings { down_after_s: 600.0, warmup_s: 0.0, burst_factor: 0.0, ..Settings::default() };
     let mut c = ctl(s, &[1000.0, 1000.0]);
     let mut t = 60.0;
+    // The first service at 90 % of its plan: no candidate on either band.
     while t <= 600.0 {
-        assert_eq!(c.observe(t, &obs(&[800.0, 800.0], 60.0)), None, "{t}");
+        assert_eq!(c.observe(t, &obs(&[900.0, 900.0], 60.0)), None, "{t}");
         t += 60.0;
     }
     let mut down = None;
     while t <= 3600.0 {
-        if let Some(d) = c.observe(t, &obs(&[800.0, 0.0], 60.0)) {
+        if let Some(d) = c.observe(t, &obs(&[900.0, 0.0], 60.0)) {
             down = Some((t, d));
             break;
         }
@@ -321,4 +322,45 @@ fn regression_a_service_that_turns_off_goes_down_in_one_step_not_in_halvings() {
     // from 1,000 takes four.
     let below = downs.iter().position(|&(_, r)| r < 100.0).unwrap_or_else(|| panic!("never below 100 req/s: {downs:?}"));
     assert!(below < 2 && downs[below].0 <= 210, "{downs:?}");
+}
+
+/// Issue 32: the low-rate fleet re-planned 14 times a day of the 48 its churn budget allows and
+/// kept 0.66x static's GPU-hours (0.65x asked). A controller that has used at most half its
+/// budget over the last day lowers a service at 75 % of its plan; one that re-plans more often
+/// keeps the wider band that spares it transitions.
+#[test]
+fn a_calm_controller_lowers_on_a_narrower_band_and_a_busy_one_keeps_the_wide_one() {
+    let s = Settings { down_after_s: 600.0, warmup_s: 0.0, burst_factor: 0.0, ..Settings::default() };
+    let first_decision = |c: &mut Controller, from: f64| {
+        let mut t = from;
+        while t <= from + 3600.0 {
+            if let Some(d) = c.observe(t, &obs(&[750.0], 60.0)) {
+                return Some((t, d));
+            }
+            t += 60.0;
+        }
+        None
+    };
+    let fresh = || {
+        let mut c = Controller::new(s, vec!["s0".into()], vec![1000.0], 0.0);
+        // 10 GPUs' GPCs: lowering to 827 frees 12 GPCs, past the 1.25 GPUs a scale-down wants.
+        c.set_gpcs(&[70.0], 7.0, 10.0);
+        c
+    };
+    let mut calm = fresh();
+    let (at, d) = first_decision(&mut calm, 60.0).expect("a calm controller lowers a service at 75 % of its plan");
+    assert_eq!(d.direction, Direction::Down);
+    assert!(at >= s.down_after_s, "after the sustained-low wait: {at}");
+    // To the forecast (750, the level's EWMA still a little above it from the plan's seed, and
+    // 5 % headroom) plus the 5 % margin.
+    assert!((d.target[0] - 750.0 * 1.05 * 1.05).abs() < 0.1, "{d:?}");
+    // Three re-plans in its first hour: more than half the budget's 2 an hour.
+    let mut busy = fresh();
+    for t in [60.0, 120.0, 180.0] {
+        busy.applied(t, vec![1000.0], true, &[1000.0]);
+    }
+    assert_eq!(first_decision(&mut busy, 240.0), None, "the wide band: 750 plus a 15 % step is past 85 % of 1000");
+    // A day later those three are forgotten: calm again.
+    let (_, d) = first_decision(&mut busy, DAY_S + 300.0).expect("calm after a quiet day");
+    assert_eq!(d.direction, Direction::Down);
 }

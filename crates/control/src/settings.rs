@@ -58,7 +58,9 @@ pub struct Settings {
     /// Seconds after the controller starts (and after its first traffic) in which it never
     /// scales down.
     pub warmup_s: f64,
-    /// Transitions allowed per hour; scale-downs past it wait (scale-ups never do).
+    /// Transitions allowed per hour; scale-downs past it wait (scale-ups never do). With at most
+    /// half of it spent over the last day the controller is calm and lowers services on a
+    /// narrower band (see `Controller::observe`).
     pub max_changes_per_hour: f64,
     /// Seconds to wait after a transition failed or was refused before the next try, doubled
     /// after each consecutive failure up to `backoff_max_s`.
