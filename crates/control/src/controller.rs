@@ -310,9 +310,9 @@ impl Controller {
         // Down: each service with evidence to its forecast (at most max_step_down of its planned
         // rate at once), when that is expected to free a GPU's GPCs with the hysteresis to
         // spare, and has been for down_after_s.
-        // GPCs no segment holds, then what each lowered service would give back.
         // The band a service's forecast must fall through before it is lowered.
         let (band_step, band_near) = if self.calm(now_s) { (DOWN_MARGIN, CALM_NEAR) } else { (s.step_up, NEAR) };
+        // GPCs no segment holds, then what each lowered service would give back.
         let held: f64 = self.gpcs.iter().sum();
         let mut freed = (self.gpus * self.gpcs_per_gpu - held).max(0.0);
         for (i, w) in want.iter().enumerate() {
