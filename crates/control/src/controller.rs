@@ -159,10 +159,9 @@ pub struct Controller {
     /// When traffic was first seen (the warm-up runs from there too).
     first_traffic_s: Option<f64>,
     last_down_s: f64,
-    /// Times of the transitions applied, for the churn budget.
+    /// Times of the transitions applied over the last day (the churn budget's window where
+    /// that is longer): for the churn budget and [`Controller::calm`].
     changes: VecDeque<f64>,
-    /// Times of the transitions applied over the last day (see [`Controller::calm`]).
-    day_changes: VecDeque<f64>,
     backoff_until_s: f64,
     backoff_s: f64,
     /// The rates the attempt that started the back-off wanted.
@@ -196,7 +195,6 @@ impl Controller {
             first_traffic_s: None,
             last_down_s: f64::NEG_INFINITY,
             changes: VecDeque::new(),
-            day_changes: VecDeque::new(),
             backoff_until_s: f64::NEG_INFINITY,
             backoff_s: settings.backoff_s,
             blocked: None,
@@ -257,10 +255,17 @@ impl Controller {
     /// budget means what it says (1.5 an hour: one in any 40 minutes, not two in an hour).
     fn budget_left(&mut self, now_s: f64) -> bool {
         let (n, window) = budget_window(self.settings.max_changes_per_hour);
-        while self.changes.front().is_some_and(|t| now_s - t >= window) {
+        self.changes_within(now_s, window) < n
+    }
+
+    /// Transitions applied in the last `seconds` before `now_s` (at most a day, or the churn
+    /// budget's window); older ones are forgotten.
+    fn changes_within(&mut self, now_s: f64, seconds: f64) -> usize {
+        let keep = budget_window(self.settings.max_changes_per_hour).1.max(DAY_S);
+        while self.changes.front().is_some_and(|t| now_s - t >= keep) {
             self.changes.pop_front();
         }
-        self.changes.len() < n
+        self.changes.iter().filter(|t| now_s - *t < seconds).count()
     }
 
     /// Whether the controller has re-planned at most [`CALM_SHARE`] of its churn budget's rate
@@ -270,12 +275,9 @@ impl Controller {
     /// buys GPU-hours, and a fleet that re-plans often keeps the wider band that spares it
     /// transitions.
     fn calm(&mut self, now_s: f64) -> bool {
-        while self.day_changes.front().is_some_and(|t| now_s - t >= DAY_S) {
-            self.day_changes.pop_front();
-        }
         let span_h = (now_s - self.started_s).clamp(3600.0, DAY_S) / 3600.0;
         let per_hour = self.settings.max_changes_per_hour;
-        per_hour.is_finite() && (self.day_changes.len() as f64) / span_h <= CALM_SHARE * per_hour
+        per_hour.is_finite() && (self.changes_within(now_s, DAY_S) as f64) / span_h <= CALM_SHARE * per_hour
     }
 
     /// The window ending at `now_s` saw `seen` (one per service, in `names`' order): the rates
@@ -523,7 +525,6 @@ impl Controller {
         self.set_capacity(&cap);
         if changed {
             self.changes.push_back(now_s);
-            self.day_changes.push_back(now_s);
             if down {
                 self.last_down_s = now_s;
             }

@@ -60,7 +60,7 @@ pub struct Settings {
     pub warmup_s: f64,
     /// Transitions allowed per hour; scale-downs past it wait (scale-ups never do). With at most
     /// half of it spent over the last day the controller is calm and lowers services on a
-    /// narrower band (see `Controller::observe`).
+    /// narrower band (see `Controller::calm`).
     pub max_changes_per_hour: f64,
     /// Seconds to wait after a transition failed or was refused before the next try, doubled
     /// after each consecutive failure up to `backoff_max_s`.
@@ -83,8 +83,9 @@ impl Default for Settings {
     /// controller re-planned every window of a ramp, ~83 times a day; at 20 % it kept 8 % more
     /// GPU-hours); a 10-minute horizon for the trend (at 30 minutes a ramp's first hour was
     /// over-provisioned by its extrapolation); 15 minutes of sustained low load before a
-    /// scale-down, at most half a service's rate given up at once (or down to twice the last 15 minutes' peak where that is lower), and only when it frees 1.25
-    /// GPUs, so that a dip costs no two transitions; no scale-down in the first 5 minutes or on
+    /// scale-down, at most half a service's rate given up at once (or down to twice the last
+    /// 15 minutes' peak where that is lower), and only when it frees 1.25 GPUs, so that a dip
+    /// costs no two transitions; no scale-down in the first 5 minutes or on
     /// a window of fewer than 50 requests (a cold start); 2 changes an hour (since a
     /// transition's creations run as waves: 3 gave 46-52 re-plans a day on the three smoother
     /// traces and 77 on the noisy one, 2 gives 38-42 and 57 for 0.6-1.6 % more GPU-hours on
