@@ -73,8 +73,9 @@ pub struct ControllerFlags {
     /// Seconds after the start (and after the first traffic) in which nothing is scaled down.
     #[arg(long, default_value = "5m", value_parser = parse_seconds)]
     pub warmup_window: f64,
-    /// Transitions allowed per hour; scale-downs past it wait, scale-ups never do. With at most
-    /// half of it spent over the last day, services are lowered on a narrower band.
+    /// Transitions allowed per hour, and 24 times it a day; scale-downs past either wait,
+    /// scale-ups at need never do. With at most half of it spent over the last day, services are
+    /// lowered on a narrower band.
     #[arg(long, default_value_t = parva_control::Settings::default().max_changes_per_hour)]
     pub max_changes_per_hour: f64,
     /// Seconds to wait after a transition failed or was refused, doubled after each consecutive

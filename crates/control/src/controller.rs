@@ -29,10 +29,15 @@
 //!   candidate for `down_after_s` goes down with any scale-up that happens meanwhile, rather
 //!   than in a transition of its own later (the same evidence as a scale-down of its own: after
 //!   5 minutes, a fifth of those lowered on the noisy trace were raised again within the hour).
-//! - a **churn budget**: at most `max_changes_per_hour` transitions; past it, scale-downs and
-//!   scale-ups ahead of need wait; a scale-up at need (a measured load, with headroom, past the
-//!   capacity) never does, nor one whose forecast is past twice the capacity (`JUMP`: a
-//!   service that turns on at this hour every day).
+//! - a **churn budget**: at most `max_changes_per_hour` transitions in any hour, and at most
+//!   24 times it over the last day (that rate times the hours since the start over the first
+//!   day), counting every transition; past either, scale-downs and scale-ups ahead of need wait;
+//!   a scale-up at need (a measured load, with headroom, past the capacity) never does, nor one
+//!   whose forecast is past twice the capacity (`JUMP`: a service that turns on at this hour
+//!   every day). The day's count is what lets the scale-ups at need of a noisy day be paid back
+//!   by scale-downs that wait (an hourly budget alone let 51-54 re-plans a day through on the
+//!   noisy traces, against the 48 it names); past it, a scale-down that frees at least half the
+//!   GPUs in use (`BIG_DOWN`: the fall after a day's peak) still goes within the hour's budget.
 //! - **back-off**: after a transition failed or was refused, or applied only in part (the node
 //!   too small for the rates), no attempt for `backoff_s` (doubled per consecutive one up to
 //!   `backoff_max_s`), unless a service's measured load passes what the failed attempt wanted.
@@ -61,6 +66,12 @@ const DOWN_MARGIN: f64 = 0.05;
 /// since it started, counting at least an hour) lowers services on a narrower band (see
 /// [`Controller::calm`]).
 const CALM_SHARE: f64 = 0.5;
+
+/// Past the day's churn budget, a scale-down still goes (within the hour's) when it frees at
+/// least this share of the GPUs in use: the fall after a day's peak, where the budget the
+/// ramp's scale-ups at need spent kept a node at 35 GPUs for 2.3 hours with 12 enough
+/// (`scripts/bench/day-results.md`, tenth pass).
+const BIG_DOWN: f64 = 0.5;
 
 /// On the narrower band a service is lowered when its forecast plus [`DOWN_MARGIN`] is below
 /// this share of what its plan serves (forecast plus `step_up` below [`NEAR`] otherwise).
@@ -250,12 +261,22 @@ impl Controller {
         &self.last_forecast
     }
 
-    /// Whether the churn budget allows a change now: at most `n` changes in any `3600 n / r`
-    /// seconds, `r` the budget per hour and `n` its whole part (at least 1), so that a fractional
-    /// budget means what it says (1.5 an hour: one in any 40 minutes, not two in an hour).
+    /// Whether the hour's churn budget allows a change now: at most `n` changes in any
+    /// `3600 n / r` seconds, `r` the budget per hour and `n` its whole part (at least 1), so that
+    /// a fractional budget means what it says (1.5 an hour: one in any 40 minutes, not two in an
+    /// hour).
     fn budget_left(&mut self, now_s: f64) -> bool {
         let (n, window) = budget_window(self.settings.max_changes_per_hour);
         self.changes_within(now_s, window) < n
+    }
+
+    /// The share of the day's churn budget spent: transitions over the last day against the
+    /// budget's rate times a day (times the hours since the start where that is less, counted
+    /// as at least an hour). Past 1, scale-downs and scale-ups ahead of need wait; at most
+    /// [`CALM_SHARE`], the controller is calm.
+    fn day_spent(&mut self, now_s: f64) -> f64 {
+        let span_h = (now_s - self.started_s).clamp(3600.0, DAY_S) / 3600.0;
+        self.changes_within(now_s, DAY_S) as f64 / (self.settings.max_changes_per_hour * span_h)
     }
 
     /// Transitions applied in the last `seconds` before `now_s` (at most a day, or the churn
@@ -275,9 +296,7 @@ impl Controller {
     /// buys GPU-hours, and a fleet that re-plans often keeps the wider band that spares it
     /// transitions.
     fn calm(&mut self, now_s: f64) -> bool {
-        let span_h = (now_s - self.started_s).clamp(3600.0, DAY_S) / 3600.0;
-        let per_hour = self.settings.max_changes_per_hour;
-        per_hour.is_finite() && (self.changes_within(now_s, DAY_S) as f64) / span_h <= CALM_SHARE * per_hour
+        self.day_spent(now_s) <= CALM_SHARE
     }
 
     /// The window ending at `now_s` saw `seen` (one per service, in `names`' order): the rates
@@ -368,11 +387,13 @@ impl Controller {
         // forecast past JUMP times the capacity (a service that turns on at this hour every day:
         // waiting, the alarm would meet a load its plan cannot serve for a transition's length).
         let needed = up.iter().any(|&i| measured.get(i).is_some_and(|m| m * (1.0 + s.headroom) > self.capacity[i]) || want[i] > self.capacity[i] * JUMP);
-        let budget = self.budget_left(now_s);
-        if go_up && !needed && !budget {
+        let hour = self.budget_left(now_s);
+        let day = self.day_spent(now_s) < 1.0;
+        if go_up && !needed && !(hour && day) {
             go_up = false;
         }
-        let go_down = down_ready && budget;
+        // Past the day's budget, only a scale-down that frees half the GPUs in use is worth one.
+        let go_down = down_ready && hour && (day || freed >= BIG_DOWN * self.gpus * self.gpcs_per_gpu);
         if !go_up && !go_down {
             return None;
         }
