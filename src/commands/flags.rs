@@ -74,7 +74,7 @@ pub struct ControllerFlags {
     #[arg(long, default_value = "5m", value_parser = parse_seconds)]
     pub warmup_window: f64,
     /// Transitions allowed per hour, and 24 times it a day; scale-downs past either wait,
-    /// scale-ups at need never do. With at most half of it spent over the last day, services are
+    /// scale-ups at need never do. With at most 80 % of it spent over the last day, services are
     /// lowered on a narrower band.
     #[arg(long, default_value_t = parva_control::Settings::default().max_changes_per_hour)]
     pub max_changes_per_hour: f64,

@@ -60,7 +60,7 @@ pub struct Settings {
     pub warmup_s: f64,
     /// Transitions allowed per hour, and 24 times it over the last day (counting the scale-ups
     /// at need, which never wait); scale-downs and scale-ups ahead of need past either wait (past
-    /// the day's, a scale-down that frees half the GPUs in use does not). With at most half of
+    /// the day's, a scale-down that frees half the GPUs in use does not). With at most 80 % of
     /// it spent over the last day the controller is calm and lowers services on a narrower band
     /// (see `Controller::calm`).
     pub max_changes_per_hour: f64,
