@@ -130,6 +130,9 @@ fn deploy_follow_reconfigures_live_up_and_down_as_verify_ramps_the_load_and_no_r
     let transitions = metric(&text, "parva_follow_transitions_total", &[]);
     assert!(transitions >= 2.0, "{transitions} transitions\n{text}");
     assert_eq!(metric(&text, "parva_follow_failures_total", &[]), 0.0);
+    // Those transitions are a share of the day's churn budget (pro-rated over the first hour).
+    let used = metric(&text, "parva_follow_churn_budget_used", &[]);
+    assert!(used > 0.0, "{used}\n{text}");
     assert_eq!(metric(&text, "parva_free_gpus", &[]), 1.0, "the second GPU stays free");
     // The deploy record names what runs now: back to one segment for 1x (scale-down waited
     // --down-after after the scale-up). A scale-down that began in the run's last seconds is

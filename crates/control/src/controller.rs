@@ -273,13 +273,22 @@ impl Controller {
         self.changes_within(now_s, window) < n
     }
 
-    /// The share of the day's churn budget spent: transitions over the last day against the
-    /// budget's rate times a day (times the hours since the start where that is less, counted
-    /// as at least an hour). Past 1, scale-downs and scale-ups ahead of need wait; at most
-    /// [`CALM_SHARE`], the controller is calm.
-    fn day_spent(&mut self, now_s: f64) -> f64 {
+    /// The share of the day's churn budget spent at `now_s`: transitions over the last day
+    /// against the budget's rate times a day (times the hours since the start where that is
+    /// less, counted as at least an hour). From 1, scale-downs and scale-ups ahead of need wait;
+    /// at most [`CALM_SHARE`], the controller is calm. Exported live as
+    /// `parva_follow_churn_budget_used`.
+    pub fn budget_used(&self, now_s: f64) -> f64 {
         let span_h = (now_s - self.started_s).clamp(3600.0, DAY_S) / 3600.0;
-        self.changes_within(now_s, DAY_S) as f64 / (self.settings.max_changes_per_hour * span_h)
+        let n = self.changes.iter().filter(|t| now_s - *t < DAY_S).count();
+        n as f64 / (self.settings.max_changes_per_hour * span_h)
+    }
+
+    /// [`Controller::budget_used`], first forgetting the transitions that neither it nor the
+    /// hour's budget counts any more.
+    fn day_spent(&mut self, now_s: f64) -> f64 {
+        self.changes_within(now_s, DAY_S);
+        self.budget_used(now_s)
     }
 
     /// Transitions applied in the last `seconds` before `now_s` (at most a day, or the churn

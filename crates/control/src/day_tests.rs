@@ -297,14 +297,14 @@ fn same_decisions_with(step: u32, burst: Option<f64>) -> Vec<(f64, String)> {
     // The live loop: the node set up as the simulation sets it up, the counts as a router's.
     let (_, sim_node, mut driver) = start_node(&input, &trace, &c, Settings { mode: Mode::Forecast, ..c.follow }).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-    let live: Vec<(f64, String)> = rt.block_on(async {
+    let (live, kept): (Vec<(f64, String)>, Vec<f64>) = rt.block_on(async {
         let t0 = tokio::time::Instant::now();
         let mut node = Timed { node: sim_node, t0 };
         let arrivals = move || -> Vec<u64> {
             let now = ((tokio::time::Instant::now() - t0).as_secs_f64().round() as usize).min(counts.len());
             (0..2).map(|k| counts[..now].iter().map(|c| c[k]).sum()).collect()
         };
-        let mut log = Vec::new();
+        let (mut log, mut kept) = (Vec::new(), Vec::new());
         crate::live::follow_loop(
             &mut driver,
             &mut node,
@@ -313,13 +313,19 @@ fn same_decisions_with(step: u32, burst: Option<f64>) -> Vec<(f64, String)> {
             &mut |now, outcome, _, _| {
                 if let Some(line) = outcome.log_line() {
                     log.push((now, line));
+                } else {
+                    kept.push(now);
                 }
             },
             Some(f64::from(duration) - 1.0),
         )
         .await;
-        log
+        (log, kept)
     });
+    // A window that changes nothing still reaches `on` (a live node's gauges, its forecast
+    // and churn budget used, are fresh every window, not only at a transition); the alarm's
+    // looks between windows that change nothing do not.
+    assert!(kept.len() >= 20 && kept.iter().all(|t| t % 60.0 == 0.0), "{kept:?}");
     for (k, (l, s)) in live.iter().zip(&simulated).enumerate() {
         assert_eq!(l, s, "rows every {step} s: decision {k} differs (left live, right simulated)");
     }

@@ -16,8 +16,9 @@
 //!
 //! Every decision is logged at default verbosity with its reason (`scale-up: applied ...`), a
 //! refusal as a warning with the back-off before the next try; `parva_follow_transitions_total`,
-//! `parva_follow_failures_total`, `parva_planned_rate`, `parva_follow_forecast` and
-//! `parva_follow_shortfall` (what the node is too small for) are exported.
+//! `parva_follow_failures_total`, `parva_planned_rate`, `parva_follow_forecast`,
+//! `parva_follow_shortfall` (what the node is too small for) and
+//! `parva_follow_churn_budget_used` (from 1, scale-downs wait) are exported.
 //!
 //! With `--jobs`, best-effort jobs hold the GPCs the serving map leaves free of the node's GPUs
 //! (placed by `parva_planner::jobs::place_jobs`; running instances stay where they still fit).
@@ -118,7 +119,7 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
     if f.jobs.is_some() {
         node.after().await;
     }
-    publish(&f, &live, &node, &driver.controller, None);
+    publish(&f, &live, &node, &driver.controller, None, 0.0);
     let arrivals = {
         let live = live.clone();
         let names = names.clone();
@@ -128,14 +129,14 @@ pub async fn run(f: Arc<Follow>, live: Arc<LiveNode>) {
         }
     };
     let (f2, live2) = (f.clone(), live.clone());
-    let mut on = move |_now: f64, outcome: &Outcome, node: &LiveNodeOps<'_>, ctl: &Controller| {
+    let mut on = move |now: f64, outcome: &Outcome, node: &LiveNodeOps<'_>, ctl: &Controller| {
         let m = &live2.router.metrics;
         match outcome {
             Outcome::Applied { .. } | Outcome::Stopped { .. } => m.follow_transitions.inc(),
             Outcome::Refused { .. } => m.follow_failures.inc(),
             _ => 0,
         };
-        publish(&f2, &live2, node, ctl, outcome.shortfall());
+        publish(&f2, &live2, node, ctl, outcome.shortfall(), now);
     };
     // The jobs' samples between windows.
     // Stopped with this task, also when it is aborted (the server stopping).
@@ -179,8 +180,9 @@ pub use crate::driver::PlanFn;
 /// of the window it looks at the last window ([`Driver::tick`]), at the other seconds at the last
 /// [`ALARM_S`] seconds ([`Driver::alarm`]). A look whose second passes while a transition runs is
 /// skipped (as the day simulation skips it); meanwhile a scale-down stops between its steps once
-/// a service's last [`ALARM_S`] seconds pass what the scale-down leaves it ([`Outcome::Stopped`]). `on` sees every outcome that is not
-/// [`Outcome::Kept`]; `until_s` ends the loop (tests).
+/// a service's last [`ALARM_S`] seconds pass what the scale-down leaves it ([`Outcome::Stopped`]). `on` sees every window's outcome
+/// (a kept one too) and every other that is not [`Outcome::Kept`]; `until_s` ends the loop
+/// (tests).
 pub async fn follow_loop<N: Node + Send>(
     driver: &mut Driver<'_>,
     node: &mut N,
@@ -254,7 +256,9 @@ pub async fn follow_loop<N: Node + Send>(
                 }
             }
         };
-        if matches!(outcome, Outcome::Kept) {
+        // A kept look between windows (every second) is nothing to report; a kept window still
+        // goes to `on`, which refreshes the gauges (the forecast, the churn budget used).
+        if matches!(outcome, Outcome::Kept) && !is_window {
             continue;
         }
         log(&outcome);
@@ -271,9 +275,9 @@ fn counts_since(samples: &VecDeque<(f64, Vec<u64>)>, now: f64, back: f64) -> Opt
     Some(counts.iter().zip(c).map(|(n, o)| Observation::of(n.saturating_sub(*o) as f64, dt)).collect())
 }
 
-/// Gauges: the rate each service is planned for, its forecast and shortfall, the node's free
-/// GPUs, and the jobs' record.
-fn publish(f: &Follow, live: &LiveNode, node: &LiveNodeOps<'_>, ctl: &Controller, shortfall: Option<&[f64]>) {
+/// Gauges at `now` (the controller's clock): the rate each service is planned for, its forecast
+/// and shortfall, the churn budget used, the node's free GPUs, and the jobs' record.
+fn publish(f: &Follow, live: &LiveNode, node: &LiveNodeOps<'_>, ctl: &Controller, shortfall: Option<&[f64]>, now: f64) {
     let m = &live.router.metrics;
     let label = parva_runner::metrics::Metrics::service;
     for (i, n) in ctl.names().iter().enumerate() {
@@ -287,6 +291,7 @@ fn publish(f: &Follow, live: &LiveNode, node: &LiveNodeOps<'_>, ctl: &Controller
             let _ = m.follow_shortfall.get_or_create(&label(n));
         }
     }
+    m.follow_budget_used.set(ctl.budget_used(now));
     m.free_gpus.set(i64::from(free_gpus(f.node_gpus, &node.cur).len() as u32));
     publish_jobs(f, m);
 }

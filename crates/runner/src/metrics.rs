@@ -138,6 +138,8 @@ pub struct Metrics {
     pub follow_shortfall: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `deploy --follow`: the controller's forecast per service, requests/s.
     pub follow_forecast: Family<ServiceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `deploy --follow`: the share of the day's churn budget spent (from 1, scale-downs wait).
+    pub follow_budget_used: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -165,6 +167,7 @@ impl Metrics {
             planned_rate: Family::default(),
             follow_shortfall: Family::default(),
             follow_forecast: Family::default(),
+            follow_budget_used: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("parva_requests", "Inference requests received, per service", m.requests.clone());
@@ -196,6 +199,11 @@ impl Metrics {
             m.follow_shortfall.clone(),
         );
         registry.register("parva_follow_forecast", "The follow controller's forecast of a service's load over its horizon, requests/s", m.follow_forecast.clone());
+        registry.register(
+            "parva_follow_churn_budget_used",
+            "Transitions over the last day as a share of the follow controller's day budget (--max-changes-per-hour x 24, pro-rated over its first day); from 1, scale-downs and scale-ups ahead of need wait",
+            m.follow_budget_used.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -351,7 +359,7 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             let (name, labels, value) = parse_sample(line).unwrap_or_else(|| panic!("unparsable line {line:?} in\n{text}"));
             // The node-level metrics have no labels.
-            if ["parva_follow_transitions_total", "parva_follow_failures_total", "parva_free_gpus", "parva_job_instances", "parva_job_reclaims_total", "parva_job_samples"]
+            if ["parva_follow_transitions_total", "parva_follow_failures_total", "parva_follow_churn_budget_used", "parva_free_gpus", "parva_job_instances", "parva_job_reclaims_total", "parva_job_samples"]
                 .contains(&name.as_str())
             {
                 assert!(labels.is_empty(), "{line}");
