@@ -8,7 +8,7 @@ use std::path::Path;
 use parva_core::DeploymentMap;
 use parva_gpu::migparted::MigPartedConfig;
 
-use crate::util::{parva, stderr, stdout};
+use crate::util::{install_script, parva, stderr, stdout};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -109,8 +109,7 @@ fn run_apply_with_stub_kubectl(dir: &Path) -> Vec<String> {
     std::fs::create_dir_all(&bin).unwrap();
     let log = dir.join("kubectl.log");
     let stub = bin.join("kubectl");
-    std::fs::write(&stub, format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display())).unwrap();
-    std::process::Command::new("chmod").args(["+x", s(&stub)]).status().unwrap();
+    install_script(&format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()), &stub);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let o = std::process::Command::new("sh").arg(dir.join("apply.sh")).env("PATH", path).output().unwrap();
     assert!(o.status.success(), "apply.sh failed: {}{}", stdout(&o), stderr(&o));

@@ -20,8 +20,8 @@
 //! `models/`, `scripts/`), with `parva`, `scripts/parva` and `target/release/parva` all the binary
 //! under test, and `127.0.0.1:8000` replaced by a free loopback port.
 
-use super::util::repo;
-use std::path::{Path, PathBuf};
+use super::util::{copy_out_of_process, install_script, repo};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The documents whose examples are run: the README and the READMEs it sends readers to.
@@ -112,35 +112,19 @@ fn parva_bin() -> PathBuf {
     std::env::var_os("PARVA_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_parva")))
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let ty = e.file_type().unwrap();
-        let dst = to.join(e.file_name());
-        if ty.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else if ty.is_file() {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
 impl Sandbox {
     fn new() -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let root = std::env::var_os("PARVA_REPO").map(PathBuf::from).unwrap_or_else(repo);
         for d in ["prof_data", "deployment", "models", "scripts"] {
-            copy_tree(&root.join(d), &dir.path().join(d));
+            copy_out_of_process(&root.join(d), &dir.path().join(d));
         }
         let bin = parva_bin();
         let shim = "#!/bin/sh\n# scripts/parva's own --torch (bootstrap libtorch) is the build's business, not the binary's\n[ \"$1\" = --torch ] && shift\nexec \"$PARVA_BIN\" \"$@\"\n";
+        // Scripts the examples run, and the tree's scripts, are written by `cp` (see
+        // install_script: a file written here failed to run with "Text file busy").
         for p in ["bin/parva", "scripts/parva", "target/release/parva"] {
-            let path = dir.path().join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, shim).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            install_script(shim, &dir.path().join(p));
         }
         // The worker binary beside parva (the torch backend), when there is one.
         let worker = bin.with_file_name("parva-worker");

@@ -71,3 +71,28 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Puts an executable script with `text` at `path`, written by a `cp` process of its own.
+/// Regression (CI at 286d71b: "bin/parva: /bin/sh: bad interpreter: Text file busy"): a file this
+/// process opens for writing is inherited, until it execs, by every child that another test's
+/// thread forks meanwhile, and running the file then fails with ETXTBSY. Here only a text that
+/// nothing runs (`path` with `.txt` added) is ever open in this process.
+pub fn install_script(text: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut src = path.as_os_str().to_owned();
+    src.push(".txt");
+    let src = PathBuf::from(src);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&src, text).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(path);
+    copy_out_of_process(&src, path);
+}
+
+/// Copies `from` to `to` (a file or a tree) in a `cp` process of its own (see
+/// [`install_script`]): no file it writes is open in this process.
+pub fn copy_out_of_process(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("cp").arg("-R").arg(from).arg(to).output().expect("run cp");
+    assert!(out.status.success(), "cp -R {} {}: {}", from.display(), to.display(), String::from_utf8_lossy(&out.stderr));
+}
