@@ -268,7 +268,7 @@ impl Controller {
     /// `3600 n / r` seconds, `r` the budget per hour and `n` its whole part (at least 1), so that
     /// a fractional budget means what it says (1.5 an hour: one in any 40 minutes, not two in an
     /// hour).
-    fn budget_left(&mut self, now_s: f64) -> bool {
+    fn budget_left(&self, now_s: f64) -> bool {
         let (n, window) = budget_window(self.settings.max_changes_per_hour);
         self.changes_within(now_s, window) < n
     }
@@ -280,24 +280,12 @@ impl Controller {
     /// `parva_follow_churn_budget_used`.
     pub fn budget_used(&self, now_s: f64) -> f64 {
         let span_h = (now_s - self.started_s).clamp(3600.0, DAY_S) / 3600.0;
-        let n = self.changes.iter().filter(|t| now_s - *t < DAY_S).count();
-        n as f64 / (self.settings.max_changes_per_hour * span_h)
-    }
-
-    /// [`Controller::budget_used`], first forgetting the transitions that neither it nor the
-    /// hour's budget counts any more.
-    fn day_spent(&mut self, now_s: f64) -> f64 {
-        self.changes_within(now_s, DAY_S);
-        self.budget_used(now_s)
+        self.changes_within(now_s, DAY_S) as f64 / (self.settings.max_changes_per_hour * span_h)
     }
 
     /// Transitions applied in the last `seconds` before `now_s` (at most a day, or the churn
-    /// budget's window); older ones are forgotten.
-    fn changes_within(&mut self, now_s: f64, seconds: f64) -> usize {
-        let keep = budget_window(self.settings.max_changes_per_hour).1.max(DAY_S);
-        while self.changes.front().is_some_and(|t| now_s - t >= keep) {
-            self.changes.pop_front();
-        }
+    /// budget's window: [`Controller::applied`] forgets older ones).
+    fn changes_within(&self, now_s: f64, seconds: f64) -> usize {
         self.changes.iter().filter(|t| now_s - *t < seconds).count()
     }
 
@@ -307,8 +295,8 @@ impl Controller {
     /// the 48 allowed; the smooth ones: 40) then lowers its services on a narrower band: the
     /// budget it leaves unused buys GPU-hours, and a fleet that re-plans more often keeps the
     /// wider band that spares it transitions.
-    fn calm(&mut self, now_s: f64) -> bool {
-        self.day_spent(now_s) <= CALM_SHARE
+    fn calm(&self, now_s: f64) -> bool {
+        self.budget_used(now_s) <= CALM_SHARE
     }
 
     /// The window ending at `now_s` saw `seen` (one per service, in `names`' order): the rates
@@ -400,7 +388,7 @@ impl Controller {
         // waiting, the alarm would meet a load its plan cannot serve for a transition's length).
         let needed = up.iter().any(|&i| measured.get(i).is_some_and(|m| m * (1.0 + s.headroom) > self.capacity[i]) || want[i] > self.capacity[i] * JUMP);
         let hour = self.budget_left(now_s);
-        let day = self.day_spent(now_s) < 1.0;
+        let day = self.budget_used(now_s) < 1.0;
         if go_up && !needed && !(hour && day) {
             go_up = false;
         }
@@ -557,6 +545,11 @@ impl Controller {
         let cap = self.capacity.clone();
         self.set_capacity(&cap);
         if changed {
+            // Only the last day (or the budget's window, where longer) counts for anything.
+            let keep = budget_window(self.settings.max_changes_per_hour).1.max(DAY_S);
+            while self.changes.front().is_some_and(|t| now_s - t >= keep) {
+                self.changes.pop_front();
+            }
             self.changes.push_back(now_s);
             if down {
                 self.last_down_s = now_s;

@@ -403,7 +403,7 @@ fn a_calm_controller_lowers_on_a_narrower_band_and_a_busy_one_keeps_the_wide_one
         busy.applied(t, vec![1000.0], true, &[1000.0]);
     }
     t += 1800.0;
-    assert!(busy.budget_left(t) && busy.day_spent(t) < 1.0 && !busy.calm(t + 3600.0));
+    assert!(busy.budget_left(t) && busy.budget_used(t) < 1.0 && !busy.calm(t + 3600.0));
     assert_eq!(first_decision(&mut busy, t), None, "the wide band: 750 plus a 15 % step is past 85 % of 1000");
     // A day later those twenty are forgotten: calm again.
     let (_, d) = first_decision(&mut busy, t + DAY_S).expect("calm after a quiet day");

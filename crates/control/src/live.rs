@@ -180,9 +180,9 @@ pub use crate::driver::PlanFn;
 /// of the window it looks at the last window ([`Driver::tick`]), at the other seconds at the last
 /// [`ALARM_S`] seconds ([`Driver::alarm`]). A look whose second passes while a transition runs is
 /// skipped (as the day simulation skips it); meanwhile a scale-down stops between its steps once
-/// a service's last [`ALARM_S`] seconds pass what the scale-down leaves it ([`Outcome::Stopped`]). `on` sees every window's outcome
-/// (a kept one too) and every other that is not [`Outcome::Kept`]; `until_s` ends the loop
-/// (tests).
+/// a service's last [`ALARM_S`] seconds pass what the scale-down leaves it
+/// ([`Outcome::Stopped`]). `on` sees every window's outcome (a kept one too) and every other that
+/// is not [`Outcome::Kept`]; `until_s` ends the loop (tests).
 pub async fn follow_loop<N: Node + Send>(
     driver: &mut Driver<'_>,
     node: &mut N,
