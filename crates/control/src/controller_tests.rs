@@ -368,26 +368,32 @@ fn regression_a_service_that_turns_off_goes_down_in_one_step_not_in_halvings() {
 /// budget over the last day lowers a service at 75 % of its plan; one that re-plans more often
 /// keeps the wider band that spares it transitions.
 #[test]
-fn a_calm_controller_lowers_on_a_narrower_band_and_a_busy_one_keeps_the_wide_one() {
+fn a_calm_controller_lowers_on_a_narrower_band_a_busy_one_only_its_smooth_services() {
     let s = Settings { down_after_s: 600.0, warmup_s: 0.0, burst_factor: 0.0, ..Settings::default() };
-    let first_decision = |c: &mut Controller, from: f64| {
+    // A steady 750 req/s, or rows 10 % either side of it (burstiness ~10 %: not smooth).
+    let steady = |_: usize| 750.0;
+    let noisy = |k: usize| if k % 2 == 0 { 675.0 } else { 825.0 };
+    let first_decision = |c: &mut Controller, from: f64, rate: &dyn Fn(usize) -> f64| {
         let mut t = from;
+        let mut k = 0;
         while t <= from + 3600.0 {
-            if let Some(d) = c.observe(t, &obs(&[750.0], 60.0)) {
+            if let Some(d) = c.observe(t, &obs(&[rate(k)], 60.0)) {
                 return Some((t, d));
             }
             t += 60.0;
+            k += 1;
         }
         None
     };
     let fresh = || {
         let mut c = Controller::new(s, vec!["s0".into()], vec![1000.0], 0.0);
-        // 10 GPUs' GPCs: lowering to 827 frees 12 GPCs, past the 1.25 GPUs a scale-down wants.
-        c.set_gpcs(&[70.0], 7.0, 10.0);
+        // 20 GPUs' GPCs: lowering to 909 (the noisy rows' top) frees 12.7 GPCs, past the 1.25
+        // GPUs a scale-down wants.
+        c.set_gpcs(&[140.0], 7.0, 20.0);
         c
     };
     let mut calm = fresh();
-    let (at, d) = first_decision(&mut calm, 60.0).expect("a calm controller lowers a service at 75 % of its plan");
+    let (at, d) = first_decision(&mut calm, 60.0, &steady).expect("a calm controller lowers a service at 75 % of its plan");
     assert_eq!(d.direction, Direction::Down);
     assert!(at >= s.down_after_s, "after the sustained-low wait: {at}");
     // To the forecast (750, the level's EWMA still a little above it from the plan's seed, and
@@ -396,16 +402,25 @@ fn a_calm_controller_lowers_on_a_narrower_band_and_a_busy_one_keeps_the_wide_one
     // Twenty re-plans in its first 10 hours, one every half hour: more than 80 % of the
     // budget's 2 an hour (still an hour later), less than all of it (the hour's budget and
     // the day's both allow a change half an hour after the last).
-    let mut busy = fresh();
-    let mut t = 0.0;
-    for _ in 0..20 {
-        t += 1800.0;
-        busy.applied(t, vec![1000.0], true, &[1000.0]);
-    }
-    t += 1800.0;
-    assert!(busy.budget_left(t) && busy.budget_used(t) < 1.0 && !busy.calm(t + 3600.0));
-    assert_eq!(first_decision(&mut busy, t), None, "the wide band: 750 plus a 15 % step is past 85 % of 1000");
+    let busy = || {
+        let mut c = fresh();
+        let mut t = 0.0;
+        for _ in 0..20 {
+            t += 1800.0;
+            c.applied(t, vec![1000.0], true, &[1000.0]);
+        }
+        (c, t + 1800.0)
+    };
+    let (mut b, t) = busy();
+    assert!(b.budget_left(t) && b.budget_used(t) < 1.0 && !b.calm(t + 3600.0));
+    assert_eq!(first_decision(&mut b, t, &noisy), None, "the wide band: its 825-row plus a 15 % step is past 85 % of 1000");
+    assert!(b.forecasts()[0].burstiness > SMOOTH, "{:?}", b.forecasts()[0]);
     // A day later those twenty are forgotten: calm again.
-    let (_, d) = first_decision(&mut busy, t + DAY_S).expect("calm after a quiet day");
+    let (_, d) = first_decision(&mut b, t + DAY_S, &noisy).expect("calm after a quiet day");
     assert_eq!(d.direction, Direction::Down);
+    // Busy as much, a smooth service is lowered on the narrower band all the same.
+    let (mut b, t) = busy();
+    let (_, d) = first_decision(&mut b, t, &steady).expect("a smooth service goes down on the narrower band");
+    assert_eq!(d.direction, Direction::Down);
+    assert!(b.forecasts()[0].burstiness < SMOOTH && !b.calm(t + 3600.0));
 }
