@@ -201,21 +201,7 @@ impl Model {
             events += 1;
             if done <= timer {
                 proc.done_at = None;
-                let svc = &mut self.svcs[proc.service];
-                if now >= config.warmup_s && now <= config.duration_s {
-                    svc.served += proc.running.len() as u64;
-                }
-                for arrival in proc.running.drain(..) {
-                    if arrival >= config.warmup_s {
-                        let latency = now - arrival + svc.data_path;
-                        svc.counted += 1;
-                        if latency <= svc.slo {
-                            svc.within += 1;
-                        }
-                        let us = (latency * 1e6).round().clamp(1.0, 3.6e9) as u64;
-                        svc.hist.saturating_record(us);
-                    }
-                }
+                self.svcs[proc.service].finish(now, &mut proc.running, config);
             } else {
                 proc.timer_at = None;
             }
@@ -304,6 +290,25 @@ impl Model {
 }
 
 impl Svc {
+    /// The batch of `running` (their arrival times) is done at `now`: count it where the
+    /// measured window holds it.
+    fn finish(&mut self, now: f64, running: &mut Vec<f64>, config: &SimConfig) {
+        if now >= config.warmup_s && now <= config.duration_s {
+            self.served += running.len() as u64;
+        }
+        for arrival in running.drain(..) {
+            if arrival >= config.warmup_s {
+                let latency = now - arrival + self.data_path;
+                self.counted += 1;
+                if latency <= self.slo {
+                    self.within += 1;
+                }
+                let us = (latency * 1e6).round().clamp(1.0, 3.6e9) as u64;
+                self.hist.saturating_record(us);
+            }
+        }
+    }
+
     /// Smooth weighted round-robin (as nginx): deterministic, spreads picks evenly.
     fn pick(&mut self) -> usize {
         let mut best = 0;
@@ -446,18 +451,7 @@ mod tests {
                 _ => {
                     busy[i] = false;
                     let proc = &mut m.procs[i];
-                    let svc = &mut m.svcs[proc.service];
-                    if now >= config.warmup_s && now <= config.duration_s {
-                        svc.served += proc.running.len() as u64;
-                    }
-                    for arrival in proc.running.drain(..) {
-                        if arrival >= config.warmup_s {
-                            let latency = now - arrival + svc.data_path;
-                            svc.counted += 1;
-                            svc.within += u64::from(latency <= svc.slo);
-                            svc.hist.saturating_record((latency * 1e6).round().clamp(1.0, 3.6e9) as u64);
-                        }
-                    }
+                    m.svcs[proc.service].finish(now, &mut proc.running, config);
                     if let Some((at, kind)) = dispatch(&mut m, &mut busy, &mut generation, i, now) {
                         push(&mut heap, at, kind, i, generation[i]);
                     }
