@@ -74,8 +74,9 @@ const CALM_SHARE: f64 = 0.8;
 /// A service whose burstiness (the median distance of the last hour's windows from the line
 /// through them) is below this is lowered on the narrower band (see [`Controller::calm`]) while
 /// the day's churn budget lasts, however much of it is spent: its forecast is as good as the
-/// band. On the eight traces of `scripts/bench/day-results.md` (eleventh pass) 0.6-3.9 % fewer
-/// GPU-hours on seven, +0.8 % on one, at most 47.7 re-plans a day.
+/// band. On the eight traces of `scripts/bench/day-results.md` (eleventh pass): 0.5-3.9 % fewer
+/// GPU-hours on six, the same on one, 0.8 % more on one, at most 47.7 re-plans a day (at 8 %:
+/// 0.2 % more GPU-hours over the eight).
 const SMOOTH: f64 = 0.05;
 
 /// Past the day's churn budget, a scale-down still goes (within the hour's) when it frees at
