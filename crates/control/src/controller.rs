@@ -344,7 +344,8 @@ impl Controller {
         // A calm controller lowers every service on the narrower band, a busy one only the smooth
         // services (while the day's budget lasts): their forecast is as good as the band.
         let calm = self.calm(now_s);
-        let smooth_narrow = self.budget_used(now_s) < 1.0;
+        // Whether the day's churn budget lasts (past it, scale-downs wait too).
+        let day = self.budget_used(now_s) < 1.0;
         // GPCs no segment holds, then what each lowered service would give back.
         let held: f64 = self.gpcs.iter().sum();
         let mut freed = (self.gpus * self.gpcs_per_gpu - held).max(0.0);
@@ -368,7 +369,7 @@ impl Controller {
             // Below what the last step up planned for by more than the step: a ramp's step is
             // not given back while the load stays where it was.
             let to = (to * (1.0 + DOWN_MARGIN)).min(self.planned[i]);
-            let narrow = calm || (smooth_narrow && forecasts[i].burstiness < SMOOTH);
+            let narrow = calm || (day && forecasts[i].burstiness < SMOOTH);
             let (band_step, band_near) = if narrow { (DOWN_MARGIN, CALM_NEAR) } else { (s.step_up, NEAR) };
             if !up.contains(&i) && evidence && to < self.planned[i] * (1.0 - 1e-9) && w * (1.0 + band_step) < self.capacity[i] * band_near {
                 down.push((i, to));
@@ -402,7 +403,6 @@ impl Controller {
         // waiting, the alarm would meet a load its plan cannot serve for a transition's length).
         let needed = up.iter().any(|&i| measured.get(i).is_some_and(|m| m * (1.0 + s.headroom) > self.capacity[i]) || want[i] > self.capacity[i] * JUMP);
         let hour = self.budget_left(now_s);
-        let day = self.budget_used(now_s) < 1.0;
         if go_up && !needed && !(hour && day) {
             go_up = false;
         }

@@ -212,14 +212,9 @@ impl Model {
     /// A request of process `p`'s service arrives at `now` and is routed to it.
     fn arrive(&mut self, p: usize, now: f64) {
         let proc = &mut self.procs[p];
-        proc.queue.push_back(now);
-        if let Some(rate) = proc.rate.arrived(now, 1) {
-            let exec = &proc.exec;
-            proc.keep_up = proc.policy.keep_up_batch(rate, |k| exec[k.min(exec.len() - 1)]);
-        }
+        let len = proc.enqueue(now);
         // The deadline depends only on the oldest request, so a pending timer stays valid: act
         // only when this request is the oldest or completes a batch.
-        let len = proc.queue.len();
         if proc.done_at.is_none() && (len == 1 || len >= proc.keep_up) {
             self.try_dispatch(p, now);
         }
@@ -286,6 +281,19 @@ impl Model {
             .collect();
         let all_pass = services.iter().all(|s| s.pass);
         SimReport { config: config.clone(), services, all_pass, events }
+    }
+}
+
+impl Proc {
+    /// Queue a request arriving at `now`, updating the measured rate and the keep-up batch;
+    /// returns the queue's length.
+    fn enqueue(&mut self, now: f64) -> usize {
+        self.queue.push_back(now);
+        if let Some(rate) = self.rate.arrived(now, 1) {
+            let exec = &self.exec;
+            self.keep_up = self.policy.keep_up_batch(rate, |k| exec[k.min(exec.len() - 1)]);
+        }
+        self.queue.len()
     }
 }
 
@@ -420,12 +428,7 @@ mod tests {
                 0 => {
                     let p = m.svcs[i].pick();
                     let proc = &mut m.procs[p];
-                    proc.queue.push_back(now);
-                    if let Some(rate) = proc.rate.arrived(now, 1) {
-                        let exec = &proc.exec;
-                        proc.keep_up = proc.policy.keep_up_batch(rate, |k| exec[k.min(exec.len() - 1)]);
-                    }
-                    let len = proc.queue.len();
+                    let len = proc.enqueue(now);
                     if !busy[p] && (len == 1 || len >= proc.keep_up) {
                         if let Some((at, kind)) = dispatch(&mut m, &mut busy, &mut generation, p, now) {
                             push(&mut heap, at, kind, p, generation[p]);
